@@ -1,0 +1,3 @@
+"""Door-controller firmware (MicroPython)."""
+
+VERSION = "0.1.0"

@@ -1,0 +1,1 @@
+"""Command groups of `doorctl`; each module defines `register(app)`."""

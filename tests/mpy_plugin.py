@@ -1,0 +1,99 @@
+"""pytest collection of device tests that run under the real MicroPython unix port.
+
+- `tests/device/test_*.py` run only under MicroPython;
+- `tests/shared/test_*.py` run under CPython (normal pytest) *and* under MicroPython.
+
+Each test function becomes one pytest item `name[mpy]`, run in its own MicroPython
+process with a constrained heap (64 KiB unless the file says `# mpy-heapsize: 256K`).
+A test gets a private scratch directory in the environment variable MPY_TEST_TMP.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from host_tools.paths import micropython, micropython_env
+
+RUNNER = Path(__file__).with_name("mpy_runner.py")
+DEFAULT_HEAP = "64K"
+HEAP_PRAGMA = re.compile(r"^#\s*mpy-heapsize:\s*(\d+[KM]?)\s*$", re.M)
+TIMEOUT_S = 240
+
+
+class MpyTestFailure(Exception):
+    """A device test failed; carries MicroPython's own output."""
+
+
+def _heapsize(path: Path) -> str:
+    match = HEAP_PRAGMA.search(path.read_text())
+    return match.group(1) if match else DEFAULT_HEAP
+
+
+def _run(path: Path, name: str, heap: str, tmp: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = micropython_env(path.parent)
+    if tmp:
+        env["MPY_TEST_TMP"] = tmp
+    return subprocess.run(
+        [micropython(), "-X", f"heapsize={heap}", str(RUNNER), str(path), name],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+
+
+class MpyFile(pytest.File):
+    def collect(self):  # type: ignore[no-untyped-def]
+        heap = _heapsize(self.path)
+        listing = _run(self.path, "--list", "4M")
+        if listing.returncode != 0:
+            raise MpyTestFailure(
+                f"{self.path} does not import under MicroPython:\n{listing.stdout}{listing.stderr}"
+            )
+        for name in listing.stdout.split():
+            yield MpyItem.from_parent(self, name=f"{name}[mpy]", func=name, heap=heap)
+
+
+class MpyItem(pytest.Item):
+    def __init__(self, *, func: str, heap: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.func = func
+        self.heap = heap
+
+    def runtest(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="mpytest-") as tmp:
+            proc = _run(self.path, self.func, self.heap, tmp)
+        if proc.returncode != 0 or "MPY-TEST-OK" not in proc.stdout:
+            raise MpyTestFailure(
+                f"MicroPython (heap {self.heap}) exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+            )
+
+    def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
+        if isinstance(excinfo.value, MpyTestFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):  # type: ignore[no-untyped-def]
+        return self.path, None, f"{self.path.name}::{self.name}"
+
+
+def _kind(path: Path) -> str | None:
+    if path.suffix != ".py" or not path.name.startswith("test_"):
+        return None
+    return path.parent.name if path.parent.name in ("device", "shared") else None
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent):  # type: ignore[no-untyped-def]
+    """Device-only tests are not imported by CPython at all."""
+    if _kind(module_path) == "device":
+        return MpyFile.from_parent(parent, path=module_path)
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent):  # type: ignore[no-untyped-def]
+    """Shared tests also get a MicroPython run, beside the normal CPython module."""
+    if _kind(file_path) == "shared":
+        return MpyFile.from_parent(parent, path=file_path, name=f"{file_path.name}[mpy]")
+    return None
