@@ -40,7 +40,10 @@ def mpy_cross() -> str:
 
 
 def micropython_env(*extra_paths: str | Path) -> dict[str, str]:
-    """Environment for a MicroPython process that imports the device packages from the repo."""
+    """Environment for a MicroPython process that imports the device packages.
+
+    `extra_paths` come first (e.g. a tree of compiled `.mpy` files), then the repo sources.
+    """
     env = dict(os.environ)
     parts = [str(p) for p in extra_paths] + [str(REPO_ROOT), ".frozen"]
     env["MICROPYPATH"] = os.pathsep.join(parts)

@@ -3,7 +3,8 @@
 - `tests/device/test_*.py` run only under MicroPython;
 - `tests/shared/test_*.py` run under CPython (normal pytest) *and* under MicroPython.
 
-Each test function becomes one pytest item `name[mpy]`, run in its own MicroPython
+Device packages are imported as `.mpy` compiled by mpy-cross (as on a deployed device);
+the test file itself is compiled from source. Each test function becomes one pytest item `name[mpy]`, run in its own MicroPython
 process with a constrained heap (64 KiB unless the file says `# mpy-heapsize: 256K`).
 A test gets a private scratch directory in the environment variable MPY_TEST_TMP.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree
 from host_tools.paths import micropython, micropython_env
 
 RUNNER = Path(__file__).with_name("mpy_runner.py")
@@ -34,8 +36,19 @@ def _heapsize(path: Path) -> str:
     return match.group(1) if match else DEFAULT_HEAP
 
 
+_built: list[bool] = []
+
+
+def _device_tree() -> Path:
+    """Device packages compiled to .mpy once per session, as a device imports them."""
+    if not _built:
+        build_device_tree(DEFAULT_BUILD_DIR)
+        _built.append(True)
+    return DEFAULT_BUILD_DIR
+
+
 def _run(path: Path, name: str, heap: str, tmp: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = micropython_env(path.parent)
+    env = micropython_env(path.parent, _device_tree())
     if tmp:
         env["MPY_TEST_TMP"] = tmp
     return subprocess.run(
