@@ -1,0 +1,306 @@
+"""Power-safe event journal on a raw NOR-flash partition.
+
+Why not a littlefs file: appending a small record to a file and syncing it makes littlefs
+copy its tail block and commit metadata each time (about 80x write amplification, and an
+erase per record). Here every record is programmed exactly once into erased flash: an append
+costs one program of RECORD_SIZE bytes, and one erase per sector's worth of records (done
+ahead of time by `maintain()` when the device is idle).
+
+Layout of the partition (erase blocks of `block_size` bytes):
+
+- blocks 0 and 1: the acknowledgement area, a ping-pong log of 8-byte entries
+  (acknowledged-up-to sequence number, CRC); the newest valid entry wins.
+- blocks 2..n-1: a ring of data sectors. Slot 0 of a sector is its header (magic, sector
+  sequence, first record sequence, CRC); slots 1.. hold 32-byte records with a CRC each.
+
+A power cut can tear at most the record, header or ack entry being programmed; its CRC fails
+and it is skipped, never mistaken for data. Records are deleted only by erasing sectors whose
+records are all acknowledged by the platform. When the ring is full, the oldest unacknowledged
+sector is overwritten and a GAP record names the lost sequence numbers: loss is never silent.
+"""
+
+import struct
+from binascii import crc32
+
+RECORD_SIZE = 32
+# seq, code, flags, boot, time, ms, arg, payload(12), crc
+_REC = "<IBBHIHH12sI"
+_HDR = "<4sII16sI"  # magic, sector_seq, first_seq, reserved, crc
+_ACK = "<II"  # acked_seq, crc
+_MAGIC = b"JRN1"
+_ACK_SIZE = 8
+ACK_BLOCKS = 2
+ERASED32 = b"\xff" * RECORD_SIZE
+
+CODE_GAP = 0xFE  # arg unused; payload: first lost seq (u32), last lost seq (u32)
+
+FLAG_TIME_VALID = 0x01  # `time` is UTC epoch seconds; otherwise seconds since boot
+
+
+class JournalError(Exception):
+    pass
+
+
+def _crc(mv):
+    return crc32(mv) & 0xFFFFFFFF
+
+
+class Record:
+    """A decoded record (allocated only on the upload path, never on append)."""
+
+    __slots__ = ("seq", "code", "flags", "boot", "time", "ms", "arg", "payload")
+
+    def __init__(self, seq, code, flags, boot, time, ms, arg, payload):
+        self.seq = seq
+        self.code = code
+        self.flags = flags
+        self.boot = boot
+        self.time = time
+        self.ms = ms
+        self.arg = arg
+        self.payload = payload
+
+    def __repr__(self):
+        return "Record(seq=%d code=%d)" % (self.seq, self.code)
+
+
+class Journal:
+    """Append-only, acknowledged, power-safe event log on a block device partition.
+
+    `dev` speaks the littlefs extended block protocol (readblocks/writeblocks with offset,
+    ioctl 4/5/6): the flash simulator on the virtual board, `esp32.Partition` on the ESP32.
+    """
+
+    def __init__(self, dev, near_full_ratio=0.9):
+        self.dev = dev
+        self.block_size = dev.ioctl(5, 0)
+        self.n_blocks = dev.ioctl(4, 0)
+        if self.n_blocks < ACK_BLOCKS + 3:
+            raise JournalError("partition too small")
+        self.per_sector = self.block_size // RECORD_SIZE - 1
+        self.n_data = self.n_blocks - ACK_BLOCKS
+        # One sector is always kept erased (or about to be) ahead of the head.
+        self.capacity = (self.n_data - 1) * self.per_sector
+        self.near_full_at = int(self.capacity * near_full_ratio)
+        self._buf = bytearray(RECORD_SIZE)
+        self._mv = memoryview(self._buf)
+        self._abuf = bytearray(_ACK_SIZE)
+        self._sector_seq = [0] * self.n_data  # 0 = no valid header
+        self._first_seq = [0] * self.n_data
+        self._pre_erased = -1  # data index erased in this boot and not yet used
+        self.head = -1  # data index of the sector being filled
+        self.slot = 0  # next free slot in the head sector (1-based; 0 = header)
+        self.next_seq = 1
+        self.acked = 0
+        self._ack_block = 0
+        self._ack_slot = 0
+        self.lost = 0  # records overwritten before acknowledgement, over the life of the flash
+        self.appends = 0
+        self._scan()
+
+    # -- boot -------------------------------------------------------------------------
+
+    def _read(self, block, offset, mv):
+        self.dev.readblocks(block, mv, offset)
+
+    def _valid_header(self, block):
+        self._read(block, 0, self._mv)
+        magic, sseq, first, _, crc = struct.unpack(_HDR, self._buf)
+        if magic != _MAGIC or crc != _crc(self._mv[:28]):
+            return None
+        return sseq, first
+
+    def _record_at(self, block, slot):
+        """Decode the record in `slot`: a tuple, None if erased, False if torn/corrupt."""
+        self._read(block, slot * RECORD_SIZE, self._mv)
+        if self._buf == ERASED32:
+            return None
+        fields = struct.unpack(_REC, self._buf)
+        if fields[8] != _crc(self._mv[:28]):
+            return False
+        return fields
+
+    def _scan(self):
+        best = -1
+        for i in range(self.n_data):
+            h = self._valid_header(ACK_BLOCKS + i)
+            if h is None:
+                continue
+            self._sector_seq[i], self._first_seq[i] = h
+            if best < 0 or h[0] > self._sector_seq[best]:
+                best = i
+        self._scan_acks()
+        if best < 0:
+            return
+        self.head = best
+        block = ACK_BLOCKS + best
+        last_seq = self._first_seq[best] - 1
+        slot = 1
+        for s in range(1, self.per_sector + 1):
+            rec = self._record_at(block, s)
+            if rec is None:
+                break
+            slot = s + 1  # a torn slot is skipped, never reprogrammed
+            if rec:
+                last_seq = rec[0]
+        self.slot = slot
+        self.next_seq = last_seq + 1
+        if self.acked >= self.next_seq:
+            self.acked = self.next_seq - 1
+
+    def _scan_acks(self):
+        best = -1
+        mv = memoryview(self._abuf)
+        for b in range(ACK_BLOCKS):
+            for s in range(self.block_size // _ACK_SIZE):
+                self._read(b, s * _ACK_SIZE, mv)
+                if self._abuf == b"\xff" * _ACK_SIZE:
+                    break
+                seq, crc = struct.unpack(_ACK, self._abuf)
+                if crc == _crc(mv[:4]) and seq > best:
+                    best = seq
+                    self._ack_block, self._ack_slot = b, s + 1
+        # A block whose last entries are torn is simply continued after them.
+        if best >= 0:
+            self.acked = best
+        else:
+            self._ack_block, self._ack_slot = 0, self._first_free_ack(0)
+
+    def _first_free_ack(self, b):
+        mv = memoryview(self._abuf)
+        for s in range(self.block_size // _ACK_SIZE):
+            self._read(b, s * _ACK_SIZE, mv)
+            if self._abuf == b"\xff" * _ACK_SIZE:
+                return s
+        return self.block_size // _ACK_SIZE
+
+    # -- append -------------------------------------------------------------------------
+
+    def depth(self):
+        """Records not yet acknowledged by the platform."""
+        return self.next_seq - 1 - self.acked
+
+    def near_full(self):
+        return self.depth() >= self.near_full_at
+
+    def append(self, code, flags, boot, time, ms, arg, payload=b""):
+        """Program one record; returns its sequence number. No allocation beyond the call."""
+        if self.head < 0 or self.slot > self.per_sector:
+            self._open_sector()
+        seq = self.next_seq
+        struct.pack_into(_REC, self._buf, 0, seq, code, flags, boot, time, ms, arg, payload, 0)
+        struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
+        self.dev.writeblocks(ACK_BLOCKS + self.head, self._mv, self.slot * RECORD_SIZE)
+        self.slot += 1
+        self.next_seq = seq + 1
+        self.appends += 1
+        return seq
+
+    def _sector_last_seq(self, i):
+        """Highest sequence number a sector can hold (its successor's first - 1)."""
+        return self._first_seq[i] + self.per_sector - 1
+
+    def _open_sector(self):
+        nxt = 0 if self.head < 0 else (self.head + 1) % self.n_data
+        lost_first = lost_last = 0
+        if self._sector_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
+            # Ring full: the oldest unacknowledged records are overwritten, and reported.
+            lost_first = max(self._first_seq[nxt], self.acked + 1)
+            lost_last = min(self._sector_last_seq(nxt), self.next_seq - 1)
+        if self._pre_erased != nxt:
+            self.dev.ioctl(6, ACK_BLOCKS + nxt)
+        self._pre_erased = -1
+        sseq = (self._sector_seq[self.head] + 1) if self.head >= 0 else 1
+        struct.pack_into(_HDR, self._buf, 0, _MAGIC, sseq, self.next_seq, b"", 0)
+        struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
+        self.dev.writeblocks(ACK_BLOCKS + nxt, self._mv, 0)
+        self._sector_seq[nxt] = sseq
+        self._first_seq[nxt] = self.next_seq
+        self.head = nxt
+        self.slot = 1
+        if lost_last >= lost_first and lost_first:
+            self.lost += lost_last - lost_first + 1
+            if self.acked < lost_last:
+                self.acked = lost_last  # nothing left to send below the gap
+            self.append(CODE_GAP, 0, 0, 0, 0, 0, struct.pack("<II", lost_first, lost_last))
+
+    def maintain(self):
+        """Idle-time work: erase the next sector ahead of need, if it holds nothing unsent.
+
+        Returns True when it erased a block (so callers can yield between erases).
+        """
+        if self.head < 0:
+            return False
+        nxt = (self.head + 1) % self.n_data
+        if self._pre_erased == nxt:
+            return False
+        if self._sector_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
+            return False
+        self.dev.ioctl(6, ACK_BLOCKS + nxt)
+        self._sector_seq[nxt] = 0
+        self._first_seq[nxt] = 0
+        self._pre_erased = nxt
+        return True
+
+    # -- acknowledgements and reading ----------------------------------------------------
+
+    def ack(self, upto_seq):
+        """Record that the platform durably stored every record up to `upto_seq`."""
+        upto_seq = min(upto_seq, self.next_seq - 1)
+        if upto_seq <= self.acked:
+            return False
+        per_block = self.block_size // _ACK_SIZE
+        if self._ack_slot >= per_block:
+            self._ack_block = (self._ack_block + 1) % ACK_BLOCKS
+            self.dev.ioctl(6, self._ack_block)
+            self._ack_slot = 0
+        struct.pack_into("<I", self._abuf, 0, upto_seq)
+        mv = memoryview(self._abuf)
+        struct.pack_into("<I", self._abuf, 4, _crc(mv[:4]))
+        self.dev.writeblocks(self._ack_block, mv, self._ack_slot * _ACK_SIZE)
+        self._ack_slot += 1
+        self.acked = upto_seq
+        return True
+
+    def _sector_of(self, seq):
+        """Index of the sector holding `seq` (or the oldest one after it), -1 if none."""
+        best = oldest = -1
+        for i in range(self.n_data):
+            if not self._sector_seq[i]:
+                continue
+            f = self._first_seq[i]
+            if f <= seq and (best < 0 or f > self._first_seq[best]):
+                best = i
+            if oldest < 0 or f < self._first_seq[oldest]:
+                oldest = i
+        return best if best >= 0 else oldest
+
+    def _next_sector(self, i):
+        first = self._first_seq[i]
+        best = -1
+        for j in range(self.n_data):
+            f = self._first_seq[j]
+            if self._sector_seq[j] and f > first and (best < 0 or f < self._first_seq[best]):
+                best = j
+        return best
+
+    def read(self, from_seq, max_records):
+        """Records with seq >= from_seq, in order, at most `max_records` (torn ones skipped)."""
+        out = []
+        i = self._sector_of(from_seq)
+        while i >= 0 and len(out) < max_records:
+            block = ACK_BLOCKS + i
+            # A torn slot only ever pushes records later, so the record for from_seq is at
+            # this slot or after it.
+            s = 1 + from_seq - self._first_seq[i]
+            if s < 1:
+                s = 1
+            while s <= self.per_sector and len(out) < max_records:
+                rec = self._record_at(block, s)
+                s += 1
+                if rec is None:
+                    break
+                if rec and rec[0] >= from_seq:
+                    out.append(Record(*rec[:8]))
+            i = self._next_sector(i)
+        return out

@@ -1,0 +1,180 @@
+# The event journal on a simulated NOR partition: runs under CPython and MicroPython.
+import os
+import struct
+
+from board.flashsim import FlashSim, PowerCut
+from firmware.journal import CODE_GAP, RECORD_SIZE, Journal
+
+
+def _scratch(name):
+    base = os.getenv("MPY_TEST_TMP") or "/tmp"
+    path = base + "/" + name
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    return path
+
+
+def _dev(blocks=8, block_size=1024):
+    return FlashSim(path=None, block_size=block_size, block_count=blocks)
+
+
+def _payload(i):
+    return struct.pack("<III", i, i * 7, i ^ 0x5A5A)
+
+
+def _fill(j, n, start=0):
+    seqs = []
+    for i in range(start, start + n):
+        seqs.append(j.append(1, 0, 3, 1000 + i, i % 1000, i & 0xFFFF, _payload(i)))
+    return seqs
+
+
+def test_append_assigns_consecutive_sequence_numbers_and_reads_back():
+    j = Journal(_dev())
+    seqs = _fill(j, 50)
+    assert seqs == list(range(1, 51))
+    recs = j.read(1, 100)
+    assert [r.seq for r in recs] == seqs
+    assert recs[10].payload == _payload(10)
+    assert recs[10].time == 1010 and recs[10].boot == 3
+    assert [r.seq for r in j.read(40, 5)] == [40, 41, 42, 43, 44]
+
+
+def test_reopen_continues_sequence_and_keeps_acks():
+    dev = _dev()
+    j = Journal(dev)
+    _fill(j, 30)
+    j.ack(12)
+    j2 = Journal(dev)
+    assert j2.next_seq == 31
+    assert j2.acked == 12
+    assert j2.depth() == 18
+    assert j2.append(2, 0, 0, 0, 0, 0) == 31
+    assert [r.seq for r in j2.read(13, 100)] == list(range(13, 32))
+
+
+def test_ack_is_bounded_by_what_was_written_and_never_goes_back():
+    j = Journal(_dev())
+    _fill(j, 5)
+    assert j.ack(99) is True
+    assert j.acked == 5
+    assert j.ack(3) is False
+    assert j.acked == 5
+
+
+def test_many_acks_wrap_the_ack_area():
+    dev = _dev(blocks=6, block_size=256)
+    j = Journal(dev)
+    for k in range(1, 200):
+        j.append(1, 0, 0, 0, 0, 0)
+        j.ack(k)
+    assert Journal(dev).acked == 199
+
+
+def test_flash_cost_per_record_is_one_program_of_the_record():
+    dev = FlashSim(path=_scratch("journal-cost.img"), block_size=4096, block_count=16)
+    j = Journal(dev)
+    j.append(1, 0, 0, 0, 0, 0)  # first sector opened (erase + header)
+    j.maintain()
+    before_p, before_e = dev.bytes_programmed, dev.blocks_erased
+    _fill(j, 100)
+    assert dev.bytes_programmed - before_p == 100 * RECORD_SIZE
+    assert dev.blocks_erased == before_e
+
+
+def test_maintain_erases_ahead_so_crossing_a_sector_erases_nothing():
+    dev = _dev(blocks=6, block_size=256)  # 7 records per sector
+    j = Journal(dev)
+    _fill(j, 7)
+    j.ack(7)
+    assert j.maintain() is True
+    erased = dev.blocks_erased
+    _fill(j, 1)
+    assert dev.blocks_erased == erased
+
+
+def test_full_ring_overwrites_oldest_and_reports_the_gap():
+    dev = _dev(blocks=6, block_size=256)  # 4 data sectors x 7 records, capacity 21
+    j = Journal(dev)
+    assert j.capacity == 21
+    _fill(j, 40)
+    assert j.lost > 0
+    recs = j.read(1, 1000)
+    gaps = [r for r in recs if r.code == CODE_GAP]
+    assert gaps, "overwriting unacknowledged records must leave a GAP record"
+    lost = 0
+    for g in gaps:
+        first, last = struct.unpack("<II", g.payload[:8])
+        assert 1 <= first <= last
+        lost += last - first + 1
+    assert lost == j.lost
+    # Every sequence number is either readable or inside a reported gap.
+    seen = set(r.seq for r in recs)
+    for g in gaps:
+        first, last = struct.unpack("<II", g.payload[:8])
+        for s in range(first, last + 1):
+            seen.add(s)
+    assert seen == set(range(1, j.next_seq))
+
+
+def test_near_full_threshold():
+    j = Journal(_dev(blocks=6, block_size=256), near_full_ratio=0.5)
+    _fill(j, 9)
+    assert not j.near_full()
+    _fill(j, 2)
+    assert j.near_full()
+    j.ack(11)
+    assert not j.near_full()
+
+
+def _workload(j, n):
+    done = []
+    for i in range(n):
+        done.append(j.append(1, 0, 0, i, 0, 0, _payload(i)))
+        if i % 5 == 4:
+            j.ack(done[-1] - 2)
+        if i % 7 == 6:
+            j.maintain()
+    return done
+
+
+def test_power_cut_at_every_operation_loses_no_completed_append():
+    n = 24
+    probe = _dev(blocks=6, block_size=256)
+    _workload(Journal(probe), n)
+    total_ops = probe.ops
+    assert total_ops > n
+    for cut in range(total_ops):
+        path = _scratch("journal-cut.img")
+        dev = FlashSim(path=path, block_size=256, block_count=6)
+        j = Journal(dev)
+        done = []
+        acked = 0
+        dev.cut_after(cut + 1)
+        try:
+            for i in range(n):
+                done.append(j.append(1, 0, 0, i, 0, 0, _payload(i)))
+                if i % 5 == 4:
+                    j.ack(done[-1] - 2)
+                    acked = done[-1] - 2
+                if i % 7 == 6:
+                    j.maintain()
+        except PowerCut:
+            pass
+        dev.close()
+        dev = FlashSim(path=path, block_size=256, block_count=6)
+        j2 = Journal(dev)
+        assert j2.acked >= acked, (cut, j2.acked, acked)
+        assert j2.next_seq >= len(done) + 1, (cut, j2.next_seq, len(done))
+        got = [r.seq for r in j2.read(j2.acked + 1, 1000)]
+        want = [s for s in done if s > j2.acked]
+        assert got[: len(want)] == want, (cut, got, want)
+        for r in j2.read(j2.acked + 1, 1000):
+            if r.seq in want:
+                assert r.payload == _payload(r.time)
+        # The journal keeps working after the cut.
+        s = j2.append(9, 0, 0, 0, 0, 0)
+        assert j2.read(s, 1)[0].code == 9
+        dev.close()
