@@ -1,0 +1,240 @@
+"""Protocol v1 codec: MQTT topics and payloads between door controllers and the platform.
+
+Shared by the firmware (MicroPython) and the reference platform (CPython): one module, one
+set of test vectors. Every decoder validates fully and raises ProtocolError with a short
+reason code; nothing malformed gets past it. See docs/protocol.md for the field tables.
+"""
+
+import json
+
+VERSION = 1
+ROOT = "door/v1/"
+
+MAX_PAYLOAD = 16384  # bytes; larger inbound payloads are refused before parsing
+MAX_BATCH = 200  # events per events message
+DEVICE_ID_MAX = 64
+
+# Event tuple positions in an events message.
+E_SEQ, E_CODE, E_BOOT, E_TIME, E_MS, E_FLAGS, E_ARG, E_DATA = range(8)
+
+# Event flags (also stored in the journal record).
+FLAG_TIME_VALID = 0x01  # time is UTC epoch seconds
+FLAG_TIME_CORRECTED = 0x02  # recorded before the clock was set, corrected at upload
+FLAG_LOW_ASSURANCE = 0x04  # decision from a legacy card profile (UID-only / Classic)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow protocol v1; `reason` is a short code for events."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason + (": " + detail if detail else ""))
+        self.reason = reason
+
+
+def _valid_id_char(c):
+    return ("a" <= c <= "z") or ("A" <= c <= "Z") or ("0" <= c <= "9") or c in "-_."
+
+
+def check_device_id(device_id):
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= DEVICE_ID_MAX:
+        raise ProtocolError("bad_device_id")
+    for c in device_id:
+        if not _valid_id_char(c):
+            raise ProtocolError("bad_device_id", device_id)
+    return device_id
+
+
+def topic(device_id, leaf):
+    """`door/v1/<device>/<leaf>`: leaf is events, status, presence, reply, ack, cmd, time."""
+    return ROOT + check_device_id(device_id) + "/" + leaf
+
+
+def split_topic(t):
+    """(device_id, leaf) of a v1 topic, or ProtocolError."""
+    if isinstance(t, (bytes, bytearray)):
+        t = bytes(t).decode()
+    if not t.startswith(ROOT):
+        raise ProtocolError("bad_topic")
+    rest = t[len(ROOT) :]
+    cut = rest.find("/")
+    if cut <= 0:
+        raise ProtocolError("bad_topic")
+    return check_device_id(rest[:cut]), rest[cut + 1 :]
+
+
+def _dumps(obj):
+    return json.dumps(obj).encode()
+
+
+def _loads(payload):
+    if payload is None or len(payload) > MAX_PAYLOAD:
+        raise ProtocolError("too_large")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise ProtocolError("not_json")
+    if not isinstance(obj, dict):
+        raise ProtocolError("not_object")
+    if obj.get("v") != VERSION:
+        raise ProtocolError("bad_version")
+    return obj
+
+
+def _int(obj, key, lo=0, hi=0xFFFFFFFF):
+    v = obj.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ProtocolError("bad_field", key)
+    return v
+
+
+def _str(obj, key, max_len=64, optional=False):
+    v = obj.get(key)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or not 0 < len(v) <= max_len:
+        raise ProtocolError("bad_field", key)
+    return v
+
+
+# -- events (device -> platform) ---------------------------------------------------------
+
+
+def encode_events(boot, events):
+    """events: sequence of 8-tuples (seq, code, boot, time, ms, flags, arg, data_hex)."""
+    return _dumps({"v": VERSION, "boot": boot, "ev": [list(e) for e in events]})
+
+
+def decode_events(payload):
+    """Validated list of event tuples, in the order sent (seqs strictly increasing)."""
+    obj = _loads(payload)
+    _int(obj, "boot", 0, 0xFFFF)
+    ev = obj.get("ev")
+    if not isinstance(ev, list) or not 0 < len(ev) <= MAX_BATCH:
+        raise ProtocolError("bad_field", "ev")
+    out = []
+    last = 0
+    for e in ev:
+        if not isinstance(e, list) or len(e) != 8:
+            raise ProtocolError("bad_event")
+        for i in range(7):
+            if not isinstance(e[i], int) or isinstance(e[i], bool) or e[i] < 0:
+                raise ProtocolError("bad_event")
+        if e[E_SEQ] <= last or e[E_SEQ] > 0xFFFFFFFF or e[E_CODE] > 255 or e[E_MS] > 999:
+            raise ProtocolError("bad_event")
+        if e[E_BOOT] > 0xFFFF or e[E_FLAGS] > 255 or e[E_ARG] > 0xFFFF or e[E_TIME] > 0xFFFFFFFF:
+            raise ProtocolError("bad_event")
+        data = e[E_DATA]
+        if not isinstance(data, str) or len(data) > 24 or len(data) % 2:
+            raise ProtocolError("bad_event")
+        for c in data:
+            if c not in "0123456789abcdef":
+                raise ProtocolError("bad_event")
+        last = e[E_SEQ]
+        out.append(tuple(e))
+    return out
+
+
+# -- acknowledgements (platform -> device) ------------------------------------------------
+
+
+def encode_ack(upto):
+    """The platform has durably stored every event of this device up to `upto`."""
+    return _dumps({"v": VERSION, "upto": upto})
+
+
+def decode_ack(payload):
+    return _int(_loads(payload), "upto", 0)
+
+
+# -- presence, status, time ---------------------------------------------------------------
+
+
+def encode_presence(online, boot=0, firmware=""):
+    obj = {"v": VERSION, "online": bool(online)}
+    if online:
+        obj["boot"] = boot
+        obj["fw"] = firmware
+    return _dumps(obj)
+
+
+def decode_presence(payload):
+    obj = _loads(payload)
+    if not isinstance(obj.get("online"), bool):
+        raise ProtocolError("bad_field", "online")
+    return obj
+
+
+def encode_status(report):
+    """Patrol/status report: a flat dict of the fields in docs/protocol.md."""
+    obj = {"v": VERSION}
+    obj.update(report)
+    return _dumps(obj)
+
+
+def decode_status(payload):
+    obj = _loads(payload)
+    _int(obj, "seq", 0)
+    return obj
+
+
+def encode_time(epoch_ms):
+    return _dumps({"v": VERSION, "t": epoch_ms})
+
+
+def decode_time(payload):
+    obj = _loads(payload)
+    v = obj.get("t")
+    # 2020-01-01 .. 2100-01-01 in ms: a clock outside this window is refused.
+    if not isinstance(v, int) or isinstance(v, bool) or not 1577836800000 <= v <= 4102444800000:
+        raise ProtocolError("bad_field", "t")
+    return v
+
+
+# -- commands (platform -> device) and replies ---------------------------------------------
+
+COMMANDS = ("open", "patrol", "mode", "time", "config")
+
+
+def encode_command(cmd_id, op, args=None, expires=0, mac=""):
+    obj = {"v": VERSION, "id": cmd_id, "op": op}
+    if args:
+        obj["args"] = args
+    if expires:
+        obj["exp"] = expires
+    if mac:
+        obj["mac"] = mac
+    return _dumps(obj)
+
+
+def decode_command(payload):
+    """(id, op, args, expires, mac) of a command; authentication is checked by the caller."""
+    obj = _loads(payload)
+    cmd_id = _str(obj, "id", 40)
+    op = _str(obj, "op", 16)
+    if op not in COMMANDS:
+        raise ProtocolError("unknown_command", op)
+    args = obj.get("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError("bad_field", "args")
+    expires = obj.get("exp", 0)
+    if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
+        raise ProtocolError("bad_field", "exp")
+    mac = obj.get("mac", "")
+    if not isinstance(mac, str) or len(mac) > 128:
+        raise ProtocolError("bad_field", "mac")
+    return cmd_id, op, args, expires, mac
+
+
+def encode_reply(cmd_id, ok, reason=""):
+    obj = {"v": VERSION, "id": cmd_id, "ok": bool(ok)}
+    if reason:
+        obj["reason"] = reason
+    return _dumps(obj)
+
+
+def decode_reply(payload):
+    obj = _loads(payload)
+    _str(obj, "id", 40)
+    if not isinstance(obj.get("ok"), bool):
+        raise ProtocolError("bad_field", "ok")
+    return obj

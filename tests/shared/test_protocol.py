@@ -1,0 +1,85 @@
+# Protocol v1 codec vectors: the same bytes decode the same way under CPython and MicroPython.
+from firmware import protocol as p
+
+EVENTS_VECTOR = (
+    b'{"v": 1, "boot": 7, "ev": [[41, 1, 7, 1767225600, 250, 1, 0, "0011223344556677"],'
+    b' [42, 33, 7, 5, 0, 0, 3, ""]]}'
+)
+
+
+def _raises(fn, *args):
+    try:
+        fn(*args)
+    except p.ProtocolError as e:
+        return e.reason
+    raise AssertionError("accepted: %r" % (args,))
+
+
+def test_topics():
+    assert p.topic("hz.b12.d3", "events") == "door/v1/hz.b12.d3/events"
+    assert p.split_topic("door/v1/hz.b12.d3/cmd") == ("hz.b12.d3", "cmd")
+    assert p.split_topic(b"door/v1/x/ack") == ("x", "ack")
+    assert _raises(p.split_topic, "door/v2/x/ack") == "bad_topic"
+    assert _raises(p.split_topic, "door/v1/x+y/ack") == "bad_device_id"
+    assert _raises(p.topic, "a/b", "events") == "bad_device_id"
+    assert _raises(p.topic, "", "events") == "bad_device_id"
+
+
+def test_events_vector_decodes():
+    ev = p.decode_events(EVENTS_VECTOR)
+    assert ev == [(41, 1, 7, 1767225600, 250, 1, 0, "0011223344556677"), (42, 33, 7, 5, 0, 0, 3, "")]
+
+
+def test_events_round_trip():
+    batch = [(1, 2, 3, 4, 5, 6, 7, "ab"), (2, 2, 3, 4, 5, 6, 7, "")]
+    assert p.decode_events(p.encode_events(3, batch)) == batch
+
+
+def test_events_rejections():
+    assert _raises(p.decode_events, b"not json") == "not_json"
+    assert _raises(p.decode_events, b"[1]") == "not_object"
+    assert _raises(p.decode_events, b'{"v": 2, "boot": 1, "ev": []}') == "bad_version"
+    assert _raises(p.decode_events, b'{"v": 1, "boot": 1, "ev": []}') == "bad_field"
+    bad = [
+        b'{"v": 1, "boot": 1, "ev": [[2, 1, 1, 1, 1, 1, 1, ""], [2, 1, 1, 1, 1, 1, 1, ""]]}',
+        b'{"v": 1, "boot": 1, "ev": [[1, 1, 1, 1, 1, 1, 1]]}',
+        b'{"v": 1, "boot": 1, "ev": [[1, 256, 1, 1, 1, 1, 1, ""]]}',
+        b'{"v": 1, "boot": 1, "ev": [[1, 1, 1, 1, 1000, 1, 1, ""]]}',
+        b'{"v": 1, "boot": 1, "ev": [[1, 1, 1, 1, 1, 1, 1, "XY"]]}',
+        b'{"v": 1, "boot": 1, "ev": [[1, 1, 1, 1, 1, 1, 1, "abc"]]}',
+        b'{"v": 1, "boot": 1, "ev": [[-1, 1, 1, 1, 1, 1, 1, ""]]}',
+        b'{"v": 1, "boot": 1, "ev": [[true, 1, 1, 1, 1, 1, 1, ""]]}',
+    ]
+    for b in bad:
+        assert _raises(p.decode_events, b) == "bad_event", b
+    assert _raises(p.decode_events, bytearray(p.MAX_PAYLOAD + 1)) == "too_large"
+
+
+def test_ack_vector_and_rejections():
+    assert p.decode_ack(b'{"v": 1, "upto": 42}') == 42
+    assert p.decode_ack(p.encode_ack(7)) == 7
+    assert _raises(p.decode_ack, b'{"v": 1, "upto": "42"}') == "bad_field"
+    assert _raises(p.decode_ack, b'{"v": 1, "upto": -1}') == "bad_field"
+    assert _raises(p.decode_ack, b'{"v": 1}') == "bad_field"
+
+
+def test_commands():
+    raw = b'{"v": 1, "id": "c1", "op": "patrol"}'
+    assert p.decode_command(raw) == ("c1", "patrol", {}, 0, "")
+    cmd = p.decode_command(p.encode_command("c2", "open", {"door": 1}, 1767225600, "ab" * 16))
+    assert cmd == ("c2", "open", {"door": 1}, 1767225600, "ab" * 16)
+    assert _raises(p.decode_command, b'{"v": 1, "id": "c1", "op": "explode"}') == "unknown_command"
+    assert _raises(p.decode_command, b'{"v": 1, "op": "patrol"}') == "bad_field"
+    assert _raises(p.decode_command, b'{"v": 1, "id": "c", "op": "open", "args": []}') == "bad_field"
+
+
+def test_time_presence_status_reply():
+    assert p.decode_time(b'{"v": 1, "t": 1767225600123}') == 1767225600123
+    assert _raises(p.decode_time, b'{"v": 1, "t": 5}') == "bad_field"
+    assert p.decode_presence(p.encode_presence(False)) == {"v": 1, "online": False}
+    pres = p.decode_presence(p.encode_presence(True, 3, "0.1.0"))
+    assert pres["boot"] == 3 and pres["fw"] == "0.1.0"
+    st = p.decode_status(p.encode_status({"seq": 9, "door": "closed"}))
+    assert st["door"] == "closed"
+    rep = p.decode_reply(p.encode_reply("c1", False, "expired"))
+    assert rep["ok"] is False and rep["reason"] == "expired"
