@@ -4,8 +4,9 @@
 - `tests/shared/test_*.py` run under CPython (normal pytest) *and* under MicroPython.
 
 Device packages are imported as `.mpy` compiled by mpy-cross (as on a deployed device);
-the test file itself is compiled from source. Each test function becomes one pytest item `name[mpy]`, run in its own MicroPython
-process with a constrained heap (64 KiB unless the file says `# mpy-heapsize: 256K`).
+the test file itself is compiled from source. Each test function becomes one pytest
+item `name[mpy]`, run in its own MicroPython process with a constrained heap
+(64 KiB unless the file says `# mpy-heapsize: 256K`).
 A test gets a private scratch directory in the environment variable MPY_TEST_TMP.
 """
 

@@ -1,6 +1,6 @@
 # Checks that the device-test runner really runs MicroPython with a constrained heap.
-import sys
 import os
+import sys
 
 
 def test_is_micropython():
