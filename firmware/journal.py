@@ -45,23 +45,9 @@ def _crc(mv):
     return crc32(mv) & 0xFFFFFFFF
 
 
-class Record:
-    """A decoded record (allocated only on the upload path, never on append)."""
-
-    __slots__ = ("seq", "code", "flags", "boot", "time", "ms", "arg", "payload")
-
-    def __init__(self, seq, code, flags, boot, time, ms, arg, payload):
-        self.seq = seq
-        self.code = code
-        self.flags = flags
-        self.boot = boot
-        self.time = time
-        self.ms = ms
-        self.arg = arg
-        self.payload = payload
-
-    def __repr__(self):
-        return "Record(seq=%d code=%d)" % (self.seq, self.code)
+# Positions in a record tuple returned by Journal.read (tuples, not objects: a batch of
+# records must fit a small heap).
+R_SEQ, R_CODE, R_FLAGS, R_BOOT, R_TIME, R_MS, R_ARG, R_PAYLOAD = range(8)
 
 
 class Journal:
@@ -285,7 +271,8 @@ class Journal:
         return best
 
     def read(self, from_seq, max_records):
-        """Records with seq >= from_seq, in order, at most `max_records` (torn ones skipped)."""
+        """Record tuples with seq >= from_seq, in order, at most `max_records` (torn ones
+        skipped); see the R_* positions."""
         out = []
         i = self._sector_of(from_seq)
         while i >= 0 and len(out) < max_records:
@@ -301,6 +288,6 @@ class Journal:
                 if rec is None:
                     break
                 if rec and rec[0] >= from_seq:
-                    out.append(Record(*rec[:8]))
+                    out.append(rec)
             i = self._next_sector(i)
         return out

@@ -100,8 +100,8 @@ def _str(obj, key, max_len=64, optional=False):
 
 
 def encode_events(boot, events):
-    """events: sequence of 8-tuples (seq, code, boot, time, ms, flags, arg, data_hex)."""
-    return _dumps({"v": VERSION, "boot": boot, "ev": [list(e) for e in events]})
+    """events: list of 8-item lists/tuples (seq, code, boot, time, ms, flags, arg, data_hex)."""
+    return _dumps({"v": VERSION, "boot": boot, "ev": events})
 
 
 def decode_events(payload):

@@ -52,9 +52,11 @@ def _run(path: Path, name: str, heap: str, tmp: str | None = None) -> subprocess
     env = micropython_env(path.parent, _device_tree())
     if tmp:
         env["MPY_TEST_TMP"] = tmp
+    # cwd matters: MicroPython searches '' first, and the repo root would shadow the .mpy
+    # tree with sources (compiled at import, at several times the RAM).
     return subprocess.run(
         [micropython(), "-X", f"heapsize={heap}", str(RUNNER), str(path), name],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+        env=env, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp or tempfile.gettempdir(),
     )
 
 

@@ -3,7 +3,7 @@ import os
 import struct
 
 from board.flashsim import FlashSim, PowerCut
-from firmware.journal import CODE_GAP, RECORD_SIZE, Journal
+from firmware.journal import CODE_GAP, R_BOOT, R_CODE, R_PAYLOAD, R_SEQ, R_TIME, RECORD_SIZE, Journal
 
 
 def _scratch(name):
@@ -36,10 +36,10 @@ def test_append_assigns_consecutive_sequence_numbers_and_reads_back():
     seqs = _fill(j, 50)
     assert seqs == list(range(1, 51))
     recs = j.read(1, 100)
-    assert [r.seq for r in recs] == seqs
-    assert recs[10].payload == _payload(10)
-    assert recs[10].time == 1010 and recs[10].boot == 3
-    assert [r.seq for r in j.read(40, 5)] == [40, 41, 42, 43, 44]
+    assert [r[R_SEQ] for r in recs] == seqs
+    assert recs[10][R_PAYLOAD] == _payload(10)
+    assert recs[10][R_TIME] == 1010 and recs[10][R_BOOT] == 3
+    assert [r[R_SEQ] for r in j.read(40, 5)] == [40, 41, 42, 43, 44]
 
 
 def test_reopen_continues_sequence_and_keeps_acks():
@@ -52,7 +52,7 @@ def test_reopen_continues_sequence_and_keeps_acks():
     assert j2.acked == 12
     assert j2.depth() == 18
     assert j2.append(2, 0, 0, 0, 0, 0) == 31
-    assert [r.seq for r in j2.read(13, 100)] == list(range(13, 32))
+    assert [r[R_SEQ] for r in j2.read(13, 100)] == list(range(13, 32))
 
 
 def test_ack_is_bounded_by_what_was_written_and_never_goes_back():
@@ -102,18 +102,18 @@ def test_full_ring_overwrites_oldest_and_reports_the_gap():
     _fill(j, 40)
     assert j.lost > 0
     recs = j.read(1, 1000)
-    gaps = [r for r in recs if r.code == CODE_GAP]
+    gaps = [r for r in recs if r[R_CODE] == CODE_GAP]
     assert gaps, "overwriting unacknowledged records must leave a GAP record"
     lost = 0
     for g in gaps:
-        first, last = struct.unpack("<II", g.payload[:8])
+        first, last = struct.unpack("<II", g[R_PAYLOAD][:8])
         assert 1 <= first <= last
         lost += last - first + 1
     assert lost == j.lost
     # Every sequence number is either readable or inside a reported gap.
-    seen = set(r.seq for r in recs)
+    seen = set(r[R_SEQ] for r in recs)
     for g in gaps:
-        first, last = struct.unpack("<II", g.payload[:8])
+        first, last = struct.unpack("<II", g[R_PAYLOAD][:8])
         for s in range(first, last + 1):
             seen.add(s)
     assert seen == set(range(1, j.next_seq))
@@ -168,13 +168,13 @@ def test_power_cut_at_every_operation_loses_no_completed_append():
         j2 = Journal(dev)
         assert j2.acked >= acked, (cut, j2.acked, acked)
         assert j2.next_seq >= len(done) + 1, (cut, j2.next_seq, len(done))
-        got = [r.seq for r in j2.read(j2.acked + 1, 1000)]
+        got = [r[R_SEQ] for r in j2.read(j2.acked + 1, 1000)]
         want = [s for s in done if s > j2.acked]
         assert got[: len(want)] == want, (cut, got, want)
         for r in j2.read(j2.acked + 1, 1000):
-            if r.seq in want:
-                assert r.payload == _payload(r.time)
+            if r[R_SEQ] in want:
+                assert r[R_PAYLOAD] == _payload(r[R_TIME])
         # The journal keeps working after the cut.
         s = j2.append(9, 0, 0, 0, 0, 0)
-        assert j2.read(s, 1)[0].code == 9
+        assert j2.read(s, 1)[0][R_CODE] == 9
         dev.close()

@@ -1,0 +1,346 @@
+"""A small asyncio MQTT 3.1.1 client for the door controller.
+
+Why our own: the MicroPython MQTT packages on the registries are stale or unfinished, and the
+classic `umqtt.simple` turns protocol errors into asserts, has no reconnect and blocks the
+loop on QoS 1. This one:
+
+- never blocks the event loop (asyncio streams, TCP or TLS);
+- treats every protocol violation as MQTTError and closes the connection (the caller
+  reconnects with backoff: see `Backoff`);
+- bounds memory: inbound packets above `max_packet` are drained and dropped (QoS 1 ones are
+  still acknowledged so the broker does not redeliver them forever), and at most
+  `max_inflight` QoS 1 publishes are unacknowledged at once;
+- keeps the connection alive (PINGREQ) and detects a dead peer (no packet for 1.5 keepalives).
+"""
+
+import asyncio
+import struct
+
+try:
+    import random
+
+    _rand = random.getrandbits
+except ImportError:  # pragma: no cover
+    def _rand(bits):
+        return 0
+
+CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
+SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+class MQTTError(Exception):
+    pass
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return out
+
+
+def _str(s):
+    if isinstance(s, str):
+        s = s.encode()
+    return struct.pack("!H", len(s)) + s
+
+
+class Backoff:
+    """Jittered exponential backoff for reconnects: 1 s, 2 s, 4 s ... capped, +-25% jitter."""
+
+    def __init__(self, first_ms=1000, cap_ms=60000):
+        self.first_ms = first_ms
+        self.cap_ms = cap_ms
+        self.attempt = 0
+
+    def next_ms(self):
+        base = min(self.cap_ms, self.first_ms << min(self.attempt, 16))
+        self.attempt += 1
+        jitter = (_rand(16) * base // 65536) // 2  # 0 .. base/2
+        return base * 3 // 4 + jitter
+
+    def reset(self):
+        self.attempt = 0
+
+
+class MQTTClient:
+    def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
+                 ssl=None, will=None, max_packet=20000, max_inflight=8, on_message=None):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.ssl = ssl
+        self.will = will  # (topic, payload, qos, retain) or None
+        self.max_packet = max_packet
+        self.max_inflight = max_inflight
+        self.on_message = on_message  # callable(topic_str, payload_bytes, retained)
+        self._reader = None
+        self._writer = None
+        self._pid = 0
+        self._inflight = {}  # pid -> True until PUBACK
+        self._suback = {}
+        self._last_rx = 0
+        self._tasks = []
+        self._closed = asyncio.Event()
+        self.connected = False
+        self.dropped_oversize = 0
+
+    # -- connection ----------------------------------------------------------------
+
+    async def connect(self, clean_session=True, timeout_ms=10000):
+        if self.ssl is not None:
+            self._reader, self._writer = await asyncio.wait_for_ms(
+                asyncio.open_connection(self.host, self.port, ssl=self.ssl), timeout_ms)
+        else:
+            self._reader, self._writer = await asyncio.wait_for_ms(
+                asyncio.open_connection(self.host, self.port), timeout_ms)
+        flags = 0x02 if clean_session else 0
+        body = bytearray(_str("MQTT"))
+        payload = bytearray(_str(self.client_id))
+        if self.will:
+            topic, msg, qos, retain = self.will
+            flags |= 0x04 | (qos & 3) << 3 | (0x20 if retain else 0)
+            payload += _str(topic) + _str(msg)
+        if self.user is not None:
+            flags |= 0x80
+            payload += _str(self.user)
+            if self.password is not None:
+                flags |= 0x40
+                payload += _str(self.password)
+        body += struct.pack("!BBH", 4, flags, self.keepalive)
+        body += payload
+        await self._send(CONNECT, body)
+        hdr = await asyncio.wait_for_ms(self._reader.readexactly(4), timeout_ms)
+        if hdr[0] != CONNACK or hdr[1] != 2:
+            await self._abort()
+            raise MQTTError("bad CONNACK")
+        if hdr[3] != 0:
+            await self._abort()
+            raise MQTTError("connection refused: " + CONNACK_REASONS.get(hdr[3], str(hdr[3])))
+        self.connected = True
+        self._closed = asyncio.Event()
+        self._last_rx = _ticks()
+        self._tasks = [asyncio.create_task(self._read_loop()),
+                       asyncio.create_task(self._ping_loop())]
+        return hdr[2] & 1  # session present
+
+    async def _abort(self):
+        self.connected = False
+        w = self._writer
+        self._writer = None
+        if w is not None:
+            try:
+                w.close()
+                await w.wait_closed()
+            except Exception:
+                pass
+
+    async def close(self, send_disconnect=True):
+        if self.connected and send_disconnect:
+            try:
+                await self._send(DISCONNECT, b"")
+            except Exception:
+                pass
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        self._tasks = []
+        await self._abort()
+        self._inflight = {}
+        self._closed.set()
+
+    async def wait_closed(self):
+        await self._closed.wait()
+
+    # -- sending -------------------------------------------------------------------
+
+    async def _send(self, first, body):
+        w = self._writer
+        if w is None:
+            raise MQTTError("not connected")
+        w.write(bytes([first]) + _varint(len(body)))
+        if body:
+            w.write(body)
+        await w.drain()
+
+    def _next_pid(self):
+        self._pid = self._pid % 65535 + 1
+        return self._pid
+
+    def inflight(self):
+        return len(self._inflight)
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        """Send a PUBLISH; for QoS 1 returns the packet id (PUBACK tracked, not awaited)."""
+        if not self.connected:
+            raise MQTTError("not connected")
+        while qos and len(self._inflight) >= self.max_inflight:
+            if not self.connected:
+                raise MQTTError("connection lost")
+            await asyncio.sleep_ms(5)
+        head = bytearray(_str(topic))
+        pid = 0
+        if qos:
+            pid = self._next_pid()
+            head += struct.pack("!H", pid)
+            self._inflight[pid] = True
+        first = PUBLISH | (qos & 1) << 1 | (1 if retain else 0)
+        w = self._writer
+        if w is None:
+            raise MQTTError("not connected")
+        w.write(bytes([first]) + _varint(len(head) + len(payload)))
+        w.write(head)
+        w.write(payload)
+        await w.drain()
+        return pid
+
+    async def wait_published(self, timeout_ms=10000):
+        """Wait until every QoS 1 publish has its PUBACK."""
+        waited = 0
+        while self._inflight:
+            if not self.connected:
+                raise MQTTError("connection lost")
+            if waited >= timeout_ms:
+                raise MQTTError("PUBACK timeout")
+            await asyncio.sleep_ms(5)
+            waited += 5
+
+    async def subscribe(self, topic, qos=1, timeout_ms=10000):
+        pid = self._next_pid()
+        self._suback[pid] = None
+        await self._send(SUBSCRIBE, struct.pack("!H", pid) + _str(topic) + bytes([qos]))
+        waited = 0
+        while self._suback.get(pid) is None:
+            if not self.connected or waited >= timeout_ms:
+                self._suback.pop(pid, None)
+                raise MQTTError("SUBACK timeout")
+            await asyncio.sleep_ms(5)
+            waited += 5
+        granted = self._suback.pop(pid)
+        if granted == 0x80:
+            raise MQTTError("subscription refused: " + topic)
+        return granted
+
+    # -- receiving -----------------------------------------------------------------
+
+    async def _read_remaining_length(self):
+        n = 0
+        shift = 0
+        for _ in range(4):
+            b = (await self._reader.readexactly(1))[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+        raise MQTTError("malformed remaining length")
+
+    async def _drain(self, n):
+        while n:
+            chunk = await self._reader.read(min(n, 512))
+            if not chunk:
+                raise MQTTError("connection closed")
+            n -= len(chunk)
+
+    async def _read_loop(self):
+        try:
+            while True:
+                first = (await self._reader.readexactly(1))[0]
+                n = await self._read_remaining_length()
+                self._last_rx = _ticks()
+                kind = first & 0xF0
+                if kind == PUBLISH:
+                    await self._on_publish(first, n)
+                elif n > 64:
+                    raise MQTTError("unexpected packet size")
+                else:
+                    body = await self._reader.readexactly(n) if n else b""
+                    self._on_control(kind, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # EOF, reset, malformed packet: the connection is over; the owner reconnects.
+            pass
+        await self.close(send_disconnect=False)
+
+    async def _on_publish(self, first, n):
+        qos = (first >> 1) & 3
+        if qos > 1:
+            raise MQTTError("QoS 2 not supported")
+        tlen = struct.unpack("!H", await self._reader.readexactly(2))[0]
+        if tlen + 2 > n:
+            raise MQTTError("malformed PUBLISH")
+        topic = await self._reader.readexactly(tlen)
+        rest = n - 2 - tlen
+        pid = 0
+        if qos:
+            if rest < 2:
+                raise MQTTError("malformed PUBLISH")
+            pid = struct.unpack("!H", await self._reader.readexactly(2))[0]
+            rest -= 2
+        if rest > self.max_packet:
+            await self._drain(rest)
+            self.dropped_oversize += 1
+            payload = None
+        else:
+            payload = await self._reader.readexactly(rest) if rest else b""
+        if payload is not None and self.on_message is not None:
+            try:
+                res = self.on_message(topic.decode(), payload, bool(first & 1))
+                if res is not None and hasattr(res, "send"):
+                    await res
+            except (UnicodeError, ValueError):
+                pass
+        if qos:
+            # Acknowledged after the handler ran, so a crash before this means redelivery.
+            await self._send(PUBACK, struct.pack("!H", pid))
+
+    def _on_control(self, kind, body):
+        if kind == PUBACK and len(body) == 2:
+            self._inflight.pop(struct.unpack("!H", body)[0], None)
+        elif kind == SUBACK and len(body) >= 3:
+            pid = struct.unpack("!H", body[:2])[0]
+            if pid in self._suback:
+                self._suback[pid] = body[2]
+        elif kind == PINGRESP:
+            pass
+        else:
+            raise MQTTError("unexpected packet 0x%02x" % kind)
+
+    async def _ping_loop(self):
+        ka_ms = self.keepalive * 1000
+        while self.connected:
+            await asyncio.sleep_ms(ka_ms // 2)
+            if _ticks_diff(_ticks(), self._last_rx) > ka_ms * 3 // 2:
+                await self.close(send_disconnect=False)
+                return
+            try:
+                await self._send(PINGREQ, b"")
+            except Exception:
+                await self.close(send_disconnect=False)
+                return
+
+
+try:
+    from time import ticks_ms as _ticks, ticks_diff as _ticks_diff
+except ImportError:  # CPython
+    import time as _time
+
+    def _ticks():
+        return int(_time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b

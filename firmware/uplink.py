@@ -1,0 +1,220 @@
+"""Store-and-forward upload of the journal to the platform over MQTT.
+
+Rules that make "every swipe reaches the platform" hold:
+
+- events are published in order, in batches, with QoS 1;
+- the journal deletes nothing until the *platform* acknowledges (on `.../ack`) that it has
+  durably stored events up to a sequence number — the broker's PUBACK only frees the
+  in-flight slot;
+- after a reconnect, a reboot, or an acknowledgement that does not come in time, sending
+  restarts from the first unacknowledged event (the platform stores idempotently by
+  (device, seq), so a resend is harmless);
+- an acknowledgement beyond what was sent is clamped: a forged or confused ack cannot delete
+  unsent events.
+"""
+
+import asyncio
+import gc
+from binascii import hexlify
+
+from firmware import protocol
+from firmware.journal import FLAG_TIME_VALID, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_PAYLOAD, R_SEQ, R_TIME
+from firmware.log import log
+from firmware.mqtt import Backoff, MQTTClient, MQTTError
+
+
+class TimeBase:
+    """Maps this boot's monotonic seconds to UTC once the clock has been set."""
+
+    def __init__(self):
+        self.epoch_at = None
+        self.mono_at = None
+
+    def set(self, epoch_s, mono_s):
+        self.epoch_at = epoch_s
+        self.mono_at = mono_s
+
+    def correct(self, mono_s):
+        if self.epoch_at is None:
+            return None
+        return self.epoch_at - (self.mono_at - mono_s)
+
+
+def event_tuple(rec, boot, timebase):
+    """Journal record -> protocol event tuple, correcting pre-clock times of this boot."""
+    flags = rec[R_FLAGS]
+    t = rec[R_TIME]
+    if not flags & FLAG_TIME_VALID and rec[R_BOOT] == boot:
+        fixed = timebase.correct(t)
+        if fixed is not None and fixed >= 0:
+            t = fixed
+            flags |= protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_CORRECTED
+    data = rec[R_PAYLOAD]
+    end = len(data)
+    while end and data[end - 1] == 0:
+        end -= 1
+    return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, rec[R_MS], flags, rec[R_ARG], _hex(data[:end])]
+
+
+def _hex(b):
+    return hexlify(b).decode()
+
+
+class Uplink:
+    def __init__(self, journal, device_id, boot, firmware_version, broker, timebase=None,
+                 batch=16, window=8, ack_timeout_ms=5000, on_command=None, on_time=None):
+        """`broker`: dict with host, port, user, password, ssl, keepalive."""
+        self.journal = journal
+        self.device_id = device_id
+        self.boot = boot
+        self.firmware_version = firmware_version
+        self.broker = broker
+        self.timebase = timebase or TimeBase()
+        self.batch = batch
+        self.window = window  # batches in flight before waiting for platform acks
+        self.ack_timeout_ms = ack_timeout_ms
+        self.on_command = on_command
+        self.on_time = on_time
+        self.client = None
+        self.sent_upto = journal.acked
+        self._wake = asyncio.Event()
+        self.rejected = 0  # inbound messages refused by the codec
+        self.last_reject = ""
+        self.published_batches = 0
+        self.resends = 0
+
+    def kick(self):
+        """New events are in the journal: wake the sender."""
+        self._wake.set()
+
+    def _t(self, leaf):
+        return protocol.topic(self.device_id, leaf)
+
+    def _on_message(self, topic, payload, retained):
+        try:
+            _, leaf = protocol.split_topic(topic)
+            if leaf == "ack":
+                upto = protocol.decode_ack(payload)
+                upto = min(upto, self.sent_upto)
+                if self.journal.ack(upto):
+                    self._wake.set()
+            elif leaf == "time":
+                epoch_ms = protocol.decode_time(payload)
+                if self.on_time is not None:
+                    self.on_time(epoch_ms)
+            elif leaf == "cmd":
+                cmd = protocol.decode_command(payload)
+                if self.on_command is not None:
+                    return self.on_command(cmd)
+            else:
+                raise protocol.ProtocolError("unexpected_topic", leaf)
+        except protocol.ProtocolError as e:
+            self.rejected += 1
+            self.last_reject = e.reason
+            log("uplink: rejected message on", topic, "reason", e.reason)
+        return None
+
+    async def reply(self, cmd_id, ok, reason=""):
+        if self.client is not None and self.client.connected:
+            await self.client.publish(self._t("reply"), protocol.encode_reply(cmd_id, ok, reason), 1)
+
+    async def publish_status(self, report):
+        if self.client is not None and self.client.connected:
+            await self.client.publish(self._t("status"), protocol.encode_status(report), 1, True)
+            return True
+        return False
+
+    async def _session(self):
+        b = self.broker
+        client = MQTTClient(
+            self.device_id, b["host"], b.get("port", 1883), b.get("user"), b.get("password"),
+            b.get("keepalive", 30), b.get("ssl"),
+            will=(self._t("presence"), protocol.encode_presence(False), 1, True),
+            on_message=self._on_message,
+        )
+        await client.connect()
+        self.client = client
+        try:
+            await client.subscribe(self._t("ack"), 1)
+            await client.subscribe(self._t("cmd"), 1)
+            await client.subscribe(self._t("time"), 1)
+            await client.publish(self._t("presence"),
+                                 protocol.encode_presence(True, self.boot, self.firmware_version),
+                                 1, True)
+            log("uplink: connected")
+            await self._send_loop(client)
+        finally:
+            self.client = None
+            await client.close()
+
+    async def _send_loop(self, client):
+        j = self.journal
+        self.sent_upto = j.acked  # always resume from the first unacknowledged event
+        last_progress = _now()
+        acked_seen = j.acked
+        while client.connected:
+            if j.acked != acked_seen:
+                acked_seen = j.acked
+                last_progress = _now()
+            if self.sent_upto < j.acked:
+                self.sent_upto = j.acked
+            pending = j.next_seq - 1 - self.sent_upto
+            in_flight = self.sent_upto - j.acked
+            if pending > 0 and in_flight < self.batch * self.window:
+                gc.collect()
+                recs = j.read(self.sent_upto + 1, self.batch)
+                if not recs:
+                    self.sent_upto = j.next_seq - 1
+                    continue
+                last = recs[-1][R_SEQ]
+                for k in range(len(recs)):
+                    recs[k] = event_tuple(recs[k], self.boot, self.timebase)
+                payload = protocol.encode_events(self.boot, recs)
+                recs = None
+                await client.publish(self._t("events"), payload, 1)
+                payload = None
+                if in_flight == 0:
+                    last_progress = _now()
+                self.sent_upto = last
+                self.published_batches += 1
+                continue
+            if in_flight > 0 and _elapsed(last_progress) > self.ack_timeout_ms:
+                # The platform did not acknowledge in time: resend from the first unacked.
+                self.resends += 1
+                self.sent_upto = j.acked
+                last_progress = _now()
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), 200)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self):
+        backoff = Backoff()
+        while True:
+            try:
+                await self._session()
+                backoff.reset()
+            except (OSError, MQTTError, asyncio.TimeoutError) as e:
+                log("uplink: connection failed:", type(e).__name__, e)
+            except MemoryError:
+                # Nothing is lost (the journal holds every event): free memory, start over.
+                gc.collect()
+                log("uplink: out of memory, reconnecting")
+            await asyncio.sleep_ms(backoff.next_ms())
+
+
+try:
+    from time import ticks_diff as _tdiff, ticks_ms as _now
+
+    def _elapsed(t):
+        return _tdiff(_now(), t)
+except ImportError:  # CPython: the uplink runs only on the device, keep imports working
+    import time as _time
+
+    def _now():
+        return int(_time.monotonic() * 1000)
+
+    def _elapsed(t):
+        return _now() - t

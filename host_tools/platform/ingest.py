@@ -1,0 +1,121 @@
+"""Platform ingest: subscribe to every door's events, store them, acknowledge after commit.
+
+Several instances can run side by side: events arrive through an MQTT shared subscription
+(`$share/<group>/door/v1/+/events`), so each batch goes to one instance; storage is
+idempotent per (device, seq) and the acknowledgement is computed from the database after
+the commit, so whichever instance acks, it never acks what is not stored.
+The broker's PUBACK for an events message is sent only after the commit (paho manual ack),
+so a platform that dies mid-batch gets the batch again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware import protocol
+from host_tools.platform.store import Store
+
+log = logging.getLogger("doorctl.platform")
+
+
+class Platform:
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 1883,
+                 group: str = "ingest", client_id: str | None = None,
+                 username: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.group = group
+        self.rejected = 0
+        self.stored_batches = 0
+        self.connected = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"platform-{uuid.uuid4().hex[:8]}",
+            clean_session=False, manual_ack=True,
+        )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self._client.tls_set(ca_certs=tls_ca)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(1, 5)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Platform:
+        self._client.connect_async(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def __enter__(self) -> Platform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- MQTT callbacks ------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    props: Any = None) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        client.subscribe([
+            (f"$share/{self.group}/{protocol.ROOT}+/events", 1),
+            (f"{protocol.ROOT}+/presence", 1),
+            (f"{protocol.ROOT}+/status", 1),
+            (f"{protocol.ROOT}+/reply", 1),
+        ])
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       props: Any = None) -> None:
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._handle(msg.topic, msg.payload)
+        except protocol.ProtocolError as e:
+            self.rejected += 1
+            log.warning("rejected %s: %s", msg.topic, e)
+        except Exception:
+            # Storage failed: no PUBACK, so the broker redelivers after reconnect.
+            log.exception("could not store %s", msg.topic)
+            client.disconnect()
+            return
+        client.ack(msg.mid, msg.qos)
+
+    def _handle(self, topic: str, payload: bytes | bytearray) -> None:
+        device, leaf = protocol.split_topic(topic)
+        if leaf == "events":
+            events = protocol.decode_events(payload)
+            upto = self.store.store_events(device, events)
+            self.stored_batches += 1
+            self._client.publish(protocol.topic(device, "ack"), protocol.encode_ack(upto), qos=1)
+        elif leaf == "presence":
+            p = protocol.decode_presence(payload)
+            self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
+        elif leaf == "status":
+            self.store.record_status(device, protocol.decode_status(payload))
+        elif leaf == "reply":
+            protocol.decode_reply(payload)
+
+    # -- platform -> device --------------------------------------------------------
+
+    def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
+        self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)

@@ -1,0 +1,241 @@
+"""The reference platform's storage: events stored once per (device, seq), device state, gaps.
+
+SQLite by default (WAL mode, so several ingest processes can share one file); PostgreSQL
+when given a `postgresql://` URL (needs the `psycopg` package). The acknowledgement
+watermark of a device is the highest sequence number up to which every event is either
+stored or reported lost by the device itself (a GAP event); only that is ever acknowledged,
+so the device never deletes an event the platform does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from firmware.journal import CODE_GAP
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS events (
+        device TEXT NOT NULL, seq BIGINT NOT NULL, code INTEGER NOT NULL, boot INTEGER NOT NULL,
+        t BIGINT NOT NULL, ms INTEGER NOT NULL, flags INTEGER NOT NULL, arg INTEGER NOT NULL,
+        data TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (device, seq))""",
+    """CREATE TABLE IF NOT EXISTS devices (
+        device TEXT PRIMARY KEY, ack_upto BIGINT NOT NULL DEFAULT 0,
+        online INTEGER NOT NULL DEFAULT 0, boot INTEGER, firmware TEXT,
+        presence_at DOUBLE PRECISION, status TEXT, status_at DOUBLE PRECISION)""",
+    """CREATE TABLE IF NOT EXISTS gaps (
+        device TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+        kind TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (device, first_seq, kind))""",
+]
+
+EventRow = tuple[int, int, int, int, int, int, int, str]
+
+
+class Store:
+    def __init__(self, url: str = "sqlite:///platform.db") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            import psycopg
+
+            self._conn: Any = psycopg.connect(url)
+            self._ph = "%s"
+        else:
+            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+            self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                         isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._ph = "?"
+        with self._lock:
+            self._begin()
+            for stmt in SCHEMA:
+                self._conn.execute(stmt)
+            self._conn.commit() if self._ph == "%s" else self._conn.execute("COMMIT")
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", self._ph)
+
+    def _begin(self) -> None:
+        if self._ph == "?":
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        if self._ph == "?":
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.commit()
+
+    def _rollback(self) -> None:
+        if self._ph == "?":
+            self._conn.execute("ROLLBACK")
+        else:
+            self._conn.rollback()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- ingest ----------------------------------------------------------------------
+
+    def store_events(self, device: str, events: Sequence[EventRow]) -> int:
+        """Store a batch durably (idempotent); returns the device's new ack watermark."""
+        now = time.time()
+        with self._lock:
+            self._begin()
+            try:
+                self._ensure_device(device)
+                for e in events:
+                    self._conn.execute(self._q(
+                        "INSERT INTO events (device, seq, code, boot, t, ms, flags, arg, data,"
+                        " received_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
+                        (device, *e, now))
+                    if e[1] == CODE_GAP and len(e[7]) >= 16:
+                        first, last = struct.unpack("<II", bytes.fromhex(e[7][:16]))
+                        self._conn.execute(self._q(
+                            "INSERT INTO gaps (device, first_seq, last_seq, kind, seen_at)"
+                            " VALUES (?,?,?,'lost_at_device',?) ON CONFLICT DO NOTHING"),
+                            (device, first, last, now))
+                upto = self._advance(device)
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        return upto
+
+    def _ensure_device(self, device: str) -> None:
+        self._conn.execute(self._q(
+            "INSERT INTO devices (device) VALUES (?) ON CONFLICT DO NOTHING"), (device,))
+
+    def _advance(self, device: str) -> int:
+        row = self._conn.execute(self._q("SELECT ack_upto FROM devices WHERE device=?"),
+                                 (device,)).fetchone()
+        start = upto = int(row[0])
+        lost = self._conn.execute(self._q(
+            "SELECT first_seq, last_seq FROM gaps WHERE device=? AND kind='lost_at_device'"
+            " AND last_seq > ?"), (device, upto)).fetchall()
+
+        def past_lost(u: int) -> int:
+            moved = True
+            while moved:
+                moved = False
+                for first, last in lost:
+                    if first <= u + 1 <= last:
+                        u, moved = int(last), True
+            return u
+
+        upto = past_lost(upto)
+        blocked = False
+        while not blocked:
+            seqs = [int(r[0]) for r in self._conn.execute(self._q(
+                "SELECT seq FROM events WHERE device=? AND seq > ? ORDER BY seq LIMIT 5000"),
+                (device, upto)).fetchall()]
+            if not seqs:
+                break
+            for seq in seqs:
+                upto = past_lost(upto)
+                if seq == upto + 1:
+                    upto = seq
+                elif seq > upto + 1:
+                    blocked = True
+                    break
+            upto = past_lost(upto)
+        if upto > start:
+            self._conn.execute(self._q(
+                "UPDATE devices SET ack_upto=? WHERE device=? AND ack_upto < ?"),
+                (upto, device, upto))
+        return upto
+
+    def record_presence(self, device: str, online: bool, boot: int | None,
+                        firmware: str | None) -> None:
+        with self._lock:
+            self._begin()
+            self._ensure_device(device)
+            self._conn.execute(self._q(
+                "UPDATE devices SET online=?, boot=COALESCE(?, boot), firmware=COALESCE(?, firmware),"
+                " presence_at=? WHERE device=?"),
+                (1 if online else 0, boot, firmware, time.time(), device))
+            self._commit()
+
+    def record_status(self, device: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self._begin()
+            self._ensure_device(device)
+            self._conn.execute(self._q("UPDATE devices SET status=?, status_at=? WHERE device=?"),
+                               (json.dumps(status), time.time(), device))
+            self._commit()
+
+    # -- queries ---------------------------------------------------------------------
+
+    def events(self, device: str) -> list[EventRow]:
+        with self._lock:
+            rows = self._conn.execute(self._q(
+                "SELECT seq, code, boot, t, ms, flags, arg, data FROM events WHERE device=?"
+                " ORDER BY seq"), (device,)).fetchall()
+        return [tuple(r) for r in rows]
+
+    def ack_upto(self, device: str) -> int:
+        with self._lock:
+            row = self._conn.execute(self._q("SELECT ack_upto FROM devices WHERE device=?"),
+                                     (device,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def missing(self, device: str) -> list[tuple[int, int]]:
+        """Sequence ranges not stored and not reported lost by the device, below the newest."""
+        have = [e[0] for e in self.events(device)]
+        with self._lock:
+            lost = self._conn.execute(self._q(
+                "SELECT first_seq, last_seq FROM gaps WHERE device=? AND kind='lost_at_device'"),
+                (device,)).fetchall()
+        covered = set(have)
+        for first, last in lost:
+            covered.update(range(first, last + 1))
+        out: list[tuple[int, int]] = []
+        if not have:
+            return out
+        start = None
+        for s in range(1, max(have) + 1):
+            if s not in covered and start is None:
+                start = s
+            elif s in covered and start is not None:
+                out.append((start, s - 1))
+                start = None
+        return out
+
+    def device(self, device: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(self._q(
+                "SELECT device, ack_upto, online, boot, firmware, presence_at, status, status_at"
+                " FROM devices WHERE device=?"), (device,)).fetchone()
+        if row is None:
+            return None
+        keys = ["device", "ack_upto", "online", "boot", "firmware", "presence_at", "status",
+                "status_at"]
+        out = dict(zip(keys, row, strict=True))
+        out["online"] = bool(out["online"])
+        out["status"] = json.loads(out["status"]) if out["status"] else None
+        return out
+
+    def devices(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT device FROM devices ORDER BY device").fetchall()
+        return [r[0] for r in rows]
+
+    def count(self, device: str | None = None) -> int:
+        with self._lock:
+            if device is None:
+                row = self._conn.execute("SELECT COUNT(*) FROM events").fetchone()
+            else:
+                row = self._conn.execute(self._q("SELECT COUNT(*) FROM events WHERE device=?"),
+                                         (device,)).fetchone()
+        return int(row[0])
+
+
+def rows_from(events: Iterable[tuple[Any, ...]]) -> list[EventRow]:
+    return [tuple(e) for e in events]
