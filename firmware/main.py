@@ -8,6 +8,8 @@ from firmware.log import log, set_clock
 
 # Filled in by the running firmware; read by patrol reports, the console and benchmarks.
 status = {"version": VERSION, "ready": False, "heap_free": 0, "heap_peak_alloc": 0}
+# The running firmware's objects, for the console (self-test, diagnostics).
+running = {}
 
 
 async def _housekeeping(board):
@@ -22,6 +24,7 @@ async def _housekeeping(board):
 
 
 async def main(board, extra_tasks=()):
+    running["board"] = board
     set_clock(board.clock)
     log("firmware", VERSION, "board", board.name)
     tasks = [asyncio.create_task(_housekeeping(board))]

@@ -1,0 +1,37 @@
+"""Entry of the virtual door controller process (MicroPython unix port).
+
+    micropython board/vdev_boot.py STATE_DIR IO_PORT READER_PORT
+
+Mounts the simulated flash, serves the door I/O channel and the reader UART on loopback,
+runs the raw REPL on stdin/stdout, and runs the firmware. Writes STATE_DIR/ready.json once
+the firmware is up, so the launcher knows it can be used.
+"""
+
+import json
+import sys
+
+from board.virtual import VirtualBoard
+
+state_dir, io_port, reader_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+board = VirtualBoard(state_dir, io_port, reader_port)
+board.mount()
+
+from board.rawrepl import RawRepl, serve_stdin  # noqa: E402
+from firmware import main as firmware  # noqa: E402  (may come from /flash/lib once deployed)
+
+repl = RawRepl()
+board.io.status_provider = lambda: firmware.status
+
+
+async def _services(board):
+    await board.serve()
+    with open(state_dir + "/ready.json", "w") as f:
+        f.write(json.dumps({"boot": board.boot_count, "io_port": io_port,
+                            "reader_port": reader_port}))
+
+
+async def _console(board):
+    await serve_stdin(repl)
+
+
+firmware.run(board, extra_tasks=(_services, _console))

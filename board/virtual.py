@@ -1,0 +1,292 @@
+"""The virtual reference board: the firmware's board interface on the MicroPython unix port.
+
+- flash: a NOR-flash simulator image (`flash.img`) carrying littlefs, mounted at /flash, and a
+  second raw partition (`journal.img`) for the event journal, both in the state directory;
+- door I/O: a loopback TCP channel speaking JSON lines (docs/virtual-device.md): the host
+  sets inputs and is told of every output change with its timestamp;
+- reader UART: a loopback TCP byte stream that the host's PN532 emulator connects to.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from board.flashsim import FlashSim, mount
+
+FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
+JOURNAL_BLOCKS = 397  # 50,000 events of 32 bytes + a spare sector + the ack area
+OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
+
+INPUT_DEFAULTS = {
+    "door_contact": "closed",
+    "rex": False,
+    "tamper": False,
+    "fire": False,
+    "power": True,
+}
+CONTACT_STATES = ("closed", "open", "short", "cut")
+
+
+class Clock:
+    def __init__(self):
+        self._offset = None  # epoch seconds - time.time() once set
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def time(self):
+        if self._offset is None:
+            return None
+        return time.time() + self._offset
+
+    def set_time(self, epoch):
+        self._offset = epoch - time.time()
+
+
+class IOChannel:
+    """Inputs set by the host; output changes pushed to every connected host client."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.inputs = dict(INPUT_DEFAULTS)
+        self.outputs = {"relay": False, "buzzer": False, "led": "off"}
+        self.clients = []
+        self.status_provider = None
+        self._wake = asyncio.Event()
+
+    def emit(self, kind, name, value):
+        line = json.dumps({"ev": kind, "name": name, "value": value,
+                           "t": self.clock.ticks_ms()}) + "\n"
+        for c in self.clients:
+            box = c[1]
+            if len(box) >= OUTBOX_MAX:
+                box.pop(0)
+            box.append(line)
+        self._wake.set()
+
+    def set_output(self, name, value):
+        if self.outputs.get(name) != value:
+            self.outputs[name] = value
+            self.emit("out", name, value)
+
+    def _handle(self, msg):
+        op = msg.get("op")
+        if op == "set":
+            name, value = msg.get("name"), msg.get("value")
+            if name not in self.inputs:
+                return {"ok": False, "error": "unknown input %s" % name}
+            if name == "door_contact":
+                if value not in CONTACT_STATES:
+                    return {"ok": False, "error": "door_contact is one of closed/open/short/cut"}
+            elif not isinstance(value, bool):
+                return {"ok": False, "error": "%s takes true or false" % name}
+            self.inputs[name] = value
+            self.emit("in", name, value)
+            return {"ok": True, "t": self.clock.ticks_ms()}
+        if op == "get":
+            return {"ok": True, "inputs": self.inputs, "outputs": self.outputs,
+                    "t": self.clock.ticks_ms()}
+        if op == "status":
+            st = self.status_provider() if self.status_provider else {}
+            return {"ok": True, "status": st, "t": self.clock.ticks_ms()}
+        return {"ok": False, "error": "unknown op"}
+
+    async def serve_client(self, reader, writer):
+        box = []
+        entry = (writer, box)
+        self.clients.append(entry)
+        flusher = asyncio.create_task(self._flush(writer, box))
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                try:
+                    msg = json.loads(line)
+                    reply = self._handle(msg) if isinstance(msg, dict) else {"ok": False}
+                except ValueError:
+                    reply = {"ok": False, "error": "not JSON"}
+                reply["re"] = True
+                box.append(json.dumps(reply) + "\n")
+                self._wake.set()
+        except OSError:
+            pass
+        finally:
+            flusher.cancel()
+            self.clients.remove(entry)
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def _flush(self, writer, box):
+        while True:
+            while box:
+                writer.write(box.pop(0))
+            await writer.drain()
+            self._wake.clear()
+            await self._wake.wait()
+
+
+class _Output:
+    def __init__(self, io, name):
+        self._io = io
+        self._name = name
+
+    def set(self, value):
+        self._io.set_output(self._name, value)
+
+    def value(self):
+        return self._io.outputs[self._name]
+
+
+class _Input:
+    def __init__(self, io, name):
+        self._io = io
+        self._name = name
+
+    def read(self):
+        return self._io.inputs[self._name]
+
+
+class ReaderUART:
+    """The PN532 link: bytes to and from whichever host emulator is connected."""
+
+    def __init__(self):
+        self._reader = None
+        self._writer = None
+        self._rx = bytearray()
+        self._rx_event = asyncio.Event()
+
+    def connected(self):
+        return self._writer is not None
+
+    def write(self, data):
+        if self._writer is not None:
+            self._writer.write(data)
+            return len(data)
+        return 0
+
+    async def drain(self):
+        if self._writer is not None:
+            try:
+                await self._writer.drain()
+            except OSError:
+                pass
+
+    def any(self):
+        return len(self._rx)
+
+    def reset_input(self):
+        self._rx = bytearray()
+
+    async def read(self, n, timeout_ms=None):
+        """Up to n bytes; waits for at least one (or returns b"" after timeout_ms)."""
+        waited = 0
+        while not self._rx:
+            self._rx_event.clear()
+            if timeout_ms is None:
+                await self._rx_event.wait()
+            else:
+                if waited >= timeout_ms:
+                    return b""
+                try:
+                    await asyncio.wait_for_ms(self._rx_event.wait(), timeout_ms - waited)
+                except asyncio.TimeoutError:
+                    return b""
+                waited = timeout_ms  # one wait only: data or timeout
+        out = bytes(self._rx[:n])
+        self._rx = self._rx[n:]
+        return out
+
+    async def serve_client(self, reader, writer):
+        if self._writer is not None:
+            writer.close()  # one emulator at a time
+            return
+        self._reader, self._writer = reader, writer
+        try:
+            while True:
+                data = await reader.read(256)
+                if not data:
+                    break
+                if len(self._rx) < 4096:
+                    self._rx += data
+                self._rx_event.set()
+        except OSError:
+            pass
+        finally:
+            self._reader = self._writer = None
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+
+class _Network:
+    def connect(self):
+        return True
+
+    def isconnected(self):
+        return True
+
+
+class VirtualBoard:
+    name = "virtual"
+    fs_root = "/flash"
+
+    def __init__(self, state_dir, io_port, reader_port):
+        self.state_dir = state_dir
+        self.io_port = io_port
+        self.reader_port = reader_port
+        self.clock = Clock()
+        self.io = IOChannel(self.clock)
+        self.relay = _Output(self.io, "relay")
+        self.buzzer = _Output(self.io, "buzzer")
+        self.led = _Output(self.io, "led")
+        self.door_contact = _Input(self.io, "door_contact")
+        self.rex = _Input(self.io, "rex")
+        self.tamper = _Input(self.io, "tamper")
+        self.fire = _Input(self.io, "fire")
+        self.power = _Input(self.io, "power")
+        self.reader_uart = ReaderUART()
+        self.network = _Network()
+        self.blockdev = FlashSim(path=state_dir + "/flash.img", block_count=FLASH_BLOCKS)
+        self.journal_dev = FlashSim(path=state_dir + "/journal.img", block_count=JOURNAL_BLOCKS)
+        self.boot_count = 0
+
+    def mount(self):
+        """Mount littlefs at /flash and make deployed code (/flash/lib) win over the repo."""
+        mount(self.blockdev, self.fs_root)
+        os.chdir(self.fs_root)
+        try:
+            os.mkdir(self.fs_root + "/lib")
+        except OSError:
+            pass
+        sys.path.insert(0, self.fs_root + "/lib")
+        self.boot_count = _bump_boot_count(self.fs_root + "/boot_count")
+
+    async def serve(self):
+        await asyncio.start_server(self.io.serve_client, "127.0.0.1", self.io_port)
+        await asyncio.start_server(self.reader_uart.serve_client, "127.0.0.1", self.reader_port)
+
+
+def _bump_boot_count(path):
+    """Boot counter on flash, replaced atomically (write temp, rename)."""
+    n = 0
+    try:
+        with open(path) as f:
+            n = int(f.read())
+    except (OSError, ValueError):
+        pass
+    n += 1
+    with open(path + ".tmp", "w") as f:
+        f.write(str(n))
+    os.rename(path + ".tmp", path)
+    return n

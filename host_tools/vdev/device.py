@@ -1,0 +1,235 @@
+"""Launch and supervise a virtual door controller: a real MicroPython process on a pty.
+
+The console is a pty whose other side is this bridge: bytes from the pty go to the
+process's stdin, the process's stdout comes back to the pty. The bridge keeps the pty open
+across client connections (mpremote opens and closes it for every command) and across
+device reboots (the process is restarted on the same pty when it exits with the reboot
+status). The flash images live in the state directory, so a stopped device keeps its data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import select
+import subprocess
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+from types import TracebackType
+
+from hil.broker import free_port
+from host_tools.mpy_build import build_device_tree
+from host_tools.paths import REPO_ROOT, micropython, micropython_env
+
+REBOOT_EXIT = 75
+BOOT_SCRIPT = REPO_ROOT / "board" / "vdev_boot.py"
+VDEV_LIB = REPO_ROOT / "board" / "vdev_lib"
+
+
+class VirtualDeviceError(RuntimeError):
+    """The virtual device could not start or died."""
+
+
+class VirtualDevice:
+    def __init__(self, state_dir: str | Path, heap: str = "128K", io_port: int | None = None,
+                 reader_port: int | None = None, from_source: bool = False) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.heap = heap
+        self.io_port = io_port or free_port()
+        self.reader_port = reader_port or free_port()
+        self.from_source = from_source
+        self.boots = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.pty = ""
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.console_log = bytearray()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def io_addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.io_port)
+
+    @property
+    def reader_addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.reader_port)
+
+    def start(self, timeout_s: float = 20.0) -> VirtualDevice:
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise VirtualDeviceError(f"state path {self.state_dir} is not a directory")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._master is None:
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            os.set_blocking(self._master, False)
+            self.pty = os.ttyname(self._slave)
+            self._stop.clear()
+            t = threading.Thread(target=self._pty_to_device, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._spawn()
+        self.wait_ready(timeout_s)
+        (self.state_dir / "vdev.json").write_text(json.dumps(self.describe(), indent=2))
+        return self
+
+    def describe(self) -> dict[str, object]:
+        return {"console": self.pty, "io": f"127.0.0.1:{self.io_port}",
+                "reader": f"127.0.0.1:{self.reader_port}", "state": str(self.state_dir),
+                "pid": self._proc.pid if self._proc else None, "boots": self.boots}
+
+    def _spawn(self) -> None:
+        ready = self.state_dir / "ready.json"
+        ready.unlink(missing_ok=True)
+        paths: list[str | Path] = [VDEV_LIB]
+        if not self.from_source:
+            paths.append(build_device_tree()[0].parents[1])
+        env = micropython_env(*paths)
+        self._proc = subprocess.Popen(
+            [micropython(), "-X", f"heapsize={self.heap}", str(BOOT_SCRIPT), str(self.state_dir),
+             str(self.io_port), str(self.reader_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(self.state_dir / "stderr.log", "ab"),
+            env=env, cwd=str(self.state_dir), bufsize=0,
+        )
+        self.boots += 1
+        t = threading.Thread(target=self._device_to_pty, args=(self._proc,), daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def wait_ready(self, timeout_s: float = 20.0) -> dict[str, object]:
+        ready = self.state_dir / "ready.json"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ready.exists():
+                try:
+                    return dict(json.loads(ready.read_text()))
+                except ValueError:
+                    pass
+            proc = self._proc
+            if proc is not None and proc.poll() is not None and proc.returncode != REBOOT_EXIT:
+                raise VirtualDeviceError(
+                    f"virtual device exited with status {proc.returncode}: {self.stderr_tail()}")
+            time.sleep(0.02)
+        raise VirtualDeviceError(f"virtual device not ready after {timeout_s:.0f} s: "
+                                 f"{self.stderr_tail()}")
+
+    def stderr_tail(self, n: int = 800) -> str:
+        log = self.state_dir / "stderr.log"
+        return log.read_text(errors="replace")[-n:] if log.exists() else ""
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL. The flash images keep exactly what was written."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def restart(self, timeout_s: float = 20.0) -> None:
+        """Power the device up again after a kill or stop (same pty, same flash)."""
+        self.kill()
+        self._spawn()
+        self.wait_ready(timeout_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Join the bridge threads before closing: a closed fd number is reused at once by
+        # the next pty, and a late reader here would steal its bytes.
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(2)
+        self._threads = []
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = None
+
+    def __enter__(self) -> VirtualDevice:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- the console bridge --------------------------------------------------------
+
+    def _pty_to_device(self) -> None:
+        while not self._stop.is_set():
+            master = self._master
+            if master is None:
+                return
+            try:
+                ready, _, _ = select.select([master], [], [], 0.2)
+                if not ready:
+                    continue
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            proc = self._proc
+            if proc is None or proc.stdin is None:
+                continue
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the device is rebooting; like a UART, bytes sent meanwhile are lost
+
+    def _write_console(self, data: bytes) -> None:
+        """Write to the pty; when nobody reads it and it is full, old output is dropped
+        (like a UART with nothing attached) rather than stalling the device."""
+        master, slave = self._master, self._slave
+        if master is None or slave is None:
+            return
+        view = memoryview(data)
+        for _ in range(100):
+            try:
+                n = os.write(master, view)
+            except BlockingIOError:
+                termios.tcflush(slave, termios.TCIFLUSH)
+                continue
+            except OSError:
+                return
+            view = view[n:]
+            if not view:
+                return
+
+    def _device_to_pty(self, proc: subprocess.Popen[bytes]) -> None:
+        out = proc.stdout
+        assert out is not None
+        while True:
+            data = out.read1(4096) if hasattr(out, "read1") else out.read(1)
+            if not data:
+                break
+            with self._lock:
+                self.console_log += data
+                del self.console_log[:-65536]
+            self._write_console(data)
+        proc.wait()
+        if proc.returncode == REBOOT_EXIT and not self._stop.is_set() and proc is self._proc:
+            self._spawn()  # the board reboots itself (machine.reset, Ctrl-D)

@@ -1,0 +1,188 @@
+"""The virtual reference device: a real MicroPython process driven by the unmodified mpremote
+through its pty, door I/O on its loopback channel, and its reader UART stream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
+from host_tools.vdev.io_client import IOChannelError, VirtualIO
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+def mpremote(dev: VirtualDevice, *args: str, timeout: float = 30) -> str:
+    proc = subprocess.run([MPREMOTE, "connect", dev.pty, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def vdev(tmp_path: Path) -> Iterator[VirtualDevice]:
+    with VirtualDevice(tmp_path / "dev") as d:
+        yield d
+
+
+def test_mpremote_exec_runs_on_the_device(vdev: VirtualDevice) -> None:
+    out = mpremote(vdev, "exec", "import sys, os; print(sys.implementation.name, os.getcwd())")
+    assert out.split() == ["micropython", "/flash"]
+
+
+def test_mpremote_errors_come_back_as_errors(vdev: VirtualDevice) -> None:
+    proc = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec", "1/0"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "ZeroDivisionError" in proc.stdout + proc.stderr
+
+
+def test_fs_cp_and_sha256sum_match(vdev: VirtualDevice, tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    data = bytes(range(256)) * 40
+    src.write_bytes(data)
+    mpremote(vdev, "fs", "mkdir", "data")
+    mpremote(vdev, "fs", "cp", str(src), ":data/payload.bin")
+    out = mpremote(vdev, "fs", "sha256sum", ":data/payload.bin")
+    assert hashlib.sha256(data).hexdigest() in out
+    back = tmp_path / "back.bin"
+    mpremote(vdev, "fs", "cp", ":data/payload.bin", str(back))
+    assert back.read_bytes() == data
+    assert "payload.bin" in mpremote(vdev, "fs", "ls", "data")
+
+
+def test_run_a_local_script(vdev: VirtualDevice, tmp_path: Path) -> None:
+    script = tmp_path / "hello.py"
+    script.write_text("print('sum', sum(range(10)))\n")
+    assert "sum 45" in mpremote(vdev, "run", str(script))
+
+
+def test_many_connections_in_a_row(vdev: VirtualDevice) -> None:
+    for i in range(8):
+        assert mpremote(vdev, "exec", f"print({i} * 3)").strip() == str(i * 3)
+
+
+def test_soft_reset_gives_a_fresh_namespace(vdev: VirtualDevice) -> None:
+    out = mpremote(vdev, "exec", "x = 41", "exec", "print(x + 1)")
+    assert out.strip() == "42"
+    out = mpremote(vdev, "exec", "x = 41", "soft-reset", "exec", "print('x' in globals())")
+    assert out.strip() == "False"
+
+
+def test_reset_reboots_the_process_on_the_same_pty(vdev: VirtualDevice) -> None:
+    first = json.loads((vdev.state_dir / "ready.json").read_text())["boot"]
+    mpremote(vdev, "exec", "with open('keep.txt', 'w') as f: f.write('kept')")
+    mpremote(vdev, "reset")
+    deadline = time.monotonic() + 20
+    while vdev.boots < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ready = vdev.wait_ready()
+    assert ready["boot"] == first + 1
+    assert mpremote(vdev, "exec", "print(open('keep.txt').read())").strip() == "kept"
+
+
+def test_raw_paste_refused_cleanly(vdev: VirtualDevice) -> None:
+    # mpremote asks for raw-paste on every connection; a plain exchange checks the reply bytes.
+    import os
+    import tty
+
+    fd = os.open(vdev.pty, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    try:
+        def read_until(marker: bytes, timeout: float = 10) -> bytes:
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while not buf.endswith(marker):
+                assert time.monotonic() < deadline, buf
+                buf += os.read(fd, 1)
+            return buf
+
+        os.write(fd, b"\r\x03\x03\r\x01")
+        read_until(b"raw REPL; CTRL-B to exit\r\n>")
+        os.write(fd, b"\x05A\x01")
+        assert read_until(b"R\x00").endswith(b"R\x00")
+        os.write(fd, b"print('after')\x04")
+        assert read_until(b"\x04>").startswith(b"OKafter")
+        os.write(fd, b"junk that is never run\x03print('clean')\x04")
+        assert b"clean" in read_until(b"\x04>")
+        os.write(fd, b"\r\x02")
+    finally:
+        os.close(fd)
+
+
+def test_io_channel_inputs_reach_the_board(vdev: VirtualDevice) -> None:
+    with VirtualIO(vdev.io_addr) as io:
+        io.set_input("door_contact", "open")
+        io.set_input("rex", True)
+        out = mpremote(vdev, "exec", "from firmware.main import running; b = running['board'];"
+                       " print(b.door_contact.read(), b.rex.read(), b.tamper.read())")
+        assert out.split() == ["open", "True", "False"]
+        with pytest.raises(IOChannelError):
+            io.set_input("door_contact", "ajar")
+        with pytest.raises(IOChannelError):
+            io.set_input("rex", "yes")
+        with pytest.raises(IOChannelError):
+            io.set_input("volume", 3)
+
+
+def test_io_channel_reports_output_changes_with_timestamps(vdev: VirtualDevice) -> None:
+    with VirtualIO(vdev.io_addr) as io:
+        t0 = int(io.state()["t"])
+        mpremote(vdev, "exec", "from firmware.main import running; b = running['board'];"
+                 " b.relay.set(True); b.buzzer.set(True); b.led.set('green'); b.relay.set(False)")
+        on = io.wait_output("relay", True)
+        off = io.wait_output("relay", False)
+        assert t0 <= on.device_ms <= off.device_ms
+        assert io.wait_output("led", "green").value == "green"
+        assert [e.value for e in io.outputs("relay")] == [True, False]
+        assert io.status()["ready"] is True
+
+
+def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
+    with socket.create_connection(vdev.reader_addr, timeout=5) as s:
+        time.sleep(0.2)
+        s.sendall(b"\x00\x00\xff\x02\xfe\xd4\x02\x2a\x00")
+        out = mpremote(vdev, "exec", "import asyncio\n"
+                       "from firmware.main import running\n"
+                       "u = running['board'].reader_uart\n"
+                       "async def go():\n"
+                       "    d = await u.read(64, 2000)\n"
+                       "    u.write(b'echo:' + d)\n"
+                       "    await u.drain()\n"
+                       "    print(d.hex())\n"
+                       "asyncio.run(go())")
+        assert out.strip() == "0000ff02fed4022a00"
+        got = b""
+        while len(got) < 14:
+            got += s.recv(64)
+        assert got == b"echo:\x00\x00\xff\x02\xfe\xd4\x02\x2a\x00"
+
+
+def test_stop_and_restart_keeps_files(tmp_path: Path) -> None:
+    with VirtualDevice(tmp_path / "dev") as d:
+        mpremote(d, "exec", "with open('cfg.txt', 'w') as f: f.write('v1')")
+    with VirtualDevice(tmp_path / "dev") as d:
+        assert mpremote(d, "exec", "print(open('cfg.txt').read())").strip() == "v1"
+
+
+def test_power_cut_then_power_up_mounts_the_filesystem(vdev: VirtualDevice) -> None:
+    mpremote(vdev, "exec", "f = open('big.bin', 'wb')\nfor i in range(40): f.write(bytes(1000))\nf.close()")
+    vdev.kill()
+    vdev.restart()
+    out = mpremote(vdev, "exec", "import os; print(os.stat('big.bin')[6])")
+    assert out.strip() == "40000"
+
+
+def test_bad_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(VirtualDeviceError, match="not a directory"):
+        VirtualDevice(f).start()
