@@ -1,0 +1,49 @@
+"""`doorctl virtual run` as a user runs it: a real process, its printed addresses work."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from host_tools.vdev.io_client import VirtualIO
+
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+
+
+def test_virtual_run_prints_working_addresses(tmp_path: Path) -> None:
+    proc = subprocess.Popen([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert Path(info["console"]).exists()
+        host, port = info["io"].split(":")
+        with VirtualIO((host, int(port))) as io:
+            assert io.status()["ready"] is True
+        assert json.loads((tmp_path / "d" / "vdev.json").read_text())["io"] == info["io"]
+        out = subprocess.run([str(Path(sys.executable).with_name("mpremote")), "connect",
+                              info["console"], "exec", "print(6 * 7)"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "42"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    assert proc.returncode == 0
+
+
+def test_virtual_help_explains_the_addresses() -> None:
+    out = subprocess.run([DOORCTL, "virtual", "--help"], capture_output=True, text=True).stdout
+    for word in ("console", "io", "reader", "raw REPL"):
+        assert word in out
+
+
+def test_virtual_run_on_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("")
+    proc = subprocess.run([DOORCTL, "virtual", "run", "--state", str(f)], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 3
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
