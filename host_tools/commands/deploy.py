@@ -1,0 +1,48 @@
+"""`doorctl deploy`: put the firmware on a device and prove it arrived intact."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from host_tools.deploy import deploy
+from host_tools.errors import UserError, fail
+
+
+def deploy_command(
+    port: str = typer.Option(..., "--port", "-p", help="Serial port of the device, e.g. "
+                             "/dev/ttyUSB0, or the virtual device's console pty."),
+    as_json: bool = typer.Option(False, "--json", help="Print the deploy manifest as JSON."),
+) -> None:
+    """Compile the device code to .mpy, copy what changed, verify every file's sha256 on the
+    device, and write deploy.json there.
+
+    Examples:
+      doorctl deploy --port /dev/ttyUSB0
+      doorctl deploy --port "$(jq -r .console door1/vdev.json)" --json
+    """
+    with Progress(TextColumn("deploy"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), transient=True,
+                  disable=as_json) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total or 1, description=name)
+
+        try:
+            result = deploy(port, progress)
+        except UserError as e:
+            raise fail(str(e), e.exit_code) from None
+    if as_json:
+        typer.echo(json.dumps(result.manifest, indent=1, sort_keys=True))
+    else:
+        typer.echo(f"deployed firmware {result.manifest['firmware']} "
+                   f"({result.manifest['commit'] or 'no commit'}) to {port}: "
+                   f"{len(result.copied)} copied, {len(result.unchanged)} unchanged, "
+                   f"{len(result.files)} verified by sha256")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_command)

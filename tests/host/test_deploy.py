@@ -1,0 +1,124 @@
+"""`doorctl deploy` against the virtual device's pty with the real mpremote, and against
+ports that are missing, silent, or not MicroPython."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from host_tools.vdev.device import VirtualDevice
+
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+def doorctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DOORCTL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def vdev(tmp_path: Path) -> Iterator[VirtualDevice]:
+    with VirtualDevice(tmp_path / "dev") as d:
+        yield d
+
+
+def test_deploy_copies_verifies_and_records(vdev: VirtualDevice) -> None:
+    proc = doorctl("deploy", "--port", vdev.pty, "--json")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    files = manifest["files"]
+    assert "lib/firmware/main.mpy" in files and "lib/board/flashsim.mpy" in files
+    assert not any("vdev_lib" in f or "vdev_boot" in f for f in files)
+    out = subprocess.run([MPREMOTE, "connect", vdev.pty, "fs", "sha256sum",
+                          ":lib/firmware/main.mpy"], capture_output=True, text=True).stdout
+    assert files["lib/firmware/main.mpy"] in out
+    stored = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
+                             "print(open('deploy.json').read())"],
+                            capture_output=True, text=True).stdout
+    assert json.loads(stored)["files"] == files
+
+    again = doorctl("deploy", "--port", vdev.pty)
+    assert again.returncode == 0
+    assert f"0 copied, {len(files)} unchanged" in again.stdout
+
+
+def test_deployed_code_runs_after_reset(vdev: VirtualDevice) -> None:
+    assert doorctl("deploy", "--port", vdev.pty).returncode == 0
+    subprocess.run([MPREMOTE, "connect", vdev.pty, "reset"], capture_output=True, timeout=30)
+    import time
+    deadline = time.monotonic() + 20
+    while vdev.boots < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    vdev.wait_ready()
+    out = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
+                          "import firmware.main as m; print(m.__file__)"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert out.strip() == "/flash/lib/firmware/main.mpy"
+
+
+def test_a_changed_file_on_the_device_is_recopied(vdev: VirtualDevice) -> None:
+    assert doorctl("deploy", "--port", vdev.pty).returncode == 0
+    subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
+                    "with open('lib/firmware/log.mpy', 'wb') as f: f.write(b'corrupt')"],
+                   capture_output=True, timeout=30)
+    proc = doorctl("deploy", "--port", vdev.pty)
+    assert proc.returncode == 0
+    assert "1 copied" in proc.stdout
+
+
+def test_missing_port_is_one_clear_line() -> None:
+    proc = doorctl("deploy", "--port", "/dev/ttyUSB-nothing-here")
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0]
+
+
+def test_silent_port_times_out_with_a_clear_line() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        proc = doorctl("deploy", "--port", os.ttyname(slave), timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 3
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "raw REPL" in proc.stderr or "nothing answers" in proc.stderr
+
+
+def test_a_device_that_is_not_micropython_is_refused() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def chatter() -> None:  # a serial peer that answers everything with a shell prompt
+        os.set_blocking(master, False)
+        while not stop.is_set():
+            try:
+                if os.read(master, 1024):
+                    os.write(master, b"\r\nlogin: ")
+            except BlockingIOError:
+                stop.wait(0.01)
+            except OSError:
+                return
+
+    t = threading.Thread(target=chatter, daemon=True)
+    t.start()
+    try:
+        proc = doorctl("deploy", "--port", os.ttyname(slave), timeout=120)
+    finally:
+        stop.set()
+        t.join()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 3
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "MicroPython" in proc.stderr
