@@ -15,10 +15,9 @@ benchmarks). Rules enforced, as on a real SPI NOR chip:
 With a `path`, every program and erase is written through to that file at once, so killing
 the process keeps exactly what reached the "chip".
 
-With a path, the image is never held in RAM (the virtual device runs in a 64 KiB heap).
-The data path allocates only small memoryview slices: littlefs may call block methods with
-the heap locked when a file is finalised by the garbage collector, so firmware code always
-closes its files explicitly (`with open(...)`).
+With a path, the image is never held in RAM (the virtual device runs in a small heap).
+littlefs may call the block methods with the heap locked, so the data path never allocates:
+it moves whole 256-byte windows through one preallocated scratch buffer.
 """
 
 _ERASED = 0xFF
@@ -31,8 +30,8 @@ class PowerCut(Exception):
 
 class FlashSim:
     def __init__(self, path=None, block_size=4096, block_count=512, cut_after=None):
-        if block_size % _CHUNK and _CHUNK % block_size:
-            raise ValueError("block_size must divide or be a multiple of 256")
+        if block_size % _CHUNK:
+            raise ValueError("block_size must be a multiple of 256")
         self.block_size = block_size
         self.block_count = block_count
         self.size = block_size * block_count
@@ -50,10 +49,8 @@ class FlashSim:
         if path is None:
             # RAM only: for small test devices (the image lives in the heap).
             self._img = bytearray(self.size)
-            mv = memoryview(self._img)
-            for a in range(0, self.size, _CHUNK):
-                k = min(_CHUNK, self.size - a)
-                mv[a : a + k] = self._ff[:k]
+            for a in range(self.size):
+                self._img[a] = 0xFF
         else:
             # File-backed: the image never sits in RAM, so a large chip fits a small heap.
             self._open_image(path)
@@ -71,28 +68,42 @@ class FlashSim:
         self._file = f
         addr = have - have % _CHUNK
         while addr < self.size:
-            n = min(_CHUNK, self.size - addr)
             f.seek(addr)
-            f.write(self._ff[:n] if n < _CHUNK else self._ff)
-            addr += n
+            f.write(self._ff)
+            addr += _CHUNK
         f.flush()
 
     # -- storage (RAM or file) ------------------------------------------------------------
+    # No allocation on this path (see the module docstring): whole 256-byte windows are read
+    # into and written from one preallocated scratch buffer.
 
     def _load(self, addr, buf):
         if self._file is not None:
             self._file.seek(addr)
             self._file.readinto(buf)
         else:
-            buf[:] = memoryview(self._img)[addr : addr + len(buf)]
+            img = self._img
+            for i in range(len(buf)):
+                buf[i] = img[addr + i]
 
-    def _store(self, addr, data):
+    def _window_in(self, base):
         if self._file is not None:
-            self._file.seek(addr)
-            self._file.write(data)
+            self._file.seek(base)
+            self._file.readinto(self._scratch)
+        else:
+            img, sc = self._img, self._scratch
+            for i in range(_CHUNK):
+                sc[i] = img[base + i]
+
+    def _window_out(self, base):
+        if self._file is not None:
+            self._file.seek(base)
+            self._file.write(self._scratch)
             self._file.flush()
         else:
-            memoryview(self._img)[addr : addr + len(data)] = data
+            img, sc = self._img, self._scratch
+            for i in range(_CHUNK):
+                img[base + i] = sc[i]
 
     # -- power cuts ------------------------------------------------------------------
 
@@ -137,44 +148,51 @@ class FlashSim:
         n = len(data)
         if addr < 0 or addr + n > self.size:
             raise ValueError("access beyond the end of flash")
-        data = memoryview(data)
-        cur = memoryview(self._scratch)
+        sc = self._scratch
         # Check the whole range first: a refused program changes nothing.
-        done = 0
-        while done < n:
-            k = min(_CHUNK, n - done)
-            self._load(addr + done, cur[:k])
-            for i in range(k):
-                if data[done + i] & ~cur[i] & 0xFF:
+        base = addr - addr % _CHUNK
+        while base < addr + n:
+            self._window_in(base)
+            lo = max(addr, base)
+            hi = min(addr + n, base + _CHUNK)
+            for a in range(lo, hi):
+                if data[a - addr] & ~sc[a - base] & 0xFF:
                     raise ValueError("program would set a 0 bit to 1: erase first")
-            done += k
+            base += _CHUNK
         torn = self._begin_op()
-        limit = n // 2 if torn else n
-        done = 0
-        while done < limit or (torn and done == limit and done < n):
-            k = min(_CHUNK, limit - done) if done < limit else 1
-            self._load(addr + done, cur[:k])
-            if done < limit:
-                for i in range(k):
-                    cur[i] &= data[done + i]
-            else:
+        limit = addr + (n // 2 if torn else n)
+        base = addr - addr % _CHUNK
+        while base < limit or (torn and base <= limit < addr + n):
+            self._window_in(base)
+            lo = max(addr, base)
+            hi = min(limit, base + _CHUNK)
+            for a in range(lo, hi):
+                sc[a - base] &= data[a - addr]
+            if torn and base <= limit < base + _CHUNK and limit < addr + n:
                 # The byte being written when power went is left half-programmed.
-                cur[0] &= data[done] | 0x0F
-            self._store(addr + done, cur[:k])
-            self.bytes_programmed += k
-            done += k
+                sc[limit - base] &= data[limit - addr] | 0x0F
+            self._window_out(base)
+            base += _CHUNK
+        self.bytes_programmed += (limit - addr) + (1 if torn and limit < addr + n else 0)
         if torn:
             raise PowerCut("power cut while programming")
 
     def erase(self, block):
         addr = self._check(block, 0, self.block_size)
         torn = self._begin_op()
-        size = self.block_size // 3 if torn else self.block_size
-        done = 0
-        while done < size:
-            k = min(_CHUNK, size - done)
-            self._store(addr + done, self._ff[:k] if k < _CHUNK else self._ff)
-            done += k
+        end = addr + (self.block_size // 3 if torn else self.block_size)
+        sc = self._scratch
+        base = addr
+        while base < end:
+            if end - base >= _CHUNK:
+                for i in range(_CHUNK):
+                    sc[i] = 0xFF
+            else:
+                self._window_in(base)
+                for i in range(end - base):
+                    sc[i] = 0xFF
+            self._window_out(base)
+            base += _CHUNK
         self.blocks_erased += 1
         if torn:
             raise PowerCut("power cut while erasing")
