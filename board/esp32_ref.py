@@ -1,0 +1,203 @@
+"""The ESP32 reference board: pins bound to the firmware's board interface.
+
+Wiring and parts are in docs/hardware.md. `machine`, `network` and `esp32` are imported
+inside the constructors, so the pure parts (supervised-contact decoding) are importable
+and tested on the unix port.
+"""
+
+import time
+
+# Pin map (ESP32-WROOM-32E / -WROVER-E module, see docs/hardware.md).
+PINS = {
+    "relay": 26,  # lock relay driver (active high; the firmware sets the polarity)
+    "contact_adc": 34,  # supervised door contact, ADC1 channel 6 (input only)
+    "rex": 32,  # request-to-exit button to GND, internal pull-up
+    "tamper": 33,  # enclosure tamper switch, closed = lid shut, to GND
+    "fire": 35,  # fire-alarm release input (opto-isolated), input only
+    "mains": 36,  # mains-present sense from the PSU (opto), input only
+    "buzzer": 25,  # piezo driver
+    "led_green": 27,
+    "led_red": 14,
+    "reader_tx": 17,  # UART2 TX -> PN532 RXD (HSU mode)
+    "reader_rx": 16,  # UART2 RX <- PN532 TXD
+}
+READER_BAUD = 115200
+
+# Supervised door contact: 12 V loop is not used; the contact sits in a 3.3 V divider with
+# two end-of-line resistors (4.7 kOhm in series, 4.7 kOhm across the contact) against a
+# 10 kOhm pull-up. Loop voltage at the ADC (mV) classifies the loop:
+#   short (0 Ohm)             ~    0 mV  -> "short"
+#   contact closed (4.7 k)    ~ 1055 mV  -> "closed"
+#   contact open  (9.4 k)     ~ 1600 mV  -> "open"
+#   wire cut (infinite)       ~ 3300 mV  -> "cut"
+CONTACT_THRESHOLDS_MV = (500, 1330, 2400)
+
+
+def classify_contact(mv, thresholds=CONTACT_THRESHOLDS_MV):
+    """Loop voltage in millivolts -> closed / open / short / cut."""
+    short_max, closed_max, open_max = thresholds
+    if mv < short_max:
+        return "short"
+    if mv < closed_max:
+        return "closed"
+    if mv < open_max:
+        return "open"
+    return "cut"
+
+
+class _Out:
+    def __init__(self, pin_no, active_high=True):
+        from machine import Pin
+
+        self._pin = Pin(pin_no, Pin.OUT, value=0 if active_high else 1)
+        self._on = 1 if active_high else 0
+        self._state = False
+
+    def set(self, on):
+        self._state = bool(on)
+        self._pin.value(self._on if on else 1 - self._on)
+
+    def value(self):
+        return self._state
+
+
+class _In:
+    """A digital input, True when active (closed to GND by default)."""
+
+    def __init__(self, pin_no, active_low=True, pull=True):
+        from machine import Pin
+
+        self._pin = Pin(pin_no, Pin.IN, Pin.PULL_UP if pull else None)
+        self._active = 0 if active_low else 1
+
+    def read(self):
+        return self._pin.value() == self._active
+
+
+class _SupervisedContact:
+    def __init__(self, pin_no):
+        from machine import ADC, Pin
+
+        self._adc = ADC(Pin(pin_no), atten=ADC.ATTN_11DB)
+
+    def read(self):
+        return classify_contact(self._adc.read_uv() // 1000)
+
+
+class _Led:
+    def __init__(self, green, red):
+        self._g = _Out(green)
+        self._r = _Out(red)
+
+    def set(self, colour):
+        self._g.set(colour in ("green", "amber"))
+        self._r.set(colour in ("red", "amber"))
+
+
+class _Clock:
+    def __init__(self):
+        self._offset = None
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def time(self):
+        return None if self._offset is None else time.time() + self._offset
+
+    def set_time(self, epoch):
+        # The RTC keeps running across soft resets; the offset keeps UTC explicit.
+        self._offset = epoch - time.time()
+
+
+class _ReaderUART:
+    """PN532 on UART2 (HSU): the same read/write/drain interface as the virtual board."""
+
+    def __init__(self):
+        import asyncio
+
+        from machine import UART
+
+        self._uart = UART(2, READER_BAUD, tx=PINS["reader_tx"], rx=PINS["reader_rx"],
+                          rxbuf=512, timeout=0)
+        self._reader = asyncio.StreamReader(self._uart)
+        self._writer = asyncio.StreamWriter(self._uart, {})
+
+    def connected(self):
+        return True
+
+    def write(self, data):
+        self._writer.write(data)
+        return len(data)
+
+    async def drain(self):
+        await self._writer.drain()
+
+    def any(self):
+        return self._uart.any()
+
+    def reset_input(self):
+        while self._uart.any():
+            self._uart.read()
+
+    async def read(self, n, timeout_ms=None):
+        import asyncio
+
+        if timeout_ms is None:
+            return await self._reader.read(n)
+        try:
+            return await asyncio.wait_for_ms(self._reader.read(n), timeout_ms)
+        except asyncio.TimeoutError:
+            return b""
+
+
+class _Network:
+    def __init__(self, ssid=None, password=None):
+        import network
+
+        self._wlan = network.WLAN(network.STA_IF)
+        self._ssid = ssid
+        self._password = password
+
+    def connect(self):
+        self._wlan.active(True)
+        if self._ssid and not self._wlan.isconnected():
+            self._wlan.connect(self._ssid, self._password)
+        return self._wlan.isconnected()
+
+    def isconnected(self):
+        return self._wlan.isconnected()
+
+
+class Esp32RefBoard:
+    name = "esp32-ref"
+    fs_root = "/"
+
+    def __init__(self, wifi_ssid=None, wifi_password=None):
+        import esp32
+
+        self.clock = _Clock()
+        self.relay = _Out(PINS["relay"])
+        self.door_contact = _SupervisedContact(PINS["contact_adc"])
+        self.rex = _In(PINS["rex"])
+        self.tamper = _In(PINS["tamper"], active_low=False)  # open switch = lid off
+        self.fire = _In(PINS["fire"], pull=False)
+        self.power = _In(PINS["mains"], pull=False)
+        self.buzzer = _Out(PINS["buzzer"])
+        self.led = _Led(PINS["led_green"], PINS["led_red"])
+        self.reader_uart = _ReaderUART()
+        self.network = _Network(wifi_ssid, wifi_password)
+        # littlefs is the MicroPython "vfs" partition, mounted at / by the port's boot code;
+        # the journal has its own raw partition (see docs/hardware.md, partition table).
+        parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")
+        self.journal_dev = parts[0] if parts else None
+        self.blockdev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
+
+
+def main():
+    """Entry point written to the board's main.py by `doorctl deploy`."""
+    from firmware.main import run
+
+    run(Esp32RefBoard())
