@@ -23,11 +23,53 @@ async def _housekeeping(board):
         await asyncio.sleep_ms(1000)
 
 
+def _start_journal(board, cfg):
+    """The journal, its recorder and (with a broker configured) the uplink."""
+    from firmware import events
+    from firmware.journal import Journal
+
+    dev = getattr(board, "journal_dev", None)
+    if dev is None:
+        return None
+    journal = Journal(dev)
+    boot = getattr(board, "boot_count", 0)
+    recorder = events.Recorder(journal, board.clock, boot)
+    running["journal"] = journal
+    running["recorder"] = recorder
+    recorder.record(events.BOOT, boot)
+    broker = cfg.get("broker")
+    if broker:
+        from firmware.uplink import Uplink
+
+        uplink = Uplink(journal, cfg["device_id"], boot, VERSION, broker)
+        recorder.listeners.append(lambda seq, code, arg: uplink.kick())
+        running["uplink"] = uplink
+    return journal
+
+
+async def _journal_maintenance(journal):
+    """Erase the next journal sector ahead of need, while the door is idle."""
+    while True:
+        journal.maintain()
+        status["journal_depth"] = journal.depth()
+        status["last_seq"] = journal.next_seq - 1
+        await asyncio.sleep_ms(500)
+
+
 async def main(board, extra_tasks=()):
+    from firmware import config
+
     running["board"] = board
     set_clock(board.clock)
     log("firmware", VERSION, "board", board.name)
+    cfg = config.load(board.fs_root)
+    running["config"] = cfg
     tasks = [asyncio.create_task(_housekeeping(board))]
+    journal = _start_journal(board, cfg)
+    if journal is not None:
+        tasks.append(asyncio.create_task(_journal_maintenance(journal)))
+    if "uplink" in running:
+        tasks.append(asyncio.create_task(running["uplink"].run()))
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))
     status["ready"] = True

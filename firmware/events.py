@@ -1,0 +1,86 @@
+"""Event codes (protocol v1, one table: docs/protocol.md) and the recorder that journals them.
+
+Every event goes to the power-safe journal first; the uplink is only woken. Nothing on the
+card-to-relay path waits for the network.
+"""
+
+import struct
+
+from firmware.journal import CODE_GAP, FLAG_TIME_VALID
+
+# Access
+ACCESS_GRANTED = 1  # arg: method (1 card, 2 REX, 3 remote); payload: card ref
+ACCESS_DENIED = 2  # arg: reason code; payload: card ref
+# Door
+DOOR_OPENED = 10
+DOOR_CLOSED = 11
+FORCED_OPEN = 20
+HELD_OPEN_PREALARM = 22
+HELD_OPEN = 23
+HELD_OPEN_CLEARED = 24
+CLOSER_FAULT = 25
+SENSOR_TAMPER = 26  # arg: 1 short, 2 cut
+SENSOR_TAMPER_CLEARED = 27
+DEVICE_TAMPER = 28
+DEVICE_TAMPER_CLEARED = 29
+POWER_LOST = 30
+POWER_RESTORED = 31  # payload: seconds without power (u32) when known
+# Device
+BOOT = 40  # arg: boot counter (low 16 bits)
+TIME_SET = 41  # payload: epoch s (u32), monotonic s at set (u32)
+JOURNAL_NEAR_FULL = 42
+CACHE_UPDATED = 43
+CACHE_REJECTED = 44
+COMMAND_REJECTED = 45
+MODE_CHANGED = 46
+CONFIG_CHANGED = 47
+GAP = CODE_GAP  # payload: first and last lost seq (u32, u32)
+
+NAMES = {
+    ACCESS_GRANTED: "access_granted", ACCESS_DENIED: "access_denied",
+    DOOR_OPENED: "door_opened", DOOR_CLOSED: "door_closed", FORCED_OPEN: "forced_open",
+    HELD_OPEN_PREALARM: "held_open_prealarm", HELD_OPEN: "held_open",
+    HELD_OPEN_CLEARED: "held_open_cleared", CLOSER_FAULT: "closer_fault",
+    SENSOR_TAMPER: "sensor_tamper", SENSOR_TAMPER_CLEARED: "sensor_tamper_cleared",
+    DEVICE_TAMPER: "device_tamper", DEVICE_TAMPER_CLEARED: "device_tamper_cleared",
+    POWER_LOST: "power_lost", POWER_RESTORED: "power_restored", BOOT: "boot",
+    TIME_SET: "time_set", JOURNAL_NEAR_FULL: "journal_near_full",
+    CACHE_UPDATED: "cache_updated", CACHE_REJECTED: "cache_rejected",
+    COMMAND_REJECTED: "command_rejected", MODE_CHANGED: "mode_changed",
+    CONFIG_CHANGED: "config_changed", GAP: "gap",
+}
+
+
+class Recorder:
+    """Stamps events with the clock (UTC when set, else seconds since boot) and journals them."""
+
+    def __init__(self, journal, clock, boot):
+        self.journal = journal
+        self.clock = clock
+        self.boot = boot
+        self.t0 = clock.ticks_ms()
+        self.listeners = []  # callables(seq, code, arg): the uplink's kick, the status report
+        self.near_full_reported = False
+
+    def mono_s(self):
+        return self.clock.ticks_diff(self.clock.ticks_ms(), self.t0) // 1000
+
+    def record(self, code, arg=0, payload=b"", flags=0):
+        now = self.clock.time()
+        if now is None:
+            ms = self.clock.ticks_diff(self.clock.ticks_ms(), self.t0)
+            t, frac = ms // 1000, ms % 1000
+        else:
+            t, frac = int(now), int((now - int(now)) * 1000)
+            flags |= FLAG_TIME_VALID
+        seq = self.journal.append(code, flags, self.boot & 0xFFFF, t, frac, arg & 0xFFFF, payload)
+        for fn in self.listeners:
+            fn(seq, code, arg)
+        if self.journal.near_full():
+            if not self.near_full_reported:
+                self.near_full_reported = True
+                self.record(JOURNAL_NEAR_FULL, 0, struct.pack("<II", self.journal.depth(),
+                                                              self.journal.capacity))
+        else:
+            self.near_full_reported = False
+        return seq
