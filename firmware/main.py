@@ -44,6 +44,17 @@ def _start_journal(board, cfg):
         uplink = Uplink(journal, cfg["device_id"], boot, VERSION, broker)
         recorder.listeners.append(lambda seq, code, arg: uplink.kick())
         running["uplink"] = uplink
+
+        def on_time(epoch_ms):
+            import struct
+
+            mono = recorder.mono_s()
+            board.clock.set_time(epoch_ms / 1000)
+            uplink.timebase.set(epoch_ms // 1000, mono)
+            status["clock_synced"] = True
+            recorder.record(events.TIME_SET, 0, struct.pack("<II", epoch_ms // 1000, mono))
+
+        uplink.on_time = on_time
     return journal
 
 

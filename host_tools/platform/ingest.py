@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -110,6 +111,9 @@ class Platform:
         elif leaf == "presence":
             p = protocol.decode_presence(payload)
             self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
+            if p["online"]:
+                # Time sync: a device sets its clock from the platform when it comes online.
+                self.publish(device, "time", protocol.encode_time(int(time.time() * 1000)))
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
         elif leaf == "reply":
