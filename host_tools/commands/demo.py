@@ -57,8 +57,8 @@ def demo(
         work = Path(tmp)
         try:
             broker = Mosquitto().start()
-        except RuntimeError as e:
-            raise fail(str(e), EXIT_MISSING_TOOL) from None
+        except RuntimeError as err:
+            raise fail(str(err), EXIT_MISSING_TOOL) from None
         step(f"MQTT broker (mosquitto) on {broker.host}:{broker.port}")
         platform = Platform(Store(str(work / "platform.db")), broker.host, broker.port).start()
         step("reference platform ingesting into SQLite")
@@ -91,10 +91,10 @@ def demo(
             _wait(lambda: [e[1] for e in store.events(DEVICE_ID)].count(41) >= 2)
             step("device powered up again: boot counter advanced, journal resent what was pending")
             table = Table("seq", "event", "boot", "time", title="events stored at the platform")
-            for e in store.events(DEVICE_ID):
-                when = (time.strftime("%H:%M:%S", time.localtime(e[3])) if e[5] & 1
-                        else f"{e[3]} s after boot")
-                table.add_row(str(e[0]), EVENT_NAMES.get(e[1], str(e[1])), str(e[2]), when)
+            for ev in store.events(DEVICE_ID):
+                when = (time.strftime("%H:%M:%S", time.localtime(ev[3])) if ev[5] & 1
+                        else f"{ev[3]} s after boot")
+                table.add_row(str(ev[0]), EVENT_NAMES.get(ev[1], str(ev[1])), str(ev[2]), when)
             con.print(table)
             step(f"platform acknowledged up to seq {store.ack_upto(DEVICE_ID)}; "
                  f"missing: {store.missing(DEVICE_ID) or 'none'}")

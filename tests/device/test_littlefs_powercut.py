@@ -41,7 +41,7 @@ LOG2 = b"event-2;" * 10
 
 def _setup(dev):
     vfs.VfsLfs2.mkfs(dev)
-    fs = mount(dev, MNT)
+    mount(dev, MNT)
     _write(MNT + "/cfg", CFG_OLD)
     _write(MNT + "/log", LOG1)
     _write(MNT + "/old", b"to be removed")
@@ -123,7 +123,7 @@ def test_write_amplification_of_a_small_rewrite():
     mount(dev, MNT)
     _write(MNT + "/cfg", b"x" * 200)
     p0, e0 = dev.bytes_programmed, dev.blocks_erased
-    for i in range(10):
+    for _ in range(10):
         _write(MNT + "/cfg.tmp", b"y" * 200)
         os.rename(MNT + "/cfg.tmp", MNT + "/cfg")
     per_p = (dev.bytes_programmed - p0) // 10
