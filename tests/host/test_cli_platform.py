@@ -1,0 +1,63 @@
+"""`doorctl platform run` and `events` as processes, against a real broker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.publish as publish
+
+from firmware import protocol
+from hil.broker import Mosquitto, free_port
+
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+
+
+def test_platform_run_stores_and_events_lists(tmp_path: Path) -> None:
+    db = str(tmp_path / "p.db")
+    with Mosquitto() as b:
+        proc = subprocess.Popen([DOORCTL, "platform", "run", "--broker", f"{b.host}:{b.port}",
+                                 "--db", db], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None
+            assert "platform ingesting" in proc.stdout.readline()
+            batch = [(1, 40, 1, 5, 0, 0, 1, ""), (2, 2, 1, 6, 0, 0, 3, "aabb")]
+            publish.single(protocol.topic("x.y.z", "events"), protocol.encode_events(1, batch),
+                           qos=1, hostname=b.host, port=b.port)
+            publish.single(protocol.topic("x.y.z", "events"), b"garbage", qos=1,
+                           hostname=b.host, port=b.port)
+            deadline = time.monotonic() + 20
+            listed: dict[str, object] = {}
+            while time.monotonic() < deadline:
+                out = subprocess.run([DOORCTL, "platform", "events", "x.y.z", "--db", db, "--json"],
+                                     capture_output=True, text=True)
+                listed = json.loads(out.stdout)
+                if listed["ack_upto"] == 2:
+                    break
+                time.sleep(0.1)
+            assert [e["seq"] for e in listed["events"]] == [1, 2]  # type: ignore[index]
+            assert listed["missing"] == []
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        assert proc.returncode == 0
+
+
+def test_platform_run_without_broker_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([DOORCTL, "platform", "run", "--broker", f"127.0.0.1:{free_port()}",
+                           "--db", str(tmp_path / "p.db")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 4
+    assert "cannot reach the MQTT broker" in proc.stderr
+
+
+def test_bad_broker_value_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run([DOORCTL, "platform", "run", "--broker", "nohost"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "HOST:PORT" in proc.stderr
