@@ -15,16 +15,17 @@ ACCESS_DENIED = 2  # arg: reason code; payload: card ref
 DOOR_OPENED = 10
 DOOR_CLOSED = 11
 FORCED_OPEN = 20
+CLOSER_FAULT_CLEARED = 21
 HELD_OPEN_PREALARM = 22
 HELD_OPEN = 23
 HELD_OPEN_CLEARED = 24
-CLOSER_FAULT = 25
+CLOSER_FAULT = 25  # arg: 1 slow closing, 2 bouncing
 SENSOR_TAMPER = 26  # arg: 1 short, 2 cut
 SENSOR_TAMPER_CLEARED = 27
 DEVICE_TAMPER = 28
 DEVICE_TAMPER_CLEARED = 29
 POWER_LOST = 30
-POWER_RESTORED = 31  # payload: seconds without power (u32) when known
+POWER_RESTORED = 31  # payload: seconds without power (u32), UTC of the loss (u32, 0 unknown)
 # Device
 BOOT = 40  # arg: boot counter (low 16 bits)
 TIME_SET = 41  # payload: epoch s (u32), monotonic s at set (u32)
@@ -41,6 +42,7 @@ NAMES = {
     DOOR_OPENED: "door_opened", DOOR_CLOSED: "door_closed", FORCED_OPEN: "forced_open",
     HELD_OPEN_PREALARM: "held_open_prealarm", HELD_OPEN: "held_open",
     HELD_OPEN_CLEARED: "held_open_cleared", CLOSER_FAULT: "closer_fault",
+    CLOSER_FAULT_CLEARED: "closer_fault_cleared",
     SENSOR_TAMPER: "sensor_tamper", SENSOR_TAMPER_CLEARED: "sensor_tamper_cleared",
     DEVICE_TAMPER: "device_tamper", DEVICE_TAMPER_CLEARED: "device_tamper_cleared",
     POWER_LOST: "power_lost", POWER_RESTORED: "power_restored", BOOT: "boot",
