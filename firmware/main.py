@@ -67,6 +67,24 @@ async def _journal_maintenance(journal):
         await asyncio.sleep_ms(500)
 
 
+def _start_door(board, cfg):
+    """The door state machine bound to the board, and its patrol reports (docs/door.md)."""
+    from firmware.door_task import DoorTask
+
+    recorder = running.get("recorder")
+    journal = running.get("journal")
+    providers = {}
+    if journal is not None:
+        providers["seq"] = lambda: journal.next_seq - 1
+        providers["journal_depth"] = journal.depth
+    door = DoorTask(board, cfg, recorder.record if recorder else None, providers, status)
+    uplink = running.get("uplink")
+    if uplink is not None:
+        door.publish = uplink.publish_status
+    running["door"] = door
+    return door
+
+
 async def main(board, extra_tasks=()):
     from firmware import config
 
@@ -81,6 +99,10 @@ async def main(board, extra_tasks=()):
         tasks.append(asyncio.create_task(_journal_maintenance(journal)))
     if "uplink" in running:
         tasks.append(asyncio.create_task(running["uplink"].run()))
+    if getattr(board, "relay", None) is not None:
+        door = _start_door(board, cfg)
+        tasks.append(asyncio.create_task(door.run()))
+        tasks.append(asyncio.create_task(door.run_patrol()))
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))
     status["ready"] = True

@@ -1,0 +1,141 @@
+"""The door task: binds firmware/door.py's machine to the board (docs/door.md).
+
+Every `poll_ms` it reads the raw inputs, debounces them (firmware/inputs.py), feeds changes
+to the machine, runs its timers, and drives the relay (lock polarity from the configuration),
+the buzzer pattern and the LED. Patrol reports are built here and published by a second,
+separate task, so the network never delays the door. Allocation-light: nothing is built per
+poll except when something changes.
+"""
+
+import asyncio
+import time
+
+from firmware.door import DoorMachine, MemorySink
+from firmware.inputs import Debouncer, check_contact
+from firmware.patrol import Patrol
+
+# Buzzer patterns: (on ms, period ms); on == period is a steady tone.
+BUZZER_PATTERNS = {"off": (0, 1000), "prealarm": (200, 1000), "alarm": (1000, 1000)}
+INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
+
+
+def _ticks_add(a, ms):
+    add = getattr(time, "ticks_add", None)
+    return add(a, ms) if add else a + ms
+
+
+def relay_energised(lock, fail_safe):
+    """Fail-secure locks are energised to unlock; fail-safe locks are energised to lock."""
+    return (lock == "locked") if fail_safe else (lock == "unlocked")
+
+
+def buzzer_on(pattern, elapsed_ms):
+    on, period = BUZZER_PATTERNS.get(pattern, (0, 1000))
+    return on >= period or (elapsed_ms % period) < on
+
+
+class DoorTask:
+    def __init__(self, board, cfg=None, sink=None, providers=None, status=None):
+        cfg = cfg or {}
+        door_cfg = cfg.get("door") or {}
+        self.board = board
+        clock = board.clock
+        self.clock = clock
+        now = clock.ticks_ms()
+        self.t0 = now
+        self.machine = DoorMachine(door_cfg, now, sink if sink is not None else MemorySink(),
+                                   diff=clock.ticks_diff, add=_ticks_add, wall=clock.time)
+        mc = self.machine.cfg
+        self.poll_ms = mc["poll_ms"]
+        self.fail_safe = mc["fail_safe"]
+        deb = mc["debounce_ms"]
+        d = clock.ticks_diff
+        self.sources = []  # (name, input object, debouncer)
+        initial = {"door_contact": "closed", "rex": False, "tamper": False, "fire": False,
+                   "power": True}
+        for name in INPUT_NAMES:
+            src = getattr(board, name, None)
+            if src is not None:
+                self.sources.append((name, src, Debouncer(initial[name], deb, d)))
+        self.status = status if status is not None else {}
+        p = {"uptime_s": lambda: clock.ticks_diff(clock.ticks_ms(), self.t0) // 1000,
+             "seq": lambda: self.status.get("last_seq", 0),
+             "journal_depth": lambda: self.status.get("journal_depth", 0),
+             "cache_version": lambda: self.status.get("cache_version"),
+             "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None}
+        if providers:
+            p.update(providers)
+        interval = cfg.get("patrol_interval_s", 300) * 1000
+        self.patrol = Patrol(self.machine, p, interval, now, d)
+        self.publish = None  # async callable(report) -> bool, e.g. Uplink.publish_status
+        self._report_ready = asyncio.Event()
+        self._relay = None
+        self._buzzer = None
+        self._led = None
+        self._pattern = "off"
+        self._pattern_t0 = now
+
+    # -- one poll ---------------------------------------------------------------------
+
+    def poll(self, now):
+        m = self.machine
+        for name, src, deb in self.sources:
+            raw = src.read()
+            if name == "door_contact":
+                raw = check_contact(raw)
+            else:
+                raw = bool(raw)
+            if deb.update(now, raw):
+                m.input(now, name, deb.value)
+        m.tick(now)
+        self.drive(now)
+        if self.patrol.due(now):
+            self.status["patrol"] = self.patrol.report(now)
+            self._report_ready.set()
+
+    def drive(self, now):
+        m = self.machine
+        b = self.board
+        rel = relay_energised(m.lock, self.fail_safe)
+        if rel != self._relay:
+            self._relay = rel
+            b.relay.set(rel)
+        if m.buzzer != self._pattern:
+            self._pattern = m.buzzer
+            self._pattern_t0 = now
+        bz = buzzer_on(self._pattern, self.clock.ticks_diff(now, self._pattern_t0))
+        if bz != self._buzzer:
+            self._buzzer = bz
+            b.buzzer.set(bz)
+        if m.led != self._led:
+            self._led = m.led
+            b.led.set(m.led)
+
+    def sleep_ms(self, now):
+        """Until the next poll, or sooner when a machine deadline comes first."""
+        dl = self.machine.next_deadline()
+        wait = self.poll_ms
+        if dl is not None:
+            wait = min(wait, max(0, self.clock.ticks_diff(dl, now)))
+        return wait
+
+    # -- tasks ------------------------------------------------------------------------
+
+    async def run(self):
+        clock = self.clock
+        while True:
+            now = clock.ticks_ms()
+            self.poll(now)
+            await asyncio.sleep_ms(self.sleep_ms(now))
+
+    async def run_patrol(self):
+        while True:
+            await self._report_ready.wait()
+            self._report_ready.clear()
+            if self.publish is not None:
+                try:
+                    await self.publish(self.status["patrol"])
+                except Exception as e:  # noqa: BLE001 - the uplink reconnects on its own
+                    from firmware.log import log
+
+                    log("patrol: publish failed", repr(e))

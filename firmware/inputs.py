@@ -1,0 +1,51 @@
+"""Input conditioning for the door: debounce and supervised-contact helpers. Pure logic.
+
+A `Debouncer` accepts a raw reading at each poll and reports a new stable value once the
+reading has stayed the same for `debounce_ms` (ticks in ms; `diff` is the board's
+ticks_diff). Readings are compared with `==`, so it serves booleans and the supervised
+contact's strings alike, without allocating.
+"""
+
+CONTACT_STATES = ("closed", "open", "short", "cut")
+
+
+def _diff(a, b):
+    return a - b
+
+
+class Debouncer:
+    def __init__(self, initial, debounce_ms=50, diff=None):
+        self.value = initial  # the stable value
+        self.debounce_ms = debounce_ms
+        self._diff = diff or _diff
+        self._candidate = initial
+        self._since = None
+
+    def update(self, now, raw):
+        """Feed a raw reading; True when the stable value changed (read `.value`)."""
+        if raw == self.value:
+            self._candidate = raw
+            self._since = None
+            return False
+        if raw != self._candidate or self._since is None:
+            self._candidate = raw
+            self._since = now
+        if self._diff(now, self._since) >= self.debounce_ms:
+            self.value = raw
+            self._since = None
+            return True
+        return False
+
+    def pending(self):
+        """True while a different reading waits to become stable."""
+        return self._since is not None
+
+
+def contact_is_fault(state):
+    """Short and cut are the supervised loop's fault states (sensor tamper), not door states."""
+    return state == "short" or state == "cut"
+
+
+def check_contact(state):
+    """A reading from a board: one of CONTACT_STATES; anything else reads as a cut loop."""
+    return state if state in CONTACT_STATES else "cut"
