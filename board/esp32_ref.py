@@ -7,25 +7,32 @@ and tested on the unix port.
 
 import time
 
-# Pin map (ESP32-WROOM-32E / -WROVER-E module, see docs/hardware.md).
+# Pin map (ESP32-WROOM-32E or ESP32-WROVER-E module, see docs/hardware.md).
 PINS = {
-    "relay": 26,  # lock relay driver (active high; the firmware sets the polarity)
+    "relay": 26,  # lock relay driver (active high; the firmware sets the lock's polarity)
     "contact_adc": 34,  # supervised door contact, ADC1 channel 6 (input only)
-    "rex": 32,  # request-to-exit button to GND, internal pull-up
+    "rex": 32,  # request-to-exit button to GND, internal pull-up; held at power-up = safe mode
     "tamper": 33,  # enclosure tamper switch, closed = lid shut, to GND
-    "fire": 35,  # fire-alarm release input (opto-isolated), input only
-    "mains": 36,  # mains-present sense from the PSU (opto), input only
-    "buzzer": 25,  # piezo driver
+    "fire": 35,  # fire-panel release loop through an opto, input only, external pull-up
+    "mains": 36,  # mains-present sense from the PSU through an opto, input only
+    "buzzer": 25,  # piezo driver transistor
     "led_green": 27,
     "led_red": 14,
-    "reader_tx": 17,  # UART2 TX -> PN532 RXD (HSU mode)
-    "reader_rx": 16,  # UART2 RX <- PN532 TXD
+    "reader_tx": 19,  # UART2 TX -> PN532 RXD (HSU mode)
+    "reader_rx": 18,  # UART2 RX <- PN532 TXD
 }
+OUTPUTS = ("relay", "buzzer", "led_green", "led_red", "reader_tx")
+# GPIOs that cannot be used here: 6-11 (the module's SPI flash), 16-17 (PSRAM on WROVER
+# modules), and the strapping pins 0, 2, 5, 12, 15 (their level at reset selects the boot
+# mode or flash voltage; an installer's wiring must not be able to stop the board booting).
+RESERVED = (0, 2, 5, 6, 7, 8, 9, 10, 11, 12, 15, 16, 17)
+INPUT_ONLY = (34, 35, 36, 37, 38, 39)  # no output driver, no internal pull resistors
+ADC1 = (32, 33, 34, 35, 36, 37, 38, 39)  # ADC2 is unusable while Wi-Fi runs
 READER_BAUD = 115200
 
-# Supervised door contact: 12 V loop is not used; the contact sits in a 3.3 V divider with
-# two end-of-line resistors (4.7 kOhm in series, 4.7 kOhm across the contact) against a
-# 10 kOhm pull-up. Loop voltage at the ADC (mV) classifies the loop:
+# Supervised door contact: the contact sits in a 3.3 V divider with two end-of-line
+# resistors (4.7 kOhm in series, 4.7 kOhm across the contact) against a 10 kOhm pull-up.
+# The loop voltage at the ADC (mV) classifies the loop:
 #   short (0 Ohm)             ~    0 mV  -> "short"
 #   contact closed (4.7 k)    ~ 1055 mV  -> "closed"
 #   contact open  (9.4 k)     ~ 1600 mV  -> "open"
@@ -43,6 +50,25 @@ def classify_contact(mv, thresholds=CONTACT_THRESHOLDS_MV):
     if mv < open_max:
         return "open"
     return "cut"
+
+
+CONTACT_SAMPLES = 5
+
+
+def median(values):
+    """Median of a short list of readings (ADC spikes from Wi-Fi bursts are dropped)."""
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        raise ValueError("no readings")
+    if n % 2:
+        return s[n // 2]
+    return (s[n // 2 - 1] + s[n // 2]) // 2
+
+
+def contact_state(samples_mv, thresholds=CONTACT_THRESHOLDS_MV):
+    """Several ADC readings of the loop (mV) -> closed / open / short / cut."""
+    return classify_contact(median(samples_mv), thresholds)
 
 
 class _Out:
@@ -75,13 +101,22 @@ class _In:
 
 
 class _SupervisedContact:
-    def __init__(self, pin_no):
+    """The door loop on an ADC1 pin; `read()` takes the median of a few calibrated readings."""
+
+    def __init__(self, pin_no, thresholds=CONTACT_THRESHOLDS_MV):
         from machine import ADC, Pin
 
         self._adc = ADC(Pin(pin_no), atten=ADC.ATTN_11DB)
+        self._thresholds = thresholds
+        self._buf = [0] * CONTACT_SAMPLES
+
+    def millivolts(self):
+        for i in range(CONTACT_SAMPLES):
+            self._buf[i] = self._adc.read_uv() // 1000
+        return median(self._buf)
 
     def read(self):
-        return classify_contact(self._adc.read_uv() // 1000)
+        return classify_contact(self.millivolts(), self._thresholds)
 
 
 class _Led:
@@ -149,7 +184,7 @@ class _ReaderUART:
             return await self._reader.read(n)
         try:
             return await asyncio.wait_for_ms(self._reader.read(n), timeout_ms)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
             return b""
 
 
@@ -175,15 +210,18 @@ class Esp32RefBoard:
     name = "esp32-ref"
     fs_root = "/"
 
-    def __init__(self, wifi_ssid=None, wifi_password=None):
+    def __init__(self, wifi_ssid=None, wifi_password=None, contact_thresholds=None):
         import esp32
 
         self.clock = _Clock()
         self.relay = _Out(PINS["relay"])
-        self.door_contact = _SupervisedContact(PINS["contact_adc"])
+        self.door_contact = _SupervisedContact(PINS["contact_adc"],
+                                               contact_thresholds or CONTACT_THRESHOLDS_MV)
         self.rex = _In(PINS["rex"])
         self.tamper = _In(PINS["tamper"], active_low=False)  # open switch = lid off
-        self.fire = _In(PINS["fire"], pull=False)
+        # Fail-safe fire loop: the panel's contact keeps the opto lit (pin low) while all is
+        # well; a fire alarm or a cut wire lets the external pull-up raise the pin = fire.
+        self.fire = _In(PINS["fire"], active_low=False, pull=False)
         self.power = _In(PINS["mains"], pull=False)
         self.buzzer = _Out(PINS["buzzer"])
         self.led = _Led(PINS["led_green"], PINS["led_red"])
@@ -196,8 +234,41 @@ class Esp32RefBoard:
         self.blockdev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
 
 
+def safe_mode_requested():
+    """REX held at power-up: stay at the REPL and leave the firmware stopped."""
+    from machine import Pin
+
+    return Pin(PINS["rex"], Pin.IN, Pin.PULL_UP).value() == 0
+
+
 def main():
-    """Entry point written to the board's main.py by `doorctl deploy`."""
+    """Entry point called by main.py (written by `doorctl deploy`, board/esp32_main.py).
+
+    config.json may carry `"wifi": {"ssid": ..., "password": ...}` and
+    `"contact_thresholds_mv": [short_max, closed_max, open_max]` for unusual loops.
+    """
+    if safe_mode_requested():
+        print("doorctl: REX held at power-up: safe mode, firmware not started")
+        return
+    from firmware import config
     from firmware.main import run
 
-    run(Esp32RefBoard())
+    cfg = config.load("/")
+    wifi = cfg.get("wifi") or {}
+    thresholds = cfg.get("contact_thresholds_mv")
+    board = Esp32RefBoard(wifi.get("ssid"), wifi.get("password"),
+                          tuple(thresholds) if thresholds else None)
+    board.network.connect()
+    try:
+        run(board)
+    except KeyboardInterrupt:
+        raise  # Ctrl-C from a console or mpremote: leave the firmware for the REPL
+    except Exception as e:  # noqa: BLE001  a door controller must come back by itself
+        import sys
+
+        import machine
+
+        sys.print_exception(e)
+        print("doorctl: firmware stopped; restarting in 5 s (Ctrl-C for the REPL)")
+        time.sleep(5)
+        machine.reset()

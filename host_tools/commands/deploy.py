@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from host_tools.deploy import deploy
@@ -16,8 +17,13 @@ def deploy_command(
                              "/dev/ttyUSB0, or the virtual device's console pty."),
     as_json: bool = typer.Option(False, "--json", help="Print the deploy manifest as JSON."),
 ) -> None:
-    """Compile the device code to .mpy, copy what changed, verify every file's sha256 on the
-    device, and write deploy.json there.
+    """Compile the device code to .mpy, copy what changed to lib/ on the device, verify every
+    file's sha256 there, and write the manifest deploy.json beside lib/.
+
+    On an ESP32 it also writes main.py, which starts the firmware at boot. Files of the
+    firmware's packages that are no longer part of it are removed from lib/.
+
+    Exit codes: 0 deployed, 1 failed, 3 no device / not MicroPython, 5 wrong mpy-cross.
 
     Examples:
       doorctl deploy --port /dev/ttyUSB0
@@ -25,8 +31,8 @@ def deploy_command(
     """
     with Progress(TextColumn("deploy"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), transient=True,
-                  disable=as_json) as bar:
-        task = bar.add_task("", total=None)
+                  console=Console(stderr=True), disable=as_json) as bar:
+        task = bar.add_task("probing the device", total=None)
 
         def progress(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total or 1, description=name)
@@ -38,9 +44,10 @@ def deploy_command(
     if as_json:
         typer.echo(json.dumps(result.manifest, indent=1, sort_keys=True))
     else:
+        removed = f", {len(result.removed)} removed" if result.removed else ""
         typer.echo(f"deployed firmware {result.manifest['firmware']} "
                    f"({result.manifest['commit'] or 'no commit'}) to {port}: "
-                   f"{len(result.copied)} copied, {len(result.unchanged)} unchanged, "
+                   f"{len(result.copied)} copied, {len(result.unchanged)} unchanged{removed}, "
                    f"{len(result.files)} verified by sha256")
 
 
