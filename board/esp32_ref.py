@@ -210,7 +210,8 @@ class Esp32RefBoard:
     name = "esp32-ref"
     fs_root = "/"
 
-    def __init__(self, wifi_ssid=None, wifi_password=None, contact_thresholds=None):
+    def __init__(self, wifi_ssid=None, wifi_password=None, contact_thresholds=None,
+                 fire_fitted=False):
         import esp32
 
         self.clock = _Clock()
@@ -221,7 +222,8 @@ class Esp32RefBoard:
         self.tamper = _In(PINS["tamper"], active_low=False)  # open switch = lid off
         # Fail-safe fire loop: the panel's contact keeps the opto lit (pin low) while all is
         # well; a fire alarm or a cut wire lets the external pull-up raise the pin = fire.
-        self.fire = _In(PINS["fire"], active_low=False, pull=False)
+        # Not fitted (the default), the pin would read as fire: the input is then absent.
+        self.fire = _In(PINS["fire"], active_low=False, pull=False) if fire_fitted else None
         self.power = _In(PINS["mains"], pull=False)
         self.buzzer = _Out(PINS["buzzer"])
         self.led = _Led(PINS["led_green"], PINS["led_red"])
@@ -244,8 +246,9 @@ def safe_mode_requested():
 def main():
     """Entry point called by main.py (written by `doorctl deploy`, board/esp32_main.py).
 
-    config.json may carry `"wifi": {"ssid": ..., "password": ...}` and
-    `"contact_thresholds_mv": [short_max, closed_max, open_max]` for unusual loops.
+    config.json may carry `"wifi": {"ssid": ..., "password": ...}`, `"fire_input": true`
+    when the fire-panel loop is wired, and `"contact_thresholds_mv": [short_max,
+    closed_max, open_max]` for unusual door loops.
     """
     if safe_mode_requested():
         print("doorctl: REX held at power-up: safe mode, firmware not started")
@@ -257,7 +260,8 @@ def main():
     wifi = cfg.get("wifi") or {}
     thresholds = cfg.get("contact_thresholds_mv")
     board = Esp32RefBoard(wifi.get("ssid"), wifi.get("password"),
-                          tuple(thresholds) if thresholds else None)
+                          tuple(thresholds) if thresholds else None,
+                          bool(cfg.get("fire_input")))
     board.network.connect()
     try:
         run(board)
