@@ -1,0 +1,108 @@
+# AES-128 block cipher shim: cryptolib on MicroPython, `cryptography` on CPython.
+# Only single-block ECB is exposed; CBC and CMAC are built on it here, so both
+# interpreters run the same code above the block cipher and count the same blocks.
+try:
+    import cryptolib
+
+    _MP = True
+except ImportError:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    _MP = False
+
+# AES block operations since start (encrypt + decrypt): the benchmark's counter.
+_count = [0]
+
+
+def blocks():
+    return _count[0]
+
+
+def reset_blocks():
+    _count[0] = 0
+
+
+def _check_key(key):
+    if len(key) != 16:
+        raise ValueError("AES-128 key must be 16 bytes")
+
+
+class AES:
+    """One AES-128 key; encrypt/decrypt single 16-byte blocks."""
+
+    def __init__(self, key):
+        _check_key(key)
+        if _MP:
+            self._key = bytes(key)
+            self._enc = cryptolib.aes(self._key, 1)
+            self._dec = None
+        else:
+            c = Cipher(algorithms.AES(bytes(key)), modes.ECB())
+            self._enc = c.encryptor()
+            self._dec = c.decryptor()
+
+    def __repr__(self):
+        return "<AES key hidden>"
+
+    def encrypt_block(self, block):
+        _count[0] += 1
+        if _MP:
+            return self._enc.encrypt(bytes(block))
+        return self._enc.update(bytes(block))
+
+    def decrypt_block(self, block):
+        _count[0] += 1
+        if _MP:
+            if self._dec is None:
+                # a cryptolib object does either encryption or decryption, never both
+                self._dec = cryptolib.aes(self._key, 1)
+            return self._dec.decrypt(bytes(block))
+        return self._dec.update(bytes(block))
+
+
+def xor(a, b):
+    out = bytearray(len(a))
+    for i in range(len(a)):
+        out[i] = a[i] ^ b[i]
+    return bytes(out)
+
+
+def cbc_encrypt(cipher, iv, data):
+    if len(data) % 16:
+        raise ValueError("CBC data must be whole blocks")
+    out = bytearray()
+    prev = iv
+    for i in range(0, len(data), 16):
+        prev = cipher.encrypt_block(xor(data[i : i + 16], prev))
+        out += prev
+    return bytes(out)
+
+
+def cbc_decrypt(cipher, iv, data):
+    if len(data) % 16:
+        raise ValueError("CBC data must be whole blocks")
+    out = bytearray()
+    prev = iv
+    for i in range(0, len(data), 16):
+        block = data[i : i + 16]
+        out += xor(cipher.decrypt_block(block), prev)
+        prev = block
+    return bytes(out)
+
+
+ZERO_IV = bytes(16)
+
+
+def pad_m2(data):
+    """ISO/IEC 9797-1 padding method 2: 0x80 then zeros to a whole block (always adds)."""
+    n = 16 - (len(data) % 16)
+    return bytes(data) + b"\x80" + bytes(n - 1)
+
+
+def unpad_m2(data):
+    i = len(data) - 1
+    while i >= 0 and data[i] == 0:
+        i -= 1
+    if i < 0 or data[i] != 0x80 or len(data) - i > 16:
+        raise ValueError("bad padding")
+    return bytes(data[:i])

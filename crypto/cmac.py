@@ -1,0 +1,52 @@
+# AES-CMAC (RFC 4493 / NIST SP 800-38B) over crypto.aes.
+from crypto.aes import AES, xor
+
+
+def _dbl(block):
+    out = bytearray(16)
+    carry = 0
+    for i in range(15, -1, -1):
+        v = block[i]
+        out[i] = ((v << 1) & 0xFF) | carry
+        carry = v >> 7
+    if block[0] & 0x80:
+        out[15] ^= 0x87
+    return bytes(out)
+
+
+class CMAC:
+    """AES-CMAC with one key; subkeys are computed once (one AES block)."""
+
+    def __init__(self, key):
+        self._aes = AES(key)
+        l = self._aes.encrypt_block(bytes(16))
+        self.k1 = _dbl(l)
+        self.k2 = _dbl(self.k1)
+
+    def __repr__(self):
+        return "<CMAC key hidden>"
+
+    def last_block(self, data, padded):
+        """The CBC-MAC of whole `data` blocks, last block xored with K2 if `padded` else K1."""
+        n = len(data)
+        x = bytes(16)
+        for i in range(0, n - 16, 16):
+            x = self._aes.encrypt_block(xor(x, data[i : i + 16]))
+        last = xor(data[n - 16 :], self.k2 if padded else self.k1)
+        return self._aes.encrypt_block(xor(x, last))
+
+    def mac(self, data):
+        n = len(data)
+        if n and n % 16 == 0:
+            return self.last_block(data, False)
+        pad = 16 - (n % 16)
+        return self.last_block(bytes(data) + b"\x80" + bytes(pad - 1), True)
+
+
+def cmac(key, data):
+    return CMAC(key).mac(data)
+
+
+def truncate(mac16):
+    """DESFire EV2 MACt: the even-numbered bytes (1, 3, ..., 15 counting from 0)."""
+    return bytes(mac16[i] for i in range(1, 16, 2))

@@ -1,0 +1,301 @@
+# MIFARE DESFire EV2 secure messaging, reader (PCD) side: AuthenticateEV2First,
+# session keys, transaction identifier, command counter, CMACt on commands and
+# responses, CommMode.Full encryption.  Transport-agnostic: every exchange goes
+# through `transceive(apdu) -> response` with ISO 7816-4 wrapped native commands
+# (CLA 0x90, status 0x91 xx).
+import os
+
+from crypto import ct
+from crypto.aes import AES, ZERO_IV, cbc_decrypt, cbc_encrypt, pad_m2, unpad_m2, xor
+from crypto.cmac import CMAC, truncate
+
+# Native command codes used by the door and the personalizer.
+CMD_AUTH_EV2_FIRST = 0x71
+CMD_ADDITIONAL_FRAME = 0xAF
+CMD_SELECT_APPLICATION = 0x5A
+CMD_READ_DATA = 0xAD
+CMD_WRITE_DATA = 0x8D
+CMD_GET_VERSION = 0x60
+CMD_GET_CARD_UID = 0x51
+CMD_CREATE_APPLICATION = 0xCA
+CMD_CREATE_STD_DATA_FILE = 0xCD
+CMD_CHANGE_KEY = 0xC4
+CMD_GET_APPLICATION_IDS = 0x6A
+CMD_FORMAT_PICC = 0xFC
+
+# Status codes (second status byte after 0x91).
+ST_OK = 0x00
+ST_ADDITIONAL_FRAME = 0xAF
+ST_NO_SUCH_KEY = 0x40
+ST_LENGTH_ERROR = 0x7E
+ST_PERMISSION_DENIED = 0x9D
+ST_PARAMETER_ERROR = 0x9E
+ST_APPLICATION_NOT_FOUND = 0xA0
+ST_AUTHENTICATION_ERROR = 0xAE
+ST_BOUNDARY_ERROR = 0xBE
+ST_INTEGRITY_ERROR = 0x1E
+ST_ILLEGAL_COMMAND = 0x1C
+ST_DUPLICATE_ERROR = 0xDE
+ST_FILE_NOT_FOUND = 0xF0
+
+LABEL_ENC = b"\xa5\x5a"
+LABEL_MAC = b"\x5a\xa5"
+
+
+class CardError(Exception):
+    """A card exchange failed. `reason` is a short stable word; `status` the card's
+    status byte when it answered with one. Never carries key material."""
+
+    def __init__(self, reason, status=None):
+        super().__init__(reason if status is None else "%s (status %02X)" % (reason, status))
+        self.reason = reason
+        self.status = status
+
+
+def wrap(ins, data=b""):
+    """ISO 7816-4 wrapping of a native command: 90 INS 00 00 [Lc data] 00."""
+    if data:
+        return bytes([0x90, ins, 0, 0, len(data)]) + bytes(data) + b"\x00"
+    return bytes([0x90, ins, 0, 0, 0])
+
+
+def rotl(b):
+    return bytes(b[1:]) + bytes(b[:1])
+
+
+def rotr(b):
+    return bytes(b[-1:]) + bytes(b[:-1])
+
+
+def session_vector(label, rnd_a, rnd_b):
+    """SV1/SV2: label || 00 01 00 80 || RndA[15:14] || (RndA[13:8] ^ RndB[15:10]) || RndB[9:0] || RndA[7:0]."""
+    return (bytes(label) + b"\x00\x01\x00\x80" + bytes(rnd_a[0:2]) + xor(rnd_a[2:8], rnd_b[0:6])
+            + bytes(rnd_b[6:16]) + bytes(rnd_a[8:16]))
+
+
+def session_keys(key, rnd_a, rnd_b):
+    """(SesAuthENCKey, SesAuthMACKey) from the authentication key and both randoms."""
+    c = CMAC(key)
+    return c.mac(session_vector(LABEL_ENC, rnd_a, rnd_b)), c.mac(session_vector(LABEL_MAC, rnd_a, rnd_b))
+
+
+def crc32_desfire(data):
+    """CRC-32 (IEEE 802.3 polynomial, preset 0xFFFFFFFF, no final xor), 4 bytes LSB first."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return bytes([crc & 0xFF, (crc >> 8) & 0xFF, (crc >> 16) & 0xFF, (crc >> 24) & 0xFF])
+
+
+def change_key_plaintext(key_no, auth_key_no, new_key, old_key, version):
+    """ChangeKey data before padding: the authenticated key itself is sent as
+    NewKey || KeyVer; another key as (NewKey ^ OldKey) || KeyVer || CRC32(NewKey)."""
+    if (key_no & 0x3F) == auth_key_no:
+        return bytes(new_key) + bytes([version])
+    if old_key is None:
+        raise ValueError("old key needed to change another key")
+    return xor(new_key, old_key) + bytes([version]) + crc32_desfire(new_key)
+
+
+def u16le(n):
+    return bytes([n & 0xFF, (n >> 8) & 0xFF])
+
+
+def u24le(n):
+    return bytes([n & 0xFF, (n >> 8) & 0xFF, (n >> 16) & 0xFF])
+
+
+class SecureChannel:
+    """Secure-messaging state after authentication; shared by reader and card sides."""
+
+    def __init__(self, ti, enc_key, mac_key):
+        self.ti = bytes(ti)
+        self.cmd_ctr = 0
+        self._enc = AES(enc_key)
+        self._mac = CMAC(mac_key)
+
+    def __repr__(self):
+        return "<SecureChannel ctr=%d keys hidden>" % self.cmd_ctr
+
+    def _iv(self, label, ctr):
+        return self._enc.encrypt_block(bytes(label) + self.ti + u16le(ctr) + bytes(8))
+
+    def iv_cmd(self):
+        return self._iv(LABEL_ENC, self.cmd_ctr)
+
+    def iv_resp(self):
+        return self._iv(LABEL_MAC, self.cmd_ctr + 1)
+
+    def cmd_mac(self, ins, header, data):
+        return truncate(self._mac.mac(bytes([ins]) + u16le(self.cmd_ctr) + self.ti + bytes(header) + bytes(data)))
+
+    def resp_mac(self, status, data, ctr=None):
+        c = self.cmd_ctr if ctr is None else ctr
+        return truncate(self._mac.mac(bytes([status]) + u16le(c) + self.ti + bytes(data)))
+
+    def encrypt_cmd(self, data):
+        return cbc_encrypt(self._enc, self.iv_cmd(), pad_m2(data))
+
+    def decrypt_cmd(self, data):
+        return unpad_m2(cbc_decrypt(self._enc, self.iv_cmd(), data))
+
+    def encrypt_resp(self, data, ctr):
+        iv = self._enc.encrypt_block(LABEL_MAC + self.ti + u16le(ctr) + bytes(8))
+        return cbc_encrypt(self._enc, iv, pad_m2(data))
+
+    def decrypt_resp(self, data):
+        """Decrypt a response; call after cmd_ctr was advanced past the command."""
+        iv = self._enc.encrypt_block(LABEL_MAC + self.ti + u16le(self.cmd_ctr) + bytes(8))
+        return unpad_m2(cbc_decrypt(self._enc, iv, data))
+
+
+class Reader:
+    """The reader side of a DESFire EV2 card. Raises CardError on any failure."""
+
+    MODE_PLAIN = 0
+    MODE_MAC = 1
+    MODE_FULL = 3
+
+    def __init__(self, transceive, rng=None):
+        self._t = transceive
+        self._rng = rng or os.urandom
+        self.channel = None
+        self.auth_key_no = None
+
+    def __repr__(self):
+        return "<ev2.Reader authenticated=%s>" % (self.channel is not None)
+
+    def exchange(self, ins, data=b""):
+        """Send one native command; returns (status, data). No status checking."""
+        try:
+            resp = self._t(wrap(ins, data))
+        except Exception:  # the transport's own error type: card gone, timeout, reader fault
+            self.channel = None
+            raise CardError("no_response")
+        if resp is None or len(resp) < 2:
+            self.channel = None
+            raise CardError("no_response")
+        if resp[-2] != 0x91:
+            self.channel = None
+            raise CardError("not_desfire", resp[-1])
+        return resp[-1], bytes(resp[:-2])
+
+    def _ok(self, status, expect=ST_OK):
+        if status != expect:
+            self.channel = None
+            if status == ST_AUTHENTICATION_ERROR:
+                raise CardError("auth_failed", status)
+            if status == ST_INTEGRITY_ERROR:
+                raise CardError("integrity_error", status)
+            if status == ST_PERMISSION_DENIED:
+                raise CardError("permission_denied", status)
+            if status == ST_APPLICATION_NOT_FOUND:
+                raise CardError("no_application", status)
+            if status == ST_DUPLICATE_ERROR:
+                raise CardError("duplicate", status)
+            raise CardError("card_status", status)
+
+    # --- unauthenticated commands -------------------------------------------------
+    def plain_command(self, ins, data=b""):
+        """A single-frame command without secure messaging; returns its data."""
+        st, d = self.exchange(ins, data)
+        self._ok(st)
+        return d
+
+    def select_application(self, aid):
+        st, _ = self.exchange(CMD_SELECT_APPLICATION, aid)
+        self.channel = None
+        self._ok(st)
+
+    def get_version(self):
+        """The three GetVersion frames concatenated (28 bytes on a 7-byte-UID card)."""
+        out = b""
+        st, d = self.exchange(CMD_GET_VERSION)
+        while st == ST_ADDITIONAL_FRAME:
+            out += d
+            st, d = self.exchange(CMD_ADDITIONAL_FRAME)
+        self._ok(st)
+        return out + d
+
+    # --- authentication -----------------------------------------------------------
+    def authenticate(self, key, key_no, rnd_a=None):
+        """AuthenticateEV2First with `key` as key number `key_no`."""
+        self.channel = None
+        aes = AES(key)
+        st, enc_b = self.exchange(CMD_AUTH_EV2_FIRST, bytes([key_no, 0]))
+        if st != ST_ADDITIONAL_FRAME or len(enc_b) != 16:
+            self._ok(st, ST_ADDITIONAL_FRAME)
+            raise CardError("protocol_error")
+        rnd_b = cbc_decrypt(aes, ZERO_IV, enc_b)
+        rnd_a = rnd_a or self._rng(16)
+        st, enc = self.exchange(CMD_ADDITIONAL_FRAME, cbc_encrypt(aes, ZERO_IV, bytes(rnd_a) + rotl(rnd_b)))
+        self._ok(st)
+        if len(enc) != 32:
+            raise CardError("protocol_error")
+        plain = cbc_decrypt(aes, ZERO_IV, enc)
+        if not ct.equal(plain[4:20], rotl(rnd_a)):
+            raise CardError("auth_failed")
+        enc_key, mac_key = session_keys(key, rnd_a, rnd_b)
+        self.channel = SecureChannel(plain[0:4], enc_key, mac_key)
+        self.auth_key_no = key_no
+        return self.channel
+
+    # --- secure messaging ---------------------------------------------------------
+    def _need_auth(self):
+        if self.channel is None:
+            raise CardError("not_authenticated")
+        return self.channel
+
+    def command(self, ins, header=b"", data=b"", mode=1, resp_mode=None):
+        """A command in an authenticated session. `mode`: MODE_PLAIN, MODE_MAC or
+        MODE_FULL for the command data; `resp_mode` likewise for the response data
+        (default: the same). Returns the verified (and decrypted) response data."""
+        ch = self._need_auth()
+        if resp_mode is None:
+            resp_mode = mode
+        body = bytes(header)
+        if mode == self.MODE_FULL and data:
+            body += ch.encrypt_cmd(data)
+        else:
+            body += bytes(data)
+        if mode != self.MODE_PLAIN:
+            body += ch.cmd_mac(ins, header, body[len(header):])
+        st, resp = self.exchange(ins, body)
+        self._ok(st)
+        ch.cmd_ctr += 1
+        if resp_mode == self.MODE_PLAIN:
+            return resp
+        if len(resp) < 8:
+            self.channel = None
+            raise CardError("bad_mac")
+        payload, mac = resp[:-8], resp[-8:]
+        if not ct.equal(mac, ch.resp_mac(st, payload)):
+            self.channel = None
+            raise CardError("bad_mac")
+        if resp_mode == self.MODE_FULL and payload:
+            try:
+                return ch.decrypt_resp(payload)
+            except ValueError:
+                self.channel = None
+                raise CardError("bad_padding")
+        return payload
+
+    def read_data(self, file_no, offset, length, mode=1):
+        return self.command(CMD_READ_DATA, bytes([file_no]) + u24le(offset) + u24le(length), b"", mode)
+
+    def write_data(self, file_no, offset, data, mode=1):
+        hdr = bytes([file_no]) + u24le(offset) + u24le(len(data))
+        self.command(CMD_WRITE_DATA, hdr, data, mode, resp_mode=self.MODE_MAC)
+
+    def get_card_uid(self):
+        return self.command(CMD_GET_CARD_UID, b"", b"", self.MODE_PLAIN, resp_mode=self.MODE_FULL)
+
+    def change_key(self, key_no, new_key, old_key=None, version=1):
+        plain = change_key_plaintext(key_no, self.auth_key_no, new_key, old_key, version)
+        same = (key_no & 0x3F) == self.auth_key_no
+        self.command(CMD_CHANGE_KEY, bytes([key_no]), plain, self.MODE_FULL,
+                     resp_mode=self.MODE_PLAIN if same else self.MODE_MAC)
+        if same:  # the card ends the session after changing the key in use
+            self.channel = None

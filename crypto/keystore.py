@@ -1,0 +1,117 @@
+# Key store of the door controller.
+#
+# Interface (duck-typed, so a SAM or secure element can stand behind it without
+# ever releasing a master key):
+#   site_id            -> int, the site's 32-bit identifier (not secret)
+#   system_id          -> bytes, the site system identifier used in diversification
+#   derive_card_key(uid, aid, slot="door_read") -> 16-byte AES key of that card
+#   card_ref(data)     -> bytes, keyed hash (HMAC-SHA256, truncated) of a card identity
+#   has(slot)          -> bool
+#   key(slot)          -> 16-byte key, only for slots that are not master keys
+#                         (e.g. "classic_a" for the low-assurance legacy profile)
+#
+# SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
+# by `doorctl card keys init` and deployed with the configuration). Its repr
+# never shows a key, and its errors never carry one.
+import hashlib
+import json
+
+from crypto.cmac import CMAC
+from crypto.diversify import diversify_aes128, div_input
+
+# Slots holding diversification masters: their keys never leave the store.
+MASTER_SLOTS = ("app_master", "door_read")
+REF_SLOT = "card_ref"
+REF_LEN = 8
+
+
+class KeyStoreError(Exception):
+    pass
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104) over hashlib.sha256."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = bytes(key) + bytes(64 - len(key))
+    ipad = bytes(b ^ 0x36 for b in key)
+    opad = bytes(b ^ 0x5C for b in key)
+    inner = hashlib.sha256(ipad + bytes(msg)).digest()
+    return hashlib.sha256(opad + inner).digest()
+
+
+def _unhex(s):
+    try:
+        return bytes.fromhex(s)
+    except Exception:
+        raise KeyStoreError("bad key file: a value is not hex")
+
+
+class SoftwareKeyStore:
+    """Keys held in RAM, loaded from a key file."""
+
+    def __init__(self, site_id, system_id, keys):
+        self.site_id = int(site_id)
+        self.system_id = bytes(system_id)
+        self._keys = {}
+        self._cmacs = {}
+        for slot in keys:
+            k = bytes(keys[slot])
+            if slot == REF_SLOT:
+                if len(k) < 16:
+                    raise KeyStoreError("bad key file: %s must be at least 16 bytes" % slot)
+            elif slot.startswith("classic_"):
+                if len(k) != 6:
+                    raise KeyStoreError("bad key file: %s must be 6 bytes" % slot)
+            elif len(k) != 16:
+                raise KeyStoreError("bad key file: %s must be 16 bytes" % slot)
+            self._keys[slot] = k
+
+    @classmethod
+    def from_dict(cls, d):
+        try:
+            keys = {}
+            for slot in d["keys"]:
+                keys[slot] = _unhex(d["keys"][slot])
+            return cls(d["site_id"], _unhex(d["system_id"]), keys)
+        except KeyError as e:
+            raise KeyStoreError("bad key file: missing %s" % e.args[0])
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except OSError:
+            raise KeyStoreError("key file %s not found" % path)
+        except ValueError:
+            raise KeyStoreError("key file %s is not valid JSON" % path)
+        return cls.from_dict(d)
+
+    def __repr__(self):
+        return "<SoftwareKeyStore site=%d slots=%s keys hidden>" % (self.site_id, sorted(self._keys))
+
+    __str__ = __repr__
+
+    def has(self, slot):
+        return slot in self._keys
+
+    def _get(self, slot):
+        if slot not in self._keys:
+            raise KeyStoreError("no key in slot %s" % slot)
+        return self._keys[slot]
+
+    def key(self, slot):
+        if slot in MASTER_SLOTS or slot == REF_SLOT:
+            raise KeyStoreError("slot %s is not exportable" % slot)
+        return self._get(slot)
+
+    def derive_card_key(self, uid, aid, slot="door_read"):
+        c = self._cmacs.get(slot)
+        if c is None:
+            c = CMAC(self._get(slot))
+            self._cmacs[slot] = c
+        return diversify_aes128(None, div_input(uid, aid, self.system_id), c)
+
+    def card_ref(self, data):
+        return hmac_sha256(self._get(REF_SLOT), data)[:REF_LEN]

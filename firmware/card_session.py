@@ -1,0 +1,176 @@
+# The card step of the door flow: from a card in the field to a pseudonymous card
+# reference, or a reason why not.  It decides nothing about access: the same
+# result goes to the access decision whatever the whitelist says.
+#
+#   session = CardSession(keystore)            # crypto.keystore interface
+#   result = session.read(transceive, uid, sak)
+#   result.ok, result.ref (8 bytes), result.reason, result.code,
+#   result.profile, result.low_assurance
+#
+# `transceive(apdu: bytes) -> bytes` sends one ISO 14443-4 APDU to the card and
+# returns the response (data + status word); it raises any exception when the card
+# does not answer.  For the legacy MIFARE Classic profile it carries raw MIFARE
+# commands (auth 0x60, read 0x30) and returns the response data (b"" for a good
+# authentication).  `uid` is the anticollision UID; `sak` the select acknowledge.
+#
+# The DESFire EV2 profile (docs/card-profile.md):
+#   1. SelectApplication(door AID)
+#   2. AuthenticateEV2First with key 1, the door read key diversified from the site
+#      master with card UID || AID || site system identifier (AN10922)
+#   3. GetCardUID (encrypted) must equal the anticollision UID
+#   4. ReadData(credential file, 32 bytes) in MAC mode; MAC checked in constant time
+#   5. credential: magic, version, site id must match; identity = 16 bytes
+#   6. ref = HMAC-SHA256(card_ref key, "D" || site id || identity)[:8]
+from crypto import ct
+from crypto.ev2 import CardError, Reader
+
+DOOR_AID = b"\x01\xd0\xf5"  # 0xF5D001, LSB first as sent to the card
+KEY_APP_MASTER = 0
+KEY_DOOR_READ = 1
+CRED_FILE = 1
+CRED_LEN = 32
+CRED_MAGIC = b"DR"
+CRED_VERSION = 1
+
+# Result codes (the access_denied event's arg when the card step fails).
+OK = 0
+NOT_DOOR_CARD = 1
+AUTH_FAILED = 2
+BAD_MAC = 3
+CARD_LOST = 4
+UID_MISMATCH = 5
+BAD_CREDENTIAL = 6
+WRONG_SITE = 7
+UNSUPPORTED_CARD = 8
+PROTOCOL_ERROR = 9
+
+REASONS = {
+    OK: "ok",
+    NOT_DOOR_CARD: "not_door_card",
+    AUTH_FAILED: "auth_failed",
+    BAD_MAC: "bad_mac",
+    CARD_LOST: "card_lost",
+    UID_MISMATCH: "uid_mismatch",
+    BAD_CREDENTIAL: "bad_credential",
+    WRONG_SITE: "wrong_site",
+    UNSUPPORTED_CARD: "unsupported_card",
+    PROTOCOL_ERROR: "protocol_error",
+}
+
+_CARD_ERRORS = {
+    "no_response": CARD_LOST,
+    "not_desfire": NOT_DOOR_CARD,
+    "no_application": NOT_DOOR_CARD,
+    "auth_failed": AUTH_FAILED,
+    "integrity_error": AUTH_FAILED,
+    "bad_mac": BAD_MAC,
+    "bad_padding": BAD_MAC,
+    "permission_denied": AUTH_FAILED,
+}
+
+PROFILE_DESFIRE = "desfire_ev2"
+PROFILE_UID = "uid"
+PROFILE_CLASSIC = "classic"
+
+
+class CardResult:
+    def __init__(self, code, ref=None, profile=None, low_assurance=False):
+        self.code = code
+        self.reason = REASONS.get(code, "error")
+        self.ok = code == OK
+        self.ref = ref
+        self.profile = profile
+        self.low_assurance = low_assurance
+
+    def __repr__(self):
+        return "<CardResult %s %s%s>" % (
+            self.reason, self.ref.hex() if self.ref else "-", " low-assurance" if self.low_assurance else "")
+
+
+def encode_credential(site_id, identity):
+    if len(identity) != 16:
+        raise ValueError("card identity must be 16 bytes")
+    out = CRED_MAGIC + bytes([CRED_VERSION]) + site_id.to_bytes(4, "big") + bytes(identity)
+    return out + bytes(CRED_LEN - len(out))
+
+
+def decode_credential(data):
+    """(site_id, identity) or None when the file is not a version-1 credential."""
+    if len(data) != CRED_LEN or data[0:2] != CRED_MAGIC or data[2] != CRED_VERSION:
+        return None
+    return int.from_bytes(data[3:7], "big"), bytes(data[7:23])
+
+
+def desfire_ref(keystore, site_id, identity):
+    return keystore.card_ref(b"D" + site_id.to_bytes(4, "big") + bytes(identity))
+
+
+def uid_ref(keystore, uid):
+    return keystore.card_ref(b"U" + bytes(uid))
+
+
+def classic_ref(keystore, block):
+    return keystore.card_ref(b"C" + bytes(block))
+
+
+def is_iso_dep(sak):
+    return sak is None or bool(sak & 0x20)
+
+
+def is_classic(sak):
+    return sak is not None and (sak & 0x18) in (0x08, 0x18) and not sak & 0x20
+
+
+class CardSession:
+    """Card step of the door flow. Legacy profiles are off unless enabled."""
+
+    def __init__(self, keystore, legacy_uid=False, legacy_classic=False, classic_block=4, rng=None):
+        self.keystore = keystore
+        self.legacy_uid = legacy_uid
+        self.legacy_classic = legacy_classic
+        self.classic_block = classic_block
+        self._rng = rng
+
+    def read(self, transceive, uid, sak=None):
+        uid = bytes(uid)
+        if is_iso_dep(sak):
+            result = self._desfire(transceive, uid)
+            if result.code != NOT_DOOR_CARD or not self.legacy_uid:
+                return result
+            return CardResult(OK, uid_ref(self.keystore, uid), PROFILE_UID, True)
+        if is_classic(sak) and self.legacy_classic:
+            return self._classic(transceive, uid)
+        if self.legacy_uid:
+            return CardResult(OK, uid_ref(self.keystore, uid), PROFILE_UID, True)
+        return CardResult(UNSUPPORTED_CARD)
+
+    def _desfire(self, transceive, uid):
+        r = Reader(transceive, self._rng)
+        try:
+            r.select_application(DOOR_AID)
+            key = self.keystore.derive_card_key(uid, DOOR_AID, "door_read")
+            r.authenticate(key, KEY_DOOR_READ)
+            if not ct.equal(r.get_card_uid(), uid):
+                return CardResult(UID_MISMATCH, None, PROFILE_DESFIRE)
+            data = r.read_data(CRED_FILE, 0, CRED_LEN)
+        except CardError as e:
+            return CardResult(_CARD_ERRORS.get(e.reason, PROTOCOL_ERROR), None, PROFILE_DESFIRE)
+        cred = decode_credential(data)
+        if cred is None:
+            return CardResult(BAD_CREDENTIAL, None, PROFILE_DESFIRE)
+        if cred[0] != self.keystore.site_id:
+            return CardResult(WRONG_SITE, None, PROFILE_DESFIRE)
+        return CardResult(OK, desfire_ref(self.keystore, cred[0], cred[1]), PROFILE_DESFIRE)
+
+    def _classic(self, transceive, uid):
+        # Low assurance: Crypto1 is broken and the block can be copied; the reference
+        # only says "a card carrying these 16 bytes".
+        blk = self.classic_block
+        try:
+            transceive(bytes([0x60, blk]) + self.keystore.key("classic_a") + uid[-4:])
+            data = transceive(bytes([0x30, blk]))
+        except Exception:
+            return CardResult(CARD_LOST, None, PROFILE_CLASSIC, True)
+        if data is None or len(data) < 16:
+            return CardResult(PROTOCOL_ERROR, None, PROFILE_CLASSIC, True)
+        return CardResult(OK, classic_ref(self.keystore, data[:16]), PROFILE_CLASSIC, True)

@@ -1,0 +1,109 @@
+"""The card personalizer: turns a blank DESFire EV2 (or later) card into a door card.
+
+Steps (docs/card-profile.md): GetVersion (DESFire EV2+, 7-byte UID) -> the door application must
+not exist -> CreateApplication at PICC level -> AuthenticateEV2First with the application's
+default key 0 -> ChangeKey 1 (door read key, diversified) -> CreateStdDataFile (credential,
+MAC mode) -> WriteData -> ChangeKey 0 (application master key, diversified) -> verify by running
+the door's own card session on the card.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from crypto import ev2
+from crypto.ev2 import CardError, Reader
+from crypto.keystore import SoftwareKeyStore
+from firmware import card_session as cs
+from host_tools.cards.pcsc import Transceive
+from host_tools.errors import EXIT_FAILED, UserError
+
+APP_KEY_SETTINGS = 0x0B  # master key changeable, free directory list, no free create, config changeable
+APP_KEYS = 2
+# access rights: byte 0 = RW << 4 | Change, byte 1 = Read << 4 | Write
+CRED_ACCESS = bytes([(cs.KEY_APP_MASTER << 4) | cs.KEY_APP_MASTER,
+                     (cs.KEY_DOOR_READ << 4) | cs.KEY_APP_MASTER])
+COMM_MAC = 0x01
+DESFIRE_EV2_MAJOR = 0x12
+
+
+@dataclass
+class Issued:
+    uid: bytes
+    identity: bytes
+    ref: bytes
+
+
+def _fail(message: str) -> UserError:
+    return UserError(message, EXIT_FAILED)
+
+
+def check_card(reader: Reader) -> bytes:
+    """The card's UID when it is a DESFire EV2 or later with a fixed 7-byte UID."""
+    try:
+        version = reader.get_version()
+    except CardError as e:
+        if e.reason == "no_response":
+            raise _fail("the card left the reader: place it on the reader and retry") from None
+        raise _fail("this card is not a MIFARE DESFire card: use a blank DESFire EV2 or EV3 card") from None
+    if len(version) < 21 or version[0] != 0x04 or version[1] != 0x01:
+        raise _fail("this card is not a MIFARE DESFire card: use a blank DESFire EV2 or EV3 card")
+    if version[3] < DESFIRE_EV2_MAJOR:
+        raise _fail("this DESFire card is older than EV2 (no EV2 secure messaging): use an EV2 or EV3 card")
+    uid = version[14:21]
+    if uid == bytes(7):
+        raise _fail("this card hides its UID (random ID): use a card with a fixed 7-byte UID")
+    return bytes(uid)
+
+
+def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes | None = None) -> Issued:
+    r = Reader(transceive)
+    uid = check_card(r)
+    aid = cs.DOOR_AID
+    try:
+        r.select_application(aid)
+        raise _fail("card already personalized (it has the door application): use a blank card, "
+                    "or format it with its PICC master key first")
+    except CardError as e:
+        if e.reason == "no_response":
+            raise _fail("the card left the reader: place it on the reader and retry") from None
+        if e.reason != "no_application":
+            raise _fail(f"the card refused SelectApplication ({e}): "
+                        "use a blank DESFire EV2 or EV3 card") from None
+    identity = identity or os.urandom(16)
+    read_key = store.derive_card_key(uid, aid, "door_read")
+    master_key = store.derive_card_key(uid, aid, "app_master")
+    step = "create the door application"
+    try:
+        r.select_application(b"\x00\x00\x00")
+        r.plain_command(ev2.CMD_CREATE_APPLICATION, aid + bytes([APP_KEY_SETTINGS, 0x80 | APP_KEYS]))
+        step = "authenticate with the new application's default key"
+        r.select_application(aid)
+        r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+        step = "set the door read key"
+        r.change_key(cs.KEY_DOOR_READ, read_key, bytes(16), 1)
+        step = "create the credential file"
+        r.command(ev2.CMD_CREATE_STD_DATA_FILE, b"",
+                  bytes([cs.CRED_FILE, COMM_MAC]) + CRED_ACCESS + ev2.u24le(cs.CRED_LEN), Reader.MODE_MAC)
+        step = "write the credential"
+        r.write_data(cs.CRED_FILE, 0, cs.encode_credential(store.site_id, identity))
+        step = "set the application master key"
+        r.change_key(cs.KEY_APP_MASTER, master_key, None, 1)
+    except CardError as e:
+        if e.reason == "no_response":
+            raise _fail(f"the card left the reader while trying to {step}: the card may be half "
+                        "personalized; put it back and format it, then retry") from None
+        if e.reason == "auth_failed":
+            raise _fail(f"authentication failed while trying to {step}: the card's keys are not "
+                        "the blank defaults") from None
+        if e.reason in ("permission_denied", "card_status") and step == "create the door application":
+            raise _fail("the card does not allow creating applications without its PICC master key: "
+                        "format it with that key first, or use a blank card") from None
+        raise _fail(f"could not {step} ({e})") from None
+    result = cs.CardSession(store).read(transceive, uid, 0x20)
+    expected = cs.desfire_ref(store, store.site_id, identity)
+    if not result.ok or result.ref != expected:
+        raise _fail(f"verification failed after writing the card ({result.reason}): "
+                    "do not hand out this card")
+    return Issued(uid, identity, expected)

@@ -1,0 +1,188 @@
+"""Virtual cards on vsmartcard's vpcd: the card side of the vpcd TCP protocol.
+
+vpcd (the pcscd driver) listens on 127.0.0.1:35963 (slot 0, reader "Virtual PCD 00 00") and
+35964 (slot 1, "Virtual PCD 00 01"). The card connects to it; every message either way is a
+big-endian uint16 length then the payload. One-byte messages from vpcd are control: 00 power
+off, 01 power on, 02 reset (no reply), 04 get ATR (reply: the ATR). Anything longer is a C-APDU,
+answered with the R-APDU. Closing the connection is the card leaving the field.
+
+Cards: `DesfireCard` (host_tools/cards/desfire.py), a clone (same UID, keys it does not know),
+and a UID-only card that answers nothing but the reader's UID pseudo-APDU.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from host_tools.cards.desfire import DesfireCard, blank_state
+
+VPCD_HOST = "127.0.0.1"
+VPCD_PORT = 35963
+DESFIRE_ATR = bytes.fromhex("3B8180018080")  # PC/SC part 3 ATR of an ISO 14443-4 card, historical 0x80
+CLASSIC_1K_ATR = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
+
+
+class Card(Protocol):
+    atr: bytes
+
+    def process(self, apdu: bytes) -> bytes: ...
+
+    def reset(self) -> None: ...
+
+
+class VirtualDesfire:
+    """A DESFire EV2-subset card; `state_path` keeps it personalized across runs."""
+
+    atr = DESFIRE_ATR
+
+    def __init__(self, state_path: str | None = None, uid: bytes | None = None) -> None:
+        if state_path:
+            self.card = DesfireCard.load(state_path, uid or random_uid())
+        else:
+            self.card = DesfireCard(blank_state(uid or random_uid()))
+
+    @property
+    def uid(self) -> bytes:
+        return bytes(self.card.uid)
+
+    def process(self, apdu: bytes) -> bytes:
+        return bytes(self.card.process(apdu))
+
+    def reset(self) -> None:
+        self.card.reset()
+
+
+def clone_of(original: VirtualDesfire) -> VirtualDesfire:
+    """A clone: same UID, same application and file layout, copied credential bytes, but keys the
+    cloner could not read (random). What a UID-copying or file-dumping attacker can make."""
+    clone = VirtualDesfire(uid=original.uid)
+    state = clone.card.state
+    src = original.card.state
+    for aid, app in src["apps"].items():
+        state["apps"][aid] = {
+            "key_settings": app["key_settings"],
+            "keys": [os.urandom(16).hex() for _ in app["keys"]],
+            "key_versions": list(app["key_versions"]),
+            "files": {n: dict(f) for n, f in app["files"].items()},
+        }
+    return clone
+
+
+class UidOnlyCard:
+    """A card that only has a UID (e.g. a MIFARE Classic or Ultralight seen through PC/SC)."""
+
+    atr = CLASSIC_1K_ATR
+
+    def __init__(self, uid: bytes | None = None) -> None:
+        self.uid = uid or bytes.fromhex("11223344")
+
+    def process(self, apdu: bytes) -> bytes:
+        if apdu[:2] == b"\xff\xca":
+            return self.uid + b"\x90\x00"
+        return b"\x6e\x00" if apdu[:1] != b"\xff" else b"\x6a\x81"
+
+    def reset(self) -> None:
+        pass
+
+
+def random_uid() -> bytes:
+    """A 7-byte NXP-style UID (first byte 0x04, the manufacturer code)."""
+    return b"\x04" + os.urandom(6)
+
+
+class VpcdClient:
+    """Puts a card into a vpcd slot from a background thread.
+
+    `remove_before` may name a predicate on each C-APDU: when it returns True the card leaves
+    the field without answering (a card pulled away mid-exchange)."""
+
+    def __init__(self, card: Card, port: int = VPCD_PORT, host: str = VPCD_HOST,
+                 remove_before: Callable[[bytes], bool] | None = None) -> None:
+        self.card = card
+        self.host = host
+        self.port = port
+        self.remove_before = remove_before
+        self.removed = threading.Event()
+        self.apdus = 0
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 10.0) -> VpcdClient:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, name=f"vpcd-card-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Take the card out of the field."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._close()
+
+    def __enter__(self) -> VpcdClient:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+        self.removed.set()
+
+    def _recv_exact(self, n: int) -> bytes | None:
+        assert self._sock is not None
+        buf = b""
+        while len(buf) < n:
+            if self._stop.is_set():
+                return None
+            try:
+                chunk = self._sock.recv(n - len(buf))
+            except TimeoutError:
+                continue
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def _send(self, payload: bytes) -> None:
+        assert self._sock is not None
+        self._sock.sendall(struct.pack(">H", len(payload)) + payload)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                head = self._recv_exact(2)
+                if head is None:
+                    break
+                msg = self._recv_exact(struct.unpack(">H", head)[0])
+                if msg is None:
+                    break
+                if len(msg) == 1:
+                    if msg[0] in (0x00, 0x01, 0x02):
+                        self.card.reset()
+                    elif msg[0] == 0x04:
+                        self._send(self.card.atr)
+                    continue
+                self.apdus += 1
+                if self.remove_before is not None and self.remove_before(msg):
+                    break
+                self._send(self.card.process(msg))
+        except OSError as e:  # vpcd went away
+            self.error = e
+        finally:
+            self._close()

@@ -1,0 +1,185 @@
+"""`doorctl card`: site keys, card personalization, reading a card as the door does, virtual cards."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
+
+card_app = typer.Typer(help="Site keys, card issuing, and card checks through a PC/SC reader.",
+                       no_args_is_help=True)
+keys_app = typer.Typer(help="Create site keys and the door's key file (keys are never printed).",
+                       no_args_is_help=True)
+card_app.add_typer(keys_app, name="keys")
+
+KEYS_OPT = typer.Option(..., "--keys", "-k", help="Site key file (from `doorctl card keys init`).")
+READER_OPT = typer.Option(None, "--reader", "-r", help="Part of the reader name (default: the first reader).")
+
+
+def _run(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+
+
+@keys_app.command("init")
+def keys_init(
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the site key file (mode 0600)."),
+    site_id: int = typer.Option(..., "--site-id", help="The site's number, 0..4294967295."),
+    system_id: str = typer.Option(None, "--system-id",
+                                  help="Diversification system identifier, text (default: DOOR + site id)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Replace an existing file (its cards become unreadable)."),
+) -> None:
+    """Create a site key file with fresh random keys."""
+    from host_tools.cards import sitekeys
+
+    def go() -> None:
+        data = sitekeys.new_site_keys(site_id, system_id.encode() if system_id else None)
+        sitekeys.write_secret(out, data, force)
+        typer.echo(f"wrote site keys for site {site_id} to {out}; keep it offline and backed up, "
+                   f"and give doors `doorctl card keys door --keys {out} --out door-keys.json`")
+
+    _run(go)
+
+
+@keys_app.command("door")
+def keys_door(
+    keys: Path = KEYS_OPT,
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the door key file (mode 0600)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Write the door's key file: the site keys without the application master key."""
+    from host_tools.cards import sitekeys
+
+    def go() -> None:
+        data, _ = sitekeys.load(keys, need_issuing=True)
+        sitekeys.write_secret(out, sitekeys.device_keys(data), force)
+        typer.echo(f"wrote the door key file for site {data['site_id']} to {out}")
+
+    _run(go)
+
+
+@card_app.command("personalize")
+def personalize(
+    keys: Path = KEYS_OPT,
+    reader: str = READER_OPT,
+    identity: str = typer.Option(None, "--identity", help="Card identity, 32 hex digits (default: random)."),
+) -> None:
+    """Make a blank DESFire EV2/EV3 card a door card of this site; prints its card reference."""
+    from host_tools.cards import pcsc, sitekeys
+    from host_tools.cards.personalize import personalize as do_personalize
+
+    def go() -> None:
+        ident = None
+        if identity is not None:
+            try:
+                ident = bytes.fromhex(identity)
+            except ValueError:
+                ident = b""
+            if len(ident) != 16:
+                raise UserError("--identity must be 32 hex digits", EXIT_USAGE)
+        _, store = sitekeys.load(keys, need_issuing=True)
+        conn, transceive = pcsc.connect(reader)
+        try:
+            issued = do_personalize(transceive, store, ident)
+        finally:
+            _disconnect(conn)
+        typer.echo(f"personalized card {issued.uid.hex()} for site {store.site_id}")
+        typer.echo(f"card reference: {issued.ref.hex()}")
+
+    _run(go)
+
+
+@card_app.command("read")
+def read(
+    keys: Path = KEYS_OPT,
+    reader: str = READER_OPT,
+    legacy_uid: bool = typer.Option(False, "--legacy-uid", help="Accept UID-only cards (low assurance)."),
+) -> None:
+    """Read a card as the door does and print its card reference or why it was refused."""
+    from firmware.card_session import CardSession
+    from host_tools.cards import pcsc, sitekeys
+
+    def go() -> None:
+        _, store = sitekeys.load(keys)
+        conn, transceive = pcsc.connect(reader)
+        try:
+            uid = _uid(transceive)
+            sak = 0x20 if _is_iso_dep(conn) else 0x08
+            result = CardSession(store, legacy_uid=legacy_uid).read(transceive, uid, sak)
+        finally:
+            _disconnect(conn)
+        if not result.ok:
+            raise UserError(f"card refused: {result.reason}", EXIT_FAILED)
+        low = " (low assurance)" if result.low_assurance else ""
+        typer.echo(f"card reference: {result.ref.hex()} profile {result.profile}{low}")
+
+    _run(go)
+
+
+@card_app.command("virtual")
+def virtual(
+    state: Path = typer.Option(None, "--state", help="JSON file holding the card (kept personalized)."),
+    kind: str = typer.Option("desfire", "--kind", help="desfire, clone (of --state's card) or uid."),
+    slot: int = typer.Option(0, "--slot", help="vpcd slot: 0 (port 35963) or 1 (port 35964)."),
+) -> None:
+    """Put a virtual card on vsmartcard's vpcd until Ctrl-C."""
+    from host_tools.cards import vcard
+
+    if slot not in (0, 1):
+        raise fail("--slot must be 0 or 1", EXIT_USAGE)
+    card: vcard.Card
+    if kind == "desfire":
+        card = vcard.VirtualDesfire(str(state) if state else None)
+    elif kind == "clone":
+        if state is None or not state.exists():
+            raise fail("--kind clone needs --state of an existing card to copy", EXIT_USAGE)
+        card = vcard.clone_of(vcard.VirtualDesfire(str(state)))
+    elif kind == "uid":
+        card = vcard.UidOnlyCard()
+    else:
+        raise fail(f"unknown card kind {kind!r}: desfire, clone or uid", EXIT_USAGE)
+    try:
+        client = vcard.VpcdClient(card, port=vcard.VPCD_PORT + slot).start()
+    except OSError:
+        raise fail(f"vpcd is not listening on port {vcard.VPCD_PORT + slot}: start pcscd (pcscd -f) "
+                   "with vsmartcard-vpcd installed", EXIT_FAILED) from None
+    typer.echo(f"virtual {kind} card in vpcd slot {slot}; Ctrl-C removes it")
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    while not done.is_set() and not client.removed.is_set():
+        done.wait(0.5)
+    client.stop()
+
+
+def _disconnect(conn: object) -> None:
+    try:
+        conn.disconnect()  # type: ignore[attr-defined]
+    except Exception:
+        pass
+
+
+def _uid(transceive: Callable[[bytes], bytes]) -> bytes:
+    """The UID through the PC/SC reader's pseudo-APDU (what the door gets from anticollision)."""
+    resp = transceive(b"\xff\xca\x00\x00\x00")
+    if len(resp) < 6 or resp[-2:] != b"\x90\x00":
+        raise UserError("the reader did not give the card's UID: use a contactless PC/SC reader", EXIT_FAILED)
+    return bytes(resp[:-2])
+
+
+def _is_iso_dep(conn: object) -> bool:
+    atr = bytes(conn.getATR())  # type: ignore[attr-defined]
+    # PC/SC part 3: storage cards (MIFARE Classic, Ultralight) carry the RID A0 00 00 03 06
+    return bytes.fromhex("A000000306") not in atr
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(card_app, name="card")
