@@ -11,13 +11,18 @@ USB-attached board, over the process's stdin/stdout (which the host bridges to a
 - raw-paste mode ("\\x05A\\x01") is refused with "R\\x00", and mpremote falls back;
 - Ctrl-C clears a half-received program; Ctrl-B and Ctrl-C are honoured mid-program too;
 - Ctrl-D in friendly mode and `machine.reset()` end the process with REBOOT_EXIT, and the host
-  launcher starts it again on the same pty and flash, like a board rebooting.
+  launcher starts it again on the same pty and flash, like a board rebooting;
+- Ctrl-C while a program runs interrupts it (KeyboardInterrupt, reported like any error): the
+  program keeps the REPL from reading its input, so the host bridge, which sees the Ctrl-C
+  on the pty, sends the process SIGINT while the busy file (`busy_path`) exists.
 
 Programs run synchronously inside the event loop (the firmware pauses while one runs),
 and print straight to stdout: the unix port cannot redirect sys.stdout.
 """
 
+import os
 import sys
+import time
 
 from firmware.log import set_console
 
@@ -32,8 +37,9 @@ def _out(s):
 
 
 class RawRepl:
-    def __init__(self, banner="MicroPython (virtual door controller)"):
+    def __init__(self, banner="MicroPython (virtual door controller)", busy_path=None):
         self.banner = banner
+        self.busy_path = busy_path
         self.raw = False
         self.buf = bytearray()
         self.line = bytearray()
@@ -126,19 +132,49 @@ class RawRepl:
         self.namespace = {"__name__": "__main__"}
         _out("soft reboot\r\n")
 
+    def _busy(self, on):
+        """Tell the host bridge that a program runs (Ctrl-C then means SIGINT), or not."""
+        path = self.busy_path
+        if path is None:
+            return
+        try:
+            if on:
+                open(path, "w").close()
+            else:
+                os.remove(path)
+        except OSError:
+            pass
+        if not on:
+            # A Ctrl-C that raced with the end of the program lands here, not in the firmware.
+            try:
+                time.sleep_ms(5)
+            except KeyboardInterrupt:
+                pass
+
     def _run(self, program):
+        self._busy(True)
         try:
             exec(program, self.namespace)
+            self._busy(False)
             _out("\x04")
         except SystemExit:
+            self._busy(False)
             _out("\x04\x04")
             raise
         except BaseException as e:  # noqa: B036 - a REPL reports everything it runs
+            self._busy(False)
             _out("\x04")
             sys.print_exception(e)
         _out("\x04")
 
     def _run_line(self, line):
+        self._busy(True)
+        try:
+            self._run_line_busy(line)
+        finally:
+            self._busy(False)
+
+    def _run_line_busy(self, line):
         try:
             try:
                 code = compile(line, "<stdin>", "eval")

@@ -3,11 +3,13 @@
     micropython board/vdev_boot.py STATE_DIR IO_PORT READER_PORT
 
 Mounts the simulated flash, serves the door I/O channel and the reader UART on loopback,
-runs the raw REPL on stdin/stdout, and runs the firmware. Writes STATE_DIR/ready.json once
+runs the raw REPL on stdin/stdout (STATE_DIR/console.busy exists while a console program
+runs, so the bridge turns Ctrl-C into SIGINT), and runs the firmware. Writes STATE_DIR/ready.json once
 the firmware is up, so the launcher knows it can be used.
 """
 
 import json
+import os
 import sys
 
 from board.virtual import VirtualBoard
@@ -19,7 +21,12 @@ board.mount()
 from board.rawrepl import RawRepl, serve_stdin  # noqa: E402
 from firmware import main as firmware  # noqa: E402  (may come from /flash/lib once deployed)
 
-repl = RawRepl()
+busy = state_dir + "/console.busy"
+try:
+    os.remove(busy)  # left by a power cut during a program
+except OSError:
+    pass
+repl = RawRepl(busy_path=busy)
 board.io.status_provider = lambda: firmware.status
 
 
@@ -34,4 +41,14 @@ async def _console(board):
     await serve_stdin(repl)
 
 
-firmware.run(board, extra_tasks=(_services, _console))
+try:
+    firmware.run(board, extra_tasks=(_services, _console))
+except KeyboardInterrupt:
+    # A Ctrl-C that raced past the end of a console program: the door keeps running.
+    import asyncio
+
+    while True:
+        try:
+            asyncio.get_event_loop().run_forever()
+        except KeyboardInterrupt:
+            pass

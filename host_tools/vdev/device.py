@@ -51,6 +51,7 @@ class VirtualDevice:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.console_log = bytearray()
+        self._busy_file = self.state_dir / "console.busy"
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class VirtualDevice:
     def _spawn(self) -> None:
         ready = self.state_dir / "ready.json"
         ready.unlink(missing_ok=True)
+        self._busy_file.unlink(missing_ok=True)
         paths: list[str | Path] = [VDEV_LIB]
         if not self.from_source:
             paths.append(build_device_tree()[0].parents[1])
@@ -194,6 +196,10 @@ class VirtualDevice:
             proc = self._proc
             if proc is None or proc.stdin is None:
                 continue
+            if b"\x03" in data and self._busy_file.exists() and proc.poll() is None:
+                # A console program runs and keeps the REPL from reading: interrupt it the
+                # way a board's UART interrupt does (KeyboardInterrupt in the program).
+                proc.send_signal(signal.SIGINT)
             try:
                 proc.stdin.write(data)
                 proc.stdin.flush()

@@ -89,6 +89,20 @@ def test_reset_reboots_the_process_on_the_same_pty(vdev: VirtualDevice) -> None:
     assert mpremote(vdev, "exec", "print(open('keep.txt').read())").strip() == "kept"
 
 
+def test_ctrl_c_interrupts_a_running_program(vdev: VirtualDevice) -> None:
+    mpremote(vdev, "exec", "--no-follow", "while True: pass")
+    deadline = time.monotonic() + 20
+    while not (vdev.state_dir / "console.busy").exists():
+        assert time.monotonic() < deadline, "the program never started"
+        time.sleep(0.05)
+    # mpremote starts with Ctrl-C, which interrupts the loop like on a USB board.
+    assert mpremote(vdev, "exec", "print('alive')").strip() == "alive"
+    assert b"KeyboardInterrupt" in vdev.console_log
+    with VirtualIO(vdev.io_addr) as io:
+        assert io.status()["ready"] is True
+    assert mpremote(vdev, "exec", "print(1 + 1)").strip() == "2"
+
+
 def test_raw_paste_refused_cleanly(vdev: VirtualDevice) -> None:
     # mpremote asks for raw-paste on every connection; a plain exchange checks the reply bytes.
     import os
