@@ -1,0 +1,187 @@
+# The virtual device's raw REPL and door I/O channel, byte by byte, under MicroPython.
+import os
+
+import board.rawrepl as rawrepl
+from firmware import log
+
+BANNER = "raw REPL; CTRL-B to exit\r\n>"
+
+
+def _repl(busy_path=None):
+    out = []
+    rawrepl._out = out.append
+    return rawrepl.RawRepl(busy_path=busy_path), out
+
+
+def _text(out):
+    s = "".join(out)
+    del out[:]
+    return s
+
+
+def test_ctrl_a_enters_raw_mode_and_silences_the_log():
+    repl, out = _repl()
+    repl.feed(b"\r\x03\r\x01")
+    assert _text(out).endswith(BANNER)
+    assert repl.raw
+    assert log._console[0] is False
+    repl.feed(b"\x02")
+    assert not repl.raw
+    assert log._console[0] is True
+    assert _text(out).endswith(">>> ")
+
+
+def test_program_runs_with_the_raw_framing_and_keeps_its_namespace():
+    repl, out = _repl()
+    repl.feed(b"\x01")
+    _text(out)
+    repl.feed(b"x = 6 * 7\x04")
+    assert _text(out) == "OK\x04\x04>"
+    repl.feed(b"y = x + 1\x04")
+    _text(out)
+    assert repl.namespace["y"] == 43
+
+
+def test_errors_go_to_the_error_section():
+    repl, out = _repl()
+    repl.feed(b"\x01")
+    _text(out)
+    repl.feed(b"1/0\x04")
+    text = _text(out)
+    # "OK" + "\x04" (end of output) + error text printed by print_exception + "\x04" + ">"
+    assert text.startswith("OK\x04")
+    assert text.endswith("\x04>")
+
+
+def test_raw_paste_request_is_refused_and_the_program_still_runs():
+    repl, out = _repl()
+    repl.feed(b"\x01")
+    _text(out)
+    repl.feed(b"\x05A\x01")
+    assert _text(out) == "R\x00"
+    repl.feed(b"z = 5\x04")
+    assert _text(out) == "OK\x04\x04>"
+    assert repl.namespace["z"] == 5
+
+
+def test_ctrl_c_mid_program_drops_it():
+    repl, out = _repl()
+    repl.feed(b"\x01")
+    _text(out)
+    repl.feed(b"never = 1\x03kept = 2\x04")
+    assert "never" not in repl.namespace
+    assert repl.namespace["kept"] == 2
+
+
+def test_ctrl_b_mid_program_leaves_raw_mode_and_the_next_client_gets_in():
+    repl, out = _repl()
+    repl.feed(b"\x01half a progr\x02")
+    assert not repl.raw
+    _text(out)
+    repl.feed(b"\r\x03\r\x01")
+    assert _text(out).endswith(BANNER)
+    repl.feed(b"a = 1\x04")
+    assert _text(out) == "OK\x04\x04>"
+    assert "half" not in repl.namespace
+
+
+def test_ctrl_d_on_an_empty_program_is_a_soft_reset():
+    repl, out = _repl()
+    repl.feed(b"\x01old = 1\x04")
+    _text(out)
+    repl.feed(b"\x04")
+    assert _text(out) == "soft reboot\r\n" + BANNER
+    assert "old" not in repl.namespace
+
+
+def test_ctrl_d_in_the_friendly_repl_asks_for_a_reboot():
+    repl, out = _repl()
+    try:
+        repl.feed(b"\x04")
+    except SystemExit as e:
+        assert e.args[0] == rawrepl.REBOOT_EXIT
+    else:
+        raise AssertionError("no reboot")
+
+
+def test_machine_reset_in_a_program_asks_for_a_reboot():
+    repl, out = _repl()
+    repl.feed(b"\x01")
+    try:
+        repl.feed(b"raise SystemExit(75)\x04")
+    except SystemExit as e:
+        assert e.args[0] == 75
+    else:
+        raise AssertionError("no reboot")
+    assert _text(out).endswith("OK\x04\x04")
+
+
+def test_busy_file_exists_only_while_a_program_runs():
+    busy = os.getenv("MPY_TEST_TMP") + "/console.busy"
+    repl, out = _repl(busy)
+    repl.feed(b"\x01")
+    repl.feed(("import os\nseen = os.stat(%r)[6] == 0\x04" % busy).encode())
+    assert repl.namespace["seen"] is True
+    try:
+        os.stat(busy)
+        raise AssertionError("busy file left behind")
+    except OSError:
+        pass
+
+
+def test_friendly_repl_evaluates_a_line():
+    repl, out = _repl()
+    repl.feed(b"2 + 3\r")
+    assert "5\r\n" in _text(out)
+
+
+def _io():
+    from board.virtual import Clock, IOChannel
+
+    io = IOChannel(Clock())
+    box = []
+    io.clients.append((None, box))
+    return io, box
+
+
+def test_io_channel_sets_inputs_and_checks_values():
+    import json
+
+    io, box = _io()
+    assert io._handle({"op": "set", "name": "door_contact", "value": "cut"})["ok"]
+    assert io.inputs["door_contact"] == "cut"
+    assert json.loads(box[-1])["ev"] == "in"
+    assert not io._handle({"op": "set", "name": "door_contact", "value": "ajar"})["ok"]
+    assert not io._handle({"op": "set", "name": "rex", "value": 1})["ok"]
+    assert not io._handle({"op": "set", "name": "volume", "value": True})["ok"]
+    assert not io._handle({"op": "dance"})["ok"]
+
+
+def test_io_channel_reports_only_output_changes():
+    import json
+
+    io, box = _io()
+    io.set_output("relay", True)
+    io.set_output("relay", True)
+    io.set_output("led", "red")
+    msgs = [json.loads(line) for line in box]
+    assert [(m["name"], m["value"]) for m in msgs] == [("relay", True), ("led", "red")]
+    assert all(m["ev"] == "out" and isinstance(m["t"], int) for m in msgs)
+
+
+def test_reader_uart_read_returns_buffered_bytes_or_times_out():
+    import asyncio
+
+    from board.virtual import ReaderUART
+
+    u = ReaderUART()
+
+    async def go():
+        assert await u.read(4, 20) == b""
+        u._rx += b"\x00\x00\xff\x01\x02"
+        first = await u.read(3, 20)
+        rest = await u.read(10, 20)
+        return first, rest
+
+    assert asyncio.run(go()) == (b"\x00\x00\xff", b"\x01\x02")
+    assert u.write(b"x") == 0  # no emulator connected: bytes are lost, like an open UART
