@@ -1,46 +1,106 @@
-"""Benchmarks: each module defines FIGURES (name -> description) and run(names) -> figures.
+"""Benchmarks: each module here defines FIGURES and run(); `doorctl bench` runs them.
 
-A figure that is a device figure is measured on the MicroPython unix port (the virtual
-device or a MicroPython process), beside a baseline measured in the same run.
+    FIGURES: dict[str, str]                       # "area.figure" -> what it measures, unit
+    def run(names: set[str]) -> dict[str, float]  # measures at least the figures named
+
+A device figure is measured on the MicroPython unix port (the virtual device or a
+MicroPython process), beside a baseline measured in the same run, so a figure always comes
+with something to compare it with on the same machine.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 from typing import cast
 
 
+class BenchmarkError(Exception):
+    """A benchmark module is malformed or returned something that is not a figure."""
+
+
 class Benchmark:
     def __init__(self, module: ModuleType) -> None:
         self.name = module.__name__.rsplit(".", 1)[-1]
-        self.figures: dict[str, str] = dict(module.FIGURES)
+        figures = module.FIGURES
+        if not isinstance(figures, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in figures.items()):
+            raise BenchmarkError(f"benchmark {self.name}: FIGURES must map names to descriptions")
+        self.figures: dict[str, str] = dict(figures)
         self._run = cast(Callable[[set[str]], dict[str, float]], module.run)
 
     def run(self, names: set[str]) -> dict[str, float]:
-        return self._run(names)
+        """Measure `names`; returns exactly those figures, as finite numbers."""
+        got = self._run(set(names))
+        out: dict[str, float] = {}
+        for name in sorted(names):
+            if name not in got:
+                raise BenchmarkError(f"benchmark {self.name} did not measure {name}")
+            value = got[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise BenchmarkError(f"benchmark {self.name}: {name} is {value!r}, not a number")
+            out[name] = float(value)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Benchmark({self.name})"
 
 
-def discover(package: str = __name__) -> list[Benchmark]:
+def discover(package: str = __name__,
+             on_error: Callable[[str, Exception], None] | None = None) -> list[Benchmark]:
+    """Every benchmark module in `package`, by module name.
+
+    A module that fails to import is reported through `on_error` (module name, error) and
+    left out, so one broken benchmark does not stop the others; without `on_error` it raises.
+    """
     pkg = importlib.import_module(package)
-    found = []
+    found: list[Benchmark] = []
+    seen: dict[str, str] = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{package}.{info.name}")
-        if hasattr(module, "FIGURES") and hasattr(module, "run"):
-            found.append(Benchmark(module))
+        if info.ispkg or info.name.startswith("_"):
+            continue
+        try:
+            module = importlib.import_module(f"{package}.{info.name}")
+            if not (hasattr(module, "FIGURES") and hasattr(module, "run")):
+                continue
+            bench = Benchmark(module)
+            for fig in bench.figures:
+                if fig in seen:
+                    raise BenchmarkError(f"figure {fig} is defined by both {seen[fig]} "
+                                         f"and {bench.name}")
+                seen[fig] = bench.name
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(info.name, e)
+            continue
+        found.append(bench)
     return found
 
 
+def matches(figure: str, pattern: str) -> bool:
+    """`pattern` is a figure's name, or a prefix ending at a dot (`cache.` or `cache`)."""
+    if not pattern or figure == pattern:
+        return True
+    prefix = pattern if pattern.endswith(".") else pattern + "."
+    return figure.startswith(prefix)
+
+
 def select(benchmarks: list[Benchmark], patterns: list[str]) -> dict[Benchmark, set[str]]:
-    """Figures matching exact names or prefixes (`cache.`, `vdev`); all when no pattern."""
+    """Figures matching exact names or prefixes (`cache.`, `vdev`); all when no pattern.
+
+    Raises KeyError naming the patterns that match nothing.
+    """
     chosen: dict[Benchmark, set[str]] = {}
     unknown = set(patterns)
     for b in benchmarks:
         for fig in b.figures:
             for p in patterns or [""]:
-                if fig == p or fig.startswith(p if p.endswith(".") or not p else p + ".") or not p:
+                if matches(fig, p):
                     chosen.setdefault(b, set()).add(fig)
                     unknown.discard(p)
     if unknown:

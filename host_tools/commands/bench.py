@@ -6,72 +6,170 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
+from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from host_tools.benchmarks import discover, select
-from host_tools.errors import EXIT_USAGE, fail
-from host_tools.paths import micropython
+from host_tools.benchmarks import Benchmark, discover, select
+from host_tools.errors import EXIT_FAILED, EXIT_USAGE, fail
+from host_tools.paths import ToolMissing, micropython
+
+BEGIN = "<!-- doorctl bench --markdown: begin -->"
+END = "<!-- doorctl bench --markdown: end -->"
 
 
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    mp = subprocess.run([micropython(), "-c", "import sys; print(sys.version)"],
-                        capture_output=True, text=True).stdout.strip()
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"MicroPython {mp}, {dt.date.today().isoformat()}")
+    return platform.processor() or platform.machine()
+
+
+def micropython_version() -> str:
+    """e.g. `1.29.0-preview (9458e3a23f, 2026-07-05; unix port, .mpy v6)`."""
+    program = ("import sys; v = sys.implementation.version; "
+               "print('.'.join(str(x) for x in v[:3]) + ('-' + v[3] if len(v) > 3 and v[3] "
+               "else '')); print(sys.version); print(sys.implementation._mpy & 0xff)")
+    try:
+        lines = subprocess.run([micropython(), "-c", program], capture_output=True, text=True,
+                               timeout=30).stdout.splitlines()
+    except (ToolMissing, OSError, subprocess.TimeoutExpired):
+        return "not installed"
+    if len(lines) < 3:
+        return "unknown"
+    build = re.search(r"MicroPython (\S+) on (\S+)", lines[1])
+    where = f"{build.group(1).lstrip('v')}, {build.group(2)}; " if build else ""
+    return f"{lines[0]} ({where}unix port, .mpy v{lines[2]})"
+
+
+def machine_description() -> dict[str, str]:
+    return {
+        "CPU": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "MicroPython": micropython_version(),
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def fmt(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def markdown(results: dict[str, float], descriptions: dict[str, str],
+             machine: dict[str, str]) -> str:
+    lines = [BEGIN, "", "Measured with `doorctl bench --markdown` on this machine:", "",
+             "| machine | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine.items()]
+    lines += ["", "| figure | value | what |", "|---|---:|---|"]
+    lines += [f"| `{k}` | {fmt(results[k])} | {descriptions[k]} |" for k in sorted(results)]
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def update_file(path: Path, block: str) -> None:
+    """Replace the generated block in `path` (between the markers), keeping the rest."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
 
 
 def bench(
-    names: list[str] = typer.Argument(None, help="Figures or prefixes to run (default: all)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object of figures."),
-    markdown: bool = typer.Option(False, "--markdown", help="Print a table for BENCHMARKS.md."),
+    names: list[str] = typer.Argument(None, help="Figures or prefixes to run, e.g. `vdev` or "
+                                      "`journal.append_ms` (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object "
+                                 "{\"figure.name\": number, ...} and nothing else on stdout."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table with the "
+                                     "machine description, for BENCHMARKS.md."),
+    update: Path = typer.Option(None, "--update", metavar="FILE", help="With --markdown: "
+                                "replace the generated table in FILE, keeping the text around it."),
     list_only: bool = typer.Option(False, "--list", help="List the figures and exit."),
 ) -> None:
-    """Run benchmarks; device figures are measured on the MicroPython unix port.
+    """Run benchmarks and print named figures. Device figures are measured on the
+    MicroPython unix port, each beside a baseline measured in the same run.
 
     Examples:
-      doorctl bench                     # everything
-      doorctl bench vdev journal.append_ms --json
+      doorctl bench                                  # everything, as a table
+      doorctl bench --list                           # what can be measured
+      doorctl bench vdev journal.append_ms --json    # a prefix and one figure, as JSON
+      doorctl bench --markdown --update BENCHMARKS.md
     """
-    benchmarks = discover()
+    err = Console(stderr=True)
+
+    def broken(module: str, e: Exception) -> None:
+        err.print(f"warning: benchmark {module} cannot be loaded: {e}", style="yellow",
+                  markup=False, highlight=False, soft_wrap=True)
+
+    benchmarks = discover(on_error=broken)
     if list_only:
-        for b in benchmarks:
-            for fig, desc in sorted(b.figures.items()):
-                typer.echo(f"{fig:34} {desc}")
+        listed = sorted((fig, desc) for b in benchmarks for fig, desc in b.figures.items())
+        width = max((len(fig) for fig, _ in listed), default=0) + 2
+        for fig, desc in listed:
+            typer.echo(f"{fig:{width}}{desc}")
         return
+    if update is not None and not as_markdown:
+        raise fail("--update writes the Markdown table: add --markdown", EXIT_USAGE)
     try:
         chosen = select(benchmarks, names or [])
     except KeyError as e:
-        raise fail(f"unknown figure {e.args[0]}: `doorctl bench --list` shows them", EXIT_USAGE) from None
-    results: dict[str, float] = {}
-    descriptions: dict[str, str] = {}
-    for b, figs in chosen.items():
-        results.update({k: v for k, v in b.run(figs).items() if k in b.figures})
-        descriptions.update(b.figures)
+        raise fail(f"unknown figure {e.args[0]}: `doorctl bench --list` shows them",
+                   EXIT_USAGE) from None
+    results, descriptions, failures = run_selected(chosen, err)
     if as_json:
         typer.echo(json.dumps(results, sort_keys=True))
-        return
-    if markdown:
-        typer.echo(f"Machine: {machine_description()}\n")
-        typer.echo("| figure | value | what |\n|---|---|---|")
+    elif as_markdown:
+        block = markdown(results, descriptions, machine_description())
+        if update is not None:
+            update_file(update, block)
+            typer.echo(f"updated {update} ({len(results)} figures)")
+        else:
+            typer.echo(block, nl=False)
+    else:
+        table = Table("figure", "value", "what")
         for k in sorted(results):
-            typer.echo(f"| `{k}` | {results[k]:.4g} | {descriptions[k]} |")
-        return
-    table = Table("figure", "value", "what")
-    for k in sorted(results):
-        table.add_row(k, f"{results[k]:.4g}", descriptions[k])
-    Console().print(table)
+            table.add_row(k, fmt(results[k]), descriptions[k])
+        Console().print(table)
+    if failures:
+        for line in failures[:-1]:
+            err.print(f"error: {line}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise fail(failures[-1], EXIT_FAILED)
+
+
+def run_selected(chosen: dict[Benchmark, set[str]], err: Console
+                 ) -> tuple[dict[str, float], dict[str, str], list[str]]:
+    results: dict[str, float] = {}
+    descriptions: dict[str, str] = {}
+    failures: list[str] = []
+    with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), console=err, transient=True) as bar:
+        task = bar.add_task("", total=len(chosen))
+        for b, figs in sorted(chosen.items(), key=lambda item: item[0].name):
+            bar.update(task, description=f"{b.name} ({len(figs)} figures)")
+            try:
+                results.update(b.run(figs))
+            except Exception as e:  # noqa: BLE001 - report it, keep the other figures
+                failures.append(f"benchmark {b.name} failed: {e}")
+            descriptions.update(b.figures)
+            bar.advance(task)
+    return results, descriptions, failures
 
 
 def register(app: typer.Typer) -> None:

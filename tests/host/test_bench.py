@@ -1,18 +1,173 @@
-"""`doorctl bench`: discovery, selection, JSON output, errors."""
+"""`doorctl bench`: discovery, selection, JSON and Markdown output, errors.
+
+Most tests run the real CLI in-process against tiny benchmark modules written into a
+temporary package path, so they measure nothing slow.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from typer.testing import CliRunner
 
-from host_tools.benchmarks import Benchmark, discover, select
+import host_tools.benchmarks as benchmarks_pkg
+from host_tools.benchmarks import Benchmark, BenchmarkError, discover, select
+from host_tools.cli import app
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+
+TINY = '''
+FIGURES = {
+    "cache.lookup_us": "whitelist lookup, us",
+    "cache.load_ms": "cache image load, ms",
+    "tiny.count": "a count",
+}
+CALLS = []
+
+def run(names):
+    CALLS.append(sorted(names))
+    out = {"cache.lookup_us": 12.5, "cache.load_ms": 3.0, "tiny.count": 7}
+    return {k: out[k] for k in names}
+'''
+
+OTHER = '''
+FIGURES = {"other.ratio": "a ratio"}
+
+def run(names):
+    return {"other.ratio": 0.25}
+'''
+
+
+def _write(folder: Path, name: str, text: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def bench_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The benchmark package's path pointed at an empty folder; modules written there are
+    what `doorctl bench` discovers."""
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    monkeypatch.setattr(benchmarks_pkg, "__path__", [str(folder)])
+    before = set(sys.modules)
+    yield folder
+    for name in set(sys.modules) - before:
+        if name.startswith("host_tools.benchmarks."):
+            del sys.modules[name]
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["bench", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_discovery_of_modules_in_the_package(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "other", OTHER)
+    _write(bench_dir, "helpers", "X = 1\n")  # no FIGURES/run: not a benchmark
+    found = discover()
+    assert [b.name for b in found] == ["other", "tiny"]
+    assert set(found[1].figures) == {"cache.lookup_us", "cache.load_ms", "tiny.count"}
+
+
+def test_json_is_exactly_one_object_of_the_selected_figures(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "other", OTHER)
+    code, out, _ = run_cli("cache.", "other.ratio", "--json")
+    assert code == 0
+    assert json.loads(out) == {"cache.lookup_us": 12.5, "cache.load_ms": 3.0, "other.ratio": 0.25}
+    assert out.count("\n") == 1
+    tiny = sys.modules["host_tools.benchmarks.tiny"]
+    assert tiny.CALLS == [["cache.load_ms", "cache.lookup_us"]]  # only what was asked for
+
+
+def test_a_prefix_without_the_dot_and_no_names_at_all(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "other", OTHER)
+    code, out, _ = run_cli("cache", "--json")
+    assert code == 0 and set(json.loads(out)) == {"cache.lookup_us", "cache.load_ms"}
+    code, out, _ = run_cli("--json")
+    assert code == 0
+    assert set(json.loads(out)) == {"cache.lookup_us", "cache.load_ms", "tiny.count",
+                                    "other.ratio"}
+
+
+def test_unknown_name_is_a_usage_error(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    code, out, err = run_cli("cache.lookup", "--json")  # not a figure, not a prefix
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "error: unknown figure cache.lookup: `doorctl bench --list` shows them"]
+
+
+def test_table_and_list(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    code, out, _ = run_cli()
+    assert code == 0
+    assert "cache.lookup_us" in out and "12.5" in out and "whitelist lookup, us" in out
+    code, out, _ = run_cli("--list")
+    assert code == 0 and out.splitlines()[0].split()[0] == "cache.load_ms"
+    assert len(out.splitlines()) == 3
+
+
+def test_markdown_has_the_machine_and_a_row_per_figure(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    code, out, _ = run_cli("--markdown")
+    assert code == 0
+    for label in ("| CPU |", "| cores |", "| Python |", "| MicroPython |", "| date |"):
+        assert label in out, label
+    assert "| `cache.lookup_us` | 12.5 | whitelist lookup, us |" in out
+    assert "| `tiny.count` | 7 | a count |" in out
+    assert "not installed" not in out and "unknown" not in out
+
+
+def test_markdown_update_keeps_the_text_around_the_table(bench_dir: Path, tmp_path: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nWhy these figures matter.\n")
+    assert run_cli("--markdown", "--update", str(doc))[0] == 0
+    assert run_cli("--markdown", "--update", str(doc))[0] == 0  # replaced, not appended
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nWhy these figures matter.\n")
+    assert text.count("`cache.lookup_us`") == 1
+    code, _, err = run_cli("--update", str(doc))
+    assert code == 2 and "add --markdown" in err
+
+
+def test_a_broken_module_does_not_stop_the_others(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "broken", "import no_such_module_here\nFIGURES = {}\n")
+    code, out, err = run_cli("--json")
+    assert code == 0 and "tiny.count" in json.loads(out)
+    assert "benchmark broken cannot be loaded" in err
+
+
+def test_a_failing_or_lying_benchmark_is_an_error(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "nan", 'FIGURES = {"nan.x": "x"}\ndef run(names):\n'
+                             '    return {"nan.x": float("nan")}\n')
+    _write(bench_dir, "boom", 'FIGURES = {"boom.x": "x"}\ndef run(names):\n'
+                              '    raise RuntimeError("no broker")\n')
+    code, out, err = run_cli("--json")
+    assert code == 1
+    assert set(json.loads(out)) == {"cache.lookup_us", "cache.load_ms", "tiny.count"}
+    assert "benchmark boom failed: no broker" in err
+    assert "nan.x is nan, not a number" in err
+
+
+def test_a_figure_defined_twice_is_reported(bench_dir: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "twin", 'FIGURES = {"tiny.count": "again"}\ndef run(names):\n'
+                              '    return {}\n')
+    with pytest.raises(BenchmarkError, match="tiny.count is defined by both tiny and twin"):
+        discover()
 
 
 def _bench(name: str, figures: dict[str, str]) -> Benchmark:
@@ -20,11 +175,6 @@ def _bench(name: str, figures: dict[str, str]) -> Benchmark:
     mod.FIGURES = figures  # type: ignore[attr-defined]
     mod.run = lambda names: {n: 1.0 for n in names}  # type: ignore[attr-defined]
     return Benchmark(mod)
-
-
-def test_discovery_finds_the_repo_benchmarks() -> None:
-    figures = {f for b in discover() for f in b.figures}
-    assert {"vdev.boot_s", "vdev.heap_peak_kib"} <= figures
 
 
 def test_selection_by_name_and_prefix() -> None:
@@ -38,16 +188,11 @@ def test_selection_by_name_and_prefix() -> None:
         select([a, b], ["cach"])
 
 
-def test_json_is_one_object_of_numbers() -> None:
-    proc = subprocess.run([DOORCTL, "bench", "vdev.heap_baseline_kib", "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    figures = json.loads(proc.stdout)
-    assert set(figures) >= {"vdev.heap_baseline_kib"}
-    assert all(isinstance(v, (int, float)) for v in figures.values())
-
-
-def test_unknown_figure_is_a_usage_error() -> None:
-    proc = subprocess.run([DOORCTL, "bench", "no.such.figure"], capture_output=True, text=True)
+def test_the_repo_benchmarks_load_and_the_installed_command_answers() -> None:
+    figures = {f for b in discover() for f in b.figures}
+    assert {"vdev.boot_s", "vdev.heap_peak_kib"} <= figures
+    proc = subprocess.run([DOORCTL, "bench", "no.such.figure"], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2
-    assert "unknown figure no.such.figure" in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown figure no.such.figure: `doorctl bench --list` shows them"]
