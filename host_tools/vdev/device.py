@@ -78,8 +78,11 @@ class VirtualDevice:
             self._threads.append(t)
         self._spawn()
         self.wait_ready(timeout_s)
-        (self.state_dir / "vdev.json").write_text(json.dumps(self.describe(), indent=2))
+        self._write_info()
         return self
+
+    def _write_info(self) -> None:
+        (self.state_dir / "vdev.json").write_text(json.dumps(self.describe(), indent=2))
 
     def describe(self) -> dict[str, object]:
         return {"console": self.pty, "io": f"127.0.0.1:{self.io_port}",
@@ -138,10 +141,18 @@ class VirtualDevice:
             proc.wait()
 
     def restart(self, timeout_s: float = 20.0) -> None:
-        """Power the device up again after a kill or stop (same pty, same flash)."""
+        """Power-cycle: cut the power if it is on, then boot again on the same flash.
+
+        After `kill()` (or while running) the console keeps its pty; after `stop()` the
+        device gets a new pty, as `start()` does.
+        """
         self.kill()
+        if self._master is None:
+            self.start(timeout_s)
+            return
         self._spawn()
         self.wait_ready(timeout_s)
+        self._write_info()
 
     def stop(self) -> None:
         self._stop.set()

@@ -187,6 +187,16 @@ def test_stop_and_restart_keeps_files(tmp_path: Path) -> None:
         assert mpremote(d, "exec", "print(open('cfg.txt').read())").strip() == "v1"
 
 
+def test_restart_after_stop_boots_again_with_the_same_flash(vdev: VirtualDevice) -> None:
+    mpremote(vdev, "exec", "with open('n.txt', 'w') as f: f.write('7')")
+    vdev.stop()
+    vdev.restart()
+    assert vdev.alive()
+    assert mpremote(vdev, "exec", "print(open('n.txt').read())").strip() == "7"
+    info = json.loads((vdev.state_dir / "vdev.json").read_text())
+    assert info["console"] == vdev.pty
+
+
 def test_power_cut_then_power_up_mounts_the_filesystem(vdev: VirtualDevice) -> None:
     mpremote(vdev, "exec", "f = open('big.bin', 'wb')\nfor i in range(40): f.write(bytes(1000))\nf.close()")
     vdev.kill()
