@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from host_tools.paths import micropython
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
 from host_tools.vdev.io_client import VirtualIO
 
 FIGURES = {
@@ -17,7 +17,23 @@ FIGURES = {
     "vdev.boot_baseline_s": "baseline: bare `micropython -c pass` start to exit (median of 5), s",
     "vdev.heap_peak_kib": "firmware idle loop: peak heap in use over 3 s, KiB (heap 128K)",
     "vdev.heap_baseline_kib": "baseline: bare interpreter heap in use after start, KiB",
+    "vdev.heap_min_kib": "smallest heap (8 KiB steps from 64) in which the virtual device boots "
+                         "to ready, KiB (the device-code target is 64)",
 }
+
+
+def _min_heap_kib() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        for kib in range(64, 257, 8):
+            dev = VirtualDevice(Path(tmp) / f"h{kib}", heap=f"{kib}K")
+            try:
+                dev.start()
+            except VirtualDeviceError:
+                continue
+            finally:
+                dev.stop()
+            return float(kib)
+    return float("nan")
 
 
 def _boot_times(n: int = 5) -> list[float]:
@@ -53,4 +69,6 @@ def run(names: set[str]) -> dict[str, float]:
         bare = subprocess.run([micropython(), "-c", "import gc; gc.collect(); print(gc.mem_alloc())"],
                               capture_output=True, text=True, check=True).stdout
         out["vdev.heap_baseline_kib"] = int(bare) / 1024
+    if "vdev.heap_min_kib" in names:
+        out["vdev.heap_min_kib"] = _min_heap_kib()
     return out
