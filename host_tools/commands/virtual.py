@@ -13,18 +13,27 @@ from host_tools.errors import EXIT_NO_DEVICE, fail
 from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
 
 app = typer.Typer(
-    help="""Run a virtual door controller: the real firmware in a MicroPython (unix port)
-process, with simulated flash and door I/O.
+    help="""Run a virtual door controller: the real firmware in a MicroPython
+(unix port) process, with simulated flash, door I/O and reader link.
 
-It prints three addresses:
+`doorctl virtual run --state DIR` prints three addresses (also in DIR/vdev.json):
 
-  console  a pty speaking the MicroPython raw REPL; use it like a USB board:
-           mpremote connect <console> fs ls  /  doorctl deploy --port <console>
+console: a pty speaking the MicroPython raw REPL, used like a USB board:
+mpremote connect PTY fs ls | exec | run | soft-reset | reset,
+doorctl deploy --port PTY. Ctrl-C interrupts a running program;
+mpremote reset reboots the process on the same pty and flash.
 
-  io       127.0.0.1:PORT, the door I/O channel (JSON lines: set door contact, REX, tamper,
-           fire, power; receive relay/buzzer/LED changes with timestamps; docs/virtual-device.md)
+io: 127.0.0.1:PORT, the door I/O channel, JSON lines: set the door contact
+(closed/open/short/cut), REX, tamper, fire and power inputs; receive relay,
+buzzer and LED changes with device timestamps; ask for firmware status.
 
-  reader   127.0.0.1:PORT, the PN532 reader UART as a TCP byte stream
+reader: 127.0.0.1:PORT, the PN532 reader UART as a TCP byte stream.
+
+Flash: DIR holds the flash images (littlefs at /flash, the working
+directory). A new DIR is a blank board; the same DIR again boots with its
+data. Code runs from the repository (compiled .mpy) unless something is
+deployed to /flash/lib, which comes first after a reset.
+Details: docs/virtual-device.md.
 """,
     no_args_is_help=True,
 )
@@ -34,7 +43,8 @@ It prints three addresses:
 def run(
     state: Path = typer.Option(..., "--state", help="Directory holding the device's flash images "
                                "(created if missing; reuse it to keep the device's data)."),
-    heap: str = typer.Option("128K", help="MicroPython heap size, e.g. 64K or 128K."),
+    heap: str = typer.Option("128K", help="MicroPython heap size, e.g. 96K or 256K "
+                             "(the firmware needs about 88K).",),
     io_port: int = typer.Option(0, help="TCP port of the I/O channel (0: any free port)."),
     reader_port: int = typer.Option(0, help="TCP port of the reader UART (0: any free port)."),
     source: bool = typer.Option(False, "--source", help="Import the repo's .py sources instead "
