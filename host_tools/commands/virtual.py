@@ -44,7 +44,7 @@ def run(
     state: Path = typer.Option(..., "--state", help="Directory holding the device's flash images "
                                "(created if missing; reuse it to keep the device's data)."),
     heap: str = typer.Option("128K", help="MicroPython heap size, e.g. 96K or 256K "
-                             "(the firmware needs about 88K).",),
+                             "(the firmware needs about 88K)."),
     io_port: int = typer.Option(0, help="TCP port of the I/O channel (0: any free port)."),
     reader_port: int = typer.Option(0, help="TCP port of the reader UART (0: any free port)."),
     source: bool = typer.Option(False, "--source", help="Import the repo's .py sources instead "

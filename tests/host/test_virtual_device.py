@@ -205,6 +205,28 @@ def test_power_cut_then_power_up_mounts_the_filesystem(vdev: VirtualDevice) -> N
     assert out.strip() == "40000"
 
 
+def test_code_deployed_to_flash_lib_runs_after_reset(vdev: VirtualDevice, tmp_path: Path) -> None:
+    from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree
+
+    build_device_tree()
+    pkg = tmp_path / "firmware"
+    pkg.mkdir()
+    for mpy in (DEFAULT_BUILD_DIR / "firmware").glob("*.mpy"):
+        if mpy.name != "__init__.mpy":
+            (pkg / mpy.name).write_bytes(mpy.read_bytes())
+    (pkg / "__init__.py").write_text('VERSION = "9.9.9-deployed"\n')
+    mpremote(vdev, "fs", "cp", "-r", str(pkg), ":lib/")
+    with VirtualIO(vdev.io_addr) as io:
+        assert io.status()["version"] != "9.9.9-deployed"  # deployed code waits for a reset
+    mpremote(vdev, "reset")
+    deadline = time.monotonic() + 20
+    while vdev.boots < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    vdev.wait_ready()
+    with VirtualIO(vdev.io_addr) as io:
+        assert io.status()["version"] == "9.9.9-deployed"
+
+
 def test_bad_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
