@@ -108,6 +108,7 @@ class DoorMachine:
         self.settle_at = None  # end of the bounce window after a close
         # episode state
         self.authorized = False  # the current opening was granted (or passage/fire mode)
+        self.ep_raised = 0  # alarm bits already raised in the current opening (one each)
         self.passage_slow = False  # the current passage missed the closer limit
         self.slow_count = 0
         self.bounce_count = 0
@@ -177,11 +178,13 @@ class DoorMachine:
             self._relock()
         if self._due(now, self.prealarm_at):
             self.prealarm_at = None
-            if self._held_timers_apply():
+            if self._held_timers_apply() and not self.ep_raised & A_PREALARM:
+                self.ep_raised |= A_PREALARM
                 self._raise(A_PREALARM, ev.HELD_OPEN_PREALARM)
         if self._due(now, self.held_at):
             self.held_at = None
-            if self._held_timers_apply():
+            if self._held_timers_apply() and not self.ep_raised & A_HELD:
+                self.ep_raised |= A_HELD
                 self._raise(A_HELD, ev.HELD_OPEN)
         if self._due(now, self.slow_at):
             self.slow_at = None
@@ -213,6 +216,7 @@ class DoorMachine:
 
     def _opened(self, now):
         self.door = "open"
+        self.ep_raised = 0
         self._emit(ev.DOOR_OPENED)
         if self.settle_at is not None:
             # Re-opened within the bounce window after a close.
