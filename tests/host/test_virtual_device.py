@@ -57,6 +57,9 @@ def test_fs_cp_and_sha256sum_match(vdev: VirtualDevice, tmp_path: Path) -> None:
     mpremote(vdev, "fs", "cp", ":data/payload.bin", str(back))
     assert back.read_bytes() == data
     assert "payload.bin" in mpremote(vdev, "fs", "ls", "data")
+    mpremote(vdev, "fs", "rm", ":data/payload.bin")
+    mpremote(vdev, "fs", "rmdir", ":data")
+    assert "data" not in mpremote(vdev, "fs", "ls")
 
 
 def test_run_a_local_script(vdev: VirtualDevice, tmp_path: Path) -> None:
