@@ -12,12 +12,20 @@ benchmarks). Rules enforced, as on a real SPI NOR chip:
   it reaches the flash) and raises PowerCut; every later operation raises PowerCut too,
   until the image is opened again ("reboot").
 
-With a `path`, every program and erase is written through to that file at once, so killing
-the process keeps exactly what reached the "chip".
+With a `path`, every program and erase is written through to that file at once (unbuffered
+writes, no fsync: the kernel keeps them when the process is killed), so killing the process
+keeps exactly what reached the "chip". `close()` is a power-off: later operations raise
+PowerCut.
 
 With a path, the image is never held in RAM (the virtual device runs in a small heap).
 littlefs may call the block methods with the heap locked, so the data path never allocates:
-it moves whole 256-byte windows through one preallocated scratch buffer.
+it moves whole 256-byte windows through one preallocated scratch buffer, and its errors
+fall back to preallocated exception instances when the heap is locked (raising a new one
+would turn into MemoryError).
+
+littlefs does not convert an exception raised by a block method: it unwinds straight through
+the filesystem code to the Python caller of open/write/close/rename, and the mounted
+filesystem must be treated as lost until it is mounted again (docs/flash-simulator.md).
 """
 
 _ERASED = 0xFF
@@ -25,7 +33,21 @@ _CHUNK = 256
 
 
 class PowerCut(Exception):
-    pass
+    """The simulated chip lost power during, or before, this operation."""
+
+
+# Raised instead of a fresh instance when the heap is locked (see the module docstring).
+_NO_POWER = PowerCut("flash has no power")
+_BAD_PROGRAM = ValueError("program would set a 0 bit to 1: erase first")
+_OUT_OF_RANGE = ValueError("access beyond the end of flash")
+
+
+def _fail(cls, msg, fallback):
+    try:
+        err = cls(msg)
+    except MemoryError:
+        err = fallback
+    raise err
 
 
 class FlashSim:
@@ -46,11 +68,13 @@ class FlashSim:
         self._ff = b"\xff" * _CHUNK
         self._file = None
         self._img = None
+        self._imv = None
         if path is None:
             # RAM only: for small test devices (the image lives in the heap).
             self._img = bytearray(self.size)
-            for a in range(self.size):
-                self._img[a] = 0xFF
+            self._imv = memoryview(self._img)
+            for base in range(0, self.size, _CHUNK):
+                self._imv[base : base + _CHUNK] = self._ff
         else:
             # File-backed: the image never sits in RAM, so a large chip fits a small heap.
             self._open_image(path)
@@ -58,12 +82,14 @@ class FlashSim:
             self.cut_after(cut_after)
 
     def _open_image(self, path):
+        # Unbuffered: each write reaches the kernel at once without a flush (a flush on the
+        # unix port is an fsync, far too slow per program).
         try:
-            f = open(path, "r+b")
+            f = open(path, "r+b", buffering=0)
             f.seek(0, 2)
             have = f.tell()
         except OSError:
-            f = open(path, "w+b")
+            f = open(path, "w+b", buffering=0)
             have = 0
         self._file = f
         addr = have - have % _CHUNK
@@ -71,7 +97,6 @@ class FlashSim:
             f.seek(addr)
             f.write(self._ff)
             addr += _CHUNK
-        f.flush()
 
     # -- storage (RAM or file) ------------------------------------------------------------
     # No allocation on this path (see the module docstring): whole 256-byte windows are read
@@ -99,11 +124,8 @@ class FlashSim:
         if self._file is not None:
             self._file.seek(base)
             self._file.write(self._scratch)
-            self._file.flush()
         else:
-            img, sc = self._img, self._scratch
-            for i in range(_CHUNK):
-                img[base + i] = sc[i]
+            self._imv[base : base + _CHUNK] = self._scratch  # a slice store does not allocate
 
     # -- power cuts ------------------------------------------------------------------
 
@@ -116,7 +138,7 @@ class FlashSim:
     def _begin_op(self):
         """Count a mutating op; True when this op is the one to tear."""
         if self._dead:
-            raise PowerCut("flash has no power")
+            _fail(PowerCut, "flash has no power", _NO_POWER)
         self.ops += 1
         if self._cut_in:
             self._cut_in -= 1
@@ -129,17 +151,17 @@ class FlashSim:
 
     def _check(self, block, offset, length):
         if block < 0 or block >= self.block_count:
-            raise ValueError("block out of range")
+            _fail(ValueError, "block out of range", _OUT_OF_RANGE)
         addr = block * self.block_size + offset
         if offset < 0 or addr + length > self.size:
-            raise ValueError("access beyond the end of flash")
+            _fail(ValueError, "access beyond the end of flash", _OUT_OF_RANGE)
         return addr
 
     def read(self, addr, buf):
         if addr < 0 or addr + len(buf) > self.size:
-            raise ValueError("access beyond the end of flash")
+            _fail(ValueError, "access beyond the end of flash", _OUT_OF_RANGE)
         if self._dead:
-            raise PowerCut("flash has no power")
+            _fail(PowerCut, "flash has no power", _NO_POWER)
         self._load(addr, buf)
         self.bytes_read += len(buf)
 
@@ -147,7 +169,9 @@ class FlashSim:
         """Program `data` at `addr`: bits can only go from 1 to 0."""
         n = len(data)
         if addr < 0 or addr + n > self.size:
-            raise ValueError("access beyond the end of flash")
+            _fail(ValueError, "access beyond the end of flash", _OUT_OF_RANGE)
+        if self._dead:
+            _fail(PowerCut, "flash has no power", _NO_POWER)
         sc = self._scratch
         # Check the whole range first: a refused program changes nothing.
         base = addr - addr % _CHUNK
@@ -157,7 +181,7 @@ class FlashSim:
             hi = min(addr + n, base + _CHUNK)
             for a in range(lo, hi):
                 if data[a - addr] & ~sc[a - base] & 0xFF:
-                    raise ValueError("program would set a 0 bit to 1: erase first")
+                    _fail(ValueError, "program would set a 0 bit to 1: erase first", _BAD_PROGRAM)
             base += _CHUNK
         torn = self._begin_op()
         limit = addr + (n // 2 if torn else n)
@@ -175,7 +199,7 @@ class FlashSim:
             base += _CHUNK
         self.bytes_programmed += (limit - addr) + (1 if torn and limit < addr + n else 0)
         if torn:
-            raise PowerCut("power cut while programming")
+            _fail(PowerCut, "power cut while programming", _NO_POWER)
 
     def erase(self, block):
         addr = self._check(block, 0, self.block_size)
@@ -185,8 +209,7 @@ class FlashSim:
         base = addr
         while base < end:
             if end - base >= _CHUNK:
-                for i in range(_CHUNK):
-                    sc[i] = 0xFF
+                sc[0:_CHUNK] = self._ff
             else:
                 self._window_in(base)
                 for i in range(end - base):
@@ -195,7 +218,7 @@ class FlashSim:
             base += _CHUNK
         self.blocks_erased += 1
         if torn:
-            raise PowerCut("power cut while erasing")
+            _fail(PowerCut, "power cut while erasing", _NO_POWER)
 
     # -- littlefs / MicroPython block protocol ----------------------------------------
 
@@ -229,6 +252,8 @@ class FlashSim:
         return None
 
     def close(self):
+        """Power off: the image file is closed and every later operation raises PowerCut."""
+        self._dead = True
         if self._file is not None:
             self._file.close()
             self._file = None
