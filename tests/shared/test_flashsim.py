@@ -123,3 +123,105 @@ def test_power_cut_during_erase_leaves_a_partly_erased_block():
 
 def test_cut_after_rejects_zero():
     assert _raises(ValueError, FlashSim(block_size=256, block_count=2).cut_after, 0)
+
+
+def test_programs_crossing_window_boundaries():
+    f = FlashSim(block_size=1024, block_count=2)
+    data = bytearray(600)
+    for i in range(600):
+        data[i] = i & 0x7F
+    f.writeblocks(0, data, 200)  # spans the 256-byte windows at 256, 512 and 768
+    back = bytearray(600)
+    f.readblocks(0, back, 200)
+    assert back == data
+    edge = bytearray(2)
+    f.readblocks(0, edge, 199)
+    assert edge[0] == 0xFF and edge[1] == 0
+    # A conflict in a later window refuses the whole program: nothing lands in the earlier one.
+    g = FlashSim(block_size=1024, block_count=2)
+    g.writeblocks(0, b"\x00", 600)
+    probe = b"\x00" * 300 + b"\x01" + b"\x00" * 99  # bytes 300..399 of it cover 500..599
+    assert _raises(ValueError, g.writeblocks, 0, probe, 300)
+    back = bytearray(300)
+    g.readblocks(0, back, 300)
+    assert back == b"\xff" * 300
+    assert g.bytes_programmed == 1 and g.ops == 1
+
+
+def test_programs_may_span_blocks_with_an_offset():
+    f = FlashSim(block_size=256, block_count=4)
+    f.writeblocks(1, b"\x55" * 300, 100)  # ends 144 bytes into block 2
+    buf = bytearray(144)
+    f.readblocks(2, buf)
+    assert buf == b"\x55" * 144
+
+
+def test_counters_count_reads_programs_erases_and_ops():
+    f = FlashSim(block_size=256, block_count=4)
+    buf = bytearray(100)
+    f.readblocks(0, buf)
+    f.readblocks(3, buf, 10)
+    assert f.bytes_read == 200 and f.ops == 0, "reads are not operations"
+    f.writeblocks(0, b"\x00" * 30, 5)
+    f.writeblocks(2, b"\x00" * 256)  # simple protocol: one erase + one program
+    f.ioctl(6, 1)
+    assert f.bytes_programmed == 30 + 256
+    assert f.blocks_erased == 2
+    assert f.ops == 4
+    assert _raises(ValueError, f.writeblocks, 0, b"\xff", 5)
+    assert f.ops == 4 and f.bytes_programmed == 286, "a refused program is not counted"
+
+
+def test_image_file_is_the_raw_flash_contents():
+    p = _path("fs-raw.img")
+    f = FlashSim(path=p, block_size=256, block_count=8)
+    f.writeblocks(3, b"\x12\x34", 7)
+    with open(p, "rb") as raw:
+        img = raw.read()
+    assert len(img) == 256 * 8
+    assert img[3 * 256 + 7 : 3 * 256 + 9] == b"\x12\x34"
+    assert _count(img, 0xFF) == 256 * 8 - 2
+    f.ioctl(6, 3)
+    with open(p, "rb") as raw:
+        img = raw.read()
+    assert _count(img, 0xFF) == 256 * 8, "an erase reaches the file at once"
+    f.close()
+
+
+def test_cut_counts_from_arming_and_can_be_armed_at_construction():
+    f = FlashSim(block_size=256, block_count=4)
+    f.writeblocks(0, b"\x00", 0)
+    f.writeblocks(0, b"\x00", 1)
+    f.cut_after(1)
+    assert _raises(PowerCut, f.writeblocks, 0, b"\x00" * 4, 2)
+    g = FlashSim(block_size=256, block_count=4, cut_after=3)
+    g.ioctl(6, 0)
+    g.writeblocks(0, b"\x00", 0)
+    assert _raises(PowerCut, g.ioctl, 6, 1)
+    assert g.ops == 3
+    assert _raises(PowerCut, g.writeblocks, 0, b"\x00", 1)
+    assert g.ops == 3, "a dead chip does no more operations"
+
+
+def test_a_dead_chip_refuses_every_kind_of_operation():
+    f = FlashSim(block_size=256, block_count=4, cut_after=1)
+    assert _raises(PowerCut, f.writeblocks, 1, b"\x00" * 256)  # torn erase of the simple protocol
+    assert _raises(PowerCut, f.writeblocks, 1, b"\x00", 0)
+    assert _raises(PowerCut, f.writeblocks, 1, b"\x00" * 256)
+    assert _raises(PowerCut, f.readblocks, 1, bytearray(4))
+    assert _raises(PowerCut, f.ioctl, 6, 2)
+
+
+def test_close_is_a_power_off_and_reopening_is_a_reboot():
+    p = _path("fs-close.img")
+    f = FlashSim(path=p, block_size=256, block_count=4)
+    f.writeblocks(2, b"\xa5", 0)
+    f.close()
+    assert _raises(PowerCut, f.readblocks, 2, bytearray(1))
+    assert _raises(PowerCut, f.writeblocks, 2, b"\x00", 1)
+    g = FlashSim(path=p, block_size=256, block_count=4)
+    buf = bytearray(2)
+    g.readblocks(2, buf)
+    assert buf == b"\xa5\xff"
+    assert g.ops == 0 and g.bytes_programmed == 0, "counters start again at a reboot"
+    g.close()
