@@ -191,7 +191,11 @@ class RawRepl:
 
 
 async def serve_stdin(repl):
-    """Feed the REPL from stdin without blocking the event loop."""
+    """Feed the REPL from stdin without blocking the event loop.
+
+    stdin is the host launcher's pipe: its end means the launcher is gone, and the device
+    process ends too rather than run on unsupervised, holding its ports and flash image.
+    """
     import asyncio
     import select
 
@@ -203,8 +207,7 @@ async def serve_stdin(repl):
     while True:
         first = await reader.read(1)
         if not first:
-            await asyncio.sleep_ms(100)  # no console attached
-            continue
+            raise SystemExit(0)
         chunk = bytearray(first)
         while len(chunk) < 512 and poller.poll(0):
             b = src.read(1)

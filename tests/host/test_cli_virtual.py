@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from host_tools.vdev.io_client import VirtualIO
@@ -32,6 +34,32 @@ def test_virtual_run_prints_working_addresses(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
     assert proc.returncode == 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def test_device_process_ends_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    proc = subprocess.Popen([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pid = int(json.loads(proc.stdout.readline())["pid"])
+        assert _running(pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 30
+    while _running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the device process outlived its launcher")
+        time.sleep(0.05)
 
 
 def test_virtual_help_explains_the_addresses() -> None:
