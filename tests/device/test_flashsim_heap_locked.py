@@ -1,0 +1,73 @@
+# littlefs calls block methods with the heap locked (e.g. when the garbage collector closes a
+# file): the simulator must then neither allocate on its data path nor fail to raise its own
+# errors (a fresh exception instance would itself be a MemoryError).
+import os
+import micropython
+
+from board.flashsim import FlashSim, PowerCut
+
+
+def _path(name):
+    p = os.getenv("MPY_TEST_TMP") + "/" + name
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+    return p
+
+
+def _locked(fn, a, b, c=None):
+    """Call fn(a, b[, c]) with the heap locked; the name of what it raised, or None.
+
+    No *args: unpacking them would itself allocate under the lock.
+    """
+    micropython.heap_lock()
+    try:
+        if c is None:
+            fn(a, b)
+        else:
+            fn(a, b, c)
+        got = None
+    except PowerCut:
+        got = "PowerCut"
+    except ValueError:
+        got = "ValueError"
+    except MemoryError:
+        got = "MemoryError"
+    micropython.heap_unlock()
+    return got
+
+
+def _data_path_does_not_allocate(dev):
+    buf = bytearray(300)
+    data = bytearray(300)
+    for i in range(300):
+        data[i] = i & 0xFE
+    assert _locked(dev.writeblocks, 1, data, 200) is None
+    assert _locked(dev.readblocks, 1, buf, 200) is None
+    assert buf == data
+    assert _locked(dev.ioctl, 6, 1) is None
+    assert _locked(dev.readblocks, 1, buf, 200) is None
+    assert buf == b"\xff" * 300
+    assert _locked(dev.writeblocks, 1, b"\x01", 0) is None
+    assert _locked(dev.writeblocks, 1, b"\x02", 0) == "ValueError"
+    assert _locked(dev.readblocks, 99, buf) == "ValueError"
+
+
+def test_file_backed_data_path_does_not_allocate():
+    _data_path_does_not_allocate(FlashSim(path=_path("locked.img"), block_size=1024, block_count=4))
+
+
+def test_ram_data_path_does_not_allocate():
+    _data_path_does_not_allocate(FlashSim(block_size=1024, block_count=4))
+
+
+def test_power_cut_is_raised_with_the_heap_locked():
+    dev = FlashSim(path=_path("locked-cut.img"), block_size=1024, block_count=4)
+    dev.cut_after(2)
+    assert _locked(dev.writeblocks, 0, b"\x00" * 64, 0) is None
+    assert _locked(dev.writeblocks, 0, b"\x00" * 64, 64) == "PowerCut"
+    assert _locked(dev.readblocks, 0, bytearray(8)) == "PowerCut"
+    assert _locked(dev.ioctl, 6, 0) == "PowerCut"
+    dev.close()
+    assert _locked(dev.writeblocks, 0, b"\x00", 200) == "PowerCut"
