@@ -119,6 +119,23 @@ class DoorTask:
             wait = min(wait, max(0, self.clock.ticks_diff(dl, now)))
         return wait
 
+    # -- for commands, the card flow and the console ---------------------------------
+
+    def grant(self, kind="card", master=False, ref=b""):
+        """An access decision said yes (card, rex, remote); False when lockdown refused it."""
+        ok = self.machine.grant(self.clock.ticks_ms(), kind, master, ref)
+        self.drive(self.clock.ticks_ms())
+        return ok
+
+    def set_mode(self, mode):
+        """normal / passage / lockdown / fire (ValueError for anything else)."""
+        self.machine.set_mode(self.clock.ticks_ms(), mode)
+        self.drive(self.clock.ticks_ms())
+
+    def patrol_now(self):
+        """An on-demand patrol: the report is built at the next poll and published."""
+        self.patrol.request()
+
     # -- tasks ------------------------------------------------------------------------
 
     async def run(self):
