@@ -82,6 +82,33 @@ def wait_for_card(reader_name: str, timeout: float = 10.0) -> tuple[Any, Transce
             time.sleep(0.05)
 
 
+def card_present(reader_name: str) -> bool:
+    """Whether pcscd currently sees a card on the reader. Asks pcscd for the reader state
+    (SCardGetStatusChange) without connecting, so the card is never powered up by the question."""
+    from smartcard import scard
+
+    full = str(find_reader(reader_name))
+    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        return False
+    try:
+        hresult, states = scard.SCardGetStatusChange(ctx, 0, [(full, scard.SCARD_STATE_UNAWARE)])
+        if hresult != scard.SCARD_S_SUCCESS:
+            return False
+        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+    finally:
+        scard.SCardReleaseContext(ctx)
+
+
+def wait_until_absent(reader_name: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while card_present(reader_name):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def wait_for_reader(name: str, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

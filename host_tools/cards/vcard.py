@@ -98,16 +98,20 @@ def random_uid() -> bytes:
 class VpcdClient:
     """Puts a card into a vpcd slot from a background thread.
 
-    `remove_before` may name a predicate on each C-APDU: when it returns True the card leaves
-    the field without answering (a card pulled away mid-exchange)."""
+    `remove_after` may name a predicate on each C-APDU: when it returns True the card answers it,
+    then leaves the field (a card pulled away between two frames of an exchange). The next
+    command then fails at the reader, as with a real card. (vpcd does not recover when the card
+    side disconnects while a command is in flight, so a virtual card never leaves mid-frame; send
+    the next command once pcscd has seen the card go, see `wait_until_absent`.)"""
 
     def __init__(self, card: Card, port: int = VPCD_PORT, host: str = VPCD_HOST,
-                 remove_before: Callable[[bytes], bool] | None = None) -> None:
+                 remove_after: Callable[[bytes], bool] | None = None) -> None:
         self.card = card
         self.host = host
         self.port = port
-        self.remove_before = remove_before
+        self.remove_after = remove_after
         self.removed = threading.Event()
+        self.leaving = threading.Event()
         self.apdus = 0
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
@@ -179,9 +183,12 @@ class VpcdClient:
                         self._send(self.card.atr)
                     continue
                 self.apdus += 1
-                if self.remove_before is not None and self.remove_before(msg):
-                    break
+                leave = self.remove_after is not None and self.remove_after(msg)
+                if leave:
+                    self.leaving.set()  # set before the answer goes out: the reader side may act at once
                 self._send(self.card.process(msg))
+                if leave:
+                    break
         except OSError as e:  # vpcd went away
             self.error = e
         finally:

@@ -29,7 +29,8 @@ def issued(ks, uid=UID, site=None, ident=IDENT):
     aid = cs.DOOR_AID
     state["apps"][aid.hex()] = {
         "key_settings": 0x0B,
-        "keys": [ks.derive_card_key(uid, aid, "app_master").hex(), ks.derive_card_key(uid, aid, "door_read").hex()],
+        "keys": [ks.derive_card_key(uid, aid, "app_master").hex(),
+                 ks.derive_card_key(uid, aid, "door_read").hex()],
         "key_versions": [1, 1],
         "files": {"1": {"comm": 1, "access": "0010",
                         "data": cs.encode_credential(ks.site_id if site is None else site, ident).hex()}},

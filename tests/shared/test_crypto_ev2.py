@@ -42,9 +42,11 @@ def test_session_vectors_table14():
 def test_session_keys_three_published_handshakes():
     assert ev2.session_keys(ZERO, T14_RNDA, T14_RNDB) == (T14_ENC, T14_MAC)
     # Table 19 (key 0x03) and Table 23 (AuthenticateEV2NonFirst, same derivation)
-    assert ev2.session_keys(ZERO, H("B98F4C50CF1C2E084FD150E33992B048"), H("91517975190DCEA6104948EFA3085C1B")) == (
+    t19 = (H("B98F4C50CF1C2E084FD150E33992B048"), H("91517975190DCEA6104948EFA3085C1B"))
+    assert ev2.session_keys(ZERO, t19[0], t19[1]) == (
         H("7A93D6571E4B180FCA6AC90C9A7488D4"), H("FC4AF159B62E549B5812394CAB1918CC"))
-    assert ev2.session_keys(ZERO, H("60BE759EDA560250AC57CDDC11743CF6"), H("6924E8D09722659A2E7DEC68E66312B8")) == (
+    t23 = (H("60BE759EDA560250AC57CDDC11743CF6"), H("6924E8D09722659A2E7DEC68E66312B8"))
+    assert ev2.session_keys(ZERO, t23[0], t23[1]) == (
         H("4CF3CB41A22583A61E89B158D252FC53"), H("5529860B2FC5FB6154B7F28361D30BF9"))
 
 
@@ -70,8 +72,8 @@ def test_authenticate_rejects_wrong_rnda_echo():
         (H("9071000002000000"), T14_ENC_RNDB + b"\x91\xaf"),
         (None, T14_RESP + b"\x91\x00"),
     ])
-    s.pairs[1] = (H("90AF000020") + aes.cbc_encrypt(aes.AES(ZERO), bytes(16), bytes(wrong) + ev2.rotl(T14_RNDB))
-                  + b"\x00", T14_RESP + b"\x91\x00")
+    part2 = aes.cbc_encrypt(aes.AES(ZERO), bytes(16), bytes(wrong) + ev2.rotl(T14_RNDB))
+    s.pairs[1] = (H("90AF000020") + part2 + b"\x00", T14_RESP + b"\x91\x00")
     r = Reader(s)
     try:
         r.authenticate(ZERO, 0, rnd_a=bytes(wrong))
@@ -105,7 +107,8 @@ def test_full_mode_change_file_settings_table18():
     r = Reader(s)
     r.channel = SecureChannel(T14_TI, T14_ENC, T14_MAC)
     r.channel.cmd_ctr = 1
-    assert r.command(0x5F, b"\x02", H("4000E0C1F121200000430000430000"), Reader.MODE_FULL, Reader.MODE_MAC) == b""
+    cfs = H("4000E0C1F121200000430000430000")
+    assert r.command(0x5F, b"\x02", cfs, Reader.MODE_FULL, Reader.MODE_MAC) == b""
     assert r.channel.cmd_ctr == 2
 
 
