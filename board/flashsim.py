@@ -8,9 +8,9 @@ benchmarks). Rules enforced, as on a real SPI NOR chip:
   (ValueError), because real flash would silently keep the 0;
 - counters record bytes programmed and read, blocks erased and operations, so write
   amplification can be measured rather than guessed;
-- `cut_after(n)` simulates a power cut: the n-th program/erase from now is torn (only part of
-  it reaches the flash) and raises PowerCut; every later operation raises PowerCut too,
-  until the image is opened again ("reboot").
+- `cut_after(n, landed=None)` simulates a power cut: the n-th program/erase from now is torn
+  (only part of it reaches the flash) and raises PowerCut; every later operation raises
+  PowerCut too, until the image is opened again ("reboot").
 
 With a `path`, every program and erase is written through to that file at once (unbuffered
 writes, no fsync: the kernel keeps them when the process is killed), so killing the process
@@ -63,6 +63,7 @@ class FlashSim:
         self.blocks_erased = 0
         self.ops = 0
         self._cut_in = 0  # 0 = not armed; else ops left until the torn one
+        self._landed = None  # bytes of the torn op that land (None: the default share)
         self._dead = False
         self._scratch = bytearray(_CHUNK)
         self._ff = b"\xff" * _CHUNK
@@ -129,11 +130,24 @@ class FlashSim:
 
     # -- power cuts ------------------------------------------------------------------
 
-    def cut_after(self, n):
-        """Arm a power cut: the n-th program/erase from now is torn (n >= 1)."""
+    def cut_after(self, n, landed=None):
+        """Arm a power cut: the n-th program/erase from now is torn (n >= 1).
+
+        `landed` is how many bytes of the torn op reach the flash (at most all but one): a
+        program lands that prefix plus one half-programmed byte, an erase clears that prefix
+        of the block. None: half of a program, a third of an erase.
+        """
         if n < 1:
             raise ValueError("cut_after needs n >= 1")
+        if landed is not None and landed < 0:
+            raise ValueError("landed must be >= 0")
         self._cut_in = n
+        self._landed = landed
+
+    def _torn_share(self, n, default):
+        if self._landed is None:
+            return default
+        return max(0, min(self._landed, n - 1))
 
     def _begin_op(self):
         """Count a mutating op; True when this op is the one to tear."""
@@ -184,7 +198,7 @@ class FlashSim:
                     _fail(ValueError, "program would set a 0 bit to 1: erase first", _BAD_PROGRAM)
             base += _CHUNK
         torn = self._begin_op()
-        limit = addr + (n // 2 if torn else n)
+        limit = addr + (self._torn_share(n, n // 2) if torn else n)
         base = addr - addr % _CHUNK
         while base < limit or (torn and base <= limit < addr + n):
             self._window_in(base)
@@ -204,7 +218,8 @@ class FlashSim:
     def erase(self, block):
         addr = self._check(block, 0, self.block_size)
         torn = self._begin_op()
-        end = addr + (self.block_size // 3 if torn else self.block_size)
+        bs = self.block_size
+        end = addr + (self._torn_share(bs, bs // 3) if torn else bs)
         sc = self._scratch
         base = addr
         while base < end:

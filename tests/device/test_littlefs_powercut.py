@@ -154,7 +154,7 @@ def _count_ops(path, bs, blocks, steps):
     return n, erased
 
 
-def _every_cut_point(bs, blocks, rounds):
+def _every_cut_point(bs, blocks, rounds, landed=None):
     path = _img()
     steps = _steps(rounds)
     total, erased = _count_ops(path, bs, blocks, steps)
@@ -164,7 +164,7 @@ def _every_cut_point(bs, blocks, rounds):
         dev = FlashSim(path=path, block_size=bs, block_count=blocks)
         _setup(dev)
         mount(dev, MNT, mkfs_if_needed=False)
-        dev.cut_after(cut + 1)
+        dev.cut_after(cut + 1, landed)
         state = dict(SETUP)
         current = None
         try:
@@ -186,17 +186,30 @@ def _every_cut_point(bs, blocks, rounds):
         _still_writable()
         vfs.umount(MNT)
         rebooted.close()
-    print("%d-byte blocks x %d, %d steps (%d erases): %d cut points exercised; "
-          "interrupted step visible after %d" % (bs, blocks, len(steps), erased, total, applied_at_cut))
-    assert 0 < applied_at_cut < total, "both outcomes of an interrupted step were seen"
+    print("%d-byte blocks x %d, %d steps (%d erases), torn op lands %s: %d cut points exercised; "
+          "interrupted step visible after %d"
+          % (bs, blocks, len(steps), erased, "default" if landed is None else landed, total,
+             applied_at_cut))
+    assert applied_at_cut < total
+    return applied_at_cut
 
 
 def test_every_cut_point_leaves_old_or_new_small_blocks():
-    _every_cut_point(512, 24, 12)
+    assert _every_cut_point(512, 24, 12) > 0, "both outcomes of an interrupted step were seen"
 
 
 def test_every_cut_point_leaves_old_or_new_4k_blocks():
-    _every_cut_point(4096, 16, 6)
+    assert _every_cut_point(4096, 16, 6) > 0, "both outcomes of an interrupted step were seen"
+
+
+def test_every_cut_point_torn_op_lands_nothing():
+    # littlefs makes a step durable with the last program of the step (its commit's CRC):
+    # when nothing of the torn op lands, no interrupted step may appear done.
+    assert _every_cut_point(512, 24, 12, 0) == 0
+
+
+def test_every_cut_point_torn_op_lands_all_but_a_byte():
+    assert _every_cut_point(512, 24, 12, 1 << 20) > 0
 
 
 def _cost(dev, label, fn, reps):

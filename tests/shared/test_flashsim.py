@@ -225,3 +225,28 @@ def test_close_is_a_power_off_and_reopening_is_a_reboot():
     assert buf == b"\xa5\xff"
     assert g.ops == 0 and g.bytes_programmed == 0, "counters start again at a reboot"
     g.close()
+
+
+def test_landed_sets_how_much_of_the_torn_op_reaches_the_flash():
+    f = FlashSim(block_size=256, block_count=4)
+    f.cut_after(1, landed=0)
+    assert _raises(PowerCut, f.writeblocks, 0, b"\x00" * 8, 0)
+    f._dead = False  # look at the chip from outside
+    buf = bytearray(8)
+    f.readblocks(0, buf)
+    assert buf == b"\x0f" + b"\xff" * 7, "nothing landed but the half-programmed first byte"
+    g = FlashSim(block_size=256, block_count=4)
+    g.cut_after(1, landed=1000)
+    assert _raises(PowerCut, g.writeblocks, 0, b"\x00" * 8, 0)
+    g._dead = False
+    g.readblocks(0, buf)
+    assert buf == b"\x00" * 7 + b"\x0f", "all but the last byte, which is half-programmed"
+    h = FlashSim(block_size=256, block_count=4)
+    h.writeblocks(1, b"\x00" * 256, 0)
+    h.cut_after(1, landed=100)
+    assert _raises(PowerCut, h.ioctl, 6, 1)
+    h._dead = False
+    blk = bytearray(256)
+    h.readblocks(1, blk)
+    assert blk == b"\xff" * 100 + b"\x00" * 156
+    assert _raises(ValueError, h.cut_after, 1, -1)
