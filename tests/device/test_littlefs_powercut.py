@@ -172,7 +172,7 @@ def _every_cut_point(bs, blocks, rounds, landed=None):
                 current = step
                 _do(step)
                 state = _apply(state, step)
-            assert False, "the workload ran past its cut point %d" % cut
+            raise AssertionError("the workload ran past its cut point %d" % cut)
         except PowerCut:
             # littlefs passes the block device's exception through unchanged.
             pass
