@@ -81,6 +81,8 @@ class MpyItem(pytest.Item):
     def runtest(self) -> None:
         with tempfile.TemporaryDirectory(prefix="mpytest-") as tmp:
             proc = _run(self.path, self.func, self.heap, tmp)
+        # What the test printed (e.g. measured figures) shows with `pytest -rP`.
+        self.add_report_section("call", "stdout", proc.stdout.replace("MPY-TEST-OK\n", ""))
         if proc.returncode != 0 or "MPY-TEST-OK" not in proc.stdout:
             raise MpyTestFailure(
                 f"MicroPython (heap {self.heap}) exit {proc.returncode}\n{proc.stdout}{proc.stderr}"

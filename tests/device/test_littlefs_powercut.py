@@ -154,6 +154,12 @@ def _count_ops(path, bs, blocks, steps):
     return n, erased
 
 
+def _landed_label(landed):
+    if landed is None:
+        return "half a program or a third of an erase"
+    return "nothing" if landed == 0 else "all but a byte"
+
+
 def _every_cut_point(bs, blocks, rounds, landed=None):
     path = _img()
     steps = _steps(rounds)
@@ -188,7 +194,7 @@ def _every_cut_point(bs, blocks, rounds, landed=None):
         rebooted.close()
     print("%d-byte blocks x %d, %d steps (%d erases), torn op lands %s: %d cut points exercised; "
           "interrupted step visible after %d"
-          % (bs, blocks, len(steps), erased, "default" if landed is None else landed, total,
+          % (bs, blocks, len(steps), erased, _landed_label(landed), total,
              applied_at_cut))
     assert applied_at_cut < total
     return applied_at_cut
