@@ -15,7 +15,7 @@ from host_tools.vdev.io_client import VirtualIO
 FIGURES = {
     "vdev.boot_s": "virtual device: process start to firmware ready (median of 5), s",
     "vdev.boot_baseline_s": "baseline: bare `micropython -c pass` start to exit (median of 5), s",
-    "vdev.heap_peak_kib": "firmware idle loop: peak heap in use over 3 s, KiB (heap 128K)",
+    "vdev.heap_peak_kib": "firmware idle loop: peak heap in use over 3 s, KiB (default heap, 256K)",
     "vdev.heap_baseline_kib": "baseline: bare interpreter heap in use after start, KiB",
     "vdev.heap_min_kib": "smallest heap (8 KiB steps from 64) in which the virtual device boots "
                          "to ready, KiB (the device-code target is 64)",

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from host_tools.errors import EXIT_NO_DEVICE, fail
-from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
+from host_tools.vdev.device import DEFAULT_HEAP, VirtualDevice, VirtualDeviceError
 
 app = typer.Typer(
     help="""Run a virtual door controller: the real firmware in a MicroPython
@@ -43,8 +43,8 @@ Details: docs/virtual-device.md.
 def run(
     state: Path = typer.Option(..., "--state", help="Directory holding the device's flash images "
                                "(created if missing; reuse it to keep the device's data)."),
-    heap: str = typer.Option("128K", help="MicroPython heap size, e.g. 96K or 256K "
-                             "(the firmware needs about 88K)."),
+    heap: str = typer.Option(DEFAULT_HEAP, help="MicroPython heap size, e.g. 192K or 512K "
+                             "(the firmware needs well over 64K; docs/virtual-device.md)."),
     io_port: int = typer.Option(0, help="TCP port of the I/O channel (0: any free port)."),
     reader_port: int = typer.Option(0, help="TCP port of the reader UART (0: any free port)."),
     source: bool = typer.Option(False, "--source", help="Import the repo's .py sources instead "

@@ -26,6 +26,8 @@ from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 
 REBOOT_EXIT = 75
+# The firmware with its uplink connected needs more than 128 KiB (docs/virtual-device.md).
+DEFAULT_HEAP = "256K"
 BOOT_SCRIPT = REPO_ROOT / "board" / "vdev_boot.py"
 VDEV_LIB = REPO_ROOT / "board" / "vdev_lib"
 
@@ -35,7 +37,7 @@ class VirtualDeviceError(RuntimeError):
 
 
 class VirtualDevice:
-    def __init__(self, state_dir: str | Path, heap: str = "128K", io_port: int | None = None,
+    def __init__(self, state_dir: str | Path, heap: str = DEFAULT_HEAP, io_port: int | None = None,
                  reader_port: int | None = None, from_source: bool = False) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.heap = heap
