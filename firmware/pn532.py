@@ -1,0 +1,605 @@
+# PN532 host protocol over HSU (UART), NXP UM0701-02.
+#
+# Frames (host -> PN532 TFI 0xD4, PN532 -> host TFI 0xD5):
+#   normal    00 00 FF LEN LCS TFI PD0..PDn DCS 00      LEN = len(TFI+PD) (1..255), LEN+LCS = 0
+#   extended  00 00 FF FF FF LENM LENL LCS TFI PD.. DCS 00           LENM+LENL+LCS = 0
+#   ACK       00 00 FF 00 FF 00        NACK  00 00 FF FF 00 00
+#   error     00 00 FF 01 FF 7F 81 00  (application-level error: the PN532 rejected the frame)
+#   DCS: TFI + PD0 + .. + PDn + DCS = 0 (mod 256)
+#
+# Layers, all MicroPython code:
+#   encode_frame / FrameParser   the codec (bounded: one preallocated receive buffer)
+#   Core                          the command/response logic as generators that ask for I/O
+#   PN532(stream)                 blocking driver: stream.write(buf), stream.read(n, timeout_ms)
+#   AsyncPN532(uart)              asyncio driver over board.reader_uart:
+#                                 write(buf), await drain(), await read(n, timeout_ms), reset_input()
+#
+# Every failure raises PN532Error(code, detail): no other exception leaves the drivers
+# for protocol trouble (garbage, truncated frames, checksum errors, wrong TFI, no answer,
+# card gone, two cards), and every wait is bounded by a timeout.
+
+import time
+
+TFI_HOST = 0xD4
+TFI_PN532 = 0xD5
+
+CMD_GET_FIRMWARE_VERSION = 0x02
+CMD_SAM_CONFIGURATION = 0x14
+CMD_IN_DATA_EXCHANGE = 0x40
+CMD_IN_LIST_PASSIVE_TARGET = 0x4A
+CMD_IN_RELEASE = 0x52
+
+ACK = b"\x00\x00\xff\x00\xff\x00"
+NACK = b"\x00\x00\xff\xff\x00\x00"
+ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+WAKEUP = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+
+MAX_DATA = 265  # TFI + PD: the PN532's frame buffer
+MAX_FRAME = MAX_DATA + 10  # extended header (8) + TFI..PD + DCS + postamble
+MAX_APDU = 262  # InDataExchange DataOut limit
+MAX_RESPONSE = 1024  # an APDU response assembled from MI-chained parts
+MAX_NOISE = 2 * MAX_FRAME  # bytes without a frame before giving up on the link
+
+# Parser events
+EV_NONE = 0
+EV_ACK = 1
+EV_NACK = 2
+EV_FRAME = 3
+EV_ERROR_FRAME = 4
+EV_BAD_LCS = 5
+EV_BAD_DCS = 6
+EV_TOO_LONG = 7
+EV_BAD_LEN = 8
+
+# PN532Error codes
+E_NO_ANSWER = 1  # nothing (or no complete frame) within the timeout
+E_NO_ACK = 2  # the PN532 kept refusing the command (NACK / no ACK after retries)
+E_CHECKSUM = 3  # response checksum still wrong after NACK retries
+E_BAD_FRAME = 4  # malformed frame: length, noise, truncated
+E_WRONG_TFI = 5  # frame not from a PN532 (TFI != D5)
+E_WRONG_RESPONSE = 6  # response to another command
+E_ERROR_FRAME = 7  # the PN532 answered with its application error frame
+E_NO_CARD = 8  # no target in the field
+E_TWO_CARDS = 9  # more than one target in the field
+E_CARD_LOST = 10  # the card left the field or stopped answering mid-exchange
+E_CARD_ERROR = 11  # any other InDataExchange status (detail = the status byte)
+E_BAD_TARGET = 12  # target data that does not parse
+E_TOO_LONG = 13  # command or response larger than the PN532 can carry
+E_NOT_CONNECTED = 14  # the reader link is down
+
+REASONS = {
+    E_NO_ANSWER: "no_answer",
+    E_NO_ACK: "no_ack",
+    E_CHECKSUM: "checksum",
+    E_BAD_FRAME: "bad_frame",
+    E_WRONG_TFI: "wrong_tfi",
+    E_WRONG_RESPONSE: "wrong_response",
+    E_ERROR_FRAME: "error_frame",
+    E_NO_CARD: "no_card",
+    E_TWO_CARDS: "two_cards",
+    E_CARD_LOST: "card_lost",
+    E_CARD_ERROR: "card_error",
+    E_BAD_TARGET: "bad_target",
+    E_TOO_LONG: "too_long",
+    E_NOT_CONNECTED: "not_connected",
+}
+
+# InDataExchange / InRelease status byte (low 6 bits), UM0701-02 table 7.1
+ST_OK = 0x00
+ST_TIMEOUT = 0x01
+ST_CRC = 0x02
+ST_PARITY = 0x03
+ST_COLLISION = 0x06
+ST_RELEASED = 0x29
+ST_CARD_DISAPPEARED = 0x2B
+STATUS_MI = 0x40
+_LOST_STATUSES = (ST_TIMEOUT, ST_RELEASED, ST_CARD_DISAPPEARED)
+
+
+class PN532Error(Exception):
+    """A reader failure with a reason code (`code`, `reason`) and an optional `detail`."""
+
+    def __init__(self, code, detail=0):
+        super().__init__(REASONS.get(code, "error"), detail)
+        self.code = code
+        self.reason = REASONS.get(code, "error")
+        self.detail = detail
+
+    def __str__(self):
+        if self.detail:
+            return "%s (0x%02x)" % (self.reason, self.detail)
+        return self.reason
+
+
+def checksum(data, start=0, end=None):
+    """The value that makes sum(data[start:end]) + value == 0 mod 256."""
+    if end is None:
+        end = len(data)
+    s = 0
+    for i in range(start, end):
+        s += data[i]
+    return (-s) & 0xFF
+
+
+def encode_into(buf, tfi, data):
+    """Write one information frame carrying TFI + data into buf; returns its length."""
+    n = len(data) + 1
+    if n > MAX_DATA:
+        raise PN532Error(E_TOO_LONG, 0)
+    buf[0] = 0x00
+    buf[1] = 0x00
+    buf[2] = 0xFF
+    if n <= 255:
+        buf[3] = n
+        buf[4] = (-n) & 0xFF
+        i = 5
+    else:
+        buf[3] = 0xFF
+        buf[4] = 0xFF
+        buf[5] = n >> 8
+        buf[6] = n & 0xFF
+        buf[7] = (-(buf[5] + buf[6])) & 0xFF
+        i = 8
+    buf[i] = tfi
+    s = tfi
+    j = i + 1
+    for b in data:
+        buf[j] = b
+        s += b
+        j += 1
+    buf[j] = (-s) & 0xFF
+    buf[j + 1] = 0x00
+    return j + 2
+
+
+def encode_frame(tfi, data):
+    """One information frame as bytes (host side, tests and the emulator)."""
+    buf = bytearray(len(data) + 11)
+    n = encode_into(buf, tfi, data)
+    return bytes(buf[:n])
+
+
+class FrameParser:
+    """Incremental frame parser over one preallocated buffer.
+
+    feed(byte) returns an EV_* event; after EV_FRAME the frame's TFI + data are
+    self.data[:self.length] (valid until the next feed). Noise between frames is skipped."""
+
+    def __init__(self):
+        self.data = bytearray(MAX_DATA)
+        self.length = 0
+        self.reset()
+
+    def reset(self):
+        self._state = 0
+        self._prev = -1
+        self._len1 = 0
+        self._n = 0
+        self._need = 0
+        self._sum = 0
+        self.length = 0
+
+    def feed(self, b):
+        st = self._state
+        if st == 0:  # looking for the start code 00 FF
+            if self._prev == 0x00 and b == 0xFF:
+                self._state = 1
+                self._prev = -1
+            else:
+                self._prev = b
+            return EV_NONE
+        if st == 1:  # LEN (or first byte of ACK/NACK/extended marker)
+            self._len1 = b
+            self._state = 2
+            return EV_NONE
+        if st == 2:  # LCS, or the second byte of ACK / NACK / extended marker
+            l1 = self._len1
+            self._state = 0
+            if l1 == 0x00 and b == 0xFF:
+                return EV_ACK
+            if l1 == 0xFF and b == 0x00:
+                return EV_NACK
+            if l1 == 0xFF and b == 0xFF:
+                self._state = 3
+                return EV_NONE
+            if (l1 + b) & 0xFF:
+                return EV_BAD_LCS
+            if l1 == 0:
+                return EV_BAD_LEN
+            return self._start_data(l1)
+        if st == 3:  # extended LENM
+            self._len1 = b
+            self._state = 4
+            return EV_NONE
+        if st == 4:  # extended LENL
+            self._need = (self._len1 << 8) | b
+            self._sum = self._len1 + b
+            self._state = 5
+            return EV_NONE
+        if st == 5:  # extended LCS
+            self._state = 0
+            if (self._sum + b) & 0xFF:
+                return EV_BAD_LCS
+            if self._need == 0:
+                return EV_BAD_LEN
+            return self._start_data(self._need)
+        if st == 6:  # TFI + PD
+            self.data[self._n] = b
+            self._n += 1
+            self._sum += b
+            if self._n == self._need:
+                self._state = 7
+            return EV_NONE
+        # st == 7: DCS
+        self._state = 0
+        self._prev = -1
+        if (self._sum + b) & 0xFF:
+            return EV_BAD_DCS
+        self.length = self._need
+        if self._need == 1 and self.data[0] == 0x7F:
+            return EV_ERROR_FRAME
+        return EV_FRAME
+
+    def _start_data(self, n):
+        if n > MAX_DATA:
+            self._prev = -1
+            return EV_TOO_LONG
+        self._need = n
+        self._n = 0
+        self._sum = 0
+        self._state = 6
+        return EV_NONE
+
+
+class Target:
+    """One ISO 14443A target from InListPassiveTarget."""
+
+    def __init__(self, tg, atqa, sak, uid, ats):
+        self.tg = tg
+        self.atqa = atqa  # SENS_RES, 2 bytes as the PN532 reports them
+        self.sak = sak  # SEL_RES
+        self.uid = uid  # NFCID1: 4, 7 or 10 bytes
+        self.ats = ats  # ATS including its length byte TL, b"" when none
+
+    def iso_dep(self):
+        return bool(self.sak & 0x20)
+
+    def __repr__(self):
+        return "Target(uid=%s sak=0x%02x)" % (self.uid.hex(), self.sak)
+
+
+def parse_targets(data):
+    """InListPassiveTarget response data after the command code: (count, first Target or None)."""
+    if len(data) < 1:
+        raise PN532Error(E_BAD_TARGET, 0)
+    nb = data[0]
+    if nb == 0:
+        return 0, None
+    if nb > 2:
+        raise PN532Error(E_BAD_TARGET, nb)
+    i = 1
+    first = None
+    for _ in range(nb):
+        if i + 5 > len(data):
+            raise PN532Error(E_BAD_TARGET, 1)
+        tg = data[i]
+        atqa = bytes(data[i + 1:i + 3])
+        sak = data[i + 3]
+        ulen = data[i + 4]
+        i += 5
+        if ulen not in (4, 7, 10) or i + ulen > len(data):
+            raise PN532Error(E_BAD_TARGET, 2)
+        uid = bytes(data[i:i + ulen])
+        i += ulen
+        ats = b""
+        if sak & 0x20:  # ISO 14443-4 compliant: ATS follows (TL counts itself)
+            if i >= len(data):
+                raise PN532Error(E_BAD_TARGET, 3)
+            tl = data[i]
+            if tl < 1 or i + tl > len(data):
+                raise PN532Error(E_BAD_TARGET, 4)
+            ats = bytes(data[i:i + tl])
+            i += tl
+        if first is None:
+            first = Target(tg, atqa, sak, uid, ats)
+    if i != len(data):
+        raise PN532Error(E_BAD_TARGET, 5)
+    return nb, first
+
+
+# I/O requests the Core's generators yield to their driver
+IO_WRITE = 0  # (IO_WRITE, buffer, length): send these bytes
+IO_READ = 1  # (IO_READ, timeout_ms, 0): send back bytes (b"" on timeout)
+IO_FLUSH = 2  # (IO_FLUSH, 0, 0): drop any unread input
+
+
+if hasattr(time, "ticks_ms"):
+    _ticks = time.ticks_ms
+    _ticks_diff = time.ticks_diff
+else:  # CPython (host tests, the emulator's own checks)
+
+    def _ticks():
+        return int(time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
+class Core:
+    """Command/response logic, independent of how bytes move.
+
+    Each command is a generator: drive it with next()/send() answering the I/O
+    requests; its StopIteration value is the result (see PN532 and AsyncPN532)."""
+
+    def __init__(self, ack_timeout_ms=50, retries=2, clock=None):
+        self.parser = FrameParser()
+        self.tx = bytearray(MAX_FRAME)
+        self.ack_timeout_ms = ack_timeout_ms
+        self.retries = retries
+        self.ticks = clock.ticks_ms if clock is not None else _ticks
+        self.ticks_diff = clock.ticks_diff if clock is not None else _ticks_diff
+        self.tg = 0
+        self.frames = 0  # information frames sent
+        self.resends = 0  # frames sent again after NACK, bad checksum or no ACK
+        self._pend = b""
+        self._pi = 0
+
+    def _wait(self, timeout_ms, want_ack):
+        """Read until an event that ends the wait; returns the event (EV_NONE on timeout).
+
+        Bytes after the event stay pending for the next wait (an ACK and its response
+        often arrive in one read)."""
+        p = self.parser
+        p.reset()
+        start = self.ticks()
+        noise = 0
+        while True:
+            pend = self._pend
+            i = self._pi
+            if i >= len(pend):
+                left = timeout_ms - self.ticks_diff(self.ticks(), start)
+                if left <= 0:
+                    return EV_NONE
+                chunk = yield (IO_READ, left, 0)
+                if chunk is None:
+                    raise PN532Error(E_NOT_CONNECTED, 0)
+                self._pend = chunk
+                self._pi = 0
+                continue
+            self._pi = i + 1
+            ev = p.feed(pend[i])
+            if ev == EV_NONE:
+                noise += 1
+                if noise > MAX_NOISE:
+                    return EV_BAD_LEN
+                continue
+            if want_ack and ev == EV_FRAME:
+                noise += 1  # a response frame where an ACK belongs: not an ACK
+                continue
+            return ev
+
+    def flush(self):
+        self._pend = b""
+        self._pi = 0
+        yield (IO_FLUSH, 0, 0)
+
+    def command(self, cmd, params, timeout_ms):
+        """Send D4 cmd params, wait for ACK then the D5 cmd+1 response; returns its data."""
+        data = bytearray(len(params) + 1)
+        data[0] = cmd
+        data[1:] = params
+        n = encode_into(self.tx, TFI_HOST, data)
+        attempts = 0
+        while True:
+            self.frames += 1
+            yield from self.flush()
+            yield (IO_WRITE, self.tx, n)
+            ev = yield from self._wait(self.ack_timeout_ms, True)
+            if ev == EV_ACK:
+                break
+            if ev == EV_ERROR_FRAME:
+                raise PN532Error(E_ERROR_FRAME, cmd)
+            attempts += 1
+            if attempts > self.retries:
+                if ev == EV_NONE:
+                    raise PN532Error(E_NO_ANSWER, cmd)
+                raise PN532Error(E_NO_ACK, cmd)
+            self.resends += 1
+        nacks = 0
+        while True:
+            ev = yield from self._wait(timeout_ms, False)
+            if ev == EV_FRAME:
+                break
+            if ev == EV_ERROR_FRAME:
+                raise PN532Error(E_ERROR_FRAME, cmd)
+            if ev == EV_NONE:
+                raise PN532Error(E_NO_ANSWER, cmd)
+            if ev in (EV_BAD_DCS, EV_BAD_LCS):
+                nacks += 1
+                if nacks > self.retries:
+                    raise PN532Error(E_CHECKSUM, cmd)
+                self.resends += 1
+                yield from self.flush()
+                yield (IO_WRITE, NACK, len(NACK))  # the PN532 sends its response again
+                continue
+            if ev == EV_TOO_LONG:
+                raise PN532Error(E_TOO_LONG, cmd)
+            if ev in (EV_ACK, EV_NACK):
+                continue  # a stray ACK: keep waiting for the response
+            raise PN532Error(E_BAD_FRAME, cmd)
+        p = self.parser
+        if p.data[0] != TFI_PN532:
+            raise PN532Error(E_WRONG_TFI, p.data[0])
+        if p.length < 2 or p.data[1] != cmd + 1:
+            raise PN532Error(E_WRONG_RESPONSE, p.data[1] if p.length > 1 else 0)
+        return bytes(p.data[2:p.length])
+
+    def wake(self):
+        yield (IO_WRITE, WAKEUP, len(WAKEUP))
+
+    def sam_configuration(self):
+        """Normal mode (no SAM), virtual-card timeout 1 s, IRQ used."""
+        yield from self.command(CMD_SAM_CONFIGURATION, b"\x01\x14\x01", 500)
+        return True
+
+    def firmware_version(self):
+        data = yield from self.command(CMD_GET_FIRMWARE_VERSION, b"", 500)
+        if len(data) != 4:
+            raise PN532Error(E_BAD_FRAME, CMD_GET_FIRMWARE_VERSION)
+        return data  # IC, Ver, Rev, Support
+
+    def list_target(self, timeout_ms=1000, max_targets=2):
+        """One ISO 14443A 106 kbps target, or None when the field is empty.
+
+        With max_targets=2 (the default) two cards in the field are detected and refused."""
+        params = b"\x02\x00" if max_targets == 2 else b"\x01\x00"
+        data = yield from self.command(CMD_IN_LIST_PASSIVE_TARGET, params, timeout_ms)
+        nb, target = parse_targets(data)
+        if nb == 0:
+            self.tg = 0
+            return None
+        if nb > 1:
+            self.tg = 0
+            yield from self.release()
+            raise PN532Error(E_TWO_CARDS, nb)
+        self.tg = target.tg
+        return target
+
+    def exchange(self, apdu, timeout_ms=1000):
+        """One APDU to the listed target; returns the card's response (data + SW)."""
+        if self.tg == 0:
+            raise PN532Error(E_NO_CARD, 0)
+        if len(apdu) > MAX_APDU:
+            raise PN532Error(E_TOO_LONG, len(apdu) & 0xFF)
+        params = bytearray(len(apdu) + 1)
+        params[0] = self.tg
+        params[1:] = apdu
+        out = b""
+        while True:
+            data = yield from self.command(CMD_IN_DATA_EXCHANGE, params, timeout_ms)
+            if len(data) < 1:
+                raise PN532Error(E_BAD_FRAME, CMD_IN_DATA_EXCHANGE)
+            st = data[0] & 0x3F
+            if st in _LOST_STATUSES:
+                self.tg = 0
+                raise PN532Error(E_CARD_LOST, st)
+            if st != ST_OK:
+                raise PN532Error(E_CARD_ERROR, st)
+            out += data[1:]
+            if len(out) > MAX_RESPONSE:
+                raise PN532Error(E_TOO_LONG, 0)
+            if not data[0] & STATUS_MI:
+                return out
+            params = bytearray(1)  # more information: fetch the next part
+            params[0] = self.tg
+
+    def release(self):
+        data = yield from self.command(CMD_IN_RELEASE, b"\x00", 500)
+        self.tg = 0
+        return data[0] if data else 0
+
+
+def _run_sync(gen, stream):
+    """Drive a Core generator with a blocking stream."""
+    value = None
+    try:
+        while True:
+            req = gen.send(value)
+            value = None
+            op = req[0]
+            if op == IO_WRITE:
+                buf = req[1]
+                n = req[2]
+                stream.write(buf if n == len(buf) else memoryview(buf)[:n])
+            elif op == IO_READ:
+                value = stream.read(64, req[1])
+            else:
+                flush = getattr(stream, "reset_input", None)
+                if flush is not None:
+                    flush()
+    except StopIteration as e:
+        return e.value
+    except PN532Error:
+        raise
+    except (OSError, ValueError) as e:  # the link itself failed
+        raise PN532Error(E_NOT_CONNECTED, 0) from e
+
+
+class PN532:
+    """Blocking driver: stream.write(buf); stream.read(n, timeout_ms) -> bytes (b"" on
+    timeout, None when closed); optional stream.reset_input()."""
+
+    def __init__(self, stream, ack_timeout_ms=50, retries=2, clock=None):
+        self.stream = stream
+        self.core = Core(ack_timeout_ms, retries, clock)
+
+    def begin(self):
+        """Wake the PN532, put it in normal mode; returns (IC, Ver, Rev, Support)."""
+        _run_sync(self.core.wake(), self.stream)
+        _run_sync(self.core.sam_configuration(), self.stream)
+        return _run_sync(self.core.firmware_version(), self.stream)
+
+    def firmware_version(self):
+        return _run_sync(self.core.firmware_version(), self.stream)
+
+    def list_target(self, timeout_ms=1000, max_targets=2):
+        return _run_sync(self.core.list_target(timeout_ms, max_targets), self.stream)
+
+    def exchange(self, apdu, timeout_ms=1000):
+        return _run_sync(self.core.exchange(apdu, timeout_ms), self.stream)
+
+    def transceive(self, apdu):
+        """The card session's `transceive(apdu) -> response` callable."""
+        return self.exchange(apdu)
+
+    def release(self):
+        return _run_sync(self.core.release(), self.stream)
+
+
+class AsyncPN532:
+    """asyncio driver over board.reader_uart (write, drain, read(n, timeout_ms), reset_input)."""
+
+    def __init__(self, uart, ack_timeout_ms=50, retries=2, clock=None):
+        self.uart = uart
+        self.core = Core(ack_timeout_ms, retries, clock)
+
+    async def _run(self, gen):
+        uart = self.uart
+        value = None
+        try:
+            while True:
+                req = gen.send(value)
+                value = None
+                op = req[0]
+                if op == IO_WRITE:
+                    buf = req[1]
+                    n = req[2]
+                    uart.write(buf if n == len(buf) else bytes(buf[:n]))
+                    await uart.drain()
+                elif op == IO_READ:
+                    value = await uart.read(64, req[1])
+                else:
+                    uart.reset_input()
+        except StopIteration as e:
+            return e.value
+        except PN532Error:
+            raise
+        except (OSError, ValueError) as e:
+            raise PN532Error(E_NOT_CONNECTED, 0) from e
+
+    async def begin(self):
+        await self._run(self.core.wake())
+        await self._run(self.core.sam_configuration())
+        return await self._run(self.core.firmware_version())
+
+    async def firmware_version(self):
+        return await self._run(self.core.firmware_version())
+
+    async def list_target(self, timeout_ms=1000, max_targets=2):
+        return await self._run(self.core.list_target(timeout_ms, max_targets))
+
+    async def exchange(self, apdu, timeout_ms=1000):
+        return await self._run(self.core.exchange(apdu, timeout_ms))
+
+    async def release(self):
+        return await self._run(self.core.release())

@@ -1,0 +1,152 @@
+"""The device's PN532 driver (blocking core, on CPython) against the host's PN532 emulator over a
+socket pair: the card flow, cards leaving and doubling up, and every misbehaviour the emulator can
+inject turning into a PN532Error (or a recovery) rather than a crash or a hang."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from firmware import pn532 as p
+from host_tools.cards import vcard
+from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream
+
+SELECT_DESFIRE_AID = bytes.fromhex("00A4040007D276000085010100")
+GET_VERSION = bytes.fromhex("9060000000")
+
+
+@pytest.fixture
+def rig() -> Iterator[tuple[PN532Emulator, p.PN532]]:
+    a, b = socket.socketpair()
+    emu = PN532Emulator()
+    link = emu.serve(b)
+    driver = p.PN532(SocketStream(a), ack_timeout_ms=100)
+    try:
+        yield emu, driver
+    finally:
+        link.close()
+        a.close()
+
+
+def desfire() -> tuple[vcard.VirtualDesfire, LocalCard]:
+    card = vcard.VirtualDesfire()
+    return card, LocalCard(card.process, card.uid)
+
+
+def code_of(fn) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(p.PN532Error) as e:
+        fn()
+    return e.value.code
+
+
+def test_begin_reports_the_firmware_version(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    assert d.begin() == bytes.fromhex("32010607")
+    assert emu.commands == [p.CMD_SAM_CONFIGURATION, p.CMD_GET_FIRMWARE_VERSION]
+
+
+def test_empty_field_lists_no_target(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    d.begin()
+    assert d.list_target() is None
+    assert code_of(lambda: d.exchange(GET_VERSION)) == p.E_NO_CARD
+
+
+def test_card_uid_sak_ats_and_apdus(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    card, local = desfire()
+    emu.present(local)
+    d.begin()
+    t = d.list_target()
+    assert t is not None
+    assert t.uid == card.uid and len(t.uid) == 7 and t.sak == 0x20 and t.atqa == b"\x03\x44"
+    assert t.ats[0] == len(t.ats)
+    r = d.transceive(GET_VERSION)
+    assert r == card.process(GET_VERSION) or r[-2:] == b"\x91\xaf"
+    assert emu.apdus == 1
+    assert d.release() == 0
+
+
+def test_card_removed_mid_exchange_is_card_lost(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    _, local = desfire()
+    emu.present(local)
+    d.begin()
+    assert d.list_target() is not None
+    d.transceive(GET_VERSION)
+    emu.remove()
+    e = pytest.raises(p.PN532Error, d.transceive, GET_VERSION).value
+    assert e.code == p.E_CARD_LOST and e.reason == "card_lost" and e.detail == p.ST_TIMEOUT
+    assert d.list_target() is None
+
+
+def test_two_cards_are_refused(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    emu.present(desfire()[1], desfire()[1])
+    d.begin()
+    assert code_of(d.list_target) == p.E_TWO_CARDS
+    assert emu.commands[-1] == p.CMD_IN_RELEASE
+    t = d.list_target(max_targets=1)  # asked for one, the PN532 selects one
+    assert t is not None
+
+
+def test_four_and_ten_byte_uids(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    for uid, sak in ((bytes.fromhex("11223344"), 0x08), (bytes(range(1, 11)), 0x20)):
+        emu.present(LocalCard(lambda a: b"\x90\x00", uid, sak=sak))
+        t = d.list_target()
+        assert t is not None and t.uid == uid and t.sak == sak
+        assert (t.ats != b"") == bool(sak & 0x20)
+
+
+@pytest.mark.parametrize("fault", ["bad_dcs", "bad_lcs", "no_ack"])
+def test_recoverable_faults_are_retried(rig: tuple[PN532Emulator, p.PN532], fault: str) -> None:
+    emu, d = rig
+    emu.inject(fault)
+    assert d.firmware_version() == bytes.fromhex("32010607")
+    assert d.core.resends >= 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ("wrong_tfi", p.E_WRONG_TFI),
+        ("wrong_code", p.E_WRONG_RESPONSE),
+        ("error_frame", p.E_ERROR_FRAME),
+        ("oversize", p.E_TOO_LONG),
+        ("silence", p.E_NO_ANSWER),
+        ("truncated", p.E_NO_ANSWER),
+        ("garbage", p.E_NO_ANSWER),
+    ],
+)
+def test_faults_become_pn532_errors(rig: tuple[PN532Emulator, p.PN532], fault: str, code: int) -> None:
+    emu, d = rig
+    emu.inject(fault)
+    assert code_of(lambda: d.firmware_version(), ) == code
+    # the link works again afterwards
+    assert d.firmware_version() == bytes.fromhex("32010607")
+
+
+def test_persistent_checksum_errors_give_up(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    emu.inject("bad_dcs")
+    emu.corrupt_resends = True
+    assert code_of(d.firmware_version) == p.E_CHECKSUM
+    assert emu.nacks == d.core.retries  # the first frame and each resend were bad
+
+
+def test_emulator_rejects_unknown_commands_with_the_error_frame() -> None:
+    emu = PN532Emulator()
+    out = emu.receive(p.encode_frame(p.TFI_HOST, b"\x60"))
+    assert out == p.ACK + p.ERROR_FRAME
+    assert emu.receive(p.WAKEUP + b"\x01\x02\x03") == b""
+
+
+def test_closed_link_is_not_connected() -> None:
+    a, b = socket.socketpair()
+    b.close()
+    d = p.PN532(SocketStream(a))
+    assert code_of(d.firmware_version) == p.E_NOT_CONNECTED
+    a.close()

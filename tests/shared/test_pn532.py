@@ -1,0 +1,280 @@
+# PN532 frame codec and driver logic, on both interpreters: UM0701-02 frame vectors, the
+# incremental parser's events, target parsing, and the blocking driver against scripted
+# PN532 byte streams (a tick counter advanced by the stream stands in for time).
+from firmware import pn532 as p
+
+
+def h(s):
+    return bytes.fromhex(s.replace(" ", ""))
+
+
+def feed_all(parser, data):
+    events = []
+    for b in data:
+        ev = parser.feed(b)
+        if ev != p.EV_NONE:
+            events.append(ev)
+    return events
+
+
+def test_encode_manual_vectors():
+    assert p.encode_frame(p.TFI_HOST, b"\x02") == h("00 00 FF 02 FE D4 02 2A 00")
+    assert p.encode_frame(p.TFI_HOST, h("14 01 14 01")) == h("00 00 FF 05 FB D4 14 01 14 01 02 00")
+    assert p.encode_frame(p.TFI_HOST, h("4A 01 00")) == h("00 00 FF 04 FC D4 4A 01 00 E1 00")
+    assert p.encode_frame(p.TFI_PN532, h("03 32 01 06 07")) == h("00 00 FF 06 FA D5 03 32 01 06 07 E8 00")
+
+
+def test_parse_firmware_version_response():
+    parser = p.FrameParser()
+    assert feed_all(parser, h("00 00 FF 06 FA D5 03 32 01 06 07 E8 00")) == [p.EV_FRAME]
+    assert bytes(parser.data[:parser.length]) == h("D5 03 32 01 06 07")
+
+
+def test_ack_nack_error_frame_events():
+    parser = p.FrameParser()
+    assert feed_all(parser, p.ACK) == [p.EV_ACK]
+    assert feed_all(parser, p.NACK) == [p.EV_NACK]
+    assert feed_all(parser, p.ERROR_FRAME) == [p.EV_ERROR_FRAME]
+    # an ACK then a response in one read
+    both = p.ACK + h("00 00 FF 02 FE D5 15 16 00")
+    assert feed_all(parser, both) == [p.EV_ACK, p.EV_FRAME]
+    assert bytes(parser.data[:parser.length]) == h("D5 15")
+
+
+def test_noise_and_wakeup_are_skipped():
+    parser = p.FrameParser()
+    noisy = p.WAKEUP + h("12 FF 34 00 00") + h("00 00 FF 02 FE D5 15 16 00")
+    assert feed_all(parser, noisy) == [p.EV_FRAME]
+
+
+def test_extended_frame_round_trip():
+    data = bytearray(p.MAX_DATA - 1)
+    for i in range(len(data)):
+        data[i] = (i * 7) & 0xFF
+    frame = p.encode_frame(p.TFI_PN532, data)
+    assert frame[:5] == h("00 00 FF FF FF")
+    n = len(data) + 1
+    assert frame[5] == n >> 8 and frame[6] == n & 0xFF and (frame[5] + frame[6] + frame[7]) & 0xFF == 0
+    parser = p.FrameParser()
+    assert feed_all(parser, frame) == [p.EV_FRAME]
+    assert parser.data[1:parser.length] == data
+
+
+def test_normal_frame_round_trip_every_length():
+    parser = p.FrameParser()
+    for n in (0, 1, 2, 100, 253, 254):
+        data = bytes([(i + n) & 0xFF for i in range(n)])
+        frame = p.encode_frame(p.TFI_HOST, data)
+        assert frame[3] == n + 1
+        assert feed_all(parser, frame) == [p.EV_FRAME]
+        assert parser.data[0] == p.TFI_HOST and bytes(parser.data[1:parser.length]) == data
+
+
+def test_checksum_errors_and_bad_lengths():
+    parser = p.FrameParser()
+    assert feed_all(parser, h("00 00 FF 06 FB D5 03 32 01 06 07 E8 00")) == [p.EV_BAD_LCS]
+    assert feed_all(parser, h("00 00 FF 06 FA D5 03 32 01 06 07 E9 00")) == [p.EV_BAD_DCS]
+    assert feed_all(parser, h("00 00 FF FF FF 04 00 FC")) == [p.EV_TOO_LONG]
+    assert feed_all(parser, h("00 00 FF FF FF 00 00 00")) == [p.EV_BAD_LEN]
+    # after errors the parser still finds the next good frame
+    assert feed_all(parser, h("00 00 FF 02 FE D5 15 16 00")) == [p.EV_FRAME]
+
+
+def test_too_long_command_is_refused():
+    try:
+        p.encode_frame(p.TFI_HOST, bytes(p.MAX_DATA))
+    except p.PN532Error as e:
+        assert e.code == p.E_TOO_LONG and e.reason == "too_long"
+    else:
+        assert False
+
+
+def test_parse_targets_desfire_classic_and_10_byte_uid():
+    nb, t = p.parse_targets(h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80"))
+    assert nb == 1 and t.tg == 1 and t.atqa == h("03 44") and t.sak == 0x20
+    assert t.uid == h("04 11 22 33 44 55 66") and t.ats == h("06 75 77 81 02 80") and t.iso_dep()
+    nb, t = p.parse_targets(h("01 01 00 04 08 04 92 2E 58 32"))
+    assert nb == 1 and t.uid == h("92 2E 58 32") and t.ats == b"" and not t.iso_dep()
+    nb, t = p.parse_targets(h("01 01 00 48 00 0A 01 02 03 04 05 06 07 08 09 0A"))
+    assert len(t.uid) == 10
+    assert p.parse_targets(b"\x00") == (0, None)
+    nb, t = p.parse_targets(h("02 01 00 04 08 04 92 2E 58 32 02 00 04 08 04 01 02 03 04"))
+    assert nb == 2 and t.uid == h("92 2E 58 32")
+
+
+def test_parse_targets_rejects_bad_data():
+    for bad in ("", "03", "01 01 00 04", "01 01 00 04 08 05 01 02 03 04 05",
+                "01 01 03 44 20 04 01 02 03 04", "01 01 03 44 20 04 01 02 03 04 09 75",
+                "01 01 00 04 08 04 92 2E 58 32 FF"):
+        try:
+            p.parse_targets(h(bad))
+        except p.PN532Error as e:
+            assert e.code == p.E_BAD_TARGET
+        else:
+            assert False, bad
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0
+
+    def ticks_ms(self):
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+
+class Script:
+    """A PN532 stand-in that answers each information frame from a list of replies."""
+
+    def __init__(self, clock, replies):
+        self.clock = clock
+        self.replies = list(replies)
+        self.rx = b""
+        self.sent = []
+        self.flushes = 0
+
+    def write(self, buf):
+        data = bytes(buf)
+        self.sent.append(data)
+        if data.startswith(b"\x55\x55"):
+            return len(data)
+        if self.replies:
+            self.rx += self.replies.pop(0)
+        return len(data)
+
+    def read(self, n, timeout_ms):
+        if not self.rx:
+            self.clock.t += timeout_ms
+            return b""
+        out = self.rx[:n]
+        self.rx = self.rx[n:]
+        return out
+
+    def reset_input(self):
+        self.flushes += 1
+        self.rx = b""
+
+
+def resp(data):
+    return p.ACK + p.encode_frame(p.TFI_PN532, data)
+
+
+def driver(replies):
+    clock = Clock()
+    script = Script(clock, replies)
+    return p.PN532(script, clock=clock), script
+
+
+def expect_error(fn, code):
+    try:
+        fn()
+    except p.PN532Error as e:
+        assert e.code == code, (e.code, code)
+        return e
+    assert False, "no error"
+
+
+def test_begin_list_exchange_release():
+    target = h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80")
+    d, s = driver([resp(h("15")), resp(h("03 32 01 06 07")), resp(h("4B") + target),
+                   resp(h("41 00 91 AF")), resp(h("53 00"))])
+    assert d.begin() == h("32 01 06 07")
+    assert s.sent[0] == p.WAKEUP
+    assert s.sent[1] == h("00 00 FF 05 FB D4 14 01 14 01 02 00")
+    t = d.list_target()
+    assert t.uid == h("04 11 22 33 44 55 66") and t.sak == 0x20
+    assert s.sent[3] == h("00 00 FF 04 FC D4 4A 02 00 E0 00")
+    assert d.transceive(h("90 60 00 00 00")) == h("91 AF")
+    assert s.sent[4] == p.encode_frame(p.TFI_HOST, h("40 01 90 60 00 00 00"))
+    assert d.release() == 0
+
+
+def test_no_card_and_two_cards():
+    d, s = driver([resp(h("4B 00"))])
+    assert d.list_target() is None
+    expect_error(lambda: d.exchange(b"\x00\xa4\x04\x00\x00"), p.E_NO_CARD)
+    two = h("4B 02 01 00 04 08 04 92 2E 58 32 02 00 04 08 04 01 02 03 04")
+    d, s = driver([resp(two), resp(h("53 00"))])
+    expect_error(d.list_target, p.E_TWO_CARDS)
+    assert s.sent[-1] == p.encode_frame(p.TFI_HOST, h("52 00"))  # both released
+
+
+def listed(replies):
+    d, s = driver([resp(h("4B 01 01 00 04 08 04 92 2E 58 32"))] + replies)
+    d.list_target()
+    return d, s
+
+
+def test_card_lost_and_card_errors():
+    d, s = listed([resp(h("41 01"))])
+    e = expect_error(lambda: d.exchange(b"\x00"), p.E_CARD_LOST)
+    assert e.detail == 0x01
+    expect_error(lambda: d.exchange(b"\x00"), p.E_NO_CARD)
+    d, s = listed([resp(h("41 2B"))])
+    expect_error(lambda: d.exchange(b"\x00"), p.E_CARD_LOST)
+    d, s = listed([resp(h("41 02"))])
+    assert expect_error(lambda: d.exchange(b"\x00"), p.E_CARD_ERROR).detail == 0x02
+
+
+def test_more_information_parts_are_joined():
+    d, s = listed([resp(h("41 40 01 02")), resp(h("41 00 03 90 00"))])
+    assert d.exchange(b"\x00") == h("01 02 03 90 00")
+
+
+def test_bad_checksum_is_answered_with_nack_then_recovers():
+    good = p.encode_frame(p.TFI_PN532, h("03 32 01 06 07"))
+    bad = good[:-2] + b"\x00" + good[-1:]
+    d, s = driver([p.ACK + bad])
+    # the NACK makes the stand-in send the good frame
+    orig = s.write
+
+    def write(buf):
+        if bytes(buf) == p.NACK:
+            s.sent.append(p.NACK)
+            s.rx += good
+            return 6
+        return orig(buf)
+
+    s.write = write
+    assert d.firmware_version() == h("32 01 06 07")
+    assert p.NACK in s.sent and d.core.resends == 1
+
+
+def test_failures_are_pn532_errors():
+    cases = [
+        ([], p.E_NO_ANSWER),  # nothing at all
+        ([p.ACK], p.E_NO_ANSWER),  # ACK, no response
+        ([p.NACK, p.NACK, p.NACK], p.E_NO_ACK),  # refused every time
+        ([p.ACK + p.ERROR_FRAME], p.E_ERROR_FRAME),
+        ([p.ACK + p.encode_frame(p.TFI_HOST, h("03 32 01 06 07"))], p.E_WRONG_TFI),
+        ([p.ACK + p.encode_frame(p.TFI_PN532, h("05 32 01 06 07"))], p.E_WRONG_RESPONSE),
+        ([p.ACK + p.encode_frame(p.TFI_PN532, h("03 32"))], p.E_BAD_FRAME),
+        ([p.ACK + h("00 00 FF FF FF 04 00 FC") + bytes(40)], p.E_TOO_LONG),
+        ([p.ACK + h("00 00 FF 06 FA D5 03 32")], p.E_NO_ANSWER),  # truncated
+        ([p.ACK + bytes([0x5A]) * 1000], p.E_BAD_FRAME),  # endless noise
+    ]
+    for replies, code in cases:
+        d, s = driver(replies)
+        expect_error(d.firmware_version, code)
+
+
+def test_no_ack_is_retried_a_bounded_number_of_times():
+    d, s = driver([b"", b"", resp(h("03 32 01 06 07"))])
+    assert d.firmware_version() == h("32 01 06 07")
+    assert len(s.sent) == 3 and d.core.resends == 2
+    d, s = driver([])
+    expect_error(d.firmware_version, p.E_NO_ANSWER)
+    assert len(s.sent) == 1 + d.core.retries
+
+
+def test_link_closed_is_not_connected():
+    class Closed:
+        def write(self, buf):
+            return len(buf)
+
+        def read(self, n, timeout_ms):
+            return None
+
+    expect_error(lambda: p.PN532(Closed()).firmware_version(), p.E_NOT_CONNECTED)
