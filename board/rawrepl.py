@@ -151,10 +151,22 @@ class RawRepl:
             except KeyboardInterrupt:
                 pass
 
+    def _exec(self, code):
+        """exec inside the firmware's event loop. A program may call asyncio.run(): that
+        nested loop runs the firmware's tasks too, and on return sets the loop's current
+        task to None, which would break the console task's next await; restore it."""
+        core = sys.modules.get("asyncio.core")
+        task = core.cur_task if core is not None else None
+        try:
+            exec(code, self.namespace)
+        finally:
+            if core is not None:
+                core.cur_task = task
+
     def _run(self, program):
         self._busy(True)
         try:
-            exec(program, self.namespace)
+            self._exec(program)
             self._busy(False)
             _out("\x04")
         except SystemExit:
@@ -179,7 +191,7 @@ class RawRepl:
             try:
                 code = compile(line, "<stdin>", "eval")
             except SyntaxError:
-                exec(line, self.namespace)
+                self._exec(line)
                 return
             value = eval(code, self.namespace)
             if value is not None:

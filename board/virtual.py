@@ -129,7 +129,10 @@ class IOChannel:
         while True:
             while box:
                 writer.write(box.pop(0))
-            await writer.drain()
+            await writer.drain()  # yields: lines may have been queued meanwhile
+            if box:
+                continue
+            # No await between this check and the wait: nothing can be queued unseen.
             self._wake.clear()
             await self._wake.wait()
 

@@ -163,6 +163,28 @@ def test_io_channel_reports_output_changes_with_timestamps(vdev: VirtualDevice) 
         assert io.status()["ready"] is True
 
 
+def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -> None:
+    with VirtualIO(vdev.io_addr) as io, VirtualIO(vdev.io_addr) as watcher:
+        mpremote(vdev, "exec", "import asyncio\n"
+                 "from firmware.main import running\n"
+                 "b = running['board']\n"
+                 "async def go():\n"
+                 "    for i in range(101):\n"
+                 "        b.buzzer.set(i % 2 == 0)\n"
+                 "        await asyncio.sleep_ms(0)\n"
+                 "asyncio.run(go())")
+        for client in (io, watcher):
+            client.wait_output("buzzer", True, after_ms=0)
+            deadline = time.monotonic() + 20
+            while len(client.outputs("buzzer")) < 101:
+                assert time.monotonic() < deadline, len(client.outputs("buzzer"))
+                time.sleep(0.05)
+            changes = client.outputs("buzzer")
+            assert [e.value for e in changes] == [i % 2 == 0 for i in range(101)]
+            assert all(a.device_ms <= b.device_ms for a, b in zip(changes, changes[1:], strict=False))
+        assert io.state()["outputs"]["buzzer"] is True
+
+
 def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
     with socket.create_connection(vdev.reader_addr, timeout=5) as s:
         time.sleep(0.2)
