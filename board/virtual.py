@@ -201,7 +201,7 @@ class ReaderUART:
                     return b""
                 try:
                     await asyncio.wait_for_ms(self._rx_event.wait(), timeout_ms - waited)
-                except asyncio.TimeoutError:
+                except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
                     return b""
                 waited = timeout_ms  # one wait only: data or timeout
         out = bytes(self._rx[:n])
