@@ -24,6 +24,8 @@ DEFAULTS = {
     "fail_safe": False,  # False: fail-secure lock (energise to unlock); True: fail-safe
     "fire_from_input": True,  # the fire input releases the door (fire mode)
     "held_open_in_passage": True,  # passage mode still raises held-open alarms
+    "passage_schedule": None,  # [[start_min, end_min], ...] minutes of the local day (binding)
+    "tz_offset_min": 480,  # local time for the schedule: UTC+8
 }
 
 NORMAL, PASSAGE, LOCKDOWN, FIRE = "normal", "passage", "lockdown", "fire"
@@ -71,6 +73,21 @@ class MemorySink:
 
     def clear(self):
         self.events = []
+
+
+def in_schedule(schedule, minute):
+    """True when `minute` (0-1439 of the local day) is inside one of the [start, end)
+    intervals; an interval with end < start runs over midnight."""
+    if not schedule:
+        return False
+    for iv in schedule:
+        start, end = iv[0], iv[1]
+        if start <= end:
+            if start <= minute < end:
+                return True
+        elif minute >= start or minute < end:
+            return True
+    return False
 
 
 def merge_config(overrides=None):

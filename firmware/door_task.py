@@ -10,7 +10,7 @@ poll except when something changes.
 import asyncio
 import time
 
-from firmware.door import DoorMachine, MemorySink
+from firmware.door import NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
 from firmware.inputs import Debouncer, check_contact
 from firmware.patrol import Patrol
 
@@ -22,6 +22,10 @@ INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
 def _ticks_add(a, ms):
     add = getattr(time, "ticks_add", None)
     return add(a, ms) if add else a + ms
+
+
+def d_ms(clock, a, b):
+    return clock.ticks_diff(a, b)
 
 
 def relay_energised(lock, fail_safe):
@@ -74,6 +78,11 @@ class DoorTask:
         self._led = None
         self._pattern = "off"
         self._pattern_t0 = now
+        self.schedule = mc["passage_schedule"]
+        self.tz_s = mc["tz_offset_min"] * 60
+        self._sched_at = now
+        self.scheduled = False  # passage mode was set by the schedule
+        self._want = None  # the schedule's last answer: it acts on its edges only
 
     # -- one poll ---------------------------------------------------------------------
 
@@ -87,11 +96,34 @@ class DoorTask:
                 raw = bool(raw)
             if deb.update(now, raw):
                 m.input(now, name, deb.value)
+        if self.schedule and d_ms(self.clock, now, self._sched_at) >= 1000:
+            self._sched_at = now
+            self.check_schedule(now, self.clock.time())
         m.tick(now)
         self.drive(now)
         if self.patrol.due(now):
             self.status["patrol"] = self.patrol.report(now)
             self._report_ready.set()
+
+    def check_schedule(self, now, epoch):
+        """Passage mode on the configured schedule (needs UTC). It acts when an interval
+        starts or ends: from normal to passage, and back only from its own passage, so a
+        command given in between wins."""
+        if epoch is None:
+            return
+        minute = ((int(epoch) + self.tz_s) // 60) % 1440
+        want = in_schedule(self.schedule, minute)
+        if want == self._want:
+            return
+        self._want = want
+        m = self.machine
+        if want and m.mode == NORMAL:
+            m.set_mode(now, PASSAGE)
+            self.scheduled = True
+        elif not want and self.scheduled:
+            self.scheduled = False
+            if m.mode == PASSAGE:
+                m.set_mode(now, NORMAL)
 
     def drive(self, now):
         m = self.machine
@@ -128,8 +160,10 @@ class DoorTask:
         return ok
 
     def set_mode(self, mode):
-        """normal / passage / lockdown / fire (ValueError for anything else)."""
+        """normal / passage / lockdown / fire (ValueError for anything else). A commanded
+        mode is not undone by the passage schedule."""
         self.machine.set_mode(self.clock.ticks_ms(), mode)
+        self.scheduled = False
         self.drive(self.clock.ticks_ms())
 
     def patrol_now(self):

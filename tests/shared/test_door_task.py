@@ -1,0 +1,158 @@
+# The door task's binding on a fake board: debounce, relay polarity, buzzer pattern, LED,
+# passage schedule, patrol status. Runs under CPython and MicroPython.
+from firmware import events as ev
+from firmware.door import MemorySink, in_schedule
+from firmware.door_task import DoorTask, buzzer_on, relay_energised
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000
+        self.epoch = None
+
+    def ticks_ms(self):
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def time(self):
+        return self.epoch
+
+
+class In:
+    def __init__(self, v):
+        self.v = v
+
+    def read(self):
+        return self.v
+
+
+class Out:
+    def __init__(self):
+        self.v = None
+        self.changes = []
+
+    def set(self, v):
+        self.v = v
+        self.changes.append(v)
+
+
+class Board:
+    def __init__(self):
+        self.clock = Clock()
+        self.door_contact = In("closed")
+        self.rex = In(False)
+        self.tamper = In(False)
+        self.fire = None  # not fitted
+        self.power = In(True)
+        self.relay = Out()
+        self.buzzer = Out()
+        self.led = Out()
+
+
+def _task(door=None, **cfg):
+    b = Board()
+    c = dict(cfg)
+    c["door"] = door or {}
+    sink = MemorySink(100)
+    t = DoorTask(b, c, sink, None, {})
+    return b, t, sink
+
+
+def _run(b, t, until, step=10):
+    while b.clock.t < until:
+        t.poll(b.clock.t)
+        b.clock.t += step
+    t.poll(b.clock.t)
+
+
+def test_rex_needs_debounce_then_unlocks_fail_secure():
+    b, t, sink = _task({"debounce_ms": 50})
+    _run(b, t, 1100)
+    assert b.relay.v is False and b.led.v == "off" and b.buzzer.v is False
+    b.rex.v = True
+    _run(b, t, 1130)  # a 30 ms blip
+    b.rex.v = False
+    _run(b, t, 1300)
+    assert b.relay.changes == [False]
+    b.rex.v = True
+    _run(b, t, 1400)
+    assert b.relay.v is True and b.led.v == "green"
+    assert sink.events[-1] == (ev.ACCESS_GRANTED, 2, b"")
+    b.rex.v = False
+    _run(b, t, 7000)
+    assert b.relay.changes == [False, True, False]
+
+
+def test_fail_safe_lock_is_energised_when_locked():
+    assert relay_energised("locked", True) and not relay_energised("unlocked", True)
+    assert relay_energised("unlocked", False) and not relay_energised("locked", False)
+    b, t, sink = _task({"fail_safe": True})
+    _run(b, t, 1100)
+    assert b.relay.v is True
+    t.grant("remote")
+    assert b.relay.v is False
+
+
+def test_buzzer_patterns():
+    assert not buzzer_on("off", 0)
+    assert buzzer_on("alarm", 0) and buzzer_on("alarm", 999)
+    assert buzzer_on("prealarm", 100) and not buzzer_on("prealarm", 300)
+    assert buzzer_on("prealarm", 1100)
+
+
+def test_prealarm_beeps_then_held_open_alarm_and_patrol():
+    b, t, sink = _task({"prealarm_ms": 2000, "held_open_ms": 4000, "debounce_ms": 20})
+    t.grant("card")
+    b.door_contact.v = "open"
+    _run(b, t, 3500)
+    beeps = b.buzzer.changes.count(True)
+    assert beeps >= 1
+    assert t.status["patrol"]["alarms"] == ["held_open_prealarm"]
+    _run(b, t, 5500)
+    assert b.buzzer.v is True and b.led.v == "red"
+    assert t.status["patrol"]["door"] == "held_open"
+    b.door_contact.v = "closed"
+    _run(b, t, 6000)
+    assert b.buzzer.v is False
+    assert ev.HELD_OPEN_CLEARED in sink.codes()
+    assert t.status["patrol"]["alarms"] == []
+
+
+def test_unknown_contact_reading_is_a_cut_loop():
+    b, t, sink = _task()
+    b.door_contact.v = "ajar"
+    _run(b, t, 1200)
+    assert sink.events[-1] == (ev.SENSOR_TAMPER, 2, b"")
+
+
+def test_passage_schedule_edges():
+    assert in_schedule([[420, 540]], 420) and not in_schedule([[420, 540]], 540)
+    assert in_schedule([[1380, 60]], 10) and in_schedule([[1380, 60]], 1400)
+    assert not in_schedule([[1380, 60]], 600) and not in_schedule(None, 10)
+    b, t, sink = _task({"passage_schedule": [[480, 600]], "tz_offset_min": 0})
+    b.clock.epoch = 479 * 60
+    _run(b, t, 2100)
+    assert t.machine.mode == "normal"
+    b.clock.epoch = 480 * 60
+    _run(b, t, 3200)
+    assert t.machine.mode == "passage" and b.relay.v is True
+    t.set_mode("lockdown")  # a command wins over the schedule
+    b.clock.epoch = 481 * 60
+    _run(b, t, 4300)
+    assert t.machine.mode == "lockdown"
+    t.set_mode("passage")
+    b.clock.epoch = 600 * 60
+    _run(b, t, 5400)
+    assert t.machine.mode == "passage"  # not the schedule's own passage any more
+
+
+def test_schedule_ends_its_own_passage():
+    b, t, sink = _task({"passage_schedule": [[480, 600]], "tz_offset_min": 0})
+    b.clock.epoch = 500 * 60
+    _run(b, t, 2100)
+    assert t.machine.mode == "passage"
+    b.clock.epoch = 600 * 60
+    _run(b, t, 3200)
+    assert t.machine.mode == "normal" and b.relay.v is False
