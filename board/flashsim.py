@@ -28,7 +28,6 @@ the filesystem code to the Python caller of open/write/close/rename, and the mou
 filesystem must be treated as lost until it is mounted again (docs/flash-simulator.md).
 """
 
-_ERASED = 0xFF
 _CHUNK = 256
 
 
