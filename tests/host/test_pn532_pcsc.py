@@ -1,0 +1,100 @@
+"""The PN532 emulator relaying the driver's APDUs to a card through real pcscd + vsmartcard vpcd +
+pyscard: UID from the reader's FF CA pseudo-APDU, SAK and ATS from the ATR, a SELECT relayed to a
+virtual card, and the card leaving the field turning into card_lost at the driver."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from firmware import pn532 as p
+from host_tools.cards import pcsc, vcard
+from host_tools.pn532_emu import PN532Emulator, SocketStream
+
+SLOT = 0
+READER = "Virtual PCD 00 00"
+PORT = vcard.VPCD_PORT + SLOT
+SELECT_PICC = bytes.fromhex("00A4040007D276000085010100")
+
+
+class IsoCard:
+    """The smallest ISO 7816-4 card: answers SELECT by AID, records what it saw."""
+
+    atr = bytes.fromhex("3B 88 80 01 20 90 00 00 00 00 00 00 B9")
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    def process(self, apdu: bytes) -> bytes:
+        self.seen.append(apdu)
+        if apdu[:4] == b"\x00\xa4\x04\x00":
+            return b"\x6f\x00\x90\x00"
+        return b"\x6d\x00"
+
+    def reset(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def pcscd() -> Iterator[None]:
+    proc = pcsc.start_pcscd()
+    try:
+        if not pcsc.wait_for_reader(READER):
+            pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
+        yield
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture
+def rig(pcscd: None) -> Iterator[tuple[PN532Emulator, p.PN532]]:
+    a, b = socket.socketpair()
+    emu = PN532Emulator()
+    link = emu.serve(b)
+    try:
+        yield emu, p.PN532(SocketStream(a), ack_timeout_ms=200)
+    finally:
+        emu.remove()
+        link.close()
+        a.close()
+
+
+def test_select_is_relayed_to_a_virtual_card(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    card = IsoCard()
+    client = vcard.VpcdClient(card, port=PORT).start()
+    try:
+        pcsc.wait_for_card(READER)[0].disconnect()
+        emu.present(READER)
+        d.begin()
+        t = d.list_target()
+        assert t is not None and t.sak == 0x20 and t.ats[0] == len(t.ats)
+        assert len(t.uid) in (4, 7, 10)
+        assert d.transceive(SELECT_PICC) == b"\x6f\x00\x90\x00"
+        assert SELECT_PICC in card.seen
+    finally:
+        client.stop()
+        pcsc.wait_until_absent(READER)
+
+
+def test_desfire_uid_and_card_leaving(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    card = vcard.VirtualDesfire()
+    client = vcard.VpcdClient(card, port=PORT).start()
+    try:
+        pcsc.wait_for_card(READER)[0].disconnect()
+        emu.present(READER)
+        t = d.list_target()
+        assert t is not None and t.uid == card.uid and t.atqa == b"\x03\x44"
+        assert d.transceive(bytes.fromhex("9060000000"))[-2:] == b"\x91\xaf"
+    finally:
+        client.stop()
+        pcsc.wait_until_absent(READER)
+    e = pytest.raises(p.PN532Error, d.transceive, bytes.fromhex("90AF000000")).value
+    assert e.code == p.E_CARD_LOST
+    emu.remove()
+    assert d.list_target() is None
