@@ -66,40 +66,33 @@ TARGETS = {
 OTHER = Target("other")
 
 # Runs on the device: what it is, and the sha256 of every file under lib/ and of `extra`.
-_PROBE_PROGRAM = """
-import os, sys, hashlib, binascii, json
-def _walk(d):
-    for e in os.ilistdir(d):
-        p = d + '/' + e[0]
-        if e[1] == 0x4000:
-            yield from _walk(p)
-        else:
-            yield p
-_b = bytearray(512)
-def _hash(p):
-    h = hashlib.sha256()
-    mv = memoryview(_b)
-    with open(p, 'rb') as f:
-        while True:
-            n = f.readinto(_b)
-            if not n:
-                break
-            h.update(mv[:n])
-    return binascii.hexlify(h.digest()).decode()
-_out = {}
-try:
-    for _p in _walk(%r):
-        _out[_p] = _hash(_p)
-except OSError:
-    pass
-for _p in %r:
-    try:
-        _out[_p] = _hash(_p)
-    except OSError:
-        pass
-_i = sys.implementation
-print('DOORCTL-PROBE', json.dumps({'impl': _i.name, 'platform': sys.platform,
-      'mpy': getattr(_i, '_mpy', 0), 'machine': getattr(_i, '_machine', ''), 'files': _out}))
+# One line per file and no big strings or dicts: the heap left beside a running firmware
+# is small and fragmented, so the program is kept short and allocates little.
+_PROBE_PROGRAM = """import os,sys,gc,hashlib,binascii
+gc.collect()
+b=bytearray(256)
+m=memoryview(b)
+def H(p):
+ h=hashlib.sha256()
+ with open(p,'rb') as f:
+  while 1:
+   n=f.readinto(b)
+   if not n:break
+   h.update(m[:n])
+ print('F',binascii.hexlify(h.digest()).decode(),p)
+def W(d):
+ for e in os.ilistdir(d):
+  p=d+'/'+e[0]
+  if e[1]==0x4000:W(p)
+  else:H(p)
+i=sys.implementation
+print('DOORCTL-PROBE',i.name,sys.platform,getattr(i,'_mpy',0))
+print('M',getattr(i,'_machine',''))
+try:W(%r)
+except OSError:pass
+for p in %r:
+ try:H(p)
+ except OSError:pass
 """
 
 _MKDIRS_PROGRAM = """
@@ -143,19 +136,30 @@ class DeployResult:
 
 
 def mpremote(port: str, *args: str, timeout: float = 120) -> str:
-    """Run `mpremote connect PORT ARGS…`; its failures become one-line UserErrors."""
-    try:
-        proc = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True,
-                              text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise UserError("mpremote is not installed: run ./dev setup", EXIT_MISSING_TOOL) from None
-    except subprocess.TimeoutExpired:
-        raise UserError(f"nothing answers on {port}: is a MicroPython device attached and not "
-                        "busy? (close other serial terminals, press the board's reset)",
-                        EXIT_NO_DEVICE) from None
-    if proc.returncode != 0:
-        raise _mpremote_error(port, proc.stdout, proc.stderr)
-    return proc.stdout
+    """Run `mpremote connect PORT ARGS…`; its failures become one-line UserErrors.
+
+    Every step of a deploy is idempotent, so a step that meets a MemoryError on the device
+    (the heap beside a running firmware is small and fragmented) is run once more.
+    """
+    for attempt in (1, 2):
+        try:
+            proc = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True,
+                                  text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise UserError("mpremote is not installed: run ./dev setup",
+                            EXIT_MISSING_TOOL) from None
+        except subprocess.TimeoutExpired:
+            raise UserError(f"nothing answers on {port}: is a MicroPython device attached and "
+                            "not busy? (close other serial terminals, press the board's reset)",
+                            EXIT_NO_DEVICE) from None
+        if proc.returncode == 0:
+            return proc.stdout
+        if "MemoryError" not in proc.stdout + proc.stderr or attempt == 2:
+            break
+    if "MemoryError" in proc.stdout + proc.stderr:
+        raise UserError(f"the device on {port} ran out of memory: run deploy again; if it "
+                        "repeats, start the board in safe mode (hold REX at power-up) and deploy")
+    raise _mpremote_error(port, proc.stdout, proc.stderr)
 
 
 def _mpremote_error(port: str, stdout: str, stderr: str) -> UserError:
@@ -189,19 +193,22 @@ def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
     check_port(port)
     out = mpremote(port, "exec", _PROBE_PROGRAM % (DEVICE_LIB, extra or []),
                    timeout=PROBE_TIMEOUT_S)
+    info: DeviceInfo | None = None
     for line in out.splitlines():
-        if line.startswith("DOORCTL-PROBE "):
-            try:
-                data = json.loads(line[len("DOORCTL-PROBE "):])
-            except ValueError:
+        parts = line.split(" ", 2)
+        if parts[0] == "DOORCTL-PROBE" and len(line.split()) == 4:
+            _, impl, platform, mpy = line.split()
+            if impl != "micropython" or not mpy.isdigit():
                 break
-            if data.get("impl") != "micropython":
-                break
-            return DeviceInfo(platform=str(data["platform"]), mpy_version=int(data["mpy"]),
-                              machine=str(data["machine"]),
-                              files={str(k): str(v) for k, v in data["files"].items()})
-    raise UserError(f"the device on {port} is not running MicroPython: flash MicroPython onto "
-                    "it first (see docs/hardware.md)", EXIT_NO_DEVICE)
+            info = DeviceInfo(platform=platform, mpy_version=int(mpy), machine="")
+        elif info is not None and parts[0] == "M":
+            info.machine = line[2:].strip()
+        elif info is not None and parts[0] == "F" and len(parts) == 3:
+            info.files[parts[2]] = parts[1]
+    if info is None:
+        raise UserError(f"the device on {port} is not running MicroPython: flash MicroPython "
+                        "onto it first (see docs/hardware.md)", EXIT_NO_DEVICE)
+    return info
 
 
 def mpy_file_version(data: bytes) -> int:
@@ -276,7 +283,10 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     sources: dict[str, Path] = dict(files)
     if target.boot_main is not None:
         sources["main.py"] = target.boot_main
-    want = {dev: hashlib.sha256(p.read_bytes()).hexdigest() for dev, p in sources.items()}
+    # Read each file once: what is hashed is what is copied, even if the shared build tree
+    # is recompiled meanwhile.
+    data = {dev: p.read_bytes() for dev, p in sources.items()}
+    want = {dev: hashlib.sha256(b).hexdigest() for dev, b in data.items()}
     have = info.files
     result = DeployResult(port=port, files=want)
     todo = [d for d in want if have.get(d) != want[d]]
@@ -290,18 +300,22 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
     if dirs:
         mpremote(port, "exec", _MKDIRS_PROGRAM % (dirs,))
-    for i in range(0, total, batch):
-        chunk = todo[i:i + batch]
-        args: list[str] = []
-        for dev in chunk:
-            if args:
-                args.append("+")
-            # -f: we already know the file differs; skip mpremote's own hash round trip.
-            args += ["fs", "cp", "-f", str(sources[dev]), ":" + dev]
-        mpremote(port, *args)
-        result.copied += chunk
-        if progress:
-            progress(min(i + batch, total), total, chunk[-1])
+    with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as staging:
+        for i in range(0, total, batch):
+            chunk = todo[i:i + batch]
+            args: list[str] = []
+            for dev in chunk:
+                src = Path(staging) / dev
+                src.parent.mkdir(parents=True, exist_ok=True)
+                src.write_bytes(data[dev])
+                if args:
+                    args.append("+")
+                # -f: we know the file differs; skip mpremote's own hash round trip.
+                args += ["fs", "cp", "-f", str(src), ":" + dev]
+            mpremote(port, *args)
+            result.copied += chunk
+            if progress:
+                progress(min(i + batch, total), total, chunk[-1])
     if todo or result.removed:
         # Verify everything, not only what was copied: a file changed meanwhile is caught too.
         after = probe(port, ["main.py"]).files

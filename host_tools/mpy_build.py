@@ -6,6 +6,7 @@ compiling source on a 64 KiB heap costs more RAM than running it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -20,12 +21,17 @@ class CompileError(RuntimeError):
 
 def compile_file(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Compile beside the target and rename: several processes (tests, the virtual device,
+    # deploy) share the build tree, and none may read a half-written .mpy.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     proc = subprocess.run(
-        [mpy_cross(), "-o", str(dest), "-s", src.name, str(src)],
+        [mpy_cross(), "-o", str(tmp), "-s", src.name, str(src)],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
         raise CompileError(f"mpy-cross rejects {src}: {proc.stderr.strip()}")
+    os.replace(tmp, dest)
 
 
 def build_device_tree(dest: Path = DEFAULT_BUILD_DIR) -> list[Path]:

@@ -159,7 +159,8 @@ def run_selected(chosen: dict[Benchmark, set[str]], err: Console
     descriptions: dict[str, str] = {}
     failures: list[str] = []
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), console=err, transient=True) as bar:
+                  TextColumn("{task.description}"), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
         task = bar.add_task("", total=len(chosen))
         for b, figs in sorted(chosen.items(), key=lambda item: item[0].name):
             bar.update(task, description=f"{b.name} ({len(figs)} figures)")

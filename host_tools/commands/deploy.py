@@ -29,9 +29,10 @@ def deploy_command(
       doorctl deploy --port /dev/ttyUSB0
       doorctl deploy --port "$(jq -r .console door1/vdev.json)" --json
     """
+    err = Console(stderr=True)
     with Progress(TextColumn("deploy"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), transient=True,
-                  console=Console(stderr=True), disable=as_json) as bar:
+                  console=err, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("probing the device", total=None)
 
         def progress(done: int, total: int, name: str) -> None:

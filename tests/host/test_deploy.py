@@ -51,14 +51,20 @@ def test_deploy_copies_verifies_and_records(vdev: VirtualDevice) -> None:
                             capture_output=True, text=True).stdout
     assert json.loads(stored)["files"] == files
 
-    again = doorctl("deploy", "--port", vdev.pty)
-    assert again.returncode == 0
-    assert f"0 copied, {len(files)} unchanged" in again.stdout
-    assert "removed" not in again.stdout
+    again = doorctl("deploy", "--port", vdev.pty, "--json")
+    assert again.returncode == 0 and again.stderr == ""
+    second = json.loads(again.stdout)
+    # Only files whose compiled form changed since (normally none) are copied again.
+    changed = sorted(f for f in second["files"] if files.get(f) != second["files"][f])
+    assert sorted(second["copied"]) == changed
+    assert second["removed"] == []
 
 
 def test_deployed_code_runs_after_reset(vdev: VirtualDevice) -> None:
-    assert doorctl("deploy", "--port", vdev.pty).returncode == 0
+    proc = doorctl("deploy", "--port", vdev.pty)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"deployed firmware {VERSION} (")
+    assert proc.stdout.rstrip().endswith("verified by sha256") and proc.stderr == ""
     subprocess.run([MPREMOTE, "connect", vdev.pty, "reset"], capture_output=True, timeout=30)
     import time
     deadline = time.monotonic() + 20
@@ -72,7 +78,9 @@ def test_deployed_code_runs_after_reset(vdev: VirtualDevice) -> None:
 
 
 def test_a_changed_file_is_recopied_and_a_stale_one_removed(vdev: VirtualDevice) -> None:
-    assert doorctl("deploy", "--port", vdev.pty).returncode == 0
+    first = doorctl("deploy", "--port", vdev.pty, "--json")
+    assert first.returncode == 0, first.stderr
+    files = json.loads(first.stdout)["files"]
     setup = (
         "import os\n"
         "with open('lib/firmware/log.mpy', 'wb') as f: f.write(b'corrupt')\n"
@@ -86,7 +94,8 @@ def test_a_changed_file_is_recopied_and_a_stale_one_removed(vdev: VirtualDevice)
     proc = doorctl("deploy", "--port", vdev.pty, "--json")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
-    assert manifest["copied"] == ["lib/firmware/log.mpy"]
+    changed = {f for f in manifest["files"] if files.get(f) != manifest["files"][f]}
+    assert set(manifest["copied"]) == {"lib/firmware/log.mpy"} | changed
     assert manifest["removed"] == ["lib/firmware/retired.mpy"]
     listing = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
                               "import os; print(os.listdir('lib/firmware'), "
