@@ -150,7 +150,8 @@ class DoorMachine:
         return self.mode
 
     def _released(self):
-        return self.effective_mode() in (PASSAGE, FIRE)
+        m = self.effective_mode()
+        return m == PASSAGE or m == FIRE
 
     def _update(self):
         """Recompute outputs from state."""
@@ -219,11 +220,17 @@ class DoorMachine:
 
     def next_deadline(self):
         """The earliest armed deadline (ticks), or None."""
-        best = None
-        for t in (self.unlock_until, self.prealarm_at, self.held_at, self.slow_at, self.settle_at):
-            if t is not None and (best is None or self._diff(t, best) < 0):
-                best = t
-        return best
+        best = self._earlier(self.unlock_until, self.prealarm_at)
+        best = self._earlier(best, self.held_at)
+        best = self._earlier(best, self.slow_at)
+        return self._earlier(best, self.settle_at)
+
+    def _earlier(self, a, b):
+        if a is None:
+            return b
+        if b is None or self._diff(a, b) <= 0:
+            return a
+        return b
 
     def tick(self, now):
         self._timers(now)
@@ -371,7 +378,7 @@ class DoorMachine:
         if after == before:
             return
         self._emit(ev.MODE_CHANGED, MODES.index(after))
-        if after in (PASSAGE, FIRE) and self.door == "open":
+        if (after == PASSAGE or after == FIRE) and self.door == "open":
             self.authorized = True
         if after == FIRE:
             # Evacuation: no held-open or closer judgement while the fire release holds.

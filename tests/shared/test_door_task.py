@@ -156,3 +156,24 @@ def test_schedule_ends_its_own_passage():
     b.clock.epoch = 600 * 60
     _run(b, t, 3200)
     assert t.machine.mode == "normal" and b.relay.v is False
+
+
+def test_idle_and_busy_polls_do_not_allocate():
+    # Under MicroPython the heap is locked: any allocation in a poll raises MemoryError.
+    b, t, sink = _task({"debounce_ms": 20})
+    b.door_contact.v = "open"  # forced open, alarm buzzer and all timers armed
+    _run(b, t, 1500)
+    try:
+        import micropython
+    except ImportError:
+        micropython = None
+    if micropython:
+        micropython.heap_lock()
+    try:
+        for _ in range(200):
+            t.poll(b.clock.t)
+            b.clock.t += t.sleep_ms(b.clock.t) or 10
+    finally:
+        if micropython:
+            micropython.heap_unlock()
+    assert b.buzzer.v is True and t.machine.door_state() == "forced_open"
