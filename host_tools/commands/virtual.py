@@ -44,7 +44,7 @@ def run(
     state: Path = typer.Option(..., "--state", help="Directory holding the device's flash images "
                                "(created if missing; reuse it to keep the device's data)."),
     heap: str = typer.Option(DEFAULT_HEAP, help="MicroPython heap size, e.g. 192K or 512K "
-                             "(the firmware needs well over 64K; docs/virtual-device.md)."),
+                             "(the firmware needs about 96K; docs/virtual-device.md)."),
     io_port: int = typer.Option(0, help="TCP port of the I/O channel (0: any free port)."),
     reader_port: int = typer.Option(0, help="TCP port of the reader UART (0: any free port)."),
     source: bool = typer.Option(False, "--source", help="Import the repo's .py sources instead "
