@@ -204,3 +204,38 @@ def test_wifi_joins_the_configured_network():
     b.network.connect()
     assert WLAN_CALLS == [("door-net", "secret")]
     assert b.network.isconnected() is False
+
+
+class _FakeFirmwareMain:
+    def __init__(self):
+        self.boards = []
+
+    def run(self, board, extra_tasks=()):
+        self.boards.append(board)
+
+
+def test_rex_held_at_power_up_keeps_the_firmware_stopped():
+    _board()  # installs the stand-ins
+    import firmware  # noqa: F401
+
+    fw = _FakeFirmwareMain()
+    sys.modules["firmware.main"] = fw
+    from board.esp32_ref import PINS, main
+
+    LEVELS[PINS["rex"]] = 0  # held
+    main()
+    assert fw.boards == []
+
+
+def test_boot_builds_the_board_and_runs_the_firmware():
+    _board()
+    import firmware  # noqa: F401
+
+    fw = _FakeFirmwareMain()
+    sys.modules["firmware.main"] = fw
+    from board.esp32_ref import PINS, Esp32RefBoard, main
+
+    LEVELS[PINS["rex"]] = 1  # not pressed
+    main()
+    assert len(fw.boards) == 1 and isinstance(fw.boards[0], Esp32RefBoard)
+    assert fw.boards[0].network._wlan.up is True  # Wi-Fi started before the firmware
