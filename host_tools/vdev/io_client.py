@@ -32,7 +32,21 @@ class IOEvent:
 
 class VirtualIO:
     def __init__(self, addr: tuple[str, int], timeout_s: float = 5.0) -> None:
-        self._sock = socket.create_connection(addr, timeout=timeout_s)
+        """Connect, retrying for up to `timeout_s` while the device (re)boots.
+
+        The channel closes when the device resets or loses power; connect a new VirtualIO
+        to the same address once it is back (`VirtualDevice.wait_ready()`).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._sock = socket.create_connection(addr, timeout=timeout_s)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise IOChannelError(f"nothing listens on {addr[0]}:{addr[1]}: "
+                                         "start the virtual device first") from None
+                time.sleep(0.05)
         self._sock.settimeout(None)
         self._file = self._sock.makefile("rb")
         self._lock = threading.Lock()

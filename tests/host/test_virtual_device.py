@@ -224,10 +224,16 @@ def test_restart_after_stop_boots_again_with_the_same_flash(vdev: VirtualDevice)
 
 def test_power_cut_then_power_up_mounts_the_filesystem(vdev: VirtualDevice) -> None:
     mpremote(vdev, "exec", "f = open('big.bin', 'wb')\nfor i in range(40): f.write(bytes(1000))\nf.close()")
-    vdev.kill()
+    with VirtualIO(vdev.io_addr) as before:
+        before.set_input("door_contact", "open")
+        vdev.kill()
+        with pytest.raises(IOChannelError):
+            before.state()
     vdev.restart()
     out = mpremote(vdev, "exec", "import os; print(os.stat('big.bin')[6])")
     assert out.strip() == "40000"
+    with VirtualIO(vdev.io_addr) as after:  # same address; inputs back to their defaults
+        assert after.state()["inputs"]["door_contact"] == "closed"
 
 
 def test_code_deployed_to_flash_lib_runs_after_reset(vdev: VirtualDevice, tmp_path: Path) -> None:
