@@ -6,7 +6,7 @@ InDataExchange payloads (APDUs) to a card: a PC/SC reader through pyscard (a vir
 vsmartcard's vpcd, or a physical card on a bench reader), or any in-process card object.
 
     emu = PN532Emulator()
-    emu.present("Virtual PCD 00 01")      # the card on that PC/SC reader is in the field
+    emu.present("Virtual PCD 00 01")      # whatever card is on that PC/SC reader is in the field
     emu.present(card_a, card_b)           # two cards: InListPassiveTarget reports both
     emu.remove()                          # empty field: InListPassiveTarget reports 0 targets
     link = emu.connect(("127.0.0.1", port))   # serve the device's reader stream (thread)
@@ -113,6 +113,28 @@ class PcscCard:
             pass
 
 
+class PcscSlot:
+    """A PC/SC reader as the emulator's field: every InListPassiveTarget connects afresh (as a
+    PN532 activates the card again), so a card put on or taken off the reader is seen then."""
+
+    def __init__(self, reader_name: str) -> None:
+        self.reader_name = reader_name
+        self.card: PcscCard | None = None
+
+    def current(self) -> PcscCard | None:
+        self.close()
+        try:
+            self.card = PcscCard(self.reader_name)
+        except Exception:  # no card (UserError), reader gone, pcscd gone
+            self.card = None
+        return self.card
+
+    def close(self) -> None:
+        if self.card is not None:
+            self.card.close()
+            self.card = None
+
+
 class PN532Emulator:
     """The PN532's side of the HSU link, as a bytes-in / bytes-out engine (thread-safe)."""
 
@@ -133,7 +155,7 @@ class PN532Emulator:
         """Put cards in the field: PC/SC reader names (str) or card objects."""
         with self._lock:
             self.remove()
-            self._cards = [PcscCard(c) if isinstance(c, str) else c for c in cards]
+            self._cards = [PcscSlot(c) if isinstance(c, str) else c for c in cards]
 
     def remove(self) -> None:
         """Empty the field (cards listed before stop answering)."""
@@ -225,8 +247,9 @@ class PN532Emulator:
     def _list(self, params: bytes) -> bytes | None:
         if len(params) < 2 or params[0] not in (1, 2) or params[1] != 0x00:
             return None  # only ISO 14443A 106 kbps, one or two targets
-        cards = self._cards[: params[0]]
         self._active = {}
+        cards = [c.current() if isinstance(c, PcscSlot) else c for c in self._cards]
+        cards = [c for c in cards if c is not None][: params[0]]
         out = bytearray([len(cards)])
         for i, card in enumerate(cards):
             tg = i + 1
@@ -242,7 +265,7 @@ class PN532Emulator:
         card = self._active.get(params[0] & 0x3F)
         if card is None:
             return b"\x27"
-        if card not in self._cards:
+        if not self._in_field(card):
             self._active.pop(params[0] & 0x3F, None)
             return b"\x01"  # the card left: the PN532 times out waiting for it
         try:
@@ -251,6 +274,9 @@ class PN532Emulator:
         except CardGone:
             self._active.pop(params[0] & 0x3F, None)
             return b"\x01"
+
+    def _in_field(self, card: Any) -> bool:
+        return any(c is card or (isinstance(c, PcscSlot) and c.card is card) for c in self._cards)
 
     # -- serving a stream -----------------------------------------------------------------
     def connect(self, addr: tuple[str, int], timeout: float = 10.0) -> EmulatorLink:

@@ -96,5 +96,19 @@ def test_desfire_uid_and_card_leaving(rig: tuple[PN532Emulator, p.PN532]) -> Non
         pcsc.wait_until_absent(READER)
     e = pytest.raises(p.PN532Error, d.transceive, bytes.fromhex("90AF000000")).value
     assert e.code == p.E_CARD_LOST
-    emu.remove()
+    assert d.list_target() is None  # the reader is still presented: its field is empty now
+
+
+def test_card_put_on_the_reader_later_is_found(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    emu.present(READER)
     assert d.list_target() is None
+    card = vcard.VirtualDesfire()
+    client = vcard.VpcdClient(card, port=PORT).start()
+    try:
+        pcsc.wait_for_card(READER)[0].disconnect()
+        t = d.list_target()
+        assert t is not None and t.uid == card.uid
+    finally:
+        client.stop()
+        pcsc.wait_until_absent(READER)

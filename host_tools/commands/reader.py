@@ -1,0 +1,88 @@
+"""`doorctl reader`: the PN532 emulator between a door controller's reader link and a PC/SC reader."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE, UserError, fail
+
+reader_app = typer.Typer(help="The card reader link: a PN532 emulated on this computer.",
+                         no_args_is_help=True)
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"reader address {text!r} is not HOST:PORT (e.g. 127.0.0.1:40125)", EXIT_USAGE)
+    return host, int(port)
+
+
+def device_reader_addr(state_dir: Path) -> tuple[str, int]:
+    path = state_dir / "vdev.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no {path}: start the virtual device with `doorctl virtual run --state "
+                        f"{state_dir}` first", EXIT_NO_DEVICE) from None
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON: restart the virtual device", EXIT_NO_DEVICE) from None
+    if "reader" not in data:
+        raise UserError(f"{path} names no reader address: restart the virtual device", EXIT_NO_DEVICE)
+    return parse_addr(str(data["reader"]))
+
+
+@reader_app.command("emulate")
+def emulate(
+    device_state: Path = typer.Option(None, "--device-state",
+                                      help="State directory of a running virtual device (reads vdev.json)."),
+    reader_addr: str = typer.Option(None, "--reader-addr", help="The device's reader link, HOST:PORT."),
+    pcsc_reader: str = typer.Option(None, "--pcsc",
+                                    help="PC/SC reader whose card is in the field (part of its name); "
+                                         "without it the field stays empty."),
+) -> None:
+    """Act as the door's PN532: answer its frames and relay its APDUs to the card on a PC/SC reader.
+
+    Runs until Ctrl-C. A card put on the PC/SC reader is in the door's field from its next poll."""
+    from host_tools.pn532_emu import PN532Emulator
+
+    try:
+        if (device_state is None) == (reader_addr is None):
+            raise UserError("give exactly one of --device-state DIR or --reader-addr HOST:PORT", EXIT_USAGE)
+        addr = device_reader_addr(device_state) if device_state is not None else parse_addr(reader_addr)
+        emu = PN532Emulator()
+        if pcsc_reader is not None:
+            from host_tools.cards import pcsc
+
+            name = str(pcsc.find_reader(pcsc_reader))
+            emu.present(name)
+            typer.echo(f"cards    from {name}")
+        try:
+            link = emu.connect(addr, timeout=5)
+        except OSError as e:
+            raise UserError(f"cannot reach the reader link at {addr[0]}:{addr[1]} ({e}): is the device "
+                            "running?", EXIT_NO_DEVICE) from None
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    typer.echo(f"reader   {addr[0]}:{addr[1]}  (PN532 emulated; Ctrl-C to stop)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and not link.closed.is_set():
+            stop.wait(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        link.close()
+        emu.remove()
+    typer.echo(f"stopped  {len(emu.commands)} commands, {emu.apdus} APDUs relayed")
+    if link.error is not None:
+        raise fail(f"reader link failed: {link.error}", EXIT_NO_DEVICE)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(reader_app, name="reader")
