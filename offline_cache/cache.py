@@ -1,0 +1,473 @@
+# The door's offline whitelist cache: verified sorted file + verified overlay of pending changes.
+#
+#   c = Cache(dir, key)                 # at boot: recovers, verifies, builds the RAM index
+#   c.decide(ref, door, now, mode)      # -> (granted, reason, master)
+#   c.apply(path)                       # a received snapshot/delta file on flash; CacheError(reason)
+#   c.maintain()                        # at idle: merge the overlay into the sorted file
+#
+# Files in `dir`: main.bin (snapshot), overlay.bin (delta on top of main, consulted first),
+# plus temporaries. Every replacement is write-then-rename, so a power cut leaves old or new.
+import os
+
+from offline_cache.fmt import (
+    ACTIVE,
+    BAD_TAG,
+    BASE_MISMATCH,
+    CANCELLED,
+    DELETE,
+    HDR_SIZE,
+    HMAC,
+    KIND_DELTA,
+    KIND_SNAPSHOT,
+    LOST,
+    MALFORMED,
+    NO_END,
+    REC_SIZE,
+    REF_LEN,
+    STALE,
+    SUSPENDED,
+    TAG_SIZE,
+    WRONG_SITE,
+    CacheError,
+    Header,
+    check_flags,
+    local_parts,
+    parse_header,
+    parse_schedules,
+    tags_equal,
+)
+
+BUF_RECS = 64  # records per flash read (960 bytes, preallocated)
+MAX_INDEX = 512  # RAM index entries (8 bytes each) whatever the number of cards
+
+MAIN = "main.bin"
+OVERLAY = "overlay.bin"
+INCOMING = "incoming.bin"
+MERGE_TMP = "merge.tmp"
+OVERLAY_TMP = "overlay.tmp"
+
+# Decision reasons.
+GRANTED = "granted"
+UNKNOWN = "unknown"
+EXPIRED = "expired"
+NOT_YET_VALID = "not_yet_valid"
+OUTSIDE_SCHEDULE = "outside_schedule"
+NOT_PERMITTED = "not_permitted"
+LOCKDOWN = "lockdown"
+NO_CACHE = "no_cache"
+CLOCK_UNSET = "clock_unset"
+_STATUS_REASON = {LOST: "lost", SUSPENDED: "suspended", CANCELLED: "cancelled"}
+
+MODE_NORMAL = "normal"
+MODE_LOCKDOWN = "lockdown"
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+class Table:
+    """One verified cache file, looked up by binary search: RAM index + reads into `buf`."""
+
+    def __init__(self, path, key, buf, site=None):
+        self.path = path
+        self.buf = buf
+        size = _size(path)
+        if size < 0:
+            raise CacheError(MALFORMED, "missing " + path)
+        f = open(path, "rb")
+        try:
+            self._scan(f, key, size)
+        except Exception:
+            f.close()
+            raise
+        if site is not None and self.hdr.site != site:
+            f.close()
+            raise CacheError(WRONG_SITE, "cache for site %d" % self.hdr.site)
+        self.f = f
+
+    def _scan(self, f, key, size):
+        """Read the whole file once: check the tag and the record order, build the index."""
+        raw = f.read(HDR_SIZE)
+        hdr = parse_header(raw, size)
+        mac = HMAC(key)
+        mac.update(raw)
+        extra = f.read(hdr.sched_len + 2 * hdr.hol_count)
+        mac.update(extra)
+        self.schedules = parse_schedules(extra[:hdr.sched_len])
+        self.holidays = extra[hdr.sched_len:]
+        n = hdr.count
+        stride = BUF_RECS
+        while (n + stride - 1) // stride > MAX_INDEX:
+            stride *= 2
+        self.stride = stride
+        index = bytearray(REF_LEN * ((n + stride - 1) // stride))
+        buf = self.buf
+        mv = memoryview(buf)
+        prev = None
+        i = 0
+        bad = None
+        while i < n:
+            k = min(BUF_RECS, n - i)
+            got = f.readinto(mv[:k * REC_SIZE])
+            if got != k * REC_SIZE:
+                raise CacheError(MALFORMED, "short read")
+            mac.update(mv[:k * REC_SIZE])
+            for j in range(k):
+                o = j * REC_SIZE
+                ref = buf[o:o + REF_LEN]
+                if bad is None and ((prev is not None and ref <= prev)
+                                    or not check_flags(buf[o + REF_LEN], hdr.kind)):
+                    bad = "records not sorted, duplicated or with bad flags"
+                if (i + j) % stride == 0:
+                    p = ((i + j) // stride) * REF_LEN
+                    index[p:p + REF_LEN] = ref
+                prev = ref
+            i += k
+        tag = f.read(TAG_SIZE)
+        if not tags_equal(mac.digest(), tag):
+            raise CacheError(BAD_TAG, "tag does not match")
+        if bad:
+            raise CacheError(MALFORMED, bad)
+        self.hdr = hdr
+        self.index = bytes(index)
+        self.off = hdr.records_offset()
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def _read(self, first, k):
+        self.f.seek(self.off + first * REC_SIZE)
+        self.f.readinto(memoryview(self.buf)[:k * REC_SIZE])
+
+    def find(self, ref):
+        """Offset in self.buf of the record of `ref` (after this call), or -1."""
+        n = self.hdr.count
+        idx = self.index
+        lo, hi = 0, len(idx) // REF_LEN
+        if hi == 0 or ref < idx[0:REF_LEN]:
+            return -1
+        while hi - lo > 1:  # last index entry <= ref
+            mid = (lo + hi) // 2
+            if idx[mid * REF_LEN:(mid + 1) * REF_LEN] <= ref:
+                lo = mid
+            else:
+                hi = mid
+        start = lo * self.stride
+        end = min(n, start + self.stride)
+        buf = self.buf
+        while end - start > BUF_RECS:  # narrow on flash: answer in [start, end)
+            mid = (start + end) // 2
+            self._read(mid, 1)
+            if buf[0:REF_LEN] <= ref:
+                start = mid
+            else:
+                end = mid
+        self._read(start, end - start)
+        lo, hi = 0, end - start
+        while lo < hi:
+            mid = (lo + hi) // 2
+            o = mid * REC_SIZE
+            k = buf[o:o + REF_LEN]
+            if k == ref:
+                return o
+            if k < ref:
+                lo = mid + 1
+            else:
+                hi = mid
+        return -1
+
+    def record(self, i):
+        """Record number i as (ref, flags, start, end, groups)."""
+        from offline_cache.fmt import unpack_record
+        self._read(i, 1)
+        return unpack_record(self.buf, 0)
+
+
+def _copy(src, dst, buf, n):
+    mv = memoryview(buf)
+    while n:
+        k = min(n, len(buf))
+        src.readinto(mv[:k])
+        dst.write(mv[:k])
+        n -= k
+
+
+class Cache:
+    def __init__(self, folder, key, site=None):
+        self.dir = folder
+        self.key = bytes(key)
+        self.site = site
+        self.buf = bytearray(BUF_RECS * REC_SIZE)
+        self.main = None
+        self.overlay = None
+        self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
+        self._open()
+
+    def _p(self, name):
+        return self.dir + "/" + name
+
+    def _open(self):
+        self.close()
+        for name in (INCOMING, MERGE_TMP, OVERLAY_TMP):
+            _remove(self._p(name))
+        self.error = None
+        if _size(self._p(MAIN)) < 0:
+            self.error = NO_CACHE
+            return
+        try:
+            self.main = Table(self._p(MAIN), self.key, self.buf, self.site)
+        except CacheError as e:
+            self.error = e.reason
+            self.main = None
+            return
+        if _size(self._p(OVERLAY)) < 0:
+            return
+        try:
+            ov = Table(self._p(OVERLAY), self.key, bytearray(len(self.buf)), self.site)
+        except CacheError:
+            # Only a merge or a snapshot replaces main.bin; both leave no overlay they do not
+            # cover. A torn overlay cannot exist (it is renamed in complete), so this is damage.
+            self.error = "overlay_damaged"
+            return
+        if ov.hdr.version <= self.main.hdr.version:
+            ov.close()  # already merged (cut between the merge's rename and this removal)
+            _remove(self._p(OVERLAY))
+        elif ov.hdr.base != self.main.hdr.version:
+            ov.close()
+            self.error = "overlay_damaged"
+        else:
+            self.overlay = ov
+
+    def close(self):
+        for t in (self.main, self.overlay):
+            if t is not None:
+                t.close()
+        self.main = None
+        self.overlay = None
+
+    @property
+    def version(self):
+        if self.overlay is not None:
+            return self.overlay.hdr.version
+        return self.main.hdr.version if self.main is not None else 0
+
+    def _top(self):
+        return self.overlay if self.overlay is not None else self.main
+
+    # -- lookups and decisions ---------------------------------------------------------------
+
+    def lookup(self, ref):
+        """(ref, flags, start, end, groups) of a card, or None (overlay first: it wins)."""
+        from offline_cache.fmt import unpack_record
+        ref = bytes(ref)
+        for t in (self.overlay, self.main):
+            if t is None:
+                continue
+            o = t.find(ref)
+            if o >= 0:
+                rec = unpack_record(t.buf, o)
+                return None if rec[1] == DELETE else rec
+        return None
+
+    def _in_schedule(self, sid, now, tz):
+        ivs = self._top().schedules.get(sid)
+        if not ivs:
+            return False
+        day, wd, minute = local_parts(now, tz)
+        hol = self._top().holidays
+        lo, hi = 0, len(hol) // 2
+        holiday = False
+        while lo < hi:
+            mid = (lo + hi) // 2
+            d = (hol[2 * mid] << 8) | hol[2 * mid + 1]
+            if d == day:
+                holiday = True
+                break
+            if d < day:
+                lo = mid + 1
+            else:
+                hi = mid
+        bit = 0x80 if holiday else (1 << wd)
+        for days, a, b in ivs:
+            if days & bit and a <= minute < b:
+                return True
+        return False
+
+    def decide(self, ref, door, now, mode=MODE_NORMAL):
+        """(granted, reason, master). Revocations win over every other rule, master included."""
+        if self.main is None:
+            return False, NO_CACHE, False
+        rec = self.lookup(ref)
+        if rec is None:
+            return False, UNKNOWN, False
+        flags, start, end, groups = rec[1], rec[2], rec[3], rec[4]
+        master = bool(flags & 4)
+        status = flags & 3
+        if status != ACTIVE:
+            return False, _STATUS_REASON[status], master
+        if now is None:
+            return False, CLOCK_UNSET, master
+        tz = self._top().hdr.tz_min
+        day = local_parts(now, tz)[0]
+        if day < start:
+            return False, NOT_YET_VALID, master
+        if end != NO_END and day > end:
+            return False, EXPIRED, master
+        if mode == MODE_LOCKDOWN and not master:
+            return False, LOCKDOWN, master
+        if door < 0 or door > 15 or not (groups >> door) & 1:
+            return False, NOT_PERMITTED, master
+        sid = flags >> 3
+        if sid and not self._in_schedule(sid, now, tz):
+            return False, OUTSIDE_SCHEDULE, master
+        return True, GRANTED, master
+
+    # -- updates -----------------------------------------------------------------------------
+
+    def incoming_path(self):
+        """Where the uplink writes a received update before calling apply()."""
+        return self._p(INCOMING)
+
+    def apply_bytes(self, data):
+        with open(self._p(INCOMING), "wb") as f:
+            f.write(data)
+        return self.apply(self._p(INCOMING))
+
+    def apply(self, path):
+        """Verify and install a snapshot or delta file; returns the new version.
+
+        Raises CacheError(reason): bad_tag, malformed, wrong_site, stale_version (older or
+        equal: replay/rollback), base_mismatch (delta on another version: ask for a snapshot).
+        The file is consumed (renamed into place or removed)."""
+        try:
+            t = Table(path, self.key, bytearray(len(self.buf)), self.site)
+        except CacheError:
+            _remove(path)
+            raise
+        hdr = t.hdr
+        if self.main is not None and hdr.version <= self.version:
+            t.close()
+            _remove(path)
+            raise CacheError(STALE, "version %d, have %d" % (hdr.version, self.version))
+        if hdr.kind == KIND_SNAPSHOT:
+            t.close()
+            self.close()
+            os.rename(path, self._p(MAIN))
+            _remove(self._p(OVERLAY))
+        else:
+            if self.main is None or hdr.base != self.version:
+                t.close()
+                _remove(path)
+                raise CacheError(BASE_MISMATCH, "delta on %d, have %d" % (hdr.base, self.version))
+            if self.overlay is None:
+                t.close()
+                self.close()
+                os.rename(path, self._p(OVERLAY))
+            else:
+                self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA,
+                            self.main.hdr.version, True)
+                t.close()
+                self.close()
+                os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
+                _remove(path)
+        self._open()
+        if self.error:
+            raise CacheError(MALFORMED, "cache did not reopen: " + self.error)
+        return self.version
+
+    def maintain(self, min_overlay=1):
+        """Merge the overlay into the sorted file when it holds at least `min_overlay` records."""
+        ov = self.overlay
+        if ov is None or ov.hdr.count < min_overlay:
+            return False
+        self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False)
+        self.close()
+        os.rename(self._p(MERGE_TMP), self._p(MAIN))
+        _remove(self._p(OVERLAY))
+        self._open()
+        return True
+
+    def _merge(self, old, new, out_path, kind, base, keep_deletes):
+        """Write old+new (new wins) sorted into out_path, signed; header/schedules from new."""
+        h = new.hdr
+        a_n, b_n = old.hdr.count, new.hdr.count
+        # First pass: count the output records.
+        count = 0
+        for _ref, flags in _merged(old, new, a_n, b_n):
+            if keep_deletes or flags != DELETE:
+                count += 1
+        out = Header(kind, h.version, base, h.site, h.scope, h.tz_min, count, h.sched_len,
+                     h.hol_count, h.created)
+        mac = HMAC(self.key)
+        with open(out_path, "wb") as f:
+            raw = out.pack()
+            mac.update(raw)
+            f.write(raw)
+            new.f.seek(HDR_SIZE)
+            extra = new.f.read(h.sched_len + 2 * h.hol_count)
+            mac.update(extra)
+            f.write(extra)
+            obuf = bytearray(REC_SIZE * 16)
+            k = 0
+            for rec in _merged_records(old, new, a_n, b_n):
+                if not keep_deletes and rec[REF_LEN] == DELETE:
+                    continue
+                obuf[k * REC_SIZE:(k + 1) * REC_SIZE] = rec
+                k += 1
+                if k == 16:
+                    mac.update(obuf)
+                    f.write(obuf)
+                    k = 0
+            if k:
+                mv = memoryview(obuf)[:k * REC_SIZE]
+                mac.update(mv)
+                f.write(mv)
+            f.write(mac.digest())
+
+
+def _cursor(t, n):
+    """Records of a table in order, read BUF_RECS at a time through a private buffer."""
+    buf = bytearray(REC_SIZE * 16)
+    mv = memoryview(buf)
+    i = 0
+    while i < n:
+        k = min(16, n - i)
+        t.f.seek(t.off + i * REC_SIZE)
+        t.f.readinto(mv[:k * REC_SIZE])
+        for j in range(k):
+            yield bytes(mv[j * REC_SIZE:(j + 1) * REC_SIZE])
+        i += k
+
+
+def _merged_records(old, new, a_n, b_n):
+    a = _cursor(old, a_n)
+    b = _cursor(new, b_n)
+    ra = next(a, None)
+    rb = next(b, None)
+    while ra is not None or rb is not None:
+        if rb is None or (ra is not None and ra[:REF_LEN] < rb[:REF_LEN]):
+            yield ra
+            ra = next(a, None)
+        else:
+            if ra is not None and ra[:REF_LEN] == rb[:REF_LEN]:
+                ra = next(a, None)
+            yield rb
+            rb = next(b, None)
+
+
+def _merged(old, new, a_n, b_n):
+    for rec in _merged_records(old, new, a_n, b_n):
+        yield rec[:REF_LEN], rec[REF_LEN]

@@ -1,0 +1,252 @@
+# Offline whitelist cache: byte format, HMAC-SHA256 and codecs (docs/cache-format.md).
+# Shared by the door (verifies, reads) and the host (builds, signs): MicroPython code.
+import hashlib
+import struct
+
+MAGIC = b"DWLC"
+FORMAT = 1
+KIND_SNAPSHOT = 1
+KIND_DELTA = 2
+
+HDR_FMT = ">4sBBHIIIHhIHHI"
+HDR_SIZE = 36
+REF_LEN = 8
+REC_SIZE = 15
+TAG_SIZE = 32
+MAX_SCHED_LEN = 4096
+MAX_HOLIDAYS = 1024
+MAX_SCHEDULE = 30
+NO_END = 0xFFFF
+DELETE = 0xFF  # flags byte of a delta record that removes the card
+
+ACTIVE = 0
+LOST = 1
+SUSPENDED = 2
+CANCELLED = 3
+STATUS_NAMES = ("active", "lost", "suspended", "cancelled")
+
+# Update rejection reasons (event codes).
+BAD_TAG = "bad_tag"
+STALE = "stale_version"
+BASE_MISMATCH = "base_mismatch"
+MALFORMED = "malformed"
+WRONG_SITE = "wrong_site"
+
+
+class CacheError(Exception):
+    """An update or cache file is refused; `reason` is one of the codes above."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class HMAC:
+    """Incremental HMAC-SHA256 (RFC 2104) over hashlib (MicroPython has no hmac module;
+    crypto.keystore.hmac_sha256 takes the whole message at once, too much for a 1.5 MB file)."""
+
+    def __init__(self, key):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = bytes(key) + bytes(64 - len(key))
+        self._opad = bytes(b ^ 0x5C for b in key)
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+
+    def update(self, data):
+        self._inner.update(data)
+
+    def digest(self):
+        outer = hashlib.sha256(self._opad)
+        outer.update(self._inner.digest())
+        return outer.digest()
+
+
+def hmac_sha256(key, msg):
+    h = HMAC(key)
+    h.update(msg)
+    return h.digest()
+
+
+def tags_equal(a, b):
+    if len(a) != len(b):
+        return False
+    d = 0
+    for i in range(len(a)):
+        d |= a[i] ^ b[i]
+    return d == 0
+
+
+class Header:
+    def __init__(self, kind, version, base, site, scope, tz_min, count, sched_len, hol_count,
+                 created=0, rec_size=REC_SIZE, fmt=FORMAT):
+        self.kind = kind
+        self.version = version
+        self.base = base
+        self.site = site
+        self.scope = scope
+        self.tz_min = tz_min
+        self.count = count
+        self.sched_len = sched_len
+        self.hol_count = hol_count
+        self.created = created
+        self.rec_size = rec_size
+        self.fmt = fmt
+
+    def pack(self):
+        return struct.pack(HDR_FMT, MAGIC, self.fmt, self.kind, self.rec_size, self.version, self.base,
+                           self.site, self.scope, self.tz_min, self.count, self.sched_len,
+                           self.hol_count, self.created)
+
+    def records_offset(self):
+        return HDR_SIZE + self.sched_len + 2 * self.hol_count
+
+    def file_size(self):
+        return self.records_offset() + self.count * REC_SIZE + TAG_SIZE
+
+
+def parse_header(raw, size=None):
+    """Header from its 36 bytes; `size` (the file's length) is checked against the counts."""
+    if len(raw) < HDR_SIZE:
+        raise CacheError(MALFORMED, "short header")
+    f = struct.unpack(HDR_FMT, bytes(raw[:HDR_SIZE]))
+    if f[0] != MAGIC:
+        raise CacheError(MALFORMED, "not a whitelist cache")
+    if f[1] != FORMAT:
+        raise CacheError(MALFORMED, "format version %d not supported" % f[1])
+    if f[2] not in (KIND_SNAPSHOT, KIND_DELTA) or f[3] != REC_SIZE:
+        raise CacheError(MALFORMED, "bad kind or record size")
+    h = Header(f[2], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[3], f[1])
+    if h.sched_len > MAX_SCHED_LEN or h.hol_count > MAX_HOLIDAYS:
+        raise CacheError(MALFORMED, "schedule or holiday section too large")
+    if h.kind == KIND_SNAPSHOT and h.base != 0:
+        raise CacheError(MALFORMED, "snapshot with a base version")
+    if h.kind == KIND_DELTA and h.base >= h.version:
+        raise CacheError(MALFORMED, "delta base not below its version")
+    if size is not None and size != h.file_size():
+        raise CacheError(MALFORMED, "length %d, header says %d" % (size, h.file_size()))
+    return h
+
+
+# -- records -------------------------------------------------------------------------------
+# ref(8) | flags(1): status bits 0-1, master bit 2, schedule bits 3-7 | from u16 | to u16 |
+# groups u16. Days are days since 1970-01-01 (site local time); to = 0xFFFF: no end.
+
+
+def pack_record(ref, status, master, schedule, start, end, groups, delete=False):
+    if delete:
+        flags = DELETE
+    else:
+        flags = (status & 3) | (4 if master else 0) | ((schedule & 31) << 3)
+    return bytes(ref) + struct.pack(">BHHH", flags, start, end, groups)
+
+
+def unpack_record(buf, off=0):
+    """(ref, flags, start, end, groups) from a 15-byte record."""
+    flags, start, end, groups = struct.unpack_from(">BHHH", buf, off + REF_LEN)
+    return bytes(buf[off:off + REF_LEN]), flags, start, end, groups
+
+
+def check_flags(flags, kind):
+    if flags == DELETE:
+        return kind == KIND_DELTA
+    return (flags >> 3) <= MAX_SCHEDULE
+
+
+# -- schedules and holidays ----------------------------------------------------------------
+# schedules: {id: [(days, from_min, to_min), ...]}; days bits 0-6 Monday..Sunday, bit 7 holiday.
+
+
+def pack_schedules(schedules):
+    out = bytearray()
+    for sid in sorted(schedules):
+        ivs = schedules[sid]
+        if not 1 <= sid <= MAX_SCHEDULE or len(ivs) > 255:
+            raise CacheError(MALFORMED, "schedule id %d out of range" % sid)
+        out += struct.pack(">BB", sid, len(ivs))
+        for days, lo, hi in ivs:
+            if not (0 <= lo < hi <= 1440):
+                raise CacheError(MALFORMED, "bad interval in schedule %d" % sid)
+            out += struct.pack(">BHH", days, lo, hi)
+    return bytes(out)
+
+
+def parse_schedules(raw):
+    out = {}
+    i = 0
+    n = len(raw)
+    while i < n:
+        if i + 2 > n:
+            raise CacheError(MALFORMED, "truncated schedule")
+        sid, cnt = raw[i], raw[i + 1]
+        i += 2
+        if not 1 <= sid <= MAX_SCHEDULE or sid in out or i + 5 * cnt > n:
+            raise CacheError(MALFORMED, "bad schedule entry")
+        ivs = []
+        for _ in range(cnt):
+            days, lo, hi = struct.unpack_from(">BHH", raw, i)
+            if not (0 <= lo < hi <= 1440):
+                raise CacheError(MALFORMED, "bad schedule interval")
+            ivs.append((days, lo, hi))
+            i += 5
+        out[sid] = ivs
+    return out
+
+
+def pack_holidays(days):
+    days = sorted(set(days))
+    return b"".join(struct.pack(">H", d) for d in days), len(days)
+
+
+def write(f, key, kind, version, base, site, scope, tz_min, count, records, schedules, holidays,
+          created=0):
+    """Stream a signed snapshot or delta to file `f`: `records` yields `count` packed records
+    already sorted by reference (unique). Returns the tag."""
+    sched = pack_schedules(schedules)
+    hol, nhol = pack_holidays(holidays)
+    hdr = Header(kind, version, base, site, scope, tz_min, count, len(sched), nhol, created)
+    mac = HMAC(key)
+    for part in (hdr.pack(), sched, hol):
+        mac.update(part)
+        f.write(part)
+    prev = None
+    n = 0
+    for r in records:
+        if len(r) != REC_SIZE or (prev is not None and r[:REF_LEN] <= prev):
+            raise CacheError(MALFORMED, "records must be 15 bytes, sorted, unique")
+        prev = r[:REF_LEN]
+        mac.update(r)
+        f.write(r)
+        n += 1
+    if n != count:
+        raise CacheError(MALFORMED, "record count")
+    tag = mac.digest()
+    f.write(tag)
+    return tag
+
+
+class _Buf:
+    def __init__(self):
+        self.b = bytearray()
+
+    def write(self, data):
+        self.b += data
+
+
+def build(key, kind, version, base, site, scope, tz_min, records, schedules, holidays, created=0):
+    """A signed snapshot or delta as bytes. `records`: packed records, any order, unique refs."""
+    recs = sorted(records)
+    out = _Buf()
+    write(out, key, kind, version, base, site, scope, tz_min, len(recs), recs, schedules, holidays,
+          created)
+    return bytes(out.b)
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+def local_parts(now, tz_min):
+    """(day since 1970, weekday 0=Monday, minute of day) of epoch seconds `now` at the site."""
+    t = now + tz_min * 60
+    day = t // 86400
+    return day, (day + 3) % 7, (t % 86400) // 60

@@ -1,0 +1,181 @@
+# Offline whitelist cache on both interpreters: build, verify, decide, update, reject.
+import os
+
+from offline_cache import fmt
+from offline_cache.cache import Cache
+from offline_cache.fmt import CacheError, pack_record
+
+KEY = b"k" * 32
+SITE = 7
+DAY = 20000  # 2024-10-04, a Friday
+NOON = DAY * 86400 + 12 * 3600
+_n = [0]
+
+
+def _dir():
+    base = os.getenv("MPY_TEST_TMP")
+    if not base:
+        base = "/tmp/cache-test-%d" % os.getpid()
+    _n[0] += 1
+    d = base + "/c%d" % _n[0]
+    for p in (base, d):
+        try:
+            os.mkdir(p)
+        except OSError:
+            pass
+    return d
+
+
+def ref(i):
+    return b"\x00" * 4 + bytes([(i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+
+
+SCHED = {1: [(0x1F, 8 * 60, 18 * 60)], 2: [(0x80, 0, 1440)]}
+
+
+def snap(version, recs, key=KEY, site=SITE, holidays=(DAY + 1,)):
+    return fmt.build(key, fmt.KIND_SNAPSHOT, version, 0, site, 0xFFFF, 0, recs, SCHED, holidays)
+
+
+def delta(version, base, recs, key=KEY):
+    return fmt.build(key, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, SCHED, [DAY + 1])
+
+
+def card(i, status=fmt.ACTIVE, master=False, sched=0, start=DAY - 10, end=DAY + 10, groups=0x0003):
+    return pack_record(ref(i), status, master, sched, start, end, groups)
+
+
+def _cache(data):
+    d = _dir()
+    c = Cache(d, KEY, SITE)
+    assert c.error == "no_cache"
+    c.apply_bytes(data)
+    return c
+
+
+def _reason(fn):
+    try:
+        fn()
+    except CacheError as e:
+        return e.reason
+    return None
+
+
+def test_record_round_trip():
+    r = pack_record(b"12345678", fmt.SUSPENDED, True, 30, 1, 65535, 0xA5A5)
+    assert len(r) == fmt.REC_SIZE
+    ref_, flags, a, b, g = fmt.unpack_record(r)
+    assert ref_ == b"12345678" and flags & 3 == fmt.SUSPENDED and flags & 4 and flags >> 3 == 30
+    assert (a, b, g) == (1, 65535, 0xA5A5)
+
+
+def test_schedules_round_trip():
+    assert fmt.parse_schedules(fmt.pack_schedules(SCHED)) == SCHED
+    assert fmt.parse_schedules(b"") == {}
+
+
+def test_hmac_matches_rfc4231_case_2():
+    tag = fmt.hmac_sha256(b"Jefe", b"what do ya want for nothing?")
+    assert tag == bytes.fromhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+
+
+def test_decisions():
+    c = _cache(snap(1, [card(1), card(2, fmt.LOST), card(3, fmt.SUSPENDED), card(4, fmt.CANCELLED),
+                        card(5, start=DAY + 1), card(6, end=DAY - 1), card(7, sched=1),
+                        card(8, master=True), card(9, groups=0x8000)]))
+    assert c.version == 1
+    assert c.decide(ref(1), 0, NOON) == (True, "granted", False)
+    assert c.decide(ref(1), 2, NOON) == (False, "not_permitted", False)
+    assert c.decide(ref(99), 0, NOON) == (False, "unknown", False)
+    assert c.decide(ref(2), 0, NOON)[1] == "lost"
+    assert c.decide(ref(3), 0, NOON)[1] == "suspended"
+    assert c.decide(ref(4), 0, NOON)[1] == "cancelled"
+    assert c.decide(ref(5), 0, NOON)[1] == "not_yet_valid"
+    assert c.decide(ref(6), 0, NOON)[1] == "expired"
+    assert c.decide(ref(6), 0, NOON - 86400)[0]  # last valid day is included
+    assert c.decide(ref(7), 0, NOON)[0]  # Friday noon in Mon-Fri 08-18
+    assert c.decide(ref(7), 0, NOON + 7 * 3600)[1] == "outside_schedule"
+    assert c.decide(ref(7), 0, NOON + 86400)[1] == "outside_schedule"  # holiday
+    assert c.decide(ref(1), 0, NOON, "lockdown") == (False, "lockdown", False)
+    assert c.decide(ref(8), 0, NOON, "lockdown") == (True, "granted", True)
+    assert c.decide(ref(9), 15, NOON)[0]
+    assert c.decide(ref(1), 0, None)[1] == "clock_unset"
+    c.close()
+
+
+def test_many_cards_every_one_found():
+    from offline_cache import cache
+    cache.MAX_INDEX = 2  # a coarse index: lookups narrow down on flash first
+    try:
+        d = _dir()
+        with open(d + "/in.bin", "wb") as f:
+            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, 500,
+                      (card(i * 7 + 3) for i in range(500)), SCHED, [])
+        c = Cache(d, KEY, SITE)
+        c.apply(d + "/in.bin")
+    finally:
+        cache.MAX_INDEX = 512
+    assert c.main.stride == 256
+    for i in range(0, 500, 7):
+        assert c.decide(ref(i * 7 + 3), 0, NOON)[0]
+        assert c.lookup(ref(i * 7 + 4)) is None
+    assert c.lookup(ref(0)) is None and c.lookup(b"\xff" * 8) is None
+    c.close()
+
+
+def test_delta_revocation_wins_before_merge_and_after():
+    c = _cache(snap(1, [card(1), card(2), card(3)]))
+    assert c.apply_bytes(delta(2, 1, [card(2, fmt.LOST), pack_record(ref(3), 0, 0, 0, 0, 0, 0, True),
+                                      card(4)])) == 2
+    assert c.overlay is not None
+    assert c.decide(ref(2), 0, NOON)[1] == "lost"
+    assert c.decide(ref(3), 0, NOON)[1] == "unknown"
+    assert c.decide(ref(4), 0, NOON)[0] and c.decide(ref(1), 0, NOON)[0]
+    assert c.apply_bytes(delta(3, 2, [card(2)])) == 3  # unblocked, merged into the overlay
+    assert c.decide(ref(2), 0, NOON)[0] and c.decide(ref(3), 0, NOON)[1] == "unknown"
+    assert c.maintain()
+    assert c.overlay is None and c.version == 3 and c.main.hdr.count == 3
+    assert c.decide(ref(2), 0, NOON)[0] and c.decide(ref(3), 0, NOON)[1] == "unknown"
+    c.close()
+    c2 = Cache(c.dir, KEY, SITE)  # reboot
+    assert c2.version == 3 and c2.decide(ref(4), 0, NOON)[0]
+    c2.close()
+
+
+def test_rejections_have_reasons():
+    c = _cache(snap(5, [card(1)]))
+    assert _reason(lambda: c.apply_bytes(snap(5, [card(2)]))) == "stale_version"
+    assert _reason(lambda: c.apply_bytes(snap(4, [card(2)]))) == "stale_version"
+    assert _reason(lambda: c.apply_bytes(delta(7, 6, [card(2)]))) == "base_mismatch"
+    assert _reason(lambda: c.apply_bytes(snap(6, [card(2)], key=b"x" * 32))) == "bad_tag"
+    assert _reason(lambda: c.apply_bytes(snap(6, [card(2)], site=8))) == "wrong_site"
+    assert _reason(lambda: c.apply_bytes(b"garbage")) == "malformed"
+    good = snap(6, [card(2)])
+    assert _reason(lambda: c.apply_bytes(good[:-1])) == "malformed"
+    flipped = bytearray(good)
+    flipped[40] ^= 1
+    assert _reason(lambda: c.apply_bytes(bytes(flipped))) == "bad_tag"
+    assert c.version == 5 and c.decide(ref(1), 0, NOON)[0]
+    assert c.apply_bytes(good) == 6 and c.decide(ref(2), 0, NOON)[0]
+    assert c.decide(ref(1), 0, NOON)[1] == "unknown"
+    c.close()
+
+
+def test_unsorted_signed_file_is_malformed():
+    body = bytearray(snap(1, [card(1), card(2)]))
+    off = len(body) - 32 - 2 * fmt.REC_SIZE
+    a = bytes(body[off:off + 15])
+    body[off:off + 15] = body[off + 15:off + 30]
+    body[off + 15:off + 30] = a
+    body = body[:-32] + fmt.hmac_sha256(KEY, bytes(body[:-32]))
+    c = Cache(_dir(), KEY, SITE)
+    assert _reason(lambda: c.apply_bytes(bytes(body))) == "malformed"
+
+
+def test_snapshot_replaces_overlay():
+    c = _cache(snap(1, [card(1)]))
+    c.apply_bytes(delta(2, 1, [card(2)]))
+    c.apply_bytes(snap(3, [card(3)]))
+    assert c.overlay is None and c.version == 3
+    assert [c.decide(ref(i), 0, NOON)[0] for i in (1, 2, 3)] == [False, False, True]
+    c.close()
