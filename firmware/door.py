@@ -380,6 +380,8 @@ class DoorMachine:
         self._emit(ev.MODE_CHANGED, MODES.index(after))
         if (after == PASSAGE or after == FIRE) and self.door == "open":
             self.authorized = True
+        if after == LOCKDOWN:
+            self._relock()  # a running unlock window ends at once
         if after == FIRE:
             # Evacuation: no held-open or closer judgement while the fire release holds.
             self.prealarm_at = self.held_at = self.slow_at = None

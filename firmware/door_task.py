@@ -10,7 +10,7 @@ poll except when something changes.
 import asyncio
 import time
 
-from firmware.door import NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
+from firmware.door import MODES, NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
 from firmware.inputs import Debouncer, check_contact
 from firmware.patrol import Patrol
 
@@ -165,6 +165,25 @@ class DoorTask:
         self.machine.set_mode(self.clock.ticks_ms(), mode)
         self.scheduled = False
         self.drive(self.clock.ticks_ms())
+
+    def command(self, op, args=None):
+        """A platform command for the door, already authenticated and in date by the caller:
+        open (args: master), mode (args: mode), patrol. Returns (ok, reason)."""
+        args = args or {}
+        if op == "open":
+            if self.grant("remote", bool(args.get("master")), b""):
+                return True, ""
+            return False, "lockdown"
+        if op == "mode":
+            mode = args.get("mode")
+            if mode not in MODES:
+                return False, "bad_mode"
+            self.set_mode(mode)
+            return True, ""
+        if op == "patrol":
+            self.patrol_now()
+            return True, ""
+        return False, "unknown_command"
 
     def patrol_now(self):
         """An on-demand patrol: the report is built at the next poll and published."""

@@ -84,6 +84,8 @@ class DoorModel(RuleBasedStateMachine):
             return
         if self.door == "open" and after in RELEASED and self.episode is not None:
             self.episode["authorized"] = True
+        if after == "lockdown":
+            self.window_until = None
         if after == "fire":
             self.held_start = None
             self.slow_deadline = None

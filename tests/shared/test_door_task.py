@@ -177,3 +177,20 @@ def test_idle_and_busy_polls_do_not_allocate():
         if micropython:
             micropython.heap_unlock()
     assert b.buzzer.v is True and t.machine.door_state() == "forced_open"
+
+
+def test_platform_commands_for_the_door():
+    b, t, sink = _task()
+    assert t.command("open") == (True, "")
+    assert b.relay.v is True and sink.events[-1] == (ev.ACCESS_GRANTED, 3, b"")
+    assert t.command("mode", {"mode": "lockdown"}) == (True, "")
+    assert t.machine.mode == "lockdown" and b.relay.v is False
+    assert t.command("open") == (False, "lockdown")
+    assert t.command("open", {"master": True}) == (True, "")
+    assert t.command("mode", {"mode": "party"}) == (False, "bad_mode")
+    assert t.command("reboot") == (False, "unknown_command")
+    _run(b, t, 1100)
+    n = t.patrol.count
+    assert t.command("patrol") == (True, "")
+    _run(b, t, 1200)
+    assert t.patrol.count == n + 1
