@@ -190,7 +190,7 @@ def test_selection_by_name_and_prefix() -> None:
 
 def test_the_repo_benchmarks_load_and_the_installed_command_answers() -> None:
     figures = {f for b in discover() for f in b.figures}
-    assert {"vdev.boot_s", "vdev.heap_peak_kib"} <= figures
+    assert {"vdev.boot_s", "vdev.heap_peak_kib", "deploy.first_s", "deploy.again_s"} <= figures
     proc = subprocess.run([DOORCTL, "bench", "no.such.figure"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2
