@@ -19,8 +19,8 @@ class CMAC:
 
     def __init__(self, key):
         self._aes = AES(key)
-        l = self._aes.encrypt_block(bytes(16))
-        self.k1 = _dbl(l)
+        zero_enc = self._aes.encrypt_block(bytes(16))
+        self.k1 = _dbl(zero_enc)
         self.k2 = _dbl(self.k1)
 
     def __repr__(self):

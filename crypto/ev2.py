@@ -68,7 +68,8 @@ def rotr(b):
 
 
 def session_vector(label, rnd_a, rnd_b):
-    """SV1/SV2: label || 00 01 00 80 || RndA[15:14] || (RndA[13:8] ^ RndB[15:10]) || RndB[9:0] || RndA[7:0]."""
+    """SV1/SV2: label || 00 01 00 80 || RndA[15:14] || (RndA[13:8] ^ RndB[15:10])
+    || RndB[9:0] || RndA[7:0] (byte 15 is the first byte sent)."""
     return (bytes(label) + b"\x00\x01\x00\x80" + bytes(rnd_a[0:2]) + xor(rnd_a[2:8], rnd_b[0:6])
             + bytes(rnd_b[6:16]) + bytes(rnd_a[8:16]))
 
@@ -129,7 +130,8 @@ class SecureChannel:
         return self._iv(LABEL_MAC, self.cmd_ctr + 1)
 
     def cmd_mac(self, ins, header, data):
-        return truncate(self._mac.mac(bytes([ins]) + u16le(self.cmd_ctr) + self.ti + bytes(header) + bytes(data)))
+        msg = bytes([ins]) + u16le(self.cmd_ctr) + self.ti + bytes(header) + bytes(data)
+        return truncate(self._mac.mac(msg))
 
     def resp_mac(self, status, data, ctr=None):
         c = self.cmd_ctr if ctr is None else ctr
@@ -151,14 +153,48 @@ class SecureChannel:
         return unpad_m2(cbc_decrypt(self._enc, iv, data))
 
 
+def drive(gen, transceive):
+    """Run a card exchange generator with a blocking `transceive(apdu) -> response`.
+    A transceive that raises (card gone, reader fault) is answered with None."""
+    try:
+        apdu = next(gen)
+        while True:
+            try:
+                resp = transceive(apdu)
+            except Exception:  # the transport's own error type
+                resp = None
+            apdu = gen.send(resp)
+    except StopIteration as e:
+        return e.value
+
+
+async def drive_async(gen, transceive):
+    """The same with an async transceive (e.g. the asyncio PN532 driver's exchange)."""
+    try:
+        apdu = next(gen)
+        while True:
+            try:
+                resp = await transceive(apdu)
+            except Exception:
+                resp = None
+            apdu = gen.send(resp)
+    except StopIteration as e:
+        return e.value
+
+
 class Reader:
-    """The reader side of a DESFire EV2 card. Raises CardError on any failure."""
+    """The reader side of a DESFire EV2 card. Raises CardError on any failure.
+
+    Every operation exists twice: `g_name(...)` is a generator that yields C-APDUs and
+    receives R-APDUs (None when the card did not answer), for callers that own the
+    transport loop (asyncio, see `drive_async`); `name(...)` runs it on the blocking
+    `transceive` given to the constructor."""
 
     MODE_PLAIN = 0
     MODE_MAC = 1
     MODE_FULL = 3
 
-    def __init__(self, transceive, rng=None):
+    def __init__(self, transceive=None, rng=None):
         self._t = transceive
         self._rng = rng or os.urandom
         self.channel = None
@@ -167,13 +203,9 @@ class Reader:
     def __repr__(self):
         return "<ev2.Reader authenticated=%s>" % (self.channel is not None)
 
-    def exchange(self, ins, data=b""):
+    def g_exchange(self, ins, data=b""):
         """Send one native command; returns (status, data). No status checking."""
-        try:
-            resp = self._t(wrap(ins, data))
-        except Exception:  # the transport's own error type: card gone, timeout, reader fault
-            self.channel = None
-            raise CardError("no_response")
+        resp = yield wrap(ins, data)
         if resp is None or len(resp) < 2:
             self.channel = None
             raise CardError("no_response")
@@ -198,39 +230,40 @@ class Reader:
             raise CardError("card_status", status)
 
     # --- unauthenticated commands -------------------------------------------------
-    def plain_command(self, ins, data=b""):
+    def g_plain_command(self, ins, data=b""):
         """A single-frame command without secure messaging; returns its data."""
-        st, d = self.exchange(ins, data)
+        st, d = yield from self.g_exchange(ins, data)
         self._ok(st)
         return d
 
-    def select_application(self, aid):
-        st, _ = self.exchange(CMD_SELECT_APPLICATION, aid)
+    def g_select_application(self, aid):
+        st, _ = yield from self.g_exchange(CMD_SELECT_APPLICATION, aid)
         self.channel = None
         self._ok(st)
 
-    def get_version(self):
+    def g_get_version(self):
         """The three GetVersion frames concatenated (28 bytes on a 7-byte-UID card)."""
         out = b""
-        st, d = self.exchange(CMD_GET_VERSION)
+        st, d = yield from self.g_exchange(CMD_GET_VERSION)
         while st == ST_ADDITIONAL_FRAME:
             out += d
-            st, d = self.exchange(CMD_ADDITIONAL_FRAME)
+            st, d = yield from self.g_exchange(CMD_ADDITIONAL_FRAME)
         self._ok(st)
         return out + d
 
     # --- authentication -----------------------------------------------------------
-    def authenticate(self, key, key_no, rnd_a=None):
+    def g_authenticate(self, key, key_no, rnd_a=None):
         """AuthenticateEV2First with `key` as key number `key_no`."""
         self.channel = None
         aes = AES(key)
-        st, enc_b = self.exchange(CMD_AUTH_EV2_FIRST, bytes([key_no, 0]))
+        st, enc_b = yield from self.g_exchange(CMD_AUTH_EV2_FIRST, bytes([key_no, 0]))
         if st != ST_ADDITIONAL_FRAME or len(enc_b) != 16:
             self._ok(st, ST_ADDITIONAL_FRAME)
             raise CardError("protocol_error")
         rnd_b = cbc_decrypt(aes, ZERO_IV, enc_b)
         rnd_a = rnd_a or self._rng(16)
-        st, enc = self.exchange(CMD_ADDITIONAL_FRAME, cbc_encrypt(aes, ZERO_IV, bytes(rnd_a) + rotl(rnd_b)))
+        part2 = cbc_encrypt(aes, ZERO_IV, bytes(rnd_a) + rotl(rnd_b))
+        st, enc = yield from self.g_exchange(CMD_ADDITIONAL_FRAME, part2)
         self._ok(st)
         if len(enc) != 32:
             raise CardError("protocol_error")
@@ -248,7 +281,7 @@ class Reader:
             raise CardError("not_authenticated")
         return self.channel
 
-    def command(self, ins, header=b"", data=b"", mode=1, resp_mode=None):
+    def g_command(self, ins, header=b"", data=b"", mode=1, resp_mode=None):
         """A command in an authenticated session. `mode`: MODE_PLAIN, MODE_MAC or
         MODE_FULL for the command data; `resp_mode` likewise for the response data
         (default: the same). Returns the verified (and decrypted) response data."""
@@ -262,7 +295,7 @@ class Reader:
             body += bytes(data)
         if mode != self.MODE_PLAIN:
             body += ch.cmd_mac(ins, header, body[len(header):])
-        st, resp = self.exchange(ins, body)
+        st, resp = yield from self.g_exchange(ins, body)
         self._ok(st)
         ch.cmd_ctr += 1
         if resp_mode == self.MODE_PLAIN:
@@ -279,23 +312,55 @@ class Reader:
                 return ch.decrypt_resp(payload)
             except ValueError:
                 self.channel = None
-                raise CardError("bad_padding")
+                raise CardError("bad_padding") from None
         return payload
 
-    def read_data(self, file_no, offset, length, mode=1):
-        return self.command(CMD_READ_DATA, bytes([file_no]) + u24le(offset) + u24le(length), b"", mode)
+    def g_read_data(self, file_no, offset, length, mode=1):
+        hdr = bytes([file_no]) + u24le(offset) + u24le(length)
+        return (yield from self.g_command(CMD_READ_DATA, hdr, b"", mode))
 
-    def write_data(self, file_no, offset, data, mode=1):
+    def g_write_data(self, file_no, offset, data, mode=1):
         hdr = bytes([file_no]) + u24le(offset) + u24le(len(data))
-        self.command(CMD_WRITE_DATA, hdr, data, mode, resp_mode=self.MODE_MAC)
+        yield from self.g_command(CMD_WRITE_DATA, hdr, data, mode, self.MODE_MAC)
 
-    def get_card_uid(self):
-        return self.command(CMD_GET_CARD_UID, b"", b"", self.MODE_PLAIN, resp_mode=self.MODE_FULL)
+    def g_get_card_uid(self):
+        return (yield from self.g_command(CMD_GET_CARD_UID, b"", b"", self.MODE_PLAIN, self.MODE_FULL))
 
-    def change_key(self, key_no, new_key, old_key=None, version=1):
+    def g_change_key(self, key_no, new_key, old_key=None, version=1):
         plain = change_key_plaintext(key_no, self.auth_key_no, new_key, old_key, version)
         same = (key_no & 0x3F) == self.auth_key_no
-        self.command(CMD_CHANGE_KEY, bytes([key_no]), plain, self.MODE_FULL,
-                     resp_mode=self.MODE_PLAIN if same else self.MODE_MAC)
+        yield from self.g_command(CMD_CHANGE_KEY, bytes([key_no]), plain, self.MODE_FULL,
+                                  self.MODE_PLAIN if same else self.MODE_MAC)
         if same:  # the card ends the session after changing the key in use
             self.channel = None
+
+    # --- the same on the blocking transceive ---------------------------------------
+    def exchange(self, ins, data=b""):
+        return drive(self.g_exchange(ins, data), self._t)
+
+    def plain_command(self, ins, data=b""):
+        return drive(self.g_plain_command(ins, data), self._t)
+
+    def select_application(self, aid):
+        return drive(self.g_select_application(aid), self._t)
+
+    def get_version(self):
+        return drive(self.g_get_version(), self._t)
+
+    def authenticate(self, key, key_no, rnd_a=None):
+        return drive(self.g_authenticate(key, key_no, rnd_a), self._t)
+
+    def command(self, ins, header=b"", data=b"", mode=1, resp_mode=None):
+        return drive(self.g_command(ins, header, data, mode, resp_mode), self._t)
+
+    def read_data(self, file_no, offset, length, mode=1):
+        return drive(self.g_read_data(file_no, offset, length, mode), self._t)
+
+    def write_data(self, file_no, offset, data, mode=1):
+        return drive(self.g_write_data(file_no, offset, data, mode), self._t)
+
+    def get_card_uid(self):
+        return drive(self.g_get_card_uid(), self._t)
+
+    def change_key(self, key_no, new_key, old_key=None, version=1):
+        return drive(self.g_change_key(key_no, new_key, old_key, version), self._t)

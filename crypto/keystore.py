@@ -17,7 +17,7 @@ import hashlib
 import json
 
 from crypto.cmac import CMAC
-from crypto.diversify import diversify_aes128, div_input
+from crypto.diversify import div_input, diversify_aes128
 
 # Slots holding diversification masters: their keys never leave the store.
 MASTER_SLOTS = ("app_master", "door_read")
@@ -44,7 +44,7 @@ def _unhex(s):
     try:
         return bytes.fromhex(s)
     except Exception:
-        raise KeyStoreError("bad key file: a value is not hex")
+        raise KeyStoreError("bad key file: a value is not hex") from None
 
 
 class SoftwareKeyStore:
@@ -75,7 +75,7 @@ class SoftwareKeyStore:
                 keys[slot] = _unhex(d["keys"][slot])
             return cls(d["site_id"], _unhex(d["system_id"]), keys)
         except KeyError as e:
-            raise KeyStoreError("bad key file: missing %s" % e.args[0])
+            raise KeyStoreError("bad key file: missing %s" % e.args[0]) from None
 
     @classmethod
     def load(cls, path):
@@ -83,9 +83,9 @@ class SoftwareKeyStore:
             with open(path) as f:
                 d = json.load(f)
         except OSError:
-            raise KeyStoreError("key file %s not found" % path)
+            raise KeyStoreError("key file %s not found" % path) from None
         except ValueError:
-            raise KeyStoreError("key file %s is not valid JSON" % path)
+            raise KeyStoreError("key file %s is not valid JSON" % path) from None
         return cls.from_dict(d)
 
     def __repr__(self):

@@ -3,15 +3,18 @@
 # result goes to the access decision whatever the whitelist says.
 #
 #   session = CardSession(keystore)            # crypto.keystore interface
-#   result = session.read(transceive, uid, sak)
+#   result = session.read(transceive, uid, sak)               # blocking transceive
+#   result = await session.read_async(pn532.exchange, uid, sak)  # async transceive
+#   for apdu in ...: session.steps(uid, sak)   # a generator, for any other loop
 #   result.ok, result.ref (8 bytes), result.reason, result.code,
 #   result.profile, result.low_assurance
 #
 # `transceive(apdu: bytes) -> bytes` sends one ISO 14443-4 APDU to the card and
 # returns the response (data + status word); it raises any exception when the card
-# does not answer.  For the legacy MIFARE Classic profile it carries raw MIFARE
-# commands (auth 0x60, read 0x30) and returns the response data (b"" for a good
-# authentication).  `uid` is the anticollision UID; `sak` the select acknowledge.
+# does not answer (the generator form receives None instead).  For the legacy
+# MIFARE Classic profile it carries raw MIFARE commands (auth 0x60, read 0x30) and
+# returns the response data (b"" for a good authentication).  `uid` is the
+# anticollision UID; `sak` the select acknowledge.
 #
 # The DESFire EV2 profile (docs/card-profile.md):
 #   1. SelectApplication(door AID)
@@ -22,7 +25,7 @@
 #   5. credential: magic, version, site id must match; identity = 16 bytes
 #   6. ref = HMAC-SHA256(card_ref key, "D" || site id || identity)[:8]
 from crypto import ct
-from crypto.ev2 import CardError, Reader
+from crypto.ev2 import CardError, Reader, drive, drive_async
 
 DOOR_AID = b"\x01\xd0\xf5"  # 0xF5D001, LSB first as sent to the card
 KEY_APP_MASTER = 0
@@ -132,27 +135,38 @@ class CardSession:
         self._rng = rng
 
     def read(self, transceive, uid, sak=None):
+        """The card step on a blocking transceive; returns a CardResult."""
+        return drive(self.steps(uid, sak), transceive)
+
+    async def read_async(self, transceive, uid, sak=None):
+        """The card step on an async transceive (`await transceive(apdu)`)."""
+        return await drive_async(self.steps(uid, sak), transceive)
+
+    def steps(self, uid, sak=None):
+        """Generator: yields C-APDUs (or raw MIFARE commands), receives the answers
+        (None when the card did not answer); its return value is the CardResult."""
         uid = bytes(uid)
         if is_iso_dep(sak):
-            result = self._desfire(transceive, uid)
+            result = yield from self._desfire(uid)
             if result.code != NOT_DOOR_CARD or not self.legacy_uid:
                 return result
             return CardResult(OK, uid_ref(self.keystore, uid), PROFILE_UID, True)
         if is_classic(sak) and self.legacy_classic:
-            return self._classic(transceive, uid)
+            return (yield from self._classic(uid))
         if self.legacy_uid:
             return CardResult(OK, uid_ref(self.keystore, uid), PROFILE_UID, True)
         return CardResult(UNSUPPORTED_CARD)
 
-    def _desfire(self, transceive, uid):
-        r = Reader(transceive, self._rng)
+    def _desfire(self, uid):
+        r = Reader(None, self._rng)
         try:
-            r.select_application(DOOR_AID)
+            yield from r.g_select_application(DOOR_AID)
             key = self.keystore.derive_card_key(uid, DOOR_AID, "door_read")
-            r.authenticate(key, KEY_DOOR_READ)
-            if not ct.equal(r.get_card_uid(), uid):
+            yield from r.g_authenticate(key, KEY_DOOR_READ)
+            card_uid = yield from r.g_get_card_uid()
+            if not ct.equal(card_uid, uid):
                 return CardResult(UID_MISMATCH, None, PROFILE_DESFIRE)
-            data = r.read_data(CRED_FILE, 0, CRED_LEN)
+            data = yield from r.g_read_data(CRED_FILE, 0, CRED_LEN)
         except CardError as e:
             return CardResult(_CARD_ERRORS.get(e.reason, PROTOCOL_ERROR), None, PROFILE_DESFIRE)
         cred = decode_credential(data)
@@ -162,15 +176,16 @@ class CardSession:
             return CardResult(WRONG_SITE, None, PROFILE_DESFIRE)
         return CardResult(OK, desfire_ref(self.keystore, cred[0], cred[1]), PROFILE_DESFIRE)
 
-    def _classic(self, transceive, uid):
+    def _classic(self, uid):
         # Low assurance: Crypto1 is broken and the block can be copied; the reference
         # only says "a card carrying these 16 bytes".
         blk = self.classic_block
-        try:
-            transceive(bytes([0x60, blk]) + self.keystore.key("classic_a") + uid[-4:])
-            data = transceive(bytes([0x30, blk]))
-        except Exception:
+        ok = yield bytes([0x60, blk]) + self.keystore.key("classic_a") + uid[-4:]
+        if ok is None:
             return CardResult(CARD_LOST, None, PROFILE_CLASSIC, True)
-        if data is None or len(data) < 16:
+        data = yield bytes([0x30, blk])
+        if data is None:
+            return CardResult(CARD_LOST, None, PROFILE_CLASSIC, True)
+        if len(data) < 16:
             return CardResult(PROTOCOL_ERROR, None, PROFILE_CLASSIC, True)
         return CardResult(OK, classic_ref(self.keystore, data[:16]), PROFILE_CLASSIC, True)

@@ -43,6 +43,7 @@ class DesfireCard:
         self.state = state
         self.path = path
         self._rng = rng or os.urandom
+        self._table = None
         self.reset()
 
     @classmethod
@@ -129,7 +130,9 @@ class DesfireCard:
         if ins != ev2.CMD_ADDITIONAL_FRAME:
             self._frames = None
             self._pending = None
-        handler = self._handlers().get(ins)
+        if self._table is None:
+            self._table = self._handlers()
+        handler = self._table.get(ins)
         if handler is None:
             self._deauth()
             return _sw(ev2.ST_ILLEGAL_COMMAND)

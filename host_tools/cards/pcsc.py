@@ -57,9 +57,20 @@ def connect(reader_name: str | None) -> tuple[Any, Transceive]:
     try:
         conn.connect()
     except (NoCardException, CardConnectionException):
+        close(conn)
         raise UserError(f"no card on {reader}: place a card on the reader and retry",
                         EXIT_NO_DEVICE) from None
     return conn, transceive_for(conn)
+
+
+def close(conn: Any) -> None:
+    """Disconnect and release the PC/SC context now, not at garbage collection (when pcscd
+    may be gone)."""
+    for name in ("disconnect", "release"):
+        try:
+            getattr(conn, name)()
+        except Exception:  # already disconnected, card gone, or pcscd stopped
+            pass
 
 
 def transceive_for(conn: Any) -> Transceive:

@@ -90,7 +90,7 @@ def personalize(
         try:
             issued = do_personalize(transceive, store, ident)
         finally:
-            _disconnect(conn)
+            pcsc.close(conn)
         typer.echo(f"personalized card {issued.uid.hex()} for site {store.site_id}")
         typer.echo(f"card reference: {issued.ref.hex()}")
 
@@ -115,7 +115,7 @@ def read(
             sak = 0x20 if _is_iso_dep(conn) else 0x08
             result = CardSession(store, legacy_uid=legacy_uid).read(transceive, uid, sak)
         finally:
-            _disconnect(conn)
+            pcsc.close(conn)
         if not result.ok:
             raise UserError(f"card refused: {result.reason}", EXIT_FAILED)
         low = " (low assurance)" if result.low_assurance else ""
@@ -158,13 +158,6 @@ def virtual(
     while not done.is_set() and not client.removed.is_set():
         done.wait(0.5)
     client.stop()
-
-
-def _disconnect(conn: object) -> None:
-    try:
-        conn.disconnect()  # type: ignore[attr-defined]
-    except Exception:
-        pass
 
 
 def _uid(transceive: Callable[[bytes], bytes]) -> bytes:

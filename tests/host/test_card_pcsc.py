@@ -53,10 +53,7 @@ def inserted(card: vcard.Card, **kw: Any) -> Iterator[tuple[Any, pcsc.Transceive
         yield conn, transceive, client
     finally:
         if conn is not None:
-            try:
-                conn.disconnect()
-            except Exception:
-                pass
+            pcsc.close(conn)
         client.stop()
         pcsc.wait_until_absent(READER)
 
@@ -65,7 +62,7 @@ def inserted(card: vcard.Card, **kw: Any) -> Iterator[tuple[Any, pcsc.Transceive
 def card_in_field(card: vcard.Card) -> Iterator[vcard.VpcdClient]:
     """A card on the reader for a doorctl process to use (this process holds no connection)."""
     with inserted(card) as (conn, _t, client):
-        conn.disconnect()
+        pcsc.close(conn)
         yield client
 
 

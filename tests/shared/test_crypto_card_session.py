@@ -149,3 +149,30 @@ def test_legacy_classic_block_read():
     r = cs.CardSession(ks, legacy_classic=True).read(classic, H("11223344"), 0x08)
     assert r.ok and r.low_assurance and r.profile == "classic" and r.ref == cs.classic_ref(ks, block)
     assert sent[1] == b"\x30\x04"
+
+
+def test_async_transceive():
+    import asyncio
+
+    ks = store()
+    card = issued(ks)
+
+    async def exchange(apdu):
+        await asyncio.sleep(0)
+        return card.process(apdu)
+
+    r = asyncio.run(cs.CardSession(ks).read_async(exchange, UID, 0x20))
+    assert r.ok and r.ref == cs.desfire_ref(ks, 7, IDENT)
+
+
+def test_steps_generator_yields_apdus():
+    ks = store()
+    card = issued(ks)
+    gen = cs.CardSession(ks).steps(UID, 0x20)
+    apdu = next(gen)
+    assert apdu == b"\x90\x5a\x00\x00\x03" + cs.DOOR_AID + b"\x00"
+    try:
+        while True:
+            apdu = gen.send(card.process(apdu))
+    except StopIteration as e:
+        assert e.value.ok
