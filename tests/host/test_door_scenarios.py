@@ -138,7 +138,7 @@ def test_held_open_prealarm_then_alarm_event_and_cleared(dev: VirtualDevice) -> 
         # Pre-alarm beeps (on and off); the held-open alarm is a steady tone.
         beeps = [e for e in io.outputs("buzzer") if e.value]
         assert len(beeps) >= 2
-        assert beeps[1].device_ms - beeps[0].device_ms >= 500
+        assert beeps[1].device_ms - beeps[0].device_ms >= 300
         assert ev.HELD_OPEN in codes(dev)
         t_close = io.set_input("door_contact", "closed")
         quiet = io.wait_output("buzzer", False, after_ms=t_close)
