@@ -204,3 +204,16 @@ def test_fail_safe_lock_is_energised_to_lock(dev: VirtualDevice) -> None:
         off = io.wait_output("relay", False)
         on = io.wait_output("relay", True, after_ms=off.device_ms)
         assert within(on.device_ms - off.device_ms, DOOR["unlock_ms"])
+
+
+def test_controller_power_cut_while_unlocked_comes_back_locked(dev: VirtualDevice) -> None:
+    with VirtualIO(dev.io_addr) as io:
+        press_rex(io)
+        io.wait_output("relay", True)
+    dev.kill()  # the controller itself loses power with the lock released
+    dev.restart()
+    with VirtualIO(dev.io_addr) as io:
+        time.sleep(DOOR["unlock_ms"] / 1000 + 0.5)
+        assert io.state()["outputs"]["relay"] is False
+        assert not [e for e in io.outputs("relay") if e.value]
+        assert patrol(io)["alarms"] == [] and patrol(io)["door"] == "closed"
