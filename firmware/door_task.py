@@ -199,13 +199,18 @@ class DoorTask:
             await asyncio.sleep_ms(self.sleep_ms(now))
 
     async def run_patrol(self):
+        """Publish each report; while the uplink is down, retry the latest one every second
+        (the status topic is retained: the platform sees the door as it is now)."""
         while True:
             await self._report_ready.wait()
             self._report_ready.clear()
-            if self.publish is not None:
+            while self.publish is not None:
                 try:
-                    await self.publish(self.status["patrol"])
+                    if await self.publish(self.status["patrol"]) is not False:
+                        break
                 except Exception as e:  # noqa: BLE001 - the uplink reconnects on its own
                     from firmware.log import log
 
                     log("patrol: publish failed", repr(e))
+                await asyncio.sleep_ms(1000)
+                self._report_ready.clear()  # the retry sends the latest report anyway

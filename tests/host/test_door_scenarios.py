@@ -217,3 +217,35 @@ def test_controller_power_cut_while_unlocked_comes_back_locked(dev: VirtualDevic
         assert io.state()["outputs"]["relay"] is False
         assert not [e for e in io.outputs("relay") if e.value]
         assert patrol(io)["alarms"] == [] and patrol(io)["door"] == "closed"
+
+
+def test_held_open_reaches_the_platform_as_event_and_patrol_status(tmp_path: Path) -> None:
+    from hil.broker import Mosquitto
+    from host_tools.platform.ingest import Platform
+    from host_tools.platform.store import Store
+
+    device = "demo.b1.door"
+    with Mosquitto() as broker, Platform(Store(str(tmp_path / "p.db")), broker.host,
+                                         broker.port) as platform, \
+            VirtualDevice(tmp_path / "dev") as dev:
+        cfg = json.dumps({"device_id": device, "door": DOOR,
+                          "broker": {"host": broker.host, "port": broker.port, "keepalive": 10}})
+        mpremote(dev, f"import os\nwith open('config.json.tmp', 'w') as f: f.write({cfg!r})\n"
+                      "os.rename('config.json.tmp', 'config.json')")
+        dev.restart()
+        store = platform.store
+
+        def status() -> dict[str, Any]:
+            return dict((store.device(device) or {}).get("status") or {})
+
+        wait_until(lambda: status().get("door") == "closed", 30)
+        with VirtualIO(dev.io_addr) as io:
+            press_rex(io)
+            io.wait_output("relay", True)
+            io.set_input("door_contact", "open")
+            wait_until(lambda: status().get("door") == "held_open", 30)
+            assert "held_open" in status()["alarms"]
+            wait_until(lambda: ev.HELD_OPEN in [e[1] for e in store.events(device)], 30)
+            io.set_input("door_contact", "closed")
+            wait_until(lambda: ev.HELD_OPEN_CLEARED in [e[1] for e in store.events(device)], 30)
+            wait_until(lambda: status().get("alarms") == [], 30)
