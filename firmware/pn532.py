@@ -11,6 +11,7 @@
 #   encode_frame / FrameParser   the codec (bounded: one preallocated receive buffer)
 #   Core                          the command/response logic as generators that ask for I/O
 #   PN532(stream)                 blocking driver: stream.write(buf), stream.read(n, timeout_ms)
+#   PollStream(obj)               that blocking stream over a machine.UART or a socket
 #   AsyncPN532(uart)              asyncio driver over board.reader_uart:
 #                                 write(buf), await drain(), await read(n, timeout_ms), reset_input()
 #
@@ -554,6 +555,46 @@ class PN532:
 
     def release(self):
         return _run_sync(self.core.release(), self.stream)
+
+
+class PollStream:
+    """The blocking stream PN532 wants, over any pollable object with non-blocking reads:
+    a machine.UART (timeout=0), a socket. For a card step that must call the reader
+    synchronously (e.g. a transceive callable); it blocks the caller for each wait."""
+
+    def __init__(self, obj):
+        import select
+
+        self.obj = obj
+        self._poll = select.poll()
+        self._poll.register(obj, select.POLLIN)
+        self._hup = select.POLLHUP | select.POLLERR
+        self._write = getattr(obj, "sendall", None) or obj.write
+        self._read = getattr(obj, "recv", None) or obj.read
+
+    def write(self, buf):
+        self._write(buf)
+        return len(buf)
+
+    def read(self, n, timeout_ms):
+        ev = self._poll.poll(max(0, timeout_ms))
+        if not ev:
+            return b""
+        data = self._read(n)
+        if data is None:
+            return b""
+        if not data:
+            return None  # closed
+        return data
+
+    def reset_input(self):
+        for _ in range(64):
+            ev = self._poll.poll(0)
+            if not ev or ev[0][1] & self._hup:
+                return
+            data = self._read(64)
+            if not data:
+                return
 
 
 class AsyncPN532:

@@ -150,3 +150,17 @@ def test_closed_link_is_not_connected() -> None:
     d = p.PN532(SocketStream(a))
     assert code_of(d.firmware_version) == p.E_NOT_CONNECTED
     a.close()
+
+
+def test_blocking_driver_over_a_polled_socket() -> None:
+    a, b = socket.socketpair()
+    emu = PN532Emulator()
+    card, local = desfire()
+    emu.present(local)
+    with emu.serve(b):
+        d = p.PN532(p.PollStream(a))
+        assert d.begin() == bytes.fromhex("32010607")
+        t = d.list_target()
+        assert t is not None and t.uid == card.uid
+        assert d.transceive(GET_VERSION)[-2:] == b"\x91\xaf"
+    a.close()
