@@ -152,6 +152,7 @@ class DesfireCard:
             ev2.CMD_WRITE_DATA: self._write,
             ev2.CMD_CHANGE_KEY: self._change_key,
             ev2.CMD_FORMAT_PICC: self._format,
+            ev2.CMD_DELETE_APPLICATION: self._delete_app,
         }
 
     def _get_version(self, ins, data):
@@ -433,6 +434,30 @@ class DesfireCard:
         if right == 0xE:
             return auth == key_no
         return right != 0xF and auth == right
+
+    def _delete_app(self, ins, data):
+        """Allowed to the PICC master key, or to the application's own master key while it
+        is selected (CommMode.MAC after authentication)."""
+        if self.channel is None:
+            return _sw(ev2.ST_PERMISSION_DENIED)
+        body = self._mac_in(ins, b"", data)
+        if body is None or len(body) != 3:
+            self._deauth()
+            return _sw(ev2.ST_INTEGRITY_ERROR if body is None else ev2.ST_LENGTH_ERROR)
+        aid = _aid_hex(body)
+        if aid not in self.state["apps"]:
+            self._deauth()
+            return _sw(ev2.ST_APPLICATION_NOT_FOUND)
+        if self.auth_key_no != 0 or self.aid not in (PICC_AID, aid):
+            self._deauth()
+            return _sw(ev2.ST_PERMISSION_DENIED)
+        del self.state["apps"][aid]
+        self.save()
+        resp = self._resp_mac()
+        if self.aid == aid:  # the selected application is gone: back to PICC level
+            self.aid = PICC_AID
+            self._deauth()
+        return resp
 
     def _format(self, ins, data):
         if self.aid != PICC_AID or not self._master_ok():

@@ -57,20 +57,40 @@ def check_card(reader: Reader) -> bytes:
     return bytes(uid)
 
 
+def _remove_interrupted(r: Reader, aid: bytes) -> None:
+    """The door application exists. If its master key is still the default, an earlier
+    personalization was interrupted: delete the application so it can be done again.
+    Otherwise the card is a finished door card."""
+    try:
+        r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+    except CardError as e:
+        if e.reason == "no_response":
+            raise _fail("the card left the reader: place it on the reader and retry") from None
+        raise _fail("card already personalized (it has the door application): use a blank card, "
+                    "or format it with its PICC master key first") from None
+    try:
+        r.command(ev2.CMD_DELETE_APPLICATION, b"", aid, Reader.MODE_MAC)
+    except CardError as e:
+        raise _fail(f"could not remove an interrupted personalization ({e}): format the card "
+                    "with its PICC master key, then retry") from None
+
+
 def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes | None = None) -> Issued:
     r = Reader(transceive)
     uid = check_card(r)
     aid = cs.DOOR_AID
     try:
         r.select_application(aid)
-        raise _fail("card already personalized (it has the door application): use a blank card, "
-                    "or format it with its PICC master key first")
+        exists = True
     except CardError as e:
         if e.reason == "no_response":
             raise _fail("the card left the reader: place it on the reader and retry") from None
         if e.reason != "no_application":
             raise _fail(f"the card refused SelectApplication ({e}): "
                         "use a blank DESFire EV2 or EV3 card") from None
+        exists = False
+    if exists:
+        _remove_interrupted(r, aid)
     identity = identity or os.urandom(16)
     read_key = store.derive_card_key(uid, aid, "door_read")
     master_key = store.derive_card_key(uid, aid, "app_master")
@@ -92,8 +112,8 @@ def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes
         r.change_key(cs.KEY_APP_MASTER, master_key, None, 1)
     except CardError as e:
         if e.reason == "no_response":
-            raise _fail(f"the card left the reader while trying to {step}: the card may be half "
-                        "personalized; put it back and format it, then retry") from None
+            raise _fail(f"the card left the reader while trying to {step}: put it back and run "
+                        "personalize again (an interrupted personalization is redone)") from None
         if e.reason == "auth_failed":
             raise _fail(f"authentication failed while trying to {step}: the card's keys are not "
                         "the blank defaults") from None

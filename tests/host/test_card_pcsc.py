@@ -28,16 +28,26 @@ PORT = vcard.VPCD_PORT + SLOT
 
 
 @pytest.fixture(scope="module")
-def pcscd() -> Iterator[None]:
-    proc = pcsc.start_pcscd()
+def pcscd_service() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """pcscd is one service for every user of the machine: started here only when it is not
+    running, checked again before each test (someone else may have stopped it), stopped at the
+    end only if started here."""
+    started: list[subprocess.Popen[bytes]] = []
     try:
-        if not pcsc.wait_for_reader(READER):
-            pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
-        yield
+        yield started
     finally:
-        if proc is not None:
+        for proc in started:
             proc.terminate()
             proc.wait(10)
+
+
+@pytest.fixture
+def pcscd(pcscd_service: list[subprocess.Popen[bytes]]) -> None:
+    proc = pcsc.start_pcscd()
+    if proc is not None:
+        pcscd_service.append(proc)
+    if not pcsc.wait_for_reader(READER):
+        pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
 
 
 def _card_absent() -> bool:
@@ -219,4 +229,9 @@ def test_personalize_card_pulled_midway(pcscd: None, site: Path, tmp_path: Path)
             personalize(_pulled_after(transceive, client), store)
     assert err.value.exit_code == EXIT_FAILED
     assert "left the reader while trying to authenticate" in str(err.value)
-    assert "format" in str(err.value)
+    assert "personalize again" in str(err.value)
+    # put back: the interrupted application is removed and the card issued properly
+    with inserted(card) as (_conn, transceive, _c):
+        issued = personalize(transceive, store)
+        result = cs.CardSession(store).read(transceive, issued.uid, 0x20)
+    assert result.ok and result.ref == issued.ref

@@ -5,6 +5,7 @@ virtual card."""
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +23,26 @@ PORT = vcard.VPCD_PORT + SLOT
 
 
 @pytest.fixture(scope="module")
-def pcscd() -> Iterator[None]:
-    proc = pcsc.start_pcscd()
+def pcscd_service() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """pcscd is one service for every user of the machine: started here only when it is not
+    running, checked again before each test (someone else may have stopped it), stopped at the
+    end only if started here."""
+    started: list[subprocess.Popen[bytes]] = []
     try:
-        if not pcsc.wait_for_reader(READER):
-            pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
-        yield
+        yield started
     finally:
-        if proc is not None:
+        for proc in started:
             proc.terminate()
             proc.wait(10)
+
+
+@pytest.fixture
+def pcscd(pcscd_service: list[subprocess.Popen[bytes]]) -> None:
+    proc = pcsc.start_pcscd()
+    if proc is not None:
+        pcscd_service.append(proc)
+    if not pcsc.wait_for_reader(READER):
+        pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
 
 
 @pytest.fixture
