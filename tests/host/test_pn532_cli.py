@@ -1,0 +1,113 @@
+"""`doorctl reader emulate`: finds the device's reader link in vdev.json, answers a door's PN532
+frames (the device driver plays the door here, on a listening socket like the virtual device's),
+relays to a card on vpcd, stops on SIGTERM with a summary, and says plainly what is wrong."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware import pn532 as p
+from host_tools.cards import pcsc, vcard
+from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE
+from host_tools.pn532_emu import SocketStream
+
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+READER = "Virtual PCD 00 00"
+
+
+def doorctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DOORCTL, "reader", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def door_link(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
+    """A listening reader link and a state directory naming it, as the virtual device writes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    (tmp_path / "vdev.json").write_text(json.dumps({"reader": f"127.0.0.1:{port}"}))
+    try:
+        yield tmp_path, srv
+    finally:
+        srv.close()
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=30)
+
+
+def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, socket.socket]) -> None:
+    state, srv = door_link
+    proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--device-state", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        srv.settimeout(30)
+        conn, _ = srv.accept()
+        d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
+        assert d.begin() == bytes.fromhex("32010607")
+        assert d.list_target() is None
+        out, err = stop(proc)
+        conn.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "reader   127.0.0.1:" in out and "3 commands, 0 APDUs relayed" in out
+
+
+def test_emulate_relays_to_the_card_on_a_pcsc_reader(door_link: tuple[Path, socket.socket]) -> None:
+    state, srv = door_link
+    started = pcsc.start_pcscd()
+    try:
+        assert pcsc.wait_for_reader(READER)
+        card = vcard.VirtualDesfire()
+        with vcard.VpcdClient(card, port=vcard.VPCD_PORT):
+            pcsc.wait_for_card(READER)[0].disconnect()
+            proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--device-state", str(state),
+                                     "--pcsc", READER],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                srv.settimeout(30)
+                conn, _ = srv.accept()
+                d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
+                t = d.list_target()
+                assert t is not None and t.uid == card.uid
+                assert d.transceive(bytes.fromhex("9060000000"))[-2:] == b"\x91\xaf"
+                out, err = stop(proc)
+                conn.close()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        pcsc.wait_until_absent(READER)
+    finally:
+        if started is not None:
+            started.terminate()
+            started.wait(10)
+    assert proc.returncode == 0, err
+    assert f"cards    from {READER}" in out and "1 APDUs relayed" in out
+
+
+def test_emulate_errors(tmp_path: Path) -> None:
+    both = doorctl("emulate", "--device-state", str(tmp_path), "--reader-addr", "127.0.0.1:1")
+    assert both.returncode == EXIT_USAGE and "exactly one of" in both.stderr
+    bad = doorctl("emulate", "--reader-addr", "localhost")
+    assert bad.returncode == EXIT_USAGE and "HOST:PORT" in bad.stderr
+    missing = doorctl("emulate", "--device-state", str(tmp_path))
+    assert missing.returncode == EXIT_NO_DEVICE and "doorctl virtual run" in missing.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = doorctl("emulate", "--reader-addr", f"127.0.0.1:{port}")
+    assert down.returncode == EXIT_NO_DEVICE and "is the device running" in down.stderr
