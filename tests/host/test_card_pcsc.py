@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -235,3 +236,23 @@ def test_personalize_card_pulled_midway(pcscd: None, site: Path, tmp_path: Path)
         issued = personalize(transceive, store)
         result = cs.CardSession(store).read(transceive, issued.uid, 0x20)
     assert result.ok and result.ref == issued.ref
+
+
+def test_doorctl_card_virtual_puts_a_card_on_the_reader(pcscd: None, site: Path, tmp_path: Path) -> None:
+    state = tmp_path / "card.json"
+    _personalized(site, state)
+    proc = subprocess.Popen([DOORCTL, "card", "virtual", "--state", str(state), "--slot", str(SLOT)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "virtual desfire card in vpcd slot 1" in proc.stdout.readline()
+        conn, _t = pcsc.wait_for_card(READER)
+        pcsc.close(conn)
+        out = doorctl("read", "--keys", str(site), "--reader", READER)
+        assert out.returncode == 0 and "card reference: " in out.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        pcsc.wait_until_absent(READER)
+    bad = doorctl("virtual", "--kind", "clone")
+    assert bad.returncode == EXIT_USAGE and "--state" in bad.stderr
