@@ -86,7 +86,7 @@ def test_too_long_command_is_refused():
     except p.PN532Error as e:
         assert e.code == p.E_TOO_LONG and e.reason == "too_long"
     else:
-        assert False
+        raise AssertionError("no error")
 
 
 def test_parse_targets_desfire_classic_and_10_byte_uid():
@@ -111,7 +111,7 @@ def test_parse_targets_rejects_bad_data():
         except p.PN532Error as e:
             assert e.code == p.E_BAD_TARGET
         else:
-            assert False, bad
+            raise AssertionError(bad)
 
 
 class Clock:
@@ -173,7 +173,7 @@ def expect_error(fn, code):
     except p.PN532Error as e:
         assert e.code == code, (e.code, code)
         return e
-    assert False, "no error"
+    raise AssertionError("no error")
 
 
 def test_begin_list_exchange_release():
