@@ -164,3 +164,40 @@ def test_blocking_driver_over_a_polled_socket() -> None:
         assert t is not None and t.uid == card.uid
         assert d.transceive(GET_VERSION)[-2:] == b"\x91\xaf"
     a.close()
+
+
+def _site_stores() -> tuple[object, object]:
+    from crypto.keystore import SoftwareKeyStore
+    from host_tools.cards import sitekeys
+
+    site = sitekeys.new_site_keys(4242)
+    return SoftwareKeyStore.from_dict(site), SoftwareKeyStore.from_dict(sitekeys.device_keys(site))
+
+
+def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    from firmware import card_session as cs
+    from host_tools.cards.personalize import personalize
+
+    emu, d = rig
+    site_store, door_store = _site_stores()
+    card, local = desfire()
+    issued = personalize(card.process, site_store)  # type: ignore[arg-type]
+    emu.present(local)
+    d.begin()
+    t = d.list_target()
+    assert t is not None
+    result = cs.CardSession(door_store).read(d.transceive, t.uid, t.sak)
+    assert result.ok and result.ref == issued.ref and result.profile == "desfire_ev2"
+    # the card taken away after its second APDU: the session ends as card_lost, not a crash
+    d.list_target()
+    count = [0]
+
+    def leaving(apdu: bytes) -> bytes:
+        count[0] += 1
+        if count[0] == 2:
+            local.present = False
+        return card.process(apdu)
+
+    local._process = leaving
+    result = cs.CardSession(door_store).read(d.transceive, t.uid, t.sak)
+    assert not result.ok and result.reason == "card_lost"
