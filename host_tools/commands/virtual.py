@@ -57,9 +57,14 @@ def run(
     """
     dev = VirtualDevice(state, heap=heap, io_port=io_port or None,
                         reader_port=reader_port or None, from_source=source)
+    done = threading.Event()
+    # Ctrl-C and SIGTERM both end the loop below, whenever they come (even during start-up).
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
     try:
         dev.start()
     except VirtualDeviceError as e:
+        dev.stop()
         raise fail(str(e), EXIT_NO_DEVICE) from None
     info = dev.describe()
     if as_json:
@@ -70,17 +75,12 @@ def run(
         typer.echo(f"reader   {info['reader']}")
         typer.echo(f"state    {info['state']}   (addresses also in vdev.json there)")
         typer.echo("Ctrl-C stops the device.")
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        while not done.wait(0.5):
-            if not dev.alive() and not done.is_set():
-                done.wait(1.0)  # a reboot in progress restarts the process
-                if not dev.alive():
-                    dev.stop()
-                    raise fail(f"the virtual device stopped: {dev.stderr_tail()}", EXIT_NO_DEVICE)
-    except KeyboardInterrupt:
-        pass
+    while not done.wait(0.5):
+        if not dev.alive():
+            done.wait(1.0)  # a reboot in progress restarts the process
+            if not done.is_set() and not dev.alive():
+                dev.stop()
+                raise fail(f"the virtual device stopped: {dev.stderr_tail()}", EXIT_NO_DEVICE)
     dev.stop()
 
 

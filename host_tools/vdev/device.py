@@ -99,13 +99,16 @@ class VirtualDevice:
         if not self.from_source:
             paths.append(build_device_tree()[0].parents[1])
         env = micropython_env(*paths)
-        self._proc = subprocess.Popen(
-            [micropython(), "-X", f"heapsize={self.heap}", str(BOOT_SCRIPT), str(self.state_dir),
-             str(self.io_port), str(self.reader_port)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=open(self.state_dir / "stderr.log", "ab"),
-            env=env, cwd=str(self.state_dir), bufsize=0,
-        )
+        with open(self.state_dir / "stderr.log", "ab") as err:
+            self._proc = subprocess.Popen(
+                [micropython(), "-X", f"heapsize={self.heap}", str(BOOT_SCRIPT),
+                 str(self.state_dir), str(self.io_port), str(self.reader_port)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                env=env, cwd=str(self.state_dir), bufsize=0,
+                # Its own process group: a Ctrl-C in the launcher's terminal stops the
+                # launcher, which stops the device, rather than interrupting the firmware.
+                start_new_session=True,
+            )
         self.boots += 1
         t = threading.Thread(target=self._device_to_pty, args=(self._proc,), daemon=True)
         t.start()

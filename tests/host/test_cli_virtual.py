@@ -62,6 +62,25 @@ def test_device_process_ends_when_the_launcher_is_killed(tmp_path: Path) -> None
         time.sleep(0.05)
 
 
+def test_ctrl_c_in_the_terminal_stops_launcher_and_device(tmp_path: Path) -> None:
+    proc = subprocess.Popen([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        pid = int(json.loads(proc.stdout.readline())["pid"])
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 30
+    while _running(pid):
+        assert time.monotonic() < deadline, "the device outlived its launcher"
+        time.sleep(0.05)
+
+
 def test_virtual_help_explains_the_addresses() -> None:
     out = subprocess.run([DOORCTL, "virtual", "--help"], capture_output=True, text=True).stdout
     for word in ("console", "io", "reader", "raw REPL"):
