@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 DEVICE_LIB = "lib"
 MANIFEST = "deploy.json"
-PROBE_TIMEOUT_S = 30
+PROBE_TIMEOUT_S = 60  # the handshake has shown a raw REPL: this is a hang
 COPY_BATCH = 8
 
 # Host-side parts of the virtual board and the boot template: never copied into lib/.
@@ -185,12 +186,64 @@ def check_port(port: str) -> None:
                         "`ls /dev/ttyUSB* /dev/ttyACM*`", EXIT_NO_DEVICE)
 
 
+RAW_BANNER = b"raw REPL; CTRL-B to exit"
+ANSWER_WAIT_S = 3.0  # for a first byte after Ctrl-C, Ctrl-A (a board may still be booting)
+QUIET_S = 0.5  # no more bytes for this long: the device has said what it has to say
+
+
+def handshake(port: str) -> None:
+    """Check, before mpremote runs, that a MicroPython raw REPL answers on `port`.
+
+    mpremote blocks forever on a pty where nothing answers, and reports "could not enter raw
+    repl" both for a silent port and for a device that is not MicroPython. Here: Ctrl-C
+    (stop a running program), Ctrl-A (enter the raw REPL), look for its banner, Ctrl-B (back
+    to the normal REPL, as mpremote expects to find it).
+    """
+    import serial  # pyserial, installed with mpremote
+
+    try:
+        link = serial.serial_for_url(port, baudrate=115200, timeout=0.05, exclusive=True)
+    except (OSError, serial.SerialException, ValueError) as e:
+        reason = str(e).split(": ", 1)[-1] if str(e) else type(e).__name__
+        raise UserError(f"cannot open {port}: {reason} (is another program using it? close "
+                        "serial terminals and other doorctl commands)", EXIT_NO_DEVICE) from None
+    received = b""
+    try:
+        for _ in (1, 2):  # the second round covers a board that was still booting
+            link.write(b"\r\x03\x03")
+            time.sleep(0.1)
+            link.write(b"\r\x01")
+            start = last = time.monotonic()
+            while True:
+                chunk = link.read(256)
+                now = time.monotonic()
+                if chunk:
+                    received += chunk
+                    last = now
+                    if RAW_BANNER in received:
+                        link.write(b"\r\x02")
+                        link.flush()
+                        return
+                elif (received and now - last > QUIET_S) or now - start > ANSWER_WAIT_S:
+                    break
+    except (OSError, serial.SerialException) as e:
+        raise UserError(f"cannot talk to {port}: {e}", EXIT_NO_DEVICE) from None
+    finally:
+        link.close()
+    if not received:
+        raise UserError(f"nothing answers on {port}: is the device powered and running "
+                        "MicroPython? (check the cable, press the board's reset)", EXIT_NO_DEVICE)
+    raise UserError(f"the device on {port} is not running MicroPython (no raw REPL): flash "
+                    "MicroPython onto it first (see docs/hardware.md)", EXIT_NO_DEVICE)
+
+
 def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
     """Ask the device what it is and hash what is deployed, in one round trip.
 
     Clear errors when the port is absent, silent, or not MicroPython.
     """
     check_port(port)
+    handshake(port)
     out = mpremote(port, "exec", _PROBE_PROGRAM % (DEVICE_LIB, extra or []),
                    timeout=PROBE_TIMEOUT_S)
     info: DeviceInfo | None = None

@@ -152,4 +152,23 @@ def test_a_device_that_is_not_micropython_is_refused() -> None:
         os.close(slave)
     assert proc.returncode == 3
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert "MicroPython" in proc.stderr
+    assert "is not running MicroPython (no raw REPL)" in proc.stderr
+
+
+def test_a_port_held_by_another_program_is_one_clear_line() -> None:
+    import serial
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    name = os.ttyname(slave)
+    holder = serial.Serial(name, exclusive=True)  # like a serial terminal left open
+    try:
+        proc = doorctl("deploy", "--port", name, timeout=120)
+    finally:
+        holder.close()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot open {name}: ")
+    assert "another program" in lines[0]
