@@ -73,6 +73,28 @@ def test_many_connections_in_a_row(vdev: VirtualDevice) -> None:
         assert mpremote(vdev, "exec", f"print({i} * 3)").strip() == str(i * 3)
 
 
+def test_firmware_log_lines_do_not_disturb_mpremote(vdev: VirtualDevice, tmp_path: Path) -> None:
+    mpremote(vdev, "exec", "import asyncio\n"
+             "from firmware.log import log\n"
+             "async def chatter():\n"
+             "    n = 0\n"
+             "    while True:\n"
+             "        n += 1\n"
+             "        log('chatter', n)\n"
+             "        await asyncio.sleep_ms(2)\n"
+             "asyncio.create_task(chatter())")
+    deadline = time.monotonic() + 20
+    while b"chatter" not in vdev.console_log:  # the firmware logs on the console between commands
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    data = bytes(range(256)) * 8
+    (tmp_path / "d.bin").write_bytes(data)
+    for i in range(4):
+        assert mpremote(vdev, "exec", f"print({i} + 100)").strip() == str(i + 100)
+    mpremote(vdev, "fs", "cp", str(tmp_path / "d.bin"), ":d.bin")
+    assert hashlib.sha256(data).hexdigest() in mpremote(vdev, "fs", "sha256sum", ":d.bin")
+
+
 def test_soft_reset_gives_a_fresh_namespace(vdev: VirtualDevice) -> None:
     out = mpremote(vdev, "exec", "x = 41", "exec", "print(x + 1)")
     assert out.strip() == "42"
