@@ -103,15 +103,18 @@ def bench(
                                 "replace the generated table in FILE, keeping the text around it."),
     list_only: bool = typer.Option(False, "--list", help="List the figures and exit."),
 ) -> None:
-    """Run benchmarks and print named figures. Device figures are measured on the
-    MicroPython unix port, each beside a baseline measured in the same run.
+    """Run benchmarks and print named figures; device figures are measured on the MicroPython unix port, each beside a baseline measured in the same run.
 
     Examples:
-      doorctl bench                                  # everything, as a table
-      doorctl bench --list                           # what can be measured
-      doorctl bench vdev journal.append_ms --json    # a prefix and one figure, as JSON
+
+      doorctl bench
+
+      doorctl bench --list
+
+      doorctl bench vdev journal.append_ms --json
+
       doorctl bench --markdown --update BENCHMARKS.md
-    """
+    """  # noqa: E501
     err = Console(stderr=True)
 
     def broken(module: str, e: Exception) -> None:

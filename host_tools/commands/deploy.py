@@ -17,18 +17,18 @@ def deploy_command(
                              "/dev/ttyUSB0, or the virtual device's console pty."),
     as_json: bool = typer.Option(False, "--json", help="Print the deploy manifest as JSON."),
 ) -> None:
-    """Compile the device code to .mpy, copy what changed to lib/ on the device, verify every
-    file's sha256 there, and write the manifest deploy.json beside lib/.
+    """Compile the device code to .mpy, copy what changed to lib/ on the device, verify every file's sha256 there, and write the manifest deploy.json beside lib/.
 
-    On an ESP32 it also writes main.py, which starts the firmware at boot. Files of the
-    firmware's packages that are no longer part of it are removed from lib/.
-
-    Exit codes: 0 deployed, 1 failed, 3 no device / not MicroPython, 5 wrong mpy-cross.
+    On an ESP32 it also writes main.py, which starts the firmware at boot.
+    Files of the firmware's packages no longer part of it are removed from lib/.
+    Exit codes: 0 deployed, 1 failed, 3 no device or not MicroPython, 5 wrong mpy-cross.
 
     Examples:
+
       doorctl deploy --port /dev/ttyUSB0
+
       doorctl deploy --port "$(jq -r .console door1/vdev.json)" --json
-    """
+    """  # noqa: E501
     err = Console(stderr=True)
     with Progress(TextColumn("deploy"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), transient=True,
