@@ -5,6 +5,7 @@ virtual card, and the card leaving the field turning into card_lost at the drive
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -38,16 +39,25 @@ class IsoCard:
 
 
 @pytest.fixture(scope="module")
-def pcscd() -> Iterator[None]:
-    proc = pcsc.start_pcscd()
+def pcscd_started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """pcscd serves every user of the machine: started here only when none answers (checked
+    before each test), stopped at the end only if started here."""
+    started: list[subprocess.Popen[bytes]] = []
     try:
-        if not pcsc.wait_for_reader(READER):
-            pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
-        yield
+        yield started
     finally:
-        if proc is not None:
+        for proc in started:
             proc.terminate()
             proc.wait(10)
+
+
+@pytest.fixture
+def pcscd(pcscd_started: list[subprocess.Popen[bytes]]) -> None:
+    proc = pcsc.start_pcscd()
+    if proc is not None:
+        pcscd_started.append(proc)
+    if not pcsc.wait_for_reader(READER):
+        pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
 
 
 @pytest.fixture
