@@ -4,6 +4,7 @@ virtual card, and the card leaving the field turning into card_lost at the drive
 
 from __future__ import annotations
 
+import gc
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ def pcscd_started() -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         yield started
     finally:
+        gc.collect()  # pyscard releases its contexts in __del__: before pcscd stops
         for proc in started:
             proc.terminate()
             proc.wait(10)
