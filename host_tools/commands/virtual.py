@@ -80,7 +80,8 @@ def run(
             done.wait(1.0)  # a reboot in progress restarts the process
             if not done.is_set() and not dev.alive():
                 dev.stop()
-                raise fail(f"the virtual device stopped: {dev.stderr_tail()}", EXIT_NO_DEVICE)
+                raise fail(f"the virtual device stopped ({dev.last_error()}); output in "
+                           f"{dev.state_dir}/console.log and stderr.log", EXIT_NO_DEVICE)
     dev.stop()
 
 

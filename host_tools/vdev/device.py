@@ -54,6 +54,7 @@ class VirtualDevice:
         self._lock = threading.Lock()
         self.console_log = bytearray()
         self._busy_file = self.state_dir / "console.busy"
+        self._drained = threading.Event()  # the running process's output is all read
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -110,6 +111,7 @@ class VirtualDevice:
                 start_new_session=True,
             )
         self.boots += 1
+        self._drained.clear()
         t = threading.Thread(target=self._device_to_pty, args=(self._proc,), daemon=True)
         t.start()
         self._threads.append(t)
@@ -126,10 +128,27 @@ class VirtualDevice:
             proc = self._proc
             if proc is not None and proc.poll() is not None and proc.returncode != REBOOT_EXIT:
                 raise VirtualDeviceError(
-                    f"virtual device exited with status {proc.returncode}: {self.stderr_tail()}")
+                    f"the virtual device exited with status {proc.returncode} while starting "
+                    f"({self.last_error()}); try a larger --heap or a fresh --state directory; "
+                    f"output in {self.state_dir}/console.log and stderr.log")
             time.sleep(0.02)
-        raise VirtualDeviceError(f"virtual device not ready after {timeout_s:.0f} s: "
-                                 f"{self.stderr_tail()}")
+        raise VirtualDeviceError(f"the virtual device was not ready after {timeout_s:.0f} s "
+                                 f"({self.last_error()}); output in {self.state_dir}/console.log "
+                                 "and stderr.log")
+
+    def last_error(self) -> str:
+        """The last line the device printed (stderr, else console): one line for messages.
+
+        Also saves the console output to console.log in the state directory."""
+        self._drained.wait(2.0)  # let the bridge read what the process wrote before exiting
+        with self._lock:
+            console = bytes(self.console_log)
+        (self.state_dir / "console.log").write_bytes(console)
+        for text in (self.stderr_tail(), console.decode(errors="replace")):
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            if lines:
+                return lines[-1]
+        return "no output"
 
     def stderr_tail(self, n: int = 800) -> str:
         log = self.state_dir / "stderr.log"
@@ -253,5 +272,7 @@ class VirtualDevice:
                 del self.console_log[:-65536]
             self._write_console(data)
         proc.wait()
+        if proc is self._proc:
+            self._drained.set()
         if proc.returncode == REBOOT_EXIT and not self._stop.is_set() and proc is self._proc:
             self._spawn()  # the board reboots itself (machine.reset, Ctrl-D)

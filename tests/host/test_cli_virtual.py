@@ -94,3 +94,13 @@ def test_virtual_run_on_a_file_is_a_one_line_error(tmp_path: Path) -> None:
                           text=True, timeout=30)
     assert proc.returncode == 3
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_device_that_cannot_start_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--heap", "32K"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1
+    assert "MemoryError" in err and "--heap" in err
+    assert (tmp_path / "d" / "console.log").exists()
