@@ -58,6 +58,16 @@ def is_iso_dep_atr(atr: bytes) -> bool:
     return len(atr) >= 4 and atr[0] == 0x3B and atr[1] & 0xF0 == 0x80 and atr[2:4] == b"\x80\x01"
 
 
+def release_connection(conn: Any) -> None:
+    """Disconnect and release a pyscard connection's PC/SC context now rather than at garbage
+    collection, when pcscd may have gone."""
+    for name in ("disconnect", "release"):
+        try:
+            getattr(conn, name)()
+        except Exception:  # already disconnected, card gone, pcscd stopped
+            pass
+
+
 class LocalCard:
     """An in-process card: `process(apdu) -> response` (e.g. host_tools.cards.vcard cards)."""
 
@@ -107,10 +117,7 @@ class PcscCard:
             raise CardGone(str(e)) from e
 
     def close(self) -> None:
-        try:
-            self._conn.disconnect()
-        except Exception:
-            pass
+        release_connection(self._conn)
 
 
 class PcscSlot:

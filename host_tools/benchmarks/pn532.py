@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware import pn532 as p
-from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream
+from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream, release_connection
 
 FIGURES = {
     "pn532.frame_rt_ms": "GetFirmwareVersion round trip (frame, ACK, response), blocking driver on "
@@ -131,7 +131,7 @@ def _pcsc_figures() -> dict[str, float]:
             transceive(ABORT)
 
         out["pn532.apdu_pcsc_ms"] = _median_ms(direct, 50) / 2
-        conn.disconnect()
+        release_connection(conn)
         a, b = socket.socketpair()
         emu = PN532Emulator()
         emu.present(READER)

@@ -17,7 +17,7 @@ import pytest
 from firmware import pn532 as p
 from host_tools.cards import pcsc, vcard
 from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE
-from host_tools.pn532_emu import SocketStream
+from host_tools.pn532_emu import SocketStream, release_connection
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 READER = "Virtual PCD 00 00"
@@ -73,7 +73,7 @@ def test_emulate_relays_to_the_card_on_a_pcsc_reader(door_link: tuple[Path, sock
         assert pcsc.wait_for_reader(READER)
         card = vcard.VirtualDesfire()
         with vcard.VpcdClient(card, port=vcard.VPCD_PORT):
-            pcsc.wait_for_card(READER)[0].disconnect()
+            release_connection(pcsc.wait_for_card(READER)[0])
             proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--device-state", str(state),
                                      "--pcsc", READER],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

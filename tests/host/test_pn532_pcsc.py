@@ -13,7 +13,7 @@ import pytest
 
 from firmware import pn532 as p
 from host_tools.cards import pcsc, vcard
-from host_tools.pn532_emu import PN532Emulator, SocketStream
+from host_tools.pn532_emu import PN532Emulator, SocketStream, release_connection
 
 SLOT = 0
 READER = "Virtual PCD 00 00"
@@ -80,7 +80,7 @@ def test_select_is_relayed_to_a_virtual_card(rig: tuple[PN532Emulator, p.PN532])
     card = IsoCard()
     client = vcard.VpcdClient(card, port=PORT).start()
     try:
-        pcsc.wait_for_card(READER)[0].disconnect()
+        release_connection(pcsc.wait_for_card(READER)[0])
         emu.present(READER)
         d.begin()
         t = d.list_target()
@@ -98,7 +98,7 @@ def test_desfire_uid_and_card_leaving(rig: tuple[PN532Emulator, p.PN532]) -> Non
     card = vcard.VirtualDesfire()
     client = vcard.VpcdClient(card, port=PORT).start()
     try:
-        pcsc.wait_for_card(READER)[0].disconnect()
+        release_connection(pcsc.wait_for_card(READER)[0])
         emu.present(READER)
         t = d.list_target()
         assert t is not None and t.uid == card.uid and t.atqa == b"\x03\x44"
@@ -118,7 +118,7 @@ def test_card_put_on_the_reader_later_is_found(rig: tuple[PN532Emulator, p.PN532
     card = vcard.VirtualDesfire()
     client = vcard.VpcdClient(card, port=PORT).start()
     try:
-        pcsc.wait_for_card(READER)[0].disconnect()
+        release_connection(pcsc.wait_for_card(READER)[0])
         t = d.list_target()
         assert t is not None and t.uid == card.uid
     finally:
