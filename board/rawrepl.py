@@ -169,10 +169,12 @@ class RawRepl:
             self._exec(program)
             self._busy(False)
             _out("\x04")
-        except SystemExit:
+        except SystemExit as e:
             self._busy(False)
-            _out("\x04\x04")
-            raise
+            if e.args and e.args[0] == REBOOT_EXIT:  # machine.reset(): the process restarts
+                _out("\x04\x04")
+                raise
+            _out("\x04")  # sys.exit() ends the program, not the device
         except BaseException as e:  # noqa: B036 - a REPL reports everything it runs
             self._busy(False)
             _out("\x04")

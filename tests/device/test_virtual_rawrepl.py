@@ -116,6 +116,16 @@ def test_machine_reset_in_a_program_asks_for_a_reboot():
     assert _text(out).endswith("OK\x04\x04")
 
 
+def test_sys_exit_ends_the_program_not_the_device():
+    repl, out = _repl()
+    repl.feed(b"\x01")
+    _text(out)
+    repl.feed(b"import sys\nsys.exit()\x04")
+    assert _text(out) == "OK\x04\x04>"
+    repl.feed(b"after = 1\x04")
+    assert repl.namespace["after"] == 1
+
+
 def test_busy_file_exists_only_while_a_program_runs():
     busy = os.getenv("MPY_TEST_TMP") + "/console.busy"
     repl, out = _repl(busy)
