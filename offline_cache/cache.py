@@ -140,8 +140,13 @@ class Table:
         if bad:
             raise CacheError(MALFORMED, bad)
         self.hdr = hdr
-        self.index = bytes(index)
+        self.index = index
         self.off = hdr.records_offset()
+
+    def moved(self, path):
+        """The (closed) file was renamed to `path`: read it there, no new scan needed."""
+        self.path = path
+        self.f = open(path, "rb")
 
     def close(self):
         if self.f is not None:
@@ -367,28 +372,31 @@ class Cache:
             self.close()
             os.rename(path, self._p(MAIN))
             _remove(self._p(OVERLAY))
-        else:
-            if self.main is None or hdr.base != self.version:
-                t.close()
-                _remove(path)
-                raise CacheError(BASE_MISMATCH, "delta on %d, have %d" % (hdr.base, self.version))
-            if self.overlay is None:
-                t.close()
-                self.close()
-                os.rename(path, self._p(OVERLAY))
-            else:
-                self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA,
-                            self.main.hdr.version, True)
-                t.close()
-                self.close()
-                os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
-                _remove(path)
-        self._open()
-        if self.error:
-            raise CacheError(MALFORMED, "cache did not reopen: " + self.error)
+            t.moved(self._p(MAIN))
+            t.buf = self.buf
+            self.main = t
+            self.error = None
+            return self.version
+        if self.main is None or hdr.base != self.version:
+            t.close()
+            _remove(path)
+            raise CacheError(BASE_MISMATCH, "delta on %d, have %d" % (hdr.base, self.version))
+        if self.overlay is None:
+            t.close()
+            os.rename(path, self._p(OVERLAY))
+            t.moved(self._p(OVERLAY))
+            self.overlay = t
+            return self.version
+        self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True)
+        t.close()
+        self.overlay.close()
+        self.overlay = None
+        os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
+        _remove(path)
+        self.overlay = Table(self._p(OVERLAY), self.key, t.buf, self.site)
         return self.version
 
-    def maintain(self, min_overlay=1):
+    def maintain(self, min_overlay=0):
         """Merge the overlay into the sorted file when it holds at least `min_overlay` records."""
         ov = self.overlay
         if ov is None or ov.hdr.count < min_overlay:
