@@ -198,8 +198,9 @@ class RawRepl:
             value = eval(code, self.namespace)
             if value is not None:
                 _out(repr(value) + "\r\n")
-        except SystemExit:
-            raise
+        except SystemExit as e:
+            if e.args and e.args[0] == REBOOT_EXIT:
+                raise
         except BaseException as e:  # noqa: B036
             sys.print_exception(e)
 

@@ -139,6 +139,12 @@ def test_busy_file_exists_only_while_a_program_runs():
         pass
 
 
+def test_sys_exit_in_the_friendly_repl_keeps_the_device():
+    repl, out = _repl()
+    repl.feed(b"import sys\rsys.exit(0)\r1 + 1\r")
+    assert "2\r\n" in _text(out)
+
+
 def test_friendly_repl_evaluates_a_line():
     repl, out = _repl()
     repl.feed(b"2 + 3\r")
