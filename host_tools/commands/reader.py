@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE, UserError, fail
+from host_tools.pn532_emu import EmulatorLink, PN532Emulator
 
 reader_app = typer.Typer(help="The card reader link: a PN532 emulated on this computer.",
                          no_args_is_help=True)
@@ -47,9 +48,8 @@ def emulate(
 ) -> None:
     """Act as the door's PN532: answer its frames and relay its APDUs to the card on a PC/SC reader.
 
-    Runs until Ctrl-C. A card put on the PC/SC reader is in the door's field from its next poll."""
-    from host_tools.pn532_emu import PN532Emulator
-
+    Runs until Ctrl-C; waits for the device when its link closes (a reboot). A card put on the
+    PC/SC reader is in the door's field from its next poll."""
     try:
         if (device_state is None) == (reader_addr is None):
             raise UserError("give exactly one of --device-state DIR or --reader-addr HOST:PORT", EXIT_USAGE)
@@ -72,7 +72,15 @@ def emulate(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.is_set() and not link.closed.is_set():
+        while not stop.is_set():
+            if link.closed.is_set():  # the device rebooted or stopped: wait for it to come back
+                link.close()
+                typer.echo("reader link closed; waiting for the device")
+                again = _reconnect(emu, device_state, addr, stop)
+                if again is None:
+                    break
+                link = again
+                typer.echo("reader link up again")
             stop.wait(0.2)
     except KeyboardInterrupt:
         pass
@@ -80,8 +88,18 @@ def emulate(
         link.close()
         emu.remove()
     typer.echo(f"stopped  {len(emu.commands)} commands, {emu.apdus} APDUs relayed")
-    if link.error is not None:
-        raise fail(f"reader link failed: {link.error}", EXIT_NO_DEVICE)
+
+
+def _reconnect(emu: PN532Emulator, device_state: Path | None, addr: tuple[str, int],
+               stop: threading.Event) -> EmulatorLink | None:
+    while not stop.is_set():
+        try:
+            if device_state is not None:
+                addr = device_reader_addr(device_state)  # the address may change on a restart
+            return emu.connect(addr, timeout=1)
+        except (OSError, UserError):
+            stop.wait(0.5)
+    return None
 
 
 def register(app: typer.Typer) -> None:

@@ -56,14 +56,18 @@ def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, soc
         d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
         assert d.begin() == bytes.fromhex("32010607")
         assert d.list_target() is None
+        conn.close()  # the device reboots: the emulator comes back on its own
+        again, _ = srv.accept()
+        assert p.PN532(SocketStream(again), ack_timeout_ms=500).firmware_version() == b"\x32\x01\x06\x07"
         out, err = stop(proc)
-        conn.close()
+        again.close()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "reader   127.0.0.1:" in out and "3 commands, 0 APDUs relayed" in out
+    assert "reader   127.0.0.1:" in out and "4 commands, 0 APDUs relayed" in out
+    assert "reader link closed; waiting for the device" in out and "reader link up again" in out
 
 
 def test_emulate_relays_to_the_card_on_a_pcsc_reader(door_link: tuple[Path, socket.socket]) -> None:
