@@ -189,6 +189,7 @@ def check_port(port: str) -> None:
 RAW_BANNER = b"raw REPL; CTRL-B to exit"
 ANSWER_WAIT_S = 3.0  # for a first byte after Ctrl-C, Ctrl-A (a board may still be booting)
 QUIET_S = 0.5  # no more bytes for this long: the device has said what it has to say
+ROUND_MAX_S = 8.0
 
 
 def handshake(port: str) -> None:
@@ -218,12 +219,14 @@ def handshake(port: str) -> None:
                 chunk = link.read(256)
                 now = time.monotonic()
                 if chunk:
-                    received += chunk
+                    received = (received + chunk)[-4096:]
                     last = now
                     if RAW_BANNER in received:
                         link.write(b"\r\x02")
                         link.flush()
                         return
+                    if now - start > ROUND_MAX_S:
+                        break  # a device that talks on and on, but never a raw REPL
                 elif (received and now - last > QUIET_S) or now - start > ANSWER_WAIT_S:
                     break
     except (OSError, serial.SerialException) as e:

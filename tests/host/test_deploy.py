@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -125,16 +126,24 @@ def test_silent_port_times_out_with_a_clear_line() -> None:
     assert "nothing answers" in proc.stderr
 
 
-def test_a_device_that_is_not_micropython_is_refused() -> None:
+@pytest.mark.parametrize("peer", ["prompt", "stream"])
+def test_a_device_that_is_not_micropython_is_refused(peer: str) -> None:
     master, slave = os.openpty()
     tty.setraw(slave)
     stop = threading.Event()
 
-    def chatter() -> None:  # a serial peer that answers everything with a shell prompt
+    def chatter() -> None:
+        # "prompt": answers everything with a shell prompt; "stream": talks on and on
+        # (a GPS, a logging board) whatever it is sent.
         os.set_blocking(master, False)
         while not stop.is_set():
             try:
-                if os.read(master, 1024):
+                if peer == "stream":
+                    if select.select([master], [], [], 0)[0]:
+                        os.read(master, 1024)  # whatever it is sent, it goes on
+                    os.write(master, b"$GPGGA,123519,4807.038,N,01131.000,E\r\n")
+                    stop.wait(0.01)
+                elif os.read(master, 1024):
                     os.write(master, b"\r\nlogin: ")
             except BlockingIOError:
                 stop.wait(0.01)
