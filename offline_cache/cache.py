@@ -313,8 +313,8 @@ class Cache:
 
     def decide(self, ref, door, now, mode=MODE_NORMAL):
         """(granted, reason, master). Revocations win over every other rule, master included."""
-        if self.main is None:
-            return False, NO_CACHE, False
+        if self.main is None or self.error:
+            return False, NO_CACHE, False  # fail secure: a damaged overlay may hold revocations
         rec = self.lookup(ref)
         if rec is None:
             return False, UNKNOWN, False

@@ -179,3 +179,22 @@ def test_snapshot_replaces_overlay():
     assert c.overlay is None and c.version == 3
     assert [c.decide(ref(i), 0, NOON)[0] for i in (1, 2, 3)] == [False, False, True]
     c.close()
+
+
+def test_damaged_overlay_fails_secure_until_a_snapshot():
+    c = _cache(snap(1, [card(1), card(2)]))
+    c.apply_bytes(delta(2, 1, [card(2, fmt.LOST)]))
+    c.close()
+    p = c.dir + "/overlay.bin"
+    with open(p, "rb") as f:
+        data = bytearray(f.read())
+    data[-40] ^= 0x10
+    with open(p, "wb") as f:
+        f.write(data)
+    c = Cache(c.dir, KEY, SITE)
+    assert c.error == "overlay_damaged"
+    assert c.decide(ref(1), 0, NOON) == (False, "no_cache", False)
+    assert c.decide(ref(2), 0, NOON)[0] is False
+    assert c.apply_bytes(snap(3, [card(1)])) == 3
+    assert c.error is None and c.decide(ref(1), 0, NOON)[0]
+    c.close()
