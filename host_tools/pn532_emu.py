@@ -151,6 +151,8 @@ class PN532Emulator:
         self._cards: list[Any] = []
         self._active: dict[int, Any] = {}
         self._last = b""
+        self._more = b""
+        self.errors: list[str] = []  # exceptions met while answering (answered with the error frame)
         self.faults: list[str] = []  # one-shot faults for the next responses (see inject)
         self.commands: list[int] = []  # command codes received, in order
         self.apdus = 0
@@ -195,7 +197,11 @@ class PN532Emulator:
                     out += last
                 elif ev == p.EV_FRAME:
                     frame = bytes(self._parser.data[:self._parser.length])
-                    out += self._frame(frame)
+                    try:
+                        out += self._frame(frame)
+                    except Exception as e:  # a broken card object must not stop the reader
+                        self.errors.append(repr(e))
+                        out += p.ACK + p.ERROR_FRAME
                 # ACKs from the host, bad checksums and noise: no answer (the host times out)
         return bytes(out)
 
@@ -275,12 +281,20 @@ class PN532Emulator:
         if not self._in_field(card):
             self._active.pop(params[0] & 0x3F, None)
             return b"\x01"  # the card left: the PN532 times out waiting for it
+        if len(params) == 1 and self._more:  # the host fetches the rest of a chained answer
+            return self._part(self._more)
         try:
             self.apdus += 1
-            return b"\x00" + card.transceive(params[1:])
+            return self._part(card.transceive(params[1:]))
         except CardGone:
             self._active.pop(params[0] & 0x3F, None)
             return b"\x01"
+
+    def _part(self, answer: bytes) -> bytes:
+        """Answers longer than one frame go in parts, the status's MI bit set on all but the last."""
+        room = p.MAX_DATA - 3  # TFI, response code, status
+        self._more = answer[room:]
+        return (b"\x40" if self._more else b"\x00") + answer[:room]
 
     def _in_field(self, card: Any) -> bool:
         return any(c is card or (isinstance(c, PcscSlot) and c.card is card) for c in self._cards)

@@ -201,3 +201,25 @@ def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, p.PN532]
     local._process = leaving
     result = cs.CardSession(door_store).read(d.transceive, t.uid, t.sak)
     assert not result.ok and result.reason == "card_lost"
+
+
+def test_long_answers_come_in_chained_parts(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+    long = bytes(range(256)) * 2 + b"\x90\x00"
+    emu.present(LocalCard(lambda apdu: long, bytes.fromhex("11223344"), sak=0x20))
+    assert d.list_target() is not None
+    assert d.exchange(b"\x00\xb0\x00\x00\x00") == long
+    assert emu.commands.count(p.CMD_IN_DATA_EXCHANGE) == 2
+
+
+def test_a_failing_card_object_gives_the_error_frame(rig: tuple[PN532Emulator, p.PN532]) -> None:
+    emu, d = rig
+
+    def broken(apdu: bytes) -> bytes:
+        raise RuntimeError("card model bug")
+
+    emu.present(LocalCard(broken, bytes.fromhex("11223344"), sak=0x20))
+    assert d.list_target() is not None
+    assert code_of(lambda: d.exchange(b"\x00")) == p.E_ERROR_FRAME
+    assert emu.errors and "card model bug" in emu.errors[0]
+    assert d.firmware_version() == bytes.fromhex("32010607")
