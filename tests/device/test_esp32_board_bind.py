@@ -2,6 +2,7 @@
 # `network` modules (this port has no Pin/ADC/UART): every attribute of the board interface
 # is there, and each input and output has the polarity docs/hardware.md gives it.
 # Each test runs in its own MicroPython process, so the stand-ins do not leak.
+import io
 import sys
 
 LEVELS = {}  # gpio -> level seen by inputs / last level driven by outputs
@@ -41,10 +42,13 @@ class _ADC:
         return ADC_UV[self.no]
 
 
-class _UART:
+class _UART(io.IOBase):
+    """A UART whose receive side holds `rx`; pollable like machine.UART."""
+
     def __init__(self, uid, baud, tx=None, rx=None, rxbuf=0, timeout=None):
         self.args = (uid, baud, tx, rx)
         self.sent = bytearray()
+        self.rx = bytearray()
         UARTS.append(self)
 
     def write(self, b):
@@ -52,15 +56,26 @@ class _UART:
         return len(b)
 
     def read(self, n=-1):
-        return None
+        if not self.rx:
+            return None
+        n = len(self.rx) if n < 0 else n
+        out = bytes(self.rx[:n])
+        self.rx = self.rx[n:]
+        return out
 
     def readinto(self, b):
-        return None
+        data = self.read(len(b))
+        if data is None:
+            return None
+        b[:len(data)] = data
+        return len(data)
 
     def any(self):
-        return 0
+        return len(self.rx)
 
     def ioctl(self, req, arg):
+        if req == 3:  # MP_STREAM_POLL
+            return arg & (0x0001 if self.rx else 0) | arg & 0x0004  # POLLIN, POLLOUT
         return 0
 
 
@@ -187,6 +202,30 @@ def test_reader_on_uart2():
     assert UARTS[0].args == (2, 115200, pins["reader_tx"], pins["reader_rx"])
     assert b.reader_uart.connected() is True
     assert b.reader_uart.write(b"\x00\x00\xff") == 3
+
+
+def test_reader_link_reads_and_times_out():
+    import asyncio
+
+    b, _ = _board()
+    uart = UARTS[0]
+    link = b.reader_uart
+
+    async def go():
+        nothing = await link.read(4, 50)  # nothing sent: b"" after the timeout
+        uart.rx += b"\x00\x00\xff\x00\xff\x00"
+        got = await link.read(4, 1000)
+        left = link.any()
+        link.reset_input()
+        link.write(b"\x55\x55")
+        await link.drain()
+        return nothing, got, left
+
+    nothing, got, left = asyncio.run(go())
+    assert nothing == b""
+    assert got == b"\x00\x00\xff\x00"
+    assert left == 2 and uart.any() == 0
+    assert bytes(uart.sent).endswith(b"\x55\x55")
 
 
 def test_clock_is_unset_until_synced():
