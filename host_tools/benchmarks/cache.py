@@ -15,6 +15,7 @@ from pathlib import Path
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
 from offline_cache import fmt
+from offline_cache.cache import Cache
 
 SCRIPT = Path(__file__).with_name("device") / "cache_bench.py"
 KEY = b"bench-cache-key-0123456789abcdef"
@@ -32,6 +33,8 @@ FIGURES = {
     "cache.lookup_flash_bytes": "flash bytes read per decision",
     "cache.heap_peak_kib": "smallest MicroPython heap (4 KiB steps) in which the whole 100k run passes: "
                            "littlefs, flash simulator, snapshot load, lookups, delta, merge, KiB",
+    "cache.ram_100k_bytes": "live heap of an open 100k cache: RAM index, read buffer, schedules, bytes",
+    "cache.code_ram_bytes": "live heap taken by importing the cache code (.mpy), bytes",
     "cache.delta_1k_apply_s": "receive and apply a 1,000-change delta (revocation effective), s",
     "cache.merge_100k_s": "merge a 1,000-change overlay into the 100k sorted file (idle time), s",
     "cache.snapshot_100k_load_s": (
@@ -65,6 +68,7 @@ def make_inputs(folder: Path) -> None:
     with open(folder / "snap.bin", "wb") as f:
         fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 480, N_CARDS, (rec(r) for r in refs),
                   sched, [DAY + 30])
+    (folder / "copy.bin").write_bytes((folder / "snap.bin").read_bytes())
     present = rng.sample(refs, N_PROBES // 2 + N_FILES)
     absent = [hashlib.sha256(b"x%d" % i).digest()[:8] for i in range(N_PROBES // 2)]
     probes = present[:N_PROBES // 2] + absent
@@ -117,6 +121,11 @@ def run(names: set[str]) -> dict[str, float]:
             out["cache.lookup_100k_ms"] = statistics.median(us) / 1000
             out["cache.lookup_100k_worst_ms"] = max(us) / 1000
             out["cache.lookup_flash_bytes"] = float(r["lookup_flash_bytes"][0])
+            (folder / "wl").mkdir()
+            Cache(str(folder / "wl"), KEY, SITE).apply(str(folder / "copy.bin"))
+            ram = _mpy(["ram", tmp], "64K", folder)
+            out["cache.ram_100k_bytes"] = float(ram["ram_open"][0])
+            out["cache.code_ram_bytes"] = float(ram["ram_code"][0])
             if "cache.heap_peak_kib" in names:
                 out["cache.heap_peak_kib"] = _smallest_heap(tmp, folder)
             out["cache.delta_1k_apply_s"] = float(r["delta_apply_s"][0])

@@ -1,5 +1,6 @@
 # Whitelist cache figures on the MicroPython unix port (run with -X heapsize=64K):
 #   micropython cache_bench.py cache DIR    100k snapshot load, lookups, 1k delta, merge, heap
+#   micropython cache_bench.py ram DIR      live heap of the cache code and of an open 100k cache
 #   micropython cache_bench.py json DIR     baseline: the whole list as a JSON dict in RAM
 #   micropython cache_bench.py files DIR N  baseline: one littlefs file per card (N cards)
 # DIR holds snap.bin, delta.bin, probes.bin, cards.json made by host_tools/benchmarks/cache.py.
@@ -102,6 +103,19 @@ if mode == "cache":
     c.close()
     vfs.umount("/fl")
     print("done")
+
+elif mode == "ram":
+    gc.collect()
+    a0 = gc.mem_alloc()
+    from offline_cache.cache import Cache
+
+    gc.collect()
+    a1 = gc.mem_alloc()
+    c = Cache(folder + "/wl", KEY, SITE)
+    assert c.error is None and c.main.hdr.count == 100000
+    gc.collect()
+    print("ram_code", a1 - a0)
+    print("ram_open", gc.mem_alloc() - a1)
 
 elif mode == "json":
     import json
