@@ -194,3 +194,43 @@ def test_schedule_parser_refuses_or_parses_never_crashes(raw: bytes) -> None:
         fmt.parse_schedules(raw)
     except CacheError as e:
         assert e.reason == "malformed"
+
+
+@settings(max_examples=40, deadline=None)
+@given(refs=st.sets(st.binary(min_size=8, max_size=8), max_size=600),
+       probes=st.lists(st.binary(min_size=8, max_size=8), max_size=30),
+       max_index=st.sampled_from([1, 2, 3, 512]))
+def test_lookup_finds_exactly_the_listed_cards_whatever_the_index(refs: set, probes: list,
+                                                                   max_index: int) -> None:
+    from offline_cache import cache as cache_mod
+    with tempfile.TemporaryDirectory() as d:
+        data = fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
+                         [pack_record(r, 0, False, 0, 0, fmt.NO_END, 1) for r in refs], {}, [])
+        old = cache_mod.MAX_INDEX
+        cache_mod.MAX_INDEX = max_index
+        try:
+            c = Cache(d, KEY, SITE)
+            c.apply_bytes(data)
+        finally:
+            cache_mod.MAX_INDEX = old
+        for r in list(refs)[:60] + probes:
+            rec = c.lookup(r)
+            assert (rec is not None) == (r in refs) and (rec is None or rec[0] == r)
+        c.close()
+
+
+def test_overlay_left_behind_by_a_cut_after_the_merge_is_dropped() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        c = Cache(d, KEY, SITE)
+        c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], (0, False, 0, 0,
+                                fmt.NO_END, 1))], {}, []))
+        c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, [_rec(REFS[0], None)], {}, []))
+        overlay = (Path(d) / "overlay.bin").read_bytes()
+        assert c.maintain()
+        c.close()
+        (Path(d) / "overlay.bin").write_bytes(overlay)  # as if power went before its removal
+        c = Cache(d, KEY, SITE)
+        assert c.error is None and c.overlay is None and c.version == 2
+        assert not (Path(d) / "overlay.bin").exists()
+        assert c.decide(REFS[0], 0, DAY * 86400) == (False, "unknown", False)
+        c.close()
