@@ -16,8 +16,7 @@ KEY = b"p" * 32
 SITE = 3
 DAY = 20000
 NOON = DAY * 86400 + 12 * 3600
-BS = 512
-BLOCKS = 48
+GEOMETRY = [512, 48]  # block size, block count (one test switches to 4 KiB blocks)
 N = 160  # cards: files of 2.4 KiB, several blocks, so each write is many flash ops
 SCHED = {1: [(0x7F, 0, 1440)]}
 
@@ -47,13 +46,13 @@ def _tmp(name):
 
 
 def _copy(src, dst):
-    buf = bytearray(BS)
+    buf = bytearray(512)
     with open(src, "rb") as a, open(dst, "wb") as b:
         while True:
             n = a.readinto(buf)
             if not n:
                 break
-            b.write(buf[:n] if n < BS else buf)
+            b.write(buf[:n] if n < 512 else buf)
 
 
 def _umount():
@@ -86,7 +85,7 @@ def _check(c, versions):
 
 def _base_image():
     path = _tmp("base.img")
-    dev = FlashSim(path=path, block_size=BS, block_count=BLOCKS)
+    dev = FlashSim(path=path, block_size=GEOMETRY[0], block_count=GEOMETRY[1])
     vfs.VfsLfs2.mkfs(dev)
     mount(dev, MNT)
     os.mkdir(DIR)
@@ -117,7 +116,7 @@ def _every_cut(op, new_version, landed=None):
     base = _base_image()
     path = _tmp("cut.img")
     _copy(base, path)
-    dev = FlashSim(path=path, block_size=BS, block_count=BLOCKS)
+    dev = FlashSim(path=path, block_size=GEOMETRY[0], block_count=GEOMETRY[1])
     mount(dev, MNT, mkfs_if_needed=False)
     c = Cache(DIR, KEY, SITE)
     start = dev.ops
@@ -129,7 +128,7 @@ def _every_cut(op, new_version, landed=None):
     seen = {}
     for cut in range(total):
         _copy(base, path)
-        dev = FlashSim(path=path, block_size=BS, block_count=BLOCKS)
+        dev = FlashSim(path=path, block_size=GEOMETRY[0], block_count=GEOMETRY[1])
         mount(dev, MNT, mkfs_if_needed=False)
         c = Cache(DIR, KEY, SITE)
         dev.cut_after(cut + 1, landed)
@@ -142,7 +141,7 @@ def _every_cut(op, new_version, landed=None):
         _umount()
         dev.close()
         gc.collect()
-        dev = FlashSim(path=path, block_size=BS, block_count=BLOCKS)
+        dev = FlashSim(path=path, block_size=GEOMETRY[0], block_count=GEOMETRY[1])
         mount(dev, MNT, mkfs_if_needed=False)
         c = Cache(DIR, KEY, SITE)
         v = (_check(c, (2, new_version)), c.overlay is not None)
@@ -157,7 +156,8 @@ def _every_cut(op, new_version, landed=None):
         c.close()
         vfs.umount(MNT)
         dev.close()
-    print("torn op lands %s: %d cut points; (version, overlay) after reboot: %s" % (landed, total, seen))
+    print("%d-byte blocks, torn op lands %s: %d cut points; (version, overlay) after reboot: %s"
+          % (GEOMETRY[0], landed, total, seen))
     assert len(seen) == 2  # both outcomes met: cut before and after the commit point
 
 
@@ -175,3 +175,13 @@ def test_power_cut_at_every_write_of_a_snapshot_load():
 
 def test_power_cut_at_every_write_of_a_merge():
     _every_cut(_op_merge, 2)
+
+
+def test_power_cut_at_every_write_on_4k_blocks():
+    GEOMETRY[0], GEOMETRY[1] = 4096, 16
+    try:
+        _every_cut(_op_snapshot, 4)
+        _every_cut(_op_delta, 3)
+        _every_cut(_op_merge, 2)
+    finally:
+        GEOMETRY[0], GEOMETRY[1] = 512, 48
