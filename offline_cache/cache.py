@@ -58,6 +58,8 @@ NO_CACHE = "no_cache"
 CLOCK_UNSET = "clock_unset"
 _STATUS_REASON = {LOST: "lost", SUSPENDED: "suspended", CANCELLED: "cancelled"}
 
+STORAGE = "storage"  # update refused: flash full or failing
+
 MODE_NORMAL = "normal"
 MODE_LOCKDOWN = "lockdown"
 
@@ -356,12 +358,23 @@ class Cache:
 
         Raises CacheError(reason): bad_tag, malformed, wrong_site, stale_version (older or
         equal: replay/rollback), base_mismatch (delta on another version: ask for a snapshot).
+        Flash errors (full, I/O) give CacheError("storage") with the cache as it was.
         The file is consumed (renamed into place or removed)."""
         try:
             t = Table(path, self.key, bytearray(len(self.buf)), self.site)
         except CacheError:
             _remove(path)
             raise
+        try:
+            return self._install(t, path)
+        except OSError as e:
+            t.close()
+            _remove(path)
+            _remove(self._p(OVERLAY_TMP))
+            self._open()
+            raise CacheError(STORAGE, "flash: %s" % e) from None
+
+    def _install(self, t, path):
         hdr = t.hdr
         if self.main is not None and hdr.version <= self.version:
             t.close()
@@ -401,9 +414,14 @@ class Cache:
         ov = self.overlay
         if ov is None or ov.hdr.count < min_overlay:
             return False
-        self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False)
-        self.close()
-        os.rename(self._p(MERGE_TMP), self._p(MAIN))
+        try:
+            self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False)
+            self.close()
+            os.rename(self._p(MERGE_TMP), self._p(MAIN))
+        except OSError as e:
+            _remove(self._p(MERGE_TMP))
+            self._open()
+            raise CacheError(STORAGE, "flash: %s" % e) from None
         _remove(self._p(OVERLAY))
         self._open()
         return True

@@ -234,3 +234,36 @@ def test_overlay_left_behind_by_a_cut_after_the_merge_is_dropped() -> None:
         assert not (Path(d) / "overlay.bin").exists()
         assert c.decide(REFS[0], 0, DAY * 86400) == (False, "unknown", False)
         c.close()
+
+
+def test_flash_error_during_install_keeps_the_old_cache(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from offline_cache import cache as cache_mod
+
+    def full(*_: object) -> None:
+        raise OSError(28, "no space")
+
+    with tempfile.TemporaryDirectory() as d:
+        c = Cache(d, KEY, SITE)
+        c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], (0, False, 0, 0,
+                                fmt.NO_END, 1))], {}, []))
+        c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, [_rec(REFS[1], (0, False, 0, 0,
+                                fmt.NO_END, 1))], {}, []))
+        monkeypatch.setattr(cache_mod.os, "rename", full)
+        for update in (fmt.build(KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, [], {}, []),
+                       fmt.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0, [_rec(REFS[0], None)], {}, [])):
+            try:
+                c.apply_bytes(update)
+                raise AssertionError("install on a failing flash reported success")
+            except CacheError as e:
+                assert e.reason == "storage"
+            assert c.version == 2 and c.error is None
+            assert c.decide(REFS[0], 0, DAY * 86400)[0] and c.decide(REFS[1], 0, DAY * 86400)[0]
+        try:
+            c.maintain()
+            raise AssertionError("merge on a failing flash reported success")
+        except CacheError as e:
+            assert e.reason == "storage"
+        monkeypatch.undo()
+        assert c.version == 2 and c.overlay is not None and c.maintain() and c.version == 2
+        assert sorted(p.name for p in Path(d).iterdir()) == ["main.bin"]
+        c.close()
