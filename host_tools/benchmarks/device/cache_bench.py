@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 # Whitelist cache figures on the MicroPython unix port (run with -X heapsize=64K):
 #   micropython cache_bench.py cache DIR    100k snapshot load, lookups, 1k delta, merge, heap
 #   micropython cache_bench.py ram DIR      live heap of the cache code and of an open 100k cache
