@@ -12,11 +12,11 @@ import pytest
 
 from hil.broker import Mosquitto
 from host_tools.mpy_build import build_device_tree
-from host_tools.paths import micropython, micropython_env
+from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 
-DEVICE = Path(__file__).with_name("mpy") / "uplink_device.py"
+DEVICE = REPO_ROOT / "host_tools" / "benchmarks" / "device" / "uplink_device.py"
 BLOCKS = 64
 
 

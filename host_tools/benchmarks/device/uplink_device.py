@@ -1,8 +1,9 @@
 # A door controller reduced to its journal and uplink, run under the MicroPython unix port by
-# the end-to-end uplink tests:
-#   micropython uplink_device.py IMAGE BLOCKS HOST PORT DEVICE BOOT APPEND [PACE_MS]
+# the uplink benchmark and the end-to-end uplink tests:
+#   micropython uplink_device.py IMAGE BLOCKS HOST PORT DEVICE BOOT APPEND [PACE_MS [fill-only]]
 # appends APPEND events (PACE_MS apart, 0 = all at once, before connecting), uploads, and
-# prints "DRAINED <acked>" once the platform has acknowledged everything.
+# prints "DRAINED <acked>" once the platform has acknowledged everything ("fill-only": stop
+# after appending).
 import asyncio
 import struct
 import sys
@@ -13,6 +14,7 @@ from firmware.uplink import Uplink
 
 image, blocks, host, port, device, boot, count = sys.argv[1:8]
 pace = int(sys.argv[8]) if len(sys.argv) > 8 else 0
+fill_only = len(sys.argv) > 9 and sys.argv[9] == "fill-only"
 boot = int(boot)
 count = int(count)
 
@@ -32,6 +34,8 @@ async def main():
         for i in range(count):
             journal.append(1, 0, boot, i, 0, i & 0xFFFF, struct.pack("<I", i))
         print("APPENDED", journal.next_seq - 1)
+        if fill_only:
+            return
     task = asyncio.create_task(up.run())
     if pace:
         for i in range(count):

@@ -1,0 +1,85 @@
+"""Draining a 50,000-event backlog from a MicroPython device to the platform through
+mosquitto on loopback, with platform acknowledgements (the real journal, uplink, broker,
+ingest and SQLite). Baseline in the same run: the same broker and platform fed by a CPython
+publisher with no journal and no device, i.e. the pipeline's own ceiling."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware import protocol
+from hil.broker import Mosquitto
+from host_tools.mpy_build import build_device_tree
+from host_tools.paths import micropython, micropython_env
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+
+DEVICE = Path(__file__).with_name("device") / "uplink_device.py"
+BACKLOG = 50_000
+BLOCKS = 400
+
+FIGURES = {
+    "uplink.drain_50k_s": "50,000-event backlog drained to the platform with platform acks, s",
+    "uplink.drain_events_per_s": "drain rate of that backlog, events/s",
+    "uplink.baseline_events_per_s": "baseline: CPython publisher straight into the same "
+                                    "broker + platform (no device), events/s",
+}
+
+
+def _drain(tmp: Path, broker: Mosquitto) -> float:
+    env = micropython_env(build_device_tree()[0].parents[1])
+    image = tmp / "journal.img"
+    fill = subprocess.run(
+        [micropython(), "-X", "heapsize=64K", str(DEVICE), str(image), str(BLOCKS), broker.host,
+         "1", "bench.dev", "1", str(BACKLOG), "0", "fill-only"],
+        env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+    if "APPENDED" not in fill.stdout:
+        raise RuntimeError(fill.stdout + fill.stderr)
+    with Platform(Store(str(tmp / "p.db")), broker.host, broker.port) as platform:
+        platform.connected.wait(10)
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [micropython(), "-X", "heapsize=64K", str(DEVICE), str(image), str(BLOCKS),
+             broker.host, str(broker.port), "bench.dev", "2", "0"],
+            env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+        elapsed = time.perf_counter() - t
+        if "DRAINED" not in proc.stdout or platform.store.count("bench.dev") != BACKLOG:
+            raise RuntimeError("drain incomplete: " + proc.stdout[-500:])
+    return elapsed
+
+
+def _baseline(tmp: Path, broker: Mosquitto, n: int = 10_000, batch: int = 16) -> float:
+    with Platform(Store(str(tmp / "b.db")), broker.host, broker.port) as platform:
+        platform.connected.wait(10)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
+        pub.max_inflight_messages_set(64)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        t = time.perf_counter()
+        for start in range(1, n + 1, batch):
+            evs = [(s, 1, 1, s, 0, 0, 0, "") for s in range(start, min(start + batch, n + 1))]
+            pub.publish(protocol.topic("bench.base", "events"), protocol.encode_events(1, evs), 1)
+        while platform.store.ack_upto("bench.base") < n:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - t
+        pub.loop_stop()
+        pub.disconnect()
+    return n / elapsed
+
+
+def run(names: set[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto() as broker:
+        if names & {"uplink.drain_50k_s", "uplink.drain_events_per_s"}:
+            s = _drain(Path(tmp), broker)
+            out["uplink.drain_50k_s"] = s
+            out["uplink.drain_events_per_s"] = BACKLOG / s
+        if "uplink.baseline_events_per_s" in names:
+            out["uplink.baseline_events_per_s"] = _baseline(Path(tmp), broker)
+    return out
