@@ -10,6 +10,10 @@
 #   key(slot)          -> 16-byte key, only for slots that are not master keys
 #                         (e.g. "classic_a" for the low-assurance legacy profile)
 #
+# Slots on a door: door_read (diversification master of the door read key), card_ref
+# (reference hash key), cache (HMAC-SHA256 key of whitelist updates, >= 16 bytes),
+# command (HMAC-SHA256 key of remote commands, >= 16 bytes), classic_a (6 bytes, legacy).
+#
 # SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
 # by `doorctl card keys init` and deployed with the configuration). Its repr
 # never shows a key, and its errors never carry one.
@@ -23,6 +27,8 @@ from crypto.diversify import div_input, diversify_aes128
 MASTER_SLOTS = ("app_master", "door_read")
 REF_SLOT = "card_ref"
 REF_LEN = 8
+# HMAC keys: at least 16 bytes, any length above.
+WIDE_SLOTS = (REF_SLOT, "cache", "command")
 
 
 class KeyStoreError(Exception):
@@ -57,7 +63,7 @@ class SoftwareKeyStore:
         self._cmacs = {}
         for slot in keys:
             k = bytes(keys[slot])
-            if slot == REF_SLOT:
+            if slot in WIDE_SLOTS:
                 if len(k) < 16:
                     raise KeyStoreError("bad key file: %s must be at least 16 bytes" % slot)
             elif slot.startswith("classic_"):
