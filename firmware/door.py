@@ -26,6 +26,7 @@ DEFAULTS = {
     "held_open_in_passage": True,  # passage mode still raises held-open alarms
     "passage_schedule": None,  # [[start_min, end_min], ...] minutes of the local day (binding)
     "tz_offset_min": 480,  # local time for the schedule: UTC+8
+    "deny_ms": 1000,  # red LED and deny beeps after a refused card
 }
 
 NORMAL, PASSAGE, LOCKDOWN, FIRE = "normal", "passage", "lockdown", "fire"
@@ -63,7 +64,7 @@ class MemorySink:
         self.limit = limit
         self.events = []
 
-    def __call__(self, code, arg=0, payload=b""):
+    def __call__(self, code, arg=0, payload=b"", flags=0):
         if len(self.events) >= self.limit:
             self.events.pop(0)
         self.events.append((code, arg, payload))
@@ -131,6 +132,7 @@ class DoorMachine:
         self.bounce_count = 0
         self.power_lost_at = None
         self.power_lost_wall = None
+        self.deny_until = None  # end of the refused-card indication
         self.lock = "locked"
         self.buzzer = "off"
         self.led = "off"
@@ -138,8 +140,11 @@ class DoorMachine:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _emit(self, code, arg=0, payload=b""):
-        self.sink(code, arg, payload)
+    def _emit(self, code, arg=0, payload=b"", flags=0):
+        if flags:
+            self.sink(code, arg, payload, flags)
+        else:
+            self.sink(code, arg, payload)
 
     def _due(self, now, t):
         return t is not None and self._diff(now, t) >= 0
@@ -162,6 +167,8 @@ class DoorMachine:
             self.buzzer = "alarm"
         elif a & A_PREALARM:
             self.buzzer = "prealarm"
+        elif self.deny_until is not None:
+            self.buzzer = "deny"
         else:
             self.buzzer = "off"
         if a & (A_FORCED | A_HELD | A_SENSOR | A_DEVICE):
@@ -170,6 +177,8 @@ class DoorMachine:
             self.led = "amber"
         elif self.lock == "unlocked":
             self.led = "green"
+        elif self.deny_until is not None:
+            self.led = "red"
         else:
             self.led = "off"
 
@@ -194,6 +203,8 @@ class DoorMachine:
     def _timers(self, now):
         if self._due(now, self.unlock_until):
             self._relock()
+        if self._due(now, self.deny_until):
+            self.deny_until = None
         if self._due(now, self.prealarm_at):
             self.prealarm_at = None
             if self._held_timers_apply() and not self.ep_raised & A_PREALARM:
@@ -223,6 +234,7 @@ class DoorMachine:
         best = self._earlier(self.unlock_until, self.prealarm_at)
         best = self._earlier(best, self.held_at)
         best = self._earlier(best, self.slow_at)
+        best = self._earlier(best, self.deny_until)
         return self._earlier(best, self.settle_at)
 
     def _earlier(self, a, b):
@@ -342,20 +354,30 @@ class DoorMachine:
         self._emit(ev.POWER_RESTORED, 0,
                    struct.pack("<II", max(0, int(secs)), int(lost_epoch or 0)))
 
-    def grant(self, now, kind="card", master=False, ref=b""):
+    def grant(self, now, kind="card", master=False, ref=b"", flags=0):
         """An access decision said yes (card, rex, remote). Returns True when the door was
-        released (False: refused by lockdown)."""
+        released (False: refused by lockdown). `flags` go on the event (low assurance)."""
         self._timers(now)
-        ok = self._grant(now, kind, master, ref)
+        ok = self._grant(now, kind, master, ref, flags)
         self._update()
         return ok
 
-    def _grant(self, now, kind, master, ref):
+    def deny(self, now, reason, ref=b"", flags=0):
+        """An access decision said no: journal it and show it at the door (red, beeps);
+        the lock is not touched."""
+        self._timers(now)
+        self._emit(ev.ACCESS_DENIED, reason, ref, flags)
+        self.deny_until = self._add(now, self.cfg["deny_ms"])
+        self._update()
+
+    def _grant(self, now, kind, master, ref, flags=0):
         method = KINDS.get(kind, 1)
         if self.effective_mode() == LOCKDOWN and not master:
-            self._emit(ev.ACCESS_DENIED, DENY_LOCKDOWN, ref)
+            self._emit(ev.ACCESS_DENIED, DENY_LOCKDOWN, ref, flags)
+            self.deny_until = self._add(now, self.cfg["deny_ms"])
             return False
-        self._emit(ev.ACCESS_GRANTED, method, ref)
+        self.deny_until = None
+        self._emit(ev.ACCESS_GRANTED, method, ref, flags)
         self.unlock_until = self._add(now, self.cfg["unlock_ms"])
         if self.door == "open" and not self.authorized:
             # Someone with a right to pass is at an already open door: from now on the

@@ -15,7 +15,8 @@ from firmware.inputs import Debouncer, check_contact
 from firmware.patrol import Patrol
 
 # Buzzer patterns: (on ms, period ms); on == period is a steady tone.
-BUZZER_PATTERNS = {"off": (0, 1000), "prealarm": (200, 1000), "alarm": (1000, 1000)}
+BUZZER_PATTERNS = {"off": (0, 1000), "prealarm": (200, 1000), "alarm": (1000, 1000),
+                   "deny": (100, 200)}
 INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
 
 
@@ -153,11 +154,19 @@ class DoorTask:
 
     # -- for commands, the card flow and the console ---------------------------------
 
-    def grant(self, kind="card", master=False, ref=b""):
+    def grant(self, kind="card", master=False, ref=b"", flags=0):
         """An access decision said yes (card, rex, remote); False when lockdown refused it."""
-        ok = self.machine.grant(self.clock.ticks_ms(), kind, master, ref)
+        ok = self.machine.grant(self.clock.ticks_ms(), kind, master, ref, flags)
         self.drive(self.clock.ticks_ms())
         return ok
+
+    def deny(self, reason, ref=b"", flags=0):
+        """An access decision said no: journaled, shown at the door."""
+        self.machine.deny(self.clock.ticks_ms(), reason, ref, flags)
+        self.drive(self.clock.ticks_ms())
+
+    def mode(self):
+        return self.machine.effective_mode()
 
     def set_mode(self, mode):
         """normal / passage / lockdown / fire (ValueError for anything else). A commanded

@@ -37,6 +37,26 @@ MODE_CHANGED = 46
 CONFIG_CHANGED = 47
 GAP = CODE_GAP  # payload: first and last lost seq (u32, u32)
 
+# access_denied reasons (arg). Whitelist decisions (offline_cache.cache reasons), then the
+# card step's failures (firmware/card_session.py codes + 30). One table: docs/protocol.md.
+DENY_REASONS = {
+    "unknown": 1, "lost": 2, "suspended": 3, "cancelled": 4, "expired": 5,
+    "not_yet_valid": 6, "outside_schedule": 7, "not_permitted": 8, "no_cache": 9,
+    "clock_unset": 10, "lockdown": 20,
+    "not_door_card": 31, "auth_failed": 32, "bad_mac": 33, "card_lost": 34,
+    "uid_mismatch": 35, "bad_credential": 36, "wrong_site": 37, "unsupported_card": 38,
+    "protocol_error": 39, "no_keys": 40,
+}
+DENY_CARD_BASE = 30
+
+
+def deny_reason_name(code):
+    for name in DENY_REASONS:
+        if DENY_REASONS[name] == code:
+            return name
+    return "reason_%d" % code
+
+
 NAMES = {
     ACCESS_GRANTED: "access_granted", ACCESS_DENIED: "access_denied",
     DOOR_OPENED: "door_opened", DOOR_CLOSED: "door_closed", FORCED_OPEN: "forced_open",

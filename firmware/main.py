@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import os
 
 from firmware import VERSION
 from firmware.log import log, set_clock
@@ -85,6 +86,54 @@ def _start_door(board, cfg):
     return door
 
 
+def _start_cards(board, cfg, door):
+    """Key store, whitelist cache and the card task on the board's reader (docs/card-profile.md).
+
+    A door without keys still polls its reader (the installer's self-test sees it) and
+    refuses every card with `no_keys`; without a valid cache it refuses with `no_cache`."""
+    from firmware.card_task import CardTask
+
+    root = board.fs_root.rstrip("/")
+    keystore = None
+    cache = None
+    try:
+        from crypto.keystore import KeyStoreError, SoftwareKeyStore
+
+        keystore = SoftwareKeyStore.load(root + "/keys.json")
+    except KeyStoreError as e:
+        log("cards: no key store:", e)
+        status["cards"] = "no_keys"
+    if keystore is not None and keystore.has("cache"):
+        from offline_cache.cache import Cache
+
+        try:
+            os.mkdir(root + "/cache")
+        except OSError:
+            pass
+        cache = Cache(root + "/cache", keystore.key("cache"), cfg.get("site_id", keystore.site_id))
+        running["cache"] = cache
+        status["cache_version"] = cache.version
+        if cache.error:
+            log("cards: cache:", cache.error)
+    running["keystore"] = keystore
+    task = CardTask(board, door, keystore, cache, cfg.get("door_no", 0), cfg.get("cards"), status)
+    running["cards"] = task
+    return task
+
+
+async def _cache_maintenance(cache, every_ms=30000):
+    """Merge a grown overlay into the sorted file at a quiet moment."""
+    from offline_cache.fmt import CacheError
+
+    while True:
+        await asyncio.sleep_ms(every_ms)
+        try:
+            cache.maintain(256)
+        except CacheError as e:
+            log("cache: merge failed:", e)
+        status["cache_version"] = cache.version
+
+
 async def main(board, extra_tasks=()):
     from firmware import config
 
@@ -103,6 +152,11 @@ async def main(board, extra_tasks=()):
         door = _start_door(board, cfg)
         tasks.append(asyncio.create_task(door.run()))
         tasks.append(asyncio.create_task(door.run_patrol()))
+        if getattr(board, "reader_uart", None) is not None:
+            cards = _start_cards(board, cfg, door)
+            tasks.append(asyncio.create_task(cards.run()))
+            if cards.cache is not None:
+                tasks.append(asyncio.create_task(_cache_maintenance(cards.cache)))
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))
     status["ready"] = True

@@ -13,7 +13,7 @@ from firmware import events as ev
 from firmware.door import DENY_LOCKDOWN, DoorMachine
 
 CFG = {"unlock_ms": 5000, "prealarm_ms": 8000, "held_open_ms": 12000, "closer_limit_ms": 6000,
-       "closer_slow_count": 3, "bounce_ms": 1500, "closer_bounce_count": 3}
+       "closer_slow_count": 3, "bounce_ms": 1500, "closer_bounce_count": 3, "deny_ms": 1000}
 RELEASED = ("passage", "fire")
 PAIRS = ((ev.SENSOR_TAMPER, ev.SENSOR_TAMPER_CLEARED), (ev.DEVICE_TAMPER, ev.DEVICE_TAMPER_CLEARED),
          (ev.POWER_LOST, ev.POWER_RESTORED), (ev.CLOSER_FAULT, ev.CLOSER_FAULT_CLEARED))
@@ -28,6 +28,7 @@ class DoorModel(RuleBasedStateMachine):
         self.log: list[tuple[int, int, int]] = []
         self.m = DoorMachine(CFG, 0, self._sink)
         # model
+        self.deny_until: int | None = None  # refused-card indication (red LED, deny beeps)
         self.cmode = "normal"
         self.fire_in = False
         self.contact = "closed"
@@ -65,6 +66,8 @@ class DoorModel(RuleBasedStateMachine):
         now = self.now
         if self.window_until is not None and now >= self.window_until:
             self.window_until = None
+        if self.deny_until is not None and now >= self.deny_until:
+            self.deny_until = None
         if self.slow_deadline is not None and now >= self.slow_deadline:
             self.slow_deadline = None
             self.slow_count += 1
@@ -155,8 +158,20 @@ class DoorModel(RuleBasedStateMachine):
         ok = self.m.grant(self.now, kind, master)
         self._granted(ok, ok_expected)
 
+    @rule(dt=dts, reason=st.integers(1, 40))
+    def deny(self, dt: int, reason: int) -> None:
+        """A refused card: journaled with its reason, shown at the door, the lock untouched."""
+        self.expect_fault = None
+        self._advance(dt)
+        self.m.deny(self.now, reason, b"r" * 8)
+        self.deny_until = self.now + CFG["deny_ms"]
+        new = [(e[1], e[2]) for e in self.new()]  # timers due by now fire first
+        assert new[-1] == (ev.ACCESS_DENIED, reason) and self.new_codes().count(ev.ACCESS_DENIED) == 1
+        self._after()
+
     def _granted(self, ok: bool, ok_expected: bool) -> None:
         assert ok == ok_expected
+        self.deny_until = None if ok else self.now + CFG["deny_ms"]
         if ok:
             self.window_until = self.now + CFG["unlock_ms"]
             if self.door == "open" and self.episode is not None:
@@ -290,7 +305,10 @@ class DoorModel(RuleBasedStateMachine):
         elif "held_open_prealarm" in alarms:
             assert self.m.buzzer == "prealarm"
         else:
-            assert self.m.buzzer == "off"
+            assert self.m.buzzer == ("deny" if self.deny_until is not None else "off")
+            if "closer_fault" not in alarms:
+                want = "green" if self.m.lock == "unlocked" else ("red" if self.deny_until else "off")
+                assert self.m.led == want
 
 
 DoorModel.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)

@@ -1,0 +1,147 @@
+"""The card flow at the door: reader poll -> card session -> whitelist decision -> door.
+
+One decision per presentation: a card left on the reader is decided once, and again only
+after it has left the field. Nothing here waits for the network: the decision uses the
+offline cache and the door journals the result itself (docs/card-profile.md, "door flow").
+"""
+
+import asyncio
+
+from firmware import events as ev
+from firmware.log import log
+
+FLAG_LOW_ASSURANCE = 0x04  # protocol.FLAG_LOW_ASSURANCE, without importing the codec
+NO_KEYS = ev.DENY_REASONS["no_keys"]
+NO_CACHE = ev.DENY_REASONS["no_cache"]
+
+DEFAULTS = {
+    "legacy_uid": False,  # accept UID-only cards (low assurance)
+    "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
+    "classic_block": 4,
+    "poll_ms": 150,  # pause between two reader polls with an empty field
+    "list_timeout_ms": 200,
+}
+
+
+def decide(result, cache, door_no, now, mode):
+    """(granted, deny_reason, master, flags) for a card step result.
+
+    Refusals from the card step (clone, wrong key, bad MAC...) and from the whitelist get
+    one reason code each (events.DENY_REASONS); revocations win over everything, master
+    cards included (the cache's rule); lockdown admits master cards only."""
+    flags = FLAG_LOW_ASSURANCE if result.low_assurance else 0
+    if not result.ok:
+        return False, ev.DENY_CARD_BASE + result.code, False, flags
+    if cache is None:
+        return False, NO_CACHE, False, flags
+    granted, reason, master = cache.decide(result.ref, door_no, now,
+                                           "lockdown" if mode == "lockdown" else "normal")
+    if granted:
+        return True, 0, master, flags
+    return False, ev.DENY_REASONS.get(reason, ev.DENY_REASONS["unknown"]), master, flags
+
+
+class CardTask:
+    """Polls the PN532 on `board.reader_uart` and hands each decision to the door task."""
+
+    def __init__(self, board, door, keystore, cache, door_no, cfg=None, status=None):
+        c = dict(DEFAULTS)
+        if cfg:
+            c.update(cfg)
+        self.cfg = c
+        self.board = board
+        self.clock = board.clock
+        self.door = door
+        self.keystore = keystore
+        self.cache = cache
+        self.door_no = door_no
+        # Imported here: the decision above needs neither the reader driver nor the crypto.
+        from firmware.card_session import CardSession
+        from firmware.pn532 import AsyncPN532
+
+        self.reader = AsyncPN532(board.reader_uart) if board.reader_uart is not None else None
+        self.session = None
+        if keystore is not None:
+            self.session = CardSession(keystore, c["legacy_uid"], c["legacy_classic"],
+                                       c["classic_block"])
+        self.status = status if status is not None else {}
+        self.reader_ready = False
+        self.present = None  # UID already decided and still in the field
+        self.decisions = 0
+        self.card_lost = 0  # card steps cut short by the card leaving (not journaled)
+
+    def _set_reader(self, state):
+        self.status["reader"] = state
+
+    async def step(self):
+        """One poll. Returns True when a card was decided."""
+        from firmware.card_session import CARD_LOST
+        from firmware.pn532 import E_TWO_CARDS, PN532Error
+
+        uart = self.reader.uart
+        connected = getattr(uart, "connected", None)
+        if connected is not None and not connected():
+            self.reader_ready = False
+            self._set_reader("absent")
+            return False
+        if not self.reader_ready:
+            fw = await self.reader.begin()
+            self.reader_ready = True
+            self._set_reader("pn532 v%d.%d" % (fw[1], fw[2]))
+        try:
+            target = await self.reader.list_target(self.cfg["list_timeout_ms"])
+        except PN532Error as e:
+            if e.code == E_TWO_CARDS:
+                return False  # two cards in the field: none is read, the user will retry
+            raise
+        if target is None:
+            self.present = None
+            return False
+        uid = bytes(target.uid)
+        if uid == self.present:
+            return False
+        t0 = self.clock.ticks_ms()
+        if self.session is None:
+            result = None
+        else:
+            result = await self.session.read_async(self.reader.exchange, uid, target.sak)
+        try:
+            await self.reader.release()
+        except PN532Error:
+            pass
+        if result is not None and result.code == CARD_LOST:
+            self.card_lost += 1  # pulled away mid-read: try again on the next poll
+            return False
+        self.present = uid
+        self.handle(result)
+        self.status["card_ms"] = self.clock.ticks_diff(self.clock.ticks_ms(), t0)
+        return True
+
+    def handle(self, result):
+        """Decide and act on one card step result (None: the door has no keys)."""
+        self.decisions += 1
+        if result is None:
+            self.door.deny(NO_KEYS, b"", 0)
+            return
+        granted, reason, master, flags = decide(result, self.cache, self.door_no,
+                                                self.clock.time(), self.door.mode())
+        ref = result.ref or b""
+        if granted:
+            self.door.grant("card", master, ref, flags)
+        else:
+            self.door.deny(reason, ref, flags)
+
+    async def run(self):
+        from firmware.pn532 import PN532Error
+
+        while True:
+            try:
+                await self.step()
+            except PN532Error as e:
+                # The reader stopped answering or talks nonsense: start it again, slowly.
+                if self.reader_ready:
+                    log("reader:", e)
+                self.reader_ready = False
+                self._set_reader("error " + str(e))
+                await asyncio.sleep_ms(1000)
+            await asyncio.sleep_ms(self.cfg["poll_ms"])

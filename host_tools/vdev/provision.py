@@ -1,0 +1,59 @@
+"""Put a door's files on a running virtual device through its console (the real mpremote).
+
+Each file is written to a temporary name and renamed, so a power cut leaves the old file or
+the new one. Used by the demo, the tests and the HIL rig to give a virtual door its
+configuration, its key file and its whitelist cache (docs/virtual-device.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from host_tools.errors import EXIT_FAILED, UserError
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+CHUNK = 2048  # bytes per exec: the console program stays small whatever the file
+
+
+def mpremote(pty: str, *args: str, timeout: float = 60.0) -> str:
+    """Run mpremote against the device's console; UserError with its output on failure."""
+    proc = subprocess.run([MPREMOTE, "connect", pty, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise UserError(f"mpremote failed on {pty}: {(proc.stdout + proc.stderr).strip()[-400:]}",
+                        EXIT_FAILED)
+    return proc.stdout
+
+
+def put_file(pty: str, path: str, data: bytes) -> None:
+    """Write `data` to `path` (relative to the device's filesystem root) atomically."""
+    tmp = path + ".tmp"
+    parts = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
+    program = []
+    for i, part in enumerate(parts):
+        mode = "wb" if i == 0 else "ab"
+        program.append(f"with open({tmp!r}, {mode!r}) as f: f.write(bytes.fromhex({part.hex()!r}))")
+        if len("\n".join(program)) > 24 * CHUNK or i == len(parts) - 1:
+            mpremote(pty, "exec", "\n".join(program))
+            program = []
+    mpremote(pty, "exec", f"import os\nos.rename({tmp!r}, {path!r})")
+
+
+def provision(pty: str, config: dict[str, Any] | None = None, keys: dict[str, Any] | None = None,
+              cache: bytes | None = None) -> None:
+    """Configuration (config.json), door key file (keys.json) and whitelist snapshot
+    (cache/main.bin). The firmware reads them at boot: restart the device afterwards."""
+    if config is not None:
+        put_file(pty, "config.json", json.dumps(config).encode())
+    if keys is not None:
+        put_file(pty, "keys.json", json.dumps(keys).encode())
+    if cache is not None:
+        # The new snapshot replaces the old one in one rename; an overlay of pending changes on
+        # the old one is then dropped (a cut before that leaves it refused: fail secure).
+        mpremote(pty, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass")
+        put_file(pty, "cache/main.bin", cache)
+        mpremote(pty, "exec", "import os\ntry:\n os.remove('cache/overlay.bin')\nexcept OSError:\n pass")

@@ -1,0 +1,169 @@
+"""The whole card flow on the virtual device: a personalized DESFire card, its clone, a lost
+card and a card of another site, presented through the PN532 emulator on the reader link;
+the firmware's card task authenticates, decides on its offline cache, drives the relay and
+journals each decision with its reason."""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from crypto.keystore import SoftwareKeyStore
+from firmware import events as ev
+from host_tools.cards import sitekeys, vcard
+from host_tools.cards.personalize import personalize
+from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import VirtualIO
+from host_tools.vdev.provision import mpremote, provision
+from offline_cache import fmt
+
+SITE = 4321
+TZ_MIN = 480
+NO_REF = "00" * 8
+
+
+def site_keys(site_id: int = SITE) -> dict:  # type: ignore[type-arg]
+    keys = sitekeys.new_site_keys(site_id)
+    keys["keys"].setdefault("cache", os.urandom(32).hex())
+    return keys
+
+
+def issue(store: SoftwareKeyStore) -> tuple[vcard.VirtualDesfire, bytes]:
+    card = vcard.VirtualDesfire()
+    return card, personalize(card.process, store).ref
+
+
+def snapshot(site: dict, version: int, cards: list[tuple[bytes, int, bool]]) -> bytes:  # type: ignore[type-arg]
+    today = (int(time.time()) + TZ_MIN * 60) // 86400
+    recs = [fmt.pack_record(ref, status, master, 0, today - 1, fmt.NO_END, 0xFFFF)
+            for ref, status, master in cards]
+    return fmt.build(bytes.fromhex(site["keys"]["cache"]), fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF,
+                     TZ_MIN, recs, {}, [], int(time.time()))
+
+
+def journal(dev: VirtualDevice, code: int) -> list[tuple[int, int, str]]:
+    """(arg, flags, card reference hex) of the device's journaled events with this code
+    (a journal record carries 12 payload bytes: the 8-byte reference, zero-padded)."""
+    out = mpremote(dev.pty, "exec",
+                   "from firmware.main import running\nj = running['journal']\n"
+                   f"print([(r[6], r[2], r[7][:8].hex()) for r in j.read(1, 400) if r[1] == {code}])")
+    return ast.literal_eval(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def present(emu: PN532Emulator, card: vcard.VirtualDesfire) -> None:
+    emu.present(LocalCard(card.process, card.uid))
+
+
+def wait_for(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def door(tmp_path: Path):  # type: ignore[no-untyped-def]
+    site = site_keys()
+    store = SoftwareKeyStore.from_dict(site)
+    good, good_ref = issue(store)
+    lost, lost_ref = issue(store)
+    master, master_ref = issue(store)
+    with VirtualDevice(tmp_path / "door") as dev:
+        provision(dev.pty, config={"device_id": "t.b1.d1", "site_id": SITE, "door_no": 0,
+                                   "door": {"unlock_ms": 1500, "deny_ms": 300}},
+                  keys=sitekeys.device_keys(site),
+                  cache=snapshot(site, 1, [(good_ref, fmt.ACTIVE, False), (lost_ref, fmt.LOST, False),
+                                           (master_ref, fmt.ACTIVE, True)]))
+        dev.restart()
+        mpremote(dev.pty, "exec", "from firmware.main import running\n"
+                                  f"running['board'].clock.set_time({time.time()!r})")
+        emu = PN532Emulator()
+        with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
+            yield dev, io, emu, {"good": (good, good_ref), "lost": (lost, lost_ref),
+                                 "master": (master, master_ref), "site": site}
+
+
+def test_a_whitelisted_card_opens_and_each_refusal_is_journaled_with_its_reason(door) -> None:  # type: ignore[no-untyped-def]
+    dev, io, emu, cards = door
+    good, good_ref = cards["good"]
+    wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
+
+    t = io.set_input("rex", False)
+    present(emu, good)
+    io.wait_output("relay", True, timeout_s=10, after_ms=t)
+    emu.remove()
+    io.wait_output("relay", False, timeout_s=10, after_ms=t)  # unlock window ends, door never opened
+    granted = journal(dev, ev.ACCESS_GRANTED)
+    assert granted == [(1, 1, good_ref.hex())]  # card, UTC time, the card's reference
+
+    # A clone (same UID and file bytes, keys unknown to the cloner) is refused at authentication.
+    present(emu, vcard.clone_of(good))
+    wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
+    emu.remove()
+    # A card reported lost is refused by the whitelist, with its reference in the event.
+    lost, lost_ref = cards["lost"]
+    time.sleep(0.4)
+    present(emu, lost)
+    wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 2)
+    emu.remove()
+    # A card of another site's keys fails authentication like a clone.
+    stranger, _ = issue(SoftwareKeyStore.from_dict(site_keys(SITE + 1)))
+    time.sleep(0.4)
+    present(emu, stranger)
+    wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 3)
+    emu.remove()
+
+    denied = journal(dev, ev.ACCESS_DENIED)
+    assert denied[0][0] == ev.DENY_REASONS["auth_failed"] and denied[0][2] == NO_REF
+    assert denied[1] == (ev.DENY_REASONS["lost"], 1, lost_ref.hex())
+    assert denied[2][0] == ev.DENY_REASONS["auth_failed"]
+    assert [e for e in io.outputs("relay") if e.device_ms >= t and e.value] == \
+        [e for e in io.outputs("relay") if e.device_ms >= t and e.value][:1]  # opened once only
+    assert [o.value for o in io.outputs("led") if o.device_ms >= t].count("red") >= 3
+
+
+def test_a_card_left_on_the_reader_is_decided_once(door) -> None:  # type: ignore[no-untyped-def]
+    dev, io, emu, cards = door
+    good, _ = cards["good"]
+    wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
+    present(emu, good)
+    wait_for(lambda: len(journal(dev, ev.ACCESS_GRANTED)) == 1)
+    time.sleep(2.0)  # many polls with the card still in the field
+    assert len(journal(dev, ev.ACCESS_GRANTED)) == 1
+    emu.remove()
+    time.sleep(0.5)
+    present(emu, good)  # presented again: a new decision
+    wait_for(lambda: len(journal(dev, ev.ACCESS_GRANTED)) == 2)
+
+
+def test_lockdown_admits_master_cards_only(door) -> None:  # type: ignore[no-untyped-def]
+    dev, io, emu, cards = door
+    wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
+    mpremote(dev.pty, "exec", "from firmware.main import running\nrunning['door'].set_mode('lockdown')")
+    good, good_ref = cards["good"]
+    present(emu, good)
+    wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
+    emu.remove()
+    assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["lockdown"], 1, good_ref.hex())]
+    master, master_ref = cards["master"]
+    t = io.set_input("rex", False)
+    present(emu, master)
+    io.wait_output("relay", True, timeout_s=10, after_ms=t)
+    assert journal(dev, ev.ACCESS_GRANTED) == [(1, 1, master_ref.hex())]
+
+
+def test_without_keys_the_reader_still_works_and_cards_are_refused_no_keys(tmp_path: Path) -> None:
+    good = vcard.VirtualDesfire()
+    with VirtualDevice(tmp_path / "blank") as dev:
+        emu = PN532Emulator()
+        with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
+            wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
+            assert io.status().get("cards") == "no_keys"
+            present(emu, good)
+            wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
+            assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["no_keys"], 0, NO_REF)]

@@ -1,0 +1,108 @@
+# mpy-heapsize: 96K
+# The card flow's decision on both interpreters: card step result + whitelist + mode -> door.
+import os
+
+from firmware import events as ev
+from firmware.card_task import FLAG_LOW_ASSURANCE, decide
+from offline_cache import fmt
+from offline_cache.cache import Cache
+
+AUTH_FAILED = 2  # firmware.card_session.AUTH_FAILED (not imported: the crypto does not fit 64K)
+
+
+class CardResult:
+    """firmware.card_session.CardResult's fields, as decide() reads them."""
+
+    def __init__(self, code, ref=None, profile=None, low_assurance=False):
+        self.code = code
+        self.ok = code == 0
+        self.ref = ref
+        self.profile = profile
+        self.low_assurance = low_assurance
+
+
+OK = 0
+KEY = b"c" * 32
+SITE = 9
+DAY = 20000
+NOON = DAY * 86400 + 12 * 3600
+GOOD, LOST, MASTER, DOOR3, OLD = b"g" * 8, b"l" * 8, b"m" * 8, b"3" * 8, b"o" * 8
+_n = [0]
+
+
+def _cache():
+    base = os.getenv("MPY_TEST_TMP")
+    if not base:
+        base = "/tmp/cardtask-test-%d" % os.getpid()
+    _n[0] += 1
+    d = base + "/t%d" % _n[0]
+    for p in (base, d):
+        try:
+            os.mkdir(p)
+        except OSError:
+            pass
+    recs = [fmt.pack_record(GOOD, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0001),
+            fmt.pack_record(LOST, fmt.LOST, True, 0, DAY - 1, fmt.NO_END, 0x0001),
+            fmt.pack_record(MASTER, fmt.ACTIVE, True, 0, DAY - 1, fmt.NO_END, 0x0001),
+            fmt.pack_record(DOOR3, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0008),
+            fmt.pack_record(OLD, fmt.ACTIVE, False, 0, DAY - 30, DAY - 2, 0x0001)]
+    c = Cache(d, KEY, SITE)
+    c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, recs, {}, []))
+    return c
+
+
+_c = []
+
+
+def cache():
+    if not _c:
+        _c.append(_cache())
+    return _c[0]
+
+
+def ok(ref, low=False):
+    return CardResult(OK, ref, "desfire_ev2", low)
+
+
+def test_a_whitelisted_card_is_granted():
+    assert decide(ok(GOOD), cache(), 0, NOON, "normal") == (True, 0, False, 0)
+
+
+def test_each_whitelist_refusal_has_its_reason_code():
+    R = ev.DENY_REASONS
+    assert decide(ok(b"x" * 8), cache(), 0, NOON, "normal")[:2] == (False, R["unknown"])
+    assert decide(ok(OLD), cache(), 0, NOON, "normal")[:2] == (False, R["expired"])
+    assert decide(ok(DOOR3), cache(), 0, NOON, "normal")[:2] == (False, R["not_permitted"])
+    assert decide(ok(DOOR3), cache(), 3, NOON, "normal")[:2] == (True, 0)
+    assert decide(ok(GOOD), cache(), 0, None, "normal")[:2] == (False, R["clock_unset"])
+
+
+def test_a_revoked_master_card_is_refused_even_in_lockdown():
+    assert decide(ok(LOST), cache(), 0, NOON, "lockdown")[:2] == (False, ev.DENY_REASONS["lost"])
+
+
+def test_lockdown_admits_master_cards_only():
+    assert decide(ok(GOOD), cache(), 0, NOON, "lockdown")[:2] == (False, ev.DENY_REASONS["lockdown"])
+    assert decide(ok(MASTER), cache(), 0, NOON, "lockdown") == (True, 0, True, 0)
+
+
+def test_card_step_failures_are_refused_before_the_whitelist():
+    r = CardResult(AUTH_FAILED, None, "desfire_ev2")
+    assert decide(r, cache(), 0, NOON, "normal") == (False, ev.DENY_REASONS["auth_failed"], False, 0)
+    assert ev.DENY_CARD_BASE + AUTH_FAILED == ev.DENY_REASONS["auth_failed"]
+
+
+def test_no_cache_fails_secure():
+    assert decide(ok(GOOD), None, 0, NOON, "normal")[:2] == (False, ev.DENY_REASONS["no_cache"])
+
+
+def test_legacy_decisions_carry_the_low_assurance_flag():
+    assert decide(ok(GOOD, True), cache(), 0, NOON, "normal") == (True, 0, False, FLAG_LOW_ASSURANCE)
+    assert decide(ok(b"x" * 8, True), cache(), 0, NOON, "normal")[3] == FLAG_LOW_ASSURANCE
+
+
+def test_every_deny_reason_code_is_unique_and_named():
+    codes = [ev.DENY_REASONS[k] for k in ev.DENY_REASONS]
+    assert len(set(codes)) == len(codes)
+    for name in ev.DENY_REASONS:
+        assert ev.deny_reason_name(ev.DENY_REASONS[name]) == name
