@@ -2,28 +2,60 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from crypto.keystore import SoftwareKeyStore
+from firmware import events
 from hil.broker import Mosquitto
+from host_tools.cards import sitekeys, vcard
+from host_tools.cards.personalize import personalize
 from host_tools.errors import EXIT_MISSING_TOOL, fail
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
+from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
+from host_tools.vdev.provision import provision
+from offline_cache import fmt
 
-MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 DEVICE_ID = "demo.b1.d1"
-EVENT_NAMES = {1: "access_granted", 2: "access_denied", 40: "boot", 41: "time_set", 254: "gap"}
+SITE = 1001
+TZ_MIN = 480
+
+
+def describe(code: int, arg: int) -> str:
+    name = events.NAMES.get(code, str(code))
+    if code == events.ACCESS_DENIED:
+        return f"{name} ({events.deny_reason_name(arg)})"
+    if code == events.ACCESS_GRANTED:
+        return f"{name} ({ {1: 'card', 2: 'REX', 3: 'remote'}.get(arg, arg)})"
+    return name
+
+
+def _site_and_cards() -> tuple[dict[str, Any], dict[str, vcard.VirtualDesfire], bytes]:
+    """A site key file, three personalized virtual cards and a signed whitelist snapshot
+    where one of them is reported lost."""
+    site = sitekeys.new_site_keys(SITE)
+    site["keys"].setdefault("cache", os.urandom(32).hex())
+    store = SoftwareKeyStore.from_dict(site)
+    cards = {name: vcard.VirtualDesfire() for name in ("resident", "lost")}
+    refs = {name: personalize(c.process, store).ref for name, c in cards.items()}
+    cards["clone"] = vcard.clone_of(cards["resident"])
+    today = (int(time.time()) + TZ_MIN * 60) // 86400
+    recs = [fmt.pack_record(refs["resident"], fmt.ACTIVE, False, 0, today - 1, today + 365, 0x0001),
+            fmt.pack_record(refs["lost"], fmt.LOST, False, 0, today - 1, today + 365, 0x0001)]
+    snap = fmt.build(bytes.fromhex(site["keys"]["cache"]), fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF,
+                     TZ_MIN, recs, {}, [], int(time.time()))
+    return site, cards, snap
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -41,7 +73,8 @@ def demo(
     pace: float = typer.Option(1.0, help="Seconds to pause between steps, so you can follow."),
 ) -> None:
     """Start a broker, the reference platform and a virtual door controller, then play a
-    short scenario: commissioning, door I/O, a power cut, and every event reaching the
+    short scenario: commissioning with keys and a signed whitelist, a resident's card, a
+    clone and a lost card, a held-open alarm, a power cut, and every event reaching the
     platform exactly once.
 
     Example: doorctl demo
@@ -65,24 +98,58 @@ def demo(
         dev = VirtualDevice(state or work / "door").start()
         step(f"virtual door controller up: console {dev.pty}, I/O {dev.io_addr[1]}")
         try:
-            cfg = json.dumps({"device_id": DEVICE_ID,
-                              "broker": {"host": broker.host, "port": broker.port}})
-            subprocess.run([MPREMOTE, "connect", dev.pty, "exec",
-                            f"import os\nwith open('config.json.tmp', 'w') as f: f.write({cfg!r})"
-                            "\nos.rename('config.json.tmp', 'config.json')"],
-                           check=True, capture_output=True, timeout=30)
-            step(f"commissioned over the console with mpremote: device id {DEVICE_ID}")
+            site, cards, snap = _site_and_cards()
+            step("site keys made; 2 DESFire EV2 cards personalized (one reported lost), 1 clone made")
+            provision(dev.pty, config={"device_id": DEVICE_ID, "site_id": SITE, "door_no": 0,
+                                       "broker": {"host": broker.host, "port": broker.port},
+                                       "door": {"unlock_ms": 2000, "prealarm_ms": 2000,
+                                                "held_open_ms": 3000}},
+                      keys=sitekeys.device_keys(site), cache=snap)
+            step(f"commissioned over the console with mpremote: {DEVICE_ID}, door keys, "
+                 f"signed whitelist ({len(snap)} bytes)")
             dev.restart()
             store = platform.store
             _wait(lambda: bool((store.device(DEVICE_ID) or {}).get("online")))
-            step("[green]device online at the platform[/green] (presence, retained)")
-            with VirtualIO(dev.io_addr) as io:
-                io.set_input("door_contact", "open")
-                io.set_input("door_contact", "closed")
-                io.set_input("rex", True)
-                io.set_input("rex", False)
-                st = io.state()
-                step(f"door I/O channel: inputs {st['inputs']}, outputs {st['outputs']}")
+            step("[green]device online at the platform[/green] (presence, retained); "
+                 "clock set by the platform")
+            emu = PN532Emulator()
+            with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
+                _wait(lambda: str(io.status().get("reader", "")).startswith("pn532"))
+                _wait(lambda: bool(io.status().get("clock_synced")))
+
+                def swipe(name: str) -> None:
+                    _wait(lambda: io.state()["outputs"].get("led") == "off", 5)  # last card's sign ended
+                    t = io.set_input("rex", False)
+                    emu.present(LocalCard(cards[name].process, cards[name].uid))
+                    _wait(lambda: any(e.value in ("green", "red") for e in io.outputs("led")
+                                      if e.device_ms >= t), 5)
+                    opened = any(e.value for e in io.outputs("relay") if e.device_ms >= t)
+                    emu.remove()
+                    ms = io.status().get("card_ms")
+                    if opened:
+                        step(f"[green]{name} card: door unlocked[/green] (card step + decision {ms} ms)")
+                    else:
+                        step(f"[red]{name} card: refused[/red], LED red")
+                    time.sleep(0.3)
+
+                def press(name: str, *values: Any) -> None:
+                    for v in values:  # each value held past the 50 ms input debounce
+                        io.set_input(name, v)
+                        time.sleep(0.2)
+
+                swipe("resident")
+                press("door_contact", "open", "closed")
+                step("door opened and closed: relocked at once (anti-tailgating)")
+                swipe("clone")
+                swipe("lost")
+                press("rex", True, False)
+                press("door_contact", "open")
+                step("REX pressed, door opened ... and left open")
+                io.wait_output("buzzer", True, timeout_s=10)
+                time.sleep(3.2)
+                step("[red]held-open alarm[/red] at the door (buzzer, LED) and as an event")
+                press("door_contact", "closed")
+                step("door closed: alarm cleared")
             dev.kill()
             step("[red]power cut[/red] (process killed; flash keeps what was written)")
             _wait(lambda: (store.device(DEVICE_ID) or {}).get("online") is False)
@@ -94,7 +161,7 @@ def demo(
             for ev in store.events(DEVICE_ID):
                 when = (time.strftime("%H:%M:%S", time.localtime(ev[3])) if ev[5] & 1
                         else f"{ev[3]} s after boot")
-                table.add_row(str(ev[0]), EVENT_NAMES.get(ev[1], str(ev[1])), str(ev[2]), when)
+                table.add_row(str(ev[0]), describe(ev[1], ev[6]), str(ev[2]), when)
             con.print(table)
             step(f"platform acknowledged up to seq {store.ack_upto(DEVICE_ID)}; "
                  f"missing: {store.missing(DEVICE_ID) or 'none'}")

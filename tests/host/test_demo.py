@@ -18,3 +18,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "platform sees the device offline" in out
     assert "missing: none" in out
     assert "time_set" in out
+    assert "resident card: door unlocked" in out
+    assert "clone card: refused" in out and "lost card: refused" in out
+    assert "access_denied (auth_failed)" in out and "access_denied (lost)" in out
+    assert "held_open_cleared" in out
