@@ -20,6 +20,7 @@ DEFAULTS = {
     "classic_block": 4,
     "poll_ms": 150,  # pause between two reader polls with an empty field
     "list_timeout_ms": 200,
+    "lost_quiet_ms": 5000,  # one card_lost record per card within this
 }
 
 
@@ -68,7 +69,8 @@ class CardTask:
         self.reader_ready = False
         self.present = None  # UID already decided and still in the field
         self.decisions = 0
-        self.card_lost = 0  # card steps cut short by the card leaving (not journaled)
+        self.card_lost = 0  # card steps cut short by the card leaving
+        self._lost = None  # (uid, ticks) of the last card_lost journaled
 
     def _set_reader(self, state):
         self.status["reader"] = state
@@ -110,7 +112,16 @@ class CardTask:
         except PN532Error:
             pass
         if result is not None and result.code == CARD_LOST:
-            self.card_lost += 1  # pulled away mid-read: try again on the next poll
+            # Pulled away mid-read: logged (once per card within `lost_quiet_ms`, so a card
+            # hovering at the edge of the field cannot flood the journal), read again when
+            # it comes back.
+            self.card_lost += 1
+            now = self.clock.ticks_ms()
+            last = self._lost
+            if last is None or last[0] != uid or \
+                    self.clock.ticks_diff(now, last[1]) >= self.cfg["lost_quiet_ms"]:
+                self._lost = (uid, now)
+                self.handle(result)
             return False
         self.present = uid
         self.handle(result)

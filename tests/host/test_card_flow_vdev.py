@@ -6,6 +6,7 @@ journals each decision with its reason."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from crypto.keystore import SoftwareKeyStore
+from firmware import card_session
 from firmware import events as ev
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.personalize import personalize
@@ -66,26 +68,40 @@ def wait_for(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.05)
 
 
-@pytest.fixture()
-def door(tmp_path: Path):  # type: ignore[no-untyped-def]
+UID_CARD = bytes.fromhex("a1b2c3d4")
+
+
+@contextlib.contextmanager
+def running_door(state: Path, cards_cfg: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
     site = site_keys()
     store = SoftwareKeyStore.from_dict(site)
     good, good_ref = issue(store)
     lost, lost_ref = issue(store)
     master, master_ref = issue(store)
-    with VirtualDevice(tmp_path / "door") as dev:
+    legacy_ref = card_session.uid_ref(store, UID_CARD)
+    with VirtualDevice(state) as dev:
         provision(dev.pty, config={"device_id": "t.b1.d1", "site_id": SITE, "door_no": 0,
-                                   "door": {"unlock_ms": 1500, "deny_ms": 300}},
+                                   "door": {"unlock_ms": 1500, "deny_ms": 300},
+                                   "cards": cards_cfg or {}},
                   keys=sitekeys.device_keys(site),
                   cache=snapshot(site, 1, [(good_ref, fmt.ACTIVE, False), (lost_ref, fmt.LOST, False),
-                                           (master_ref, fmt.ACTIVE, True)]))
+                                           (master_ref, fmt.ACTIVE, True),
+                                           (legacy_ref, fmt.ACTIVE, False)]))
         dev.restart()
         mpremote(dev.pty, "exec", "from firmware.main import running\n"
                                   f"running['board'].clock.set_time({time.time()!r})")
         emu = PN532Emulator()
         with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
+            wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
             yield dev, io, emu, {"good": (good, good_ref), "lost": (lost, lost_ref),
-                                 "master": (master, master_ref), "site": site}
+                                 "master": (master, master_ref), "site": site,
+                                 "legacy_ref": legacy_ref}
+
+
+@pytest.fixture()
+def door(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with running_door(tmp_path / "door") as d:
+        yield d
 
 
 def test_a_whitelisted_card_opens_and_each_refusal_is_journaled_with_its_reason(door) -> None:  # type: ignore[no-untyped-def]
@@ -167,3 +183,48 @@ def test_without_keys_the_reader_still_works_and_cards_are_refused_no_keys(tmp_p
             present(emu, good)
             wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
             assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["no_keys"], 0, NO_REF)]
+
+
+def test_a_card_pulled_mid_authentication_is_refused_and_logged_once(door) -> None:  # type: ignore[no-untyped-def]
+    dev, io, emu, cards = door
+    good, good_ref = cards["good"]
+    local = LocalCard(good.process, good.uid)
+    answered = []
+
+    def leaves_after_select(apdu: bytes) -> bytes:
+        if answered:
+            local.present = False  # gone before the authentication's first answer
+        answered.append(apdu)
+        return good.process(apdu)
+
+    local._process = leaves_after_select
+    emu.present(local)
+    wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
+    time.sleep(1.0)  # the reader keeps finding it at the edge of the field: still one record
+    emu.remove()
+    assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["card_lost"], 1, NO_REF)]
+    assert journal(dev, ev.ACCESS_GRANTED) == []
+    present(emu, good)  # presented properly: read again and granted
+    wait_for(lambda: journal(dev, ev.ACCESS_GRANTED) == [(1, 1, good_ref.hex())])
+
+
+def _uid_card() -> LocalCard:
+    return LocalCard(vcard.UidOnlyCard(UID_CARD).process, UID_CARD, sak=0x08)
+
+
+def test_uid_only_cards_are_refused_unless_the_legacy_profile_is_on(door) -> None:  # type: ignore[no-untyped-def]
+    dev, io, emu, cards = door
+    emu.present(_uid_card())
+    wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
+    emu.remove()
+    assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["unsupported_card"], 1, NO_REF)]
+
+
+def test_with_the_legacy_uid_profile_on_a_listed_uid_opens_flagged_low_assurance(tmp_path: Path) -> None:
+    with running_door(tmp_path / "legacy", {"legacy_uid": True}) as (dev, io, emu, cards):
+        t = io.set_input("rex", False)
+        emu.present(_uid_card())
+        io.wait_output("relay", True, timeout_s=10, after_ms=t)
+        emu.remove()
+        # flags: 0x01 UTC time, 0x04 low-assurance decision (legacy profile)
+        assert journal(dev, ev.ACCESS_GRANTED) == [(1, 0x05, cards["legacy_ref"].hex())]
