@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -13,11 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crypto.keystore import SoftwareKeyStore
 from firmware import events
 from hil.broker import Mosquitto
-from host_tools.cards import sitekeys, vcard
-from host_tools.cards.personalize import personalize
+from host_tools.cards import vcard
+from host_tools.cards.kit import SiteKit
 from host_tools.errors import EXIT_MISSING_TOOL, fail
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
@@ -29,7 +27,6 @@ from offline_cache import fmt
 
 DEVICE_ID = "demo.b1.d1"
 SITE = 1001
-TZ_MIN = 480
 
 
 def describe(code: int, arg: int) -> str:
@@ -41,20 +38,15 @@ def describe(code: int, arg: int) -> str:
     return name
 
 
-def _site_and_cards() -> tuple[dict[str, Any], dict[str, vcard.VirtualDesfire], bytes]:
-    """A site key file, three personalized virtual cards and a signed whitelist snapshot
-    where one of them is reported lost."""
-    site = sitekeys.new_site_keys(SITE)
-    site["keys"].setdefault("cache", os.urandom(32).hex())
-    store = SoftwareKeyStore.from_dict(site)
-    cards = {name: vcard.VirtualDesfire() for name in ("resident", "lost")}
-    refs = {name: personalize(c.process, store).ref for name, c in cards.items()}
+def _site_and_cards() -> tuple[SiteKit, dict[str, vcard.VirtualDesfire], bytes]:
+    """Site keys, three virtual cards (one reported lost, one a clone) and a signed whitelist."""
+    site = SiteKit(SITE)
+    cards, refs = {}, {}
+    for name in ("resident", "lost"):
+        cards[name], refs[name] = site.issue()
     cards["clone"] = vcard.clone_of(cards["resident"])
-    today = (int(time.time()) + TZ_MIN * 60) // 86400
-    recs = [fmt.pack_record(refs["resident"], fmt.ACTIVE, False, 0, today - 1, today + 365, 0x0001),
-            fmt.pack_record(refs["lost"], fmt.LOST, False, 0, today - 1, today + 365, 0x0001)]
-    snap = fmt.build(bytes.fromhex(site["keys"]["cache"]), fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF,
-                     TZ_MIN, recs, {}, [], int(time.time()))
+    snap = site.snapshot(1, [(refs["resident"], fmt.ACTIVE, False), (refs["lost"], fmt.LOST, False)],
+                         doors=0x0001)
     return site, cards, snap
 
 
@@ -100,11 +92,10 @@ def demo(
         try:
             site, cards, snap = _site_and_cards()
             step("site keys made; 2 DESFire EV2 cards personalized (one reported lost), 1 clone made")
-            provision(dev.pty, config={"device_id": DEVICE_ID, "site_id": SITE, "door_no": 0,
-                                       "broker": {"host": broker.host, "port": broker.port},
-                                       "door": {"unlock_ms": 2000, "prealarm_ms": 2000,
-                                                "held_open_ms": 3000}},
-                      keys=sitekeys.device_keys(site), cache=snap)
+            provision(dev.pty, config=site.door_config(
+                          DEVICE_ID, broker={"host": broker.host, "port": broker.port},
+                          door={"unlock_ms": 2000, "prealarm_ms": 2000, "held_open_ms": 3000}),
+                      keys=site.door_keys(), cache=snap)
             step(f"commissioned over the console with mpremote: {DEVICE_ID}, door keys, "
                  f"signed whitelist ({len(snap)} bytes)")
             dev.restart()

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from crypto.keystore import SoftwareKeyStore
-from firmware import card_session
 from firmware import events as ev
-from host_tools.cards import sitekeys, vcard
-from host_tools.cards.personalize import personalize
+from host_tools.cards import vcard
+from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
@@ -25,27 +22,7 @@ from host_tools.vdev.provision import mpremote, provision
 from offline_cache import fmt
 
 SITE = 4321
-TZ_MIN = 480
 NO_REF = "00" * 8
-
-
-def site_keys(site_id: int = SITE) -> dict:  # type: ignore[type-arg]
-    keys = sitekeys.new_site_keys(site_id)
-    keys["keys"].setdefault("cache", os.urandom(32).hex())
-    return keys
-
-
-def issue(store: SoftwareKeyStore) -> tuple[vcard.VirtualDesfire, bytes]:
-    card = vcard.VirtualDesfire()
-    return card, personalize(card.process, store).ref
-
-
-def snapshot(site: dict, version: int, cards: list[tuple[bytes, int, bool]]) -> bytes:  # type: ignore[type-arg]
-    today = (int(time.time()) + TZ_MIN * 60) // 86400
-    recs = [fmt.pack_record(ref, status, master, 0, today - 1, fmt.NO_END, 0xFFFF)
-            for ref, status, master in cards]
-    return fmt.build(bytes.fromhex(site["keys"]["cache"]), fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF,
-                     TZ_MIN, recs, {}, [], int(time.time()))
 
 
 def journal(dev: VirtualDevice, code: int) -> list[tuple[int, int, str]]:
@@ -73,20 +50,18 @@ UID_CARD = bytes.fromhex("a1b2c3d4")
 
 @contextlib.contextmanager
 def running_door(state: Path, cards_cfg: dict | None = None):  # type: ignore[no-untyped-def,type-arg]
-    site = site_keys()
-    store = SoftwareKeyStore.from_dict(site)
-    good, good_ref = issue(store)
-    lost, lost_ref = issue(store)
-    master, master_ref = issue(store)
-    legacy_ref = card_session.uid_ref(store, UID_CARD)
+    site = SiteKit(SITE)
+    good, good_ref = site.issue()
+    lost, lost_ref = site.issue()
+    master, master_ref = site.issue()
+    legacy_ref = site.uid_ref(UID_CARD)
     with VirtualDevice(state) as dev:
-        provision(dev.pty, config={"device_id": "t.b1.d1", "site_id": SITE, "door_no": 0,
-                                   "door": {"unlock_ms": 1500, "deny_ms": 300},
-                                   "cards": cards_cfg or {}},
-                  keys=sitekeys.device_keys(site),
-                  cache=snapshot(site, 1, [(good_ref, fmt.ACTIVE, False), (lost_ref, fmt.LOST, False),
-                                           (master_ref, fmt.ACTIVE, True),
-                                           (legacy_ref, fmt.ACTIVE, False)]))
+        provision(dev.pty, config=site.door_config("t.b1.d1", door={"unlock_ms": 1500, "deny_ms": 300},
+                                                   cards=cards_cfg or {}),
+                  keys=site.door_keys(),
+                  cache=site.snapshot(1, [(good_ref, fmt.ACTIVE, False), (lost_ref, fmt.LOST, False),
+                                          (master_ref, fmt.ACTIVE, True),
+                                          (legacy_ref, fmt.ACTIVE, False)]))
         dev.restart()
         mpremote(dev.pty, "exec", "from firmware.main import running\n"
                                   f"running['board'].clock.set_time({time.time()!r})")
@@ -128,7 +103,7 @@ def test_a_whitelisted_card_opens_and_each_refusal_is_journaled_with_its_reason(
     wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 2)
     emu.remove()
     # A card of another site's keys fails authentication like a clone.
-    stranger, _ = issue(SoftwareKeyStore.from_dict(site_keys(SITE + 1)))
+    stranger, _ = SiteKit(SITE + 1).issue()
     time.sleep(0.4)
     present(emu, stranger)
     wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 3)

@@ -1,0 +1,71 @@
+"""A site in a box: keys, personalized virtual cards and signed whitelists, for the demo,
+the tests, the benchmarks and the virtual HIL rig. Real keys, real card sessions, real
+signatures: only the cards are virtual."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from crypto.keystore import SoftwareKeyStore
+from firmware import card_session
+from host_tools.cards import sitekeys, vcard
+from host_tools.cards.personalize import personalize
+from offline_cache import fmt
+
+TZ_MIN = 480  # site local time: UTC+8
+
+
+def today(tz_min: int = TZ_MIN) -> int:
+    """Today as days since 1970-01-01 in site local time (the cache's day numbers)."""
+    return (int(time.time()) + tz_min * 60) // 86400
+
+
+class SiteKit:
+    def __init__(self, site_id: int = 1001) -> None:
+        self.site_id = site_id
+        self.keys = sitekeys.new_site_keys(site_id)
+        self.keys["keys"].setdefault("cache", os.urandom(32).hex())
+        self.keys["keys"].setdefault("command", os.urandom(32).hex())
+        self.store = SoftwareKeyStore.from_dict(self.keys)
+
+    @property
+    def cache_key(self) -> bytes:
+        return bytes.fromhex(self.keys["keys"]["cache"])
+
+    def door_keys(self) -> dict[str, Any]:
+        """The key file a door of this site gets (no application master key)."""
+        return sitekeys.device_keys(self.keys)
+
+    def issue(self) -> tuple[vcard.VirtualDesfire, bytes]:
+        """A new virtual DESFire EV2 card personalized for this site, and its reference."""
+        card = vcard.VirtualDesfire()
+        return card, personalize(card.process, self.store).ref
+
+    def uid_ref(self, uid: bytes) -> bytes:
+        """The reference of a UID-only card (legacy profile)."""
+        return bytes(card_session.uid_ref(self.store, uid))
+
+    def snapshot(self, version: int, cards: list[tuple[bytes, int, bool]], doors: int = 0xFFFF,
+                 valid_days: int = 365) -> bytes:
+        """A signed full snapshot: (ref, status, master) per card, valid from yesterday."""
+        d = today()
+        recs = [fmt.pack_record(ref, status, master, 0, d - 1, d + valid_days, doors)
+                for ref, status, master in cards]
+        return fmt.build(self.cache_key, fmt.KIND_SNAPSHOT, version, 0, self.site_id, 0xFFFF,
+                         TZ_MIN, recs, {}, [], int(time.time()))
+
+    def delta(self, version: int, base: int, cards: list[tuple[bytes, int, bool]],
+              doors: int = 0xFFFF, valid_days: int = 365) -> bytes:
+        """A signed delta on top of version `base`."""
+        d = today()
+        recs = [fmt.pack_record(ref, status, master, 0, d - 1, d + valid_days, doors)
+                for ref, status, master in cards]
+        return fmt.build(self.cache_key, fmt.KIND_DELTA, version, base, self.site_id, 0xFFFF,
+                         TZ_MIN, recs, {}, [], int(time.time()))
+
+    def door_config(self, device_id: str, door_no: int = 0, **extra: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"device_id": device_id, "site_id": self.site_id, "door_no": door_no}
+        cfg.update(extra)
+        return cfg
