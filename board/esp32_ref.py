@@ -234,6 +234,16 @@ class Esp32RefBoard:
         parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")
         self.journal_dev = parts[0] if parts else None
         self.blockdev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
+        self.reset_cause = reset_cause
+
+
+def reset_cause():
+    """"power" after a power-on or brown-out; "reset" after a watchdog, soft or deep-sleep
+    reset (the firmware then reports no power loss)."""
+    import machine
+
+    c = machine.reset_cause()
+    return "power" if c in (machine.PWRON_RESET, getattr(machine, "BROWNOUT_RESET", -1)) else "reset"
 
 
 def safe_mode_requested():

@@ -71,6 +71,7 @@ class CardTask:
         self.decisions = 0
         self.card_lost = 0  # card steps cut short by the card leaving
         self._lost = None  # (uid, ticks) of the last card_lost journaled
+        self.hold = False  # True: the reader is lent to someone else (self-test, console)
 
     def _set_reader(self, state):
         self.status["reader"] = state
@@ -146,6 +147,11 @@ class CardTask:
         from firmware.pn532 import PN532Error
 
         while True:
+            if self.hold:
+                self.reader_ready = False  # whoever had it may have reconfigured it
+                self._set_reader("held")
+                await asyncio.sleep_ms(100)
+                continue
             try:
                 await self.step()
             except PN532Error as e:

@@ -346,12 +346,13 @@ class DoorMachine:
             self.power_lost_at = None
             self.power_lost_wall = None
 
-    def power_restored(self, secs, lost_epoch=None):
-        """Mains back (or, at boot, a loss found in the journal): payload seconds without
-        power (u32) and the UTC time of the loss (u32, 0 when unknown)."""
+    def power_restored(self, secs, lost_epoch=None, source=0):
+        """Mains back (source 0) or, at boot, the controller's own power came back (source 1,
+        the loss found in the journal): payload seconds without power (u32, 0 unknown) and
+        the UTC time of the loss (u32, 0 when unknown)."""
         self.alarms &= ~A_POWER
         self.power = True
-        self._emit(ev.POWER_RESTORED, 0,
+        self._emit(ev.POWER_RESTORED, source,
                    struct.pack("<II", max(0, int(secs)), int(lost_epoch or 0)))
 
     def grant(self, now, kind="card", master=False, ref=b"", flags=0):

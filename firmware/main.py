@@ -37,6 +37,7 @@ def _start_journal(board, cfg):
     recorder = events.Recorder(journal, board.clock, boot)
     running["journal"] = journal
     running["recorder"] = recorder
+    running["last_alive"] = last_alive(journal)
     recorder.record(events.BOOT, boot)
     broker = cfg.get("broker")
     if broker:
@@ -57,6 +58,33 @@ def _start_journal(board, cfg):
 
         uplink.on_time = on_time
     return journal
+
+
+def last_alive(journal):
+    """(True, UTC seconds or 0) when the journal holds a record from before this boot: the
+    last sign of life before the power went. (False, 0) on a first boot."""
+    from firmware.journal import FLAG_TIME_VALID, R_FLAGS, R_TIME
+
+    last = journal.next_seq - 1
+    if last < 1:
+        return False, 0
+    recs = journal.read(last, 1)
+    if recs and recs[0][R_FLAGS] & FLAG_TIME_VALID:
+        return True, recs[0][R_TIME]
+    return True, 0
+
+
+def _report_power_loss(board, door):
+    """The controller itself lost power (no backup battery): `power_restored` (arg 1) with
+    the UTC time of the last record before the loss when the journal knows it, and the
+    outage in seconds when the board's clock survived it (0: unknown)."""
+    seen, lost_at = running.get("last_alive") or (False, 0)
+    cause = getattr(board, "reset_cause", None)
+    if not seen or (cause is not None and cause() != "power"):
+        return
+    now = board.clock.time()
+    secs = int(now - lost_at) if now is not None and lost_at else 0
+    door.machine.power_restored(secs, lost_at, 1)
 
 
 async def _journal_maintenance(journal):
@@ -83,6 +111,7 @@ def _start_door(board, cfg):
     if uplink is not None:
         door.publish = uplink.publish_status
     running["door"] = door
+    _report_power_loss(board, door)
     return door
 
 

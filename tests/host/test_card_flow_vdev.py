@@ -203,3 +203,26 @@ def test_with_the_legacy_uid_profile_on_a_listed_uid_opens_flagged_low_assurance
         emu.remove()
         # flags: 0x01 UTC time, 0x04 low-assurance decision (legacy profile)
         assert journal(dev, ev.ACCESS_GRANTED) == [(1, 0x05, cards["legacy_ref"].hex())]
+
+
+def test_a_power_cut_of_the_controller_is_reported_at_the_next_boot(door) -> None:  # type: ignore[no-untyped-def]
+    dev, io, emu, cards = door
+    good, _ = cards["good"]
+    present(emu, good)
+    wait_for(lambda: len(journal(dev, ev.ACCESS_GRANTED)) == 1)
+    emu.remove()
+    swipe_utc = time.time()
+    dev.kill()  # power cut: no backup battery
+    time.sleep(0.5)
+    dev.restart()
+    out = mpremote(dev.pty, "exec",
+                   "import struct\nfrom firmware.main import running\nj = running['journal']\n"
+                   f"print([(r[6], struct.unpack('<II', r[7][:8])) for r in j.read(1, 400) "
+                   f"if r[1] == {ev.POWER_RESTORED}])")
+    restored = ast.literal_eval(out.strip().splitlines()[-1])
+    # one per power-up after a run: the restart that followed provisioning (no UTC time yet
+    # then: loss time unknown), then this cut
+    assert len(restored) == 2 and restored[0] == (1, (0, 0))
+    source, (secs, lost_at) = restored[1]
+    assert source == 1 and secs == 0  # the virtual board's clock did not survive the cut
+    assert abs(lost_at - swipe_utc) <= 2  # the last record before the cut: the swipe

@@ -190,7 +190,7 @@ def test_power_loss_and_restore_with_its_duration(dev: VirtualDevice) -> None:
         wait_until(lambda: patrol(io)["alarms"] == [])
     rows = journal(dev)
     lost = [r for r in rows if r[0] == ev.POWER_LOST]
-    restored = [r for r in rows if r[0] == ev.POWER_RESTORED]
+    restored = [r for r in rows if r[0] == ev.POWER_RESTORED and r[1] == 0]  # mains (1: boot)
     assert len(lost) == 1 and len(restored) == 1
     secs = int.from_bytes(restored[0][2][:4], "little")
     assert 2 <= secs <= 6

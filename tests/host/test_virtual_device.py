@@ -208,18 +208,35 @@ def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -
 
 
 def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
+    program = ("import asyncio\n"
+               "from firmware.main import running\n"
+               "running['cards'].hold = True\n"  # the firmware's card task lends the reader
+               "u = running['board'].reader_uart\n"
+               "async def go():\n"
+               "    await asyncio.sleep_ms(400)\n"  # its poll in flight, if any, ends
+               "    u.reset_input()\n"
+               "    print('ready')\n"
+               "    d = await u.read(64, 5000)\n"
+               "    u.write(b'echo:' + d)\n"
+               "    await u.drain()\n"
+               "    print(d.hex())\n"
+               "    running['cards'].hold = False\n"
+               "asyncio.run(go())")
     with socket.create_connection(vdev.reader_addr, timeout=5) as s:
-        time.sleep(0.2)
+        proc = subprocess.Popen([MPREMOTE, "connect", vdev.pty, "exec", program],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        s.settimeout(0.3)
+        try:
+            while s.recv(256):  # frames the card task sent before it lent the reader
+                pass
+        except TimeoutError:
+            pass
+        s.settimeout(5)
         s.sendall(b"\x00\x00\xff\x02\xfe\xd4\x02\x2a\x00")
-        out = mpremote(vdev, "exec", "import asyncio\n"
-                       "from firmware.main import running\n"
-                       "u = running['board'].reader_uart\n"
-                       "async def go():\n"
-                       "    d = await u.read(64, 2000)\n"
-                       "    u.write(b'echo:' + d)\n"
-                       "    await u.drain()\n"
-                       "    print(d.hex())\n"
-                       "asyncio.run(go())")
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
         assert out.strip() == "0000ff02fed4022a00"
         got = b""
         while len(got) < 14:
