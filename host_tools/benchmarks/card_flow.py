@@ -12,6 +12,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from host_tools.cards.kit import SiteKit
@@ -32,7 +33,7 @@ FIGURES = {
 }
 
 
-def _wait(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
