@@ -23,35 +23,54 @@ from host_tools.platform.store import Store
 DEVICE = Path(__file__).with_name("device") / "uplink_device.py"
 BACKLOG = 50_000
 BLOCKS = 400
+HEAP = "96K"  # the drain's heap: see uplink.heap_min_kib for the smallest that works
 
 FIGURES = {
     "uplink.drain_50k_s": "50,000-event backlog drained to the platform with platform acks, s",
     "uplink.drain_events_per_s": "drain rate of that backlog, events/s",
     "uplink.baseline_events_per_s": "baseline: CPython publisher straight into the same "
                                     "broker + platform (no device), events/s",
+    "uplink.heap_min_kib": "smallest MicroPython heap (8 KiB steps from 64) in which the journal + "
+                           "uplink drain a 2,000-event backlog; unix port: the .mpy bytecode "
+                           "lives in this heap too, KiB",
 }
 
 
-def _drain(tmp: Path, broker: Mosquitto) -> float:
+def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEAP,
+           device: str = "bench.dev", timeout: float | None = None) -> float:
+    """Seconds to drain `backlog` events; RuntimeError when the device cannot."""
     env = micropython_env(build_device_tree()[0].parents[1])
-    image = tmp / "journal.img"
+    image = tmp / f"{device}.img"
     fill = subprocess.run(
-        [micropython(), "-X", "heapsize=64K", str(DEVICE), str(image), str(BLOCKS), broker.host,
-         "1", "bench.dev", "1", str(BACKLOG), "0", "fill-only"],
+        [micropython(), "-X", "heapsize=256K", str(DEVICE), str(image), str(BLOCKS), broker.host,
+         "1", device, "1", str(backlog), "0", "fill-only"],
         env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
     if "APPENDED" not in fill.stdout:
         raise RuntimeError(fill.stdout + fill.stderr)
-    with Platform(Store(str(tmp / "p.db")), broker.host, broker.port) as platform:
+    with Platform(Store(str(tmp / f"{device}.db")), broker.host, broker.port) as platform:
         platform.connected.wait(10)
         t = time.perf_counter()
-        proc = subprocess.run(
-            [micropython(), "-X", "heapsize=64K", str(DEVICE), str(image), str(BLOCKS),
-             broker.host, str(broker.port), "bench.dev", "2", "0"],
-            env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
+        try:
+            proc = subprocess.run(
+                [micropython(), "-X", f"heapsize={heap}", str(DEVICE), str(image), str(BLOCKS),
+                 broker.host, str(broker.port), device, "2", "0"],
+                env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout or 60 + backlog / 100)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"drain did not finish with a {heap} heap") from None
         elapsed = time.perf_counter() - t
-        if "DRAINED" not in proc.stdout or platform.store.count("bench.dev") != BACKLOG:
+        if "DRAINED" not in proc.stdout or platform.store.count(device) != backlog:
             raise RuntimeError("drain incomplete: " + proc.stdout[-500:])
     return elapsed
+
+
+def _heap_min_kib(tmp: Path, broker: Mosquitto) -> float:
+    for kib in range(64, 257, 8):
+        try:
+            _drain(tmp, broker, 2000, f"{kib}K", f"heap{kib}", timeout=30)
+        except RuntimeError:
+            continue
+        return float(kib)
+    return float("nan")
 
 
 def _baseline(tmp: Path, broker: Mosquitto, n: int = 10_000, batch: int = 16) -> float:
@@ -80,6 +99,8 @@ def run(names: set[str]) -> dict[str, float]:
             s = _drain(Path(tmp), broker)
             out["uplink.drain_50k_s"] = s
             out["uplink.drain_events_per_s"] = BACKLOG / s
+        if "uplink.heap_min_kib" in names:
+            out["uplink.heap_min_kib"] = _heap_min_kib(Path(tmp), broker)
         if "uplink.baseline_events_per_s" in names:
             out["uplink.baseline_events_per_s"] = _baseline(Path(tmp), broker)
     return out
