@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from firmware import card_session
 from firmware import events as ev
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
-from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.pn532_emu import CardGone, LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision
@@ -46,6 +47,28 @@ def wait_for(cond, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-de
 
 
 UID_CARD = bytes.fromhex("a1b2c3d4")
+CLASSIC_UID = bytes.fromhex("c1a551c0")
+CLASSIC_KEY = bytes.fromhex("a0a1a2a3a4a5")
+CLASSIC_BLOCK = b"resident-0042\x00\x00\x00"
+
+
+class ClassicCard:
+    """A MIFARE Classic 1K answering the PN532's raw MIFARE commands: key A authentication
+    (0x60) of block 4's sector, then READ (0x30) of block 4."""
+
+    def __init__(self, key: bytes = CLASSIC_KEY) -> None:
+        self.key = key
+        self.authed = False
+
+    def process(self, cmd: bytes) -> bytes:
+        if cmd[:2] == b"\x60\x04":
+            self.authed = cmd[2:8] == self.key and cmd[8:12] == CLASSIC_UID
+            if not self.authed:
+                raise CardGone()  # a failed Crypto1 authentication halts the card
+            return b""
+        if cmd[:2] == b"\x30\x04" and self.authed:
+            return CLASSIC_BLOCK
+        raise CardGone()
 
 
 @contextlib.contextmanager
@@ -55,13 +78,16 @@ def running_door(state: Path, cards_cfg: dict | None = None):  # type: ignore[no
     lost, lost_ref = site.issue()
     master, master_ref = site.issue()
     legacy_ref = site.uid_ref(UID_CARD)
+    site.keys["keys"]["classic_a"] = CLASSIC_KEY.hex()  # the legacy Classic profile's sector key
+    classic_ref = bytes(card_session.classic_ref(site.store, CLASSIC_BLOCK))
     with VirtualDevice(state) as dev:
         provision(dev.pty, config=site.door_config("t.b1.d1", door={"unlock_ms": 1500, "deny_ms": 300},
                                                    cards=cards_cfg or {}),
                   keys=site.door_keys(),
                   cache=site.snapshot(1, [(good_ref, fmt.ACTIVE, False), (lost_ref, fmt.LOST, False),
                                           (master_ref, fmt.ACTIVE, True),
-                                          (legacy_ref, fmt.ACTIVE, False)]))
+                                          (legacy_ref, fmt.ACTIVE, False),
+                                          (classic_ref, fmt.ACTIVE, False)]))
         dev.restart()
         mpremote(dev.pty, "exec", "from firmware.main import running\n"
                                   f"running['board'].clock.set_time({time.time()!r})")
@@ -70,7 +96,7 @@ def running_door(state: Path, cards_cfg: dict | None = None):  # type: ignore[no
             wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
             yield dev, io, emu, {"good": (good, good_ref), "lost": (lost, lost_ref),
                                  "master": (master, master_ref), "site": site,
-                                 "legacy_ref": legacy_ref}
+                                 "legacy_ref": legacy_ref, "classic_ref": classic_ref}
 
 
 @pytest.fixture()
@@ -226,3 +252,19 @@ def test_a_power_cut_of_the_controller_is_reported_at_the_next_boot(door) -> Non
     source, (secs, lost_at) = restored[1]
     assert source == 1 and secs == 0  # the virtual board's clock did not survive the cut
     assert abs(lost_at - swipe_utc) <= 2  # the last record before the cut: the swipe
+
+
+def test_with_the_legacy_classic_profile_on_a_listed_sector_opens_flagged_low_assurance(
+        tmp_path: Path) -> None:
+    with running_door(tmp_path / "classic", {"legacy_classic": True}) as (dev, io, emu, cards):
+        t = io.set_input("rex", False)
+        emu.present(LocalCard(ClassicCard().process, CLASSIC_UID, sak=0x08))
+        io.wait_output("relay", True, timeout_s=10, after_ms=t)
+        emu.remove()
+        assert journal(dev, ev.ACCESS_GRANTED) == [(1, 0x05, cards["classic_ref"].hex())]
+        # The same card with the wrong sector key (a copy made without it) is not read.
+        time.sleep(1.6)
+        emu.present(LocalCard(ClassicCard(bytes(6)).process, CLASSIC_UID, sak=0x08))
+        wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
+        emu.remove()
+        assert journal(dev, ev.ACCESS_DENIED)[0][:2] == (ev.DENY_REASONS["card_lost"], 0x05)
