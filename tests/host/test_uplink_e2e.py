@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hil.broker import Mosquitto
+from hil.netfault import FaultProxy
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.platform.ingest import Platform
@@ -26,7 +27,7 @@ def broker() -> Iterator[Mosquitto]:
         yield b
 
 
-def start_device(image: Path, broker: Mosquitto, count: int, boot: int = 1,
+def start_device(image: Path, broker: Mosquitto | FaultProxy, count: int, boot: int = 1,
                  pace_ms: int = 0, device: str = "site.b1.d1") -> subprocess.Popen[str]:
     env = micropython_env(build_device_tree()[0].parents[1])
     return subprocess.Popen(
@@ -131,3 +132,34 @@ def test_two_platform_instances_share_the_load_without_double_storing(
         for i in range(3):
             assert_exactly_once(a.store, 1500, f"site.b1.d{i}")
         assert a.stored_batches > 0 and b.stored_batches > 0
+
+
+def test_connection_cut_mid_publish_loses_and_duplicates_nothing(tmp_path: Path, broker: Mosquitto) -> None:
+    with Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port) as platform, \
+            FaultProxy(broker.host, broker.port) as proxy:
+        dev = start_device(tmp_path / "flash.img", proxy, 600, pace_ms=3)
+        wait_until(lambda: platform.store.count() > 100)
+        proxy.cut_next_publish_from_client("/events")  # half an events packet, then the line dies
+        wait_until(lambda: proxy.cuts == 1)
+        finish(dev)
+        assert proxy.connections >= 2  # the device reconnected
+        assert_exactly_once(platform.store, 600)
+
+
+def test_lost_acknowledgements_make_the_device_resend_and_the_platform_store_once(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    with Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port) as platform, \
+            FaultProxy(broker.host, broker.port) as proxy:
+        proxy.drop_to_client(lambda topic: topic.endswith("/ack"), count=10**6)
+        dev = start_device(tmp_path / "flash.img", proxy, 400)
+        # The device sends its window (8 batches of 16) and waits for acks that never come;
+        # past its ack timeout (1.5 s) it sends them again; the platform stores them once.
+        wait_until(lambda: platform.store.count() == 128)
+        time.sleep(3.5)
+        assert platform.store.count() == 128
+        proxy.stop_dropping()
+        out = finish(dev)
+        assert proxy.dropped
+        resends = int(out.split("resends")[1].split()[0])
+        assert resends >= 1  # the device did not get its acks in time and sent again
+        assert_exactly_once(platform.store, 400)
