@@ -37,10 +37,15 @@ class Platform:
         self.rejected = 0
         self.stored_batches = 0
         self.connected = threading.Event()
+        # A named instance keeps its session across restarts (what was queued for it is
+        # delivered when it returns). An anonymous one must not: in a shared subscription an
+        # offline persistent session keeps receiving its share of the doors' batches, which
+        # then wait for the doors to resend them. Nothing is lost either way: a door keeps
+        # every event until the platform acknowledges it.
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"platform-{uuid.uuid4().hex[:8]}",
-            clean_session=False, manual_ack=True,
+            clean_session=client_id is None, manual_ack=True,
         )
         if username is not None:
             self._client.username_pw_set(username, password)

@@ -163,3 +163,16 @@ def test_lost_acknowledgements_make_the_device_resend_and_the_platform_store_onc
         resends = int(out.split("resends")[1].split()[0])
         assert resends >= 1  # the device did not get its acks in time and sent again
         assert_exactly_once(platform.store, 400)
+
+
+def test_a_stopped_anonymous_platform_takes_no_share_of_the_doors_batches(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    for i in range(3):  # instances that came and went
+        old = Platform(Store(str(tmp_path / f"old{i}.db")), broker.host, broker.port).start()
+        assert old.connected.wait(10)
+        time.sleep(0.3)  # its shared subscription is in place
+        old.stop()
+    with Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port) as platform:
+        out = finish(start_device(tmp_path / "flash.img", broker, 400))
+        assert int(out.split("resends")[1].split()[0]) == 0  # no batch went to a dead session
+        assert_exactly_once(platform.store, 400)
