@@ -169,4 +169,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
+    app.command("demo", short_help="A broker, the platform and a virtual door play a live scenario.")(demo)

@@ -28,7 +28,7 @@ def _broker(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@app.command("run")
+@app.command("run", short_help="Ingest events until Ctrl-C: store once, acknowledge after commit.")
 def run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT."),
     db: str = typer.Option("platform.db", help=DB_HELP),
