@@ -18,7 +18,7 @@ DEFAULTS = {
     "legacy_uid": False,  # accept UID-only cards (low assurance)
     "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
     "classic_block": 4,
-    "poll_ms": 150,  # pause between two reader polls with an empty field
+    "poll_ms": 50,  # pause between two reader polls with an empty field
     "list_timeout_ms": 200,
     "lost_quiet_ms": 5000,  # one card_lost record per card within this
 }

@@ -25,7 +25,7 @@ from offline_cache import fmt
 N = 30
 FIGURES = {
     "card.decision_ms": f"card placed on the reader to relay energised, median of {N}, virtual device "
-                        "(includes waiting for the next reader poll, every 150 ms), ms",
+                        "(includes waiting for the next reader poll, every 50 ms), ms",
     "card.decision_p95_ms": f"same, 95th percentile of {N}, ms",
     "card.step_ms": "card found by the reader to decision taken, device clock, median "
                     "(PN532 frames, EV2 authentication, MAC'd read, lookup), ms",

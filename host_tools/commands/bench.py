@@ -70,15 +70,38 @@ def fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*) \| (.*) \|$", re.M)
+
+
 def markdown(results: dict[str, float], descriptions: dict[str, str],
-             machine: dict[str, str]) -> str:
+             machine: dict[str, str], kept: dict[str, tuple[str, str]] | None = None) -> str:
+    """The generated block. `kept`: rows of an earlier run (name -> (value, what)) for
+    figures this run did not measure."""
     lines = [BEGIN, "", "Measured with `doorctl bench --markdown` on this machine:", "",
              "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine.items()]
+    rows = {k: (fmt(results[k]), descriptions[k]) for k in results}
+    old = {k: v for k, v in (kept or {}).items() if k not in rows}
+    if old:
+        lines += ["", f"{len(rows)} figures from this run; {len(old)} kept from an earlier run "
+                      "(each benchmark's figures and baselines always come from one run)."]
+    rows.update(old)
     lines += ["", "| figure | value | what |", "|---|---:|---|"]
-    lines += [f"| `{k}` | {fmt(results[k])} | {descriptions[k]} |" for k in sorted(results)]
+    lines += [f"| `{k}` | {rows[k][0]} | {rows[k][1]} |" for k in sorted(rows)]
     lines += ["", END]
     return "\n".join(lines) + "\n"
+
+
+def existing_rows(path: Path) -> dict[str, tuple[str, str]]:
+    """Figure rows of the generated block already in `path`."""
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return {}
+    return {m.group(1): (m.group(2).strip(), m.group(3).strip())
+            for m in ROW.finditer(text[start:end])}
 
 
 def update_file(path: Path, block: str) -> None:
@@ -100,7 +123,8 @@ def bench(
     as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table with the "
                                      "machine description, for BENCHMARKS.md."),
     update: Path = typer.Option(None, "--update", metavar="FILE", help="With --markdown: "
-                                "replace the generated table in FILE, keeping the text around it."),
+                                "update the generated table in FILE (figures not run this time are kept), "
+                                "keeping the text around it."),
     list_only: bool = typer.Option(False, "--list", help="List the figures and exit."),
 ) -> None:
     """Run benchmarks and print named figures; device figures are measured on the MicroPython unix port, each beside a baseline measured in the same run.
@@ -139,7 +163,8 @@ def bench(
     if as_json:
         typer.echo(json.dumps(results, sort_keys=True))
     elif as_markdown:
-        block = markdown(results, descriptions, machine_description())
+        kept = existing_rows(update) if update is not None else None
+        block = markdown(results, descriptions, machine_description(), kept)
         if update is not None:
             update_file(update, block)
             typer.echo(f"updated {update} ({len(results)} figures)")

@@ -141,6 +141,24 @@ def test_markdown_update_keeps_the_text_around_the_table(bench_dir: Path, tmp_pa
     assert code == 2 and "add --markdown" in err
 
 
+def test_markdown_update_of_some_figures_keeps_the_others(bench_dir: Path, tmp_path: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "other", OTHER)
+    doc = tmp_path / "BENCHMARKS.md"
+    assert run_cli("--markdown", "--update", str(doc))[0] == 0
+    before = doc.read_text()
+    assert "| `other.ratio` | 0.25 | a ratio |" in before and "kept from an earlier run" not in before
+    _write(bench_dir, "other", OTHER.replace("0.25", "0.5"))
+    for name in [n for n in sys.modules if n.startswith("host_tools.benchmarks.")]:
+        del sys.modules[name]
+    assert run_cli("other", "--markdown", "--update", str(doc))[0] == 0
+    text = doc.read_text()
+    assert "| `other.ratio` | 0.5 | a ratio |" in text  # measured again
+    assert "| `cache.lookup_us` | 12.5 | whitelist lookup, us |" in text  # kept
+    assert "1 figures from this run; 3 kept from an earlier run" in text
+    assert text.count("`tiny.count`") == 1
+
+
 def test_a_broken_module_does_not_stop_the_others(bench_dir: Path) -> None:
     _write(bench_dir, "tiny", TINY)
     _write(bench_dir, "broken", "import no_such_module_here\nFIGURES = {}\n")
