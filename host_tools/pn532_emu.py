@@ -54,8 +54,13 @@ def ats_from_atr(atr: bytes) -> bytes:
     return bytes([len(body) + 1]) + body
 
 
+STORAGE_CARD_RID = bytes.fromhex("804F0CA000000306")  # PC/SC part 3: a storage card (e.g. Classic)
+
+
 def is_iso_dep_atr(atr: bytes) -> bool:
-    return len(atr) >= 4 and atr[0] == 0x3B and atr[1] & 0xF0 == 0x80 and atr[2:4] == b"\x80\x01"
+    """A PC/SC part 3 contactless ATR of an ISO 14443-4 card (not a storage card)."""
+    return (len(atr) >= 4 and atr[0] == 0x3B and atr[1] & 0xF0 == 0x80 and atr[2:4] == b"\x80\x01"
+            and atr[4:12] != STORAGE_CARD_RID)
 
 
 def release_connection(conn: Any) -> None:
@@ -111,10 +116,35 @@ class PcscCard:
             b"\x00\x44" if len(self.uid) == 7 else b"\x00\x04")
 
     def transceive(self, apdu: bytes) -> bytes:
+        if self.sak & 0x20 == 0 and apdu[:1] in (b"\x60", b"\x61", b"\x30"):
+            return self._classic(apdu)
         try:
             return self._transceive(apdu)
         except Exception as e:  # CardConnectionException, NoCardException: the card left
             raise CardGone(str(e)) from e
+
+    def _classic(self, cmd: bytes) -> bytes:
+        """The PN532's raw MIFARE commands as a PC/SC reader's storage-card pseudo-APDUs:
+        authenticate (0x60/0x61 block key6 uid4) = LOAD KEY + GENERAL AUTHENTICATE, read
+        (0x30 block) = READ BINARY. A refusal is what the PN532 reports: the card went quiet."""
+        try:
+            if cmd[0] in (0x60, 0x61) and len(cmd) >= 8:
+                if self._transceive(b"\xff\x82\x00\x00\x06" + cmd[2:8])[-2:] != b"\x90\x00":
+                    raise CardGone("the reader refused the key")
+                r = self._transceive(bytes([0xFF, 0x86, 0, 0, 5, 1, 0, cmd[1], cmd[0], 0]))
+                if r[-2:] != b"\x90\x00":
+                    raise CardGone("authentication failed")
+                return b""
+            if cmd[0] == 0x30 and len(cmd) == 2:
+                r = self._transceive(bytes([0xFF, 0xB0, 0, cmd[1], 16]))
+                if r[-2:] != b"\x90\x00" or len(r) != 18:
+                    raise CardGone("read refused")
+                return r[:-2]
+        except CardGone:
+            raise
+        except Exception as e:
+            raise CardGone(str(e)) from e
+        raise CardGone("unsupported MIFARE command")
 
     def close(self) -> None:
         release_connection(self._conn)

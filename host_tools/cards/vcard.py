@@ -90,6 +90,60 @@ class UidOnlyCard:
         pass
 
 
+class ClassicCard:
+    """A MIFARE Classic 1K behind a PC/SC reader: the reader's storage-card pseudo-APDUs
+    (PC/SC part 3): GET UID (FF CA), LOAD KEY (FF 82, volatile slot), GENERAL AUTHENTICATE
+    (FF 86, key A or B of the block's sector), READ BINARY (FF B0, 16 bytes of an
+    authenticated sector). Keys are checked against the sector trailers (default FF x 6)."""
+
+    atr = CLASSIC_1K_ATR
+
+    def __init__(self, uid: bytes | None = None) -> None:
+        self.uid = uid or os.urandom(4)
+        self.blocks = [bytes(16) for _ in range(64)]
+        for sector in range(16):
+            self.blocks[sector * 4 + 3] = b"\xff" * 6 + b"\xff\x07\x80\x69" + b"\xff" * 6
+        self._keys: dict[int, bytes] = {}
+        self._authed: int | None = None  # sector authenticated, if any
+
+    def write_block(self, block: int, data: bytes) -> None:
+        """Personalize: set a block (a trailer: key A 6 | access 4 | key B 6)."""
+        self.blocks[block] = bytes(data).ljust(16, b"\x00")[:16]
+
+    def set_key_a(self, sector: int, key: bytes) -> None:
+        t = self.blocks[sector * 4 + 3]
+        self.blocks[sector * 4 + 3] = bytes(key) + t[6:]
+
+    def process(self, apdu: bytes) -> bytes:
+        ins = apdu[1:2] if apdu[:1] == b"\xff" else b""
+        if ins == b"\xca":
+            return self.uid + b"\x90\x00"
+        if ins == b"\x82" and len(apdu) == 11:
+            self._keys[apdu[3]] = apdu[5:11]
+            return b"\x90\x00"
+        if ins == b"\x86" and len(apdu) >= 10:
+            block, key_type, slot = apdu[7], apdu[8], apdu[9]
+            trailer = self.blocks[(block // 4) * 4 + 3]
+            want = trailer[:6] if key_type == 0x60 else trailer[10:16]
+            self._authed = None
+            if block < 64 and self._keys.get(slot) == want:
+                self._authed = block // 4
+                return b"\x90\x00"
+            return b"\x63\x00"
+        if ins == b"\xb0" and len(apdu) >= 5:
+            block = apdu[3]
+            if block < 64 and self._authed == block // 4:
+                data = self.blocks[block]
+                if block % 4 == 3:
+                    data = bytes(6) + data[6:10] + bytes(6)  # keys never read back
+                return data + b"\x90\x00"
+            return b"\x69\x82"
+        return b"\x6a\x81" if apdu[:1] == b"\xff" else b"\x6e\x00"
+
+    def reset(self) -> None:
+        self._authed = None
+
+
 def random_uid() -> bytes:
     """A 7-byte NXP-style UID (first byte 0x04, the manufacturer code)."""
     return b"\x04" + os.urandom(6)

@@ -124,3 +124,43 @@ def test_card_put_on_the_reader_later_is_found(rig: tuple[PN532Emulator, p.PN532
     finally:
         client.stop()
         pcsc.wait_until_absent(READER)
+
+
+def _classic_store(key: bytes):  # type: ignore[no-untyped-def]
+    from crypto.keystore import SoftwareKeyStore
+    from host_tools.cards.kit import SiteKit
+
+    site = SiteKit()
+    site.keys["keys"]["classic_a"] = key.hex()
+    return SoftwareKeyStore.from_dict(site.keys)
+
+
+def test_a_classic_card_on_a_pcsc_reader_is_read_by_the_legacy_profile(
+        rig: tuple[PN532Emulator, p.PN532]) -> None:
+    from firmware import card_session as cs
+
+    emu, d = rig
+    key = bytes.fromhex("a0a1a2a3a4a5")
+    card = vcard.ClassicCard(bytes.fromhex("c1a551c0"))
+    card.set_key_a(1, key)
+    card.write_block(4, b"resident-0042")
+    store = _classic_store(key)
+    client = vcard.VpcdClient(card, port=PORT).start()
+    try:
+        release_connection(pcsc.wait_for_card(READER)[0])
+        emu.present(READER)
+        t = d.list_target()
+        assert t is not None and t.sak == 0x08 and t.uid == card.uid
+        result = cs.CardSession(store, legacy_classic=True).read(d.transceive, t.uid, t.sak)
+        assert result.ok and result.low_assurance and result.profile == "classic"
+        assert result.ref == cs.classic_ref(store, card.blocks[4])
+        # Without the sector key (a door of another site, a wrong key): not read.
+        t = d.list_target()
+        assert t is not None
+        other = cs.CardSession(_classic_store(bytes(6)), legacy_classic=True)
+        assert other.read(d.transceive, t.uid, t.sak).code == cs.CARD_LOST
+        # Legacy profiles off (the default): a Classic card is not a door card.
+        assert cs.CardSession(store).read(d.transceive, t.uid, t.sak).code == cs.UNSUPPORTED_CARD
+    finally:
+        client.stop()
+        pcsc.wait_until_absent(READER)
