@@ -17,11 +17,11 @@
 # SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
 # by `doorctl card keys init` and deployed with the configuration). Its repr
 # never shows a key, and its errors never carry one.
-import hashlib
 import json
 
 from crypto.cmac import CMAC
 from crypto.diversify import div_input, diversify_aes128
+from crypto.hmac256 import hmac_sha256
 
 # Slots holding diversification masters: their keys never leave the store.
 MASTER_SLOTS = ("app_master", "door_read")
@@ -33,17 +33,6 @@ WIDE_SLOTS = (REF_SLOT, "cache", "command")
 
 class KeyStoreError(Exception):
     pass
-
-
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104) over hashlib.sha256."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = bytes(key) + bytes(64 - len(key))
-    ipad = bytes(b ^ 0x36 for b in key)
-    opad = bytes(b ^ 0x5C for b in key)
-    inner = hashlib.sha256(ipad + bytes(msg)).digest()
-    return hashlib.sha256(opad + inner).digest()
 
 
 def _unhex(s):

@@ -1,7 +1,9 @@
 # Offline whitelist cache: byte format, HMAC-SHA256 and codecs (docs/cache-format.md).
 # Shared by the door (verifies, reads) and the host (builds, signs): MicroPython code.
-import hashlib
 import struct
+
+from crypto.ct import equal
+from crypto.hmac256 import HMAC, hmac_sha256  # noqa: F401  (part of this module's interface)
 
 MAGIC = b"DWLC"
 FORMAT = 1
@@ -42,39 +44,9 @@ class CacheError(Exception):
         self.detail = detail
 
 
-class HMAC:
-    """Incremental HMAC-SHA256 (RFC 2104) over hashlib (MicroPython has no hmac module;
-    crypto.keystore.hmac_sha256 takes the whole message at once, too much for a 1.5 MB file)."""
-
-    def __init__(self, key):
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = bytes(key) + bytes(64 - len(key))
-        self._opad = bytes(b ^ 0x5C for b in key)
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-
-    def update(self, data):
-        self._inner.update(data)
-
-    def digest(self):
-        outer = hashlib.sha256(self._opad)
-        outer.update(self._inner.digest())
-        return outer.digest()
-
-
-def hmac_sha256(key, msg):
-    h = HMAC(key)
-    h.update(msg)
-    return h.digest()
-
-
-def tags_equal(a, b):
-    if len(a) != len(b):
-        return False
-    d = 0
-    for i in range(len(a)):
-        d |= a[i] ^ b[i]
-    return d == 0
+# The cache's authentication: HMAC-SHA256 and a constant-time tag comparison, shared with
+# the card code (crypto/).
+tags_equal = equal
 
 
 class Header:
