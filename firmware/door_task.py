@@ -67,6 +67,7 @@ class DoorTask:
              "seq": lambda: self.status.get("last_seq", 0),
              "journal_depth": lambda: self.status.get("journal_depth", 0),
              "cache_version": lambda: self.status.get("cache_version"),
+             "reader": lambda: self.status.get("reader"),
              "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None}
         if providers:
             p.update(providers)

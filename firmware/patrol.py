@@ -37,6 +37,7 @@ def build_report(machine, providers=None):
         "fw": VERSION,
         "clock_synced": bool(_get(p, "clock_synced", False)),
         "uptime_s": _get(p, "uptime_s", 0),
+        "reader": _get(p, "reader", None),
     }
 
 

@@ -269,11 +269,13 @@ def test_debouncer_needs_a_stable_reading():
 
 def test_patrol_report_fields_and_held_open_in_the_next_report():
     m, sink = _machine()
-    p = Patrol(m, {"seq": lambda: 42, "cache_version": lambda: 7}, 300000, 0)
+    p = Patrol(m, {"seq": lambda: 42, "cache_version": lambda: 7, "reader": lambda: "absent"},
+               300000, 0)
     assert p.due(0)
     r = p.report(0)
     assert r["door"] == "closed" and r["alarms"] == [] and r["mode"] == "normal"
     assert r["lock"] == "locked" and r["seq"] == 42 and r["cache_version"] == 7
+    assert r["reader"] == "absent"
     for key in ("journal_depth", "fw", "clock_synced", "uptime_s"):
         assert key in r
     assert not p.due(1000)
