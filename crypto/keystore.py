@@ -7,6 +7,7 @@
 #   derive_card_key(uid, aid, slot="door_read") -> 16-byte AES key of that card
 #   card_ref(data)     -> bytes, keyed hash (HMAC-SHA256, truncated) of a card identity
 #   has(slot)          -> bool
+#   hmac(slot, msg)    -> HMAC-SHA256 of msg with a slot's key (remote commands)
 #   key(slot)          -> 16-byte key, only for slots that are not master keys
 #                         (e.g. "classic_a" for the low-assurance legacy profile)
 #
@@ -110,3 +111,7 @@ class SoftwareKeyStore:
 
     def card_ref(self, data):
         return hmac_sha256(self._get(REF_SLOT), data)[:REF_LEN]
+
+    def hmac(self, slot, msg):
+        """HMAC-SHA256 of `msg` with the key in `slot` (e.g. "command"), without exporting it."""
+        return hmac_sha256(self._get(slot), msg)

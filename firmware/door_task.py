@@ -169,6 +169,15 @@ class DoorTask:
     def mode(self):
         return self.machine.effective_mode()
 
+    def configure(self, changes):
+        """New timings from a checked config command: door keys go to the machine at once,
+        `patrol_interval_s` to the patrol."""
+        for k in changes:
+            if k == "patrol_interval_s":
+                self.patrol.interval_ms = changes[k] * 1000
+            elif k in self.machine.cfg:
+                self.machine.cfg[k] = changes[k]
+
     def set_mode(self, mode):
         """normal / passage / lockdown / fire (ValueError for anything else). A commanded
         mode is not undone by the passage schedule."""

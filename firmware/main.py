@@ -163,6 +163,52 @@ async def _cache_maintenance(cache, every_ms=30000):
         status["cache_version"] = cache.version
 
 
+def _write_config(root, changes):
+    """Persist commanded changes in config.json (temp file + rename: old or new after a cut)."""
+    import json
+
+    from firmware import config
+
+    cfg = config.load(root)
+    door = dict(cfg.get("door") or {})
+    for k in changes:
+        if k == "patrol_interval_s":
+            cfg[k] = changes[k]
+        else:
+            door[k] = changes[k]
+    cfg["door"] = door
+    path = root.rstrip("/") + "/config.json"
+    with open(path + ".tmp", "w") as f:
+        f.write(json.dumps(cfg))
+    os.rename(path + ".tmp", path)
+
+
+def _start_commands(board, cfg, door):
+    """Platform commands through the uplink, checked offline (firmware/commands.py)."""
+    uplink = running.get("uplink")
+    if uplink is None:
+        return None
+    from firmware import events
+    from firmware.commands import CommandGate, Commands
+
+    recorder = running.get("recorder")
+
+    def write_config(changes):
+        _write_config(board.fs_root, changes)
+        if recorder is not None:
+            recorder.record(events.CONFIG_CHANGED)
+
+    gate = CommandGate(running.get("keystore"), cfg["device_id"], board.clock)
+    commands = Commands(gate, door, recorder, uplink.on_time, write_config)
+    running["commands"] = commands
+
+    def on_command(cmd):
+        return commands.handle(cmd, uplink.reply)
+
+    uplink.on_command = on_command
+    return commands
+
+
 async def main(board, extra_tasks=()):
     from firmware import config
 
@@ -186,6 +232,7 @@ async def main(board, extra_tasks=()):
             tasks.append(asyncio.create_task(cards.run()))
             if cards.cache is not None:
                 tasks.append(asyncio.create_task(_cache_maintenance(cards.cache)))
+        _start_commands(board, cfg, door)
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))
     status["ready"] = True

@@ -225,6 +225,34 @@ def decode_command(payload):
     return cmd_id, op, args, expires, mac
 
 
+COMMAND_TTL = 60  # s: a signed command is valid from exp - COMMAND_TTL to exp
+SIGNED_COMMANDS = ("open", "mode", "time", "config")  # need a MAC; "patrol" does not
+
+
+def _field(text):
+    b = text.encode() if isinstance(text, str) else bytes(text)
+    return b"%d:" % len(b) + b
+
+
+def command_signing_bytes(device_id, cmd_id, op, args, expires):
+    """What a command's MAC covers (docs/protocol.md): device, id, op, expiry and the
+    arguments in sorted key order, each length-prefixed so no field can bleed into another.
+    Argument values are strings, integers or booleans."""
+    out = b"door-cmd/v1|" + _field(device_id) + _field(cmd_id) + _field(op) + b"%d|" % expires
+    for k in sorted(args):
+        v = args[k]
+        if isinstance(v, bool):
+            tv = b"b" + (b"1" if v else b"0")
+        elif isinstance(v, int):
+            tv = b"i%d" % v
+        elif isinstance(v, str):
+            tv = b"s" + v.encode()
+        else:
+            raise ProtocolError("bad_field", "args")
+        out += _field(k) + _field(tv)
+    return out
+
+
 def encode_reply(cmd_id, ok, reason=""):
     obj = {"v": VERSION, "id": cmd_id, "ok": bool(ok)}
     if reason:

@@ -2,11 +2,14 @@
 
 Format (JSON, file mode 0600):
   {"format": "doorctl-site-keys", "version": 1, "site_id": 1234, "system_id": "<hex>",
-   "keys": {"app_master": "<hex16>", "door_read": "<hex16>", "card_ref": "<hex32>"}}
+   "keys": {"app_master": "<hex16>", "door_read": "<hex16>", "card_ref": "<hex32>",
+            "cache": "<hex32>", "command": "<hex32>"}}
 
 `app_master` diversifies each card's application master key (issuing only: it never goes to
 a door). `door_read` diversifies each card's door read key. `card_ref` keys the pseudonymous
-card reference. The door's key file is the same without `app_master`.
+card reference. `cache` signs the whitelist updates and `command` the remote commands (the
+platform holds them too; docs/cache-format.md, docs/protocol.md). The door's key file is the
+same without `app_master`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def new_site_keys(site_id: int, system_id: bytes | None = None) -> dict[str, Any
     return {
         "format": FORMAT, "version": 1, "site_id": site_id, "system_id": sysid.hex(),
         "keys": {"app_master": os.urandom(16).hex(), "door_read": os.urandom(16).hex(),
-                 "card_ref": os.urandom(32).hex()},
+                 "card_ref": os.urandom(32).hex(), "cache": os.urandom(32).hex(),
+                 "command": os.urandom(32).hex()},
     }
 
 

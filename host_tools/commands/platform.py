@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -86,6 +87,103 @@ def events(
         table.add_row(*(str(x) for x in (r[0], r[1], r[2], r[3], r[5], r[6], r[7])))
     Console().print(table)
     typer.echo(f"acknowledged up to {store.ack_upto(device)}; missing: {gaps or 'none'}")
+
+
+def _arg_value(text: str) -> str | int | bool:
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+@app.command("command")
+def command(
+    device: str = typer.Argument(..., help="Door (device id), e.g. hz.b12.d3."),
+    op: str = typer.Argument(..., help="open | mode | patrol | config | time"),
+    arg: list[str] = typer.Option(None, "--arg", help="KEY=VALUE argument, repeatable "
+                                  "(e.g. mode=lockdown, unlock_ms=3000)."),
+    keys: Path = typer.Option(..., "--keys", help="Site key file (doorctl card keys init): "
+                              "its `command` key signs the command."),
+    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT."),
+    timeout: float = typer.Option(10.0, help="Seconds to wait for the door's reply."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reply as one JSON object."),
+) -> None:
+    """Send a signed, short-lived, single-use command to a door and print its reply.
+
+    The door checks it offline (tag, validity window, single use) and answers ok or why not;
+    exit code 1 when it refused, 4 when no reply came.
+
+    Examples:
+      doorctl platform command hz.b12.d3 open --keys site.json
+      doorctl platform command hz.b12.d3 mode --arg mode=lockdown --keys site.json
+      doorctl platform command hz.b12.d3 config --arg unlock_ms=3000 --keys site.json
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from firmware import protocol
+    from host_tools.cards import sitekeys
+    from host_tools.platform.commands import command_key, sign
+
+    if op not in protocol.COMMANDS:
+        raise fail(f"unknown command {op!r}: one of {', '.join(protocol.COMMANDS)}", EXIT_USAGE)
+    try:
+        protocol.check_device_id(device)
+    except protocol.ProtocolError:
+        raise fail(f"{device!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)", EXIT_USAGE) from None
+    args: dict[str, str | int | bool] = {}
+    for a in arg or []:
+        k, sep, v = a.partition("=")
+        if not sep or not k:
+            raise fail(f"--arg {a!r} is not KEY=VALUE", EXIT_USAGE)
+        args[k] = _arg_value(v)
+    data, _ = sitekeys.load(keys)
+    try:
+        key = command_key(data)
+    except ValueError as e:
+        raise fail(f"{keys}: {e}; make a new site key file with `doorctl card keys init`",
+                   EXIT_USAGE) from None
+    host, port = _broker(broker)
+    cmd_id, payload = sign(key, device, op, args)
+    got: dict[str, object] = {}
+    done = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            reply = protocol.decode_reply(msg.payload)
+        except protocol.ProtocolError:
+            return
+        if reply.get("id") == cmd_id:
+            got.update(reply)
+            done.set()
+
+    def on_connect(client: mqtt.Client, *rest: object) -> None:
+        client.subscribe(protocol.topic(device, "reply"), 1)
+        client.publish(protocol.topic(device, "cmd"), payload, qos=1)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = on_message
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port)
+    except OSError:
+        raise fail(f"cannot reach the MQTT broker at {host}:{port}: is it running?",
+                   EXIT_UNREACHABLE) from None
+    client.loop_start()
+    answered = done.wait(timeout)
+    client.loop_stop()
+    client.disconnect()
+    if not answered:
+        raise fail(f"no reply from {device} within {timeout:g} s: is it online? "
+                   "(doorctl platform run shows presence)", EXIT_UNREACHABLE)
+    if as_json:
+        typer.echo(json.dumps(got))
+    else:
+        typer.echo(f"{device}: {op} " + ("done" if got.get("ok") else f"refused: {got.get('reason')}"))
+    if not got.get("ok"):
+        raise typer.Exit(1)
 
 
 def register(root: typer.Typer) -> None:

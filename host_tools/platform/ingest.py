@@ -37,6 +37,8 @@ class Platform:
         self.rejected = 0
         self.stored_batches = 0
         self.connected = threading.Event()
+        self.replies: dict[str, dict[str, Any]] = {}  # command id -> the door's reply
+        self._replies_cond = threading.Condition()
         # A named instance keeps its session across restarts (what was queued for it is
         # delivered when it returns). An anonymous one must not: in a shared subscription an
         # offline persistent session keeps receiving its share of the doors' batches, which
@@ -122,9 +124,26 @@ class Platform:
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
         elif leaf == "reply":
-            protocol.decode_reply(payload)
+            reply = protocol.decode_reply(payload)
+            with self._replies_cond:
+                self.replies[str(reply["id"])] = {"device": device, **reply}
+                self._replies_cond.notify_all()
 
     # -- platform -> device --------------------------------------------------------
 
     def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
         self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)
+
+    def command(self, device: str, op: str, args: dict[str, Any] | None, key: bytes) -> str:
+        """Send a signed command (host_tools/platform/commands.py); returns its id."""
+        from host_tools.platform.commands import sign
+
+        cmd_id, payload = sign(key, device, op, args)
+        self.publish(device, "cmd", payload)
+        return cmd_id
+
+    def wait_reply(self, cmd_id: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The door's reply to a command, or None when none came in time."""
+        with self._replies_cond:
+            self._replies_cond.wait_for(lambda: cmd_id in self.replies, timeout)
+            return self.replies.get(cmd_id)

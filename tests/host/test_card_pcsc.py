@@ -117,7 +117,8 @@ def _personalized(site: Path, state: Path) -> str:
 def test_keys_init_writes_a_private_file_and_prints_no_key(site: Path, tmp_path: Path) -> None:
     data = json.loads(site.read_text())
     assert stat.S_IMODE(os.stat(site).st_mode) == 0o600
-    assert data["site_id"] == 4242 and set(data["keys"]) == {"app_master", "door_read", "card_ref"}
+    assert data["site_id"] == 4242 and set(data["keys"]) == {"app_master", "door_read", "card_ref",
+                                                              "cache", "command"}
     again = doorctl("keys", "init", "--out", str(site), "--site-id", "4242")
     assert again.returncode == EXIT_USAGE and "already exists" in again.stderr
     door = tmp_path / "door.json"

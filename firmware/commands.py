@@ -1,0 +1,152 @@
+"""Remote commands from the platform, checked by the door alone (docs/protocol.md, "Commands").
+
+A command that acts on the door (open, mode, time, config) carries an HMAC-SHA256 over its
+device, id, operation, arguments and expiry with the site's `command` key. The door accepts it
+only when the tag is right (constant-time compare), it is inside its validity window
+(`exp - COMMAND_TTL` to `exp`, on the door's clock), it was issued after this boot (so one
+captured before a reboot cannot be played again), and its id has not been seen in this boot
+(single use). `patrol` needs no tag: asking for a report changes nothing.
+"""
+
+from crypto import ct
+from firmware import protocol
+
+SKEW = 2  # s of clock difference tolerated between platform and door (synced on connect)
+MAX_SEEN = 64  # command ids remembered: at most this many signed commands per COMMAND_TTL
+
+# Config keys a command may change, with their allowed range (door timings in ms).
+CONFIG_LIMITS = {
+    "unlock_ms": (500, 60000), "prealarm_ms": (1000, 600000), "held_open_ms": (1000, 3600000),
+    "closer_limit_ms": (1000, 600000), "closer_slow_count": (1, 20), "bounce_ms": (100, 10000),
+    "closer_bounce_count": (1, 20), "deny_ms": (100, 10000), "patrol_interval_s": (10, 86400),
+}
+
+
+def _unhex(s):
+    try:
+        return bytes.fromhex(s)
+    except (ValueError, TypeError):
+        return None
+
+
+class CommandGate:
+    """Authentication, freshness and single use; `check(cmd)` -> "" or a refusal reason."""
+
+    def __init__(self, keystore, device_id, clock, boot_ticks=None):
+        self.keystore = keystore
+        self.device_id = device_id
+        self.clock = clock
+        self._boot_ticks = clock.ticks_ms() if boot_ticks is None else boot_ticks
+        self.seen = {}  # command id -> expiry
+
+    def _boot_time(self, now):
+        """UTC of this boot, from the clock now and the ticks since."""
+        return now - self.clock.ticks_diff(self.clock.ticks_ms(), self._boot_ticks) // 1000
+
+    def check(self, cmd):
+        cmd_id, op, args, exp, mac = cmd
+        if op not in protocol.SIGNED_COMMANDS:
+            return ""
+        if self.keystore is None or not self.keystore.has("command"):
+            return "no_keys"
+        tag = _unhex(mac)
+        if tag is None or len(tag) != 32:
+            return "bad_mac"
+        try:
+            msg = protocol.command_signing_bytes(self.device_id, cmd_id, op, args, exp)
+        except protocol.ProtocolError:
+            return "bad_field"
+        if not ct.equal(self.keystore.hmac("command", msg), tag):
+            return "bad_mac"
+        now = self.clock.time()
+        if now is None:
+            return "clock_unset"
+        now = int(now)
+        if now > exp + SKEW:
+            return "expired"
+        issued = exp - protocol.COMMAND_TTL
+        if now < issued - SKEW:
+            return "not_yet_valid"
+        if issued < self._boot_time(now) - SKEW:
+            return "stale"  # issued before this boot: the ids seen then are forgotten
+        for k in list(self.seen):
+            if self.seen[k] + SKEW < now:
+                del self.seen[k]
+        if cmd_id in self.seen:
+            return "replay"
+        if len(self.seen) >= MAX_SEEN:
+            return "busy"
+        self.seen[cmd_id] = exp
+        return ""
+
+
+def check_config(args):
+    """"" when every key is known and in range, else the reason naming the first bad one."""
+    if not args:
+        return "bad_field:empty"
+    for k in args:
+        lim = CONFIG_LIMITS.get(k)
+        v = args[k]
+        if lim is None:
+            return "bad_field:" + k
+        if isinstance(v, bool) or not isinstance(v, int) or not lim[0] <= v <= lim[1]:
+            return "out_of_range:" + k
+    return ""
+
+
+class Commands:
+    """Runs checked commands against the running firmware; replies and journals refusals."""
+
+    def __init__(self, gate, door, recorder=None, on_time=None, config_writer=None):
+        self.gate = gate
+        self.door = door
+        self.recorder = recorder
+        self.on_time = on_time
+        self.config_writer = config_writer  # callable(changes) -> persist to config.json
+        self.done = 0
+        self.refused = 0
+
+    def run(self, cmd):
+        """(ok, reason) for one decoded command."""
+        reason = self.gate.check(cmd)
+        if reason:
+            return False, reason
+        cmd_id, op, args, exp, mac = cmd
+        if op == "time":
+            t = args.get("t")
+            if isinstance(t, bool) or not isinstance(t, int) or t <= 0 or self.on_time is None:
+                return False, "bad_field:t"
+            self.on_time(t)
+            return True, ""
+        if op == "config":
+            bad = check_config(args)
+            if bad:
+                return False, bad
+            if self.config_writer is not None:
+                self.config_writer(args)
+            self.door.configure(args)
+            return True, ""
+        if self.door is None:
+            return False, "no_door"
+        return self.door.command(op, args)
+
+    async def handle(self, cmd, reply=None):
+        ok, reason = self.run(cmd)
+        if ok:
+            self.done += 1
+        else:
+            self.refused += 1
+            if self.recorder is not None:
+                from firmware.events import COMMAND_REJECTED
+
+                self.recorder.record(COMMAND_REJECTED, REASON_CODES.get(reason.split(":")[0], 99),
+                                     cmd[0].encode()[:12])
+        if reply is not None:
+            await reply(cmd[0], ok, reason)
+        return ok, reason
+
+
+# command_rejected event arg (docs/protocol.md)
+REASON_CODES = {"bad_mac": 1, "expired": 2, "not_yet_valid": 3, "stale": 4, "replay": 5,
+                "clock_unset": 6, "no_keys": 7, "busy": 8, "bad_field": 9, "out_of_range": 10,
+                "lockdown": 11, "bad_mode": 12, "unknown_command": 13, "no_door": 14}

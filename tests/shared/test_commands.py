@@ -1,0 +1,120 @@
+# mpy-heapsize: 96K
+# Remote commands checked offline by the door, on both interpreters.
+from crypto.hmac256 import hmac_sha256
+from crypto.keystore import SoftwareKeyStore
+from firmware import protocol
+from firmware.commands import CommandGate, Commands, check_config
+
+KEY = b"K" * 32
+DEV = "site.b1.d1"
+T0 = 1767225600
+
+
+class Clock:
+    def __init__(self):
+        self.ms = 0
+        self.utc = None
+
+    def ticks_ms(self):
+        return self.ms
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def time(self):
+        return None if self.utc is None else self.utc + self.ms // 1000
+
+
+def store(key=KEY):
+    return SoftwareKeyStore(1, b"DOOR", {"command": key, "card_ref": b"r" * 16})
+
+
+def signed(cmd_id, op, args, exp, key=KEY, dev=DEV):
+    mac = hmac_sha256(key, protocol.command_signing_bytes(dev, cmd_id, op, args, exp)).hex()
+    return (cmd_id, op, args, exp, mac)
+
+
+def gate_at(utc=T0, up_s=100):
+    clock = Clock()
+    g = CommandGate(store(), DEV, clock)
+    clock.ms = up_s * 1000
+    clock.utc = utc - up_s
+    return g, clock
+
+
+def test_signing_bytes_are_canonical_and_length_prefixed():
+    b = protocol.command_signing_bytes("d", "c-1", "mode", {"mode": "lockdown", "a": 5, "z": True}, 9)
+    assert b == b"door-cmd/v1|1:d3:c-14:mode9|1:a2:i54:mode9:slockdown1:z2:b1"
+    # the same arguments in another order sign the same bytes
+    assert b == protocol.command_signing_bytes("d", "c-1", "mode", {"z": True, "mode": "lockdown", "a": 5}, 9)
+
+
+def test_a_fresh_signed_command_passes_once():
+    g, _ = gate_at()
+    cmd = signed("c-1", "open", {}, T0 + 60)
+    assert g.check(cmd) == ""
+    assert g.check(cmd) == "replay"
+
+
+def test_forged_expired_early_and_foreign_commands_are_refused():
+    g, _ = gate_at()
+    assert g.check(signed("c-2", "open", {}, T0 + 60, key=b"X" * 32)) == "bad_mac"
+    assert g.check(signed("c-3", "open", {}, T0 + 60, dev="other.door")) == "bad_mac"
+    good = signed("c-4", "open", {}, T0 + 60)
+    assert g.check(("c-4", "open", {"master": True}, T0 + 60, good[4])) == "bad_mac"  # args changed
+    assert g.check(("c-4", "open", {}, T0 + 60, "zz")) == "bad_mac"
+    assert g.check(signed("c-5", "open", {}, T0 - 10)) == "expired"
+    assert g.check(signed("c-6", "open", {}, T0 + 600)) == "not_yet_valid"
+
+
+def test_a_command_issued_before_this_boot_is_stale():
+    g, _ = gate_at(up_s=30)  # booted 30 s ago; issued 50 s ago, still unexpired
+    assert g.check(signed("c-7", "open", {}, T0 + 10)) == "stale"
+
+
+def test_without_clock_or_key_signed_commands_are_refused_and_patrol_passes():
+    clock = Clock()
+    g = CommandGate(store(), DEV, clock)
+    assert g.check(signed("c-8", "open", {}, T0 + 60)) == "clock_unset"
+    assert g.check(("c-9", "patrol", {}, 0, "")) == ""
+    assert CommandGate(None, DEV, clock).check(signed("c-10", "open", {}, T0 + 60)) == "no_keys"
+
+
+def test_single_use_memory_is_bounded():
+    g, _ = gate_at()
+    for i in range(64):
+        assert g.check(signed("n-%d" % i, "open", {}, T0 + 60)) == ""
+    assert g.check(signed("n-64", "open", {}, T0 + 60)) == "busy"
+
+
+def test_config_values_are_checked_by_name_and_range():
+    assert check_config({"unlock_ms": 3000, "patrol_interval_s": 60}) == ""
+    assert check_config({"unlock_ms": 10}) == "out_of_range:unlock_ms"
+    assert check_config({"unlock_ms": "3000"}) == "out_of_range:unlock_ms"
+    assert check_config({"wifi_password": 1}) == "bad_field:wifi_password"
+    assert check_config({}) == "bad_field:empty"
+
+
+class Door:
+    def __init__(self):
+        self.calls = []
+
+    def command(self, op, args):
+        self.calls.append((op, args))
+        return True, ""
+
+    def configure(self, changes):
+        self.calls.append(("configure", changes))
+
+
+def test_commands_reach_the_door_only_when_checked():
+    g, _ = gate_at()
+    door = Door()
+    written = []
+    c = Commands(g, door, config_writer=written.append)
+    assert c.run(signed("a", "mode", {"mode": "lockdown"}, T0 + 60)) == (True, "")
+    assert c.run(signed("a", "mode", {"mode": "lockdown"}, T0 + 60)) == (False, "replay")
+    assert c.run(signed("b", "config", {"unlock_ms": 9}, T0 + 60)) == (False, "out_of_range:unlock_ms")
+    assert c.run(signed("c", "config", {"unlock_ms": 2500}, T0 + 60)) == (True, "")
+    assert door.calls == [("mode", {"mode": "lockdown"}), ("configure", {"unlock_ms": 2500})]
+    assert written == [{"unlock_ms": 2500}]
