@@ -145,6 +145,14 @@ def _start_cards(board, cfg, door):
         if cache.error:
             log("cards: cache:", cache.error)
     running["keystore"] = keystore
+    uplink = running.get("uplink")
+    if uplink is not None:
+        from firmware.cache_sync import CacheSync
+
+        sync = CacheSync(cache, running.get("recorder"), status, uplink.publish)
+        uplink.on_cache = sync.on_message
+        uplink.on_connected = sync.publish_state
+        running["cache_sync"] = sync
     task = CardTask(board, door, keystore, cache, cfg.get("door_no", 0), cfg.get("cards"), status)
     running["cards"] = task
     return task

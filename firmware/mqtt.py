@@ -96,6 +96,7 @@ class MQTTClient:
         self._last_rx = 0
         self._tasks = []
         self._closed = asyncio.Event()
+        self._wlock = asyncio.Lock()
         self.connected = False
         self.dropped_oversize = 0
 
@@ -169,13 +170,17 @@ class MQTTClient:
     # -- sending -------------------------------------------------------------------
 
     async def _send(self, first, body):
-        w = self._writer
-        if w is None:
-            raise MQTTError("not connected")
-        w.write(bytes([first]) + _varint(len(body)))
-        if body:
-            w.write(body)
-        await w.drain()
+        # One writer at a time: asyncio's stream keeps a single output buffer, and two tasks
+        # draining it at once (a PUBACK from the reader while a publish is half sent) would
+        # send bytes twice or drop them, and the broker would close the connection.
+        async with self._wlock:
+            w = self._writer
+            if w is None:
+                raise MQTTError("not connected")
+            w.write(bytes([first]) + _varint(len(body)))
+            if body:
+                w.write(body)
+            await w.drain()
 
     def _next_pid(self):
         self._pid = self._pid % 65535 + 1
@@ -199,13 +204,14 @@ class MQTTClient:
             head += struct.pack("!H", pid)
             self._inflight[pid] = True
         first = PUBLISH | (qos & 1) << 1 | (1 if retain else 0)
-        w = self._writer
-        if w is None:
-            raise MQTTError("not connected")
-        w.write(bytes([first]) + _varint(len(head) + len(payload)))
-        w.write(head)
-        w.write(payload)
-        await w.drain()
+        async with self._wlock:
+            w = self._writer
+            if w is None:
+                raise MQTTError("not connected")
+            w.write(bytes([first]) + _varint(len(head) + len(payload)))
+            w.write(head)
+            w.write(payload)
+            await w.drain()
         return pid
 
     async def wait_published(self, timeout_ms=10000):

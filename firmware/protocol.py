@@ -225,6 +225,53 @@ def decode_command(payload):
     return cmd_id, op, args, expires, mac
 
 
+# -- whitelist updates (platform -> device), binary ---------------------------------------
+# "DWU1" | version u32 | total u32 | offset u32 | bytes of the signed cache file
+# (the file itself carries the authentication: docs/cache-format.md)
+CACHE_MAGIC = b"DWU1"
+CACHE_HDR = 16
+CACHE_CHUNK = 8192  # bytes of file per message (the device's MQTT packet limit is 20,000)
+CACHE_MAX_FILE = 4 * 1024 * 1024
+
+
+def encode_cache_chunk(version, total, offset, data):
+    import struct
+
+    return CACHE_MAGIC + struct.pack(">III", version, total, offset) + bytes(data)
+
+
+def decode_cache_chunk(payload):
+    """(version, total, offset, memoryview of the data) or ProtocolError."""
+    import struct
+
+    if payload is None or len(payload) < CACHE_HDR or payload[:4] != CACHE_MAGIC:
+        raise ProtocolError("bad_chunk")
+    if len(payload) > CACHE_HDR + CACHE_CHUNK:
+        raise ProtocolError("too_large")
+    version, total, offset = struct.unpack(">III", bytes(payload[4:CACHE_HDR]))
+    n = len(payload) - CACHE_HDR
+    if not 0 < total <= CACHE_MAX_FILE or offset + n > total or (n == 0 and offset < total):
+        raise ProtocolError("bad_chunk")
+    return version, total, offset, memoryview(payload)[CACHE_HDR:]
+
+
+def encode_cache_state(version, receiving=0, have=0, reason=""):
+    obj = {"v": VERSION, "version": version, "receiving": receiving, "have": have}
+    if reason:
+        obj["reason"] = reason
+    return _dumps(obj)
+
+
+def decode_cache_state(payload):
+    obj = _loads(payload)
+    _int(obj, "version")
+    _int(obj, "receiving")
+    _int(obj, "have")
+    if "reason" in obj:
+        _str(obj, "reason", 32)
+    return obj
+
+
 COMMAND_TTL = 60  # s: a signed command is valid from exp - COMMAND_TTL to exp
 SIGNED_COMMANDS = ("open", "mode", "time", "config")  # need a MAC; "patrol" does not
 

@@ -75,6 +75,8 @@ class Uplink:
         self.ack_timeout_ms = ack_timeout_ms
         self.on_command = on_command
         self.on_time = on_time
+        self.on_cache = None  # callable(payload) for whitelist update chunks (binary)
+        self.on_connected = None  # async callable() once subscribed, e.g. the cache state
         self.client = None
         self.sent_upto = journal.acked
         self._wake = asyncio.Event()
@@ -106,6 +108,9 @@ class Uplink:
                 cmd = protocol.decode_command(payload)
                 if self.on_command is not None:
                     return self.on_command(cmd)
+            elif leaf == "cache":
+                if self.on_cache is not None:
+                    return self.on_cache(payload)
             else:
                 raise protocol.ProtocolError("unexpected_topic", leaf)
         except protocol.ProtocolError as e:
@@ -117,6 +122,13 @@ class Uplink:
     async def reply(self, cmd_id, ok, reason=""):
         if self.client is not None and self.client.connected:
             await self.client.publish(self._t("reply"), protocol.encode_reply(cmd_id, ok, reason), 1)
+
+    async def publish(self, leaf, payload, retain=False):
+        """Publish on one of this device's topics when connected; False otherwise."""
+        if self.client is not None and self.client.connected:
+            await self.client.publish(self._t(leaf), payload, 1, retain)
+            return True
+        return False
 
     async def publish_status(self, report):
         if self.client is not None and self.client.connected:
@@ -138,10 +150,14 @@ class Uplink:
             await client.subscribe(self._t("ack"), 1)
             await client.subscribe(self._t("cmd"), 1)
             await client.subscribe(self._t("time"), 1)
+            if self.on_cache is not None:
+                await client.subscribe(self._t("cache"), 1)
             await client.publish(self._t("presence"),
                                  protocol.encode_presence(True, self.boot, self.firmware_version),
                                  1, True)
             log("uplink: connected")
+            if self.on_connected is not None:
+                await self.on_connected()
             await self._send_loop(client)
         finally:
             self.client = None

@@ -39,6 +39,7 @@ class Platform:
         self.connected = threading.Event()
         self.replies: dict[str, dict[str, Any]] = {}  # command id -> the door's reply
         self._replies_cond = threading.Condition()
+        self.cache_states: dict[str, dict[str, Any]] = {}  # device -> its last cache_state
         # A named instance keeps its session across restarts (what was queued for it is
         # delivered when it returns). An anonymous one must not: in a shared subscription an
         # offline persistent session keeps receiving its share of the doors' batches, which
@@ -88,6 +89,7 @@ class Platform:
             (f"{protocol.ROOT}+/presence", 1),
             (f"{protocol.ROOT}+/status", 1),
             (f"{protocol.ROOT}+/reply", 1),
+            (f"{protocol.ROOT}+/cache_state", 1),
         ])
         self.connected.set()
 
@@ -123,6 +125,11 @@ class Platform:
                 self.publish(device, "time", protocol.encode_time(int(time.time() * 1000)))
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
+        elif leaf == "cache_state":
+            state = protocol.decode_cache_state(payload)
+            with self._replies_cond:
+                self.cache_states[device] = state
+                self._replies_cond.notify_all()
         elif leaf == "reply":
             reply = protocol.decode_reply(payload)
             with self._replies_cond:
@@ -141,6 +148,14 @@ class Platform:
         cmd_id, payload = sign(key, device, op, args)
         self.publish(device, "cmd", payload)
         return cmd_id
+
+    def wait_cache_state(self, device: str, cond: Any, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The device's cache state once `cond(state)` holds, or None after `timeout`."""
+        with self._replies_cond:
+            self._replies_cond.wait_for(
+                lambda: device in self.cache_states and cond(self.cache_states[device]), timeout)
+            state = self.cache_states.get(device)
+            return state if state is not None and cond(state) else None
 
     def wait_reply(self, cmd_id: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The door's reply to a command, or None when none came in time."""

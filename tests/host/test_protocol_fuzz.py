@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from firmware import protocol as p
 
 DECODERS = [p.decode_events, p.decode_ack, p.decode_command, p.decode_time, p.decode_presence,
-            p.decode_status, p.decode_reply]
+            p.decode_status, p.decode_reply, p.decode_cache_state, p.decode_cache_chunk]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=30),
@@ -74,3 +74,17 @@ def test_command_signing_bytes_differ_when_commands_differ(a: tuple, b: tuple) -
         assert p.command_signing_bytes(*a) != p.command_signing_bytes(*b)
     else:
         assert p.command_signing_bytes(*a) == p.command_signing_bytes(*b)
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+       st.binary(max_size=300))
+def test_cache_chunk_headers_decode_or_are_refused(version: int, total: int, offset: int,
+                                                   data: bytes) -> None:
+    msg = p.encode_cache_chunk(version, total, offset, data)
+    try:
+        v, t, o, d = p.decode_cache_chunk(msg)
+    except p.ProtocolError:
+        return
+    assert (v, t, o, bytes(d)) == (version, total, offset, data)
+    assert 0 < t <= p.CACHE_MAX_FILE and o + len(d) <= t

@@ -83,3 +83,29 @@ def test_time_presence_status_reply():
     assert st["door"] == "closed"
     rep = p.decode_reply(p.encode_reply("c1", False, "expired"))
     assert rep["ok"] is False and rep["reason"] == "expired"
+
+
+def test_cache_chunks_round_trip_and_bad_ones_are_refused():
+    from firmware import protocol as pr
+
+    msg = pr.encode_cache_chunk(7, 20000, 8192, b"x" * 100)
+    assert msg[:4] == b"DWU1"
+    v, total, off, data = pr.decode_cache_chunk(msg)
+    assert (v, total, off, bytes(data)) == (7, 20000, 8192, b"x" * 100)
+    for bad in (b"", b"DWU1", b"XXXX" + msg[4:], pr.encode_cache_chunk(7, 100, 90, b"y" * 20),
+                pr.encode_cache_chunk(7, 0, 0, b""), pr.encode_cache_chunk(7, 10, 0, b""),
+                pr.encode_cache_chunk(7, 10 ** 8, 0, b"z"),
+                pr.encode_cache_chunk(7, 100000, 0, b"z" * (pr.CACHE_CHUNK + 1))):
+        try:
+            pr.decode_cache_chunk(bad)
+            assert False, bad[:20]
+        except pr.ProtocolError as e:
+            assert e.reason in ("bad_chunk", "too_large")
+
+
+def test_cache_state_round_trip():
+    from firmware import protocol as pr
+
+    s = pr.decode_cache_state(pr.encode_cache_state(3, 4, 8192, "base_mismatch"))
+    assert (s["version"], s["receiving"], s["have"], s["reason"]) == (3, 4, 8192, "base_mismatch")
+    assert "reason" not in pr.decode_cache_state(pr.encode_cache_state(3))

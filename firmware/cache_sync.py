@@ -1,0 +1,93 @@
+"""Whitelist updates from the platform over MQTT (docs/protocol.md, "Whitelist updates").
+
+The platform sends a signed snapshot or delta file in chunks; the door writes them in order
+to the cache's incoming file, and when the last one is in, the cache verifies and installs it
+(offline_cache.cache.Cache.apply: tag, site, version, base; atomic). The door then publishes
+the version it holds (`cache_state`, retained), so the platform knows where each door stands
+and what to resend. A chunk out of order is not written: the state says how much is in, and
+the platform continues from there. Nothing here trusts the transport: the file's own tag does.
+"""
+
+import struct
+
+from firmware import events, protocol
+from firmware.log import log
+
+# cache_rejected event arg (docs/protocol.md)
+REJECT_CODES = {"bad_tag": 1, "stale_version": 2, "base_mismatch": 3, "malformed": 4,
+                "wrong_site": 5, "storage": 6, "bad_chunk": 7, "no_cache_key": 8}
+
+
+class CacheSync:
+    def __init__(self, cache, recorder=None, status=None, publish=None):
+        self.cache = cache
+        self.recorder = recorder
+        self.status = status if status is not None else {}
+        self.publish = publish  # async callable(leaf, payload, retain) -> bool (Uplink.publish)
+        self.receiving = 0  # version being received (0: none)
+        self.total = 0
+        self.have = 0
+        self.reason = ""
+        self.applied = 0
+
+    def state(self):
+        version = self.cache.version if self.cache is not None else 0
+        return protocol.encode_cache_state(version, self.receiving, self.have, self.reason)
+
+    async def publish_state(self):
+        if self.publish is not None:
+            await self.publish("cache_state", self.state(), True)
+
+    def _reject(self, reason):
+        self.reason = reason
+        self.receiving = self.total = self.have = 0
+        log("cache: update refused:", reason)
+        if self.recorder is not None:
+            self.recorder.record(events.CACHE_REJECTED, REJECT_CODES.get(reason, 99))
+
+    def chunk(self, payload):
+        """Take one update message. Returns True when the state changed in a way the
+        platform must hear about (a file installed or refused, or a chunk out of order)."""
+        try:
+            version, total, offset, data = protocol.decode_cache_chunk(payload)
+        except protocol.ProtocolError as e:
+            self._reject(e.reason)
+            return True
+        if self.cache is None:
+            self._reject("no_cache_key")
+            return True
+        path = self.cache.incoming_path()
+        if offset == 0:
+            self.receiving, self.total, self.have, self.reason = version, total, 0, ""
+        elif (version, total, offset) != (self.receiving, self.total, self.have):
+            return True  # not the next piece: the state tells the platform where to go on
+        try:
+            with open(path, "wb" if offset == 0 else "ab") as f:
+                f.write(data)
+        except OSError:
+            self._reject("storage")
+            return True
+        self.have += len(data)
+        if self.have < self.total:
+            return False
+        return self._install(path)
+
+    def _install(self, path):
+        from offline_cache.fmt import CacheError
+
+        try:
+            version = self.cache.apply(path)
+        except CacheError as e:
+            self._reject(e.reason)
+            return True
+        self.receiving = self.total = self.have = 0
+        self.reason = ""
+        self.applied += 1
+        self.status["cache_version"] = version
+        if self.recorder is not None:
+            self.recorder.record(events.CACHE_UPDATED, 0, struct.pack("<I", version))
+        return True
+
+    async def on_message(self, payload):
+        if self.chunk(payload):
+            await self.publish_state()

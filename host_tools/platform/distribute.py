@@ -1,0 +1,60 @@
+"""Whitelist files to a door over MQTT, in chunks, until the door says it holds the version
+(docs/protocol.md, "Whitelist updates"). The file is signed (offline_cache): the door checks
+it whole, so the transport needs no authentication of its own."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from firmware import protocol
+from host_tools.platform.ingest import Platform
+from offline_cache import fmt
+
+
+class DistributionError(RuntimeError):
+    """The door refused the file (reason) or did not answer."""
+
+    def __init__(self, reason: str, state: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.state = state
+
+
+def file_version(data: bytes) -> int:
+    return int(fmt.parse_header(data[:fmt.HDR_SIZE]).version)
+
+
+def send(platform: Platform, device: str, data: bytes, start: int = 0) -> None:
+    """Publish the file's chunks from byte `start`."""
+    version = file_version(data)
+    for offset in range(start, len(data), protocol.CACHE_CHUNK):
+        chunk = data[offset:offset + protocol.CACHE_CHUNK]
+        platform.publish(device, "cache", protocol.encode_cache_chunk(version, len(data), offset, chunk))
+
+
+def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
+         retries: int = 3) -> dict[str, Any]:
+    """Send a signed snapshot or delta and wait until the door holds its version; resume
+    where the door says it stopped. DistributionError(reason) when the door refuses it
+    (base_mismatch: send a snapshot) or never answers."""
+    version = file_version(data)
+    start = 0
+    deadline = time.monotonic() + timeout
+    for _ in range(retries + 1):
+        platform.cache_states.pop(device, None)
+        send(platform, device, data, start)
+
+        # The door publishes its state when a file is installed or refused, when a piece
+        # arrives out of order and when it (re)connects: any state after sending is news.
+        state = platform.wait_cache_state(device, lambda s: True,
+                                          max(0.1, deadline - time.monotonic()))
+        if state is None:
+            raise DistributionError("no_answer")
+        if state.get("reason"):
+            raise DistributionError(str(state["reason"]), state)
+        if state["version"] >= version:
+            return state
+        # A piece went missing (a reconnect, say): go on from what the door has of this file.
+        start = int(state["have"]) if state["receiving"] == version else 0
+    raise DistributionError("incomplete")

@@ -1,0 +1,124 @@
+"""Whitelist updates from the platform to a running virtual door over mosquitto: a lost card
+is refused right after the delta lands; forged, replayed and out-of-base updates are refused
+with an event and change nothing; a 100-card snapshot in several chunks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware import events as ev
+from hil.broker import Mosquitto
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.distribute import DistributionError, push
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import VirtualIO
+from host_tools.vdev.provision import provision
+from offline_cache import fmt
+
+DEVICE = "sync.b1.d1"
+
+
+def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        self.site = SiteKit()
+        self.card, self.ref = self.site.issue()
+        self.broker = Mosquitto().start()
+        self.platform = Platform(Store(str(tmp / "p.db")), self.broker.host, self.broker.port).start()
+        self.dev = VirtualDevice(tmp / "door").start()
+        provision(self.dev.pty, config=self.site.door_config(
+            DEVICE, broker={"host": self.broker.host, "port": self.broker.port}),
+            keys=self.site.door_keys(), cache=self.site.snapshot(1, [(self.ref, fmt.ACTIVE, False)]))
+        self.dev.restart()
+        wait_until(lambda: self.platform.cache_states.get(DEVICE, {}).get("version") == 1)
+        self.emu = PN532Emulator()
+        self.link = self.emu.connect(self.dev.reader_addr)
+        self.io = VirtualIO(self.dev.io_addr)
+        wait_until(lambda: bool(self.io.status().get("clock_synced")))
+
+    def swipe(self) -> bool:
+        """Present the card; True when the relay opened."""
+        wait_until(lambda: self.io.state()["outputs"].get("led") == "off")
+        t = self.io.set_input("rex", False)
+        self.emu.present(LocalCard(self.card.process, self.card.uid))
+        wait_until(lambda: any(e.value in ("green", "red") for e in self.io.outputs("led")
+                               if e.device_ms >= t))
+        self.emu.remove()
+        return any(e.value for e in self.io.outputs("relay") if e.device_ms >= t)
+
+    def codes(self, code: int) -> list[int]:
+        return [e[6] for e in self.platform.store.events(DEVICE) if e[1] == code]
+
+    def close(self) -> None:
+        self.io.close()
+        self.link.close()
+        self.dev.stop()
+        self.platform.stop()
+        self.broker.stop()
+
+
+@pytest.fixture()
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_a_lost_card_is_refused_as_soon_as_the_delta_lands(rig: Rig) -> None:
+    assert rig.swipe() is True
+    state = push(rig.platform, DEVICE, rig.site.delta(2, 1, [(rig.ref, fmt.LOST, False)]))
+    assert state["version"] == 2
+    assert rig.swipe() is False
+    wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.DENY_REASONS["lost"]])
+    wait_until(lambda: len(rig.codes(ev.CACHE_UPDATED)) == 1)
+    # unblocked by the next delta
+    push(rig.platform, DEVICE, rig.site.delta(3, 2, [(rig.ref, fmt.ACTIVE, False)]))
+    assert rig.swipe() is True
+
+
+def test_forged_replayed_and_out_of_base_updates_change_nothing(rig: Rig) -> None:
+    revoke = rig.site.delta(2, 1, [(rig.ref, fmt.LOST, False)])
+    forged = revoke[:-1] + bytes([revoke[-1] ^ 1])
+    with pytest.raises(DistributionError) as e:
+        push(rig.platform, DEVICE, forged)
+    assert e.value.reason == "bad_tag"
+    other_site = SiteKit(rig.site.site_id)  # same site id, another signing key
+    with pytest.raises(DistributionError) as e:
+        push(rig.platform, DEVICE, other_site.delta(2, 1, [(rig.ref, fmt.LOST, False)]))
+    assert e.value.reason == "bad_tag"
+    with pytest.raises(DistributionError) as e:
+        push(rig.platform, DEVICE, rig.site.delta(5, 4, [(rig.ref, fmt.LOST, False)]))
+    assert e.value.reason == "base_mismatch"  # the platform must send a snapshot
+    with pytest.raises(DistributionError) as e:
+        push(rig.platform, DEVICE, rig.site.snapshot(1, []))
+    assert e.value.reason == "stale_version"  # a replayed old snapshot
+    assert rig.swipe() is True  # still version 1, the card still opens
+    wait_until(lambda: rig.codes(ev.CACHE_REJECTED) == [1, 1, 3, 2])
+
+
+def test_a_snapshot_in_many_chunks_replaces_the_whitelist(rig: Rig) -> None:
+    others = [(b"\xee" * 4 + i.to_bytes(4, "big"), fmt.ACTIVE, False) for i in range(1200)]
+    snap = rig.site.snapshot(9, others + [(rig.ref, fmt.SUSPENDED, False)])
+    assert len(snap) > 2 * 8192
+    assert push(rig.platform, DEVICE, snap)["version"] == 9
+    assert rig.swipe() is False
+    wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.DENY_REASONS["suspended"]])
+
+
+def test_garbage_on_the_update_topic_is_refused(rig: Rig) -> None:
+    rig.platform.publish(DEVICE, "cache", b"not an update")
+    wait_until(lambda: rig.platform.cache_states.get(DEVICE, {}).get("reason") == "bad_chunk")
+    assert rig.swipe() is True
