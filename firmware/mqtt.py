@@ -97,6 +97,7 @@ class MQTTClient:
         self._tasks = []
         self._closed = asyncio.Event()
         self._wlock = asyncio.Lock()
+        self.last_error = ""  # why the read loop ended
         self.connected = False
         self.dropped_oversize = 0
 
@@ -277,9 +278,10 @@ class MQTTClient:
                     self._on_control(kind, body)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # EOF, reset, malformed packet: the connection is over; the owner reconnects.
-            pass
+        except Exception as e:
+            # EOF, reset, malformed packet, no memory: the connection is over; the owner
+            # reconnects (and says why, for the installer reading the log).
+            self.last_error = "%s %s" % (type(e).__name__, e)
         await self.close(send_disconnect=False)
 
     async def _on_publish(self, first, n):

@@ -230,7 +230,7 @@ def decode_command(payload):
 # (the file itself carries the authentication: docs/cache-format.md)
 CACHE_MAGIC = b"DWU1"
 CACHE_HDR = 16
-CACHE_CHUNK = 8192  # bytes of file per message (the device's MQTT packet limit is 20,000)
+CACHE_CHUNK = 2048  # bytes per message: a contiguous allocation the busy door heap can always find
 CACHE_MAX_FILE = 4 * 1024 * 1024
 
 

@@ -161,6 +161,8 @@ class Uplink:
             await self._send_loop(client)
         finally:
             self.client = None
+            if client.last_error:
+                log("uplink: connection lost:", client.last_error)
             await client.close()
 
     async def _send_loop(self, client):
