@@ -213,8 +213,10 @@ class PN532Emulator:
             self.faults.extend(faults)
 
     # -- the link -------------------------------------------------------------------------
-    def receive(self, data: bytes) -> bytes:
-        """Bytes from the host; returns the bytes the PN532 sends back."""
+    def receive(self, data: bytes, send_ack: Callable[[bytes], None] | None = None) -> bytes:
+        """Bytes from the host; returns the bytes the PN532 sends back. With `send_ack`, a
+        well-formed command is ACKed through it at once, before the card is asked, as the
+        chip does (a card behind PC/SC can take longer than the host's ACK timeout)."""
         out = bytearray()
         with self._lock:
             for b in data:
@@ -227,11 +229,18 @@ class PN532Emulator:
                     out += last
                 elif ev == p.EV_FRAME:
                     frame = bytes(self._parser.data[:self._parser.length])
+                    early = (send_ack is not None and not self.faults and len(frame) >= 2
+                             and frame[0] == p.TFI_HOST)
+                    if early:
+                        assert send_ack is not None
+                        send_ack(bytes(out) + p.ACK)
+                        out = bytearray()
                     try:
-                        out += self._frame(frame)
+                        resp = self._frame(frame)
+                        out += resp[len(p.ACK):] if early and resp.startswith(p.ACK) else resp
                     except Exception as e:  # a broken card object must not stop the reader
                         self.errors.append(repr(e))
-                        out += p.ACK + p.ERROR_FRAME
+                        out += (b"" if early else p.ACK) + p.ERROR_FRAME
                 # ACKs from the host, bad checksums and noise: no answer (the host times out)
         return bytes(out)
 
@@ -370,7 +379,7 @@ class EmulatorLink:
                     continue
                 if not data:
                     break
-                out = self.emu.receive(data)
+                out = self.emu.receive(data, self.sock.sendall)
                 if out:
                     self.sock.sendall(out)
         except OSError as e:

@@ -98,7 +98,7 @@ def test_cache_chunks_round_trip_and_bad_ones_are_refused():
                 pr.encode_cache_chunk(7, 100000, 0, b"z" * (pr.CACHE_CHUNK + 1))):
         try:
             pr.decode_cache_chunk(bad)
-            assert False, bad[:20]
+            raise AssertionError(bad[:20])
         except pr.ProtocolError as e:
             assert e.reason in ("bad_chunk", "too_large")
 

@@ -1,0 +1,85 @@
+"""The HIL suite's pytest plugin: `pytest hil/ [--rig rig.toml] [--hil-report FILE]`.
+
+Without --rig the virtual rig runs (nothing to plug in). Each test gets a freshly commissioned
+door (`door` fixture); timings the tests record go into the report's timing table, written at
+the end of the session (Markdown) beside pytest's own `--junitxml` report.
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.rig import RigConfig, RigError, Timings
+
+TIMINGS = Timings()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop rig")
+    group.addoption("--rig", default=None, help="rig file (TOML, docs/hil.md); default: the virtual rig")
+    group.addoption("--hil-report", default="build/hil-report.md",
+                    help="where to write the run's summary with the timing table")
+
+
+@pytest.fixture(scope="session")
+def rig_config(request: pytest.FixtureRequest) -> RigConfig:
+    try:
+        return RigConfig.load(request.config.getoption("--rig"))
+    except RigError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[None]:
+    """pcscd with vsmartcard's vpcd reader (started here when none is running)."""
+    from host_tools.cards import pcsc
+
+    proc: subprocess.Popen[bytes] | None = pcsc.start_pcscd()
+    if not pcsc.wait_for_reader("Virtual PCD 00 00"):
+        pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
+    yield
+    gc.collect()
+    if proc is not None:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture()
+def door(rig_config: RigConfig, pcscd: None, tmp_path: Path) -> Iterator[object]:
+    if rig_config.kind != "virtual":
+        pytest.skip("the bench rig drives a real door through its I/O board (docs/hil.md); "
+                    "this run has none attached")
+    from hil.virtual import VirtualDoor
+
+    d = VirtualDoor(tmp_path, TIMINGS)
+    yield d
+    d.close()
+
+
+@pytest.fixture()
+def timings() -> Timings:
+    return TIMINGS
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    rows = TIMINGS.table()
+    if not rows:
+        return
+    stats = terminalreporter.stats
+    passed, failed = len(stats.get("passed", [])), len(stats.get("failed", []))
+    lines = ["# HIL run", "", f"{passed} passed, {failed} failed.", "",
+             "| timing | n | median ms | p95 ms | max ms |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {k} | {m:.1f} | {p:.1f} | {x:.1f} |" for n, k, m, p, x in rows]
+    text = "\n".join(lines) + "\n"
+    path = Path(terminalreporter.config.getoption("--hil-report"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    terminalreporter.write_line("")
+    for line in lines[4:]:
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"HIL report: {path}")

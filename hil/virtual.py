@@ -1,0 +1,157 @@
+"""The virtual rig's door: the virtual reference device commissioned for a small site, its
+I/O channel, virtual cards on vsmartcard's vpcd behind the real pcscd, relayed by the PN532
+emulator to the door's reader link, a real mosquitto and the reference platform."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from hil.broker import Mosquitto
+from hil.rig import Timings, wait_for
+from host_tools.cards import pcsc, vcard
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.distribute import push
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+from host_tools.pn532_emu import PN532Emulator, release_connection
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import IOEvent, VirtualIO
+from host_tools.vdev.provision import provision
+from offline_cache import fmt
+
+READER = "Virtual PCD 00 00"
+DEVICE = "hil.b1.d1"
+DOOR_TIMINGS = {"unlock_ms": 1500, "prealarm_ms": 1500, "held_open_ms": 2500, "deny_ms": 400}
+
+
+class VirtualDoor:
+    """One commissioned door and everything around it, started fresh for a test."""
+
+    def __init__(self, tmp: Path, timings: Timings) -> None:
+        self.timings = timings
+        self.site = SiteKit()
+        self.cards: dict[str, Any] = {}
+        self.refs: dict[str, bytes] = {}
+        for name in ("resident", "master", "lost"):
+            self.cards[name], self.refs[name] = self.site.issue()
+        self.cards["clone"] = vcard.clone_of(self.cards["resident"])
+        self.cards["stranger"] = SiteKit(self.site.site_id + 1).issue()[0]
+        self.version = 1
+        self.broker = Mosquitto().start()
+        self.platform = Platform(Store(str(tmp / "platform.db")), self.broker.host,
+                                 self.broker.port).start()
+        self.dev = VirtualDevice(tmp / "door").start()
+        provision(self.dev.pty,
+                  config=self.site.door_config(DEVICE, broker={"host": self.broker.host,
+                                                               "port": self.broker.port,
+                                                               "keepalive": 5},
+                                               door=DOOR_TIMINGS),
+                  keys=self.site.door_keys(),
+                  cache=self.site.snapshot(1, [(self.refs["resident"], fmt.ACTIVE, False),
+                                               (self.refs["master"], fmt.ACTIVE, True),
+                                               (self.refs["lost"], fmt.LOST, False)]))
+        self.emu = PN532Emulator()
+        self.link: Any = None
+        self.io: VirtualIO | None = None
+        self._client: vcard.VpcdClient | None = None
+        self.reboot()
+
+    # -- power and network ------------------------------------------------------------------
+
+    def reboot(self, cut: bool = True) -> None:
+        """Power cycle (a cut when `cut`), then wait until the door is back at the platform."""
+        if self.io is not None:
+            self.io.close()
+        if self.link is not None:
+            self.link.close()
+        if cut:
+            self.dev.restart()
+        else:
+            self.dev.stop()
+            self.dev.start()
+        self.link = self.emu.connect(self.dev.reader_addr)
+        self.io = VirtualIO(self.dev.io_addr)
+        wait_for(lambda: self.state().get("online") is True, what="the door online")
+        wait_for(lambda: self.io_status().get("clock_synced"), what="the door's clock")
+        wait_for(lambda: str(self.io_status().get("reader", "")).startswith("pn532"),
+                 what="the door's reader")
+
+    def power_cut(self) -> None:
+        self.dev.kill()
+
+    def io_status(self) -> dict[str, Any]:
+        assert self.io is not None
+        return self.io.status()
+
+    def state(self) -> dict[str, Any]:
+        return self.platform.store.device(DEVICE) or {}
+
+    # -- cards -----------------------------------------------------------------------------
+
+    def present(self, name: str) -> None:
+        """Put card `name` on the rig's reader (vpcd) and in the door's field."""
+        self.remove()
+        self._client = vcard.VpcdClient(self.cards[name], port=vcard.VPCD_PORT).start()
+        release_connection(pcsc.wait_for_card(READER)[0])
+        self.emu.present(READER)
+
+    def remove(self) -> None:
+        self.emu.remove()
+        if self._client is not None:
+            self._client.stop()
+            self._client = None
+            pcsc.wait_until_absent(READER)
+
+    def swipe(self, name: str) -> bool:
+        """Present a card until the door decides; True when the relay opened. Records the
+        card-to-decision latency (card visible to the door -> relay on / LED red)."""
+        io = self.io
+        assert io is not None
+        wait_for(lambda: io.state()["outputs"].get("led") in ("off", "amber"), what="the door idle")
+        mark = io.set_input("rex", False)
+        self._client = vcard.VpcdClient(self.cards[name], port=vcard.VPCD_PORT).start()
+        release_connection(pcsc.wait_for_card(READER)[0])
+        t0 = time.monotonic()
+        self.emu.present(READER)
+
+        def decided() -> IOEvent | None:
+            for e in io.outputs():
+                if e.device_ms >= mark and ((e.name == "relay" and e.value is True)
+                                            or (e.name == "led" and e.value == "red")):
+                    return e
+            return None
+
+        ev: IOEvent = wait_for(decided, what=f"a decision on the {name} card")
+        opened = ev.name == "relay"
+        self.timings.add("card_to_relay" if opened else "card_to_refusal", ev.host_s - t0)
+        self.remove()
+        return opened
+
+    # -- platform ---------------------------------------------------------------------------
+
+    def events(self, code: int | None = None) -> list[tuple[Any, ...]]:
+        return [e for e in self.platform.store.events(DEVICE) if code is None or e[1] == code]
+
+    def wait_event(self, code: int, count: int = 1, timeout: float = 20.0) -> float:
+        """Seconds until `count` events with this code are stored at the platform."""
+        t0 = time.monotonic()
+        wait_for(lambda: len(self.events(code)) >= count, timeout, f"event {code} at the platform")
+        return time.monotonic() - t0
+
+    def revoke(self, name: str, status: int = fmt.LOST) -> None:
+        """The platform reports a card lost: a signed delta to the door, confirmed."""
+        self.version += 1
+        push(self.platform, DEVICE, self.site.delta(self.version, self.version - 1,
+                                                    [(self.refs[name], status, False)]))
+
+    def close(self) -> None:
+        self.remove()
+        if self.io is not None:
+            self.io.close()
+        if self.link is not None:
+            self.link.close()
+        self.dev.stop()
+        self.platform.stop()
+        self.broker.stop()
