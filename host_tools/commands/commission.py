@@ -1,0 +1,187 @@
+"""`doorctl commission`: give a door its identity, its platform, its keys and its whitelist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from firmware import protocol
+from firmware.commands import CONFIG_LIMITS
+from host_tools.cards import sitekeys
+from host_tools.deploy import check_port, handshake
+from host_tools.errors import EXIT_USAGE, UserError, fail
+from host_tools.vdev.provision import mpremote, put_file
+from offline_cache import fmt
+
+
+def _bad(value: str, why: str) -> UserError:
+    return UserError(f"{value}: {why}", EXIT_USAGE)
+
+
+def _broker(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _bad(f"--broker {value!r}", "must be HOST:PORT with a port 1-65535, e.g. 10.0.0.5:8883")
+    return host, int(port)
+
+
+def _secret(path: Path | None, what: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        raise _bad(f"{what} {path}", "cannot be read") from None
+    if not text:
+        raise _bad(f"{what} {path}", "is empty")
+    return text
+
+
+def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: str | None,
+                 password: str | None, tls: bool, wifi_ssid: str | None, wifi_password: str | None,
+                 fail_safe: bool, door_timings: dict[str, int], legacy_uid: bool,
+                 legacy_classic: bool) -> dict[str, Any]:
+    """The door's config.json, every value checked first (UserError names the wrong one)."""
+    try:
+        protocol.check_device_id(device_id)
+    except protocol.ProtocolError:
+        raise _bad(f"--device-id {device_id!r}", "use 1-64 of A-Z a-z 0-9 - _ . "
+                   "(e.g. site.building.door: hz.b12.d3)") from None
+    if not 0 <= door_no <= 15:
+        raise _bad(f"--door-no {door_no}", "must be 0-15 (the door's bit in the whitelist)")
+    host, port = _broker(broker)
+    for key, value in door_timings.items():
+        lo, hi = CONFIG_LIMITS[key]
+        if not lo <= value <= hi:
+            raise _bad(f"--{key.replace('_', '-')} {value}", f"must be {lo}-{hi}")
+    if (wifi_ssid is None) != (wifi_password is None):
+        raise _bad("--wifi-ssid/--wifi-password-file", "give both or neither")
+    b: dict[str, Any] = {"host": host, "port": port, "ssl": tls, "keepalive": 30}
+    if user is not None:
+        b["user"] = user
+        b["password"] = password or ""
+    if tls:
+        b["ca"] = "ca.pem"
+    cfg: dict[str, Any] = {"device_id": device_id, "site_id": site_id, "door_no": door_no,
+                           "broker": b, "door": dict(door_timings, fail_safe=fail_safe),
+                           "cards": {"legacy_uid": legacy_uid, "legacy_classic": legacy_classic}}
+    if wifi_ssid is not None:
+        cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
+    return cfg
+
+
+def check_cache(path: Path, site: dict[str, Any]) -> bytes:
+    """A signed snapshot for this site, verified here before it goes to the door."""
+    try:
+        data = path.read_bytes()
+        hdr = fmt.parse_header(data, len(data))
+    except OSError:
+        raise _bad(f"--cache {path}", "cannot be read") from None
+    except fmt.CacheError as e:
+        raise _bad(f"--cache {path}", f"not a whitelist file ({e.reason})") from None
+    key = bytes.fromhex(site["keys"]["cache"])
+    if not fmt.tags_equal(fmt.hmac_sha256(key, data[:-fmt.TAG_SIZE]), data[-fmt.TAG_SIZE:]):
+        raise _bad(f"--cache {path}", "not signed with this site's cache key")
+    if hdr.site != site["site_id"]:
+        raise _bad(f"--cache {path}", f"built for site {hdr.site}, not {site['site_id']}")
+    if hdr.kind != fmt.KIND_SNAPSHOT:
+        raise _bad(f"--cache {path}", "a delta: commission with a snapshot (doorctl cache build)")
+    return data
+
+
+def commission(
+    port: str = typer.Option(..., "--port", "-p", help="The door's serial port (or a virtual door's pty)."),
+    keys: Path = typer.Option(..., "--keys", help="Site key file (doorctl card keys init); the "
+                              "door gets its key file from it (no issuing key), never printed."),
+    device_id: str = typer.Option(..., "--device-id",
+                                  help="The door's id: site.building.door, e.g. hz.b12.d3."),
+    door_no: int = typer.Option(..., "--door-no",
+                                help="The door's number 0-15 in the whitelist's door groups."),
+    broker: str = typer.Option(..., "--broker", help="Platform broker HOST:PORT."),
+    broker_user: str = typer.Option(None, "--broker-user", help="Broker user name."),
+    broker_password_file: Path = typer.Option(None, "--broker-password-file",
+                                              help="File holding the broker password."),
+    tls_ca: Path = typer.Option(None, "--tls-ca", help="CA certificate (PEM): the door connects with TLS."),
+    wifi_ssid: str = typer.Option(None, "--wifi-ssid", help="Wi-Fi network (ESP32)."),
+    wifi_password_file: Path = typer.Option(None, "--wifi-password-file",
+                                            help="File holding the Wi-Fi password."),
+    lock: str = typer.Option("fail-secure", "--lock", help="fail-secure (energise to unlock) or "
+                             "fail-safe (energise to lock: opens on power loss)."),
+    unlock_ms: int = typer.Option(5000, "--unlock-ms", help="Unlock window after a grant, ms."),
+    held_open_ms: int = typer.Option(30000, "--held-open-ms",
+                                     help="Door open this long: held-open alarm, ms."),
+    legacy_uid: bool = typer.Option(False, "--legacy-uid",
+                                    help="Also accept UID-only cards (low assurance)."),
+    legacy_classic: bool = typer.Option(False, "--legacy-classic",
+                                        help="Also accept MIFARE Classic cards (low assurance)."),
+    cache: Path = typer.Option(None, "--cache", help="Signed whitelist snapshot (doorctl cache build)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (no secrets)."),
+) -> None:
+    """Commission a door: identity, platform broker (TLS), Wi-Fi, lock type and timings, card
+    profiles, keys and whitelist, each value checked before anything is written. Every file is
+    written to a temporary name and renamed, so a power cut leaves the old or the new one.
+
+    Restart the door afterwards (power cycle) to apply. It registers itself at the platform
+    when it connects (presence, whitelist version).
+
+    Examples:
+      doorctl commission -p /dev/ttyUSB0 --keys site.json --device-id hz.b12.d3 --door-no 3 \\
+        --broker 10.0.0.5:8883 --tls-ca ca.pem --broker-user hz.b12.d3 \\
+        --broker-password-file pw.txt --wifi-ssid door-net --wifi-password-file wifi.txt \\
+        --cache whitelist.bin
+    """
+    try:
+        if lock not in ("fail-secure", "fail-safe"):
+            raise _bad(f"--lock {lock!r}", "must be fail-secure or fail-safe")
+        site, _ = sitekeys.load(keys)
+        for slot in ("cache", "command"):
+            if slot not in site["keys"]:
+                raise _bad(f"--keys {keys}", f"has no {slot} key: make a new site key file "
+                           "with `doorctl card keys init`")
+        cfg = build_config(device_id, int(site["site_id"]), door_no, broker, broker_user,
+                           _secret(broker_password_file, "--broker-password-file"), tls_ca is not None,
+                           wifi_ssid, _secret(wifi_password_file, "--wifi-password-file"),
+                           lock == "fail-safe", {"unlock_ms": unlock_ms, "held_open_ms": held_open_ms},
+                           legacy_uid, legacy_classic)
+        ca = None
+        if tls_ca is not None:
+            ca = _secret(tls_ca, "--tls-ca")
+            if ca is None or "BEGIN CERTIFICATE" not in ca:
+                raise _bad(f"--tls-ca {tls_ca}", "not a PEM certificate")
+        snapshot = check_cache(cache, site) if cache is not None else None
+        check_port(port)
+        handshake(port)
+        err = Console(stderr=True)
+        with err.status("writing to the door", spinner="dots"):
+            if ca is not None:
+                put_file(port, "ca.pem", ca.encode())
+            put_file(port, "keys.json", json.dumps(sitekeys.device_keys(site)).encode())
+            if snapshot is not None:
+                mpremote(port, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass")
+                put_file(port, "cache/main.bin", snapshot)
+                mpremote(port, "exec", "import os\ntry:\n os.remove('cache/overlay.bin')\n"
+                                       "except OSError:\n pass")
+            put_file(port, "config.json", json.dumps(cfg).encode())
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    shown = json.loads(json.dumps(cfg))
+    if "password" in shown["broker"]:
+        shown["broker"]["password"] = "(set)"
+    if "wifi" in shown:
+        shown["wifi"]["password"] = "(set)"
+    if as_json:
+        typer.echo(json.dumps({"config": shown, "keys": sorted(k for k in site["keys"] if k != "app_master"),
+                               "cache": len(snapshot) if snapshot is not None else None}))
+    else:
+        typer.echo(f"commissioned {device_id} (site {site['site_id']}, door {door_no}) on {port}: "
+                   f"config.json, keys.json" + (", ca.pem" if ca else "")
+                   + (f", whitelist ({len(snapshot)} bytes)" if snapshot is not None else "")
+                   + "; restart the door to apply")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("commission")(commission)

@@ -1,0 +1,178 @@
+"""`doorctl monitor`: a door's live state, events and alarms from the platform's MQTT topics;
+`doorctl flash`: MicroPython onto an ESP32 with esptool, then the firmware."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from firmware import events as ev
+from firmware import protocol
+from host_tools.errors import EXIT_NO_DEVICE, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
+
+ALARMS = {ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT, ev.SENSOR_TAMPER,
+          ev.DEVICE_TAMPER, ev.POWER_LOST, ev.JOURNAL_NEAR_FULL}
+
+
+def describe(leaf: str, payload: bytes) -> dict[str, Any] | None:
+    """One readable record per message on a door's topics (None: not worth a line)."""
+    if leaf == "events":
+        out = []
+        for e in protocol.decode_events(payload):
+            code, arg = e[protocol.E_CODE], e[protocol.E_ARG]
+            name = ev.NAMES.get(code, str(code))
+            if code == ev.ACCESS_DENIED:
+                name += " (" + ev.deny_reason_name(arg) + ")"
+            elif code == ev.ACCESS_GRANTED:
+                name += " (" + {1: "card", 2: "REX", 3: "remote"}.get(arg, str(arg)) + ")"
+            out.append({"seq": e[protocol.E_SEQ], "event": name, "alarm": code in ALARMS,
+                        "time": e[protocol.E_TIME], "utc": bool(e[protocol.E_FLAGS] & 1),
+                        "card": e[protocol.E_DATA] or None})
+        return {"kind": "events", "events": out}
+    if leaf == "status":
+        s = protocol.decode_status(payload)
+        return {"kind": "status", "door": s.get("door"), "mode": s.get("mode"),
+                "lock": s.get("lock"), "alarms": s.get("alarms"), "journal": s.get("journal_depth"),
+                "cache": s.get("cache_version"), "reader": s.get("reader")}
+    if leaf == "presence":
+        p = protocol.decode_presence(payload)
+        return {"kind": "presence", "online": p["online"], "fw": p.get("fw")}
+    if leaf == "reply":
+        return {"kind": "reply", **protocol.decode_reply(payload)}
+    if leaf == "cache_state":
+        return {"kind": "whitelist", **protocol.decode_cache_state(payload)}
+    return None
+
+
+def line(rec: dict[str, Any]) -> list[str]:
+    k = rec["kind"]
+    if k == "events":
+        return [f"{'ALARM ' if e['alarm'] else ''}#{e['seq']} {e['event']}"
+                + (f" card {e['card'][:16]}" if e["card"] else "") for e in rec["events"]]
+    if k == "status":
+        alarms = ", ".join(rec["alarms"] or []) or "none"
+        return [f"door {rec['door']}, {rec['mode']}, lock {rec['lock']}; alarms: {alarms}; "
+                f"journal {rec['journal']}; whitelist v{rec['cache']}; reader {rec['reader']}"]
+    if k == "presence":
+        return ["online" + (f" (firmware {rec['fw']})" if rec.get("fw") else "") if rec["online"]
+                else "OFFLINE"]
+    if k == "reply":
+        return [f"command {rec['id']}: " + ("done" if rec.get("ok") else f"refused {rec.get('reason')}")]
+    return [f"whitelist v{rec['version']}" + (f", refused: {rec['reason']}" if rec.get("reason") else "")]
+
+
+def monitor(
+    door: str = typer.Option(..., "--door", help="The door's device id, e.g. hz.b12.d3."),
+    broker: str = typer.Option("127.0.0.1:1883", help="The platform's broker HOST:PORT."),
+    seconds: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
+) -> None:
+    """Watch a door live: presence, patrol state, events and alarms, command replies and its
+    whitelist version, as the platform sees them.
+
+    Examples:
+      doorctl monitor --door hz.b12.d3 --broker 10.0.0.5:1883
+      doorctl monitor --door hz.b12.d3 --json --seconds 60 > door.jsonl
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    try:
+        protocol.check_device_id(door)
+    except protocol.ProtocolError:
+        raise fail(f"--door {door!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)", EXIT_USAGE) from None
+    host, _, port = broker.rpartition(":")
+    if not host or not port.isdigit():
+        raise fail(f"--broker {broker!r} is not HOST:PORT", EXIT_USAGE)
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            _, leaf = protocol.split_topic(msg.topic)
+            rec = describe(leaf, bytes(msg.payload))
+        except protocol.ProtocolError as e:
+            rec = {"kind": "malformed", "topic": msg.topic, "reason": e.reason}
+        if rec is None:
+            return
+        with lock:
+            if as_json:
+                typer.echo(json.dumps(rec))
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                for text in (line(rec) if rec["kind"] != "malformed"
+                             else [f"malformed message on {rec['topic']}: {rec['reason']}"]):
+                    typer.echo(f"{stamp} {door} {text}")
+            sys.stdout.flush()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = on_message
+    client.on_connect = lambda c, *a: c.subscribe(protocol.topic(door, "#"), 1)
+    try:
+        client.connect(host, int(port))
+    except OSError:
+        raise fail(f"cannot reach the MQTT broker at {broker}: is it running?", EXIT_UNREACHABLE) from None
+    client.loop_start()
+    try:
+        if seconds:
+            time.sleep(seconds)
+        else:
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+ESP_IMAGE_MAGIC = 0xE9
+ESP32_OFFSET = "0x1000"  # where the ESP32's second-stage bootloader image starts
+
+
+def flash(
+    port: str = typer.Option(..., "--port", "-p", help="The ESP32's serial port."),
+    firmware: Path = typer.Option(..., "--firmware", help="MicroPython for ESP32 (.bin) you supply."),
+    baud: int = typer.Option(460800, help="Serial speed for writing."),
+    deploy_after: bool = typer.Option(True, "--deploy/--no-deploy", help="Deploy the door firmware after."),
+) -> None:
+    """Write MicroPython to an ESP32 with esptool (its progress shown), then deploy the door
+    firmware. The image is a file you supply: nothing is downloaded.
+
+    Example: doorctl flash -p /dev/ttyUSB0 --firmware ESP32_GENERIC-20250415-v1.25.0.bin
+    """
+    try:
+        data = firmware.read_bytes()[:1]
+    except OSError:
+        raise fail(f"--firmware {firmware}: cannot be read", EXIT_USAGE) from None
+    if data != bytes([ESP_IMAGE_MAGIC]):
+        raise fail(f"--firmware {firmware}: not an ESP32 firmware image (no 0xE9 header): use the "
+                   ".bin of MicroPython for ESP32", EXIT_USAGE)
+    from host_tools.deploy import check_port
+
+    try:
+        check_port(port)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    cmd = [sys.executable, "-m", "esptool", "--port", port, "--baud", str(baud), "write_flash",
+           "-z", ESP32_OFFSET, str(firmware)]
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise fail(f"esptool could not write the ESP32 on {port}: hold BOOT while it connects, "
+                   "check the cable and that no other program uses the port", EXIT_NO_DEVICE)
+    if deploy_after:
+        from host_tools.commands.deploy import deploy_command
+
+        time.sleep(2)  # the board boots MicroPython
+        deploy_command(port=port, as_json=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
+    app.command("flash")(flash)

@@ -1,0 +1,224 @@
+"""`doorctl selftest`, `doorctl logs`: check a commissioned door item by item; read its log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from host_tools.deploy import check_port, handshake, mpremote
+from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
+
+# Runs on the door: what it knows about itself, as one JSON line.
+PROBE = """
+import os, json
+from firmware.main import status, running
+from firmware import VERSION
+b = running.get('board')
+r = {'firmware': VERSION, 'ready': status.get('ready'), 'reader': status.get('reader'),
+     'cards': status.get('cards'), 'cache_version': status.get('cache_version')}
+r['clock'] = b.clock.time() if b else None
+try:
+    s = os.statvfs(b.fs_root)
+    r['flash_free'] = s[0] * s[3]
+    r['flash_total'] = s[0] * s[2]
+except Exception:
+    r['flash_free'] = None
+cfg = running.get('config') or {}
+r['device_id'] = cfg.get('device_id')
+ks = running.get('keystore')
+r['keys'] = [k for k in ('door_read', 'card_ref', 'cache', 'command') if ks is not None and ks.has(k)]
+c = running.get('cache')
+r['cache_error'] = c.error if c is not None else 'no cache key'
+u = running.get('uplink')
+r['broker'] = cfg.get('broker') is not None
+r['connected'] = bool(u is not None and u.client is not None and u.client.connected)
+j = running.get('journal')
+r['journal'] = [j.depth(), j.capacity, j.acked] if j is not None else None
+d = running.get('door')
+if d is not None:
+    m = d.machine
+    r['door'] = m.door_state()
+    r['alarms'] = m.active_alarms()
+    r['mode'] = m.effective_mode()
+    r['inputs'] = {n: s.read() for n, s, _ in d.sources}
+try:
+    r['deployed'] = json.loads(open('deploy.json').read()).get('files', {})
+except Exception:
+    r['deployed'] = None
+print('SELFTEST ' + json.dumps(r))
+"""
+
+PULSE = """
+import time
+from firmware.main import running
+rel = running['board'].relay
+v = rel.value()
+rel.set(not v)
+time.sleep_ms(%d)
+rel.set(v)
+print('PULSED')
+"""
+
+
+def _item(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
+    return {"item": name, "result": "pass" if ok else ("skip" if ok is None else "fail"),
+            "detail": detail}
+
+
+def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Pass/fail/skip per item from the door's self-report (and the deployed files' hashes)."""
+    items = [_item("firmware", bool(r.get("firmware")) and bool(r.get("ready")),
+                   f"version {r.get('firmware')}, running" if r.get("ready") else "not running")]
+    deployed = r.get("deployed")
+    if deployed is None or hashes is None:
+        items.append(_item("deployed files", None, "no deploy.json on the door (not deployed "
+                           "with doorctl deploy)"))
+    else:
+        bad = sorted(p for p, h in deployed.items() if hashes.get(p) != h)
+        items.append(_item("deployed files", not bad, f"{len(deployed)} files match deploy.json"
+                           if not bad else f"changed since deploy: {', '.join(bad[:5])}"))
+    clock = r.get("clock")
+    items.append(_item("clock", clock is not None and abs(clock - time.time()) < 120,
+                       "set by the platform" if clock else "not set (no platform time yet)"))
+    free, total = r.get("flash_free"), r.get("flash_total")
+    items.append(_item("flash space", free is not None and free > 64 * 1024,
+                       f"{free // 1024} KiB free of {(total or 0) // 1024} KiB"
+                       if free is not None else "unknown"))
+    keys = r.get("keys") or []
+    items.append(_item("key store", {"door_read", "card_ref", "cache"} <= set(keys),
+                       f"slots {', '.join(keys)}" if keys else "no keys.json (commission the door)"))
+    door = r.get("door")
+    alarms = r.get("alarms") or []
+    sensor = [a for a in alarms if a in ("sensor_tamper",)]
+    items.append(_item("door contact", door is not None and not sensor,
+                       f"{door}; loop supervised" + (f"; ALARM {sensor[0]}" if sensor else "")))
+    inputs = r.get("inputs") or {}
+    items.append(_item("REX", inputs.get("rex") is False, "released" if inputs.get("rex") is False
+                       else f"reads {inputs.get('rex')!r} (stuck pressed or not wired)"))
+    items.append(_item("tamper", inputs.get("tamper") is False, "lid closed" if inputs.get("tamper")
+                       is False else "tamper switch open: close the lid"))
+    reader = str(r.get("reader"))
+    items.append(_item("card reader", reader.startswith("pn532"), reader))
+    if r.get("broker"):
+        items.append(_item("broker", r.get("connected"), "connected" if r.get("connected")
+                           else "not connected: check the broker address, TLS and credentials"))
+        j = r.get("journal") or [0, 0, 0]
+        items.append(_item("platform", bool(clock) and j[2] > 0, "acknowledges events "
+                           f"(up to {j[2]}), sent the time" if clock and j[2] else "no answer yet"))
+    else:
+        items.append(_item("broker", None, "no broker configured"))
+    err = r.get("cache_error")
+    items.append(_item("whitelist", not err and bool(r.get("cache_version")),
+                       f"version {r.get('cache_version')}" if not err else str(err)))
+    return items
+
+
+def selftest(
+    port: str = typer.Option(..., "--port", "-p", help="The door's serial port (or a virtual door's pty)."),
+    relay: str = typer.Option("ask", "--relay", help="Relay pulse check: ask (the installer "
+                              "confirms the click), io:HOST:PORT (a virtual door's I/O channel "
+                              "watches it) or skip."),
+    report: Path = typer.Option(Path("."), "--report-dir", help="Where the commissioning report "
+                                "(JSON and text) is saved."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a commissioned door item by item: firmware and deployed files, clock, flash, keys,
+    door contact and its supervision, REX, tamper, reader, broker, platform, whitelist, and a
+    relay pulse. Saves a commissioning report (JSON and text). Exit code 1 if an item fails.
+
+    Examples:
+      doorctl selftest -p /dev/ttyUSB0
+      doorctl selftest -p /dev/pts/4 --relay io:127.0.0.1:40123 --json
+    """
+    from host_tools.deploy import probe
+
+    try:
+        check_port(port)
+        handshake(port)
+        err = Console(stderr=True)
+        with err.status("asking the door", spinner="dots"):
+            info = probe(port)
+            out = mpremote(port, "exec", PROBE)
+        line = next((x for x in out.splitlines() if x.startswith("SELFTEST ")), None)
+        if line is None:
+            raise UserError(f"the device on {port} runs no door firmware (deploy it first)")
+        r = json.loads(line[len("SELFTEST "):])
+        items = evaluate(r, info.files)
+        items.append(_relay_check(port, relay, err))
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    failed = [i for i in items if i["result"] == "fail"]
+    doc = {"device_id": r.get("device_id"), "port": port,
+           "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+           "passed": not failed, "items": items}
+    report.mkdir(parents=True, exist_ok=True)
+    stem = report / f"commissioning-{r.get('device_id') or 'door'}"
+    Path(f"{stem}.json").write_text(json.dumps(doc, indent=1))
+    lines = [f"Commissioning report: {doc['device_id']} on {port}, {doc['time']}", ""]
+    lines += [f"{i['result'].upper():5} {i['item']:15} {i['detail']}" for i in items]
+    lines += ["", "PASSED" if not failed else f"FAILED: {len(failed)} item(s)"]
+    Path(f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        table = Table("item", "result", "detail", title=f"self-test of {doc['device_id']}")
+        for i in items:
+            colour = {"pass": "green", "fail": "red", "skip": "yellow"}[i["result"]]
+            table.add_row(i["item"], f"[{colour}]{i['result']}[/{colour}]", i["detail"])
+        Console().print(table)
+        typer.echo(("all items passed" if not failed else f"{len(failed)} item(s) failed")
+                   + f"; report saved to {stem}.json and .txt")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _relay_check(port: str, how: str, err: Console) -> dict[str, Any]:
+    if how == "skip":
+        return _item("lock relay", None, "not checked (--relay skip)")
+    if how.startswith("io:"):
+        from host_tools.vdev.io_client import IOChannelError, VirtualIO
+
+        host, _, p = how[3:].rpartition(":")
+        if not host or not p.isdigit():
+            raise UserError(f"--relay {how!r}: use io:HOST:PORT", EXIT_USAGE)
+        with VirtualIO((host, int(p))) as io:
+            before = len(io.outputs("relay"))
+            mpremote(port, "exec", PULSE % 300)
+            try:
+                io.wait_output("relay", not io.state()["outputs"]["relay"], timeout_s=3)
+            except IOChannelError:
+                pass
+            changes = io.outputs("relay")[before:]
+        return _item("lock relay", len(changes) >= 2, f"pulsed: {len(changes)} changes seen "
+                     "on the relay output" if changes else "no change seen on the relay output")
+    if how != "ask":
+        raise UserError(f"--relay {how!r}: ask, io:HOST:PORT or skip", EXIT_USAGE)
+    mpremote(port, "exec", PULSE % 1000)
+    ok = typer.confirm("The lock relay was pulsed for 1 s: did the lock release and lock again?")
+    return _item("lock relay", ok, "confirmed by the installer" if ok else "the lock did not move")
+
+
+def logs(port: str = typer.Option(..., "--port", "-p", help="The door's serial port.")) -> None:
+    """Print the door's own log (its last 64 lines: boots, connections, refusals; never keys).
+
+    Example: doorctl logs -p /dev/ttyUSB0
+    """
+    try:
+        check_port(port)
+        handshake(port)
+        out = mpremote(port, "exec", "from firmware.log import lines\nfor x in lines(): print(x)")
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    typer.echo(out.rstrip("\n"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("selftest")(selftest)
+    app.command("logs")(logs)

@@ -1,0 +1,157 @@
+"""The installer's commands against a virtual door through its pty with the real mpremote:
+commission (every value checked first, nothing written on a bad one), self-test with its
+report, the device log, live monitoring from the platform's MQTT, and flash up to esptool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.broker import Mosquitto
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+from host_tools.pn532_emu import PN532Emulator
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import VirtualIO
+from host_tools.vdev.provision import mpremote
+from offline_cache import fmt
+
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+DEVICE = "inst.b1.d2"
+
+
+def doorctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DOORCTL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Site:
+    def __init__(self, tmp: Path) -> None:
+        self.kit = SiteKit(2024)
+        self.keys = tmp / "site.json"
+        self.keys.write_text(json.dumps(self.kit.keys))
+        self.card, self.ref = self.kit.issue()
+        self.cache = tmp / "whitelist.bin"
+        self.cache.write_bytes(self.kit.snapshot(1, [(self.ref, fmt.ACTIVE, False)]))
+        self.broker = Mosquitto().start()
+        self.platform = Platform(Store(str(tmp / "p.db")), self.broker.host, self.broker.port).start()
+        self.dev = VirtualDevice(tmp / "door").start()
+
+    def commission(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return doorctl("commission", "-p", self.dev.pty, "--keys", str(self.keys), "--device-id",
+                       DEVICE, "--door-no", "2", "--broker",
+                       f"{self.broker.host}:{self.broker.port}", *extra)
+
+    def close(self) -> None:
+        self.dev.stop()
+        self.platform.stop()
+        self.broker.stop()
+
+
+@pytest.fixture()
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def test_bad_values_are_named_and_nothing_is_written(site: Site, tmp_path: Path) -> None:
+    other = tmp_path / "other.bin"
+    other.write_bytes(SiteKit(2024).snapshot(1, []))  # same site id, another site's key
+    cases = [
+        (("--device-id", "bad id!"), "--device-id 'bad id!'"),
+        (("--door-no", "16"), "--door-no 16: must be 0-15"),
+        (("--broker", "nohost"), "--broker 'nohost': must be HOST:PORT"),
+        (("--lock", "magnetic"), "--lock 'magnetic'"),
+        (("--unlock-ms", "10"), "--unlock-ms 10: must be 500-60000"),
+        (("--cache", str(other)), "not signed with this site's cache key"),
+        (("--wifi-ssid", "net"), "give both or neither"),
+    ]
+    for args, message in cases:
+        r = doorctl("commission", "-p", site.dev.pty, "--keys", str(site.keys), "--device-id",
+                    DEVICE, "--door-no", "2", "--broker", "127.0.0.1:1883", *args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    assert "config.json" not in mpremote(site.dev.pty, "exec", "import os\nprint(os.listdir())")
+    r = doorctl("commission", "-p", "/dev/ttyUSB7", "--keys", str(site.keys), "--device-id",
+                DEVICE, "--door-no", "2", "--broker", "127.0.0.1:1883")
+    assert r.returncode == 3 and "does not exist" in r.stderr
+
+
+def test_commission_then_selftest_logs_and_monitor(site: Site, tmp_path: Path) -> None:
+    pw = tmp_path / "pw.txt"
+    pw.write_text("s3cret-broker-pw\n")
+    r = site.commission("--cache", str(site.cache), "--unlock-ms", "3000", "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["config"]["door_no"] == 2 and shown["config"]["door"]["unlock_ms"] == 3000
+    assert shown["keys"] == ["cache", "card_ref", "command", "door_read"]
+    assert site.kit.keys["keys"]["door_read"] not in r.stdout + r.stderr  # keys never echoed
+    site.dev.restart()
+    emu = PN532Emulator()
+    with emu.connect(site.dev.reader_addr), VirtualIO(site.dev.io_addr) as io:
+        deadline = time.monotonic() + 20
+        while not (io.status().get("clock_synced") and str(io.status().get("reader")).startswith("pn532")):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)  # the platform has acknowledged the first events
+        io_addr = f"io:{site.dev.io_addr[0]}:{site.dev.io_addr[1]}"
+        r = doorctl("selftest", "-p", site.dev.pty, "--relay", io_addr, "--report-dir",
+                    str(tmp_path / "reports"), "--json")
+        report = json.loads(r.stdout)
+        results = {i["item"]: i["result"] for i in report["items"]}
+        assert results == {"firmware": "pass", "deployed files": "skip", "clock": "pass",
+                           "flash space": "pass", "key store": "pass", "door contact": "pass",
+                           "REX": "pass", "tamper": "pass", "card reader": "pass", "broker": "pass",
+                           "platform": "pass", "whitelist": "pass", "lock relay": "pass"}, report
+        assert r.returncode == 0 and report["passed"] is True
+        text = (tmp_path / "reports" / f"commissioning-{DEVICE}.txt").read_text()
+        assert "PASSED" in text and "lock relay" in text
+        # a fault the installer must see: the tamper switch open
+        io.set_input("tamper", True)
+        time.sleep(0.3)
+        r = doorctl("selftest", "-p", site.dev.pty, "--relay", "skip", "--report-dir",
+                    str(tmp_path / "reports"))
+        assert r.returncode == 1 and "tamper switch open" in r.stdout
+        io.set_input("tamper", False)
+        mon = subprocess.Popen([DOORCTL, "monitor", "--door", DEVICE, "--broker",
+                                f"{site.broker.host}:{site.broker.port}", "--seconds", "4",
+                                "--json"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        io.set_input("door_contact", "open")
+        out, _ = mon.communicate(timeout=30)
+    recs = [json.loads(x) for x in out.splitlines()]
+    names = [e["event"] for rec in recs if rec["kind"] == "events" for e in rec["events"]]
+    assert "forced_open" in names
+    assert any(rec["kind"] == "presence" and rec["online"] for rec in recs)  # retained
+    logs = doorctl("logs", "-p", site.dev.pty)
+    assert logs.returncode == 0 and "uplink: connected" in logs.stdout
+
+
+def test_flash_stops_with_a_clear_message_before_touching_a_board(tmp_path: Path) -> None:
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(b"\xe9" + bytes(100))
+    r = doorctl("flash", "-p", "/dev/ttyUSB9", "--firmware", str(image))
+    assert r.returncode == 3 and "port /dev/ttyUSB9 does not exist" in r.stderr
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    r = doorctl("flash", "-p", "/dev/ttyUSB9", "--firmware", str(junk))
+    assert r.returncode == 2 and "not an ESP32 firmware image" in r.stderr
+    r = doorctl("flash", "-p", "/dev/ttyUSB9", "--firmware", str(tmp_path / "missing.bin"))
+    assert r.returncode == 2 and "cannot be read" in r.stderr
+    # a port that exists but has no ESP32 behind it: esptool is run and its failure explained
+    import os
+
+    master, slave = os.openpty()
+    try:
+        r = doorctl("flash", "-p", os.ttyname(slave), "--firmware", str(image), "--baud", "115200",
+                    timeout=120)
+        assert r.returncode == 3 and "esptool could not write" in r.stderr
+    finally:
+        os.close(master)
+        os.close(slave)
