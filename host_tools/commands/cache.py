@@ -33,17 +33,27 @@ from offline_cache import fmt
 
 cache_app = typer.Typer(help="Build, diff and inspect signed whitelist cache files.", no_args_is_help=True)
 
-KEY_OPT = typer.Option(..., "--key", "-k", help="Cache signing key file: hex, at least 16 bytes.")
+KEY_OPT = typer.Option(..., "--key", "-k", help="Cache signing key: the site key file "
+                       "(doorctl card keys init) or a file of hex, at least 16 bytes.")
 EPOCH = dt.date(1970, 1, 1)
 DAY_BITS = {"mon": 1, "tue": 2, "wed": 4, "thu": 8, "fri": 16, "sat": 32, "sun": 64, "hol": 128}
 STATUS = {name: i for i, name in enumerate(fmt.STATUS_NAMES)}
 
 
 def load_key(path: Path) -> bytes:
+    """The cache signing key: a file of hex, or a site key file (its `cache` key)."""
     try:
-        key = bytes.fromhex(path.read_text().strip())
+        text = path.read_text().strip()
     except OSError:
         raise UserError(f"key file {path} cannot be read", EXIT_USAGE) from None
+    if text.startswith("{"):
+        try:
+            text = json.loads(text)["keys"]["cache"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"key file {path} is JSON without a cache key: use a site key file "
+                            "from `doorctl card keys init`", EXIT_USAGE) from None
+    try:
+        key = bytes.fromhex(text)
     except ValueError:
         raise UserError(f"key file {path} is not hex", EXIT_USAGE) from None
     if len(key) < 16:
