@@ -19,7 +19,7 @@ DEFAULTS = {
     "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
     "classic_block": 4,
     "poll_ms": 50,  # pause between two reader polls with an empty field
-    "list_timeout_ms": 200,
+    "list_timeout_ms": 1000,  # the PN532 answers at once with an empty field (MaxRetries 2)
     "lost_quiet_ms": 5000,  # one card_lost record per card within this
 }
 

@@ -26,6 +26,7 @@ TFI_PN532 = 0xD5
 
 CMD_GET_FIRMWARE_VERSION = 0x02
 CMD_SAM_CONFIGURATION = 0x14
+CMD_RF_CONFIGURATION = 0x32
 CMD_IN_DATA_EXCHANGE = 0x40
 CMD_IN_LIST_PASSIVE_TARGET = 0x4A
 CMD_IN_RELEASE = 0x52
@@ -443,6 +444,12 @@ class Core:
         yield from self.command(CMD_SAM_CONFIGURATION, b"\x01\x14\x01", 500)
         return True
 
+    def rf_retries(self, passive=2):
+        """RFConfiguration MaxRetries: InListPassiveTarget gives up after `passive` tries
+        with an empty field (the chip's default, 0xFF, waits for a card forever)."""
+        yield from self.command(CMD_RF_CONFIGURATION, bytes([0x05, 0xFF, 0x01, passive]), 500)
+        return True
+
     def firmware_version(self):
         data = yield from self.command(CMD_GET_FIRMWARE_VERSION, b"", 500)
         if len(data) != 4:
@@ -538,6 +545,7 @@ class PN532:
         """Wake the PN532, put it in normal mode; returns (IC, Ver, Rev, Support)."""
         _run_sync(self.core.wake(), self.stream)
         _run_sync(self.core.sam_configuration(), self.stream)
+        _run_sync(self.core.rf_retries(), self.stream)
         return _run_sync(self.core.firmware_version(), self.stream)
 
     def firmware_version(self):
@@ -631,6 +639,7 @@ class AsyncPN532:
     async def begin(self):
         await self._run(self.core.wake())
         await self._run(self.core.sam_configuration())
+        await self._run(self.core.rf_retries())
         return await self._run(self.core.firmware_version())
 
     async def firmware_version(self):

@@ -285,6 +285,8 @@ class PN532Emulator:
     def _respond(self, cmd: int, params: bytes) -> bytes | None:
         if cmd == p.CMD_GET_FIRMWARE_VERSION:
             return FIRMWARE_VERSION
+        if cmd == p.CMD_RF_CONFIGURATION:
+            return b"" if params[:1] in (b"\x01", b"\x02", b"\x05") else None
         if cmd == p.CMD_SAM_CONFIGURATION:
             return b"" if params[:1] == b"\x01" else None
         if cmd == p.CMD_IN_LIST_PASSIVE_TARGET:

@@ -48,11 +48,23 @@ if d is not None:
     r['alarms'] = m.active_alarms()
     r['mode'] = m.effective_mode()
     r['inputs'] = {n: s.read() for n, s, _ in d.sources}
-try:
-    r['deployed'] = json.loads(open('deploy.json').read()).get('files', {})
-except Exception:
-    r['deployed'] = None
 print('SELFTEST ' + json.dumps(r))
+"""
+
+# The deploy manifest, read in small pieces (the heap beside a running firmware is fragmented).
+MANIFEST = """
+try:
+    f = open('deploy.json')
+except OSError:
+    f = None
+print('MANIFEST-BEGIN')
+while f:
+    b = f.read(256)
+    if not b:
+        break
+    print(b, end='')
+print('')
+print('MANIFEST-END')
 """
 
 PULSE = """
@@ -150,6 +162,12 @@ def selftest(
         if line is None:
             raise UserError(f"the device on {port} runs no door firmware (deploy it first)")
         r = json.loads(line[len("SELFTEST "):])
+        raw = mpremote(port, "exec", MANIFEST)
+        text = raw.split("MANIFEST-BEGIN", 1)[-1].split("MANIFEST-END", 1)[0].strip()
+        try:
+            r["deployed"] = json.loads(text).get("files") if text else None
+        except ValueError:
+            r["deployed"] = None
         items = evaluate(r, info.files)
         items.append(_relay_check(port, relay, err))
     except UserError as e:

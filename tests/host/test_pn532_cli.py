@@ -66,7 +66,7 @@ def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, soc
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "reader   127.0.0.1:" in out and "4 commands, 0 APDUs relayed" in out
+    assert "reader   127.0.0.1:" in out and "5 commands, 0 APDUs relayed" in out
     assert "reader link closed; waiting for the device" in out and "reader link up again" in out
 
 

@@ -44,7 +44,8 @@ def code_of(fn) -> int:  # type: ignore[no-untyped-def]
 def test_begin_reports_the_firmware_version(rig: tuple[PN532Emulator, p.PN532]) -> None:
     emu, d = rig
     assert d.begin() == bytes.fromhex("32010607")
-    assert emu.commands == [p.CMD_SAM_CONFIGURATION, p.CMD_GET_FIRMWARE_VERSION]
+    assert emu.commands == [p.CMD_SAM_CONFIGURATION, p.CMD_RF_CONFIGURATION,
+                            p.CMD_GET_FIRMWARE_VERSION]
 
 
 def test_empty_field_lists_no_target(rig: tuple[PN532Emulator, p.PN532]) -> None:

@@ -64,4 +64,4 @@ def test_firmware_process_reads_a_card_through_the_emulator(tmp_path: Path) -> N
     assert lines["UID"] == f"{card.uid.hex()} 32"
     assert lines["R"].endswith("91af")
     assert lines["ERR"] == "card_lost"
-    assert emu.commands[-5:-2] == [0x14, 0x02, 0x4A] and emu.apdus == 2
+    assert emu.commands[-6:-2] == [0x14, 0x32, 0x02, 0x4A] and emu.apdus == 2

@@ -1,3 +1,4 @@
+# mpy-heapsize: 96K
 # PN532 frame codec and driver logic, on both interpreters: UM0701-02 frame vectors, the
 # incremental parser's events, target parsing, and the blocking driver against scripted
 # PN532 byte streams (a tick counter advanced by the stream stands in for time).
@@ -178,16 +179,18 @@ def expect_error(fn, code):
 
 def test_begin_list_exchange_release():
     target = h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80")
-    d, s = driver([resp(h("15")), resp(h("03 32 01 06 07")), resp(h("4B") + target),
-                   resp(h("41 00 91 AF")), resp(h("53 00"))])
+    d, s = driver([resp(h("15")), resp(h("33")), resp(h("03 32 01 06 07")),
+                   resp(h("4B") + target), resp(h("41 00 91 AF")), resp(h("53 00"))])
     assert d.begin() == h("32 01 06 07")
     assert s.sent[0] == p.WAKEUP
     assert s.sent[1] == h("00 00 FF 05 FB D4 14 01 14 01 02 00")
+    # RFConfiguration MaxRetries: an empty field is reported at once, not waited on
+    assert s.sent[2] == p.encode_frame(p.TFI_HOST, h("32 05 FF 01 02"))
     t = d.list_target()
     assert t.uid == h("04 11 22 33 44 55 66") and t.sak == 0x20
-    assert s.sent[3] == h("00 00 FF 04 FC D4 4A 02 00 E0 00")
+    assert s.sent[4] == h("00 00 FF 04 FC D4 4A 02 00 E0 00")
     assert d.transceive(h("90 60 00 00 00")) == h("91 AF")
-    assert s.sent[4] == p.encode_frame(p.TFI_HOST, h("40 01 90 60 00 00 00"))
+    assert s.sent[5] == p.encode_frame(p.TFI_HOST, h("40 01 90 60 00 00 00"))
     assert d.release() == 0
 
 
