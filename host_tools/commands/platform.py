@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import signal
@@ -82,9 +83,20 @@ def events(
         typer.echo(json.dumps({"events": [dict(zip(keys, r, strict=True)) for r in rows],
                                "missing": gaps, "ack_upto": store.ack_upto(device)}))
         return
-    table = Table("seq", "code", "boot", "time", "flags", "arg", "data")
+    from firmware import events as ev
+
+    table = Table("seq", "event", "boot", "time", "flags", "data")
     for r in rows:
-        table.add_row(*(str(x) for x in (r[0], r[1], r[2], r[3], r[5], r[6], r[7])))
+        name = ev.NAMES.get(r[1], str(r[1]))
+        if r[1] == ev.ACCESS_DENIED:
+            name += f" ({ev.deny_reason_name(r[6])})"
+        elif r[1] == ev.ACCESS_GRANTED:
+            name += " (" + {1: "card", 2: "REX", 3: "remote"}.get(r[6], str(r[6])) + ")"
+        elif r[6]:
+            name += f" [{r[6]}]"
+        when = (dt.datetime.fromtimestamp(r[3], dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                if r[5] & 1 else f"{r[3]} s after boot")
+        table.add_row(str(r[0]), name, str(r[2]), when, str(r[5]), str(r[7]))
     Console().print(table)
     typer.echo(f"acknowledged up to {store.ack_upto(device)}; missing: {gaps or 'none'}")
 
