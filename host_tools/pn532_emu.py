@@ -107,10 +107,11 @@ class PcscCard:
         uid = fallback_uid
         try:
             r = self._transceive(UID_APDU)
-            if len(r) >= 6 and r[-2:] == b"\x90\x00" and len(r) - 2 in (4, 7, 10):
-                uid = r[:-2]
-        except Exception:
-            pass
+        except Exception as e:  # the card left while being activated: no card, not a new one
+            release_connection(self._conn)
+            raise CardGone(str(e)) from e
+        if len(r) >= 6 and r[-2:] == b"\x90\x00" and len(r) - 2 in (4, 7, 10):
+            uid = r[:-2]
         self.uid = uid or (b"\x08" + os.urandom(3))  # random-UID cards start with 0x08
         self.atqa = b"\x03\x44" if len(self.uid) == 7 and iso else (
             b"\x00\x44" if len(self.uid) == 7 else b"\x00\x04")
