@@ -58,3 +58,29 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
         # A piece went missing (a reconnect, say): go on from what the door has of this file.
         start = int(state["have"]) if state["receiving"] == version else 0
     raise DistributionError("incomplete")
+
+
+def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
+         timeout: float = 30.0) -> dict[str, str]:
+    """Bring each door (default: every door that published its whitelist state) to the
+    registry's version: a delta from what it holds, or a snapshot when it has lost its place.
+    Returns device -> "current" | "updated to N" | "failed: reason"."""
+    out: dict[str, str] = {}
+    for device in devices if devices is not None else sorted(platform.cache_states):
+        state = platform.cache_states.get(device)
+        applied = int(state["version"]) if state else 0
+        data = registry.update_for(applied)
+        if data is None:
+            out[device] = "current"
+            continue
+        try:
+            try:
+                push(platform, device, data, timeout)
+            except DistributionError as e:
+                if e.reason not in ("base_mismatch", "stale_version"):
+                    raise
+                push(platform, device, registry.snapshot(), timeout)
+            out[device] = f"updated to {registry.version()}"
+        except DistributionError as e:
+            out[device] = f"failed: {e.reason}"
+    return out

@@ -29,11 +29,12 @@ class Platform:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 1883,
                  group: str = "ingest", client_id: str | None = None,
                  username: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None) -> None:
+                 tls_ca: str | None = None, ingest: bool = True) -> None:
         self.store = store
         self.host = host
         self.port = port
         self.group = group
+        self.ingest = ingest  # False: a tool that sends (commands, whitelists) but stores no events
         self.rejected = 0
         self.stored_batches = 0
         self.connected = threading.Event()
@@ -84,8 +85,8 @@ class Platform:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        client.subscribe([
-            (f"$share/{self.group}/{protocol.ROOT}+/events", 1),
+        topics = [(f"$share/{self.group}/{protocol.ROOT}+/events", 1)] if self.ingest else []
+        client.subscribe(topics + [
             (f"{protocol.ROOT}+/presence", 1),
             (f"{protocol.ROOT}+/status", 1),
             (f"{protocol.ROOT}+/reply", 1),

@@ -1,0 +1,236 @@
+"""Card lifecycle at the platform and the whitelist it makes (docs/platform.md).
+
+Residents (names, rooms) live only here; doors get pseudonymous card references with status,
+validity, door mask and class. Every operation is one new whitelist version; a door that
+holds version N gets one signed delta from N to the latest (all changes at once, so a
+revocation never lags a grant), or the whole snapshot when it is too far behind or lost its
+place. Python API:
+
+    reg = CardRegistry(Store("platform.db"), site_keys)
+    reg.issue(ref, resident="r-301-1", room="301", doors=[0, 1], valid_from=date, valid_to=date)
+    reg.report_lost(ref); reg.unblock(ref); reg.cancel(ref); reg.suspend(ref); reg.resume(ref)
+    reg.renew(ref, valid_to=date); reg.reissue(old_ref, new_ref)
+    reg.update_for(applied_version) -> signed bytes to send (delta or snapshot)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from host_tools.platform.store import Store
+from offline_cache import fmt
+
+EPOCH = dt.date(1970, 1, 1)
+TZ_MIN = 480
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS residents (
+        resident TEXT PRIMARY KEY, name TEXT, room TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS cards (
+        ref TEXT PRIMARY KEY, resident TEXT NOT NULL, status INTEGER NOT NULL,
+        valid_from INTEGER NOT NULL, valid_to INTEGER NOT NULL, doors INTEGER NOT NULL,
+        master INTEGER NOT NULL, changed_in INTEGER NOT NULL, replaced_by TEXT)""",
+    """CREATE TABLE IF NOT EXISTS whitelist_versions (
+        version INTEGER PRIMARY KEY, op TEXT NOT NULL, ref TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)""",
+]
+REVOKING = {"lost": fmt.LOST, "cancel": fmt.CANCELLED, "suspend": fmt.SUSPENDED}
+
+
+class CardError(ValueError):
+    """An operation that does not apply (unknown card, wrong state, bad value)."""
+
+
+def day(d: dt.date) -> int:
+    return (d - EPOCH).days
+
+
+def _ref(ref: str) -> str:
+    r = ref.strip().lower()
+    if len(r) != 2 * fmt.REF_LEN or any(c not in "0123456789abcdef" for c in r):
+        raise CardError(f"card reference {ref!r} must be {2 * fmt.REF_LEN} hex digits")
+    return r
+
+
+class CardRegistry:
+    def __init__(self, store: Store, site_keys: dict[str, Any]) -> None:
+        self.store = store
+        self.site_id = int(site_keys["site_id"])
+        self.key = bytes.fromhex(site_keys["keys"]["cache"])
+        with store._lock:
+            store._begin()
+            for stmt in SCHEMA:
+                store._conn.execute(stmt)
+            store._commit()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.store._lock:
+            return list(self.store._conn.execute(self.store._q(sql), params).fetchall())
+
+    def version(self) -> int:
+        row = self._all("SELECT MAX(version) FROM whitelist_versions")
+        return int(row[0][0] or 0)
+
+    def card(self, ref: str) -> dict[str, Any] | None:
+        rows = self._all("SELECT c.ref, c.resident, c.status, c.valid_from, c.valid_to, c.doors, "
+                         "c.master, c.changed_in, c.replaced_by, r.room FROM cards c JOIN residents r "
+                         "ON r.resident = c.resident WHERE c.ref=?", (_ref(ref),))
+        if not rows:
+            return None
+        keys = ["ref", "resident", "status", "valid_from", "valid_to", "doors", "master",
+                "changed_in", "replaced_by", "room"]
+        out = dict(zip(keys, rows[0], strict=True))
+        out["status"] = fmt.STATUS_NAMES[out["status"]]
+        return out
+
+    def cards(self) -> list[dict[str, Any]]:
+        return [c for r in self._all("SELECT ref FROM cards ORDER BY ref")
+                if (c := self.card(r[0])) is not None]
+
+    # -- operations -----------------------------------------------------------------------
+
+    def _bump(self, op: str, ref: str) -> int:
+        """A new version (called with the store's lock held, inside the transaction)."""
+        row = self.store._conn.execute("SELECT MAX(version) FROM whitelist_versions").fetchone()
+        v = int(row[0] or 0) + 1
+        self.store._conn.execute(self.store._q(
+            "INSERT INTO whitelist_versions (version, op, ref, at) VALUES (?, ?, ?, ?)"),
+            (v, op, ref, time.time()))
+        return v
+
+    def issue(self, ref: str, resident: str, room: str, doors: list[int], valid_from: dt.date,
+              valid_to: dt.date, master: bool = False, name: str | None = None) -> int:
+        """Bind a personalized card to a resident and a room's doors for a period."""
+        ref = _ref(ref)
+        if not doors or any(not 0 <= d <= 15 for d in doors):
+            raise CardError("doors must be door numbers 0-15")
+        if valid_to < valid_from:
+            raise CardError("the validity ends before it starts")
+        if self.card(ref) is not None:
+            raise CardError(f"card {ref} is already issued: reissue or unblock it")
+        mask = 0
+        for d in doors:
+            mask |= 1 << d
+        with self.store._lock:
+            self.store._begin()
+            try:
+                self.store._conn.execute(self.store._q(
+                    "INSERT INTO residents (resident, name, room) VALUES (?, ?, ?) "
+                    "ON CONFLICT (resident) DO UPDATE SET room = excluded.room"),
+                    (resident, name, room))
+                v = self._bump("issue", ref)
+                self.store._conn.execute(self.store._q(
+                    "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
+                    "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                    (ref, resident, fmt.ACTIVE, day(valid_from), day(valid_to), mask, int(master), v))
+                self.store._commit()
+            except Exception:
+                self.store._rollback()
+                raise
+        return v
+
+    def _set(self, op: str, ref: str, allowed_from: tuple[str, ...], **changes: Any) -> int:
+        ref = _ref(ref)
+        card = self.card(ref)
+        if card is None:
+            raise CardError(f"card {ref} is not issued")
+        if card["status"] not in allowed_from:
+            raise CardError(f"card {ref} is {card['status']}: cannot {op} it")
+        with self.store._lock:
+            self.store._begin()
+            try:
+                v = self._bump(op, ref)
+                sets = ", ".join(f"{k} = ?" for k in changes)
+                self.store._conn.execute(self.store._q(
+                    f"UPDATE cards SET {sets}, changed_in = ? WHERE ref = ?"),
+                    (*changes.values(), v, ref))
+                self.store._commit()
+            except Exception:
+                self.store._rollback()
+                raise
+        return v
+
+    def report_lost(self, ref: str) -> int:
+        return self._set("lost", ref, ("active", "suspended"), status=fmt.LOST)
+
+    def unblock(self, ref: str) -> int:
+        return self._set("unblock", ref, ("lost",), status=fmt.ACTIVE)
+
+    def cancel(self, ref: str) -> int:
+        return self._set("cancel", ref, ("active", "lost", "suspended"), status=fmt.CANCELLED)
+
+    def suspend(self, ref: str) -> int:
+        return self._set("suspend", ref, ("active",), status=fmt.SUSPENDED)
+
+    def resume(self, ref: str) -> int:
+        return self._set("resume", ref, ("suspended",), status=fmt.ACTIVE)
+
+    def renew(self, ref: str, valid_to: dt.date) -> int:
+        card = self.card(ref)
+        if card is not None and day(valid_to) <= card["valid_to"]:
+            raise CardError("a renewal must extend the validity")
+        return self._set("renew", ref, ("active", "suspended"), valid_to=day(valid_to))
+
+    def reissue(self, old: str, new: str) -> int:
+        """A new card for the same resident and doors; the old one is cancelled first."""
+        card = self.card(old)
+        if card is None:
+            raise CardError(f"card {old} is not issued")
+        self._set("cancel", old, ("active", "lost", "suspended"), status=fmt.CANCELLED,
+                  replaced_by=_ref(new))
+        doors = [d for d in range(16) if card["doors"] >> d & 1]
+        return self.issue(new, card["resident"], card["room"], doors,
+                          EPOCH + dt.timedelta(days=card["valid_from"]),
+                          EPOCH + dt.timedelta(days=card["valid_to"]), bool(card["master"]))
+
+    # -- whitelist files --------------------------------------------------------------------
+
+    def _records(self, since: int = 0) -> list[bytes]:
+        rows = self._all("SELECT ref, status, valid_from, valid_to, doors, master FROM cards "
+                         "WHERE changed_in > ?", (since,))
+        return [fmt.pack_record(bytes.fromhex(r[0]), r[1], bool(r[5]), 0, r[2],
+                                min(r[3], fmt.NO_END - 1), r[4]) for r in rows]
+
+    def snapshot(self) -> bytes:
+        return fmt.build(self.key, fmt.KIND_SNAPSHOT, self.version(), 0, self.site_id, 0xFFFF,
+                         TZ_MIN, self._records(), {}, [], int(time.time()))
+
+    def update_for(self, applied: int) -> bytes | None:
+        """What a door holding `applied` needs: None when current, a delta of every change
+        since, or a snapshot when it holds nothing this registry made."""
+        v = self.version()
+        if applied == v:
+            return None
+        if applied <= 0 or applied > v:
+            return self.snapshot()
+        return fmt.build(self.key, fmt.KIND_DELTA, v, applied, self.site_id, 0xFFFF, TZ_MIN,
+                         self._records(applied), {}, [], int(time.time()))
+
+
+def residence_report(store: Store, ref: str, start: dt.date, end: dt.date,
+                     tz_min: int = TZ_MIN) -> dict[str, int]:
+    """Days with at least one entry per month (YYYY-MM -> days), from stored events only."""
+    ref = _ref(ref)
+    with store._lock:
+        rows = store._conn.execute(store._q(
+            "SELECT t FROM events WHERE code = 1 AND arg = 1 AND substr(data, 1, 16) = ? "
+            "AND (flags & 1) = 1"), (ref,)).fetchall()
+    days: dict[str, set[dt.date]] = {}
+    for (t,) in rows:
+        d = (dt.datetime.fromtimestamp(t, dt.UTC) + dt.timedelta(minutes=tz_min)).date()
+        if start <= d <= end:
+            days.setdefault(d.strftime("%Y-%m"), set()).add(d)
+    out = {}
+    m = dt.date(start.year, start.month, 1)
+    while m <= end:
+        key = m.strftime("%Y-%m")
+        out[key] = len(days.get(key, ()))
+        m = dt.date(m.year + (m.month == 12), m.month % 12 + 1, 1)
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

@@ -1,0 +1,149 @@
+"""Card lifecycle at the platform reaching a real (virtual) door through mosquitto: issue, lost,
+unblock, suspend/resume, renew, reissue, cancel; every operation is a signed whitelist version
+the door confirms; a door that missed updates catches up; the residence report counts days."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.broker import Mosquitto
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.cards import CardError, CardRegistry, residence_report
+from host_tools.platform.distribute import sync
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import VirtualIO
+from host_tools.vdev.provision import provision
+
+DEVICE = "life.b1.d0"
+TODAY = dt.date.today()
+YEAR = dt.timedelta(days=365)
+
+
+def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        self.site = SiteKit()
+        self.broker = Mosquitto().start()
+        self.store = Store(str(tmp / "p.db"))
+        self.platform = Platform(self.store, self.broker.host, self.broker.port).start()
+        self.reg = CardRegistry(self.store, self.site.keys)
+        self.dev = VirtualDevice(tmp / "door").start()
+        provision(self.dev.pty, config=self.site.door_config(
+            DEVICE, door_no=0, broker={"host": self.broker.host, "port": self.broker.port}),
+            keys=self.site.door_keys())
+        self.dev.restart()
+        wait_until(lambda: DEVICE in self.platform.cache_states)
+        self.emu = PN532Emulator()
+        self.link = self.emu.connect(self.dev.reader_addr)
+        self.io = VirtualIO(self.dev.io_addr)
+        wait_until(lambda: bool(self.io.status().get("clock_synced")))
+
+    def swipe(self, card) -> bool:  # type: ignore[no-untyped-def]
+        wait_until(lambda: self.io.state()["outputs"].get("led") == "off")
+        t = self.io.set_input("rex", False)
+        self.emu.present(LocalCard(card.process, card.uid))
+        wait_until(lambda: any(e.value in ("green", "red") for e in self.io.outputs("led")
+                               if e.device_ms >= t))
+        self.emu.remove()
+        opened = any(e.value for e in self.io.outputs("relay") if e.device_ms >= t)
+        if opened:
+            wait_until(lambda: self.io.state()["outputs"].get("relay") is False)
+        return opened
+
+    def sync(self) -> None:
+        assert sync(self.platform, self.reg) == {DEVICE: f"updated to {self.reg.version()}"}
+
+    def close(self) -> None:
+        self.io.close()
+        self.link.close()
+        self.dev.stop()
+        self.platform.stop()
+        self.broker.stop()
+
+
+@pytest.fixture()
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_every_lifecycle_operation_reaches_the_door(rig: Rig) -> None:
+    card, ref = rig.site.issue()
+    assert rig.swipe(card) is False  # the door has no whitelist yet: no_cache
+    rig.reg.issue(ref.hex(), "r-301-1", "301", [0], TODAY - YEAR, TODAY + YEAR, name="Resident A")
+    rig.sync()  # first time: a snapshot
+    assert rig.swipe(card) is True
+    t0 = time.monotonic()
+    rig.reg.report_lost(ref.hex())
+    rig.sync()
+    assert rig.swipe(card) is False
+    assert time.monotonic() - t0 < 5  # generous: the latency is a benchmark, not a test
+    rig.reg.unblock(ref.hex())
+    rig.sync()
+    assert rig.swipe(card) is True
+    rig.reg.suspend(ref.hex())
+    rig.sync()
+    assert rig.swipe(card) is False
+    rig.reg.resume(ref.hex())
+    rig.sync()
+    assert rig.swipe(card) is True
+    new_card, new_ref = rig.site.issue()
+    rig.reg.reissue(ref.hex(), new_ref.hex())
+    rig.sync()
+    assert rig.swipe(card) is False and rig.swipe(new_card) is True
+    assert rig.reg.card(ref.hex())["replaced_by"] == new_ref.hex()  # type: ignore[index]
+    assert sync(rig.platform, rig.reg) == {DEVICE: "current"}
+    # residence evidence from the stored events: today counted once, whatever the swipes
+    wait_until(lambda: rig.store.count(DEVICE) > 10)
+    time.sleep(1)
+    site_today = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # UTC+8
+    report = residence_report(rig.store, ref.hex(), site_today.replace(day=1), site_today)
+    assert report == {site_today.strftime("%Y-%m"): 1}
+    assert residence_report(rig.store, new_ref.hex(), site_today, site_today) == \
+        {site_today.strftime("%Y-%m"): 1}
+
+
+def test_a_door_that_missed_updates_catches_up_in_one_delta(rig: Rig) -> None:
+    cards = [rig.site.issue() for _ in range(3)]
+    rig.reg.issue(cards[0][1].hex(), "r-1", "101", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.sync()
+    for _, ref in cards[1:]:
+        rig.reg.issue(ref.hex(), "r-2", "102", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.reg.cancel(cards[0][1].hex())
+    data = rig.reg.update_for(1)
+    assert data is not None and len(data) < len(rig.reg.snapshot()) + 100
+    rig.sync()
+    assert [rig.swipe(c) for c, _ in cards] == [False, True, True]
+
+
+def test_operations_that_do_not_apply_are_refused(rig: Rig) -> None:
+    _, ref = rig.site.issue()
+    with pytest.raises(CardError, match="not issued"):
+        rig.reg.report_lost(ref.hex())
+    rig.reg.issue(ref.hex(), "r-1", "101", [0, 3], TODAY, TODAY + YEAR)
+    with pytest.raises(CardError, match="already issued"):
+        rig.reg.issue(ref.hex(), "r-1", "101", [0], TODAY, TODAY + YEAR)
+    with pytest.raises(CardError, match="is active: cannot unblock"):
+        rig.reg.unblock(ref.hex())
+    with pytest.raises(CardError, match="must extend"):
+        rig.reg.renew(ref.hex(), TODAY)
+    with pytest.raises(CardError, match="16 hex digits"):
+        rig.reg.issue("xyz", "r-1", "101", [0], TODAY, TODAY + YEAR)
+    with pytest.raises(CardError, match="door numbers 0-15"):
+        rig.reg.issue("00" * 8, "r-1", "101", [16], TODAY, TODAY + YEAR)
+    assert rig.reg.version() == 1
