@@ -147,3 +147,45 @@ def test_operations_that_do_not_apply_are_refused(rig: Rig) -> None:
     with pytest.raises(CardError, match="door numbers 0-15"):
         rig.reg.issue("00" * 8, "r-1", "101", [16], TODAY, TODAY + YEAR)
     assert rig.reg.version() == 1
+
+
+def test_the_platform_commands(rig: Rig, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    doorctl = str(Path(sys.executable).with_name("doorctl"))
+    keys = tmp_path / "site.json"
+    keys.write_text(json.dumps(rig.site.keys))
+    db = rig.store.url
+    broker = f"{rig.broker.host}:{rig.broker.port}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([doorctl, "platform", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    card, ref = rig.site.issue()
+    r = run("card", "issue", ref.hex(), "--resident", "r-7", "--room", "207", "--doors", "0",
+            "--from", str(TODAY - YEAR), "--to", str(TODAY + YEAR), "--keys", str(keys), "--db", db,
+            "--broker", broker)
+    assert r.returncode == 0 and f"{DEVICE} updated to 1" in r.stdout, r.stderr
+    assert rig.swipe(card) is True
+    r = run("card", "lost", ref.hex(), "--keys", str(keys), "--db", db, "--broker", broker)
+    assert r.returncode == 0 and f"{DEVICE} updated to 2" in r.stdout
+    assert rig.swipe(card) is False
+    r = run("card", "unblock", "00" * 8, "--keys", str(keys), "--db", db)
+    assert r.returncode == 1 and "is not issued" in r.stderr
+    cards = json.loads(run("card", "list", "--keys", str(keys), "--db", db, "--json").stdout)
+    assert [(c["ref"], c["status"], c["room"]) for c in cards] == [(ref.hex(), "lost", "207")]
+    rig.io.set_input("door_contact", "open")  # forced
+    wait_until(lambda: any(a["alarm"] == "forced_open" for a in json.loads(
+        run("alarms", "--db", db, "--json").stdout)))
+    cmd_id = rig.platform.command(DEVICE, "patrol", {}, bytes.fromhex(rig.site.keys["keys"]["command"]))
+    assert rig.platform.wait_reply(cmd_id, 10) is not None
+    wait_until(lambda: (rig.store.device(DEVICE) or {}).get("status", {}).get("cache_version") == 2)
+    doors = json.loads(run("doors", "--db", db, "--keys", str(keys), "--json").stdout)
+    assert doors[0]["door"] == DEVICE and doors[0]["whitelist"] == 2 and doors[0]["lag"] == 0
+    assert doors[0]["online"] is True and doors[0]["state"] in ("forced_open", "open")
+    rep = json.loads(run("residence-report", "--card", ref.hex(), "--from", "2020-01-01", "--to",
+                         "2020-02-15", "--db", db, "--json").stdout)
+    assert rep["days_with_entry"] == {"2020-01": 0, "2020-02": 0}
