@@ -30,6 +30,8 @@ FIGURES = {
     "uplink.drain_events_per_s": "drain rate of that backlog, events/s",
     "uplink.baseline_events_per_s": "baseline: CPython publisher straight into the same "
                                     "broker + platform (no device), events/s",
+    "uplink.platform_4_devices_events_per_s": "platform ingest with 4 devices draining 5,000-event "
+                                              "backlogs at once (one broker, one platform), events/s",
     "uplink.heap_min_kib": "smallest MicroPython heap (8 KiB steps from 64) in which the journal + "
                            "uplink drain a 2,000-event backlog; unix port: the .mpy bytecode "
                            "lives in this heap too, KiB",
@@ -61,6 +63,29 @@ def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEA
         if "DRAINED" not in proc.stdout or platform.store.count(device) != backlog:
             raise RuntimeError("drain incomplete: " + proc.stdout[-500:])
     return elapsed
+
+
+def _multi(tmp: Path, broker: Mosquitto, devices: int = 4, backlog: int = 5000) -> float:
+    env = micropython_env(build_device_tree()[0].parents[1])
+    names = [f"multi.d{i}" for i in range(devices)]
+    for name in names:
+        subprocess.run([micropython(), "-X", "heapsize=256K", str(DEVICE), str(tmp / f"{name}.img"),
+                        str(BLOCKS), broker.host, "1", name, "1", str(backlog), "0", "fill-only"],
+                       env=env, cwd=tmp, capture_output=True, text=True, timeout=600, check=True)
+    with Platform(Store(str(tmp / "multi.db")), broker.host, broker.port) as platform:
+        platform.connected.wait(10)
+        t = time.perf_counter()
+        procs = [subprocess.Popen([micropython(), "-X", f"heapsize={HEAP}", str(DEVICE),
+                                   str(tmp / f"{name}.img"), str(BLOCKS), broker.host,
+                                   str(broker.port), name, "2", "0"], env=env, cwd=tmp,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for name in names]
+        for p in procs:
+            p.wait(600)
+        elapsed = time.perf_counter() - t
+        if platform.store.count() != devices * backlog:
+            raise RuntimeError("multi-device drain incomplete")
+    return devices * backlog / elapsed
 
 
 def _heap_min_kib(tmp: Path, broker: Mosquitto) -> float:
@@ -99,6 +124,8 @@ def run(names: set[str]) -> dict[str, float]:
             s = _drain(Path(tmp), broker)
             out["uplink.drain_50k_s"] = s
             out["uplink.drain_events_per_s"] = BACKLOG / s
+        if "uplink.platform_4_devices_events_per_s" in names:
+            out["uplink.platform_4_devices_events_per_s"] = _multi(Path(tmp), broker)
         if "uplink.heap_min_kib" in names:
             out["uplink.heap_min_kib"] = _heap_min_kib(Path(tmp), broker)
         if "uplink.baseline_events_per_s" in names:
