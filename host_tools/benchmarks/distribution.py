@@ -27,14 +27,14 @@ from offline_cache import fmt
 DEVICE = "bench.b1.d1"
 N = 10
 FIGURES = {
-    "platform.lost_card_s": f"lost card: revocation delta published to the door refusing the card "
+    "platform.lost_card_latency_s": f"lost card: revocation delta published to the door refusing the card "
                             f"(cache_state confirmed, then a swipe refused), median of {N}, s",
     "platform.lost_card_applied_s": f"of which: delta published to the door confirming the version, "
                                     f"median of {N}, s",
     "platform.command_rtt_s": f"baseline: a signed patrol command to its reply, median of {N}, s",
     "platform.snapshot_100k_s": "100,000-card snapshot from the platform to the door installed "
                                 "(2 KiB pieces, verify, install), s",
-    "platform.snapshot_100k_wire_bytes": "bytes on the wire for it (MQTT payloads)",
+    "platform.snapshot_100k_bytes": "bytes on the wire for it (MQTT payloads)",
 }
 
 
@@ -90,12 +90,12 @@ def run(names: set[str]) -> dict[str, float]:
                     raise RuntimeError("the lost card opened the door")
             out["platform.command_rtt_s"] = statistics.median(rtt)
             out["platform.lost_card_applied_s"] = statistics.median(applied)
-            out["platform.lost_card_s"] = statistics.median(total)
+            out["platform.lost_card_latency_s"] = statistics.median(total)
             big = [(i.to_bytes(8, "big"), fmt.ACTIVE, False) for i in range(1, 100_001)]
             snap = site.snapshot(100, big)
             t = time.perf_counter()
             push(platform, DEVICE, snap, timeout=300)
             out["platform.snapshot_100k_s"] = time.perf_counter() - t
             pieces = -(-len(snap) // protocol.CACHE_CHUNK)
-            out["platform.snapshot_100k_wire_bytes"] = float(len(snap) + pieces * protocol.CACHE_HDR)
+            out["platform.snapshot_100k_bytes"] = float(len(snap) + pieces * protocol.CACHE_HDR)
     return out

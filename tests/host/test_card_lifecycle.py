@@ -189,3 +189,36 @@ def test_the_platform_commands(rig: Rig, tmp_path: Path) -> None:
     rep = json.loads(run("residence-report", "--card", ref.hex(), "--from", "2020-01-01", "--to",
                          "2020-02-15", "--db", db, "--json").stdout)
     assert rep["days_with_entry"] == {"2020-01": 0, "2020-02": 0}
+
+
+def test_renewal_extends_validity_across_the_old_expiry(rig: Rig) -> None:
+    card, ref = rig.site.issue()
+    site_today = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()
+    rig.reg.issue(ref.hex(), "r-9", "109", [0], site_today - YEAR, site_today - dt.timedelta(days=1))
+    rig.sync()
+    assert rig.swipe(card) is False  # expired yesterday
+    rig.reg.renew(ref.hex(), site_today + YEAR)
+    rig.sync()
+    assert rig.swipe(card) is True
+
+
+def test_a_door_offline_during_several_operations_converges_on_reconnect(rig: Rig) -> None:
+    (a, ra), (b, rb), (c, rc) = rig.site.issue(), rig.site.issue(), rig.site.issue()
+    rig.reg.issue(ra.hex(), "r-1", "101", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.reg.issue(rb.hex(), "r-2", "102", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.sync()
+    rig.dev.kill()  # the door is off while the platform works
+    rig.reg.report_lost(ra.hex())
+    rig.reg.suspend(rb.hex())
+    rig.reg.issue(rc.hex(), "r-3", "103", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.io.close()
+    rig.link.close()
+    rig.platform.cache_states.pop(DEVICE, None)
+    rig.dev.restart()
+    wait_until(lambda: rig.platform.cache_states.get(DEVICE, {}).get("version") == 2)
+    rig.link = rig.emu.connect(rig.dev.reader_addr)
+    rig.io = VirtualIO(rig.dev.io_addr)
+    wait_until(lambda: bool(rig.io.status().get("clock_synced")))
+    rig.sync()  # one delta from 2 to 5
+    assert rig.platform.cache_states[DEVICE]["version"] == 5
+    assert [rig.swipe(x) for x in (a, b, c)] == [False, False, True]
