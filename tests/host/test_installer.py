@@ -155,3 +155,40 @@ def test_flash_stops_with_a_clear_message_before_touching_a_board(tmp_path: Path
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_power_cut_during_commissioning_leaves_a_usable_door(site: Site, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(site.kit.snapshot(1, [(i.to_bytes(8, "big"), fmt.ACTIVE, False)
+                                          for i in range(1, 3000)]))
+    proc = subprocess.Popen([DOORCTL, "commission", "-p", site.dev.pty, "--keys", str(site.keys),
+                             "--device-id", DEVICE, "--door-no", "2", "--broker", "127.0.0.1:1",
+                             "--cache", str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3.0)  # in the middle of writing the whitelist
+    site.dev.kill()
+    proc.wait(60)
+    site.dev.restart()
+    check = ("import json, os\n"
+             "for n in ('config.json', 'keys.json'):\n"
+             "    try:\n        d = json.loads(open(n).read()); print(n, 'ok', sorted(d)[:2])\n"
+             "    except OSError:\n        print(n, 'absent')\n"
+             "from firmware.main import status\nprint('ready', status['ready'])")
+    out = mpremote(site.dev.pty, "exec", check)
+    assert "ready True" in out  # the door runs
+    for name in ("config.json", "keys.json"):
+        assert f"{name} ok" in out or f"{name} absent" in out, out  # whole or not there
+    again = site.commission("--cache", str(site.cache))  # the installer runs it again
+    assert again.returncode == 0, again.stderr
+
+
+def test_selftest_names_an_unreachable_broker(site: Site, tmp_path: Path) -> None:
+    r = doorctl("commission", "-p", site.dev.pty, "--keys", str(site.keys), "--device-id", DEVICE,
+                "--door-no", "2", "--broker", "127.0.0.1:1", "--cache", str(site.cache))
+    assert r.returncode == 0
+    site.dev.restart()
+    time.sleep(1.0)
+    r = doorctl("selftest", "-p", site.dev.pty, "--relay", "skip", "--report-dir", str(tmp_path),
+                "--json")
+    items = {i["item"]: i for i in json.loads(r.stdout)["items"]}
+    assert r.returncode == 1 and items["broker"]["result"] == "fail"
+    assert "check the broker address" in items["broker"]["detail"]
