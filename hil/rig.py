@@ -134,3 +134,21 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condit
 
 def start_broker(cfg: RigConfig) -> Mosquitto | None:
     return None if cfg.broker is not None else Mosquitto().start()
+
+
+def swipe_local(io: Any, emu: Any, card: Any) -> bool:
+    """Present an in-process virtual card (host_tools.cards.vcard) to a virtual door through the
+    PN532 emulator until the door decides; True when its relay opened. Waits for the door to
+    be idle first (LED off) and, after an opening, for the relay to drop again."""
+    from host_tools.pn532_emu import LocalCard
+
+    wait_for(lambda: io.state()["outputs"].get("led") == "off", what="the door idle")
+    mark = io.set_input("rex", False)
+    emu.present(LocalCard(card.process, card.uid))
+    wait_for(lambda: any(e.value in ("green", "red") for e in io.outputs("led") if e.device_ms >= mark),
+             what="a decision")
+    emu.remove()
+    opened = any(e.value for e in io.outputs("relay") if e.device_ms >= mark)
+    if opened:
+        wait_for(lambda: io.state()["outputs"].get("relay") is False, what="the relay to drop")
+    return opened

@@ -4,7 +4,6 @@ with an event and change nothing; a 100-card snapshot in several chunks."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,24 +11,19 @@ import pytest
 
 from firmware import events as ev
 from hil.broker import Mosquitto
+from hil.rig import swipe_local
+from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.distribute import DistributionError, push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
-from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.pn532_emu import PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
 
 DEVICE = "sync.b1.d1"
-
-
-def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 class Rig:
@@ -51,13 +45,7 @@ class Rig:
 
     def swipe(self) -> bool:
         """Present the card; True when the relay opened."""
-        wait_until(lambda: self.io.state()["outputs"].get("led") == "off")
-        t = self.io.set_input("rex", False)
-        self.emu.present(LocalCard(self.card.process, self.card.uid))
-        wait_until(lambda: any(e.value in ("green", "red") for e in self.io.outputs("led")
-                               if e.device_ms >= t))
-        self.emu.remove()
-        return any(e.value for e in self.io.outputs("relay") if e.device_ms >= t)
+        return swipe_local(self.io, self.emu, self.card)
 
     def codes(self, code: int) -> list[int]:
         return [e[6] for e in self.platform.store.events(DEVICE) if e[1] == code]

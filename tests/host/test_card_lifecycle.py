@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from hil.broker import Mosquitto
+from hil.rig import swipe_local
+from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.cards import CardError, CardRegistry, residence_report
 from host_tools.platform.distribute import sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
-from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.pn532_emu import PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
@@ -25,13 +27,6 @@ from host_tools.vdev.provision import provision
 DEVICE = "life.b1.d0"
 TODAY = dt.date.today()
 YEAR = dt.timedelta(days=365)
-
-
-def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 class Rig:
@@ -53,16 +48,7 @@ class Rig:
         wait_until(lambda: bool(self.io.status().get("clock_synced")))
 
     def swipe(self, card) -> bool:  # type: ignore[no-untyped-def]
-        wait_until(lambda: self.io.state()["outputs"].get("led") == "off")
-        t = self.io.set_input("rex", False)
-        self.emu.present(LocalCard(card.process, card.uid))
-        wait_until(lambda: any(e.value in ("green", "red") for e in self.io.outputs("led")
-                               if e.device_ms >= t))
-        self.emu.remove()
-        opened = any(e.value for e in self.io.outputs("relay") if e.device_ms >= t)
-        if opened:
-            wait_until(lambda: self.io.state()["outputs"].get("relay") is False)
-        return opened
+        return swipe_local(self.io, self.emu, card)
 
     def sync(self) -> None:
         assert sync(self.platform, self.reg) == {DEVICE: f"updated to {self.reg.version()}"}
