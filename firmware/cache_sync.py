@@ -19,8 +19,9 @@ REJECT_CODES = {"bad_tag": 1, "stale_version": 2, "base_mismatch": 3, "malformed
 
 
 class CacheSync:
-    def __init__(self, cache, recorder=None, status=None, publish=None):
+    def __init__(self, cache, recorder=None, status=None, publish=None, tick=None):
         self.cache = cache
+        self.tick = tick  # called during a long verification: the door keeps being served
         self.recorder = recorder
         self.status = status if status is not None else {}
         self.publish = publish  # async callable(leaf, payload, retain) -> bool (Uplink.publish)
@@ -76,7 +77,7 @@ class CacheSync:
         from offline_cache.fmt import CacheError
 
         try:
-            version = self.cache.apply(path)
+            version = self.cache.apply(path, self.tick)
         except CacheError as e:
             self._reject(e.reason)
             return True

@@ -81,7 +81,7 @@ def _remove(path):
 class Table:
     """One verified cache file, looked up by binary search: RAM index + reads into `buf`."""
 
-    def __init__(self, path, key, buf, site=None):
+    def __init__(self, path, key, buf, site=None, tick=None):
         self.path = path
         self.buf = buf
         size = _size(path)
@@ -89,7 +89,7 @@ class Table:
             raise CacheError(MALFORMED, "missing " + path)
         f = open(path, "rb")
         try:
-            self._scan(f, key, size)
+            self._scan(f, key, size, tick)
         except Exception:
             f.close()
             raise
@@ -98,8 +98,9 @@ class Table:
             raise CacheError(WRONG_SITE, "cache for site %d" % self.hdr.site)
         self.f = f
 
-    def _scan(self, f, key, size):
-        """Read the whole file once: check the tag and the record order, build the index."""
+    def _scan(self, f, key, size, tick=None):
+        """Read the whole file once: check the tag and the record order, build the index.
+        `tick()` is called between pieces, so the door keeps being served during a long scan."""
         raw = f.read(HDR_SIZE)
         hdr = parse_header(raw, size)
         mac = HMAC(key)
@@ -125,6 +126,8 @@ class Table:
             if got != k * REC_SIZE:
                 raise CacheError(MALFORMED, "short read")
             mac.update(mv[:k * REC_SIZE])
+            if tick is not None:
+                tick()
             for j in range(k):
                 o = j * REC_SIZE
                 ref = buf[o:o + REF_LEN]
@@ -353,7 +356,7 @@ class Cache:
             f.write(data)
         return self.apply(self._p(INCOMING))
 
-    def apply(self, path):
+    def apply(self, path, tick=None):
         """Verify and install a snapshot or delta file; returns the new version.
 
         Raises CacheError(reason): bad_tag, malformed, wrong_site, stale_version (older or
@@ -361,7 +364,7 @@ class Cache:
         Flash errors (full, I/O) give CacheError("storage") with the cache as it was.
         The file is consumed (renamed into place or removed)."""
         try:
-            t = Table(path, self.key, bytearray(len(self.buf)), self.site)
+            t = Table(path, self.key, bytearray(len(self.buf)), self.site, tick)
         except CacheError:
             _remove(path)
             raise
