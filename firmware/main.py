@@ -169,14 +169,15 @@ def _start_cards(board, cfg, door):
     return task
 
 
-async def _cache_maintenance(cache, every_ms=30000):
-    """Merge a grown overlay into the sorted file at a quiet moment."""
+async def _cache_maintenance(cache, serve_door=None, every_ms=30000):
+    """Merge a grown overlay into the sorted file at a quiet moment (the door is served
+    between pieces of the merge)."""
     from offline_cache.fmt import CacheError
 
     while True:
         await asyncio.sleep_ms(every_ms)
         try:
-            cache.maintain(256)
+            cache.maintain(256, serve_door)
         except CacheError as e:
             log("cache: merge failed:", e)
         status["cache_version"] = cache.version
@@ -250,7 +251,9 @@ async def main(board, extra_tasks=()):
             cards = _start_cards(board, cfg, door)
             tasks.append(asyncio.create_task(cards.run()))
             if cards.cache is not None:
-                tasks.append(asyncio.create_task(_cache_maintenance(cards.cache)))
+                sync = running.get("cache_sync")
+                tick = sync.tick if sync is not None else None
+                tasks.append(asyncio.create_task(_cache_maintenance(cards.cache, tick)))
         _start_commands(board, cfg, door)
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))

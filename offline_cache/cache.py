@@ -412,13 +412,14 @@ class Cache:
         self.overlay = Table(self._p(OVERLAY), self.key, t.buf, self.site)
         return self.version
 
-    def maintain(self, min_overlay=0):
-        """Merge the overlay into the sorted file when it holds at least `min_overlay` records."""
+    def maintain(self, min_overlay=0, tick=None):
+        """Merge the overlay into the sorted file when it holds at least `min_overlay` records;
+        `tick()` is called between pieces (the door is served during a long merge)."""
         ov = self.overlay
         if ov is None or ov.hdr.count < min_overlay:
             return False
         try:
-            self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False)
+            self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False, tick)
             self.close()
             os.rename(self._p(MERGE_TMP), self._p(MAIN))
         except OSError as e:
@@ -429,7 +430,7 @@ class Cache:
         self._open()
         return True
 
-    def _merge(self, old, new, out_path, kind, base, keep_deletes):
+    def _merge(self, old, new, out_path, kind, base, keep_deletes, tick=None):
         """Write old+new (new wins) sorted into out_path, signed; header/schedules from new."""
         h = new.hdr
         a_n, b_n = old.hdr.count, new.hdr.count
@@ -460,6 +461,8 @@ class Cache:
                     mac.update(obuf)
                     f.write(obuf)
                     k = 0
+                    if tick is not None:
+                        tick()
             if k:
                 mv = memoryview(obuf)[:k * REC_SIZE]
                 mac.update(mv)

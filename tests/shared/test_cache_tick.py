@@ -46,3 +46,17 @@ def test_a_long_verification_lets_the_caller_serve_the_door_in_between():
     assert c.apply(c.incoming_path(), lambda: calls.append(1)) == 3
     assert len(calls) == 4  # once per piece of (up to) 64 records read
     assert c.decide(ref(150), 0, NOON)[0] is True
+
+
+def test_a_merge_at_idle_also_lets_the_door_be_served():
+    calls = []
+    c = Cache(_dir(), KEY, SITE)
+    write_snap(c.incoming_path(), 1, 100)
+    c.apply(c.incoming_path())
+    recs = (fmt.pack_record(ref(i), fmt.LOST, False, 0, DAY - 10, DAY + 10, 1) for i in range(40))
+    with open(c.incoming_path(), "wb") as f:
+        fmt.write(f, KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, 40, recs, {}, [])
+    assert c.apply(c.incoming_path()) == 2
+    assert c.maintain(0, lambda: calls.append(1)) is True
+    assert len(calls) == 100 // 16  # once per 16 records written
+    assert c.decide(ref(5), 0, NOON)[1] == "lost" and c.decide(ref(50), 0, NOON)[0] is True
