@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, fail
+from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 
@@ -39,6 +39,8 @@ def run(
     username: str = typer.Option(None, help="Broker user name."),
     password: str = typer.Option(None, help="Broker password (or use an ACL-free loopback)."),
     tls_ca: str = typer.Option(None, help="CA certificate file: connect with TLS."),
+    keys: Path = typer.Option(None, "--keys", help="Site key file: doors that report an older "
+                              "whitelist (after being off) are brought up to date."),
 ) -> None:
     """Ingest events until Ctrl-C: store once per (device, seq), acknowledge after commit,
     track presence and status.
@@ -50,7 +52,15 @@ def run(
     host, port = _broker(broker)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     p = Platform(Store(db), host, port, group=group, username=username, password=password,
-                 tls_ca=tls_ca).start()
+                 tls_ca=tls_ca)
+    if keys is not None:
+        from host_tools.commands.platform_cards import _registry
+
+        try:
+            p.registry = _registry(db, keys)
+        except UserError as e:
+            raise fail(str(e), e.exit_code) from None
+    p.start()
     if not p.connected.wait(10):
         p.stop()
         raise fail(f"cannot reach the MQTT broker at {host}:{port}: is it running? "

@@ -41,6 +41,10 @@ class Platform:
         self.replies: dict[str, dict[str, Any]] = {}  # command id -> the door's reply
         self._replies_cond = threading.Condition()
         self.cache_states: dict[str, dict[str, Any]] = {}  # device -> its last cache_state
+        # With a card registry (host_tools/platform/cards.py), a door that reports an older
+        # whitelist (it was off, or an update did not get through) is brought up to date.
+        self.registry: Any = None
+        self._syncing: set[str] = set()
         # A named instance keeps its session across restarts (what was queued for it is
         # delivered when it returns). An anonymous one must not: in a shared subscription an
         # offline persistent session keeps receiving its share of the doors' batches, which
@@ -131,6 +135,7 @@ class Platform:
             with self._replies_cond:
                 self.cache_states[device] = state
                 self._replies_cond.notify_all()
+            self._maybe_sync(device, state)
         elif leaf == "reply":
             reply = protocol.decode_reply(payload)
             with self._replies_cond:
@@ -149,6 +154,26 @@ class Platform:
         cmd_id, payload = sign(key, device, op, args)
         self.publish(device, "cmd", payload)
         return cmd_id
+
+    def _maybe_sync(self, device: str, state: dict[str, Any]) -> None:
+        reg = self.registry
+        if reg is None or state.get("receiving") or device in self._syncing:
+            return
+        if int(state["version"]) >= reg.version():
+            return
+        self._syncing.add(device)
+
+        def run() -> None:
+            from host_tools.platform.distribute import sync
+
+            try:
+                log.info("whitelist for %s: %s", device, sync(self, reg, [device]))
+            except Exception:
+                log.exception("whitelist for %s failed", device)
+            finally:
+                self._syncing.discard(device)
+
+        threading.Thread(target=run, name=f"sync-{device}", daemon=True).start()
 
     def wait_cache_state(self, device: str, cond: Any, timeout: float = 30.0) -> dict[str, Any] | None:
         """The device's cache state once `cond(state)` holds, or None after `timeout`."""

@@ -208,3 +208,21 @@ def test_a_door_offline_during_several_operations_converges_on_reconnect(rig: Ri
     rig.sync()  # one delta from 2 to 5
     assert rig.platform.cache_states[DEVICE]["version"] == 5
     assert [rig.swipe(x) for x in (a, b, c)] == [False, False, True]
+
+
+def test_the_running_platform_updates_a_door_that_comes_back_behind(rig: Rig) -> None:
+    (a, ra), (b, rb) = rig.site.issue(), rig.site.issue()
+    rig.reg.issue(ra.hex(), "r-1", "101", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.sync()
+    rig.platform.registry = rig.reg  # as `doorctl platform run --keys site.json`
+    rig.dev.kill()
+    rig.reg.report_lost(ra.hex())
+    rig.reg.issue(rb.hex(), "r-2", "102", [0], TODAY - YEAR, TODAY + YEAR)
+    rig.io.close()
+    rig.link.close()
+    rig.dev.restart()  # it reports version 1 when it connects; nobody calls sync
+    wait_until(lambda: rig.platform.cache_states.get(DEVICE, {}).get("version") == 3, 30)
+    rig.link = rig.emu.connect(rig.dev.reader_addr)
+    rig.io = VirtualIO(rig.dev.io_addr)
+    wait_until(lambda: bool(rig.io.status().get("clock_synced")))
+    assert [rig.swipe(x) for x in (a, b)] == [False, True]
