@@ -43,7 +43,8 @@ def _start_journal(board, cfg):
     if broker:
         from firmware.uplink import Uplink
 
-        uplink = Uplink(journal, cfg["device_id"], boot, VERSION, broker)
+        uplink = Uplink(journal, cfg["device_id"], boot, VERSION, broker,
+                        fs_root=board.fs_root, status=status)
         recorder.listeners.append(lambda seq, code, arg: uplink.kick())
         running["uplink"] = uplink
 

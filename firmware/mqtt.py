@@ -40,6 +40,11 @@ class MQTTError(Exception):
     pass
 
 
+class TLSError(MQTTError):
+    """The TLS connection to the broker could not be made; the message says why (one line,
+    never key material): see firmware/tlsconf.py."""
+
+
 def _varint(n):
     out = bytearray()
     while True:
@@ -104,12 +109,28 @@ class MQTTClient:
     # -- connection ----------------------------------------------------------------
 
     async def connect(self, clean_session=True, timeout_ms=10000):
-        if self.ssl is not None:
-            self._reader, self._writer = await asyncio.wait_for_ms(
-                asyncio.open_connection(self.host, self.port, ssl=self.ssl), timeout_ms)
-        else:
-            self._reader, self._writer = await asyncio.wait_for_ms(
-                asyncio.open_connection(self.host, self.port), timeout_ms)
+        """Open the stream (TCP, or TLS with `ssl`: an SSLContext, the handshake checked
+        against `host`), send CONNECT and wait for CONNACK. On any failure the stream is
+        closed and the exception goes to the caller as it was (a TLS failure shows as the
+        ValueError/OSError mbedTLS raised: firmware/tlsconf.py names it); EOF before CONNACK
+        on a plain connection is an MQTTError."""
+        try:
+            if self.ssl is not None:
+                self._reader, self._writer = await asyncio.wait_for_ms(
+                    asyncio.open_connection(self.host, self.port, ssl=self.ssl), timeout_ms)
+            else:
+                self._reader, self._writer = await asyncio.wait_for_ms(
+                    asyncio.open_connection(self.host, self.port), timeout_ms)
+            return await self._handshake(clean_session, timeout_ms)
+        except MQTTError:
+            raise
+        except Exception as e:
+            await self._abort()
+            if self.ssl is None and isinstance(e, EOFError):
+                raise MQTTError("connection closed before CONNACK")
+            raise
+
+    async def _handshake(self, clean_session, timeout_ms):
         flags = 0x02 if clean_session else 0
         body = bytearray(_str("MQTT"))
         payload = bytearray(_str(self.client_id))

@@ -17,10 +17,10 @@ import asyncio
 import gc
 from binascii import hexlify
 
-from firmware import protocol
+from firmware import protocol, tlsconf
 from firmware.journal import FLAG_TIME_VALID, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_PAYLOAD, R_SEQ, R_TIME
 from firmware.log import log
-from firmware.mqtt import Backoff, MQTTClient, MQTTError
+from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 
 
 class TimeBase:
@@ -62,8 +62,11 @@ def _hex(b):
 
 class Uplink:
     def __init__(self, journal, device_id, boot, firmware_version, broker, timebase=None,
-                 batch=16, window=8, ack_timeout_ms=5000, on_command=None, on_time=None):
-        """`broker`: dict with host, port, user, password, ssl, keepalive."""
+                 batch=16, window=8, ack_timeout_ms=5000, on_command=None, on_time=None,
+                 fs_root="/", status=None):
+        """`broker`: dict with host, port, user, password, keepalive and, for TLS, `ca` (and
+        `cert`, `key`): files under `fs_root` (firmware/tlsconf.py). `status`: a dict the
+        connection figures are kept in (firmware.main.status)."""
         self.journal = journal
         self.device_id = device_id
         self.boot = boot
@@ -84,6 +87,13 @@ class Uplink:
         self.last_reject = ""
         self.published_batches = 0
         self.resends = 0
+        self.fs_root = fs_root
+        self.status = status if status is not None else {}
+        self.connect_failures = 0  # connection attempts that failed, TLS ones included
+        self.tls_failures = 0
+        self.last_error = ""  # why the last attempt failed ("" once connected)
+        self.registration = None  # bytes: the retained `register` message (firmware/main.py)
+        self._up = False  # this attempt got a CONNACK
 
     def kick(self):
         """New events are in the journal: wake the sender."""
@@ -136,15 +146,52 @@ class Uplink:
             return True
         return False
 
-    async def _session(self):
+    def _failed(self, why, tls_failure=False):
+        self.connect_failures += 1
+        if tls_failure:
+            self.tls_failures += 1
+        self.last_error = why
+        st = self.status
+        st["uplink"] = "failed"
+        st["uplink_error"] = why
+        st["uplink_failures"] = self.connect_failures
+        st["tls_failures"] = self.tls_failures
+
+    async def _connect(self):
+        """A connected MQTTClient, or an exception (TLSError with the reason for TLS)."""
         b = self.broker
+        ctx = None
+        if tlsconf.enabled(b):
+            # The CA/cert/key files are read for this attempt only; mbedTLS keeps its parsed copy.
+            gc.collect()
+            ctx = tlsconf.client_context(self.fs_root, b)
         client = MQTTClient(
             self.device_id, b["host"], b.get("port", 1883), b.get("user"), b.get("password"),
-            b.get("keepalive", 30), b.get("ssl"),
+            b.get("keepalive", 30), ctx,
             will=(self._t("presence"), protocol.encode_presence(False), 1, True),
             on_message=self._on_message,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except MQTTError:
+            raise
+        except Exception as e:
+            if ctx is None:
+                raise
+            why = tlsconf.failure_reason(e, b["host"], bool(b.get("cert")))
+            if why is None:
+                raise
+            raise TLSError(why)
+        return client
+
+    async def _session(self):
+        client = await self._connect()
+        self._up = True
+        self.last_error = ""
+        self.status["uplink"] = "connected"
+        self.status["uplink_error"] = ""
+        self.status["uplink_tls"] = client.ssl is not None
+        client.ssl = None  # the socket holds what it needs; the context is not kept here
         self.client = client
         try:
             await client.subscribe(self._t("ack"), 1)
@@ -155,12 +202,15 @@ class Uplink:
             await client.publish(self._t("presence"),
                                  protocol.encode_presence(True, self.boot, self.firmware_version),
                                  1, True)
+            if self.registration is not None:
+                await client.publish(self._t("register"), self.registration, 1, True)
             log("uplink: connected")
             if self.on_connected is not None:
                 await self.on_connected()
             await self._send_loop(client)
         finally:
             self.client = None
+            self.status["uplink"] = "disconnected"
             if client.last_error:
                 log("uplink: connection lost:", client.last_error)
             await client.close()
@@ -211,10 +261,18 @@ class Uplink:
     async def run(self):
         backoff = Backoff()
         while True:
+            self._up = False
             try:
                 await self._session()
                 backoff.reset()
-            except (OSError, MQTTError, asyncio.TimeoutError) as e:
+            except TLSError as e:
+                # Said plainly for the installer (doorctl logs, selftest); the journal keeps
+                # every event, and the next attempt comes with the usual backoff.
+                self._failed(str(e), True)
+                log("uplink: TLS failed:", e)
+            except (OSError, MQTTError, asyncio.TimeoutError, EOFError, ValueError) as e:
+                if not self._up:
+                    self._failed("%s %s" % (type(e).__name__, e))
                 log("uplink: connection failed:", type(e).__name__, e)
             except MemoryError:
                 # Nothing is lost (the journal holds every event): free memory, start over.

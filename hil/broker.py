@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -28,21 +30,63 @@ def _mosquitto() -> str:
     raise BrokerError("mosquitto not found: run ./dev setup (apt package mosquitto)")
 
 
-class Mosquitto:
-    """mosquitto on 127.0.0.1:`port`; `restart()` keeps the port (a broker restart)."""
+@dataclass
+class TLSListener:
+    """The broker's TLS settings: its CA (to check client certificates), its certificate and
+    key (PEM files); `require_certificate`: clients must present a certificate of that CA."""
 
-    def __init__(self, port: int | None = None) -> None:
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
+class Mosquitto:
+    """mosquitto on 127.0.0.1:`port`; `restart()` keeps the port (a broker restart).
+
+    With `tls`, the one listener speaks TLS only (a plain MQTT client is refused at the
+    handshake); set `self.tls` to other files and `restart()` to change the certificate.
+    """
+
+    def __init__(self, port: int | None = None, tls: TLSListener | None = None) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
+        self.tls = tls
         self._dir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
+    def config(self) -> str:
+        text = (f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "max_inflight_messages 100\nmax_queued_messages 100000\n")
+        if self.tls is not None:
+            t = self.tls
+            files = [self._tls_file(name, Path(p)) for name, p in
+                     (("ca.pem", t.cafile), ("server.crt", t.certfile), ("server.key", t.keyfile))]
+            text += (f"cafile {files[0]}\ncertfile {files[1]}\nkeyfile {files[2]}\n"
+                     f"require_certificate {'true' if t.require_certificate else 'false'}\n")
+        return text
+
+    def _tls_file(self, name: str, src: Path) -> Path:
+        """A copy of a TLS file the broker can read: started as root, mosquitto drops to its
+        own user before it loads them, so the copies (and their folder) become that user's."""
+        dst = self._dir / "tls" / name
+        dst.parent.mkdir(exist_ok=True)
+        shutil.copyfile(src, dst)
+        dst.chmod(0o600)
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                user = pwd.getpwnam("mosquitto")
+            except KeyError:
+                return dst
+            for path in (self._dir, dst.parent, dst):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        return dst
+
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
         conf = self._dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_inflight_messages 100\nmax_queued_messages 100000\n"
-        )
+        conf.write_text(self.config())
         self._proc = subprocess.Popen(
             [_mosquitto(), "-c", str(conf)],
             stdout=subprocess.DEVNULL, stderr=open(self._dir / "log", "wb"),
