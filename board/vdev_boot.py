@@ -17,6 +17,7 @@ from board.virtual import VirtualBoard
 state_dir, io_port, reader_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 board = VirtualBoard(state_dir, io_port, reader_port)
 board.mount()
+rom_problem = board.mount_rom()  # the application from /rom when deployed there, checked
 
 from board.rawrepl import RawRepl, serve_stdin  # noqa: E402
 from firmware import main as firmware  # noqa: E402  (may come from /flash/lib once deployed)
@@ -28,6 +29,13 @@ except OSError:
     pass
 repl = RawRepl(busy_path=busy)
 board.io.status_provider = lambda: firmware.status
+# Where the application's code came from: "rom" (deployed --romfs, heap holds rom_bytes of
+# image standing in for memory-mapped flash) or "files" (.mpy files, bytecode in the heap).
+firmware.status["code"] = "rom" if rom_problem is None else "files"
+firmware.status["rom_bytes"] = board.rom_bytes
+if rom_problem is not None and not rom_problem.startswith("no rom.json"):
+    sys.stderr.write("doorctl: not running from /rom: %s\n" % rom_problem)
+    firmware.status["rom_problem"] = rom_problem
 
 
 async def _services(board):

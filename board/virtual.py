@@ -17,6 +17,7 @@ from board.flashsim import FlashSim, mount
 
 FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
 JOURNAL_BLOCKS = 397  # 50,000 events of 32 bytes + a spare sector + the ack area
+ROM_BLOCKS = 64  # two 256 KiB ROM partitions for the application's ROMFS image (board/vdev_rom.py)
 OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
 
 INPUT_DEFAULTS = {
@@ -262,6 +263,10 @@ class VirtualBoard:
         self.network = _Network()
         self.blockdev = FlashSim(path=state_dir + "/flash.img", block_count=FLASH_BLOCKS)
         self.journal_dev = FlashSim(path=state_dir + "/journal.img", block_count=JOURNAL_BLOCKS)
+        self.roms = [FlashSim(path=state_dir + "/rom%d.img" % n, block_count=ROM_BLOCKS)
+                     for n in (0, 1)]
+        self.rom_image = None
+        self.rom_bytes = 0
         self.boot_count = 0
 
     def mount(self):
@@ -274,6 +279,24 @@ class VirtualBoard:
             pass
         sys.path.insert(0, self.fs_root + "/lib")
         self.boot_count = _bump_boot_count(self.fs_root + "/boot_count")
+
+    def mount_rom(self):
+        """Run the application from the ROM partition when it holds the deployed image
+        (board/romfs.py). Call after mount(). Returns None, or why the image is not used."""
+        from board import romfs, vdev_rom
+
+        roms = self.roms
+        vdev_rom.install(roms)
+
+        def partition_image(n):
+            return vdev_rom.map_image(roms[n]) if 0 <= n < len(roms) else None
+
+        image, why = romfs.adopt(partition_image, self.fs_root + "/" + romfs.RECORD)
+        # Held here as well as by the mount: the running code points into it, and a deploy
+        # unmounts /rom while the firmware keeps running.
+        self.rom_image = image
+        self.rom_bytes = len(image) if image is not None else 0
+        return why
 
     async def serve(self):
         await asyncio.start_server(self.io.serve_client, "127.0.0.1", self.io_port)

@@ -43,6 +43,11 @@ COPY_BATCH = 8
 
 # Host-side parts of the virtual board and the boot template: never copied into lib/.
 HOST_ONLY = ("board/vdev_boot.mpy", "board/vdev_lib/", "board/esp32_main.mpy")
+# With --romfs these packages go into the ROM partition's image (board/romfs.py); board/
+# stays in lib/: it holds the code that checks the image before the firmware trusts it.
+ROM_PACKAGES = ("firmware", "crypto", "offline_cache")
+ROM_RECORD = "rom.json"
+ROM_MOUNT = "/rom"
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ class Target:
 # Keyed by the device's `sys.platform`.
 TARGETS = {
     "esp32": Target("esp32-ref",
-                    exclude=("board/virtual.mpy", "board/rawrepl.mpy", "board/flashsim.mpy"),
+                    exclude=("board/virtual.mpy", "board/rawrepl.mpy", "board/flashsim.mpy",
+                             "board/vdev_rom.mpy"),
                     boot_main=REPO_ROOT / "board" / "esp32_main.py"),
     # The virtual device (unix port): its launcher runs board/vdev_boot.py from the host,
     # which mounts the flash, puts /flash/lib first on sys.path and runs the firmware.
@@ -89,7 +95,14 @@ def W(d):
 i=sys.implementation
 print('DOORCTL-PROBE',i.name,sys.platform,getattr(i,'_mpy',0))
 print('M',getattr(i,'_machine',''))
-try:W(%r)
+for d in (%r,'/rom'):
+ try:W(d)
+ except OSError:pass
+try:
+ import vfs
+ print('R',vfs.rom_ioctl(1))
+except Exception:print('R',0)
+try:print('J',open('rom.json').read())
 except OSError:pass
 for p in %r:
  try:H(p)
@@ -108,6 +121,34 @@ for d in %r:
             pass
 """
 
+# Runs on the device: the SHA-256 of the first n bytes of ROM partition 0, read as a block
+# device (the virtual board) or as memory-mapped flash (ESP32), in small pieces.
+_ROM_HASH_PROGRAM = """import vfs,hashlib,binascii
+n=%d
+h=hashlib.sha256()
+d=vfs.rom_ioctl(2,%d)
+b=bytearray(256)
+o=0
+if hasattr(d,'readblocks'):
+ s=d.ioctl(5,0)
+ while o<n:
+  m=memoryview(b)[:min(256,n-o)]
+  d.readblocks(o//s,m,o%%s)
+  h.update(m)
+  o+=len(m)
+else:
+ v=memoryview(d)
+ while o<n:
+  h.update(v[o:min(n,o+256)])
+  o+=256
+print('ROM',binascii.hexlify(h.digest()).decode())
+"""
+
+# Runs on the device: replace a file by its new version atomically (rename over it).
+_REPLACE_PROGRAM = """import os
+os.rename(%r,%r)
+"""
+
 _REMOVE_PROGRAM = """
 import os
 for p in %r:
@@ -124,12 +165,15 @@ class DeviceInfo:
     mpy_version: int
     machine: str
     files: dict[str, str] = field(default_factory=dict)  # device path -> sha256 hex
+    rom_partitions: int = 0  # ROM partitions the device's MicroPython has (vfs.rom_ioctl)
+    rom_record: dict[str, object] | None = None  # its rom.json (board/romfs.py)
 
 
 @dataclass
 class DeployResult:
     port: str
     files: dict[str, str] = field(default_factory=dict)
+    rom: dict[str, object] | None = None  # {"size", "sha256", "written"} with --romfs
     copied: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -261,6 +305,14 @@ def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
             info.machine = line[2:].strip()
         elif info is not None and parts[0] == "F" and len(parts) == 3:
             info.files[parts[2]] = parts[1]
+        elif info is not None and parts[0] == "R" and len(parts) == 2 and parts[1].isdigit():
+            info.rom_partitions = int(parts[1])
+        elif info is not None and parts[0] == "J":
+            try:
+                record = json.loads(line[2:])
+            except ValueError:
+                record = None
+            info.rom_record = record if isinstance(record, dict) else None
     if info is None:
         raise UserError(f"the device on {port} is not running MicroPython: flash MicroPython "
                         "onto it first (see docs/hardware.md)", EXIT_NO_DEVICE)
@@ -328,15 +380,95 @@ def git_commit() -> str:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def build_romfs(files: dict[str, bytes]) -> bytes:
+    """A ROMFS image holding `files` (path inside the image -> content), built by mpremote."""
+    with tempfile.TemporaryDirectory(prefix="doorctl-romfs-") as tmp:
+        src = Path(tmp) / "app"
+        for rel, content in files.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(content)
+        out = Path(tmp) / "app.romfs"
+        try:
+            proc = subprocess.run([MPREMOTE, "romfs", "--no-mpy", "--output", str(out), "build",
+                                   str(src)], capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise UserError("mpremote is not installed: run ./dev setup", EXIT_MISSING_TOOL) from None
+        if proc.returncode != 0 or not out.exists():
+            text = (proc.stdout + proc.stderr).strip().splitlines()
+            raise UserError("mpremote could not build the ROMFS image: "
+                            f"{text[-1] if text else 'no output'}", EXIT_MISSING_TOOL)
+        return out.read_bytes()
+
+
+def rom_record(image: bytes, partition: int) -> bytes:
+    """What `rom.json` holds once the image is proven in a ROM partition (board/romfs.py)."""
+    return json.dumps({"partition": partition, "sha256": hashlib.sha256(image).hexdigest(),
+                       "size": len(image)}, sort_keys=True).encode()
+
+
+def rom_target(info: DeviceInfo) -> int:
+    """The ROM partition a new image goes to: with two or more, the one not in use."""
+    if info.rom_partitions < 2:
+        return 0
+    current = info.rom_record.get("partition", 0) if info.rom_record else None
+    return 1 if current == 0 else 0
+
+
+def write_rom(port: str, image: bytes, partition: int, partitions: int) -> None:
+    """Write the image into a ROM partition, prove it is there, then record it.
+
+    With two partitions the one written is not the one in use, and the record moves over
+    (temporary file, rename) only once the new image's hash matches: a power cut at any
+    instant leaves the board on the image it had. With one, the record is removed before
+    the partition is touched: a cut leaves no record, and the board runs the files in lib/.
+    """
+    if partitions < 2:
+        mpremote(port, "exec", _REMOVE_PROGRAM % ([ROM_RECORD],))
+    with tempfile.TemporaryDirectory(prefix="doorctl-romfs-") as tmp:
+        path = Path(tmp) / "app.romfs"
+        path.write_bytes(image)
+        try:
+            mpremote(port, "romfs", "--partition", str(partition), "deploy", str(path), timeout=600)
+        except UserError as e:
+            if "ROMFS is not enabled" in str(e) or "partition not found" in str(e):
+                raise UserError(f"the MicroPython on {port} has no ROM partition "
+                                "(vfs.rom_ioctl): flash a build with a romfs partition "
+                                "(board/esp32_partitions.csv), or deploy without --romfs",
+                                EXIT_MISSING_TOOL) from None
+            if "too big" in str(e):
+                raise UserError(f"the firmware's ROMFS image ({len(image)} bytes) does not fit "
+                                f"the ROM partition on {port}: deploy without --romfs") from None
+            raise
+        out = mpremote(port, "exec", _ROM_HASH_PROGRAM % (len(image), partition))
+        got = next((line.split()[1] for line in out.splitlines() if line.startswith("ROM ")), "")
+        if got != hashlib.sha256(image).hexdigest():
+            raise UserError(f"ROM partition {partition} on {port} does not hold the image after "
+                            "writing: deploy again; the board keeps the code it had meanwhile")
+        record = Path(tmp) / ROM_RECORD
+        record.write_bytes(rom_record(image, partition))
+        mpremote(port, "fs", "cp", "-f", str(record), ":" + ROM_RECORD + ".tmp")
+        mpremote(port, "exec", _REPLACE_PROGRAM % (ROM_RECORD + ".tmp", ROM_RECORD))
+
+
 def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
-           batch: int = COPY_BATCH) -> DeployResult:
-    """Bring the device's lib/ (and boot entry) in line with this repository's device code."""
+           batch: int = COPY_BATCH, romfs: bool = False, force_rom: bool = False) -> DeployResult:
+    """Bring the device's lib/ (and boot entry) in line with this repository's device code.
+
+    With `romfs`, the application's packages go into a ROM partition as one image, whose
+    bytecode the board runs in place (docs/deploy.md); lib/ then keeps the board's files.
+    The image is written only when it differs from the recorded one, or with `force_rom`.
+    """
     # The boot entry's path is the same on every target; hash it in the first round trip.
-    info = probe(port, ["main.py"])
+    info = probe(port, ["main.py", ROM_RECORD])
     target = target_for(info.platform)
     files = local_files(target)
     check_mpy_compatible(info, next(iter(files.values())).read_bytes())
-    sources: dict[str, Path] = dict(files)
+    if romfs and info.rom_partitions < 1:
+        raise UserError(f"the MicroPython on {port} has no ROM partition (vfs.rom_ioctl): flash "
+                        "a build with a romfs partition (board/esp32_partitions.csv), or deploy "
+                        "without --romfs", EXIT_MISSING_TOOL)
+    in_rom = {d: p for d, p in files.items() if romfs and d.split("/")[1] in ROM_PACKAGES}
+    sources: dict[str, Path] = {d: p for d, p in files.items() if d not in in_rom}
     if target.boot_main is not None:
         sources["main.py"] = target.boot_main
     # Read each file once: what is hashed is what is copied, even if the shared build tree
@@ -344,9 +476,27 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     data = {dev: p.read_bytes() for dev, p in sources.items()}
     want = {dev: hashlib.sha256(b).hexdigest() for dev, b in data.items()}
     have = info.files
-    result = DeployResult(port=port, files=want)
+    result = DeployResult(port=port, files=dict(want))
+    if in_rom:
+        rom_files = {d[len(DEVICE_LIB) + 1:]: p.read_bytes() for d, p in in_rom.items()}
+        image = build_romfs(rom_files)
+        digest = hashlib.sha256(image).hexdigest()
+        rec = info.rom_record or {}
+        recorded = rec.get("partition", 0)
+        partition = recorded if isinstance(recorded, int) else 0
+        written = force_rom or rec.get("sha256") != digest or rec.get("size") != len(image)
+        if written:
+            partition = rom_target(info)
+            if progress:
+                progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
+            write_rom(port, image, partition, info.rom_partitions)
+        result.rom = {"size": len(image), "sha256": digest, "partition": partition,
+                      "written": written}
+        result.files.update({f"{ROM_MOUNT}/{rel}": hashlib.sha256(b).hexdigest()
+                             for rel, b in rom_files.items()})
     todo = [d for d in want if have.get(d) != want[d]]
     result.unchanged = [d for d in want if d not in todo]
+    # Our packages' files that are no longer deployed to lib/ (with --romfs: all but board/).
     result.removed = stale_files(have, want)
     total = len(todo)
     if progress:
@@ -380,6 +530,10 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
             raise UserError(f"hash mismatch on the device after copying {', '.join(bad[:3])}: "
                             "run deploy again; if it repeats, check free space with "
                             f"`mpremote connect {port} df`")
+    if not in_rom and ROM_RECORD in have:
+        # A ROM image from an earlier --romfs deploy would shadow these files: retire it,
+        # now that they are all in place.
+        mpremote(port, "exec", _REMOVE_PROGRAM % ([ROM_RECORD],))
     result.manifest = {
         "firmware": VERSION,
         "commit": git_commit(),
@@ -387,7 +541,8 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         "target": target.name,
         "device": {"platform": info.platform, "machine": info.machine,
                    "mpy": info.mpy_version & 0xFF},
-        "files": want,
+        "files": result.files,
+        "rom": result.rom and {k: result.rom[k] for k in ("size", "sha256", "partition")},
         "copied": list(result.copied),
         "removed": list(result.removed),
     }

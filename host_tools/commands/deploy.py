@@ -15,17 +15,28 @@ from host_tools.errors import UserError, fail
 def deploy_command(
     port: str = typer.Option(..., "--port", "-p", help="Serial port of the device, e.g. "
                              "/dev/ttyUSB0, or the virtual device's console pty."),
+    romfs: bool = typer.Option(False, "--romfs", help="Put the application into the device's "
+                               "ROM partition as one ROMFS image: its bytecode runs from flash, "
+                               "not the heap. Reset the device afterwards to run it."),
+    force_rom: bool = typer.Option(False, "--force-rom", help="With --romfs: write the image "
+                                   "even if the device's matches it (suspected flash damage)."),
     as_json: bool = typer.Option(False, "--json", help="Print the deploy manifest as JSON."),
 ) -> None:
     """Compile the device code to .mpy, copy what changed to lib/ on the device, verify every file's sha256 there, and write the manifest deploy.json beside lib/.
 
     On an ESP32 it also writes main.py, which starts the firmware at boot.
     Files of the firmware's packages no longer part of it are removed from lib/.
+    With --romfs the application (firmware, crypto, offline_cache) is written as one image
+    into the ROM partition, verified there by sha256 and only then recorded (rom.json); lib/
+    keeps the board's files. With two ROM partitions the one not in use is written, so a power
+    cut during the deploy leaves the device on the image it had.
     Exit codes: 0 deployed, 1 failed, 3 no device or not MicroPython, 5 wrong mpy-cross.
 
     Examples:
 
       doorctl deploy --port /dev/ttyUSB0
+
+      doorctl deploy --port /dev/ttyUSB0 --romfs
 
       doorctl deploy --port "$(jq -r .console door1/vdev.json)" --json
     """  # noqa: E501
@@ -39,7 +50,7 @@ def deploy_command(
             bar.update(task, completed=done, total=total or 1, description=name)
 
         try:
-            result = deploy(port, progress)
+            result = deploy(port, progress, romfs=romfs, force_rom=force_rom)
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
     if as_json:
@@ -50,6 +61,10 @@ def deploy_command(
                    f"({result.manifest['commit'] or 'no commit'}) to {port}: "
                    f"{len(result.copied)} copied, {len(result.unchanged)} unchanged{removed}, "
                    f"{len(result.files)} verified by sha256")
+        if result.rom is not None:
+            state = "written" if result.rom["written"] else "unchanged"
+            typer.echo(f"ROM image {result.rom['size']} bytes {state}"
+                       + ("; reset the device to run it" if result.rom["written"] else ""))
 
 
 def register(app: typer.Typer) -> None:
