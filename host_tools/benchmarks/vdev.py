@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -12,28 +14,80 @@ from host_tools.paths import micropython
 from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
 from host_tools.vdev.io_client import VirtualIO
 
+STAY_UP_S = 2.0  # a boot counts when the firmware is ready and still answers this long after
+
 FIGURES = {
     "vdev.boot_s": "virtual device: process start to firmware ready (median of 5), s",
     "vdev.boot_baseline_s": "baseline: bare `micropython -c pass` start to exit (median of 5), s",
     "vdev.heap_peak_kib": "firmware idle loop: peak heap in use over 3 s, KiB (default heap, 256K)",
     "vdev.heap_baseline_kib": "baseline: bare interpreter heap in use after start, KiB",
     "vdev.heap_min_kib": "smallest heap (8 KiB steps from 64) in which the virtual device boots "
-                         "to ready, KiB (the device-code target is 64)",
+                         "to ready and stays up, the application's .mpy files imported (bytecode "
+                         "in the heap), KiB (the device-code target is 64)",
+    "vdev.heap_min_rom_kib": "the same, the application deployed --romfs: smallest heap beyond "
+                             "the ROM image (which stands in for memory-mapped flash), KiB",
+    "vdev.heap_peak_rom_kib": "firmware idle loop from ROM: peak heap in use over 3 s, less the "
+                              "ROM image, KiB (beside vdev.heap_peak_kib)",
+    "vdev.rom_image_kib": "the application's ROMFS image (firmware, crypto, offline_cache), KiB",
 }
 
 
-def _min_heap_kib() -> float:
+def _boots(state: Path, heap_kib: int) -> bool:
+    dev = VirtualDevice(state, heap=f"{heap_kib}K")
+    try:
+        dev.start()
+        time.sleep(STAY_UP_S)
+        with VirtualIO(dev.io_addr) as io:
+            return bool(io.status().get("ready"))
+    except (VirtualDeviceError, OSError, ValueError):
+        return False
+    finally:
+        dev.stop()
+
+
+def _min_heap_kib(template: Path | None = None, extra_kib: int = 0) -> float:
+    """Smallest heap (8 KiB steps from 64, plus `extra_kib`) in which a fresh copy of the
+    `template` state (or a blank device) boots and stays up; the figure excludes extra_kib."""
     with tempfile.TemporaryDirectory() as tmp:
         for kib in range(64, 257, 8):
-            dev = VirtualDevice(Path(tmp) / f"h{kib}", heap=f"{kib}K")
-            try:
-                dev.start()
-            except VirtualDeviceError:
-                continue
-            finally:
-                dev.stop()
-            return float(kib)
+            state = Path(tmp) / f"h{kib}"
+            if template is not None:
+                shutil.copytree(template, state)
+                for f in ("ready.json", "vdev.json"):
+                    (state / f).unlink(missing_ok=True)
+            if _boots(state, kib + extra_kib):
+                return float(kib)
     return float("nan")
+
+
+def _rom_template(tmp: Path) -> tuple[Path, int]:
+    """A virtual device's state with the application deployed --romfs; its image's size."""
+    from host_tools.deploy import deploy
+
+    state = tmp / "rom"
+    with VirtualDevice(state) as dev:
+        result = deploy(dev.pty, romfs=True)
+    assert result.rom is not None
+    return state, int(str(result.rom["size"]))
+
+
+def _rom_figures(names: set[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        template, size = _rom_template(Path(tmp))
+        image_kib = math.ceil(size / 1024)
+        out["vdev.rom_image_kib"] = size / 1024
+        if "vdev.heap_peak_rom_kib" in names:
+            state = Path(tmp) / "peak"
+            shutil.copytree(template, state)
+            with VirtualDevice(state) as dev, VirtualIO(dev.io_addr) as io:
+                time.sleep(3.0)
+                st = io.status()
+                assert st.get("code") == "rom", st
+                out["vdev.heap_peak_rom_kib"] = (st["heap_peak_alloc"] - st["rom_bytes"]) / 1024
+        if "vdev.heap_min_rom_kib" in names:
+            out["vdev.heap_min_rom_kib"] = _min_heap_kib(template, image_kib)
+    return out
 
 
 def _boot_times(n: int = 5) -> list[float]:
@@ -71,4 +125,6 @@ def run(names: set[str]) -> dict[str, float]:
         out["vdev.heap_baseline_kib"] = int(bare) / 1024
     if "vdev.heap_min_kib" in names:
         out["vdev.heap_min_kib"] = _min_heap_kib()
+    if names & {"vdev.heap_min_rom_kib", "vdev.heap_peak_rom_kib", "vdev.rom_image_kib"}:
+        out.update(_rom_figures(names))
     return out

@@ -48,3 +48,14 @@ def test_journal_holds_as_many_events_as_the_virtual_board() -> None:
     match = re.search(r"^JOURNAL_BLOCKS = (\d+)", virtual, re.M)
     assert match
     assert _table()["journal"][3] == int(match.group(1)) * SECTOR
+
+
+def test_two_rom_partitions_as_large_as_the_virtual_boards() -> None:
+    virtual = (REPO_ROOT / "board" / "virtual.py").read_text()
+    match = re.search(r"^ROM_BLOCKS = (\d+)", virtual, re.M)
+    assert match
+    rows = _table()
+    for label in ("romfs", "romfs2"):
+        kind, sub, _, size = rows[label]
+        assert (kind, sub) == ("data", "0x8f")
+        assert size == int(match.group(1)) * SECTOR
