@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from host_tools.deploy import probe
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 
@@ -76,6 +77,9 @@ def test_romfs_deploy_runs_the_application_from_rom(vdev: VirtualDevice) -> None
     s = status(vdev)
     assert s["code"] == "rom" and s["rom_bytes"] == rom["size"] and s["ready"] is True
     assert module_file(vdev) == "/rom/firmware/door.mpy"
+    # What selftest compares: every file in the manifest, the mounted image's among them.
+    seen = probe(vdev.pty).files
+    assert {f: seen.get(f) for f in files} == files
 
     # Nothing changed: the image is not written again.
     again = doorctl("deploy", "--port", vdev.pty, "--romfs")
