@@ -400,6 +400,16 @@ def build_romfs(files: dict[str, bytes]) -> bytes:
         return out.read_bytes()
 
 
+def application_image(build_dir: Path = DEFAULT_BUILD_DIR) -> bytes:
+    """The ROMFS image of the application (ROM_PACKAGES) as `deploy --romfs` builds it."""
+    files: dict[str, bytes] = {}
+    for path in build_device_tree(build_dir):
+        rel = path.relative_to(build_dir).as_posix()
+        if rel.split("/")[0] in ROM_PACKAGES:
+            files[rel] = path.read_bytes()
+    return build_romfs(files)
+
+
 def rom_record(image: bytes, partition: int) -> bytes:
     """What `rom.json` holds once the image is proven in a ROM partition (board/romfs.py)."""
     return json.dumps({"partition": partition, "sha256": hashlib.sha256(image).hexdigest(),

@@ -5,6 +5,7 @@ publisher with no journal and no device, i.e. the pipeline's own ceiling."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import tempfile
 import time
@@ -15,12 +16,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
 from hil.broker import Mosquitto
+from host_tools.deploy import application_image
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 
 DEVICE = Path(__file__).with_name("device") / "uplink_device.py"
+WITH_ROM = Path(__file__).with_name("device") / "with_rom.py"
 BACKLOG = 50_000
 BLOCKS = 400
 HEAP = "96K"  # the drain's heap: see uplink.heap_min_kib for the smallest that works
@@ -35,12 +38,16 @@ FIGURES = {
     "uplink.heap_min_kib": "smallest MicroPython heap (8 KiB steps from 64) in which the journal + "
                            "uplink drain a 2,000-event backlog; unix port: the .mpy bytecode "
                            "lives in this heap too, KiB",
+    "uplink.heap_min_rom_kib": "the same with the application's bytecode from its ROMFS image "
+                               "(deploy --romfs): smallest heap beyond the image, KiB",
 }
 
 
 def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEAP,
-           device: str = "bench.dev", timeout: float | None = None) -> float:
-    """Seconds to drain `backlog` events; RuntimeError when the device cannot."""
+           device: str = "bench.dev", timeout: float | None = None,
+           rom: Path | None = None) -> float:
+    """Seconds to drain `backlog` events; RuntimeError when the device cannot. With `rom`
+    (a ROMFS image of the application), the device runs the application from it."""
     env = micropython_env(build_device_tree()[0].parents[1])
     image = tmp / f"{device}.img"
     fill = subprocess.run(
@@ -53,9 +60,10 @@ def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEA
         platform.connected.wait(10)
         t = time.perf_counter()
         try:
+            prelude = [str(WITH_ROM), str(rom)] if rom is not None else []
             proc = subprocess.run(
-                [micropython(), "-X", f"heapsize={heap}", str(DEVICE), str(image), str(BLOCKS),
-                 broker.host, str(broker.port), device, "2", "0"],
+                [micropython(), "-X", f"heapsize={heap}", *prelude, str(DEVICE), str(image),
+                 str(BLOCKS), broker.host, str(broker.port), device, "2", "0"],
                 env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout or 60 + backlog / 100)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"drain did not finish with a {heap} heap") from None
@@ -88,10 +96,14 @@ def _multi(tmp: Path, broker: Mosquitto, devices: int = 4, backlog: int = 5000) 
     return devices * backlog / elapsed
 
 
-def _heap_min_kib(tmp: Path, broker: Mosquitto) -> float:
+def _heap_min_kib(tmp: Path, broker: Mosquitto, rom: Path | None = None) -> float:
+    """Smallest heap (8 KiB steps from 64) that drains 2,000 events; with `rom`, beyond the
+    image (which sits in the heap on the unix port, standing in for memory-mapped flash)."""
+    extra = math.ceil(rom.stat().st_size / 1024) if rom is not None else 0
     for kib in range(64, 257, 8):
         try:
-            _drain(tmp, broker, 2000, f"{kib}K", f"heap{kib}", timeout=30)
+            _drain(tmp, broker, 2000, f"{kib + extra}K", f"heap{kib}{'r' if rom else ''}",
+                   timeout=30, rom=rom)
         except RuntimeError:
             continue
         return float(kib)
@@ -128,6 +140,10 @@ def run(names: set[str]) -> dict[str, float]:
             out["platform.ingest_events_per_s"] = _multi(Path(tmp), broker)
         if "uplink.heap_min_kib" in names:
             out["uplink.heap_min_kib"] = _heap_min_kib(Path(tmp), broker)
+        if "uplink.heap_min_rom_kib" in names:
+            rom = Path(tmp) / "app.romfs"
+            rom.write_bytes(application_image())
+            out["uplink.heap_min_rom_kib"] = _heap_min_kib(Path(tmp), broker, rom)
         if "uplink.baseline_events_per_s" in names:
             out["uplink.baseline_events_per_s"] = _baseline(Path(tmp), broker)
     return out
