@@ -1,19 +1,10 @@
 # littlefs calls block methods with the heap locked (e.g. when the garbage collector closes a
 # file): the simulator must then neither allocate on its data path nor fail to raise its own
 # errors (a fresh exception instance would itself be a MemoryError).
-import os
 import micropython
 
 from board.flashsim import FlashSim, PowerCut
-
-
-def _path(name):
-    p = os.getenv("MPY_TEST_TMP") + "/" + name
-    try:
-        os.remove(p)
-    except OSError:
-        pass
-    return p
+from tests.scratch import scratch_path as _path
 
 
 def _locked(fn, a, b, c=None):

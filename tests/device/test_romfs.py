@@ -2,11 +2,11 @@
 # (board/romfs.py): a missing record, a short, damaged or foreign image is never imported.
 import hashlib
 import json
-import os
 import sys
 
 from board import romfs
 from board.flashsim import FlashSim, PowerCut
+from tests.scratch import scratch_path as _path
 
 MODULE = b"ANSWER = 42\n"
 
@@ -28,15 +28,6 @@ def _image(name=b"romt_mod.py", data=MODULE):
     """A ROMFS image with one file (the layout mpremote's VfsRomWriter makes)."""
     body = _record(5, _uint(len(name)) + name + _record(2, data))
     return bytearray(romfs.HEADER + _uint(len(body)) + body)
-
-
-def _path(name):
-    p = os.getenv("MPY_TEST_TMP") + "/" + name
-    try:
-        os.remove(p)
-    except OSError:
-        pass
-    return p
 
 
 def _write_record(image, partition=0):

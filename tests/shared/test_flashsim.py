@@ -1,17 +1,7 @@
 # The NOR-flash simulator's rules, under CPython and MicroPython alike.
-import os
 
 from board.flashsim import FlashSim, PowerCut
-
-
-def _path(name):
-    base = os.getenv("MPY_TEST_TMP") or "/tmp"
-    p = base + "/" + name
-    try:
-        os.remove(p)
-    except OSError:
-        pass
-    return p
+from tests.scratch import scratch_path as _path
 
 
 def _count(buf, value):
