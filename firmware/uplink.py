@@ -17,7 +17,7 @@ import asyncio
 import gc
 from binascii import hexlify
 
-from firmware import protocol, tlsconf
+from firmware import protocol
 from firmware.journal import FLAG_TIME_VALID, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_PAYLOAD, R_SEQ, R_TIME
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
@@ -54,6 +54,11 @@ def event_tuple(rec, boot, timebase):
     while end and data[end - 1] == 0:
         end -= 1
     return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, rec[R_MS], flags, rec[R_ARG], _hex(data[:end])]
+
+
+def _tls(broker):
+    """The broker entry asks for TLS (same rule as firmware/tlsconf.py `enabled`)."""
+    return bool(broker.get("ca") or broker.get("ssl") or broker.get("tls"))
 
 
 def _hex(b):
@@ -161,8 +166,11 @@ class Uplink:
         """A connected MQTTClient, or an exception (TLSError with the reason for TLS)."""
         b = self.broker
         ctx = None
-        if tlsconf.enabled(b):
-            # The CA/cert/key files are read for this attempt only; mbedTLS keeps its parsed copy.
+        if _tls(b):
+            # Imported only by a door that uses TLS (its bytecode is heap on the unix port). The
+            # CA/cert/key files are read for this attempt only; mbedTLS keeps its parsed copy.
+            from firmware import tlsconf
+
             gc.collect()
             ctx = tlsconf.client_context(self.fs_root, b)
         client = MQTTClient(
@@ -268,8 +276,11 @@ class Uplink:
             except TLSError as e:
                 # Said plainly for the installer (doorctl logs, selftest); the journal keeps
                 # every event, and the next attempt comes with the usual backoff.
-                self._failed(str(e), True)
-                log("uplink: TLS failed:", e)
+                why = str(e)
+                if not why.startswith("TLS"):
+                    why = "TLS setup failed: " + why  # a file on the door, not the broker
+                self._failed(why, True)
+                log("uplink:", why)
             except (OSError, MQTTError, asyncio.TimeoutError, EOFError, ValueError) as e:
                 if not self._up:
                     self._failed("%s %s" % (type(e).__name__, e))
@@ -277,6 +288,10 @@ class Uplink:
             except MemoryError:
                 # Nothing is lost (the journal holds every event): free memory, start over.
                 gc.collect()
+                if not self._up:
+                    # A TLS handshake needs a few tens of KiB at once (mbedTLS's records).
+                    self._failed("out of memory while connecting" +
+                                 (" (TLS handshake)" if _tls(self.broker) else ""))
                 log("uplink: out of memory, reconnecting")
             await asyncio.sleep_ms(backoff.next_ms())
 

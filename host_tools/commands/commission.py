@@ -41,10 +41,62 @@ def _secret(path: Path | None, what: str) -> str | None:
     return text
 
 
+def _pem(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise _bad(f"{what} {path}", "cannot be read") from None
+    if b"-----BEGIN" not in data:
+        raise _bad(f"{what} {path}", "not a PEM file (-----BEGIN ...)")
+    return data
+
+
+def check_tls(ca: Path | None, cert: Path | None, key: Path | None) -> dict[str, bytes]:
+    """The door's TLS files, checked and rewritten as plain PEM: {"ca.pem": ...} and, for a
+    client certificate, "client.crt" and "client.key". UserError names the bad option (the
+    key's content never appears in a message)."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    if (cert is None) != (key is None):
+        raise _bad("--tls-cert/--tls-key", "give both or neither")
+    if ca is None:
+        if cert is not None:
+            raise _bad(f"--tls-cert {cert}", "needs --tls-ca (the CA that signed the broker's certificate)")
+        return {}
+    pem = serialization.Encoding.PEM
+    try:
+        cas = x509.load_pem_x509_certificates(_pem(ca, "--tls-ca"))
+    except ValueError:
+        raise _bad(f"--tls-ca {ca}", "not a PEM certificate") from None
+    out = {"ca.pem": b"".join(c.public_bytes(pem) for c in cas)}
+    if cert is None or key is None:
+        return out
+    try:
+        crt = x509.load_pem_x509_certificate(_pem(cert, "--tls-cert"))
+    except ValueError:
+        raise _bad(f"--tls-cert {cert}", "not a PEM certificate") from None
+    try:
+        pkey = serialization.load_pem_private_key(_pem(key, "--tls-key"), password=None)
+    except TypeError:
+        raise _bad(f"--tls-key {key}", "is encrypted: the door needs an unencrypted key "
+                   "(openssl pkey -in KEY -out door.key)") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise _bad(f"--tls-key {key}", "not a PEM private key") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if pkey.public_key().public_bytes(pem, spki) != crt.public_key().public_bytes(pem, spki):
+        raise _bad(f"--tls-key {key}", f"does not belong to the certificate --tls-cert {cert}")
+    out["client.crt"] = crt.public_bytes(pem)
+    out["client.key"] = pkey.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption())
+    return out
+
+
 def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: str | None,
                  password: str | None, tls: bool, wifi_ssid: str | None, wifi_password: str | None,
                  fail_safe: bool, door_timings: dict[str, int], legacy_uid: bool,
-                 legacy_classic: bool) -> dict[str, Any]:
+                 legacy_classic: bool, client_cert: bool = False) -> dict[str, Any]:
     """The door's config.json, every value checked first (UserError names the wrong one)."""
     try:
         protocol.check_device_id(device_id)
@@ -66,6 +118,8 @@ def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: 
         b["password"] = password or ""
     if tls:
         b["ca"] = "ca.pem"
+        if client_cert:
+            b["cert"], b["key"] = "client.crt", "client.key"
     cfg: dict[str, Any] = {"device_id": device_id, "site_id": site_id, "door_no": door_no,
                            "broker": b, "door": dict(door_timings, fail_safe=fail_safe),
                            "cards": {"legacy_uid": legacy_uid, "legacy_classic": legacy_classic}}
@@ -105,7 +159,12 @@ def commission(
     broker_user: str = typer.Option(None, "--broker-user", help="Broker user name."),
     broker_password_file: Path = typer.Option(None, "--broker-password-file",
                                               help="File holding the broker password."),
-    tls_ca: Path = typer.Option(None, "--tls-ca", help="CA certificate (PEM): the door connects with TLS."),
+    tls_ca: Path = typer.Option(None, "--tls-ca", help="CA certificate (PEM) that signed the "
+                                "broker's certificate: the door connects with TLS and checks it."),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="The door's client certificate (PEM), "
+                                  "for a broker that requires one; with --tls-key."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="The client certificate's private key "
+                                 "(PEM, unencrypted); never printed."),
     wifi_ssid: str = typer.Option(None, "--wifi-ssid", help="Wi-Fi network (ESP32)."),
     wifi_password_file: Path = typer.Option(None, "--wifi-password-file",
                                             help="File holding the Wi-Fi password."),
@@ -133,6 +192,7 @@ def commission(
         --broker 10.0.0.5:8883 --tls-ca ca.pem --broker-user hz.b12.d3 \\
         --broker-password-file pw.txt --wifi-ssid door-net --wifi-password-file wifi.txt \\
         --cache whitelist.bin
+      doorctl commission ... --tls-ca ca.pem --tls-cert hz.b12.d3.crt --tls-key hz.b12.d3.key
     """
     try:
         if lock not in ("fail-secure", "fail-safe"):
@@ -142,23 +202,19 @@ def commission(
             if slot not in site["keys"]:
                 raise _bad(f"--keys {keys}", f"has no {slot} key: make a new site key file "
                            "with `doorctl card keys init`")
+        tls_files = check_tls(tls_ca, tls_cert, tls_key)
         cfg = build_config(device_id, int(site["site_id"]), door_no, broker, broker_user,
                            _secret(broker_password_file, "--broker-password-file"), tls_ca is not None,
                            wifi_ssid, _secret(wifi_password_file, "--wifi-password-file"),
                            lock == "fail-safe", {"unlock_ms": unlock_ms, "held_open_ms": held_open_ms},
-                           legacy_uid, legacy_classic)
-        ca = None
-        if tls_ca is not None:
-            ca = _secret(tls_ca, "--tls-ca")
-            if ca is None or "BEGIN CERTIFICATE" not in ca:
-                raise _bad(f"--tls-ca {tls_ca}", "not a PEM certificate")
+                           legacy_uid, legacy_classic, "client.key" in tls_files)
         snapshot = check_cache(cache, site) if cache is not None else None
         check_port(port)
         handshake(port)
         err = Console(stderr=True)
         with err.status("writing to the door", spinner="dots"):
-            if ca is not None:
-                put_file(port, "ca.pem", ca.encode())
+            for name, data in tls_files.items():
+                put_file(port, name, data)
             put_file(port, "keys.json", json.dumps(sitekeys.device_keys(site)).encode())
             if snapshot is not None:
                 mpremote(port, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass")
@@ -166,6 +222,10 @@ def commission(
                 mpremote(port, "exec", "import os\ntry:\n os.remove('cache/overlay.bin')\n"
                                        "except OSError:\n pass")
             put_file(port, "config.json", json.dumps(cfg).encode())
+            if "client.key" not in tls_files:
+                # No client certificate in this commissioning: none stays on the door.
+                mpremote(port, "exec", "import os\nfor n in ('client.crt', 'client.key'):\n"
+                                       " try:\n  os.remove(n)\n except OSError:\n  pass")
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     shown = json.loads(json.dumps(cfg))
@@ -178,7 +238,7 @@ def commission(
                                "cache": len(snapshot) if snapshot is not None else None}))
     else:
         typer.echo(f"commissioned {device_id} (site {site['site_id']}, door {door_no}) on {port}: "
-                   f"config.json, keys.json" + (", ca.pem" if ca else "")
+                   f"config.json, keys.json" + "".join(f", {n}" for n in tls_files)
                    + (f", whitelist ({len(snapshot)} bytes)" if snapshot is not None else "")
                    + "; restart the door to apply")
 

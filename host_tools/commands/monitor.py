@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -73,6 +74,9 @@ def monitor(
     broker: str = typer.Option("127.0.0.1:1883", help="The platform's broker HOST:PORT."),
     seconds: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
+    tls_ca: str = typer.Option(None, "--tls-ca", help="CA certificate file: connect with TLS."),
+    tls_cert: str = typer.Option(None, "--tls-cert", help="Client certificate (PEM), with --tls-key."),
+    tls_key: str = typer.Option(None, "--tls-key", help="The client certificate's private key (PEM)."),
 ) -> None:
     """Watch a door live: presence, patrol state, events and alarms, command replies and its
     whitelist version, as the platform sees them.
@@ -80,6 +84,7 @@ def monitor(
     Examples:
       doorctl monitor --door hz.b12.d3 --broker 10.0.0.5:1883
       doorctl monitor --door hz.b12.d3 --json --seconds 60 > door.jsonl
+      doorctl monitor --door hz.b12.d3 --broker 10.0.0.5:8883 --tls-ca ca.pem
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -111,11 +116,22 @@ def monitor(
                     typer.echo(f"{stamp} {door} {text}")
             sys.stdout.flush()
 
+    from host_tools.commands.platform import tls_options
+
+    tls_options(tls_ca, tls_cert, tls_key)
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(protocol.topic(door, "#"), 1)
     try:
+        if tls_ca is not None:
+            client.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
+    except (OSError, ValueError) as e:
+        raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
+    try:
         client.connect(host, int(port))
+    except ssl.SSLError as e:
+        raise fail(f"TLS handshake with the broker at {broker} failed: {e.reason or e}",
+                   EXIT_UNREACHABLE) from None
     except OSError:
         raise fail(f"cannot reach the MQTT broker at {broker}: is it running?", EXIT_UNREACHABLE) from None
     client.loop_start()

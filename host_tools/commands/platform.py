@@ -30,6 +30,17 @@ def _broker(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def tls_options(ca: str | None, cert: str | None, key: str | None) -> None:
+    """Exit with a one-line message when the TLS options do not go together."""
+    if (cert is None) != (key is None):
+        raise fail("--tls-cert/--tls-key: give both or neither", EXIT_USAGE)
+    if cert is not None and ca is None:
+        raise fail("--tls-cert needs --tls-ca (the CA of the broker's certificate)", EXIT_USAGE)
+    for opt, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not Path(path).is_file():
+            raise fail(f"{opt} {path}: cannot be read", EXIT_USAGE)
+
+
 @app.command("run", short_help="Ingest events until Ctrl-C: store once, acknowledge after commit.")
 def run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT."),
@@ -39,6 +50,9 @@ def run(
     username: str = typer.Option(None, help="Broker user name."),
     password: str = typer.Option(None, help="Broker password (or use an ACL-free loopback)."),
     tls_ca: str = typer.Option(None, help="CA certificate file: connect with TLS."),
+    tls_cert: str = typer.Option(None, help="Client certificate file (PEM), for a broker that "
+                                 "requires one; with --tls-key."),
+    tls_key: str = typer.Option(None, help="The client certificate's private key (PEM)."),
     keys: Path = typer.Option(None, "--keys", help="Site key file: doors that report an older "
                               "whitelist (after being off) are brought up to date."),
 ) -> None:
@@ -47,12 +61,17 @@ def run(
 
     Examples:
       doorctl platform run --broker 127.0.0.1:1883 --db platform.db
+      doorctl platform run --broker 10.0.0.5:8883 --tls-ca ca.pem --db platform.db
       doorctl platform run --db postgresql://door@db/door --group ingest   # second instance
     """
     host, port = _broker(broker)
+    tls_options(tls_ca, tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = Platform(Store(db), host, port, group=group, username=username, password=password,
-                 tls_ca=tls_ca)
+    try:
+        p = Platform(Store(db), host, port, group=group, username=username, password=password,
+                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    except (OSError, ValueError) as e:
+        raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     if keys is not None:
         from host_tools.commands.platform_cards import _registry
 

@@ -39,6 +39,11 @@ r['cache_error'] = c.error if c is not None else 'no cache key'
 u = running.get('uplink')
 r['broker'] = cfg.get('broker') is not None
 r['connected'] = bool(u is not None and u.client is not None and u.client.connected)
+bc = cfg.get('broker') or {}
+r['tls'] = bool(bc.get('ca') or bc.get('ssl'))
+r['client_cert'] = bool(bc.get('cert'))
+r['uplink_error'] = getattr(u, 'last_error', '')
+r['tls_failures'] = getattr(u, 'tls_failures', 0)
 j = running.get('journal')
 r['journal'] = [j.depth(), j.capacity, j.acked] if j is not None else None
 d = running.get('door')
@@ -84,6 +89,21 @@ def _item(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
             "detail": detail}
 
 
+def broker_detail(r: dict[str, Any]) -> str:
+    """The broker item's detail: connected (with TLS and how), or why not, as the door logged it."""
+    if r.get("connected"):
+        if not r.get("tls"):
+            return "connected (no TLS)"
+        return "connected with TLS (broker certificate checked" + (
+            ", client certificate)" if r.get("client_cert") else ")")
+    why = str(r.get("uplink_error") or "")
+    if why.startswith("TLS"):
+        n = int(r.get("tls_failures") or 0)
+        return why + (f" ({n} TLS failures)" if n > 1 else "")
+    return "not connected: check the broker address, TLS and credentials" + (
+        f" (last: {why})" if why else "")
+
+
 def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str, Any]]:
     """Pass/fail/skip per item from the door's self-report (and the deployed files' hashes)."""
     items = [_item("firmware", bool(r.get("firmware")) and bool(r.get("ready")),
@@ -119,8 +139,7 @@ def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str,
     reader = str(r.get("reader"))
     items.append(_item("card reader", reader.startswith("pn532"), reader))
     if r.get("broker"):
-        items.append(_item("broker", r.get("connected"), "connected" if r.get("connected")
-                           else "not connected: check the broker address, TLS and credentials"))
+        items.append(_item("broker", r.get("connected"), broker_detail(r)))
         j = r.get("journal") or [0, 0, 0]
         items.append(_item("platform", bool(clock) and j[2] > 0, "acknowledges events "
                            f"(up to {j[2]}), sent the time" if clock and j[2] else "no answer yet"))

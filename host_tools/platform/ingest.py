@@ -29,7 +29,8 @@ class Platform:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 1883,
                  group: str = "ingest", client_id: str | None = None,
                  username: str | None = None, password: str | None = None,
-                 tls_ca: str | None = None, ingest: bool = True) -> None:
+                 tls_ca: str | None = None, ingest: bool = True, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         self.store = store
         self.host = host
         self.port = port
@@ -58,7 +59,9 @@ class Platform:
         if username is not None:
             self._client.username_pw_set(username, password)
         if tls_ca is not None:
-            self._client.tls_set(ca_certs=tls_ca)
+            # The broker's certificate is checked against this CA and its host name; with a
+            # client certificate the platform authenticates itself too (require_certificate).
+            self._client.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
