@@ -47,6 +47,8 @@ def _start_journal(board, cfg):
                         fs_root=board.fs_root, status=status)
         recorder.listeners.append(lambda seq, code, arg: uplink.kick())
         running["uplink"] = uplink
+        if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
+            uplink.registration = _registration(cfg, broker)
 
         def on_time(epoch_ms):
             import struct
@@ -59,6 +61,20 @@ def _start_journal(board, cfg):
 
         uplink.on_time = on_time
     return journal
+
+
+def _registration(cfg, broker):
+    """The retained `register` message: what this door was commissioned as (no keys, no
+    personal data; docs/protocol.md "Registration")."""
+    from firmware import protocol
+
+    cards = cfg.get("cards") or {}
+    door = cfg.get("door") or {}
+    return protocol.encode_register(
+        cfg["site_id"], cfg.get("door_no", 0), VERSION,
+        "fail-safe" if door.get("fail_safe") else "fail-secure",
+        ["desfire_ev2"] + [k for k in ("legacy_uid", "legacy_classic") if cards.get(k)],
+        broker.get("ca") or broker.get("ssl"), broker.get("cert"), cfg.get("commissioned_at", 0))
 
 
 def last_alive(journal):

@@ -164,6 +164,36 @@ def decode_presence(payload):
     return obj
 
 
+# -- registration (device -> platform, retained) ----------------------------------------
+
+LOCKS = ("fail-secure", "fail-safe")
+CARD_PROFILES = ("desfire_ev2", "legacy_uid", "legacy_classic")
+
+
+def encode_register(site, door, firmware, lock, cards, tls, client_cert, commissioned_at):
+    """What the door was commissioned as: no keys, no personal data (docs/protocol.md)."""
+    return _dumps({"v": VERSION, "site": site, "door": door, "fw": firmware, "lock": lock,
+                   "cards": cards, "tls": bool(tls), "client_cert": bool(client_cert),
+                   "commissioned_at": commissioned_at})
+
+
+def decode_register(payload):
+    obj = _loads(payload)
+    _int(obj, "site")
+    _int(obj, "door", 0, 15)
+    _str(obj, "fw", 32)
+    _int(obj, "commissioned_at")
+    if obj.get("lock") not in LOCKS:
+        raise ProtocolError("bad_field", "lock")
+    cards = obj.get("cards")
+    if not isinstance(cards, list) or not cards or [c for c in cards if c not in CARD_PROFILES]:
+        raise ProtocolError("bad_field", "cards")
+    for k in ("tls", "client_cert"):
+        if not isinstance(obj.get(k), bool):
+            raise ProtocolError("bad_field", k)
+    return obj
+
+
 def encode_status(report):
     """Patrol/status report: a flat dict of the fields in docs/protocol.md."""
     obj = {"v": VERSION}

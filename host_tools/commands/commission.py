@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,8 @@ def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: 
         if client_cert:
             b["cert"], b["key"] = "client.crt", "client.key"
     cfg: dict[str, Any] = {"device_id": device_id, "site_id": site_id, "door_no": door_no,
-                           "broker": b, "door": dict(door_timings, fail_safe=fail_safe),
+                           "commissioned_at": int(time.time()), "broker": b,
+                           "door": dict(door_timings, fail_safe=fail_safe),
                            "cards": {"legacy_uid": legacy_uid, "legacy_classic": legacy_classic}}
     if wifi_ssid is not None:
         cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
@@ -184,8 +186,9 @@ def commission(
     profiles, keys and whitelist, each value checked before anything is written. Every file is
     written to a temporary name and renamed, so a power cut leaves the old or the new one.
 
-    Restart the door afterwards (power cycle) to apply. It registers itself at the platform
-    when it connects (presence, whitelist version).
+    Restart the door afterwards (power cycle) to apply. It then registers itself at the
+    platform on every connection: a retained `register` message with its site, door number,
+    firmware, lock type, card profiles and TLS use (no keys), shown by `doorctl platform doors`.
 
     Examples:
       doorctl commission -p /dev/ttyUSB0 --keys site.json --device-id hz.b12.d3 --door-no 3 \\
@@ -240,7 +243,7 @@ def commission(
         typer.echo(f"commissioned {device_id} (site {site['site_id']}, door {door_no}) on {port}: "
                    f"config.json, keys.json" + "".join(f", {n}" for n in tls_files)
                    + (f", whitelist ({len(snapshot)} bytes)" if snapshot is not None else "")
-                   + "; restart the door to apply")
+                   + "; restart the door to apply: it registers at the platform when it connects")
 
 
 def register(app: typer.Typer) -> None:

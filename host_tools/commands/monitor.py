@@ -49,6 +49,8 @@ def describe(leaf: str, payload: bytes) -> dict[str, Any] | None:
         return {"kind": "reply", **protocol.decode_reply(payload)}
     if leaf == "cache_state":
         return {"kind": "whitelist", **protocol.decode_cache_state(payload)}
+    if leaf == "register":
+        return {"kind": "register", **protocol.decode_register(payload)}
     return None
 
 
@@ -64,6 +66,10 @@ def line(rec: dict[str, Any]) -> list[str]:
     if k == "presence":
         return ["online" + (f" (firmware {rec['fw']})" if rec.get("fw") else "") if rec["online"]
                 else "OFFLINE"]
+    if k == "register":
+        from host_tools.commands.platform_cards import registered_as
+
+        return ["registered as " + registered_as(rec)]
     if k == "reply":
         return [f"command {rec['id']}: " + ("done" if rec.get("ok") else f"refused {rec.get('reason')}")]
     return [f"whitelist v{rec['version']}" + (f", refused: {rec['reason']}" if rec.get("reason") else "")]

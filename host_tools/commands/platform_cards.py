@@ -226,10 +226,20 @@ def alarms(device: str = typer.Option(None, "--door", help="One door (default: a
     Console().print(table)
 
 
+def registered_as(reg: dict[str, Any] | None) -> str:
+    """One cell: site, door number, lock, card profiles, TLS, firmware (or "-": not registered)."""
+    if reg is None:
+        return "-"
+    tls = ("mutual TLS" if reg["client_cert"] else "TLS") if reg["tls"] else "no TLS"
+    return (f"site {reg['site']} door {reg['door']}, {reg['lock']}, {'+'.join(reg['cards'])}, "
+            f"{tls}, fw {reg['fw']}")
+
+
 def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One JSON array."),
           keys: Path = typer.Option(None, "--keys",
                                     help="Site key file: show each door's whitelist lag.")) -> None:
-    """Each door: online, door state and mode from its last patrol, whitelist version and lag,
+    """Each door: what it registered as (site, door number, lock, card profiles, TLS, firmware),
+    online, door state and mode from its last patrol, whitelist version and lag,
     events not yet stored (backlog), active alarms.
 
     Example: doorctl platform doors --db platform.db --keys site.json
@@ -244,7 +254,8 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         status = info.get("status") or {}
         active = [r["alarm"] for r in alarm_rows(store, d) if r["end"] is None]
         version = status.get("cache_version")
-        out.append({"door": d, "online": info.get("online"), "state": status.get("door"),
+        reg = store.registration(d)
+        out.append({"door": d, "registration": reg, "online": info.get("online"), "state": status.get("door"),
                     "mode": status.get("mode"), "last_patrol": info.get("status_at"),
                     "whitelist": version,
                     "lag": (latest - version) if latest is not None and version is not None else None,
@@ -253,11 +264,13 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     if as_json:
         typer.echo(json.dumps(out))
         return
-    table = Table("door", "online", "state", "mode", "last patrol", "whitelist", "lag", "backlog", "alarms")
+    table = Table("door", "registered as", "online", "state", "mode", "last patrol", "whitelist", "lag",
+                  "backlog", "alarms")
     for r in out:
         patrol = (dt.datetime.fromtimestamp(r["last_patrol"], dt.UTC).strftime("%H:%M:%S")
                   if r["last_patrol"] else "-")
-        table.add_row(r["door"], "yes" if r["online"] else "NO", str(r["state"]), str(r["mode"]), patrol,
+        table.add_row(r["door"], registered_as(r["registration"]), "yes" if r["online"] else "NO",
+                      str(r["state"]), str(r["mode"]), patrol,
                       str(r["whitelist"]), "-" if r["lag"] is None else str(r["lag"]), str(r["backlog"]),
                       ", ".join(r["alarms"]) or "-")
     Console().print(table)

@@ -98,6 +98,7 @@ class Platform:
             (f"{protocol.ROOT}+/status", 1),
             (f"{protocol.ROOT}+/reply", 1),
             (f"{protocol.ROOT}+/cache_state", 1),
+            (f"{protocol.ROOT}+/register", 1),
         ])
         self.connected.set()
 
@@ -133,6 +134,8 @@ class Platform:
                 self.publish(device, "time", protocol.encode_time(int(time.time() * 1000)))
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
+        elif leaf == "register":
+            self.store.record_registration(device, protocol.decode_register(payload))
         elif leaf == "cache_state":
             state = protocol.decode_cache_state(payload)
             with self._replies_cond:

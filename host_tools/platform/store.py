@@ -33,6 +33,13 @@ SCHEMA = [
         device TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
         kind TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (device, first_seq, kind))""",
+    # What each door says it was commissioned as (its retained `register` message): no keys,
+    # no personal data.
+    """CREATE TABLE IF NOT EXISTS registrations (
+        device TEXT PRIMARY KEY, site BIGINT NOT NULL, door_no INTEGER NOT NULL,
+        firmware TEXT NOT NULL, lock TEXT NOT NULL, cards TEXT NOT NULL, tls INTEGER NOT NULL,
+        client_cert INTEGER NOT NULL, commissioned_at BIGINT NOT NULL,
+        registered_at DOUBLE PRECISION NOT NULL)""",
 ]
 
 EventRow = tuple[int, int, int, int, int, int, int, str]
@@ -170,6 +177,38 @@ class Store:
             self._conn.execute(self._q("UPDATE devices SET status=?, status_at=? WHERE device=?"),
                                (json.dumps(status), time.time(), device))
             self._commit()
+
+    def record_registration(self, device: str, reg: dict[str, Any]) -> None:
+        """Keep the door's latest registration (a decoded `register` message)."""
+        row = (int(reg["site"]), int(reg["door"]), str(reg["fw"]), str(reg["lock"]),
+               json.dumps(list(reg["cards"])), 1 if reg["tls"] else 0,
+               1 if reg["client_cert"] else 0, int(reg["commissioned_at"]), time.time())
+        with self._lock:
+            self._begin()
+            self._ensure_device(device)
+            self._conn.execute(self._q(
+                "INSERT INTO registrations (device, site, door_no, firmware, lock, cards, tls,"
+                " client_cert, commissioned_at, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (device) DO UPDATE SET site=excluded.site, door_no=excluded.door_no,"
+                " firmware=excluded.firmware, lock=excluded.lock, cards=excluded.cards,"
+                " tls=excluded.tls, client_cert=excluded.client_cert,"
+                " commissioned_at=excluded.commissioned_at, registered_at=excluded.registered_at"),
+                (device, *row))
+            self._commit()
+
+    def registration(self, device: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(self._q(
+                "SELECT site, door_no, firmware, lock, cards, tls, client_cert, commissioned_at,"
+                " registered_at FROM registrations WHERE device=?"), (device,)).fetchone()
+        if row is None:
+            return None
+        keys = ["site", "door", "fw", "lock", "cards", "tls", "client_cert", "commissioned_at",
+                "registered_at"]
+        out = dict(zip(keys, row, strict=True))
+        out["cards"] = json.loads(out["cards"])
+        out["tls"], out["client_cert"] = bool(out["tls"]), bool(out["client_cert"])
+        return out
 
     # -- queries ---------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ test (hil/tlsgen.py); nothing is downloaded."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -35,7 +36,8 @@ TLS_HEAP = "320K"
 
 
 def doorctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DOORCTL, *args], capture_output=True, text=True, timeout=timeout)
+    env = dict(os.environ, COLUMNS="250")  # rich tables on one line each
+    return subprocess.run([DOORCTL, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
@@ -132,6 +134,19 @@ def test_events_reach_the_platform_over_tls_exactly_once(rig: Rig) -> None:
     wait_until(lambda: len(rig.tagged(b"ok")) == 30, what="30 events at the platform")
     rig.assert_exactly_once()
     assert (rig.store.device(DEVICE) or {}).get("online") is True
+    # the door registered itself (retained `register`): what it was commissioned as, no keys
+    wait_until(lambda: rig.store.registration(DEVICE) is not None, what="the registration")
+    reg = rig.store.registration(DEVICE) or {}
+    assert {k: reg[k] for k in ("site", "door", "fw", "lock", "cards", "tls", "client_cert")} == {
+        "site": 2024, "door": 1, "fw": "0.1.0", "lock": "fail-secure", "cards": ["desfire_ev2"],
+        "tls": True, "client_cert": False}
+    assert abs(reg["commissioned_at"] - time.time()) < 600
+    r = doorctl("platform", "doors", "--db", rig.store.url, "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = [d for d in json.loads(r.stdout) if d["door"] == DEVICE]
+    assert row["registration"]["lock"] == "fail-secure" and row["registration"]["tls"] is True
+    table = doorctl("platform", "doors", "--db", rig.store.url)
+    assert "site 2024 door 1, fail-secure, desfire_ev2, TLS, fw 0.1.0" in table.stdout
     # the same broker does not answer plain MQTT: the door really used TLS
     with socket.create_connection((rig.broker.host, rig.broker.port), timeout=3) as sock:
         sock.sendall(bytes.fromhex("100c00044d5154540402001e0000"))  # CONNECT, client id ""
@@ -220,6 +235,19 @@ def test_mutual_tls_with_and_without_the_door_certificate(mtls_rig: Rig) -> None
     rig.dev.restart()
     wait_until(lambda: len(rig.tagged(b"mtls")) == 5, what="the kept events over mutual TLS")
     rig.assert_exactly_once()
+    wait_until(lambda: (rig.store.registration(DEVICE) or {}).get("client_cert") is True,
+               what="the registration with its client certificate")
+    # the installer watches it over mutual TLS too; the retained messages come first
+    base = ["monitor", "--door", DEVICE, "--broker", f"{rig.broker.host}:{rig.broker.port}",
+            "--seconds", "2", "--json", "--tls-ca", str(rig.ca.cert)]
+    r = doorctl(*base, "--tls-cert", str(rig.platform_cert.cert), "--tls-key",
+                str(rig.platform_cert.key))
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert any(x["kind"] == "presence" and x["online"] for x in recs), r.stdout + r.stderr
+    assert any(x["kind"] == "register" and x["client_cert"] is True for x in recs), r.stdout
+    r = doorctl("monitor", "--door", DEVICE, "--broker", f"{rig.broker.host}:{rig.broker.port}",
+                "--seconds", "1", "--tls-ca", str(rig.other_ca.cert))
+    assert r.returncode == 4 and "TLS handshake with the broker" in r.stderr, r.stderr
     # commissioning again without a client certificate takes it off the door
     rig.commission_ok(*tls_args(rig))
     files = mpremote(rig.dev.pty, "exec", "import os\nprint(os.listdir())")

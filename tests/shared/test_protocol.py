@@ -85,6 +85,39 @@ def test_time_presence_status_reply():
     assert rep["ok"] is False and rep["reason"] == "expired"
 
 
+REGISTER_VECTOR = (
+    b'{"v": 1, "site": 2024, "door": 3, "fw": "0.1.0", "lock": "fail-secure",'
+    b' "cards": ["desfire_ev2", "legacy_uid"], "tls": true, "client_cert": false,'
+    b' "commissioned_at": 1767225600}'
+)
+
+
+def test_register_vector_and_refusals():
+    reg = p.decode_register(REGISTER_VECTOR)
+    assert (reg["site"], reg["door"], reg["lock"], reg["cards"]) == (
+        2024, 3, "fail-secure", ["desfire_ev2", "legacy_uid"])
+    assert reg["tls"] is True and reg["client_cert"] is False
+    assert reg["commissioned_at"] == 1767225600
+    again = p.decode_register(p.encode_register(1, 0, "0.1.0", "fail-safe", ["desfire_ev2"],
+                                                False, False, 0))
+    assert again["lock"] == "fail-safe" and again["tls"] is False
+    for old, new, field in ((b'"door": 3', b'"door": 16', "door"),
+                            (b'"fail-secure"', b'"magnetic"', "lock"),
+                            (b'"legacy_uid"', b'"plain_text"', "cards"),
+                            (b'"tls": true', b'"tls": 1', "tls"),
+                            (b'"fw": "0.1.0"', b'"fw": ""', "fw"),
+                            (b'"site": 2024', b'"site": -1', "site")):
+        bad = REGISTER_VECTOR.replace(old, new)
+        assert bad != REGISTER_VECTOR
+        try:
+            p.decode_register(bad)
+        except p.ProtocolError as e:
+            assert e.reason == "bad_field" and field in str(e), (field, str(e))
+        else:
+            raise AssertionError("accepted: %r" % bad)
+    assert _raises(p.decode_register, REGISTER_VECTOR.replace(b'"v": 1', b'"v": 2')) == "bad_version"
+
+
 def test_cache_chunks_round_trip_and_bad_ones_are_refused():
     from firmware import protocol as pr
 
