@@ -85,6 +85,13 @@ class Mosquitto:
         return dst
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.2):
+                pass
+        except OSError:
+            pass
+        else:  # someone else's broker would answer in place of this one
+            raise BrokerError(f"port {self.port} on {self.host} is already in use")
         conf = self._dir / "mosquitto.conf"
         conf.write_text(self.config())
         self._proc = subprocess.Popen(
