@@ -46,7 +46,10 @@ def _ders(data):
         end = data.find(b"-----END", body)
         if body <= 0 or end < 0:
             raise ValueError("truncated PEM block")
-        out.append(a2b_base64(data[body:end]))
+        der = a2b_base64(data[body:end])
+        if not der:
+            raise ValueError("empty PEM block")
+        out.append(der)
         pos = end + 8
 
 
@@ -55,30 +58,33 @@ def client_context(fs_root, broker):
     (`verify_mode = CERT_REQUIRED`; the hostname is checked against the broker's host when the
     socket is wrapped, `server_hostname`), and with `cert` and `key` the door presents its client
     certificate. Raises TLSError with a one-line reason when a file is missing or unusable."""
-    import tls
-
     ca = broker.get("ca")
     if not ca:
         raise TLSError("TLS is configured but no CA file (broker.ca): commission with --tls-ca")
+    cert, key = broker.get("cert"), broker.get("key")
+    if (cert or key) and not (cert and key):
+        raise TLSError("a client certificate needs both broker.cert and broker.key")
+    try:
+        cas = _ders(_read(fs_root, ca, "CA"))
+    except ValueError:
+        cas = []
+    if not cas:
+        raise TLSError("CA file %s is not a certificate" % ca)
+    import tls
+
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED
     try:
-        blocks = _ders(_read(fs_root, ca, "CA"))
-        for der in blocks:
+        for der in cas:
             # The C module takes it positionally (`cadata`); each call adds to the trusted set.
             ctx.load_verify_locations(der)
     except ValueError:
         raise TLSError("CA file %s is not a certificate" % ca)
-    if not blocks:
-        raise TLSError("CA file %s is empty" % ca)
-    blocks = der = None
-    cert, key = broker.get("cert"), broker.get("key")
-    if cert or key:
-        if not (cert and key):
-            raise TLSError("a client certificate needs both broker.cert and broker.key")
-        c = _ders(_read(fs_root, cert, "client certificate"))
-        k = _ders(_read(fs_root, key, "client key"))
+    cas = der = None
+    if cert:
         try:
+            c = _ders(_read(fs_root, cert, "client certificate"))
+            k = _ders(_read(fs_root, key, "client key"))
             if not c or not k:
                 raise ValueError
             ctx.load_cert_chain(c[0], k[0])

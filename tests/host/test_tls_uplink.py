@@ -179,8 +179,11 @@ def test_wrong_ca_is_named_events_are_kept_and_delivered_after_recommissioning(
     assert r.returncode == 1 and items["broker"]["result"] == "fail"
     assert items["broker"]["detail"].startswith(
         "TLS handshake failed: certificate not trusted by the door's CA"), items["broker"]
-    # the installer commissions again with the right CA: every kept event arrives, once
-    rig.commission_ok(*tls_args(rig))
+    # the installer commissions again with the right CA (in a bundle with the old one, as in a
+    # CA change-over: each certificate of the file is trusted): every kept event arrives, once
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(rig.other_ca.cert.read_bytes() + rig.ca.cert.read_bytes())
+    rig.commission_ok(*tls_args(rig, ca=bundle))
     wait_until(lambda: len(rig.tagged(b"kept")) == 12, what="the kept events")
     rig.assert_exactly_once()
     r = doorctl("selftest", "-p", rig.dev.pty, "--relay", "skip", "--report-dir",
