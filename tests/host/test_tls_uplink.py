@@ -289,3 +289,19 @@ def test_commission_refuses_bad_tls_files_before_writing_anything(tmp_path: Path
         files = mpremote(dev.pty, "exec", "import os\nprint(os.listdir())")
         for name in ("config.json", "keys.json", "ca.pem", "client.crt", "client.key"):
             assert name not in files, files
+
+
+def test_platform_and_monitor_check_their_tls_options(tmp_path: Path) -> None:
+    ca = CA(tmp_path / "pki")
+    me = ca.client("platform")
+    cases = [
+        (["platform", "run", "--broker", "127.0.0.1:1", "--db", str(tmp_path / "p.db"),
+          "--tls-ca", str(ca.cert), "--tls-cert", str(me.cert)], "--tls-cert/--tls-key: give both"),
+        (["platform", "run", "--broker", "127.0.0.1:1", "--db", str(tmp_path / "p.db"),
+          "--tls-cert", str(me.cert), "--tls-key", str(me.key)], "--tls-cert needs --tls-ca"),
+        (["monitor", "--door", DEVICE, "--broker", "127.0.0.1:1", "--seconds", "1",
+          "--tls-ca", str(tmp_path / "missing.pem")], f"--tls-ca {tmp_path / 'missing.pem'}: cannot be read"),
+    ]
+    for args, message in cases:
+        r = doorctl(*args, timeout=30)
+        assert r.returncode == 2 and message in " ".join(r.stderr.split()), (args, r.stderr)
