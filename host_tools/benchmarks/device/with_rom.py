@@ -4,6 +4,7 @@
 #   micropython with_rom.py IMAGE SCRIPT [ARGS...]
 import gc
 import sys
+
 import vfs
 
 with open(sys.argv[1], "rb") as f:
