@@ -10,6 +10,7 @@ vsmartcard's vpcd, or a physical card on a bench reader), or any in-process card
     emu.present(card_a, card_b)           # two cards: InListPassiveTarget reports both
     emu.remove()                          # empty field: InListPassiveTarget reports 0 targets
     link = emu.connect(("127.0.0.1", port))   # serve the device's reader stream (thread)
+    link = emu.open_serial("/dev/ttyUSB1")    # or the door's reader UART wired to a serial port
     link.close()
     replies = emu.receive(data)           # or drive it by hand: bytes in, bytes out
 
@@ -359,11 +360,55 @@ class PN532Emulator:
         """Answer on an already connected socket (e.g. one end of a socketpair)."""
         return EmulatorLink(self, sock)
 
+    def open_serial(self, port: str, baudrate: int = 115200) -> EmulatorLink:
+        """Answer the door's reader UART wired to a serial port of this host (a USB-serial
+        adapter on a bench; a pty in tests). OSError when the port cannot be opened."""
+        return EmulatorLink(self, SerialByteLink(port, baudrate))
+
+
+class ByteLink(Protocol):
+    """What EmulatorLink needs of its stream: a socket, or a serial port through SerialByteLink."""
+
+    def settimeout(self, value: float | None) -> None: ...
+    def recv(self, n: int) -> bytes: ...
+    def sendall(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class SerialByteLink:
+    """A serial port (pyserial) with the socket calls EmulatorLink makes: `recv` raises
+    TimeoutError when nothing came, as a socket with a timeout does (a serial port never ends)."""
+
+    def __init__(self, port: str, baudrate: int = 115200) -> None:
+        import serial
+
+        try:
+            self.port: Any = serial.Serial(port, baudrate, timeout=0.2)
+        except serial.SerialException as e:
+            raise OSError(f"serial port {port}: {e}") from None
+
+    def settimeout(self, value: float | None) -> None:
+        self.port.timeout = value
+
+    def recv(self, n: int) -> bytes:
+        data = bytes(self.port.read(1))
+        if not data:
+            raise TimeoutError
+        waiting = self.port.in_waiting
+        return data + (bytes(self.port.read(min(waiting, n - 1))) if waiting else b"")
+
+    def sendall(self, data: bytes) -> None:
+        self.port.write(data)
+        self.port.flush()
+
+    def close(self) -> None:
+        self.port.close()
+
 
 class EmulatorLink:
     """A thread answering one byte stream with a PN532Emulator."""
 
-    def __init__(self, emu: PN532Emulator, sock: socket.socket) -> None:
+    def __init__(self, emu: PN532Emulator, sock: ByteLink) -> None:
         self.emu = emu
         self.sock = sock
         sock.settimeout(0.2)
