@@ -9,7 +9,8 @@
 #   power 0|1              DUT power relay
 #   get                    prints "state ..." with every input and output
 # board -> host:
-#   ok | err <why>         the answer to each command
+#   ok <us> | err <why>    the answer to each command; set and power: ticks_us when applied
+#   state ...              the answer to get (inputs; outputs as out_<name>=0|1)
 #   out <name> <0|1> <us>  a DUT output changed (relay, buzzer, led_green, led_red), board ticks_us
 import sys
 
@@ -50,6 +51,12 @@ def handle(line, pins, state):
     return "err unknown command"
 
 
+def answer(line, pins, state, now_us):
+    """`handle`, with the board's clock on an acknowledged change: `ok <ticks_us>`."""
+    a = handle(line, pins, state)
+    return "ok %d" % now_us() if a == "ok" else a
+
+
 def main():  # pragma: no cover - runs on the board
     import select
     import time
@@ -65,16 +72,19 @@ def main():  # pragma: no cover - runs on the board
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     buf = ""
+    for name, v in last.items():
+        state["out_" + name] = str(v)
     while True:
         for name, p in watch.items():
             v = p.value()
             if v != last[name]:
                 last[name] = v
+                state["out_" + name] = str(v)
                 print("out %s %d %d" % (name, v, time.ticks_us()))
         if poll.poll(0):
             c = sys.stdin.read(1)
             if c == "\n":
-                print(handle(buf.strip(), pins, state))
+                print(answer(buf.strip(), pins, state, time.ticks_us))
                 buf = ""
             else:
                 buf += c
