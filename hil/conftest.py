@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.rig import RigConfig, RigError, Timings
+from hil.rig import Door, RigConfig, RigError, Timings
 
 TIMINGS = Timings()
 
@@ -35,13 +35,21 @@ def rig_config(request: pytest.FixtureRequest) -> RigConfig:
 
 
 @pytest.fixture(scope="session")
-def pcscd() -> Iterator[None]:
-    """pcscd with vsmartcard's vpcd reader (started here when none is running)."""
+def pcscd(request: pytest.FixtureRequest) -> Iterator[None]:
+    """pcscd (started here when none is running) showing vsmartcard's vpcd reader, or on a
+    bench rig the card readers its rig file names."""
     from host_tools.cards import pcsc
 
     proc: subprocess.Popen[bytes] | None = pcsc.start_pcscd()
-    if not pcsc.wait_for_reader("Virtual PCD 00 00"):
-        pytest.fail("pcscd with vsmartcard-vpcd did not show a Virtual PCD reader")
+    try:
+        rig = RigConfig.load(request.config.getoption("--rig"))
+    except RigError:
+        rig = RigConfig()
+    wanted = sorted(set(rig.cards.values())) if rig.kind == "bench" else ["Virtual PCD 00 00"]
+    for name in wanted:
+        if not pcsc.wait_for_reader(name):
+            pytest.fail(f"pcscd does not show the card reader {name!r} "
+                        f"(readers: {', '.join(pcsc.reader_names()) or 'none'})")
     yield
     gc.collect()
     if proc is not None:
@@ -50,13 +58,20 @@ def pcscd() -> Iterator[None]:
 
 
 @pytest.fixture()
-def door(rig_config: RigConfig, pcscd: None, tmp_path: Path) -> Iterator[object]:
-    if rig_config.kind != "virtual":
-        pytest.skip("the bench rig drives a real door through its I/O board (docs/hil.md); "
-                    "this run has none attached")
-    from hil.virtual import VirtualDoor
+def door(rig_config: RigConfig, pcscd: None, tmp_path: Path) -> Iterator[Door]:
+    """A freshly commissioned door: the virtual device, or the bench's board (`kind`)."""
+    d: Door
+    if rig_config.kind == "bench":
+        from hil.bench_door import BenchDoor
 
-    d = VirtualDoor(tmp_path, TIMINGS)
+        try:
+            d = BenchDoor(rig_config, tmp_path, TIMINGS)
+        except RigError as e:
+            pytest.fail(f"bench rig: {e}", pytrace=False)
+    else:
+        from hil.virtual import VirtualDoor
+
+        d = VirtualDoor(tmp_path, TIMINGS)
     yield d
     d.close()
 

@@ -1,22 +1,24 @@
 """The end-to-end suite: one commissioned door, real cards (virtual ones on vpcd in CI), the
-broker and the platform. Each test measures what it checks; the timings go into the report."""
+broker and the platform. Each test measures what it checks; the timings go into the report.
+It uses only the rig-neutral `hil.rig.Door`, so it runs on the virtual rig and on a bench."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
+
 from firmware import events as ev
-from hil.rig import Timings, wait_for
-from hil.virtual import DOOR_TIMINGS, VirtualDoor
+from hil.rig import DOOR_TIMINGS, Door, Timings, wait_for
 
 GRANTED, DENIED = ev.ACCESS_GRANTED, ev.ACCESS_DENIED
 
 
-def denied_reasons(door: VirtualDoor) -> list[int]:
+def denied_reasons(door: Door) -> list[int]:
     return [e[6] for e in door.events(DENIED)]
 
 
-def test_each_card_class_is_granted_or_refused_with_its_reason(door: VirtualDoor) -> None:
+def test_each_card_class_is_granted_or_refused_with_its_reason(door: Door) -> None:
     assert door.swipe("resident") is True
     assert door.swipe("master") is True
     assert door.swipe("lost") is False
@@ -31,7 +33,7 @@ def test_each_card_class_is_granted_or_refused_with_its_reason(door: VirtualDoor
     assert refs == [door.refs["resident"], door.refs["master"]]
 
 
-def test_a_card_reported_lost_at_the_platform_is_refused(door: VirtualDoor, timings: Timings) -> None:
+def test_a_card_reported_lost_at_the_platform_is_refused(door: Door, timings: Timings) -> None:
     assert door.swipe("resident") is True
     t0 = time.monotonic()
     door.revoke("resident")
@@ -42,13 +44,11 @@ def test_a_card_reported_lost_at_the_platform_is_refused(door: VirtualDoor, timi
     assert denied_reasons(door) == [ev.DENY_REASONS["lost"]]
 
 
-def test_rex_opens_and_the_door_relocks_when_it_closes(door: VirtualDoor, timings: Timings) -> None:
+def test_rex_opens_and_the_door_relocks_when_it_closes(door: Door, timings: Timings) -> None:
     io = door.io
-    assert io is not None
-    t0 = time.monotonic()
     mark = io.set_input("rex", True)
     on = io.wait_output("relay", True, timeout_s=5, after_ms=mark)
-    timings.add("rex_to_relay", on.host_s - t0)
+    timings.add("rex_to_relay", (on.device_ms - mark) / 1000)  # on the rig's clock
     io.set_input("rex", False)
     time.sleep(0.1)
     io.set_input("door_contact", "open")
@@ -60,9 +60,8 @@ def test_rex_opens_and_the_door_relocks_when_it_closes(door: VirtualDoor, timing
     assert [e[6] for e in door.events(GRANTED)] == [2]  # REX
 
 
-def test_forced_and_held_open_alarms_reach_the_platform(door: VirtualDoor, timings: Timings) -> None:
+def test_forced_and_held_open_alarms_reach_the_platform(door: Door, timings: Timings) -> None:
     io = door.io
-    assert io is not None
     t0 = time.monotonic()
     io.set_input("door_contact", "open")
     timings.add("forced_open_to_platform", door.wait_event(ev.FORCED_OPEN))
@@ -76,13 +75,16 @@ def test_forced_and_held_open_alarms_reach_the_platform(door: VirtualDoor, timin
     door.wait_event(ev.HELD_OPEN_CLEARED)
 
 
-def test_swipes_while_offline_are_drained_after_reconnect(door: VirtualDoor, timings: Timings) -> None:
-    door.broker.stop()
+def test_swipes_while_offline_are_drained_after_reconnect(door: Door, timings: Timings) -> None:
+    if not door.can_cut_network:
+        pytest.skip("the rig's broker is not ours to stop: a bench with [broker] in its rig file "
+                    "cannot take the door offline (docs/hil.md)")
+    door.network(False)
     for _ in range(3):
         assert door.swipe("resident") is True  # the door decides alone
     assert door.swipe("lost") is False
     t0 = time.monotonic()
-    door.broker.start()
+    door.network(True)
     door.wait_event(GRANTED, 3, timeout=60)
     door.wait_event(DENIED, 1, timeout=60)
     timings.add("offline_backlog_drained", time.monotonic() - t0)
@@ -90,7 +92,7 @@ def test_swipes_while_offline_are_drained_after_reconnect(door: VirtualDoor, tim
     assert seqs == list(range(1, len(seqs) + 1))  # every event once, in order
 
 
-def test_a_power_cut_during_a_swipe_loses_no_decision(door: VirtualDoor) -> None:
+def test_a_power_cut_during_a_swipe_loses_no_decision(door: Door) -> None:
     assert door.swipe("resident") is True
     door.power_cut()  # right after the decision: the journal has it, the platform may not
     door.reboot()
@@ -101,19 +103,19 @@ def test_a_power_cut_during_a_swipe_loses_no_decision(door: VirtualDoor) -> None
     assert seqs == list(range(1, len(seqs) + 1))
 
 
-def test_a_reboot_keeps_the_whitelist_and_its_updates(door: VirtualDoor) -> None:
+def test_a_reboot_keeps_the_whitelist_and_its_updates(door: Door) -> None:
     door.revoke("resident")
     door.reboot()
     assert door.swipe("resident") is False
     assert door.swipe("master") is True
-    assert door.platform.cache_states["hil.b1.d1"]["version"] == 2
+    assert door.platform.cache_states[door.device_id]["version"] == 2
 
 
-def test_patrol_report_on_demand(door: VirtualDoor, timings: Timings) -> None:
+def test_patrol_report_on_demand(door: Door, timings: Timings) -> None:
     from host_tools.platform.commands import command_key
 
     t0 = time.monotonic()
-    cmd_id = door.platform.command("hil.b1.d1", "patrol", {}, command_key(door.site.keys))
+    cmd_id = door.platform.command(door.device_id, "patrol", {}, command_key(door.site.keys))
     reply = door.platform.wait_reply(cmd_id, 10)
     assert reply is not None and reply["ok"] is True
     timings.add("patrol_command_rtt", time.monotonic() - t0)

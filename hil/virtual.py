@@ -9,25 +9,26 @@ from pathlib import Path
 from typing import Any
 
 from hil.broker import Mosquitto
-from hil.rig import Timings, wait_for
+from hil.rig import DEVICE, DOOR_TIMINGS, Timings, wait_for
+from hil.site import DoorSite
 from host_tools.cards import pcsc, vcard
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.distribute import push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator, release_connection
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import IOEvent, VirtualIO
 from host_tools.vdev.provision import provision
-from offline_cache import fmt
 
 READER = "Virtual PCD 00 00"
-DEVICE = "hil.b1.d1"
-DOOR_TIMINGS = {"unlock_ms": 1500, "prealarm_ms": 1500, "held_open_ms": 2500, "deny_ms": 400}
+__all__ = ["DEVICE", "DOOR_TIMINGS", "READER", "VirtualDoor"]
 
 
-class VirtualDoor:
-    """One commissioned door and everything around it, started fresh for a test."""
+class VirtualDoor(DoorSite):
+    """One commissioned door and everything around it, started fresh for a test
+    (a `hil.rig.Door`)."""
+
+    can_cut_network = True  # the rig's own mosquitto: stopping it cuts the door's uplink
 
     def __init__(self, tmp: Path, timings: Timings) -> None:
         self.timings = timings
@@ -38,7 +39,6 @@ class VirtualDoor:
             self.cards[name], self.refs[name] = self.site.issue()
         self.cards["clone"] = vcard.clone_of(self.cards["resident"])
         self.cards["stranger"] = SiteKit(self.site.site_id + 1).issue()[0]
-        self.version = 1
         self.broker = Mosquitto().start()
         self.platform = Platform(Store(str(tmp / "platform.db")), self.broker.host,
                                  self.broker.port).start()
@@ -48,22 +48,31 @@ class VirtualDoor:
                                                                "port": self.broker.port,
                                                                "keepalive": 5},
                                                door=DOOR_TIMINGS),
-                  keys=self.site.door_keys(),
-                  cache=self.site.snapshot(1, [(self.refs["resident"], fmt.ACTIVE, False),
-                                               (self.refs["master"], fmt.ACTIVE, True),
-                                               (self.refs["lost"], fmt.LOST, False)]))
+                  keys=self.site.door_keys(), cache=self.first_snapshot())
         self.emu = PN532Emulator()
         self.link: Any = None
-        self.io: VirtualIO | None = None
+        self._io: VirtualIO | None = None
         self._client: vcard.VpcdClient | None = None
         self.reboot()
 
     # -- power and network ------------------------------------------------------------------
 
+    @property
+    def io(self) -> VirtualIO:
+        assert self._io is not None
+        return self._io
+
+    def network(self, up: bool) -> None:
+        """The door's network: the broker stopped (down) or started again (up)."""
+        if up:
+            self.broker.start()
+        else:
+            self.broker.stop()
+
     def reboot(self, cut: bool = True) -> None:
         """Power cycle (a cut when `cut`), then wait until the door is back at the platform."""
-        if self.io is not None:
-            self.io.close()
+        if self._io is not None:
+            self._io.close()
         if self.link is not None:
             self.link.close()
         if cut:
@@ -72,7 +81,7 @@ class VirtualDoor:
             self.dev.stop()
             self.dev.start()
         self.link = self.emu.connect(self.dev.reader_addr)
-        self.io = VirtualIO(self.dev.io_addr)
+        self._io = VirtualIO(self.dev.io_addr)
         wait_for(lambda: self.state().get("online") is True, what="the door online")
         wait_for(lambda: self.io_status().get("clock_synced"), what="the door's clock")
         wait_for(lambda: str(self.io_status().get("reader", "")).startswith("pn532"),
@@ -82,11 +91,7 @@ class VirtualDoor:
         self.dev.kill()
 
     def io_status(self) -> dict[str, Any]:
-        assert self.io is not None
         return self.io.status()
-
-    def state(self) -> dict[str, Any]:
-        return self.platform.store.device(DEVICE) or {}
 
     # -- cards -----------------------------------------------------------------------------
 
@@ -108,7 +113,6 @@ class VirtualDoor:
         """Present a card until the door decides; True when the relay opened. Records the
         card-to-decision latency (card visible to the door -> relay on / LED red)."""
         io = self.io
-        assert io is not None
         wait_for(lambda: io.state()["outputs"].get("led") in ("off", "amber"), what="the door idle")
         mark = io.set_input("rex", False)
         self._client = vcard.VpcdClient(self.cards[name], port=vcard.VPCD_PORT).start()
@@ -129,27 +133,10 @@ class VirtualDoor:
         self.remove()
         return opened
 
-    # -- platform ---------------------------------------------------------------------------
-
-    def events(self, code: int | None = None) -> list[tuple[Any, ...]]:
-        return [e for e in self.platform.store.events(DEVICE) if code is None or e[1] == code]
-
-    def wait_event(self, code: int, count: int = 1, timeout: float = 20.0) -> float:
-        """Seconds until `count` events with this code are stored at the platform."""
-        t0 = time.monotonic()
-        wait_for(lambda: len(self.events(code)) >= count, timeout, f"event {code} at the platform")
-        return time.monotonic() - t0
-
-    def revoke(self, name: str, status: int = fmt.LOST) -> None:
-        """The platform reports a card lost: a signed delta to the door, confirmed."""
-        self.version += 1
-        push(self.platform, DEVICE, self.site.delta(self.version, self.version - 1,
-                                                    [(self.refs[name], status, False)]))
-
     def close(self) -> None:
         self.remove()
-        if self.io is not None:
-            self.io.close()
+        if self._io is not None:
+            self._io.close()
         if self.link is not None:
             self.link.close()
         self.dev.stop()

@@ -30,6 +30,18 @@ class SiteKit:
         self.keys["keys"].setdefault("command", os.urandom(32).hex())
         self.store = SoftwareKeyStore.from_dict(self.keys)
 
+    @classmethod
+    def from_keys(cls, keys: dict[str, Any]) -> SiteKit:
+        """The kit of an existing site, from its key file's content (sitekeys.load); cards
+        issued with those keys (a bench's physical test cards) are this site's."""
+        kit = cls.__new__(cls)
+        kit.site_id = int(keys["site_id"])
+        kit.keys = keys
+        kit.keys["keys"].setdefault("cache", os.urandom(32).hex())
+        kit.keys["keys"].setdefault("command", os.urandom(32).hex())
+        kit.store = SoftwareKeyStore.from_dict(kit.keys)
+        return kit
+
     @property
     def cache_key(self) -> bytes:
         return bytes.fromhex(self.keys["keys"]["cache"])

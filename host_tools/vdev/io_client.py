@@ -107,7 +107,7 @@ class VirtualIO:
         return [e for e in self.events() if e.kind == "out" and (name is None or e.name == name)]
 
     def wait_output(self, name: str, value: Any, timeout_s: float = 10.0,
-                    after_ms: int | None = None) -> IOEvent:
+                    after_ms: float | None = None) -> IOEvent:
         """The first change of output `name` to `value` (after device time `after_ms`)."""
         def find() -> IOEvent | None:
             for e in self._events:
