@@ -35,6 +35,23 @@ ERASED32 = b"\xff" * RECORD_SIZE
 CODE_GAP = 0xFE  # arg unused; payload: first lost seq (u32), last lost seq (u32)
 
 FLAG_TIME_VALID = 0x01  # `time` is UTC epoch seconds; otherwise seconds since boot
+# The flags byte's high nibble holds the payload's length (0-12): a payload may end in zero
+# bytes (a card reference can), so its padding cannot be told from its content otherwise.
+# Records written before this carry 0 there: their payload is read with the padding trimmed.
+FLAGS_MASK = 0x0F
+LEN_SHIFT = 4
+
+
+def payload_of(rec):
+    """The payload of a record from read(), without its zero padding."""
+    data = rec[R_PAYLOAD]
+    n = rec[R_FLAGS] >> LEN_SHIFT
+    if n:
+        return data[:n]
+    end = len(data)
+    while end and data[end - 1] == 0:
+        end -= 1
+    return data[:end]
 
 
 class JournalError(Exception):
@@ -174,6 +191,9 @@ class Journal:
         if self.head < 0 or self.slot > self.per_sector:
             self._open_sector()
         seq = self.next_seq
+        if len(payload) > 12:
+            raise JournalError("payload longer than 12 bytes")
+        flags = (flags & FLAGS_MASK) | (len(payload) << LEN_SHIFT)
         struct.pack_into(_REC, self._buf, 0, seq, code, flags, boot, time, ms, arg, payload, 0)
         struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
         self.dev.writeblocks(ACK_BLOCKS + self.head, self._mv, self.slot * RECORD_SIZE)

@@ -18,7 +18,8 @@ import gc
 from binascii import hexlify
 
 from firmware import protocol
-from firmware.journal import FLAG_TIME_VALID, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_PAYLOAD, R_SEQ, R_TIME
+from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_SEQ,
+                              R_TIME, payload_of)
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 
@@ -42,18 +43,15 @@ class TimeBase:
 
 def event_tuple(rec, boot, timebase):
     """Journal record -> protocol event tuple, correcting pre-clock times of this boot."""
-    flags = rec[R_FLAGS]
+    flags = rec[R_FLAGS] & FLAGS_MASK
     t = rec[R_TIME]
     if not flags & FLAG_TIME_VALID and rec[R_BOOT] == boot:
         fixed = timebase.correct(t)
         if fixed is not None and fixed >= 0:
             t = fixed
             flags |= protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_CORRECTED
-    data = rec[R_PAYLOAD]
-    end = len(data)
-    while end and data[end - 1] == 0:
-        end -= 1
-    return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, rec[R_MS], flags, rec[R_ARG], _hex(data[:end])]
+    return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, rec[R_MS], flags, rec[R_ARG],
+            _hex(payload_of(rec))]
 
 
 def _tls(broker):

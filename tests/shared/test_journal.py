@@ -3,7 +3,8 @@ import os
 import struct
 
 from board.flashsim import FlashSim, PowerCut
-from firmware.journal import CODE_GAP, R_BOOT, R_CODE, R_PAYLOAD, R_SEQ, R_TIME, RECORD_SIZE, Journal
+from firmware.journal import (CODE_GAP, FLAGS_MASK, R_BOOT, R_CODE, R_FLAGS, R_PAYLOAD, R_SEQ, R_TIME,
+                              RECORD_SIZE, Journal, JournalError, payload_of)
 
 
 def _scratch(name):
@@ -178,3 +179,31 @@ def test_power_cut_at_every_operation_loses_no_completed_append():
         s = j2.append(9, 0, 0, 0, 0, 0)
         assert j2.read(s, 1)[0][R_CODE] == 9
         dev.close()
+
+
+def test_a_payload_ending_in_zero_bytes_reads_back_whole():
+    # A card reference may end in 0x00: its padding must not be taken for it (nor the
+    # reverse), whatever the length.
+    j = Journal(_dev())
+    payloads = [b"", b"\x00", b"\x01\x00", b"\xab" * 7 + b"\x00", b"\x00" * 12, b"\x07" * 12]
+    for p in payloads:
+        j.append(1, 0x05, 3, 1000, 0, 0, p)
+    recs = j.read(1, 10)
+    assert [payload_of(r) for r in recs] == payloads
+    assert [r[R_FLAGS] & FLAGS_MASK for r in recs] == [0x05] * len(payloads)
+
+
+def test_a_record_without_a_length_reads_with_its_padding_trimmed():
+    rec = [1, 1, 0x01, 3, 1000, 0, 0, b"\x01\x02\x00" + b"\x00" * 9]
+    assert payload_of(rec) == b"\x01\x02"
+
+
+def test_a_payload_longer_than_a_record_holds_is_refused():
+    j = Journal(_dev())
+    try:
+        j.append(1, 0, 3, 1000, 0, 0, b"\x01" * 13)
+        refused = False
+    except JournalError:
+        refused = True
+    assert refused and j.next_seq == 1
+
