@@ -20,6 +20,7 @@ import sys
 HEADER = b"\xd2\xcd\x31"
 MOUNT = "/rom"
 RECORD = "rom.json"
+NO_RECORD = "no rom.json record (not deployed with --romfs, or the deploy was cut short)"
 _CHUNK = 1024
 
 
@@ -67,7 +68,7 @@ def read_record(path):
 def check(image, record):
     """None when `image` is the one `record` describes, else why not (one line)."""
     if record is None:
-        return "no rom.json record (not deployed with --romfs, or the deploy was cut short)"
+        return NO_RECORD
     length = image_length(image)
     if length == 0:
         return "no ROMFS image in the partition"
@@ -83,18 +84,20 @@ def adopt(partition_image, record_path, mount_point=MOUNT):
     record, else not at all.
 
     `partition_image(n)` gives ROM partition n's contents (memory-mapped flash on a board),
-    or None when there is no such partition. Mounts the image at `mount_point`, first on
+    or None when there is no such partition or it holds no image; it is called only when
+    there is a record. Mounts the image at `mount_point`, first on
     sys.path, unless the port has mounted that partition already; an image that does not
     match is taken back off. Returns (image, None) when the image is in use, else
     (None, why not) with a one-line reason for the log."""
     import vfs
 
     record = read_record(record_path)
-    image = partition_image(record.get("partition", 0) if record else 0)
-    if image is None:
-        why = "no ROM partition %d" % (record.get("partition", 0) if record else 0)
+    if record is None:
+        why = NO_RECORD
     else:
-        why = check(image, record)
+        n = record.get("partition", 0)
+        image = partition_image(n)
+        why = "no ROMFS image in ROM partition %d" % n if image is None else check(image, record)
     if why is not None:
         unmount(mount_point)
         return None, why

@@ -33,7 +33,7 @@ board.io.status_provider = lambda: firmware.status
 # image standing in for memory-mapped flash) or "files" (.mpy files, bytecode in the heap).
 firmware.status["code"] = "rom" if rom_problem is None else "files"
 firmware.status["rom_bytes"] = board.rom_bytes
-if rom_problem is not None and not rom_problem.startswith("no rom.json"):
+if rom_problem is not None and not rom_problem.startswith("no rom.json"):  # none: not --romfs
     sys.stderr.write("doorctl: not running from /rom: %s\n" % rom_problem)
     firmware.status["rom_problem"] = rom_problem
 

@@ -17,7 +17,6 @@ import builtins
 
 import vfs as _real_vfs
 
-from board.romfs import image_length
 
 ENODEV = -19
 EINVAL = -22
@@ -27,17 +26,18 @@ class _VfsWithRom:
     """The real `vfs` module, plus `rom_ioctl` over the board's partitions."""
 
     def __init__(self, partitions):
-        self._partitions = partitions
+        self._partitions = partitions  # a callable: the list of partitions
 
     def __getattr__(self, name):
         return getattr(_real_vfs, name)
 
     def rom_ioctl(self, op, *args):
+        parts = self._partitions()
         if op == 1:  # number of ROM partitions
-            return len(self._partitions)
+            return len(parts)
         if op == 2:  # a partition: a block device (ioctl 4/5/6, readblocks, writeblocks)
             n = args[0] if args else 0
-            return self._partitions[n] if 0 <= n < len(self._partitions) else ENODEV
+            return parts[n] if 0 <= n < len(parts) else ENODEV
         return EINVAL
 
 
@@ -45,7 +45,8 @@ _installed = [None]
 
 
 def install(partitions):
-    """Make `import vfs` carry `rom_ioctl` for these partitions, from now on."""
+    """Make `import vfs` carry `rom_ioctl` from now on; `partitions()` gives the board's
+    ROM partitions (block devices), called when one is asked for."""
     if _installed[0] is not None:
         _installed[0]._partitions = partitions
         return
@@ -64,6 +65,8 @@ def install(partitions):
 def map_image(partition):
     """The partition's ROMFS image copied into RAM (exactly its length), or None when the
     partition holds none. This copy plays the memory-mapped flash of a real board."""
+    from board.romfs import image_length
+
     head = bytearray(12)
     partition.readblocks(0, head, 0)
     length = image_length(head)

@@ -263,8 +263,7 @@ class VirtualBoard:
         self.network = _Network()
         self.blockdev = FlashSim(path=state_dir + "/flash.img", block_count=FLASH_BLOCKS)
         self.journal_dev = FlashSim(path=state_dir + "/journal.img", block_count=JOURNAL_BLOCKS)
-        self.roms = [FlashSim(path=state_dir + "/rom%d.img" % n, block_count=ROM_BLOCKS)
-                     for n in (0, 1)]
+        self._roms = None  # the ROM partitions, opened on first use (roms())
         self.rom_image = None
         self.rom_bytes = 0
         self.boot_count = 0
@@ -280,13 +279,27 @@ class VirtualBoard:
         sys.path.insert(0, self.fs_root + "/lib")
         self.boot_count = _bump_boot_count(self.fs_root + "/boot_count")
 
-    def mount_rom(self):
-        """Run the application from the ROM partition when it holds the deployed image
-        (board/romfs.py). Call after mount(). Returns None, or why the image is not used."""
-        from board import romfs, vdev_rom
+    def roms(self):
+        """The two ROM partitions (flash simulators), opened on first use."""
+        if self._roms is None:
+            self._roms = [FlashSim(path=self.state_dir + "/rom%d.img" % n, block_count=ROM_BLOCKS)
+                          for n in (0, 1)]
+        return self._roms
 
-        roms = self.roms
-        vdev_rom.install(roms)
+    def mount_rom(self):
+        """Run the application from a ROM partition when it holds the deployed image
+        (board/romfs.py). Call after mount(). Returns None when the image is in use, else
+        why not; a door never deployed --romfs pays only for the `vfs.rom_ioctl` shim."""
+        from board import vdev_rom
+
+        vdev_rom.install(self.roms)
+        try:
+            os.stat(self.fs_root + "/rom.json")
+        except OSError:
+            return "no rom.json"
+        from board import romfs
+
+        roms = self.roms()
 
         def partition_image(n):
             return vdev_rom.map_image(roms[n]) if 0 <= n < len(roms) else None

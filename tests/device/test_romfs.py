@@ -89,7 +89,7 @@ def test_the_recorded_partition_is_the_one_used():
         _forget_module()
     # A record naming a partition the board does not have is refused.
     rec = _write_record(new, partition=2)
-    assert romfs.adopt(_parts(old, new), rec) == (None, "no ROM partition 2")
+    assert romfs.adopt(_parts(old, new), rec) == (None, "no ROMFS image in ROM partition 2")
 
 
 def test_no_record_no_mount():
@@ -117,6 +117,8 @@ def test_an_empty_partition_is_reported():
     rec = _write_record(_image())
     _, why = romfs.adopt(_parts(bytearray(b"\xff" * 64)), rec)
     assert why is not None and "no ROMFS image" in why
+    _, why = romfs.adopt(_parts(None), rec)
+    assert why == "no ROMFS image in ROM partition 0"
 
 
 def test_an_image_the_port_mounted_is_taken_off_when_it_does_not_match():

@@ -105,7 +105,7 @@ def test_a_power_cut_while_writing_the_image_leaves_the_one_in_use(vdev: Virtual
     reboot(vdev)
     assert status(vdev)["code"] == "rom"
     # The rewrite goes to partition 1, the one not in use; its flash loses power part-way.
-    on_device(vdev, "import firmware.main as m\nm.running['board'].roms[1].cut_after(%d)" % cut_after)
+    on_device(vdev, "import firmware.main as m\nm.running['board'].roms()[1].cut_after(%d)" % cut_after)
     cut = doorctl("deploy", "--port", vdev.pty, "--romfs", "--force-rom")
     assert cut.returncode != 0
     assert len(cut.stderr.strip().splitlines()) == 1, cut.stderr  # one line, no traceback
@@ -140,7 +140,7 @@ def test_a_damaged_image_is_not_imported(vdev: VirtualDevice) -> None:
 
 
 def test_romfs_deploy_to_a_board_without_rom_partitions_says_what_to_do(vdev: VirtualDevice) -> None:
-    on_device(vdev, "from board import vdev_rom\nvdev_rom.install([])")
+    on_device(vdev, "from board import vdev_rom\nvdev_rom.install(lambda: [])")
     proc = doorctl("deploy", "--port", vdev.pty, "--romfs")
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "no ROM partition" in proc.stderr and "without --romfs" in proc.stderr

@@ -30,7 +30,7 @@ DEVICE = "tls.b1.d1"
 ACCESS_DENIED = 2
 # On the unix port mbedTLS takes its buffers from the MicroPython heap, where the firmware's
 # bytecode also lives: a TLS handshake beside the whole firmware needs about 288K there
-# (measured; 256K, the launcher's default, runs out during the handshake). The ESP32 port's
+# (measured; 256K runs out during the handshake). The ESP32 port's
 # mbedTLS allocates outside the MicroPython heap.
 TLS_HEAP = "320K"
 
