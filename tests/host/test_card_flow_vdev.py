@@ -31,7 +31,7 @@ def journal(dev: VirtualDevice, code: int) -> list[tuple[int, int, str]]:
     (a journal record carries 12 payload bytes: the 8-byte reference, zero-padded)."""
     out = mpremote(dev.pty, "exec",
                    "from firmware.main import running\nj = running['journal']\n"
-                   f"print([(r[6], r[2], r[7][:8].hex()) for r in j.read(1, 400) if r[1] == {code}])")
+                   f"print([(r[6], r[2] & 15, r[7][:8].hex()) for r in j.read(1, 400) if r[1] == {code}])")
     return ast.literal_eval(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
