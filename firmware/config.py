@@ -9,9 +9,15 @@ import json
 
 DEFAULTS = {
     "device_id": "unset",
-    "broker": None,  # {"host": ..., "port": 1883, "user": ..., "tls": false}
+    "broker": None,  # {"host": ..., "port": 1883, "user": ..., "ca": "ca.pem"}
     "patrol_interval_s": 300,
 }
+
+
+def broker_tls(broker):
+    """The broker entry asks for TLS (commissioned with --tls-ca; `ssl`/`tls` from older
+    configurations): the uplink then builds a verifying context (firmware/tlsconf.py)."""
+    return bool(broker.get("ca") or broker.get("ssl") or broker.get("tls"))
 
 
 def load(fs_root):

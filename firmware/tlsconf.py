@@ -15,12 +15,13 @@ Nothing here logs or returns key material: error texts name files, never their c
 
 from binascii import a2b_base64
 
+from firmware.config import broker_tls
 from firmware.mqtt import TLSError
 
 
-def enabled(broker):
-    """True when the broker entry asks for TLS (commissioned with --tls-ca)."""
-    return bool(broker.get("ca") or broker.get("ssl") or broker.get("tls"))
+# One rule for "this broker wants TLS", shared with the uplink (which imports this module
+# only when it does).
+enabled = broker_tls
 
 
 def _read(fs_root, name, what):

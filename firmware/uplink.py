@@ -18,6 +18,7 @@ import gc
 from binascii import hexlify
 
 from firmware import protocol
+from firmware.config import broker_tls
 from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_SEQ,
                               R_TIME, payload_of)
 from firmware.log import log
@@ -52,11 +53,6 @@ def event_tuple(rec, boot, timebase):
             flags |= protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_CORRECTED
     return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, rec[R_MS], flags, rec[R_ARG],
             _hex(payload_of(rec))]
-
-
-def _tls(broker):
-    """The broker entry asks for TLS (same rule as firmware/tlsconf.py `enabled`)."""
-    return bool(broker.get("ca") or broker.get("ssl") or broker.get("tls"))
 
 
 def _hex(b):
@@ -164,7 +160,7 @@ class Uplink:
         """A connected MQTTClient, or an exception (TLSError with the reason for TLS)."""
         b = self.broker
         ctx = None
-        if _tls(b):
+        if broker_tls(b):
             # Imported only by a door that uses TLS (its bytecode is heap on the unix port). The
             # CA/cert/key files are read for this attempt only; mbedTLS keeps its parsed copy.
             from firmware import tlsconf
@@ -289,7 +285,7 @@ class Uplink:
                 if not self._up:
                     # A TLS handshake needs a few tens of KiB at once (mbedTLS's records).
                     self._failed("out of memory while connecting" +
-                                 (" (TLS handshake)" if _tls(self.broker) else ""))
+                                 (" (TLS handshake)" if broker_tls(self.broker) else ""))
                 log("uplink: out of memory, reconnecting")
             await asyncio.sleep_ms(backoff.next_ms())
 
