@@ -45,6 +45,11 @@ FIGURES = {
     "heap32.ratio_rom": "32-bit over 64-bit, application from ROM: the share of the unix port's "
                         "heap figure a 32-bit board needs for the application's objects",
     "heap32.ratio_files": "32-bit over 64-bit, application from .mpy files",
+    "heap32.esp32_board_64_kib": "live heap the ESP32 board's own modules take (board/esp32_ref.py, "
+                                 "board/romfs.py: .mpy files in /lib, also with --romfs), unix "
+                                 "port (64-bit), KiB",
+    "heap32.esp32_board_32_kib": "the ESP32 board's own modules (.mpy files), 32-bit MicroPython "
+                                 "(WASI build), KiB",
 }
 
 # Modules the WASI build lacks or cannot start (random: no entropy source), replaced on both
@@ -58,6 +63,9 @@ STAND_INS = {
 GUEST_DIR = "/input"  # where the staged directory appears inside the WASI guest
 IMPORTS = "imports.txt"  # the modules a program imports, one per line
 PROGRAM = "heap_program"
+# What an ESP32 door imports besides the application: its board module and the ROM loader,
+# which stay .mpy files in /lib (deploy --romfs puts only ROM_PACKAGES into the image).
+ESP32_BOARD = ["board.romfs", "board.esp32_ref"]
 WASI_MEMORY = 64 * 1024 * 1024
 
 
@@ -143,9 +151,10 @@ def parse(output: str, interpreter: str) -> tuple[int, int]:
 def stage(root: Path, build_dir: Path = DEFAULT_BUILD_DIR) -> None:
     """The image, the .mpy tree and the stand-ins, laid out as the programs expect."""
     (root / "app.romfs").write_bytes(application_image(build_dir))
+    board = {name.replace(".", "/") + ".mpy" for name in ESP32_BOARD} | {"board/__init__.mpy"}
     for path in build_device_tree(build_dir):
         rel = path.relative_to(build_dir)
-        if rel.parts[0] in ROM_PACKAGES:
+        if rel.parts[0] in ROM_PACKAGES or rel.as_posix() in board:
             dest = root / "mpy" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(path.read_bytes())
@@ -236,15 +245,16 @@ def shares(root: Path, runner: Callable[[Path, str], str], interpreter: str, bit
 
 
 def measure(build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, dict[str, int]]:
-    """Per-module live heap on both interpreters and both code placements:
-    {"rom_64": {...}, "rom_32": {...}, "files_64": {...}, "files_32": {...}}, each with a
-    "total"."""
-    modules = application_modules(build_dir)
+    """Per-module live heap on both interpreters: the application from ROM and from .mpy files,
+    and the ESP32 board's modules: {"rom_64": {...}, "rom_32": {...}, "files_64": {...},
+    "files_32": {...}, "board_64": {...}, "board_32": {...}}, each with a "total"."""
+    app = application_modules(build_dir)
     wasi = Wasi()
     out: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="doorctl-heap32-") as tmp:
         base = Path(tmp)
-        for place, from_rom in (("rom", True), ("files", False)):
+        for place, from_rom, modules in (("rom", True, app), ("files", False, app),
+                                         ("board", False, ESP32_BOARD)):
             for bits, interpreter, runner, guest in (
                     (64, "unix port", run_unix, None),
                     (32, "32-bit WASI build", wasi.run, GUEST_DIR)):
@@ -264,4 +274,6 @@ def run(names: set[str]) -> dict[str, float]:
         out[f"heap32.app_{place}_64_kib"] = b64 / 1024
         out[f"heap32.app_{place}_32_kib"] = b32 / 1024
         out[f"heap32.ratio_{place}"] = b32 / b64
+    out["heap32.esp32_board_64_kib"] = got["board_64"]["total"] / 1024
+    out["heap32.esp32_board_32_kib"] = got["board_32"]["total"] / 1024
     return out

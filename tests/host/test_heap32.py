@@ -97,3 +97,15 @@ def test_a_module_missing_on_the_32_bit_build_is_an_error_not_a_figure(staged: P
     (staged / f"{heap32.PROGRAM}.py").write_text(heap32.program(heap32.GUEST_DIR, True))
     with pytest.raises(heap32.Heap32Error, match="error nothere"):
         heap32.live_after(staged, heap32.Wasi().run, "wasi", 32, ["small", "nothere"])
+
+
+def test_the_whole_measurement_covers_every_module_on_both_interpreters() -> None:
+    got = heap32.measure()
+    app = set(heap32.application_modules())
+    for place in ("rom", "files"):
+        for bits in (64, 32):
+            assert set(got[f"{place}_{bits}"]) == app | {"total"}
+        assert 0 < got[f"{place}_32"]["total"] < got[f"{place}_64"]["total"]
+    assert got["rom_32"]["total"] < got["files_32"]["total"]  # bytecode out of the heap
+    assert set(got["board_32"]) == set(heap32.ESP32_BOARD) | {"total"}
+    assert 0 < got["board_32"]["total"] < got["board_64"]["total"]
