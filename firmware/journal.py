@@ -139,6 +139,7 @@ class Journal:
         block = ACK_BLOCKS + best
         last_seq = self._first_seq[best] - 1
         slot = 1
+        gap = None  # the lost range a GAP record in the head sector names
         for s in range(1, self.per_sector + 1):
             rec = self._record_at(block, s)
             if rec is None:
@@ -146,10 +147,20 @@ class Journal:
             slot = s + 1  # a torn slot is skipped, never reprogrammed
             if rec:
                 last_seq = rec[0]
+                if rec[1] == CODE_GAP:
+                    gap = struct.unpack("<II", rec[7][:8])
         self.slot = slot
         self.next_seq = last_seq + 1
         if self.acked >= self.next_seq:
             self.acked = self.next_seq - 1
+        # Every unacknowledged record is on the flash, unless a power cut came between
+        # erasing the oldest unacknowledged sector (ring full) and reporting it: then the
+        # oldest sector starts above the acknowledged point, and the hole is reported now.
+        oldest = min(self._first_seq[i] for i in range(self.n_data) if self._sector_seq[i])
+        if oldest > self.acked + 1:
+            first, last = self.acked + 1, oldest - 1
+            noted = gap is not None and gap[0] <= first and gap[1] >= last
+            self._report_lost(first, last, noted)
 
     def _scan_acks(self):
         best = -1
@@ -163,9 +174,11 @@ class Journal:
                 if crc == _crc(mv[:4]) and seq > best:
                     best = seq
                     self._ack_block, self._ack_slot = b, s + 1
-        # A block whose last entries are torn is simply continued after them.
         if best >= 0:
             self.acked = best
+            # Continue after the block's last programmed entry: one torn by a power cut
+            # after the newest valid entry is skipped, never programmed over.
+            self._ack_slot = self._first_free_ack(self._ack_block)
         else:
             self._ack_block, self._ack_slot = 0, self._first_free_ack(0)
 
@@ -203,8 +216,22 @@ class Journal:
         return seq
 
     def _sector_last_seq(self, i):
-        """Highest sequence number a sector can hold (its successor's first - 1)."""
-        return self._first_seq[i] + self.per_sector - 1
+        """Highest sequence number sector `i` holds: one less than the first of the sector
+        written after it. (Its first + slots - 1 would overstate it: a slot torn by a power
+        cut holds no number, and the next record takes the number it would have had.)"""
+        if i == self.head:
+            return self.next_seq - 1
+        j = (i + 1) % self.n_data
+        if self._sector_seq[j] == self._sector_seq[i] + 1:
+            return self._first_seq[j] - 1
+        last = self._first_seq[i] - 1  # no successor (a cut while opening it): look
+        for s in range(1, self.per_sector + 1):
+            rec = self._record_at(ACK_BLOCKS + i, s)
+            if rec is None:
+                break
+            if rec:
+                last = rec[0]
+        return last
 
     def _open_sector(self):
         nxt = 0 if self.head < 0 else (self.head + 1) % self.n_data
@@ -225,10 +252,18 @@ class Journal:
         self.head = nxt
         self.slot = 1
         if lost_last >= lost_first and lost_first:
-            self.lost += lost_last - lost_first + 1
-            if self.acked < lost_last:
-                self.acked = lost_last  # nothing left to send below the gap
-            self.append(CODE_GAP, 0, 0, 0, 0, 0, struct.pack("<II", lost_first, lost_last))
+            self._report_lost(lost_first, lost_last)
+
+    def _report_lost(self, first, last, noted=False):
+        """Records first..last are gone unacknowledged: a GAP record says so (unless one
+        already does: `noted`), then an acknowledgement entry moves past them, so nothing
+        below the gap is owed and a reboot does not find the hole again. A cut between the
+        erase that lost them and this is found at the next boot (`_scan`)."""
+        self.lost += last - first + 1
+        if not noted:
+            self.append(CODE_GAP, 0, 0, 0, 0, 0, struct.pack("<II", first, last))
+        if self.acked < last:
+            self._write_ack(last)
 
     def maintain(self):
         """Idle-time work: erase the next sector ahead of need, if it holds nothing unsent.
@@ -255,6 +290,10 @@ class Journal:
         upto_seq = min(upto_seq, self.next_seq - 1)
         if upto_seq <= self.acked:
             return False
+        self._write_ack(upto_seq)
+        return True
+
+    def _write_ack(self, upto_seq):
         per_block = self.block_size // _ACK_SIZE
         if self._ack_slot >= per_block:
             self._ack_block = (self._ack_block + 1) % ACK_BLOCKS
@@ -266,7 +305,6 @@ class Journal:
         self.dev.writeblocks(self._ack_block, mv, self._ack_slot * _ACK_SIZE)
         self._ack_slot += 1
         self.acked = upto_seq
-        return True
 
     def _sector_of(self, seq):
         """Index of the sector holding `seq` (or the oldest one after it), -1 if none."""
