@@ -38,6 +38,7 @@ class Platform:
         self.ingest = ingest  # False: a tool that sends (commands, whitelists) but stores no events
         self.rejected = 0
         self.stored_batches = 0
+        self.store_failures = 0  # messages whose storage failed (the door sends events again)
         self.connected = threading.Event()
         self.replies: dict[str, dict[str, Any]] = {}  # command id -> the door's reply
         self._replies_cond = threading.Condition()
@@ -113,10 +114,12 @@ class Platform:
             self.rejected += 1
             log.warning("rejected %s: %s", msg.topic, e)
         except Exception:
-            # Storage failed: no PUBACK, so the broker redelivers after reconnect.
+            # Storage failed (a locked or full database, say). Nothing is acknowledged to the
+            # door, which keeps the events and sends them again; the message itself is
+            # acknowledged to the broker, so its delivery window does not fill. The platform
+            # stays connected: a deliberate disconnect would end paho's network loop for good.
+            self.store_failures += 1
             log.exception("could not store %s", msg.topic)
-            client.disconnect()
-            return
         client.ack(msg.mid, msg.qos)
 
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:

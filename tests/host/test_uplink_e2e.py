@@ -3,10 +3,12 @@ device code (journal + uplink on the flash simulator), the real platform ingest 
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +94,31 @@ def test_platform_stopped_and_restarted_loses_nothing(tmp_path: Path, broker: Mo
     with Platform(Store(db), broker.host, broker.port, client_id="platform-a") as again:
         finish(dev)
         assert_exactly_once(again.store, 2000)
+
+
+class FailingStore(Store):
+    """A store whose first `failures` batches fail to commit (a locked database, say)."""
+
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def store_events(self, device: str, events: list[Any]) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().store_events(device, events)
+
+
+def test_a_failed_commit_at_the_platform_is_resent_by_the_door(tmp_path: Path,
+                                                             broker: Mosquitto) -> None:
+    store = FailingStore(str(tmp_path / "p.db"), failures=3)
+    with Platform(store, broker.host, broker.port) as platform:
+        dev = start_device(tmp_path / "flash.img", broker, 500)
+        finish(dev)
+        assert platform.store_failures == 3
+        assert platform.connected.is_set()  # still there, still storing
+        assert_exactly_once(platform.store, 500)
 
 
 def test_power_cut_during_upload_then_reboot(tmp_path: Path, broker: Mosquitto) -> None:
