@@ -68,7 +68,9 @@ class Uplink:
         connection figures are kept in (firmware.main.status)."""
         self.journal = journal
         self.device_id = device_id
-        self.boot = boot
+        # The protocol's boot counter is 16 bits, as the journal records it (firmware/events.py):
+        # the board's count goes on past 65,535, and a batch must still decode and match.
+        self.boot = boot & 0xFFFF
         self.firmware_version = firmware_version
         self.broker = broker
         self.timebase = timebase or TimeBase()

@@ -14,3 +14,21 @@ def test_the_uplink_sends_a_card_reference_ending_in_zero_whole():
     ev = event_tuple(j.read(1, 1)[0], 3, TimeBase())
     assert ev[7] == "1122334455667700"
     assert ev[5] == 0x01  # the length nibble stays on the device
+
+
+def test_after_65536_boots_batches_still_decode_and_pre_clock_times_are_corrected():
+    # The protocol's and the journal's boot counter is 16 bits; the board's count is not.
+    from firmware import protocol
+    from firmware.uplink import TimeBase, Uplink, event_tuple
+
+    boot = 70000
+    j = Journal(FlashSim(path=None, block_size=1024, block_count=8))
+    j.append(1, 0, boot & 0xFFFF, 5, 0, 0)  # as the recorder stamps it: 5 s after boot, no clock
+    up = Uplink(j, "door1", boot, "0", {"host": "127.0.0.1"})
+    tb = TimeBase()
+    tb.set(1700000000, 10)  # the clock arrives 10 s after boot
+    ev = event_tuple(j.read(1, 1)[0], up.boot, tb)
+    assert ev[5] & protocol.FLAG_TIME_CORRECTED and ev[3] == 1700000000 - 5
+    batch = protocol.decode_events(protocol.encode_events(up.boot, [ev]))
+    assert batch[0][0] == 1
+    assert protocol.decode_presence(protocol.encode_presence(True, up.boot, "0"))["online"]
