@@ -6,7 +6,9 @@
 #   c.maintain()                        # at idle: merge the overlay into the sorted file
 #
 # Files in `dir`: main.bin (snapshot), overlay.bin (delta on top of main, consulted first),
-# plus temporaries. Every replacement is write-then-rename, so a power cut leaves old or new.
+# floor (the highest version ever installed, so a replayed older file is refused even when
+# main.bin or overlay.bin is damaged), plus temporaries. Every replacement is
+# write-then-rename, so a power cut leaves old or new.
 import os
 
 from offline_cache.fmt import (
@@ -45,6 +47,8 @@ OVERLAY = "overlay.bin"
 INCOMING = "incoming.bin"
 MERGE_TMP = "merge.tmp"
 OVERLAY_TMP = "overlay.tmp"
+FLOOR = "floor"
+FLOOR_TMP = "floor.tmp"
 
 # Decision reasons.
 GRANTED = "granted"
@@ -224,15 +228,35 @@ class Cache:
         self.main = None
         self.overlay = None
         self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
+        for name in (INCOMING, MERGE_TMP, OVERLAY_TMP, FLOOR_TMP):  # left by a power cut
+            _remove(self._p(name))
+        self.floor = self._read_floor()
         self._open()
 
     def _p(self, name):
         return self.dir + "/" + name
 
+    def _read_floor(self):
+        try:
+            with open(self._p(FLOOR)) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
+
+    def _raise_floor(self, version):
+        """Remember `version` as the highest installed (after it is in place: a cut before
+        this leaves the floor one install behind, never ahead of the files)."""
+        if version <= self.floor:
+            return
+        with open(self._p(FLOOR_TMP), "w") as f:
+            f.write("%d" % version)
+        os.rename(self._p(FLOOR_TMP), self._p(FLOOR))
+        self.floor = version
+
     def _open(self):
+        """(Re)open the files in place. A transfer's incoming file is left alone: the idle
+        merge reopens the cache while an update may be arriving."""
         self.close()
-        for name in (INCOMING, MERGE_TMP, OVERLAY_TMP):
-            _remove(self._p(name))
         self.error = None
         if _size(self._p(MAIN)) < 0:
             self.error = NO_CACHE
@@ -379,10 +403,11 @@ class Cache:
 
     def _install(self, t, path):
         hdr = t.hdr
-        if self.main is not None and hdr.version <= self.version:
+        have = max(self.version, self.floor)  # the floor still holds when a file is damaged
+        if hdr.version <= have:
             t.close()
             _remove(path)
-            raise CacheError(STALE, "version %d, have %d" % (hdr.version, self.version))
+            raise CacheError(STALE, "version %d, have %d" % (hdr.version, have))
         if hdr.kind == KIND_SNAPSHOT:
             t.close()
             self.close()
@@ -392,16 +417,21 @@ class Cache:
             t.buf = self.buf
             self.main = t
             self.error = None
+            self._raise_floor(hdr.version)
             return self.version
-        if self.main is None or hdr.base != self.version:
+        if self.main is None or self.error is not None or hdr.base != self.version:
+            # A damaged cache takes a snapshot only: a delta on what is left of it could bring
+            # back cards the damaged part had revoked.
             t.close()
             _remove(path)
-            raise CacheError(BASE_MISMATCH, "delta on %d, have %d" % (hdr.base, self.version))
+            raise CacheError(BASE_MISMATCH, "delta on %d, have %d%s" % (
+                hdr.base, self.version, " (damaged: %s)" % self.error if self.error else ""))
         if self.overlay is None:
             t.close()
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
             self.overlay = t
+            self._raise_floor(hdr.version)
             return self.version
         self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True)
         t.close()
@@ -410,6 +440,7 @@ class Cache:
         os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
         _remove(path)
         self.overlay = Table(self._p(OVERLAY), self.key, t.buf, self.site)
+        self._raise_floor(hdr.version)
         return self.version
 
     def maintain(self, min_overlay=0, tick=None):

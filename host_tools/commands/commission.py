@@ -15,7 +15,7 @@ from firmware.commands import CONFIG_LIMITS
 from host_tools.cards import sitekeys
 from host_tools.deploy import check_port, handshake
 from host_tools.errors import EXIT_USAGE, UserError, fail
-from host_tools.vdev.provision import mpremote, put_file
+from host_tools.vdev.provision import mpremote, put_cache, put_file
 from offline_cache import fmt
 
 
@@ -220,10 +220,7 @@ def commission(
                 put_file(port, name, data)
             put_file(port, "keys.json", json.dumps(sitekeys.device_keys(site)).encode())
             if snapshot is not None:
-                mpremote(port, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass")
-                put_file(port, "cache/main.bin", snapshot)
-                mpremote(port, "exec", "import os\ntry:\n os.remove('cache/overlay.bin')\n"
-                                       "except OSError:\n pass")
+                put_cache(port, snapshot)
             put_file(port, "config.json", json.dumps(cfg).encode())
             if "client.key" not in tls_files:
                 # No client certificate in this commissioning: none stays on the door.

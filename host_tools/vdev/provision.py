@@ -43,6 +43,17 @@ def put_file(pty: str, path: str, data: bytes) -> None:
     mpremote(pty, "exec", f"import os\nos.rename({tmp!r}, {path!r})")
 
 
+def put_cache(port: str, snapshot: bytes) -> None:
+    """Install a whitelist snapshot as the door's cache, as an installer does: the new file
+    replaces the old one in one rename; the overlay of pending changes on the old one is then
+    dropped (a cut before that leaves it refused: fail secure), and so is the version floor,
+    so the platform's versions go on from this snapshot's (offline_cache/cache.py)."""
+    mpremote(port, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass")
+    put_file(port, "cache/main.bin", snapshot)
+    mpremote(port, "exec", "import os\nfor n in ('cache/overlay.bin', 'cache/floor'):\n"
+                           " try:\n  os.remove(n)\n except OSError:\n  pass")
+
+
 def provision(pty: str, config: dict[str, Any] | None = None, keys: dict[str, Any] | None = None,
               cache: bytes | None = None) -> None:
     """Configuration (config.json), door key file (keys.json) and whitelist snapshot
@@ -52,8 +63,4 @@ def provision(pty: str, config: dict[str, Any] | None = None, keys: dict[str, An
     if keys is not None:
         put_file(pty, "keys.json", json.dumps(keys).encode())
     if cache is not None:
-        # The new snapshot replaces the old one in one rename; an overlay of pending changes on
-        # the old one is then dropped (a cut before that leaves it refused: fail secure).
-        mpremote(pty, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass")
-        put_file(pty, "cache/main.bin", cache)
-        mpremote(pty, "exec", "import os\ntry:\n os.remove('cache/overlay.bin')\nexcept OSError:\n pass")
+        put_cache(pty, cache)

@@ -166,7 +166,7 @@ def test_any_corruption_is_refused_and_changes_nothing(cards: dict, delta: bool,
         except CacheError as e:
             assert e.reason in ("bad_tag", "malformed")
         assert c.version == 1 and c.overlay is None
-        assert sorted(p.name for p in Path(d).iterdir()) == ["main.bin"]
+        assert sorted(p.name for p in Path(d).iterdir()) == ["floor", "main.bin"]
         c.close()
 
 
@@ -265,5 +265,5 @@ def test_flash_error_during_install_keeps_the_old_cache(monkeypatch) -> None:  #
             assert e.reason == "storage"
         monkeypatch.undo()
         assert c.version == 2 and c.overlay is not None and c.maintain() and c.version == 2
-        assert sorted(p.name for p in Path(d).iterdir()) == ["main.bin"]
+        assert sorted(p.name for p in Path(d).iterdir()) == ["floor", "main.bin"]
         c.close()

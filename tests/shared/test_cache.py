@@ -1,4 +1,7 @@
+# mpy-heapsize: 128K
 # Offline whitelist cache on both interpreters: build, verify, decide, update, reject.
+# (128K: this file is compiled from source in the heap it tests in, and one test brings
+# the uplink's protocol and whitelist-sync modules.)
 import os
 
 from offline_cache import fmt
@@ -197,4 +200,66 @@ def test_damaged_overlay_fails_secure_until_a_snapshot():
     assert c.decide(ref(2), 0, NOON)[0] is False
     assert c.apply_bytes(snap(3, [card(1)])) == 3
     assert c.error is None and c.decide(ref(1), 0, NOON)[0]
+    c.close()
+
+
+def _damage(path):
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[-40] ^= 0x10
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_a_damaged_cache_takes_no_delta_and_no_replayed_older_file():
+    # v3 revokes card 1 in the overlay; the overlay is then damaged. Neither a replayed
+    # delta on main's version nor a replayed snapshot older than v3 may bring card 1 back.
+    c = _cache(snap(1, [card(1), card(2)]))
+    d2 = delta(2, 1, [card(2, fmt.LOST)])
+    s2 = snap(2, [card(1), card(2)])
+    c.apply_bytes(d2)
+    c.apply_bytes(delta(3, 2, [card(1, fmt.LOST)]))
+    c.close()
+    _damage(c.dir + "/overlay.bin")
+    c = Cache(c.dir, KEY, SITE)
+    assert c.error == "overlay_damaged"
+    assert _reason(lambda: c.apply_bytes(delta(4, 1, [card(3)]))) == "base_mismatch"
+    assert _reason(lambda: c.apply_bytes(d2)) == "stale_version"
+    assert _reason(lambda: c.apply_bytes(s2)) == "stale_version"
+    c.close()
+    c = Cache(c.dir, KEY, SITE)  # a reboot changes none of it
+    assert c.error == "overlay_damaged"
+    assert c.decide(ref(1), 0, NOON)[0] is False
+    assert c.apply_bytes(snap(4, [card(2)])) == 4  # a newer snapshot repairs it
+    assert c.error is None and c.decide(ref(1), 0, NOON)[1] == "unknown"
+    c.close()
+
+
+def test_a_damaged_main_file_takes_no_replayed_older_snapshot():
+    c = _cache(snap(5, [card(1, fmt.LOST)]))
+    c.close()
+    _damage(c.dir + "/main.bin")
+    c = Cache(c.dir, KEY, SITE)
+    assert c.error == "bad_tag"
+    assert _reason(lambda: c.apply_bytes(snap(3, [card(1)]))) == "stale_version"
+    assert c.decide(ref(1), 0, NOON)[0] is False
+    assert c.apply_bytes(snap(6, [card(1, fmt.LOST)])) == 6
+    c.close()
+
+
+def test_the_idle_merge_leaves_an_update_that_is_arriving_alone():
+    from firmware import protocol
+    from firmware.cache_sync import CacheSync
+
+    c = _cache(snap(1, [card(i) for i in range(40)]))
+    c.apply_bytes(delta(2, 1, [card(i, fmt.LOST) for i in range(40, 60)]))
+    sync = CacheSync(c)
+    update = snap(3, [card(i) for i in range(50)])
+    step = 256
+    for off in range(0, len(update), step):
+        sync.chunk(protocol.encode_cache_chunk(3, len(update), off, update[off:off + step]))
+        if off == 0:
+            assert c.maintain(1)  # the door is idle between two pieces: the overlay is merged
+    assert sync.reason == "" and c.version == 3
+    assert c.decide(ref(49), 0, NOON)[0] and not c.decide(ref(55), 0, NOON)[0]
     c.close()
