@@ -192,3 +192,14 @@ def test_selftest_names_an_unreachable_broker(site: Site, tmp_path: Path) -> Non
     items = {i["item"]: i for i in json.loads(r.stdout)["items"]}
     assert r.returncode == 1 and items["broker"]["result"] == "fail"
     assert "check the broker address" in items["broker"]["detail"]
+
+
+def test_commissioning_a_snapshot_resets_the_whitelist_version_floor(site: Site) -> None:
+    # A door that held version 99 is commissioned anew with version 1 (a new site registry,
+    # say): the floor goes with the old cache, so updates from version 2 on are taken.
+    mpremote(site.dev.pty, "exec", "import os\ntry:\n os.mkdir('cache')\nexcept OSError:\n pass\n"
+                                   "f = open('cache/floor', 'w'); f.write('99'); f.close()")
+    r = site.commission("--cache", str(site.cache))
+    assert r.returncode == 0, r.stdout + r.stderr
+    listing = mpremote(site.dev.pty, "exec", "import os; print(sorted(os.listdir('cache')))")
+    assert "'main.bin'" in listing and "floor" not in listing
