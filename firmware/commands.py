@@ -37,11 +37,40 @@ class CommandGate:
         self.device_id = device_id
         self.clock = clock
         self._boot_ticks = clock.ticks_ms() if boot_ticks is None else boot_ticks
+        self._boot_utc = None  # UTC of this boot, fixed once the clock is first known
+        self._latest = None  # the latest UTC this gate has seen, and the ticks then
+        self._latest_ticks = 0
         self.seen = {}  # command id -> expiry
+        self.clock_set()
 
-    def _boot_time(self, now):
-        """UTC of this boot, from the clock now and the ticks since."""
-        return now - self.clock.ticks_diff(self.clock.ticks_ms(), self._boot_ticks) // 1000
+    def clock_set(self):
+        """The door's clock was set (or may have been): the first time in this boot, fix the
+        boot's UTC from it. Fixed then, not worked out again at each command: the ticks since
+        boot wrap (after about 6 days on the ESP32), and a clock set back later must not make
+        a command from before this boot look fresh."""
+        if self._boot_utc is not None:
+            return
+        t = self.clock.time()
+        if t is not None:
+            up = self.clock.ticks_diff(self.clock.ticks_ms(), self._boot_ticks) // 1000
+            self._boot_utc = int(t) - max(0, up)
+
+    def _now(self):
+        """The door's UTC for commands, never earlier than one this gate has already seen (plus
+        the ticks since): a clock set back, by a time message or a delayed signed `time`
+        command, must not reopen the window of a command already used, nor forget its id."""
+        t = self.clock.time()
+        if t is None:
+            return None
+        t = int(t)
+        ticks = self.clock.ticks_ms()
+        if self._latest is not None:
+            # Not more than the ticks show: a wrapped tick count gives less, never more.
+            floor = self._latest + max(0, self.clock.ticks_diff(ticks, self._latest_ticks) // 1000)
+            if t < floor:
+                t = floor
+        self._latest, self._latest_ticks = t, ticks
+        return t
 
     def check(self, cmd):
         cmd_id, op, args, exp, mac = cmd
@@ -58,16 +87,16 @@ class CommandGate:
             return "bad_field"
         if not ct.equal(self.keystore.hmac("command", msg), tag):
             return "bad_mac"
-        now = self.clock.time()
+        now = self._now()
         if now is None:
             return "clock_unset"
-        now = int(now)
         if now > exp + SKEW:
             return "expired"
         issued = exp - protocol.COMMAND_TTL
         if now < issued - SKEW:
             return "not_yet_valid"
-        if issued < self._boot_time(now) - SKEW:
+        self.clock_set()
+        if issued < self._boot_utc - SKEW:
             return "stale"  # issued before this boot: the ids seen then are forgotten
         for k in list(self.seen):
             if self.seen[k] + SKEW < now:
@@ -78,6 +107,22 @@ class CommandGate:
             return "busy"
         self.seen[cmd_id] = exp
         return ""
+
+
+MAX_SLEW = 300  # s: how far the unsigned time message may move a clock set in this boot
+
+
+def check_time(new_s, now_s, synced, floor_s, signed=False):
+    """"" when a time from the platform may set the door's clock, else why not. The time
+    message carries no tag, and the clock decides card validity, schedules and the evidence
+    each event carries: it may set the clock once per boot, and after that only correct it
+    by MAX_SLEW; a deliberate larger change is the signed `time` command. Neither may go
+    before the last record this door journaled before this boot (`floor_s`, 0: unknown)."""
+    if floor_s and new_s < floor_s:
+        return "before_last_record"
+    if synced and not signed and now_s is not None and abs(new_s - now_s) > MAX_SLEW:
+        return "jump"
+    return ""
 
 
 def check_config(args):
@@ -116,7 +161,12 @@ class Commands:
             t = args.get("t")
             if isinstance(t, bool) or not isinstance(t, int) or t <= 0 or self.on_time is None:
                 return False, "bad_field:t"
-            self.on_time(t)
+            # The time it sets is the time it was signed for: within its own window, so a
+            # signed `time` held back cannot carry the clock further than that window.
+            if not exp - protocol.COMMAND_TTL - SKEW <= t // 1000 <= exp + SKEW:
+                return False, "out_of_range:t"
+            if self.on_time(t, True) is False:
+                return False, "out_of_range:t"  # before this door's last record
             return True, ""
         if op == "config":
             bad = check_config(args)

@@ -50,14 +50,28 @@ def _start_journal(board, cfg):
         if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
             uplink.registration = _registration(cfg, broker)
 
-        def on_time(epoch_ms):
+        def on_time(epoch_ms, signed=False):
+            """The platform's time: the time message (signed False) or the signed command."""
             import struct
 
+            from firmware.commands import check_time
+
+            seen, floor = running.get("last_alive") or (False, 0)
+            why = check_time(epoch_ms // 1000, board.clock.time(),
+                             bool(status.get("clock_synced")), floor, signed)
+            if why:
+                status["time_refused"] = status.get("time_refused", 0) + 1
+                log("clock: platform time refused:", why)
+                return False
             mono = recorder.mono_s()
             board.clock.set_time(epoch_ms / 1000)
             uplink.timebase.set(epoch_ms // 1000, mono)
             status["clock_synced"] = True
             recorder.record(events.TIME_SET, 0, struct.pack("<II", epoch_ms // 1000, mono))
+            commands = running.get("commands")
+            if commands is not None:
+                commands.gate.clock_set()
+            return True
 
         uplink.on_time = on_time
     return journal

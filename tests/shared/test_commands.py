@@ -118,3 +118,68 @@ def test_commands_reach_the_door_only_when_checked():
     assert c.run(signed("c", "config", {"unlock_ms": 2500}, T0 + 60)) == (True, "")
     assert door.calls == [("mode", {"mode": "lockdown"}), ("configure", {"unlock_ms": 2500})]
     assert written == [{"unlock_ms": 2500}]
+
+
+def test_a_clock_set_back_does_not_reopen_a_used_command():
+    # The time message carries no tag: a clock moved back must not make a used command's
+    # window open again, nor let its id be forgotten early.
+    g, clock = gate_at()
+    cmd = signed("r-1", "open", {}, T0 + 60)
+    assert g.check(cmd) == ""
+    clock.ms += 90 * 1000  # past its window: its id may be forgotten
+    assert g.check(signed("r-2", "open", {}, T0 + 150)) == ""
+    clock.utc -= 90  # someone sets the clock back into r-1's window
+    assert g.check(cmd) in ("expired", "replay")
+
+
+def test_a_command_from_before_a_reboot_stays_stale_when_the_clock_is_set_back():
+    clock = Clock()
+    clock.ms = 5000
+    clock.utc = T0 - 5  # the clock is set 5 s after boot, right
+    g = CommandGate(store(), DEV, clock, boot_ticks=0)
+    old = signed("b-1", "open", {}, T0 - 20 + 60)  # issued 20 s before this boot
+    clock.utc -= 18  # then set back 18 s: the command would look issued after this boot
+    assert g.check(old) == "stale"
+
+
+def test_stale_does_not_come_from_ticks_that_wrapped():
+    # On the ESP32 the ticks wrap after 2**30 ms (about 12 days) and differences are only
+    # good for half of that: 7 days after boot a fresh command is still fresh.
+    period = 1 << 30
+
+    class WrapClock(Clock):
+        def ticks_ms(self):
+            return self.ms % period
+
+        def ticks_diff(self, a, b):
+            return ((a - b + period // 2) % period) - period // 2
+
+    clock = WrapClock()
+    g = CommandGate(store(), DEV, clock, boot_ticks=0)
+    clock.ms = 10 * 1000
+    clock.utc = T0 - 10
+    g.clock_set()  # the clock is set 10 s after boot
+    clock.ms = 7 * 86400 * 1000
+    now = clock.time()
+    assert g.check(signed("w-1", "open", {}, now + 60)) == ""
+
+
+def test_a_signed_time_sets_a_time_inside_its_own_window_only():
+    g, _ = gate_at()
+    got = []
+    c = Commands(g, Door(), on_time=lambda t, signed: got.append((t, signed)))
+    assert c.run(signed("t-1", "time", {"t": (T0 - 3600) * 1000}, T0 + 60)) == (False, "out_of_range:t")
+    assert c.run(signed("t-2", "time", {"t": T0 * 1000}, T0 + 60)) == (True, "")
+    assert got == [(T0 * 1000, True)]
+
+
+def test_the_time_message_sets_the_clock_once_then_only_corrects_it():
+    from firmware.commands import MAX_SLEW, check_time
+
+    assert check_time(T0, None, False, 0) == ""  # first time in this boot
+    assert check_time(T0 - 3600, T0, False, 0) == ""  # not yet synced in this boot
+    assert check_time(T0 + MAX_SLEW, T0, True, 0) == ""
+    assert check_time(T0 - MAX_SLEW - 1, T0, True, 0) == "jump"
+    assert check_time(T0 - 86400, T0, True, 0, signed=True) == ""  # the deliberate way
+    assert check_time(T0 - 10, None, False, T0) == "before_last_record"
+    assert check_time(T0 - 10, T0, True, T0, signed=True) == "before_last_record"
