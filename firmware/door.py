@@ -190,8 +190,9 @@ class DoorMachine:
     def _relock(self):
         self.unlock_until = None
 
-    def _held_timers_apply(self):
-        m = self.effective_mode()
+    def _held_timers_apply(self, m=None):
+        if m is None:
+            m = self.effective_mode()
         if m == FIRE:
             return False
         if m == PASSAGE and not self.cfg["held_open_in_passage"]:
@@ -255,11 +256,13 @@ class DoorMachine:
         self.ep_raised = 0
         self._emit(ev.DOOR_OPENED)
         if self.settle_at is not None:
-            # Re-opened within the bounce window after a close.
+            # Re-opened within the bounce window after a close (no closer judgement in fire
+            # mode: people are leaving through it).
             self.settle_at = None
-            self.bounce_count += 1
-            if self.bounce_count >= self.cfg["closer_bounce_count"]:
-                self._raise(A_CLOSER, ev.CLOSER_FAULT, CLOSER_BOUNCE)
+            if self.effective_mode() != FIRE:
+                self.bounce_count += 1
+                if self.bounce_count >= self.cfg["closer_bounce_count"]:
+                    self._raise(A_CLOSER, ev.CLOSER_FAULT, CLOSER_BOUNCE)
         self.authorized = self.unlock_until is not None or self._released()
         if not self.authorized:
             self._raise(A_FORCED, ev.FORCED_OPEN)
@@ -409,8 +412,10 @@ class DoorMachine:
             # Evacuation: no held-open or closer judgement while the fire release holds.
             self.prealarm_at = self.held_at = self.slow_at = None
             self.alarms &= ~A_PREALARM
-        elif before == FIRE and self.door == "open":
-            # Fire release over with the door still open: the held-open clock starts now.
+        elif self.door == "open" and not self._held_timers_apply(before) \
+                and self._held_timers_apply(after):
+            # Fire release, or passage without held-open alarms, over with the door still
+            # open: the held-open clock starts now (still once per opening).
             self.prealarm_at = self._add(now, self.cfg["prealarm_ms"])
             self.held_at = self._add(now, self.cfg["held_open_ms"])
 

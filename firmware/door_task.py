@@ -11,6 +11,7 @@ import asyncio
 import time
 
 from firmware.door import MODES, NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
+from firmware.events import Uptime
 from firmware.inputs import Debouncer, check_contact
 from firmware.patrol import Patrol
 
@@ -40,14 +41,15 @@ def buzzer_on(pattern, elapsed_ms):
 
 
 class DoorTask:
-    def __init__(self, board, cfg=None, sink=None, providers=None, status=None):
+    def __init__(self, board, cfg=None, sink=None, providers=None, status=None, uptime=None):
+        """`uptime`: the recorder's Uptime (firmware/events.py), kept fresh by every poll."""
         cfg = cfg or {}
         door_cfg = cfg.get("door") or {}
         self.board = board
         clock = board.clock
         self.clock = clock
         now = clock.ticks_ms()
-        self.t0 = now
+        self.uptime = uptime if uptime is not None else Uptime(clock)
         self.machine = DoorMachine(door_cfg, now, sink if sink is not None else MemorySink(),
                                    diff=clock.ticks_diff, add=_ticks_add, wall=clock.time)
         mc = self.machine.cfg
@@ -63,7 +65,7 @@ class DoorTask:
             if src is not None:
                 self.sources.append((name, src, Debouncer(initial[name], deb, d)))
         self.status = status if status is not None else {}
-        p = {"uptime_s": lambda: clock.ticks_diff(clock.ticks_ms(), self.t0) // 1000,
+        p = {"uptime_s": lambda: self.uptime.ms() // 1000,
              "seq": lambda: self.status.get("last_seq", 0),
              "journal_depth": lambda: self.status.get("journal_depth", 0),
              "cache_version": lambda: self.status.get("cache_version"),
@@ -90,6 +92,7 @@ class DoorTask:
 
     def poll(self, now):
         m = self.machine
+        self.uptime.ms()
         for name, src, deb in self.sources:
             raw = src.read()
             if name == "door_contact":

@@ -73,6 +73,26 @@ NAMES = {
 }
 
 
+class Uptime:
+    """Milliseconds since boot from a tick counter that wraps (every 2**30 ms, about 12 days,
+    on the ESP32, and a difference is only good for half of that): added up from reading to
+    reading, so it stays right as long as it is read at least every few days (the door task
+    reads it at every poll)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._last = clock.ticks_ms()
+        self._ms = 0
+
+    def ms(self):
+        now = self.clock.ticks_ms()
+        d = self.clock.ticks_diff(now, self._last)
+        if d > 0:
+            self._ms += d
+        self._last = now
+        return self._ms
+
+
 class Recorder:
     """Stamps events with the clock (UTC when set, else seconds since boot) and journals them."""
 
@@ -80,17 +100,17 @@ class Recorder:
         self.journal = journal
         self.clock = clock
         self.boot = boot
-        self.t0 = clock.ticks_ms()
+        self.uptime = Uptime(clock)
         self.listeners = []  # callables(seq, code, arg): the uplink's kick, the status report
         self.near_full_reported = False
 
     def mono_s(self):
-        return self.clock.ticks_diff(self.clock.ticks_ms(), self.t0) // 1000
+        return self.uptime.ms() // 1000
 
     def record(self, code, arg=0, payload=b"", flags=0):
         now = self.clock.time()
         if now is None:
-            ms = self.clock.ticks_diff(self.clock.ticks_ms(), self.t0)
+            ms = self.uptime.ms()
             t, frac = ms // 1000, ms % 1000
         else:
             t, frac = int(now), int((now - int(now)) * 1000)

@@ -137,7 +137,8 @@ def _start_door(board, cfg):
     if journal is not None:
         providers["seq"] = lambda: journal.next_seq - 1
         providers["journal_depth"] = journal.depth
-    door = DoorTask(board, cfg, recorder.record if recorder else None, providers, status)
+    door = DoorTask(board, cfg, recorder.record if recorder else None, providers, status,
+                    recorder.uptime if recorder else None)
     uplink = running.get("uplink")
     if uplink is not None:
         door.publish = uplink.publish_status
@@ -187,7 +188,8 @@ def _start_cards(board, cfg, door):
             # A 100k snapshot takes a while to verify: the door's inputs, timers and relay are
             # served in between, so a lock never stays open past its window meanwhile.
             now = clock.ticks_ms()
-            if clock.ticks_diff(now, last[0]) >= 20:
+            d = clock.ticks_diff(now, last[0])
+            if d >= 20 or d < 0:  # < 0: the last serve is too long ago for the wrapping ticks
                 last[0] = now
                 door.poll(now)
 

@@ -100,7 +100,8 @@ class DoorModel(RuleBasedStateMachine):
         self.door = "open"
         if self.last_close is not None:
             self.last_close = None
-            self.bounces += 1
+            if self.eff() != "fire":  # no closer judgement in fire mode (docs/door.md)
+                self.bounces += 1
             if self.bounces >= CFG["closer_bounce_count"] and not self.closer_fault:
                 self.closer_fault = True
                 self.expect_fault = (ev.CLOSER_FAULT, 2)

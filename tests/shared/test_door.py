@@ -1,4 +1,6 @@
+# mpy-heapsize: 96K
 # The door state machine, debouncing and patrol reports: runs under CPython and MicroPython.
+# (96K: this file is compiled from source in the heap it runs in.)
 import struct
 
 from firmware import events as ev
@@ -299,3 +301,50 @@ def test_patrol_survives_a_failing_provider():
 
     r = build_report(m, {"cache_version": broken})
     assert r["cache_version"] is None
+
+
+def test_a_door_left_open_when_passage_ends_raises_held_open():
+    # Without held-open alarms in passage, the timers must start again when passage ends.
+    m, sink = _machine(held_open_in_passage=False)
+    m.set_mode(0, "passage")
+    m.input(1000, "door_contact", "open")
+    m.tick(40000)
+    assert ev.HELD_OPEN not in sink.codes()
+    m.set_mode(40000, "normal")  # the scheduled passage ends, the door is propped open
+    m.tick(40000 + 29999)
+    assert ev.HELD_OPEN not in sink.codes()
+    m.tick(40000 + 30000)
+    assert ev.HELD_OPEN in sink.codes() and "held_open" in m.active_alarms()
+
+
+def test_no_closer_fault_for_a_door_bouncing_in_fire_mode():
+    m, sink = _machine()
+    m.input(0, "fire", True)
+    t = 0
+    for _ in range(5):  # people leaving: the door opens again right after it shuts
+        m.input(t + 300, "door_contact", "open")
+        m.input(t + 600, "door_contact", "closed")
+        t += 600
+    assert ev.CLOSER_FAULT not in sink.codes() and "closer_fault" not in m.active_alarms()
+
+
+def test_uptime_goes_on_across_wrapping_ticks():
+    from firmware.events import Uptime
+
+    period = 1 << 30
+
+    class Clock:
+        ms = 0
+
+        def ticks_ms(self):
+            return self.ms % period
+
+        def ticks_diff(self, a, b):
+            return ((a - b + period // 2) % period) - period // 2
+
+    clock = Clock()
+    up = Uptime(clock)
+    day = 86400 * 1000
+    for d in range(1, 15):  # read once a day, as the door's polls do far more often
+        clock.ms = d * day
+        assert up.ms() == d * day
