@@ -293,8 +293,9 @@ class DoorMachine:
 
     def _contact(self, now, value):
         if value == "short" or value == "cut":
-            if self.sensor is None:
-                self.sensor = value
+            first = self.sensor is None
+            self.sensor = value  # a short that becomes a cut is shown as a cut (one alarm)
+            if first:
                 self._raise(A_SENSOR, ev.SENSOR_TAMPER, TAMPER_SHORT if value == "short" else TAMPER_CUT)
             return
         if self.sensor is not None:

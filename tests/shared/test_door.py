@@ -156,6 +156,7 @@ def test_sensor_short_and_cut_are_tamper_not_door_states():
     assert sink.events[-1] == (ev.SENSOR_TAMPER, 2, b"")
     m.input(100, "door_contact", "short")
     assert sink.codes().count(ev.SENSOR_TAMPER) == 1
+    assert m.door_state() == "sensor_short"  # shown as the fault is now
     assert ev.DOOR_OPENED not in sink.codes() and ev.FORCED_OPEN not in sink.codes()
     m.input(200, "door_contact", "closed")
     assert sink.codes()[-1] == ev.SENSOR_TAMPER_CLEARED
