@@ -112,15 +112,16 @@ class CommandGate:
 MAX_SLEW = 300  # s: how far the unsigned time message may move a clock set in this boot
 
 
-def check_time(new_s, now_s, synced, floor_s, signed=False):
+def check_time(new_s, expected_s, synced, floor_s, signed=False):
     """"" when a time from the platform may set the door's clock, else why not. The time
     message carries no tag, and the clock decides card validity, schedules and the evidence
-    each event carries: it may set the clock once per boot, and after that only correct it
-    by MAX_SLEW; a deliberate larger change is the signed `time` command. Neither may go
-    before the last record this door journaled before this boot (`floor_s`, 0: unknown)."""
+    each event carries: it may set the clock once per boot, and after that only keep it
+    within MAX_SLEW of `expected_s` (the last trusted setting plus the uptime since); a
+    deliberate larger change is the signed `time` command. Neither may go before the last
+    record this door journaled before this boot (`floor_s`, 0: unknown)."""
     if floor_s and new_s < floor_s:
         return "before_last_record"
-    if synced and not signed and now_s is not None and abs(new_s - now_s) > MAX_SLEW:
+    if synced and not signed and expected_s is not None and abs(new_s - expected_s) > MAX_SLEW:
         return "jump"
     return ""
 

@@ -57,12 +57,19 @@ def _start_journal(board, cfg):
             from firmware.commands import check_time
 
             seen, floor = running.get("last_alive") or (False, 0)
-            why = check_time(epoch_ms // 1000, board.clock.time(),
-                             bool(status.get("clock_synced")), floor, signed)
+            # What the time should be now: the last trusted setting (the first of this boot,
+            # or a signed one) plus the uptime since. Corrections are held to that, so a
+            # series of small unsigned ones cannot walk the clock away.
+            ref = running.get("time_ref")
+            up_ms = recorder.uptime.ms()
+            expected = None if ref is None else ref[0] + (up_ms - ref[1]) // 1000
+            why = check_time(epoch_ms // 1000, expected, ref is not None, floor, signed)
             if why:
                 status["time_refused"] = status.get("time_refused", 0) + 1
                 log("clock: platform time refused:", why)
                 return False
+            if ref is None or signed:
+                running["time_ref"] = (epoch_ms // 1000, up_ms)
             mono = recorder.mono_s()
             board.clock.set_time(epoch_ms / 1000)
             uplink.timebase.set(epoch_ms // 1000, mono)

@@ -141,3 +141,26 @@ def test_doorctl_platform_command(door: Door, tmp_path: Path) -> None:
     down = subprocess.run([doorctl, "platform", "command", DEVICE, "open", "--keys", str(keys),
                            "--broker", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
     assert down.returncode == 4 and "cannot reach" in down.stderr
+
+
+def test_an_unsigned_time_message_cannot_walk_the_clock_away(door: Door) -> None:
+    # Anyone who can publish on the broker can send a time message: after the first of this
+    # boot it may only keep the clock within 5 minutes of the time the door expects.
+    from firmware import protocol
+
+    now_ms = int(time.time() * 1000)
+    with VirtualIO(door.dev.io_addr) as io:
+        refused = io.status().get("time_refused", 0)
+        for back_s in (86400, 250, 500, 750):  # a day back, then a walk in 250 s steps
+            door.platform.publish(DEVICE, "time", protocol.encode_time(now_ms - back_s * 1000))
+        wait_until(lambda: io.status().get("time_refused", 0) == refused + 3)
+        # The one small correction was taken: the door's clock is 250 s behind, so a command
+        # signed now is not valid yet there ...
+        cmd_id, payload = sign(door.key, DEVICE, "open")
+        assert door.send(payload, cmd_id)["reason"] == "not_yet_valid"
+        # ... until the platform's next time message, near what the door expects, puts it right.
+        door.platform.publish(DEVICE, "time", protocol.encode_time(int(time.time() * 1000)))
+        time.sleep(0.5)
+        assert io.status().get("time_refused", 0) == refused + 3
+    cmd_id, payload = sign(door.key, DEVICE, "open")
+    assert door.send(payload, cmd_id)["ok"] is True
