@@ -218,6 +218,15 @@ def _reboot(dev, path, block_size, blocks):
     return dev, Journal(dev)
 
 
+def _cut_during(dev, fn, *args):
+    """Call fn(*args) with the power going at its first flash write."""
+    dev.cut_after(1)
+    try:
+        fn(*args)
+    except PowerCut:
+        pass
+
+
 def _accounted(j):
     """Sequence numbers below next_seq that are neither readable nor named by a readable GAP
     record nor acknowledged: events lost without a word."""
@@ -237,11 +246,7 @@ def test_a_torn_acknowledgement_entry_is_skipped_and_acks_go_on_being_saved():
     j = Journal(dev)
     _fill(j, 40)
     j.ack(10)
-    dev.cut_after(1)  # the power goes while the next entry is being programmed
-    try:
-        j.ack(20)
-    except PowerCut:
-        pass
+    _cut_during(dev, j.ack, 20)  # the power goes while the next entry is being programmed
     dev, j = _reboot(dev, path, 1024, 8)
     assert j.acked == 10
     assert j.ack(25) and j.ack(30)
@@ -258,11 +263,7 @@ def test_a_torn_record_does_not_make_live_records_count_as_lost():
     dev = FlashSim(path=path, block_size=1024, block_count=8)
     j = Journal(dev)
     _fill(j, 4)
-    dev.cut_after(1)
-    try:
-        j.append(1, 0, 0, 0, 0, 0)
-    except PowerCut:
-        pass
+    _cut_during(dev, j.append, 1, 0, 0, 0, 0, 0)
     dev, j = _reboot(dev, path, 1024, 8)
     while j.head != j.n_data - 1 or j.slot <= j.per_sector:
         j.append(1, 0, 0, 0, 0, 0)
