@@ -34,6 +34,9 @@ SCHEMA = [
         master INTEGER NOT NULL, changed_in INTEGER NOT NULL, replaced_by TEXT)""",
     """CREATE TABLE IF NOT EXISTS whitelist_versions (
         version INTEGER PRIMARY KEY, op TEXT NOT NULL, ref TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)""",
+    # A landlord's hold (suspend .. resume): it outlives a loss report and a reissue, so only
+    # `resume` gives the access back.
+    """CREATE TABLE IF NOT EXISTS holds (ref TEXT PRIMARY KEY)""",
 ]
 REVOKING = {"lost": fmt.LOST, "cancel": fmt.CANCELLED, "suspend": fmt.SUSPENDED}
 
@@ -62,6 +65,10 @@ class CardRegistry:
             store._begin()
             for stmt in SCHEMA:
                 store._conn.execute(stmt)
+            # A registry from before holds were kept: its suspended cards are held.
+            store._conn.execute(store._q(
+                "INSERT INTO holds (ref) SELECT ref FROM cards WHERE status = ? "
+                "AND ref NOT IN (SELECT ref FROM holds)"), (fmt.SUSPENDED,))
             store._commit()
 
     # -- queries ----------------------------------------------------------------------------
@@ -132,21 +139,42 @@ class CardRegistry:
                 raise
         return v
 
-    def _set(self, op: str, ref: str, allowed_from: tuple[str, ...], **changes: Any) -> int:
+    def _in_tx(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """One row, read inside the write transaction (the store's lock held): what an
+        operation checks cannot change before it writes, even with two operators' processes
+        on one database (SQLite: BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE)."""
+        if self.store._ph != "?":
+            sql += " FOR UPDATE"
+        return self.store._conn.execute(self.store._q(sql), params).fetchone()
+
+    def _held(self, ref: str) -> bool:
+        return self._in_tx("SELECT ref FROM holds WHERE ref = ?", (ref,)) is not None
+
+    def _set(self, op: str, ref: str, allowed_from: tuple[str, ...], hold: bool | None = None,
+             **changes: Any) -> int:
+        """One operation on one card: its state checked and changed in one transaction, one
+        new version. `hold`: True places the landlord's hold, False lifts it."""
         ref = _ref(ref)
-        card = self.card(ref)
-        if card is None:
-            raise CardError(f"card {ref} is not issued")
-        if card["status"] not in allowed_from:
-            raise CardError(f"card {ref} is {card['status']}: cannot {op} it")
         with self.store._lock:
             self.store._begin()
             try:
+                row = self._in_tx("SELECT status FROM cards WHERE ref = ?", (ref,))
+                if row is None:
+                    raise CardError(f"card {ref} is not issued")
+                status = fmt.STATUS_NAMES[row[0]]
+                if status not in allowed_from:
+                    raise CardError(f"card {ref} is {status}: cannot {op} it")
+                if op == "unblock" and self._held(ref):
+                    changes["status"] = fmt.SUSPENDED  # found again, still on hold
                 v = self._bump(op, ref)
                 sets = ", ".join(f"{k} = ?" for k in changes)
                 self.store._conn.execute(self.store._q(
                     f"UPDATE cards SET {sets}, changed_in = ? WHERE ref = ?"),
                     (*changes.values(), v, ref))
+                if hold is True and not self._held(ref):
+                    self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (ref,))
+                elif hold is False:
+                    self.store._conn.execute(self.store._q("DELETE FROM holds WHERE ref = ?"), (ref,))
                 self.store._commit()
             except Exception:
                 self.store._rollback()
@@ -157,16 +185,17 @@ class CardRegistry:
         return self._set("lost", ref, ("active", "suspended"), status=fmt.LOST)
 
     def unblock(self, ref: str) -> int:
+        """Lost card found: active again, or suspended when the landlord's hold is on."""
         return self._set("unblock", ref, ("lost",), status=fmt.ACTIVE)
 
     def cancel(self, ref: str) -> int:
         return self._set("cancel", ref, ("active", "lost", "suspended"), status=fmt.CANCELLED)
 
     def suspend(self, ref: str) -> int:
-        return self._set("suspend", ref, ("active",), status=fmt.SUSPENDED)
+        return self._set("suspend", ref, ("active",), hold=True, status=fmt.SUSPENDED)
 
     def resume(self, ref: str) -> int:
-        return self._set("resume", ref, ("suspended",), status=fmt.ACTIVE)
+        return self._set("resume", ref, ("suspended",), hold=False, status=fmt.ACTIVE)
 
     def renew(self, ref: str, valid_to: dt.date) -> int:
         card = self.card(ref)
@@ -175,16 +204,39 @@ class CardRegistry:
         return self._set("renew", ref, ("active", "suspended"), valid_to=day(valid_to))
 
     def reissue(self, old: str, new: str) -> int:
-        """A new card for the same resident and doors; the old one is cancelled first."""
-        card = self.card(old)
-        if card is None:
-            raise CardError(f"card {old} is not issued")
-        self._set("cancel", old, ("active", "lost", "suspended"), status=fmt.CANCELLED,
-                  replaced_by=_ref(new))
-        doors = [d for d in range(16) if card["doors"] >> d & 1]
-        return self.issue(new, card["resident"], card["room"], doors,
-                          EPOCH + dt.timedelta(days=card["valid_from"]),
-                          EPOCH + dt.timedelta(days=card["valid_to"]), bool(card["master"]))
+        """A new card for the same resident, doors and validity, and the old one cancelled, in
+        one update (one version: the door never holds both, nor neither). A landlord's hold
+        passes to the new card."""
+        old, new = _ref(old), _ref(new)
+        if self.card(new) is not None:
+            raise CardError(f"card {new} is already issued: reissue or unblock it")
+        with self.store._lock:
+            self.store._begin()
+            try:
+                row = self._in_tx("SELECT status, resident, valid_from, valid_to, doors, master "
+                                  "FROM cards WHERE ref = ?", (old,))
+                if row is None:
+                    raise CardError(f"card {old} is not issued")
+                status = fmt.STATUS_NAMES[row[0]]
+                if status not in ("active", "lost", "suspended"):
+                    raise CardError(f"card {old} is {status}: cannot reissue it")
+                held = self._held(old)
+                v = self._bump("reissue", new)
+                self.store._conn.execute(self.store._q(
+                    "UPDATE cards SET status = ?, replaced_by = ?, changed_in = ? WHERE ref = ?"),
+                    (fmt.CANCELLED, new, v, old))
+                self.store._conn.execute(self.store._q(
+                    "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
+                    "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                    (new, row[1], fmt.SUSPENDED if held else fmt.ACTIVE, row[2], row[3], row[4],
+                     row[5], v))
+                if held:
+                    self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (new,))
+                self.store._commit()
+            except Exception:
+                self.store._rollback()
+                raise
+        return v
 
     # -- whitelist files --------------------------------------------------------------------
 
