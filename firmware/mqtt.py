@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover
         return 0
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
+MAX_TOPIC = 256  # bytes: longer topics are skipped unread (ours are door/v1/<id>/<leaf>)
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
 
 CONNACK_REASONS = {
@@ -215,7 +216,12 @@ class MQTTClient:
         """Send a PUBLISH; for QoS 1 returns the packet id (PUBACK tracked, not awaited)."""
         if not self.connected:
             raise MQTTError("not connected")
-        while qos and len(self._inflight) >= self.max_inflight:
+        # A handler runs inside the read loop, which alone takes PUBACKs off the connection:
+        # its own publishes (a command's reply, a whitelist state) go out past the window,
+        # or they would wait for PUBACKs that cannot be read while they wait.
+        reader = self._tasks[0] if self._tasks else None
+        while qos and len(self._inflight) >= self.max_inflight \
+                and asyncio.current_task() is not reader:
             if not self.connected:
                 raise MQTTError("connection lost")
             await asyncio.sleep_ms(5)
@@ -246,6 +252,8 @@ class MQTTClient:
                 raise MQTTError("PUBACK timeout")
             await asyncio.sleep_ms(5)
             waited += 5
+        if not self.connected:  # closing empties the window: that is no PUBACK
+            raise MQTTError("connection lost")
 
     async def subscribe(self, topic, qos=1, timeout_ms=10000):
         pid = self._next_pid()
@@ -312,7 +320,11 @@ class MQTTClient:
         tlen = struct.unpack("!H", await self._reader.readexactly(2))[0]
         if tlen + 2 > n:
             raise MQTTError("malformed PUBLISH")
-        topic = await self._reader.readexactly(tlen)
+        if tlen > MAX_TOPIC:  # no topic of ours is this long: skipped, memory stays bounded
+            await self._drain(tlen)
+            topic = None
+        else:
+            topic = await self._reader.readexactly(tlen)
         rest = n - 2 - tlen
         pid = 0
         if qos:
@@ -320,7 +332,7 @@ class MQTTClient:
                 raise MQTTError("malformed PUBLISH")
             pid = struct.unpack("!H", await self._reader.readexactly(2))[0]
             rest -= 2
-        if rest > self.max_packet:
+        if rest > self.max_packet or topic is None:
             await self._drain(rest)
             self.dropped_oversize += 1
             payload = None
@@ -334,7 +346,10 @@ class MQTTClient:
             except (UnicodeError, ValueError):
                 pass
         if qos:
-            # Acknowledged after the handler ran, so a crash before this means redelivery.
+            # Acknowledged after the handler ran. The session is clean, so the broker does not
+            # redeliver a message whose handler did not finish: what the door is sent is
+            # single-shot by design (a command gets its reply or times out at the platform; a
+            # whitelist transfer resumes from the state the door publishes on connecting).
             await self._send(PUBACK, struct.pack("!H", pid))
 
     def _on_control(self, kind, body):
@@ -351,6 +366,8 @@ class MQTTClient:
 
     async def _ping_loop(self):
         ka_ms = self.keepalive * 1000
+        if ka_ms <= 0:
+            return  # keepalive 0: off, as MQTT defines it (no pings, no timeout)
         while self.connected:
             await asyncio.sleep_ms(ka_ms // 2)
             if _ticks_diff(_ticks(), self._last_rx) > ka_ms * 3 // 2:
