@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from host_tools.platform.store import Store
@@ -99,6 +101,19 @@ class CardRegistry:
 
     # -- operations -----------------------------------------------------------------------
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction with the store's lock held: committed, or rolled back on any
+        error (nothing half-done stays in the database)."""
+        with self.store._lock:
+            self.store._begin()
+            try:
+                yield
+            except Exception:
+                self.store._rollback()
+                raise
+            self.store._commit()
+
     def _bump(self, op: str, ref: str) -> int:
         """A new version (called with the store's lock held, inside the transaction)."""
         row = self.store._conn.execute("SELECT MAX(version) FROM whitelist_versions").fetchone()
@@ -121,22 +136,16 @@ class CardRegistry:
         mask = 0
         for d in doors:
             mask |= 1 << d
-        with self.store._lock:
-            self.store._begin()
-            try:
-                self.store._conn.execute(self.store._q(
-                    "INSERT INTO residents (resident, name, room) VALUES (?, ?, ?) "
-                    "ON CONFLICT (resident) DO UPDATE SET room = excluded.room"),
-                    (resident, name, room))
-                v = self._bump("issue", ref)
-                self.store._conn.execute(self.store._q(
-                    "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
-                    "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (ref, resident, fmt.ACTIVE, day(valid_from), day(valid_to), mask, int(master), v))
-                self.store._commit()
-            except Exception:
-                self.store._rollback()
-                raise
+        with self._transaction():
+            self.store._conn.execute(self.store._q(
+                "INSERT INTO residents (resident, name, room) VALUES (?, ?, ?) "
+                "ON CONFLICT (resident) DO UPDATE SET room = excluded.room"),
+                (resident, name, room))
+            v = self._bump("issue", ref)
+            self.store._conn.execute(self.store._q(
+                "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
+                "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                (ref, resident, fmt.ACTIVE, day(valid_from), day(valid_to), mask, int(master), v))
         return v
 
     def _in_tx(self, sql: str, params: tuple[Any, ...]) -> Any:
@@ -155,30 +164,24 @@ class CardRegistry:
         """One operation on one card: its state checked and changed in one transaction, one
         new version. `hold`: True places the landlord's hold, False lifts it."""
         ref = _ref(ref)
-        with self.store._lock:
-            self.store._begin()
-            try:
-                row = self._in_tx("SELECT status FROM cards WHERE ref = ?", (ref,))
-                if row is None:
-                    raise CardError(f"card {ref} is not issued")
-                status = fmt.STATUS_NAMES[row[0]]
-                if status not in allowed_from:
-                    raise CardError(f"card {ref} is {status}: cannot {op} it")
-                if op == "unblock" and self._held(ref):
-                    changes["status"] = fmt.SUSPENDED  # found again, still on hold
-                v = self._bump(op, ref)
-                sets = ", ".join(f"{k} = ?" for k in changes)
-                self.store._conn.execute(self.store._q(
-                    f"UPDATE cards SET {sets}, changed_in = ? WHERE ref = ?"),
-                    (*changes.values(), v, ref))
-                if hold is True and not self._held(ref):
-                    self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (ref,))
-                elif hold is False:
-                    self.store._conn.execute(self.store._q("DELETE FROM holds WHERE ref = ?"), (ref,))
-                self.store._commit()
-            except Exception:
-                self.store._rollback()
-                raise
+        with self._transaction():
+            row = self._in_tx("SELECT status FROM cards WHERE ref = ?", (ref,))
+            if row is None:
+                raise CardError(f"card {ref} is not issued")
+            status = fmt.STATUS_NAMES[row[0]]
+            if status not in allowed_from:
+                raise CardError(f"card {ref} is {status}: cannot {op} it")
+            if op == "unblock" and self._held(ref):
+                changes["status"] = fmt.SUSPENDED  # found again, still on hold
+            v = self._bump(op, ref)
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            self.store._conn.execute(self.store._q(
+                f"UPDATE cards SET {sets}, changed_in = ? WHERE ref = ?"),
+                (*changes.values(), v, ref))
+            if hold is True and not self._held(ref):
+                self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (ref,))
+            elif hold is False:
+                self.store._conn.execute(self.store._q("DELETE FROM holds WHERE ref = ?"), (ref,))
         return v
 
     def report_lost(self, ref: str) -> int:
@@ -210,32 +213,26 @@ class CardRegistry:
         old, new = _ref(old), _ref(new)
         if self.card(new) is not None:
             raise CardError(f"card {new} is already issued: reissue or unblock it")
-        with self.store._lock:
-            self.store._begin()
-            try:
-                row = self._in_tx("SELECT status, resident, valid_from, valid_to, doors, master "
-                                  "FROM cards WHERE ref = ?", (old,))
-                if row is None:
-                    raise CardError(f"card {old} is not issued")
-                status = fmt.STATUS_NAMES[row[0]]
-                if status not in ("active", "lost", "suspended"):
-                    raise CardError(f"card {old} is {status}: cannot reissue it")
-                held = self._held(old)
-                v = self._bump("reissue", new)
-                self.store._conn.execute(self.store._q(
-                    "UPDATE cards SET status = ?, replaced_by = ?, changed_in = ? WHERE ref = ?"),
-                    (fmt.CANCELLED, new, v, old))
-                self.store._conn.execute(self.store._q(
-                    "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
-                    "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (new, row[1], fmt.SUSPENDED if held else fmt.ACTIVE, row[2], row[3], row[4],
-                     row[5], v))
-                if held:
-                    self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (new,))
-                self.store._commit()
-            except Exception:
-                self.store._rollback()
-                raise
+        with self._transaction():
+            row = self._in_tx("SELECT status, resident, valid_from, valid_to, doors, master "
+                              "FROM cards WHERE ref = ?", (old,))
+            if row is None:
+                raise CardError(f"card {old} is not issued")
+            status = fmt.STATUS_NAMES[row[0]]
+            if status not in ("active", "lost", "suspended"):
+                raise CardError(f"card {old} is {status}: cannot reissue it")
+            held = self._held(old)
+            v = self._bump("reissue", new)
+            self.store._conn.execute(self.store._q(
+                "UPDATE cards SET status = ?, replaced_by = ?, changed_in = ? WHERE ref = ?"),
+                (fmt.CANCELLED, new, v, old))
+            self.store._conn.execute(self.store._q(
+                "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
+                "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                (new, row[1], fmt.SUSPENDED if held else fmt.ACTIVE, row[2], row[3], row[4],
+                 row[5], v))
+            if held:
+                self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (new,))
         return v
 
     # -- whitelist files --------------------------------------------------------------------
