@@ -65,7 +65,7 @@ class DoorTask:
             if src is not None:
                 self.sources.append((name, src, Debouncer(initial[name], deb, d)))
         self.status = status if status is not None else {}
-        p = {"uptime_s": lambda: self.uptime.ms() // 1000,
+        p = {"uptime_s": self.uptime.seconds,
              "seq": lambda: self.status.get("last_seq", 0),
              "journal_depth": lambda: self.status.get("journal_depth", 0),
              "cache_version": lambda: self.status.get("cache_version"),
@@ -92,7 +92,7 @@ class DoorTask:
 
     def poll(self, now):
         m = self.machine
-        self.uptime.ms()
+        self.uptime.update()
         for name, src, deb in self.sources:
             raw = src.read()
             if name == "door_contact":

@@ -74,23 +74,41 @@ NAMES = {
 
 
 class Uptime:
-    """Milliseconds since boot from a tick counter that wraps (every 2**30 ms, about 12 days,
-    on the ESP32, and a difference is only good for half of that): added up from reading to
-    reading, so it stays right as long as it is read at least every few days (the door task
-    reads it at every poll)."""
+    """Time since boot from a tick counter that wraps (every 2**30 ms, about 12 days, on the
+    ESP32, and a difference is only good for half of that): added up from reading to reading,
+    so it stays right as long as it is read at least every few days (the door task reads it at
+    every poll). Kept as seconds plus milliseconds: a count of milliseconds would pass the
+    32-bit port's small-integer range after 12 days, and then allocate at every poll."""
 
     def __init__(self, clock):
         self.clock = clock
         self._last = clock.ticks_ms()
-        self._ms = 0
+        self._s = 0
+        self._ms = 0  # 0..999, beyond _s
 
-    def ms(self):
+    def update(self):
         now = self.clock.ticks_ms()
         d = self.clock.ticks_diff(now, self._last)
-        if d > 0:
-            self._ms += d
         self._last = now
-        return self._ms
+        if d > 0:
+            d += self._ms
+            self._s += d // 1000
+            self._ms = d % 1000
+
+    def seconds(self):
+        self.update()
+        return self._s
+
+    def split(self):
+        """(seconds, milliseconds 0-999) since boot."""
+        self.update()
+        return self._s, self._ms
+
+    def ms(self):
+        """Milliseconds since boot (a large integer after 12 days on the ESP32: not for the
+        door's loop)."""
+        self.update()
+        return self._s * 1000 + self._ms
 
 
 class Recorder:
@@ -105,13 +123,12 @@ class Recorder:
         self.near_full_reported = False
 
     def mono_s(self):
-        return self.uptime.ms() // 1000
+        return self.uptime.seconds()
 
     def record(self, code, arg=0, payload=b"", flags=0):
         now = self.clock.time()
         if now is None:
-            ms = self.uptime.ms()
-            t, frac = ms // 1000, ms % 1000
+            t, frac = self.uptime.split()
         else:
             t, frac = int(now), int((now - int(now)) * 1000)
             flags |= FLAG_TIME_VALID

@@ -61,15 +61,15 @@ def _start_journal(board, cfg):
             # or a signed one) plus the uptime since. Corrections are held to that, so a
             # series of small unsigned ones cannot walk the clock away.
             ref = running.get("time_ref")
-            up_ms = recorder.uptime.ms()
-            expected = None if ref is None else ref[0] + (up_ms - ref[1]) // 1000
+            up_s = recorder.uptime.seconds()
+            expected = None if ref is None else ref[0] + up_s - ref[1]
             why = check_time(epoch_ms // 1000, expected, ref is not None, floor, signed)
             if why:
                 status["time_refused"] = status.get("time_refused", 0) + 1
                 log("clock: platform time refused:", why)
                 return False
             if ref is None or signed:
-                running["time_ref"] = (epoch_ms // 1000, up_ms)
+                running["time_ref"] = (epoch_ms // 1000, up_s)
             mono = recorder.mono_s()
             board.clock.set_time(epoch_ms / 1000)
             uplink.timebase.set(epoch_ms // 1000, mono)

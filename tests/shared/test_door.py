@@ -347,5 +347,6 @@ def test_uptime_goes_on_across_wrapping_ticks():
     up = Uptime(clock)
     day = 86400 * 1000
     for d in range(1, 15):  # read once a day, as the door's polls do far more often
-        clock.ms = d * day
-        assert up.ms() == d * day
+        clock.ms = d * day + 250
+        assert up.split() == (d * 86400, 250)
+        assert up.seconds() == d * 86400 and up.ms() == d * day + 250
