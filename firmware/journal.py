@@ -136,20 +136,7 @@ class Journal:
         if best < 0:
             return
         self.head = best
-        block = ACK_BLOCKS + best
-        last_seq = self._first_seq[best] - 1
-        slot = 1
-        gap = None  # the lost range a GAP record in the head sector names
-        for s in range(1, self.per_sector + 1):
-            rec = self._record_at(block, s)
-            if rec is None:
-                break
-            slot = s + 1  # a torn slot is skipped, never reprogrammed
-            if rec:
-                last_seq = rec[0]
-                if rec[1] == CODE_GAP:
-                    gap = struct.unpack("<II", rec[7][:8])
-        self.slot = slot
+        last_seq, self.slot, gap = self._read_sector(best)
         self.next_seq = last_seq + 1
         if self.acked >= self.next_seq:
             self.acked = self.next_seq - 1
@@ -161,6 +148,25 @@ class Journal:
             first, last = self.acked + 1, oldest - 1
             noted = gap is not None and gap[0] <= first and gap[1] >= last
             self._report_lost(first, last, noted)
+
+    def _read_sector(self, i):
+        """(last sequence number, next free slot, range the last GAP record names or None)
+        of data sector `i`, read up to its first erased slot. A torn slot is skipped, never
+        reprogrammed: the next free slot is after it."""
+        block = ACK_BLOCKS + i
+        last_seq = self._first_seq[i] - 1
+        slot = 1
+        gap = None
+        for s in range(1, self.per_sector + 1):
+            rec = self._record_at(block, s)
+            if rec is None:
+                break
+            slot = s + 1
+            if rec:
+                last_seq = rec[0]
+                if rec[1] == CODE_GAP:
+                    gap = struct.unpack("<II", rec[7][:8])
+        return last_seq, slot, gap
 
     def _scan_acks(self):
         best = -1
@@ -224,14 +230,7 @@ class Journal:
         j = (i + 1) % self.n_data
         if self._sector_seq[j] == self._sector_seq[i] + 1:
             return self._first_seq[j] - 1
-        last = self._first_seq[i] - 1  # no successor (a cut while opening it): look
-        for s in range(1, self.per_sector + 1):
-            rec = self._record_at(ACK_BLOCKS + i, s)
-            if rec is None:
-                break
-            if rec:
-                last = rec[0]
-        return last
+        return self._read_sector(i)[0]  # no successor (a cut while opening it): look
 
     def _open_sector(self):
         nxt = 0 if self.head < 0 else (self.head + 1) % self.n_data
