@@ -1,5 +1,8 @@
+# mpy-heapsize: 96K
 # The door task's binding on a fake board: debounce, relay polarity, buzzer pattern, LED,
 # passage schedule, patrol status. Runs under CPython and MicroPython.
+# (96K: the door task brings the event recorder and the journal module it builds on, and this
+# file is compiled from source in the same heap.)
 from firmware import events as ev
 from firmware.door import MemorySink, in_schedule
 from firmware.door_task import DoorTask, buzzer_on, relay_energised
