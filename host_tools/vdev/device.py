@@ -9,6 +9,7 @@ status). The flash images live in the state directory, so a stopped device keeps
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -32,6 +33,7 @@ REBOOT_EXIT = 75
 DEFAULT_HEAP = "320K"
 BOOT_SCRIPT = REPO_ROOT / "board" / "vdev_boot.py"
 VDEV_LIB = REPO_ROOT / "board" / "vdev_lib"
+LOCK_FILE = "vdev.lock"
 
 
 class VirtualDeviceError(RuntimeError):
@@ -57,6 +59,7 @@ class VirtualDevice:
         self.console_log = bytearray()
         self._busy_file = self.state_dir / "console.busy"
         self._drained = threading.Event()  # the running process's output is all read
+        self._lock_fd: int | None = None  # flock on STATE_DIR/vdev.lock while we run it
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -72,6 +75,7 @@ class VirtualDevice:
         if self.state_dir.exists() and not self.state_dir.is_dir():
             raise VirtualDeviceError(f"state path {self.state_dir} is not a directory")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         if self._master is None:
             self._master, self._slave = os.openpty()
             tty.setraw(self._slave)
@@ -85,6 +89,31 @@ class VirtualDevice:
         self.wait_ready(timeout_s)
         self._write_info()
         return self
+
+    def _take_lock(self) -> None:
+        """One running device per state directory: two processes on one flash image would
+        corrupt it and both would connect as the same door. The kernel drops the lock when
+        its holder dies, so a killed launcher leaves nothing stale behind."""
+        if self._lock_fd is not None:
+            return
+        path = self.state_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise VirtualDeviceError(
+                f"another virtual device already runs on {self.state_dir} (launcher pid "
+                f"{holder}): stop it first, or use another --state directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _write_info(self) -> None:
         (self.state_dir / "vdev.json").write_text(json.dumps(self.describe(), indent=2))
@@ -203,6 +232,7 @@ class VirtualDevice:
                 except OSError:
                     pass
         self._master = self._slave = None
+        self._release_lock()
 
     def __enter__(self) -> VirtualDevice:
         return self.start()

@@ -104,3 +104,33 @@ def test_a_device_that_cannot_start_is_a_one_line_error(tmp_path: Path) -> None:
     assert len(err.splitlines()) == 1
     assert "MemoryError" in err and "--heap" in err
     assert (tmp_path / "d" / "console.log").exists()
+
+
+def test_a_second_run_on_one_state_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    first = subprocess.Popen([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None
+        info = json.loads(first.stdout.readline())
+        second = subprocess.run([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d")],
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode == 3
+        err = second.stderr.strip()
+        assert len(err.splitlines()) == 1 and "already runs" in err and str(first.pid) in err
+        # The first keeps its door: its console still answers.
+        out = subprocess.run([str(Path(sys.executable).with_name("mpremote")), "connect",
+                              info["console"], "exec", "print(6 * 7)"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "42"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
+    # Once the first has stopped, the directory is free again.
+    again = subprocess.Popen([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert again.stdout is not None
+        assert json.loads(again.stdout.readline())["state"] == str((tmp_path / "d").resolve())
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(10)
