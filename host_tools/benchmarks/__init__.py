@@ -3,6 +3,11 @@
     FIGURES: dict[str, str]                       # "area.figure" -> what it measures, unit
     def run(names: set[str]) -> dict[str, float]  # measures at least the figures named
 
+A figure that cannot be measured fails alone: `run` may put the exception in its place
+(`failing(out, ...)` does that for a section of the run), and a `run` that raises fails
+every figure it was asked for. The other figures, of this module and the others, are
+still measured.
+
 A device figure is measured on the MicroPython unix port (the virtual device or a
 MicroPython process), beside a baseline measured in the same run, so a figure always comes
 with something to compare it with on the same machine.
@@ -13,13 +18,34 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from types import ModuleType
 from typing import cast
 
 
 class BenchmarkError(Exception):
     """A benchmark module is malformed or returned something that is not a figure."""
+
+
+Outcome = float | Exception  # a figure's value, or why it could not be measured
+
+
+@contextmanager
+def failing(out: MutableMapping[str, Outcome], *figures: str) -> Iterator[None]:
+    """Run one section of a benchmark: when it raises, each of `figures` it did not measure
+    yet fails with that error, and the benchmark goes on with its other sections."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - the reason is the figure's outcome
+        for name in figures:
+            out.setdefault(name, e)
+
+
+def reason(e: Exception) -> str:
+    """One line saying why a figure failed."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class Benchmark:
@@ -30,21 +56,30 @@ class Benchmark:
                 isinstance(k, str) and isinstance(v, str) for k, v in figures.items()):
             raise BenchmarkError(f"benchmark {self.name}: FIGURES must map names to descriptions")
         self.figures: dict[str, str] = dict(figures)
-        self._run = cast(Callable[[set[str]], dict[str, float]], module.run)
+        self._run = cast(Callable[[set[str]], dict[str, Outcome]], module.run)
 
-    def run(self, names: set[str]) -> dict[str, float]:
-        """Measure `names`; returns exactly those figures, as finite numbers."""
-        got = self._run(set(names))
+    def run(self, names: set[str]) -> tuple[dict[str, float], dict[str, str]]:
+        """Measure `names`: (figures measured, as finite numbers; figure -> why it failed).
+
+        Every name is in exactly one of the two; nothing raises (but KeyboardInterrupt)."""
+        try:
+            got: dict[str, Outcome] = dict(self._run(set(names)))
+        except Exception as e:  # noqa: BLE001 - every figure asked for fails with it
+            got = dict.fromkeys(names, e)
         out: dict[str, float] = {}
+        errors: dict[str, str] = {}
         for name in sorted(names):
-            if name not in got:
-                raise BenchmarkError(f"benchmark {self.name} did not measure {name}")
-            value = got[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            value = got.get(name)
+            if isinstance(value, Exception):
+                errors[name] = reason(value)
+            elif name not in got:
+                errors[name] = f"benchmark {self.name} did not measure it"
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value):
-                raise BenchmarkError(f"benchmark {self.name}: {name} is {value!r}, not a number")
-            out[name] = float(value)
-        return out
+                errors[name] = f"{value!r} is not a number"
+            else:
+                out[name] = float(value)
+        return out, errors
 
     def __repr__(self) -> str:
         return f"Benchmark({self.name})"

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from host_tools.benchmarks import Outcome, failing
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
 from offline_cache import fmt
@@ -107,42 +108,59 @@ def _smallest_heap(tmp: str, folder: Path) -> float:
     raise RuntimeError("the cache run does not pass in a 64K heap")
 
 
-def run(names: set[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        make_inputs(folder)
-        if any(n.startswith("cache.") and "baseline" not in n for n in names):
-            r = _mpy(["cache", tmp], "64K", folder)
-            if r["revoked_after_delta"] != ["lost"] or r["revoked_after_merge"] != ["lost"]:
-                raise RuntimeError("a revoked card was not refused after the delta")
-            out["cache.bytes_100k"] = float(r["bytes"][0])
-            us = [float(t) for t in r["lookup_us"]]
-            out["cache.lookup_100k_ms"] = statistics.median(us) / 1000
-            out["cache.lookup_100k_worst_ms"] = max(us) / 1000
-            out["cache.lookup_flash_bytes"] = float(r["lookup_flash_bytes"][0])
+MAIN = [n for n in FIGURES if "baseline" not in n]
+RAM = ["cache.ram_100k_bytes", "cache.code_ram_bytes"]
+JSON = [n for n in FIGURES if "baseline_json" in n]
+FILES = [n for n in FIGURES if "baseline_files" in n]
+
+
+def _main(tmp: str, folder: Path, names: set[str], out: dict[str, Outcome]) -> None:
+    r = _mpy(["cache", tmp], "64K", folder)
+    if r["revoked_after_delta"] != ["lost"] or r["revoked_after_merge"] != ["lost"]:
+        raise RuntimeError("a revoked card was not refused after the delta")
+    out["cache.bytes_100k"] = float(r["bytes"][0])
+    us = [float(t) for t in r["lookup_us"]]
+    out["cache.lookup_100k_ms"] = statistics.median(us) / 1000
+    out["cache.lookup_100k_worst_ms"] = max(us) / 1000
+    out["cache.lookup_flash_bytes"] = float(r["lookup_flash_bytes"][0])
+    out["cache.delta_1k_apply_s"] = float(r["delta_apply_s"][0])
+    out["cache.merge_100k_s"] = float(r["merge_s"][0])
+    out["cache.snapshot_100k_load_s"] = float(r["snapshot_load_s"][0])
+    out["cache.snapshot_100k_verify_s"] = float(r["snapshot_verify_s"][0])
+    with failing(out, *RAM):
+        if names & set(RAM):
             (folder / "wl").mkdir()
             Cache(str(folder / "wl"), KEY, SITE).apply(str(folder / "copy.bin"))
             ram = _mpy(["ram", tmp], "64K", folder)
             out["cache.ram_100k_bytes"] = float(ram["ram_open"][0])
             out["cache.code_ram_bytes"] = float(ram["ram_code"][0])
-            if "cache.heap_peak_kib" in names:
-                out["cache.heap_peak_kib"] = _smallest_heap(tmp, folder)
-            out["cache.delta_1k_apply_s"] = float(r["delta_apply_s"][0])
-            out["cache.merge_100k_s"] = float(r["merge_s"][0])
-            out["cache.snapshot_100k_load_s"] = float(r["snapshot_load_s"][0])
-            out["cache.snapshot_100k_verify_s"] = float(r["snapshot_verify_s"][0])
-        if any("baseline_json" in n for n in names):
-            r = _mpy(["json", tmp], "64K", folder)
-            out["cache.baseline_json_fits_64k"] = 0.0 if "json_memoryerror" in r else 1.0
-            big = _mpy(["json", tmp], "512M", folder)
-            out["cache.baseline_json_heap_kib"] = float(big["json_heap_kib"][0])
-            out["cache.baseline_json_lookup_ms"] = float(big["json_lookup_ms"][0])
-        if any("baseline_files" in n for n in names):
-            r = _mpy(["files", tmp, str(N_FILES)], "64K", folder)
-            made = int(r["files_made"][0])
-            out["cache.baseline_files_lookup_ms"] = float(r["files_lookup_ms"][0])
-            out["cache.baseline_files_bytes_100k"] = float(r["files_blocks_used"][0]) * 4096 * N_CARDS / made
+    with failing(out, "cache.heap_peak_kib"):
+        if "cache.heap_peak_kib" in names:
+            out["cache.heap_peak_kib"] = _smallest_heap(tmp, folder)
+
+
+def run(names: set[str]) -> dict[str, Outcome]:
+    out: dict[str, Outcome] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_inputs(folder)
+        with failing(out, *MAIN):
+            if names & set(MAIN):
+                _main(tmp, folder, names, out)
+        with failing(out, *JSON):
+            if names & set(JSON):
+                r = _mpy(["json", tmp], "64K", folder)
+                out["cache.baseline_json_fits_64k"] = 0.0 if "json_memoryerror" in r else 1.0
+                big = _mpy(["json", tmp], "512M", folder)
+                out["cache.baseline_json_heap_kib"] = float(big["json_heap_kib"][0])
+                out["cache.baseline_json_lookup_ms"] = float(big["json_lookup_ms"][0])
+        with failing(out, *FILES):
+            if names & set(FILES):
+                r = _mpy(["files", tmp, str(N_FILES)], "64K", folder)
+                made = int(r["files_made"][0])
+                out["cache.baseline_files_lookup_ms"] = float(r["files_lookup_ms"][0])
+                out["cache.baseline_files_bytes_100k"] = (
+                    float(r["files_blocks_used"][0]) * 4096 * N_CARDS / made)
     return {k: v for k, v in out.items() if k in names}
 
 

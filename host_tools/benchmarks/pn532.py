@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware import pn532 as p
+from host_tools.benchmarks import Outcome, failing
 from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream, release_connection
 
 FIGURES = {
@@ -105,7 +106,7 @@ def _mpy() -> float:
         try:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "LISTENING":
-                return float("nan")
+                raise RuntimeError("the MicroPython reader did not start")
             with PN532Emulator().connect(("127.0.0.1", port)):
                 out, _ = proc.communicate(timeout=120)
         finally:
@@ -115,7 +116,7 @@ def _mpy() -> float:
     for line in out.splitlines():
         if line.startswith("MEDIAN_US "):
             return int(line.split()[1]) / 1000
-    return float("nan")
+    raise RuntimeError(f"the MicroPython reader printed no figure: {out[-300:]!r}")
 
 
 def _pcsc_figures() -> dict[str, float]:
@@ -157,7 +158,7 @@ def _pcsc(names: set[str]) -> dict[str, float]:
     proc = pcsc.start_pcscd()
     try:
         if not pcsc.wait_for_reader(READER):
-            return {k: float("nan") for k in names if k in ("pn532.apdu_relay_ms", "pn532.apdu_pcsc_ms")}
+            raise RuntimeError(f"pcscd with vsmartcard-vpcd shows no {READER!r} reader")
         out = _pcsc_figures()
     finally:
         gc.collect()  # pyscard releases its contexts in __del__: before pcscd stops
@@ -167,12 +168,17 @@ def _pcsc(names: set[str]) -> dict[str, float]:
     return {k: v for k, v in out.items() if k in names}
 
 
-def run(names: set[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if names & {"pn532.frame_rt_ms", "pn532.apdu_local_ms"}:
-        out.update(_local(names))
-    if "pn532.frame_rt_mpy_ms" in names:
-        out["pn532.frame_rt_mpy_ms"] = _mpy()
-    if names & {"pn532.apdu_relay_ms", "pn532.apdu_pcsc_ms"}:
-        out.update(_pcsc(names))
+def run(names: set[str]) -> dict[str, Outcome]:
+    out: dict[str, Outcome] = {}
+    local = ("pn532.frame_rt_ms", "pn532.apdu_local_ms")
+    with failing(out, *local):
+        if names & set(local):
+            out.update(_local(names))
+    with failing(out, "pn532.frame_rt_mpy_ms"):
+        if "pn532.frame_rt_mpy_ms" in names:
+            out["pn532.frame_rt_mpy_ms"] = _mpy()
+    pcsc = ("pn532.apdu_relay_ms", "pn532.apdu_pcsc_ms")
+    with failing(out, *pcsc):
+        if names & set(pcsc):
+            out.update(_pcsc(names))
     return out

@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from host_tools.benchmarks import Outcome, failing
 from host_tools.paths import micropython
-from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
+from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 
 STAY_UP_S = 2.0  # a boot counts when the firmware is ready and still answers this long after
@@ -33,13 +34,15 @@ FIGURES = {
 
 
 def _boots(state: Path, heap_kib: int) -> bool:
+    """Whether the device boots to ready in this heap and stays up. A device that dies
+    for any reason (MemoryError, a closed I/O channel, no answer) does not fit."""
     dev = VirtualDevice(state, heap=f"{heap_kib}K")
     try:
         dev.start()
         time.sleep(STAY_UP_S)
         with VirtualIO(dev.io_addr) as io:
             return bool(io.status().get("ready"))
-    except (VirtualDeviceError, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - any death at this heap is the answer "does not fit"
         return False
     finally:
         dev.stop()
@@ -57,7 +60,7 @@ def _min_heap_kib(template: Path | None = None, extra_kib: int = 0) -> float:
                     (state / f).unlink(missing_ok=True)
             if _boots(state, kib + extra_kib):
                 return float(kib)
-    return float("nan")
+    raise RuntimeError("the virtual device boots in no heap up to 256 KiB")
 
 
 def _rom_template(tmp: Path) -> tuple[Path, int]:
@@ -71,23 +74,24 @@ def _rom_template(tmp: Path) -> tuple[Path, int]:
     return state, int(str(result.rom["size"]))
 
 
-def _rom_figures(names: set[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _rom_figures(names: set[str], out: dict[str, Outcome]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         template, size = _rom_template(Path(tmp))
         image_kib = math.ceil(size / 1024)
         out["vdev.rom_image_kib"] = size / 1024
         if "vdev.heap_peak_rom_kib" in names:
-            state = Path(tmp) / "peak"
-            shutil.copytree(template, state)
-            with VirtualDevice(state) as dev, VirtualIO(dev.io_addr) as io:
-                time.sleep(3.0)
-                st = io.status()
-                assert st.get("code") == "rom", st
-                out["vdev.heap_peak_rom_kib"] = (st["heap_peak_alloc"] - st["rom_bytes"]) / 1024
+            with failing(out, "vdev.heap_peak_rom_kib"):
+                state = Path(tmp) / "peak"
+                shutil.copytree(template, state)
+                with VirtualDevice(state) as dev, VirtualIO(dev.io_addr) as io:
+                    time.sleep(3.0)
+                    st = io.status()
+                    if st.get("code") != "rom":
+                        raise RuntimeError(f"the device did not run from ROM: {st}")
+                    out["vdev.heap_peak_rom_kib"] = (st["heap_peak_alloc"] - st["rom_bytes"]) / 1024
         if "vdev.heap_min_rom_kib" in names:
-            out["vdev.heap_min_rom_kib"] = _min_heap_kib(template, image_kib)
-    return out
+            with failing(out, "vdev.heap_min_rom_kib"):
+                out["vdev.heap_min_rom_kib"] = _min_heap_kib(template, image_kib)
 
 
 def _boot_times(n: int = 5) -> list[float]:
@@ -105,26 +109,39 @@ def _boot_times(n: int = 5) -> list[float]:
     return times
 
 
-def run(names: set[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if names & {"vdev.boot_s", "vdev.boot_baseline_s"}:
-        out["vdev.boot_s"] = statistics.median(_boot_times())
-        base = []
-        for _ in range(5):
-            t = time.perf_counter()
-            subprocess.run([micropython(), "-c", "pass"], check=True)
-            base.append(time.perf_counter() - t)
-        out["vdev.boot_baseline_s"] = statistics.median(base)
-    if names & {"vdev.heap_peak_kib", "vdev.heap_baseline_kib"}:
-        with tempfile.TemporaryDirectory() as tmp, VirtualDevice(Path(tmp) / "d") as dev, \
-                VirtualIO(dev.io_addr) as io:
-            time.sleep(3.0)
-            out["vdev.heap_peak_kib"] = io.status()["heap_peak_alloc"] / 1024
-        bare = subprocess.run([micropython(), "-c", "import gc; gc.collect(); print(gc.mem_alloc())"],
-                              capture_output=True, text=True, check=True).stdout
-        out["vdev.heap_baseline_kib"] = int(bare) / 1024
-    if "vdev.heap_min_kib" in names:
-        out["vdev.heap_min_kib"] = _min_heap_kib()
-    if names & {"vdev.heap_min_rom_kib", "vdev.heap_peak_rom_kib", "vdev.rom_image_kib"}:
-        out.update(_rom_figures(names))
+def run(names: set[str]) -> dict[str, Outcome]:
+    out: dict[str, Outcome] = {}
+    with failing(out, "vdev.boot_s", "vdev.boot_baseline_s"):
+        if names & {"vdev.boot_s", "vdev.boot_baseline_s"}:
+            _boot_figures(out)
+    with failing(out, "vdev.heap_peak_kib", "vdev.heap_baseline_kib"):
+        if names & {"vdev.heap_peak_kib", "vdev.heap_baseline_kib"}:
+            _heap_figures(out)
+    with failing(out, "vdev.heap_min_kib"):
+        if "vdev.heap_min_kib" in names:
+            out["vdev.heap_min_kib"] = _min_heap_kib()
+    rom = {"vdev.heap_min_rom_kib", "vdev.heap_peak_rom_kib", "vdev.rom_image_kib"}
+    with failing(out, *rom):
+        if names & rom:
+            _rom_figures(names, out)
     return out
+
+
+def _boot_figures(out: dict[str, Outcome]) -> None:
+    out["vdev.boot_s"] = statistics.median(_boot_times())
+    base = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([micropython(), "-c", "pass"], check=True)
+        base.append(time.perf_counter() - t)
+    out["vdev.boot_baseline_s"] = statistics.median(base)
+
+
+def _heap_figures(out: dict[str, Outcome]) -> None:
+    with tempfile.TemporaryDirectory() as tmp, VirtualDevice(Path(tmp) / "d") as dev, \
+            VirtualIO(dev.io_addr) as io:
+        time.sleep(3.0)
+        out["vdev.heap_peak_kib"] = io.status()["heap_peak_alloc"] / 1024
+    bare = subprocess.run([micropython(), "-c", "import gc; gc.collect(); print(gc.mem_alloc())"],
+                          capture_output=True, text=True, check=True).stdout
+    out["vdev.heap_baseline_kib"] = int(bare) / 1024

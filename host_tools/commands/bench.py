@@ -12,10 +12,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from host_tools.benchmarks import Benchmark, discover, select
+from host_tools.benchmarks import Benchmark, discover, reason, select
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, fail
 from host_tools.paths import ToolMissing, micropython
 
@@ -74,13 +75,16 @@ ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*) \| (.*) \|$", re.M)
 
 
 def markdown(results: dict[str, float], descriptions: dict[str, str],
-             machine: dict[str, str], kept: dict[str, tuple[str, str]] | None = None) -> str:
+             machine: dict[str, str], kept: dict[str, tuple[str, str]] | None = None,
+             errors: dict[str, str] | None = None) -> str:
     """The generated block. `kept`: rows of an earlier run (name -> (value, what)) for
-    figures this run did not measure."""
+    figures this run did not measure; `errors`: figures that failed, with why."""
     lines = [BEGIN, "", "Measured with `doorctl bench --markdown` on this machine:", "",
              "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine.items()]
     rows = {k: (fmt(results[k]), descriptions[k]) for k in results}
+    rows.update({k: ("failed", f"{descriptions.get(k, '')} **failed: {why}**")
+                 for k, why in (errors or {}).items()})
     old = {k: v for k, v in (kept or {}).items() if k not in rows}
     if old:
         lines += ["", f"{len(rows)} figures from this run; {len(old)} kept from an earlier run "
@@ -119,7 +123,9 @@ def bench(
     names: list[str] = typer.Argument(None, help="Figures or prefixes to run, e.g. `vdev` or "
                                       "`journal.append_ms` (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object "
-                                 "{\"figure.name\": number, ...} and nothing else on stdout."),
+                                 "{\"figure.name\": number, ...} and nothing else on stdout; "
+                                 "figures that failed are in its \"errors\" object "
+                                 "{\"figure.name\": \"why\"}, present only when one failed."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table with the "
                                      "machine description, for BENCHMARKS.md."),
     update: Path = typer.Option(None, "--update", metavar="FILE", help="With --markdown: "
@@ -128,6 +134,8 @@ def bench(
     list_only: bool = typer.Option(False, "--list", help="List the figures and exit."),
 ) -> None:
     """Run benchmarks and print named figures; device figures are measured on the MicroPython unix port, each beside a baseline measured in the same run.
+
+    A figure that fails is reported with its reason and the others are still measured; the exit status is 1 when any figure failed.
 
     Examples:
 
@@ -141,9 +149,12 @@ def bench(
     """  # noqa: E501
     err = Console(stderr=True)
 
+    unloaded: dict[str, str] = {}
+
     def broken(module: str, e: Exception) -> None:
         err.print(f"warning: benchmark {module} cannot be loaded: {e}", style="yellow",
                   markup=False, highlight=False, soft_wrap=True)
+        unloaded[module] = f"benchmark {module} cannot be loaded: {reason(e)}"
 
     benchmarks = discover(on_error=broken)
     if list_only:
@@ -159,12 +170,15 @@ def bench(
     except KeyError as e:
         raise fail(f"unknown figure {e.args[0]}: `doorctl bench --list` shows them",
                    EXIT_USAGE) from None
-    results, descriptions, failures = run_selected(chosen, err)
+    results, descriptions, errors = run_selected(chosen, err)
+    if not names:  # a full run: a module that could not be loaded lost all its figures
+        errors.update(unloaded)
     if as_json:
-        typer.echo(json.dumps(results, sort_keys=True))
+        typer.echo(json.dumps({**results, **({"errors": errors} if errors else {})},
+                              sort_keys=True))
     elif as_markdown:
         kept = existing_rows(update) if update is not None else None
-        block = markdown(results, descriptions, machine_description(), kept)
+        block = markdown(results, descriptions, machine_description(), kept, errors)
         if update is not None:
             update_file(update, block)
             typer.echo(f"updated {update} ({len(results)} figures)")
@@ -172,33 +186,39 @@ def bench(
             typer.echo(block, nl=False)
     else:
         table = Table("figure", "value", "what")
-        for k in sorted(results):
-            table.add_row(k, fmt(results[k]), descriptions[k])
+        for k in sorted({*results, *errors}):
+            if k in errors:
+                table.add_row(k, "[red]failed[/red]", f"[red]{escape(errors[k])}[/red]")
+            else:
+                table.add_row(k, fmt(results[k]), escape(descriptions[k]))
         Console().print(table)
-    if failures:
-        for line in failures[:-1]:
-            err.print(f"error: {line}", style="red", markup=False, highlight=False, soft_wrap=True)
-        raise fail(failures[-1], EXIT_FAILED)
+    if errors:
+        for name, why in sorted(errors.items()):
+            err.print(f"error: {name} failed: {why}", style="red", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise fail(f"{len(errors)} of {len(errors) + len(results)} figures failed",
+                   EXIT_FAILED)
 
 
 def run_selected(chosen: dict[Benchmark, set[str]], err: Console
-                 ) -> tuple[dict[str, float], dict[str, str], list[str]]:
+                 ) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """Run every chosen benchmark: (figures measured, descriptions, figure -> why it failed).
+    A failing figure never stops the others."""
     results: dict[str, float] = {}
     descriptions: dict[str, str] = {}
-    failures: list[str] = []
+    errors: dict[str, str] = {}
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), console=err, transient=True,
                   disable=not err.is_terminal) as bar:
         task = bar.add_task("", total=len(chosen))
         for b, figs in sorted(chosen.items(), key=lambda item: item[0].name):
             bar.update(task, description=f"{b.name} ({len(figs)} figures)")
-            try:
-                results.update(b.run(figs))
-            except Exception as e:  # noqa: BLE001 - report it, keep the other figures
-                failures.append(f"benchmark {b.name} failed: {e}")
+            measured, failed = b.run(figs)
+            results.update(measured)
+            errors.update(failed)
             descriptions.update(b.figures)
             bar.advance(task)
-    return results, descriptions, failures
+    return results, descriptions, errors
 
 
 def register(app: typer.Typer) -> None:

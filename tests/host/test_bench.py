@@ -162,9 +162,14 @@ def test_markdown_update_of_some_figures_keeps_the_others(bench_dir: Path, tmp_p
 def test_a_broken_module_does_not_stop_the_others(bench_dir: Path) -> None:
     _write(bench_dir, "tiny", TINY)
     _write(bench_dir, "broken", "import no_such_module_here\nFIGURES = {}\n")
-    code, out, err = run_cli("--json")
+    code, out, err = run_cli("tiny", "--json")
     assert code == 0 and "tiny.count" in json.loads(out)
     assert "benchmark broken cannot be loaded" in err
+    code, out, err = run_cli("--json")  # the full run has lost the module's figures: it failed
+    assert code == 1
+    got = json.loads(out)
+    assert "tiny.count" in got
+    assert "cannot be loaded: ModuleNotFoundError" in got["errors"]["broken"]
 
 
 def test_a_failing_or_lying_benchmark_is_an_error(bench_dir: Path) -> None:
@@ -175,9 +180,73 @@ def test_a_failing_or_lying_benchmark_is_an_error(bench_dir: Path) -> None:
                               '    raise RuntimeError("no broker")\n')
     code, out, err = run_cli("--json")
     assert code == 1
-    assert set(json.loads(out)) == {"cache.lookup_us", "cache.load_ms", "tiny.count"}
-    assert "benchmark boom failed: no broker" in err
-    assert "nan.x is nan, not a number" in err
+    got = json.loads(out)
+    assert set(got) == {"cache.lookup_us", "cache.load_ms", "tiny.count", "errors"}
+    assert got["errors"] == {"boom.x": "RuntimeError: no broker", "nan.x": "nan is not a number"}
+    assert "error: boom.x failed: RuntimeError: no broker" in err
+    assert "error: 2 of 5 figures failed" in err
+    code, out, err = run_cli()  # the table shows the failed figures with their reason
+    assert code == 1
+    row = next(line for line in out.splitlines() if "boom.x" in line)
+    assert "failed" in row and "RuntimeError: no broker" in row
+
+
+SECTIONS = '''
+from host_tools.benchmarks import failing
+
+FIGURES = {"two.a": "a", "two.b": "b", "two.c": "c", "two.d": "d"}
+
+def run(names):
+    out = {}
+    with failing(out, "two.a", "two.b"):
+        out["two.a"] = 1.0
+        raise OSError("the I/O channel closed")
+    with failing(out, "two.c"):
+        out["two.c"] = 3.0
+    return out  # two.d forgotten
+'''
+
+
+def test_one_failing_section_fails_only_its_own_figures(bench_dir: Path) -> None:
+    _write(bench_dir, "two", SECTIONS)
+    code, out, _ = run_cli("--json")
+    assert code == 1
+    assert json.loads(out) == {
+        "two.a": 1.0, "two.c": 3.0,
+        "errors": {"two.b": "OSError: the I/O channel closed",
+                   "two.d": "benchmark two did not measure it"}}
+
+
+def test_a_device_that_dies_in_a_heap_search_does_not_fit(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """The device starts, then dies (MemoryError on the device): the I/O channel closes
+    under the status request. That is the answer "does not fit", not the end of the run."""
+    from host_tools.benchmarks import vdev
+    from host_tools.vdev.io_client import IOChannelError
+
+    stopped = []
+
+    class Dies:
+        def __init__(self, state: Path, heap: str) -> None:
+            self.io_addr = ("127.0.0.1", 1)
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            stopped.append(True)
+
+    class ClosedChannel:
+        def __init__(self, addr: object) -> None:
+            raise IOChannelError("the I/O channel closed")
+
+    monkeypatch.setattr(vdev, "VirtualDevice", Dies)
+    monkeypatch.setattr(vdev, "VirtualIO", ClosedChannel)
+    monkeypatch.setattr(vdev, "STAY_UP_S", 0)
+    assert vdev._boots(tmp_path, 64) is False
+    assert stopped == [True]
+    with pytest.raises(RuntimeError, match="boots in no heap"):
+        vdev._min_heap_kib()
 
 
 def test_a_figure_defined_twice_is_reported(bench_dir: Path) -> None:
