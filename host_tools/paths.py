@@ -51,8 +51,11 @@ def micropython_env(*extra_paths: str | Path) -> dict[str, str]:
 
 
 def device_sources() -> list[Path]:
-    """Every device-side Python file, in a stable order."""
+    """Every device-side Python file, in a stable order.
+
+    Firmware-image manifests (`manifest.py`, run by MicroPython's build tools on the host)
+    live beside the board code but are not device code."""
     files: list[Path] = []
     for pkg in DEVICE_PACKAGES:
         files.extend(sorted((REPO_ROOT / pkg).rglob("*.py")))
-    return [f for f in files if "__pycache__" not in f.parts]
+    return [f for f in files if "__pycache__" not in f.parts and f.name != "manifest.py"]

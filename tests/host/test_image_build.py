@@ -1,0 +1,158 @@
+"""The image build: finding the MicroPython source, cache keys, named failing steps,
+and `doorctl build unix32` on the vendored tree (a real 32-bit build, cached in build/)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from host_tools.errors import UserError
+from host_tools.image import source
+from host_tools.image.cachekey import cache_key, files_under
+from host_tools.image.steps import Steps
+
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
+HAVE_SOURCE = bool(os.environ.get("MICROPY_SRC")) or source.vendored_tarball() is not None
+needs_source = pytest.mark.skipif(not HAVE_SOURCE, reason="no MicroPython v1.28.0 source here")
+
+
+def _one_line(text: str) -> str:
+    """The one error line (progress lines `==` and their timings may precede it)."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if not ln.lstrip().startswith("==") and " done in " not in ln]
+    assert len(errors) == 1 and errors[0] == lines[-1], text
+    return errors[0]
+
+
+def test_no_source_anywhere_says_where_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MICROPY_SRC", raising=False)
+    with pytest.raises(UserError) as e:
+        source.micropython_source(repo_root=tmp_path / "repo", dest_root=tmp_path / "build")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "git clone --branch v1.28.0 https://github.com/micropython/micropython" in msg
+    assert "make -C micropython/ports/unix submodules" in msg
+
+
+def test_micropy_src_that_is_not_micropython_is_refused(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICROPY_SRC", str(tmp_path))
+    with pytest.raises(UserError, match="not a MicroPython source tree"):
+        source.micropython_source()
+
+
+def test_micropy_src_of_another_release_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "py").mkdir()
+    (tmp_path / "py" / "mpconfig.h").write_text(
+        "#define MICROPY_VERSION_MAJOR 1\n#define MICROPY_VERSION_MINOR 22\n"
+        "#define MICROPY_VERSION_MICRO 0\n")
+    monkeypatch.setenv("MICROPY_SRC", str(tmp_path))
+    with pytest.raises(UserError, match="is MicroPython 1.22.0"):
+        source.micropython_source()
+
+
+def test_a_tarball_that_is_not_the_vendored_one_is_not_used(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MICROPY_SRC", raising=False)
+    vendor = tmp_path / "shared" / "vendor"
+    vendor.mkdir(parents=True)
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        info = tarfile.TarInfo("micropython-1.28.0/README.md")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    (vendor / source.TARBALL_NAME).write_bytes(data.getvalue())
+    with pytest.raises(UserError, match="is not the vendored v1.28.0 tarball"):
+        source.micropython_source(repo_root=tmp_path / "repo", dest_root=tmp_path / "build")
+    assert not (tmp_path / "build").exists() or not any((tmp_path / "build").iterdir())
+
+
+@needs_source
+def test_vendored_tarball_is_extracted_once_and_accepted_as_micropy_src(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MICROPY_SRC", raising=False)
+    tree = source.micropython_source(Steps(quiet=True))
+    assert (tree / "py" / "mpconfig.h").is_file()
+    stamp = (tree / "py").stat().st_mtime_ns
+    assert source.micropython_source(Steps(quiet=True)) == tree
+    assert (tree / "py").stat().st_mtime_ns == stamp  # not extracted again
+    monkeypatch.setenv("MICROPY_SRC", str(tree))
+    assert source.micropython_source() == tree
+
+
+def test_cache_key_follows_content_paths_and_settings(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    a = tmp_path / "pkg" / "a.py"
+    a.write_text("x = 1\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not frozen")
+    files = files_under(tmp_path / "pkg")
+    assert files == [a]
+    key = cache_key(files, tmp_path)
+    assert cache_key(files_under(tmp_path / "pkg"), tmp_path) == key
+    assert cache_key(files, tmp_path, settings=("CFLAGS_EXTRA=-m32",)) != key
+    a.write_text("x = 2\n")
+    assert cache_key(files, tmp_path) != key
+    a.write_text("x = 1\n")
+    a.rename(tmp_path / "pkg" / "b.py")
+    assert cache_key(files_under(tmp_path / "pkg"), tmp_path) != key
+    assert len(key) == len(hashlib.sha256().hexdigest())
+
+
+def test_a_failing_step_is_named_with_its_error_line(tmp_path: Path) -> None:
+    out = io.StringIO()
+    steps = Steps(log=tmp_path / "build.log", out=out)
+    with pytest.raises(UserError) as e:
+        steps.run("compile the widget", [sys.executable, "-c",
+                                          "import sys; print('x.c:1: error: no widget'); sys.exit(3)"])
+    msg = str(e.value)
+    assert msg.startswith("build step 'compile the widget' failed (exit 3): x.c:1: error: no widget")
+    assert str(tmp_path / "build.log") in msg
+    assert "== compile the widget" in out.getvalue()
+
+
+def test_a_step_needing_a_missing_program_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="build step 'cc' needs no-such-compiler-here"):
+        Steps(log=tmp_path / "l", quiet=True).run("cc", ["no-such-compiler-here"])
+
+
+def test_build_without_source_is_one_line_and_fails(tmp_path: Path) -> None:
+    env = dict(os.environ, MICROPY_SRC=str(tmp_path / "nothing"))
+    proc = subprocess.run([DOORCTL, "build", "unix32"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 5
+    assert _one_line(proc.stderr).startswith("error: MICROPY_SRC ")
+
+
+@needs_source
+@pytest.mark.parametrize("text", ['include("no_such_manifest.py")\n', "package(\n",
+                                  'include("$(MPY_DIR)/extmod/asyncio")\n'])
+def test_build_with_broken_manifest_is_one_line_and_fails(tmp_path: Path, text: str) -> None:
+    bad = tmp_path / "manifest.py"
+    bad.write_text(text)
+    proc = subprocess.run([DOORCTL, "build", "unix32", "--manifest", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert _one_line(proc.stderr).startswith(f"error: broken manifest {bad}")
+    assert not (tmp_path / "micropython").exists()
+
+
+@needs_source
+def test_unix32_is_a_32bit_micropython_with_the_application_frozen(unix32_binary: Path) -> None:
+    probe = ("import sys\nprint(sys.maxsize)\n"
+             "import firmware.main, crypto.ev2, offline_cache.cache, board.virtual, asyncio\n"
+             "print(firmware.main.__file__)\n")
+    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
+                          capture_output=True, text=True, cwd="/", timeout=30,
+                          env={"MICROPYPATH": ".frozen"})
+    assert proc.returncode == 0, proc.stderr
+    maxsize, where = proc.stdout.split()
+    assert maxsize == str(2**31 - 1)
+    # Frozen modules are named by their path in the manifest; with only .frozen on the path
+    # and / as the directory, there is no file it could have come from.
+    assert where == "firmware/main.py"
