@@ -28,6 +28,17 @@ INPUT_DEFAULTS = {
     "power": True,
 }
 CONTACT_STATES = ("closed", "open", "short", "cut")
+IPPROTO_TCP = 6  # Linux's numbers: the unix port's socket module does not name them
+TCP_NODELAY = 1
+
+
+def _no_delay(writer):
+    """The I/O channel and the reader link are request/response streams: without
+    TCP_NODELAY a small write waits for the peer's delayed ACK (~40 ms on loopback)."""
+    try:
+        writer.s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
 
 
 class Clock:
@@ -98,6 +109,7 @@ class IOChannel:
         return {"ok": False, "error": "unknown op"}
 
     async def serve_client(self, reader, writer):
+        _no_delay(writer)
         box = []
         entry = (writer, box)
         self.clients.append(entry)
@@ -213,6 +225,7 @@ class ReaderUART:
         if self._writer is not None:
             writer.close()  # one emulator at a time
             return
+        _no_delay(writer)
         self._reader, self._writer = reader, writer
         try:
             while True:

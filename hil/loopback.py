@@ -31,6 +31,7 @@ from typing import Any
 
 from hil.loopback_wiring import Wiring
 from hil.rig import CARD_ROLES
+from host_tools import tcp
 from host_tools.cards import pcsc, sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
@@ -72,7 +73,7 @@ class ReaderBridge:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                sock = socket.create_connection(self.dev.reader_addr, timeout=0.5)
+                sock = tcp.connect(self.dev.reader_addr, timeout=0.5)
             except OSError:
                 self._drop(0.1)  # no door on the wire: what the host sends is lost
                 continue

@@ -20,6 +20,7 @@ from typing import Any
 
 from hil.board import rig_io
 from hil.broker import free_port
+from host_tools import tcp
 from host_tools.vdev.device import VirtualDevice
 
 DRIVEN = {gp: name for name, gp in rig_io.DRIVE.items() if name != "power"}
@@ -71,7 +72,7 @@ class Wiring:
                 continue
             except OSError:
                 return
-            self._board = conn
+            self._board = tcp.no_delay(conn)
             with self._lock:
                 self._levels = {}
             self._refresh_outputs({})
@@ -150,7 +151,7 @@ class Wiring:
                 self._stop.wait(0.05)
                 continue
             try:
-                sock = socket.create_connection(self.dev.io_addr, timeout=0.5)
+                sock = tcp.connect(self.dev.io_addr, timeout=0.5)
             except OSError:
                 self._stop.wait(0.05)
                 continue

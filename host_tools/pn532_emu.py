@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from firmware import pn532 as p
+from host_tools import tcp
 
 FIRMWARE_VERSION = b"\x32\x01\x06\x07"  # PN532, v1.6, supports ISO 14443A/B and 18092
 UID_APDU = b"\xff\xca\x00\x00\x00"
@@ -348,7 +349,7 @@ class PN532Emulator:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                sock = socket.create_connection(addr, timeout=2)
+                sock = tcp.connect(addr, timeout=2)
                 break
             except OSError:
                 if time.monotonic() > deadline:

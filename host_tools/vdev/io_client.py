@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from host_tools import tcp
+
 INPUTS = ("door_contact", "rex", "tamper", "fire", "power")
 OUTPUTS = ("relay", "buzzer", "led")
 
@@ -40,7 +42,7 @@ class VirtualIO:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                self._sock = socket.create_connection(addr, timeout=timeout_s)
+                self._sock = tcp.connect(addr, timeout=timeout_s)
                 break
             except ConnectionRefusedError:
                 if time.monotonic() > deadline:
