@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.progress import Progress
 
-from host_tools.errors import EXIT_USAGE, UserError, fail
+from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
 from offline_cache import fmt
 
 cache_app = typer.Typer(help="Build, diff and inspect signed whitelist cache files.", no_args_is_help=True)
@@ -42,23 +44,34 @@ STATUS = {name: i for i, name in enumerate(fmt.STATUS_NAMES)}
 
 def load_key(path: Path) -> bytes:
     """The cache signing key: a file of hex, or a site key file (its `cache` key)."""
+    return load_key_and_site(path)[0]
+
+
+def load_key_and_site(path: Path) -> tuple[bytes, int | None]:
+    """The cache signing key and, for a site key file, its site id (None for a hex file)."""
     try:
-        text = path.read_text().strip()
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise UserError(f"key file {path} is not text: give the site key file from "
+                        "`doorctl card keys init` or a file of hex", EXIT_USAGE) from None
     except OSError:
         raise UserError(f"key file {path} cannot be read", EXIT_USAGE) from None
+    site: int | None = None
     if text.startswith("{"):
         try:
-            text = json.loads(text)["keys"]["cache"]
+            doc = json.loads(text)
+            text = doc["keys"]["cache"]
+            site = int(doc["site_id"]) if "site_id" in doc else None
         except (ValueError, KeyError, TypeError):
             raise UserError(f"key file {path} is JSON without a cache key: use a site key file "
                             "from `doorctl card keys init`", EXIT_USAGE) from None
     try:
         key = bytes.fromhex(text)
-    except ValueError:
+    except (ValueError, TypeError):
         raise UserError(f"key file {path} is not hex", EXIT_USAGE) from None
     if len(key) < 16:
         raise UserError(f"key file {path}: the key must be at least 16 bytes", EXIT_USAGE)
-    return key
+    return key, site
 
 
 def _day(text: str, what: str) -> int:
@@ -88,6 +101,9 @@ def parse_card(row: dict[str, str], line: int) -> bytes:
     end = _day(row["valid_to"], where) if (row.get("valid_to") or "").strip() else fmt.NO_END
     if not 0 <= start < fmt.NO_END or not 0 <= end <= fmt.NO_END:
         raise UserError(f"{where}: dates must fall between 1970 and 2149", EXIT_USAGE)
+    if end < start:
+        raise UserError(f"{where}: valid_to {row['valid_to'].strip()} is before valid_from "
+                        f"{(row.get('valid_from') or '').strip()}", EXIT_USAGE)
     doors_txt = (row.get("doors") or "").strip()
     groups = 0
     try:
@@ -109,17 +125,85 @@ def parse_card(row: dict[str, str], line: int) -> bytes:
     return fmt.pack_record(ref, status, klass == "master", sched, start, end, groups)
 
 
-def read_cards(path: Path, progress: Progress) -> list[bytes]:
+COLUMNS = ("ref", "status", "valid_from", "valid_to", "doors", "schedule", "class")
+MAX_LISTED = 5  # row errors named in the one line; the rest are counted
+
+
+def _rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and (line number, fields) of each non-blank row. A spreadsheet's byte-order
+    mark and CRLF line ends are taken as they come; `;` separators (Excel in many locales)
+    too, when the header has no comma."""
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        raw = path.read_bytes()
     except OSError:
         raise UserError(f"cards file {path} cannot be read", EXIT_USAGE) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"cards file {path} line {line}: not UTF-8 text; save it as "
+                        "\"CSV UTF-8\"", EXIT_USAGE) from None
+    if "\x00" in text:
+        raise UserError(f"cards file {path} is not a CSV text file", EXIT_USAGE)
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if ";" in first and "," not in first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+            else:
+                rows.append((reader.line_num, fields))
+    except csv.Error as e:
+        raise UserError(f"cards file {path} line {reader.line_num}: {e}", EXIT_USAGE) from None
+    if header is None:
+        raise UserError(f"cards file {path} is empty: it needs the header row "
+                        f"{','.join(COLUMNS)} and one row per card", EXIT_USAGE)
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        raise UserError(f"cards file {path}: unknown column {', '.join(repr(h) for h in unknown)}; "
+                        f"the columns are {','.join(COLUMNS)} (lower case, any order)", EXIT_USAGE)
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise UserError(f"cards file {path}: column {', '.join(twice)} given twice", EXIT_USAGE)
+    if "ref" not in header:
+        raise UserError(f"cards file {path}: no ref column; the columns are {','.join(COLUMNS)}",
+                        EXIT_USAGE)
+    if not rows:
+        raise UserError(f"cards file {path} has no cards (only a header): a whitelist needs at "
+                        "least one card", EXIT_USAGE)
+    return header, rows
+
+
+def read_cards(path: Path, progress: Progress) -> list[bytes]:
+    """Every card of the CSV; UserError names each bad row by its line (the first few, then
+    how many more) and nothing is built from a file with any bad row."""
+    header, rows = _rows(path)
     task = progress.add_task("reading cards", total=len(rows))
     out = []
-    for i, row in enumerate(rows, start=2):
-        out.append(parse_card(row, i))
+    errors: list[str] = []
+    seen: dict[bytes, int] = {}
+    for line, fields in rows:
+        try:
+            if len(fields) != len(header):
+                raise UserError(f"line {line}: {len(fields)} fields, the header has {len(header)}",
+                                EXIT_USAGE)
+            rec = parse_card(dict(zip(header, fields, strict=True)), line)
+            ref = rec[:fmt.REF_LEN]
+            if ref in seen:
+                raise UserError(f"line {line}: ref {ref.hex()} already on line {seen[ref]}", EXIT_USAGE)
+            seen[ref] = line
+            out.append(rec)
+        except UserError as e:
+            errors.append(str(e).removeprefix("cards "))
         progress.advance(task)
+    if errors:
+        more = f"; and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+        raise UserError(f"cards file {path}: {'; '.join(errors[:MAX_LISTED])}{more}", EXIT_USAGE)
     return out
 
 
@@ -176,20 +260,43 @@ def build(
     schedules: Path = typer.Option(None, "--schedules", help="Schedules and holidays JSON."),
     tz_minutes: int = typer.Option(480, "--tz-minutes", help="Site time offset from UTC, minutes."),
     scope: int = typer.Option(0xFFFF, "--scope", help="Door mask the cache is meant for."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as one JSON object."),
 ) -> None:
-    """Build and sign a full snapshot from a cards CSV."""
+    """Build and sign a full snapshot from a cards CSV.
+
+    Example: doorctl cache build cards.csv --key site.json --out whitelist.bin --version 1 --site 1001
+    """
 
     def go() -> None:
-        k = load_key(key)
+        check_range("--version", version, 1, 2**32 - 1)
+        check_range("--site", site, 0, 2**32 - 1)
+        check_range("--tz-minutes", tz_minutes, -720, 840)
+        check_range("--scope", scope, 1, 0xFFFF)
+        k, key_site = load_key_and_site(key)
+        if key_site is not None and key_site != site:
+            raise UserError(f"--site {site}: the key file {key} is site {key_site}'s", EXIT_USAGE)
         scheds, holidays = read_schedules(schedules)
-        with Progress(transient=True) as progress:
+        err = Console(stderr=True)
+        with Progress(transient=True, console=err, disable=not err.is_terminal) as progress:
             recs = read_cards(cards, progress)
         data = fmt.build(k, fmt.KIND_SNAPSHOT, version, 0, site, scope, tz_minutes, recs, scheds, holidays,
                          int(dt.datetime.now(dt.UTC).timestamp()))
-        out.write_bytes(data)
-        typer.echo(f"wrote {out}: snapshot version {version}, {len(recs)} cards, {len(data)} bytes")
+        try:
+            out.write_bytes(data)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot be written ({e.strerror})", EXIT_USAGE) from None
+        if as_json:
+            typer.echo(json.dumps({"file": str(out), "kind": "snapshot", "version": version,
+                                   "site": site, "cards": len(recs), "bytes": len(data)}))
+        else:
+            typer.echo(f"wrote {out}: snapshot version {version}, {len(recs)} cards, {len(data)} bytes")
 
     _run(go)
+
+
+def check_range(option: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise UserError(f"{option} {value}: must be {lo}-{hi}", EXIT_USAGE)
 
 
 @cache_app.command("delta")
@@ -216,7 +323,10 @@ def delta(
         holidays = [int.from_bytes(hol[i:i + 2], "big") for i in range(0, len(hol), 2)]
         data = fmt.build(k, fmt.KIND_DELTA, h1.version, h0.version, h1.site, h1.scope, h1.tz_min, changes,
                          scheds, holidays, h1.created)
-        out.write_bytes(data)
+        try:
+            out.write_bytes(data)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot be written ({e.strerror})", EXIT_USAGE) from None
         typer.echo(f"wrote {out}: delta {h0.version} -> {h1.version}, {len(changes)} changes, "
                    f"{len(data)} bytes")
 
@@ -233,32 +343,68 @@ def _describe(rec: bytes) -> str:
             f"valid {EPOCH + dt.timedelta(days=start)} .. {to}  doors {doors}  schedule {flags >> 3}")
 
 
+def _record(rec: bytes) -> dict[str, Any]:
+    ref, flags, start, end, groups = fmt.unpack_record(rec)
+    if flags == fmt.DELETE:
+        return {"ref": ref.hex(), "removed": True}
+    return {"ref": ref.hex(), "status": fmt.STATUS_NAMES[flags & 3],
+            "class": "master" if flags & 4 else "normal",
+            "valid_from": str(EPOCH + dt.timedelta(days=start)),
+            "valid_to": None if end == fmt.NO_END else str(EPOCH + dt.timedelta(days=end)),
+            "doors": [d for d in range(16) if groups >> d & 1], "schedule": flags >> 3}
+
+
 @cache_app.command("inspect")
 def inspect(
     file: Path = typer.Argument(..., help="Snapshot or delta file."),
     key: Path = typer.Option(None, "--key", "-k", help="Key file: also check the tag."),
     ref: str = typer.Option(None, "--ref", help="Show this card (16 hex digits)."),
     index: int = typer.Option(None, "--index", help="Show record number N (0 = first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the header and selected records "
+                                 "as one JSON object."),
 ) -> None:
-    """Header, counts, tag check and selected records of a cache file."""
+    """Header, counts, tag check and selected records of a cache file.
+
+    Example: doorctl cache inspect whitelist.bin --key site.json --ref 5101013aeef2e95e
+    """
 
     def go() -> None:
         hdr, extra, recs, ok = read_file(file, load_key(key) if key else None)
         kind = "snapshot" if hdr.kind == fmt.KIND_SNAPSHOT else f"delta on version {hdr.base}"
         scheds = fmt.parse_schedules(extra[:hdr.sched_len])
-        typer.echo(f"{file}: format {hdr.fmt}, {kind}, version {hdr.version}, site {hdr.site}, "
-                   f"scope {hdr.scope:#06x}, tz {hdr.tz_min:+d} min")
-        typer.echo(f"cards {hdr.count}, schedules {len(scheds)}, holidays {hdr.hol_count}, "
-                   f"{hdr.file_size()} bytes")
-        tag = "not checked (no --key)" if ok is None else "valid" if ok else "DOES NOT MATCH"
-        typer.echo(f"tag: {tag}")
+        chosen: list[bytes] = []
         if ref is not None:
-            rec = recs.get(bytes.fromhex(ref)) if len(ref) == 16 else None
-            typer.echo(_describe(rec) if rec else f"{ref}: not in this file")
+            try:
+                want = bytes.fromhex(ref)
+            except ValueError:
+                want = b""
+            if len(want) != fmt.REF_LEN:
+                raise UserError(f"--ref {ref!r}: a card reference is 16 hex digits", EXIT_USAGE)
+            if want not in recs:
+                raise UserError(f"--ref {ref}: not in {file}", EXIT_FAILED)
+            chosen.append(recs[want])
         if index is not None:
             if not 0 <= index < hdr.count:
-                raise UserError(f"index must be 0..{hdr.count - 1}", EXIT_USAGE)
-            typer.echo(_describe(sorted(recs.values())[index]))
+                raise UserError(f"--index {index}: must be 0..{hdr.count - 1}", EXIT_USAGE)
+            chosen.append(sorted(recs.values())[index])
+        tag = "not checked (no --key)" if ok is None else "valid" if ok else "DOES NOT MATCH"
+        if as_json:
+            typer.echo(json.dumps({
+                "file": str(file), "format": hdr.fmt,
+                "kind": "snapshot" if hdr.kind == fmt.KIND_SNAPSHOT else "delta",
+                "base": hdr.base if hdr.kind != fmt.KIND_SNAPSHOT else None,
+                "version": hdr.version, "site": hdr.site, "scope": hdr.scope, "tz_minutes": hdr.tz_min,
+                "cards": hdr.count, "schedules": len(scheds), "holidays": hdr.hol_count,
+                "bytes": hdr.file_size(), "tag": None if ok is None else bool(ok),
+                "records": [_record(r) for r in chosen]}))
+        else:
+            typer.echo(f"{file}: format {hdr.fmt}, {kind}, version {hdr.version}, site {hdr.site}, "
+                       f"scope {hdr.scope:#06x}, tz {hdr.tz_min:+d} min")
+            typer.echo(f"cards {hdr.count}, schedules {len(scheds)}, holidays {hdr.hol_count}, "
+                       f"{hdr.file_size()} bytes")
+            typer.echo(f"tag: {tag}")
+            for rec in chosen:
+                typer.echo(_describe(rec))
         if ok is False:
             raise UserError("tag does not match: the file was altered or signed with another key")
 

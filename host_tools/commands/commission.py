@@ -13,6 +13,7 @@ from rich.console import Console
 from firmware import protocol
 from firmware.commands import CONFIG_LIMITS
 from host_tools.cards import sitekeys
+from host_tools.cli_inputs import parse_broker
 from host_tools.deploy import check_port, handshake
 from host_tools.errors import EXIT_USAGE, UserError, fail
 from host_tools.vdev.provision import mpremote, put_cache, put_file
@@ -23,11 +24,14 @@ def _bad(value: str, why: str) -> UserError:
     return UserError(f"{value}: {why}", EXIT_USAGE)
 
 
-def _broker(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _bad(f"--broker {value!r}", "must be HOST:PORT with a port 1-65535, e.g. 10.0.0.5:8883")
-    return host, int(port)
+def _broker(value: str, tls: bool) -> tuple[str, int]:
+    """HOST:PORT, mqtt://HOST:PORT or mqtts://HOST:PORT; mqtts:// wants --tls-ca, mqtt:// none."""
+    b = parse_broker(value)
+    if b.tls is True and not tls:
+        raise _bad(f"--broker {value!r}", "mqtts:// (TLS) needs --tls-ca, the CA of the broker's certificate")
+    if b.tls is False and tls:
+        raise _bad(f"--broker {value!r}", "mqtt:// is plain MQTT but --tls-ca was given: use mqtts://")
+    return b.host, b.port
 
 
 def _secret(path: Path | None, what: str) -> str | None:
@@ -106,7 +110,7 @@ def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: 
                    "(e.g. site.building.door: hz.b12.d3)") from None
     if not 0 <= door_no <= 15:
         raise _bad(f"--door-no {door_no}", "must be 0-15 (the door's bit in the whitelist)")
-    host, port = _broker(broker)
+    host, port = _broker(broker, tls)
     for key, value in door_timings.items():
         lo, hi = CONFIG_LIMITS[key]
         if not lo <= value <= hi:
@@ -157,7 +161,8 @@ def commission(
                                   help="The door's id: site.building.door, e.g. hz.b12.d3."),
     door_no: int = typer.Option(..., "--door-no",
                                 help="The door's number 0-15 in the whitelist's door groups."),
-    broker: str = typer.Option(..., "--broker", help="Platform broker HOST:PORT."),
+    broker: str = typer.Option(..., "--broker", help="Platform broker HOST:PORT (or "
+                               "mqtt://HOST:PORT, mqtts://HOST:PORT with --tls-ca)."),
     broker_user: str = typer.Option(None, "--broker-user", help="Broker user name."),
     broker_password_file: Path = typer.Option(None, "--broker-password-file",
                                               help="File holding the broker password."),

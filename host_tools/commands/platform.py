@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
 from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
@@ -23,11 +24,14 @@ app = typer.Typer(help="The reference platform: ingest events from door controll
 DB_HELP = "Database: a SQLite file path or sqlite:///path, or postgresql://user@host/db."
 
 
-def _broker(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise fail(f"--broker {value!r} is not HOST:PORT, e.g. 127.0.0.1:1883", EXIT_USAGE)
-    return host, int(port)
+def _broker(value: str, tls: bool) -> tuple[str, int]:
+    """HOST:PORT (or mqtt://, mqtts://) of a broker that answers, speaking TLS when `tls`."""
+    try:
+        b = parse_broker(value)
+        check_broker(b, tls)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    return b.host, b.port
 
 
 def tls_options(ca: str | None, cert: str | None, key: str | None) -> None:
@@ -43,7 +47,8 @@ def tls_options(ca: str | None, cert: str | None, key: str | None) -> None:
 
 @app.command("run", short_help="Ingest events until Ctrl-C: store once, acknowledge after commit.")
 def run(
-    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT."),
+    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT "
+                               "(or mqtt://HOST:PORT, mqtts://HOST:PORT)."),
     db: str = typer.Option("platform.db", help=DB_HELP),
     group: str = typer.Option("ingest", help="Shared-subscription group: instances with the "
                               "same group share the event load."),
@@ -64,11 +69,15 @@ def run(
       doorctl platform run --broker 10.0.0.5:8883 --tls-ca ca.pem --db platform.db
       doorctl platform run --db postgresql://door@db/door --group ingest   # second instance
     """
-    host, port = _broker(broker)
     tls_options(tls_ca, tls_cert, tls_key)
+    host, port = _broker(broker, tls_ca is not None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        p = Platform(Store(db), host, port, group=group, username=username, password=password,
+        store = Store(db)
+    except Exception as e:  # sqlite3 / psycopg: not a database, a directory, refused
+        raise fail(f"--db {db}: cannot be opened as the platform's database ({e})", EXIT_USAGE) from None
+    try:
+        p = Platform(store, host, port, group=group, username=username, password=password,
                      tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     except (OSError, ValueError) as e:
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
@@ -104,7 +113,11 @@ def events(
 
     Example: doorctl platform events hz.b12.d3 --db platform.db
     """
-    store = Store(db)
+    try:
+        store = open_store(db)
+        known_device(store, device)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
     rows = store.events(device)
     gaps = store.missing(device)
     if as_json:
@@ -147,7 +160,8 @@ def command(
                                   "(e.g. mode=lockdown, unlock_ms=3000)."),
     keys: Path = typer.Option(..., "--keys", help="Site key file (doorctl card keys init): "
                               "its `command` key signs the command."),
-    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT."),
+    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT (the platform's, "
+                               "as for platform run)."),
     timeout: float = typer.Option(10.0, help="Seconds to wait for the door's reply."),
     as_json: bool = typer.Option(False, "--json", help="Print the reply as one JSON object."),
 ) -> None:
@@ -180,13 +194,16 @@ def command(
         if not sep or not k:
             raise fail(f"--arg {a!r} is not KEY=VALUE", EXIT_USAGE)
         args[k] = _arg_value(v)
-    data, _ = sitekeys.load(keys)
+    try:
+        data, _ = sitekeys.load(keys)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
     try:
         key = command_key(data)
     except ValueError as e:
         raise fail(f"{keys}: {e}; make a new site key file with `doorctl card keys init`",
                    EXIT_USAGE) from None
-    host, port = _broker(broker)
+    host, port = _broker(broker, False)
     cmd_id, payload = sign(key, device, op, args)
     got: dict[str, object] = {}
     done = threading.Event()

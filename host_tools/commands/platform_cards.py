@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from firmware import events as ev
+from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
 from host_tools.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 
 card_app = typer.Typer(help="Card lifecycle: issue, lost, unblock, suspend, resume, renew, "
@@ -23,7 +25,9 @@ DB = typer.Option("platform.db", "--db", help="The platform's database (as for p
 KEYS = typer.Option(..., "--keys", help="Site key file: its cache key signs the whitelist.")
 BROKER = typer.Option(None, "--broker", help="Send the update to the doors now through this "
                       "broker HOST:PORT (otherwise: doorctl platform sync).")
-ALARM_PAIRS = {ev.FORCED_OPEN: None, ev.HELD_OPEN: ev.HELD_OPEN_CLEARED,
+# Each alarm and the event that ends it (None: an instant). A forced door stays forced until
+# it closes.
+ALARM_PAIRS = {ev.FORCED_OPEN: ev.DOOR_CLOSED, ev.HELD_OPEN: ev.HELD_OPEN_CLEARED,
                ev.SENSOR_TAMPER: ev.SENSOR_TAMPER_CLEARED, ev.DEVICE_TAMPER: ev.DEVICE_TAMPER_CLEARED,
                ev.CLOSER_FAULT: ev.CLOSER_FAULT_CLEARED, ev.POWER_LOST: ev.POWER_RESTORED,
                ev.JOURNAL_NEAR_FULL: None}
@@ -32,13 +36,12 @@ ALARM_PAIRS = {ev.FORCED_OPEN: None, ev.HELD_OPEN: ev.HELD_OPEN_CLEARED,
 def _registry(db: str, keys: Path) -> Any:
     from host_tools.cards import sitekeys
     from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.store import Store
 
     site, _ = sitekeys.load(keys)
     if "cache" not in site["keys"]:
         raise UserError(f"{keys} has no cache key: make a site key file with doorctl card keys init",
                         EXIT_USAGE)
-    return CardRegistry(Store(db), site)
+    return CardRegistry(open_store(db), site)
 
 
 def _date(text: str, what: str) -> dt.date:
@@ -48,36 +51,76 @@ def _date(text: str, what: str) -> dt.date:
         raise UserError(f"{what} {text!r} is not a date YYYY-MM-DD", EXIT_USAGE) from None
 
 
+def _period(start: str, end: str) -> tuple[dt.date, dt.date]:
+    first, last = _date(start, "--from"), _date(end, "--to")
+    if last < first:
+        raise UserError(f"--from {start} is after --to {end}", EXIT_USAGE)
+    return first, last
+
+
+class Outcome(str):
+    """A command's printed line, with what `--json` prints: the whitelist version and each
+    door's result; `failed` when some door did not take the update."""
+
+    failed = False
+    version: int | None = None
+    doors: dict[str, str] | None = None
+
+
 def _send(reg: Any, broker: str | None) -> str:
     if broker is None:
-        return f"whitelist version {reg.version()}; send it with doorctl platform sync"
+        out = Outcome(f"whitelist version {reg.version()}; send it with doorctl platform sync")
+        out.version = reg.version()
+        return out
     from host_tools.platform.distribute import sync
     from host_tools.platform.ingest import Platform
 
-    host, _, port = broker.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--broker {broker!r} is not HOST:PORT", EXIT_USAGE)
-    with Platform(reg.store, host, int(port), ingest=False) as p:
+    b = parse_broker(broker)
+    check_broker(b, False)
+    with Platform(reg.store, b.host, b.port, ingest=False) as p:
         if not p.connected.wait(10):
-            raise UserError(f"cannot reach the MQTT broker at {broker}", EXIT_UNREACHABLE)
+            raise UserError(f"cannot reach the MQTT broker at {b}", EXIT_UNREACHABLE)
         import time
 
         time.sleep(0.5)  # the doors' retained whitelist states arrive
         result = sync(p, reg)
-    if not result:
-        return f"whitelist version {reg.version()}; no door has reported its whitelist yet"
-    return f"whitelist version {reg.version()}: " + ", ".join(f"{d} {r}" for d, r in result.items())
+    out = Outcome(f"whitelist version {reg.version()}: "
+                  + ", ".join(f"{d} {r}" for d, r in result.items()) if result else
+                  f"whitelist version {reg.version()}; no door has reported its whitelist yet")
+    out.failed = any(r.startswith("failed") for r in result.values())
+    out.version, out.doors = reg.version(), result
+    return out
 
 
-def _op(fn: Any) -> None:
+def _op(fn: Any, as_json: bool = False) -> None:
+    """Print the command's line (or JSON); exit 1 when a door did not take the update (the
+    line says which and why), as for any other failure."""
     from host_tools.platform.cards import CardError
 
     try:
-        typer.echo(fn())
+        text = fn()
     except CardError as e:
         raise fail(str(e), EXIT_FAILED) from None
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
+    if as_json and isinstance(text, Outcome):
+        typer.echo(json.dumps({"done": str(text), "version": text.version, "doors": text.doors,
+                               "failed": text.failed}))
+    else:
+        typer.echo(text)
+    if getattr(text, "failed", False):
+        raise fail("a door did not take the update (see above); doorctl platform sync retries it",
+                   EXIT_FAILED)
+
+
+def _then(done: str, sent: str) -> str:
+    out = Outcome(done + sent)
+    out.failed = getattr(sent, "failed", False)
+    out.version, out.doors = getattr(sent, "version", None), getattr(sent, "doors", None)
+    return out
+
+
+JSON = typer.Option(False, "--json", help="Print the outcome as one JSON object.")
 
 
 @card_app.command("issue")
@@ -89,7 +132,7 @@ def issue(ref: str = typer.Argument(..., help="Card reference (doorctl card pers
           valid_to: str = typer.Option(..., "--to", help="Last day, YYYY-MM-DD."),
           name: str = typer.Option(None, help="Resident's name (platform only, never sent to doors)."),
           master: bool = typer.Option(False, help="Staff card: also opens in lockdown."),
-          keys: Path = KEYS, db: str = DB, broker: str = BROKER) -> None:
+          keys: Path = KEYS, db: str = DB, broker: str = BROKER, as_json: bool = JSON) -> None:
     """Bind a personalized card to a resident, a room's doors and a validity period.
 
     Example: doorctl platform card issue 5101013aeef2e95e --resident r-301-1 --room 301
@@ -100,22 +143,23 @@ def issue(ref: str = typer.Argument(..., help="Card reference (doorctl card pers
             door_list = [int(d) for d in doors.split(",")]
         except ValueError:
             raise UserError(f"--doors {doors!r}: door numbers separated by commas", EXIT_USAGE) from None
+        first, last = _period(valid_from, valid_to)
         reg = _registry(db, keys)
-        reg.issue(ref, resident, room, door_list, _date(valid_from, "--from"), _date(valid_to, "--to"),
-                  master, name)
-        return f"issued {ref}; " + _send(reg, broker)
-    _op(go)
+        reg.issue(ref, resident, room, door_list, first, last, master, name)
+        return _then(f"issued {ref}; ", _send(reg, broker))
+    _op(go, as_json)
 
 
 def _simple(op: str, doc: str) -> None:
     def command(ref: str = typer.Argument(..., help="Card reference."), keys: Path = KEYS,
-                db: str = DB, broker: str = BROKER) -> None:
+                db: str = DB, broker: str = BROKER, as_json: bool = JSON) -> None:
         def go() -> str:
             reg = _registry(db, keys)
             getattr(reg, {"lost": "report_lost"}.get(op, op))(ref)
-            return f"{op} {ref}; " + _send(reg, broker)
-        _op(go)
-    command.__doc__ = doc
+            return _then(f"{op} {ref}; ", _send(reg, broker))
+        _op(go, as_json)
+    command.__doc__ = (f"{doc}\n\nExample: doorctl platform card {op} 5101013aeef2e95e "
+                       "--keys site.json --broker 10.0.0.5:1883")
     card_app.command(op)(command)
 
 
@@ -130,25 +174,31 @@ for _name, _doc in (("lost", "Report a card lost: every door refuses it as soon 
 @card_app.command("renew")
 def renew(ref: str = typer.Argument(..., help="Card reference."),
           valid_to: str = typer.Option(..., "--to", help="New last day, YYYY-MM-DD."),
-          keys: Path = KEYS, db: str = DB, broker: str = BROKER) -> None:
-    """Extend a card's validity."""
+          keys: Path = KEYS, db: str = DB, broker: str = BROKER, as_json: bool = JSON) -> None:
+    """Extend a card's validity.
+
+    Example: doorctl platform card renew 5101013aeef2e95e --to 2028-11-30 --keys site.json
+    """
     def go() -> str:
         reg = _registry(db, keys)
         reg.renew(ref, _date(valid_to, "--to"))
-        return f"renewed {ref}; " + _send(reg, broker)
-    _op(go)
+        return _then(f"renewed {ref}; ", _send(reg, broker))
+    _op(go, as_json)
 
 
 @card_app.command("reissue")
 def reissue(old: str = typer.Argument(..., help="The card being replaced."),
             new: str = typer.Argument(..., help="The new card's reference."),
-            keys: Path = KEYS, db: str = DB, broker: str = BROKER) -> None:
-    """A new card for the same resident and doors; the old one is cancelled in the same update."""
+            keys: Path = KEYS, db: str = DB, broker: str = BROKER, as_json: bool = JSON) -> None:
+    """A new card for the same resident and doors; the old one is cancelled in the same update.
+
+    Example: doorctl platform card reissue 5101013aeef2e95e 51010177c0ffee00 --keys site.json
+    """
     def go() -> str:
         reg = _registry(db, keys)
         reg.reissue(old, new)
-        return f"reissued {old} as {new}; " + _send(reg, broker)
-    _op(go)
+        return _then(f"reissued {old} as {new}; ", _send(reg, broker))
+    _op(go, as_json)
 
 
 @card_app.command("list")
@@ -172,12 +222,14 @@ def list_cards(keys: Path = KEYS, db: str = DB,
 
 
 def sync_command(keys: Path = KEYS, db: str = DB,
-                 broker: str = typer.Option("127.0.0.1:1883", help="Broker HOST:PORT.")) -> None:
+                 broker: str = typer.Option("127.0.0.1:1883", help="Broker HOST:PORT."),
+                 as_json: bool = JSON) -> None:
     """Bring every door to the latest whitelist (retries what did not get through).
+    Exit code 1 when a door did not take it (the line says which door and why).
 
     Example: doorctl platform sync --keys site.json --broker 10.0.0.5:1883
     """
-    _op(lambda: _send(_registry(db, keys), broker))
+    _op(lambda: _send(_registry(db, keys), broker), as_json)
 
 
 def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
@@ -187,16 +239,16 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
         open_: dict[int, dict[str, Any]] = {}
         for e in store.events(d):
             code, t = e[1], e[3]
+            for raised, cleared in ALARM_PAIRS.items():
+                if cleared == code and raised in open_:
+                    open_.pop(raised)["end"] = t
             if code in ALARM_PAIRS:
                 rec = {"door": d, "alarm": ev.NAMES[code], "start": t, "end": None, "seq": e[0]}
                 out.append(rec)
                 if ALARM_PAIRS[code] is not None:
-                    open_[code] = rec
+                    open_.setdefault(code, rec)
                 else:
                     rec["end"] = t
-            for raised, cleared in ALARM_PAIRS.items():
-                if cleared == code and raised in open_:
-                    open_.pop(raised)["end"] = t
         info = store.device(d) or {}
         if info.get("online") is False:
             out.append({"door": d, "alarm": "offline", "start": info.get("presence_at"), "end": None,
@@ -211,9 +263,13 @@ def alarms(device: str = typer.Option(None, "--door", help="One door (default: a
 
     Example: doorctl platform alarms --door hz.b12.d3
     """
-    from host_tools.platform.store import Store
-
-    rows = alarm_rows(Store(db), device)
+    try:
+        store = open_store(db)
+        if device is not None:
+            known_device(store, device, "--door")
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    rows = alarm_rows(store, device)
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -224,6 +280,7 @@ def alarms(device: str = typer.Option(None, "--door", help="One door (default: a
     for r in rows:
         table.add_row(r["door"], r["alarm"], when(r["start"]), when(r["end"]) if r["end"] else "ACTIVE")
     Console().print(table)
+    typer.echo(f"{sum(1 for r in rows if r['end'] is None)} active of {len(rows)}")
 
 
 def registered_as(reg: dict[str, Any] | None) -> str:
@@ -235,45 +292,111 @@ def registered_as(reg: dict[str, Any] | None) -> str:
             f"{tls}, fw {reg['fw']}")
 
 
-def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-          keys: Path = typer.Option(None, "--keys",
-                                    help="Site key file: show each door's whitelist lag.")) -> None:
-    """Each door: what it registered as (site, door number, lock, card profiles, TLS, firmware),
-    online, door state and mode from its last patrol, whitelist version and lag,
-    events not yet stored (backlog), active alarms.
-
-    Example: doorctl platform doors --db platform.db --keys site.json
-    """
-    from host_tools.platform.store import Store
-
-    store = Store(db)
-    latest = _registry(db, keys).version() if keys is not None else None
+def door_rows(store: Any, latest: int | None) -> list[dict[str, Any]]:
+    """What `platform doors` shows, per door. Active alarms are those the door's last patrol
+    reports and those its events leave open; `lag` is None when unknown and `ahead` says the
+    door holds a version the platform never issued (an installer's file, say)."""
     out: list[dict[str, Any]] = []
     for d in store.devices():
         info = store.device(d) or {}
         status = info.get("status") or {}
         active = [r["alarm"] for r in alarm_rows(store, d) if r["end"] is None]
+        active += [a for a in status.get("alarms") or [] if a not in active]
         version = status.get("cache_version")
-        reg = store.registration(d)
-        out.append({"door": d, "registration": reg, "online": info.get("online"), "state": status.get("door"),
-                    "mode": status.get("mode"), "last_patrol": info.get("status_at"),
-                    "whitelist": version,
-                    "lag": (latest - version) if latest is not None and version is not None else None,
+        ahead = latest is not None and version is not None and version > latest
+        out.append({"door": d, "registration": store.registration(d), "online": info.get("online"),
+                    "state": status.get("door"), "mode": status.get("mode"),
+                    "last_patrol": info.get("status_at"), "whitelist": version,
+                    "lag": (latest - version) if latest is not None and version is not None
+                    and not ahead else None, "ahead": ahead,
                     "backlog": max(0, int(status.get("seq") or 0) - int(info.get("ack_upto") or 0)),
-                    "alarms": active})
+                    "alarms": sorted(set(active), key=active.index)})
+    return out
+
+
+def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+          keys: Path = typer.Option(None, "--keys",
+                                    help="Site key file: show each door's whitelist lag."),
+          detail: bool = typer.Option(False, "--detail", help="Also what each door registered as "
+                                      "(site, door number, lock, cards, TLS, firmware) and its "
+                                      "last patrol; wider than 80 columns.")) -> None:
+    """Each door: online, door state and mode from its last patrol, whitelist version and lag,
+    events not yet stored (backlog), active alarms; with --detail also what it registered as
+    and when it last reported.
+
+    Example: doorctl platform doors --db platform.db --keys site.json
+    """
+    try:
+        store = open_store(db)
+        latest = _registry(db, keys).version() if keys is not None else None
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    out = door_rows(store, latest)
     if as_json:
         typer.echo(json.dumps(out))
         return
-    table = Table("door", "registered as", "online", "state", "mode", "last patrol", "whitelist", "lag",
-                  "backlog", "alarms")
+    table = Table("door", "online", "state", "mode", "list", "lag", "backlog", "alarms",
+                  box=None if not detail else box.HEAVY_HEAD, pad_edge=False)
+    if detail:
+        table.add_column("registered as")
+        table.add_column("last patrol")
     for r in out:
-        patrol = (dt.datetime.fromtimestamp(r["last_patrol"], dt.UTC).strftime("%H:%M:%S")
-                  if r["last_patrol"] else "-")
-        table.add_row(r["door"], registered_as(r["registration"]), "yes" if r["online"] else "NO",
-                      str(r["state"]), str(r["mode"]), patrol,
-                      str(r["whitelist"]), "-" if r["lag"] is None else str(r["lag"]), str(r["backlog"]),
-                      ", ".join(r["alarms"]) or "-")
-    Console().print(table)
+        lag = "ahead" if r["ahead"] else "-" if r["lag"] is None else str(r["lag"])
+        row = [r["door"], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
+               "-" if r["whitelist"] is None else f"v{r['whitelist']}", lag, str(r["backlog"]),
+               ", ".join(r["alarms"]) or "-"]
+        if detail:
+            row.append(registered_as(r["registration"]))
+            row.append(dt.datetime.fromtimestamp(r["last_patrol"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+                       if r["last_patrol"] else "-")
+        table.add_row(*row)
+    Console(width=160 if detail else 80).print(table)
+    if any(r["ahead"] for r in out):
+        typer.echo("ahead: the door holds a whitelist version the platform never issued "
+                   "(an installer's file); doorctl platform sync replaces it")
+
+
+def retire(door: str = typer.Argument(..., help="The old device id, e.g. hz.b12.d3-old."),
+           db: str = DB,
+           broker: str = typer.Option(None, "--broker", help="Also clear the door's "
+                                      "retained messages on this broker HOST:PORT.")) -> None:
+    """Retire a door id the platform no longer hears from (a door re-commissioned under a new
+    id, a door removed): it leaves `doors` and `alarms`; its stored events stay as evidence.
+    A door still online is refused.
+
+    Example: doorctl platform retire hz.b12.d3-old --db platform.db --broker 10.0.0.5:1883
+    """
+    try:
+        store = open_store(db)
+        known_device(store, door)
+        if (store.device(door) or {}).get("online"):
+            raise UserError(f"{door} is online: stop the door (or re-commission it) before retiring "
+                            "its id", EXIT_USAGE)
+        if broker is not None:
+            _clear_retained(door, broker)
+        store.retire(door)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    typer.echo(f"retired {door}: no longer listed; its {store.count(door)} events are kept")
+
+
+def _clear_retained(door: str, broker: str) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from firmware import protocol
+
+    b = parse_broker(broker)
+    check_broker(b, False)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(b.host, b.port)
+    client.loop_start()
+    try:
+        for leaf in ("presence", "register", "status", "cache_state", "log"):
+            client.publish(protocol.topic(door, leaf), b"", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def residence(card: str = typer.Option(..., "--card", help="Card reference."),
@@ -282,15 +405,20 @@ def residence(card: str = typer.Option(..., "--card", help="Card reference."),
               db: str = DB, as_json: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
     """Days with at least one entry per month for one card, from stored events only (school
     enrolment evidence). Run by the platform operator for the resident or with their consent;
-    it shows counts of days, no times and no doors (docs/platform.md).
+    it shows counts of days, no times and no doors (docs/platform.md). A card the platform
+    never issued and never saw is refused, not reported as zero days.
 
     Example: doorctl platform residence-report --card 5101013aeef2e95e --from 2026-01-01 --to 2026-12-31
     """
-    from host_tools.platform.cards import CardError, residence_report
-    from host_tools.platform.store import Store
+    from host_tools.platform.cards import CardError, known_card, residence_report
 
     try:
-        report = residence_report(Store(db), card, _date(start, "--from"), _date(end, "--to"))
+        first, last = _period(start, end)
+        store = open_store(db)
+        if not known_card(store, card):
+            raise UserError(f"--card {card}: the platform in {db} never issued or saw this card",
+                            EXIT_USAGE)
+        report = residence_report(store, card, first, last)
     except CardError as e:
         raise fail(str(e), EXIT_USAGE) from None
     except UserError as e:
@@ -310,3 +438,4 @@ def register(app: typer.Typer) -> None:
     platform_app.command("alarms")(alarms)
     platform_app.command("doors")(doors)
     platform_app.command("residence-report")(residence)
+    platform_app.command("retire")(retire)

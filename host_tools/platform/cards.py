@@ -259,6 +259,23 @@ class CardRegistry:
                          self._records(applied), {}, [], int(time.time()))
 
 
+def known_card(store: Store, ref: str) -> bool:
+    """The platform issued the card or stored an event naming it."""
+    r = _ref(ref)
+    with store._lock:
+        seen = store._conn.execute(store._q(
+            "SELECT 1 FROM events WHERE substr(data, 1, 16) = ? LIMIT 1"), (r,)).fetchone()
+        if seen is not None:
+            return True
+        try:
+            issued = store._conn.execute(store._q("SELECT 1 FROM cards WHERE ref = ?"), (r,)).fetchone()
+        except Exception:  # no card registry in this database
+            if store._ph == "%s":
+                store._conn.rollback()
+            return False
+    return issued is not None
+
+
 def residence_report(store: Store, ref: str, start: dt.date, end: dt.date,
                      tz_min: int = TZ_MIN) -> dict[str, int]:
     """Days with at least one entry per month (YYYY-MM -> days), from stored events only."""

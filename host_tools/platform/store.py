@@ -210,6 +210,19 @@ class Store:
         out["tls"], out["client_cert"] = bool(out["tls"]), bool(out["client_cert"])
         return out
 
+    def retire(self, device: str) -> None:
+        """Forget a door id's state and registration (a door re-commissioned under another id);
+        its events stay, as evidence. A message from that id makes it known again."""
+        with self._lock:
+            self._begin()
+            try:
+                self._conn.execute(self._q("DELETE FROM registrations WHERE device=?"), (device,))
+                self._conn.execute(self._q("DELETE FROM devices WHERE device=?"), (device,))
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+
     # -- queries ---------------------------------------------------------------------
 
     def events(self, device: str) -> list[EventRow]:
