@@ -145,7 +145,7 @@ def test_events_reach_the_platform_over_tls_exactly_once(rig: Rig) -> None:
     assert r.returncode == 0, r.stderr
     (row,) = [d for d in json.loads(r.stdout) if d["door"] == DEVICE]
     assert row["registration"]["lock"] == "fail-secure" and row["registration"]["tls"] is True
-    table = doorctl("platform", "doors", "--db", rig.store.url)
+    table = doorctl("platform", "doors", "--db", rig.store.url, "--detail")
     assert "site 2024 door 1, fail-secure, desfire_ev2, TLS, fw 0.1.0" in table.stdout
     # the same broker does not answer plain MQTT: the door really used TLS
     with socket.create_connection((rig.broker.host, rig.broker.port), timeout=3) as sock:
