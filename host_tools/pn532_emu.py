@@ -11,8 +11,17 @@ vsmartcard's vpcd, or a physical card on a bench reader), or any in-process card
     emu.remove()                          # empty field: InListPassiveTarget reports 0 targets
     link = emu.connect(("127.0.0.1", port))   # serve the device's reader stream (thread)
     link = emu.open_serial("/dev/ttyUSB1")    # or the door's reader UART wired to a serial port
+    link = emu.serve_fd(master_fd)            # or a pty's master: host software on the other end
     link.close()
     replies = emu.receive(data)           # or drive it by hand: bytes in, bytes out
+    replies = emu.poll()                  # what a held command answers once a card came
+
+It behaves as the chip does for generic host stacks (nfcpy, Adafruit's CircuitPython driver,
+libnfc), not only for our firmware: Diagnose, GetGeneralStatus, ReadRegister/WriteRegister,
+SetSerialBaudRate, SetParameters, PowerDown, every RFConfiguration item with its length, the
+power-up defaults (InListPassiveTarget waits for a card until MaxRetries is set, automatic RATS
+until SetParameters clears it) and InCommunicateThru carrying ISO/IEC 14443-4 blocks
+(`host_tools.iso14443_4`). UM0701-02 §7 is the reference for every command.
 
 A card object has `uid`, `sak`, `atqa`, `ats` and `transceive(apdu) -> response`;
 `PcscCard(reader)` and `LocalCard(...)` are the two provided.
@@ -29,9 +38,37 @@ from typing import Any, Protocol
 
 from firmware import pn532 as p
 from host_tools import tcp
+from host_tools.iso14443_4 import IsoDepCard, NoAnswer
 
 FIRMWARE_VERSION = b"\x32\x01\x06\x07"  # PN532, v1.6, supports ISO 14443A/B and 18092
 UID_APDU = b"\xff\xca\x00\x00\x00"
+
+# Commands beyond the firmware's own set (UM0701-02 §7.2, §7.3).
+CMD_DIAGNOSE = 0x00
+CMD_GET_GENERAL_STATUS = 0x04
+CMD_READ_REGISTER = 0x06
+CMD_WRITE_REGISTER = 0x08
+CMD_READ_GPIO = 0x0C
+CMD_WRITE_GPIO = 0x0E
+CMD_SET_SERIAL_BAUD_RATE = 0x10
+CMD_SET_PARAMETERS = 0x12
+CMD_POWER_DOWN = 0x16
+CMD_IN_COMMUNICATE_THRU = 0x42
+CMD_IN_DESELECT = 0x44
+CMD_IN_SELECT = 0x54
+
+FLAG_AUTOMATIC_RATS = 0x10
+DEFAULT_FLAGS = 0x14  # SetParameters after power-up: fAutomaticATR_RES | fAutomaticRATS
+BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000)
+# RFConfiguration: item -> length of its ConfigurationData (UM0701-02 §7.3.1).
+RF_ITEM_LENGTHS = {0x01: 1, 0x02: 3, 0x04: 1, 0x05: 3, 0x0A: 11, 0x0B: 8, 0x0C: 3, 0x0D: 9}
+RETRY_FOREVER = 0xFF  # MxRtyPassiveActivation after power-up: InListPassiveTarget waits for a card
+# CIU registers a host stack reads or sets (PN532 datasheet §8.6; nfcpy reads these by name).
+REG_TX_MODE, REG_RX_MODE, REG_TX_CONTROL, REG_TX_AUTO = 0x6302, 0x6303, 0x6304, 0x6305
+REG_FIFO_DATA, REG_FIFO_LEVEL = 0x6339, 0x633A
+SENS_REQ = 0x26  # left in the CIU's FIFO when no card answered the last activation
+HELD: Any = object()  # a command the chip keeps working on (InListPassiveTarget, empty field)
+STATUS_OK, STATUS_TIMEOUT, STATUS_BAD_PARAMETER, STATUS_NOT_IN_CONTEXT = 0x00, 0x01, 0x10, 0x27
 
 
 class Card(Protocol):
@@ -191,6 +228,21 @@ class PN532Emulator:
         self.apdus = 0
         self.nacks = 0
         self.corrupt_resends = False  # answer NACKs with a bad checksum too
+        self.reset_chip()
+
+    def reset_chip(self) -> None:
+        """The chip's state after power-up (what a host may have changed since)."""
+        with self._lock:
+            self.flags = DEFAULT_FLAGS
+            self.rf_items: dict[int, bytes] = {0x05: bytes([0xFF, 0x01, RETRY_FOREVER])}
+            self.registers: dict[int, int] = {REG_TX_MODE: 0x80, REG_RX_MODE: 0x80,
+                                              REG_TX_CONTROL: 0x83, REG_TX_AUTO: 0x40}
+            self.baudrate = 115200
+            self.on_baudrate: Callable[[int], None] | None = None  # the link changes its rate
+            self._baud_after_ack: int | None = None
+            self._held: bytes | None = None  # an InListPassiveTarget waiting for a card
+            self._iso_dep: dict[int, IsoDepCard] = {}
+            self._thru_target = 0  # the target InCommunicateThru talks to
 
     # -- the field ------------------------------------------------------------------------
     def present(self, *cards: Any) -> None:
@@ -230,7 +282,14 @@ class PN532Emulator:
                     if self.corrupt_resends and last:
                         last = last[:-2] + bytes([last[-2] ^ 0x5A]) + last[-1:]
                     out += last
+                elif ev == p.EV_ACK:  # the host aborts a held command, or confirms a baud change
+                    self._held = None
+                    if self._baud_after_ack is not None:
+                        self.baudrate, self._baud_after_ack = self._baud_after_ack, None
+                        if self.on_baudrate is not None:
+                            self.on_baudrate(self.baudrate)
                 elif ev == p.EV_FRAME:
+                    self._held = None  # a new command ends one still waiting
                     frame = bytes(self._parser.data[:self._parser.length])
                     early = (send_ack is not None and not self.faults and len(frame) >= 2
                              and frame[0] == p.TFI_HOST)
@@ -255,6 +314,8 @@ class PN532Emulator:
         body = self._respond(cmd, frame[2:])
         if body is None:
             return p.ACK + p.ERROR_FRAME
+        if body is HELD:
+            return p.ACK  # the answer comes from poll() once a card is in the field
         resp = p.encode_frame(p.TFI_PN532, bytes([cmd + 1]) + body)
         self._last = resp
         return self._apply_fault(resp)
@@ -285,36 +346,171 @@ class PN532Emulator:
             return p.ACK + b"\x00\x00\xff\xff\xff\x04\x00\xfc" + bytes(50)
         return p.ACK + resp
 
+    def poll(self) -> bytes:
+        """The answer to a held InListPassiveTarget once a card came into the field, else b"".
+        The link calls this between reads, as the chip keeps trying on its own."""
+        with self._lock:
+            if self._held is None or not self._cards:
+                return b""
+            body = self._list(self._held, hold=False)
+            if body is None or body[:1] == b"\x00":
+                return b""
+            self._held = None
+            resp = p.encode_frame(p.TFI_PN532, bytes([p.CMD_IN_LIST_PASSIVE_TARGET + 1]) + body)
+            self._last = resp
+            return resp
+
     def _respond(self, cmd: int, params: bytes) -> bytes | None:
-        if cmd == p.CMD_GET_FIRMWARE_VERSION:
-            return FIRMWARE_VERSION
-        if cmd == p.CMD_RF_CONFIGURATION:
-            return b"" if params[:1] in (b"\x01", b"\x02", b"\x05") else None
-        if cmd == p.CMD_SAM_CONFIGURATION:
-            return b"" if params[:1] == b"\x01" else None
-        if cmd == p.CMD_IN_LIST_PASSIVE_TARGET:
-            return self._list(params)
-        if cmd == p.CMD_IN_DATA_EXCHANGE:
-            return self._exchange(params)
-        if cmd == p.CMD_IN_RELEASE:
-            self._active = {}
+        handler = self._handlers().get(cmd)
+        return handler(params) if handler is not None else None
+
+    def _handlers(self) -> dict[int, Callable[[bytes], bytes | None]]:
+        return {
+            CMD_DIAGNOSE: self._diagnose,
+            p.CMD_GET_FIRMWARE_VERSION: lambda _: FIRMWARE_VERSION,
+            CMD_GET_GENERAL_STATUS: self._general_status,
+            CMD_READ_REGISTER: self._read_register,
+            CMD_WRITE_REGISTER: self._write_register,
+            CMD_READ_GPIO: lambda params: b"\xff\xff\x00" if not params else None,
+            CMD_WRITE_GPIO: lambda params: b"" if len(params) == 2 else None,
+            CMD_SET_SERIAL_BAUD_RATE: self._set_baud_rate,
+            CMD_SET_PARAMETERS: self._set_parameters,
+            p.CMD_SAM_CONFIGURATION: lambda params: b"" if params[:1] == b"\x01" else None,
+            CMD_POWER_DOWN: lambda params: b"\x00" if 1 <= len(params) <= 2 else None,
+            p.CMD_RF_CONFIGURATION: self._rf_configuration,
+            p.CMD_IN_LIST_PASSIVE_TARGET: self._list,
+            p.CMD_IN_DATA_EXCHANGE: self._exchange,
+            CMD_IN_COMMUNICATE_THRU: self._communicate_thru,
+            CMD_IN_DESELECT: self._deselect,
+            CMD_IN_SELECT: self._select,
+            p.CMD_IN_RELEASE: self._release,
+        }
+
+    def _diagnose(self, params: bytes) -> bytes | None:
+        if not params:
+            return None
+        test = params[0]
+        if test == 0x00:  # communication line test: the data comes back
+            return params
+        if test in (0x01, 0x02, 0x06):  # ROM, RAM, antenna: all good
             return b"\x00"
+        if test == 0x05:  # ISO 14443-4 card presence
+            card = self._active.get(self._thru_target or 1)
+            return b"\x00" if card is not None and self._in_field(card) else b"\x01"
         return None
 
-    def _list(self, params: bytes) -> bytes | None:
-        if len(params) < 2 or params[0] not in (1, 2) or params[1] != 0x00:
-            return None  # only ISO 14443A 106 kbps, one or two targets
+    def _general_status(self, params: bytes) -> bytes | None:
+        if params:
+            return None
+        field = 1 if self.rf_items.get(0x01, b"\x01")[0] & 0x01 or self._active else 0
+        out = bytearray([0x00, field, len(self._active)])
+        for tg in sorted(self._active):
+            out += bytes([tg, 0x00, 0x00, 0x00])  # 106 kbps both ways, ISO 14443A
+        return bytes(out + b"\x00")  # SAM status
+
+    def _read_register(self, params: bytes) -> bytes | None:
+        if not params or len(params) % 2:
+            return None
+        out = bytearray()
+        for i in range(0, len(params), 2):
+            addr = int.from_bytes(params[i:i + 2], "big")
+            if addr == REG_FIFO_DATA:
+                out.append(SENS_REQ if not self._active else 0x00)
+            elif addr == REG_FIFO_LEVEL:
+                out.append(0x00)
+            else:
+                out.append(self.registers.get(addr, 0x00))
+        return bytes(out)
+
+    def _write_register(self, params: bytes) -> bytes | None:
+        if not params or len(params) % 3:
+            return None
+        for i in range(0, len(params), 3):
+            self.registers[int.from_bytes(params[i:i + 2], "big")] = params[i + 2]
+        return b""
+
+    def _set_baud_rate(self, params: bytes) -> bytes | None:
+        if len(params) != 1 or params[0] >= len(BAUD_RATES):
+            return None
+        self._baud_after_ack = BAUD_RATES[params[0]]  # takes effect after the host's ACK
+        return b""
+
+    def _set_parameters(self, params: bytes) -> bytes | None:
+        if len(params) != 1:
+            return None
+        self.flags = params[0]
+        return b""
+
+    def _rf_configuration(self, params: bytes) -> bytes | None:
+        if not params or RF_ITEM_LENGTHS.get(params[0]) != len(params) - 1:
+            return None
+        self.rf_items[params[0]] = bytes(params[1:])
+        if params[0] == 0x01:  # RF field on (bit 1): the transmitters in CIU_TxControl follow
+            tx = self.registers.get(REG_TX_CONTROL, 0x80) & 0xFC
+            self.registers[REG_TX_CONTROL] = tx | (0x03 if params[1] & 0x02 else 0x00)
+        return b""
+
+    def _list(self, params: bytes, hold: bool = True) -> Any:
+        if len(params) < 2 or params[0] not in (1, 2):
+            return None
+        brty = params[1]
+        if brty > 4:
+            return None
         self._active = {}
-        cards = [c.current() if isinstance(c, PcscSlot) else c for c in self._cards]
+        self._iso_dep = {}
+        cards = [] if brty != 0 else [c.current() if isinstance(c, PcscSlot) else c
+                                      for c in self._cards]
         cards = [c for c in cards if c is not None][: params[0]]
+        if not cards and hold and self.rf_items[0x05][2] == RETRY_FOREVER:
+            self._held = bytes(params)
+            return HELD
         out = bytearray([len(cards)])
         for i, card in enumerate(cards):
             tg = i + 1
             self._active[tg] = card
             out += bytes([tg]) + card.atqa + bytes([card.sak, len(card.uid)]) + card.uid
-            if card.sak & 0x20:
+            if card.sak & 0x20 and self.flags & FLAG_AUTOMATIC_RATS:
                 out += card.ats
+            elif card.sak & 0x20:
+                self._iso_dep[tg] = IsoDepCard(card)  # the host sends RATS itself (Thru)
+        self._thru_target = 1 if cards else 0
         return bytes(out)
+
+    def _communicate_thru(self, params: bytes) -> bytes:
+        card = self._active.get(self._thru_target)
+        dep = self._iso_dep.get(self._thru_target)
+        if card is None or not params:
+            return bytes([STATUS_NOT_IN_CONTEXT if card is None else STATUS_BAD_PARAMETER])
+        if not self._in_field(card):
+            return bytes([STATUS_TIMEOUT])
+        if dep is None:  # activated by the chip (automatic RATS): raw frames are APDUs
+            dep = self._iso_dep[self._thru_target] = IsoDepCard(card)
+            dep.active = True
+        try:
+            if dep.active and params[:1] != b"\xe0":
+                self.apdus += 1
+            return b"\x00" + dep.frame(params)
+        except (NoAnswer, CardGone):
+            return bytes([STATUS_TIMEOUT])
+
+    def _deselect(self, params: bytes) -> bytes | None:
+        if len(params) != 1:
+            return None
+        return b"\x00" if params[0] in self._active or params[0] == 0 else bytes([STATUS_NOT_IN_CONTEXT])
+
+    def _select(self, params: bytes) -> bytes | None:
+        if len(params) != 1:
+            return None
+        if params[0] not in self._active:
+            return bytes([STATUS_NOT_IN_CONTEXT])
+        self._thru_target = params[0]
+        return b"\x00"
+
+    def _release(self, params: bytes) -> bytes | None:
+        self._active = {}
+        self._iso_dep = {}
+        self._thru_target = 0
+        return b"\x00"
 
     def _exchange(self, params: bytes) -> bytes:
         if not params:
@@ -363,8 +559,15 @@ class PN532Emulator:
 
     def open_serial(self, port: str, baudrate: int = 115200) -> EmulatorLink:
         """Answer the door's reader UART wired to a serial port of this host (a USB-serial
-        adapter on a bench; a pty in tests). OSError when the port cannot be opened."""
-        return EmulatorLink(self, SerialByteLink(port, baudrate))
+        adapter on a bench; a pty in tests). OSError when the port cannot be opened.
+        SetSerialBaudRate changes the port's rate once the host has acknowledged it."""
+        link = SerialByteLink(port, baudrate)
+        self.on_baudrate = link.set_baudrate
+        return EmulatorLink(self, link)
+
+    def serve_fd(self, fd: int) -> EmulatorLink:
+        """Answer on a file descriptor, e.g. a pty's master for host software on its slave."""
+        return EmulatorLink(self, FdByteLink(fd))
 
 
 class ByteLink(Protocol):
@@ -391,6 +594,9 @@ class SerialByteLink:
     def settimeout(self, value: float | None) -> None:
         self.port.timeout = value
 
+    def set_baudrate(self, baudrate: int) -> None:
+        self.port.baudrate = baudrate
+
     def recv(self, n: int) -> bytes:
         data = bytes(self.port.read(1))
         if not data:
@@ -406,13 +612,46 @@ class SerialByteLink:
         self.port.close()
 
 
+class FdByteLink:
+    """A file descriptor (a pty's master) with the socket calls EmulatorLink makes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.timeout: float | None = None
+
+    def settimeout(self, value: float | None) -> None:
+        self.timeout = value
+
+    def recv(self, n: int) -> bytes:
+        import select
+
+        if not select.select([self.fd], [], [], self.timeout)[0]:
+            raise TimeoutError
+        try:
+            return os.read(self.fd, n)
+        except OSError:  # EIO: the slave side was closed (no reader); keep waiting for one
+            time.sleep(self.timeout or 0.01)
+            raise TimeoutError from None
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+POLL_S = 0.01  # how often a held command looks for a card (the chip retries about this often)
+
+
 class EmulatorLink:
     """A thread answering one byte stream with a PN532Emulator."""
 
     def __init__(self, emu: PN532Emulator, sock: ByteLink) -> None:
         self.emu = emu
         self.sock = sock
-        sock.settimeout(0.2)
+        sock.settimeout(POLL_S)
         self._stop = threading.Event()
         self.closed = threading.Event()
         self.error: BaseException | None = None
@@ -425,6 +664,9 @@ class EmulatorLink:
                 try:
                     data = self.sock.recv(512)
                 except TimeoutError:
+                    held = self.emu.poll()
+                    if held:
+                        self.sock.sendall(held)
                     continue
                 if not data:
                     break

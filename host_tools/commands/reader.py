@@ -42,6 +42,10 @@ def emulate(
     device_state: Path = typer.Option(None, "--device-state",
                                       help="State directory of a running virtual device (reads vdev.json)."),
     reader_addr: str = typer.Option(None, "--reader-addr", help="The device's reader link, HOST:PORT."),
+    serial_port: str = typer.Option(None, "--serial",
+                                    help="A serial port wired to the door's reader UART (a USB-serial "
+                                         "adapter on a bench), or one a host program opens (nfcpy, "
+                                         "libnfc) to use this computer's PC/SC card as a PN532."),
     pcsc_reader: str = typer.Option(None, "--pcsc",
                                     help="PC/SC reader whose card is in the field (part of its name); "
                                          "without it the field stays empty."),
@@ -51,9 +55,14 @@ def emulate(
     Runs until Ctrl-C; waits for the device when its link closes (a reboot). A card put on the
     PC/SC reader is in the door's field from its next poll."""
     try:
-        if (device_state is None) == (reader_addr is None):
-            raise UserError("give exactly one of --device-state DIR or --reader-addr HOST:PORT", EXIT_USAGE)
-        addr = device_reader_addr(device_state) if device_state is not None else parse_addr(reader_addr)
+        if sum(x is not None for x in (device_state, reader_addr, serial_port)) != 1:
+            raise UserError("give exactly one of --device-state DIR, --reader-addr HOST:PORT or "
+                            "--serial PORT", EXIT_USAGE)
+        addr: tuple[str, int] | None = None
+        if device_state is not None:
+            addr = device_reader_addr(device_state)
+        elif reader_addr is not None:
+            addr = parse_addr(reader_addr)
         emu = PN532Emulator()
         if pcsc_reader is not None:
             from host_tools.cards import pcsc
@@ -61,18 +70,29 @@ def emulate(
             name = str(pcsc.find_reader(pcsc_reader))
             emu.present(name)
             typer.echo(f"cards    from {name}")
-        try:
-            link = emu.connect(addr, timeout=5)
-        except OSError as e:
-            raise UserError(f"cannot reach the reader link at {addr[0]}:{addr[1]} ({e}): is the device "
-                            "running?", EXIT_NO_DEVICE) from None
+        if addr is None:
+            try:
+                link = emu.open_serial(serial_port)
+            except OSError as e:
+                raise UserError(f"cannot open the serial port: {e}", EXIT_NO_DEVICE) from None
+            where = serial_port
+        else:
+            try:
+                link = emu.connect(addr, timeout=5)
+            except OSError as e:
+                raise UserError(f"cannot reach the reader link at {addr[0]}:{addr[1]} ({e}): is the "
+                                "device running?", EXIT_NO_DEVICE) from None
+            where = f"{addr[0]}:{addr[1]}"
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
-    typer.echo(f"reader   {addr[0]}:{addr[1]}  (PN532 emulated; Ctrl-C to stop)")
+    typer.echo(f"reader   {where}  (PN532 emulated; Ctrl-C to stop)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.is_set():
+            if link.closed.is_set() and addr is None:  # a serial port does not come back by itself
+                typer.echo(f"serial port closed: {link.error or 'end of input'}")
+                break
             if link.closed.is_set():  # the device rebooted or stopped: wait for it to come back
                 link.close()
                 typer.echo("reader link closed; waiting for the device")

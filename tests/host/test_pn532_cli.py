@@ -5,10 +5,14 @@ relays to a card on vpcd, stops on SIGTERM with a summary, and says plainly what
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
+import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +119,57 @@ def test_emulate_errors(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     down = doorctl("emulate", "--reader-addr", f"127.0.0.1:{port}")
     assert down.returncode == EXIT_NO_DEVICE and "is the device running" in down.stderr
+
+
+class FdStream:
+    """A blocking stream over a pty's master for the device driver (the door's UART end)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return os.write(self.fd, data)
+
+    def read(self, n: int, timeout_ms: int) -> bytes | None:
+        if not select.select([self.fd], [], [], max(timeout_ms, 1) / 1000)[0]:
+            return b""
+        return os.read(self.fd, n)
+
+    def reset_input(self) -> None:
+        while select.select([self.fd], [], [], 0)[0]:
+            os.read(self.fd, 4096)
+
+
+def test_emulate_on_a_serial_port() -> None:
+    """`--serial`: the door's reader UART wired to a serial port of this computer (a pty here)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--serial", os.ttyname(slave)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        d = p.PN532(FdStream(master), ack_timeout_ms=500)
+        deadline = time.monotonic() + 30
+        while True:  # until the emulator has opened the port
+            try:
+                assert d.begin() == bytes.fromhex("32010607")
+                break
+            except p.PN532Error:
+                assert time.monotonic() < deadline, "the emulator never answered on the serial port"
+        assert d.list_target() is None
+        out, err = stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, err
+    assert "reader   /dev/pts/" in out and "(PN532 emulated" in out
+
+
+def test_emulate_refuses_a_missing_serial_port(tmp_path: Path) -> None:
+    r = doorctl("emulate", "--serial", str(tmp_path / "ttyNONE"))
+    assert r.returncode == EXIT_NO_DEVICE and "Traceback" not in r.stderr
+    assert "cannot open the serial port" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    both = doorctl("emulate", "--serial", "/dev/null", "--reader-addr", "127.0.0.1:1")
+    assert both.returncode == EXIT_USAGE and "exactly one of" in both.stderr

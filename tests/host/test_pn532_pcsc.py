@@ -67,8 +67,10 @@ def rig(pcscd: None) -> Iterator[tuple[PN532Emulator, p.PN532]]:
     a, b = socket.socketpair()
     emu = PN532Emulator()
     link = emu.serve(b)
+    driver = p.PN532(SocketStream(a), ack_timeout_ms=200)
+    driver.begin()  # as the door does: MaxRetries set, so an empty field answers at once
     try:
-        yield emu, p.PN532(SocketStream(a), ack_timeout_ms=200)
+        yield emu, driver
     finally:
         emu.remove()
         link.close()
