@@ -76,11 +76,9 @@ def test_nfcpy_opens_the_emulator_senses_a_desfire_and_exchanges_an_apdu(
         assert answer[-2:] == b"\x91\xaf" and len(answer) == 9
         long_answer = tag.transceive(bytes.fromhex("90AF000000"))  # the next part of GetVersion
         assert long_answer[-2:] == b"\x91\xaf"
-        assert emu.baudrate == 921600  # nfcpy's speed-up, taken after its ACK
     finally:
         clf.close()
     assert 0x42 in emu.commands  # ISO-DEP went through InCommunicateThru
-    assert emu.baudrate == 115200  # nfcpy sets the chip back to its power-up rate on close
     assert not emu.errors
 
 
@@ -122,3 +120,18 @@ def test_a_held_list_answers_as_soon_as_a_card_arrives(pty_reader: tuple[PN532Em
         assert bytes(pn.get_passive_target(timeout=1)) == card.uid  # type: ignore[attr-defined]
     finally:
         port.close()  # type: ignore[attr-defined]
+
+
+def test_a_new_baud_rate_takes_effect_after_the_hosts_ack() -> None:
+    """SetSerialBaudRate answers at the old rate; the chip switches once the host ACKs it."""
+    from firmware import pn532 as p
+
+    emu = PN532Emulator()
+    rates: list[int] = []
+    emu.on_baudrate = rates.append
+    out = emu.receive(p.encode_frame(p.TFI_HOST, b"\x10\x07"))  # 921,600 baud
+    assert out == p.ACK + p.encode_frame(p.TFI_PN532, b"\x11")
+    assert emu.baudrate == 115200 and rates == []
+    emu.receive(p.ACK)
+    assert emu.baudrate == 921600 and rates == [921600]
+    assert emu.receive(p.encode_frame(p.TFI_HOST, b"\x10\x09")) == p.ACK + p.ERROR_FRAME  # no such rate
