@@ -39,6 +39,12 @@ ST_ILLEGAL_COMMAND = 0x1C
 ST_DUPLICATE_ERROR = 0xDE
 ST_FILE_NOT_FOUND = 0xF0
 
+# Command data per frame: a native command longer than this goes out in 0xAF frames
+# (ISO 14443-4 frame of 64 bytes less the ISO 7816 wrapping and the protocol bytes).
+MAX_CMD_FRAME = 55
+# Most frames a chained answer may take (a 256-byte file in 16-byte frames is 17).
+MAX_FRAMES = 32
+
 LABEL_ENC = b"\xa5\x5a"
 LABEL_MAC = b"\x5a\xa5"
 
@@ -195,9 +201,10 @@ class Reader:
     MODE_MAC = 1
     MODE_FULL = 3
 
-    def __init__(self, transceive=None, rng=None):
+    def __init__(self, transceive=None, rng=None, max_frame=MAX_CMD_FRAME):
         self._t = transceive
         self._rng = rng or os.urandom
+        self.max_frame = max_frame
         self.channel = None
         self.auth_key_no = None
 
@@ -214,6 +221,33 @@ class Reader:
             self.channel = None
             raise CardError("not_desfire", resp[-1])
         return resp[-1], bytes(resp[:-2])
+
+    def g_transact(self, ins, data=b""):
+        """One native command with 0xAF chaining both ways: command data longer than
+        `max_frame` goes out in additional frames (the card answers 91 AF to each but the
+        last); an answer ending in 91 AF is fetched with empty 0xAF frames and joined.
+        Returns (final status, all answer data)."""
+        data = bytes(data)
+        n = self.max_frame
+        st, out = yield from self.g_exchange(ins, data[:n])
+        pos = n
+        while pos < len(data):
+            if st != ST_ADDITIONAL_FRAME or out:
+                if st == ST_OK:  # the card took a part for the whole command
+                    self.channel = None
+                    raise CardError("protocol_error")
+                return st, out
+            st, out = yield from self.g_exchange(CMD_ADDITIONAL_FRAME, data[pos:pos + n])
+            pos += n
+        frames = 1
+        while st == ST_ADDITIONAL_FRAME:
+            frames += 1
+            if frames > MAX_FRAMES:
+                self.channel = None
+                raise CardError("protocol_error")
+            st, more = yield from self.g_exchange(CMD_ADDITIONAL_FRAME)
+            out += more
+        return st, out
 
     def _ok(self, status, expect=ST_OK):
         if status != expect:
@@ -232,8 +266,8 @@ class Reader:
 
     # --- unauthenticated commands -------------------------------------------------
     def g_plain_command(self, ins, data=b""):
-        """A single-frame command without secure messaging; returns its data."""
-        st, d = yield from self.g_exchange(ins, data)
+        """A command without secure messaging (chained as needed); returns its data."""
+        st, d = yield from self.g_transact(ins, data)
         self._ok(st)
         return d
 
@@ -244,13 +278,9 @@ class Reader:
 
     def g_get_version(self):
         """The three GetVersion frames concatenated (28 bytes on a 7-byte-UID card)."""
-        out = b""
-        st, d = yield from self.g_exchange(CMD_GET_VERSION)
-        while st == ST_ADDITIONAL_FRAME:
-            out += d
-            st, d = yield from self.g_exchange(CMD_ADDITIONAL_FRAME)
+        st, d = yield from self.g_transact(CMD_GET_VERSION)
         self._ok(st)
-        return out + d
+        return d
 
     # --- authentication -----------------------------------------------------------
     def g_authenticate(self, key, key_no, rnd_a=None):
@@ -285,7 +315,13 @@ class Reader:
     def g_command(self, ins, header=b"", data=b"", mode=1, resp_mode=None):
         """A command in an authenticated session. `mode`: MODE_PLAIN, MODE_MAC or
         MODE_FULL for the command data; `resp_mode` likewise for the response data
-        (default: the same). Returns the verified (and decrypted) response data."""
+        (default: the same). Returns the verified (and decrypted) response data.
+
+        EV2 secure messaging (MF3D(H)x2 datasheet, AN12196 section 4): in MODE_MAC and
+        MODE_FULL the command ends with MACt over Cmd || CmdCtr || TI || header || data,
+        even with no data; the response MAC covers status || CmdCtr+1 || TI || data of all
+        its frames. CmdCtr advances once per command, and any error status or failed
+        check ends the session (the card ends it too)."""
         ch = self._need_auth()
         if resp_mode is None:
             resp_mode = mode
@@ -296,7 +332,7 @@ class Reader:
             body += bytes(data)
         if mode != self.MODE_PLAIN:
             body += ch.cmd_mac(ins, header, body[len(header):])
-        st, resp = yield from self.g_exchange(ins, body)
+        st, resp = yield from self.g_transact(ins, body)
         self._ok(st)
         ch.cmd_ctr += 1
         if resp_mode == self.MODE_PLAIN:
@@ -325,7 +361,10 @@ class Reader:
         yield from self.g_command(CMD_WRITE_DATA, hdr, data, mode, self.MODE_MAC)
 
     def g_get_card_uid(self):
-        return (yield from self.g_command(CMD_GET_CARD_UID, b"", b"", self.MODE_PLAIN, self.MODE_FULL))
+        """GetCardUID is CommMode.Full: the command carries MACt over 51 || CmdCtr || TI
+        (`90 51 00 00 08 MACt 00`, AN12196 Table 28); `90 51 00 00 00` is the EV1 form and
+        an EV2 card refuses it. The answer is E(UID || 80 00..) || MACt."""
+        return (yield from self.g_command(CMD_GET_CARD_UID, b"", b"", self.MODE_MAC, self.MODE_FULL))
 
     def g_change_key(self, key_no, new_key, old_key=None, version=1):
         plain = change_key_plaintext(key_no, self.auth_key_no, new_key, old_key, version)

@@ -7,8 +7,19 @@
 #
 # Supported: GetVersion, SelectApplication, GetApplicationIDs, AuthenticateEV2First,
 # GetCardUID, CreateApplication, CreateStdDataFile, ReadData, WriteData, ChangeKey,
-# FormatPICC, and the PC/SC pseudo-APDU FF CA 00 00 00 (UID) a contactless reader
-# would answer. AES keys only; no chaining beyond one frame (files up to 40 bytes).
+# FormatPICC, DeleteApplication, and the PC/SC pseudo-APDU FF CA 00 00 00 (UID) a
+# contactless reader would answer. AES keys only.
+#
+# EV2 secure messaging is enforced as a card enforces it: after AuthenticateEV2First every
+# command of the session carries MACt over Cmd || CmdCtr || TI || header || data (GetCardUID
+# too: it is CommMode.Full). A command without its MAC (or with data of the wrong length) is
+# refused with 91 7E, a wrong MAC with 91 1E; any error status ends the session. TI and CmdCtr
+# live in the session (ev2.SecureChannel) until it ends.
+#
+# 0xAF chaining both ways: an answer longer than `frame` bytes goes out in frames ending
+# 91 AF, fetched with 90 AF 00 00 00; WriteData and ChangeKey data may arrive in several
+# frames (the card knows their length from the header) and each part but the last is
+# answered 91 AF.
 import json
 import os
 
@@ -16,11 +27,20 @@ from crypto import ct, ev2
 from crypto.aes import AES, ZERO_IV, cbc_decrypt, cbc_encrypt, xor
 
 PICC_AID = "000000"
-MAX_FRAME = 59
+MAX_FRAME = 59  # answer data per frame (ISO 14443-4 FSD 64 less the protocol bytes)
+MAX_FILE = 256  # largest standard data file this card creates
 
 
 def _sw(status, data=b""):
     return bytes(data) + bytes([0x91, status])
+
+
+class Refused(Exception):
+    """A command refused with a status; the session ends."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
 
 
 def blank_state(uid):
@@ -32,17 +52,24 @@ def _aid_hex(aid):
     return bytes(aid).hex()
 
 
+def full_len(n):
+    """Length of n bytes of data in CommMode.Full: padded (ISO 9797-1 M2) to blocks."""
+    return (n // 16 + 1) * 16
+
+
 class DesfireCard:
-    """State lives in a JSON-able dict; `path` (optional) makes it persistent."""
+    """State lives in a JSON-able dict; `path` (optional) makes it persistent. `frame`:
+    the most answer data per frame before 0xAF chaining."""
 
     # GetVersion: vendor NXP, type DESFire, subtype, EV2 (major 0x12), 8 KB, ISO 14443-2/3
     HW = b"\x04\x01\x01\x12\x00\x1a\x05"
     SW = b"\x04\x01\x01\x02\x00\x1a\x05"
 
-    def __init__(self, state, path=None, rng=None):
+    def __init__(self, state, path=None, rng=None, frame=MAX_FRAME):
         self.state = state
         self.path = path
         self._rng = rng or os.urandom
+        self.frame = frame
         self._table = None
         self.reset()
 
@@ -79,7 +106,9 @@ class DesfireCard:
         self.channel = None
         self.auth_key_no = None
         self._pending = None
-        self._frames = None
+        self._out = None  # answer frames still to send, then the final status
+        self._out_status = 0
+        self._in = None  # (ins, data so far, total length) of a command arriving in parts
 
     # --- helpers ------------------------------------------------------------------
     def _app(self):
@@ -97,22 +126,36 @@ class DesfireCard:
         self.channel = None
         self.auth_key_no = None
 
-    def _mac_in(self, ins, header, body):
-        """Check the MACt at the end of `body` for a MAC/Full command; returns the data or None."""
-        ch = self.channel
-        if ch is None or len(body) < 8:
-            return None
-        data, mac = body[:-8], body[-8:]
-        if not ct.equal(mac, ch.cmd_mac(ins, header, data)):
-            return None
-        return data
-
-    def _resp_mac(self, data=b""):
+    def _mac_in(self, ins, header, body, n=None):
+        """The command data of a MAC/Full command after checking its MACt (the last 8
+        bytes of `body`). `n`: the data length the command must have (before the MAC).
+        No MAC (or a wrong length): 91 7E; a wrong MAC: 91 1E."""
         ch = self.channel
         if ch is None:
-            return _sw(ev2.ST_PERMISSION_DENIED)
+            raise Refused(ev2.ST_PERMISSION_DENIED)
+        if len(body) < 8 or (n is not None and len(body) != n + 8):
+            raise Refused(ev2.ST_LENGTH_ERROR)
+        data, mac = body[:-8], body[-8:]
+        if not ct.equal(mac, ch.cmd_mac(ins, header, data)):
+            raise Refused(ev2.ST_INTEGRITY_ERROR)
+        return data
+
+    def _session(self):
+        ch = self.channel
+        if ch is None:
+            raise Refused(ev2.ST_PERMISSION_DENIED)
+        return ch
+
+    def _resp_mac(self, data=b""):
+        ch = self._session()
         ch.cmd_ctr += 1
         return _sw(0, bytes(data) + ch.resp_mac(0, data))
+
+    def _resp_full(self, data):
+        ch = self._session()
+        ch.cmd_ctr += 1
+        enc = ch.encrypt_resp(data, ch.cmd_ctr)
+        return _sw(0, enc + ch.resp_mac(0, enc))
 
     def _master_ok(self):
         return self.channel is not None and self.auth_key_no == 0
@@ -127,21 +170,79 @@ class DesfireCard:
         ins = apdu[1]
         lc = apdu[4] if len(apdu) > 5 else 0
         data = apdu[5 : 5 + lc]
-        if ins != ev2.CMD_ADDITIONAL_FRAME:
-            self._frames = None
-            self._pending = None
+        if ins == ev2.CMD_ADDITIONAL_FRAME:
+            if self._pending is not None:
+                return self._finish(self._auth2(data), False)
+            if self._in is not None:
+                ins, got, total = self._in
+                got += data
+                if len(got) < total:
+                    return _sw(ev2.ST_ADDITIONAL_FRAME)
+                self._in = None
+                return self._run(ins, bytes(got))
+            if self._out:
+                return self._next_frame()
+            self._deauth()
+            return _sw(ev2.ST_ILLEGAL_COMMAND)
+        self._out = None
+        self._in = None
+        self._pending = None
+        total = self._incoming_len(ins, data)
+        if total is not None and len(data) < total:
+            self._in = (ins, bytearray(data), total)
+            return _sw(ev2.ST_ADDITIONAL_FRAME)
+        return self._run(ins, data)
+
+    def _run(self, ins, data):
         if self._table is None:
             self._table = self._handlers()
         handler = self._table.get(ins)
         if handler is None:
+            resp = _sw(ev2.ST_ILLEGAL_COMMAND)
+        else:
+            try:
+                resp = handler(ins, data)
+            except Refused as e:
+                resp = _sw(e.status)
+        return self._finish(resp)
+
+    def _finish(self, resp, chain=True):
+        """Any error status ends the session (EV2); a long answer is chained (not the
+        authentication's own frames)."""
+        if resp[-1] not in (0x00, ev2.ST_ADDITIONAL_FRAME):
             self._deauth()
-            return _sw(ev2.ST_ILLEGAL_COMMAND)
-        return handler(ins, data)
+        body = resp[:-2]
+        if not chain or len(body) <= self.frame or resp[-1] != 0x00:
+            return resp
+        self._out = [body[i : i + self.frame] for i in range(0, len(body), self.frame)]
+        self._out_status = resp[-1]
+        return self._next_frame()
+
+    def _next_frame(self):
+        out = self._out or [b""]
+        frame = out.pop(0)
+        if out:
+            return _sw(ev2.ST_ADDITIONAL_FRAME, frame)
+        self._out = None
+        return _sw(self._out_status, frame)
+
+    def _incoming_len(self, ins, data):
+        """The full command data length of a command that may come in several frames."""
+        if ins == ev2.CMD_CHANGE_KEY and self.channel is not None:
+            return 1 + 32 + 8
+        if ins == ev2.CMD_WRITE_DATA and len(data) >= 7:
+            f = self._file(data)[0]
+            if f is None:
+                return None
+            n = int.from_bytes(data[4:7], "little")
+            if self.channel is None or f["comm"] == 0:
+                return 7 + n
+            return 7 + (n if f["comm"] == 1 else full_len(n)) + 8
+        return None
 
     def _handlers(self):
         return {
             ev2.CMD_GET_VERSION: self._get_version,
-            ev2.CMD_ADDITIONAL_FRAME: self._additional_frame,
             ev2.CMD_SELECT_APPLICATION: self._select,
             ev2.CMD_GET_APPLICATION_IDS: self._get_aids,
             ev2.CMD_AUTH_EV2_FIRST: self._auth1,
@@ -156,23 +257,16 @@ class DesfireCard:
         }
 
     def _get_version(self, ins, data):
+        """Three frames (7, 7, 14 bytes), as the card sends them whatever the frame size."""
+        if self.channel is not None:
+            raise Refused(ev2.ST_PERMISSION_DENIED)  # CommMode.MAC in a session: not supported
         third = self.uid + b"\x00\x00\x00\x00\x00" + b"\x30\x26"
-        self._frames = [self.SW, third]
-        self._pending = None
+        self._out = [self.SW, third]
+        self._out_status = 0
         return _sw(ev2.ST_ADDITIONAL_FRAME, self.HW)
-
-    def _additional_frame(self, ins, data):
-        if self._pending is not None:
-            return self._auth2(data)
-        if self._frames:
-            frame = self._frames.pop(0)
-            return _sw(ev2.ST_ADDITIONAL_FRAME if self._frames else 0, frame)
-        self._deauth()
-        return _sw(ev2.ST_ILLEGAL_COMMAND)
 
     def _select(self, ins, data):
         self._deauth()
-        self._pending = None
         if len(data) != 3:
             return _sw(ev2.ST_LENGTH_ERROR)
         aid = _aid_hex(data)
@@ -184,12 +278,10 @@ class DesfireCard:
 
     def _get_aids(self, ins, data):
         if self.aid != PICC_AID:
-            return _sw(ev2.ST_ILLEGAL_COMMAND)
+            raise Refused(ev2.ST_ILLEGAL_COMMAND)
         out = b"".join(bytes.fromhex(a) for a in sorted(self.state["apps"]))
         if self.channel is not None:
-            if self._mac_in(ins, b"", data) is None:
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
+            self._mac_in(ins, b"", data, 0)
             return self._resp_mac(out)
         return _sw(0, out)
 
@@ -226,34 +318,26 @@ class DesfireCard:
 
     # --- secure messaging commands --------------------------------------------------
     def _get_card_uid(self, ins, data):
-        if self.channel is None:
-            return _sw(ev2.ST_PERMISSION_DENIED)
-        ch = self.channel
-        ch.cmd_ctr += 1
-        enc = ch.encrypt_resp(self.uid, ch.cmd_ctr)
-        return _sw(0, enc + ch.resp_mac(0, enc))
+        """CommMode.Full: MACt in, E(UID) || MACt out (AN12196 Table 28)."""
+        self._mac_in(ins, b"", data, 0)
+        return self._resp_full(self.uid)
 
     def _create_app(self, ins, data):
         if self.aid != PICC_AID:
-            return _sw(ev2.ST_ILLEGAL_COMMAND)
+            raise Refused(ev2.ST_ILLEGAL_COMMAND)
         if self.channel is not None:
-            data = self._mac_in(ins, b"", data)
-            if data is None:
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
+            data = self._mac_in(ins, b"", data, 5)
         elif not self.state["picc_key_settings"] & 0x04:
-            return _sw(ev2.ST_PERMISSION_DENIED)
+            # creating applications needs the PICC master key (key settings bit 2 clear)
+            raise Refused(ev2.ST_AUTHENTICATION_ERROR)
         if len(data) != 5:
-            self._deauth()
-            return _sw(ev2.ST_LENGTH_ERROR)
+            raise Refused(ev2.ST_LENGTH_ERROR)
         aid = _aid_hex(data[:3])
         if aid in self.state["apps"]:
-            self._deauth()
-            return _sw(ev2.ST_DUPLICATE_ERROR)
+            raise Refused(ev2.ST_DUPLICATE_ERROR)
         nkeys = data[4] & 0x0F
         if not data[4] & 0x80 or not 1 <= nkeys <= 14:
-            self._deauth()
-            return _sw(ev2.ST_PARAMETER_ERROR)
+            raise Refused(ev2.ST_PARAMETER_ERROR)
         self.state["apps"][aid] = {
             "key_settings": data[3],
             "keys": [bytes(16).hex()] * nkeys,
@@ -266,26 +350,19 @@ class DesfireCard:
     def _create_file(self, ins, data):
         app = self._app()
         if app is None:
-            return _sw(ev2.ST_ILLEGAL_COMMAND)
+            raise Refused(ev2.ST_ILLEGAL_COMMAND)
         if self.channel is not None:
-            data = self._mac_in(ins, b"", data)
-            if data is None:
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
+            data = self._mac_in(ins, b"", data, 7)
         if not (self._master_ok() or app["key_settings"] & 0x04):
-            self._deauth()
-            return _sw(ev2.ST_PERMISSION_DENIED)
+            raise Refused(ev2.ST_PERMISSION_DENIED)
         if len(data) != 7:
-            self._deauth()
-            return _sw(ev2.ST_LENGTH_ERROR)
+            raise Refused(ev2.ST_LENGTH_ERROR)
         fno = str(data[0])
         if fno in app["files"]:
-            self._deauth()
-            return _sw(ev2.ST_DUPLICATE_ERROR)
+            raise Refused(ev2.ST_DUPLICATE_ERROR)
         size = int.from_bytes(data[4:7], "little")
-        if not 1 <= size <= MAX_FRAME - 19:
-            self._deauth()
-            return _sw(ev2.ST_PARAMETER_ERROR)
+        if not 1 <= size <= MAX_FILE:
+            raise Refused(ev2.ST_PARAMETER_ERROR)
         app["files"][fno] = {"comm": data[1] & 0x03, "access": bytes(data[2:4]).hex(),
                              "data": bytes(size).hex()}
         self.save()
@@ -311,29 +388,23 @@ class DesfireCard:
     def _read(self, ins, data):
         f, hdr = self._file(data)
         if f is None:
-            self._deauth()
-            return _sw(ev2.ST_FILE_NOT_FOUND)
+            raise Refused(ev2.ST_FILE_NOT_FOUND if len(data) >= 7 else ev2.ST_LENGTH_ERROR)
+        if self.channel is not None and f["comm"] != 0:
+            self._mac_in(ins, hdr, data[7:], 0)
         how = self._allowed(f, "r")
         if how is None:
-            self._deauth()
-            return _sw(ev2.ST_PERMISSION_DENIED if self.channel is None else ev2.ST_AUTHENTICATION_ERROR)
+            raise Refused(ev2.ST_PERMISSION_DENIED if self.channel is None else ev2.ST_AUTHENTICATION_ERROR)
         content = bytes.fromhex(f["data"])
         off = int.from_bytes(hdr[1:4], "little")
         n = int.from_bytes(hdr[4:7], "little") or (len(content) - off)
         if off + n > len(content):
-            self._deauth()
-            return _sw(ev2.ST_BOUNDARY_ERROR)
+            raise Refused(ev2.ST_BOUNDARY_ERROR)
         out = content[off : off + n]
-        if self.channel is None or how == "free" and f["comm"] == 0:
-            return _sw(0, out)
-        if f["comm"] != 0 and self._mac_in(ins, hdr, data[7:]) is None:
-            self._deauth()
-            return _sw(ev2.ST_INTEGRITY_ERROR)
         ch = self.channel
+        if ch is None:
+            return _sw(0, out)
         if f["comm"] == 3:
-            ch.cmd_ctr += 1
-            enc = ch.encrypt_resp(out, ch.cmd_ctr)
-            return _sw(0, enc + ch.resp_mac(0, enc))
+            return self._resp_full(out)
         if f["comm"] == 1:
             return self._resp_mac(out)
         ch.cmd_ctr += 1
@@ -342,74 +413,62 @@ class DesfireCard:
     def _write(self, ins, data):
         f, hdr = self._file(data)
         if f is None:
-            self._deauth()
-            return _sw(ev2.ST_FILE_NOT_FOUND)
-        how = self._allowed(f, "w")
-        if how is None:
-            self._deauth()
-            return _sw(ev2.ST_PERMISSION_DENIED if self.channel is None else ev2.ST_AUTHENTICATION_ERROR)
+            raise Refused(ev2.ST_FILE_NOT_FOUND if len(data) >= 7 else ev2.ST_LENGTH_ERROR)
+        n = int.from_bytes(hdr[4:7], "little")
         body = data[7:]
         if self.channel is not None and f["comm"] != 0:
-            body = self._mac_in(ins, hdr, body)
-            if body is None:
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
-            if f["comm"] == 3:
-                try:
-                    body = self.channel.decrypt_cmd(body)
-                except ValueError:
-                    self._deauth()
-                    return _sw(ev2.ST_INTEGRITY_ERROR)
+            body = self._mac_in(ins, hdr, body, n if f["comm"] == 1 else full_len(n))
+        how = self._allowed(f, "w")
+        if how is None:
+            raise Refused(ev2.ST_PERMISSION_DENIED if self.channel is None else ev2.ST_AUTHENTICATION_ERROR)
+        if self.channel is not None and f["comm"] == 3:
+            try:
+                body = self.channel.decrypt_cmd(body)
+            except ValueError:
+                raise Refused(ev2.ST_INTEGRITY_ERROR) from None
         content = bytearray(bytes.fromhex(f["data"]))
         off = int.from_bytes(hdr[1:4], "little")
-        n = int.from_bytes(hdr[4:7], "little")
-        if n != len(body) or off + n > len(content):
-            self._deauth()
-            return _sw(ev2.ST_BOUNDARY_ERROR)
+        if n != len(body):
+            raise Refused(ev2.ST_LENGTH_ERROR)
+        if off + n > len(content):
+            raise Refused(ev2.ST_BOUNDARY_ERROR)
         content[off : off + n] = body
         f["data"] = bytes(content).hex()
         self.save()
         if self.channel is None:
             return _sw(0)
+        if f["comm"] == 0:
+            self.channel.cmd_ctr += 1
+            return _sw(0)
         return self._resp_mac()
 
     def _change_key(self, ins, data):
         if self.channel is None:
-            return _sw(ev2.ST_PERMISSION_DENIED)
-        if len(data) < 1 + 32 + 8:
-            self._deauth()
-            return _sw(ev2.ST_LENGTH_ERROR)
+            raise Refused(ev2.ST_PERMISSION_DENIED)
+        if len(data) < 1:
+            raise Refused(ev2.ST_LENGTH_ERROR)
         key_no = data[0] & 0x3F
-        enc = self._mac_in(ins, data[:1], data[1:])
-        if enc is None:
-            self._deauth()
-            return _sw(ev2.ST_INTEGRITY_ERROR)
+        enc = self._mac_in(ins, data[:1], data[1:], 32)
         app = self._app()
         if not self._may_change(app, key_no):
-            self._deauth()
-            return _sw(ev2.ST_PERMISSION_DENIED)
+            raise Refused(ev2.ST_PERMISSION_DENIED)
         try:
             plain = self.channel.decrypt_cmd(enc)
         except ValueError:
-            self._deauth()
-            return _sw(ev2.ST_INTEGRITY_ERROR)
+            raise Refused(ev2.ST_INTEGRITY_ERROR) from None
         old = self._key(key_no)
         if old is None:
-            self._deauth()
-            return _sw(ev2.ST_NO_SUCH_KEY)
+            raise Refused(ev2.ST_NO_SUCH_KEY)
         if key_no == self.auth_key_no:
             if len(plain) != 17:
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
+                raise Refused(ev2.ST_INTEGRITY_ERROR)
             new = plain[:16]
         else:
             if len(plain) != 21:
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
+                raise Refused(ev2.ST_INTEGRITY_ERROR)
             new = xor(plain[:16], old)
             if not ct.equal(plain[17:21], ev2.crc32_desfire(new)):
-                self._deauth()
-                return _sw(ev2.ST_INTEGRITY_ERROR)
+                raise Refused(ev2.ST_INTEGRITY_ERROR)
         if app is None:
             self.state["picc_key"] = new.hex()
         else:
@@ -438,19 +497,12 @@ class DesfireCard:
     def _delete_app(self, ins, data):
         """Allowed to the PICC master key, or to the application's own master key while it
         is selected (CommMode.MAC after authentication)."""
-        if self.channel is None:
-            return _sw(ev2.ST_PERMISSION_DENIED)
-        body = self._mac_in(ins, b"", data)
-        if body is None or len(body) != 3:
-            self._deauth()
-            return _sw(ev2.ST_INTEGRITY_ERROR if body is None else ev2.ST_LENGTH_ERROR)
+        body = self._mac_in(ins, b"", data, 3)
         aid = _aid_hex(body)
         if aid not in self.state["apps"]:
-            self._deauth()
-            return _sw(ev2.ST_APPLICATION_NOT_FOUND)
+            raise Refused(ev2.ST_APPLICATION_NOT_FOUND)
         if self.auth_key_no != 0 or self.aid not in (PICC_AID, aid):
-            self._deauth()
-            return _sw(ev2.ST_PERMISSION_DENIED)
+            raise Refused(ev2.ST_PERMISSION_DENIED)
         del self.state["apps"][aid]
         self.save()
         resp = self._resp_mac()
@@ -461,11 +513,8 @@ class DesfireCard:
 
     def _format(self, ins, data):
         if self.aid != PICC_AID or not self._master_ok():
-            self._deauth()
-            return _sw(ev2.ST_PERMISSION_DENIED)
-        if self._mac_in(ins, b"", data) is None:
-            self._deauth()
-            return _sw(ev2.ST_INTEGRITY_ERROR)
+            raise Refused(ev2.ST_PERMISSION_DENIED)
+        self._mac_in(ins, b"", data, 0)
         self.state["apps"] = {}
         self.save()
         return self._resp_mac()
