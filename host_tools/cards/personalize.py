@@ -75,6 +75,36 @@ def _remove_interrupted(r: Reader, aid: bytes) -> None:
                     "with its PICC master key, then retry") from None
 
 
+CREATE_STEP = "create the door application"
+
+
+def step_failure(step: str, e: CardError) -> str:
+    """One line saying what the card's answer at `step` means and what to do."""
+    if e.reason == "no_response":
+        return (f"the card left the reader while trying to {step}: put it back and run "
+                "personalize again (an interrupted personalization is redone)")
+    if step == CREATE_STEP:
+        if e.status in (ev2.ST_AUTHENTICATION_ERROR, ev2.ST_PERMISSION_DENIED):
+            # 91 AE / 91 9D on CreateApplication: the PICC key settings (bit 2 clear) demand
+            # authentication with the PICC master key before an application can be created.
+            return ("the card requires its PICC master key to create applications (card answered "
+                    f"91 {e.status:02X}): use a blank card that allows it, or have the card's owner "
+                    "format it with that key")
+        if e.status == ev2.ST_DUPLICATE_ERROR:
+            return "the card already has the door application: run personalize again to redo it"
+        if e.status == 0x0E:  # out of EEPROM
+            return "the card has no free memory for the door application: use a blank card"
+    if e.reason == "auth_failed" and step.startswith("authenticate"):
+        return (f"authentication failed while trying to {step} (card answered 91 AE): the new "
+                "application's key 0 is not the default all-zero key; use a blank card")
+    if e.reason == "integrity_error":
+        return (f"the card refused a message while trying to {step} (integrity error 91 1E: a MAC or "
+                "the encrypted data did not verify): retry; if it repeats, the reader or card is faulty")
+    if e.status is not None:
+        return f"could not {step}: the card answered 91 {e.status:02X}"
+    return f"could not {step} ({e.reason})"
+
+
 def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes | None = None) -> Issued:
     r = Reader(transceive)
     uid = check_card(r)
@@ -94,7 +124,7 @@ def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes
     identity = identity or os.urandom(16)
     read_key = store.derive_card_key(uid, aid, "door_read")
     master_key = store.derive_card_key(uid, aid, "app_master")
-    step = "create the door application"
+    step = CREATE_STEP
     try:
         r.select_application(b"\x00\x00\x00")
         r.plain_command(ev2.CMD_CREATE_APPLICATION, aid + bytes([APP_KEY_SETTINGS, 0x80 | APP_KEYS]))
@@ -111,16 +141,7 @@ def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes
         step = "set the application master key"
         r.change_key(cs.KEY_APP_MASTER, master_key, None, 1)
     except CardError as e:
-        if e.reason == "no_response":
-            raise _fail(f"the card left the reader while trying to {step}: put it back and run "
-                        "personalize again (an interrupted personalization is redone)") from None
-        if e.reason == "auth_failed":
-            raise _fail(f"authentication failed while trying to {step}: the card's keys are not "
-                        "the blank defaults") from None
-        if e.reason in ("permission_denied", "card_status") and step == "create the door application":
-            raise _fail("the card does not allow creating applications without its PICC master key: "
-                        "format it with that key first, or use a blank card") from None
-        raise _fail(f"could not {step} ({e})") from None
+        raise _fail(step_failure(step, e)) from None
     result = cs.CardSession(store).read(transceive, uid, 0x20)
     expected = cs.desfire_ref(store, store.site_id, identity)
     if not result.ok or result.ref != expected:
