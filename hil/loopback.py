@@ -36,7 +36,7 @@ from host_tools.cards import pcsc, sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.pn532_emu import release_connection
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, selected_image
 
 RIG_IO = REPO_ROOT / "hil" / "board" / "rig_io.py"
 FAKE_MACHINE = REPO_ROOT / "hil" / "board" / "loopback"
@@ -202,7 +202,7 @@ class LoopbackBench:
         sitekeys.write_secret(self.site_keys, site.keys, force=True)
         self._parts: list[Any] = []
         try:
-            self.dev = VirtualDevice(tmp / "door", heap=DUT_HEAP).start()
+            self.dev = VirtualDevice(tmp / "door", heap=DUT_HEAP, image=selected_image()).start()
             self._parts.append(self.dev)
             self.dev.kill()  # the rig's power relay is off until the bench driver turns it on
             self.wiring = Wiring(self.dev)

@@ -16,7 +16,7 @@ from host_tools.cards.kit import SiteKit
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator, release_connection
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import IOEvent, VirtualIO
 from host_tools.vdev.provision import provision
 
@@ -42,7 +42,7 @@ class VirtualDoor(DoorSite):
         self.broker = Mosquitto().start()
         self.platform = Platform(Store(str(tmp / "platform.db")), self.broker.host,
                                  self.broker.port).start()
-        self.dev = VirtualDevice(tmp / "door").start()
+        self.dev = VirtualDevice(tmp / "door", image=selected_image()).start()
         provision(self.dev.pty,
                   config=self.site.door_config(DEVICE, broker={"host": self.broker.host,
                                                                "port": self.broker.port,

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import typer
 
-from host_tools.errors import EXIT_NO_DEVICE, fail
-from host_tools.vdev.device import DEFAULT_HEAP, VirtualDevice, VirtualDeviceError
+from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE, fail
+from host_tools.vdev.device import (
+    DEFAULT_HEAP,
+    DEFAULT_HEAP_UNIX32,
+    IMAGES,
+    VirtualDevice,
+    VirtualDeviceError,
+)
 
 app = typer.Typer(
     help="""Run a virtual door controller: the real firmware in a MicroPython
@@ -43,8 +49,13 @@ Details: docs/virtual-device.md.
 def run(
     state: Path = typer.Option(..., "--state", help="Directory holding the device's flash images "
                                "(created if missing; reuse it to keep the device's data)."),
-    heap: str = typer.Option(DEFAULT_HEAP, help="MicroPython heap size, e.g. 192K or 512K "
-                             "(the firmware needs about 96K; docs/virtual-device.md)."),
+    heap: str = typer.Option(None, help=f"MicroPython heap size, e.g. 192K or 512K (default "
+                             f"{DEFAULT_HEAP} on pypi, {DEFAULT_HEAP_UNIX32} on unix32; "
+                             "docs/virtual-device.md)."),
+    image: str = typer.Option("pypi", "--image", help="The interpreter: pypi (the PyPI 64-bit "
+                              "unix port, code from .mpy files) or unix32 (the 32-bit firmware "
+                              "image with the application frozen in; built into build/ when "
+                              "missing or stale, see doorctl build unix32)."),
     io_port: int = typer.Option(0, help="TCP port of the I/O channel (0: any free port)."),
     reader_port: int = typer.Option(0, help="TCP port of the reader UART (0: any free port)."),
     source: bool = typer.Option(False, "--source", help="Import the repo's .py sources instead "
@@ -53,10 +64,18 @@ def run(
 ) -> None:
     """Start a virtual door controller and keep it running until Ctrl-C.
 
-    Example: doorctl virtual run --state ./door1
+    Examples: doorctl virtual run --state ./door1
+
+      doorctl virtual run --state ./door1 --image unix32
     """
-    dev = VirtualDevice(state, heap=heap, io_port=io_port or None,
-                        reader_port=reader_port or None, from_source=source)
+    if image not in IMAGES:
+        raise fail(f"unknown image {image!r}: choose pypi (the PyPI 64-bit interpreter) or unix32 "
+                   "(the 32-bit firmware image, doorctl build unix32)", EXIT_USAGE)
+    try:
+        dev = VirtualDevice(state, heap=heap, io_port=io_port or None,
+                            reader_port=reader_port or None, from_source=source, image=image)
+    except VirtualDeviceError as e:
+        raise fail(str(e), EXIT_USAGE) from None
     done = threading.Event()
     # Ctrl-C and SIGTERM both end the loop below, whenever they come (even during start-up).
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hil.broker import free_port
+from host_tools.errors import UserError
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 
@@ -31,6 +32,14 @@ REBOOT_EXIT = 75
 # port, and a TLS handshake or a console program beside it needs more: 256K ran out
 # (docs/virtual-device.md, "Heap").
 DEFAULT_HEAP = "320K"
+# The interpreters a virtual device runs on: the PyPI unix port (64-bit, code from .mpy
+# files or sources) or the 32-bit firmware image with the application frozen in
+# (`doorctl build unix32`, built here when missing or stale).
+IMAGES = ("pypi", "unix32")
+# Test fixtures (and `pytest --image`) choose the image through this variable.
+IMAGE_ENV = "DOORCTL_TEST_IMAGE"
+# On the 32-bit image the code is in the image, not the heap; TLS still needs its buffers.
+DEFAULT_HEAP_UNIX32 = "160K"
 BOOT_SCRIPT = REPO_ROOT / "board" / "vdev_boot.py"
 VDEV_LIB = REPO_ROOT / "board" / "vdev_lib"
 LOCK_FILE = "vdev.lock"
@@ -40,11 +49,35 @@ class VirtualDeviceError(RuntimeError):
     """The virtual device could not start or died."""
 
 
+def selected_image() -> str:
+    """The image test fixtures run virtual doors on: $DOORCTL_TEST_IMAGE, else pypi."""
+    return os.environ.get(IMAGE_ENV) or "pypi"
+
+
+def unix32_binary() -> str:
+    """The unix32 image's binary, built first when missing or stale (one line on failure)."""
+    from host_tools.image.steps import Steps
+    from host_tools.image.unix32 import build_unix32
+
+    try:
+        return str(build_unix32(Steps(quiet=True)).binary)
+    except UserError as e:
+        raise VirtualDeviceError(str(e)) from None
+
+
 class VirtualDevice:
-    def __init__(self, state_dir: str | Path, heap: str = DEFAULT_HEAP, io_port: int | None = None,
-                 reader_port: int | None = None, from_source: bool = False) -> None:
+    def __init__(self, state_dir: str | Path, heap: str | None = None, io_port: int | None = None,
+                 reader_port: int | None = None, from_source: bool = False, image: str = "pypi") -> None:
+        if image not in IMAGES:
+            raise VirtualDeviceError(f"unknown image {image!r}: choose pypi (the PyPI 64-bit "
+                                     "interpreter) or unix32 (the 32-bit firmware image)")
+        if image == "unix32" and from_source:
+            raise VirtualDeviceError("the unix32 image runs its frozen code: --source applies to "
+                                     "the pypi image only")
+        self.image = image
         self.state_dir = Path(state_dir).resolve()
-        self.heap = heap
+        self.heap = heap or (DEFAULT_HEAP_UNIX32 if image == "unix32" else DEFAULT_HEAP)
+        self._binary: str | None = None
         self.io_port = io_port or free_port()
         self.reader_port = reader_port or free_port()
         self.from_source = from_source
@@ -121,20 +154,33 @@ class VirtualDevice:
     def describe(self) -> dict[str, object]:
         return {"console": self.pty, "io": f"127.0.0.1:{self.io_port}",
                 "reader": f"127.0.0.1:{self.reader_port}", "state": str(self.state_dir),
-                "pid": self._proc.pid if self._proc else None, "boots": self.boots}
+                "pid": self._proc.pid if self._proc else None, "boots": self.boots,
+                "image": self.image}
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        """The interpreter command line and environment for this device's image."""
+        args = [str(self.state_dir), str(self.io_port), str(self.reader_port)]
+        if self.image == "unix32":
+            if self._binary is None:
+                self._binary = unix32_binary()
+            # Everything from the image: only its frozen modules on the path (a deployed
+            # /flash/lib still comes first, as on a board).
+            env = dict(os.environ, MICROPYPATH=".frozen")
+            return [self._binary, "-X", f"heapsize={self.heap}", "-m", "board.vdev_boot", *args], env
+        paths: list[str | Path] = [VDEV_LIB]
+        if not self.from_source:
+            paths.append(build_device_tree()[0].parents[1])
+        return ([micropython(), "-X", f"heapsize={self.heap}", str(BOOT_SCRIPT), *args],
+                micropython_env(*paths))
 
     def _spawn(self) -> None:
         ready = self.state_dir / "ready.json"
         ready.unlink(missing_ok=True)
         self._busy_file.unlink(missing_ok=True)
-        paths: list[str | Path] = [VDEV_LIB]
-        if not self.from_source:
-            paths.append(build_device_tree()[0].parents[1])
-        env = micropython_env(*paths)
+        cmd, env = self._command()
         with open(self.state_dir / "stderr.log", "ab") as err:
             self._proc = subprocess.Popen(
-                [micropython(), "-X", f"heapsize={self.heap}", str(BOOT_SCRIPT),
-                 str(self.state_dir), str(self.io_port), str(self.reader_port)],
+                cmd,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                 env=env, cwd=str(self.state_dir), bufsize=0,
                 # Its own process group: a Ctrl-C in the launcher's terminal stops the

@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from host_tools.image.source import vendored_tarball
 from host_tools.vdev.io_client import VirtualIO
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
@@ -134,3 +137,49 @@ def test_a_second_run_on_one_state_directory_is_a_one_line_error(tmp_path: Path)
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(10)
+
+
+def test_an_unknown_image_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--image", "esp32"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: unknown image 'esp32'")
+    assert "unix32" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_source_mode_on_the_image_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--image", "unix32",
+                           "--source"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "frozen" in proc.stderr
+
+
+@pytest.mark.skipif(not (os.environ.get("MICROPY_SRC") or vendored_tarball()),
+                    reason="no MicroPython v1.28.0 source here")
+def test_virtual_run_on_the_unix32_image_runs_the_frozen_firmware(tmp_path: Path,
+                                                                   unix32_binary: Path) -> None:
+    proc = subprocess.Popen([DOORCTL, "virtual", "run", "--state", str(tmp_path / "d"), "--image", "unix32",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mpremote = str(Path(sys.executable).with_name("mpremote"))
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["image"] == "unix32"
+        host, port = info["io"].split(":")
+        with VirtualIO((host, int(port))) as io:
+            assert io.status()["ready"] is True
+        modules = subprocess.run([mpremote, "connect", info["console"], "exec", "help('modules')"],
+                                 capture_output=True, text=True, timeout=30).stdout
+        for frozen in ("firmware/main", "firmware/uplink", "crypto/ev2", "offline_cache/cache",
+                       "board/virtual", "asyncio/core"):
+            assert frozen in modules
+        probe = "import sys, firmware.main; print(sys.maxsize, firmware.main.__file__)"
+        out = subprocess.run([mpremote, "connect", info["console"], "exec", probe],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        assert out == [str(2**31 - 1), "firmware/main.py"]  # 32-bit, and the frozen module
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    assert proc.returncode == 0
