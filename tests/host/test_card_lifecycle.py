@@ -30,10 +30,10 @@ YEAR = dt.timedelta(days=365)
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, db_url: str) -> None:
         self.site = SiteKit()
         self.broker = Mosquitto().start()
-        self.store = Store(str(tmp / "p.db"))
+        self.store = Store(db_url)
         self.platform = Platform(self.store, self.broker.host, self.broker.port).start()
         self.reg = CardRegistry(self.store, self.site.keys)
         self.dev = VirtualDevice(tmp / "door").start()
@@ -62,8 +62,8 @@ class Rig:
 
 
 @pytest.fixture()
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+def rig(tmp_path: Path, db_url: str) -> Iterator[Rig]:
+    r = Rig(tmp_path, db_url)
     yield r
     r.close()
 

@@ -43,8 +43,8 @@ def site() -> SiteKit:
 
 
 @pytest.fixture
-def reg(tmp_path: Path, site: SiteKit) -> CardRegistry:
-    return CardRegistry(Store(str(tmp_path / "p.db")), site.keys)
+def reg(db_url: str, site: SiteKit) -> CardRegistry:
+    return CardRegistry(Store(db_url), site.keys)
 
 
 @pytest.fixture
@@ -98,14 +98,14 @@ def test_a_reissue_is_one_update_and_a_refused_one_changes_nothing(reg: CardRegi
     assert door.decide(A) == (False, "cancelled") and door.decide(B) == (True, "granted")
 
 
-def test_an_operation_checks_the_card_inside_its_own_transaction(tmp_path: Path, site: SiteKit,
+def test_an_operation_checks_the_card_inside_its_own_transaction(db_url: str, site: SiteKit,
                                                                 door: DoorCache,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Two operators, two processes' stores on one database: one unblocks a lost card while
     # the other cancels it, the cancel landing right after the first looked the card up. The
     # cancel must not be written over: the card ends cancelled at the platform and the door.
-    first = CardRegistry(Store(str(tmp_path / "p.db")), site.keys)
-    second = CardRegistry(Store(str(tmp_path / "p.db")), site.keys)
+    first = CardRegistry(Store(db_url), site.keys)
+    second = CardRegistry(Store(db_url), site.keys)
     _issue(first, A)
     first.report_lost(A)
     looked_up = first.card
@@ -129,13 +129,15 @@ def test_an_operation_checks_the_card_inside_its_own_transaction(tmp_path: Path,
     assert door.decide(A) == (False, "cancelled")
 
 
-def test_a_registry_from_before_holds_keeps_its_suspensions(tmp_path: Path, site: SiteKit) -> None:
-    reg = CardRegistry(Store(str(tmp_path / "p.db")), site.keys)
+def test_a_registry_from_before_holds_keeps_its_suspensions(db_url: str, site: SiteKit) -> None:
+    reg = CardRegistry(Store(db_url), site.keys)
     _issue(reg, A)
     reg.suspend(A)
     with reg.store._lock:  # as an older registry left it: suspended, no hold recorded
+        reg.store._begin()
         reg.store._conn.execute("DELETE FROM holds")
-    again = CardRegistry(Store(str(tmp_path / "p.db")), site.keys)
+        reg.store._commit()
+    again = CardRegistry(Store(db_url), site.keys)
     again.report_lost(A)
     again.unblock(A)
     assert again.card(A)["status"] == "suspended"  # type: ignore[index]
