@@ -1,7 +1,7 @@
 """The bare-metal board: MicroPython's qemu port on an MPS2-AN385 (Cortex-M3) under QEMU.
 
 It proves the firmware runs on a microcontroller and gives instruction counts that do not
-move with the host's load (`doorctl build mcu`, `doorctl mcu run`, docs/deploy.md).
+move with the host's load (`doorctl build mcu`, `doorctl mcu run`, docs/mcu.md).
 
 - flash: two partitions of the board's PSRAM behind `mps2.Flash` (NOR rules: erase to 0xFF,
   programming only clears bits): littlefs mounted at /flash, and a raw one for the journal;

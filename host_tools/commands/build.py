@@ -42,5 +42,24 @@ def unix32(
     typer.echo(str(image.binary))
 
 
+@app.command("mcu")
+def mcu(
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the image is current."),
+) -> None:
+    """Build the bare-metal board: MicroPython's qemu port for the MPS2-AN385 (Cortex-M3)
+    with the application frozen in, at build/mcu/firmware.elf. No network in this image.
+
+    Run a script on it with: doorctl mcu run SCRIPT
+    Needs gcc-arm-none-eabi and libnewlib-arm-none-eabi (and qemu-system-arm to run it).
+    """
+    from host_tools.image.mcu import build_mcu
+
+    try:
+        image = build_mcu(force=force)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    typer.echo(str(image.elf))
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="build")

@@ -1,0 +1,51 @@
+"""`doorctl mcu`: run scripts on the bare-metal image (QEMU MPS2-AN385, Cortex-M3)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from host_tools.errors import EXIT_USAGE, UserError, fail
+
+app = typer.Typer(
+    help="""Run scripts on the bare-metal image under qemu-system-arm.
+
+The image is build/mcu/firmware.elf (`doorctl build mcu`, built here when missing or out of
+date). The script runs from reset with the firmware frozen in, no console input, and
+`mps2.insn()` counting instructions exactly; docs/mcu.md.
+""",
+    no_args_is_help=True,
+)
+
+
+@app.command("run")
+def run(
+    script: Path = typer.Argument(..., help="A MicroPython script to run on the board."),
+    args: list[str] = typer.Argument(None, help="Its sys.argv[1:]."),
+    heap: str = typer.Option("64K", "--heap", help="The MicroPython heap (8K..4M)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds before the run is stopped."),
+) -> None:
+    """Run SCRIPT on the board; prints its output and exits with its status."""
+    from host_tools.image.mcu import build_mcu, is_current
+    from host_tools.image.qemu import parse_size, run_source
+    from host_tools.image.steps import Steps
+
+    try:
+        source = script.read_bytes()
+    except OSError as e:
+        raise fail(f"cannot read {script}: {e.strerror}", EXIT_USAGE) from None
+    try:
+        size = parse_size(heap)
+        image = build_mcu(Steps(quiet=is_current()))
+        result = run_source(image.elf, source, list(args or []), size, timeout)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    sys.stdout.write(result.output)
+    sys.stdout.flush()
+    raise typer.Exit(result.status)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="mcu")
