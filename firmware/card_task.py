@@ -1,8 +1,11 @@
 """The card flow at the door: reader poll -> card session -> whitelist decision -> door.
 
 One decision per presentation: a card left on the reader is decided once, and again only
-after it has left the field. Nothing here waits for the network: the decision uses the
-offline cache and the door journals the result itself (docs/card-profile.md, "door flow").
+after the field has been empty for `absent_ms`. Presence, not the UID, makes a presentation:
+a random-ID card shows a new UID at every power-up, and a field that re-powers the card (or
+a card at the edge of the field) drops out of a poll or two; neither is a new presentation.
+Nothing here waits for the network: the decision uses the offline cache and the door
+journals the result itself (docs/card-profile.md, "door flow").
 """
 
 import asyncio
@@ -21,7 +24,20 @@ DEFAULTS = {
     "poll_ms": 50,  # pause between two reader polls with an empty field
     "list_timeout_ms": 1000,  # the PN532 answers at once with an empty field (MaxRetries 2)
     "lost_quiet_ms": 5000,  # one card_lost record per card within this
+    "absent_ms": 300,  # the field empty this long (several polls) ends a presentation
 }
+
+
+def is_random_uid(uid):
+    """ISO 14443-3: a 4-byte UID starting 0x08 is drawn afresh at each power-up."""
+    return len(uid) == 4 and uid[0] == 0x08
+
+
+def same_presentation(held, uid):
+    """Whether `uid`, seen while the card `held` was last in the field, is that same card:
+    the same UID, or a random UID after a random UID (a re-powered random-ID card). A
+    different fixed UID is another card, decided at once."""
+    return uid == held or (is_random_uid(uid) and is_random_uid(held))
 
 
 def decide(result, cache, door_no, now, mode):
@@ -67,7 +83,8 @@ class CardTask:
                                        c["classic_block"])
         self.status = status if status is not None else {}
         self.reader_ready = False
-        self.present = None  # UID already decided and still in the field
+        self.present = None  # UID of the presentation already decided (or being retried)
+        self._seen = 0  # ticks when a card was last in the field
         self.decisions = 0
         self.card_lost = 0  # card steps cut short by the card leaving
         self._lost = None  # (uid, ticks) of the last card_lost journaled
@@ -97,13 +114,19 @@ class CardTask:
             if e.code == E_TWO_CARDS:
                 return False  # two cards in the field: none is read, the user will retry
             raise
+        now = self.clock.ticks_ms()
         if target is None:
-            self.present = None
+            if self.present is not None and \
+                    self.clock.ticks_diff(now, self._seen) >= self.cfg["absent_ms"]:
+                self.present = None
             return False
         uid = bytes(target.uid)
-        if uid == self.present:
+        held = self.present
+        if held is not None and same_presentation(held, uid):
+            self._seen = now
+            self.present = uid
             return False
-        t0 = self.clock.ticks_ms()
+        t0 = now
         if self.session is None:
             result = None
         else:
@@ -119,12 +142,13 @@ class CardTask:
             self.card_lost += 1
             now = self.clock.ticks_ms()
             last = self._lost
-            if last is None or last[0] != uid or \
+            if last is None or not same_presentation(last[0], uid) or \
                     self.clock.ticks_diff(now, last[1]) >= self.cfg["lost_quiet_ms"]:
                 self._lost = (uid, now)
                 self.handle(result)
             return False
         self.present = uid
+        self._seen = self.clock.ticks_ms()
         self.handle(result)
         self.status["card_ms"] = self.clock.ticks_diff(self.clock.ticks_ms(), t0)
         return True
