@@ -56,10 +56,13 @@ def write_secret(path: Path, data: dict[str, Any], force: bool = False) -> None:
         raise UserError(f"{path} already exists: choose another file or pass --force to replace it",
                         EXIT_USAGE)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"{path} cannot be written ({e.strerror or e})", EXIT_USAGE) from None
 
 
 def load(path: Path, need_issuing: bool = False) -> tuple[dict[str, Any], SoftwareKeyStore]:
@@ -68,7 +71,7 @@ def load(path: Path, need_issuing: bool = False) -> tuple[dict[str, Any], Softwa
     except FileNotFoundError:
         raise UserError(f"key file {path} not found: create one with `doorctl card keys init`",
                         EXIT_USAGE) from None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # UnicodeDecodeError included: a binary file
         raise UserError(f"key file {path} is not a readable JSON key file", EXIT_USAGE) from None
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, DEVICE_FORMAT):
         raise UserError(f"{path} is not a doorctl key file", EXIT_USAGE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -37,7 +38,10 @@ def keys_init(
     force: bool = typer.Option(False, "--force",
                                help="Replace an existing file (its cards become unreadable)."),
 ) -> None:
-    """Create a site key file with fresh random keys."""
+    """Create a site key file with fresh random keys.
+
+    Example: doorctl card keys init --out site.json --site-id 1001
+    """
     from host_tools.cards import sitekeys
 
     def go() -> None:
@@ -55,7 +59,11 @@ def keys_door(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the door key file (mode 0600)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
 ) -> None:
-    """Write the door's key file: the site keys without the application master key."""
+    """Write the door's key file: the site keys without the application master key (for a
+    door commissioned by other means; `doorctl commission --keys site.json` does this itself).
+
+    Example: doorctl card keys door --keys site.json --out door-keys.json
+    """
     from host_tools.cards import sitekeys
 
     def go() -> None:
@@ -71,8 +79,12 @@ def personalize(
     keys: Path = KEYS_OPT,
     reader: str = READER_OPT,
     identity: str = typer.Option(None, "--identity", help="Card identity, 32 hex digits (default: random)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the UID, site and card reference as JSON."),
 ) -> None:
-    """Make a blank DESFire EV2/EV3 card a door card of this site; prints its card reference."""
+    """Make a blank DESFire EV2/EV3 card a door card of this site; prints its card reference.
+
+    Example: doorctl card personalize --keys site.json --reader "Virtual PCD 00 00"
+    """
     from host_tools.cards import pcsc, sitekeys
     from host_tools.cards.personalize import personalize as do_personalize
 
@@ -91,6 +103,9 @@ def personalize(
             issued = do_personalize(transceive, store, ident)
         finally:
             pcsc.close(conn)
+        if as_json:
+            typer.echo(json.dumps({"uid": issued.uid.hex(), "site": store.site_id, "ref": issued.ref.hex()}))
+            return
         typer.echo(f"personalized card {issued.uid.hex()} for site {store.site_id}")
         typer.echo(f"card reference: {issued.ref.hex()}")
 
@@ -102,8 +117,13 @@ def read(
     keys: Path = KEYS_OPT,
     reader: str = READER_OPT,
     legacy_uid: bool = typer.Option(False, "--legacy-uid", help="Accept UID-only cards (low assurance)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Read a card as the door does and print its card reference or why it was refused."""
+    """Read a card as the door does and print its card reference or why it was refused
+    (exit code 1).
+
+    Example: doorctl card read --keys site.json --reader "Virtual PCD 00 00"
+    """
     from firmware.card_session import CardSession
     from host_tools.cards import pcsc, sitekeys
 
@@ -116,8 +136,15 @@ def read(
             result = CardSession(store, legacy_uid=legacy_uid).read(transceive, uid, sak)
         finally:
             pcsc.close(conn)
+        if as_json:
+            typer.echo(json.dumps({"ok": bool(result.ok), "reason": None if result.ok else result.reason,
+                                   "ref": result.ref.hex() if result.ok else None,
+                                   "profile": result.profile if result.ok else None,
+                                   "low_assurance": bool(result.ok and result.low_assurance)}))
         if not result.ok:
             raise UserError(f"card refused: {result.reason}", EXIT_FAILED)
+        if as_json:
+            return
         low = " (low assurance)" if result.low_assurance else ""
         typer.echo(f"card reference: {result.ref.hex()} profile {result.profile}{low}")
 
@@ -130,7 +157,10 @@ def virtual(
     kind: str = typer.Option("desfire", "--kind", help="desfire, clone (of --state's card) or uid."),
     slot: int = typer.Option(0, "--slot", help="vpcd slot: 0 (port 35963) or 1 (port 35964)."),
 ) -> None:
-    """Put a virtual card on vsmartcard's vpcd until Ctrl-C."""
+    """Put a virtual card on vsmartcard's vpcd until Ctrl-C.
+
+    Example: doorctl card virtual --state card1.json
+    """
     from host_tools.cards import vcard
 
     if slot not in (0, 1):

@@ -16,6 +16,7 @@ from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
 from host_tools.deploy import check_port, handshake
 from host_tools.errors import EXIT_USAGE, UserError, fail
+from host_tools.ports import pick_port
 from host_tools.vdev.provision import mpremote, put_cache, put_file
 from offline_cache import fmt
 
@@ -154,7 +155,8 @@ def check_cache(path: Path, site: dict[str, Any]) -> bytes:
 
 
 def commission(
-    port: str = typer.Option(..., "--port", "-p", help="The door's serial port (or a virtual door's pty)."),
+    port: str = typer.Option(None, "--port", "-p", help="The door's serial port (or a virtual "
+                             "door's pty; default: the one USB serial port found)."),
     keys: Path = typer.Option(..., "--keys", help="Site key file (doorctl card keys init); the "
                               "door gets its key file from it (no issuing key), never printed."),
     device_id: str = typer.Option(..., "--device-id",
@@ -217,6 +219,7 @@ def commission(
                            lock == "fail-safe", {"unlock_ms": unlock_ms, "held_open_ms": held_open_ms},
                            legacy_uid, legacy_classic, "client.key" in tls_files)
         snapshot = check_cache(cache, site) if cache is not None else None
+        port = pick_port(port)
         check_port(port)
         handshake(port)
         err = Console(stderr=True)

@@ -16,7 +16,7 @@ from firmware import events
 from hil.broker import Mosquitto
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
-from host_tools.errors import EXIT_MISSING_TOOL, fail
+from host_tools.errors import EXIT_MISSING_TOOL, EXIT_USAGE, fail
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
@@ -71,6 +71,13 @@ def demo(
 
     Example: doorctl demo
     """
+    if pace < 0:
+        raise fail(f"--pace {pace:g}: must be 0 or more seconds", EXIT_USAGE)
+    if state is not None:
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise fail(f"--state {state}: cannot be used ({e.strerror or e})", EXIT_USAGE) from None
     con = Console()
     t0 = time.monotonic()
 

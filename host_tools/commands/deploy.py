@@ -10,11 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from host_tools.deploy import deploy
 from host_tools.errors import UserError, fail
+from host_tools.ports import pick_port
 
 
 def deploy_command(
-    port: str = typer.Option(..., "--port", "-p", help="Serial port of the device, e.g. "
-                             "/dev/ttyUSB0, or the virtual device's console pty."),
+    port: str = typer.Option(None, "--port", "-p", help="Serial port of the device, e.g. "
+                             "/dev/ttyUSB0, or the virtual device's console pty (default: the one "
+                             "USB serial port found)."),
     romfs: bool = typer.Option(False, "--romfs", help="Put the application into the device's "
                                "ROM partition as one ROMFS image: its bytecode runs from flash, "
                                "not the heap. Reset the device afterwards to run it."),
@@ -50,6 +52,7 @@ def deploy_command(
             bar.update(task, completed=done, total=total or 1, description=name)
 
         try:
+            port = pick_port(port)
             result = deploy(port, progress, romfs=romfs, force_rom=force_rom)
         except UserError as e:
             raise fail(str(e), e.exit_code) from None

@@ -33,9 +33,12 @@ def describe(leaf: str, payload: bytes) -> dict[str, Any] | None:
                 name += " (" + ev.deny_reason_name(arg) + ")"
             elif code == ev.ACCESS_GRANTED:
                 name += " (" + {1: "card", 2: "REX", 3: "remote"}.get(arg, str(arg)) + ")"
+            data = e[protocol.E_DATA] or None
+            carded = code in (ev.ACCESS_GRANTED, ev.ACCESS_DENIED)
             out.append({"seq": e[protocol.E_SEQ], "event": name, "alarm": code in ALARMS,
                         "time": e[protocol.E_TIME], "utc": bool(e[protocol.E_FLAGS] & 1),
-                        "card": e[protocol.E_DATA] or None})
+                        "card": data[:16] if carded and data else None,
+                        "data": None if carded else data})
         return {"kind": "events", "events": out}
     if leaf == "status":
         s = protocol.decode_status(payload)
@@ -58,11 +61,13 @@ def line(rec: dict[str, Any]) -> list[str]:
     k = rec["kind"]
     if k == "events":
         return [f"{'ALARM ' if e['alarm'] else ''}#{e['seq']} {e['event']}"
-                + (f" card {e['card'][:16]}" if e["card"] else "") for e in rec["events"]]
+                + (f" card {e['card']}" if e.get("card") else "")
+                + (f" data {e['data']}" if e.get("data") else "") for e in rec["events"]]
     if k == "status":
         alarms = ", ".join(rec["alarms"] or []) or "none"
+        reader = f"; reader {rec['reader']}" if rec.get("reader") else ""
         return [f"door {rec['door']}, {rec['mode']}, lock {rec['lock']}; alarms: {alarms}; "
-                f"journal {rec['journal']}; whitelist v{rec['cache']}; reader {rec['reader']}"]
+                f"journal {rec['journal']}; whitelist v{rec['cache']}{reader}"]
     if k == "presence":
         return ["online" + (f" (firmware {rec['fw']})" if rec.get("fw") else "") if rec["online"]
                 else "OFFLINE"]
@@ -75,17 +80,24 @@ def line(rec: dict[str, Any]) -> list[str]:
     return [f"whitelist v{rec['version']}" + (f", refused: {rec['reason']}" if rec.get("reason") else "")]
 
 
+FIRST_WORD_S = 3.0  # a known door's retained messages arrive at once
+
+
 def monitor(
     door: str = typer.Option(..., "--door", help="The door's device id, e.g. hz.b12.d3."),
-    broker: str = typer.Option("127.0.0.1:1883", help="The platform's broker HOST:PORT."),
+    broker: str = typer.Option("127.0.0.1:1883", help="The platform's broker HOST:PORT "
+                               "(or mqtt://HOST:PORT, mqtts://HOST:PORT)."),
     seconds: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
     tls_ca: str = typer.Option(None, "--tls-ca", help="CA certificate file: connect with TLS."),
     tls_cert: str = typer.Option(None, "--tls-cert", help="Client certificate (PEM), with --tls-key."),
     tls_key: str = typer.Option(None, "--tls-key", help="The client certificate's private key (PEM)."),
+    wait: bool = typer.Option(False, "--wait", help="Watch a door that has never connected yet "
+                              "(otherwise an unknown door id is an error)."),
 ) -> None:
     """Watch a door live: presence, patrol state, events and alarms, command replies and its
-    whitelist version, as the platform sees them.
+    whitelist version, as the platform sees them. A door id the broker has never heard of is
+    refused after a few seconds (a typo), unless --wait.
 
     Examples:
       doorctl monitor --door hz.b12.d3 --broker 10.0.0.5:1883
@@ -95,36 +107,47 @@ def monitor(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from host_tools.cli_inputs import check_broker, parse_broker
+    from host_tools.commands.platform import tls_options
+
     try:
         protocol.check_device_id(door)
     except protocol.ProtocolError:
         raise fail(f"--door {door!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)", EXIT_USAGE) from None
-    host, _, port = broker.rpartition(":")
-    if not host or not port.isdigit():
-        raise fail(f"--broker {broker!r} is not HOST:PORT", EXIT_USAGE)
+    if seconds < 0:
+        raise fail(f"--seconds {seconds:g}: must be 0 or more", EXIT_USAGE)
+    tls_options(tls_ca, tls_cert, tls_key)
+    try:
+        b = parse_broker(broker)
+        check_broker(b, tls_ca is not None)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
     lock = threading.Lock()
+    heard = threading.Event()
+    gone = threading.Event()  # stdout's reader went away (| head)
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        heard.set()
         try:
             _, leaf = protocol.split_topic(msg.topic)
             rec = describe(leaf, bytes(msg.payload))
         except protocol.ProtocolError as e:
             rec = {"kind": "malformed", "topic": msg.topic, "reason": e.reason}
-        if rec is None:
+        if rec is None or gone.is_set():
             return
         with lock:
-            if as_json:
-                typer.echo(json.dumps(rec))
-            else:
-                stamp = time.strftime("%H:%M:%S")
-                for text in (line(rec) if rec["kind"] != "malformed"
-                             else [f"malformed message on {rec['topic']}: {rec['reason']}"]):
-                    typer.echo(f"{stamp} {door} {text}")
-            sys.stdout.flush()
+            try:
+                if as_json:
+                    typer.echo(json.dumps(rec))
+                else:
+                    stamp = time.strftime("%H:%M:%S")
+                    for text in (line(rec) if rec["kind"] != "malformed"
+                                 else [f"malformed message on {rec['topic']}: {rec['reason']}"]):
+                        typer.echo(f"{stamp} {door} {text}")
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):
+                gone.set()
 
-    from host_tools.commands.platform import tls_options
-
-    tls_options(tls_ca, tls_cert, tls_key)
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(protocol.topic(door, "#"), 1)
@@ -134,24 +157,30 @@ def monitor(
     except (OSError, ValueError) as e:
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     try:
-        client.connect(host, int(port))
+        client.connect(b.host, b.port)
     except ssl.SSLError as e:
-        raise fail(f"TLS handshake with the broker at {broker} failed: {e.reason or e}",
+        raise fail(f"TLS handshake with the broker at {b} failed: {e.reason or e}",
                    EXIT_UNREACHABLE) from None
     except OSError:
-        raise fail(f"cannot reach the MQTT broker at {broker}: is it running?", EXIT_UNREACHABLE) from None
+        raise fail(f"cannot reach the MQTT broker at {b}: is it running?", EXIT_UNREACHABLE) from None
     client.loop_start()
+    start = time.monotonic()
     try:
-        if seconds:
-            time.sleep(seconds)
-        else:
-            while True:
-                time.sleep(1)
+        while not gone.is_set():
+            if seconds and time.monotonic() - start >= seconds:
+                break
+            if not wait and not heard.is_set() and time.monotonic() - start >= FIRST_WORD_S:
+                raise fail(f"--door {door}: the broker at {b} has nothing from this door (it never "
+                           "connected there): check the id (doorctl platform doors), or pass --wait "
+                           "for a new door", EXIT_USAGE)
+            time.sleep(0.1)
     except KeyboardInterrupt:
         pass
     finally:
         client.loop_stop()
         client.disconnect()
+    if gone.is_set():
+        raise BrokenPipeError
 
 
 ESP_IMAGE_MAGIC = 0xE9
@@ -159,7 +188,8 @@ ESP32_OFFSET = "0x1000"  # where the ESP32's second-stage bootloader image start
 
 
 def flash(
-    port: str = typer.Option(..., "--port", "-p", help="The ESP32's serial port."),
+    port: str = typer.Option(None, "--port", "-p", help="The ESP32's serial port (default: the one "
+                             "USB serial port found)."),
     firmware: Path = typer.Option(..., "--firmware", help="MicroPython for ESP32 (.bin) you supply."),
     baud: int = typer.Option(460800, help="Serial speed for writing."),
     deploy_after: bool = typer.Option(True, "--deploy/--no-deploy", help="Deploy the door firmware after."),
@@ -177,12 +207,14 @@ def flash(
         raise fail(f"--firmware {firmware}: not an ESP32 firmware image (no 0xE9 header): use the "
                    ".bin of MicroPython for ESP32", EXIT_USAGE)
     from host_tools.deploy import check_port
+    from host_tools.ports import pick_port
 
     try:
+        port = pick_port(port)
         check_port(port)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
-    cmd = [sys.executable, "-m", "esptool", "--port", port, "--baud", str(baud), "write_flash",
+    cmd = [sys.executable, "-m", "esptool", "--port", port, "--baud", str(baud), "write-flash",
            "-z", ESP32_OFFSET, str(firmware)]
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
@@ -192,7 +224,7 @@ def flash(
         from host_tools.commands.deploy import deploy_command
 
         time.sleep(2)  # the board boots MicroPython
-        deploy_command(port=port, as_json=False)
+        deploy_command(port=port, romfs=False, force_rom=False, as_json=False)
 
 
 def register(app: typer.Typer) -> None:

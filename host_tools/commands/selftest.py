@@ -152,7 +152,8 @@ def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str,
 
 
 def selftest(
-    port: str = typer.Option(..., "--port", "-p", help="The door's serial port (or a virtual door's pty)."),
+    port: str = typer.Option(None, "--port", "-p", help="The door's serial port (or a virtual "
+                             "door's pty; default: the one USB serial port found)."),
     relay: str = typer.Option("ask", "--relay", help="Relay pulse check: ask (the installer "
                               "confirms the click), io:HOST:PORT (a virtual door's I/O channel "
                               "watches it) or skip."),
@@ -169,8 +170,10 @@ def selftest(
       doorctl selftest -p /dev/pts/4 --relay io:127.0.0.1:40123 --json
     """
     from host_tools.deploy import probe
+    from host_tools.ports import pick_port
 
     try:
+        port = pick_port(port)
         check_port(port)
         handshake(port)
         err = Console(stderr=True)
@@ -225,14 +228,18 @@ def _relay_check(port: str, how: str, err: Console) -> dict[str, Any]:
         host, _, p = how[3:].rpartition(":")
         if not host or not p.isdigit():
             raise UserError(f"--relay {how!r}: use io:HOST:PORT", EXIT_USAGE)
-        with VirtualIO((host, int(p))) as io:
-            before = len(io.outputs("relay"))
-            mpremote(port, "exec", PULSE % 300)
-            try:
-                io.wait_output("relay", not io.state()["outputs"]["relay"], timeout_s=3)
-            except IOChannelError:
-                pass
-            changes = io.outputs("relay")[before:]
+        try:
+            with VirtualIO((host, int(p))) as io:
+                before = len(io.outputs("relay"))
+                mpremote(port, "exec", PULSE % 300)
+                try:
+                    io.wait_output("relay", not io.state()["outputs"]["relay"], timeout_s=3)
+                except IOChannelError:
+                    pass
+                changes = io.outputs("relay")[before:]
+        except (OSError, IOChannelError) as e:
+            return _item("lock relay", False, f"no I/O channel at {host}:{p} ({e}): the address "
+                         "changes when the virtual door restarts, see its vdev.json")
         return _item("lock relay", len(changes) >= 2, f"pulsed: {len(changes)} changes seen "
                      "on the relay output" if changes else "no change seen on the relay output")
     if how != "ask":
@@ -242,18 +249,87 @@ def _relay_check(port: str, how: str, err: Console) -> dict[str, Any]:
     return _item("lock relay", ok, "confirmed by the installer" if ok else "the lock did not move")
 
 
-def logs(port: str = typer.Option(..., "--port", "-p", help="The door's serial port.")) -> None:
-    """Print the door's own log (its last 64 lines: boots, connections, refusals; never keys).
-
-    Example: doorctl logs -p /dev/ttyUSB0
-    """
+# Runs on the door: each log line with its age (ms, wrap-safe on the device) and the door's
+# clock, so the host can print wall-clock times.
+LOG_LINES = """
+from firmware.log import lines
+from firmware.main import running
+b = running.get('board')
+now = b.clock.ticks_ms() if b else 0
+t = b.clock.time() if b else None
+print('LOGNOW', 'none' if t is None else t)
+for x in lines():
+    s, _, text = x.partition(' ')
     try:
+        age = b.clock.ticks_diff(now, int(s)) if b else 0
+    except ValueError:
+        age = 0
+    print('LOG', age, s, text)
+"""
+
+
+def log_records(port: str) -> list[dict[str, Any]]:
+    """The door's log lines with wall-clock times: the door's clock when the platform set it
+    (`clock` "door"), else this computer's (`clock` "host", as read now)."""
+    out = mpremote(port, "exec", LOG_LINES)
+    door_now: float | None = None
+    host_now = time.time()
+    records = []
+    for raw in out.splitlines():
+        if raw.startswith("LOGNOW "):
+            v = raw.split(" ", 1)[1].strip()
+            door_now = None if v == "none" else float(v)
+        elif raw.startswith("LOG "):
+            _, age, stamp, text = (raw.split(" ", 3) + ["", "", ""])[:4]
+            try:
+                at = (door_now if door_now is not None else host_now) - int(age) / 1000
+            except ValueError:
+                continue
+            records.append({"time": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds"),
+                            "uptime_ms": int(stamp) if stamp.isdigit() else None, "text": text,
+                            "clock": "door" if door_now is not None else "host"})
+    return records
+
+
+def _log_line(rec: dict[str, Any]) -> str:
+    when = dt.datetime.fromisoformat(rec["time"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{when}{'' if rec['clock'] == 'door' else '~'} {rec['text']}"
+
+
+def logs(port: str = typer.Option(None, "--port", "-p", help="The door's serial port (default: "
+                                  "the one USB serial port found)."),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until "
+                                     "Ctrl-C."),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+    """Print the door's own log (its last 64 lines: boots, connections, refusals; never keys),
+    with wall-clock times in this computer's time zone (`~` after the time: the door's clock is
+    not set yet, the time is this computer's).
+
+    Examples:
+      doorctl logs -p /dev/ttyUSB0
+      doorctl logs -p /dev/ttyUSB0 --follow
+    """
+    from host_tools.ports import pick_port
+
+    try:
+        port = pick_port(port)
         check_port(port)
         handshake(port)
-        out = mpremote(port, "exec", "from firmware.log import lines\nfor x in lines(): print(x)")
+        seen: set[tuple[int | None, str]] = set()
+        while True:
+            for rec in log_records(port):
+                key = (rec["uptime_ms"], rec["text"])
+                if key in seen:
+                    continue
+                seen.add(key)
+                typer.echo(json.dumps(rec) if as_json else _log_line(rec))
+            if not follow:
+                break
+            time.sleep(1.0)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
-    typer.echo(out.rstrip("\n"))
+    except KeyboardInterrupt:
+        pass
 
 
 def register(app: typer.Typer) -> None:

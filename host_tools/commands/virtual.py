@@ -71,10 +71,21 @@ def run(
     if image not in IMAGES:
         raise fail(f"unknown image {image!r}: choose pypi (the PyPI 64-bit interpreter) or unix32 "
                    "(the 32-bit firmware image, doorctl build unix32)", EXIT_USAGE)
+    for opt, value in (("--io-port", io_port), ("--reader-port", reader_port)):
+        if not 0 <= value < 65536:
+            raise fail(f"{opt} {value}: must be 0-65535 (0: any free port)", EXIT_USAGE)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        probe = state / ".writable"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise fail(f"--state {state}: cannot be used as the device's directory "
+                   f"({e.strerror or e})", EXIT_USAGE) from None
     try:
         dev = VirtualDevice(state, heap=heap, io_port=io_port or None,
                             reader_port=reader_port or None, from_source=source, image=image)
-    except VirtualDeviceError as e:
+    except (ValueError, VirtualDeviceError) as e:
         raise fail(str(e), EXIT_USAGE) from None
     done = threading.Event()
     # Ctrl-C and SIGTERM both end the loop below, whenever they come (even during start-up).

@@ -122,15 +122,21 @@ def test_commission_then_selftest_logs_and_monitor(site: Site, tmp_path: Path) -
         mon = subprocess.Popen([DOORCTL, "monitor", "--door", DEVICE, "--broker",
                                 f"{site.broker.host}:{site.broker.port}", "--seconds", "4",
                                 "--json"], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        assert mon.stdout is not None
+        first = mon.stdout.readline()  # subscribed: the door's retained messages arrive
         io.set_input("door_contact", "open")
         out, _ = mon.communicate(timeout=30)
-    recs = [json.loads(x) for x in out.splitlines()]
+    recs = [json.loads(x) for x in (first + out).splitlines()]
     names = [e["event"] for rec in recs if rec["kind"] == "events" for e in rec["events"]]
     assert "forced_open" in names
     assert any(rec["kind"] == "presence" and rec["online"] for rec in recs)  # retained
     logs = doorctl("logs", "-p", site.dev.pty)
     assert logs.returncode == 0 and "uplink: connected" in logs.stdout
+    # wall-clock times from the door's clock (set by the platform), not uptime milliseconds
+    stamp = logs.stdout.splitlines()[-1][:19]
+    assert abs(time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) - time.time()) < 600, logs.stdout
+    records = [json.loads(x) for x in doorctl("logs", "-p", site.dev.pty, "--json").stdout.splitlines()]
+    assert records and all(r["clock"] == "door" and r["text"] for r in records)
 
 
 def test_flash_stops_with_a_clear_message_before_touching_a_board(tmp_path: Path) -> None:
