@@ -32,6 +32,8 @@ MISSING = f"{TMP}/missing"
 # Per command: argument lists that are wrong (besides the generic ones every command gets).
 CASES: dict[str, list[list[str]]] = {
     "build unix32": [["--manifest", MISSING]],
+    "build mcu": [],  # no values: the generic cases
+    "mcu run": [[MISSING], [MISSING, "--heap", "bogus"]],
     "bench": [["nosuch-figure"], ["--update", "/proc/x/BENCH.md"]],
     "commission": [["-p", "/dev/ttyUSB77", "--keys", KEYS, "--device-id", "a.b", "--door-no", "0",
                     "--broker", "127.0.0.1:1883"],
