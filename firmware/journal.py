@@ -305,6 +305,16 @@ class Journal:
         self._ack_slot += 1
         self.acked = upto_seq
 
+    def oldest_seq(self):
+        """The lowest sequence number still on the flash (acknowledged or not); next_seq
+        when the journal holds nothing. Below it, records are gone: erased once acknowledged,
+        or overwritten and reported lost."""
+        oldest = self.next_seq
+        for i in range(self.n_data):
+            if self._sector_seq[i] and self._first_seq[i] < oldest:
+                oldest = self._first_seq[i]
+        return oldest
+
     def _sector_of(self, seq):
         """Index of the sector holding `seq` (or the oldest one after it), -1 if none."""
         best = oldest = -1

@@ -24,6 +24,21 @@ async def _housekeeping(board):
         await asyncio.sleep_ms(1000)
 
 
+def _keystore(board):
+    """The door's key store (keys.json), loaded once; None without one (not commissioned)."""
+    if "keystore" not in running:
+        keystore = None
+        try:
+            from crypto.keystore import KeyStoreError, SoftwareKeyStore
+
+            keystore = SoftwareKeyStore.load(board.fs_root.rstrip("/") + "/keys.json")
+        except KeyStoreError as e:
+            log("cards: no key store:", e)
+            status["cards"] = "no_keys"
+        running["keystore"] = keystore
+    return running["keystore"]
+
+
 def _start_journal(board, cfg):
     """The journal, its recorder and (with a broker configured) the uplink."""
     from firmware import events
@@ -46,6 +61,8 @@ def _start_journal(board, cfg):
         uplink = Uplink(journal, cfg["device_id"], boot, VERSION, broker,
                         fs_root=board.fs_root, status=status)
         recorder.listeners.append(lambda seq, code, arg: uplink.kick())
+        # Acks free journal space only with the platform's MAC under the site's command key.
+        uplink.keystore = _keystore(board)
         running["uplink"] = uplink
         if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
             uplink.registration = _registration(cfg, broker)
@@ -162,15 +179,8 @@ def _start_cards(board, cfg, door):
     from firmware.card_task import CardTask
 
     root = board.fs_root.rstrip("/")
-    keystore = None
     cache = None
-    try:
-        from crypto.keystore import KeyStoreError, SoftwareKeyStore
-
-        keystore = SoftwareKeyStore.load(root + "/keys.json")
-    except KeyStoreError as e:
-        log("cards: no key store:", e)
-        status["cards"] = "no_keys"
+    keystore = _keystore(board)
     if keystore is not None and keystore.has("cache"):
         from offline_cache.cache import Cache
 
@@ -183,7 +193,6 @@ def _start_cards(board, cfg, door):
         status["cache_version"] = cache.version
         if cache.error:
             log("cards: cache:", cache.error)
-    running["keystore"] = keystore
     uplink = running.get("uplink")
     if uplink is not None:
         from firmware.cache_sync import CacheSync
@@ -273,6 +282,7 @@ async def main(board, extra_tasks=()):
     from firmware import config
 
     running["board"] = board
+    running.pop("keystore", None)  # read again from this boot's flash
     set_clock(board.clock)
     log("firmware", VERSION, "board", board.name)
     cfg = config.load(board.fs_root)

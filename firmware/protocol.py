@@ -99,17 +99,40 @@ def _str(obj, key, max_len=64, optional=False):
 # -- events (device -> platform) ---------------------------------------------------------
 
 
-def encode_events(boot, events):
-    """events: list of 8-item lists/tuples (seq, code, boot, time, ms, flags, arg, data_hex)."""
-    return _dumps({"v": VERSION, "boot": boot, "ev": events})
+def encode_events(boot, events, gone=None):
+    """events: list of 8-item lists/tuples (seq, code, boot, time, ms, flags, arg, data_hex).
+    `gone`: (first, last) sequence numbers the platform asked for again (`resend`) that the
+    device no longer holds; with it, `events` may be empty."""
+    obj = {"v": VERSION, "boot": boot, "ev": events}
+    if gone is not None:
+        obj["gone"] = [gone[0], gone[1]]
+    return _dumps(obj)
 
 
 def decode_events(payload):
     """Validated list of event tuples, in the order sent (seqs strictly increasing)."""
+    return decode_batch(payload)[1]
+
+
+def _range(obj, key):
+    """An optional [first, last] pair of sequence numbers (1 <= first <= last), or None."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if (not isinstance(v, list) or len(v) != 2 or not isinstance(v[0], int)
+            or not isinstance(v[1], int) or isinstance(v[0], bool) or isinstance(v[1], bool)
+            or not 1 <= v[0] <= v[1] <= 0xFFFFFFFF):
+        raise ProtocolError("bad_field", key)
+    return v[0], v[1]
+
+
+def decode_batch(payload):
+    """(boot, event tuples, gone range or None) of an events message."""
     obj = _loads(payload)
-    _int(obj, "boot", 0, 0xFFFF)
+    boot = _int(obj, "boot", 0, 0xFFFF)
+    gone = _range(obj, "gone")
     ev = obj.get("ev")
-    if not isinstance(ev, list) or not 0 < len(ev) <= MAX_BATCH:
+    if not isinstance(ev, list) or not (0 if gone else 1) <= len(ev) <= MAX_BATCH:
         raise ProtocolError("bad_field", "ev")
     out = []
     last = 0
@@ -131,19 +154,58 @@ def decode_events(payload):
                 raise ProtocolError("bad_event")
         last = e[E_SEQ]
         out.append(tuple(e))
-    return out
+    return boot, out, gone
 
 
 # -- acknowledgements (platform -> device) ------------------------------------------------
 
 
-def encode_ack(upto):
-    """The platform has durably stored every event of this device up to `upto`."""
-    return _dumps({"v": VERSION, "upto": upto})
+def encode_ack(upto, boot=None, mac=""):
+    """The platform has durably stored every event of this device up to `upto`. `mac`: hex
+    HMAC-SHA256 of ack_signing_bytes with the site's `command` key, for the door's `boot`."""
+    obj = {"v": VERSION, "upto": upto}
+    if boot is not None:
+        obj["boot"] = boot
+    if mac:
+        obj["mac"] = mac
+    return _dumps(obj)
 
 
 def decode_ack(payload):
-    return _int(_loads(payload), "upto", 0)
+    return decode_signed_ack(payload)[0]
+
+
+def decode_signed_ack(payload):
+    """(upto, boot or None, mac hex or "") of an ack."""
+    obj = _loads(payload)
+    upto = _int(obj, "upto", 0)
+    boot = _int(obj, "boot", 0, 0xFFFF) if "boot" in obj else None
+    mac = obj.get("mac", "")
+    if not isinstance(mac, str) or len(mac) > 64:
+        raise ProtocolError("bad_field", "mac")
+    return upto, boot, mac
+
+
+def ack_signing_bytes(device_id, boot, upto):
+    """What an ack's MAC covers: the device, its boot (u16) and the sequence number."""
+    return b"door-ack/v1|" + _field(device_id) + b"%d|%d" % (boot, upto)
+
+
+# -- resend requests (platform -> device) -------------------------------------------------
+
+
+def encode_resend(first, last):
+    """Send events first..last again: the platform holds the events after them, not these."""
+    return _dumps({"v": VERSION, "from": first, "to": last})
+
+
+def decode_resend(payload):
+    obj = _loads(payload)
+    first = _int(obj, "from", 1)
+    last = _int(obj, "to", 1)
+    if last < first:
+        raise ProtocolError("bad_field", "to")
+    return first, last
 
 
 # -- presence, status, time ---------------------------------------------------------------

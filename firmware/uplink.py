@@ -10,13 +10,22 @@ Rules that make "every swipe reaches the platform" hold:
   restarts from the first unacknowledged event (the platform stores idempotently by
   (device, seq), so a resend is harmless);
 - an acknowledgement beyond what was sent is clamped: a forged or confused ack cannot delete
-  unsent events.
+  unsent events;
+- an acknowledgement frees journal space only when it carries the platform's MAC (the site's
+  `command` key, which the broker does not hold) over this device, this boot and its sequence
+  number: a broker user cannot make the door erase what the platform never stored. A door
+  without a `command` key (not commissioned) has nothing to check it with and takes it as is;
+- the platform asks again (`resend`) for events it misses below what the door has already
+  had acknowledged (a database restored from a backup, a loss from a full ring): the door
+  sends those it still holds and names the rest as `gone`, which the platform records as a
+  gap, so its ingest never waits for a hole that cannot be filled.
 """
 
 import asyncio
 import gc
 from binascii import hexlify
 
+from crypto import ct
 from firmware import protocol
 from firmware.config import broker_tls
 from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_SEQ,
@@ -94,6 +103,9 @@ class Uplink:
         self.tls_failures = 0
         self.last_error = ""  # why the last attempt failed ("" once connected)
         self.registration = None  # bytes: the retained `register` message (firmware/main.py)
+        self.keystore = None  # with a `command` key, acks must carry the platform's MAC
+        self._resend = None  # (first, last) the platform asked for again, not yet served
+        self.resent_records = 0  # records sent again on the platform's request
         self._up = False  # this attempt got a CONNACK
 
     def kick(self):
@@ -107,10 +119,13 @@ class Uplink:
         try:
             _, leaf = protocol.split_topic(topic)
             if leaf == "ack":
-                upto = protocol.decode_ack(payload)
+                upto = self._verified_ack(payload)
                 upto = min(upto, self.sent_upto)
                 if self.journal.ack(upto):
                     self._wake.set()
+            elif leaf == "resend":
+                self._resend = protocol.decode_resend(payload)
+                self._wake.set()
             elif leaf == "time":
                 epoch_ms = protocol.decode_time(payload)
                 if self.on_time is not None:
@@ -129,6 +144,64 @@ class Uplink:
             self.last_reject = e.reason
             log("uplink: rejected message on", topic, "reason", e.reason)
         return None
+
+    def _verified_ack(self, payload):
+        """The sequence number of an ack the platform made, or ProtocolError (`bad_mac` for a
+        missing or wrong tag, `stale_ack` for one made for another boot of this door)."""
+        upto, boot, mac = protocol.decode_signed_ack(payload)
+        ks = self.keystore
+        if ks is None or not ks.has("command"):
+            return upto
+        try:
+            tag = bytes.fromhex(mac)
+        except (ValueError, TypeError):
+            tag = b""
+        if len(tag) != 32 or boot is None:
+            raise protocol.ProtocolError("bad_mac")
+        good = ks.hmac("command", protocol.ack_signing_bytes(self.device_id, boot, upto))
+        if not ct.equal(good, tag):
+            raise protocol.ProtocolError("bad_mac")
+        if boot != self.boot:
+            raise protocol.ProtocolError("stale_ack")
+        return upto
+
+    async def _serve_resend(self, client):
+        """Send again what the platform asked for below the acknowledged point: the records
+        still on the flash, and the range no longer there as `gone` (at most a window's worth
+        per request; the platform asks again for the rest). Above the acknowledged point the
+        usual resend on ack timeout already covers it."""
+        j = self.journal
+        first, last = self._resend
+        self._resend = None
+        last = min(last, j.acked, first + self.batch * self.window - 1)
+        if first > last:
+            return
+        oldest = j.oldest_seq()
+        gone = None
+        if first < oldest:
+            gone = (first, min(last, oldest - 1))
+            first = gone[1] + 1
+        while client.connected:
+            gc.collect()
+            recs = j.read(first, self.batch) if first <= last else []
+            n = 0
+            while n < len(recs) and recs[n][R_SEQ] <= last:
+                recs[n] = event_tuple(recs[n], self.boot, self.timebase)
+                n += 1
+            del recs[n:]
+            if not recs and gone is None:
+                return
+            if gone is not None:
+                log("uplink: events", gone[0], "to", gone[1], "asked for again are gone")
+            payload = protocol.encode_events(self.boot, recs, gone)
+            gone = None
+            await client.publish(self._t("events"), payload, 1)
+            payload = None
+            self.resent_records += n
+            if not n:
+                return
+            first = recs[n - 1][0] + 1
+            recs = None
 
     async def reply(self, cmd_id, ok, reason=""):
         if self.client is not None and self.client.connected:
@@ -201,6 +274,7 @@ class Uplink:
             await client.subscribe(self._t("ack"), 1)
             await client.subscribe(self._t("cmd"), 1)
             await client.subscribe(self._t("time"), 1)
+            await client.subscribe(self._t("resend"), 1)
             if self.on_cache is not None:
                 await client.subscribe(self._t("cache"), 1)
             await client.publish(self._t("presence"),
@@ -225,6 +299,9 @@ class Uplink:
         last_progress = _now()
         acked_seen = j.acked
         while client.connected:
+            if self._resend is not None:
+                await self._serve_resend(client)
+                continue
             if j.acked != acked_seen:
                 acked_seen = j.acked
                 last_progress = _now()

@@ -58,7 +58,8 @@ class BenchDoor(DoorSite):
             else:
                 host, port = cfg.broker
             self.can_cut_network = self.broker is not None
-            self.platform = Platform(Store(str(tmp / "platform.db")), host, port).start()
+            self.platform = Platform(Store(str(tmp / "platform.db")), host, port,
+                                     ack_key=self.site.command_key).start()
             self._closers.append(self.platform)
             self.emu = PN532Emulator()
             try:

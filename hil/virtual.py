@@ -41,7 +41,7 @@ class VirtualDoor(DoorSite):
         self.cards["stranger"] = SiteKit(self.site.site_id + 1).issue()[0]
         self.broker = Mosquitto().start()
         self.platform = Platform(Store(str(tmp / "platform.db")), self.broker.host,
-                                 self.broker.port).start()
+                                 self.broker.port, ack_key=self.site.command_key).start()
         self.dev = VirtualDevice(tmp / "door", image=selected_image()).start()
         provision(self.dev.pty,
                   config=self.site.door_config(DEVICE, broker={"host": self.broker.host,

@@ -46,6 +46,11 @@ class SiteKit:
     def cache_key(self) -> bytes:
         return bytes.fromhex(self.keys["keys"]["cache"])
 
+    @property
+    def command_key(self) -> bytes:
+        """The site's `command` key: signs commands and the platform's acknowledgements."""
+        return bytes.fromhex(self.keys["keys"]["command"])
+
     def door_keys(self) -> dict[str, Any]:
         """The key file a door of this site gets (no application master key)."""
         return sitekeys.device_keys(self.keys)

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 import typer
@@ -58,8 +59,11 @@ def run(
     tls_cert: str = typer.Option(None, help="Client certificate file (PEM), for a broker that "
                                  "requires one; with --tls-key."),
     tls_key: str = typer.Option(None, help="The client certificate's private key (PEM)."),
-    keys: Path = typer.Option(None, "--keys", help="Site key file: doors that report an older "
-                              "whitelist (after being off) are brought up to date."),
+    keys: Path = typer.Option(None, "--keys", help="Site key file: acknowledgements are signed "
+                              "with its command key (commissioned doors free nothing on an unsigned "
+                              "one), and doors that report an older whitelist are brought up to date."),
+    broker_wait: float = typer.Option(0, help="Give up when the broker cannot be reached for this "
+                                      "many seconds at start (0: keep trying)."),
 ) -> None:
     """Ingest events until Ctrl-C: store once per (device, seq), acknowledge after commit,
     track presence and status.
@@ -68,17 +72,33 @@ def run(
       doorctl platform run --broker 127.0.0.1:1883 --db platform.db
       doorctl platform run --broker 10.0.0.5:8883 --tls-ca ca.pem --db platform.db
       doorctl platform run --db postgresql://door@db/door --group ingest   # second instance
+      doorctl platform run --keys site.json --db platform.db   # signed acknowledgements
     """
     tls_options(tls_ca, tls_cert, tls_key)
     host, port = _broker(broker, tls_ca is not None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    ack_key = None
+    if keys is not None:
+        from host_tools.cards import sitekeys
+        from host_tools.platform.commands import command_key
+
+        try:
+            ack_key = command_key(sitekeys.load(keys)[0])
+        except UserError as e:
+            raise fail(str(e), e.exit_code) from None
+        except ValueError as e:
+            raise fail(f"{keys}: {e}; make a new site key file with `doorctl card keys init`",
+                       EXIT_USAGE) from None
+    else:
+        typer.echo("no --keys: acknowledgements go unsigned, and commissioned doors free nothing "
+                   "on them", err=True)
     try:
         store = Store(db)
     except Exception as e:  # sqlite3 / psycopg: not a database, a directory, refused
         raise fail(f"--db {db}: cannot be opened as the platform's database ({e})", EXIT_USAGE) from None
     try:
         p = Platform(store, host, port, group=group, username=username, password=password,
-                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ack_key=ack_key)
     except (OSError, ValueError) as e:
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     if keys is not None:
@@ -88,19 +108,61 @@ def run(
             p.registry = _registry(db, keys)
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
     p.start()
-    if not p.connected.wait(10):
+    try:
+        reached = wait_for_broker(p, host, port, broker_wait, done)
+    except KeyboardInterrupt:
+        reached = False
+    if not reached:
         p.stop()
         raise fail(f"cannot reach the MQTT broker at {host}:{port}: is it running? "
                    "(for a local one: mosquitto -p PORT)", EXIT_UNREACHABLE)
     typer.echo(f"platform ingesting from {host}:{port} into {db} (group {group}); Ctrl-C stops")
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         done.wait()
     except KeyboardInterrupt:
         pass
     p.stop()
+
+
+def _unreachable_reason(host: str, port: int) -> str:
+    """Why a TCP connection to the broker fails now, in a few words."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return "it accepts TCP but has not accepted the MQTT connection"
+    except socket.gaierror:
+        return f"host {host} not found"
+    except TimeoutError:
+        return "no answer"
+    except OSError as e:
+        return (e.strerror or str(e)).lower()
+
+
+def wait_for_broker(p: Platform, host: str, port: int, give_up_s: float,
+                    stop: threading.Event) -> bool:
+    """Wait for the platform's first connection, saying what it waits for (on stderr, once per
+    change of reason and once a minute); paho retries meanwhile with its backoff (1 s doubling
+    to 5 s). False after `give_up_s` (> 0) or when stopped."""
+    start = time.monotonic()
+    said, said_at = "", 0.0
+    while not p.connected.wait(1.0):
+        if stop.is_set():
+            return False
+        waited = time.monotonic() - start
+        if give_up_s and waited >= give_up_s:
+            return False
+        if waited < 2:
+            continue
+        why = _unreachable_reason(host, port)
+        if why != said or time.monotonic() - said_at > 60:
+            typer.echo(f"waiting for the MQTT broker at {host}:{port} ({why}); retrying every "
+                       f"1-5 s, Ctrl-C stops", err=True)
+            said, said_at = why, time.monotonic()
+    return True
 
 
 @app.command("events")

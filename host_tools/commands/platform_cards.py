@@ -249,6 +249,12 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
                     open_.setdefault(code, rec)
                 else:
                     rec["end"] = t
+        for gap in store.lost(d):
+            # Events the door lost (its ring overflowed while it could not deliver): the
+            # time span is where they lie, between the stored events around them.
+            out.append({"door": d, "alarm": "events_lost", "start": gap["after"],
+                        "end": gap["before"], "seq": gap["first"], "last_seq": gap["last"],
+                        "count": gap["count"]})
         info = store.device(d) or {}
         if info.get("online") is False:
             out.append({"door": d, "alarm": "offline", "start": info.get("presence_at"), "end": None,
@@ -259,7 +265,8 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
 def alarms(device: str = typer.Option(None, "--door", help="One door (default: all)."), db: str = DB,
            as_json: bool = typer.Option(False, "--json", help="One JSON array.")) -> None:
     """Alarms of the doors (held-open, forced-open, tamper, closer fault, power, journal near
-    full, offline) with their start and end.
+    full, offline) with their start and end, and events a door lost (events_lost: how many,
+    and the time span they lie in).
 
     Example: doorctl platform alarms --door hz.b12.d3
     """
@@ -278,9 +285,14 @@ def alarms(device: str = typer.Option(None, "--door", help="One door (default: a
     def when(t: Any) -> str:
         return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
     for r in rows:
+        if r["alarm"] == "events_lost":
+            table.add_row(r["door"], f"events_lost ({r['count']}: seq {r['seq']}-{r['last_seq']})",
+                          when(r["start"]), when(r["end"]))
+            continue
         table.add_row(r["door"], r["alarm"], when(r["start"]), when(r["end"]) if r["end"] else "ACTIVE")
     Console().print(table)
-    typer.echo(f"{sum(1 for r in rows if r['end'] is None)} active of {len(rows)}")
+    active = sum(1 for r in rows if r["end"] is None and r["alarm"] != "events_lost")
+    typer.echo(f"{active} active of {len(rows)}")
 
 
 def registered_as(reg: dict[str, Any] | None) -> str:
@@ -300,7 +312,8 @@ def door_rows(store: Any, latest: int | None) -> list[dict[str, Any]]:
     for d in store.devices():
         info = store.device(d) or {}
         status = info.get("status") or {}
-        active = [r["alarm"] for r in alarm_rows(store, d) if r["end"] is None]
+        rows = alarm_rows(store, d)
+        active = [r["alarm"] for r in rows if r["end"] is None and r["alarm"] != "events_lost"]
         active += [a for a in status.get("alarms") or [] if a not in active]
         version = status.get("cache_version")
         ahead = latest is not None and version is not None and version > latest
@@ -310,6 +323,7 @@ def door_rows(store: Any, latest: int | None) -> list[dict[str, Any]]:
                     "lag": (latest - version) if latest is not None and version is not None
                     and not ahead else None, "ahead": ahead,
                     "backlog": max(0, int(status.get("seq") or 0) - int(info.get("ack_upto") or 0)),
+                    "lost": sum(int(r["count"]) for r in rows if r["alarm"] == "events_lost"),
                     "alarms": sorted(set(active), key=active.index)})
     return out
 
@@ -321,7 +335,8 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
                                       "(site, door number, lock, cards, TLS, firmware) and its "
                                       "last patrol; wider than 80 columns.")) -> None:
     """Each door: online, door state and mode from its last patrol, whitelist version and lag,
-    events not yet stored (backlog), active alarms; with --detail also what it registered as
+    events not yet stored (backlog), events the door lost (lost), active alarms; with --detail
+    also what it registered as
     and when it last reported.
 
     Example: doorctl platform doors --db platform.db --keys site.json
@@ -335,7 +350,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     if as_json:
         typer.echo(json.dumps(out))
         return
-    table = Table("door", "online", "state", "mode", "list", "lag", "backlog", "alarms",
+    table = Table("door", "online", "state", "mode", "list", "lag", "backlog", "lost", "alarms",
                   box=None if not detail else box.HEAVY_HEAD, pad_edge=False)
     if detail:
         table.add_column("registered as")
@@ -344,7 +359,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         lag = "ahead" if r["ahead"] else "-" if r["lag"] is None else str(r["lag"])
         row = [r["door"], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
                "-" if r["whitelist"] is None else f"v{r['whitelist']}", lag, str(r["backlog"]),
-               ", ".join(r["alarms"]) or "-"]
+               str(r["lost"]), ", ".join(r["alarms"]) or "-"]
         if detail:
             row.append(registered_as(r["registration"]))
             row.append(dt.datetime.fromtimestamp(r["last_patrol"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -410,7 +425,7 @@ def residence(card: str = typer.Option(..., "--card", help="Card reference."),
 
     Example: doorctl platform residence-report --card 5101013aeef2e95e --from 2026-01-01 --to 2026-12-31
     """
-    from host_tools.platform.cards import CardError, known_card, residence_report
+    from host_tools.platform.cards import CardError, incomplete_months, known_card, residence_report
 
     try:
         first, last = _period(start, end)
@@ -419,15 +434,17 @@ def residence(card: str = typer.Option(..., "--card", help="Card reference."),
             raise UserError(f"--card {card}: the platform in {db} never issued or saw this card",
                             EXIT_USAGE)
         report = residence_report(store, card, first, last)
+        incomplete = incomplete_months(store, first, last)
     except CardError as e:
         raise fail(str(e), EXIT_USAGE) from None
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     if as_json:
-        typer.echo(json.dumps({"card": card, "days_with_entry": report}))
+        typer.echo(json.dumps({"card": card, "days_with_entry": report, "incomplete": incomplete}))
         return
     for month, n in report.items():
-        typer.echo(f"{month}  {n:2d} days with an entry")
+        note = "  INCOMPLETE: a door lost events this month" if month in incomplete else ""
+        typer.echo(f"{month}  {n:2d} days with an entry{note}")
 
 
 def register(app: typer.Typer) -> None:

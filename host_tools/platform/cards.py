@@ -298,5 +298,27 @@ def residence_report(store: Store, ref: str, start: dt.date, end: dt.date,
     return out
 
 
+def incomplete_months(store: Store, start: dt.date, end: dt.date,
+                      tz_min: int = TZ_MIN) -> list[str]:
+    """Months of start..end (YYYY-MM) in which some door lost events (a reported gap,
+    docs/protocol.md "Resend requests"): a day without an entry there may be a day whose entry
+    is lost. A loss with no stored event before (after) it reaches back to `start` (forward to
+    now). Which doors is not said: the report shows no doors."""
+    lo = dt.datetime.combine(start, dt.time(), dt.UTC) - dt.timedelta(minutes=tz_min)
+    first_day = lo.timestamp()
+    out: set[str] = set()
+    for device in store.devices():
+        for gap in store.lost(device):
+            a = gap["after"] if gap["after"] is not None else first_day
+            b = gap["before"] if gap["before"] is not None else time.time()
+            d = (dt.datetime.fromtimestamp(a, dt.UTC) + dt.timedelta(minutes=tz_min)).date()
+            last = (dt.datetime.fromtimestamp(b, dt.UTC) + dt.timedelta(minutes=tz_min)).date()
+            m = dt.date(max(d, start).year, max(d, start).month, 1)
+            while m <= min(last, end):
+                out.add(m.strftime("%Y-%m"))
+                m = dt.date(m.year + (m.month == 12), m.month % 12 + 1, 1)
+    return sorted(out)
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)

@@ -6,6 +6,11 @@ idempotent per (device, seq) and the acknowledgement is computed from the databa
 the commit, so whichever instance acks, it never acks what is not stored.
 The broker's PUBACK for an events message is sent only after the commit (paho manual ack),
 so a platform that dies mid-batch gets the batch again.
+
+The ingest never waits on a hole: when a door's batch lies beyond events the platform does
+not hold, it asks the door for them (`resend`); the door sends what it still has and names
+the rest `gone`, which is stored as a gap (docs/protocol.md, "Resend requests"). With the
+site's `command` key, acknowledgements carry a MAC the door checks before it frees anything.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from crypto.hmac256 import hmac_sha256
 from firmware import protocol
 from host_tools.platform.store import Store
 
@@ -30,8 +36,13 @@ class Platform:
                  group: str = "ingest", client_id: str | None = None,
                  username: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, ingest: bool = True, tls_cert: str | None = None,
-                 tls_key: str | None = None) -> None:
+                 tls_key: str | None = None, ack_key: bytes | None = None) -> None:
+        """`ack_key`: the site's `command` key; acknowledgements are signed with it (a
+        commissioned door ignores unsigned ones)."""
         self.store = store
+        self.ack_key = ack_key
+        self.resend_requests = 0
+        self._asked: dict[str, tuple[int, float]] = {}  # device -> (first asked for, when)
         self.host = host
         self.port = port
         self.group = group
@@ -125,10 +136,12 @@ class Platform:
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:
         device, leaf = protocol.split_topic(topic)
         if leaf == "events":
-            events = protocol.decode_events(payload)
-            upto = self.store.store_events(device, events)
+            boot, events, gone = protocol.decode_batch(payload)
+            upto = self.store.store_events(device, events, gone)
             self.stored_batches += 1
-            self._client.publish(protocol.topic(device, "ack"), protocol.encode_ack(upto), qos=1)
+            self._client.publish(protocol.topic(device, "ack"), self._ack(device, boot, upto), qos=1)
+            if events and events[-1][0] > upto:
+                self._ask_again(device, upto)
         elif leaf == "presence":
             p = protocol.decode_presence(payload)
             self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
@@ -152,6 +165,28 @@ class Platform:
                 self._replies_cond.notify_all()
 
     # -- platform -> device --------------------------------------------------------
+
+    def _ack(self, device: str, boot: int, upto: int) -> bytes:
+        if self.ack_key is None:
+            return protocol.encode_ack(upto, boot)
+        mac = hmac_sha256(self.ack_key, protocol.ack_signing_bytes(device, boot, upto)).hex()
+        return protocol.encode_ack(upto, boot, mac)
+
+    ASK_AGAIN_S = 3.0  # one request per hole in this time: a window of batches shows it 8 times
+
+    def _ask_again(self, device: str, upto: int) -> None:
+        """Events above the watermark are stored but upto+1 is not: ask the door for the hole."""
+        nxt = self.store.next_stored(device, upto)
+        if nxt is None or nxt <= upto + 1:
+            return
+        now = time.monotonic()
+        first, when = self._asked.get(device, (0, 0.0))
+        if first == upto + 1 and now - when < self.ASK_AGAIN_S:
+            return
+        self._asked[device] = (upto + 1, now)
+        self.resend_requests += 1
+        log.info("%s: events %d to %d missing, asking the door for them", device, upto + 1, nxt - 1)
+        self.publish(device, "resend", protocol.encode_resend(upto + 1, nxt - 1))
 
     def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
         self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)

@@ -3,8 +3,9 @@
 SQLite by default (WAL mode, so several ingest processes can share one file); PostgreSQL
 when given a `postgresql://` URL (needs the `psycopg` package). The acknowledgement
 watermark of a device is the highest sequence number up to which every event is either
-stored or reported lost by the device itself (a GAP event); only that is ever acknowledged,
-so the device never deletes an event the platform does not hold.
+stored or reported lost by the device itself (a GAP event, or a `gone` range in answer to a
+resend request); only that is ever acknowledged, so the device never deletes an event the
+platform does not hold.
 """
 
 from __future__ import annotations
@@ -91,13 +92,20 @@ class Store:
 
     # -- ingest ----------------------------------------------------------------------
 
-    def store_events(self, device: str, events: Sequence[EventRow]) -> int:
-        """Store a batch durably (idempotent); returns the device's new ack watermark."""
+    def store_events(self, device: str, events: Sequence[EventRow],
+                     gone: tuple[int, int] | None = None) -> int:
+        """Store a batch durably (idempotent); returns the device's new ack watermark.
+        `gone`: a range the device says it no longer holds (its answer to a resend request)."""
         now = time.time()
         with self._lock:
             self._begin()
             try:
                 self._ensure_device(device)
+                if gone is not None:
+                    self._conn.execute(self._q(
+                        "INSERT INTO gaps (device, first_seq, last_seq, kind, seen_at)"
+                        " VALUES (?,?,?,'gone',?) ON CONFLICT DO NOTHING"),
+                        (device, gone[0], gone[1], now))
                 for e in events:
                     self._conn.execute(self._q(
                         "INSERT INTO events (device, seq, code, boot, t, ms, flags, arg, data,"
@@ -125,8 +133,8 @@ class Store:
                                  (device,)).fetchone()
         start = upto = int(row[0])
         lost = self._conn.execute(self._q(
-            "SELECT first_seq, last_seq FROM gaps WHERE device=? AND kind='lost_at_device'"
-            " AND last_seq > ?"), (device, upto)).fetchall()
+            "SELECT first_seq, last_seq FROM gaps WHERE device=? AND last_seq > ?"),
+            (device, upto)).fetchall()
 
         def past_lost(u: int) -> int:
             moved = True
@@ -243,8 +251,7 @@ class Store:
         have = [e[0] for e in self.events(device)]
         with self._lock:
             lost = self._conn.execute(self._q(
-                "SELECT first_seq, last_seq FROM gaps WHERE device=? AND kind='lost_at_device'"),
-                (device,)).fetchall()
+                "SELECT first_seq, last_seq FROM gaps WHERE device=?"), (device,)).fetchall()
         covered = set(have)
         for first, last in lost:
             covered.update(range(first, last + 1))
@@ -259,6 +266,53 @@ class Store:
                 out.append((start, s - 1))
                 start = None
         return out
+
+    def next_stored(self, device: str, after: int) -> int | None:
+        """The lowest stored sequence number above `after`, None if there is none."""
+        with self._lock:
+            row = self._conn.execute(self._q(
+                "SELECT MIN(seq) FROM events WHERE device=? AND seq > ?"), (device, after)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def lost(self, device: str) -> list[dict[str, Any]]:
+        """Events the device reported lost (a GAP event, or `gone` in answer to a resend) and
+        the platform does not hold: merged ranges with their size and the time span they lie
+        in (`after`/`before`: UTC seconds of the stored events around them, None if unknown).
+        """
+        with self._lock:
+            ranges = sorted((int(a), int(b)) for a, b in self._conn.execute(self._q(
+                "SELECT first_seq, last_seq FROM gaps WHERE device=?"), (device,)).fetchall())
+        merged: list[list[int]] = []
+        for a, b in ranges:
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        out: list[dict[str, Any]] = []
+        for a, b in merged:
+            with self._lock:
+                held = [int(r[0]) for r in self._conn.execute(self._q(
+                    "SELECT seq FROM events WHERE device=? AND seq BETWEEN ? AND ? ORDER BY seq"),
+                    (device, a, b)).fetchall()]
+            start = a
+            for seq in held + [b + 1]:
+                if seq > start:
+                    out.append(self._lost_range(device, start, seq - 1))
+                start = seq + 1
+        return out
+
+    def _lost_range(self, device: str, first: int, last: int) -> dict[str, Any]:
+        # The nearest stored events with a UTC time on either side (a gap event itself has none).
+        with self._lock:
+            after = self._conn.execute(self._q(
+                "SELECT t FROM events WHERE device=? AND seq < ? AND (flags & 1) = 1"
+                " ORDER BY seq DESC LIMIT 1"), (device, first)).fetchone()
+            before = self._conn.execute(self._q(
+                "SELECT t FROM events WHERE device=? AND seq > ? AND (flags & 1) = 1"
+                " ORDER BY seq LIMIT 1"), (device, last)).fetchone()
+        return {"first": first, "last": last, "count": last - first + 1,
+                "after": int(after[0]) if after else None,
+                "before": int(before[0]) if before else None}
 
     def device(self, device: str) -> dict[str, Any] | None:
         with self._lock:

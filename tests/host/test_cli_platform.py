@@ -50,10 +50,35 @@ def test_platform_run_stores_and_events_lists(tmp_path: Path) -> None:
 
 def test_platform_run_without_broker_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run([DOORCTL, "platform", "run", "--broker", f"127.0.0.1:{free_port()}",
-                           "--db", str(tmp_path / "p.db")], capture_output=True, text=True,
-                          timeout=60)
+                           "--db", str(tmp_path / "p.db"), "--broker-wait", "4"],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4
     assert "cannot reach the MQTT broker" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_platform_run_waits_for_a_broker_that_comes_later(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([DOORCTL, "platform", "run", "--broker", f"127.0.0.1:{port}",
+                             "--db", str(tmp_path / "p.db")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        while True:  # it says what it waits for, and does not exit
+            line = proc.stderr.readline()
+            assert line, "exited: " + proc.stderr.read()
+            if "waiting for the MQTT broker" in line:
+                break
+        assert f"127.0.0.1:{port} (connection refused)" in line
+        with Mosquitto(port=port):
+            assert "platform ingesting" in proc.stdout.readline()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
 
 
 def test_bad_broker_value_is_a_usage_error(tmp_path: Path) -> None:

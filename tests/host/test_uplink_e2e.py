@@ -105,11 +105,11 @@ class FailingStore(Store):
         super().__init__(path)
         self.failures = failures
 
-    def store_events(self, device: str, events: list[Any]) -> int:
+    def store_events(self, device: str, events: list[Any], gone: tuple[int, int] | None = None) -> int:
         if self.failures > 0:
             self.failures -= 1
             raise sqlite3.OperationalError("database is locked")
-        return super().store_events(device, events)
+        return super().store_events(device, events, gone)
 
 
 def test_a_failed_commit_at_the_platform_is_resent_by_the_door(tmp_path: Path,

@@ -1,9 +1,10 @@
 # A door controller reduced to its journal and uplink, run under the MicroPython unix port by
 # the uplink benchmark and the end-to-end uplink tests:
-#   micropython uplink_device.py IMAGE BLOCKS HOST PORT DEVICE BOOT APPEND [PACE_MS [fill-only]]
+#   micropython uplink_device.py IMAGE BLOCKS HOST PORT DEVICE BOOT APPEND [PACE_MS [OPTION...]]
 # appends APPEND events (PACE_MS apart, 0 = all at once, before connecting), uploads, and
-# prints "DRAINED <acked>" once the platform has acknowledged everything ("fill-only": stop
-# after appending).
+# prints "DRAINED <acked> resends <n> lost <n>" once the platform has acknowledged everything.
+# Options: "fill-only" (stop after appending), "key=HEX" (the site's command key: acks must
+# carry the platform's MAC, as on a commissioned door).
 import asyncio
 import struct
 import sys
@@ -14,17 +15,24 @@ from firmware.uplink import Uplink
 
 image, blocks, host, port, device, boot, count = sys.argv[1:8]
 pace = int(sys.argv[8]) if len(sys.argv) > 8 else 0
-fill_only = len(sys.argv) > 9 and sys.argv[9] == "fill-only"
+options = sys.argv[9:]
+fill_only = "fill-only" in options
 boot = int(boot)
 count = int(count)
 
 journal = Journal(FlashSim(path=image, block_size=4096, block_count=int(blocks)))
 up = Uplink(journal, device, boot, "test", {"host": host, "port": int(port), "keepalive": 5},
             ack_timeout_ms=1500)
+for o in options:
+    if o.startswith("key="):
+        from crypto.keystore import SoftwareKeyStore
+
+        up.keystore = SoftwareKeyStore(1, b"\x00" * 8, {"command": bytes.fromhex(o[4:])})
+T0 = 1767225600  # events carry UTC times from here (+ their number): gap time spans are exact
 
 
 def append(i):
-    seq = journal.append(1, 0, boot, i, 0, i & 0xFFFF, struct.pack("<I", i))
+    seq = journal.append(1, 1, boot, T0 + i, 0, i & 0xFFFF, struct.pack("<I", i))
     print("APPENDED", seq)
     up.kick()
 
@@ -32,7 +40,7 @@ def append(i):
 async def main():
     if not pace:
         for i in range(count):
-            journal.append(1, 0, boot, i, 0, i & 0xFFFF, struct.pack("<I", i))
+            journal.append(1, 1, boot, T0 + i, 0, i & 0xFFFF, struct.pack("<I", i))
         print("APPENDED", journal.next_seq - 1)
         if fill_only:
             return
@@ -43,7 +51,7 @@ async def main():
             await asyncio.sleep_ms(pace)
     while journal.depth() > 0:
         await asyncio.sleep_ms(20)
-    print("DRAINED", journal.acked, "resends", up.resends)
+    print("DRAINED", journal.acked, "resends", up.resends, "lost", journal.lost)
     task.cancel()
 
 

@@ -1,0 +1,155 @@
+# mpy-heapsize: 160K
+# Signed acknowledgements and resend requests, under CPython and MicroPython alike: what the
+# door frees and what it sends again (docs/protocol.md, "Acknowledgements", "Resend requests").
+import asyncio
+
+from board.flashsim import FlashSim
+from crypto.hmac256 import hmac_sha256
+from crypto.keystore import SoftwareKeyStore
+from firmware import protocol
+from firmware.journal import Journal
+
+KEY = b"C" * 16
+DEV = "site.b1.d1"
+
+
+def _ack(upto, boot=3, key=KEY, dev=DEV):
+    mac = hmac_sha256(key, protocol.ack_signing_bytes(dev, boot, upto)).hex()
+    return protocol.encode_ack(upto, boot, mac)
+
+
+def _uplink(blocks=8, key=KEY):
+    from firmware.uplink import Uplink
+
+    j = Journal(FlashSim(path=None, block_size=1024, block_count=blocks))
+    up = Uplink(j, DEV, 3, "0", {"host": "127.0.0.1"})
+    if key is not None:
+        up.keystore = SoftwareKeyStore(1, b"DOOR", {"command": key})
+    return j, up
+
+
+def _fill(j, n):
+    for i in range(n):
+        j.append(1, 1, 3, 1767225600 + i, 0, 0)
+
+
+def test_ack_codec_vectors():
+    raw = b'{"v": 1, "upto": 42, "boot": 7, "mac": "' + b"ab" * 32 + b'"}'
+    assert protocol.decode_signed_ack(raw) == (42, 7, "ab" * 32)
+    assert protocol.decode_signed_ack(b'{"v": 1, "upto": 42}') == (42, None, "")
+    assert protocol.decode_ack(raw) == 42
+    assert protocol.ack_signing_bytes("d.1", 7, 42) == b"door-ack/v1|3:d.17|42"
+    for bad in (b'{"v": 1, "upto": 1, "boot": 70000}', b'{"v": 1, "upto": 1, "mac": 5}'):
+        try:
+            protocol.decode_signed_ack(bad)
+        except protocol.ProtocolError as e:
+            assert e.reason == "bad_field"
+        else:
+            raise AssertionError(bad)
+
+
+def test_resend_and_gone_codec_vectors():
+    assert protocol.decode_resend(b'{"v": 1, "from": 5, "to": 9}') == (5, 9)
+    assert protocol.decode_resend(protocol.encode_resend(1, 1)) == (1, 1)
+    for bad in (b'{"v": 1, "from": 9, "to": 5}', b'{"v": 1, "from": 0, "to": 5}', b'{"v": 1, "to": 5}'):
+        try:
+            protocol.decode_resend(bad)
+        except protocol.ProtocolError as e:
+            assert e.reason == "bad_field"
+        else:
+            raise AssertionError(bad)
+    assert protocol.decode_batch(protocol.encode_events(3, [], (1, 40))) == (3, [], (1, 40))
+    ev = [(41, 1, 3, 5, 0, 1, 0, "")]
+    assert protocol.decode_batch(protocol.encode_events(3, ev, (1, 40))) == (3, ev, (1, 40))
+    assert protocol.decode_batch(protocol.encode_events(3, ev)) == (3, ev, None)
+    for bad in (b'{"v": 1, "boot": 1, "ev": [], "gone": [5, 4]}',
+                b'{"v": 1, "boot": 1, "ev": [], "gone": [0, 4]}',
+                b'{"v": 1, "boot": 1, "ev": [], "gone": [1]}', b'{"v": 1, "boot": 1, "ev": []}'):
+        try:
+            protocol.decode_batch(bad)
+        except protocol.ProtocolError as e:
+            assert e.reason == "bad_field"
+        else:
+            raise AssertionError(bad)
+
+
+def test_a_door_with_a_command_key_frees_only_on_the_platforms_signed_ack():
+    j, up = _uplink()
+    _fill(j, 40)
+    up.sent_upto = 40
+    topic = protocol.topic(DEV, "ack")
+    up._on_message(topic, protocol.encode_ack(40), False)  # unsigned: a broker user's
+    up._on_message(topic, protocol.encode_ack(40, 3, "00" * 32), False)  # forged tag
+    up._on_message(topic, _ack(40, key=b"X" * 16), False)  # another site's key
+    up._on_message(topic, _ack(40, dev="site.b1.d2"), False)  # made for another door
+    up._on_message(topic, _ack(40, boot=2), False)  # made for another boot
+    assert j.acked == 0 and up.rejected == 5
+    assert up.last_reject == "stale_ack"
+    up._on_message(topic, _ack(30), False)
+    assert j.acked == 30
+    up._on_message(topic, _ack(99), False)  # signed, but beyond what was sent: clamped
+    assert j.acked == 40
+
+
+def test_a_door_without_keys_takes_an_unsigned_ack():
+    j, up = _uplink(key=None)
+    _fill(j, 10)
+    up.sent_upto = 10
+    up._on_message(protocol.topic(DEV, "ack"), protocol.encode_ack(10), False)
+    assert j.acked == 10
+
+
+class _Client:
+    connected = True
+
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        self.sent.append((topic, protocol.decode_batch(payload)))
+
+
+def _serve(up, first, last):
+    client = _Client()
+    up._on_message(protocol.topic(DEV, "resend"), protocol.encode_resend(first, last), False)
+    asyncio.run(up._serve_resend(client))
+    return [b for _, b in client.sent]
+
+
+def test_a_resend_request_sends_what_the_door_holds_and_names_the_rest_gone():
+    j, up = _uplink(blocks=6)  # 4 data sectors of 31 records
+    _fill(j, 60)
+    up.sent_upto = 60
+    j.ack(60)  # acknowledged: still on the flash until the ring comes round
+    batches = _serve(up, 20, 50)
+    seqs = [e[0] for b in batches for e in b[1]]
+    assert seqs == list(range(20, 51))
+    assert all(b[2] is None for b in batches)
+    for _ in range(4):  # the ring comes round: the oldest acknowledged sectors are reused
+        _fill(j, 30)
+        up.sent_upto = j.next_seq - 1
+        j.ack(up.sent_upto)
+    assert j.lost == 0
+    oldest = j.oldest_seq()
+    assert oldest > 50
+    batches = _serve(up, 20, oldest + 3)
+    assert batches[0][2] == (20, oldest - 1)
+    assert [e[0] for b in batches for e in b[1]] == list(range(oldest, oldest + 4))
+
+
+def test_a_resend_request_above_the_acknowledged_point_is_left_to_the_usual_resend():
+    j, up = _uplink()
+    _fill(j, 30)
+    j.ack(10)
+    assert _serve(up, 11, 30) == []
+    assert [e[0] for b in _serve(up, 5, 30) for e in b[1]] == list(range(5, 11))
+
+
+def test_a_ring_overflow_is_answered_as_gone_with_the_exact_range():
+    # Nothing acknowledged, the ring overwritten: the journal moved its ack past the loss.
+    j, up = _uplink(blocks=6)
+    _fill(j, 200)
+    assert j.lost > 0
+    batches = _serve(up, 1, j.acked)
+    assert batches[0][2] == (1, j.oldest_seq() - 1)
+    assert j.oldest_seq() - 1 == j.acked  # exactly what was lost, nothing on the flash
