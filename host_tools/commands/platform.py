@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -75,7 +76,19 @@ def run(
       doorctl platform run --keys site.json --db platform.db   # signed acknowledgements
     """
     tls_options(tls_ca, tls_cert, tls_key)
-    host, port = _broker(broker, tls_ca is not None)
+    try:
+        b = parse_broker(broker)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    host, port = b.host, b.port
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        wait_until_reachable(b, tls_ca is not None, broker_wait, done)
+    except KeyboardInterrupt:
+        raise fail(f"stopped before the MQTT broker at {b} answered", EXIT_UNREACHABLE) from None
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     ack_key = None
     if keys is not None:
@@ -108,8 +121,6 @@ def run(
             p.registry = _registry(db, keys)
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
     p.start()
     try:
         reached = wait_for_broker(p, host, port, broker_wait, done)
@@ -125,6 +136,34 @@ def run(
     except KeyboardInterrupt:
         pass
     p.stop()
+
+
+RETRY_MAX_S = 30  # the longest wait between two attempts to reach the broker at start
+
+
+def wait_until_reachable(b: Any, tls: bool, give_up_s: float, stop: threading.Event) -> None:
+    """Return once the broker answers on its port. While it does not (not running yet, its
+    name not yet known), say so on stderr and try again after 1 s, doubling to RETRY_MAX_S;
+    raise the reason after `give_up_s` (> 0) or when stopped. A broker that answers with
+    the wrong protocol (TLS against plain MQTT) is an error at once: waiting will not fix it."""
+    start = time.monotonic()
+    delay = 1.0
+    while True:
+        try:
+            check_broker(b, tls)
+            return
+        except UserError as e:
+            text = str(e)
+            if e.exit_code != EXIT_UNREACHABLE or not ("cannot reach" in text or "resolve" in text):
+                raise
+            if stop.is_set() or (give_up_s and time.monotonic() - start + delay > give_up_s):
+                raise
+            why = text[text.find("(") + 1:text.find(")")] if "(" in text else text
+            typer.echo(f"waiting for the MQTT broker at {b} ({why}); next attempt in "
+                       f"{delay:.0f} s, Ctrl-C stops", err=True)
+        if stop.wait(delay):
+            raise UserError(f"stopped before the MQTT broker at {b} answered", EXIT_UNREACHABLE)
+        delay = min(delay * 2, RETRY_MAX_S)
 
 
 def _unreachable_reason(host: str, port: int) -> str:

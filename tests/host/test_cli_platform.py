@@ -36,6 +36,9 @@ def test_platform_run_stores_and_events_lists(tmp_path: Path) -> None:
             while time.monotonic() < deadline:
                 out = subprocess.run([DOORCTL, "platform", "events", "x.y.z", "--db", db, "--json"],
                                      capture_output=True, text=True)
+                if out.returncode != 0:  # the device is not known yet: nothing stored so far
+                    time.sleep(0.1)
+                    continue
                 listed = json.loads(out.stdout)
                 if listed["ack_upto"] == 2:
                     break
