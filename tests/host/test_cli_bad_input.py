@@ -171,3 +171,10 @@ def test_bad_arguments_give_one_line_and_a_failing_exit_code(
     finally:
         signal.signal(signal.SIGALRM, old)
     assert not (world / "typo.db").exists()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_help_shows_no_typer_artefacts(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*name.split(), "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "<bool>" not in text and "{" not in text.split("Usage:", 1)[1].splitlines()[0], text
