@@ -23,6 +23,7 @@ CMD_CHANGE_KEY = 0xC4
 CMD_GET_APPLICATION_IDS = 0x6A
 CMD_FORMAT_PICC = 0xFC
 CMD_DELETE_APPLICATION = 0xDA
+CMD_GET_KEY_VERSION = 0x64
 
 # Status codes (second status byte after 0x91).
 ST_OK = 0x00
@@ -282,6 +283,15 @@ class Reader:
         self._ok(st)
         return d
 
+    def g_get_key_version(self, key_no):
+        """GetKeyVersion before authentication (CommMode.Plain): the version byte the card
+        stores with key `key_no` of the selected application."""
+        d = yield from self.g_plain_command(CMD_GET_KEY_VERSION, bytes([key_no]))
+        if len(d) != 1:
+            self.channel = None
+            raise CardError("protocol_error")
+        return d[0]
+
     # --- authentication -----------------------------------------------------------
     def g_authenticate(self, key, key_no, rnd_a=None):
         """AuthenticateEV2First with `key` as key number `key_no`."""
@@ -383,6 +393,9 @@ class Reader:
 
     def select_application(self, aid):
         return drive(self.g_select_application(aid), self._t)
+
+    def get_key_version(self, key_no):
+        return drive(self.g_get_key_version(key_no), self._t)
 
     def get_version(self):
         return drive(self.g_get_version(), self._t)

@@ -15,6 +15,16 @@
 # (reference hash key), cache (HMAC-SHA256 key of whitelist updates, >= 16 bytes),
 # command (HMAC-SHA256 key of remote commands, >= 16 bytes), classic_a (6 bytes, legacy).
 #
+# Key versions (site key rotation, docs/card-profile.md "Key versions"): the diversification
+# masters exist per version. Slot `door_read` / `app_master` is version 1, `door_read.N` /
+# `app_master.N` version N. A key file also says which version is current (new cards and
+# re-keys get it: `key_version`), which door read versions a door accepts (`accept`),
+# whether a door moves cards to the current version on their next swipe (`door_rekey`),
+# and the key file's generation (every rotation step makes a new one).
+#   key_version, accept, door_rekey, generation -> as above
+#   read_slot(version)  -> the door read slot of an accepted version, or None
+#   master_slot(kind, version) -> "door_read.N" / "app_master.N" when present, or None
+#
 # SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
 # by `doorctl card keys init` and deployed with the configuration). Its repr
 # never shows a key, and its errors never carry one.
@@ -46,9 +56,14 @@ def _unhex(s):
 class SoftwareKeyStore:
     """Keys held in RAM, loaded from a key file."""
 
-    def __init__(self, site_id, system_id, keys):
+    def __init__(self, site_id, system_id, keys, key_version=1, accept=None, door_rekey=False,
+                 generation=1):
         self.site_id = int(site_id)
         self.system_id = bytes(system_id)
+        self.key_version = int(key_version)
+        self.accept = tuple(int(v) for v in accept) if accept else (self.key_version,)
+        self.door_rekey = bool(door_rekey)
+        self.generation = int(generation)
         self._keys = {}
         self._cmacs = {}
         for slot in keys:
@@ -69,9 +84,12 @@ class SoftwareKeyStore:
             keys = {}
             for slot in d["keys"]:
                 keys[slot] = _unhex(d["keys"][slot])
-            return cls(d["site_id"], _unhex(d["system_id"]), keys)
+            return cls(d["site_id"], _unhex(d["system_id"]), keys, d.get("key_version", 1),
+                       d.get("accept"), d.get("door_rekey", False), d.get("generation", 1))
         except KeyError as e:
             raise KeyStoreError("bad key file: missing %s" % e.args[0]) from None
+        except (TypeError, ValueError):
+            raise KeyStoreError("bad key file: key versions are not numbers") from None
 
     @classmethod
     def load(cls, path):
@@ -85,7 +103,8 @@ class SoftwareKeyStore:
         return cls.from_dict(d)
 
     def __repr__(self):
-        return "<SoftwareKeyStore site=%d slots=%s keys hidden>" % (self.site_id, sorted(self._keys))
+        return "<SoftwareKeyStore site=%d version=%d accept=%s slots=%s keys hidden>" % (
+            self.site_id, self.key_version, list(self.accept), sorted(self._keys))
 
     __str__ = __repr__
 
@@ -97,8 +116,19 @@ class SoftwareKeyStore:
             raise KeyStoreError("no key in slot %s" % slot)
         return self._keys[slot]
 
+    def master_slot(self, kind, version):
+        """The slot of `kind` ("door_read", "app_master") for key version `version`, if held."""
+        slot = kind if version == 1 else "%s.%d" % (kind, version)
+        return slot if slot in self._keys else None
+
+    def read_slot(self, version):
+        """The door read slot for a card of key version `version`, None when not accepted."""
+        if version not in self.accept:
+            return None
+        return self.master_slot("door_read", version)
+
     def key(self, slot):
-        if slot in MASTER_SLOTS or slot == REF_SLOT:
+        if slot.split(".")[0] in MASTER_SLOTS or slot == REF_SLOT:
             raise KeyStoreError("slot %s is not exportable" % slot)
         return self._get(slot)
 

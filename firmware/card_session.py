@@ -17,13 +17,18 @@
 # anticollision UID; `sak` the select acknowledge.
 #
 # The DESFire EV2 profile (docs/card-profile.md):
-#   1. SelectApplication(door AID)
+#   1. SelectApplication(door AID), GetKeyVersion(key 1): the card's key version picks the
+#      door read master (a door accepts one version, or two during a key rotation window;
+#      another version is refused `key_retired`)
 #   2. AuthenticateEV2First with key 1, the door read key diversified from the site
 #      master with card UID || AID || site system identifier (AN10922)
 #   3. GetCardUID (encrypted) must equal the anticollision UID
 #   4. ReadData(credential file, 32 bytes) in MAC mode; MAC checked in constant time
 #   5. credential: magic, version, site id must match; identity = 16 bytes
 #   6. ref = HMAC-SHA256(card_ref key, "D" || site id || identity)[:8]
+#   7. a card on an older accepted version, where the site lets doors re-key: ChangeKey(key 1)
+#      to the current version's key (the card's ChangeKey right lets key 1 change itself);
+#      the result says so (`rekeyed`); a failed re-key changes nothing in the decision
 from crypto import ct
 from crypto.ev2 import CardError, Reader, drive, drive_async
 
@@ -46,6 +51,7 @@ BAD_CREDENTIAL = 6
 WRONG_SITE = 7
 UNSUPPORTED_CARD = 8
 PROTOCOL_ERROR = 9
+KEY_RETIRED = 11  # (10 + 30 is the door's own no_keys)
 
 REASONS = {
     OK: "ok",
@@ -58,6 +64,7 @@ REASONS = {
     WRONG_SITE: "wrong_site",
     UNSUPPORTED_CARD: "unsupported_card",
     PROTOCOL_ERROR: "protocol_error",
+    KEY_RETIRED: "key_retired",
 }
 
 _CARD_ERRORS = {
@@ -77,13 +84,15 @@ PROFILE_CLASSIC = "classic"
 
 
 class CardResult:
-    def __init__(self, code, ref=None, profile=None, low_assurance=False):
+    def __init__(self, code, ref=None, profile=None, low_assurance=False, key_version=None):
         self.code = code
         self.reason = REASONS.get(code, "error")
         self.ok = code == OK
         self.ref = ref
         self.profile = profile
         self.low_assurance = low_assurance
+        self.key_version = key_version  # the card's door read key version (after any re-key)
+        self.rekeyed = False
 
     def __repr__(self):
         return "<CardResult %s %s%s>" % (
@@ -114,6 +123,15 @@ def uid_ref(keystore, uid):
 
 def classic_ref(keystore, block):
     return keystore.card_ref(b"C" + bytes(block))
+
+
+def read_slot(keystore, version):
+    """The door read slot for a card of `version`, None when the door does not accept it.
+    A key store without versions holds version 1 only."""
+    f = getattr(keystore, "read_slot", None)
+    if f is None:
+        return "door_read" if version == 1 else None
+    return f(version)
 
 
 def is_iso_dep(sak):
@@ -158,10 +176,15 @@ class CardSession:
         return CardResult(UNSUPPORTED_CARD)
 
     def _desfire(self, uid):
+        ks = self.keystore
         r = Reader(None, self._rng)
         try:
             yield from r.g_select_application(DOOR_AID)
-            key = self.keystore.derive_card_key(uid, DOOR_AID, "door_read")
+            version = yield from r.g_get_key_version(KEY_DOOR_READ)
+            slot = read_slot(ks, version)
+            if slot is None:
+                return CardResult(KEY_RETIRED, None, PROFILE_DESFIRE, False, version)
+            key = ks.derive_card_key(uid, DOOR_AID, slot)
             yield from r.g_authenticate(key, KEY_DOOR_READ)
             card_uid = yield from r.g_get_card_uid()
             if not ct.equal(card_uid, uid):
@@ -172,9 +195,28 @@ class CardSession:
         cred = decode_credential(data)
         if cred is None:
             return CardResult(BAD_CREDENTIAL, None, PROFILE_DESFIRE)
-        if cred[0] != self.keystore.site_id:
+        if cred[0] != ks.site_id:
             return CardResult(WRONG_SITE, None, PROFILE_DESFIRE)
-        return CardResult(OK, desfire_ref(self.keystore, cred[0], cred[1]), PROFILE_DESFIRE)
+        result = CardResult(OK, desfire_ref(ks, cred[0], cred[1]), PROFILE_DESFIRE, False, version)
+        current = getattr(ks, "key_version", version)
+        if version != current and getattr(ks, "door_rekey", False):
+            yield from self._rekey(r, uid, current, result)
+        return result
+
+    def _rekey(self, r, uid, current, result):
+        """Move key 1 to the current version: ChangeKey of the key in use (NewKey || KeyVer,
+        CommMode.Full); the card ends the session. The card applies it whole or not at all; if
+        the answer is lost the next swipe's GetKeyVersion tells which key the card has."""
+        slot = read_slot(self.keystore, current)
+        if slot is None:
+            return
+        try:
+            yield from r.g_change_key(KEY_DOOR_READ, self.keystore.derive_card_key(uid, DOOR_AID, slot),
+                                      None, current)
+        except CardError:
+            return  # not allowed on this card (ChangeKey right) or gone: it keeps its key
+        result.key_version = current
+        result.rekeyed = True
 
     def _classic(self, uid):
         # Low assurance: Crypto1 is broken and the block can be copied; the reference

@@ -14,6 +14,7 @@ from firmware import events as ev
 from firmware.log import log
 
 FLAG_LOW_ASSURANCE = 0x04  # protocol.FLAG_LOW_ASSURANCE, without importing the codec
+FLAG_REKEYED = 0x08  # protocol.FLAG_REKEYED: the card moved to the current key version here
 NO_KEYS = ev.DENY_REASONS["no_keys"]
 NO_CACHE = ev.DENY_REASONS["no_cache"]
 
@@ -47,6 +48,8 @@ def decide(result, cache, door_no, now, mode):
     one reason code each (events.DENY_REASONS); revocations win over everything, master
     cards included (the cache's rule); lockdown admits master cards only."""
     flags = FLAG_LOW_ASSURANCE if result.low_assurance else 0
+    if getattr(result, "rekeyed", False):
+        flags |= FLAG_REKEYED
     if not result.ok:
         return False, ev.DENY_CARD_BASE + result.code, False, flags
     if cache is None:

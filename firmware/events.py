@@ -45,7 +45,7 @@ DENY_REASONS = {
     "clock_unset": 10, "lockdown": 20,
     "not_door_card": 31, "auth_failed": 32, "bad_mac": 33, "card_lost": 34,
     "uid_mismatch": 35, "bad_credential": 36, "wrong_site": 37, "unsupported_card": 38,
-    "protocol_error": 39, "no_keys": 40,
+    "protocol_error": 39, "no_keys": 40, "key_retired": 41,
 }
 DENY_CARD_BASE = 30
 

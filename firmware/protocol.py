@@ -21,6 +21,7 @@ E_SEQ, E_CODE, E_BOOT, E_TIME, E_MS, E_FLAGS, E_ARG, E_DATA = range(8)
 FLAG_TIME_VALID = 0x01  # time is UTC epoch seconds
 FLAG_TIME_CORRECTED = 0x02  # recorded before the clock was set, corrected at upload
 FLAG_LOW_ASSURANCE = 0x04  # decision from a legacy card profile (UID-only / Classic)
+FLAG_REKEYED = 0x08  # the door re-keyed the card to the site's current key version
 
 
 class ProtocolError(ValueError):

@@ -254,6 +254,7 @@ class DesfireCard:
             ev2.CMD_CHANGE_KEY: self._change_key,
             ev2.CMD_FORMAT_PICC: self._format,
             ev2.CMD_DELETE_APPLICATION: self._delete_app,
+            ev2.CMD_GET_KEY_VERSION: self._get_key_version,
         }
 
     def _get_version(self, ins, data):
@@ -284,6 +285,20 @@ class DesfireCard:
             self._mac_in(ins, b"", data, 0)
             return self._resp_mac(out)
         return _sw(0, out)
+
+    def _get_key_version(self, ins, data):
+        """Plain without a session; CommMode.MAC (key number || MACt in, version || MACt
+        out) within one."""
+        if self.channel is not None:
+            data = self._mac_in(ins, b"", data, 1)
+        if len(data) != 1:
+            raise Refused(ev2.ST_LENGTH_ERROR)
+        key_no = data[0] & 0x3F
+        if self._key(key_no) is None:
+            raise Refused(ev2.ST_NO_SUCH_KEY)
+        app = self._app()
+        ver = bytes([app["key_versions"][key_no] if app is not None else 0])
+        return self._resp_mac(ver) if self.channel is not None else _sw(0, ver)
 
     # --- authentication -----------------------------------------------------------
     def _auth1(self, ins, data):

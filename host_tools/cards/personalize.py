@@ -2,7 +2,8 @@
 
 Steps (docs/card-profile.md): GetVersion (DESFire EV2+, 7-byte UID) -> the door application must
 not exist -> CreateApplication at PICC level -> AuthenticateEV2First with the application's
-default key 0 -> ChangeKey 1 (door read key, diversified) -> CreateStdDataFile (credential,
+default key 0 -> ChangeKey 1 (door read key, diversified; changed by key 1 itself on cards issued
+for door re-keying) -> CreateStdDataFile (credential,
 MAC mode) -> WriteData -> ChangeKey 0 (application master key, diversified) -> verify by running
 the door's own card session on the card.
 """
@@ -17,9 +18,18 @@ from crypto.ev2 import CardError, Reader
 from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
 from host_tools.cards.pcsc import Transceive
-from host_tools.errors import EXIT_FAILED, UserError
+from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError
 
 APP_KEY_SETTINGS = 0x0B  # master key changeable, free directory list, no free create, config changeable
+# ChangeKey access right (bits 7-4): 0 = only the application master key changes keys; 0xE =
+# each key changes itself, so a door holding key 1 can move the card to a new key version
+# (the site's `door_rekey` policy). Key 0 is always changed by key 0 alone.
+CHANGE_KEY_RIGHT_MASTER = 0x00
+CHANGE_KEY_RIGHT_SELF = 0xE0
+
+
+def app_key_settings(door_rekey: bool) -> int:
+    return (CHANGE_KEY_RIGHT_SELF if door_rekey else CHANGE_KEY_RIGHT_MASTER) | APP_KEY_SETTINGS
 APP_KEYS = 2
 # access rights: byte 0 = RW << 4 | Change, byte 1 = Read << 4 | Write
 CRED_ACCESS = bytes([(cs.KEY_APP_MASTER << 4) | cs.KEY_APP_MASTER,
@@ -122,24 +132,38 @@ def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes
     if exists:
         _remove_interrupted(r, aid)
     identity = identity or os.urandom(16)
-    read_key = store.derive_card_key(uid, aid, "door_read")
-    master_key = store.derive_card_key(uid, aid, "app_master")
+    version = store.key_version
+    read_slot, master_slot = store.master_slot("door_read", version), store.master_slot("app_master", version)
+    if read_slot is None or master_slot is None:
+        raise UserError(f"the key file has no version {version} keys: it is damaged", EXIT_USAGE)
+    read_key = store.derive_card_key(uid, aid, read_slot)
+    master_key = store.derive_card_key(uid, aid, master_slot)
     step = CREATE_STEP
     try:
         r.select_application(b"\x00\x00\x00")
-        r.plain_command(ev2.CMD_CREATE_APPLICATION, aid + bytes([APP_KEY_SETTINGS, 0x80 | APP_KEYS]))
+        r.plain_command(ev2.CMD_CREATE_APPLICATION,
+                        aid + bytes([app_key_settings(store.door_rekey), 0x80 | APP_KEYS]))
         step = "authenticate with the new application's default key"
         r.select_application(aid)
-        r.authenticate(bytes(16), cs.KEY_APP_MASTER)
-        step = "set the door read key"
-        r.change_key(cs.KEY_DOOR_READ, read_key, bytes(16), 1)
+        if store.door_rekey:
+            # ChangeKey right 0xE: key 1 changes itself (NewKey || KeyVer; the session ends)
+            r.authenticate(bytes(16), cs.KEY_DOOR_READ)
+            step = "set the door read key"
+            r.change_key(cs.KEY_DOOR_READ, read_key, None, version)
+            step = "authenticate with the new application's default key"
+            r.select_application(aid)
+            r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+        else:
+            r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+            step = "set the door read key"
+            r.change_key(cs.KEY_DOOR_READ, read_key, bytes(16), version)
         step = "create the credential file"
         r.command(ev2.CMD_CREATE_STD_DATA_FILE, b"",
                   bytes([cs.CRED_FILE, COMM_MAC]) + CRED_ACCESS + ev2.u24le(cs.CRED_LEN), Reader.MODE_MAC)
         step = "write the credential"
         r.write_data(cs.CRED_FILE, 0, cs.encode_credential(store.site_id, identity))
         step = "set the application master key"
-        r.change_key(cs.KEY_APP_MASTER, master_key, None, 1)
+        r.change_key(cs.KEY_APP_MASTER, master_key, None, version)
     except CardError as e:
         raise _fail(step_failure(step, e)) from None
     result = cs.CardSession(store).read(transceive, uid, 0x20)

@@ -10,6 +10,15 @@ a door). `door_read` diversifies each card's door read key. `card_ref` keys the 
 card reference. `cache` signs the whitelist updates and `command` the remote commands (the
 platform holds them too; docs/cache-format.md, docs/protocol.md). The door's key file is the
 same without `app_master`.
+
+Key versions (docs/card-profile.md, "Key versions and rotation"): `app_master` and
+`door_read` are version 1; a rotation adds `app_master.N` and `door_read.N`. Fields:
+`key_version` (the current version: new cards and re-keys get it), `accept` (the door read
+versions doors accept: two during a rotation window, one otherwise), `door_rekey` (doors move
+cards to the current version on their next swipe), `generation` (bumped by every rotation
+step; a door reports the generation of the key file it holds). The site file keeps every
+version (the desk can still re-key a card that missed the window); the door file holds only
+the accepted door read versions.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ def default_system_id(site_id: int) -> bytes:
     return b"DOOR" + site_id.to_bytes(4, "big")
 
 
-def new_site_keys(site_id: int, system_id: bytes | None = None) -> dict[str, Any]:
+def new_site_keys(site_id: int, system_id: bytes | None = None, door_rekey: bool = False) -> dict[str, Any]:
     if not 0 <= site_id < 2**32:
         raise UserError("site id must be 0..4294967295", EXIT_USAGE)
     sysid = system_id if system_id is not None else default_system_id(site_id)
@@ -41,14 +50,65 @@ def new_site_keys(site_id: int, system_id: bytes | None = None) -> dict[str, Any
         "keys": {"app_master": os.urandom(16).hex(), "door_read": os.urandom(16).hex(),
                  "card_ref": os.urandom(32).hex(), "cache": os.urandom(32).hex(),
                  "command": os.urandom(32).hex()},
+        "key_version": 1, "accept": [1], "door_rekey": door_rekey, "generation": 1,
     }
+
+
+def slot_name(kind: str, version: int) -> str:
+    return kind if version == 1 else f"{kind}.{version}"
+
+
+def versions(site: dict[str, Any]) -> list[int]:
+    """Every door read key version the file holds."""
+    out = []
+    for slot in site["keys"]:
+        if slot == "door_read":
+            out.append(1)
+        elif slot.startswith("door_read."):
+            out.append(int(slot.split(".")[1]))
+    return sorted(out)
+
+
+def rotate(site: dict[str, Any], door_rekey: bool | None = None) -> int:
+    """Open a rotation window: a new key version becomes current; doors accept it and the
+    previous one until `close`. Returns the new version."""
+    accept = site.get("accept", [site.get("key_version", 1)])
+    if len(accept) > 1:
+        raise UserError(f"a rotation is already open (doors accept versions {accept[0]} and {accept[1]}): "
+                        "close it first with `doorctl card keys close`", EXIT_USAGE)
+    new = max(versions(site)) + 1
+    site["keys"][slot_name("app_master", new)] = os.urandom(16).hex()
+    site["keys"][slot_name("door_read", new)] = os.urandom(16).hex()
+    site["accept"] = [site.get("key_version", 1), new]
+    site["key_version"] = new
+    if door_rekey is not None:
+        site["door_rekey"] = door_rekey
+    site["generation"] = site.get("generation", 1) + 1
+    return new
+
+
+def close(site: dict[str, Any]) -> list[int]:
+    """End the rotation window: doors accept the current version only. Returns the versions
+    no longer accepted."""
+    accept = site.get("accept", [site.get("key_version", 1)])
+    current = site.get("key_version", 1)
+    if accept == [current]:
+        raise UserError(f"no rotation is open: doors accept version {current} only", EXIT_USAGE)
+    site["accept"] = [current]
+    site["generation"] = site.get("generation", 1) + 1
+    return [v for v in accept if v != current]
 
 
 def device_keys(site: dict[str, Any]) -> dict[str, Any]:
     """What a door needs: no application master key, so a stolen door cannot issue or rewrite cards."""
-    keys = {k: v for k, v in site["keys"].items() if k != "app_master"}
+    current = site.get("key_version", 1)
+    accept = site.get("accept", [current])
+    read = {slot_name("door_read", v) for v in accept}
+    keys = {k: v for k, v in site["keys"].items()
+            if not k.startswith("app_master") and (not k.startswith("door_read") or k in read)}
     return {"format": DEVICE_FORMAT, "version": 1, "site_id": site["site_id"],
-            "system_id": site["system_id"], "keys": keys}
+            "system_id": site["system_id"], "keys": keys, "key_version": current, "accept": list(accept),
+            "door_rekey": bool(site.get("door_rekey", False)), "generation": site.get("generation", 1)}
 
 
 def write_secret(path: Path, data: dict[str, Any], force: bool = False) -> None:
@@ -75,7 +135,7 @@ def load(path: Path, need_issuing: bool = False) -> tuple[dict[str, Any], Softwa
         raise UserError(f"key file {path} is not a readable JSON key file", EXIT_USAGE) from None
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, DEVICE_FORMAT):
         raise UserError(f"{path} is not a doorctl key file", EXIT_USAGE)
-    if need_issuing and "app_master" not in data.get("keys", {}):
+    if need_issuing and not any(k.startswith("app_master") for k in data.get("keys", {})):
         raise UserError(f"{path} is a door key file: personalizing needs the site key file", EXIT_USAGE)
     try:
         store = SoftwareKeyStore.from_dict(data)

@@ -37,6 +37,9 @@ def keys_init(
                                   help="Diversification system identifier, text (default: DOOR + site id)."),
     force: bool = typer.Option(False, "--force",
                                help="Replace an existing file (its cards become unreadable)."),
+    door_rekey: bool = typer.Option(False, "--door-rekey/--no-door-rekey",
+                                    help="Issue cards that doors may move to a new key version at "
+                                         "their next swipe (see docs/threat-model.md)."),
 ) -> None:
     """Create a site key file with fresh random keys.
 
@@ -45,7 +48,7 @@ def keys_init(
     from host_tools.cards import sitekeys
 
     def go() -> None:
-        data = sitekeys.new_site_keys(site_id, system_id.encode() if system_id else None)
+        data = sitekeys.new_site_keys(site_id, system_id.encode() if system_id else None, door_rekey)
         sitekeys.write_secret(out, data, force)
         typer.echo(f"wrote site keys for site {site_id} to {out}; keep it offline and backed up, "
                    f"and give doors `doorctl card keys door --keys {out} --out door-keys.json`")
@@ -68,8 +71,74 @@ def keys_door(
 
     def go() -> None:
         data, _ = sitekeys.load(keys, need_issuing=True)
-        sitekeys.write_secret(out, sitekeys.device_keys(data), force)
-        typer.echo(f"wrote the door key file for site {data['site_id']} to {out}")
+        door = sitekeys.device_keys(data)
+        sitekeys.write_secret(out, door, force)
+        typer.echo(f"wrote the door key file for site {data['site_id']} to {out} (generation "
+                   f"{door['generation']}, accepts key version {' and '.join(map(str, door['accept']))})")
+
+    _run(go)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    keys: Path = KEYS_OPT,
+    door_rekey: bool = typer.Option(None, "--door-rekey/--no-door-rekey",
+                                    help="Let doors re-key cards at their next swipe (default: as is)."),
+) -> None:
+    """Make the next key version current; doors accept it and the previous one until `keys close`."""
+    from host_tools.cards import sitekeys
+
+    def go() -> None:
+        data, _ = sitekeys.load(keys, need_issuing=True)
+        new = sitekeys.rotate(data, door_rekey)
+        sitekeys.write_secret(keys, data, force=True)
+        old = data["accept"][0]
+        how = "at the desk (`doorctl card rekey`) or at the doors" if data["door_rekey"] else \
+            "at the desk (`doorctl card rekey`)"
+        typer.echo(f"site {data['site_id']}: key version {new} is current; doors accept versions {old} and "
+                   f"{new} once they have key file generation {data['generation']} "
+                   f"(`doorctl card keys door`); re-key cards {how}, then `doorctl card keys close`")
+
+    _run(go)
+
+
+@keys_app.command("close")
+def keys_close(keys: Path = KEYS_OPT) -> None:
+    """End the rotation window: doors refuse cards still on the previous key version."""
+    from host_tools.cards import sitekeys
+
+    def go() -> None:
+        data, _ = sitekeys.load(keys, need_issuing=True)
+        retired = sitekeys.close(data)
+        sitekeys.write_secret(keys, data, force=True)
+        gone = ", ".join(map(str, retired))
+        typer.echo(f"site {data['site_id']}: key version {gone} retired; doors refuse "
+                   f"it once they have key file generation {data['generation']} (`doorctl card keys door`); "
+                   "the desk can still re-key such cards")
+
+    _run(go)
+
+
+@card_app.command("rekey")
+def rekey(keys: Path = KEYS_OPT, reader: str = READER_OPT) -> None:
+    """Move the card on the reader to the site's current key version (no reissue)."""
+    from host_tools.cards import pcsc, sitekeys
+    from host_tools.cards.rekey import rekey as do_rekey
+
+    def go() -> None:
+        _, store = sitekeys.load(keys, need_issuing=True)
+        conn, transceive = pcsc.connect(reader)
+        try:
+            done = do_rekey(transceive, store)
+        finally:
+            pcsc.close(conn)
+        before = sorted(set(done.before))
+        if before == [done.after]:
+            typer.echo(f"card {done.uid.hex()} already on key version {done.after}")
+        else:
+            typer.echo(f"card {done.uid.hex()} moved from key version {'/'.join(map(str, before))} "
+                       f"to {done.after}")
+        typer.echo(f"card reference: {done.ref.hex()}")
 
     _run(go)
 

@@ -33,7 +33,8 @@ except Exception:
 cfg = running.get('config') or {}
 r['device_id'] = cfg.get('device_id')
 ks = running.get('keystore')
-r['keys'] = [k for k in ('door_read', 'card_ref', 'cache', 'command') if ks is not None and ks.has(k)]
+has = lambda k: ks.has(k) or (k == 'door_read' and ks.read_slot(ks.key_version) is not None)
+r['keys'] = [k for k in ('door_read', 'card_ref', 'cache', 'command') if ks is not None and has(k)]
 c = running.get('cache')
 r['cache_error'] = c.error if c is not None else 'no cache key'
 u = running.get('uplink')
