@@ -83,11 +83,15 @@ def _remove(path):
 
 
 class Table:
-    """One verified cache file, looked up by binary search: RAM index + reads into `buf`."""
+    """One verified cache file, looked up by binary search: RAM index + reads into `buf`.
 
-    def __init__(self, path, key, buf, site=None, tick=None):
+    `index`: a buffer for the RAM index, used when it is large enough (its first
+    `self.entries` references are the index); else the scan allocates one."""
+
+    def __init__(self, path, key, buf, site=None, tick=None, index=None):
         self.path = path
         self.buf = buf
+        self.index = index
         size = _size(path)
         if size < 0:
             raise CacheError(MALFORMED, "missing " + path)
@@ -118,18 +122,21 @@ class Table:
         while (n + stride - 1) // stride > MAX_INDEX:
             stride *= 2
         self.stride = stride
-        index = bytearray(REF_LEN * ((n + stride - 1) // stride))
+        entries = (n + stride - 1) // stride
+        index = self.index
+        if index is None or len(index) < entries * REF_LEN:
+            index = bytearray(REF_LEN * entries)
         buf = self.buf
-        mv = memoryview(buf)
+        whole = memoryview(buf)[:BUF_RECS * REC_SIZE]  # one view for every full piece
         prev = None
         i = 0
         bad = None
         while i < n:
             k = min(BUF_RECS, n - i)
-            got = f.readinto(mv[:k * REC_SIZE])
-            if got != k * REC_SIZE:
+            piece = whole if k == BUF_RECS else whole[:k * REC_SIZE]
+            if f.readinto(piece) != k * REC_SIZE:
                 raise CacheError(MALFORMED, "short read")
-            mac.update(mv[:k * REC_SIZE])
+            mac.update(piece)
             if tick is not None:
                 tick()
             for j in range(k):
@@ -150,6 +157,7 @@ class Table:
             raise CacheError(MALFORMED, bad)
         self.hdr = hdr
         self.index = index
+        self.entries = entries
         self.off = hdr.records_offset()
 
     def moved(self, path):
@@ -170,7 +178,7 @@ class Table:
         """Offset in self.buf of the record of `ref` (after this call), or -1."""
         n = self.hdr.count
         idx = self.index
-        lo, hi = 0, len(idx) // REF_LEN
+        lo, hi = 0, self.entries
         if hi == 0 or ref < idx[0:REF_LEN]:
             return -1
         while hi - lo > 1:  # last index entry <= ref
@@ -224,7 +232,15 @@ class Cache:
         self.dir = folder
         self.key = bytes(key)
         self.site = site
+        # Allocated once, at boot while the heap is still whole, and reused: the read buffer,
+        # shared by the sorted file and the overlay (a lookup reads one after the other),
+        # and the sorted file's RAM index at its largest (4 KiB: a door must be able to take
+        # a 100k snapshot at any time), rebuilt in place at every open (boot, merge) and by
+        # a snapshot arriving while no sorted file is open. Allocating the index anew after
+        # a merge asked a heap the merge had fragmented for a piece slightly larger (3 KiB
+        # for 100k cards) than the one just freed.
         self.buf = bytearray(BUF_RECS * REC_SIZE)
+        self.index = bytearray(MAX_INDEX * REF_LEN)
         self.main = None
         self.overlay = None
         self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
@@ -262,7 +278,7 @@ class Cache:
             self.error = NO_CACHE
             return
         try:
-            self.main = Table(self._p(MAIN), self.key, self.buf, self.site)
+            self.main = Table(self._p(MAIN), self.key, self.buf, self.site, index=self.index)
         except CacheError as e:
             self.error = e.reason
             self.main = None
@@ -270,7 +286,7 @@ class Cache:
         if _size(self._p(OVERLAY)) < 0:
             return
         try:
-            ov = Table(self._p(OVERLAY), self.key, bytearray(len(self.buf)), self.site)
+            ov = Table(self._p(OVERLAY), self.key, self.buf, self.site)
         except CacheError:
             # Only a merge or a snapshot replaces main.bin; both leave no overlay they do not
             # cover. A torn overlay cannot exist (it is renamed in complete), so this is damage.
@@ -387,8 +403,11 @@ class Cache:
         equal: replay/rollback), base_mismatch (delta on another version: ask for a snapshot).
         Flash errors (full, I/O) give CacheError("storage") with the cache as it was.
         The file is consumed (renamed into place or removed)."""
+        # The door keeps deciding from the open files during the scan (tick): the scan has
+        # buffers of its own, but the cache's index when no sorted file uses it.
+        index = self.index if self.main is None else None
         try:
-            t = Table(path, self.key, bytearray(len(self.buf)), self.site, tick)
+            t = Table(path, self.key, bytearray(len(self.buf)), self.site, tick, index)
         except CacheError:
             _remove(path)
             raise
@@ -415,6 +434,9 @@ class Cache:
             _remove(self._p(OVERLAY))
             t.moved(self._p(MAIN))
             t.buf = self.buf
+            if t.index is not self.index:  # the scan's own index: copied, then dropped
+                self.index[:len(t.index)] = t.index
+                t.index = self.index
             self.main = t
             self.error = None
             self._raise_floor(hdr.version)
@@ -430,6 +452,7 @@ class Cache:
             t.close()
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
+            t.buf = self.buf
             self.overlay = t
             self._raise_floor(hdr.version)
             return self.version
@@ -439,7 +462,7 @@ class Cache:
         self.overlay = None
         os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
         _remove(path)
-        self.overlay = Table(self._p(OVERLAY), self.key, t.buf, self.site)
+        self.overlay = Table(self._p(OVERLAY), self.key, self.buf, self.site)
         self._raise_floor(hdr.version)
         return self.version
 

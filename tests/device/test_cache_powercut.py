@@ -127,6 +127,7 @@ def _every_cut(op, new_version, landed=None):
     dev.close()
     seen = {}
     for cut in range(total):
+        c = None  # a reboot: the door has one cache at a time
         _copy(base, path)
         dev = FlashSim(path=path, block_size=GEOMETRY[0], block_count=GEOMETRY[1])
         mount(dev, MNT, mkfs_if_needed=False)

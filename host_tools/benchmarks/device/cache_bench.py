@@ -1,6 +1,6 @@
 # mypy: ignore-errors
 # Whitelist cache figures on the MicroPython unix port (run with -X heapsize=64K):
-#   micropython cache_bench.py cache DIR    100k snapshot load, lookups, 1k delta, merge, heap
+#   micropython cache_bench.py cache DIR    100k snapshot load, lookups, 1k delta, merge, reopen
 #   micropython cache_bench.py ram DIR      live heap of the cache code and of an open 100k cache
 #   micropython cache_bench.py json DIR     baseline: the whole list as a JSON dict in RAM
 #   micropython cache_bench.py files DIR N  baseline: one littlefs file per card (N cards)
@@ -104,6 +104,12 @@ if mode == "cache":
     c.maintain()
     print("merge_s", (time.ticks_ms() - t0) / 1000)
     print("revoked_after_merge", c.decide(first, 0, NOW)[1])
+    c.close()
+    c = None  # the next boot: the door has only this cache
+    t0 = time.ticks_ms()
+    c = Cache("/fl/wl", KEY, SITE)
+    print("reopen_s", (time.ticks_ms() - t0) / 1000)
+    print("revoked_after_reopen", c.decide(first, 0, NOW)[1])
     c.close()
     vfs.umount("/fl")
     print("done")
