@@ -30,6 +30,8 @@ def unix32(
 
     Run it with: doorctl virtual run --image unix32 --state DIR
     Needs gcc with -m32 support (Debian: apt-get install gcc-multilib).
+
+    Example: doorctl build unix32
     """
     from host_tools.image.unix32 import MANIFEST, build_unix32
 
@@ -51,6 +53,8 @@ def mcu(
 
     Run a script on it with: doorctl mcu run SCRIPT
     Needs gcc-arm-none-eabi and libnewlib-arm-none-eabi (and qemu-system-arm to run it).
+
+    Example: doorctl build mcu
     """
     from host_tools.image.mcu import build_mcu
 

@@ -306,7 +306,10 @@ def delta(
     key: Path = KEY_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Delta file to write."),
 ) -> None:
-    """Sign the delta that takes doors from OLD to NEW (changed, added and removed cards)."""
+    """Sign the delta that takes doors from OLD to NEW (changed, added and removed cards).
+
+    Example: doorctl cache delta v1.bin v2.bin --key site.json --out v1-v2.bin
+    """
 
     def go() -> None:
         k = load_key(key)

@@ -20,6 +20,17 @@ card_app.add_typer(keys_app, name="keys")
 
 KEYS_OPT = typer.Option(..., "--keys", "-k", help="Site key file (from `doorctl card keys init`).")
 READER_OPT = typer.Option(None, "--reader", "-r", help="Part of the reader name (default: the first reader).")
+WAIT_OPT = typer.Option(10.0, "--wait", help="Seconds to wait for a card on the reader.")
+
+
+def _connect(reader: str | None, wait: float) -> tuple[object, Callable[[bytes], bytes]]:
+    """The card on the reader, waiting up to `wait` seconds for one to be placed."""
+    from host_tools.cards import pcsc
+
+    if wait < 0:
+        raise UserError(f"--wait {wait:g}: must be 0 or more seconds", EXIT_USAGE)
+    pcsc.find_reader(reader)  # no reader at all is said at once
+    return pcsc.wait_for_card(reader, timeout=wait)  # type: ignore[arg-type]
 
 
 def _run(fn: Callable[[], None]) -> None:
@@ -50,8 +61,9 @@ def keys_init(
     def go() -> None:
         data = sitekeys.new_site_keys(site_id, system_id.encode() if system_id else None, door_rekey)
         sitekeys.write_secret(out, data, force)
-        typer.echo(f"wrote site keys for site {site_id} to {out}; keep it offline and backed up, "
-                   f"and give doors `doorctl card keys door --keys {out} --out door-keys.json`")
+        typer.echo(f"wrote site keys for site {site_id} to {out}; keep it offline and backed up "
+                   f"(doorctl commission --keys {out} gives each door its copy without the "
+                   "card-issuing key)")
 
     _run(go)
 
@@ -149,6 +161,7 @@ def personalize(
     reader: str = READER_OPT,
     identity: str = typer.Option(None, "--identity", help="Card identity, 32 hex digits (default: random)."),
     as_json: bool = typer.Option(False, "--json", help="Print the UID, site and card reference as JSON."),
+    wait: float = WAIT_OPT,
 ) -> None:
     """Make a blank DESFire EV2/EV3 card a door card of this site; prints its card reference.
 
@@ -167,7 +180,7 @@ def personalize(
             if len(ident) != 16:
                 raise UserError("--identity must be 32 hex digits", EXIT_USAGE)
         _, store = sitekeys.load(keys, need_issuing=True)
-        conn, transceive = pcsc.connect(reader)
+        conn, transceive = _connect(reader, wait)
         try:
             issued = do_personalize(transceive, store, ident)
         finally:
@@ -187,6 +200,7 @@ def read(
     reader: str = READER_OPT,
     legacy_uid: bool = typer.Option(False, "--legacy-uid", help="Accept UID-only cards (low assurance)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    wait: float = WAIT_OPT,
 ) -> None:
     """Read a card as the door does and print its card reference or why it was refused
     (exit code 1).
@@ -198,7 +212,7 @@ def read(
 
     def go() -> None:
         _, store = sitekeys.load(keys)
-        conn, transceive = pcsc.connect(reader)
+        conn, transceive = _connect(reader, wait)
         try:
             uid = _uid(transceive)
             sak = 0x20 if _is_iso_dep(conn) else 0x08

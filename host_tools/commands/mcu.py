@@ -27,7 +27,10 @@ def run(
     heap: str = typer.Option("64K", "--heap", help="The MicroPython heap (8K..4M)."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before the run is stopped."),
 ) -> None:
-    """Run SCRIPT on the board; prints its output and exits with its status."""
+    """Run SCRIPT on the board; prints its output and exits with its status.
+
+    Example: doorctl mcu run check.py --heap 64K
+    """
     from host_tools.image.mcu import build_mcu, is_current
     from host_tools.image.qemu import parse_size, run_source
     from host_tools.image.steps import Steps

@@ -204,7 +204,10 @@ def reissue(old: str = typer.Argument(..., help="The card being replaced."),
 @card_app.command("list")
 def list_cards(keys: Path = KEYS, db: str = DB,
                as_json: bool = typer.Option(False, "--json", help="One JSON array.")) -> None:
-    """The cards the platform has issued, with their state."""
+    """The cards the platform has issued, with their state.
+
+    Example: doorctl platform card list --keys site.json --db platform.db
+    """
     def go() -> str:
         cards = _registry(db, keys).cards()
         if as_json:

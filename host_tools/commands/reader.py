@@ -53,7 +53,10 @@ def emulate(
     """Act as the door's PN532: answer its frames and relay its APDUs to the card on a PC/SC reader.
 
     Runs until Ctrl-C; waits for the device when its link closes (a reboot). A card put on the
-    PC/SC reader is in the door's field from its next poll."""
+    PC/SC reader is in the door's field from its next poll.
+
+    Example: doorctl reader emulate --device-state door1 --pcsc "Virtual PCD 00 00"
+    """
     try:
         if sum(x is not None for x in (device_state, reader_addr, serial_port)) != 1:
             raise UserError("give exactly one of --device-state DIR, --reader-addr HOST:PORT or "

@@ -115,5 +115,46 @@ def run(
     dev.stop()
 
 
+ADDRESSES = ("console", "io", "reader")
+
+
+@app.command("address")
+def address(
+    which: str = typer.Argument("console", help="console (the pty), io or reader."),
+    state: Path = typer.Option(..., "--state", help="The state directory the device runs on."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the device to be up."),
+) -> None:
+    """Print one address of the virtual device running on DIR, once it is up (waiting for a
+    device just started): for scripts, and the installer guide's steps.
+
+    Example: PORT=$(doorctl virtual address console --state door1)
+    """
+    import os
+    import time
+
+    if which not in ADDRESSES:
+        raise fail(f"{which!r}: one of {', '.join(ADDRESSES)}", EXIT_USAGE)
+    if timeout < 0:
+        raise fail(f"--timeout {timeout:g}: must be 0 or more seconds", EXIT_USAGE)
+    if not state.is_dir():
+        raise fail(f"--state {state}: no such directory (start the device with doorctl virtual run "
+                   f"--state {state})", EXIT_USAGE)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = json.loads((state / "vdev.json").read_text())
+            pid = int(info["pid"])
+            os.kill(pid, 0)
+            if Path(str(info["console"])).exists():
+                typer.echo(str(info[which]))
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if time.monotonic() >= deadline:
+            raise fail(f"no virtual device running on {state} (after {timeout:g} s): start it with "
+                       f"doorctl virtual run --state {state}", EXIT_NO_DEVICE)
+        time.sleep(0.2)
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="virtual")

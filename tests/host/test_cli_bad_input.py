@@ -101,6 +101,8 @@ CASES: dict[str, list[list[str]]] = {
     "platform card list": [["--keys", KEYS, "--db", f"{TMP}/typo.db"]],
     "reader emulate": [[], ["--reader-addr", "nohost"], ["--device-state", MISSING],
                        ["--reader-addr", "127.0.0.1:1"]],
+    "virtual address": [["bogus", "--state", TMP], ["--state", MISSING],
+                        ["--state", TMP, "--timeout", "0.5"]],
     "virtual run": [["--state", "/proc/x"], ["--state", f"{TMP}/v", "--io-port", "70000"]],
 }
 for _op in ("lost", "unblock", "suspend", "resume", "cancel"):
@@ -179,3 +181,9 @@ def test_help_shows_no_typer_artefacts(name: str, capsys: pytest.CaptureFixture[
     assert run([*name.split(), "--help"]) == 0
     text = capsys.readouterr().out
     assert "<bool>" not in text and "{" not in text.split("Usage:", 1)[1].splitlines()[0], text
+
+
+def test_every_command_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/installer-guide.md says so."""
+    missing = [" ".join(p) for p, c in leaves(command()) if "Example" not in (getattr(c, "help", "") or "")]
+    assert missing == []
