@@ -97,7 +97,10 @@ def keys_rotate(
     door_rekey: bool = typer.Option(None, "--door-rekey/--no-door-rekey",
                                     help="Let doors re-key cards at their next swipe (default: as is)."),
 ) -> None:
-    """Make the next key version current; doors accept it and the previous one until `keys close`."""
+    """Make the next key version current; doors accept it and the previous one until `keys close`.
+
+    Example: doorctl card keys rotate --keys site.json --door-rekey
+    """
     from host_tools.cards import sitekeys
 
     def go() -> None:
@@ -116,7 +119,10 @@ def keys_rotate(
 
 @keys_app.command("close")
 def keys_close(keys: Path = KEYS_OPT) -> None:
-    """End the rotation window: doors refuse cards still on the previous key version."""
+    """End the rotation window: doors refuse cards still on the previous key version.
+
+    Example: doorctl card keys close --keys site.json
+    """
     from host_tools.cards import sitekeys
 
     def go() -> None:
@@ -133,7 +139,10 @@ def keys_close(keys: Path = KEYS_OPT) -> None:
 
 @card_app.command("rekey")
 def rekey(keys: Path = KEYS_OPT, reader: str = READER_OPT) -> None:
-    """Move the card on the reader to the site's current key version (no reissue)."""
+    """Move the card on the reader to the site's current key version (no reissue).
+
+    Example: doorctl card rekey --keys site.json --reader "Virtual PCD 00 00"
+    """
     from host_tools.cards import pcsc, sitekeys
     from host_tools.cards.rekey import rekey as do_rekey
 

@@ -71,6 +71,9 @@ CASES: dict[str, list[list[str]]] = {
     "card keys init": [["--out", "/proc/x/site.json", "--site-id", "1"], ["--out", f"{TMP}/n.json",
                                                                            "--site-id", "-1"],
                        ["--out", KEYS, "--site-id", "1"]],
+    "card keys rotate": [["--keys", MISSING], ["--keys", f"{TMP}/binary"]],
+    "card keys close": [["--keys", MISSING], ["--keys", KEYS]],  # no rotation to close
+    "card rekey": [["--keys", MISSING]],
     "card keys door": [["--keys", MISSING, "--out", f"{TMP}/d.json"]],
     "platform run": [["--broker", "nohost"], ["--broker", "127.0.0.1:1", "--broker-wait", "1"],
                      ["--tls-ca", MISSING],
