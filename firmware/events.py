@@ -120,7 +120,9 @@ class Recorder:
         self.boot = boot
         self.uptime = Uptime(clock)
         self.listeners = []  # callables(seq, code, arg): the uplink's kick, the status report
-        self.near_full_reported = False
+        # `journal_near_full` marks the crossing only: a journal still near full at boot was
+        # reported when it crossed, in an earlier boot (not again at every boot).
+        self.near_full_reported = journal.near_full()
 
     def mono_s(self):
         return self.uptime.seconds()

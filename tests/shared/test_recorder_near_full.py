@@ -1,0 +1,42 @@
+# mpy-heapsize: 96K
+# `journal_near_full` is journaled when the journal crosses its threshold, not at every boot.
+from board.flashsim import FlashSim
+from firmware import events
+from firmware.journal import R_CODE, Journal
+
+
+class Clock:
+    def ticks_ms(self):
+        return 0
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def time(self):
+        return None
+
+
+def _near_full_records(j):
+    return [r for r in j.read(1, 1000) if r[R_CODE] == events.JOURNAL_NEAR_FULL]
+
+
+def test_near_full_is_recorded_on_the_crossing_only_and_not_again_after_a_reboot():
+    dev = FlashSim(path=None, block_size=1024, block_count=8)  # 6 data sectors of 31
+    j = Journal(dev, near_full_ratio=0.5)
+    rec = events.Recorder(j, Clock(), 1)
+    while not j.near_full():
+        rec.record(events.DOOR_OPENED)
+    rec.record(events.DOOR_CLOSED)
+    assert len(_near_full_records(j)) == 1
+    for boot in (2, 3, 4):  # reboots with the journal still near full
+        j = Journal(dev, near_full_ratio=0.5)
+        rec = events.Recorder(j, Clock(), boot)
+        rec.record(events.BOOT, boot)
+        rec.record(events.DOOR_OPENED)
+    assert len(_near_full_records(j)) == 1
+    # Below the threshold (acknowledged), then above it again: a new crossing, recorded.
+    j.ack(j.next_seq - 1)
+    rec.record(events.DOOR_CLOSED)
+    while not j.near_full():
+        rec.record(events.DOOR_OPENED)
+    assert len(_near_full_records(j)) == 2
