@@ -36,11 +36,17 @@ class Platform:
                  group: str = "ingest", client_id: str | None = None,
                  username: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, ingest: bool = True, tls_cert: str | None = None,
-                 tls_key: str | None = None, ack_key: bytes | None = None) -> None:
+                 tls_key: str | None = None, ack_key: bytes | None = None,
+                 lease: bool = True, lease_term_s: float = 15.0) -> None:
         """`ack_key`: the site's `command` key; acknowledgements are signed with it (a
         commissioned door ignores unsigned ones)."""
         self.store = store
         self.ack_key = ack_key
+        # Singleton work (time messages, whitelist catch-up) only while holding the lease in
+        # the database (host_tools/platform/lease.py); ingest runs on every instance.
+        self._lease_term_s = lease_term_s
+        self._keeper: Any = None
+        self._use_lease = lease and ingest
         self.resend_requests = 0
         self._asked: dict[str, tuple[int, float]] = {}  # device -> (first asked for, when)
         self.host = host
@@ -63,9 +69,10 @@ class Platform:
         # offline persistent session keeps receiving its share of the doors' batches, which
         # then wait for the doors to resend them. Nothing is lost either way: a door keeps
         # every event until the platform acknowledges it.
+        self._client_id = client_id or f"platform-{uuid.uuid4().hex[:8]}"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"platform-{uuid.uuid4().hex[:8]}",
+            client_id=self._client_id,
             clean_session=client_id is None, manual_ack=True,
         )
         if username is not None:
@@ -82,6 +89,12 @@ class Platform:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> Platform:
+        if self._use_lease and self._keeper is None:
+            from host_tools.platform.lease import LeaseKeeper, lease_for
+
+            holder = f"{self._client_id}-{uuid.uuid4().hex[:8]}"  # this process, even under a reused name
+            lease = lease_for(self.store, "platform-singleton", holder, self._lease_term_s)
+            self._keeper = LeaseKeeper(lease, self._lease_term_s / 3).start()
         self._client.connect_async(self.host, self.port, keepalive=30)
         self._client.loop_start()
         return self
@@ -90,6 +103,14 @@ class Platform:
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
+
+    def leader(self) -> bool:
+        """True when this instance does the singleton work (it holds the lease, or it runs
+        without one: a tool that only sends)."""
+        return self._keeper is None or self._keeper.lease.held()
 
     def __enter__(self) -> Platform:
         return self.start()
@@ -145,8 +166,9 @@ class Platform:
         elif leaf == "presence":
             p = protocol.decode_presence(payload)
             self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
-            if p["online"]:
-                # Time sync: a device sets its clock from the platform when it comes online.
+            if p["online"] and self.leader():
+                # Time sync: a device sets its clock from the platform when it comes online
+                # (sent by one instance: the lease holder).
                 self.publish(device, "time", protocol.encode_time(int(time.time() * 1000)))
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
@@ -201,7 +223,7 @@ class Platform:
 
     def _maybe_sync(self, device: str, state: dict[str, Any]) -> None:
         reg = self.registry
-        if reg is None or state.get("receiving") or device in self._syncing:
+        if reg is None or state.get("receiving") or device in self._syncing or not self.leader():
             return
         if int(state["version"]) >= reg.version():
             return

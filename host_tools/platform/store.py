@@ -41,6 +41,9 @@ SCHEMA = [
         firmware TEXT NOT NULL, lock TEXT NOT NULL, cards TEXT NOT NULL, tls INTEGER NOT NULL,
         client_cert INTEGER NOT NULL, commissioned_at BIGINT NOT NULL,
         registered_at DOUBLE PRECISION NOT NULL)""",
+    # Singleton work among platform instances on one database (host_tools/platform/lease.py).
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)""",
 ]
 
 EventRow = tuple[int, int, int, int, int, int, int, str]
@@ -166,6 +169,37 @@ class Store:
                 "UPDATE devices SET ack_upto=? WHERE device=? AND ack_upto < ?"),
                 (upto, device, upto))
         return upto
+
+    def take_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        """Take the lease `name` for `holder` until `expires_at`, or renew it; False while
+        another holder's term runs. One transaction: two instances cannot both take it."""
+        with self._lock:
+            self._begin()
+            try:
+                row = self._conn.execute(self._q(
+                    "SELECT holder, expires_at FROM leases WHERE name=?"
+                    + (" FOR UPDATE" if self._ph == "%s" else "")), (name,)).fetchone()
+                if row is None:
+                    self._conn.execute(self._q(
+                        "INSERT INTO leases (name, holder, expires_at) VALUES (?,?,?)"
+                        " ON CONFLICT DO NOTHING"), (name, holder, expires_at))
+                elif row[0] == holder or float(row[1]) < now:
+                    self._conn.execute(self._q(
+                        "UPDATE leases SET holder=?, expires_at=? WHERE name=?"),
+                        (holder, expires_at, name))
+                got = self._conn.execute(self._q("SELECT holder FROM leases WHERE name=?"),
+                                         (name,)).fetchone()
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        return got is not None and got[0] == holder
+
+    def drop_lease(self, name: str, holder: str) -> None:
+        with self._lock:
+            self._begin()
+            self._conn.execute(self._q("DELETE FROM leases WHERE name=? AND holder=?"), (name, holder))
+            self._commit()
 
     def record_presence(self, device: str, online: bool, boot: int | None,
                         firmware: str | None) -> None:
