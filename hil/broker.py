@@ -41,6 +41,20 @@ class TLSListener:
     require_certificate: bool = False
 
 
+@dataclass
+class BrokerAuth:
+    """Access control (host_tools/platform/broker_acl.py): user name -> password for every
+    client (doors: their device id; platform users `@...`, observers `%...`)."""
+
+    passwords: dict[str, str]
+
+    def platform_users(self) -> list[str]:
+        return sorted(u for u in self.passwords if u.startswith("@"))
+
+    def observer_users(self) -> list[str]:
+        return sorted(u for u in self.passwords if u.startswith("%"))
+
+
 class Mosquitto:
     """mosquitto on 127.0.0.1:`port`; `restart()` keeps the port (a broker restart).
 
@@ -48,16 +62,33 @@ class Mosquitto:
     handshake); set `self.tls` to other files and `restart()` to change the certificate.
     """
 
-    def __init__(self, port: int | None = None, tls: TLSListener | None = None) -> None:
+    def __init__(self, port: int | None = None, tls: TLSListener | None = None,
+                 auth: BrokerAuth | None = None) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.tls = tls
+        self.auth = auth
         self._dir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
     def config(self) -> str:
-        text = (f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        text = (f"listener {self.port} 127.0.0.1\npersistence false\n"
                 "max_inflight_messages 100\nmax_queued_messages 100000\n")
+        if self.auth is None:
+            text += "allow_anonymous true\n"
+        else:
+            from host_tools.platform import broker_acl
+
+            pw, acl = self._dir / "auth" / "passwd", self._dir / "auth" / "acl"
+            pw.parent.mkdir(exist_ok=True)
+            pw.unlink(missing_ok=True)
+            for user, password in self.auth.passwords.items():
+                broker_acl.set_password(pw, user, password)
+            acl.write_text(broker_acl.acl_text(self.auth.platform_users(),
+                                               self.auth.observer_users()))
+            for f in (pw, acl):
+                self._own(f)
+            text += broker_acl.conf_lines(pw, acl)
         if self.tls is not None:
             t = self.tls
             files = [self._tls_file(name, Path(p)) for name, p in
@@ -73,6 +104,10 @@ class Mosquitto:
         dst.parent.mkdir(exist_ok=True)
         shutil.copyfile(src, dst)
         dst.chmod(0o600)
+        return self._own(dst)
+
+    def _own(self, dst: Path) -> Path:
+        """Make a file (and its folders) the mosquitto user's, when started as root."""
         if os.geteuid() == 0:
             import pwd
 

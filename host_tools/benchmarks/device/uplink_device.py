@@ -4,7 +4,8 @@
 # appends APPEND events (PACE_MS apart, 0 = all at once, before connecting), uploads, and
 # prints "DRAINED <acked> resends <n> lost <n>" once the platform has acknowledged everything.
 # Options: "fill-only" (stop after appending), "key=HEX" (the site's command key: acks must
-# carry the platform's MAC, as on a commissioned door).
+# carry the platform's MAC, as on a commissioned door), "user=NAME" and "password=PW" (the
+# broker login).
 import asyncio
 import struct
 import sys
@@ -24,6 +25,9 @@ journal = Journal(FlashSim(path=image, block_size=4096, block_count=int(blocks))
 up = Uplink(journal, device, boot, "test", {"host": host, "port": int(port), "keepalive": 5},
             ack_timeout_ms=1500)
 for o in options:
+    if o.startswith("user=") or o.startswith("password="):
+        k, _, v = o.partition("=")
+        up.broker[k] = v
     if o.startswith("key="):
         from crypto.keystore import SoftwareKeyStore
 
