@@ -29,8 +29,8 @@ def gap_event(seq: int, first: int, last: int) -> tuple:
     return (seq, CODE_GAP, 1, 0, 0, 0, 0, struct.pack("<II", first, last).hex())
 
 
-def test_a_gone_range_moves_the_watermark_and_is_reported_exactly(tmp_path: Path) -> None:
-    s = Store(str(tmp_path / "p.db"))
+def test_a_gone_range_moves_the_watermark_and_is_reported_exactly(db_url: str) -> None:
+    s = Store(db_url)
     assert s.store_events("d", [ev(i, T0 + i) for i in range(1, 11)]) == 10
     # The door overflowed: 11..40 lost; 41.. arrive; the watermark waits for the hole.
     assert s.store_events("d", [ev(i, T0 + 40 * DAY + i) for i in range(41, 51)]) == 10
@@ -45,8 +45,8 @@ def test_a_gone_range_moves_the_watermark_and_is_reported_exactly(tmp_path: Path
     assert s.missing("d") == []
 
 
-def test_lost_ranges_merge_and_skip_events_without_a_utc_time(tmp_path: Path) -> None:
-    s = Store(str(tmp_path / "p.db"))
+def test_lost_ranges_merge_and_skip_events_without_a_utc_time(db_url: str) -> None:
+    s = Store(db_url)
     s.store_events("d", [ev(1, T0), ev(2, 30, flags=0), gap_event(5, 3, 4)])
     s.store_events("d", [], gone=(6, 9))
     s.store_events("d", [gap_event(10, 8, 12), ev(13, T0 + 100)])

@@ -8,20 +8,20 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
 from hil.broker import Mosquitto
 from host_tools.platform.ingest import Platform
-from host_tools.platform.lease import TableLease, lease_for
+from host_tools.platform.lease import AdvisoryLease, TableLease, lease_for
 from host_tools.platform.store import Store
 
 DOOR = "site.b1.d7"
 
 
-def test_the_lease_is_held_by_one_holder_until_it_expires_or_is_dropped(tmp_path: Path) -> None:
-    db = str(tmp_path / "p.db")
-    a, b = Store(db), Store(db)
+def test_the_lease_is_held_by_one_holder_until_it_expires_or_is_dropped(db_url: str) -> None:
+    a, b = Store(db_url), Store(db_url)
     assert a.take_lease("x", "A", 100.0, 115.0)
     assert not b.take_lease("x", "B", 110.0, 125.0)  # A's term runs
     assert a.take_lease("x", "A", 110.0, 125.0)  # renewed
@@ -43,6 +43,28 @@ def test_table_lease_excludes_a_second_instance_and_hands_over_on_release(tmp_pa
     assert not one.held()
     assert two.acquire() and two.held()
     assert isinstance(lease_for(Store(db), "job", "x"), TableLease)
+
+
+def test_on_postgresql_the_lease_is_an_advisory_lock_freed_with_its_session(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    one = lease_for(Store(db_url), "job", "one")
+    two = lease_for(Store(db_url), "job", "two")
+    other = lease_for(Store(db_url), "another job", "two")
+    assert isinstance(one, AdvisoryLease)
+    try:
+        assert one.acquire() and one.held()
+        assert not two.acquire() and not two.held()
+        assert other.acquire()  # another name, another lock
+        assert one.acquire()  # renewing: still its own
+        one.release()
+        assert two.acquire() and two.held()
+        two._conn.close()  # the holder's session ends (a crash): the lock goes with it
+        assert one.acquire()
+        assert not two.acquire()  # it reconnects and finds the lock taken
+    finally:
+        for lease in (one, two, other):
+            lease.release()
 
 
 class TimeSpy:
@@ -73,8 +95,8 @@ def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-
         time.sleep(0.05)
 
 
-def test_one_time_message_per_door_from_two_instances_and_a_takeover(tmp_path: Path) -> None:
-    db = str(tmp_path / "p.db")
+def test_one_time_message_per_door_from_two_instances_and_a_takeover(db_url: str) -> None:
+    db = db_url
     with Mosquitto() as b:
         first = Platform(Store(db), b.host, b.port, lease_term_s=1.5).start()
         second = Platform(Store(db), b.host, b.port, lease_term_s=1.5).start()
