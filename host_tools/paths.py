@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVICE_PACKAGES = ("board", "crypto", "offline_cache", "firmware")
+IMAGE_BOARD_DIRS = (REPO_ROOT / "board" / "esp32", REPO_ROOT / "board" / "unix32")
 
 
 class ToolMissing(RuntimeError):
@@ -54,8 +55,10 @@ def device_sources() -> list[Path]:
     """Every device-side Python file, in a stable order.
 
     Firmware-image manifests (`manifest.py`, run by MicroPython's build tools on the host)
-    live beside the board code but are not device code."""
+    and the image build folders beside the board code (board/esp32, board/unix32: their
+    files are frozen into an image, not copied to a device) are not part of it."""
     files: list[Path] = []
     for pkg in DEVICE_PACKAGES:
         files.extend(sorted((REPO_ROOT / pkg).rglob("*.py")))
-    return [f for f in files if "__pycache__" not in f.parts and f.name != "manifest.py"]
+    return [f for f in files if "__pycache__" not in f.parts and f.name != "manifest.py"
+            and f.parent not in IMAGE_BOARD_DIRS]

@@ -16,7 +16,7 @@ import typer
 
 from firmware import events as ev
 from firmware import protocol
-from host_tools.errors import EXIT_NO_DEVICE, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
+from host_tools.errors import EXIT_FAILED, EXIT_NO_DEVICE, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 
 ALARMS = {ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT, ev.SENSOR_TAMPER,
           ev.DEVICE_TAMPER, ev.POWER_LOST, ev.JOURNAL_NEAR_FULL}
@@ -190,15 +190,34 @@ ESP32_OFFSET = "0x1000"  # where the ESP32's second-stage bootloader image start
 def flash(
     port: str = typer.Option(None, "--port", "-p", help="The ESP32's serial port (default: the one "
                              "USB serial port found)."),
-    firmware: Path = typer.Option(..., "--firmware", help="MicroPython for ESP32 (.bin) you supply."),
+    firmware: Path = typer.Option(None, "--firmware", help="Stock MicroPython for ESP32 (.bin) you "
+                                  "supply; the door firmware is deployed as files after it."),
+    image: Path = typer.Option(None, "--image", help="The door firmware image (firmware.bin of the "
+                               "board/esp32 build, the application frozen in): written with the "
+                               "repository's partition table, then verified."),
     baud: int = typer.Option(460800, help="Serial speed for writing."),
-    deploy_after: bool = typer.Option(True, "--deploy/--no-deploy", help="Deploy the door firmware after."),
+    deploy_after: bool = typer.Option(True, "--deploy/--no-deploy", help="With --firmware: deploy "
+                                      "the door firmware after."),
 ) -> None:
-    """Write MicroPython to an ESP32 with esptool (its progress shown), then deploy the door
-    firmware. The image is a file you supply: nothing is downloaded.
+    """Write MicroPython to an ESP32 with esptool (its progress shown). Nothing is downloaded.
 
-    Example: doorctl flash -p /dev/ttyUSB0 --firmware ESP32_GENERIC-20250415-v1.25.0.bin
+    --image FILE: the door firmware image built from board/esp32 (docs/deploy.md). Its
+    bootloader and application are written with the partition table of
+    board/esp32_partitions.csv, then read back and compared (esptool verify-flash).
+
+    --firmware FILE: a stock MicroPython for ESP32, then the door firmware deployed as files.
+
+    Examples: doorctl flash -p /dev/ttyUSB0 --image build-DOORCTL_ESP32/firmware.bin
+
+      doorctl flash -p /dev/ttyUSB0 --firmware ESP32_GENERIC-20250415-v1.25.0.bin
     """
+    if (firmware is None) == (image is None):
+        raise fail("give one of --image (the door firmware image) or --firmware (stock "
+                   "MicroPython, then the door firmware as files)", EXIT_USAGE)
+    if image is not None:
+        _flash_image(port, image, baud)
+        return
+    assert firmware is not None
     try:
         data = firmware.read_bytes()[:1]
     except OSError:
@@ -225,6 +244,36 @@ def flash(
 
         time.sleep(2)  # the board boots MicroPython
         deploy_command(port=port, romfs=False, force_rom=False, as_json=False)
+
+
+def _flash_image(port: str, image: Path, baud: int) -> None:
+    import tempfile
+
+    from host_tools.deploy import check_port
+    from host_tools.image import esp32
+    from host_tools.image.partitions import board_table
+    from host_tools.ports import pick_port
+
+    try:
+        data = image.read_bytes()
+    except OSError:
+        raise fail(f"--image {image}: cannot be read", EXIT_USAGE) from None
+    try:
+        regions = esp32.split_image(data, board_table())
+        port = pick_port(port)
+        check_port(port)
+    except UserError as e:
+        raise fail(f"--image {image}: {e}" if e.exit_code == EXIT_USAGE else str(e), e.exit_code) from None
+    with tempfile.TemporaryDirectory(prefix="doorctl-flash-") as tmp:
+        write, verify = esp32.esptool_commands(port, baud, esp32.write_files(regions, Path(tmp)))
+        if subprocess.run([sys.executable, "-m", "esptool", *write]).returncode != 0:
+            raise fail(f"esptool could not write the ESP32 on {port}: hold BOOT while it connects, "
+                       "check the cable and that no other program uses the port", EXIT_NO_DEVICE)
+        if subprocess.run([sys.executable, "-m", "esptool", *verify]).returncode != 0:
+            raise fail(f"the flash of the ESP32 on {port} does not read back as written: flash "
+                       "again; if it persists the module's flash is failing", EXIT_FAILED)
+    typer.echo(f"flashed and verified {image.name} with board/esp32_partitions.csv on {port}; "
+               "commission it next (doorctl commission)")
 
 
 def register(app: typer.Typer) -> None:
