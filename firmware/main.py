@@ -278,6 +278,17 @@ def _start_commands(board, cfg, door):
     return commands
 
 
+def _finish_commissioning(root):
+    """A commissioning committed before the restart (or cut off half-way through being
+    applied) takes effect now, before any of its files is read (firmware/staging.py)."""
+    from firmware import staging
+
+    moved = staging.complete(root)
+    if moved >= 0:
+        log("commissioning applied:", moved, "files")
+        status["commissioned"] = True
+
+
 async def main(board, extra_tasks=()):
     from firmware import config
 
@@ -285,6 +296,7 @@ async def main(board, extra_tasks=()):
     running.pop("keystore", None)  # read again from this boot's flash
     set_clock(board.clock)
     log("firmware", VERSION, "board", board.name)
+    _finish_commissioning(board.fs_root)
     cfg = config.load(board.fs_root)
     running["config"] = cfg
     tasks = [asyncio.create_task(_housekeeping(board))]

@@ -11,6 +11,7 @@ EXIT_USAGE = 2  # bad arguments or values (typer/click also uses 2)
 EXIT_NO_DEVICE = 3  # port missing, nothing answers, not MicroPython
 EXIT_UNREACHABLE = 4  # broker/platform unreachable, TLS failure
 EXIT_MISSING_TOOL = 5  # a required program or package is not installed
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was under way is left whole (old or new), re-run it
 
 
 class UserError(Exception):

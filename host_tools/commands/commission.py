@@ -9,15 +9,16 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from firmware import protocol
 from firmware.commands import CONFIG_LIMITS
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
 from host_tools.deploy import check_port, handshake
-from host_tools.errors import EXIT_USAGE, UserError, fail
+from host_tools.door_stage import Transaction
+from host_tools.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError, fail
 from host_tools.ports import pick_port
-from host_tools.vdev.provision import mpremote, put_cache, put_file
 from offline_cache import fmt
 
 
@@ -154,6 +155,35 @@ def check_cache(path: Path, site: dict[str, Any]) -> bytes:
     return data
 
 
+def door_files(site: dict[str, Any], cfg: dict[str, Any], tls_files: dict[str, bytes],
+               snapshot: bytes | None) -> tuple[dict[str, bytes], list[str]]:
+    """What a commissioning puts on the door (path -> content) and what it removes."""
+    files = dict(tls_files)
+    if snapshot is not None:
+        files = {"cache/main.bin": snapshot, **files}  # the big one first: its bar shows
+    files["keys.json"] = json.dumps(sitekeys.device_keys(site)).encode()
+    files["config.json"] = json.dumps(cfg).encode()
+    # No client certificate in this commissioning: none stays on the door. A new whitelist
+    # starts afresh: no pending changes on the old one, no version floor, so the platform's
+    # versions go on from this one's (offline_cache/cache.py).
+    remove = [] if "client.key" in tls_files else ["client.crt", "client.key"]
+    if snapshot is not None:
+        remove += ["cache/overlay.bin", "cache/floor"]
+    return files, remove
+
+
+def _transact(port: str, files: dict[str, bytes], remove: list[str]) -> None:
+    """Stage every file on the door with a progress bar, verify, and commit in one step
+    (host_tools/door_stage.py): a cut or Ctrl-C anywhere leaves the old door or the new one."""
+    total = sum(len(d) for d in files.values())
+    with Progress(TextColumn("writing to the door"), BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=total)
+        tx = Transaction(port, files, remove,
+                         progress=lambda done, _total: bar.update(task, completed=done))
+        tx.run()
+
+
 def commission(
     port: str = typer.Option(None, "--port", "-p", help="The door's serial port (or a virtual "
                              "door's pty; default: the one USB serial port found)."),
@@ -190,12 +220,15 @@ def commission(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (no secrets)."),
 ) -> None:
     """Commission a door: identity, platform broker (TLS), Wi-Fi, lock type and timings, card
-    profiles, keys and whitelist, each value checked before anything is written. Every file is
-    written to a temporary name and renamed, so a power cut leaves the old or the new one.
+    profiles, keys and whitelist, each value checked before anything is written. Everything
+    is staged on the door's flash (a whitelist of any size streamed with a progress bar),
+    verified, then switched in one step: a power cut or Ctrl-C at any point leaves the old door
+    or the new one, and running the command again resumes where it stopped.
 
-    Restart the door afterwards (power cycle) to apply. It then registers itself at the
-    platform on every connection: a retained `register` message with its site, door number,
-    firmware, lock type, card profiles and TLS use (no keys), shown by `doorctl platform doors`.
+    Restart the door afterwards (power cycle) to apply: it switches over as it boots. It then
+    registers itself at the platform on every connection: a retained `register` message with
+    its site, door number, firmware, lock type, card profiles and TLS use (no keys), shown by
+    `doorctl platform doors`.
 
     Examples:
       doorctl commission -p /dev/ttyUSB0 --keys site.json --device-id hz.b12.d3 --door-no 3 \\
@@ -222,20 +255,13 @@ def commission(
         port = pick_port(port)
         check_port(port)
         handshake(port)
-        err = Console(stderr=True)
-        with err.status("writing to the door", spinner="dots"):
-            for name, data in tls_files.items():
-                put_file(port, name, data)
-            put_file(port, "keys.json", json.dumps(sitekeys.device_keys(site)).encode())
-            if snapshot is not None:
-                put_cache(port, snapshot)
-            put_file(port, "config.json", json.dumps(cfg).encode())
-            if "client.key" not in tls_files:
-                # No client certificate in this commissioning: none stays on the door.
-                mpremote(port, "exec", "import os\nfor n in ('client.crt', 'client.key'):\n"
-                                       " try:\n  os.remove(n)\n except OSError:\n  pass")
+        files, remove = door_files(site, cfg, tls_files, snapshot)
+        _transact(port, files, remove)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted: the door is unchanged until a commissioning is complete; run "
+                   "the same command again (it resumes where it stopped)", EXIT_INTERRUPTED) from None
     shown = json.loads(json.dumps(cfg))
     if "password" in shown["broker"]:
         shown["broker"]["password"] = "(set)"

@@ -21,8 +21,13 @@ CHUNK = 2048  # bytes per exec: the console program stays small whatever the fil
 
 def mpremote(pty: str, *args: str, timeout: float = 60.0) -> str:
     """Run mpremote against the device's console; UserError with its output on failure."""
-    proc = subprocess.run([MPREMOTE, "connect", pty, *args], capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run([MPREMOTE, "connect", pty, *args], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"the device on {pty} stopped answering (nothing for {timeout:.0f} s): "
+                        "check its power and cable, then run the command again",
+                        EXIT_FAILED) from None
     if proc.returncode != 0:
         raise UserError(f"mpremote failed on {pty}: {(proc.stdout + proc.stderr).strip()[-400:]}",
                         EXIT_FAILED)
