@@ -23,9 +23,18 @@ if romfs is not None:
     _image, _why = romfs.adopt(_partition, romfs.RECORD)
     if _why is not None and not _why.startswith("no rom.json"):
         print("doorctl: not running from /rom:", _why)
+# Safe mode: firmware that does not import (a deploy cut half-way) or stops leaves the REPL
+# up with one status line, so `doorctl deploy` can always be run again.
 try:
     from board.esp32_ref import main
 except ImportError as e:
-    print("doorctl: firmware not deployed (", e, "): run doorctl deploy")
+    print("doorctl: safe mode: firmware not deployed or incomplete (", e, "): run doorctl deploy")
+except Exception as e:  # noqa: BLE001  a torn module raises ValueError, SyntaxError, ...
+    print("doorctl: safe mode: deployed firmware does not import (", repr(e), "): run doorctl deploy")
 else:
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001
+        print("doorctl: safe mode: the firmware stopped (", repr(e), "): REPL for recovery")

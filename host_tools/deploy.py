@@ -38,6 +38,9 @@ from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 DEVICE_LIB = "lib"
 MANIFEST = "deploy.json"
+# Exists while a deploy changes lib/: a boot that finds it knows the set is incomplete
+# (board/vdev_boot.py's safe mode). Removed once the manifest of the new set is written.
+BUSY = "deploy.busy"
 PROBE_TIMEOUT_S = 60  # the handshake has shown a raw REPL: this is a hang
 COPY_BATCH = 8
 
@@ -469,7 +472,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     The image is written only when it differs from the recorded one, or with `force_rom`.
     """
     # The boot entry's path is the same on every target; hash it in the first round trip.
-    info = probe(port, ["main.py", ROM_RECORD])
+    info = probe(port, ["main.py", ROM_RECORD, BUSY])
     target = target_for(info.platform)
     files = local_files(target)
     check_mpy_compatible(info, next(iter(files.values())).read_bytes())
@@ -511,8 +514,13 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     total = len(todo)
     if progress:
         progress(0, total, "")
-    if result.removed:
-        mpremote(port, "exec", _REMOVE_PROGRAM % (result.removed,))
+    changing = bool(todo or result.removed or BUSY in have)  # BUSY: one was cut short
+    if changing:
+        # The deployed set is about to change: it is marked incomplete until every file is
+        # verified and its manifest written, and a boot meanwhile uses the built-in code
+        # (board/vdev_boot.py's safe mode). One program: no extra round trip.
+        mpremote(port, "exec", _REMOVE_PROGRAM % ([MANIFEST] + result.removed,)
+                 + f"open({BUSY!r},'w').close()\n")
     dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
     if dirs:
         mpremote(port, "exec", _MKDIRS_PROGRAM % (dirs,))
@@ -560,4 +568,6 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         src = Path(tmp) / MANIFEST
         src.write_text(json.dumps(result.manifest, indent=1, sort_keys=True))
         mpremote(port, "fs", "cp", "-f", str(src), ":" + MANIFEST)
+    if changing:
+        mpremote(port, "exec", _REMOVE_PROGRAM % ([BUSY],))
     return result
