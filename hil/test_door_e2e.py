@@ -124,3 +124,28 @@ def test_patrol_report_on_demand(door: Door, timings: Timings) -> None:
                 "clock_synced", "uptime_s", "reader"):
         assert key in status
     assert status["cache_version"] == 1 and status["clock_synced"] is True
+
+
+def _journal_depth(door: Door) -> int:
+    """The door's unacknowledged events, from a patrol report asked for now."""
+    from host_tools.platform.commands import command_key
+
+    cmd_id = door.platform.command(door.device_id, "patrol", {}, command_key(door.site.keys))
+    assert door.platform.wait_reply(cmd_id, 10) is not None
+    time.sleep(0.3)  # the report follows the reply
+    return int((door.state().get("status") or {}).get("journal_depth", -1))
+
+
+def test_the_door_frees_its_journal_on_the_platforms_signed_acks_only(door: Door) -> None:
+    wait_for(lambda: _journal_depth(door) == 0, 30, "the journal freed by signed acknowledgements")
+    key, door.platform.ack_key = door.platform.ack_key, None  # acks as anyone on the broker can
+    try:
+        before = len(door.events(GRANTED))
+        assert door.swipe("resident") is True
+        door.wait_event(GRANTED, before + 1)  # stored and acknowledged, unsigned
+        time.sleep(1.0)
+        assert _journal_depth(door) > 0  # ...so the door keeps it
+    finally:
+        door.platform.ack_key = key
+    # The door sends again when no good ack comes (5 s); signed, it frees the journal.
+    wait_for(lambda: _journal_depth(door) == 0, 30, "the journal freed once acks are signed")
