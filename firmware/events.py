@@ -35,6 +35,7 @@ CACHE_REJECTED = 44
 COMMAND_REJECTED = 45
 MODE_CHANGED = 46
 CONFIG_CHANGED = 47
+SETUP_FAULT = 48  # arg: SETUP_BITS of the parts that disagree, found at boot
 GAP = CODE_GAP  # payload: first and last lost seq (u32, u32)
 
 # access_denied reasons (arg). Whitelist decisions (offline_cache.cache reasons), then the
@@ -69,8 +70,10 @@ NAMES = {
     TIME_SET: "time_set", JOURNAL_NEAR_FULL: "journal_near_full",
     CACHE_UPDATED: "cache_updated", CACHE_REJECTED: "cache_rejected",
     COMMAND_REJECTED: "command_rejected", MODE_CHANGED: "mode_changed",
-    CONFIG_CHANGED: "config_changed", GAP: "gap",
+    CONFIG_CHANGED: "config_changed", SETUP_FAULT: "setup_fault", GAP: "gap",
 }
+# setup_fault arg bits: a door whose parts disagree refuses every card while it looks normal.
+SETUP_BITS = {"keys_site": 1, "no_keys": 2, "whitelist_refused": 4}
 
 
 class Uptime:

@@ -157,7 +157,7 @@ def _start_door(board, cfg):
 
     recorder = running.get("recorder")
     journal = running.get("journal")
-    providers = {}
+    providers = {"setup": lambda: setup_now(board)}
     if journal is not None:
         providers["seq"] = lambda: journal.next_seq - 1
         providers["journal_depth"] = journal.depth
@@ -215,7 +215,50 @@ def _start_cards(board, cfg, door):
         running["cache_sync"] = sync
     task = CardTask(board, door, keystore, cache, cfg.get("door_no", 0), cfg.get("cards"), status)
     running["cards"] = task
+    _check_setup(cfg, keystore, cache)
     return task
+
+
+def setup_problems(cfg, keystore, cache):
+    """The parts of a commissioned door that disagree: keys of another site than the
+    configuration, no key file, a whitelist the door refuses (another site's, damaged). Such
+    a door refuses every card while its door and reader look normal, so it is an alarm."""
+    if "site_id" not in cfg:
+        return []  # not commissioned: nothing to disagree with
+    out = []
+    if keystore is None:
+        out.append("no_keys")
+    elif keystore.site_id != cfg["site_id"]:
+        out.append("keys_site")
+    if cache is not None and cache.error and cache.error != "no_cache":
+        out.append("whitelist_refused")
+    return out
+
+
+def _check_setup(cfg, keystore, cache):
+    """Find disagreeing parts once at boot: logged, in the status (with the live clock
+    state, `setup`) and journalled as `setup_fault` for the platform's alarm list."""
+    from firmware import events
+
+    problems = setup_problems(cfg, keystore, cache)
+    running["setup"] = problems
+    if not problems:
+        return
+    log("setup fault:", ", ".join(problems))
+    recorder = running.get("recorder")
+    if recorder is not None:
+        bits = 0
+        for p in problems:
+            bits |= events.SETUP_BITS[p]
+        recorder.record(events.SETUP_FAULT, bits)
+
+
+def setup_now(board):
+    """The boot's problems plus the clock, unset until the platform sends the time."""
+    out = list(running.get("setup") or ())
+    if board.clock.time() is None:
+        out.append("clock_unset")
+    return out
 
 
 async def _cache_maintenance(cache, serve_door=None, every_ms=30000):

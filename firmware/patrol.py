@@ -4,7 +4,7 @@ The report is a flat dict (docs/protocol.md, status topic; docs/door.md for the 
 Values owned by other parts of the firmware (journal, cache, clock, uptime) come from
 `providers`: a dict of zero-argument callables, each optional:
 
-    seq, journal_depth, cache_version, clock_synced, uptime_s
+    seq, journal_depth, cache_version, clock_synced, uptime_s, reader, setup
 """
 
 from firmware import VERSION
@@ -26,7 +26,7 @@ def _get(providers, key, default):
 
 def build_report(machine, providers=None):
     p = providers or {}
-    return {
+    report = {
         "seq": _get(p, "seq", 0),
         "door": machine.door_state(),
         "alarms": machine.active_alarms(),
@@ -39,6 +39,10 @@ def build_report(machine, providers=None):
         "uptime_s": _get(p, "uptime_s", 0),
         "reader": _get(p, "reader", None),
     }
+    setup = _get(p, "setup", None)
+    if setup:  # parts of the door that disagree (firmware/main.py setup_problems), if any
+        report["setup"] = setup
+    return report
 
 
 class Patrol:

@@ -18,8 +18,8 @@ from firmware import events as ev
 from firmware import protocol
 from host_tools.errors import EXIT_FAILED, EXIT_NO_DEVICE, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 
-ALARMS = {ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT, ev.SENSOR_TAMPER,
-          ev.DEVICE_TAMPER, ev.POWER_LOST, ev.JOURNAL_NEAR_FULL}
+ALARMS = {ev.SETUP_FAULT, ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT,
+          ev.SENSOR_TAMPER, ev.DEVICE_TAMPER, ev.POWER_LOST, ev.JOURNAL_NEAR_FULL}
 
 
 def describe(leaf: str, payload: bytes) -> dict[str, Any] | None:

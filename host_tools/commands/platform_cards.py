@@ -26,8 +26,8 @@ KEYS = typer.Option(..., "--keys", help="Site key file: its cache key signs the 
 BROKER = typer.Option(None, "--broker", help="Send the update to the doors now through this "
                       "broker HOST:PORT (otherwise: doorctl platform sync).")
 # Each alarm and the event that ends it (None: an instant). A forced door stays forced until
-# it closes.
-ALARM_PAIRS = {ev.FORCED_OPEN: ev.DOOR_CLOSED, ev.HELD_OPEN: ev.HELD_OPEN_CLEARED,
+# it closes; a door whose parts disagree (setup_fault) until it boots without the fault.
+ALARM_PAIRS = {ev.SETUP_FAULT: ev.BOOT, ev.FORCED_OPEN: ev.DOOR_CLOSED, ev.HELD_OPEN: ev.HELD_OPEN_CLEARED,
                ev.SENSOR_TAMPER: ev.SENSOR_TAMPER_CLEARED, ev.DEVICE_TAMPER: ev.DEVICE_TAMPER_CLEARED,
                ev.CLOSER_FAULT: ev.CLOSER_FAULT_CLEARED, ev.POWER_LOST: ev.POWER_RESTORED,
                ev.JOURNAL_NEAR_FULL: None}

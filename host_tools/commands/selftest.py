@@ -37,6 +37,13 @@ has = lambda k: ks.has(k) or (k == 'door_read' and ks.read_slot(ks.key_version) 
 r['keys'] = [k for k in ('door_read', 'card_ref', 'cache', 'command') if ks is not None and has(k)]
 c = running.get('cache')
 r['cache_error'] = c.error if c is not None else 'no cache key'
+r['site'] = cfg.get('site_id')
+r['key_site'] = ks.site_id if ks is not None else None
+try:
+    from firmware.main import setup_now
+    r['setup'] = setup_now(b) if b else []
+except ImportError:
+    r['setup'] = None
 u = running.get('uplink')
 r['broker'] = cfg.get('broker') is not None
 r['connected'] = bool(u is not None and u.client is not None and u.client.connected)
@@ -127,6 +134,7 @@ def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str,
     keys = r.get("keys") or []
     items.append(_item("key store", {"door_read", "card_ref", "cache"} <= set(keys),
                        f"slots {', '.join(keys)}" if keys else "no keys.json (commission the door)"))
+    items.append(setup_item(r))
     door = r.get("door")
     alarms = r.get("alarms") or []
     sensor = [a for a in alarms if a in ("sensor_tamper",)]
@@ -150,6 +158,28 @@ def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str,
     items.append(_item("whitelist", not err and bool(r.get("cache_version")),
                        f"version {r.get('cache_version')}" if not err else str(err)))
     return items
+
+
+SETUP_TEXT = {
+    "keys_site": "keys.json is for site {key_site}, config.json for site {site}: commission again",
+    "no_keys": "commissioned without a usable keys.json: commission again",
+    "whitelist_refused": "the door refuses its whitelist ({cache_error}): commission with this "
+                         "site's whitelist, or let the platform send it",
+}
+
+
+def setup_item(r: dict[str, Any]) -> dict[str, Any]:
+    """Keys, configuration and whitelist belong together (the door's own check at boot,
+    firmware/main.py setup_problems); the clock has its own item."""
+    problems = r.get("setup")
+    if problems is None:
+        return _item("door setup", None, "firmware too old to check (doorctl deploy)")
+    bad = [p for p in problems if p != "clock_unset"]
+    if not bad:
+        return _item("door setup", True, "keys, configuration and whitelist agree")
+    fields = {k: r.get(k) for k in ("key_site", "site", "cache_error")}
+    return _item("door setup", False,
+                 "; ".join(SETUP_TEXT.get(p, p).format(**fields) for p in bad))
 
 
 def selftest(
