@@ -152,6 +152,12 @@ def monitor(
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(protocol.topic(door, "#"), 1)
     try:
+        from host_tools.platform.broker_acl import apply_env_login
+
+        apply_env_login(client)  # an observer user (%NAME) with access control on
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    try:
         if tls_ca is not None:
             client.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
     except (OSError, ValueError) as e:

@@ -112,6 +112,8 @@ def run(
     try:
         p = Platform(store, host, port, group=group, username=username, password=password,
                      tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ack_key=ack_key)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
     except (OSError, ValueError) as e:
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     if keys is not None:
@@ -325,6 +327,12 @@ def command(
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
     client.on_connect = on_connect
+    try:
+        from host_tools.platform.broker_acl import apply_env_login
+
+        apply_env_login(client)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
     try:
         client.connect(host, port)
     except OSError:

@@ -406,7 +406,10 @@ def _clear_retained(door: str, broker: str) -> None:
 
     b = parse_broker(broker)
     check_broker(b, False)
+    from host_tools.platform.broker_acl import apply_env_login
+
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    apply_env_login(client)
     client.connect(b.host, b.port)
     client.loop_start()
     try:

@@ -23,6 +23,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from firmware import protocol
 
@@ -85,3 +86,33 @@ def set_password(password_file: Path, user: str, password: str) -> None:
     tmp.write_text("\n".join(lines) + "\n")
     tmp.chmod(0o600)
     os.replace(tmp, password_file)
+
+
+USER_ENV = "DOORCTL_BROKER_USER"
+PASSWORD_FILE_ENV = "DOORCTL_BROKER_PASSWORD_FILE"
+
+
+def env_login() -> tuple[str, str] | None:
+    """(user, password) for the doorctl tools that talk to the broker, from the environment
+    (DOORCTL_BROKER_USER and DOORCTL_BROKER_PASSWORD_FILE, a file holding the password: never
+    on a command line); None when DOORCTL_BROKER_USER is not set."""
+    from host_tools.errors import EXIT_USAGE, UserError
+
+    user = os.environ.get(USER_ENV)
+    if not user:
+        return None
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if not path:
+        raise UserError(f"{USER_ENV} is set: set {PASSWORD_FILE_ENV} to the file holding its "
+                        "password", EXIT_USAGE)
+    try:
+        return user, Path(path).read_text().strip()
+    except OSError as e:
+        raise UserError(f"{PASSWORD_FILE_ENV} {path}: cannot be read ({e.strerror})", EXIT_USAGE) from None
+
+
+def apply_env_login(client: Any) -> None:
+    """Log a paho client in as the environment says (env_login), if it says anything."""
+    login = env_login()
+    if login is not None:
+        client.username_pw_set(*login)

@@ -77,6 +77,10 @@ class Platform:
         )
         if username is not None:
             self._client.username_pw_set(username, password)
+        else:
+            from host_tools.platform.broker_acl import apply_env_login
+
+            apply_env_login(self._client)  # DOORCTL_BROKER_USER / _PASSWORD_FILE, if set
         if tls_ca is not None:
             # The broker's certificate is checked against this CA and its host name; with a
             # client certificate the platform authenticates itself too (require_certificate).

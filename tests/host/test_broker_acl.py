@@ -210,3 +210,39 @@ def test_the_files_doorctl_writes_work_in_mosquitto(tmp_path: Path) -> None:
         finally:
             for c in (door, platform, wrong):
                 c.stop()
+
+
+def test_the_doorctl_tools_log_in_from_the_environment(tmp_path: Path, broker: Mosquitto) -> None:
+    """`platform run` as a platform user, `monitor` as an observer: DOORCTL_BROKER_USER and
+    DOORCTL_BROKER_PASSWORD_FILE (the password from a file, never on a command line)."""
+    import json
+    import os
+    import signal
+
+    def env(user: str) -> dict[str, str]:
+        pw = tmp_path / f"{user}.pw"
+        pw.write_text(PASSWORDS[user] + "\n")
+        return {**os.environ, broker_acl.USER_ENV: user, broker_acl.PASSWORD_FILE_ENV: str(pw)}
+
+    db = tmp_path / "p.db"
+    run = subprocess.Popen([DOORCTL, "platform", "run", "--broker", f"{broker.host}:{broker.port}",
+                            "--db", str(db)], env=env("@platform"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None and "platform ingesting" in run.stdout.readline()
+        Door(tmp_path / "flash.img", broker, 50, 1, 0, f"user={D1}",
+             f"password={PASSWORDS[D1]}").finish()
+        mon = subprocess.run([DOORCTL, "monitor", "--broker", f"{broker.host}:{broker.port}",
+                              "--door", D1, "--seconds", "2", "--json"], env=env("%monitor"),
+                             capture_output=True, text=True, timeout=60)
+        assert mon.returncode == 0, mon.stderr
+        assert any(json.loads(x).get("kind") == "presence" for x in mon.stdout.splitlines())
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.wait(10)
+    assert [e[0] for e in Store(str(db)).events(D1)] == list(range(1, 51))
+    missing = subprocess.run([DOORCTL, "monitor", "--broker", f"{broker.host}:{broker.port}",
+                              "--door", D1, "--seconds", "1"],
+                             env={**os.environ, broker_acl.USER_ENV: "%monitor"},
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and broker_acl.PASSWORD_FILE_ENV in missing.stderr
