@@ -87,6 +87,8 @@ class Platform:
             self._client.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._subscribe_mid: int | None = None
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(1, 5)
 
@@ -130,14 +132,20 @@ class Platform:
             log.error("broker refused the connection: %s", reason)
             return
         topics = [(f"$share/{self.group}/{protocol.ROOT}+/events", 1)] if self.ingest else []
-        client.subscribe(topics + [
+        _, self._subscribe_mid = client.subscribe(topics + [
             (f"{protocol.ROOT}+/presence", 1),
             (f"{protocol.ROOT}+/status", 1),
             (f"{protocol.ROOT}+/reply", 1),
             (f"{protocol.ROOT}+/cache_state", 1),
             (f"{protocol.ROOT}+/register", 1),
         ])
-        self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      props: Any = None) -> None:
+        # Ready once the broker has the subscriptions (SUBACK), not at CONNACK: a door's batch
+        # published in between would go to nobody (`platform run` says "ingesting" after this).
+        if mid == self._subscribe_mid:
+            self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        props: Any = None) -> None:
