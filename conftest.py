@@ -16,7 +16,7 @@ from host_tools.vdev.device import IMAGE_ENV, IMAGES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--image", choices=IMAGES, default=os.environ.get(IMAGE_ENV) or "pypi",
+    parser.addoption("--image", choices=(*IMAGES, "mcu"), default=os.environ.get(IMAGE_ENV) or "pypi",
                      help=f"the MicroPython the device-side tests and virtual doors run on "
                           f"(default: ${IMAGE_ENV}, else pypi)")
 

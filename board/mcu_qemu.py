@@ -9,7 +9,9 @@ move with the host's load (`doorctl build mcu`, `doorctl mcu run`, docs/mcu.md).
   outputs, as a test bench would;
 - no network: the port has no socket, ssl or network module, so the uplink (MQTT, TLS) is
   not part of this board. The journal keeps every event; nothing is sent.
-- no reader UART: a script that needs a card drives the card session itself.
+- no reader UART: a script that needs a card drives the card session itself;
+- no entropy: `os.urandom` is the port's fixed-seed generator, so runs repeat exactly. Fine
+  for a test board, never for a product.
 """
 
 import os

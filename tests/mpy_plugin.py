@@ -10,7 +10,12 @@ item `name[mpy]`, run in its own MicroPython process with a constrained heap
 With `--image unix32` (conftest.py) the items are `name[unix32]` and run on the 32-bit
 firmware image, the device packages frozen in it (the `.mpy` tree is still on the path,
 after the frozen modules, for board code the image does not freeze).
-A test gets a private scratch directory in the environment variable MPY_TEST_TMP.
+With `--image mcu` they are `name[mcu]` and run on the bare-metal image under QEMU
+(`doorctl mcu run`): one run from reset per test, the test file and the host helpers it
+imports on a fresh littlefs, the heap the file asks for. Tests the bare-metal board cannot
+run (no network, no TLS) are skipped with their reason (MCU_SKIPS).
+A test gets a private scratch directory in the environment variable MPY_TEST_TMP (on the
+bare-metal board, which has no environment, /tmp on its fresh filesystem).
 """
 
 from __future__ import annotations
@@ -67,10 +72,46 @@ def _interpreter(path: Path) -> tuple[str, dict[str, str]]:
 
 
 def _suffix() -> str:
-    return "unix32" if selected_image() == "unix32" else "mpy"
+    return {"unix32": "unix32", "mcu": "mcu"}.get(selected_image(), "mpy")
+
+
+# What the bare-metal board cannot run, with the reason (file, or file::function).
+MCU_SKIPS = {
+    "test_esp32_board.py": "the ESP32 board's module is not in the bare-metal image (each image "
+    "freezes its own board)",
+    "test_tlsconf.py::test_context_loads_the_ca_and_the_client_certificate": "no tls module: the "
+    "uplink (MQTT over TLS) is not part of the bare-metal build",
+    "test_flashsim.py::test_image_file_is_the_raw_flash_contents": "the simulator's image file "
+    "is read back while open: littlefs shows a file's writes to another handle only after a "
+    "flush (the board's own flash is mps2.Flash, not this simulator)",
+}
+# Host modules the shared tests import, put on the board's filesystem beside the test.
+MCU_HELPERS = ("tests/__init__.py", "tests/scratch.py", "host_tools/__init__.py",
+               "host_tools/cards/__init__.py", "host_tools/cards/desfire.py")
+_mcu_elf: list[Path] = []
+
+
+def _run_mcu(path: Path, name: str, heap: str) -> subprocess.CompletedProcess[str]:
+    from host_tools.errors import UserError
+    from host_tools.image.mcu import build_mcu
+    from host_tools.image.qemu import parse_size, run_source
+    from host_tools.image.steps import Steps
+
+    try:
+        if not _mcu_elf:
+            _mcu_elf.append(build_mcu(Steps(quiet=True)).elf)
+        files = {"/" + rel: (REPO_ROOT / rel).read_bytes() for rel in MCU_HELPERS}
+        files["/t/" + path.name] = path.read_bytes()
+        run = run_source(_mcu_elf[0], RUNNER.read_bytes(), ["/t/" + path.name, name],
+                         parse_size(heap), TIMEOUT_S, files, name=RUNNER.name)
+    except UserError as e:
+        return subprocess.CompletedProcess([], 1, "", f"mcu: {e}\n")
+    return subprocess.CompletedProcess([], run.status, run.output, "")
 
 
 def _run(path: Path, name: str, heap: str, tmp: str | None = None) -> subprocess.CompletedProcess[str]:
+    if selected_image() == "mcu":
+        return _run_mcu(path, name, heap)
     exe, env = _interpreter(path)
     if tmp:
         env["MPY_TEST_TMP"] = tmp
@@ -85,13 +126,23 @@ def _run(path: Path, name: str, heap: str, tmp: str | None = None) -> subprocess
 class MpyFile(pytest.File):
     def collect(self):  # type: ignore[no-untyped-def]
         heap = _heapsize(self.path)
+        if selected_image() == "mcu" and self.path.name in MCU_SKIPS:
+            item = MpyItem.from_parent(self, name="[mcu]", func="", heap=heap)
+            item.add_marker(pytest.mark.skip(reason=f"mcu: {MCU_SKIPS[self.path.name]}"))
+            yield item
+            return
         listing = _run(self.path, "--list", "4M")
         if listing.returncode != 0:
             raise MpyTestFailure(
                 f"{self.path} does not import under MicroPython:\n{listing.stdout}{listing.stderr}"
             )
         for name in listing.stdout.split():
-            yield MpyItem.from_parent(self, name=f"{name}[{_suffix()}]", func=name, heap=heap)
+            item = MpyItem.from_parent(self, name=f"{name}[{_suffix()}]", func=name, heap=heap)
+            if selected_image() == "mcu":
+                why = MCU_SKIPS.get(self.path.name) or MCU_SKIPS.get(f"{self.path.name}::{name}")
+                if why:
+                    item.add_marker(pytest.mark.skip(reason=f"mcu: {why}"))
+            yield item
 
 
 class MpyItem(pytest.Item):
@@ -117,7 +168,7 @@ class MpyItem(pytest.Item):
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self):  # type: ignore[no-untyped-def]
-        return self.path, None, f"{self.path.name}::{self.name}"
+        return self.path, 0, f"{self.path.name}::{self.name}"
 
 
 def _kind(path: Path) -> str | None:

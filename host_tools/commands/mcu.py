@@ -42,12 +42,40 @@ def run(
     try:
         size = parse_size(heap)
         image = build_mcu(Steps(quiet=is_current()))
-        result = run_source(image.elf, source, list(args or []), size, timeout)
+        result = run_source(image.elf, source, list(args or []), size, timeout, name=script.name)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     sys.stdout.write(result.output)
     sys.stdout.flush()
     raise typer.Exit(result.status)
+
+
+@app.command("check-bench")
+def check_bench(
+    table: Path = typer.Option(Path("BENCHMARKS.md"), "--table",
+                               help="The benchmark table holding the counts to hold."),
+) -> None:
+    """Measure the mcu instruction counts and fail when one grew more than 5 % over its row in
+    TABLE (figures not in the table yet are only reported). CI runs this: a change that makes
+    the firmware slower on purpose updates the table in the same change."""
+    from host_tools.benchmarks import mcu as bench_mcu
+    from host_tools.commands.bench import existing_rows
+
+    if not table.is_file():
+        raise fail(f"benchmark table {table} not found", EXIT_USAGE)
+    rows = {k: v[0] for k, v in existing_rows(table).items()}
+    got = bench_mcu.run(set(bench_mcu.FIGURES))
+    errors = [f"{k}: {v}" for k, v in got.items() if isinstance(v, Exception)]
+    if errors:
+        raise fail("mcu benchmark failed: " + "; ".join(errors))
+    measured = {k: float(v) for k, v in got.items() if not isinstance(v, Exception)}
+    failures, notes = bench_mcu.check_growth(measured, rows)
+    for line in notes:
+        typer.echo(line)
+    if failures:
+        for line in failures[:-1]:
+            typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+        raise fail(failures[-1])
 
 
 def register(root: typer.Typer) -> None:

@@ -110,6 +110,12 @@ def build_mcu(steps: Steps | None = None, force: bool = False) -> McuImage:
         check_manifest(tree, MANIFEST, steps)
         mpy_cross = build_mpy_cross(tree, steps)
         obj = OUT_DIR / "obj"
+        # make does not recompile when only compiler flags change: a changed module makefile
+        # or make line starts from a clean object directory.
+        flags = cache_key(files_under(CMODULES, suffixes=(".mk",)), REPO_ROOT, MAKE_SETTINGS)
+        stamp = obj / ".flags"
+        if obj.exists() and (not stamp.is_file() or stamp.read_text() != flags):
+            shutil.rmtree(obj)
         make = ["make", "-C", str(tree / "ports" / "qemu"), f"-j{os.cpu_count() or 1}",
                 *MAKE_SETTINGS, f"BUILD={obj}", f"FROZEN_MANIFEST={MANIFEST}",
                 f"USER_C_MODULES={CMODULES}", f"MICROPY_MPYCROSS={mpy_cross}"]
@@ -122,6 +128,7 @@ def build_mcu(steps: Steps | None = None, force: bool = False) -> McuImage:
             # module that frozen code already used): one clean build before giving up.
             shutil.rmtree(obj)
             steps.run("mcu firmware (clean make)", make)
+        stamp.write_text(flags)
         with steps.step("install"):
             tmp = elf.with_name(f".{ELF_NAME}.{os.getpid()}.tmp")
             shutil.copy2(obj / ELF_NAME, tmp)

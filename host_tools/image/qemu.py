@@ -21,7 +21,12 @@ from host_tools.errors import EXIT_MISSING_TOOL, EXIT_USAGE, UserError
 
 SCRIPT_MAGIC = 0x31534344  # "DCS1"
 SCRIPT_ADDR = 0x21000000  # board/mcu/cmodules/mps2/mps2.h
-SCRIPT_MAX = 0x100000 - 64  # the last 64 bytes hold the instruction clock's state
+SCRIPT_MAX = 0x80000  # the script area's first half: the script and its arguments
+FILES_ADDR = 0x21080000  # its second half: files for the script's filesystem
+FILES_MAX = 0x80000 - 64  # the last 64 bytes hold the instruction clock's state
+# Where `with_files` puts its littlefs: mps2.Flash offsets past the board's own partitions.
+FILES_FS_OFFSET = 6 * 1024 * 1024
+FILES_FS_SIZE = 9 * 1024 * 1024
 HEAP_MAX = 4 * 1024 * 1024
 ICOUNT_SHIFT = 6  # MPS2_ICOUNT_SHIFT in mps2.h
 QEMU_HINT = "qemu-system-arm is not installed (Debian: apt-get install qemu-system-arm)"
@@ -56,25 +61,68 @@ def script_blob(source: bytes, heap: int, argv: list[str]) -> bytes:
     return blob
 
 
-def qemu_command(elf: Path, blob: Path | None = None) -> list[str]:
+def with_files(source: bytes, files: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """`source` preceded by a prelude that formats a littlefs at / holding `files` (absolute
+    paths; a /tmp folder too), read from the board's memory; and the bytes to load there."""
+    table, archive = [], b""
+    for path, data in sorted(files.items()):
+        if not path.startswith("/"):
+            raise ValueError(f"file path {path} is not absolute")
+        table.append((path, FILES_ADDR + len(archive), len(data)))
+        archive += data
+    if len(archive) > FILES_MAX:
+        raise UserError(f"files for the script are {len(archive)} bytes, more than the "
+                        f"{FILES_MAX} the board's script area holds", EXIT_USAGE)
+    prelude = f"""def _mcu_files(table):
+    import mps2, os, uctypes, vfs
+    dev = mps2.Flash({FILES_FS_OFFSET}, {FILES_FS_SIZE})
+    vfs.VfsLfs2.mkfs(dev)
+    vfs.mount(vfs.VfsLfs2(dev), "/")
+    os.mkdir("/tmp")
+    for path, addr, n in table:
+        parts = path.split("/")
+        for i in range(2, len(parts)):
+            try:
+                os.mkdir("/".join(parts[:i]))
+            except OSError:
+                pass
+        with open(path, "wb") as f:
+            f.write(uctypes.bytearray_at(addr, n))
+_mcu_files({tuple(table)!r})
+del _mcu_files
+"""
+    return prelude.encode() + source, archive
+
+
+def qemu_command(elf: Path, blob: Path | None = None, files: Path | None = None) -> list[str]:
     cmd = ["qemu-system-arm", "-machine", "mps2-an385", "-nographic", "-monitor", "null",
            "-semihosting", "-serial", "stdio", "-icount", f"shift={ICOUNT_SHIFT}",
            "-kernel", str(elf)]
     if blob is not None:
         cmd += ["-device", f"loader,file={blob},addr={SCRIPT_ADDR:#x},force-raw=on"]
+    if files is not None:
+        cmd += ["-device", f"loader,file={files},addr={FILES_ADDR:#x},force-raw=on"]
     return cmd
 
 
 def run_source(elf: Path, source: bytes, argv: list[str] | None = None, heap: int = 65536,
-               timeout: float = 600.0) -> Run:
-    """Run `source` on the image in `elf` from reset; its output and exit status."""
+               timeout: float = 600.0, files: dict[str, bytes] | None = None,
+               name: str = "script.py") -> Run:
+    """Run `source` on the image in `elf` from reset; its output and exit status. `argv` is
+    its sys.argv[1:] (sys.argv[0] is `name`). With `files`, the script starts on a littlefs
+    at / holding them (see `with_files`)."""
     if shutil.which("qemu-system-arm") is None:
         raise UserError(QEMU_HINT, EXIT_MISSING_TOOL)
     with tempfile.TemporaryDirectory(prefix="mcu-run-") as tmp:
         blob = Path(tmp) / "script.bin"
-        blob.write_bytes(script_blob(source, heap, argv or []))
+        archive = None
+        if files:
+            source, data = with_files(source, files)
+            archive = Path(tmp) / "files.bin"
+            archive.write_bytes(data)
+        blob.write_bytes(script_blob(source, heap, [name, *(argv or [])]))
         try:
-            proc = subprocess.run(qemu_command(elf, blob), stdin=subprocess.DEVNULL,
+            proc = subprocess.run(qemu_command(elf, blob, archive), stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise UserError(f"the script did not finish within {timeout:.0f} s on the mcu "

@@ -61,7 +61,7 @@ def test_heap_sizes() -> None:
 def test_script_output_argv_and_exit_status(elf: Path) -> None:
     r = run(elf, "import sys\nprint('args', sys.argv)\nsys.exit(3)\n", "x", "y")
     assert r.status == 3
-    assert "args ['x', 'y']" in r.output
+    assert "args ['script.py', 'x', 'y']" in r.output
 
 
 @needs_image
@@ -122,11 +122,11 @@ print(b - a, c - b)
 @needs_image
 def test_doorctl_mcu_run(tmp_path: Path) -> None:
     script = tmp_path / "hello.py"
-    script.write_text("import sys\nprint('on', sys.platform)\nsys.exit(2)\n")
-    proc = subprocess.run([DOORCTL, "mcu", "run", str(script)], capture_output=True, text=True,
-                          timeout=900)
+    script.write_text("import sys\nprint('on', sys.platform, sys.argv)\nsys.exit(2)\n")
+    proc = subprocess.run([DOORCTL, "mcu", "run", str(script), "a"], capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 2
-    assert proc.stdout == "on qemu\n"
+    assert proc.stdout == "on qemu ['hello.py', 'a']\n"
 
 
 def test_doorctl_mcu_run_missing_script_is_one_line(tmp_path: Path) -> None:

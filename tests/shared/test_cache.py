@@ -7,6 +7,7 @@ import os
 from offline_cache import fmt
 from offline_cache.cache import Cache
 from offline_cache.fmt import CacheError, pack_record
+from tests.scratch import private_dir
 
 KEY = b"k" * 32
 SITE = 7
@@ -16,9 +17,7 @@ _n = [0]
 
 
 def _dir():
-    base = os.getenv("MPY_TEST_TMP")
-    if not base:
-        base = "/tmp/cache-test-%d" % os.getpid()
+    base = private_dir("cache-test")
     _n[0] += 1
     d = base + "/c%d" % _n[0]
     for p in (base, d):

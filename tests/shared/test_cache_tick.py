@@ -2,6 +2,7 @@
 # The cache's verification lets the door be served while it runs (both interpreters).
 from offline_cache import fmt
 from offline_cache.cache import Cache
+from tests.scratch import private_dir
 
 KEY = b"t" * 32
 SITE = 7
@@ -13,9 +14,7 @@ _n = [0]
 def _dir():
     import os
 
-    base = os.getenv("MPY_TEST_TMP")
-    if not base:
-        base = "/tmp/cache-tick-%d" % os.getpid()
+    base = private_dir("cache-tick")
     _n[0] += 1
     d = base + "/t%d" % _n[0]
     for p in (base, d):

@@ -6,6 +6,7 @@ from firmware import events as ev
 from firmware.card_task import FLAG_LOW_ASSURANCE, decide
 from offline_cache import fmt
 from offline_cache.cache import Cache
+from tests.scratch import private_dir
 
 AUTH_FAILED = 2  # firmware.card_session.AUTH_FAILED (not imported: the crypto does not fit 64K)
 
@@ -31,9 +32,7 @@ _n = [0]
 
 
 def _cache():
-    base = os.getenv("MPY_TEST_TMP")
-    if not base:
-        base = "/tmp/cardtask-test-%d" % os.getpid()
+    base = private_dir("cardtask-test")
     _n[0] += 1
     d = base + "/t%d" % _n[0]
     for p in (base, d):

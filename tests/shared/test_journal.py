@@ -7,10 +7,11 @@ import struct
 from board.flashsim import FlashSim, PowerCut
 from firmware.journal import (CODE_GAP, FLAGS_MASK, R_BOOT, R_CODE, R_FLAGS, R_PAYLOAD, R_SEQ, R_TIME,
                               RECORD_SIZE, Journal, JournalError, payload_of)
+from tests.scratch import scratch_dir
 
 
 def _scratch(name):
-    base = os.getenv("MPY_TEST_TMP") or "/tmp"
+    base = scratch_dir()
     path = base + "/" + name
     try:
         os.remove(path)

@@ -7,6 +7,7 @@ from binascii import a2b_base64
 
 from firmware import tlsconf
 from firmware.mqtt import MQTTError, TLSError
+from tests.scratch import scratch_dir
 
 CA_PEM = (
     b'-----BEGIN CERTIFICATE-----\n'
@@ -51,7 +52,7 @@ except ImportError:  # CPython
 
 def _root(files):
     getpid = getattr(os, "getpid", None)
-    base = (os.getenv("MPY_TEST_TMP") or "/tmp") + "/tlsconf-test-%d" % (getpid() if getpid else 0)
+    base = scratch_dir() + "/tlsconf-test-%d" % (getpid() if getpid else 0)
     try:
         os.mkdir(base)
     except OSError:

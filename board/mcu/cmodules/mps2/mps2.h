@@ -8,7 +8,8 @@
 // Memory map used by the door firmware (QEMU mps2-an385):
 //   0x00000000  4 MiB  SSRAM1: code, data, stack (the port's linker script)
 //   0x20000000  4 MiB  SSRAM2/3: the MicroPython heap of a loaded script (size from its header)
-//   0x21000000  1 MiB  PSRAM: a script loaded by the host (QEMU `-device loader`)
+//   0x21000000  1 MiB  PSRAM: a script (first half) and files for it (second half), loaded
+//                      by the host (QEMU `-device loader`); its last 64 bytes: the clock state
 //   0x21100000 15 MiB  PSRAM: flash partitions (mps2.Flash), a littlefs block device
 #define MPS2_HEAP_BASE      (0x20000000u)
 #define MPS2_HEAP_MAX       (0x00400000u)

@@ -40,7 +40,7 @@ static int run_loaded_script(const uint32_t *hdr) {
     uint32_t heap = hdr[1], argv_len = hdr[2], src_len = hdr[3];
     const char *argv = (const char *)&hdr[4];
     const char *src = argv + argv_len;
-    if (heap < 8192 || heap > MPS2_HEAP_MAX || 16 + argv_len + src_len > MPS2_SCRIPT_MAX - 64) {
+    if (heap < 8192 || heap > MPS2_HEAP_MAX || 16 + argv_len + src_len > MPS2_SCRIPT_MAX / 2) {
         mp_print_str(&mp_plat_print, "script header out of range\n");
         return 1;
     }

@@ -1,0 +1,213 @@
+# mypy: ignore-errors
+# Instruction counts on the bare-metal board (doorctl mcu run; host_tools/benchmarks/mcu.py).
+# Every figure is mps2.insn() around one operation, in a run from reset with no input, so it
+# repeats exactly. Sections of an operation are counted by wrapping its parts ("of which").
+#   mcu_bench.py decision N      a granted and an unknown card against an N-card whitelist
+#   mcu_bench.py cmac            AES-CMAC over 64 bytes
+#   mcu_bench.py ev2 N           a card step against a card simulated in the guest, then the
+#                                decision against an N-card whitelist (the card's own work
+#                                is left out)
+#   mcu_bench.py door_event      a granted card at the door machine, recorded in the journal
+# prints: "fig NAME VALUE" lines
+import gc
+import struct
+import sys
+
+import mps2
+
+insn = mps2.insn
+KEY = b"bench-cache-key-0123456789abcdef"
+SITE = 1
+NOW = 20000 * 86400 + 12 * 3600
+SPREAD = 7919  # refs are i * SPREAD + 1: sorted, unique, spread over the key space
+
+
+def fig(name, value):
+    print("fig", name, value)
+
+
+def ref_of(i):
+    return struct.pack(">Q", i * SPREAD + 1)
+
+
+class Sections:
+    """Counts instructions spent in named callables (wrapped in place)."""
+
+    def __init__(self):
+        self.counts = {}
+
+    def wrap(self, owner, attr, name):
+        orig = getattr(owner, attr)
+        counts = self.counts
+        counts[name] = 0
+
+        def wrapped(*args):
+            a = insn()
+            r = orig(*args)
+            counts[name] += insn() - a
+            return r
+
+        setattr(owner, attr, wrapped)
+
+    def reset(self):
+        for k in self.counts:
+            self.counts[k] = 0
+
+
+def whitelist(n):
+    """An n-card signed snapshot installed on littlefs, as the uplink would leave it."""
+    import os
+
+    from board.mcu_qemu import McuBoard
+    from offline_cache import fmt
+    from offline_cache.cache import Cache
+
+    board = McuBoard()
+    board.mount()
+    os.mkdir("/flash/wl")
+    c = Cache("/flash/wl", KEY, SITE)
+
+    def records():
+        for i in range(n):
+            yield fmt.pack_record(ref_of(i), fmt.ACTIVE, False, 0, 19000, fmt.NO_END, 1)
+
+    with open(c.incoming_path(), "wb") as f:
+        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0, 0, n, records(), {}, [])
+    c.apply(c.incoming_path())
+    return board, c
+
+
+def decision(n):
+    from offline_cache import cache as cmod
+
+    board, c = whitelist(n)
+    s = Sections()
+    s.wrap(c, "lookup", "lookup")
+    s.wrap(cmod.Table, "_read", "flash_read")
+    known, unknown = ref_of(n // 2 + 1), struct.pack(">Q", (n // 2 + 1) * SPREAD + 2)
+    for name, ref, want in (("decision", known, True), ("decision_unknown", unknown, False)):
+        c.decide(ref, 0, NOW)  # once before: the same state for every figure
+        gc.collect()
+        s.reset()
+        a = insn()
+        got = c.decide(ref, 0, NOW)
+        total = insn() - a
+        if got[0] != want:
+            raise SystemExit("decision %s: %r" % (name, got))
+        fig("mcu.insn_%s" % name, total)
+        for k, v in s.counts.items():
+            fig("mcu.section.%s.%s" % (name, k), v)
+
+
+def cmac():
+    from crypto.cmac import cmac as mac
+
+    key, msg = bytes(range(16)), bytes(range(64))
+    mac(key, msg)
+    gc.collect()
+    a = insn()
+    mac(key, msg)
+    fig("mcu.insn_cmac64", insn() - a)
+
+
+def ev2(n):
+    from crypto import aes
+    from crypto.ev2 import Reader
+    from crypto.keystore import SoftwareKeyStore
+    from firmware import card_session as cs
+    from host_tools.cards.desfire import DesfireCard, blank_state
+
+    board, c = whitelist(n)
+    uid = bytes.fromhex("04112233445566")
+    ks = SoftwareKeyStore(SITE, b"DOOR\x00\x00\x00\x07",
+                          {"app_master": b"\x01" * 16, "door_read": b"\x02" * 16,
+                           "card_ref": b"\x03" * 32})
+    state = blank_state(uid)
+    aid = cs.DOOR_AID
+    state["apps"][aid.hex()] = {
+        "key_settings": 0x0B,
+        "keys": [ks.derive_card_key(uid, aid, "app_master").hex(),
+                 ks.derive_card_key(uid, aid, "door_read").hex()],
+        "key_versions": [1, 1],
+        "files": {"1": {"comm": 1, "access": "0010",
+                        "data": cs.encode_credential(SITE, bytes(16)).hex()}},
+    }
+    card = DesfireCard(state)
+    card_insn = [0]
+
+    def transceive(apdu):
+        a = insn()
+        r = card.process(apdu)
+        card_insn[0] += insn() - a
+        return r
+
+    session = cs.CardSession(ks)
+    s = Sections()
+    from crypto.cmac import CMAC
+
+    s.wrap(Reader, "authenticate", "authenticate")
+    s.wrap(aes.AES, "encrypt_block", "aes_encrypt_block")
+    s.wrap(aes.AES, "decrypt_block", "aes_decrypt_block")
+    s.wrap(aes, "xor", "xor")
+    s.wrap(CMAC, "mac", "cmac")
+    res = session.read(transceive, uid, 0x20)  # once before, as for the decision
+    for _ in range(2):
+        gc.collect()
+        s.reset()
+        card_insn[0] = 0
+        a = insn()
+        res = session.read(transceive, uid, 0x20)
+        mid = insn()
+        got = c.decide(res.ref, 0, NOW) if res.ok else None
+        end = insn()
+    if not res.ok:
+        raise SystemExit("card step failed: " + res.reason)
+    fig("mcu.insn_ev2_session", end - a - card_insn[0])
+    fig("mcu.section.ev2_session.card_step", mid - a - card_insn[0])
+    fig("mcu.section.ev2_session.decision", end - mid)
+    fig("mcu.section.ev2_session.card_own_work_excluded", card_insn[0])
+    for k, v in s.counts.items():
+        fig("mcu.section.ev2_session.%s" % k, v)
+    del got
+
+
+def door_event():
+    from board.mcu_qemu import McuBoard
+    from firmware import events
+    from firmware.door import DoorMachine
+    from firmware.journal import Journal
+
+    board = McuBoard()
+    journal = Journal(board.journal_dev)
+    rec = events.Recorder(journal, board.clock, 1)
+    cfg = {"unlock_ms": 5000, "prealarm_ms": 20000, "held_open_ms": 30000,
+           "closer_limit_ms": 15000, "closer_slow_count": 3, "bounce_ms": 1500,
+           "closer_bounce_count": 3}
+    m = DoorMachine(cfg, 0, rec.record)
+    s = Sections()
+    s.wrap(journal, "append", "journal_append")
+    t = 1000
+    for _ in range(3):  # the last one counts: journal and machine warmed up
+        m.tick(t + 10000)
+        t += 20000
+        gc.collect()
+        s.reset()
+        a = insn()
+        m.grant(t, "card", ref=b"\x01\x02\x03\x04\x05\x06\x07\x08")
+        total = insn() - a
+    fig("mcu.insn_door_event", total)
+    for k, v in s.counts.items():
+        fig("mcu.section.door_event.%s" % k, v)
+
+
+mode = sys.argv[1]
+if mode == "decision":
+    decision(int(sys.argv[2]))
+elif mode == "cmac":
+    cmac()
+elif mode == "ev2":
+    ev2(int(sys.argv[2]))
+elif mode == "door_event":
+    door_event()
+else:
+    raise SystemExit("unknown mode " + mode)
