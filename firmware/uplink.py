@@ -173,14 +173,15 @@ class Uplink:
         j = self.journal
         first, last = self._resend
         self._resend = None
-        last = min(last, j.acked, first + self.batch * self.window - 1)
+        last = min(last, j.acked)
         if first > last:
             return
         oldest = j.oldest_seq()
         gone = None
-        if first < oldest:
+        if first < oldest:  # named whole, however long: one message
             gone = (first, min(last, oldest - 1))
             first = gone[1] + 1
+        last = min(last, first + self.batch * self.window - 1)
         while client.connected:
             gc.collect()
             recs = j.read(first, self.batch) if first <= last else []

@@ -145,6 +145,21 @@ def test_a_resend_request_above_the_acknowledged_point_is_left_to_the_usual_rese
     assert [e[0] for b in _serve(up, 5, 30) for e in b[1]] == list(range(5, 11))
 
 
+def test_a_long_gone_range_is_named_at_once_and_a_window_of_records_follows():
+    # The platform lost its database: it asks for everything the door ever acknowledged.
+    j, up = _uplink(blocks=8)  # 6 data sectors of 31
+    for _ in range(12):
+        _fill(j, 30)
+        up.sent_upto = j.next_seq - 1
+        j.ack(up.sent_upto)
+    oldest = j.oldest_seq()
+    assert oldest > 150
+    up.window = 2  # 32 records per request
+    batches = _serve(up, 1, j.acked)
+    assert batches[0][2] == (1, oldest - 1)
+    assert [e[0] for b in batches for e in b[1]] == list(range(oldest, oldest + 32))
+
+
 def test_a_ring_overflow_is_answered_as_gone_with_the_exact_range():
     # Nothing acknowledged, the ring overwritten: the journal moved its ack past the loss.
     j, up = _uplink(blocks=6)
