@@ -41,7 +41,13 @@ FIGURES = {
                            "lives in this heap too, KiB",
     "uplink.heap_min_rom_kib": "the same with the application's bytecode from its ROMFS image "
                                "(deploy --romfs): smallest heap beyond the image, KiB",
+    "uplink.overflow_recovery_s": "a 635-event ring overflowed (3,000 events, no platform): from "
+                                  "the platform's start until every survivor is stored and the "
+                                  "loss recorded as a gap (resend request, `gone`), s",
+    "uplink.overflow_baseline_s": "baseline: as many events as survived there, from a larger "
+                                  "ring that did not overflow, s",
 }
+OVERFLOW_BLOCKS = 8  # 6 data sectors of 127 records: 635 unacknowledged events at most
 
 
 def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEAP,
@@ -111,6 +117,30 @@ def _heap_min_kib(tmp: Path, broker: Mosquitto, rom: Path | None = None) -> floa
     raise RuntimeError("the drain passes in no heap up to 256 KiB")
 
 
+def _recovery(tmp: Path, broker: Mosquitto, appended: int, name: str,
+              blocks: int = OVERFLOW_BLOCKS) -> tuple[float, int]:
+    """(seconds until the platform holds every event of a ring filled with `appended` events
+    while no platform ran, or a gap for it; the events that survived on the door)."""
+    env = micropython_env(build_device_tree()[0].parents[1])
+    image = tmp / f"{name}.img"
+    args = [micropython(), "-X", f"heapsize={HEAP}", str(DEVICE), str(image), str(blocks),
+            broker.host, str(broker.port), name]
+    fill = subprocess.run(args + ["1", str(appended), "0", "fill-only"], env=env, cwd=tmp,
+                          capture_output=True, text=True, timeout=300)
+    if "APPENDED" not in fill.stdout:
+        raise RuntimeError(fill.stdout + fill.stderr)
+    newest = int(fill.stdout.split("APPENDED")[-1].split()[0])
+    with Platform(Store(str(tmp / f"{name}.db")), broker.host, broker.port) as platform:
+        platform.connected.wait(10)
+        t = time.perf_counter()
+        proc = subprocess.run(args + ["2", "0"], env=env, cwd=tmp, capture_output=True, text=True,
+                              timeout=300)
+        elapsed = time.perf_counter() - t
+        if "DRAINED" not in proc.stdout or platform.store.ack_upto(name) != newest:
+            raise RuntimeError("recovery incomplete: " + proc.stdout[-500:])
+        return elapsed, platform.store.count(name)
+
+
 def _baseline(tmp: Path, broker: Mosquitto, n: int = 10_000, batch: int = 16) -> float:
     with Platform(Store(str(tmp / "b.db")), broker.host, broker.port) as platform:
         platform.connected.wait(10)
@@ -150,6 +180,13 @@ def run(names: set[str]) -> dict[str, Outcome]:
                 rom = Path(tmp) / "app.romfs"
                 rom.write_bytes(application_image())
                 out["uplink.heap_min_rom_kib"] = _heap_min_kib(Path(tmp), broker, rom)
+        recovery = ("uplink.overflow_recovery_s", "uplink.overflow_baseline_s")
+        with failing(out, *recovery):
+            if names & set(recovery):
+                s, survivors = _recovery(Path(tmp), broker, 3000, "bench.overflow")
+                out["uplink.overflow_recovery_s"] = s
+                out["uplink.overflow_baseline_s"] = _recovery(Path(tmp), broker, survivors,
+                                                              "bench.nooverflow", 16)[0]
         with failing(out, "uplink.baseline_events_per_s"):
             if "uplink.baseline_events_per_s" in names:
                 out["uplink.baseline_events_per_s"] = _baseline(Path(tmp), broker)
