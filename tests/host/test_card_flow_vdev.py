@@ -89,8 +89,10 @@ def running_door(state: Path, cards_cfg: dict | None = None):  # type: ignore[no
                                           (legacy_ref, fmt.ACTIVE, False),
                                           (classic_ref, fmt.ACTIVE, False)]))
         dev.restart()
-        mpremote(dev.pty, "exec", "from firmware.main import running\n"
-                                  f"running['board'].clock.set_time({time.time()!r})")
+        # The unix port's time.time() is this machine's clock: read when the program runs, not
+        # when mpremote was started (seconds earlier on a loaded machine).
+        mpremote(dev.pty, "exec", "import time\nfrom firmware.main import running\n"
+                                  "running['board'].clock.set_time(time.time())")
         emu = PN532Emulator()
         with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
             wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))
