@@ -6,6 +6,7 @@ it sees packet boundaries without understanding more than the topic of a PUBLISH
     with FaultProxy(broker.host, broker.port) as proxy:   # device connects to proxy.port
         proxy.cut_next_publish_from_client("events")       # connection dies mid-packet
         proxy.drop_to_client(lambda topic: topic.endswith("/ack"), count=3)
+        proxy.cut_after_connack(4)                         # 4 connections die after CONNACK
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._drop: tuple[Callable[[str], bool], int] | None = None
         self._cut: str | None = None
+        self._cut_connack = 0
+        self.connack_cuts = 0
         self.dropped: list[str] = []
         self.cuts = 0
         self.connections = 0
@@ -81,6 +84,12 @@ class FaultProxy:
         that packet, then close both connections."""
         with self._lock:
             self._cut = topic_contains
+
+    def cut_after_connack(self, count: int) -> None:
+        """The next `count` connections are closed right after the broker's CONNACK reached
+        the client (a flaky NAT or proxy does this)."""
+        with self._lock:
+            self._cut_connack = count
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -151,6 +160,11 @@ class FaultProxy:
     def _forward(self, packet: bytes, dst: socket.socket, from_client: bool) -> bool:
         topic = publish_topic(packet)
         with self._lock:
+            if not from_client and packet[0] == 0x20 and self._cut_connack > 0:
+                self._cut_connack -= 1
+                self.connack_cuts += 1
+                dst.sendall(packet)
+                return False
             if from_client and topic is not None and self._cut and self._cut in topic:
                 self._cut = None
                 self.cuts += 1

@@ -3,6 +3,7 @@ device code (journal + uplink on the flash simulator), the real platform ingest 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import time
@@ -209,3 +210,20 @@ def test_a_stopped_anonymous_platform_takes_no_share_of_the_doors_batches(
         out = finish(start_device(tmp_path / "flash.img", broker, 400))
         assert int(out.split("resends")[1].split()[0]) == 0  # no batch went to a dead session
         assert_exactly_once(platform.store, 400)
+
+
+def test_connections_cut_right_after_connack_do_not_grow_the_backoff(tmp_path: Path,
+                                                                     broker: Mosquitto) -> None:
+    # A flaky NAT drops four connections just after the broker accepted them. Each one reached
+    # CONNACK, so the link works: the next attempt comes after the first backoff step (1 s,
+    # jittered +-25%), not after 2, 4, 8 s.
+    with Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port) as platform, \
+            FaultProxy(broker.host, broker.port) as proxy:
+        proxy.cut_after_connack(4)
+        out = finish(start_device(tmp_path / "flash.img", proxy, 200))
+        assert proxy.connack_cuts == 4 and proxy.connections == 5
+        status = json.loads(out.split("STATUS", 1)[1].strip().splitlines()[0])
+        assert status["uplink_dropped"] == 4
+        assert status["uplink_retry_in_ms"] <= 1250  # the wait before the fifth attempt
+        assert status["uplink_last_error"]  # why the last connection ended
+        assert_exactly_once(platform.store, 200)

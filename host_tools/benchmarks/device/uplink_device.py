@@ -7,6 +7,7 @@
 # carry the platform's MAC, as on a commissioned door), "user=NAME" and "password=PW" (the
 # broker login).
 import asyncio
+import json
 import struct
 import sys
 
@@ -56,6 +57,7 @@ async def main():
     while journal.depth() > 0:
         await asyncio.sleep_ms(20)
     print("DRAINED", journal.acked, "resends", up.resends, "lost", journal.lost)
+    print("STATUS", json.dumps(up.status))
     task.cancel()
 
 
