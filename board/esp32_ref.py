@@ -132,6 +132,7 @@ class _Led:
 class _Clock:
     def __init__(self):
         self._offset = None
+        self.trusted = False  # set from a time the door could verify (docs/protocol.md)
 
     def ticks_ms(self):
         return time.ticks_ms()
@@ -142,9 +143,10 @@ class _Clock:
     def time(self):
         return None if self._offset is None else time.time() + self._offset
 
-    def set_time(self, epoch):
+    def set_time(self, epoch, trusted=True):
         # The RTC keeps running across soft resets; the offset keeps UTC explicit.
         self._offset = epoch - time.time()
+        self.trusted = trusted
 
 
 class _ReaderUART:

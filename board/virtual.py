@@ -44,6 +44,7 @@ def _no_delay(writer):
 class Clock:
     def __init__(self):
         self._offset = None  # epoch seconds - time.time() once set
+        self.trusted = False  # set from a time the door could verify (docs/protocol.md)
 
     def ticks_ms(self):
         return time.ticks_ms()
@@ -56,8 +57,9 @@ class Clock:
             return None
         return time.time() + self._offset
 
-    def set_time(self, epoch):
+    def set_time(self, epoch, trusted=True):
         self._offset = epoch - time.time()
+        self.trusted = trusted
 
 
 class IOChannel:

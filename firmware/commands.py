@@ -43,11 +43,15 @@ class CommandGate:
         self.seen = {}  # command id -> expiry
         self.clock_set()
 
-    def clock_set(self):
+    def clock_set(self, trusted=False):
         """The door's clock was set (or may have been): the first time in this boot, fix the
         boot's UTC from it. Fixed then, not worked out again at each command: the ticks since
         boot wrap (after about 6 days on the ESP32), and a clock set back later must not make
-        a command from before this boot look fresh."""
+        a command from before this boot look fresh. A trusted setting (signed, fresh) starts
+        over from the repaired clock: what was fixed before may come from a wrong one."""
+        if trusted:
+            self._boot_utc = None
+            self._latest = None
         if self._boot_utc is not None:
             return
         t = self.clock.time()
@@ -87,6 +91,8 @@ class CommandGate:
             return "bad_field"
         if not ct.equal(self.keystore.hmac("command", msg), tag):
             return "bad_mac"
+        if not getattr(self.clock, "trusted", True):
+            return "clock_unset"  # set from an unsigned time: its window proves nothing
         now = self._now()
         if now is None:
             return "clock_unset"
@@ -109,20 +115,20 @@ class CommandGate:
         return ""
 
 
-MAX_SLEW = 300  # s: how far the unsigned time message may move a clock set in this boot
-
-
-def check_time(new_s, expected_s, synced, floor_s, signed=False):
-    """"" when a time from the platform may set the door's clock, else why not. The time
-    message carries no tag, and the clock decides card validity, schedules and the evidence
-    each event carries: it may set the clock once per boot, and after that only keep it
-    within MAX_SLEW of `expected_s` (the last trusted setting plus the uptime since); a
-    deliberate larger change is the signed `time` command. Neither may go before the last
-    record this door journaled before this boot (`floor_s`, 0: unknown)."""
+def check_time(new_s, clock_is_set, floor_s, signed=False):
+    """"" when a time from the platform may set the door's clock, else why not. A signed,
+    fresh one (it answers the nonce the door announced on this connection, or it is the
+    signed `time` command) may always set it, in either direction and before the last
+    record: it is how a wrong clock is repaired. An unsigned one carries nothing the door can
+    check: it may only set a clock that is not set yet (for display; the clock stays
+    untrusted), and not before the last record journaled before this boot (`floor_s`, 0:
+    unknown)."""
+    if signed:
+        return ""
+    if clock_is_set:
+        return "clock_set"
     if floor_s and new_s < floor_s:
         return "before_last_record"
-    if synced and not signed and expected_s is not None and abs(new_s - expected_s) > MAX_SLEW:
-        return "jump"
     return ""
 
 
@@ -151,6 +157,9 @@ class Commands:
         self.config_writer = config_writer  # callable(changes) -> persist to config.json
         self.done = 0
         self.refused = 0
+        # callable(reason, where): a forged command is counted (firmware/refusals.py), not
+        # journaled: anyone on the broker can send them, and the ring is for events
+        self.on_forged = None
 
     def run(self, cmd):
         """(ok, reason) for one decoded command."""
@@ -187,7 +196,9 @@ class Commands:
             self.done += 1
         else:
             self.refused += 1
-            if self.recorder is not None:
+            if reason == "bad_mac" and self.on_forged is not None:
+                self.on_forged(reason, "cmd")
+            elif self.recorder is not None:
                 from firmware.events import COMMAND_REJECTED
 
                 self.recorder.record(COMMAND_REJECTED, REASON_CODES.get(reason.split(":")[0], 99),

@@ -70,7 +70,8 @@ class DoorTask:
              "journal_depth": lambda: self.status.get("journal_depth", 0),
              "cache_version": lambda: self.status.get("cache_version"),
              "reader": lambda: self.status.get("reader"),
-             "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None}
+             "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None,
+             "clock_trusted": lambda: clock.time() is not None and getattr(clock, "trusted", True)}
         if providers:
             p.update(providers)
         interval = cfg.get("patrol_interval_s", 300) * 1000
@@ -103,7 +104,8 @@ class DoorTask:
                 m.input(now, name, deb.value)
         if self.schedule and d_ms(self.clock, now, self._sched_at) >= 1000:
             self._sched_at = now
-            self.check_schedule(now, self.clock.time())
+            clock = self.clock  # the passage schedule needs a clock the door could verify
+            self.check_schedule(now, clock.time() if getattr(clock, "trusted", True) else None)
         m.tick(now)
         self.drive(now)
         if self.patrol.due(now):

@@ -6,7 +6,7 @@ card-to-relay path waits for the network.
 
 import struct
 
-from firmware.journal import CODE_GAP, FLAG_TIME_VALID
+from firmware.journal import CODE_GAP, FLAG_TIME_VALID, MS_UNTRUSTED
 
 # Access
 ACCESS_GRANTED = 1  # arg: method (1 card, 2 REX, 3 remote); payload: card ref
@@ -36,6 +36,7 @@ COMMAND_REJECTED = 45
 MODE_CHANGED = 46
 CONFIG_CHANGED = 47
 SETUP_FAULT = 48  # arg: SETUP_BITS of the parts that disagree, found at boot
+INBOUND_REFUSED = 49  # arg: messages refused since the last one; payload: (reason u8, count u16)*
 GAP = CODE_GAP  # payload: first and last lost seq (u32, u32)
 
 # access_denied reasons (arg). Whitelist decisions (offline_cache.cache reasons), then the
@@ -70,7 +71,8 @@ NAMES = {
     TIME_SET: "time_set", JOURNAL_NEAR_FULL: "journal_near_full",
     CACHE_UPDATED: "cache_updated", CACHE_REJECTED: "cache_rejected",
     COMMAND_REJECTED: "command_rejected", MODE_CHANGED: "mode_changed",
-    CONFIG_CHANGED: "config_changed", SETUP_FAULT: "setup_fault", GAP: "gap",
+    CONFIG_CHANGED: "config_changed", SETUP_FAULT: "setup_fault",
+    INBOUND_REFUSED: "inbound_refused", GAP: "gap",
 }
 # setup_fault arg bits: a door whose parts disagree refuses every card while it looks normal.
 SETUP_BITS = {"keys_site": 1, "no_keys": 2, "whitelist_refused": 4}
@@ -137,6 +139,8 @@ class Recorder:
         else:
             t, frac = int(now), int((now - int(now)) * 1000)
             flags |= FLAG_TIME_VALID
+            if not getattr(self.clock, "trusted", True):
+                frac |= MS_UNTRUSTED  # the platform places it by this boot's time_set events
         seq = self.journal.append(code, flags, self.boot & 0xFFFF, t, frac, arg & 0xFFFF, payload)
         for fn in self.listeners:
             fn(seq, code, arg)

@@ -40,6 +40,10 @@ FLAG_TIME_VALID = 0x01  # `time` is UTC epoch seconds; otherwise seconds since b
 # Records written before this carry 0 there: their payload is read with the padding trimmed.
 FLAGS_MASK = 0x0F
 LEN_SHIFT = 4
+# The flags' low nibble is full; the `ms` field (0-999) has bits to spare: its top bit says the
+# time was stamped by a clock set from an unsigned time (protocol flag 0x10 at upload).
+MS_UNTRUSTED = 0x8000
+MS_MASK = 0x03FF
 
 
 def payload_of(rec):

@@ -61,43 +61,46 @@ def _start_journal(board, cfg):
         uplink = Uplink(journal, cfg["device_id"], boot, VERSION, broker,
                         fs_root=board.fs_root, status=status)
         recorder.listeners.append(lambda seq, code, arg: uplink.kick())
-        # Acks free journal space only with the platform's MAC under the site's command key.
+        # Acks free journal space, and a time is trusted, only with the platform's MAC under
+        # the site's command key.
         uplink.keystore = _keystore(board)
         running["uplink"] = uplink
         if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
             uplink.registration = _registration(cfg, broker)
 
         def on_time(epoch_ms, signed=False):
-            """The platform's time: the time message (signed False) or the signed command."""
+            """The platform's time. A signed one (it answers the nonce of this connection, or
+            it is the signed `time` command) is trusted: it sets the clock in either direction,
+            before the last journaled record too, and repairs a wrong one. An unsigned one may
+            only set a clock that is not set yet, for display and for the events' times (each
+            flagged untrusted): card validity, schedules and signed commands wait for a trusted
+            clock (docs/protocol.md "Time sync", docs/threat-model.md)."""
             import struct
 
             from firmware.commands import check_time
 
+            clock = board.clock
             seen, floor = running.get("last_alive") or (False, 0)
-            # What the time should be now: the last trusted setting (the first of this boot,
-            # or a signed one) plus the uptime since. Corrections are held to that, so a
-            # series of small unsigned ones cannot walk the clock away.
-            ref = running.get("time_ref")
-            up_s = recorder.uptime.seconds()
-            expected = None if ref is None else ref[0] + up_s - ref[1]
-            why = check_time(epoch_ms // 1000, expected, ref is not None, floor, signed)
+            why = check_time(epoch_ms // 1000, clock.time() is not None, floor, signed)
             if why:
                 status["time_refused"] = status.get("time_refused", 0) + 1
-                log("clock: platform time refused:", why)
+                log("clock: unsigned platform time refused:", why)
                 return False
-            if ref is None or signed:
-                running["time_ref"] = (epoch_ms // 1000, up_s)
             mono = recorder.mono_s()
-            board.clock.set_time(epoch_ms / 1000)
-            uplink.timebase.set(epoch_ms // 1000, mono)
+            clock.set_time(epoch_ms / 1000, signed)
+            uplink.timebase.set(epoch_ms // 1000, mono, signed)
             status["clock_synced"] = True
-            recorder.record(events.TIME_SET, 0, struct.pack("<II", epoch_ms // 1000, mono))
+            status["clock_trusted"] = bool(signed)
+            recorder.record(events.TIME_SET, 1 if signed else 0,
+                            struct.pack("<II", epoch_ms // 1000, mono))
             commands = running.get("commands")
             if commands is not None:
-                commands.gate.clock_set()
+                commands.gate.clock_set(signed)
             return True
 
         uplink.on_time = on_time
+        uplink.recorder = recorder
+        uplink.utc = board.clock.time
     return journal
 
 
@@ -161,6 +164,8 @@ def _start_door(board, cfg):
     if journal is not None:
         providers["seq"] = lambda: journal.next_seq - 1
         providers["journal_depth"] = journal.depth
+    if "uplink" in running:
+        providers["link"] = running["uplink"].link_report
     door = DoorTask(board, cfg, recorder.record if recorder else None, providers, status,
                     recorder.uptime if recorder else None)
     uplink = running.get("uplink")
@@ -312,6 +317,7 @@ def _start_commands(board, cfg, door):
 
     gate = CommandGate(running.get("keystore"), cfg["device_id"], board.clock)
     commands = Commands(gate, door, recorder, uplink.on_time, write_config)
+    commands.on_forged = uplink.refuse
     running["commands"] = commands
 
     def on_command(cmd):

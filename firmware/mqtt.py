@@ -7,9 +7,12 @@ loop on QoS 1. This one:
 - never blocks the event loop (asyncio streams, TCP or TLS);
 - treats every protocol violation as MQTTError and closes the connection (the caller
   reconnects with backoff: see `Backoff`);
-- bounds memory: inbound packets above `max_packet` are drained and dropped (QoS 1 ones are
-  still acknowledged so the broker does not redeliver them forever), and at most
+- bounds memory: an inbound payload above its topic's limit (`limit_for(topic)`, else
+  `max_packet`) is read in fixed chunks into one small buffer and dropped, never held (QoS 1
+  ones are still acknowledged so the broker does not redeliver them forever), and at most
   `max_inflight` QoS 1 publishes are unacknowledged at once;
+- a message its handler fails on (MemoryError included) is refused (`on_refused`), never the
+  connection;
 - keeps the connection alive (PINGREQ) and detects a dead peer (no packet for 1.5 keepalives).
 """
 
@@ -82,7 +85,8 @@ class Backoff:
 
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
-                 ssl=None, will=None, max_packet=20000, max_inflight=8, on_message=None):
+                 ssl=None, will=None, max_packet=2064, max_inflight=8, on_message=None,
+                 limit_for=None, on_refused=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -94,6 +98,9 @@ class MQTTClient:
         self.max_packet = max_packet
         self.max_inflight = max_inflight
         self.on_message = on_message  # callable(topic_str, payload_bytes, retained)
+        self.limit_for = limit_for  # callable(topic_str) -> largest payload accepted on it
+        self.on_refused = on_refused  # callable(reason, topic_str): a message was dropped
+        self._scratch = None  # the drain buffer, made on first use
         self._reader = None
         self._writer = None
         self._pid = 0
@@ -285,11 +292,46 @@ class MQTTClient:
         raise MQTTError("malformed remaining length")
 
     async def _drain(self, n):
+        """Read and drop n bytes through one fixed 256-byte buffer: nothing of the size of
+        the packet is ever allocated."""
+        buf = self._scratch
+        if buf is None:
+            buf = self._scratch = memoryview(bytearray(256))
+        readinto = getattr(self._reader, "readinto", None)
         while n:
-            chunk = await self._reader.read(min(n, 512))
-            if not chunk:
+            if readinto is None:  # CPython streams: only the scripted tests take this path
+                got = len(await self._reader.read(min(n, 256)))
+            else:
+                got = await readinto(buf[:min(n, 256)])
+                if got is None:  # a TLS record not complete yet: nothing read
+                    continue
+            if not got:
                 raise MQTTError("connection closed")
-            n -= len(chunk)
+            n -= got
+
+    async def _read_into(self, mv):
+        readinto = getattr(self._reader, "readinto", None)
+        got_all = 0
+        n = len(mv)
+        while got_all < n:
+            if readinto is None:
+                chunk = await self._reader.read(n - got_all)
+                got = len(chunk)
+                mv[got_all:got_all + got] = chunk
+            else:
+                got = await readinto(mv[got_all:])
+                if got is None:
+                    continue
+            if not got:
+                raise MQTTError("connection closed")
+            got_all += got
+
+    def _refused(self, topic, reason):
+        if self.on_refused is not None:
+            try:
+                self.on_refused(reason, topic)
+            except Exception:
+                pass
 
     async def _read_loop(self):
         try:
@@ -324,7 +366,10 @@ class MQTTClient:
             await self._drain(tlen)
             topic = None
         else:
-            topic = await self._reader.readexactly(tlen)
+            try:
+                topic = (await self._reader.readexactly(tlen)).decode()
+            except UnicodeError:
+                topic = None
         rest = n - 2 - tlen
         pid = 0
         if qos:
@@ -332,25 +377,47 @@ class MQTTClient:
                 raise MQTTError("malformed PUBLISH")
             pid = struct.unpack("!H", await self._reader.readexactly(2))[0]
             rest -= 2
-        if rest > self.max_packet or topic is None:
+        cap = self.max_packet
+        if topic is not None and self.limit_for is not None:
+            cap = self.limit_for(topic)
+        if topic is None or rest > cap:
             await self._drain(rest)
-            self.dropped_oversize += 1
-            payload = None
+            self.dropped_oversize += 1  # dropped unread
+            self._refused(topic or "", "too_large" if topic is not None else "bad_topic")
         else:
-            payload = await self._reader.readexactly(rest) if rest else b""
-        if payload is not None and self.on_message is not None:
-            try:
-                res = self.on_message(topic.decode(), payload, bool(first & 1))
-                if res is not None and hasattr(res, "send"):
-                    await res
-            except (UnicodeError, ValueError):
-                pass
+            await self._deliver(topic, rest, bool(first & 1))
         if qos:
             # Acknowledged after the handler ran. The session is clean, so the broker does not
             # redeliver a message whose handler did not finish: what the door is sent is
             # single-shot by design (a command gets its reply or times out at the platform; a
             # whitelist transfer resumes from the state the door publishes on connecting).
             await self._send(PUBACK, struct.pack("!H", pid))
+
+    async def _deliver(self, topic, n, retained):
+        """Read an n-byte payload and hand it to the handler. Whatever goes wrong in there, a
+        MemoryError included, costs this message only: the stream is still in step (the
+        payload was read whole, or dropped in chunks when it could not be allocated)."""
+        try:
+            payload = bytearray(n)  # the one allocation, made before a byte is read
+        except MemoryError:
+            await self._drain(n)  # the stream stays in step
+            self._refused(topic, "no_memory")
+            return
+        await self._read_into(memoryview(payload))
+        if self.on_message is None:
+            return
+        try:
+            res = self.on_message(topic, payload, retained)
+            payload = None
+            if res is not None and hasattr(res, "send"):
+                await res
+        except MQTTError:
+            raise  # the connection itself failed under the handler (a reply it sent)
+        except MemoryError:
+            payload = res = None
+            self._refused(topic, "no_memory")
+        except Exception:
+            self._refused(topic, "error")
 
     def _on_control(self, kind, body):
         if kind == PUBACK and len(body) == 2:

@@ -38,6 +38,8 @@ def build_report(machine, providers=None):
         "clock_synced": bool(_get(p, "clock_synced", False)),
         "uptime_s": _get(p, "uptime_s", 0),
         "reader": _get(p, "reader", None),
+        "clock_trusted": bool(_get(p, "clock_trusted", False)),
+        "link": _get(p, "link", None),
     }
     setup = _get(p, "setup", None)
     if setup:  # parts of the door that disagree (firmware/main.py setup_problems), if any

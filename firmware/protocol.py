@@ -11,6 +11,21 @@ VERSION = 1
 ROOT = "door/v1/"
 
 MAX_PAYLOAD = 16384  # bytes; larger inbound payloads are refused before parsing
+MAX_DEPTH = 4  # nesting of JSON arrays/objects; deeper payloads are refused before parsing
+
+# Largest payload per topic leaf, in bytes (docs/protocol.md, "Topics"). The door reads a
+# bigger one in fixed chunks and drops it without ever holding it; the platform refuses it.
+# A leaf not listed here is not part of the protocol: limit 0.
+LIMITS = {
+    "events": MAX_PAYLOAD, "status": 4096, "presence": 256, "register": 512, "reply": 256,
+    "cache_state": 256, "ack": 256, "resend": 256, "time": 256, "cmd": 1024,
+    "cache": 16 + 2048,  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
+}
+
+
+def limit(leaf):
+    """The largest payload allowed on a topic leaf (0: not a protocol topic)."""
+    return LIMITS.get(leaf, 0)
 MAX_BATCH = 200  # events per events message
 DEVICE_ID_MAX = 64
 
@@ -22,6 +37,7 @@ FLAG_TIME_VALID = 0x01  # time is UTC epoch seconds
 FLAG_TIME_CORRECTED = 0x02  # recorded before the clock was set, corrected at upload
 FLAG_LOW_ASSURANCE = 0x04  # decision from a legacy card profile (UID-only / Classic)
 FLAG_REKEYED = 0x08  # the door re-keyed the card to the site's current key version
+FLAG_TIME_UNTRUSTED = 0x10  # stamped by a clock set from an unsigned time (or corrected by one)
 
 
 class ProtocolError(ValueError):
@@ -67,9 +83,37 @@ def _dumps(obj):
     return json.dumps(obj).encode()
 
 
-def _loads(payload):
-    if payload is None or len(payload) > MAX_PAYLOAD:
+def check_shape(payload, max_len=MAX_PAYLOAD, max_depth=MAX_DEPTH):
+    """Refuse, before any parser sees it, a payload longer than `max_len` or nested deeper
+    than `max_depth` (arrays and objects, outside strings): the JSON parser recurses and
+    allocates per level, and a few KiB of `[[[[` would exhaust a door's heap or stack."""
+    if payload is None or len(payload) > max_len:
         raise ProtocolError("too_large")
+    depth = 0
+    in_str = False
+    esc = False
+    for c in payload:
+        if in_str:
+            if esc:
+                esc = False
+            elif c == 0x5C:  # backslash
+                esc = True
+            elif c == 0x22:  # quote
+                in_str = False
+        elif c == 0x22:
+            in_str = True
+        elif c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth > max_depth:
+                raise ProtocolError("too_deep")
+        elif c == 0x5D or c == 0x7D:  # ] }
+            depth -= 1
+
+
+def _loads(payload, max_len=MAX_PAYLOAD):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    check_shape(payload, max_len)
     try:
         obj = json.loads(payload)
     except (ValueError, UnicodeError):
@@ -178,7 +222,7 @@ def decode_ack(payload):
 
 def decode_signed_ack(payload):
     """(upto, boot or None, mac hex or "") of an ack."""
-    obj = _loads(payload)
+    obj = _loads(payload, LIMITS["ack"])
     upto = _int(obj, "upto", 0)
     boot = _int(obj, "boot", 0, 0xFFFF) if "boot" in obj else None
     mac = obj.get("mac", "")
@@ -201,7 +245,7 @@ def encode_resend(first, last):
 
 
 def decode_resend(payload):
-    obj = _loads(payload)
+    obj = _loads(payload, LIMITS["resend"])
     first = _int(obj, "from", 1)
     last = _int(obj, "to", 1)
     if last < first:
@@ -212,18 +256,26 @@ def decode_resend(payload):
 # -- presence, status, time ---------------------------------------------------------------
 
 
-def encode_presence(online, boot=0, firmware=""):
+def encode_presence(online, boot=0, firmware="", nonce=""):
+    """`nonce`: hex the door drew for this connection; the platform signs it back with the
+    time (docs/protocol.md, "Time sync")."""
     obj = {"v": VERSION, "online": bool(online)}
     if online:
         obj["boot"] = boot
         obj["fw"] = firmware
+        if nonce:
+            obj["nonce"] = nonce
     return _dumps(obj)
 
 
 def decode_presence(payload):
-    obj = _loads(payload)
+    obj = _loads(payload, LIMITS["presence"])
     if not isinstance(obj.get("online"), bool):
         raise ProtocolError("bad_field", "online")
+    if "nonce" in obj:
+        n = obj["nonce"]
+        if not isinstance(n, str) or len(n) != NONCE_LEN or [c for c in n if c not in "0123456789abcdef"]:
+            raise ProtocolError("bad_field", "nonce")
     return obj
 
 
@@ -275,12 +327,37 @@ def encode_time(epoch_ms):
 
 
 def decode_time(payload):
-    obj = _loads(payload)
+    """The time in ms of a time message (signed or not: decode_signed_time has the rest)."""
+    return decode_signed_time(payload)[0]
+
+
+NONCE_LEN = 16  # hex digits of the door's per-connection nonce (8 random bytes)
+
+
+def encode_signed_time(epoch_ms, nonce, mac):
+    return _dumps({"v": VERSION, "t": epoch_ms, "nonce": nonce, "mac": mac})
+
+
+def decode_signed_time(payload):
+    """(t ms, nonce, mac): nonce and mac are "" in an unsigned time message."""
+    obj = _loads(payload, LIMITS["time"])
     v = obj.get("t")
     # 2020-01-01 .. 2100-01-01 in ms: a clock outside this window is refused.
     if not isinstance(v, int) or isinstance(v, bool) or not 1577836800000 <= v <= 4102444800000:
         raise ProtocolError("bad_field", "t")
-    return v
+    nonce = obj.get("nonce", "")
+    mac = obj.get("mac", "")
+    if not isinstance(nonce, str) or len(nonce) > 2 * NONCE_LEN:
+        raise ProtocolError("bad_field", "nonce")
+    if not isinstance(mac, str) or len(mac) > 64:
+        raise ProtocolError("bad_field", "mac")
+    return v, nonce, mac
+
+
+def time_signing_bytes(device_id, nonce, epoch_ms):
+    """What a signed time's MAC covers (docs/protocol.md, "Time sync"): the door, the nonce
+    it announced on this connection and the time, length-prefixed."""
+    return b"door-time/v1|" + _field(device_id) + _field(nonce) + b"%d" % epoch_ms
 
 
 # -- commands (platform -> device) and replies ---------------------------------------------
@@ -301,7 +378,7 @@ def encode_command(cmd_id, op, args=None, expires=0, mac=""):
 
 def decode_command(payload):
     """(id, op, args, expires, mac) of a command; authentication is checked by the caller."""
-    obj = _loads(payload)
+    obj = _loads(payload, LIMITS["cmd"])
     cmd_id = _str(obj, "id", 40)
     op = _str(obj, "op", 16)
     if op not in COMMANDS:

@@ -19,6 +19,13 @@ Rules that make "every swipe reaches the platform" hold:
   had acknowledged (a database restored from a backup, a loss from a full ring): the door
   sends those it still holds and names the rest as `gone`, which the platform records as a
   gap, so its ingest never waits for a hole that cannot be filled.
+
+What comes in is held to the protocol's limits: a payload above its topic's size limit is
+dropped unread, a retained message is refused on every topic but the door's `cache`, and a
+message that fails in any way (MemoryError included) is refused and counted
+(firmware/refusals.py), never the connection. The door trusts a time only when the platform
+signed it together with the nonce the door announced on this connection (docs/protocol.md,
+"Time sync").
 """
 
 import asyncio
@@ -28,10 +35,14 @@ from binascii import hexlify
 from crypto import ct
 from firmware import protocol
 from firmware.config import broker_tls
-from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_SEQ,
-                              R_TIME, payload_of)
+from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, MS_MASK, MS_UNTRUSTED, R_ARG, R_BOOT,
+                              R_CODE, R_FLAGS, R_MS, R_SEQ, R_TIME, payload_of)
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
+from firmware.refusals import Refusals
+
+NONCE_TTL_MS = 30000  # a signed time must answer a nonce announced at most this long ago
+REANNOUNCE_MS = 60000  # without a trusted time, a fresh nonce (presence) this often
 
 
 class TimeBase:
@@ -40,10 +51,12 @@ class TimeBase:
     def __init__(self):
         self.epoch_at = None
         self.mono_at = None
+        self.trusted = False
 
-    def set(self, epoch_s, mono_s):
+    def set(self, epoch_s, mono_s, trusted=True):
         self.epoch_at = epoch_s
         self.mono_at = mono_s
+        self.trusted = trusted
 
     def correct(self, mono_s):
         if self.epoch_at is None:
@@ -55,12 +68,18 @@ def event_tuple(rec, boot, timebase):
     """Journal record -> protocol event tuple, correcting pre-clock times of this boot."""
     flags = rec[R_FLAGS] & FLAGS_MASK
     t = rec[R_TIME]
+    ms = rec[R_MS]
+    if ms & MS_UNTRUSTED:
+        flags |= protocol.FLAG_TIME_UNTRUSTED
+    ms &= MS_MASK
     if not flags & FLAG_TIME_VALID and rec[R_BOOT] == boot:
         fixed = timebase.correct(t)
         if fixed is not None and fixed >= 0:
             t = fixed
             flags |= protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_CORRECTED
-    return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, rec[R_MS], flags, rec[R_ARG],
+            if not timebase.trusted:
+                flags |= protocol.FLAG_TIME_UNTRUSTED
+    return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, ms, flags, rec[R_ARG],
             _hex(payload_of(rec))]
 
 
@@ -103,10 +122,18 @@ class Uplink:
         self.tls_failures = 0
         self.last_error = ""  # why the last attempt failed ("" once connected)
         self.registration = None  # bytes: the retained `register` message (firmware/main.py)
-        self.keystore = None  # with a `command` key, acks must carry the platform's MAC
+        self.keystore = None  # its `command` key checks acks and signed times (firmware/main.py)
         self._resend = None  # (first, last) the platform asked for again, not yet served
         self.resent_records = 0  # records sent again on the platform's request
         self._up = False  # this attempt got a CONNACK
+        self.refusals = Refusals(log=log)
+        self.recorder = None  # firmware.events.Recorder: the refusals' summary records
+        self.trusted_time = False  # a signed time was taken in this boot
+        self.utc = None  # callable() -> UTC seconds or None: the door's clock, for the status
+        self.dropped_after_connack = 0
+        self.nonce = ""  # hex, drawn per connection and sent in the presence message
+        self._nonce_at = 0
+        self._nonce_used = True
 
     def kick(self):
         """New events are in the journal: wake the sender."""
@@ -115,9 +142,32 @@ class Uplink:
     def _t(self, leaf):
         return protocol.topic(self.device_id, leaf)
 
+    def refuse(self, reason, where=""):
+        """Count an inbound message the door will not act on (firmware/refusals.py)."""
+        self.refusals.refuse(reason, where)
+        self.rejected += 1
+        self.last_reject = reason
+        self.status["refused"] = self.refusals.by_reason
+
+    def _limit(self, topic):
+        """The size limit of a topic of this door (0: a topic the door does not take)."""
+        try:
+            device, leaf = protocol.split_topic(topic)
+        except (protocol.ProtocolError, UnicodeError):
+            return 0
+        if device != self.device_id:
+            return 0
+        return protocol.limit(leaf)
+
     def _on_message(self, topic, payload, retained):
         try:
-            _, leaf = protocol.split_topic(topic)
+            device, leaf = protocol.split_topic(topic)
+            if device != self.device_id:
+                raise protocol.ProtocolError("bad_topic")
+            if retained and leaf != "cache":
+                # Stale by definition: a retained ack, command or time would be acted on
+                # again at every connection (docs/protocol.md, "Retained messages").
+                raise protocol.ProtocolError("retained")
             if leaf == "ack":
                 upto = self._verified_ack(payload)
                 upto = min(upto, self.sent_upto)
@@ -127,9 +177,7 @@ class Uplink:
                 self._resend = protocol.decode_resend(payload)
                 self._wake.set()
             elif leaf == "time":
-                epoch_ms = protocol.decode_time(payload)
-                if self.on_time is not None:
-                    self.on_time(epoch_ms)
+                self._on_time_message(payload)
             elif leaf == "cmd":
                 cmd = protocol.decode_command(payload)
                 if self.on_command is not None:
@@ -140,9 +188,7 @@ class Uplink:
             else:
                 raise protocol.ProtocolError("unexpected_topic", leaf)
         except protocol.ProtocolError as e:
-            self.rejected += 1
-            self.last_reject = e.reason
-            log("uplink: rejected message on", topic, "reason", e.reason)
+            self.refuse(e.reason, topic)
         return None
 
     def _verified_ack(self, payload):
@@ -203,6 +249,54 @@ class Uplink:
                 return
             first = recs[n - 1][0] + 1
             recs = None
+    def _new_nonce(self):
+        import os
+
+        self.nonce = hexlify(os.urandom(protocol.NONCE_LEN // 2)).decode()
+        self._nonce_at = _now()
+        self._nonce_used = False
+
+    def _on_time_message(self, payload):
+        """A signed time answering this connection's nonce is trusted; an unsigned one is
+        handed on as such (firmware/main.py decides what it may still do)."""
+        t, nonce, mac = protocol.decode_signed_time(payload)
+        if not mac:
+            if self.on_time is not None:
+                self.on_time(t, False)
+            return
+        ks = self.keystore
+        if ks is None or not ks.has("command"):
+            raise protocol.ProtocolError("bad_mac", "no command key")
+        if self._nonce_used or not ct.equal(nonce.encode(), self.nonce.encode()) \
+                or _elapsed(self._nonce_at) > NONCE_TTL_MS:
+            raise protocol.ProtocolError("bad_nonce")
+        try:
+            tag = bytes.fromhex(mac)
+        except ValueError:
+            raise protocol.ProtocolError("bad_mac")
+        want = ks.hmac("command", protocol.time_signing_bytes(self.device_id, nonce, t))
+        if not ct.equal(want, tag):
+            raise protocol.ProtocolError("bad_mac")
+        self._nonce_used = True  # single use: a copy of this message is a replay
+        if self.on_time is not None and self.on_time(t, True) is not False:
+            self.trusted_time = True
+
+    def _summarize(self):
+        """At most one `inbound_refused` record per window for what was refused meanwhile."""
+        r = self.refusals
+        if self.recorder is not None and r.due(_now(), _diff):
+            from firmware.events import INBOUND_REFUSED
+
+            n, data = r.take(_now())
+            self.recorder.record(INBOUND_REFUSED, n, data)
+
+    def link_report(self):
+        """What the link is doing, for the door's status report (docs/door.md, "Patrol")."""
+        st = self.status
+        return {"state": st.get("uplink", "starting"), "refused": self.refusals.by_reason,
+                "dropped": self.dropped_after_connack, "failures": self.connect_failures,
+                "last_error": st.get("uplink_last_error", ""),
+                "retry_at": st.get("uplink_retry_at")}
 
     async def reply(self, cmd_id, ok, reason=""):
         if self.client is not None and self.client.connected:
@@ -247,7 +341,7 @@ class Uplink:
             self.device_id, b["host"], b.get("port", 1883), b.get("user"), b.get("password"),
             b.get("keepalive", 30), ctx,
             will=(self._t("presence"), protocol.encode_presence(False), 1, True),
-            on_message=self._on_message,
+            on_message=self._on_message, limit_for=self._limit, on_refused=self.refuse,
         )
         try:
             await client.connect()
@@ -278,9 +372,7 @@ class Uplink:
             await client.subscribe(self._t("resend"), 1)
             if self.on_cache is not None:
                 await client.subscribe(self._t("cache"), 1)
-            await client.publish(self._t("presence"),
-                                 protocol.encode_presence(True, self.boot, self.firmware_version),
-                                 1, True)
+            await self._announce(client)
             if self.registration is not None:
                 await client.publish(self._t("register"), self.registration, 1, True)
             log("uplink: connected")
@@ -292,7 +384,18 @@ class Uplink:
             self.status["uplink"] = "disconnected"
             if client.last_error:
                 log("uplink: connection lost:", client.last_error)
+                self._note_error(client.last_error)
             await client.close()
+
+    async def _announce(self, client):
+        """Presence, online, with a fresh nonce the platform signs its time with."""
+        self._new_nonce()
+        await client.publish(self._t("presence"),
+                             protocol.encode_presence(True, self.boot, self.firmware_version,
+                                                      self.nonce), 1, True)
+
+    def _note_error(self, why):
+        self.status["uplink_last_error"] = why
 
     async def _send_loop(self, client):
         j = self.journal
@@ -334,6 +437,10 @@ class Uplink:
                 self.sent_upto = j.acked
                 last_progress = _now()
                 continue
+            self._summarize()
+            if not self.trusted_time and self._nonce_used is False \
+                    and _elapsed(self._nonce_at) > REANNOUNCE_MS:
+                await self._announce(client)  # the platform was away: ask for a time again
             self._wake.clear()
             try:
                 await asyncio.wait_for_ms(self._wake.wait(), 200)
@@ -344,9 +451,9 @@ class Uplink:
         backoff = Backoff()
         while True:
             self._up = False
+            why = ""
             try:
                 await self._session()
-                backoff.reset()
             except TLSError as e:
                 # Said plainly for the installer (doorctl logs, selftest); the journal keeps
                 # every event, and the next attempt comes with the usual backoff.
@@ -356,30 +463,49 @@ class Uplink:
                 self._failed(why, True)
                 log("uplink:", why)
             except (OSError, MQTTError, asyncio.TimeoutError, EOFError, ValueError) as e:
+                why = "%s %s" % (type(e).__name__, e)
                 if not self._up:
-                    self._failed("%s %s" % (type(e).__name__, e))
-                log("uplink: connection failed:", type(e).__name__, e)
+                    self._failed(why)
+                log("uplink: connection failed:", why)
             except MemoryError:
                 # Nothing is lost (the journal holds every event): free memory, start over.
                 gc.collect()
+                why = "out of memory"
                 if not self._up:
                     # A TLS handshake needs a few tens of KiB at once (mbedTLS's records).
-                    self._failed("out of memory while connecting" +
-                                 (" (TLS handshake)" if broker_tls(self.broker) else ""))
+                    why = "out of memory while connecting" + \
+                        (" (TLS handshake)" if broker_tls(self.broker) else "")
+                    self._failed(why)
                 log("uplink: out of memory, reconnecting")
-            await asyncio.sleep_ms(backoff.next_ms())
+            if why:
+                self._note_error(why)
+            if self._up:
+                # The broker took the connection: the link works, whatever ended it. The next
+                # attempt comes after the first step again, not after a growing wait.
+                self.dropped_after_connack += 1
+                self.status["uplink_dropped"] = self.dropped_after_connack
+                backoff.reset()
+            self._summarize()
+            delay = backoff.next_ms()
+            self.status["uplink_retry_in_ms"] = delay
+            now = self.utc() if self.utc is not None else None
+            self.status["uplink_retry_at"] = None if now is None else int(now) + delay // 1000
+            await asyncio.sleep_ms(delay)
 
 
 try:
-    from time import ticks_diff as _tdiff, ticks_ms as _now
+    from time import ticks_diff as _diff, ticks_ms as _now
 
     def _elapsed(t):
-        return _tdiff(_now(), t)
+        return _diff(_now(), t)
 except ImportError:  # CPython: the uplink runs only on the device, keep imports working
     import time as _time
 
     def _now():
         return int(_time.monotonic() * 1000)
+
+    def _diff(a, b):
+        return a - b
 
     def _elapsed(t):
         return _now() - t

@@ -98,7 +98,7 @@ def demo(
         step(f"virtual door controller up: console {dev.pty}, I/O {dev.io_addr[1]}")
         try:
             site, cards, snap = _site_and_cards()
-            platform.ack_key = site.command_key  # the door frees events on signed acks only
+            platform.ack_key = site.command_key  # signed acks (the door frees events) and times
             step("site keys made; 2 DESFire EV2 cards personalized (one reported lost), 1 clone made")
             provision(dev.pty, config=site.door_config(
                           DEVICE_ID, broker={"host": broker.host, "port": broker.port},

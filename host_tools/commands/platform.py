@@ -62,7 +62,8 @@ def run(
     tls_key: str = typer.Option(None, help="The client certificate's private key (PEM)."),
     keys: Path = typer.Option(None, "--keys", help="Site key file: acknowledgements are signed "
                               "with its command key (commissioned doors free nothing on an unsigned "
-                              "one), and doors that report an older whitelist are brought up to date."),
+                              "one), so is the time (doors trust only a signed one), and doors "
+                              "that report an older whitelist are brought up to date."),
     broker_wait: float = typer.Option(0, help="Give up when the broker cannot be reached for this "
                                       "many seconds at start (0: keep trying)."),
 ) -> None:

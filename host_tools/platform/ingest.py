@@ -39,7 +39,8 @@ class Platform:
                  tls_key: str | None = None, ack_key: bytes | None = None,
                  lease: bool = True, lease_term_s: float = 15.0) -> None:
         """`ack_key`: the site's `command` key; acknowledgements are signed with it (a
-        commissioned door ignores unsigned ones)."""
+        commissioned door ignores unsigned ones), and so is the time sent to a door, with the
+        nonce of its presence (the door trusts only such a time: card validity, schedules)."""
         self.store = store
         self.ack_key = ack_key
         # Singleton work (time messages, whitelist catch-up) only while holding the lease in
@@ -168,6 +169,8 @@ class Platform:
 
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:
         device, leaf = protocol.split_topic(topic)
+        if len(payload) > protocol.limit(leaf):  # the topic's limit (docs/protocol.md)
+            raise protocol.ProtocolError("too_large", f"{len(payload)} bytes")
         if leaf == "events":
             boot, events, gone = protocol.decode_batch(payload)
             upto = self.store.store_events(device, events, gone)
@@ -180,8 +183,8 @@ class Platform:
             self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
             if p["online"] and self.leader():
                 # Time sync: a device sets its clock from the platform when it comes online
-                # (sent by one instance: the lease holder).
-                self.publish(device, "time", protocol.encode_time(int(time.time() * 1000)))
+                # (sent by one instance: the lease holder), signed with the door's nonce.
+                self.publish(device, "time", self.time_message(device, p.get("nonce", "")))
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
         elif leaf == "register":
@@ -221,6 +224,14 @@ class Platform:
         self.resend_requests += 1
         log.info("%s: events %d to %d missing, asking the door for them", device, upto + 1, nxt - 1)
         self.publish(device, "resend", protocol.encode_resend(upto + 1, nxt - 1))
+
+    def time_message(self, device: str, nonce: str, now_ms: int | None = None) -> bytes:
+        """The time for a door: signed with its nonce when the site key is known."""
+        t = int(time.time() * 1000) if now_ms is None else now_ms
+        if self.ack_key is None or not nonce:
+            return protocol.encode_time(t)
+        mac = hmac_sha256(self.ack_key, protocol.time_signing_bytes(device, nonce, t)).hex()
+        return protocol.encode_signed_time(t, nonce, mac)
 
     def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
         self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)

@@ -16,6 +16,7 @@ from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.cards import CardError, CardRegistry, residence_report
+from host_tools.platform.commands import command_key
 from host_tools.platform.distribute import sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
@@ -34,7 +35,8 @@ class Rig:
         self.site = SiteKit()
         self.broker = Mosquitto().start()
         self.store = Store(db_url)
-        self.platform = Platform(self.store, self.broker.host, self.broker.port).start()
+        self.platform = Platform(self.store, self.broker.host, self.broker.port,
+                                 ack_key=command_key(self.site.keys)).start()
         self.reg = CardRegistry(self.store, self.site.keys)
         self.dev = VirtualDevice(tmp / "door").start()
         provision(self.dev.pty, config=self.site.door_config(

@@ -21,7 +21,11 @@ CLIENT = textwrap.dedent("""
     c = None
     got = []
 
+    refused = []
+
     async def handler(topic, payload, retained):
+        if payload[:4] == b"boom":
+            raise MemoryError("the handler ran out of heap")
         got.append(topic)
         if scenario == "reply":  # a command's reply, sent from inside the read loop
             await c.publish("door/v1/d/reply", b"ok", 1)
@@ -32,7 +36,9 @@ CLIENT = textwrap.dedent("""
 
     async def main():
         global c
-        c = MQTTClient("d", "127.0.0.1", port, keepalive=keepalive, on_message=on_message)
+        c = MQTTClient("d", "127.0.0.1", port, keepalive=keepalive, on_message=on_message,
+                       limit_for=lambda t: 1024 if t.endswith("/cmd") else 256,
+                       on_refused=lambda reason, t: refused.append(reason + " " + t))
         await c.connect()
         if scenario == "reply":
             for i in range(8):  # the window is full of event batches
@@ -46,7 +52,7 @@ CLIENT = textwrap.dedent("""
                 print("NOT_PUBLISHED", e)
         for _ in range(30):
             await asyncio.sleep_ms(100)
-        print("CONNECTED", c.connected, "GOT", got, "DROPPED", c.dropped_oversize)
+        print("CONNECTED", c.connected, "GOT", got, "DROPPED", c.dropped_oversize, "REFUSED", refused)
         await c.close()
 
     asyncio.run(main())
@@ -116,6 +122,8 @@ def run(tmp_path: Path, scenario: str, script: Callable[[socket.socket, list[str
                 first, body = _read_pkt(c)
                 if first == 0xC0:
                     c.sendall(bytes([0xD0, 0]))
+                elif first == 0x40:
+                    seen.append("PUBACK %d" % struct.unpack("!H", body)[0])
                 elif first & 0xF0 == 0x30:
                     seen.append("PUBLISH " + body[2:2 + struct.unpack("!H", body[:2])[0]].decode())
                     c.sendall(_pkt(0x40, struct.pack("!H", _publish_pid(body))))
@@ -175,3 +183,19 @@ def test_waiting_for_a_puback_fails_when_the_connection_drops(tmp_path: Path) ->
 
     out, _ = run(tmp_path, "wait", script)
     assert "NOT_PUBLISHED" in out and "PUBLISHED\n" not in out, out
+
+
+def test_an_oversized_message_is_dropped_in_pieces_and_a_failing_handler_costs_its_message_only(
+        tmp_path: Path) -> None:
+    # 120 KB on a topic whose limit is 1 KiB (in a 96 KiB heap: never held), then a message
+    # whose handler runs out of memory, then a good one: both bad ones are refused and acked,
+    # the connection stays up and the good one arrives.
+    def script(c: socket.socket, seen: list[str]) -> None:
+        c.sendall(_pkt(0x32, _s16(b"door/v1/d/cmd") + struct.pack("!H", 9) + b"x" * 120000))
+        c.sendall(_pkt(0x32, _s16(b"door/v1/d/cmd") + struct.pack("!H", 10) + b"boom"))
+        c.sendall(_pkt(0x30, _s16(b"door/v1/d/time") + b"{}"))
+
+    out, seen = run(tmp_path, "listen", script)
+    assert "CONNECTED True" in out and "GOT ['door/v1/d/time']" in out, out
+    assert "REFUSED ['too_large door/v1/d/cmd', 'no_memory door/v1/d/cmd']" in out, out
+    assert "PUBACK 9" in seen and "PUBACK 10" in seen

@@ -88,3 +88,58 @@ def test_cache_chunk_headers_decode_or_are_refused(version: int, total: int, off
         return
     assert (v, t, o, bytes(d)) == (version, total, offset, data)
     assert 0 < t <= p.CACHE_MAX_FILE and o + len(d) <= t
+
+
+def _depth(v: object) -> int:
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    return 0
+
+
+deep_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='ab[]{}"\\,: ', max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(alphabet='k[]{}"\\', max_size=4), inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=500)
+@given(deep_values)
+def test_the_shape_check_measures_nesting_exactly_whatever_the_strings_hold(value: object) -> None:
+    # Brackets, quotes and backslashes inside strings must not count: the bound is the JSON's
+    # real nesting, so a legitimate message is never refused and a deep one always is.
+    payload = json.dumps(value).encode()
+    try:
+        p.check_shape(payload, max_len=len(payload))
+        accepted = True
+    except p.ProtocolError as e:
+        assert e.reason == "too_deep"
+        accepted = False
+    assert accepted == (_depth(value) <= p.MAX_DEPTH)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400), st.integers(0, 400))
+def test_the_shape_check_refuses_by_length_and_never_raises_anything_else(data: bytes,
+                                                                          limit: int) -> None:
+    try:
+        p.check_shape(data, max_len=limit)
+    except p.ProtocolError as e:
+        assert e.reason in ("too_large", "too_deep")
+        if e.reason == "too_large":
+            assert len(data) > limit
+    else:
+        assert len(data) <= limit
+
+
+@settings(max_examples=200)
+@given(st.integers(1577836800000, 4102444800000), st.text("0123456789abcdef", min_size=16, max_size=16),
+       st.text(max_size=30))
+def test_a_signed_time_round_trips_and_its_signing_bytes_are_length_prefixed(
+        t: int, nonce: str, device: str) -> None:
+    assert p.decode_signed_time(p.encode_signed_time(t, nonce, "ab" * 32)) == (t, nonce, "ab" * 32)
+    b = p.time_signing_bytes(device, nonce, t)
+    assert b == b"door-time/v1|%d:%s16:%s%d" % (len(device.encode()), device.encode(), nonce.encode(), t)

@@ -173,13 +173,23 @@ def test_a_signed_time_sets_a_time_inside_its_own_window_only():
     assert got == [(T0 * 1000, True)]
 
 
-def test_the_time_message_sets_the_clock_once_then_only_corrects_it():
-    from firmware.commands import MAX_SLEW, check_time
+def test_an_unsigned_time_only_sets_an_unset_clock_and_a_signed_one_always_may():
+    from firmware.commands import check_time
 
-    assert check_time(T0, None, False, 0) == ""  # first time in this boot
-    assert check_time(T0 - 3600, T0, False, 0) == ""  # not yet synced in this boot
-    assert check_time(T0 + MAX_SLEW, T0, True, 0) == ""
-    assert check_time(T0 - MAX_SLEW - 1, T0, True, 0) == "jump"
-    assert check_time(T0 - 86400, T0, True, 0, signed=True) == ""  # the deliberate way
-    assert check_time(T0 - 10, None, False, T0) == "before_last_record"
-    assert check_time(T0 - 10, T0, True, T0, signed=True) == "before_last_record"
+    assert check_time(T0, False, 0) == ""  # an unset clock, for display
+    assert check_time(T0 + 400 * 86400, True, 0) == "clock_set"  # never moves a set clock
+    assert check_time(T0 - 10, False, T0) == "before_last_record"
+    assert check_time(T0 - 86400, True, T0, signed=True) == ""  # a repair: back, below the floor
+    assert check_time(T0 + 86400, True, T0, signed=True) == ""
+
+
+def test_an_untrusted_clock_refuses_signed_commands_until_a_trusted_time_repairs_it():
+    g, clock = gate_at(T0 + 400 * 86400)  # wrong by 400 days (a signed `time` went wrong)
+    g.clock_set()
+    assert g.check(signed("u-0", "open", {}, T0 + 400 * 86400 + 60)) == ""
+    clock.trusted = False  # set by an unsigned time: nothing about its window can be checked
+    assert g.check(signed("u-1", "open", {}, T0 + 400 * 86400 + 60)) == "clock_unset"
+    clock.utc = T0 - 100  # a signed, fresh time puts it back 400 days
+    clock.trusted = True
+    g.clock_set(True)
+    assert g.check(signed("u-2", "open", {}, T0 + 60)) == ""  # neither stale nor not yet valid
