@@ -32,3 +32,31 @@ def test_after_65536_boots_batches_still_decode_and_pre_clock_times_are_correcte
     batch = protocol.decode_events(protocol.encode_events(up.boot, [ev]))
     assert batch[0][0] == 1
     assert protocol.decode_presence(protocol.encode_presence(True, up.boot, "0"))["online"]
+
+
+def test_a_time_stamped_by_an_untrusted_clock_keeps_its_flag_and_its_milliseconds():
+    from firmware import events, protocol
+    from firmware.uplink import TimeBase, event_tuple
+
+    class Clock:
+        trusted = False
+
+        def time(self):
+            return 1767225600.25
+
+        def ticks_ms(self):
+            return 0
+
+        def ticks_diff(self, a, b):
+            return a - b
+
+    j = Journal(FlashSim(path=None, block_size=1024, block_count=8))
+    clock = Clock()
+    rec = events.Recorder(j, clock, 3)
+    rec.record(events.ACCESS_DENIED, 10, b"\x01")  # under a clock set by an unsigned time
+    clock.trusted = True
+    rec.record(events.ACCESS_GRANTED, 1, b"\x01")  # after a signed, fresh one
+    ev = [event_tuple(r, 3, TimeBase()) for r in j.read(1, 2)]
+    assert ev[0][5] == protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_UNTRUSTED and ev[0][4] == 250
+    assert ev[1][5] == protocol.FLAG_TIME_VALID and ev[1][4] == 250
+    assert protocol.decode_events(protocol.encode_events(3, ev))[0][5] & protocol.FLAG_TIME_UNTRUSTED
