@@ -107,10 +107,10 @@ def test_oversized_nested_and_retained_messages_never_cut_the_door_off(rig: Rig)
         rig.send(leaf, nested(2000))  # 4 KB of nesting: over every limit but the cache's
         if leaf != "cache":
             rig.send(leaf, nested(60))  # within the topic's limit, but nested 60 deep
-    rig.send("ack", protocol.encode_ack(1), retain=True)  # well formed, retained (see below)
-    wait_until(lambda: sum(rig.status().get("refused", {}).values()) >= 11, what="the refusals")
+    rig.send("ack", protocol.encode_ack(1), retain=True)  # unsigned, retained (see below)
+    wait_until(lambda: sum(rig.status().get("refused", {}).values()) >= 12, what="the refusals")
     refused = rig.status()["refused"]
-    assert refused == {"too_large": 8, "too_deep": 3}, refused
+    assert refused == {"too_large": 8, "too_deep": 3, "bad_mac": 1}, refused
     # The door still delivers, on the connection it had.
     t = rig.io.set_input("rex", True)
     rig.io.wait_output("relay", True, timeout_s=10, after_ms=t)
