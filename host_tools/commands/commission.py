@@ -155,6 +155,19 @@ def check_cache(path: Path, site: dict[str, Any]) -> bytes:
     return data
 
 
+def platform_whitelist(db: str, site: dict[str, Any]) -> bytes:
+    """The platform's current whitelist as a snapshot signed with this site's cache key: the
+    platform stays the one authority on whitelist versions (docs/installer-guide.md)."""
+    from host_tools.cli_inputs import open_store
+    from host_tools.platform.cards import CardRegistry
+
+    registry = CardRegistry(open_store(db, "--whitelist-from"), site)
+    if registry.version() < 1:
+        raise _bad(f"--whitelist-from {db}", "the platform has no whitelist yet: issue the "
+                   "cards there first (doorctl platform card issue)")
+    return registry.snapshot()
+
+
 def door_files(site: dict[str, Any], cfg: dict[str, Any], tls_files: dict[str, bytes],
                snapshot: bytes | None) -> tuple[dict[str, bytes], list[str]]:
     """What a commissioning puts on the door (path -> content) and what it removes."""
@@ -217,6 +230,10 @@ def commission(
     legacy_classic: bool = typer.Option(False, "--legacy-classic",
                                         help="Also accept MIFARE Classic cards (low assurance)."),
     cache: Path = typer.Option(None, "--cache", help="Signed whitelist snapshot (doorctl cache build)."),
+    whitelist_from: str = typer.Option(None, "--whitelist-from", help="The platform's database "
+                                       "(as for platform run): the door gets the platform's "
+                                       "current whitelist, so its version is the platform's "
+                                       "(instead of --cache)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (no secrets)."),
 ) -> None:
     """Commission a door: identity, platform broker (TLS), Wi-Fi, lock type and timings, card
@@ -251,7 +268,12 @@ def commission(
                            wifi_ssid, _secret(wifi_password_file, "--wifi-password-file"),
                            lock == "fail-safe", {"unlock_ms": unlock_ms, "held_open_ms": held_open_ms},
                            legacy_uid, legacy_classic, "client.key" in tls_files)
+        if cache is not None and whitelist_from is not None:
+            raise _bad("--cache/--whitelist-from", "give one: the whitelist comes from a file "
+                       "or from the platform")
         snapshot = check_cache(cache, site) if cache is not None else None
+        if whitelist_from is not None:
+            snapshot = platform_whitelist(whitelist_from, site)
         port = pick_port(port)
         check_port(port)
         handshake(port)

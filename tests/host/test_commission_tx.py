@@ -160,3 +160,39 @@ def test_a_100000_card_whitelist_is_commissioned_through_the_console(tmp_path: P
                        "c.lookup((99999).to_bytes(8,'big')) is not None, "
                        "c.lookup((100001).to_bytes(8,'big')) is None)")
         assert out.split() == ["7", "None", "True", "True"], out
+
+
+def test_the_whitelist_can_come_from_the_platform_with_its_versions(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from host_tools.platform.cards import CardRegistry
+    from host_tools.platform.store import Store
+
+    kit = SiteKit(2027)
+    keys = tmp_path / "site.json"
+    keys.write_text(json.dumps(kit.keys))
+    db = tmp_path / "p.db"
+    registry = CardRegistry(Store(str(db)), kit.keys)
+    today = dt.date.today()
+    for i in (1, 2):
+        registry.issue(f"{i:016x}", f"r{i}", "101", [2], today - dt.timedelta(days=1),
+                       today + dt.timedelta(days=30))
+    registry.report_lost(f"{2:016x}")
+    assert registry.version() == 3
+    base = ["commission", "--keys", str(keys), "--device-id", "plat.b1.d2", "--door-no", "2",
+            "--broker", "127.0.0.1:1"]
+    with VirtualDevice(tmp_path / "door") as dev:
+        for extra, message in ((["--whitelist-from", str(tmp_path / "typo.db")], "no such database"),
+                               (["--whitelist-from", str(db), "--cache", str(keys)], "give one")):
+            r = subprocess.run([DOORCTL, *base, "-p", dev.pty, *extra], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        r = subprocess.run([DOORCTL, *base, "-p", dev.pty, "--whitelist-from", str(db)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        dev.restart()
+        out = mpremote(dev.pty, "exec", "from firmware.main import running, status\n"
+                       "c=running['cache']\nprint(status['cache_version'], "
+                       "c.lookup(bytes.fromhex('0000000000000001'))[1], "
+                       "c.lookup(bytes.fromhex('0000000000000002'))[1])")
+        assert out.split() == ["3", str(fmt.ACTIVE), str(fmt.LOST)], out  # the platform's version
