@@ -3,6 +3,10 @@
     FIGURES: dict[str, str]                       # "area.figure" -> what it measures, unit
     def run(names: set[str]) -> dict[str, float]  # measures at least the figures named
 
+A module may also define SMOKE: {module attribute: value} that makes it small enough for
+the test suite's smoke run (tests/host/test_bench_smoke.py), which measures nothing but
+proves each benchmark still runs to the end.
+
 A figure that cannot be measured fails alone: `run` may put the exception in its place
 (`failing(out, ...)` does that for a section of the run), and a `run` that raises fails
 every figure it was asked for. The other figures, of this module and the others, are
@@ -56,6 +60,8 @@ class Benchmark:
                 isinstance(k, str) and isinstance(v, str) for k, v in figures.items()):
             raise BenchmarkError(f"benchmark {self.name}: FIGURES must map names to descriptions")
         self.figures: dict[str, str] = dict(figures)
+        self.module = module
+        self.smoke: dict[str, object] = dict(getattr(module, "SMOKE", {}))
         self._run = cast(Callable[[set[str]], dict[str, Outcome]], module.run)
 
     def run(self, names: set[str]) -> tuple[dict[str, float], dict[str, str]]:

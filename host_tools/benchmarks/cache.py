@@ -25,6 +25,8 @@ DAY = 20000
 N_CARDS = 100_000
 N_PROBES = 1000
 N_FILES = 2000
+HEAPS_KIB = range(16, 68, 4)  # tried by cache.heap_peak_kib, smallest first
+SMOKE = {"N_CARDS": 3000, "N_FILES": 50, "HEAPS_KIB": (16, 64)}
 
 FIGURES = {
     "cache.bytes_100k": "cache file for 100,000 cards, bytes",
@@ -104,7 +106,7 @@ def _mpy(args: list[str], heap: str, folder: Path) -> dict[str, list[str]]:
 
 
 def _smallest_heap(tmp: str, folder: Path) -> float:
-    for kib in range(16, 68, 4):
+    for kib in HEAPS_KIB:
         try:
             _mpy(["cache", tmp], f"{kib}K", folder)
             return float(kib)

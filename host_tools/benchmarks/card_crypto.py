@@ -19,6 +19,7 @@ from host_tools.paths import REPO_ROOT, micropython, micropython_env
 SCRIPT = Path(__file__).with_name("device") / "card_auth.py"
 N_MPY = 200
 N_CPY = 500
+SMOKE = {"N_MPY": 5, "N_CPY": 5}
 
 FIGURES = {
     "card.auth_ms": f"AuthenticateEV2First, door-side compute, mean of {N_MPY} (MicroPython), ms",

@@ -23,6 +23,7 @@ from host_tools.vdev.provision import mpremote, provision
 from offline_cache import fmt
 
 N = 30
+SMOKE = {"N": 2}
 FIGURES = {
     "card.decision_ms": f"card placed on the reader to relay energised, median of {N}, virtual device "
                         "(includes waiting for the next reader poll, every 50 ms), ms",

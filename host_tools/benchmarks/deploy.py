@@ -12,6 +12,9 @@ from host_tools.benchmarks import Outcome, failing
 from host_tools.deploy import MPREMOTE, deploy, local_files, target_for
 from host_tools.vdev.device import VirtualDevice
 
+BASELINE_PACKAGES: int | None = None  # copied by the baseline (None: all, as deploy does)
+SMOKE = {"BASELINE_PACKAGES": 1}
+
 FIGURES = {
     "deploy.files": "files a virtual device receives (compiled .mpy)",
     "deploy.first_s": "doorctl deploy to a fresh virtual device: probe, copy, verify, manifest, s",
@@ -53,6 +56,7 @@ def _baseline(out: dict[str, Outcome]) -> None:
             dest.write_bytes(src.read_bytes())
         t = time.perf_counter()
         subprocess.run([MPREMOTE, "connect", dev.pty, "fs", "cp", "-r",
-                        *[str(p) for p in sorted((tree / "lib").iterdir())], ":lib/"],
+                        *[str(p) for p in sorted((tree / "lib").iterdir())[:BASELINE_PACKAGES]],
+                        ":lib/"],
                        check=True, capture_output=True, timeout=600)
         out["deploy.baseline_cp_s"] = time.perf_counter() - t

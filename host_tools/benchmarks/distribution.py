@@ -26,6 +26,8 @@ from offline_cache import fmt
 
 DEVICE = "bench.b1.d1"
 N = 10
+SNAPSHOT_CARDS = 100_000
+SMOKE = {"N": 2, "SNAPSHOT_CARDS": 500}
 FIGURES = {
     "platform.lost_card_latency_s": f"lost card: revocation delta published to the door refusing the card "
                             f"(cache_state confirmed, then a swipe refused), median of {N}, s",
@@ -91,7 +93,7 @@ def run(names: set[str]) -> dict[str, float]:
             out["platform.command_rtt_s"] = statistics.median(rtt)
             out["platform.lost_card_applied_s"] = statistics.median(applied)
             out["platform.lost_card_latency_s"] = statistics.median(total)
-            big = [(i.to_bytes(8, "big"), fmt.ACTIVE, False) for i in range(1, 100_001)]
+            big = [(i.to_bytes(8, "big"), fmt.ACTIVE, False) for i in range(1, SNAPSHOT_CARDS + 1)]
             snap = site.snapshot(100, big)
             t = time.perf_counter()
             push(platform, DEVICE, snap, timeout=300)

@@ -12,6 +12,7 @@ from host_tools.paths import micropython, micropython_env
 
 SCRIPT = Path(__file__).with_name("device") / "flash_ops.py"
 REPS = 10
+SMOKE = {"REPS": 2}
 
 _OPS = {
     "create": "create a 100-byte file",

@@ -16,6 +16,7 @@ from host_tools.vdev.provision import mpremote
 
 N = 10
 BACKLOG = 2000
+SMOKE = {"N": 1, "BACKLOG": 20}
 FIGURES = {
     "hil.card_to_relay_ms": f"card placed on a PC/SC reader (vpcd) to the door's relay, median of {N}, ms",
     "hil.card_to_relay_p95_ms": f"same, 95th percentile of {N}, ms",

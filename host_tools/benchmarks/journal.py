@@ -13,6 +13,7 @@ from host_tools.paths import micropython, micropython_env
 
 SCRIPT = Path(__file__).with_name("device") / "journal_append.py"
 N = 5000
+SMOKE = {"N": 200}
 
 FIGURES = {
     "journal.record_bytes": "size of one journal record, bytes",

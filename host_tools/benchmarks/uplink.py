@@ -28,6 +28,13 @@ WITH_ROM = Path(__file__).with_name("device") / "with_rom.py"
 BACKLOG = 50_000
 BLOCKS = 400
 HEAP = "96K"  # the drain's heap: see uplink.heap_min_kib for the smallest that works
+HEAPS_KIB = range(64, 257, 8)  # tried by the heap searches, smallest first
+HEAP_BACKLOG = 2000  # events drained by each try of a heap search
+MULTI_DEVICES, MULTI_BACKLOG = 4, 5000
+BASELINE_EVENTS = 10_000
+# 16 KiB cannot drain (the "does not fit" path), 256 KiB can
+SMOKE = {"BACKLOG": 200, "HEAPS_KIB": (16, 256), "HEAP_BACKLOG": 50, "MULTI_DEVICES": 2,
+         "MULTI_BACKLOG": 50, "BASELINE_EVENTS": 200}
 
 FIGURES = {
     "uplink.drain_50k_s": "50,000-event backlog drained to the platform with platform acks, s",
@@ -80,7 +87,8 @@ def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEA
     return elapsed
 
 
-def _multi(tmp: Path, broker: Mosquitto, devices: int = 4, backlog: int = 5000) -> float:
+def _multi(tmp: Path, broker: Mosquitto) -> float:
+    devices, backlog = MULTI_DEVICES, MULTI_BACKLOG
     env = micropython_env(build_device_tree()[0].parents[1])
     names = [f"multi.d{i}" for i in range(devices)]
     for name in names:
@@ -107,14 +115,14 @@ def _heap_min_kib(tmp: Path, broker: Mosquitto, rom: Path | None = None) -> floa
     """Smallest heap (8 KiB steps from 64) that drains 2,000 events; with `rom`, beyond the
     image (which sits in the heap on the unix port, standing in for memory-mapped flash)."""
     extra = math.ceil(rom.stat().st_size / 1024) if rom is not None else 0
-    for kib in range(64, 257, 8):
+    for kib in HEAPS_KIB:
         try:
-            _drain(tmp, broker, 2000, f"{kib + extra}K", f"heap{kib}{'r' if rom else ''}",
+            _drain(tmp, broker, HEAP_BACKLOG, f"{kib + extra}K", f"heap{kib}{'r' if rom else ''}",
                    timeout=30, rom=rom)
         except Exception:  # noqa: BLE001 - a drain that fails for any reason does not fit
             continue
         return float(kib)
-    raise RuntimeError("the drain passes in no heap up to 256 KiB")
+    raise RuntimeError(f"the drain passes in no heap up to {max(HEAPS_KIB)} KiB")
 
 
 def _recovery(tmp: Path, broker: Mosquitto, appended: int, name: str,
@@ -141,7 +149,8 @@ def _recovery(tmp: Path, broker: Mosquitto, appended: int, name: str,
         return elapsed, platform.store.count(name)
 
 
-def _baseline(tmp: Path, broker: Mosquitto, n: int = 10_000, batch: int = 16) -> float:
+def _baseline(tmp: Path, broker: Mosquitto, batch: int = 16) -> float:
+    n = BASELINE_EVENTS
     with Platform(Store(str(tmp / "b.db")), broker.host, broker.port) as platform:
         platform.connected.wait(10)
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
@@ -166,7 +175,7 @@ def run(names: set[str]) -> dict[str, Outcome]:
         drain = ("uplink.drain_50k_s", "uplink.drain_events_per_s")
         with failing(out, *drain):
             if names & set(drain):
-                s = _drain(Path(tmp), broker)
+                s = _drain(Path(tmp), broker, BACKLOG)
                 out["uplink.drain_50k_s"] = s
                 out["uplink.drain_events_per_s"] = BACKLOG / s
         with failing(out, "platform.ingest_events_per_s"):

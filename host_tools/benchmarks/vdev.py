@@ -16,6 +16,11 @@ from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 
 STAY_UP_S = 2.0  # a boot counts when the firmware is ready and still answers this long after
+HEAPS_KIB = range(64, 257, 8)  # tried by the heap searches, smallest first
+BOOTS = 5
+IDLE_S = 3.0  # the idle loop's peak heap is read after this long
+# 16 KiB dies (the "does not fit" path), 512 KiB boots
+SMOKE = {"HEAPS_KIB": (16, 512), "BOOTS": 1, "STAY_UP_S": 0.5, "IDLE_S": 0.5}
 
 FIGURES = {
     "vdev.boot_s": "virtual device: process start to firmware ready (median of 5), s",
@@ -52,7 +57,7 @@ def _min_heap_kib(template: Path | None = None, extra_kib: int = 0) -> float:
     """Smallest heap (8 KiB steps from 64, plus `extra_kib`) in which a fresh copy of the
     `template` state (or a blank device) boots and stays up; the figure excludes extra_kib."""
     with tempfile.TemporaryDirectory() as tmp:
-        for kib in range(64, 257, 8):
+        for kib in HEAPS_KIB:
             state = Path(tmp) / f"h{kib}"
             if template is not None:
                 shutil.copytree(template, state)
@@ -60,7 +65,7 @@ def _min_heap_kib(template: Path | None = None, extra_kib: int = 0) -> float:
                     (state / f).unlink(missing_ok=True)
             if _boots(state, kib + extra_kib):
                 return float(kib)
-    raise RuntimeError("the virtual device boots in no heap up to 256 KiB")
+    raise RuntimeError(f"the virtual device boots in no heap up to {max(HEAPS_KIB)} KiB")
 
 
 def _rom_template(tmp: Path) -> tuple[Path, int]:
@@ -84,7 +89,7 @@ def _rom_figures(names: set[str], out: dict[str, Outcome]) -> None:
                 state = Path(tmp) / "peak"
                 shutil.copytree(template, state)
                 with VirtualDevice(state) as dev, VirtualIO(dev.io_addr) as io:
-                    time.sleep(3.0)
+                    time.sleep(IDLE_S)
                     st = io.status()
                     if st.get("code") != "rom":
                         raise RuntimeError(f"the device did not run from ROM: {st}")
@@ -94,13 +99,13 @@ def _rom_figures(names: set[str], out: dict[str, Outcome]) -> None:
                 out["vdev.heap_min_rom_kib"] = _min_heap_kib(template, image_kib)
 
 
-def _boot_times(n: int = 5) -> list[float]:
+def _boot_times() -> list[float]:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         dev = VirtualDevice(Path(tmp) / "d")
         dev.start()  # first start creates the flash images; not timed
         dev.stop()
-        for _ in range(n):
+        for _ in range(BOOTS):
             dev = VirtualDevice(Path(tmp) / "d")
             t = time.perf_counter()
             dev.start()
@@ -130,7 +135,7 @@ def run(names: set[str]) -> dict[str, Outcome]:
 def _boot_figures(out: dict[str, Outcome]) -> None:
     out["vdev.boot_s"] = statistics.median(_boot_times())
     base = []
-    for _ in range(5):
+    for _ in range(BOOTS):
         t = time.perf_counter()
         subprocess.run([micropython(), "-c", "pass"], check=True)
         base.append(time.perf_counter() - t)
@@ -140,7 +145,7 @@ def _boot_figures(out: dict[str, Outcome]) -> None:
 def _heap_figures(out: dict[str, Outcome]) -> None:
     with tempfile.TemporaryDirectory() as tmp, VirtualDevice(Path(tmp) / "d") as dev, \
             VirtualIO(dev.io_addr) as io:
-        time.sleep(3.0)
+        time.sleep(IDLE_S)
         out["vdev.heap_peak_kib"] = io.status()["heap_peak_alloc"] / 1024
     bare = subprocess.run([micropython(), "-c", "import gc; gc.collect(); print(gc.mem_alloc())"],
                           capture_output=True, text=True, check=True).stdout

@@ -122,7 +122,7 @@ elif mode == "ram":
     gc.collect()
     a1 = gc.mem_alloc()
     c = Cache(folder + "/wl", KEY, SITE)
-    assert c.error is None and c.main.hdr.count == 100000
+    assert c.error is None and c.main.hdr.count > 0
     gc.collect()
     print("ram_code", a1 - a0)
     print("ram_open", gc.mem_alloc() - a1)

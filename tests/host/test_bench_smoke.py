@@ -1,0 +1,27 @@
+"""Every benchmark runs to the end at a small size (its SMOKE settings): a benchmark that
+crashes fails here, not in the next regeneration of BENCHMARKS.md. Nothing is timed: the
+figures only have to be there, as finite numbers.
+
+`heap32` (the WASI approximation) is left out: it is being retired.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from host_tools.benchmarks import Benchmark, discover
+
+SKIPPED = {"heap32"}
+BENCHMARKS = {b.name: b for b in discover() if b.name not in SKIPPED}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_benchmark_runs_to_the_end_at_a_small_size(name: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    bench: Benchmark = BENCHMARKS[name]
+    for attr, value in bench.smoke.items():
+        assert hasattr(bench.module, attr), f"SMOKE names {attr}, which {name} does not have"
+        monkeypatch.setattr(bench.module, attr, value)
+    measured, failed = bench.run(set(bench.figures))
+    assert failed == {}
+    assert set(measured) == set(bench.figures)
