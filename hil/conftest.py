@@ -11,12 +11,28 @@ import gc
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import pytest
 
 from hil.rig import Door, RigConfig, RigError, Timings
 
 TIMINGS = Timings()
+PCSC_DIR = pytest.StashKey[TemporaryDirectory[str] | None]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own pcscd and vpcd ports (host_tools/cards/pcsc_private.py), set before any
+    PC/SC call: two suites on one machine no longer reset each other's cards."""
+    from host_tools.cards import pcsc_private
+
+    config.stash[PCSC_DIR] = pcsc_private.isolate_in_temp()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(PCSC_DIR, None)
+    if folder is not None:
+        folder.cleanup()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -44,7 +44,7 @@ FAKE_MACHINE = REPO_ROOT / "hil" / "board" / "loopback"
 # with its uplink connected, which leaves too little for the console programs a bench driver
 # runs beside it (commissioning, status); the loopback's virtual DUT gets room for them.
 DUT_HEAP = "512K"
-SLOTS = {"Virtual PCD 00 00": vcard.VPCD_PORT, "Virtual PCD 00 01": vcard.VPCD_PORT + 1}
+SLOTS = {"Virtual PCD 00 00": vcard.vpcd_port(0), "Virtual PCD 00 01": vcard.vpcd_port(1)}
 # Which vpcd reader each card role sits on (shared: the changer swaps them).
 CARD_READERS = {"resident": "Virtual PCD 00 00", "master": "Virtual PCD 00 01",
                 "lost": "Virtual PCD 00 00", "clone": "Virtual PCD 00 01",

@@ -98,7 +98,7 @@ class VirtualDoor(DoorSite):
     def present(self, name: str) -> None:
         """Put card `name` on the rig's reader (vpcd) and in the door's field."""
         self.remove()
-        self._client = vcard.VpcdClient(self.cards[name], port=vcard.VPCD_PORT).start()
+        self._client = vcard.VpcdClient(self.cards[name], port=vcard.vpcd_port()).start()
         release_connection(pcsc.wait_for_card(READER)[0])
         self.emu.present(READER)
 
@@ -115,7 +115,7 @@ class VirtualDoor(DoorSite):
         io = self.io
         wait_for(lambda: io.state()["outputs"].get("led") in ("off", "amber"), what="the door idle")
         mark = io.set_input("rex", False)
-        self._client = vcard.VpcdClient(self.cards[name], port=vcard.VPCD_PORT).start()
+        self._client = vcard.VpcdClient(self.cards[name], port=vcard.vpcd_port()).start()
         release_connection(pcsc.wait_for_card(READER)[0])
         t0 = time.monotonic()
         self.emu.present(READER)

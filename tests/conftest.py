@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import pytest
 
 pytest_plugins = ["tests.mpy_plugin"]
+PCSC_DIR = pytest.StashKey[TemporaryDirectory[str] | None]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own pcscd and vpcd ports (host_tools/cards/pcsc_private.py), set before any
+    PC/SC call: two suites on one machine no longer reset each other's cards."""
+    from host_tools.cards import pcsc_private
+
+    config.stash[PCSC_DIR] = pcsc_private.isolate_in_temp()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(PCSC_DIR, None)
+    if folder is not None:
+        folder.cleanup()
 
 
 @pytest.fixture(scope="session")

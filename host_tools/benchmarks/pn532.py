@@ -124,7 +124,7 @@ def _pcsc_figures() -> dict[str, float]:
 
     out: dict[str, float] = {}
     card = vcard.VirtualDesfire()
-    with vcard.VpcdClient(card, port=vcard.VPCD_PORT):
+    with vcard.VpcdClient(card, port=vcard.vpcd_port()):
         conn, transceive = pcsc.wait_for_card(READER)
 
         def direct() -> None:

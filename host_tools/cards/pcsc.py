@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from host_tools.cards import pcsc_private
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, UserError
 
 Transceive = Callable[[bytes], bytes]
@@ -130,9 +131,14 @@ def wait_for_reader(name: str, timeout: float = 15.0) -> bool:
 
 
 def start_pcscd() -> subprocess.Popen[bytes] | None:
-    """Start `pcscd -f` when no reader service answers; returns the process we started."""
+    """Start `pcscd -f` when no reader service answers; returns the process we started.
+
+    In a run isolated by `pcsc_private.isolate` (the test suite, `doorctl bench`), that is
+    the run's private pcscd, never the system one."""
     if reader_names():
         return None
+    if pcsc_private.isolated():
+        return pcsc_private.start()
     exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
     proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc

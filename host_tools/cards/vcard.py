@@ -22,9 +22,16 @@ from typing import Protocol
 from host_tools.cards.desfire import DesfireCard, blank_state
 
 VPCD_HOST = "127.0.0.1"
-VPCD_PORT = 35963
+VPCD_PORT = 35963  # the system pcscd's; a run's private pcscd has its own (vpcd_port)
 DESFIRE_ATR = bytes.fromhex("3B8180018080")  # PC/SC part 3 ATR of an ISO 14443-4 card, historical 0x80
 CLASSIC_1K_ATR = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
+
+
+def vpcd_port(slot: int = 0) -> int:
+    """vpcd's port for `slot` on the pcscd this process uses (host_tools/cards/pcsc_private.py)."""
+    from host_tools.cards.pcsc_private import PORT_ENV
+
+    return int(os.environ.get(PORT_ENV) or VPCD_PORT) + slot
 
 
 class Card(Protocol):
@@ -158,11 +165,11 @@ class VpcdClient:
     side disconnects while a command is in flight, so a virtual card never leaves mid-frame; send
     the next command once pcscd has seen the card go, see `wait_until_absent`.)"""
 
-    def __init__(self, card: Card, port: int = VPCD_PORT, host: str = VPCD_HOST,
+    def __init__(self, card: Card, port: int | None = None, host: str = VPCD_HOST,
                  remove_after: Callable[[bytes], bool] | None = None) -> None:
         self.card = card
         self.host = host
-        self.port = port
+        self.port = vpcd_port() if port is None else port
         self.remove_after = remove_after
         self.removed = threading.Event()
         self.leaving = threading.Event()

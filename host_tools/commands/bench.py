@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from host_tools.benchmarks import Benchmark, discover, reason, select
+from host_tools.cards import pcsc_private
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, fail
 from host_tools.paths import ToolMissing, micropython
 
@@ -170,7 +171,12 @@ def bench(
     except KeyError as e:
         raise fail(f"unknown figure {e.args[0]}: `doorctl bench --list` shows them",
                    EXIT_USAGE) from None
-    results, descriptions, errors = run_selected(chosen, err)
+    private_pcscd = pcsc_private.isolate_in_temp()  # PC/SC figures: this run's own pcscd
+    try:
+        results, descriptions, errors = run_selected(chosen, err)
+    finally:
+        if private_pcscd is not None:
+            private_pcscd.cleanup()
     if not names:  # a full run: a module that could not be loaded lost all its figures
         errors.update(unloaded)
     if as_json:

@@ -269,9 +269,9 @@ def virtual(
     else:
         raise fail(f"unknown card kind {kind!r}: desfire, clone or uid", EXIT_USAGE)
     try:
-        client = vcard.VpcdClient(card, port=vcard.VPCD_PORT + slot).start()
+        client = vcard.VpcdClient(card, port=vcard.vpcd_port(slot)).start()
     except OSError:
-        raise fail(f"vpcd is not listening on port {vcard.VPCD_PORT + slot}: start pcscd (pcscd -f) "
+        raise fail(f"vpcd is not listening on port {vcard.vpcd_port(slot)}: start pcscd (pcscd -f) "
                    "with vsmartcard-vpcd installed", EXIT_FAILED) from None
     typer.echo(f"virtual {kind} card in vpcd slot {slot}; Ctrl-C removes it")
     done = threading.Event()

@@ -25,7 +25,7 @@ from host_tools.errors import EXIT_FAILED, EXIT_NO_DEVICE, EXIT_USAGE, UserError
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 SLOT = 1  # "Virtual PCD 00 01" on port 35964
 READER = "Virtual PCD 00 01"
-PORT = vcard.VPCD_PORT + SLOT
+PORT = vcard.vpcd_port(SLOT)  # this run's pcscd (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream
 
 SLOT = 1
 READER = "Virtual PCD 00 01"
-PORT = vcard.VPCD_PORT + SLOT
+PORT = vcard.vpcd_port(SLOT)  # this run's pcscd (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

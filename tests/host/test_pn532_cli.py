@@ -80,7 +80,7 @@ def test_emulate_relays_to_the_card_on_a_pcsc_reader(door_link: tuple[Path, sock
     try:
         assert pcsc.wait_for_reader(READER)
         card = vcard.VirtualDesfire()
-        with vcard.VpcdClient(card, port=vcard.VPCD_PORT):
+        with vcard.VpcdClient(card, port=vcard.vpcd_port()):
             release_connection(pcsc.wait_for_card(READER)[0])
             proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--device-state", str(state),
                                      "--pcsc", READER],

@@ -17,7 +17,7 @@ from host_tools.pn532_emu import PN532Emulator, SocketStream, release_connection
 
 SLOT = 0
 READER = "Virtual PCD 00 00"
-PORT = vcard.VPCD_PORT + SLOT
+PORT = vcard.vpcd_port(SLOT)  # this run's pcscd (tests/conftest.py)
 SELECT_PICC = bytes.fromhex("00A4040007D276000085010100")
 
 
