@@ -17,6 +17,7 @@ from host_tools.paths import REPO_ROOT
 
 SCRIPT = Path(__file__).with_name("device") / "mcu_bench.py"
 CARDS = 100_000
+SMOKE = {"CARDS": 300}
 HEAP = 65536  # the door's heap
 EV2_HEAP = 131072  # the door's 64 KiB plus the simulated card, compiled from source in the guest
 CLOCK_HZ = 240_000_000

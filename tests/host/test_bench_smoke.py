@@ -7,17 +7,24 @@ figures only have to be there, as finite numbers.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from host_tools.benchmarks import Benchmark, discover
+from host_tools.image import source
 
 SKIPPED = {"heap32"}
+MCU_TOOLS = source.vendored_tarball() is not None \
+    and all(shutil.which(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm"))
 BENCHMARKS = {b.name: b for b in discover() if b.name not in SKIPPED}
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_benchmark_runs_to_the_end_at_a_small_size(name: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    if name == "mcu" and not MCU_TOOLS:
+        pytest.skip("no MicroPython source, Arm toolchain or qemu-system-arm here")
     bench: Benchmark = BENCHMARKS[name]
     for attr, value in bench.smoke.items():
         assert hasattr(bench.module, attr), f"SMOKE names {attr}, which {name} does not have"
