@@ -302,3 +302,18 @@ def test_bad_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(VirtualDeviceError, match="not a directory"):
         VirtualDevice(f).start()
+
+
+def test_a_larger_blank_flash_image_is_used_at_its_size(tmp_path: Path) -> None:
+    """A bench gives the virtual board the ESP32's 8 MiB data partition (room for a second
+    100k whitelist during a snapshot update) by creating the image first; default 2 MiB."""
+    from host_tools.vdev.provision import mpremote
+
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "flash.img").write_bytes(b"\xff" * (8 << 20))
+    probe = "import os\ns = os.statvfs('/flash')\nprint(s[0] * s[2])"
+    with VirtualDevice(big) as d:
+        assert int(mpremote(d.pty, "exec", probe).strip()) == 8 << 20
+    with VirtualDevice(tmp_path / "default") as d:
+        assert int(mpremote(d.pty, "exec", probe).strip()) == 2 << 20
