@@ -230,12 +230,12 @@ def test_mutual_tls_with_and_without_the_door_certificate(mtls_rig: Rig) -> None
     r = rig.commission(*tls_args(rig, client=rig.door_cert))
     assert r.returncode == 0, r.stderr
     assert "BEGIN" not in r.stdout + r.stderr  # the key is never echoed
+    rig.dev.restart()  # the commissioning takes effect as the door boots
     shown = mpremote(rig.dev.pty, "exec", "import json\n"
                      "print(json.dumps(json.load(open('config.json'))['broker']))")
     broker_cfg = json.loads(shown)
     assert broker_cfg["ca"] == "ca.pem" and broker_cfg["cert"] == "client.crt"
     assert broker_cfg["key"] == "client.key"
-    rig.dev.restart()
     wait_until(lambda: len(rig.tagged(b"mtls")) == 5, what="the kept events over mutual TLS")
     rig.assert_exactly_once()
     wait_until(lambda: (rig.store.registration(DEVICE) or {}).get("client_cert") is True,
