@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from host_tools.platform.store import Store
@@ -115,19 +116,23 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
 
     def start(self) -> LeaseKeeper:
-        self.lease.acquire()
+        self._try(self.lease.acquire)
         self._thread.start()
         return self
 
+    @staticmethod
+    def _try(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - a locked or closed database: not held; try again later
+            pass
+
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            try:
-                self.lease.acquire()
-            except Exception:  # noqa: BLE001 - a locked or unreachable database: try again later
-                pass
+            self._try(self.lease.acquire)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        self.lease.release()
+        self._try(self.lease.release)  # if it cannot be given up, it expires
