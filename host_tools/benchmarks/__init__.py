@@ -3,9 +3,12 @@
     FIGURES: dict[str, str]                       # "area.figure" -> what it measures, unit
     def run(names: set[str]) -> dict[str, float]  # measures at least the figures named
 
-A module may also define SMOKE: {module attribute: value} that makes it small enough for
-the test suite's smoke run (tests/host/test_bench_smoke.py), which measures nothing but
-proves each benchmark still runs to the end.
+A module may also define
+    SMOKE: {module attribute: value}     # small enough for the test suite's smoke run
+                                         # (tests/host/test_bench_smoke.py): proves it runs
+    QUICK_FIGURES: list[str]             # figures `doorctl bench --quick` measures ...
+    QUICK: {module attribute: value}     # ... with these settings (a quick run, same figures)
+    NOISE: {figure: (ratio, slack)}      # noise bands where drift.band's default is wrong
 
 A figure that cannot be measured fails alone: `run` may put the exception in its place
 (`failing(out, ...)` does that for a section of the run), and a `run` that raises fails
@@ -62,16 +65,31 @@ class Benchmark:
         self.figures: dict[str, str] = dict(figures)
         self.module = module
         self.smoke: dict[str, object] = dict(getattr(module, "SMOKE", {}))
+        self.quick_figures: set[str] = set(getattr(module, "QUICK_FIGURES", ()))
+        self.quick: dict[str, object] = dict(getattr(module, "QUICK", {}))
+        self.noise: dict[str, tuple[float, float]] = dict(getattr(module, "NOISE", {}))
+        unknown = (self.quick_figures | set(self.noise)) - set(self.figures)
+        if unknown:
+            raise BenchmarkError(f"benchmark {self.name}: QUICK_FIGURES or NOISE name "
+                                 f"{', '.join(sorted(unknown))}, not its figures")
         self._run = cast(Callable[[set[str]], dict[str, Outcome]], module.run)
 
-    def run(self, names: set[str]) -> tuple[dict[str, float], dict[str, str]]:
-        """Measure `names`: (figures measured, as finite numbers; figure -> why it failed).
+    def run(self, names: set[str], settings: dict[str, object] | None = None
+            ) -> tuple[dict[str, float], dict[str, str]]:
+        """Measure `names`, the module's attributes set to `settings` meanwhile (SMOKE,
+        QUICK): (figures measured, as finite numbers; figure -> why it failed).
 
         Every name is in exactly one of the two; nothing raises (but KeyboardInterrupt)."""
+        saved = {k: getattr(self.module, k) for k in settings or {}}
         try:
+            for k, v in (settings or {}).items():
+                setattr(self.module, k, v)
             got: dict[str, Outcome] = dict(self._run(set(names)))
         except Exception as e:  # noqa: BLE001 - every figure asked for fails with it
             got = dict.fromkeys(names, e)
+        finally:
+            for k, v in saved.items():
+                setattr(self.module, k, v)
         out: dict[str, float] = {}
         errors: dict[str, str] = {}
         for name in sorted(names):

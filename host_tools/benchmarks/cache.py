@@ -116,6 +116,8 @@ def _smallest_heap(tmp: str, folder: Path) -> float:
 
 
 MAIN = [n for n in FIGURES if "baseline" not in n]
+QUICK_FIGURES = [n for n in MAIN if n not in ("cache.heap_peak_kib", "cache.ram_100k_bytes",
+                                              "cache.code_ram_bytes")]
 RAM = ["cache.ram_100k_bytes", "cache.code_ram_bytes"]
 JSON = [n for n in FIGURES if "baseline_json" in n]
 FILES = [n for n in FIGURES if "baseline_files" in n]

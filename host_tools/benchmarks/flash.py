@@ -35,6 +35,9 @@ FIGURES.update({
 })
 
 
+QUICK_FIGURES = list(FIGURES)
+
+
 def run(names: set[str]) -> dict[str, float]:
     build_device_tree()
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,7 @@ from host_tools.paths import micropython, micropython_env
 SCRIPT = Path(__file__).with_name("device") / "journal_append.py"
 N = 5000
 SMOKE = {"N": 200}
+QUICK = {"N": 1000}
 
 FIGURES = {
     "journal.record_bytes": "size of one journal record, bytes",
@@ -25,6 +26,9 @@ FIGURES = {
     "journal.baseline_flash_bytes_per_event": "baseline: littlefs append+flush, bytes programmed per event",
     "journal.baseline_erases_per_event": "baseline: littlefs append+flush, erase blocks per event",
 }
+
+
+QUICK_FIGURES = list(FIGURES)
 
 
 def run(names: set[str]) -> dict[str, float]:

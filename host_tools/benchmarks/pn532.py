@@ -28,6 +28,8 @@ FIGURES = {
     "pn532.apdu_pcsc_ms": "baseline: the same APDU sent straight through pyscard (median of 50), ms",
 }
 
+QUICK_FIGURES = ["pn532.frame_rt_ms", "pn532.apdu_local_ms", "pn532.frame_rt_mpy_ms"]
+
 GET_VERSION = bytes.fromhex("9060000000")
 ABORT = bytes.fromhex("90AF000000")
 READER = "Virtual PCD 00 00"

@@ -9,6 +9,7 @@ import platform
 import re
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import typer
 from rich.console import Console
@@ -16,10 +17,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from host_tools.benchmarks import Benchmark, discover, reason, select
+from host_tools.benchmarks import Benchmark, discover, drift, reason, select
 from host_tools.cards import pcsc_private
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, fail
-from host_tools.paths import ToolMissing, micropython
+from host_tools.paths import REPO_ROOT, ToolMissing, micropython
 
 BEGIN = "<!-- doorctl bench --markdown: begin -->"
 END = "<!-- doorctl bench --markdown: end -->"
@@ -72,41 +73,80 @@ def fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*) \| (.*) \|$", re.M)
+class Row(NamedTuple):
+    """A figure's row in the generated table."""
+    value: str
+    what: str
+    commit: str  # the commit it was measured at ("" for a row from before the column existed)
+
+
+KEPT = " (kept)"
+
+
+def measured_at() -> str:
+    """The commit this run measures, `+dirty` when tracked files differ from it (BENCHMARKS.md,
+    which --update writes, aside)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!BENCHMARKS.md"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def markdown(results: dict[str, float], descriptions: dict[str, str],
-             machine: dict[str, str], kept: dict[str, tuple[str, str]] | None = None,
+             machine: dict[str, str], commit: str, kept: dict[str, Row] | None = None,
              errors: dict[str, str] | None = None) -> str:
-    """The generated block. `kept`: rows of an earlier run (name -> (value, what)) for
-    figures this run did not measure; `errors`: figures that failed, with why."""
-    lines = [BEGIN, "", "Measured with `doorctl bench --markdown` on this machine:", "",
-             "| machine | |", "|---|---|"]
+    """The generated block: every row says the commit it was measured at. `kept`: rows of
+    earlier runs for figures this run did not measure (still defined), marked kept, with
+    their own commit; `errors`: figures that failed, with why."""
+    lines = [BEGIN, "", f"Measured with `doorctl bench --markdown` at commit `{commit}` on this "
+             "machine:", "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine.items()]
-    rows = {k: (fmt(results[k]), descriptions[k]) for k in results}
-    rows.update({k: ("failed", f"{descriptions.get(k, '')} **failed: {why}**")
+    here = f"`{commit}`"
+    rows = {k: Row(fmt(results[k]), descriptions[k], here) for k in results}
+    rows.update({k: Row("failed", f"{descriptions.get(k, '')} **failed: {why}**", here)
                  for k, why in (errors or {}).items()})
-    old = {k: v for k, v in (kept or {}).items() if k not in rows}
+    old = {k: Row(r.value, r.what, (f"`{r.commit}`" if r.commit else "unknown") + KEPT)
+           for k, r in (kept or {}).items() if k not in rows and k in descriptions}
     if old:
-        lines += ["", f"{len(rows)} figures from this run; {len(old)} kept from an earlier run "
-                      "(each benchmark's figures and baselines always come from one run)."]
+        lines += ["", f"**{len(old)} of {len(rows) + len(old)} figures were not measured at "
+                      f"`{commit}`**: they are kept from earlier runs, each row with the commit "
+                      "it was measured at (each benchmark's figures and baselines always come "
+                      "from one run)."]
     rows.update(old)
-    lines += ["", "| figure | value | what |", "|---|---:|---|"]
-    lines += [f"| `{k}` | {rows[k][0]} | {rows[k][1]} |" for k in sorted(rows)]
+    lines += ["", "| figure | value | commit | what |", "|---|---:|---|---|"]
+    lines += [f"| `{k}` | {r.value} | {r.commit} | {r.what} |" for k, r in sorted(rows.items())]
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
 
-def existing_rows(path: Path) -> dict[str, tuple[str, str]]:
-    """Figure rows of the generated block already in `path`."""
+def existing_rows(path: Path) -> dict[str, Row]:
+    """Figure rows of the generated block already in `path` (with or without the commit
+    column)."""
     if not path.exists():
         return {}
     text = path.read_text()
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         return {}
-    return {m.group(1): (m.group(2).strip(), m.group(3).strip())
-            for m in ROW.finditer(text[start:end])}
+    rows: dict[str, Row] = {}
+    for line in text[start:end].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) not in (3, 4) or not (cells[0].startswith("`") and cells[0].endswith("`")):
+            continue
+        name = cells[0].strip("`")
+        if len(cells) == 3:
+            rows[name] = Row(cells[1], cells[2], "")
+        else:
+            commit = cells[2].removesuffix(KEPT).strip("`")
+            rows[name] = Row(cells[1], cells[3], "" if commit == "unknown" else commit)
+    return rows
 
 
 def update_file(path: Path, block: str) -> None:
@@ -130,8 +170,17 @@ def bench(
     as_markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table with the "
                                      "machine description, for BENCHMARKS.md."),
     update: Path = typer.Option(None, "--update", metavar="FILE", help="With --markdown: "
-                                "update the generated table in FILE (figures not run this time are kept), "
-                                "keeping the text around it."),
+                                "update the generated table in FILE, keeping the text around it; "
+                                "figures not run this time are kept, marked kept with the commit "
+                                "they were measured at."),
+    quick: bool = typer.Option(False, "--quick", help="Only the quick figures (each benchmark's "
+                               "QUICK_FIGURES, with its quicker settings): well under a minute."),
+    compare: Path = typer.Option(None, "--compare", metavar="FILE", help="Compare each figure "
+                                 "measured with its row in FILE (BENCHMARKS.md) and report those "
+                                 "that moved beyond their noise band (a report: the exit status "
+                                 "is still 0 unless a figure failed, or --fail-on-drift)."),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="With --compare: exit 1 "
+                                       "when a figure moved beyond its noise band."),
     list_only: bool = typer.Option(False, "--list", help="List the figures and exit."),
 ) -> None:
     """Run benchmarks and print named figures; device figures are measured on the MicroPython unix port, each beside a baseline measured in the same run.
@@ -147,6 +196,8 @@ def bench(
       doorctl bench vdev journal.append_ms --json
 
       doorctl bench --markdown --update BENCHMARKS.md
+
+      doorctl bench --quick --compare BENCHMARKS.md
     """  # noqa: E501
     err = Console(stderr=True)
 
@@ -166,31 +217,45 @@ def bench(
         return
     if update is not None and not as_markdown:
         raise fail("--update writes the Markdown table: add --markdown", EXIT_USAGE)
+    if quick and update is not None:
+        raise fail("--quick figures are measured with quicker settings: the table is updated "
+                   "from a full run, without --quick", EXIT_USAGE)
+    if fail_on_drift and compare is None:
+        raise fail("--fail-on-drift goes with --compare FILE", EXIT_USAGE)
+    if compare is not None and not existing_rows(compare):
+        raise fail(f"{compare} holds no benchmark table to compare with", EXIT_USAGE)
     try:
         chosen = select(benchmarks, names or [])
     except KeyError as e:
         raise fail(f"unknown figure {e.args[0]}: `doorctl bench --list` shows them",
                    EXIT_USAGE) from None
+    if quick:
+        chosen = {b: figs & b.quick_figures for b, figs in chosen.items() if figs & b.quick_figures}
+        if not chosen:
+            raise fail("none of these figures is a quick one (`--quick` alone runs them all)",
+                       EXIT_USAGE)
     private_pcscd = pcsc_private.isolate_in_temp()  # PC/SC figures: this run's own pcscd
     try:
-        results, descriptions, errors = run_selected(chosen, err)
+        results, _, errors = run_selected(chosen, err, quick)
     finally:
         if private_pcscd is not None:
             private_pcscd.cleanup()
-    if not names:  # a full run: a module that could not be loaded lost all its figures
+    if not names and not quick:  # a full run: a module that could not load lost its figures
         errors.update(unloaded)
+    descriptions = {f: d for b in benchmarks for f, d in b.figures.items()}
     if as_json:
         typer.echo(json.dumps({**results, **({"errors": errors} if errors else {})},
                               sort_keys=True))
     elif as_markdown:
         kept = existing_rows(update) if update is not None else None
-        block = markdown(results, descriptions, machine_description(), kept, errors)
+        block = markdown(results, descriptions, machine_description(), measured_at(), kept,
+                         errors)
         if update is not None:
             update_file(update, block)
             typer.echo(f"updated {update} ({len(results)} figures)")
         else:
             typer.echo(block, nl=False)
-    else:
+    elif compare is None:  # with --compare, its report shows each figure
         table = Table("figure", "value", "what")
         for k in sorted({*results, *errors}):
             if k in errors:
@@ -198,15 +263,38 @@ def bench(
             else:
                 table.add_row(k, fmt(results[k]), escape(descriptions[k]))
         Console().print(table)
+    moved = report_drift(results, compare, benchmarks, err if as_json else Console()) \
+        if compare is not None else []
     if errors:
         for name, why in sorted(errors.items()):
             err.print(f"error: {name} failed: {why}", style="red", markup=False, highlight=False,
                       soft_wrap=True)
         raise fail(f"{len(errors)} of {len(errors) + len(results)} figures failed",
                    EXIT_FAILED)
+    if moved and fail_on_drift:
+        raise fail(f"{len(moved)} figures moved beyond their noise band: {', '.join(moved)}",
+                   EXIT_FAILED)
 
 
-def run_selected(chosen: dict[Benchmark, set[str]], err: Console
+def report_drift(results: dict[str, float], path: Path, benchmarks: list[Benchmark],
+                 out: Console) -> list[str]:
+    """Print each measured figure against its row in `path`, the moved ones last; their names."""
+    table = existing_rows(path)
+    overrides = {f: b for bench in benchmarks for f, b in bench.noise.items()}
+    drifts, missing = drift.compare(results, table, overrides)
+    lines = [d.line(table[d.name].commit) for d in drifts if not d.moved]
+    lines += [f"new    {name}: {fmt(results[name])} now, no number in {path}" for name in missing]
+    lines += [d.line(table[d.name].commit) for d in drifts if d.moved]
+    moved = [d.name for d in drifts if d.moved]
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    out.print(f"compared with {path}: {len(drifts)} figures, {len(moved)} moved beyond their "
+              f"noise band{': ' + ', '.join(moved) if moved else ''}", markup=False,
+              highlight=False, soft_wrap=True)
+    return moved
+
+
+def run_selected(chosen: dict[Benchmark, set[str]], err: Console, quick: bool = False
                  ) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
     """Run every chosen benchmark: (figures measured, descriptions, figure -> why it failed).
     A failing figure never stops the others."""
@@ -219,7 +307,7 @@ def run_selected(chosen: dict[Benchmark, set[str]], err: Console
         task = bar.add_task("", total=len(chosen))
         for b, figs in sorted(chosen.items(), key=lambda item: item[0].name):
             bar.update(task, description=f"{b.name} ({len(figs)} figures)")
-            measured, failed = b.run(figs)
+            measured, failed = b.run(figs, b.quick if quick else None)
             results.update(measured)
             errors.update(failed)
             descriptions.update(b.figures)

@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 import host_tools.benchmarks as benchmarks_pkg
-from host_tools.benchmarks import Benchmark, BenchmarkError, discover, select
+from host_tools.benchmarks import Benchmark, BenchmarkError, discover, drift, select
 from host_tools.cli import app
+from host_tools.commands.bench import BEGIN, END, Row, existing_rows, measured_at
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 
@@ -123,8 +124,10 @@ def test_markdown_has_the_machine_and_a_row_per_figure(bench_dir: Path) -> None:
     assert code == 0
     for label in ("| CPU |", "| cores |", "| Python |", "| MicroPython |", "| date |"):
         assert label in out, label
-    assert "| `cache.lookup_us` | 12.5 | whitelist lookup, us |" in out
-    assert "| `tiny.count` | 7 | a count |" in out
+    here = f"`{measured_at()}`"
+    assert f"at commit {here} on this machine" in out
+    assert f"| `cache.lookup_us` | 12.5 | {here} | whitelist lookup, us |" in out
+    assert f"| `tiny.count` | 7 | {here} | a count |" in out
     assert "not installed" not in out and "unknown" not in out
 
 
@@ -147,15 +150,19 @@ def test_markdown_update_of_some_figures_keeps_the_others(bench_dir: Path, tmp_p
     doc = tmp_path / "BENCHMARKS.md"
     assert run_cli("--markdown", "--update", str(doc))[0] == 0
     before = doc.read_text()
-    assert "| `other.ratio` | 0.25 | a ratio |" in before and "kept from an earlier run" not in before
+    here = f"`{measured_at()}`"
+    assert f"| `other.ratio` | 0.25 | {here} | a ratio |" in before and "kept" not in before
+    # the table as an earlier run measured it, at another commit
+    doc.write_text(before.replace(here, "`0123456789ab`"))
     _write(bench_dir, "other", OTHER.replace("0.25", "0.5"))
     for name in [n for n in sys.modules if n.startswith("host_tools.benchmarks.")]:
         del sys.modules[name]
     assert run_cli("other", "--markdown", "--update", str(doc))[0] == 0
     text = doc.read_text()
-    assert "| `other.ratio` | 0.5 | a ratio |" in text  # measured again
-    assert "| `cache.lookup_us` | 12.5 | whitelist lookup, us |" in text  # kept
-    assert "1 figures from this run; 3 kept from an earlier run" in text
+    assert f"| `other.ratio` | 0.5 | {here} | a ratio |" in text  # measured again
+    # kept, never silently: marked, with the commit it was measured at
+    assert "| `cache.lookup_us` | 12.5 | `0123456789ab` (kept) | whitelist lookup, us |" in text
+    assert f"**3 of 4 figures were not measured at {here}**" in text
     assert text.count("`tiny.count`") == 1
 
 
@@ -283,3 +290,86 @@ def test_the_repo_benchmarks_load_and_the_installed_command_answers() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown figure no.such.figure: `doorctl bench --list` shows them"]
+
+
+def test_a_table_from_before_the_commit_column_is_kept_as_unknown(bench_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    _write(bench_dir, "tiny", TINY)
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"{BEGIN}\n\n| figure | value | what |\n|---|---:|---|\n"
+                   "| `cache.load_ms` | 4 | old |\n| `gone.figure` | 1 | no longer defined |\n"
+                   f"\n{END}\n")
+    assert existing_rows(doc)["cache.load_ms"] == Row("4", "old", "")
+    assert run_cli("cache.lookup_us", "--markdown", "--update", str(doc))[0] == 0
+    text = doc.read_text()
+    assert "| `cache.load_ms` | 4 | unknown (kept) | old |" in text
+    assert "gone.figure" not in text  # a figure no benchmark defines any more is dropped
+    assert existing_rows(doc)["cache.load_ms"].commit == ""
+
+
+QUICK = '''
+FIGURES = {"q.fast_ms": "fast", "q.flash_bytes": "flash bytes", "q.slow_s": "slow"}
+QUICK_FIGURES = ["q.fast_ms", "q.flash_bytes"]
+QUICK = {"SAMPLES": 3}
+SAMPLES = 100
+CALLS = []
+
+def run(names):
+    CALLS.append((sorted(names), SAMPLES))
+    return {"q.fast_ms": 2.0 + SAMPLES / 1000, "q.flash_bytes": 10.0, "q.slow_s": 9.0}
+'''
+
+
+def _table(path: Path, rows: dict[str, str]) -> None:
+    lines = [BEGIN, "", "| figure | value | commit | what |", "|---|---:|---|---|"]
+    lines += [f"| `{k}` | {v} | `0123456789ab` | x |" for k, v in rows.items()]
+    path.write_text("\n".join([*lines, "", END, ""]))
+
+
+def test_quick_runs_the_quick_figures_with_their_settings(bench_dir: Path) -> None:
+    _write(bench_dir, "q", QUICK)
+    code, out, _ = run_cli("--quick", "--json")
+    assert code == 0 and json.loads(out) == {"q.fast_ms": 2.003, "q.flash_bytes": 10.0}
+    q = sys.modules["host_tools.benchmarks.q"]
+    assert q.CALLS == [(["q.fast_ms", "q.flash_bytes"], 3)] and q.SAMPLES == 100  # restored
+    assert run_cli("q.slow_s", "--quick")[0] == 2  # not a quick figure
+    assert run_cli("--quick", "--markdown", "--update", "x.md")[0] == 2
+
+
+def test_compare_reports_a_figure_beyond_its_noise_band(bench_dir: Path, tmp_path: Path) -> None:
+    _write(bench_dir, "q", QUICK)
+    doc = tmp_path / "BENCHMARKS.md"
+    _table(doc, {"q.fast_ms": "2.5", "q.flash_bytes": "7"})  # timing within x1.5; a count is not
+    code, out, _ = run_cli("--quick", "--compare", str(doc))
+    assert code == 0  # a report: drift alone does not fail the run
+    lines = out.splitlines()
+    assert any(line.startswith("ok     q.fast_ms: 2.003 now, 2.5 in the table (at 0123456789ab)")
+               for line in lines)
+    assert any(line.startswith("MOVED  q.flash_bytes: 10 now, 7 in the table") for line in lines)
+    assert lines[-1] == ("compared with " + str(doc) + ": 2 figures, 1 moved beyond their noise "
+                         "band: q.flash_bytes")
+    code, _, err = run_cli("--quick", "--compare", str(doc), "--fail-on-drift")
+    assert code == 1 and "1 figures moved beyond their noise band: q.flash_bytes" in err
+    code, out, err = run_cli("--quick", "--compare", str(doc), "--json")  # JSON alone on stdout
+    assert code == 0 and set(json.loads(out)) == {"q.fast_ms", "q.flash_bytes"} and "MOVED" in err
+    code, _, err = run_cli("--quick", "--compare", str(tmp_path / "none.md"))
+    assert code == 2 and "holds no benchmark table" in err
+
+
+def test_noise_bands() -> None:
+    assert drift.band("cache.lookup_100k_ms") == drift.TIMING
+    assert drift.band("card.decision_p95_ms") == drift.TAIL
+    assert drift.band("journal.flash_bytes_per_event") == drift.EXACT
+    assert drift.band("card.aes_blocks_per_session") == drift.EXACT
+    assert drift.band("uplink.drain_events_per_s") == drift.TIMING
+    assert drift.band("card.step_ms", {"card.step_ms": (2.0, 5.0)}) == (2.0, 5.0)
+    step = drift.Drift("card.step_ms", 1.0, 3.0, (2.0, 5.0))
+    assert not step.moved  # 1 -> 3 ms of a millisecond clock is within its slack
+    assert drift.Drift("card.step_ms", 1.0, 267.0, (2.0, 5.0)).moved  # the Nagle regression
+    assert drift.Drift("x.count", 0.0, 0.0, drift.EXACT).moved is False
+    assert drift.Drift("x.count", 0.0, 1.0, drift.EXACT).moved
+
+
+def test_every_quick_figure_and_noise_band_names_a_figure_of_its_module() -> None:
+    quick = [f for b in discover() for f in b.quick_figures]
+    assert "card.decision_ms" in quick and "card.step_ms" in quick
