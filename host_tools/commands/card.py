@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +30,16 @@ def _connect(reader: str | None, wait: float) -> tuple[object, Callable[[bytes],
 
     if wait < 0:
         raise UserError(f"--wait {wait:g}: must be 0 or more seconds", EXIT_USAGE)
-    pcsc.find_reader(reader)  # no reader at all is said at once
-    return pcsc.wait_for_card(reader, timeout=wait)  # type: ignore[arg-type]
+    deadline = time.monotonic() + wait
+    while True:  # a reader pcscd has just found, then a card on it
+        try:
+            pcsc.find_reader(reader)
+            break
+        except UserError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+    return pcsc.wait_for_card(reader, timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[arg-type]
 
 
 def _run(fn: Callable[[], None]) -> None:
@@ -268,9 +277,15 @@ def virtual(
         card = vcard.UidOnlyCard()
     else:
         raise fail(f"unknown card kind {kind!r}: desfire, clone or uid", EXIT_USAGE)
-    try:
-        client = vcard.VpcdClient(card, port=vcard.vpcd_port(slot)).start()
-    except OSError:
+    deadline = time.monotonic() + 10  # pcscd may have just been started
+    while True:
+        try:
+            client = vcard.VpcdClient(card, port=vcard.vpcd_port(slot)).start()
+            break
+        except OSError:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
         raise fail(f"vpcd is not listening on port {vcard.vpcd_port(slot)}: start pcscd (pcscd -f) "
                    "with vsmartcard-vpcd installed", EXIT_FAILED) from None
     typer.echo(f"virtual {kind} card in vpcd slot {slot}; Ctrl-C removes it")
