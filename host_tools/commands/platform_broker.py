@@ -31,9 +31,12 @@ def acl(out: Path = typer.Option(..., "--out", help="Folder for `acl` and `acces
         raise fail(f"--platform/--observer: {e}", EXIT_USAGE) from None
     if out.exists() and not out.is_dir():
         raise fail(f"--out {out}: not a folder", EXIT_USAGE)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "acl").write_text(text)
-    (out / "access.conf").write_text(broker_acl.conf_lines(password_file, out.resolve() / "acl"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "acl").write_text(text)
+        (out / "access.conf").write_text(broker_acl.conf_lines(password_file, out.resolve() / "acl"))
+    except OSError as e:
+        raise fail(f"--out {out}: cannot be written ({e.strerror or e})", EXIT_USAGE) from None
     typer.echo(f"wrote {out / 'acl'} and {out / 'access.conf'}; add users with "
                "doorctl platform broker-user")
 
