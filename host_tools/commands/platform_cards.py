@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from firmware import events as ev
 from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
@@ -353,8 +353,15 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     if as_json:
         typer.echo(json.dumps(out))
         return
-    table = Table("door", "online", "state", "mode", "list", "lag", "backlog", "lost", "alarms",
-                  box=None if not detail else box.HEAVY_HEAD, pad_edge=False)
+    # The door id is what the operator types next: never shortened; short columns keep their
+    # headers, the state and the alarms wrap.
+    table = Table(Column("door", no_wrap=True, min_width=max([len(r["door"]) for r in out] + [4])),
+                  Column("on", no_wrap=True), Column("state", overflow="fold", min_width=6),
+                  Column("mode", overflow="fold", min_width=6),
+                  *(Column(h, no_wrap=True) for h in ("list", "lag", "backlog", "lost")),
+                  Column("alarms", overflow="fold", min_width=11),
+                  box=None if not detail else box.HEAVY_HEAD, pad_edge=False,
+                  padding=(0, 1) if detail else (0, 1, 0, 0))
     if detail:
         table.add_column("registered as")
         table.add_column("last patrol")
@@ -362,7 +369,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         lag = "ahead" if r["ahead"] else "-" if r["lag"] is None else str(r["lag"])
         row = [r["door"], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
                "-" if r["whitelist"] is None else f"v{r['whitelist']}", lag, str(r["backlog"]),
-               str(r["lost"]), ", ".join(r["alarms"]) or "-"]
+               str(r["lost"]), "\n".join(r["alarms"]) or "-"]
         if detail:
             row.append(registered_as(r["registration"]))
             row.append(dt.datetime.fromtimestamp(r["last_patrol"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -370,8 +377,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         table.add_row(*row)
     Console(width=160 if detail else 80).print(table)
     if any(r["ahead"] for r in out):
-        typer.echo("ahead: the door holds a whitelist version the platform never issued "
-                   "(an installer's file); doorctl platform sync replaces it")
+        typer.echo("ahead: a whitelist the platform never issued; doorctl platform sync replaces it")
 
 
 def retire(door: str = typer.Argument(..., help="The old device id, e.g. hz.b12.d3-old."),

@@ -136,9 +136,6 @@ def address(
         raise fail(f"{which!r}: one of {', '.join(ADDRESSES)}", EXIT_USAGE)
     if timeout < 0:
         raise fail(f"--timeout {timeout:g}: must be 0 or more seconds", EXIT_USAGE)
-    if not state.is_dir():
-        raise fail(f"--state {state}: no such directory (start the device with doorctl virtual run "
-                   f"--state {state})", EXIT_USAGE)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -109,7 +109,7 @@ CASES: dict[str, list[list[str]]] = {
     "platform card list": [["--keys", KEYS, "--db", f"{TMP}/typo.db"]],
     "reader emulate": [[], ["--reader-addr", "nohost"], ["--device-state", MISSING],
                        ["--reader-addr", "127.0.0.1:1"]],
-    "virtual address": [["bogus", "--state", TMP], ["--state", MISSING],
+    "virtual address": [["bogus", "--state", TMP], ["--state", MISSING, "--timeout", "0.5"],
                         ["--state", TMP, "--timeout", "0.5"]],
     "virtual run": [["--state", "/proc/x"], ["--state", f"{TMP}/v", "--io-port", "70000"]],
 }
