@@ -116,6 +116,15 @@ def test_commission_then_selftest_logs_and_monitor(site: Site, tmp_path: Path) -
         assert r.returncode == 0 and report["passed"] is True
         text = (tmp_path / "reports" / f"commissioning-{DEVICE}.txt").read_text()
         assert "PASSED" in text and "lock relay" in text
+        # a stale I/O address (the virtual door restarted elsewhere): the relay item fails, the
+        # report of every other item is still printed and saved
+        r = doorctl("selftest", "-p", site.dev.pty, "--relay", "io:127.0.0.1:1", "--report-dir",
+                    str(tmp_path / "stale"), "--json")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        stale = {i["item"]: i for i in json.loads(r.stdout)["items"]}
+        assert stale["lock relay"]["result"] == "fail" and "no I/O channel" in stale["lock relay"]["detail"]
+        assert stale["firmware"]["result"] == "pass"
+        assert (tmp_path / "stale" / f"commissioning-{DEVICE}.json").exists()
         # a fault the installer must see: the tamper switch open
         io.set_input("tamper", True)
         time.sleep(0.3)
