@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hil.broker import free_port
+from host_tools.cards import pcsc_private
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "installer-guide.md"
 VARIABLE = re.compile(r"^(\w+)=(\"[^\"]*\"|\S+)\s+# guide variable")
@@ -118,6 +119,8 @@ def test_the_installer_guide_runs_as_written(workdir: Path) -> None:
     body = script(all_steps, {"BROKER_PORT": str(free_port()), "TLS_PORT": str(free_port())})
     (tmp_path / "guide.sh").write_text(body)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    for name in (pcsc_private.DIR_ENV, pcsc_private.PORT_ENV, pcsc_private.SOCKET_ENV):
+        env.pop(name, None)  # the guide's pcscd is its own, in its namespaces, as on a site
     log = tmp_path / "guide.log"
     with log.open("w") as f:
         proc = subprocess.Popen([*ISOLATED, str(tmp_path / "guide.sh")], cwd=tmp_path, env=env,
