@@ -57,7 +57,10 @@ def check_bench(
 ) -> None:
     """Measure the mcu instruction counts and fail when one grew more than 5 % over its row in
     TABLE (figures not in the table yet are only reported). CI runs this: a change that makes
-    the firmware slower on purpose updates the table in the same change."""
+    the firmware slower on purpose updates the table in the same change.
+
+    Example: doorctl mcu check-bench --table BENCHMARKS.md
+    """
     from host_tools.benchmarks import mcu as bench_mcu
     from host_tools.commands.bench import existing_rows
 

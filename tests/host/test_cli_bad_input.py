@@ -33,6 +33,7 @@ MISSING = f"{TMP}/missing"
 CASES: dict[str, list[list[str]]] = {
     "build unix32": [["--manifest", MISSING]],
     "build mcu": [],  # no values: the generic cases
+    "mcu check-bench": [["--table", MISSING]],
     "mcu run": [[MISSING], [MISSING, "--heap", "bogus"]],
     "bench": [["nosuch-figure"], ["--update", "/proc/x/BENCH.md"]],
     "commission": [["-p", "/dev/ttyUSB77", "--keys", KEYS, "--device-id", "a.b", "--door-no", "0",
