@@ -377,7 +377,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         table.add_row(*row)
     Console(width=160 if detail else 80).print(table)
     if any(r["ahead"] for r in out):
-        typer.echo("ahead: the door holds a whitelist the platform never issued (an installer's file)")
+        typer.echo("ahead: the door holds a whitelist the platform never issued (installer's file)")
 
 
 def retire(door: str = typer.Argument(..., help="The old device id, e.g. hz.b12.d3-old."),
