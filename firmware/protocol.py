@@ -9,6 +9,10 @@ import json
 
 VERSION = 1
 ROOT = "door/v1/"
+# The platform asks every door to announce itself again (presence, whitelist state): on a broker
+# whose retained messages never reach a wildcard subscription (RabbitMQ), this is how a
+# platform that starts learns the doors. Three levels: no `door/v1/+/leaf` filter matches it.
+ANNOUNCE_TOPIC = ROOT + "announce"
 
 MAX_PAYLOAD = 16384  # bytes; larger inbound payloads are refused before parsing
 MAX_DEPTH = 4  # nesting of JSON arrays/objects; deeper payloads are refused before parsing
@@ -67,16 +71,29 @@ def topic(device_id, leaf):
 
 
 def split_topic(t):
-    """(device_id, leaf) of a v1 topic, or ProtocolError."""
+    """(device_id, leaf) of a v1 topic, or ProtocolError.
+
+    A broker that maps MQTT levels to AMQP routing-key words (RabbitMQ) hands a device id's
+    dots back as levels: `door/v1/site/b1/d1/ack` for `site.b1.d1`. An id never holds a `/`,
+    so the levels between the root and the leaf are the id's parts."""
     if isinstance(t, (bytes, bytearray)):
         t = bytes(t).decode()
     if not t.startswith(ROOT):
         raise ProtocolError("bad_topic")
     rest = t[len(ROOT) :]
-    cut = rest.find("/")
+    cut = rest.rfind("/")
     if cut <= 0:
         raise ProtocolError("bad_topic")
-    return check_device_id(rest[:cut]), rest[cut + 1 :]
+    return check_device_id(rest[:cut].replace("/", ".")), rest[cut + 1 :]
+
+
+DEVICE_LEVELS = 4  # a wildcard filter reaches ids of up to 3 dots on such a broker
+
+
+def filters(leaf):
+    """The filters that reach `leaf` of every door on any broker: `door/v1/+/leaf`, and with
+    one more `+` per dot an id may hold on a broker that makes dots levels."""
+    return [ROOT + "+/" * n + leaf for n in range(1, DEVICE_LEVELS + 1)]
 
 
 def _dumps(obj):

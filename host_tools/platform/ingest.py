@@ -4,6 +4,13 @@ Several instances can run side by side: events arrive through an MQTT shared sub
 (`$share/<group>/door/v1/+/events`), so each batch goes to one instance; storage is
 idempotent per (device, seq) and the acknowledgement is computed from the database after
 the commit, so whichever instance acks, it never acks what is not stored.
+`$share/` is MQTT 5 (mosquitto also allows it on 3.1.1); a strict 3.1.1 broker (RabbitMQ,
+amqtt) grants the filter and delivers nothing to it. With `subscription="auto"` the platform
+checks at each connection: a probe published to its own shared filter that does not come back
+within PROBE_S means a plain `door/v1/+/events` subscription instead, where every instance gets
+every batch and stores it idempotently. On connecting the platform also asks every door to
+announce itself (`door/v1/announce`), since such a broker never delivers the doors' retained
+presence to a wildcard subscription.
 The broker's PUBACK for an events message is sent only after the commit (paho manual ack),
 so a platform that dies mid-batch gets the batch again.
 
@@ -30,6 +37,9 @@ from host_tools.platform.store import Store
 
 log = logging.getLogger("doorctl.platform")
 
+SUBSCRIPTIONS = ("auto", "shared", "plain")
+PROBE_S = 3.0  # how long a shared-subscription probe may take to come back
+
 
 class Platform:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 1883,
@@ -37,11 +47,19 @@ class Platform:
                  username: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, ingest: bool = True, tls_cert: str | None = None,
                  tls_key: str | None = None, ack_key: bytes | None = None,
-                 lease: bool = True, lease_term_s: float = 15.0) -> None:
+                 lease: bool = True, lease_term_s: float = 15.0, subscription: str = "auto") -> None:
         """`ack_key`: the site's `command` key; acknowledgements are signed with it (a
         commissioned door ignores unsigned ones), and so is the time sent to a door, with the
-        nonce of its presence (the door trusts only such a time: card validity, schedules)."""
+        nonce of its presence (the door trusts only such a time: card validity, schedules).
+        `subscription`: how events are received (SUBSCRIPTIONS; "auto" probes the broker)."""
+        if subscription not in SUBSCRIPTIONS:
+            raise ValueError(f"subscription must be one of {', '.join(SUBSCRIPTIONS)}")
         self.store = store
+        self.subscription = subscription
+        self.events_filter = ""  # the events subscription in use ("" until chosen)
+        self._probe_seen = threading.Event()
+        self._events_mid: int | None = None
+        self._subacked: set[int] = set()  # SUBACKed message ids (the events one may come first)
         self.ack_key = ack_key
         # Singleton work (time messages, whitelist catch-up) only while holding the lease in
         # the database (host_tools/platform/lease.py); ingest runs on every instance.
@@ -132,27 +150,67 @@ class Platform:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
-        topics = [(f"$share/{self.group}/{protocol.ROOT}+/events", 1)] if self.ingest else []
-        _, self._subscribe_mid = client.subscribe(topics + [
-            (f"{protocol.ROOT}+/presence", 1),
-            (f"{protocol.ROOT}+/status", 1),
-            (f"{protocol.ROOT}+/reply", 1),
-            (f"{protocol.ROOT}+/cache_state", 1),
-            (f"{protocol.ROOT}+/register", 1),
-        ])
+        _, self._subscribe_mid = client.subscribe(
+            [(f, 1) for leaf in ("presence", "status", "reply", "cache_state", "register")
+             for f in protocol.filters(leaf)])
+        self.events_filter = ""
+        if self.ingest and self.subscription == "auto":
+            self._probe(client)
+        elif self.ingest:
+            self._subscribe_events(client, shared=self.subscription == "shared")
+        client.publish(protocol.ANNOUNCE_TOPIC, b"", qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                       props: Any = None) -> None:
         # Ready once the broker has the subscriptions (SUBACK), not at CONNACK: a door's batch
         # published in between would go to nobody (`platform run` says "ingesting" after this).
-        if mid == self._subscribe_mid:
+        # Ingesting, that is the events subscription's, chosen after the probe.
+        self._subacked.add(mid)
+        if mid == (self._events_mid if self.ingest else self._subscribe_mid):
             self.connected.set()
+
+    def _shared_filter(self, topic: str) -> str:
+        return f"$share/{self.group}/{topic}"
+
+    def _probe_topic(self) -> str:
+        return f"doorctl/probe/{self._client_id}"
+
+    def _probe(self, client: mqtt.Client) -> None:
+        """Does the broker deliver shared subscriptions? Publish to our own shared filter; the
+        answer (or its absence after PROBE_S) picks the events subscription."""
+        self._probe_seen = threading.Event()
+        client.subscribe(self._shared_filter(self._probe_topic()), qos=1)
+        client.publish(self._probe_topic(), b"probe", qos=1)
+        seen = self._probe_seen
+
+        def decide() -> None:
+            shared = seen.wait(PROBE_S)
+            if client.is_connected() and not self.events_filter:
+                self._subscribe_events(client, shared)
+
+        threading.Thread(target=decide, name="subscription-probe", daemon=True).start()
+
+    def _subscribe_events(self, client: mqtt.Client, shared: bool) -> None:
+        topics = protocol.filters("events")
+        if shared:
+            topics = [self._shared_filter(t) for t in topics]
+        self.events_filter = topics[0]
+        _, self._events_mid = client.subscribe([(t, 1) for t in topics])
+        if self._events_mid in self._subacked:  # the SUBACK beat this assignment
+            self.connected.set()
+        log.info("events through %s (%s subscription)", self.events_filter,
+                 "shared" if shared else "plain: the broker has no shared subscriptions")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        props: Any = None) -> None:
         self.connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith("doorctl/probe/"):
+            if msg.topic == self._probe_topic():
+                self._probe_seen.set()
+            client.ack(msg.mid, msg.qos)
+            return
         try:
             self._handle(msg.topic, msg.payload)
         except protocol.ProtocolError as e:

@@ -128,6 +128,13 @@ class RabbitCluster:
             raise errors[0]
         for node in self.nodes[1:]:
             self._join(node, self.nodes[0])
+        if len(self.nodes) > 1:
+            # An MQTT client's subscription queue lives on the node it connected to; when that
+            # node dies, a classic queue stays "down" there and the client's reconnection to
+            # another node is refused while it declares it again. Mirrored on every node, the
+            # queue moves with the client.
+            self.ctl(self.nodes[0], "set_policy", "--apply-to", "queues", "mqtt-mirrored",
+                     "^mqtt-subscription-", '{"ha-mode":"all","ha-sync-mode":"automatic"}')
         self._started = True
         return self
 

@@ -1,0 +1,316 @@
+"""Simulated doors that speak protocol v1 (docs/protocol.md) to a real broker and platform:
+thousands per process on one asyncio loop, for what one virtual device cannot show — many doors
+at once, broker failover, scale.
+
+A `SimDoor` does what the firmware's uplink does on the wire: presence (retained, with a last
+will) and registration on connect, events sent in batches from the first unacknowledged one,
+freed only by the platform's ack, resent after a reconnect; it answers the platform's announce
+request, and takes whitelist updates on its `cache` topic, reporting the version it now holds.
+It keeps its journal in memory and never loses it: the figures it gives are the platform's and
+the broker's. The card decision, the journal's flash format and the crypto are the firmware's
+own business and are measured on the virtual device and the bare-metal build.
+
+`MiniMQTT` is a small asyncio MQTT 3.1.1 client (QoS 0/1, clean sessions) with no thread per
+connection, so one process holds 16,900 of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from firmware import protocol
+
+CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = (
+    1, 2, 3, 4, 8, 9, 12, 13, 14)
+
+
+class MQTTClosed(Exception):
+    """The connection ended (refused, dropped, or closed by us)."""
+
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack(">H", len(b)) + b
+
+
+class MiniMQTT:
+    """One MQTT 3.1.1 connection. `on_message(topic, payload, retained)` is called for each
+    PUBLISH received (QoS 1 ones are acknowledged after it returns)."""
+
+    def __init__(self, client_id: str, on_message: Callable[[str, bytes, bool], None],
+                 keepalive: int = 60) -> None:
+        self.client_id = client_id
+        self.on_message = on_message
+        self.keepalive = keepalive
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._mid = 0
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.closed = asyncio.Event()
+
+    async def connect(self, host: str, port: int, will: tuple[str, bytes] | None = None,
+                      timeout: float = 10.0) -> None:
+        self._reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        self._writer = writer
+        flags = 0x02  # clean session
+        payload = _str(self.client_id)
+        if will is not None:
+            flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
+            payload += _str(will[0]) + _str(will[1])
+        body = _str("MQTT") + bytes([4, flags]) + struct.pack(">H", self.keepalive) + payload
+        writer.write(bytes([CONNECT << 4]) + _remaining(len(body)) + body)
+        head, data = await asyncio.wait_for(self._read_packet(), timeout)
+        if head >> 4 != CONNACK or len(data) != 2 or data[1] != 0:
+            self._close()
+            raise MQTTClosed(f"connection refused ({data.hex()})")
+        self.closed.clear()
+        self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._ping_loop())]
+
+    async def _read_packet(self) -> tuple[int, bytes]:
+        assert self._reader is not None
+        head = await self._reader.readexactly(1)
+        n, shift = 0, 0
+        while True:
+            b = (await self._reader.readexactly(1))[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        return head[0], await self._reader.readexactly(n) if n else b""
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                head, data = await self._read_packet()
+                ptype = head >> 4
+                if ptype == PUBLISH:
+                    qos = (head >> 1) & 3
+                    tlen = struct.unpack(">H", data[:2])[0]
+                    topic = data[2:2 + tlen].decode()
+                    rest = data[2 + tlen:]
+                    mid = None
+                    if qos:
+                        mid, rest = struct.unpack(">H", rest[:2])[0], rest[2:]
+                    self.on_message(topic, rest, bool(head & 1))
+                    if mid is not None:
+                        self._send(bytes([PUBACK << 4, 2]) + struct.pack(">H", mid))
+                elif ptype in (PUBACK, SUBACK):
+                    fut = self._acks.pop(struct.unpack(">H", data[:2])[0], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+        except (OSError, asyncio.IncompleteReadError, ValueError, UnicodeDecodeError):
+            pass
+        finally:
+            self._close()
+
+    async def _ping_loop(self) -> None:
+        with contextlib.suppress(OSError, MQTTClosed):
+            while True:
+                await asyncio.sleep(self.keepalive / 2)
+                self._send(bytes([PINGREQ << 4, 0]))
+
+    def _send(self, packet: bytes) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise MQTTClosed("not connected")
+        self._writer.write(packet)
+
+    def _next_mid(self) -> int:
+        self._mid = self._mid % 0xFFFF + 1
+        return self._mid
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                      timeout: float = 30.0) -> None:
+        """QoS 1 waits for the broker's PUBACK; MQTTClosed when the connection goes first."""
+        var = _str(topic)
+        fut = None
+        if qos:
+            mid = self._next_mid()
+            var += struct.pack(">H", mid)
+            fut = self._acks[mid] = asyncio.get_running_loop().create_future()
+        body = var + payload
+        self._send(bytes([PUBLISH << 4 | qos << 1 | int(retain)]) + _remaining(len(body)) + body)
+        if fut is not None:
+            await self._wait(fut, timeout)
+
+    async def subscribe(self, topics: Sequence[str], timeout: float = 30.0) -> None:
+        mid = self._next_mid()
+        body = struct.pack(">H", mid) + b"".join(_str(t) + b"\x01" for t in topics)
+        fut = self._acks[mid] = asyncio.get_running_loop().create_future()
+        self._send(bytes([SUBSCRIBE << 4 | 2]) + _remaining(len(body)) + body)
+        await self._wait(fut, timeout)
+
+    async def _wait(self, fut: asyncio.Future[None], timeout: float) -> None:
+        async def closing() -> None:
+            await self.closed.wait()
+
+        closed = asyncio.ensure_future(closing())
+        try:
+            done, _ = await asyncio.wait([fut, closed], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if fut not in done:
+            raise MQTTClosed("connection closed" if self.closed.is_set() else "no acknowledgement")
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.cancel()
+        self._acks.clear()
+        self.closed.set()
+
+    async def close(self, clean: bool = True) -> None:
+        """Disconnect (clean: DISCONNECT first, so the broker does not publish the will)."""
+        with contextlib.suppress(MQTTClosed, OSError):
+            if clean:
+                self._send(bytes([DISCONNECT << 4, 0]))
+                assert self._writer is not None
+                await self._writer.drain()
+        self._close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass
+class SimDoor:
+    """One door. `brokers` are tried in turn, as a door with a broker list does."""
+
+    device: str
+    brokers: list[tuple[str, int]]
+    boot: int = 1
+    batch: int = 50
+    window: int = 4  # batches in flight before waiting for acks
+    journal: list[list[object]] = field(default_factory=list)  # unacknowledged events, in order
+    next_seq: int = 1
+    acked: int = 0
+    whitelist: int = 0
+    updated_at: dict[int, float] = field(default_factory=dict)  # whitelist version -> when held
+    connects: int = 0
+    announces: int = 0
+    _client: MiniMQTT | None = None
+    _wake: asyncio.Event | None = None  # made in run(): an Event belongs to one event loop
+    _cache: dict[int, int] = field(default_factory=dict)  # version -> bytes received
+
+    def record(self, code: int = 1, arg: int = 0) -> int:
+        """One event into the journal (a swipe, by default); its sequence number."""
+        seq = self.next_seq
+        self.next_seq += 1
+        now = time.time()
+        self.journal.append([seq, code, self.boot, int(now), int(now * 1000) % 1000,
+                             protocol.FLAG_TIME_VALID, arg, ""])
+        self._kick()
+        return seq
+
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if topic == protocol.ANNOUNCE_TOPIC:
+            self.announces += 1
+            asyncio.ensure_future(self._announce())
+            return
+        leaf = topic.rsplit("/", 1)[-1]
+        if leaf == "ack" and not retained:
+            with contextlib.suppress(protocol.ProtocolError):
+                upto = protocol.decode_ack(payload)
+                if upto > self.acked:
+                    self.acked = min(upto, self.next_seq - 1)
+                    self.journal = [e for e in self.journal if int(e[0]) > self.acked]  # type: ignore[call-overload]
+                    self._kick()
+        elif leaf == "cache":
+            with contextlib.suppress(protocol.ProtocolError):
+                version, total, offset, data = protocol.decode_cache_chunk(payload)
+                have = self._cache.get(version, 0)
+                if offset == have:
+                    self._cache[version] = have + len(data)
+                if self._cache.get(version) == total and version > self.whitelist:
+                    self.whitelist = version
+                    self.updated_at[version] = time.monotonic()
+                    asyncio.ensure_future(self._publish("cache_state", protocol.encode_cache_state(version)))
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _publish(self, leaf: str, payload: bytes, retain: bool = False) -> None:
+        if self._client is not None:
+            with contextlib.suppress(MQTTClosed, OSError):
+                await self._client.publish(protocol.topic(self.device, leaf), payload, 1, retain)
+
+    async def _announce(self) -> None:
+        await self._publish("presence", protocol.encode_presence(True, self.boot, "sim"), retain=True)
+        await self._publish("cache_state", protocol.encode_cache_state(self.whitelist))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, send, reconnect (next broker, backoff), until `stop` is set."""
+        self._wake = asyncio.Event()
+        attempt = 0
+        while not stop.is_set():
+            host, port = self.brokers[attempt % len(self.brokers)]
+            client = MiniMQTT(self.device, self._on_message, keepalive=30)
+            try:
+                await client.connect(host, port, will=(protocol.topic(self.device, "presence"),
+                                                       protocol.encode_presence(False)))
+            except (TimeoutError, OSError, MQTTClosed):
+                attempt += 1
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
+                continue
+            self._client = client
+            self.connects += 1
+            began = time.monotonic()
+            try:
+                await client.subscribe([protocol.topic(self.device, leaf) for leaf in ("ack", "cache")]
+                                       + [protocol.ANNOUNCE_TOPIC])
+                await self._announce()
+                await self._send_loop(client, stop)
+            except (TimeoutError, OSError, MQTTClosed):
+                attempt += 1
+            finally:
+                self._client = None
+                await client.close(clean=stop.is_set())
+            if time.monotonic() - began < 1.0 and not stop.is_set():
+                attempt += 1  # dropped right after CONNACK: the next broker, after a pause
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
+
+    async def _send_loop(self, client: MiniMQTT, stop: asyncio.Event) -> None:
+        sent = self.acked  # resume from the first unacknowledged event
+        last_progress = time.monotonic()
+        while not stop.is_set() and not client.closed.is_set():
+            sent = max(sent, self.acked)
+            pending = [e for e in self.journal if int(e[0]) > sent]  # type: ignore[call-overload]
+            if pending and sent - self.acked < self.batch * self.window:
+                chunk = pending[:self.batch]
+                await client.publish(protocol.topic(self.device, "events"),
+                                     protocol.encode_events(self.boot, chunk))
+                sent = int(chunk[-1][0])  # type: ignore[call-overload]
+                continue
+            if sent > self.acked and time.monotonic() - last_progress > 10:
+                sent = self.acked  # no ack in time: send again from the first unacknowledged
+                last_progress = time.monotonic()
+                continue
+            assert self._wake is not None
+            self._wake.clear()
+            before = self.acked
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            if self.acked != before:
+                last_progress = time.monotonic()
+
+    @property
+    def backlog(self) -> int:
+        return self.next_seq - 1 - self.acked
