@@ -44,6 +44,9 @@ from firmware.refusals import Refusals
 NONCE_TTL_MS = 30000  # a signed time must answer a nonce announced at most this long ago
 REANNOUNCE_MS = 60000  # without a trusted time, a fresh nonce (presence) this often
 
+ANNOUNCE_EVERY_MS = 2000  # answers to the platform's announce request: at most one per 2 s
+ANNOUNCE_LIMIT = 16  # bytes: the request is empty
+
 
 class TimeBase:
     """Maps this boot's monotonic seconds to UTC once the clock has been set."""
@@ -124,6 +127,8 @@ class Uplink:
         self.registration = None  # bytes: the retained `register` message (firmware/main.py)
         self.keystore = None  # its `command` key checks acks and signed times (firmware/main.py)
         self._resend = None  # (first, last) the platform asked for again, not yet served
+        self._announce_asked = False  # the platform asked every door to announce itself again
+        self._announced_at = None  # ticks of the last announce answered
         self.resent_records = 0  # records sent again on the platform's request
         self._up = False  # this attempt got a CONNACK
         self.refusals = Refusals(log=log)
@@ -151,6 +156,8 @@ class Uplink:
 
     def _limit(self, topic):
         """The size limit of a topic of this door (0: a topic the door does not take)."""
+        if topic == protocol.ANNOUNCE_TOPIC:
+            return ANNOUNCE_LIMIT
         try:
             device, leaf = protocol.split_topic(topic)
         except (protocol.ProtocolError, UnicodeError):
@@ -161,6 +168,12 @@ class Uplink:
 
     def _on_message(self, topic, payload, retained):
         try:
+            if topic == protocol.ANNOUNCE_TOPIC:
+                if retained:
+                    raise protocol.ProtocolError("retained")  # stale by definition
+                self._announce_asked = True
+                self._wake.set()
+                return None
             device, leaf = protocol.split_topic(topic)
             if device != self.device_id:
                 raise protocol.ProtocolError("bad_topic")
@@ -372,12 +385,10 @@ class Uplink:
             await client.subscribe(self._t("resend"), 1)
             if self.on_cache is not None:
                 await client.subscribe(self._t("cache"), 1)
-            await self._announce(client)
-            if self.registration is not None:
-                await client.publish(self._t("register"), self.registration, 1, True)
+            await client.subscribe(protocol.ANNOUNCE_TOPIC, 1)
+            self._announce_asked = False
+            await self._announce_self(client, fresh_nonce=True)
             log("uplink: connected")
-            if self.on_connected is not None:
-                await self.on_connected()
             await self._send_loop(client)
         finally:
             self.client = None
@@ -397,6 +408,22 @@ class Uplink:
     def _note_error(self, why):
         self.status["uplink_last_error"] = why
 
+    async def _announce_self(self, client, fresh_nonce=False):
+        """Presence, registration and whitelist state: on connecting (with a fresh nonce), and
+        when the platform asks (`door/v1/announce`: a broker that keeps retained messages from
+        wildcard subscriptions), then with the nonce already announced."""
+        self._announced_at = _now()
+        if fresh_nonce:
+            await self._announce(client)
+        else:
+            await client.publish(self._t("presence"),
+                                 protocol.encode_presence(True, self.boot, self.firmware_version,
+                                                          self.nonce), 1, True)
+        if self.registration is not None:
+            await client.publish(self._t("register"), self.registration, 1, True)
+        if self.on_connected is not None:
+            await self.on_connected()
+
     async def _send_loop(self, client):
         j = self.journal
         self.sent_upto = j.acked  # always resume from the first unacknowledged event
@@ -405,6 +432,10 @@ class Uplink:
         while client.connected:
             if self._resend is not None:
                 await self._serve_resend(client)
+                continue
+            if self._announce_asked and _elapsed(self._announced_at) >= ANNOUNCE_EVERY_MS:
+                self._announce_asked = False  # a flood of requests costs one answer per interval
+                await self._announce_self(client)
                 continue
             if j.acked != acked_seen:
                 acked_seen = j.acked

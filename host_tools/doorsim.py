@@ -208,6 +208,7 @@ class SimDoor:
     _client: MiniMQTT | None = None
     _wake: asyncio.Event | None = None  # made in run(): an Event belongs to one event loop
     _cache: dict[int, int] = field(default_factory=dict)  # version -> bytes received
+    _rewind: bool = False
 
     def record(self, code: int = 1, arg: int = 0) -> int:
         """One event into the journal (a swipe, by default); its sequence number."""
@@ -232,6 +233,9 @@ class SimDoor:
                     self.acked = min(upto, self.next_seq - 1)
                     self.journal = [e for e in self.journal if int(e[0]) > self.acked]  # type: ignore[call-overload]
                     self._kick()
+        elif leaf == "resend" and not retained:
+            self._rewind = True  # the platform misses some: send again from the first unacked
+            self._kick()
         elif leaf == "cache":
             with contextlib.suppress(protocol.ProtocolError):
                 version, total, offset, data = protocol.decode_cache_chunk(payload)
@@ -274,7 +278,8 @@ class SimDoor:
             self.connects += 1
             began = time.monotonic()
             try:
-                await client.subscribe([protocol.topic(self.device, leaf) for leaf in ("ack", "cache")]
+                leaves = ("ack", "cache", "resend")
+                await client.subscribe([protocol.topic(self.device, leaf) for leaf in leaves]
                                        + [protocol.ANNOUNCE_TOPIC])
                 await self._announce()
                 await self._send_loop(client, stop)
@@ -291,6 +296,8 @@ class SimDoor:
         sent = self.acked  # resume from the first unacknowledged event
         last_progress = time.monotonic()
         while not stop.is_set() and not client.closed.is_set():
+            if self._rewind:
+                self._rewind, sent = False, self.acked
             sent = max(sent, self.acked)
             pending = [e for e in self.journal if int(e[0]) > sent]  # type: ignore[call-overload]
             if pending and sent - self.acked < self.batch * self.window:

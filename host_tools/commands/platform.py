@@ -17,7 +17,7 @@ from rich.table import Table
 
 from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
 from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
-from host_tools.platform.ingest import Platform
+from host_tools.platform.ingest import SUBSCRIPTIONS, Platform
 from host_tools.platform.store import Store
 
 app = typer.Typer(help="The reference platform: ingest events from door controllers over "
@@ -66,6 +66,10 @@ def run(
                               "that report an older whitelist are brought up to date."),
     broker_wait: float = typer.Option(0, help="Give up when the broker cannot be reached for this "
                                       "many seconds at start (0: keep trying)."),
+    subscription: str = typer.Option("auto", help="How events are received: shared (MQTT 5 "
+                                     "`$share`, instances split the load), plain (every instance "
+                                     "gets every batch: brokers without shared subscriptions, e.g. "
+                                     "RabbitMQ), or auto (probe the broker at each connection)."),
 ) -> None:
     """Ingest events until Ctrl-C: store once per (device, seq), acknowledge after commit,
     track presence and status.
@@ -77,6 +81,8 @@ def run(
       doorctl platform run --keys site.json --db platform.db   # signed acknowledgements
     """
     tls_options(tls_ca, tls_cert, tls_key)
+    if subscription not in SUBSCRIPTIONS:
+        raise fail(f"--subscription {subscription}: use one of {', '.join(SUBSCRIPTIONS)}", EXIT_USAGE)
     try:
         b = parse_broker(broker)
     except UserError as e:
@@ -112,7 +118,8 @@ def run(
         raise fail(f"--db {db}: cannot be opened as the platform's database ({e})", EXIT_USAGE) from None
     try:
         p = Platform(store, host, port, group=group, username=username, password=password,
-                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ack_key=ack_key)
+                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ack_key=ack_key,
+                     subscription=subscription)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     except (OSError, ValueError) as e:

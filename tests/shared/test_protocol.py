@@ -25,6 +25,17 @@ def test_topics():
     assert _raises(p.topic, "", "events") == "bad_device_id"
 
 
+def test_topics_from_a_broker_that_makes_dots_levels():
+    # RabbitMQ hands `door/v1/hz.b12.d3/cmd` back as `door/v1/hz/b12/d3/cmd`: the same door.
+    assert p.split_topic("door/v1/hz/b12/d3/cmd") == ("hz.b12.d3", "cmd")
+    assert p.split_topic("door/v1/hz/b12/d3/presence") == p.split_topic("door/v1/hz.b12.d3/presence")
+    assert _raises(p.split_topic, "door/v1/a/b+c/ack") == "bad_device_id"
+    assert _raises(p.split_topic, "door/v1/ack") == "bad_topic"
+    assert p.filters("events") == ["door/v1/+/events", "door/v1/+/+/events",
+                                   "door/v1/+/+/+/events", "door/v1/+/+/+/+/events"]
+    assert p.ANNOUNCE_TOPIC == "door/v1/announce"
+
+
 def test_events_vector_decodes():
     ev = p.decode_events(EVENTS_VECTOR)
     assert ev == [(41, 1, 7, 1767225600, 250, 1, 0, "0011223344556677"), (42, 33, 7, 5, 0, 0, 3, "")]
