@@ -22,6 +22,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from firmware import protocol
 
@@ -321,3 +322,102 @@ class SimDoor:
     @property
     def backlog(self) -> int:
         return self.next_seq - 1 - self.acked
+
+
+# -- a process of simulated doors, for the scale benchmark --------------------------------
+
+def _raise_fd_limit() -> int:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def _serve(args: object) -> None:
+    """Run `doors` doors; print JSON lines as milestones pass; stop at EOF on stdin.
+
+    Commands on stdin (one per line): `mark` prints the monotonic time now (the parent's clock
+    and ours are the same: CLOCK_MONOTONIC), `record N` gives every door N more events."""
+    import json
+    import sys
+
+    a: Any = args
+    brokers = [(h, int(p)) for h, p in (b.rsplit(":", 1) for b in a.broker)]
+    doors = [SimDoor(f"{a.prefix}{i}", brokers[i % len(brokers):] + brokers[:i % len(brokers)],
+                     batch=a.batch) for i in range(a.doors)]
+    for d in doors:
+        d.whitelist = a.whitelist
+        for _ in range(a.events):
+            d.record()
+    stop = asyncio.Event()
+    started = time.monotonic()
+    tasks = [asyncio.create_task(d.run(stop)) for d in doors]
+
+    def say(**fields: object) -> None:
+        print(json.dumps(fields), flush=True)
+
+    state = {"online": False, "drained": a.events == 0}  # "drained" is reported after events
+
+    async def milestones() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            n = sum(1 for d in doors if d._client is not None and not d._client.closed.is_set())
+            if not state["online"] and n == len(doors):
+                state["online"] = True
+                say(event="online", doors=n, t=time.monotonic(), since_start=time.monotonic() - started)
+            if not state["drained"] and state["online"] and all(d.backlog == 0 for d in doors):
+                state["drained"] = True
+                say(event="drained", t=time.monotonic(), events=sum(d.next_seq - 1 for d in doors))
+
+    async def commands() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            word = line.split()
+            if word[:1] == ["mark"]:
+                say(event="mark", t=time.monotonic())
+            elif word[:1] == ["record"]:
+                for d in doors:
+                    for _ in range(int(word[1])):
+                        d.record()
+                state["drained"] = False
+                say(event="recorded", t=time.monotonic())
+            elif word[:1] == ["updates"]:  # when each door got whitelist version N
+                v = int(word[1])
+                say(event="updates", version=v,
+                    at=[d.updated_at.get(v) for d in doors])
+            elif word[:1] == ["online"]:
+                n = sum(1 for d in doors if d._client is not None and not d._client.closed.is_set())
+                say(event="online_now", doors=n)
+
+    watcher = asyncio.create_task(milestones())
+    await commands()
+    stop.set()
+    watcher.cancel()
+    await asyncio.gather(*tasks, watcher, return_exceptions=True)
+    say(event="stopped", connects=sum(d.connects for d in doors))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m host_tools.doorsim --broker H:P --doors N`: a process of simulated doors,
+    driven over stdin/stdout (host_tools/benchmarks/scale.py)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m host_tools.doorsim")
+    ap.add_argument("--broker", action="append", required=True, help="HOST:PORT (repeat: a list)")
+    ap.add_argument("--doors", type=int, default=100)
+    ap.add_argument("--prefix", default="sim.d")
+    ap.add_argument("--events", type=int, default=0, help="events each door holds at start")
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--whitelist", type=int, default=0, help="the whitelist version each door holds")
+    args = ap.parse_args(argv)
+    _raise_fd_limit()
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

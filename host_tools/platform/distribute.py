@@ -11,6 +11,8 @@ from firmware import protocol
 from host_tools.platform.ingest import Platform
 from offline_cache import fmt
 
+FANOUT_WAIT_S = 10.0  # how long every door together may take before each is served alone
+
 
 class DistributionError(RuntimeError):
     """The door refused the file (reason) or did not answer."""
@@ -64,14 +66,37 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
          timeout: float = 30.0) -> dict[str, str]:
     """Bring each door (default: every door that published its whitelist state) to the
     registry's version: a delta from what it holds, or a snapshot when it has lost its place.
-    Returns device -> "current" | "updated to N" | "failed: reason"."""
+    Returns device -> "current" | "updated to N" | "failed: reason".
+
+    Every door is sent its update at once and then awaited together (a lost card reaches a
+    site's doors in one round trip, not one per door); a door that refused its delta or did not
+    answer in FANOUT_WAIT_S is then served on its own, with resumes and a snapshot if needed."""
     out: dict[str, str] = {}
+    target = registry.version()
+    pending: dict[str, bytes] = {}
+    updates: dict[int, bytes | None] = {}
     for device in devices if devices is not None else sorted(platform.cache_states):
         state = platform.cache_states.get(device)
         applied = int(state["version"]) if state else 0
-        data = registry.update_for(applied)
+        if applied not in updates:
+            updates[applied] = registry.update_for(applied)
+        data = updates[applied]
         if data is None:
             out[device] = "current"
+        else:
+            pending[device] = data
+    for device, data in pending.items():
+        platform.cache_states.pop(device, None)
+        send(platform, device, data)
+    deadline = time.monotonic() + min(timeout, FANOUT_WAIT_S)
+    for device in pending:
+        state = platform.wait_cache_state(
+            device, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),
+            max(0.0, deadline - time.monotonic()))
+        if state is not None and int(state["version"]) >= target:
+            out[device] = f"updated to {target}"
+    for device, data in pending.items():
+        if device in out:
             continue
         try:
             try:

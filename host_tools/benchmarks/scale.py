@@ -1,0 +1,193 @@
+"""A city on one machine: simulated doors (host_tools/doorsim.py, protocol v1 on the wire, in a
+process of their own) against mosquitto, the platform and PostgreSQL.
+
+The source documents' city has about 16,900 doors. Goals on one machine: every door connected
+at once, at least 10,000 events per second stored and acknowledged, a lost card held by every
+door within 2 s (95th percentile). Where a figure falls short, the run shows what limits it:
+the simulator's process, the broker and the platform (with its database) each run in their own
+process, and `scale.sim_cpu_s` / `scale.platform_cpu_s` say which one was busy. Baseline in
+the same run: the same drain into SQLite by one platform instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hil.broker import Mosquitto
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.cards import CardRegistry
+from host_tools.platform.distribute import sync
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+
+DOORS = 16_900
+DRAIN_DOORS = 500
+DRAIN_EVENTS = 200  # per door: 100,000 events in all
+SMOKE = {"DOORS": 40, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20}
+FIGURES = {
+    "scale.doors_online": "simulated doors connected to mosquitto at once (goal: 16,900), doors",
+    "scale.connect_s": "from the simulator's start to every door connected and announced, s",
+    "scale.presence_s": "from every door connected to the platform holding every door online, s",
+    "scale.lost_card_p50_s": "a card reported lost: registry revocation to a door holding the new "
+                             "whitelist, median over every online door, s",
+    "scale.lost_card_p95_s": "same, 95th percentile (goal: 2 s), s",
+    "scale.events_per_s": "events stored in PostgreSQL and acknowledged, two platform instances, "
+                          "doors draining their backlogs together, per s (goal: 10,000)",
+    "scale.baseline_events_per_s": "baseline: the same drain into SQLite, one platform instance, per s",
+    "scale.platform_cpu_s": "CPU seconds the platform process used during the PostgreSQL drain",
+    "scale.sim_cpu_s": "CPU seconds the simulated doors' process used during the PostgreSQL drain",
+}
+
+
+class Sim:
+    """The simulated doors' process, driven over its stdin/stdout (doorsim.main)."""
+
+    def __init__(self, brokers: list[str], doors: int, prefix: str, events: int = 0,
+                 whitelist: int = 0) -> None:
+        args = [sys.executable, "-m", "host_tools.doorsim", "--doors", str(doors), "--prefix", prefix,
+                "--events", str(events), "--whitelist", str(whitelist)]
+        for b in brokers:
+            args += ["--broker", b]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, event: str, timeout: float = 600.0) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the door simulator ended before {event!r}")
+            msg = json.loads(line)
+            if msg.get("event") == event:
+                return dict(msg)
+        raise TimeoutError(f"the door simulator did not report {event!r} in {timeout:.0f} s")
+
+    def cpu_s(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out: {what}")
+        time.sleep(0.05)
+
+
+def _p(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str) -> None:
+    site = SiteKit()
+    store = Store(db_url)
+    reg = CardRegistry(store, site.keys)
+    today = time.gmtime()
+    from datetime import date, timedelta
+
+    day = date(today.tm_year, today.tm_mon, today.tm_mday)
+    reg.issue("ab" * 8, "r-1", "101", [0], day - timedelta(days=30), day + timedelta(days=365))
+    version = reg.version()
+    sim = Sim([f"{broker.host}:{broker.port}"], DOORS, "city.d", whitelist=version)
+    try:
+        online = sim.expect("online", timeout=900)
+        out["scale.doors_online"] = float(online["doors"])
+        out["scale.connect_s"] = float(online["since_start"])
+        with Platform(store, broker.host, broker.port, ingest=False) as platform:
+            t0 = time.monotonic()
+            _wait(lambda: len(platform.cache_states) >= DOORS, 600, "every door's whitelist state")
+            out["scale.presence_s"] = time.monotonic() - t0
+            devices = sorted(platform.cache_states)
+            start = time.monotonic()
+            reg.report_lost("ab" * 8)
+            result = sync(platform, reg, devices, timeout=60)
+            failed = [d for d, r in result.items() if not r.startswith("updated")]
+            if failed:
+                raise RuntimeError(f"{len(failed)} doors did not take the lost card: {result[failed[0]]}")
+            sim.send(f"updates {reg.version()}")
+            at = sim.expect("updates")["at"]
+            lat = [t - start for t in at if t is not None]
+            if len(lat) != DOORS:
+                raise RuntimeError(f"{DOORS - len(lat)} doors report no new whitelist")
+            out["scale.lost_card_p50_s"] = _p(lat, 0.5)
+            out["scale.lost_card_p95_s"] = _p(lat, 0.95)
+    finally:
+        sim.close()
+        store.close()
+
+
+def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str) -> tuple[float, float, float]:
+    """Every door online and the platforms subscribed, then DRAIN_EVENTS events at every door
+    at once; (events per s until all are acknowledged, platform CPU s, simulator CPU s)."""
+    sim = Sim([f"{broker.host}:{broker.port}"], DRAIN_DOORS, prefix)
+    platforms = []
+    try:
+        sim.expect("online", timeout=300)
+        platforms = [Platform(Store(db_url), broker.host, broker.port).start() for _ in range(instances)]
+        for p in platforms:
+            if not p.connected.wait(60):
+                raise TimeoutError("a platform instance did not subscribe")
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        sim_cpu0 = sim.cpu_s()
+        sim.send(f"record {DRAIN_EVENTS}")  # every door's backlog at once
+        t0 = sim.expect("recorded")["t"]
+        drained = sim.expect("drained", timeout=900)
+        elapsed = drained["t"] - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        stored = Store(db_url)
+        n = stored.count()
+        stored.close()
+        if n < DRAIN_DOORS * DRAIN_EVENTS:
+            raise RuntimeError(f"{n} events stored of {DRAIN_DOORS * DRAIN_EVENTS}")
+        return (DRAIN_DOORS * DRAIN_EVENTS / elapsed,
+                (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+                sim.cpu_s() - sim_cpu0)
+    finally:
+        for p in platforms:
+            p.stop()
+        sim.close()
+
+
+def run(names: set[str]) -> dict[str, float]:
+    from host_tools.services.postgres import PostgreSQL
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # mosquitto inherits it
+    out: dict[str, float] = {}
+    with PostgreSQL() as pg, Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
+        if names & {"scale.doors_online", "scale.connect_s", "scale.presence_s",
+                    "scale.lost_card_p50_s", "scale.lost_card_p95_s"}:
+            _online_and_lost_card(out, broker, pg.create_database("city"))
+        if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s"}:
+            rate, platform_cpu, sim_cpu = _drain(broker, pg.create_database("drain"), 2, "drain.d")
+            out["scale.events_per_s"] = rate
+            out["scale.platform_cpu_s"] = platform_cpu
+            out["scale.sim_cpu_s"] = sim_cpu
+        if "scale.baseline_events_per_s" in names:
+            out["scale.baseline_events_per_s"] = _drain(broker, str(Path(tmp) / "p.db"), 1, "base.d")[0]
+    return out
