@@ -28,7 +28,7 @@ N = 30
 # unlock time already spent waiting for the relay to drop counts too, but not always enough).
 AWAY_S = CARD_DEFAULTS["absent_ms"] / 1000
 SMOKE = {"N": 2}
-QUICK = {"N": 10}
+QUICK = {"N": 6}
 # The reader polls every 50 ms: a presentation waits 0-50 ms for the next poll; the card step
 # is counted in whole milliseconds of the device clock.
 NOISE = {"card.decision_ms": (2.0, 25.0), "card.decision_p95_ms": (3.0, 50.0),

@@ -236,7 +236,7 @@ def bench(
                        EXIT_USAGE)
     private_pcscd = pcsc_private.isolate_in_temp()  # PC/SC figures: this run's own pcscd
     try:
-        results, _, errors = run_selected(chosen, err, quick)
+        results, errors = run_selected(chosen, err, quick)
     finally:
         if private_pcscd is not None:
             private_pcscd.cleanup()
@@ -295,11 +295,10 @@ def report_drift(results: dict[str, float], path: Path, benchmarks: list[Benchma
 
 
 def run_selected(chosen: dict[Benchmark, set[str]], err: Console, quick: bool = False
-                 ) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
-    """Run every chosen benchmark: (figures measured, descriptions, figure -> why it failed).
-    A failing figure never stops the others."""
+                 ) -> tuple[dict[str, float], dict[str, str]]:
+    """Run every chosen benchmark (with its QUICK settings when `quick`): (figures measured,
+    figure -> why it failed). A failing figure never stops the others."""
     results: dict[str, float] = {}
-    descriptions: dict[str, str] = {}
     errors: dict[str, str] = {}
     with Progress(TextColumn("bench"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), console=err, transient=True,
@@ -310,9 +309,8 @@ def run_selected(chosen: dict[Benchmark, set[str]], err: Console, quick: bool = 
             measured, failed = b.run(figs, b.quick if quick else None)
             results.update(measured)
             errors.update(failed)
-            descriptions.update(b.figures)
             bar.advance(task)
-    return results, descriptions, errors
+    return results, errors
 
 
 def register(app: typer.Typer) -> None:
