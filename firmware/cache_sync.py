@@ -5,17 +5,24 @@ to the cache's incoming file, and when the last one is in, the cache verifies an
 (offline_cache.cache.Cache.apply: tag, site, version, base; atomic). The door then publishes
 the version it holds (`cache_state`, retained), so the platform knows where each door stands
 and what to resend. A chunk out of order is not written: the state says how much is in, and
-the platform continues from there. Nothing here trusts the transport: the file's own tag does.
+the platform continues from there.
+
+Every piece carries a tag with the site's cache key (protocol.cache_chunk_tag), so nothing is
+written that the platform did not send: the first piece's file header (site, version, base,
+length) is checked before a byte goes to flash, a file that cannot fit the free flash is
+refused then, and a transfer stops at the first piece whose tag is wrong. The file's own tag
+is still checked whole before it is installed.
 """
 
 import struct
 
+from crypto import ct
 from firmware import events, protocol
 from firmware.log import log
 
 # cache_rejected event arg (docs/protocol.md)
 REJECT_CODES = {"bad_tag": 1, "stale_version": 2, "base_mismatch": 3, "malformed": 4,
-                "wrong_site": 5, "storage": 6, "bad_chunk": 7, "no_cache_key": 8}
+                "wrong_site": 5, "storage": 6, "bad_chunk": 7, "no_cache_key": 8, "no_room": 9}
 
 
 class CacheSync:
@@ -30,6 +37,7 @@ class CacheSync:
         self.have = 0
         self.reason = ""
         self.applied = 0
+        self.on_refused = None  # callable(reason, where): junk counted (firmware/refusals.py)
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
@@ -50,15 +58,35 @@ class CacheSync:
         """Take one update message. Returns True when the state changed in a way the
         platform must hear about (a file installed or refused, or a chunk out of order)."""
         try:
-            version, total, offset, data = protocol.decode_cache_chunk(payload)
+            version, total, offset, tag, data = protocol.decode_cache_chunk(payload)
         except protocol.ProtocolError as e:
-            self._reject(e.reason)
-            return True
+            self._refused(e.reason)  # junk: counted, not journaled, the transfer goes on
+            return False
         if self.cache is None:
             self._reject("no_cache_key")
             return True
+        want = protocol.cache_chunk_tag(self.cache.key, version, total, offset, data)
+        if not ct.equal(want, tag):
+            # Not the platform's: nothing of it is written, and a transfer it was meant to
+            # continue stops here (the platform starts it again from the state).
+            self._refused("bad_mac")
+            if self.receiving and (version, offset) == (self.receiving, self.have):
+                self._reject("bad_chunk")
+                return True
+            return False
         path = self.cache.incoming_path()
         if offset == 0:
+            from offline_cache.fmt import HDR_SIZE, CacheError
+
+            try:
+                if len(data) < min(total, HDR_SIZE):
+                    raise CacheError("bad_chunk")
+                hdr = self.cache.check_offer(data[:HDR_SIZE], total)
+                if hdr.version != version:
+                    raise CacheError("bad_chunk")
+            except CacheError as e:
+                self._reject(e.reason)
+                return True
             self.receiving, self.total, self.have, self.reason = version, total, 0, ""
         elif (version, total, offset) != (self.receiving, self.total, self.have):
             return True  # not the next piece: the state tells the platform where to go on
@@ -72,6 +100,10 @@ class CacheSync:
         if self.have < self.total:
             return False
         return self._install(path)
+
+    def _refused(self, reason):
+        if self.on_refused is not None:
+            self.on_refused(reason, "cache")
 
     def _install(self, path):
         from offline_cache.fmt import CacheError

@@ -215,6 +215,7 @@ def _start_cards(board, cfg, door):
                 door.poll(now)
 
         sync = CacheSync(cache, running.get("recorder"), status, uplink.publish, serve_door)
+        sync.on_refused = uplink.refuse
         uplink.on_cache = sync.on_message
         uplink.on_connected = sync.publish_state
         running["cache_sync"] = sync

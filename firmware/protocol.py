@@ -23,7 +23,7 @@ MAX_DEPTH = 4  # nesting of JSON arrays/objects; deeper payloads are refused bef
 LIMITS = {
     "events": MAX_PAYLOAD, "status": 4096, "presence": 256, "register": 512, "reply": 256,
     "cache_state": 256, "ack": 256, "resend": 256, "time": 256, "cmd": 1024,
-    "cache": 16 + 2048,  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
+    "cache": 32 + 2048,  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
 }
 
 
@@ -413,33 +413,52 @@ def decode_command(payload):
 
 
 # -- whitelist updates (platform -> device), binary ---------------------------------------
-# "DWU1" | version u32 | total u32 | offset u32 | bytes of the signed cache file
-# (the file itself carries the authentication: docs/cache-format.md)
-CACHE_MAGIC = b"DWU1"
-CACHE_HDR = 16
+# "DWU2" | version u32 | total u32 | offset u32 | tag (16) | bytes of the signed cache file
+# The tag authenticates each piece on its own (the file's own tag comes only at its end), so
+# the door checks the file's header (site, version, length) before it writes a byte, and stops
+# at the first piece that is not the platform's (docs/protocol.md, "Whitelist updates").
+CACHE_MAGIC = b"DWU2"
+CACHE_TAG = 16
+CACHE_HDR = 16 + CACHE_TAG
 CACHE_CHUNK = 2048  # bytes per message: a contiguous allocation the busy door heap can always find
 CACHE_MAX_FILE = 4 * 1024 * 1024
 
 
-def encode_cache_chunk(version, total, offset, data):
+def cache_chunk_tag(key, version, total, offset, data):
+    """HMAC-SHA256 with the site's cache key over "door-cache-chunk/v1|", the three numbers
+    (u32 BE) and the piece, cut to 16 bytes."""
     import struct
 
-    return CACHE_MAGIC + struct.pack(">III", version, total, offset) + bytes(data)
+    from crypto.hmac256 import HMAC
+
+    mac = HMAC(key)
+    mac.update(b"door-cache-chunk/v1|" + struct.pack(">III", version, total, offset))
+    mac.update(data)
+    return mac.digest()[:CACHE_TAG]
+
+
+def encode_cache_chunk(version, total, offset, data, key):
+    import struct
+
+    tag = cache_chunk_tag(key, version, total, offset, data)
+    return CACHE_MAGIC + struct.pack(">III", version, total, offset) + tag + bytes(data)
 
 
 def decode_cache_chunk(payload):
-    """(version, total, offset, memoryview of the data) or ProtocolError."""
+    """(version, total, offset, tag, memoryview of the data) or ProtocolError; the tag is
+    checked by the caller, who holds the key (firmware/cache_sync.py)."""
     import struct
 
     if payload is None or len(payload) < CACHE_HDR or payload[:4] != CACHE_MAGIC:
         raise ProtocolError("bad_chunk")
     if len(payload) > CACHE_HDR + CACHE_CHUNK:
         raise ProtocolError("too_large")
-    version, total, offset = struct.unpack(">III", bytes(payload[4:CACHE_HDR]))
+    version, total, offset = struct.unpack(">III", bytes(payload[4:16]))
     n = len(payload) - CACHE_HDR
     if not 0 < total <= CACHE_MAX_FILE or offset + n > total or (n == 0 and offset < total):
         raise ProtocolError("bad_chunk")
-    return version, total, offset, memoryview(payload)[CACHE_HDR:]
+    mv = memoryview(payload)
+    return version, total, offset, bytes(mv[16:CACHE_HDR]), mv[CACHE_HDR:]
 
 
 def encode_cache_state(version, receiving=0, have=0, reason=""):

@@ -46,4 +46,5 @@ class DoorSite:
         """The platform reports a card lost: a signed delta to the door, confirmed."""
         self.version += 1
         push(self.platform, self.device_id,
-             self.site.delta(self.version, self.version - 1, [(self.refs[name], status, False)]))
+             self.site.delta(self.version, self.version - 1, [(self.refs[name], status, False)]),
+             key=self.site.cache_key)

@@ -63,6 +63,8 @@ CLOCK_UNSET = "clock_unset"
 _STATUS_REASON = {LOST: "lost", SUSPENDED: "suspended", CANCELLED: "cancelled"}
 
 STORAGE = "storage"  # update refused: flash full or failing
+NO_ROOM = "no_room"  # update refused before it was written: it cannot fit the free flash
+FREE_MARGIN = 8192  # bytes left free beside an update (littlefs metadata, the floor file)
 
 MODE_NORMAL = "normal"
 MODE_LOCKDOWN = "lockdown"
@@ -80,6 +82,15 @@ def _remove(path):
         os.remove(path)
     except OSError:
         pass
+
+
+def _free_bytes(folder):
+    """Free bytes on the filesystem holding `folder` (None: the port cannot say)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return (st[1] or st[0]) * st[4]  # fragment (or block) size x blocks free to us
 
 
 class Table:
@@ -395,6 +406,26 @@ class Cache:
         with open(self._p(INCOMING), "wb") as f:
             f.write(data)
         return self.apply(self._p(INCOMING))
+
+    def check_offer(self, head, total):
+        """Before a byte of an update is written: its header (the first HDR_SIZE bytes, already
+        authenticated by the transport) must be for this site, newer than what the door holds,
+        on the right base for a delta, and the file must fit the free flash. Raises
+        CacheError(reason) as apply() would, or NO_ROOM."""
+        hdr = parse_header(head, total)
+        if self.site is not None and hdr.site != self.site:
+            raise CacheError(WRONG_SITE, "cache for site %d" % hdr.site)
+        have = max(self.version, self.floor)
+        if hdr.version <= have:
+            raise CacheError(STALE, "version %d, have %d" % (hdr.version, have))
+        if hdr.kind != KIND_SNAPSHOT and (self.main is None or self.error is not None
+                                          or hdr.base != self.version):
+            raise CacheError(BASE_MISMATCH, "base %d, have %d" % (hdr.base, self.version))
+        _remove(self._p(INCOMING))  # an earlier transfer's piece: its room counts as free
+        free = _free_bytes(self.dir)
+        if free is not None and total + FREE_MARGIN > free:
+            raise CacheError(NO_ROOM, "%d bytes, %d free" % (total, free))
+        return hdr
 
     def apply(self, path, tick=None):
         """Verify and install a snapshot or delta file; returns the new version.

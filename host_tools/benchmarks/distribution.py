@@ -53,12 +53,14 @@ def run(names: set[str]) -> dict[str, float]:
     cards = [site.issue() for _ in range(N)]
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, Mosquitto() as broker, \
-            Platform(Store(str(Path(tmp) / "p.db")), broker.host, broker.port) as platform, \
+            Platform(Store(str(Path(tmp) / "p.db")), broker.host, broker.port,
+                     ack_key=site.command_key) as platform, \
             VirtualDevice(Path(tmp) / "door") as dev:
         provision(dev.pty, config=site.door_config(DEVICE, broker={"host": broker.host,
                                                                     "port": broker.port}),
                   keys=site.door_keys(),
                   cache=site.snapshot(1, [(ref, fmt.ACTIVE, False) for _, ref in cards]))
+        platform.cache_key = site.cache_key
         dev.restart()
         _wait(lambda: platform.cache_states.get(DEVICE, {}).get("version") == 1)
         emu = PN532Emulator()

@@ -1,6 +1,7 @@
 """Whitelist files to a door over MQTT, in chunks, until the door says it holds the version
-(docs/protocol.md, "Whitelist updates"). The file is signed (offline_cache): the door checks
-it whole, so the transport needs no authentication of its own."""
+(docs/protocol.md, "Whitelist updates"). The file is signed (offline_cache) and so is each
+piece (the same site cache key): the door checks the file's header before writing anything and
+stops at the first piece that is not the platform's."""
 
 from __future__ import annotations
 
@@ -27,16 +28,29 @@ def file_version(data: bytes) -> int:
     return int(fmt.parse_header(data[:fmt.HDR_SIZE]).version)
 
 
-def send(platform: Platform, device: str, data: bytes, start: int = 0) -> None:
-    """Publish the file's chunks from byte `start`."""
+def _key(platform: Platform, key: bytes | None) -> bytes:
+    """The site's cache key: given, or the platform's (its `cache_key`, its card registry's)."""
+    key = key or getattr(platform, "cache_key", None)
+    if key is None and getattr(platform, "registry", None) is not None:
+        key = platform.registry.key
+    if key is None:
+        raise DistributionError("no_cache_key")
+    return bytes(key)
+
+
+def send(platform: Platform, device: str, data: bytes, start: int = 0,
+         key: bytes | None = None) -> None:
+    """Publish the file's chunks from byte `start`, each tagged with the cache key."""
     version = file_version(data)
+    k = _key(platform, key)
     for offset in range(start, len(data), protocol.CACHE_CHUNK):
         chunk = data[offset:offset + protocol.CACHE_CHUNK]
-        platform.publish(device, "cache", protocol.encode_cache_chunk(version, len(data), offset, chunk))
+        platform.publish(device, "cache",
+                         protocol.encode_cache_chunk(version, len(data), offset, chunk, k))
 
 
 def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
-         retries: int = 3) -> dict[str, Any]:
+         retries: int = 3, key: bytes | None = None) -> dict[str, Any]:
     """Send a signed snapshot or delta and wait until the door holds its version; resume
     where the door says it stopped. DistributionError(reason) when the door refuses it
     (base_mismatch: send a snapshot) or never answers."""
@@ -45,7 +59,7 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
     deadline = time.monotonic() + timeout
     for _ in range(retries + 1):
         platform.cache_states.pop(device, None)
-        send(platform, device, data, start)
+        send(platform, device, data, start, key)
 
         # The door publishes its state when a file is installed or refused, when a piece
         # arrives out of order and when it (re)connects: any state after sending is news.
@@ -100,11 +114,11 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             continue
         try:
             try:
-                push(platform, device, data, timeout)
+                push(platform, device, data, timeout, key=registry.key)
             except DistributionError as e:
                 if e.reason not in ("base_mismatch", "stale_version"):
                     raise
-                push(platform, device, registry.snapshot(), timeout)
+                push(platform, device, registry.snapshot(), timeout, key=registry.key)
             out[device] = f"updated to {registry.version()}"
         except DistributionError as e:
             out[device] = f"failed: {e.reason}"

@@ -61,6 +61,7 @@ class Platform:
         self._events_mid: int | None = None
         self._subacked: set[int] = set()  # SUBACKed message ids (the events one may come first)
         self.ack_key = ack_key
+        self.cache_key: bytes | None = None  # tags whitelist pieces (distribute.send)
         # Singleton work (time messages, whitelist catch-up) only while holding the lease in
         # the database (host_tools/platform/lease.py); ingest runs on every instance.
         self._lease_term_s = lease_term_s

@@ -4,12 +4,15 @@ with an event and change nothing; a 100-card snapshot in several chunks."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from firmware import events as ev
+from firmware import protocol
 from hil.broker import Mosquitto
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
@@ -20,7 +23,7 @@ from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import provision
+from host_tools.vdev.provision import mpremote, provision
 from offline_cache import fmt
 
 DEVICE = "sync.b1.d1"
@@ -31,7 +34,9 @@ class Rig:
         self.site = SiteKit()
         self.card, self.ref = self.site.issue()
         self.broker = Mosquitto().start()
-        self.platform = Platform(Store(str(tmp / "p.db")), self.broker.host, self.broker.port).start()
+        self.platform = Platform(Store(str(tmp / "p.db")), self.broker.host, self.broker.port,
+                                 ack_key=self.site.command_key).start()
+        self.platform.cache_key = self.site.cache_key
         self.dev = VirtualDevice(tmp / "door").start()
         provision(self.dev.pty, config=self.site.door_config(
             DEVICE, broker={"host": self.broker.host, "port": self.broker.port}),
@@ -107,6 +112,60 @@ def test_a_snapshot_in_many_chunks_replaces_the_whitelist(rig: Rig) -> None:
 
 
 def test_garbage_on_the_update_topic_is_refused(rig: Rig) -> None:
-    rig.platform.publish(DEVICE, "cache", b"not an update")
-    wait_until(lambda: rig.platform.cache_states.get(DEVICE, {}).get("reason") == "bad_chunk")
+    # Anyone on the broker can send it: counted in the door's status, not journaled each time.
+    for _ in range(20):
+        rig.platform.publish(DEVICE, "cache", b"not an update")
+    wait_until(lambda: rig.io.status().get("refused", {}).get("bad_chunk") == 20)
     assert rig.swipe() is True
+    assert rig.codes(ev.CACHE_REJECTED) == []
+
+
+def _incoming(rig: Rig) -> str:
+    return mpremote(rig.dev.pty, "exec", "import os\ntry:\n print(os.stat('cache/incoming.bin')[6])\n"
+                                         "except OSError:\n print('none')").strip().splitlines()[-1]
+
+
+def _state_after(rig: Rig, publish: Any) -> dict[str, Any]:
+    rig.platform.cache_states.pop(DEVICE, None)
+    publish()
+    state = rig.platform.wait_cache_state(DEVICE, lambda s: True, 20)
+    assert state is not None
+    return state
+
+
+def test_the_signed_header_is_checked_before_a_byte_is_written(rig: Rig) -> None:
+    key = rig.site.cache_key
+    # A snapshot claiming 279,000 cards (4 MB): more than the door's free flash.
+    snap = bytearray(rig.site.snapshot(2, []))
+    n = 279000
+    snap[24:28] = n.to_bytes(4, "big")
+    total = 36 + 15 * n + 32
+    first = protocol.encode_cache_chunk(2, total, 0, bytes(snap[:36]) + bytes(2012), key)
+    state = _state_after(rig, lambda: rig.platform.publish(DEVICE, "cache", first))
+    assert state["reason"] == "no_room" and state["have"] == 0
+    assert _incoming(rig) == "none"
+    # Another site's file: refused from its first piece, not after the whole of it.
+    other = SiteKit(rig.site.site_id + 1).snapshot(2, [])
+    piece = protocol.encode_cache_chunk(2, len(other), 0, other[:protocol.CACHE_CHUNK], key)
+    state = _state_after(rig, lambda: rig.platform.publish(DEVICE, "cache", piece))
+    assert state["reason"] == "wrong_site" and _incoming(rig) == "none"
+    assert rig.swipe() is True  # still version 1
+
+
+def test_a_transfer_stops_at_the_first_piece_that_is_not_the_platforms(rig: Rig) -> None:
+    others = [(b"\xee" * 4 + i.to_bytes(4, "big"), fmt.ACTIVE, False) for i in range(1200)]
+    snap = rig.site.snapshot(9, others + [(rig.ref, fmt.SUSPENDED, False)])
+    key, c = rig.site.cache_key, protocol.CACHE_CHUNK
+
+    def pieces() -> None:
+        for i, k in ((0, key), (1, key), (2, b"\x00" * 32), (3, key)):
+            rig.platform.publish(DEVICE, "cache", protocol.encode_cache_chunk(
+                9, len(snap), i * c, snap[i * c:(i + 1) * c], k))
+
+    state = _state_after(rig, pieces)
+    assert state["reason"] == "bad_chunk" and state["receiving"] == 0 and state["version"] == 1
+    time.sleep(0.5)  # the fourth piece, well signed, does not continue what was stopped
+    assert rig.platform.cache_states[DEVICE]["version"] == 1
+    with VirtualIO(rig.dev.io_addr) as io:
+        assert io.status()["refused"].get("bad_mac") == 1
+    assert push(rig.platform, DEVICE, snap)["version"] == 9  # the platform starts it again

@@ -81,12 +81,13 @@ def test_command_signing_bytes_differ_when_commands_differ(a: tuple, b: tuple) -
        st.binary(max_size=300))
 def test_cache_chunk_headers_decode_or_are_refused(version: int, total: int, offset: int,
                                                    data: bytes) -> None:
-    msg = p.encode_cache_chunk(version, total, offset, data)
+    msg = p.encode_cache_chunk(version, total, offset, data, b"k" * 32)
     try:
-        v, t, o, d = p.decode_cache_chunk(msg)
+        v, t, o, tag, d = p.decode_cache_chunk(msg)
     except p.ProtocolError:
         return
     assert (v, t, o, bytes(d)) == (version, total, offset, data)
+    assert tag == p.cache_chunk_tag(b"k" * 32, v, t, o, d)
     assert 0 < t <= p.CACHE_MAX_FILE and o + len(d) <= t
 
 

@@ -256,9 +256,62 @@ def test_the_idle_merge_leaves_an_update_that_is_arriving_alone():
     update = snap(3, [card(i) for i in range(50)])
     step = 256
     for off in range(0, len(update), step):
-        sync.chunk(protocol.encode_cache_chunk(3, len(update), off, update[off:off + step]))
+        sync.chunk(protocol.encode_cache_chunk(3, len(update), off, update[off:off + step], KEY))
         if off == 0:
             assert c.maintain(1)  # the door is idle between two pieces: the overlay is merged
     assert sync.reason == "" and c.version == 3
     assert c.decide(ref(49), 0, NOON)[0] and not c.decide(ref(55), 0, NOON)[0]
+    c.close()
+
+
+def _sync_with(c):
+    from firmware.cache_sync import CacheSync
+
+    refused = []
+    sync = CacheSync(c)
+    sync.on_refused = lambda reason, where: refused.append(reason)
+    return sync, refused
+
+
+def test_an_update_is_judged_by_its_signed_header_before_a_byte_is_written():
+    import offline_cache.cache as cm
+    from firmware import protocol
+
+    c = _cache(snap(2, [card(1)]))
+    sync, refused = _sync_with(c)
+    incoming = c.incoming_path()
+
+    def first(data, version, key=KEY):
+        return sync.chunk(protocol.encode_cache_chunk(version, len(data), 0, data[:256], key))
+
+    assert first(snap(1, []), 1) and sync.reason == "stale_version"
+    assert first(snap(3, [], site=SITE + 1), 3) and sync.reason == "wrong_site"
+    assert first(delta(4, 3, [card(2)]), 4) and sync.reason == "base_mismatch"
+    free = cm._free_bytes
+    cm._free_bytes = lambda folder: 1000  # a nearly full partition
+    try:
+        assert first(snap(3, [card(i) for i in range(40)]), 3) and sync.reason == "no_room"
+    finally:
+        cm._free_bytes = free
+    assert cm._size(incoming) < 0  # nothing of any of them was written
+    assert not first(snap(3, []), 3, b"x" * 32)  # a piece the platform did not tag: dropped
+    assert refused == ["bad_mac"] and cm._size(incoming) < 0
+    c.close()
+
+
+def test_a_transfer_stops_at_the_first_bad_piece():
+    import offline_cache.cache as cm
+    from firmware import protocol
+
+    c = _cache(snap(2, [card(1)]))
+    sync, refused = _sync_with(c)
+    update = snap(3, [card(i) for i in range(60)])
+    step = 256
+    for n, off in enumerate(range(0, len(update), step)):
+        key = b"x" * 32 if n == 2 else KEY
+        sync.chunk(protocol.encode_cache_chunk(3, len(update), off, update[off:off + step], key))
+        if n == 2:
+            assert sync.reason == "bad_chunk" and sync.receiving == 0 and refused == ["bad_mac"]
+    assert c.version == 2  # the pieces after the bad one continued nothing
+    assert cm._size(c.incoming_path()) == 2 * step  # what came before it, never installed
     c.close()

@@ -132,14 +132,18 @@ def test_register_vector_and_refusals():
 def test_cache_chunks_round_trip_and_bad_ones_are_refused():
     from firmware import protocol as pr
 
-    msg = pr.encode_cache_chunk(7, 20000, 8192, b"x" * 100)
-    assert msg[:4] == b"DWU1"
-    v, total, off, data = pr.decode_cache_chunk(msg)
+    key = b"C" * 32
+    msg = pr.encode_cache_chunk(7, 20000, 8192, b"x" * 100, key)
+    assert msg[:4] == b"DWU2" and len(msg) == pr.CACHE_HDR + 100
+    v, total, off, tag, data = pr.decode_cache_chunk(msg)
     assert (v, total, off, bytes(data)) == (7, 20000, 8192, b"x" * 100)
-    for bad in (b"", b"DWU1", b"XXXX" + msg[4:], pr.encode_cache_chunk(7, 100, 90, b"y" * 20),
-                pr.encode_cache_chunk(7, 0, 0, b""), pr.encode_cache_chunk(7, 10, 0, b""),
-                pr.encode_cache_chunk(7, 10 ** 8, 0, b"z"),
-                pr.encode_cache_chunk(7, 100000, 0, b"z" * (pr.CACHE_CHUNK + 1))):
+    assert tag == pr.cache_chunk_tag(key, 7, 20000, 8192, b"x" * 100)
+    assert tag != pr.cache_chunk_tag(key, 7, 20000, 8193, b"x" * 100)  # the offset is covered
+    assert tag != pr.cache_chunk_tag(b"D" * 32, 7, 20000, 8192, b"x" * 100)
+    for bad in (b"", b"DWU2", b"XXXX" + msg[4:], pr.encode_cache_chunk(7, 100, 90, b"y" * 20, key),
+                pr.encode_cache_chunk(7, 0, 0, b"", key), pr.encode_cache_chunk(7, 10, 0, b"", key),
+                pr.encode_cache_chunk(7, 10 ** 8, 0, b"z", key),
+                pr.encode_cache_chunk(7, 100000, 0, b"z" * (pr.CACHE_CHUNK + 1), key)):
         try:
             pr.decode_cache_chunk(bad)
             raise AssertionError(bad[:20])
