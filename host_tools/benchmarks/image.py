@@ -154,7 +154,8 @@ class Template:
                           **self.platform_kw) as platform:
                 platform.connected.wait(10)
                 dev.restart()
-                push(platform, DEVICE, self.site.snapshot(2, self.cards), timeout=300)
+                push(platform, DEVICE, self.site.snapshot(2, self.cards), timeout=300,
+                     key=self.site.cache_key)
         if not backlog:
             return
         journal = self.state / "journal.img"
@@ -263,9 +264,10 @@ def _steps(template: Template, platform: Platform, io: VirtualIO, dev: VirtualDe
           or platform.store.count(DEVICE) > 0, 60, "the door online", dev)
     n = len(template.cards)
     delta = [(i.to_bytes(8, "big"), fmt.LOST, False) for i in range(n, n + DELTA)]
-    push(platform, DEVICE, site.delta(3, 2, delta), timeout=60)
+    push(platform, DEVICE, site.delta(3, 2, delta), timeout=60, key=site.cache_key)
     _check_memory(dev, "the delta")
-    push(platform, DEVICE, site.snapshot(4, template.cards[:-DELTA] + delta), timeout=120)
+    push(platform, DEVICE, site.snapshot(4, template.cards[:-DELTA] + delta), timeout=120,
+         key=site.cache_key)
     _check_memory(dev, "the snapshot")
     # Held open: the door contact stays open past the limit (its alarm reaches the platform
     # behind the backlog, checked at the end).
