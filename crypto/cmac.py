@@ -29,11 +29,8 @@ class CMAC:
     def last_block(self, data, padded):
         """The CBC-MAC of whole `data` blocks, last block xored with K2 if `padded` else K1."""
         n = len(data)
-        x = bytes(16)
-        for i in range(0, n - 16, 16):
-            x = self._aes.encrypt_block(xor(x, data[i : i + 16]))
         last = xor(data[n - 16 :], self.k2 if padded else self.k1)
-        return self._aes.encrypt_block(xor(x, last))
+        return self._aes.cbc_last(bytes(data[: n - 16]) + last)
 
     def mac(self, data):
         n = len(data)

@@ -37,9 +37,23 @@ from offline_cache.fmt import (
     parse_header,
     parse_schedules,
     tags_equal,
+    unpack_record,
 )
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 BUF_RECS = 64  # records per flash read (960 bytes, preallocated)
+# The lookup's constants folded into its bytecode (a module global costs ~200 instructions a
+# load on a Cortex-M3, docs/mcu.md); equal to fmt.REF_LEN, fmt.REC_SIZE and BUF_RECS.
+_REF = const(8)
+_REC = const(15)
+_BUF = const(64)
 MAX_INDEX = 512  # RAM index entries (8 bytes each) whatever the number of cards
 
 MAIN = "main.bin"
@@ -68,6 +82,18 @@ FREE_MARGIN = 8192  # bytes left free beside an update (littlefs metadata, the f
 
 MODE_NORMAL = "normal"
 MODE_LOCKDOWN = "lockdown"
+
+
+DAY_2020 = 18262  # 2020-01-01, days since 1970
+SECS_2020 = DAY_2020 * 86400
+
+
+def _day(now, tz_min):
+    """local_parts(now, tz_min)[0], counted from 2020: epoch seconds leave a 32-bit port's small
+    ints (2**30) in 2004, and each operation on a big int costs ~800 instructions there."""
+    if now >= SECS_2020:
+        return DAY_2020 + (now - SECS_2020 + tz_min * 60) // 86400
+    return (now + tz_min * 60) // 86400
 
 
 def _size(path):
@@ -102,6 +128,7 @@ class Table:
     def __init__(self, path, key, buf, site=None, tick=None, index=None):
         self.path = path
         self.buf = buf
+        self.mv = memoryview(buf)  # made once: a read slices it
         self.index = index
         size = _size(path)
         if size < 0:
@@ -182,38 +209,40 @@ class Table:
             self.f = None
 
     def _read(self, first, k):
-        self.f.seek(self.off + first * REC_SIZE)
-        self.f.readinto(memoryview(self.buf)[:k * REC_SIZE])
+        f = self.f
+        f.seek(self.off + first * _REC)
+        f.readinto(self.mv[:k * _REC])
 
     def find(self, ref):
         """Offset in self.buf of the record of `ref` (after this call), or -1."""
         n = self.hdr.count
         idx = self.index
         lo, hi = 0, self.entries
-        if hi == 0 or ref < idx[0:REF_LEN]:
+        if hi == 0 or ref < idx[0:_REF]:
             return -1
         while hi - lo > 1:  # last index entry <= ref
-            mid = (lo + hi) // 2
-            if idx[mid * REF_LEN:(mid + 1) * REF_LEN] <= ref:
+            mid = (lo + hi) >> 1
+            o = mid * _REF
+            if idx[o:o + _REF] <= ref:
                 lo = mid
             else:
                 hi = mid
         start = lo * self.stride
         end = min(n, start + self.stride)
         buf = self.buf
-        while end - start > BUF_RECS:  # narrow on flash: answer in [start, end)
-            mid = (start + end) // 2
+        while end - start > _BUF:  # narrow on flash: answer in [start, end)
+            mid = (start + end) >> 1
             self._read(mid, 1)
-            if buf[0:REF_LEN] <= ref:
+            if buf[0:_REF] <= ref:
                 start = mid
             else:
                 end = mid
         self._read(start, end - start)
         lo, hi = 0, end - start
         while lo < hi:
-            mid = (lo + hi) // 2
-            o = mid * REC_SIZE
-            k = buf[o:o + REF_LEN]
+            mid = (lo + hi) >> 1
+            o = mid * _REC
+            k = buf[o:o + _REF]
             if k == ref:
                 return o
             if k < ref:
@@ -330,18 +359,26 @@ class Cache:
 
     # -- lookups and decisions ---------------------------------------------------------------
 
+    def _locate(self, ref):
+        """(table, offset in its buffer) of a card's record, overlay first (it wins), or
+        (None, -1). A deleting overlay record is returned as it is."""
+        ref = bytes(ref)
+        o = -1
+        t = self.overlay
+        if t is not None:
+            o = t.find(ref)
+        if o < 0:
+            t = self.main
+            o = t.find(ref) if t is not None else -1
+        return (t, o) if o >= 0 else (None, -1)
+
     def lookup(self, ref):
         """(ref, flags, start, end, groups) of a card, or None (overlay first: it wins)."""
-        from offline_cache.fmt import unpack_record
-        ref = bytes(ref)
-        for t in (self.overlay, self.main):
-            if t is None:
-                continue
-            o = t.find(ref)
-            if o >= 0:
-                rec = unpack_record(t.buf, o)
-                return None if rec[1] == DELETE else rec
-        return None
+        t, o = self._locate(ref)
+        if t is None:
+            return None
+        rec = unpack_record(t.buf, o)
+        return None if rec[1] == DELETE else rec
 
     def _in_schedule(self, sid, now, tz):
         ivs = self._top().schedules.get(sid)
@@ -371,10 +408,16 @@ class Cache:
         """(granted, reason, master). Revocations win over every other rule, master included."""
         if self.main is None or self.error:
             return False, NO_CACHE, False  # fail secure: a damaged overlay may hold revocations
-        rec = self.lookup(ref)
-        if rec is None:
+        t, o = self._locate(ref)
+        if t is None:
             return False, UNKNOWN, False
-        flags, start, end, groups = rec[1], rec[2], rec[3], rec[4]
+        buf = t.buf  # the record's fields read in place (unpack_record costs ~4,600 instructions)
+        flags = buf[o + REF_LEN]
+        if flags == DELETE:
+            return False, UNKNOWN, False
+        start = (buf[o + 9] << 8) | buf[o + 10]
+        end = (buf[o + 11] << 8) | buf[o + 12]
+        groups = (buf[o + 13] << 8) | buf[o + 14]
         master = bool(flags & 4)
         status = flags & 3
         if status != ACTIVE:
@@ -382,7 +425,7 @@ class Cache:
         if now is None:
             return False, CLOCK_UNSET, master
         tz = self._top().hdr.tz_min
-        day = local_parts(now, tz)[0]
+        day = _day(now, tz)
         if day < start:
             return False, NOT_YET_VALID, master
         if end != NO_END and day > end:
@@ -464,7 +507,7 @@ class Cache:
             os.rename(path, self._p(MAIN))
             _remove(self._p(OVERLAY))
             t.moved(self._p(MAIN))
-            t.buf = self.buf
+            t.buf, t.mv = self.buf, memoryview(self.buf)
             if t.index is not self.index:  # the scan's own index: copied, then dropped
                 self.index[:len(t.index)] = t.index
                 t.index = self.index
@@ -483,7 +526,7 @@ class Cache:
             t.close()
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
-            t.buf = self.buf
+            t.buf, t.mv = self.buf, memoryview(self.buf)
             self.overlay = t
             self._raise_floor(hdr.version)
             return self.version

@@ -49,8 +49,8 @@ FIGURES = {
                                            "instructions",
     "mcu.section.ev2_session.card_step": "of mcu.insn_ev2_session: the card step, instructions",
     "mcu.section.ev2_session.decision": "of mcu.insn_ev2_session: the decision, instructions",
-    "mcu.section.ev2_session.authenticate": "of the card step: AuthenticateEV2First, "
-                                            "instructions",
+    "mcu.section.ev2_session.key_diversification": "of the card step: the card key's "
+                                                   "diversification, instructions",
     "mcu.section.ev2_session.cmac": "of the card step: CMACs (secure messaging, key "
                                     "diversification), instructions",
     "mcu.section.ev2_session.aes_encrypt_block": "of the card step: AES block encryptions, "

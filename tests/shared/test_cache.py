@@ -105,6 +105,37 @@ def test_decisions():
     c.close()
 
 
+def _spread_ref(i):
+    """References over the whole key space, in pairs that share their first 30 bits (they
+    differ in the last bits of byte 3 or in the last byte): lookups compare by prefix first."""
+    hi = (i // 2) * 2654435761 % (1 << 30)
+    return bytes([hi >> 22 & 255, hi >> 14 & 255, hi >> 6 & 255, (hi & 63) << 2 | (i & 1)]) \
+        + bytes([0, 0, 0, 7])
+
+
+def test_cards_sharing_a_reference_prefix_are_told_apart():
+    from offline_cache import cache
+    cache.MAX_INDEX = 2
+    try:
+        d = _dir()
+        refs = sorted(_spread_ref(i) for i in range(160))
+        with open(d + "/in.bin", "wb") as f:
+            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, len(refs),
+                      (pack_record(r, fmt.ACTIVE, False, 0, DAY - 10, DAY + 10, 1) for r in refs),
+                      SCHED, [])
+        c = Cache(d, KEY, SITE)
+        c.apply(d + "/in.bin")
+    finally:
+        cache.MAX_INDEX = 512
+    for r in refs[::3]:
+        assert c.decide(r, 0, NOON) == (True, "granted", False)
+        near = r[:7] + bytes([r[7] + 1])  # same 30-bit prefix, not a card
+        assert c.decide(near, 0, NOON) == (False, "unknown", False)
+        twin = r[:3] + bytes([r[3] ^ 2]) + r[4:]  # same prefix except bit 1 of byte 3
+        assert (twin in refs) == (c.lookup(twin) is not None)
+    c.close()
+
+
 def test_many_cards_every_one_found():
     from offline_cache import cache
     cache.MAX_INDEX = 2  # a coarse index: lookups narrow down on flash first

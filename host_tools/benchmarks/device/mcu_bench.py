@@ -82,7 +82,7 @@ def decision(n):
 
     board, c = whitelist(n)
     s = Sections()
-    s.wrap(c, "lookup", "lookup")
+    s.wrap(c, "_locate", "lookup")
     s.wrap(cmod.Table, "_read", "flash_read")
     known, unknown = ref_of(n // 2 + 1), struct.pack(">Q", (n // 2 + 1) * SPREAD + 2)
     for name, ref, want in (("decision", known, True), ("decision_unknown", unknown, False)):
@@ -112,7 +112,6 @@ def cmac():
 
 def ev2(n):
     from crypto import aes
-    from crypto.ev2 import Reader
     from crypto.keystore import SoftwareKeyStore
     from firmware import card_session as cs
     from host_tools.cards.desfire import DesfireCard, blank_state
@@ -145,7 +144,7 @@ def ev2(n):
     s = Sections()
     from crypto.cmac import CMAC
 
-    s.wrap(Reader, "authenticate", "authenticate")
+    s.wrap(ks, "derive_card_key", "key_diversification")
     s.wrap(aes.AES, "encrypt_block", "aes_encrypt_block")
     s.wrap(aes.AES, "decrypt_block", "aes_decrypt_block")
     s.wrap(aes, "xor", "xor")
