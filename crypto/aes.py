@@ -59,18 +59,28 @@ class AES:
             return self._dec.decrypt(bytes(block))
         return self._dec.update(bytes(block))
 
-    def cbc_last(self, data):
-        """The last block of `data` (whole blocks) CBC-encrypted from a zero IV: a CBC-MAC
-        chain in one call to the block cipher (a Python loop over the blocks costs ~15 times
-        more on a Cortex-M3, docs/mcu.md). Counts one block operation per block."""
-        n = len(data)
-        if n == 0 or n % 16:
-            raise ValueError("CBC needs whole blocks")
-        _count[0] += n // 16
+    def cbc(self, iv, data, encrypt=True):
+        """CBC over whole blocks in one call to the block cipher (a Python loop over the blocks
+        costs several times more on a Cortex-M3, docs/mcu.md); counts one block operation
+        per block, as the loop did."""
+        if len(data) % 16:
+            raise ValueError("CBC data must be whole blocks")
+        if not data:
+            return b""
+        _count[0] += len(data) // 16
         if _MP:
-            return cryptolib.aes(self._key, 2, bytes(16)).encrypt(bytes(data))[-16:]
-        enc = Cipher(algorithms.AES(self._key), modes.CBC(bytes(16))).encryptor()
-        return enc.update(bytes(data))[-16:]
+            c = cryptolib.aes(self._key, 2, bytes(iv))
+            return c.encrypt(bytes(data)) if encrypt else c.decrypt(bytes(data))
+        c = Cipher(algorithms.AES(self._key), modes.CBC(bytes(iv)))
+        x = c.encryptor() if encrypt else c.decryptor()
+        return x.update(bytes(data)) + x.finalize()
+
+    def cbc_last(self, data):
+        """The last block of `data` (whole blocks, at least one) CBC-encrypted from a zero IV:
+        a CBC-MAC chain."""
+        if not data:
+            raise ValueError("CBC needs whole blocks")
+        return self.cbc(bytes(16), data)[-16:]
 
 
 def xor(a, b):
@@ -88,26 +98,11 @@ def xor(a, b):
 
 
 def cbc_encrypt(cipher, iv, data):
-    if len(data) % 16:
-        raise ValueError("CBC data must be whole blocks")
-    out = bytearray()
-    prev = iv
-    for i in range(0, len(data), 16):
-        prev = cipher.encrypt_block(xor(data[i : i + 16], prev))
-        out += prev
-    return bytes(out)
+    return cipher.cbc(iv, data, True)
 
 
 def cbc_decrypt(cipher, iv, data):
-    if len(data) % 16:
-        raise ValueError("CBC data must be whole blocks")
-    out = bytearray()
-    prev = iv
-    for i in range(0, len(data), 16):
-        block = data[i : i + 16]
-        out += xor(cipher.decrypt_block(block), prev)
-        prev = block
-    return bytes(out)
+    return cipher.cbc(iv, data, False)
 
 
 ZERO_IV = bytes(16)

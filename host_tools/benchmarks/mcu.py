@@ -55,9 +55,8 @@ FIGURES = {
                                     "diversification), instructions",
     "mcu.section.ev2_session.aes_encrypt_block": "of the card step: AES block encryptions, "
                                                  "instructions",
-    "mcu.section.ev2_session.aes_decrypt_block": "of the card step: AES block decryptions, "
-                                                 "instructions",
-    "mcu.section.ev2_session.xor": "of the card step: XOR of blocks, instructions",
+    "mcu.section.ev2_session.aes_cbc": "of the card step: AES-CBC calls (secure messaging, "
+                                       "authentication, CMAC chains), instructions",
     "mcu.section.door_event.journal_append": "of mcu.insn_door_event: the journal append, "
                                              "instructions",
 }

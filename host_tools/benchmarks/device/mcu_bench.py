@@ -146,8 +146,7 @@ def ev2(n):
 
     s.wrap(ks, "derive_card_key", "key_diversification")
     s.wrap(aes.AES, "encrypt_block", "aes_encrypt_block")
-    s.wrap(aes.AES, "decrypt_block", "aes_decrypt_block")
-    s.wrap(aes, "xor", "xor")
+    s.wrap(aes.AES, "cbc", "aes_cbc")
     s.wrap(CMAC, "mac", "cmac")
     res = session.read(transceive, uid, 0x20)  # once before, as for the decision
     for _ in range(2):
