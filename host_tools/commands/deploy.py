@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from host_tools.deploy import deploy
-from host_tools.errors import UserError, fail
+from host_tools.errors import EXIT_INTERRUPTED, UserError, fail
 from host_tools.ports import pick_port
 
 
@@ -56,6 +56,10 @@ def deploy_command(
             result = deploy(port, progress, romfs=romfs, force_rom=force_rom)
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted: a door whose files were being changed starts in safe mode "
+                       "until a deploy finishes; run the same command again",
+                       EXIT_INTERRUPTED) from None
     if as_json:
         typer.echo(json.dumps(result.manifest, indent=1, sort_keys=True))
     else:

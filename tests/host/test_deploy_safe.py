@@ -81,7 +81,9 @@ def test_ctrl_c_during_deploy_leaves_a_door_whose_console_comes_up(deployed: Vir
                             stderr=subprocess.PIPE, text=True)
     time.sleep(3.0)  # in the middle of copying
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
     dev.kill()  # and the power goes
     dev.restart()
     st = status(dev)
