@@ -18,7 +18,6 @@ then mem_info's heap in use and largest free block).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -52,6 +51,9 @@ CARDS = 100_000
 BACKLOG = 50_000
 DELTA = 1_000
 GOAL_KIB = 64
+HEAPS_KIB = (32, 160)  # the search's bounds
+# The test suite's smoke run: a small whitelist and backlog, one trial per search.
+SMOKE = {"CARDS": 300, "BACKLOG": 200, "DELTA": 20, "HEAPS_KIB": (156, 160)}
 # The sampled run: the console probe (a compiled program) needs room beside the firmware.
 SAMPLE_MARGIN_KIB = 8
 SAMPLED_HEAP_KIB = 96
@@ -65,9 +67,6 @@ FIGURES = {
                           "firmware, MQTT without TLS, 100k-card whitelist, 50k-event backlog, "
                           "runs the fixed workload (swipes at 5/s, 1k delta, 100k snapshot, "
                           "backlog drained, held-open alarm, patrol), KiB (goal 64)",
-    "image.heap_min_tls_kib": "the same workload over TLS (mosquitto with a site CA; on the unix "
-                              "port mbedTLS takes its buffers from the MicroPython heap, on the "
-                              "ESP32 from the IDF heap), KiB (goal 112)",
     "image.heap_peak_kib": "unix32 image: peak live heap during that workload (after a "
                            "collection; the firmware's own samples and the console's every 2 s) "
                            "at image.heap_min_kib + 8 KiB, KiB",
@@ -113,16 +112,15 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str, dev: VirtualDevic
 class Template:
     """The commissioned door's state directory, made once on the PyPI interpreter."""
 
-    def __init__(self, tmp: Path, broker: Mosquitto, ca: Any = None, name: str = "template",
-                 cards: int = CARDS, backlog: int = BACKLOG) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto, name: str = "template",
+                 cards: int | None = None, backlog: int | None = None) -> None:
+        cards = CARDS if cards is None else cards
+        backlog = BACKLOG if backlog is None else backlog
         self.site = SiteKit()
         self.backlog = backlog
-        # Over TLS (`ca`, hil.tlsgen.CA): the door verifies the broker with the site's CA.
         # The platform signs its acknowledgements with the site's command key: a commissioned
         # door frees nothing on an unsigned one.
         self.platform_kw: dict[str, Any] = {"ack_key": self.site.command_key}
-        if ca is not None:
-            self.platform_kw["tls_ca"] = str(ca.cert)
         self.resident, self.resident_ref = self.site.issue()
         self.stranger = SiteKit(self.site.site_id + 1).issue()[0]
         refs = [self.resident_ref] + [i.to_bytes(8, "big") for i in range(1, cards)]
@@ -133,23 +131,12 @@ class Template:
         # file beside the old one (1.5 MB each), more than the virtual board's default 2 MiB.
         (self.state / "flash.img").write_bytes(b"\xff" * FLASH_BYTES)
         broker_cfg: dict[str, Any] = {"host": broker.host, "port": broker.port, "keepalive": 5}
-        if ca is not None:
-            broker_cfg["ca"] = "ca.pem"
         config = self.site.door_config(DEVICE, broker=broker_cfg,
                                        door={"unlock_ms": 1500, "prealarm_ms": 1500,
                                              "held_open_ms": HELD_OPEN_MS, "deny_ms": 150})
         with VirtualDevice(self.state, heap="512K") as dev:
-            if ca is None:
-                provision(dev.pty, config=config, keys=self.site.door_keys(),
-                          cache=self.site.snapshot(1, self.cards[:1]))
-            else:  # the CA file with the rest, in the same staged transaction
-                from host_tools.door_stage import Transaction
-
-                Transaction(dev.pty, {"cache/main.bin": self.site.snapshot(1, self.cards[:1]),
-                                      "keys.json": json.dumps(self.site.door_keys()).encode(),
-                                      "config.json": json.dumps(config).encode(),
-                                      "ca.pem": Path(ca.cert).read_bytes()},
-                            ["cache/overlay.bin", "cache/floor"]).run()
+            provision(dev.pty, config=config, keys=self.site.door_keys(),
+                      cache=self.site.snapshot(1, self.cards[:1]))
             with Platform(Store(str(tmp / f"{name}.db")), broker.host, broker.port,
                           **self.platform_kw) as platform:
                 platform.connected.wait(10)
@@ -321,8 +308,9 @@ def _fits(template: Template, broker: Mosquitto, tmp: Path, kib: int, binary: st
 
 
 def heap_min_kib(template: Template, broker: Mosquitto, tmp: Path, binary: str,
-                 low: int = 32, high: int = 160) -> float:
-    """Smallest heap on a 4 KiB grid in [low, high] that fits, by halving."""
+                 bounds: tuple[int, int] | None = None) -> float:
+    """Smallest heap on a 4 KiB grid in [low, high] (HEAPS_KIB) that fits, by halving."""
+    low, high = bounds or HEAPS_KIB
     if not _fits(template, broker, tmp, high, binary):
         raise RuntimeError(f"the workload does not finish even in {high} KiB")
     while high - low > 4:
@@ -373,7 +361,7 @@ def run(names: set[str]) -> dict[str, Outcome]:
         out["image.app_import_kib"] = app_import_kib(binary)
     out["image.binary_kib"] = Path(binary).stat().st_size / 1024
     if not names & {"image.heap_min_kib", "image.heap_peak_kib", "image.largest_free_min_kib",
-                    "image.idle_heap_kib", "image.heap_min_tls_kib"}:
+                    "image.idle_heap_kib"}:
         return out
     with tempfile.TemporaryDirectory() as tmp_name, Mosquitto() as broker:
         tmp = Path(tmp_name)
@@ -392,24 +380,10 @@ def run(names: set[str]) -> dict[str, Outcome]:
                 if sampler.largest_free_min is None:
                     raise RuntimeError("no heap sample was read from the console")
                 out["image.largest_free_min_kib"] = sampler.largest_free_min * 16 / 1024
-        with failing(out, "image.heap_min_tls_kib"):
-            if "image.heap_min_tls_kib" in names:
-                out["image.heap_min_tls_kib"] = _tls_heap_min_kib(tmp, binary)
         with failing(out, "image.idle_heap_kib"):
             if "image.idle_heap_kib" in names:
                 out["image.idle_heap_kib"] = _idle_heap_kib(template, broker, tmp, binary)
     return out
-
-
-def _tls_heap_min_kib(tmp: Path, binary: str) -> float:
-    from hil.broker import TLSListener
-    from hil.tlsgen import CA
-
-    ca = CA(tmp / "pki")
-    server = ca.server()
-    with Mosquitto(tls=TLSListener(ca.cert, server.cert, server.key)) as broker:
-        template = Template(tmp, broker, ca=ca, name="template-tls")
-        return heap_min_kib(template, broker, tmp, binary, low=64, high=224)
 
 
 def _idle_heap_kib(template: Template, broker: Mosquitto, tmp: Path, binary: str) -> float:
@@ -418,8 +392,7 @@ def _idle_heap_kib(template: Template, broker: Mosquitto, tmp: Path, binary: str
     dev = VirtualDevice(state, heap="128K", image="unix32")
     dev._binary = binary
     with dev, VirtualIO(dev.io_addr) as io:
-        _wait(lambda: bool(io.status().get("clock_synced")) or bool(io.status().get("online")), 30,
-              "the door online")
+        _wait(lambda: io.status().get("uplink") == "connected", 30, "the door online")
         time.sleep(3)
         st = io.status()
         return float(128 * 1024 - st["heap_free"]) / 1024
