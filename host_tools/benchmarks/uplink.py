@@ -48,6 +48,11 @@ FIGURES = {
                            "lives in this heap too, KiB",
     "uplink.heap_min_rom_kib": "the same with the application's bytecode from its ROMFS image "
                                "(deploy --romfs): smallest heap beyond the image, KiB",
+    "uplink.drain_signed_events_per_s": "a 10,000-event backlog drained by a door with a "
+                                        "command key: every ack's MAC checked (HMAC-SHA256), "
+                                        "128K heap, events/s",
+    "uplink.drain_unsigned_events_per_s": "baseline: the same backlog, a door without keys "
+                                          "(acks unchecked), events/s",
     "uplink.overflow_recovery_s": "a 635-event ring overflowed (3,000 events, no platform): from "
                                   "the platform's start until every survivor is stored and the "
                                   "loss recorded as a gap (resend request, `gone`), s",
@@ -59,9 +64,10 @@ OVERFLOW_BLOCKS = 8  # 6 data sectors of 127 records: 635 unacknowledged events 
 
 def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEAP,
            device: str = "bench.dev", timeout: float | None = None,
-           rom: Path | None = None) -> float:
+           rom: Path | None = None, key: bytes | None = None) -> float:
     """Seconds to drain `backlog` events; RuntimeError when the device cannot. With `rom`
-    (a ROMFS image of the application), the device runs the application from it."""
+    (a ROMFS image of the application), the device runs the application from it; with
+    `key` (a command key), acks are signed and the device checks each one."""
     env = micropython_env(build_device_tree()[0].parents[1])
     image = tmp / f"{device}.img"
     fill = subprocess.run(
@@ -70,14 +76,16 @@ def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEA
         env=env, cwd=tmp, capture_output=True, text=True, timeout=900)
     if "APPENDED" not in fill.stdout:
         raise RuntimeError(fill.stdout + fill.stderr)
-    with Platform(Store(str(tmp / f"{device}.db")), broker.host, broker.port) as platform:
+    with Platform(Store(str(tmp / f"{device}.db")), broker.host, broker.port,
+                  ack_key=key) as platform:
         platform.connected.wait(10)
         t = time.perf_counter()
         try:
             prelude = [str(WITH_ROM), str(rom)] if rom is not None else []
+            signed = ["0", "key=" + key.hex()] if key is not None else []
             proc = subprocess.run(
                 [micropython(), "-X", f"heapsize={heap}", *prelude, str(DEVICE), str(image),
-                 str(BLOCKS), broker.host, str(broker.port), device, "2", "0"],
+                 str(BLOCKS), broker.host, str(broker.port), device, "2", "0", *signed],
                 env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout or 60 + backlog / 100)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"drain did not finish with a {heap} heap") from None
@@ -189,6 +197,16 @@ def run(names: set[str]) -> dict[str, Outcome]:
                 rom = Path(tmp) / "app.romfs"
                 rom.write_bytes(application_image())
                 out["uplink.heap_min_rom_kib"] = _heap_min_kib(Path(tmp), broker, rom)
+        signed = ("uplink.drain_signed_events_per_s", "uplink.drain_unsigned_events_per_s")
+        with failing(out, *signed):
+            if names & set(signed):
+                # 128K for both: the key store's bytecode (AES, CMAC, diversification, loaded
+                # for the cards on a door anyway) shares the unix port's heap.
+                n = 10_000
+                out["uplink.drain_signed_events_per_s"] = n / _drain(
+                    Path(tmp), broker, n, "128K", device="bench.signed", key=bytes(range(32)))
+                out["uplink.drain_unsigned_events_per_s"] = n / _drain(
+                    Path(tmp), broker, n, "128K", device="bench.unsigned")
         recovery = ("uplink.overflow_recovery_s", "uplink.overflow_baseline_s")
         with failing(out, *recovery):
             if names & set(recovery):

@@ -35,8 +35,11 @@ class Door:
     def __init__(self, image: Path, broker: Mosquitto, count: int, boot: int, pace_ms: int = 0,
                  *options: str) -> None:
         env = micropython_env(build_device_tree()[0].parents[1])
+        # With a key, the key store's bytecode (AES, CMAC: loaded for the cards on a real
+        # door) shares the unix port's heap too.
+        heap = "128K" if any(o.startswith("key=") for o in options) else HEAP
         self.proc = subprocess.Popen(
-            [micropython(), "-X", f"heapsize={HEAP}", str(DEVICE), str(image), str(BLOCKS),
+            [micropython(), "-X", f"heapsize={heap}", str(DEVICE), str(image), str(BLOCKS),
              broker.host, str(broker.port), ID, str(boot), str(count), str(pace_ms), *options],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=image.parent)
         self.lines: list[str] = []
