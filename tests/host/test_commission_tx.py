@@ -196,3 +196,25 @@ def test_the_whitelist_can_come_from_the_platform_with_its_versions(tmp_path: Pa
                        "c.lookup(bytes.fromhex('0000000000000001'))[1], "
                        "c.lookup(bytes.fromhex('0000000000000002'))[1])")
         assert out.split() == ["3", str(fmt.ACTIVE), str(fmt.LOST)], out  # the platform's version
+
+
+def test_a_whitelist_that_does_not_fit_is_refused_before_anything_is_written(
+        old_door, tmp_path: Path) -> None:
+    dev, _ = old_door
+    # Fill the flash until about 200 KiB are left.
+    mpremote(dev.pty, "exec", "import os\nb=bytes(4096)\nwith open('filler','wb') as f:\n"
+                              " while 1:\n  s=os.statvfs('.')\n  if s[0]*s[3]<200*1024:break\n"
+                              "  f.write(b)", timeout=300)
+    new = SiteKit(2025)
+    (tmp_path / "site.json").write_text(json.dumps(new.keys))
+    (tmp_path / "wl.bin").write_bytes(new.snapshot(1, cards(20000)))  # 300 KB
+    r = subprocess.run([DOORCTL, "commission", "-p", dev.pty, "--keys", str(tmp_path / "site.json"),
+                        "--device-id", "new.b1.d2", "--door-no", "2", "--broker", "127.0.0.1:1",
+                        "--cache", str(tmp_path / "wl.bin")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "KiB of flash free" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    listing = mpremote(dev.pty, "exec", "import os\nprint(os.listdir(), os.listdir('cache'))")
+    assert ".stage" not in listing and "stage.json" not in listing
+    dev.restart()
+    assert_whole(view(dev), 2024, "old.b1.d2")
