@@ -39,7 +39,7 @@ MASTER_SLOTS = ("app_master", "door_read")
 REF_SLOT = "card_ref"
 REF_LEN = 8
 # HMAC keys: at least 16 bytes, any length above.
-WIDE_SLOTS = (REF_SLOT, "cache", "command")
+WIDE_SLOTS = (REF_SLOT, "cache", "command", "update", "provision")
 
 
 class KeyStoreError(Exception):
@@ -127,7 +127,17 @@ class SoftwareKeyStore:
             return None
         return self.master_slot("door_read", version)
 
+    def replace(self, other):
+        """Take over another store's keys and versions (a key update applied in place: every
+        task holding this store sees the new keys at once)."""
+        self.site_id, self.system_id = other.site_id, other.system_id
+        self.key_version, self.accept = other.key_version, other.accept
+        self.door_rekey, self.generation = other.door_rekey, other.generation
+        self._keys, self._cmacs = other._keys, {}
+
     def key(self, slot):
+        if slot in ("update", "provision"):
+            raise KeyStoreError("slot %s is not exportable" % slot)
         if slot.split(".")[0] in MASTER_SLOTS or slot == REF_SLOT:
             raise KeyStoreError("slot %s is not exportable" % slot)
         return self._get(slot)

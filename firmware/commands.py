@@ -149,8 +149,9 @@ def check_config(args):
 class Commands:
     """Runs checked commands against the running firmware; replies and journals refusals."""
 
-    def __init__(self, gate, door, recorder=None, on_time=None, config_writer=None):
+    def __init__(self, gate, door, recorder=None, on_time=None, config_writer=None, key_writer=None):
         self.gate = gate
+        self.key_writer = key_writer  # callable(args) -> "" or why the key file was refused
         self.door = door
         self.recorder = recorder
         self.on_time = on_time
@@ -186,6 +187,12 @@ class Commands:
                 self.config_writer(args)
             self.door.configure(args)
             return True, ""
+        if op == "keys":
+            # a new door key file, sealed for this door (crypto/keyupdate.py)
+            if self.key_writer is None:
+                return False, "no_keys"
+            bad = self.key_writer(args)
+            return (False, bad) if bad else (True, "")
         if self.door is None:
             return False, "no_door"
         return self.door.command(op, args)
@@ -211,4 +218,5 @@ class Commands:
 # command_rejected event arg (docs/protocol.md)
 REASON_CODES = {"bad_mac": 1, "expired": 2, "not_yet_valid": 3, "stale": 4, "replay": 5,
                 "clock_unset": 6, "no_keys": 7, "busy": 8, "bad_field": 9, "out_of_range": 10,
-                "lockdown": 11, "bad_mode": 12, "unknown_command": 13, "no_door": 14}
+                "lockdown": 11, "bad_mode": 12, "unknown_command": 13, "no_door": 14,
+                "key_generation": 15}

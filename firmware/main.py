@@ -166,6 +166,7 @@ def _start_door(board, cfg):
         providers["journal_depth"] = journal.depth
     if "uplink" in running:
         providers["link"] = running["uplink"].link_report
+    providers["key_gen"] = lambda: running["keystore"].generation  # key rotation progress
     door = DoorTask(board, cfg, recorder.record if recorder else None, providers, status,
                     recorder.uptime if recorder else None)
     uplink = running.get("uplink")
@@ -301,6 +302,42 @@ def _write_config(root, changes):
     os.rename(path + ".tmp", path)
 
 
+def apply_key_update(fs_root, device_id, args):
+    """A sealed door key file from a signed `keys` command: opened with this door's update key,
+    newer than the one held, for this site; written as keys.json (temp file + rename: a power
+    cut leaves the old file or the new one) and taken into use at once. "" or why not."""
+    import json
+
+    from crypto.keystore import KeyStoreError, SoftwareKeyStore
+    from crypto.keyupdate import SealError, open_sealed
+
+    ks = running.get("keystore")
+    if ks is None or not ks.has("update"):
+        return "no_keys"
+    try:
+        gen, plain = open_sealed(lambda m: ks.hmac("update", m), device_id, args)
+        text = bytes(plain).decode()
+        new = SoftwareKeyStore.from_dict(json.loads(text))
+    except SealError as e:
+        return e.reason
+    except (ValueError, TypeError, KeyError, KeyStoreError):
+        return "bad_field:keys"
+    if new.site_id != ks.site_id or new.generation != gen or not new.has("update"):
+        return "bad_field:keys"
+    if gen <= ks.generation:
+        return "key_generation"
+    path = fs_root.rstrip("/") + "/keys.json"
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+    ks.replace(new)
+    log("cards: key file generation", gen)
+    door = running.get("door")
+    if door is not None:
+        door.patrol.request()  # the platform sees the new generation in the next report
+    return ""
+
+
 def _start_commands(board, cfg, door):
     """Platform commands through the uplink, checked offline (firmware/commands.py)."""
     uplink = running.get("uplink")
@@ -316,8 +353,11 @@ def _start_commands(board, cfg, door):
         if recorder is not None:
             recorder.record(events.CONFIG_CHANGED)
 
+    def write_keys(args):
+        return apply_key_update(board.fs_root, cfg["device_id"], args)
+
     gate = CommandGate(running.get("keystore"), cfg["device_id"], board.clock)
-    commands = Commands(gate, door, recorder, uplink.on_time, write_config)
+    commands = Commands(gate, door, recorder, uplink.on_time, write_config, write_keys)
     commands.on_forged = uplink.refuse
     running["commands"] = commands
 

@@ -40,6 +40,7 @@ def build_report(machine, providers=None):
         "reader": _get(p, "reader", None),
         "clock_trusted": bool(_get(p, "clock_trusted", False)),
         "link": _get(p, "link", None),
+        "key_gen": _get(p, "key_gen", None),
     }
     setup = _get(p, "setup", None)
     if setup:  # parts of the door that disagree (firmware/main.py setup_problems), if any

@@ -379,7 +379,7 @@ def time_signing_bytes(device_id, nonce, epoch_ms):
 
 # -- commands (platform -> device) and replies ---------------------------------------------
 
-COMMANDS = ("open", "patrol", "mode", "time", "config")
+COMMANDS = ("open", "patrol", "mode", "time", "config", "keys")
 
 
 def encode_command(cmd_id, op, args=None, expires=0, mac=""):
@@ -479,7 +479,7 @@ def decode_cache_state(payload):
 
 
 COMMAND_TTL = 60  # s: a signed command is valid from exp - COMMAND_TTL to exp
-SIGNED_COMMANDS = ("open", "mode", "time", "config")  # need a MAC; "patrol" does not
+SIGNED_COMMANDS = ("open", "mode", "time", "config", "keys")  # need a MAC; "patrol" does not
 
 
 def _field(text):

@@ -28,6 +28,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from crypto import keyupdate
+from crypto.hmac256 import hmac_sha256
 from crypto.keystore import KeyStoreError, SoftwareKeyStore
 from host_tools.errors import EXIT_USAGE, UserError
 
@@ -49,7 +51,7 @@ def new_site_keys(site_id: int, system_id: bytes | None = None, door_rekey: bool
         "format": FORMAT, "version": 1, "site_id": site_id, "system_id": sysid.hex(),
         "keys": {"app_master": os.urandom(16).hex(), "door_read": os.urandom(16).hex(),
                  "card_ref": os.urandom(32).hex(), "cache": os.urandom(32).hex(),
-                 "command": os.urandom(32).hex()},
+                 "command": os.urandom(32).hex(), "provision": os.urandom(32).hex()},
         "key_version": 1, "accept": [1], "door_rekey": door_rekey, "generation": 1,
     }
 
@@ -77,6 +79,7 @@ def rotate(site: dict[str, Any], door_rekey: bool | None = None) -> int:
         raise UserError(f"a rotation is already open (doors accept versions {accept[0]} and {accept[1]}): "
                         "close it first with `doorctl card keys close`", EXIT_USAGE)
     new = max(versions(site)) + 1
+    site["keys"].setdefault("provision", os.urandom(32).hex())
     site["keys"][slot_name("app_master", new)] = os.urandom(16).hex()
     site["keys"][slot_name("door_read", new)] = os.urandom(16).hex()
     site["accept"] = [site.get("key_version", 1), new]
@@ -99,13 +102,34 @@ def close(site: dict[str, Any]) -> list[int]:
     return [v for v in accept if v != current]
 
 
-def device_keys(site: dict[str, Any]) -> dict[str, Any]:
+def door_update_key(site: dict[str, Any], device_id: str) -> bytes:
+    """The door's own key for sealed key updates (crypto/keyupdate.py): derived from the site's
+    `provision` secret, which no door holds (added to older site files on first use)."""
+    prov = site["keys"].get("provision")
+    if prov is None:
+        raise UserError("the site key file has no provision secret (made before key updates existed): "
+                        "`doorctl card keys rotate` adds one", EXIT_USAGE)
+    return hmac_sha256(bytes.fromhex(prov), b"U" + device_id.encode())
+
+
+def sealed_update(site: dict[str, Any], device_id: str, iv: bytes | None = None) -> dict[str, Any]:
+    """The `keys` command arguments: this door's key file of the site's current generation,
+    sealed for `device_id` (never in clear on the broker)."""
+    key = door_update_key(site, device_id)
+    plain = json.dumps(device_keys(site, device_id)).encode()
+    return keyupdate.seal(lambda m: hmac_sha256(key, m), device_id, int(site.get("generation", 1)), plain,
+                          iv or os.urandom(16))
+
+
+def device_keys(site: dict[str, Any], device_id: str | None = None) -> dict[str, Any]:
     """What a door needs: no application master key, so a stolen door cannot issue or rewrite cards."""
     current = site.get("key_version", 1)
     accept = site.get("accept", [current])
     read = {slot_name("door_read", v) for v in accept}
-    keys = {k: v for k, v in site["keys"].items()
-            if not k.startswith("app_master") and (not k.startswith("door_read") or k in read)}
+    keys = {k: v for k, v in site["keys"].items() if k != "provision"
+            and not k.startswith("app_master") and (not k.startswith("door_read") or k in read)}
+    if device_id is not None:
+        keys["update"] = door_update_key(site, device_id).hex()
     return {"format": DEVICE_FORMAT, "version": 1, "site_id": site["site_id"],
             "system_id": site["system_id"], "keys": keys, "key_version": current, "accept": list(accept),
             "door_rekey": bool(site.get("door_rekey", False)), "generation": site.get("generation", 1)}

@@ -169,12 +169,14 @@ def platform_whitelist(db: str, site: dict[str, Any]) -> bytes:
 
 
 def door_files(site: dict[str, Any], cfg: dict[str, Any], tls_files: dict[str, bytes],
-               snapshot: bytes | None) -> tuple[dict[str, bytes], list[str]]:
-    """What a commissioning puts on the door (path -> content) and what it removes."""
+               snapshot: bytes | None, door_keys: dict[str, Any] | None = None
+               ) -> tuple[dict[str, bytes], list[str]]:
+    """What a commissioning puts on the door (path -> content) and what it removes.
+    `door_keys`: the door's key file (default: the site's, without a door update key)."""
     files = dict(tls_files)
     if snapshot is not None:
         files = {"cache/main.bin": snapshot, **files}  # the big one first: its bar shows
-    files["keys.json"] = json.dumps(sitekeys.device_keys(site)).encode()
+    files["keys.json"] = json.dumps(door_keys or sitekeys.device_keys(site)).encode()
     files["config.json"] = json.dumps(cfg).encode()
     # No client certificate in this commissioning: none stays on the door. A new whitelist
     # starts afresh: no pending changes on the old one, no version floor, so the platform's
@@ -274,10 +276,12 @@ def commission(
         snapshot = check_cache(cache, site) if cache is not None else None
         if whitelist_from is not None:
             snapshot = platform_whitelist(whitelist_from, site)
+        # the door's own update key only when the site can seal key updates (crypto/keyupdate.py)
+        door_keys = sitekeys.device_keys(site, device_id if "provision" in site["keys"] else None)
         port = pick_port(port)
         check_port(port)
         handshake(port)
-        files, remove = door_files(site, cfg, tls_files, snapshot)
+        files, remove = door_files(site, cfg, tls_files, snapshot, door_keys)
         _transact(port, files, remove)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
@@ -290,7 +294,7 @@ def commission(
     if "wifi" in shown:
         shown["wifi"]["password"] = "(set)"
     if as_json:
-        typer.echo(json.dumps({"config": shown, "keys": sorted(k for k in site["keys"] if k != "app_master"),
+        typer.echo(json.dumps({"config": shown, "keys": sorted(door_keys["keys"]),
                                "cache": len(snapshot) if snapshot is not None else None}))
     else:
         typer.echo(f"commissioned {device_id} (site {site['site_id']}, door {door_no}) on {port}: "

@@ -266,7 +266,7 @@ def _arg_value(text: str) -> str | int | bool:
 @app.command("command")
 def command(
     device: str = typer.Argument(..., help="Door (device id), e.g. hz.b12.d3."),
-    op: str = typer.Argument(..., help="open | mode | patrol | config | time"),
+    op: str = typer.Argument(..., help="open | mode | patrol | config | time | keys"),
     arg: list[str] = typer.Option(None, "--arg", help="KEY=VALUE argument, repeatable "
                                   "(e.g. mode=lockdown, unlock_ms=3000)."),
     keys: Path = typer.Option(..., "--keys", help="Site key file (doorctl card keys init): "
@@ -285,6 +285,7 @@ def command(
       doorctl platform command hz.b12.d3 open --keys site.json
       doorctl platform command hz.b12.d3 mode --arg mode=lockdown --keys site.json
       doorctl platform command hz.b12.d3 config --arg unlock_ms=3000 --keys site.json
+      doorctl platform command hz.b12.d3 keys --keys site.json   (the door's new key file, sealed)
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -314,6 +315,12 @@ def command(
     except ValueError as e:
         raise fail(f"{keys}: {e}; make a new site key file with `doorctl card keys init`",
                    EXIT_USAGE) from None
+    if op == "keys":
+        # this door's key file of the site's current generation, sealed for it alone
+        try:
+            args = dict(sitekeys.sealed_update(data, device))
+        except UserError as e:
+            raise fail(str(e), e.exit_code) from None
     host, port = _broker(broker, False)
     cmd_id, payload = sign(key, device, op, args)
     got: dict[str, object] = {}

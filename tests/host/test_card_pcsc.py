@@ -118,13 +118,13 @@ def test_keys_init_writes_a_private_file_and_prints_no_key(site: Path, tmp_path:
     data = json.loads(site.read_text())
     assert stat.S_IMODE(os.stat(site).st_mode) == 0o600
     assert data["site_id"] == 4242 and set(data["keys"]) == {"app_master", "door_read", "card_ref",
-                                                              "cache", "command"}
+                                                              "cache", "command", "provision"}
     again = doorctl("keys", "init", "--out", str(site), "--site-id", "4242")
     assert again.returncode == EXIT_USAGE and "already exists" in again.stderr
     door = tmp_path / "door.json"
     out = doorctl("keys", "door", "--keys", str(site), "--out", str(door))
     assert out.returncode == 0
-    assert "app_master" not in json.loads(door.read_text())["keys"]
+    assert not {"app_master", "provision"} & set(json.loads(door.read_text())["keys"])
     for value in data["keys"].values():
         assert value not in out.stdout + out.stderr
 

@@ -93,7 +93,7 @@ def test_commission_then_selftest_logs_and_monitor(site: Site, tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)
     assert shown["config"]["door_no"] == 2 and shown["config"]["door"]["unlock_ms"] == 3000
-    assert shown["keys"] == ["cache", "card_ref", "command", "door_read"]
+    assert shown["keys"] == ["cache", "card_ref", "command", "door_read", "update"]
     assert site.kit.keys["keys"]["door_read"] not in r.stdout + r.stderr  # keys never echoed
     site.dev.restart()
     emu = PN532Emulator()
