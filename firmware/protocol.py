@@ -22,7 +22,8 @@ MAX_DEPTH = 4  # nesting of JSON arrays/objects; deeper payloads are refused bef
 # A leaf not listed here is not part of the protocol: limit 0.
 LIMITS = {
     "events": MAX_PAYLOAD, "status": 4096, "presence": 256, "register": 512, "reply": 256,
-    "cache_state": 256, "ack": 256, "resend": 256, "time": 256, "cmd": 1024,
+    "cache_state": 256, "ack": 256, "resend": 256, "time": 256,
+    "cmd": 2048,  # a `keys` command carries a sealed door key file (about 1.3 KB)
     "cache": 32 + 2048,  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
 }
 

@@ -27,6 +27,7 @@ from hil.rig import swipe_local, wait_for
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
+from host_tools.platform.commands import command_key
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
@@ -83,7 +84,8 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
     kit.store = SoftwareKeyStore.from_dict(kit.keys)
     broker = Mosquitto().start()
     sniff = Sniffer(broker.host, broker.port)
-    platform = Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port).start()
+    platform = Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port,
+                        ack_key=command_key(kit.keys)).start()
     dev = VirtualDevice(tmp_path / "door").start()
     emu = PN532Emulator()
     link = io = None
@@ -121,7 +123,7 @@ def _doorctl(*args: str) -> subprocess.CompletedProcess[str]:
 def _push(r: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     b = r["broker"]
     out = _doorctl("platform", "command", DEVICE, "keys", "--keys", str(r["site_file"]),
-                   "--broker", f"{b.host}:{b.port}")
+                   "--broker", f"{b.host}:{b.port}", "--timeout", "30")
     assert out.returncode == 0, out.stdout + out.stderr
     return out
 
@@ -137,7 +139,7 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     dev, io, emu, cards = r["dev"], r["io"], r["emu"], r["cards"]
     printed: list[str] = []
     for name in ("desk", "door", "late"):
-        assert swipe_local(io, emu, cards[name][0]), name  # all on version 1
+        assert swipe_local(io, emu, cards[name][0]), (name, journal(dev, ev.ACCESS_DENIED))  # version 1
 
     # rotate: version 2, doors accept 1 and 2; the door gets its sealed key file over MQTT
     out = _doorctl("card", "keys", "rotate", "--keys", str(r["site_file"]))
@@ -169,7 +171,7 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     # the generation-2 key file again (a replay, or an old copy): refused, the door keeps 3
     b = r["broker"]
     old = _doorctl("platform", "command", DEVICE, "keys", "--keys", str(stale),
-                   "--broker", f"{b.host}:{b.port}")
+                   "--broker", f"{b.host}:{b.port}", "--timeout", "30")
     assert old.returncode == 1 and "key_generation" in old.stdout + old.stderr
     printed += [old.stdout, old.stderr]
     assert _generation(r) == 3

@@ -13,13 +13,13 @@ def _raises(fn, *args):
 def test_nesting_and_length_are_bounded_before_parsing():
     assert _raises(p.decode_ack, b'{"v": 1, "upto": ' + b"[" * 60 + b"]" * 60 + b"}") == "too_deep"
     assert _raises(p.decode_ack, b'{"v": 1, "upto": ' + b"[" * 600 + b"]" * 600 + b"}") == "too_large"
-    assert _raises(p.decode_command, b'{"v": 1, "id": "' + b"x" * 1100 + b'"}') == "too_large"
+    assert _raises(p.decode_command, b'{"v": 1, "id": "' + b"x" * 2100 + b'"}') == "too_large"
     # brackets inside strings, escaped quotes included, do not count
     ok = b'{"v": 1, "id": "[[[[[[\\"]]]]", "op": "patrol", "args": {"a": [[1]]}}'
     assert p.decode_command(ok)[0] == '[[[[[[\"]]]]'
     p.check_shape(b'[[[[1]]]]')
     assert _raises(p.check_shape, b'[[[[[1]]]]]') == "too_deep"
-    assert p.limit("cmd") == 1024 and p.limit("cache") == p.CACHE_HDR + p.CACHE_CHUNK
+    assert p.limit("cmd") == 2048 and p.limit("cache") == p.CACHE_HDR + p.CACHE_CHUNK
     assert p.limit("nonsense") == 0
 
 
