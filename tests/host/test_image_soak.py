@@ -66,6 +66,7 @@ def test_short_soak_on_the_image(tmp_path: Path, unix32_binary: Path) -> None:
         broker.restart()
         with Platform(Store(str(tmp_path / "platform.db")), broker.host, broker.port,
                       **template.platform_kw) as platform:
+            platform.cache_key = template.site.cache_key
             platform.connected.wait(10)
             dev = VirtualDevice(state, heap=HEAP, image="unix32")
             dev._binary = str(unix32_binary)
