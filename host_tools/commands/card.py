@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
+from host_tools.errors import EXIT_FAILED, EXIT_NO_DEVICE, EXIT_USAGE, UserError, fail
 
 card_app = typer.Typer(help="Site keys, card issuing, and card checks through a PC/SC reader.",
                        no_args_is_help=True)
@@ -287,7 +287,7 @@ def virtual(
                 time.sleep(0.2)
                 continue
         raise fail(f"vpcd is not listening on port {vcard.vpcd_port(slot)}: start pcscd (pcscd -f) "
-                   "with vsmartcard-vpcd installed", EXIT_FAILED) from None
+                   "with vsmartcard-vpcd installed", EXIT_NO_DEVICE) from None
     typer.echo(f"virtual {kind} card in vpcd slot {slot}; Ctrl-C removes it")
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())

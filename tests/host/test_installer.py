@@ -5,6 +5,7 @@ report, the device log, live monitoring from the platform's MQTT, and flash up t
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -150,6 +151,15 @@ def test_commission_then_selftest_logs_and_monitor(site: Site, tmp_path: Path) -
     assert abs(time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) - time.time()) < 600, logs.stdout
     records = [json.loads(x) for x in doorctl("logs", "-p", site.dev.pty, "--json").stdout.splitlines()]
     assert records and all(r["clock"] == "door" and r["text"] for r in records)
+    # --follow prints the log, then keeps watching until Ctrl-C, which ends it cleanly
+    follow = subprocess.Popen([DOORCTL, "logs", "-p", site.dev.pty, "--follow"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert follow.stdout is not None
+    assert "firmware" in follow.stdout.readline()
+    time.sleep(2.5)  # at least one more poll of the door
+    follow.send_signal(signal.SIGINT)
+    _, err = follow.communicate(timeout=30)
+    assert follow.returncode in (0, 130) and "Traceback" not in err, err
 
 
 def test_flash_stops_with_a_clear_message_before_touching_a_board(tmp_path: Path) -> None:
