@@ -1,6 +1,7 @@
 """`doorctl cache`: build, diff and inspect signed whitelist cache files (docs/cache-format.md).
 
-Cards CSV (header row required, columns in any order):
+Cards CSV (a header row with these names, lower case, in any order; only `ref` is required;
+UTF-8, a spreadsheet's byte-order mark, CRLF and `;` separators are read as meant):
 
     ref,status,valid_from,valid_to,doors,schedule,class
     0011223344556677,active,2026-01-01,2026-12-31,0 1 2,0,normal
@@ -11,6 +12,9 @@ Cards CSV (header row required, columns in any order):
 - doors: door numbers 0..15 separated by spaces, or `*` for every door
 - schedule: time schedule id 1..30, or 0 / empty for any time
 - class: normal | master (master staff cards still open in lockdown)
+
+An unknown column, a bad row (named by its line, a duplicate ref too), valid_to before
+valid_from, an empty file or a --site other than the key file's is refused: nothing is written.
 
 Schedules file (JSON, optional):
 `{"schedules": {"1": [{"days": "mon tue wed thu fri", "from": "07:00", "to": "22:00"}]},
@@ -33,7 +37,10 @@ from rich.progress import Progress
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
 from offline_cache import fmt
 
-cache_app = typer.Typer(help="Build, diff and inspect signed whitelist cache files.", no_args_is_help=True)
+cache_app = typer.Typer(help="Build, diff and inspect signed whitelist cache files.\n\n"
+                        + (__doc__ or "").split("\n", 1)[-1].strip(),
+                        short_help="Build, diff and inspect signed whitelist cache files.",
+                        no_args_is_help=True, rich_markup_mode=None)
 
 KEY_OPT = typer.Option(..., "--key", "-k", help="Cache signing key: the site key file "
                        "(doorctl card keys init) or a file of hex, at least 16 bytes.")
@@ -305,6 +312,7 @@ def delta(
     new: Path = typer.Argument(..., help="Snapshot to move them to."),
     key: Path = KEY_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Delta file to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as one JSON object."),
 ) -> None:
     """Sign the delta that takes doors from OLD to NEW (changed, added and removed cards).
 
@@ -330,8 +338,12 @@ def delta(
             out.write_bytes(data)
         except OSError as e:
             raise UserError(f"--out {out}: cannot be written ({e.strerror})", EXIT_USAGE) from None
-        typer.echo(f"wrote {out}: delta {h0.version} -> {h1.version}, {len(changes)} changes, "
-                   f"{len(data)} bytes")
+        if as_json:
+            typer.echo(json.dumps({"file": str(out), "kind": "delta", "base": h0.version,
+                                   "version": h1.version, "changes": len(changes), "bytes": len(data)}))
+        else:
+            typer.echo(f"wrote {out}: delta {h0.version} -> {h1.version}, {len(changes)} changes, "
+                       f"{len(data)} bytes")
 
     _run(go)
 

@@ -135,3 +135,21 @@ def test_any_spelling_of_the_same_cards_builds_the_same_records(
     want = sorted((r.hex(), fmt.STATUS_NAMES.index(s), fmt.NO_END, sum(1 << d for d in doors))
                   for r, s, doors in rows)
     assert sorted(records(out)) == want
+
+
+def test_delta_and_inspect_print_json(capsys: pytest.CaptureFixture[str], tmp_path: Path, site: Path) -> None:
+    build(capsys, tmp_path, site, f"ref\n{REF}\n".encode())
+    (tmp_path / "w.bin").rename(tmp_path / "v1.bin")
+    cards = tmp_path / "cards.csv"
+    cards.write_text(f"ref,status\n{REF},lost\n")
+    assert run(["cache", "build", str(cards), "-k", str(site), "-o", str(tmp_path / "v2.bin"),
+                "--version", "2", "--site", "1001"]) == 0
+    capsys.readouterr()
+    assert run(["cache", "delta", str(tmp_path / "v1.bin"), str(tmp_path / "v2.bin"), "-k", str(site), "-o",
+                str(tmp_path / "d.bin"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == 1
+    assert run(["cache", "inspect", str(tmp_path / "d.bin"), "-k", str(site), "--index", "0", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["kind"] == "delta" and shown["base"] == 1 and shown["tag"] is True
+    assert shown["records"][0]["ref"] == REF and shown["records"][0]["status"] == "lost"
+    assert run(["cache", "inspect", str(tmp_path / "d.bin"), "--ref", "0000000000000001"]) == 1  # not in it
