@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def rotate(site: dict[str, Any], door_rekey: bool | None = None) -> int:
     if door_rekey is not None:
         site["door_rekey"] = door_rekey
     site["generation"] = site.get("generation", 1) + 1
+    site["rotated_at"] = int(time.time())  # the platform's progress counts door re-keys since
     return new
 
 

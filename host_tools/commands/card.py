@@ -147,7 +147,9 @@ def keys_close(keys: Path = KEYS_OPT) -> None:
 
 
 @card_app.command("rekey")
-def rekey(keys: Path = KEYS_OPT, reader: str = READER_OPT) -> None:
+def rekey(keys: Path = KEYS_OPT, reader: str = READER_OPT,
+          db: str = typer.Option(None, "--db", help="Record the card's new key version in the "
+                                 "platform's database (rotation progress: doorctl platform keys).")) -> None:
     """Move the card on the reader to the site's current key version (no reissue).
 
     Example: doorctl card rekey --keys site.json --reader "Virtual PCD 00 00"
@@ -169,6 +171,11 @@ def rekey(keys: Path = KEYS_OPT, reader: str = READER_OPT) -> None:
             typer.echo(f"card {done.uid.hex()} moved from key version {'/'.join(map(str, before))} "
                        f"to {done.after}")
         typer.echo(f"card reference: {done.ref.hex()}")
+        if db is not None:
+            from host_tools.cli_inputs import open_store
+            from host_tools.platform.keyprogress import record_card
+
+            record_card(open_store(db), done.ref.hex(), done.after)
 
     _run(go)
 

@@ -459,6 +459,26 @@ def residence(card: str = typer.Option(..., "--card", help="Card reference."),
         typer.echo(f"{month}  {n:2d} days with an entry{note}")
 
 
+def keys_progress(keys: Path = typer.Option(..., "--keys", help="Site key file (its versions and "
+                                            "generation; no key is read from it)."),
+                  db: str = DB,
+                  as_json: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
+    """Key rotation progress of the site: doors per key file generation, cards per key version."""
+    from host_tools.cards import sitekeys
+    from host_tools.platform.keyprogress import progress, summary
+
+    try:
+        site, _ = sitekeys.load(keys)
+        p = progress(open_store(db), site)
+    except UserError as e:
+        raise fail(str(e), e.exit_code) from None
+    if as_json:
+        typer.echo(json.dumps(p))
+    else:
+        for line in summary(p):
+            typer.echo(line)
+
+
 def register(app: typer.Typer) -> None:
     from host_tools.commands.platform import app as platform_app
 
@@ -466,5 +486,6 @@ def register(app: typer.Typer) -> None:
     platform_app.command("sync")(sync_command)
     platform_app.command("alarms")(alarms)
     platform_app.command("doors")(doors)
+    platform_app.command("keys")(keys_progress)
     platform_app.command("residence-report")(residence)
     platform_app.command("retire")(retire)

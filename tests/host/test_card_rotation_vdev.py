@@ -7,6 +7,7 @@ the door reports its key file generation; no key crosses the broker or is printe
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -27,8 +28,10 @@ from hil.rig import swipe_local, wait_for
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
+from host_tools.platform.cards import CardRegistry
 from host_tools.platform.commands import command_key
 from host_tools.platform.ingest import Platform
+from host_tools.platform.keyprogress import record_card
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.vdev.device import VirtualDevice
@@ -104,6 +107,7 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
         site_file = tmp_path / "site.json"
         sitekeys.write_secret(site_file, kit.keys)
         yield {"kit": kit, "dev": dev, "io": io, "emu": emu, "cards": cards, "stolen": stolen,
+               "db": tmp_path / "p.db",
                "site_file": site_file, "broker": broker, "sniff": sniff, "platform": platform}
     finally:
         if io is not None:
@@ -134,10 +138,22 @@ def _generation(r: dict[str, Any]) -> int:
     return int(out.strip().splitlines()[-1])
 
 
+def _progress(r: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    db = str(r["db"])
+    js = _doorctl("platform", "keys", "--keys", str(r["site_file"]), "--db", db, "--json")
+    text = _doorctl("platform", "keys", "--keys", str(r["site_file"]), "--db", db)
+    assert js.returncode == 0 and text.returncode == 0, js.stderr + text.stderr
+    return json.loads(js.stdout), text.stdout
+
+
 def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     r = rig
     dev, io, emu, cards = r["dev"], r["io"], r["emu"], r["cards"]
     printed: list[str] = []
+    reg = CardRegistry(r["platform"].store, r["kit"].keys)
+    today = dt.date.today()
+    for name, (_, ref) in cards.items():
+        reg.issue(ref.hex(), name, "101", [0], today, today + dt.timedelta(days=30))
     for name in ("desk", "door", "late"):
         assert swipe_local(io, emu, cards[name][0]), (name, journal(dev, ev.ACCESS_DENIED))  # version 1
 
@@ -154,7 +170,9 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     # the desk moves one card; the door moves another at its next swipe
     desk_card = cards["desk"][0]
     desk_card.card.reset()
-    assert rekey(desk_card.process, desk_store).after == 2
+    moved = rekey(desk_card.process, desk_store)
+    assert moved.after == 2
+    record_card(r["platform"].store, moved.ref.hex(), moved.after)  # what `card rekey --db` does
     assert swipe_local(io, emu, desk_card)
     door_card = cards["door"][0]
     assert swipe_local(io, emu, door_card)
@@ -162,6 +180,14 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     granted = journal(dev, ev.ACCESS_GRANTED)
     assert granted[-1][2] == cards["door"][1].hex() and granted[-1][1] & FLAG_REKEYED
     assert not granted[-2][1] & FLAG_REKEYED  # the desk's card was already on version 2
+
+    # rotation progress at the platform: the door on generation 2, two cards of three moved
+    wait_for(lambda: _progress(r)[0]["cards"][cards["door"][1].hex()] == 2, what="the door's re-key event")
+    p, text = _progress(r)
+    assert p["doors"] == {DEVICE: 2} and p["generation"] == 2 and p["accept"] == [1, 2]
+    assert p["cards"] == {cards["desk"][1].hex(): 2, cards["door"][1].hex(): 2, cards["late"][1].hex(): None}
+    assert "doors: 1 of 1 on generation 2" in text and "cards: 2 of 3 on version 2; 1 not yet moved" in text
+    printed += [text, json.dumps(p)]
 
     # close the window: version 1 is refused, the clone made with the stolen key with it
     out = _doorctl("card", "keys", "close", "--keys", str(r["site_file"]))
