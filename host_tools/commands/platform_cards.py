@@ -463,7 +463,10 @@ def keys_progress(keys: Path = typer.Option(..., "--keys", help="Site key file (
                                             "generation; no key is read from it)."),
                   db: str = DB,
                   as_json: bool = typer.Option(False, "--json", help="One JSON object.")) -> None:
-    """Key rotation progress of the site: doors per key file generation, cards per key version."""
+    """Key rotation progress of the site: doors per key file generation, cards per key version.
+
+    Example: doorctl platform keys --keys site.json --db platform.db
+    """
     from host_tools.cards import sitekeys
     from host_tools.platform.keyprogress import progress, summary
 

@@ -87,6 +87,8 @@ CASES: dict[str, list[list[str]]] = {
                       ["--keys", KEYS, "--db", DB, "--broker", "127.0.0.1:1"]],
     "platform alarms": [["--door", "nosuch", "--db", DB], ["--db", f"{TMP}/typo.db"]],
     "platform doors": [["--db", f"{TMP}/typo.db"], ["--db", DB, "--keys", MISSING], ["--db", "/proc"]],
+    "platform keys": [["--keys", MISSING, "--db", DB], ["--keys", KEYS, "--db", f"{TMP}/typo.db"],
+                      ["--keys", f"{TMP}/binary", "--db", DB]],
     "platform residence-report": [["--card", "5101013aeef2e95e", "--from", "2026-01-01", "--to", "2026-12-31",
                                    "--db", DB],
                                   ["--card", "zz", "--from", "2026-01-01", "--to", "2026-12-31", "--db", DB],
