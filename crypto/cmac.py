@@ -3,15 +3,10 @@ from crypto.aes import AES, xor
 
 
 def _dbl(block):
-    out = bytearray(16)
-    carry = 0
-    for i in range(15, -1, -1):
-        v = block[i]
-        out[i] = ((v << 1) & 0xFF) | carry
-        carry = v >> 7
-    if block[0] & 0x80:
-        out[15] ^= 0x87
-    return bytes(out)
+    """Doubling in GF(2^128) (RFC 4493 subkeys), on a big int: a loop over 16 bytes costs ~8x
+    more on a Cortex-M3 (docs/mcu.md). The leading 1 keeps the number's length fixed."""
+    x = (int.from_bytes(b"\x01" + bytes(block), "big") << 1) ^ (0x87 if block[0] & 0x80 else 0)
+    return x.to_bytes(17, "big")[1:]
 
 
 class CMAC:
