@@ -139,7 +139,6 @@ class Template:
                       cache=self.site.snapshot(1, self.cards[:1]))
             with Platform(Store(str(tmp / f"{name}.db")), broker.host, broker.port,
                           **self.platform_kw) as platform:
-                platform.cache_key = self.site.cache_key  # tags the whitelist pieces
                 platform.connected.wait(10)
                 dev.restart()
                 push(platform, DEVICE, self.site.snapshot(2, self.cards), timeout=300,
@@ -195,7 +194,6 @@ def run_workload(template: Template, broker: Mosquitto, tmp: Path, heap_kib: int
     broker.restart()  # nothing retained from the trial before
     with Platform(Store(str(state / "platform.db")), broker.host, broker.port,
                   **template.platform_kw) as platform:
-        platform.cache_key = template.site.cache_key
         platform.connected.wait(10)
         dev = VirtualDevice(state, heap=f"{heap_kib}K", image="unix32")
         dev._binary = binary
