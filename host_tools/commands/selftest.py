@@ -182,6 +182,17 @@ def setup_item(r: dict[str, Any]) -> dict[str, Any]:
                  "; ".join(SETUP_TEXT.get(p, p).format(**fields) for p in bad))
 
 
+def settled(r: dict[str, Any]) -> bool:
+    """The door is running, and with a broker configured, connected, its clock set by the
+    platform and its events acknowledged: what a door that has just restarted still lacks."""
+    if not r.get("ready"):
+        return False
+    if not r.get("broker"):
+        return True
+    j = r.get("journal") or [0, 0, 0]
+    return bool(r.get("connected") and r.get("clock") and j[2] > 0)
+
+
 def selftest(
     port: str = typer.Option(None, "--port", "-p", help="The door's serial port (or a virtual "
                              "door's pty; default: the one USB serial port found)."),
@@ -191,6 +202,9 @@ def selftest(
     report: Path = typer.Option(Path("."), "--report-dir", help="Where the commissioning report "
                                 "(JSON and text) is saved."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    wait: float = typer.Option(0, "--wait", help="A door that has just restarted: give it up to "
+                               "this many seconds to be running, connected and acknowledged by the "
+                               "platform before the items are judged."),
 ) -> None:
     """Check a commissioned door item by item: firmware and deployed files, clock, flash, keys,
     door contact and its supervision, REX, tamper, reader, broker, platform, whitelist, and a
@@ -198,6 +212,7 @@ def selftest(
 
     Examples:
       doorctl selftest -p /dev/ttyUSB0
+      doorctl selftest -p /dev/ttyUSB0 --wait 60   # just after a restart
       doorctl selftest -p /dev/pts/4 --relay io:127.0.0.1:40123 --json
     """
     from host_tools.deploy import probe
@@ -208,13 +223,20 @@ def selftest(
         check_port(port)
         handshake(port)
         err = Console(stderr=True)
+        if wait < 0:
+            raise UserError(f"--wait {wait:g}: must be 0 or more seconds", EXIT_USAGE)
+        deadline = time.monotonic() + wait
         with err.status("asking the door", spinner="dots"):
             info = probe(port)
-            out = mpremote(port, "exec", PROBE)
-        line = next((x for x in out.splitlines() if x.startswith("SELFTEST ")), None)
-        if line is None:
-            raise UserError(f"the device on {port} runs no door firmware (deploy it first)")
-        r = json.loads(line[len("SELFTEST "):])
+            while True:
+                out = mpremote(port, "exec", PROBE)
+                line = next((x for x in out.splitlines() if x.startswith("SELFTEST ")), None)
+                if line is None:
+                    raise UserError(f"the device on {port} runs no door firmware (deploy it first)")
+                r = json.loads(line[len("SELFTEST "):])
+                if settled(r) or time.monotonic() >= deadline:
+                    break
+                time.sleep(1.0)
         raw = mpremote(port, "exec", MANIFEST)
         text = raw.split("MANIFEST-BEGIN", 1)[-1].split("MANIFEST-END", 1)[0].strip()
         try:
