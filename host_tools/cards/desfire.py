@@ -7,7 +7,7 @@
 #
 # Supported: GetVersion, SelectApplication, GetApplicationIDs, AuthenticateEV2First,
 # GetCardUID, CreateApplication, CreateStdDataFile, ReadData, WriteData, ChangeKey,
-# FormatPICC, DeleteApplication, and the PC/SC pseudo-APDU FF CA 00 00 00 (UID) a
+# FormatPICC, DeleteApplication, GetKeyVersion, and the PC/SC pseudo-APDU FF CA 00 00 00 (UID) a
 # contactless reader would answer. AES keys only.
 #
 # EV2 secure messaging is enforced as a card enforces it: after AuthenticateEV2First every

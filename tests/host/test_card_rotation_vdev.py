@@ -221,6 +221,9 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
              what="the door's status with key_gen 3")
 
     secrets = [v for v in site["keys"].values()] + [sitekeys.device_keys(site, DEVICE)["keys"]["update"]]
+    log = mpremote(dev.pty, "exec", "from firmware.log import lines\nprint(lines())")
+    assert "key file generation 3" in log  # the door logs what it did, never a key
+    printed.append(log)
     blob = b"\n".join(r["sniff"].payloads)
     assert b'"op": "keys"' in blob or b'"op":"keys"' in blob
     for s in secrets:
