@@ -9,6 +9,7 @@ vsmartcard's vpcd, or a physical card on a bench reader), or any in-process card
     emu.present("Virtual PCD 00 01")      # whatever card is on that PC/SC reader is in the field
     emu.present(card_a, card_b)           # two cards: InListPassiveTarget reports both
     emu.remove()                          # empty field: InListPassiveTarget reports 0 targets
+    PN532Emulator(field_timing=FieldTiming())  # answer when a real PN532 and DESFire EV2 would
     link = emu.connect(("127.0.0.1", port))   # serve the device's reader stream (thread)
     link = emu.open_serial("/dev/ttyUSB1")    # or the door's reader UART wired to a serial port
     link = emu.serve_fd(master_fd)            # or a pty's master: host software on the other end
@@ -33,11 +34,14 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from firmware import pn532 as p
 from host_tools import tcp
+from host_tools.field_timing import FieldTiming
 from host_tools.iso14443_4 import IsoDepCard, NoAnswer
 
 FIRMWARE_VERSION = b"\x32\x01\x06\x07"  # PN532, v1.6, supports ISO 14443A/B and 18092
@@ -212,10 +216,30 @@ class PcscSlot:
             self.card = None
 
 
-class PN532Emulator:
-    """The PN532's side of the HSU link, as a bytes-in / bytes-out engine (thread-safe)."""
+@dataclass
+class FrameTime:
+    """One host frame on a field-timed link: what it asked and when (time.monotonic())."""
 
-    def __init__(self) -> None:
+    cmd: int
+    ins: int | None  # the DESFire command of an APDU, else None
+    arrived: float  # its first bytes reached the emulator
+    received: float  # its last byte is off the HSU wire (the chip starts on it)
+    answered: float  # the answer's last byte is sent
+
+
+class PN532Emulator:
+    """The PN532's side of the HSU link, as a bytes-in / bytes-out engine (thread-safe).
+
+    With `field_timing` (host_tools.field_timing), a link serving it paces the HSU wire and
+    delays each answer by the air and card time a real PN532 and DESFire EV2 would take, and
+    records every frame's timing in `trace`; the engine itself (receive/poll) stays instant
+    and only adds up `pending_s`, the modelled time of the answers it just produced."""
+
+    def __init__(self, field_timing: FieldTiming | None = None) -> None:
+        self.field_timing = field_timing
+        self.pending_s = 0.0
+        self.trace: deque[FrameTime] = deque(maxlen=512)
+        self.last_frame: tuple[int, int | None] | None = None  # (cmd, DESFire INS) just handled
         self._parser = p.FrameParser()
         self._lock = threading.RLock()
         self._cards: list[Any] = []
@@ -311,7 +335,11 @@ class PN532Emulator:
             return p.ERROR_FRAME
         cmd = frame[1]
         self.commands.append(cmd)
+        had_iso_dep = any(getattr(c, "sak", 0) & 0x20 for c in self._active.values())
         body = self._respond(cmd, frame[2:])
+        self.last_frame = (cmd, _desfire_ins(cmd, frame[2:]))
+        if self.field_timing is not None and body is not HELD:
+            self.pending_s += self._modelled_s(cmd, frame[2:], body, had_iso_dep)
         if body is None:
             return p.ACK + p.ERROR_FRAME
         if body is HELD:
@@ -319,6 +347,33 @@ class PN532Emulator:
         resp = p.encode_frame(p.TFI_PN532, bytes([cmd + 1]) + body)
         self._last = resp
         return self._apply_fault(resp)
+
+    def _modelled_s(self, cmd: int, params: bytes, body: bytes | None, had_iso_dep: bool) -> float:
+        """What a real chip and card take for this command (HSU wire time apart)."""
+        ft = self.field_timing
+        assert ft is not None
+        if body is None:
+            return ft.command_s()
+        if cmd == p.CMD_IN_LIST_PASSIVE_TARGET:
+            return ft.list_s(self._found(), self.rf_items[0x05][2] + 1)
+        if cmd == p.CMD_IN_DATA_EXCHANGE and len(params) > 1 and body[:1] in (b"\x00", b"\x40"):
+            return ft.exchange_s(params[1:], len(body) - 1)
+        if cmd == CMD_IN_COMMUNICATE_THRU and body[:1] == b"\x00":
+            return ft.exchange_s(params, len(body) - 1)
+        if cmd == p.CMD_IN_RELEASE:
+            return ft.release_s(had_iso_dep)
+        return ft.command_s()
+
+    def _found(self) -> list[tuple[int, bytes | None]]:
+        """The targets just activated: UID length, ATS when the chip sent RATS."""
+        return [(len(c.uid), c.ats if c.sak & 0x20 and self.flags & FLAG_AUTOMATIC_RATS else None)
+                for _, c in sorted(self._active.items())]
+
+    def take_pending(self) -> float:
+        """The modelled time of the answers produced since the last call (field timing)."""
+        with self._lock:
+            t, self.pending_s = self.pending_s, 0.0
+            return t
 
     def _apply_fault(self, resp: bytes) -> bytes:
         if not self.faults:
@@ -356,6 +411,9 @@ class PN532Emulator:
             if body is None or body[:1] == b"\x00":
                 return b""
             self._held = None
+            if self.field_timing is not None:
+                self.pending_s += self.field_timing.list_s(self._found(), 1)
+            self.last_frame = (p.CMD_IN_LIST_PASSIVE_TARGET, None)
             resp = p.encode_frame(p.TFI_PN532, bytes([p.CMD_IN_LIST_PASSIVE_TARGET + 1]) + body)
             self._last = resp
             return resp
@@ -570,6 +628,14 @@ class PN532Emulator:
         return EmulatorLink(self, FdByteLink(fd))
 
 
+def _desfire_ins(cmd: int, params: bytes) -> int | None:
+    """The DESFire command an InDataExchange carries (ISO-wrapped 90 INS .. or native)."""
+    if cmd != p.CMD_IN_DATA_EXCHANGE or len(params) < 2:
+        return None
+    apdu = params[1:]
+    return apdu[1] if apdu[0] == 0x90 and len(apdu) >= 5 else apdu[0]
+
+
 class ByteLink(Protocol):
     """What EmulatorLink needs of its stream: a socket, or a serial port through SerialByteLink."""
 
@@ -642,6 +708,15 @@ class FdByteLink:
         os.close(self.fd)
 
 
+def sleep_until(t: float) -> None:
+    """Sleep until time.monotonic() reaches `t` (never returns early)."""
+    while True:
+        left = t - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(left)
+
+
 POLL_S = 0.01  # how often a held command looks for a card (the chip retries about this often)
 
 
@@ -655,6 +730,8 @@ class EmulatorLink:
         self._stop = threading.Event()
         self.closed = threading.Event()
         self.error: BaseException | None = None
+        self._rx_free = 0.0  # field timing: when the HSU wire from the host is free again
+        self._tx_free = 0.0  # ... and the wire to the host
         self._thread = threading.Thread(target=self._run, name="pn532-emulator", daemon=True)
         self._thread.start()
 
@@ -664,20 +741,69 @@ class EmulatorLink:
                 try:
                     data = self.sock.recv(512)
                 except TimeoutError:
+                    start = time.monotonic()
                     held = self.emu.poll()
                     if held:
-                        self.sock.sendall(held)
+                        self._answer(held, start)
                     continue
                 if not data:
                     break
-                out = self.emu.receive(data, self.sock.sendall)
-                if out:
-                    self.sock.sendall(out)
+                if self.emu.field_timing is None:
+                    out = self.emu.receive(data, self.sock.sendall)
+                    if out:
+                        self.sock.sendall(out)
+                else:
+                    self._timed(data)
         except OSError as e:
             if not self._stop.is_set():
                 self.error = e
         finally:
             self.closed.set()
+
+    def _timed(self, data: bytes) -> None:
+        """Field timing: the host's bytes take their wire time to arrive before the chip acts
+        on them; the answer leaves once the modelled air and card time has passed, paced."""
+        ft = self.emu.field_timing
+        assert ft is not None
+        arrived = time.monotonic()
+        received = max(arrived, self._rx_free) + len(data) * ft.byte_s()
+        self._rx_free = received
+        sleep_until(received)
+        self.emu.take_pending()
+        self.emu.last_frame = None
+        out = self.emu.receive(data, self.send_paced)
+        self._answer(out, received)
+        frame = self.emu.last_frame
+        if frame is not None:
+            self.emu.trace.append(FrameTime(frame[0], frame[1], arrived, received, time.monotonic()))
+
+    def _answer(self, out: bytes, start: float) -> None:
+        if self.emu.field_timing is None:
+            if out:
+                self.sock.sendall(out)
+            return
+        sleep_until(start + self.emu.take_pending())
+        if out:
+            self.send_paced(out)
+
+    def send_paced(self, data: bytes) -> None:
+        """Send as a UART at the field timing's rate would: byte i leaves no earlier than
+        (i + 1) byte times after the wire is free (bytes already due go out together)."""
+        ft = self.emu.field_timing
+        bs = ft.byte_s() if ft is not None else 0.0
+        if bs <= 0:
+            self.sock.sendall(data)
+            return
+        start = max(time.monotonic(), self._tx_free)
+        sent = 0
+        while sent < len(data):
+            due = min(len(data), int((time.monotonic() - start) / bs))
+            if due > sent:
+                self.sock.sendall(data[sent:due])
+                sent = due
+            else:
+                sleep_until(start + (sent + 1) * bs)
+        self._tx_free = start + len(data) * bs
 
     def close(self) -> None:
         self._stop.set()
