@@ -84,7 +84,7 @@ def _start_journal(board, cfg):
             why = check_time(epoch_ms // 1000, clock.time() is not None, floor, signed)
             if why:
                 status["time_refused"] = status.get("time_refused", 0) + 1
-                log("clock: unsigned platform time refused:", why)
+                uplink.refuse(why, "time")  # counted, logged once a minute, never one record each
                 return False
             mono = recorder.mono_s()
             clock.set_time(epoch_ms / 1000, signed)

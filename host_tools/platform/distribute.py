@@ -86,6 +86,7 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
     site's doors in one round trip, not one per door); a door that refused its delta or did not
     answer in FANOUT_WAIT_S is then served on its own, with resumes and a snapshot if needed."""
     out: dict[str, str] = {}
+    key = registry.key  # the site's cache key: tags each piece
     target = registry.version()
     pending: dict[str, bytes] = {}
     updates: dict[int, bytes | None] = {}
@@ -101,7 +102,7 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             pending[device] = data
     for device, data in pending.items():
         platform.cache_states.pop(device, None)
-        send(platform, device, data)
+        send(platform, device, data, key=key)
     deadline = time.monotonic() + min(timeout, FANOUT_WAIT_S)
     for device in pending:
         state = platform.wait_cache_state(
@@ -114,11 +115,11 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             continue
         try:
             try:
-                push(platform, device, data, timeout, key=registry.key)
+                push(platform, device, data, timeout, key=key)
             except DistributionError as e:
                 if e.reason not in ("base_mismatch", "stale_version"):
                     raise
-                push(platform, device, registry.snapshot(), timeout, key=registry.key)
+                push(platform, device, registry.snapshot(), timeout, key=key)
             out[device] = f"updated to {registry.version()}"
         except DistributionError as e:
             out[device] = f"failed: {e.reason}"
