@@ -84,7 +84,8 @@ def test_short_soak_on_the_image(tmp_path: Path, unix32_binary: Path) -> None:
                         version = 3 + round_no
                         lost = [((10_000 + 100 * round_no + k).to_bytes(8, "big"), fmt.LOST, False)
                                 for k in range(50)]
-                        push(platform, DEVICE, template.site.delta(version, version - 1, lost), timeout=60)
+                        push(platform, DEVICE, template.site.delta(version, version - 1, lost), timeout=60,
+                             key=template.site.cache_key)
                         broker.restart()  # a broker outage: the door reconnects by itself
                         _wait(lambda io=io: io.status().get("uplink") == "connected", 60, "a reconnect")
                     dev.kill()  # a power cut
