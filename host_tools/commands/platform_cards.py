@@ -96,11 +96,14 @@ def _op(fn: Any, as_json: bool = False) -> None:
     """Print the command's line (or JSON); exit 1 when a door did not take the update (the
     line says which and why), as for any other failure."""
     from host_tools.platform.cards import CardError
+    from host_tools.platform.distribute import DistributionError
 
     try:
         text = fn()
     except CardError as e:
         raise fail(str(e), EXIT_FAILED) from None
+    except DistributionError as e:
+        raise fail(f"the whitelist update could not be sent: {e.reason}", EXIT_FAILED) from None
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     if as_json and isinstance(text, Outcome):
@@ -363,8 +366,8 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
                   box=None if not detail else box.HEAVY_HEAD, pad_edge=False,
                   padding=(0, 1) if detail else (0, 1, 0, 0))
     if detail:
-        table.add_column("registered as")
-        table.add_column("last patrol")
+        table.add_column("registered as", no_wrap=True)
+        table.add_column("last patrol", no_wrap=True)
     for r in out:
         lag = "ahead" if r["ahead"] else "-" if r["lag"] is None else str(r["lag"])
         row = [r["door"], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
@@ -375,7 +378,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
             row.append(dt.datetime.fromtimestamp(r["last_patrol"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
                        if r["last_patrol"] else "-")
         table.add_row(*row)
-    Console(width=160 if detail else 80).print(table)
+    Console(width=240 if detail else 80).print(table)
     if any(r["ahead"] for r in out):
         typer.echo("ahead: the door holds a whitelist the platform never issued (installer's file)")
 
