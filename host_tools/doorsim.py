@@ -197,8 +197,8 @@ class SimDoor:
     device: str
     brokers: list[tuple[str, int]]
     boot: int = 1
-    batch: int = 50
-    window: int = 4  # batches in flight before waiting for acks
+    batch: int = 16  # as firmware/uplink.py sends
+    window: int = 8  # batches in flight before waiting for acks, as the firmware
     journal: list[list[object]] = field(default_factory=list)  # unacknowledged events, in order
     next_seq: int = 1
     acked: int = 0
@@ -412,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--doors", type=int, default=100)
     ap.add_argument("--prefix", default="sim.d")
     ap.add_argument("--events", type=int, default=0, help="events each door holds at start")
-    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--whitelist", type=int, default=0, help="the whitelist version each door holds")
     args = ap.parse_args(argv)
     _raise_fd_limit()

@@ -69,6 +69,7 @@ class Platform:
         self._use_lease = lease and ingest
         self.resend_requests = 0
         self._asked: dict[str, tuple[int, float]] = {}  # device -> (first asked for, when)
+        self._holes: dict[str, tuple[int, float]] = {}  # device -> (first missing, first seen)
         self.host = host
         self.port = port
         self.group = group
@@ -269,13 +270,22 @@ class Platform:
         return protocol.encode_ack(upto, boot, mac)
 
     ASK_AGAIN_S = 3.0  # one request per hole in this time: a window of batches shows it 8 times
+    HOLE_GRACE_S = 1.0  # a hole younger than this is a batch still on its way (another instance's)
 
     def _ask_again(self, device: str, upto: int) -> None:
-        """Events above the watermark are stored but upto+1 is not: ask the door for the hole."""
+        """Events above the watermark are stored but upto+1 is not: ask the door for the hole
+        once it has lasted HOLE_GRACE_S. Before that it is usually no hole at all: with several
+        instances on a shared subscription, batch k+1 can be stored before batch k."""
         nxt = self.store.next_stored(device, upto)
         if nxt is None or nxt <= upto + 1:
             return
         now = time.monotonic()
+        hole, since = self._holes.get(device, (0, 0.0))
+        if hole != upto + 1:
+            self._holes[device] = (upto + 1, now)
+            return
+        if now - since < self.HOLE_GRACE_S:
+            return
         first, when = self._asked.get(device, (0, 0.0))
         if first == upto + 1 and now - when < self.ASK_AGAIN_S:
             return
