@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE, UserError, fail
+from host_tools.field_timing import FieldTiming
 from host_tools.pn532_emu import EmulatorLink, PN532Emulator
 
 reader_app = typer.Typer(help="The card reader link: a PN532 emulated on this computer.",
@@ -49,6 +50,11 @@ def emulate(
     pcsc_reader: str = typer.Option(None, "--pcsc",
                                     help="PC/SC reader whose card is in the field (part of its name); "
                                          "without it the field stays empty."),
+    field_timing: bool = typer.Option(False, "--field-timing",
+                                      help="Answer when a real PN532 and DESFire EV2 would: the HSU "
+                                           "wire paced at 115,200 baud, each command delayed by its "
+                                           "ISO 14443 air time and the card's latency "
+                                           "(docs/pn532.md, \"Field timing\")."),
 ) -> None:
     """Act as the door's PN532: answer its frames and relay its APDUs to the card on a PC/SC reader.
 
@@ -66,7 +72,7 @@ def emulate(
             addr = device_reader_addr(device_state)
         elif reader_addr is not None:
             addr = parse_addr(reader_addr)
-        emu = PN532Emulator()
+        emu = PN532Emulator(field_timing=FieldTiming() if field_timing else None)
         if pcsc_reader is not None:
             from host_tools.cards import pcsc
 
@@ -88,7 +94,8 @@ def emulate(
             where = f"{addr[0]}:{addr[1]}"
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
-    typer.echo(f"reader   {where}  (PN532 emulated; Ctrl-C to stop)")
+    timing = ", field timing" if field_timing else ""
+    typer.echo(f"reader   {where}  (PN532 emulated{timing}; Ctrl-C to stop)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -146,3 +146,27 @@ def test_fast_link_records_no_trace() -> None:
     finally:
         link.close()
         a.close()
+
+
+def test_bench_splits_a_presentation_into_steps() -> None:
+    from host_tools.benchmarks.card_flow import STEPS, field_steps
+    from host_tools.pn532_emu import FrameTime
+
+    ex = p.CMD_IN_DATA_EXCHANGE
+    trace = [
+        FrameTime(p.CMD_IN_LIST_PASSIVE_TARGET, None, 0.010, 0.011, 0.020),  # empty, card not yet
+        FrameTime(p.CMD_IN_LIST_PASSIVE_TARGET, None, 0.070, 0.071, 0.080),  # finds it
+        FrameTime(ex, 0x5A, 0.080, 0.081, 0.088),
+        FrameTime(ex, 0x64, 0.088, 0.089, 0.095),
+        FrameTime(ex, 0x71, 0.096, 0.097, 0.105),
+        FrameTime(ex, 0xAF, 0.106, 0.110, 0.125),
+        FrameTime(ex, 0x51, 0.126, 0.127, 0.136),
+        FrameTime(ex, 0xAD, 0.137, 0.139, 0.150),
+        FrameTime(p.CMD_IN_RELEASE, None, 0.152, 0.153, 0.155),
+    ]
+    steps = field_steps(trace, placed_s=0.030, relay_s=0.160, lookup_s=0.001)
+    assert set(steps) == set(STEPS)
+    want = {"poll": 0.040, "select": 0.025, "auth": 0.030, "read": 0.023, "mac": 0.004,
+            "lookup": 0.001, "relay": 0.007}
+    assert steps == pytest.approx(want)
+    assert sum(steps.values()) == pytest.approx(0.160 - 0.030)  # the steps add up to the whole

@@ -74,6 +74,39 @@ def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, soc
     assert "reader link closed; waiting for the device" in out and "reader link up again" in out
 
 
+def test_emulate_with_field_timing_paces_the_link(door_link: tuple[Path, socket.socket]) -> None:
+    state, srv = door_link
+    proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--device-state", str(state),
+                             "--field-timing"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        srv.settimeout(30)
+        conn, _ = srv.accept()
+        d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
+        d.begin()
+        payload = bytes(100)
+        frame = p.encode_frame(p.TFI_HOST, b"\x00\x00" + payload)  # Diagnose: echo
+        t0 = time.monotonic()
+        conn.sendall(frame)
+        want = len(p.ACK) + len(p.encode_frame(p.TFI_PN532, b"\x01\x00" + payload))
+        got = b""
+        conn.settimeout(10)
+        while len(got) < want:
+            chunk = conn.recv(4096)
+            assert chunk
+            got += chunk
+        elapsed = time.monotonic() - t0
+        out, err = stop(proc)
+        conn.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert got.endswith(payload + got[-2:]) and proc.returncode == 0, err
+    assert elapsed >= (len(frame) + want) * 10 / 115200 * 0.999  # no faster than the HSU wire
+    assert "field timing" in out
+
+
 def test_emulate_relays_to_the_card_on_a_pcsc_reader(door_link: tuple[Path, socket.socket]) -> None:
     state, srv = door_link
     started = pcsc.start_pcscd()
