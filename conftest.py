@@ -4,6 +4,7 @@
 when missing or stale, `doorctl build unix32`) instead of the PyPI 64-bit interpreter: the
 device and shared tests' MicroPython items, and the virtual doors of the hil/ suite. The
 CPython halves of the shared tests do not involve the image and are deselected then.
+`--image mcu` runs the shared tests on the bare-metal image under QEMU (docs/mcu.md).
 """
 
 from __future__ import annotations
