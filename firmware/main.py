@@ -87,7 +87,9 @@ def _start_journal(board, cfg):
                 uplink.refuse(why, "time")  # counted, logged once a minute, never one record each
                 return False
             mono = recorder.mono_s()
-            clock.set_time(epoch_ms / 1000, signed)
+            # Whole seconds, as an int: the ESP32 port's floats are single precision, and an
+            # epoch as a float keeps only 128 s resolution there.
+            clock.set_time(epoch_ms // 1000, signed)
             uplink.timebase.set(epoch_ms // 1000, mono, signed)
             status["clock_synced"] = True
             status["clock_trusted"] = bool(signed)
