@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -158,6 +159,18 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies as in a crash, with whatever it held in memory."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def pause(self, stopped: bool) -> None:
+        """SIGSTOP (True) or SIGCONT (False): a broker that hangs, its sockets still open."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP if stopped else signal.SIGCONT)
 
     def __enter__(self) -> Mosquitto:
         return self.start()

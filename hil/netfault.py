@@ -91,6 +91,14 @@ class FaultProxy:
         with self._lock:
             self._cut_connack = count
 
+    def drop_connections(self) -> int:
+        """Close every connection now (a NAT that forgets its table); how many there were."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            _close(s)
+        return len(socks) // 2
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def start(self) -> FaultProxy:

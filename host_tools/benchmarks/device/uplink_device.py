@@ -5,7 +5,8 @@
 # prints "DRAINED <acked> resends <n> lost <n>" once the platform has acknowledged everything.
 # Options: "fill-only" (stop after appending), "key=HEX" (the site's command key: acks must
 # carry the platform's MAC, as on a commissioned door), "user=NAME" and "password=PW" (the
-# broker login).
+# broker login), "cut=N" (a power cut that tears the journal's N-th flash program or erase
+# from now: the process ends there, the image keeps what a real chip would).
 import asyncio
 import json
 import struct
@@ -22,7 +23,8 @@ fill_only = "fill-only" in options
 boot = int(boot)
 count = int(count)
 
-journal = Journal(FlashSim(path=image, block_size=4096, block_count=int(blocks)))
+flash = FlashSim(path=image, block_size=4096, block_count=int(blocks))
+journal = Journal(flash)
 up = Uplink(journal, device, boot, "test", {"host": host, "port": int(port), "keepalive": 5},
             ack_timeout_ms=1500)
 for o in options:
@@ -33,6 +35,8 @@ for o in options:
         from crypto.keystore import SoftwareKeyStore
 
         up.keystore = SoftwareKeyStore(1, b"\x00" * 8, {"command": bytes.fromhex(o[4:])})
+    if o.startswith("cut="):
+        flash.cut_after(int(o[4:]))
 T0 = 1767225600  # events carry UTC times from here (+ their number): gap time spans are exact
 
 
