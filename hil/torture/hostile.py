@@ -114,8 +114,11 @@ class Hostile:
 
     def burst(self, n: int) -> int:
         """Publish `n` hostile messages (a junk flood is most of them); how many went out."""
-        if not self.connected():
-            return 0
+        deadline = time.monotonic() + 5  # back from a broker fault: it reconnects within 2 s
+        while not self.connected():
+            if time.monotonic() > deadline:
+                return 0
+            time.sleep(0.1)
         sent = 0
         for _ in range(n):
             kind = self.rng.choice(KINDS)

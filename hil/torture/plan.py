@@ -18,7 +18,7 @@ WEIGHTS: dict[str, int] = {
     "tcp_cut_publish": 2,  # the proxy forwards half of the door's next event batch, then closes
     "connack_cut": 1,    # the next connections are closed right after their CONNACK
     "platform_kill": 3,  # kill -9 of `doorctl platform run`, started again after a while
-    "outage": 1,         # the platform away long enough for the small ring to overflow
+    "outage": 0,         # the platform away long enough for the small ring to overflow (placed)
     "hostile": 8,        # a burst of hostile messages on the doors' topics
 }
 
@@ -44,7 +44,7 @@ def make_plan(seed: int, n: int, outage_s: float = 15.0) -> list[Action]:
     plan: list[Action] = []
     for i in range(n):
         kind = rng.choices(kinds, weights)[0]
-        if i % OUTAGE_EVERY == OUTAGE_EVERY // 2:
+        if i % OUTAGE_EVERY == OUTAGE_EVERY // 4:
             kind = "outage"  # at least one long outage in every run of some length
         pause = round(rng.uniform(0.2, 3.0), 1)
         arg = 0

@@ -16,7 +16,7 @@ from hil.torture.rig import Settings, run
 from host_tools.platform.store import Store
 
 D = "t.b1.d1"
-SHORT_SEEDS = (18,)  # the suite's fixed seed(s)
+SHORT_SEEDS = (2,)  # the suite's fixed seed(s)
 
 
 def test_a_seed_is_its_schedule() -> None:
