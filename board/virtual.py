@@ -256,6 +256,21 @@ class _Network:
         return True
 
 
+CUT_FILE = "cut_after.txt"  # fault injection: N, the journal's N-th write of this boot is torn
+
+
+def _take_cut(path):
+    """The number in a one-shot cut file (removed as it is read), 0 without one: a power cut at
+    the journal's N-th program or erase of this boot (docs/torture.md)."""
+    try:
+        with open(path) as f:
+            n = int(f.read().strip() or "0")
+        os.remove(path)
+    except (OSError, ValueError):
+        return 0
+    return max(0, n)
+
+
 def _blocks(path, default):
     """A flash image's own size in blocks when it is larger than `default`: a bench gives the
     board the ESP32's 8 MiB by creating a larger blank image before the first boot."""
@@ -289,6 +304,9 @@ class VirtualBoard:
         self.blockdev = FlashSim(path=state_dir + "/flash.img",
                                  block_count=_blocks(state_dir + "/flash.img", FLASH_BLOCKS))
         self.journal_dev = FlashSim(path=state_dir + "/journal.img", block_count=JOURNAL_BLOCKS)
+        cut = _take_cut(state_dir + "/" + CUT_FILE)
+        if cut:
+            self.journal_dev.cut_after(cut)
         self._roms = None  # the ROM partitions, opened on first use (roms())
         self.rom_image = None
         self.rom_bytes = 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 WEIGHTS: dict[str, int] = {
     "swipe": 6,          # a valid card at the virtual door; it must open unless a fault is recent
     "rex": 6,            # the exit button: events to deliver
-    "cut": 6,            # kill -9 of the virtual door, boot again on the same flash
+    "cut": 6,            # kill -9 of the virtual door (sometimes torn at a journal write), boot again
     "ring_cut": 6,       # kill -9 of the small-ring door (sometimes torn at a flash write)
     "broker_stop": 2,    # SIGSTOP of mosquitto, SIGCONT after a while
     "broker_kill": 2,    # kill -9 of mosquitto, started again on the same port
@@ -48,7 +48,9 @@ def make_plan(seed: int, n: int, outage_s: float = 15.0) -> list[Action]:
             kind = "outage"  # at least one long outage in every run of some length
         pause = round(rng.uniform(0.2, 3.0), 1)
         arg = 0
-        if kind == "ring_cut":
+        if kind == "cut":
+            arg = rng.choice((0, 0, rng.randint(1, 8)))  # 0: kill -9; n: torn at its n-th write
+        elif kind == "ring_cut":
             arg = rng.choice((0, 0, rng.randint(1, 40)))  # 0: kill -9; n: torn at the n-th write
         elif kind == "hostile":
             arg = rng.randint(5, 60)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from board.flashsim import FlashSim
-from board.virtual import JOURNAL_BLOCKS
+from board.virtual import CUT_FILE, JOURNAL_BLOCKS
 from firmware.journal import Journal
 from hil.broker import Mosquitto
 from hil.netfault import FaultProxy
@@ -295,6 +295,15 @@ class TortureRun:
         self._disconnect_door()
         self.dev.kill()
         time.sleep(a.pause_s / 3)
+        if a.arg:  # boot armed: its a.arg-th journal write is torn; the power goes right after
+            (self.dev.state_dir / CUT_FILE).write_text(str(a.arg))
+            try:
+                self.dev.restart(timeout_s=3)
+                time.sleep(a.pause_s)
+            except Exception:  # noqa: BLE001 - torn during boot: it never got ready
+                pass
+            self.dev.kill()
+            (self.dev.state_dir / CUT_FILE).unlink(missing_ok=True)
         self.dev.restart()
         self._connect_door()
         self._recovered()

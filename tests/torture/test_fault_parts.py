@@ -1,17 +1,22 @@
 """The torture run's fault switches on real parts: the proxy drops every connection at once,
-mosquitto dies by SIGKILL and comes back on its port."""
+mosquitto dies by SIGKILL and comes back on its port, a virtual door boots armed to lose power
+at a journal write."""
 
 from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from board.virtual import CUT_FILE
 from hil.broker import Mosquitto
 from hil.netfault import FaultProxy
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import VirtualIO
 
 
 def test_the_proxy_drops_every_connection_at_once() -> None:
@@ -37,3 +42,21 @@ def test_a_killed_broker_is_gone_until_started_again_on_its_port() -> None:
             socket.create_connection((b.host, b.port), timeout=1).close()
         b.start()
         socket.create_connection((b.host, b.port), timeout=1).close()
+
+
+def test_a_virtual_door_armed_with_a_cut_file_loses_power_at_that_journal_write(
+        tmp_path: Path) -> None:
+    with VirtualDevice(tmp_path / "door") as dev:
+        with VirtualIO(dev.io_addr) as io:
+            assert io.status()["journal_depth"] == 1  # its first boot
+        (dev.state_dir / CUT_FILE).write_text("1")
+        dev.restart()
+        with VirtualIO(dev.io_addr) as io:
+            status = io.status()
+        assert "PowerCut" in status["safe_mode"] and not status["ready"]
+        assert not (dev.state_dir / CUT_FILE).exists()  # one shot: the next boot is whole
+        dev.restart()
+        with VirtualIO(dev.io_addr) as io:
+            status = io.status()
+        assert status["ready"] and "safe_mode" not in status
+        assert status["journal_depth"] >= 2  # boot 1 and 3 at least; the torn record is not one
