@@ -239,7 +239,7 @@ class SimDoor:
             self._kick()
         elif leaf == "cache":
             with contextlib.suppress(protocol.ProtocolError):
-                version, total, offset, data = protocol.decode_cache_chunk(payload)
+                version, total, offset, _tag, data = protocol.decode_cache_chunk(payload)
                 have = self._cache.get(version, 0)
                 if offset == have:
                     self._cache[version] = have + len(data)

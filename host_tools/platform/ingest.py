@@ -233,6 +233,8 @@ class Platform:
             raise protocol.ProtocolError("too_large", f"{len(payload)} bytes")
         if leaf == "events":
             boot, events, gone = protocol.decode_batch(payload)
+            if gone is not None:
+                self._check_gone(device, gone, events)
             upto = self.store.store_events(device, events, gone)
             self.stored_batches += 1
             self._client.publish(protocol.topic(device, "ack"), self._ack(device, boot, upto), qos=1)
@@ -268,6 +270,19 @@ class Platform:
             return protocol.encode_ack(upto, boot)
         mac = hmac_sha256(self.ack_key, protocol.ack_signing_bytes(device, boot, upto)).hex()
         return protocol.encode_ack(upto, boot, mac)
+
+    def _check_gone(self, device: str, gone: tuple[int, int], events: list[Any]) -> None:
+        """A `gone` range is the door's answer to a resend request: it can only name a hole
+        the platform sees, starting at its watermark and ending below an event it holds (or
+        the batch's first). Anything else is refused (`bad_gone`): a publisher on the door's
+        events topic cannot declare events lost that the platform never missed, nor move the
+        watermark, and so the signed ack, past what is stored."""
+        upto = self.store.ack_upto(device)
+        above = self.store.next_stored(device, gone[0] - 1)
+        if events:
+            above = min(above, events[0][0]) if above is not None else events[0][0]
+        if gone[0] != upto + 1 or above is None or gone[1] >= above:
+            raise protocol.ProtocolError("bad_gone", f"{gone[0]}..{gone[1]} at watermark {upto}")
 
     ASK_AGAIN_S = 3.0  # one request per hole in this time: a window of batches shows it 8 times
     HOLE_GRACE_S = 1.0  # a hole younger than this is a batch still on its way (another instance's)
