@@ -112,7 +112,9 @@ class Report:
                 f"{self.cuts} power cuts, {self.broker_faults} broker faults, "
                 f"{self.hostile_sent} hostile messages; {self.events} events at the platform, "
                 f"{gaps} reported lost by an overflowing door, {self.lost} lost, "
-                f"{self.duplicated} duplicated, {len(self.stalls)} stalls")
+                f"{self.duplicated} duplicated, {len(self.stalls)} stalls"
+                + (f"; the platform exited by itself {self.counts['platform_exited']} times "
+                   "(platform.log)" if self.counts.get("platform_exited") else ""))
 
     def failure(self) -> str:
         lines = [f"torture run FAILED (reproduce: doorctl torture --seed {self.seed})",
@@ -188,6 +190,7 @@ class PlatformProcess:
             self.proc = None
 
     def running(self) -> bool:
+        """Whether it runs (False when it was never started, killed, or exited by itself)."""
         return self.proc is not None and self.proc.poll() is None
 
 
@@ -384,6 +387,10 @@ class TortureRun:
             for a in make_plan(self.s.seed, 100_000, self.s.outage_s):
                 if time.monotonic() >= end or self._sizes_reached():
                     break
+                if not self.platform.running():  # it exited by itself: restarted, as a
+                    self.platform.start()          # service manager would, and reported
+                    self.report.counts["platform_exited"] = \
+                        self.report.counts.get("platform_exited", 0) + 1
                 self.report.schedule.append(str(a))
                 self.say(f"{len(self.report.schedule) - 1:4d} {a}")
                 self.act(a)

@@ -79,6 +79,7 @@ CASES: dict[str, list[list[str]]] = {
     "platform run": [["--broker", "nohost"], ["--broker", "127.0.0.1:1", "--broker-wait", "1"],
                      ["--tls-ca", MISSING],
                      ["--broker", "http://h:1"]],
+    "torture": [["--minutes", "0"], ["--minutes", "-3"], ["--seed", "x"], ["--work", TMP]],
     "platform events": [["nosuch", "--db", DB], ["nosuch", "--db", f"{TMP}/typo.db"]],
     "platform command": [["a.b", "open", "--keys", MISSING], ["a.b", "fly", "--keys", KEYS],
                          ["bad id!", "open", "--keys", KEYS], ["a.b", "open", "--keys", KEYS, "--arg", "x"],
