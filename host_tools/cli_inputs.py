@@ -82,6 +82,10 @@ def check_broker(broker: Broker, tls: bool, option: str = "--broker") -> None:
     try:
         sock.sendall(_CONNECT)
         first = sock.recv(1)
+    except TimeoutError:  # accepted, then silence: a hung or overloaded broker, worth a wait
+        raise UserError(f"cannot reach the MQTT broker at {broker} (it accepts TCP but gives no "
+                        f"MQTT answer in {PROBE_TIMEOUT:g} s): is it hung or overloaded?",
+                        EXIT_UNREACHABLE) from None
     except OSError:
         first = b""
     finally:

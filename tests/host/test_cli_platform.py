@@ -89,3 +89,27 @@ def test_bad_broker_value_is_a_usage_error(tmp_path: Path) -> None:
                           text=True, timeout=30)
     assert proc.returncode == 2
     assert "HOST:PORT" in proc.stderr
+
+
+def test_platform_run_waits_for_a_hung_broker_to_answer(tmp_path: Path) -> None:
+    """A broker that accepts TCP but answers nothing (stopped, overloaded) is waited for like
+    an absent one, not taken for a wrong port: the platform came up once it answered."""
+    with Mosquitto() as b:
+        b.pause(True)
+        proc = subprocess.Popen([DOORCTL, "platform", "run", "--broker", f"{b.host}:{b.port}",
+                                 "--db", str(tmp_path / "p.db")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None and proc.stdout is not None
+            line = proc.stderr.readline()  # after its first 3 s probe
+            assert "waiting for the MQTT broker" in line and "no MQTT answer" in line, \
+                line + proc.stderr.read()
+            b.pause(False)
+            assert "platform ingesting" in proc.stdout.readline()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        finally:
+            b.pause(False)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
