@@ -56,8 +56,9 @@ def rabbit() -> Iterator[RabbitCluster]:
         yield cluster
 
 
-def test_a_door_and_the_platform_work_through_rabbitmq(tmp_path: Path, db_url: str,
+def test_a_door_and_the_platform_work_through_rabbitmq(tmp_path: Path, postgres_server,  # type: ignore[no-untyped-def]
                                                        rabbit: RabbitCluster) -> None:
+    db_url = postgres_server.create_database("rabbitdoor")
     site = SiteKit()
     port = rabbit.nodes[0].mqtt_port
     dev = VirtualDevice(tmp_path / "door").start()

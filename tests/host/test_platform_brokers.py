@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,9 +76,13 @@ def assert_stored_once(store: Store, doors: list[SimDoor]) -> None:
         assert seqs == list(range(1, d.next_seq)), f"{d.device}: {len(seqs)} stored of {d.next_seq - 1}"
 
 
-@pytest.mark.parametrize("broker_kind", ["mosquitto", "rabbitmq"])
-def test_two_platforms_on_one_database_store_every_event_once(broker_kind: str, db_url: str,
+@pytest.mark.parametrize("broker_kind, database", [("mosquitto", "sqlite"), ("rabbitmq", "postgresql")])
+def test_two_platforms_on_one_database_store_every_event_once(broker_kind: str, database: str,
+                                                              tmp_path: Path, request: pytest.FixtureRequest,
                                                               rabbit: RabbitCluster) -> None:
+    db_url = str(tmp_path / "p.db")
+    if database == "postgresql":
+        db_url = request.getfixturevalue("postgres_server").create_database(f"b{broker_kind}")
     mosquitto = Mosquitto().start() if broker_kind == "mosquitto" else None
     host, port = (mosquitto.host, mosquitto.port) if mosquitto else ("127.0.0.1", rabbit.nodes[0].mqtt_port)
     doors = [SimDoor(f"sim.{broker_kind}.d{i}", [(host, port)]) for i in range(12)]
