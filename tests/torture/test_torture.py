@@ -74,3 +74,17 @@ def test_a_short_torture_run_loses_nothing(tmp_path: Path, seed: int) -> None:
     assert door.events > 10 and door.gap_events == 0  # its 50,000-event ring never filled
     assert ring.gap_events > 0  # the small ring overflowed and said so, exactly
     assert report.lost == report.duplicated == 0 and report.stalls == []
+
+
+@pytest.mark.timeout(300)
+def test_doorctl_torture_runs_from_anywhere(tmp_path: Path) -> None:
+    """The installed command (not pytest's path) finds the repository's board package."""
+    import subprocess
+    import sys
+
+    doorctl = str(Path(sys.executable).with_name("doorctl"))
+    r = subprocess.run([doorctl, "torture", "--seed", "4", "--minutes", "0.05", "-q",
+                        "--work", str(tmp_path / "w")], cwd="/", capture_output=True,
+                       text=True, timeout=280)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "seed 4:" in r.stdout and " 0 lost, 0 duplicated, 0 stalls" in r.stdout
