@@ -27,10 +27,14 @@ APP_PACKAGES = ("firmware", "crypto", "offline_cache", "board.rawrepl")
 
 
 def _forget_deployed():
-    """Drop /flash/lib from the import path and every module half-imported from it."""
+    """Drop /flash/lib and the ROM image (a `deploy --romfs`) from the import path, and every
+    module half-imported from them: the built-in code is what is left."""
     lib = board.fs_root + "/lib"
     while lib in sys.path:
         sys.path.remove(lib)
+    from board import romfs
+
+    romfs.unmount()
     for name in list(sys.modules):
         if name.split(".")[0] in APP_PACKAGES or name in APP_PACKAGES:
             del sys.modules[name]
@@ -93,7 +97,7 @@ def _load():
     _forget_deployed()
     sys.stderr.write("doorctl: safe mode: %s; running the built-in firmware: run doorctl "
                      "deploy again\n" % why)
-    from board.rawrepl import RawRepl, serve_stdin
+    from board.rawrepl import RawRepl, serve_stdin  # the built-in copy: /rom is off the path
 
     try:
         from firmware import main as fw

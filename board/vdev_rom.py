@@ -17,7 +17,6 @@ import builtins
 
 import vfs as _real_vfs
 
-
 ENODEV = -19
 EINVAL = -22
 

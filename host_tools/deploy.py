@@ -490,6 +490,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     want = {dev: hashlib.sha256(b).hexdigest() for dev, b in data.items()}
     have = info.files
     result = DeployResult(port=port, files=dict(want))
+    rom_write: tuple[bytes, int] | None = None  # (image, partition) to write, after the mark
     if in_rom:
         rom_files = {d[len(DEVICE_LIB) + 1:]: p.read_bytes() for d, p in in_rom.items()}
         image = build_romfs(rom_files)
@@ -500,9 +501,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         written = force_rom or rec.get("sha256") != digest or rec.get("size") != len(image)
         if written:
             partition = rom_target(info)
-            if progress:
-                progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
-            write_rom(port, image, partition, info.rom_partitions)
+            rom_write = (image, partition)
         result.rom = {"size": len(image), "sha256": digest, "partition": partition,
                       "written": written}
         result.files.update({f"{ROM_MOUNT}/{rel}": hashlib.sha256(b).hexdigest()
@@ -514,13 +513,22 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     total = len(todo)
     if progress:
         progress(0, total, "")
-    changing = bool(todo or result.removed or BUSY in have)  # BUSY: one was cut short
+    # BUSY: one was cut short. The mark goes on before a new ROM image is written and recorded:
+    # recorded while lib/ still holds the old files, it would run beside them with nothing
+    # saying the set is unfinished. (A new image alone, lib/ unchanged, needs no mark: a cut
+    # while writing it leaves the recorded one in use.)
+    changing = bool(todo or result.removed or BUSY in have)
     if changing:
         # The deployed set is about to change: it is marked incomplete until every file is
         # verified and its manifest written, and a boot meanwhile uses the built-in code
         # (board/vdev_boot.py's safe mode). One program: no extra round trip.
         mpremote(port, "exec", _REMOVE_PROGRAM % ([MANIFEST] + result.removed,)
                  + f"open({BUSY!r},'w').close()\n")
+    if rom_write is not None:
+        image, partition = rom_write
+        if progress:
+            progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
+        write_rom(port, image, partition, info.rom_partitions)
     dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
     if dirs:
         mpremote(port, "exec", _MKDIRS_PROGRAM % (dirs,))

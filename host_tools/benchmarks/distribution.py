@@ -56,6 +56,7 @@ def run(names: set[str]) -> dict[str, float]:
             Platform(Store(str(Path(tmp) / "p.db")), broker.host, broker.port,
                      ack_key=site.command_key) as platform, \
             VirtualDevice(Path(tmp) / "door") as dev:
+        platform.cache_key = site.cache_key  # tags the whitelist pieces (the door checks them)
         provision(dev.pty, config=site.door_config(DEVICE, broker={"host": broker.host,
                                                                     "port": broker.port}),
                   keys=site.door_keys(),

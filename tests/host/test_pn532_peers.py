@@ -7,9 +7,12 @@ until MaxRetries is set), each on a pty as it would be on a USB-serial adapter."
 from __future__ import annotations
 
 import os
+import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +20,38 @@ from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 
 nfc = pytest.importorskip("nfc")
-adafruit_uart = pytest.importorskip("adafruit_pn532.uart")
 serial = pytest.importorskip("serial")
+
+
+def _import_adafruit_uart() -> Any:
+    """Adafruit's driver (installed without Adafruit-Blinka, see ./dev). It imports names from
+    CircuitPython's hardware modules, for pins and type hints this test has none of
+    (`digitalio.Direction/DigitalInOut`, `busio.UART`, `micropython.const`,
+    `circuitpython_typing.ReadableBuffer`): they are given for the import, then taken back."""
+    names: dict[str, dict[str, Any]] = {
+        "digitalio": {"Direction": type("Direction", (), {"INPUT": 0, "OUTPUT": 1}),
+                      "DigitalInOut": object},
+        "busio": {"UART": object},
+        "micropython": {"const": lambda x: x},
+        "circuitpython_typing": {"ReadableBuffer": bytes},
+    }
+    saved = {name: sys.modules.get(name) for name in names}
+    for name, attrs in names.items():
+        shim = types.ModuleType(name)
+        shim.__dict__.update(attrs)
+        sys.modules[name] = shim
+    try:
+        import adafruit_pn532.uart as uart
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return uart
+
+
+adafruit_uart = _import_adafruit_uart()
 
 GET_VERSION = bytes.fromhex("9060000000")  # DESFire GetVersion, wrapped: 91 AF + 7 bytes
 
