@@ -33,16 +33,20 @@ SMALL = 16384  # files up to this size are copied whole (mpremote fs cp), not st
 
 Progress = Callable[[int, int], None]  # (bytes on the door, total)
 
-# Drops a commit not yet applied and staged files this transaction does not reuse; reports
-# whether the firmware applies staged files, the free flash, and what is staged already.
+# Finishes a commit not yet applied (a cut during its boot, or a door stopped at its console
+# before boot applied it: the record's rename was the switch, so the previous commissioning
+# stands whole), then drops staged files this transaction does not reuse; reports whether the
+# firmware applies staged files, the free flash, and what is staged already.
 _BEGIN = """import os
 try:
- import firmware.staging
+ import firmware.staging as st
  print('STAGING 1')
-except ImportError:print('STAGING 0')
-for n in ('stage.json.tmp','stage.json'):
- try:os.remove(n)
- except OSError:pass
+except ImportError:
+ st=None
+ print('STAGING 0')
+try:os.remove('stage.json.tmp')
+except OSError:pass
+if st is not None and st.pending('.') is not None:print('FINISHED',st.complete('.'))
 for d in ('','cache/'):
  try:l=os.listdir(d or '.')
  except OSError:l=()
@@ -122,8 +126,8 @@ class Transaction:
             step()
 
     def begin(self) -> None:
-        """Drop a commit not yet applied (this transaction replaces it), check the door can
-        take a staged transaction and has room for it."""
+        """Finish a commit not yet applied (never drop it: its files may be half moved), check
+        the door can take a staged transaction and has room for it."""
         out = mpremote(self.port, "exec", _BEGIN % (list(self.files),))
         if "STAGING 1" not in out:
             raise UserError(f"the firmware on {self.port} cannot apply a staged commissioning: "
