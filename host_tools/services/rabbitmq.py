@@ -108,8 +108,22 @@ class RabbitCluster:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def _epmd_path(self) -> str:
+        found = shutil.which("epmd") or next(iter(Path("/usr/lib/erlang").glob("erts-*/bin/epmd")), None)
+        if found is None:
+            raise ServiceError("epmd not found: install Debian's rabbitmq-server (./dev setup does)")
+        return str(found)
+
     def start(self) -> RabbitCluster:
         self._write_config()
+        # Our own Erlang port mapper, in the foreground: the nodes find it on its port and do
+        # not start one of their own (a daemon that would outlive us).
+        log = self.dir / "log" / "epmd.out"
+        with open(log, "wb") as out:
+            self._epmd: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [*as_user("rabbitmq"), self._epmd_path(), "-port", str(self.epmd_port)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_listening(self.epmd_port, self._epmd, 30, "epmd", log)
         errors: list[BaseException] = []
 
         def boot(node: RabbitNode) -> None:
@@ -193,10 +207,14 @@ class RabbitCluster:
                 except ProcessLookupError:
                     pass
                 node.proc.wait(10)
-        epmd = shutil.which("epmd") or next(iter(Path("/usr/lib/erlang").glob("erts-*/bin/epmd")), None)
+        epmd = getattr(self, "_epmd", None)
         if epmd is not None:
-            subprocess.run([*as_user("rabbitmq"), str(epmd), "-port", str(self.epmd_port), "-kill"],
-                           capture_output=True, timeout=10)
+            try:
+                os.killpg(epmd.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            epmd.wait(10)
+            self._epmd = None
 
     def log(self, index: int = 0) -> str:
         return tail(self.dir / "log" / f"{self._short(self.nodes[index])}.out", 2000)
