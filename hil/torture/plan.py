@@ -6,7 +6,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# What happens how often: weights of the actions drawn one after another.
+# What happens how often: weights of the actions drawn one after another. Power cuts weigh
+# most: the size (1,000 cuts beside 100 broker faults and 10,000 hostile messages)
+# is then reached in about 2,500 actions.
 WEIGHTS: dict[str, int] = {
     "swipe": 6,          # a valid card at the virtual door; it must open unless a fault is recent
     "rex": 6,            # the exit button: events to deliver
