@@ -279,7 +279,8 @@ def command(
     """Send a signed, short-lived, single-use command to a door and print its reply.
 
     The door checks it offline (tag, validity window, single use) and answers ok or why not;
-    exit code 1 when it refused, 4 when no reply came.
+    exit code 1 when it refused, 4 when no reply came, 2 at once when no door of that id ever
+    announced itself on the broker (a typo).
 
     Examples:
       doorctl platform command hz.b12.d3 open --keys site.json
@@ -325,8 +326,15 @@ def command(
     cmd_id, payload = sign(key, device, op, args)
     got: dict[str, object] = {}
     done = threading.Event()
+    subscribed = threading.Event()
+    announced = threading.Event()  # the door's retained presence: it exists on this broker
+    presence_topic = protocol.topic(device, "presence")
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == presence_topic:
+            if msg.payload:  # an empty retained message is a retired door's cleared presence
+                announced.set()
+            return
         try:
             reply = protocol.decode_reply(msg.payload)
         except protocol.ProtocolError:
@@ -336,12 +344,12 @@ def command(
             done.set()
 
     def on_connect(client: mqtt.Client, *rest: object) -> None:
-        client.subscribe(protocol.topic(device, "reply"), 1)
-        client.publish(protocol.topic(device, "cmd"), payload, qos=1)
+        client.subscribe([(protocol.topic(device, "reply"), 1), (presence_topic, 1)])
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
     client.on_connect = on_connect
+    client.on_subscribe = lambda *_: subscribed.set()
     try:
         from host_tools.platform.broker_acl import apply_env_login
 
@@ -354,9 +362,21 @@ def command(
         raise fail(f"cannot reach the MQTT broker at {host}:{port}: is it running?",
                    EXIT_UNREACHABLE) from None
     client.loop_start()
-    answered = done.wait(timeout)
-    client.loop_stop()
-    client.disconnect()
+    answered = False
+    try:
+        known = door_announced(subscribed, announced, min(timeout, SUBSCRIBE_WAIT_S))
+        if known:
+            client.publish(protocol.topic(device, "cmd"), payload, qos=1)
+            answered = done.wait(timeout)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if known is None:
+        raise fail(f"the MQTT broker at {host}:{port} did not confirm the subscription in "
+                   f"{min(timeout, SUBSCRIBE_WAIT_S):g} s: is it overloaded?", EXIT_UNREACHABLE)
+    if not known:
+        raise fail(f"door {device!r}: unknown on the broker at {host}:{port} (it never announced "
+                   "itself there: check the id, `doorctl platform doors` lists the doors)", EXIT_USAGE)
     if not answered:
         raise fail(f"no reply from {device} within {timeout:g} s: is it online? "
                    "(doorctl platform run shows presence)", EXIT_UNREACHABLE)
@@ -366,6 +386,21 @@ def command(
         typer.echo(f"{device}: {op} " + ("done" if got.get("ok") else f"refused: {got.get('reason')}"))
     if not got.get("ok"):
         raise typer.Exit(1)
+
+
+SUBSCRIBE_WAIT_S = 10.0  # the broker's SUBACK
+RETAINED_GRACE_S = 1.0  # after the SUBACK: a retained message follows it (RabbitMQ: a little later)
+
+
+def door_announced(subscribed: threading.Event, announced: threading.Event,
+                   wait_s: float) -> bool | None:
+    """Whether the door ever announced itself on the broker: every door leaves a retained
+    presence message (online, or its will: offline), delivered right after the SUBACK. None
+    when the broker never confirmed the subscription. An id nobody answers to is known at
+    once, not after the command's timeout."""
+    if not subscribed.wait(wait_s):
+        return None
+    return announced.wait(RETAINED_GRACE_S)
 
 
 def register(root: typer.Typer) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from firmware import events as ev
+from firmware import protocol
 from hil.broker import Mosquitto
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.commands import command_key, sign
@@ -123,6 +124,22 @@ def test_a_command_captured_before_a_reboot_is_stale_after_it(door: Door) -> Non
     assert door.send(payload, cmd_id)["reason"] == "stale"
 
 
+def _retain(door: Door, device: str, payload: bytes) -> None:
+    """Leave a retained presence message for `device` on the door's broker."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(door.broker.host, door.broker.port)
+    client.loop_start()
+    try:
+        client.publish(protocol.topic(device, "presence"), payload, qos=1,
+                       retain=True).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 def test_doorctl_platform_command(door: Door, tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -141,7 +158,14 @@ def test_doorctl_platform_command(door: Door, tmp_path: Path) -> None:
     bad = run(DEVICE, "config", "--arg", "unlock_ms=1", "--json")
     assert bad.returncode == 1 and json.loads(bad.stdout)["reason"] == "out_of_range:unlock_ms"
     assert run(DEVICE, "explode").returncode == 2
-    silent = run("nobody.b1.d1", "patrol", "--timeout", "1")
+    # an id no door ever announced on the broker: one line at once, not the command's timeout
+    started = time.monotonic()
+    typo = run("nobody.b1.d1", "patrol", "--timeout", "30")
+    assert typo.returncode == 2 and "unknown on the broker" in typo.stderr, typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 25
+    # a door that announced itself (its retained presence) but does not answer: the timeout
+    _retain(door, "quiet.b1.d1", protocol.encode_presence(False))
+    silent = run("quiet.b1.d1", "patrol", "--timeout", "1")
     assert silent.returncode == 4 and "no reply" in silent.stderr
     down = subprocess.run([doorctl, "platform", "command", DEVICE, "open", "--keys", str(keys),
                            "--broker", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
