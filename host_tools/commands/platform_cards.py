@@ -334,6 +334,18 @@ def door_rows(store: Any, latest: int | None) -> list[dict[str, Any]]:
     return out
 
 
+DOOR_ID_SHOWN = 25  # characters of a door id in the 80-column view
+
+
+def shown_id(door: str, width: int = DOOR_ID_SHOWN) -> str:
+    """A door id in at most `width` characters: a longer one keeps its start (the site,
+    the building) and its end (the door), joined by an ellipsis."""
+    if len(door) <= width:
+        return door
+    tail = (width - 1) // 2
+    return door[:width - 1 - tail] + "…" + door[-tail:]
+
+
 def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One JSON array."),
           keys: Path = typer.Option(None, "--keys",
                                     help="Site key file: show each door's whitelist lag."),
@@ -356,9 +368,11 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     if as_json:
         typer.echo(json.dumps(out))
         return
-    # The door id is what the operator types next: never shortened; short columns keep their
-    # headers, the state and the alarms wrap.
-    table = Table(Column("door", no_wrap=True, min_width=max([len(r["door"]) for r in out] + [4])),
+    # The door id is what the operator types next: shown whole up to DOOR_ID_SHOWN characters,
+    # a longer one keeps both ends (--detail and --json show it whole); short columns keep
+    # their headers, the state and the alarms wrap.
+    ids = {r["door"]: r["door"] if detail else shown_id(r["door"]) for r in out}
+    table = Table(Column("door", no_wrap=True, min_width=max([len(i) for i in ids.values()] + [4])),
                   Column("on", no_wrap=True), Column("state", overflow="fold", min_width=6),
                   Column("mode", overflow="fold", min_width=6),
                   *(Column(h, no_wrap=True) for h in ("list", "lag", "backlog", "lost")),
@@ -370,7 +384,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         table.add_column("last patrol", no_wrap=True)
     for r in out:
         lag = "ahead" if r["ahead"] else "-" if r["lag"] is None else str(r["lag"])
-        row = [r["door"], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
+        row = [ids[r["door"]], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
                "-" if r["whitelist"] is None else f"v{r['whitelist']}", lag, str(r["backlog"]),
                str(r["lost"]), "\n".join(r["alarms"]) or "-"]
         if detail:
@@ -381,6 +395,8 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     Console(width=240 if detail else 80).print(table)
     if any(r["ahead"] for r in out):
         typer.echo("ahead: the door holds a whitelist the platform never issued (installer's file)")
+    if any(ids[d] != d for d in ids):
+        typer.echo("…: a long door id, shortened in the middle (--detail or --json show it whole)")
 
 
 def retire(door: str = typer.Argument(..., help="The old device id, e.g. hz.b12.d3-old."),

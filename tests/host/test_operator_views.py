@@ -70,6 +70,30 @@ def test_doors_fit_80_columns_and_the_lag_is_never_negative(db: str, tmp_path: P
     assert code == 0 and "registered as" in out
 
 
+LONG_ID = "hauptstrasse-12-hinterhaus.building-b.staircase-3.door-14"
+
+
+def test_a_long_door_id_does_not_wrap_the_80_column_view(db: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    s = Store(db)
+    s.record_presence(LONG_ID, True, 1, "0.1.0")
+    s.record_status(LONG_ID, {"door": "closed", "mode": "normal", "alarms": ["held_open"],
+                              "cache_version": 1, "seq": 0})
+    s.close()
+    code, out = doors(capsys, "--db", db)
+    lines = out.splitlines()
+    assert code == 0 and max(len(x) for x in lines) <= 80, out
+    row = [x for x in lines if x.startswith("hauptstrasse")]
+    assert len(row) == 1 and "held_open" in row[0], out  # one line, the alarm on it
+    shown = row[0].split()[0]
+    assert len(shown) <= 25 and "…" in shown and shown.endswith("door-14"), shown
+    assert "--detail or --json show it whole" in out
+    code, out = doors(capsys, "--db", db, "--json")
+    assert LONG_ID in [r["door"] for r in json.loads(out)]
+    code, out = doors(capsys, "--db", db, "--detail")
+    assert LONG_ID in out
+
+
 def test_retiring_an_old_door_id(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["platform", "retire", "hz.b1.forced", "--db", db]) == 2  # online: refused
     assert "is online" in capsys.readouterr().err
