@@ -18,7 +18,6 @@ from typing import Any
 from firmware.pn532 import CMD_IN_LIST_PASSIVE_TARGET
 from hil.bench import BoardIO, DoorOutput, RigIOBoard
 from hil.bench_cards import BenchCards
-from hil.broker import Mosquitto
 from hil.dut_console import DutConsole
 from hil.rig import DOOR_TIMINGS, RigConfig, RigError, Timings, wait_for
 from hil.site import WHITELIST, DoorSite
@@ -28,6 +27,7 @@ from host_tools.errors import UserError
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import EmulatorLink, PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 
 POWER_OFF_S = 0.5  # how long a power cycle leaves the door without power
 

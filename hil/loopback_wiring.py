@@ -19,8 +19,8 @@ import threading
 from typing import Any
 
 from hil.board import rig_io
-from hil.broker import free_port
 from host_tools import tcp
+from host_tools.services import free_port
 from host_tools.vdev.device import VirtualDevice
 
 DRIVEN = {gp: name for name, gp in rig_io.DRIVE.items() if name != "power"}

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from hil.broker import free_port
+from host_tools.services import free_port
 
 PUBLISH = 3
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hil.broker import Mosquitto
+from host_tools.services.mosquitto import Mosquitto
 
 # The door timings every rig commissions (short, so the alarms come within a test).
 DOOR_TIMINGS = {"unlock_ms": 1500, "prealarm_ms": 1500, "held_open_ms": 2500, "deny_ms": 400}

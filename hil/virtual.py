@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil.broker import Mosquitto
 from hil.rig import DEVICE, DOOR_TIMINGS, Timings, wait_for
 from hil.site import DoorSite
 from host_tools.cards import pcsc, vcard
@@ -16,6 +15,7 @@ from host_tools.cards.kit import SiteKit
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator, release_connection
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import IOEvent, VirtualIO
 from host_tools.vdev.provision import provision

@@ -25,7 +25,6 @@ from typing import Any
 from board.flashsim import FlashSim
 from board.virtual import CUT_FILE, JOURNAL_BLOCKS
 from firmware.journal import Journal
-from hil.broker import Mosquitto
 from hil.netfault import FaultProxy
 from hil.rig import swipe_local
 from hil.torture.check import DoorVerdict, verdict
@@ -41,6 +40,7 @@ from host_tools.platform.distribute import sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision

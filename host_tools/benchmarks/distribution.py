@@ -12,13 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware import protocol
-from hil.broker import Mosquitto
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.commands import command_key
 from host_tools.platform.distribute import push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from firmware import events as ev
-from hil.broker import Mosquitto
 from host_tools.benchmarks import Outcome, failing
 from host_tools.cards.kit import SiteKit
 from host_tools.image.steps import Steps
@@ -41,6 +40,7 @@ from host_tools.platform.distribute import push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision

@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hil.broker import Mosquitto
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.cards import CardRegistry
 from host_tools.platform.distribute import sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
+from host_tools.services.mosquitto import Mosquitto
 
 DOORS = 16_900
 DRAIN_DOORS = 500

@@ -15,13 +15,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
-from hil.broker import Mosquitto
 from host_tools.benchmarks import Outcome, failing
 from host_tools.deploy import application_image
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
+from host_tools.services.mosquitto import Mosquitto
 
 DEVICE = Path(__file__).with_name("device") / "uplink_device.py"
 WITH_ROM = Path(__file__).with_name("device") / "with_rom.py"

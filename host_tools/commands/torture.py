@@ -32,8 +32,8 @@ def torture(
         raise fail(f"--minutes {minutes}: give a duration above 0 and at most a day", EXIT_USAGE)
     if work is not None and work.exists() and any(work.iterdir()):
         raise fail(f"--work {work}: not empty; give a new or empty folder", EXIT_USAGE)
-    from hil.broker import BrokerError
     from hil.torture.rig import Settings, run
+    from host_tools.services.mosquitto import BrokerError
 
     say = (lambda s: None) if quiet else typer.echo
     typer.echo(f"torture run: seed {seed}, {minutes:g} min of faults")

@@ -22,10 +22,10 @@ import tty
 from pathlib import Path
 from types import TracebackType
 
-from hil.broker import free_port
 from host_tools.errors import UserError
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
+from host_tools.services import free_port
 
 REBOOT_EXIT = 75
 # The commissioned firmware with its uplink connected idles at about 220 KiB on this 64-bit

@@ -13,7 +13,6 @@ import pytest
 
 from firmware import events as ev
 from firmware import protocol
-from hil.broker import Mosquitto
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
@@ -21,6 +20,7 @@ from host_tools.platform.distribute import DistributionError, push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision

@@ -23,7 +23,6 @@ from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
 from firmware import events as ev
 from firmware.card_task import FLAG_REKEYED
-from hil.broker import Mosquitto
 from hil.rig import swipe_local, wait_for
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
@@ -34,6 +33,7 @@ from host_tools.platform.ingest import Platform
 from host_tools.platform.keyprogress import record_card
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision

@@ -18,11 +18,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
-from hil.broker import Mosquitto, TLSListener
 from hil.tlsgen import CA
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
 from host_tools.platform.store import Store
+from host_tools.services.mosquitto import Mosquitto, TLSListener
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR = "cli.b1.d1"

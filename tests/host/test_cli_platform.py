@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.publish as publish
 
 from firmware import protocol
-from hil.broker import Mosquitto, free_port
+from host_tools.services.mosquitto import Mosquitto, free_port
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 

@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from hil.broker import free_port
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
+from host_tools.services import free_port
 
 PREP = """import sys, hashlib, binascii, json
 from board.virtual import VirtualBoard

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from firmware import events as ev
-from hil.broker import Mosquitto
 from host_tools.benchmarks.image import DEVICE, Template
 from host_tools.image.source import vendored_tarball
 from host_tools.platform.distribute import push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from offline_cache import fmt

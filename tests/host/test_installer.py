@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hil.broker import Mosquitto
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote

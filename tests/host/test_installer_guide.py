@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from hil.broker import free_port
 from host_tools.cards import pcsc_private
+from host_tools.services import free_port
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "installer-guide.md"
 VARIABLE = re.compile(r"^(\w+)=(\"[^\"]*\"|\S+)\s+# guide variable")

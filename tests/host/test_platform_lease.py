@@ -12,10 +12,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
-from hil.broker import Mosquitto
 from host_tools.platform.ingest import Platform
 from host_tools.platform.lease import AdvisoryLease, TableLease, lease_for
 from host_tools.platform.store import Store
+from host_tools.services.mosquitto import Mosquitto
 
 DOOR = "site.b1.d7"
 

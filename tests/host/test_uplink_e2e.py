@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from hil.broker import Mosquitto
 from hil.netfault import FaultProxy
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
+from host_tools.services.mosquitto import Mosquitto
 
 DEVICE = REPO_ROOT / "host_tools" / "benchmarks" / "device" / "uplink_device.py"
 BLOCKS = 64

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from hil.broker import Mosquitto
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))

@@ -1,4 +1,11 @@
-"""A real mosquitto broker on loopback, started and stopped by tests, the demo and the rig."""
+"""mosquitto (Debian's package) on a loopback port of its own, private to its caller: started
+and stopped by the tests, the demo, the benchmarks and the HIL rig, with its configuration, TLS
+files and password/ACL files in a temporary directory.
+
+    with Mosquitto() as broker:               # 127.0.0.1:broker.port
+        broker.restart()                      # a broker restart on the same port (it keeps nothing)
+        broker.kill(); broker.pause(True)     # a crash; a hung broker whose sockets stay open
+"""
 
 from __future__ import annotations
 
@@ -13,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from host_tools.services._proc import ServiceError, free_port
 
-class BrokerError(RuntimeError):
+__all__ = ["BrokerAuth", "BrokerError", "Mosquitto", "TLSListener", "free_port"]
+
+
+class BrokerError(ServiceError):
     """mosquitto is missing or did not start."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mosquitto() -> str:
