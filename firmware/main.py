@@ -98,6 +98,9 @@ def _start_journal(board, cfg):
             commands = running.get("commands")
             if commands is not None:
                 commands.gate.clock_set(signed)
+            door = running.get("door")
+            if door is not None:
+                door.patrol.request()  # the platform sees the clock set (its alarm ends) at once
             return True
 
         uplink.on_time = on_time
@@ -263,9 +266,12 @@ def _check_setup(cfg, keystore, cache):
 
 
 def setup_now(board):
-    """The boot's problems plus the clock, unset until the platform sends the time."""
+    """The boot's problems plus the clock: `clock_unset` until the door holds a time it could
+    verify (the platform's signed time). Until then it runs its offline policy (cards refused
+    with `clock_unset`), so the platform lists it as an alarm."""
     out = list(running.get("setup") or ())
-    if board.clock.time() is None:
+    clock = board.clock
+    if clock.time() is None or not getattr(clock, "trusted", True):
         out.append("clock_unset")
     return out
 

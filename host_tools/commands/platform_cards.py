@@ -262,6 +262,11 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
                         "end": gap["before"], "seq": gap["first"], "last_seq": gap["last"],
                         "count": gap["count"]})
         info = store.device(d) or {}
+        if "clock_unset" in ((info.get("status") or {}).get("setup") or ()):
+            # The door's last report says its clock holds no time it could verify: it runs its
+            # offline policy (cards refused with clock_unset) until the platform's signed time.
+            out.append({"door": d, "alarm": "clock_unset", "start": info.get("status_at"),
+                        "end": None, "seq": None})
         if info.get("online") is False:
             out.append({"door": d, "alarm": "offline", "start": info.get("presence_at"), "end": None,
                         "seq": None})
@@ -271,8 +276,8 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
 def alarms(device: str = typer.Option(None, "--door", help="One door (default: all)."), db: str = DB,
            as_json: bool = typer.Option(False, "--json", help="One JSON array.")) -> None:
     """Alarms of the doors (held-open, forced-open, tamper, closer fault, power, journal near
-    full, offline) with their start and end, and events a door lost (events_lost: how many,
-    and the time span they lie in).
+    full, parts that disagree, clock unset, offline) with their start and end, and events a
+    door lost (events_lost: how many, and the time span they lie in).
 
     Example: doorctl platform alarms --door hz.b12.d3
     """

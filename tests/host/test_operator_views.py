@@ -70,6 +70,31 @@ def test_doors_fit_80_columns_and_the_lag_is_never_negative(db: str, tmp_path: P
     assert code == 0 and "registered as" in out
 
 
+def test_a_door_with_its_clock_unset_is_an_alarm_until_it_is_set(
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    s = Store(db)
+    s.record_status("hz.b1.closed", {"door": "closed", "mode": "normal", "alarms": [],
+                                     "cache_version": 0, "seq": 2, "setup": ["clock_unset"]})
+    s.close()
+    assert run(["platform", "alarms", "--db", db, "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["alarm"] == "clock_unset"]
+    assert [(r["door"], r["end"]) for r in rows] == [("hz.b1.closed", None)]
+    assert run(["platform", "alarms", "--db", db]) == 0
+    assert "clock_unset" in capsys.readouterr().out
+    code, out = doors(capsys, "--db", db, "--json")
+    assert {r["door"]: r for r in json.loads(out)}["hz.b1.closed"]["alarms"] == ["clock_unset"]
+    code, out = doors(capsys, "--db", db)
+    assert "clock_unset" in out
+    s = Store(db)  # the next report: the clock was set by the platform's signed time
+    s.record_status("hz.b1.closed", {"door": "closed", "mode": "normal", "alarms": [],
+                                     "cache_version": 0, "seq": 2, "clock_trusted": True})
+    s.close()
+    assert run(["platform", "alarms", "--db", db, "--json"]) == 0
+    assert "clock_unset" not in capsys.readouterr().out
+    code, out = doors(capsys, "--db", db, "--json")
+    assert {r["door"]: r for r in json.loads(out)}["hz.b1.closed"]["alarms"] == []
+
+
 LONG_ID = "hauptstrasse-12-hinterhaus.building-b.staircase-3.door-14"
 
 

@@ -75,3 +75,49 @@ def test_keys_of_another_site_are_an_alarm_everywhere(tmp_path: Path) -> None:
         dev.stop()
         platform.stop()
         broker.stop()
+
+
+def test_a_clock_the_door_cannot_trust_is_an_alarm_until_the_platform_sets_it(tmp_path: Path) -> None:
+    # A platform without the site's keys sends an unsigned time: the door shows it, but runs
+    # its offline policy (cards refused with clock_unset). The platform lists that as an
+    # alarm; a signed time ends it in the report that follows at once, not a patrol later.
+    from host_tools.platform.commands import command_key
+    from host_tools.vdev.provision import provision
+
+    site = SiteKit(2025)
+    broker = Mosquitto().start()
+    store = Store(str(tmp_path / "p.db"))
+    platform = Platform(store, broker.host, broker.port).start()  # no ack key: unsigned time
+    dev = VirtualDevice(tmp_path / "door").start()
+    try:
+        provision(dev.pty, config=site.door_config(
+            DEVICE, broker={"host": broker.host, "port": broker.port}), keys=site.door_keys())
+        dev.restart()
+
+        def clock_alarm() -> list[dict[str, object]]:
+            return [a for a in alarm_rows(store, DEVICE) if a["alarm"] == "clock_unset"]
+
+        deadline = time.monotonic() + 30
+        while True:  # the unsigned time arrived: the clock shows a time, still not trusted
+            status = (store.device(DEVICE) or {}).get("status") or {}
+            if status.get("clock_synced") and clock_alarm():
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["clock_trusted"] is False and "clock_unset" in status["setup"]
+        assert clock_alarm()[0]["end"] is None
+        r = subprocess.run([DOORCTL, "platform", "doors", "--db", str(tmp_path / "p.db"), "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert json.loads(r.stdout)[0]["alarms"] == ["clock_unset"], r.stdout
+        # the platform gets the site's keys: the door's next connection gets a signed time
+        platform.ack_key = command_key(site.keys)
+        dev.restart()
+        deadline = time.monotonic() + 30  # far below the 300 s patrol interval
+        while clock_alarm():
+            assert time.monotonic() < deadline, (store.device(DEVICE) or {}).get("status")
+            time.sleep(0.2)
+        assert ((store.device(DEVICE) or {}).get("status") or {})["clock_trusted"] is True
+    finally:
+        dev.stop()
+        platform.stop()
+        broker.stop()
