@@ -113,7 +113,8 @@ class Template:
     """The commissioned door's state directory, made once on the PyPI interpreter."""
 
     def __init__(self, tmp: Path, broker: Mosquitto, name: str = "template",
-                 cards: int | None = None, backlog: int | None = None) -> None:
+                 cards: int | None = None, backlog: int | None = None,
+                 door: dict[str, int] | None = None) -> None:
         cards = CARDS if cards is None else cards
         backlog = BACKLOG if backlog is None else backlog
         self.site = SiteKit()
@@ -132,8 +133,8 @@ class Template:
         (self.state / "flash.img").write_bytes(b"\xff" * FLASH_BYTES)
         broker_cfg: dict[str, Any] = {"host": broker.host, "port": broker.port, "keepalive": 5}
         config = self.site.door_config(DEVICE, broker=broker_cfg,
-                                       door={"unlock_ms": 1500, "prealarm_ms": 1500,
-                                             "held_open_ms": HELD_OPEN_MS, "deny_ms": 150})
+                                       door=door or {"unlock_ms": 1500, "prealarm_ms": 1500,
+                                                     "held_open_ms": HELD_OPEN_MS, "deny_ms": 150})
         with VirtualDevice(self.state, heap="512K") as dev:
             provision(dev.pty, config=config, keys=self.site.door_keys(),
                       cache=self.site.snapshot(1, self.cards[:1]))
