@@ -39,6 +39,7 @@ from offline_cache.fmt import (
     tags_equal,
     unpack_record,
 )
+from offline_cache.native import upper as _upper
 
 try:
     from micropython import const
@@ -217,16 +218,22 @@ class Table:
         """Offset in self.buf of the record of `ref` (after this call), or -1."""
         n = self.hdr.count
         idx = self.index
-        lo, hi = 0, self.entries
-        if hi == 0 or ref < idx[0:_REF]:
-            return -1
-        while hi - lo > 1:  # last index entry <= ref
-            mid = (lo + hi) >> 1
-            o = mid * _REF
-            if idx[o:o + _REF] <= ref:
-                lo = mid
-            else:
-                hi = mid
+        native = _upper
+        if native is not None:  # machine code: the same answers as the bytecode below
+            lo = (native(idx, self.entries, _REF, ref) >> 1) - 1
+            if lo < 0:
+                return -1
+        else:
+            lo, hi = 0, self.entries
+            if hi == 0 or ref < idx[0:_REF]:
+                return -1
+            while hi - lo > 1:  # last index entry <= ref
+                mid = (lo + hi) >> 1
+                o = mid * _REF
+                if idx[o:o + _REF] <= ref:
+                    lo = mid
+                else:
+                    hi = mid
         start = lo * self.stride
         end = min(n, start + self.stride)
         buf = self.buf
@@ -238,6 +245,9 @@ class Table:
             else:
                 end = mid
         self._read(start, end - start)
+        if native is not None:
+            u = native(buf, end - start, _REC, ref)
+            return ((u >> 1) - 1) * _REC if u & 1 else -1
         lo, hi = 0, end - start
         while lo < hi:
             mid = (lo + hi) >> 1
