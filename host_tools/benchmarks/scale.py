@@ -44,6 +44,8 @@ FIGURES = {
     "scale.baseline_events_per_s": "baseline: the same drain into SQLite, one platform instance, per s",
     "scale.platform_cpu_s": "CPU seconds the platform process used during the PostgreSQL drain",
     "scale.sim_cpu_s": "CPU seconds the simulated doors' process used during the PostgreSQL drain",
+    "scale.broker_cpu_s": "CPU seconds mosquitto used during the PostgreSQL drain",
+    "scale.db_cpu_s": "CPU seconds PostgreSQL (every server process) used during the drain",
 }
 
 
@@ -88,6 +90,30 @@ class Sim:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used by a process and its descendants, living and reaped (PostgreSQL's
+    backends, a server started through runuser)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += sum(int(x) for x in stats[p][11:15])  # utime stime cutime cstime
+        todo += children.get(p, [])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(cond: Any, timeout: float, what: str) -> None:
@@ -141,9 +167,11 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str)
         store.close()
 
 
-def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str) -> tuple[float, float, float]:
+def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str,
+           db_pid: int | None = None) -> dict[str, float]:
     """Every door online and the platforms subscribed, then DRAIN_EVENTS events at every door
-    at once; (events per s until all are acknowledged, platform CPU s, simulator CPU s)."""
+    at once: events per s until all are acknowledged, and the CPU seconds each process used
+    meanwhile (platform, simulator, broker, database), which shows the one that limits it."""
     sim = Sim([f"{broker.host}:{broker.port}"], DRAIN_DOORS, prefix)
     platforms = []
     try:
@@ -152,21 +180,23 @@ def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str) -> tuple
         for p in platforms:
             if not p.connected.wait(60):
                 raise TimeoutError("a platform instance did not subscribe")
+        pids = {"sim": sim.proc.pid, "broker": broker.pid, "db": db_pid}
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        sim_cpu0 = sim.cpu_s()
+        before = {k: tree_cpu_s(pid) for k, pid in pids.items() if pid is not None}
         sim.send(f"record {DRAIN_EVENTS}")  # every door's backlog at once
         t0 = sim.expect("recorded")["t"]
         drained = sim.expect("drained", timeout=900)
         elapsed = drained["t"] - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        used = {k: tree_cpu_s(pids[k]) - v for k, v in before.items()}  # type: ignore[arg-type]
         stored = Store(db_url)
         n = stored.count()
         stored.close()
         if n < DRAIN_DOORS * DRAIN_EVENTS:
             raise RuntimeError(f"{n} events stored of {DRAIN_DOORS * DRAIN_EVENTS}")
-        return (DRAIN_DOORS * DRAIN_EVENTS / elapsed,
-                (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
-                sim.cpu_s() - sim_cpu0)
+        return {"rate": DRAIN_DOORS * DRAIN_EVENTS / elapsed, "elapsed": elapsed,
+                "platform": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+                **used}
     finally:
         for p in platforms:
             p.stop()
@@ -183,11 +213,14 @@ def run(names: set[str]) -> dict[str, float]:
         if names & {"scale.doors_online", "scale.connect_s", "scale.presence_s",
                     "scale.lost_card_p50_s", "scale.lost_card_p95_s"}:
             _online_and_lost_card(out, broker, pg.create_database("city"))
-        if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s"}:
-            rate, platform_cpu, sim_cpu = _drain(broker, pg.create_database("drain"), 2, "drain.d")
-            out["scale.events_per_s"] = rate
-            out["scale.platform_cpu_s"] = platform_cpu
-            out["scale.sim_cpu_s"] = sim_cpu
+        if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s",
+                    "scale.broker_cpu_s", "scale.db_cpu_s"}:
+            got = _drain(broker, pg.create_database("drain"), 2, "drain.d", pg.pid)
+            out["scale.events_per_s"] = got["rate"]
+            out["scale.platform_cpu_s"] = got["platform"]
+            out["scale.sim_cpu_s"] = got["sim"]
+            out["scale.broker_cpu_s"] = got["broker"]
+            out["scale.db_cpu_s"] = got["db"]
         if "scale.baseline_events_per_s" in names:
-            out["scale.baseline_events_per_s"] = _drain(broker, str(Path(tmp) / "p.db"), 1, "base.d")[0]
+            out["scale.baseline_events_per_s"] = _drain(broker, str(Path(tmp) / "p.db"), 1, "base.d")["rate"]
     return out

@@ -12,7 +12,9 @@ every batch and stores it idempotently. On connecting the platform also asks eve
 announce itself (`door/v1/announce`), since such a broker never delivers the doors' retained
 presence to a wildcard subscription.
 The broker's PUBACK for an events message is sent only after the commit (paho manual ack),
-so a platform that dies mid-batch gets the batch again.
+so a platform that dies mid-batch gets the batch again. The network thread only decodes: a
+storing thread writes whatever batches and presence changes arrived meanwhile in one
+transaction (Store.store_batches), then acks the doors and the broker.
 
 The ingest never waits on a hole: when a door's batch lies beyond events the platform does
 not hold, it asks the door for them (`resend`); the door sends what it still has and names
@@ -23,6 +25,7 @@ site's `command` key, acknowledgements carry a MAC the door checks before it fre
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -39,6 +42,17 @@ log = logging.getLogger("doorctl.platform")
 
 SUBSCRIPTIONS = ("auto", "shared", "plain")
 PROBE_S = 3.0  # how long a shared-subscription probe may take to come back
+GROUP_MAX = 500  # messages stored in one transaction at most
+
+
+class _Batch:
+    """An events message waiting for the store: acked to its door and to the broker after
+    the commit of the group it is stored in."""
+
+    __slots__ = ("device", "boot", "events", "mid", "qos")
+
+    def __init__(self, device: str, boot: int, events: list[Any], mid: int, qos: int) -> None:
+        self.device, self.boot, self.events, self.mid, self.qos = device, boot, events, mid, qos
 
 
 class Platform:
@@ -78,6 +92,11 @@ class Platform:
         self.stored_batches = 0
         self.store_failures = 0  # messages whose storage failed (the door sends events again)
         self.connected = threading.Event()
+        # Events and presence go to one storing thread, which writes whatever has arrived
+        # meanwhile in one transaction (Store.store_batches): a few round trips and one commit
+        # for many doors, while the network thread goes on reading.
+        self._inbox: queue.SimpleQueue[_Batch | tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._storer: threading.Thread | None = None
         self.replies: dict[str, dict[str, Any]] = {}  # command id -> the door's reply
         self._replies_cond = threading.Condition()
         self.cache_states: dict[str, dict[str, Any]] = {}  # device -> its last cache_state
@@ -122,6 +141,10 @@ class Platform:
             holder = f"{self._client_id}-{uuid.uuid4().hex[:8]}"  # this process, even under a reused name
             lease = lease_for(self.store, "platform-singleton", holder, self._lease_term_s)
             self._keeper = LeaseKeeper(lease, self._lease_term_s / 3).start()
+        if self._storer is None:
+            self._storer = threading.Thread(target=self._store_loop, name="platform-store",
+                                            daemon=True)
+            self._storer.start()
         self._client.connect_async(self.host, self.port, keepalive=30)
         self._client.loop_start()
         return self
@@ -129,6 +152,10 @@ class Platform:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        if self._storer is not None:
+            self._inbox.put(None)  # what is still queued is not acked: the door sends it again
+            self._storer.join(30)
+            self._storer = None
         self.connected.clear()
         if self._keeper is not None:
             self._keeper.stop()
@@ -214,6 +241,8 @@ class Platform:
             client.ack(msg.mid, msg.qos)
             return
         try:
+            if self._queue(msg):
+                return  # acknowledged to the broker after its commit (_store_group)
             self._handle(msg.topic, msg.payload)
         except protocol.ProtocolError as e:
             self.rejected += 1
@@ -226,6 +255,79 @@ class Platform:
             self.store_failures += 1
             log.exception("could not store %s", msg.topic)
         client.ack(msg.mid, msg.qos)
+
+    def _queue(self, msg: mqtt.MQTTMessage) -> bool:
+        """Hand an events batch (without a `gone` range: that one is checked against the
+        stored state, alone) or a presence message to the storing thread: True when taken
+        (acknowledged to the broker by then or after its commit), False for any other message,
+        handled at once. ProtocolError for a malformed one."""
+        device, leaf = protocol.split_topic(msg.topic)
+        if leaf not in ("events", "presence") or self._storer is None:
+            return False
+        if len(msg.payload) > protocol.limit(leaf):
+            raise protocol.ProtocolError("too_large", f"{len(msg.payload)} bytes")
+        if leaf == "presence":
+            p = protocol.decode_presence(msg.payload)
+            self._inbox.put((device, p["online"], p.get("boot"), p.get("fw"), time.time()))
+            self._presence_seen(device, p)
+            self._client.ack(msg.mid, msg.qos)  # nothing waits on its storage
+            return True
+        boot, events, gone = protocol.decode_batch(msg.payload)
+        if gone is not None:
+            return False
+        self._inbox.put(_Batch(device, boot, events, msg.mid, msg.qos))
+        return True
+
+    def _store_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            group = [item]
+            while len(group) < GROUP_MAX:
+                try:
+                    more = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._inbox.put(None)  # stop after this group
+                    break
+                group.append(more)
+            self._store_group(group)
+
+    def _store_group(self, group: list[_Batch | tuple[Any, ...]]) -> None:
+        """Store a group in one transaction, then ack each door (its watermark, once per
+        door) and each message to the broker: nothing is acknowledged before the commit."""
+        batches = [b for b in group if isinstance(b, _Batch)]
+        presence = [p for p in group if not isinstance(p, _Batch)]
+        try:
+            marks = self.store.store_batches([(b.device, b.events) for b in batches], presence)
+        except Exception:
+            # As for one message (_on_message): the doors get no ack and send again.
+            self.store_failures += len(batches)
+            log.exception("could not store %d batches", len(batches))
+            marks = {}
+        acked: set[tuple[str, int]] = set()
+        for b in batches:
+            upto = marks.get(b.device)
+            if upto is not None:
+                self.stored_batches += 1
+                if (b.device, b.boot) not in acked:
+                    acked.add((b.device, b.boot))
+                    self._client.publish(protocol.topic(b.device, "ack"),
+                                         self._ack(b.device, b.boot, upto), qos=1)
+                if b.events and b.events[-1][0] > upto:
+                    try:
+                        self._ask_again(b.device, upto)
+                    except Exception:  # noqa: BLE001 - asked again at the next batch
+                        log.exception("could not look for %s's hole", b.device)
+            self._client.ack(b.mid, b.qos)
+
+    def _presence_seen(self, device: str, p: dict[str, Any]) -> None:
+        if p["online"] and self.leader():
+            # Time sync: a device sets its clock from the platform when it comes online
+            # (sent by one instance: the lease holder), signed with the door's nonce.
+            self.publish(device, "time", self.time_message(device, p.get("nonce", "")))
 
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:
         device, leaf = protocol.split_topic(topic)
@@ -243,10 +345,7 @@ class Platform:
         elif leaf == "presence":
             p = protocol.decode_presence(payload)
             self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
-            if p["online"] and self.leader():
-                # Time sync: a device sets its clock from the platform when it comes online
-                # (sent by one instance: the lease holder), signed with the door's nonce.
-                self.publish(device, "time", self.time_message(device, p.get("nonce", "")))
+            self._presence_seen(device, p)
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
         elif leaf == "register":

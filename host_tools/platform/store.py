@@ -47,6 +47,30 @@ SCHEMA = [
 ]
 
 EventRow = tuple[int, int, int, int, int, int, int, str]
+Presence = tuple[str, bool, int | None, str | None, float]  # device, online, boot, firmware, at
+
+
+def _past_lost(upto: int, lost: Sequence[tuple[int, int]]) -> int:
+    """The watermark moved over every reported-lost range it touches."""
+    moved = True
+    while moved:
+        moved = False
+        for first, last in lost:
+            if first <= upto + 1 <= last:
+                upto, moved = last, True
+    return upto
+
+
+def _walk(upto: int, lost: Sequence[tuple[int, int]], seqs: Sequence[int]) -> tuple[int, bool]:
+    """The watermark moved over stored sequence numbers `seqs` (ascending, all above it) and
+    lost ranges; (new watermark, True when a hole stopped it)."""
+    for seq in seqs:
+        upto = _past_lost(upto, lost)
+        if seq == upto + 1:
+            upto = seq
+        elif seq > upto + 1:
+            return _past_lost(upto, lost), True
+    return _past_lost(upto, lost), False
 
 
 class Store:
@@ -99,58 +123,112 @@ class Store:
                      gone: tuple[int, int] | None = None) -> int:
         """Store a batch durably (idempotent); returns the device's new ack watermark.
         `gone`: a range the device says it no longer holds (its answer to a resend request)."""
+        return self.store_batches([(device, events)], gone={device: gone} if gone else None)[device]
+
+    def store_batches(self, batches: Sequence[tuple[str, Sequence[EventRow]]],
+                      presence: Sequence[Presence] = (),
+                      gone: dict[str, tuple[int, int]] | None = None) -> dict[str, int]:
+        """Store many doors' batches (and presence changes) in one transaction; returns each
+        device's new ack watermark, valid once this returns (after the commit).
+
+        One commit and a handful of round trips for the whole group, whatever its size: the
+        ingest hands over every batch that arrived meanwhile (scale.events_per_s). Rows are
+        written in (device, seq) order and the devices' rows locked in device order, so two
+        instances storing overlapping groups wait for each other instead of deadlocking; with
+        the lock, the later of two concurrent transactions sees the other's events, so neither
+        leaves the watermark behind a batch the other stored."""
         now = time.time()
+        rows = sorted({(device, *e, now) for device, events in batches for e in events},
+                      key=lambda r: (r[0], r[1]))
+        lost = [(device, first, last, "gone", now)
+                for device, (first, last) in sorted((gone or {}).items())]
+        for r in rows:
+            if r[2] == CODE_GAP and len(r[8]) >= 16:
+                first, last = struct.unpack("<II", bytes.fromhex(r[8][:16]))
+                lost.append((r[0], first, last, "lost_at_device", now))
+        devices = sorted({d for d, _ in batches} | {p[0] for p in presence})
         with self._lock:
             self._begin()
             try:
-                self._ensure_device(device)
-                if gone is not None:
-                    self._conn.execute(self._q(
+                cur = self._conn.cursor()
+                cur.executemany(self._q(
+                    "INSERT INTO devices (device) VALUES (?) ON CONFLICT DO NOTHING"),
+                    [(d,) for d in devices])
+                if lost:
+                    cur.executemany(self._q(
                         "INSERT INTO gaps (device, first_seq, last_seq, kind, seen_at)"
-                        " VALUES (?,?,?,'gone',?) ON CONFLICT DO NOTHING"),
-                        (device, gone[0], gone[1], now))
-                # One statement for the batch: PostgreSQL gets it in one pipeline, not one round
-                # trip per event (scale.events_per_s).
-                self._conn.cursor().executemany(self._q(
-                    "INSERT INTO events (device, seq, code, boot, t, ms, flags, arg, data,"
-                    " received_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"),
-                    [(device, *e, now) for e in events])
-                for e in events:
-                    if e[1] == CODE_GAP and len(e[7]) >= 16:
-                        first, last = struct.unpack("<II", bytes.fromhex(e[7][:16]))
-                        self._conn.execute(self._q(
-                            "INSERT INTO gaps (device, first_seq, last_seq, kind, seen_at)"
-                            " VALUES (?,?,?,'lost_at_device',?) ON CONFLICT DO NOTHING"),
-                            (device, first, last, now))
-                upto = self._advance(device)
+                        " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"), lost)
+                if rows:
+                    cur.executemany(self._q(
+                        "INSERT INTO events (device, seq, code, boot, t, ms, flags, arg, data,"
+                        " received_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"), rows)
+                marks = self._advance_many(sorted({d for d, _ in batches}))
+                if presence:
+                    cur.executemany(self._q(
+                        "UPDATE devices SET online=?, boot=COALESCE(?, boot),"
+                        " firmware=COALESCE(?, firmware), presence_at=? WHERE device=?"),
+                        [(1 if online else 0, boot, fw, at, d) for d, online, boot, fw, at in presence])
                 self._commit()
             except BaseException:
                 self._rollback()
                 raise
-        return upto
+        return marks
 
     def _ensure_device(self, device: str) -> None:
         self._conn.execute(self._q(
             "INSERT INTO devices (device) VALUES (?) ON CONFLICT DO NOTHING"), (device,))
 
+    def _in(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """`column IN (values)` as SQL and its parameters, in this database's form."""
+        if self._ph == "%s":
+            return f"{column} = ANY(%s)", [list(values)]
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+    ADVANCE_SPAN = 5000  # events above a watermark read at once
+
+    def _advance_many(self, devices: Sequence[str]) -> dict[str, int]:
+        """Move each device's watermark over what is stored or reported lost (in this
+        transaction): three queries for all of them, the devices' rows locked first."""
+        if not devices:
+            return {}
+        where, params = self._in("device", devices)
+        lock = " ORDER BY device FOR UPDATE" if self._ph == "%s" else ""
+        start = {str(d): int(u) for d, u in self._conn.execute(
+            f"SELECT device, ack_upto FROM devices WHERE {where}{lock}", params).fetchall()}
+        lost: dict[str, list[tuple[int, int]]] = {d: [] for d in devices}
+        for d, first, last in self._conn.execute(
+                f"SELECT device, first_seq, last_seq FROM gaps WHERE {where}", params).fetchall():
+            if int(last) > start[d]:
+                lost[d].append((int(first), int(last)))
+        ewhere, eparams = self._in("e.device", devices)
+        seqs: dict[str, list[int]] = {d: [] for d in devices}
+        for d, seq in self._conn.execute(self._q(
+                "SELECT e.device, e.seq FROM events e JOIN devices v ON v.device = e.device"
+                f" WHERE {ewhere} AND e.seq > v.ack_upto AND e.seq <= v.ack_upto + ?"
+                " ORDER BY e.device, e.seq"), [*eparams, self.ADVANCE_SPAN]).fetchall():
+            seqs[d].append(int(seq))
+        out: dict[str, int] = {}
+        moved: list[tuple[int, str, int]] = []
+        for d in devices:
+            upto, blocked = _walk(start[d], lost[d], seqs[d])
+            if not blocked and upto + 1 > start[d] + self.ADVANCE_SPAN:
+                out[d] = self._advance(d)  # more above than was read: page through the rest
+                continue
+            out[d] = upto
+            if upto > start[d]:
+                moved.append((upto, d, upto))
+        if moved:
+            self._conn.cursor().executemany(self._q(
+                "UPDATE devices SET ack_upto=? WHERE device=? AND ack_upto < ?"), moved)
+        return out
+
     def _advance(self, device: str) -> int:
         row = self._conn.execute(self._q("SELECT ack_upto FROM devices WHERE device=?"),
                                  (device,)).fetchone()
         start = upto = int(row[0])
-        lost = self._conn.execute(self._q(
+        lost = [(int(a), int(b)) for a, b in self._conn.execute(self._q(
             "SELECT first_seq, last_seq FROM gaps WHERE device=? AND last_seq > ?"),
-            (device, upto)).fetchall()
-
-        def past_lost(u: int) -> int:
-            moved = True
-            while moved:
-                moved = False
-                for first, last in lost:
-                    if first <= u + 1 <= last:
-                        u, moved = int(last), True
-            return u
-
-        upto = past_lost(upto)
+            (device, upto)).fetchall()]
         blocked = False
         while not blocked:
             seqs = [int(r[0]) for r in self._conn.execute(self._q(
@@ -158,14 +236,8 @@ class Store:
                 (device, upto)).fetchall()]
             if not seqs:
                 break
-            for seq in seqs:
-                upto = past_lost(upto)
-                if seq == upto + 1:
-                    upto = seq
-                elif seq > upto + 1:
-                    blocked = True
-                    break
-            upto = past_lost(upto)
+            upto, blocked = _walk(upto, lost, seqs)
+        upto = _past_lost(upto, lost)
         if upto > start:
             self._conn.execute(self._q(
                 "UPDATE devices SET ack_upto=? WHERE device=? AND ack_upto < ?"),
@@ -205,14 +277,7 @@ class Store:
 
     def record_presence(self, device: str, online: bool, boot: int | None,
                         firmware: str | None) -> None:
-        with self._lock:
-            self._begin()
-            self._ensure_device(device)
-            self._conn.execute(self._q(
-                "UPDATE devices SET online=?, boot=COALESCE(?, boot), firmware=COALESCE(?, firmware),"
-                " presence_at=? WHERE device=?"),
-                (1 if online else 0, boot, firmware, time.time(), device))
-            self._commit()
+        self.store_batches([], [(device, online, boot, firmware, time.time())])
 
     def record_status(self, device: str, status: dict[str, Any]) -> None:
         with self._lock:

@@ -165,6 +165,11 @@ class Mosquitto:
         self.stop()
         self.start()
 
+    @property
+    def pid(self) -> int | None:
+        """The running broker's process id (the scale benchmark reads its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     def kill(self) -> None:
         """SIGKILL: the broker dies as in a crash, with whatever it held in memory."""
         if self._proc is not None:

@@ -68,6 +68,11 @@ class PostgreSQL:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://postgres@{self.host}:{self.port}/{name}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (its backends are its descendants)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown
