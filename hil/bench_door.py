@@ -6,7 +6,8 @@
   cut, a reboot), its outputs with the board's microsecond timestamps;
 - its reader UART wired to a host serial port (`[reader] port`) answered by the PN532 emulator,
   which puts the card of a named PC/SC reader in the door's field (`[cards]`, hil/bench_cards.py);
-- the broker (`[broker]`, else a local mosquitto) and the reference platform.
+- the broker (`[broker]`, else a local one: mosquitto, or RabbitMQ with `--broker rabbitmq`)
+  and the reference platform.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from firmware.pn532 import CMD_IN_LIST_PASSIVE_TARGET
 from hil.bench import BoardIO, DoorOutput, RigIOBoard
 from hil.bench_cards import BenchCards
+from hil.brokers import RigBroker, start_broker
 from hil.dut_console import DutConsole
 from hil.rig import DOOR_TIMINGS, RigConfig, RigError, Timings, wait_for
 from hil.site import WHITELIST, DoorSite
@@ -27,13 +29,12 @@ from host_tools.errors import UserError
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import EmulatorLink, PN532Emulator
-from host_tools.services.mosquitto import Mosquitto
 
 POWER_OFF_S = 0.5  # how long a power cycle leaves the door without power
 
 
 class BenchDoor(DoorSite):
-    def __init__(self, cfg: RigConfig, tmp: Path, timings: Timings) -> None:
+    def __init__(self, cfg: RigConfig, tmp: Path, timings: Timings, broker: str = "mosquitto") -> None:
         assert cfg.site_keys is not None and cfg.dut_port and cfg.io_port and cfg.reader_port
         self.cfg = cfg
         self.timings = timings
@@ -50,9 +51,9 @@ class BenchDoor(DoorSite):
             self._closers.append(self.board)
             self._io = BoardIO(self.board)
             self.console = DutConsole(cfg.dut_port)
-            self.broker: Mosquitto | None = None
+            self.broker: RigBroker | None = None
             if cfg.broker is None:
-                self.broker = Mosquitto().start()
+                self.broker = start_broker(broker)
                 self._closers.append(self.broker)
                 host, port = self.broker.host, self.broker.port
             else:
@@ -117,9 +118,9 @@ class BenchDoor(DoorSite):
         if self.broker is None:
             raise RigError("the rig's broker ([broker] in the rig file) is not ours to stop")
         if up:
-            self.broker.start()
+            self.broker.up()
         else:
-            self.broker.stop()
+            self.broker.down()
 
     def io_status(self) -> dict[str, Any]:
         return self.console.status()

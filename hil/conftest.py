@@ -1,6 +1,8 @@
-"""The HIL suite's pytest plugin: `pytest hil/ [--rig rig.toml] [--hil-report FILE]`.
+"""The HIL suite's pytest plugin: `pytest hil/ [--rig rig.toml] [--broker B] [--hil-report FILE]`.
 
-Without --rig the virtual rig runs (nothing to plug in). Each test gets a freshly commissioned
+Without --rig the virtual rig runs (nothing to plug in). `--broker` picks the broker the rig
+starts for each door (hil/brokers.py): mosquitto, or RabbitMQ's MQTT plugin, a strict MQTT 3.1.1
+broker (a bench whose rig file names a `[broker]` uses that one). Each test gets a freshly commissioned
 door (`door` fixture); timings the tests record go into the report's timing table, written at
 the end of the session (Markdown) beside pytest's own `--junitxml` report.
 """
@@ -15,6 +17,7 @@ from tempfile import TemporaryDirectory
 
 import pytest
 
+from hil.brokers import BROKERS
 from hil.rig import Door, RigConfig, RigError, Timings
 
 TIMINGS = Timings()
@@ -38,6 +41,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hil", "hardware-in-the-loop rig")
     group.addoption("--rig", default=None, help="rig file (TOML, docs/hil.md); default: the virtual rig")
+    group.addoption("--broker", choices=BROKERS, default="mosquitto",
+                    help="the broker the rig starts for each door (default: mosquitto)")
     group.addoption("--hil-report", default="build/hil-report.md",
                     help="where to write the run's summary with the timing table")
 
@@ -73,21 +78,28 @@ def pcscd(request: pytest.FixtureRequest) -> Iterator[None]:
         proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def broker_name(request: pytest.FixtureRequest) -> str:
+    """The broker the rig starts (`--broker`)."""
+    return str(request.config.getoption("--broker"))
+
+
 @pytest.fixture()
-def door(rig_config: RigConfig, pcscd: None, tmp_path: Path) -> Iterator[Door]:
-    """A freshly commissioned door: the virtual device, or the bench's board (`kind`)."""
+def door(rig_config: RigConfig, pcscd: None, broker_name: str, tmp_path: Path) -> Iterator[Door]:
+    """A freshly commissioned door: the virtual device, or the bench's board (`kind`), with a
+    broker of its own (`--broker`) unless the rig file names one."""
     d: Door
     if rig_config.kind == "bench":
         from hil.bench_door import BenchDoor
 
         try:
-            d = BenchDoor(rig_config, tmp_path, TIMINGS)
+            d = BenchDoor(rig_config, tmp_path, TIMINGS, broker_name)
         except RigError as e:
             pytest.fail(f"bench rig: {e}", pytrace=False)
     else:
         from hil.virtual import VirtualDoor
 
-        d = VirtualDoor(tmp_path, TIMINGS)
+        d = VirtualDoor(tmp_path, TIMINGS, broker_name)
     yield d
     d.close()
 

@@ -12,7 +12,8 @@ and the reference platform, whether the door is the virtual device or a board on
         [changer]  addr = "127.0.0.1:7300"            # bench, optional: puts a card on a shared reader
         [broker]   host = "127.0.0.1"  port = 1883     # bench: the broker the door uses
 
-The virtual rig starts everything itself: mosquitto, the platform, the virtual door, pcscd
+The virtual rig starts everything itself: the broker (mosquitto, or RabbitMQ with
+`--broker rabbitmq`: hil/brokers.py), the platform, the virtual door, pcscd
 with vpcd, and presents virtual cards through the PN532 emulator bridged to the door's reader
 link. Its power cut is a SIGKILL of the door's process (the flash simulator keeps exactly what
 was written).
@@ -27,8 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-
-from host_tools.services.mosquitto import Mosquitto
 
 # The door timings every rig commissions (short, so the alarms come within a test).
 DOOR_TIMINGS = {"unlock_ms": 1500, "prealarm_ms": 1500, "held_open_ms": 2500, "deny_ms": 400}
@@ -204,6 +203,7 @@ class Door(Protocol):
 
     refs: dict[str, bytes]
     platform: Any  # host_tools.platform.ingest.Platform
+    broker: Any  # hil.brokers.RigBroker the rig started, None for the rig file's `[broker]`
     site: Any  # host_tools.cards.kit.SiteKit
     device_id: str
     can_cut_network: bool
@@ -250,10 +250,6 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condit
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-def start_broker(cfg: RigConfig) -> Mosquitto | None:
-    return None if cfg.broker is not None else Mosquitto().start()
 
 
 def swipe_local(io: Any, emu: Any, card: Any) -> bool:

@@ -1,6 +1,8 @@
 """The end-to-end suite: one commissioned door, real cards (virtual ones on vpcd in CI), the
 broker and the platform. Each test measures what it checks; the timings go into the report.
-It uses only the rig-neutral `hil.rig.Door`, so it runs on the virtual rig and on a bench."""
+It uses only the rig-neutral `hil.rig.Door`, so it runs on the virtual rig and on a bench, with
+mosquitto or RabbitMQ (`--broker`). The tests marked `broker` are those whose behaviour depends on
+the broker: CI runs them on RabbitMQ as well (./dev)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,17 @@ def test_each_card_class_is_granted_or_refused_with_its_reason(door: Door) -> No
     assert refs == [door.refs["resident"], door.refs["master"]]
 
 
+@pytest.mark.broker
+def test_the_platform_takes_events_through_the_subscription_the_broker_delivers(door: Door) -> None:
+    """A shared subscription where the broker delivers `$share/` (mosquitto), a plain one where
+    it grants the filter and delivers nothing to it (RabbitMQ): the platform probes."""
+    if door.broker is None:
+        pytest.skip("the rig file's broker: the rig does not know what it delivers")
+    events_filter = wait_for(lambda: door.platform.events_filter, what="the events subscription")
+    assert events_filter.startswith("$share/") is door.broker.shared_subscriptions, events_filter
+
+
+@pytest.mark.broker
 def test_a_card_reported_lost_at_the_platform_is_refused(door: Door, timings: Timings) -> None:
     assert door.swipe("resident") is True
     t0 = time.monotonic()
@@ -75,6 +88,7 @@ def test_forced_and_held_open_alarms_reach_the_platform(door: Door, timings: Tim
     door.wait_event(ev.HELD_OPEN_CLEARED)
 
 
+@pytest.mark.broker
 def test_swipes_while_offline_are_drained_after_reconnect(door: Door, timings: Timings) -> None:
     if not door.can_cut_network:
         pytest.skip("the rig's broker is not ours to stop: a bench with [broker] in its rig file "
@@ -92,6 +106,7 @@ def test_swipes_while_offline_are_drained_after_reconnect(door: Door, timings: T
     assert seqs == list(range(1, len(seqs) + 1))  # every event once, in order
 
 
+@pytest.mark.broker
 def test_a_power_cut_during_a_swipe_loses_no_decision(door: Door) -> None:
     assert door.swipe("resident") is True
     door.power_cut()  # right after the decision: the journal has it, the platform may not
@@ -136,6 +151,7 @@ def _journal_depth(door: Door) -> int:
     return int((door.state().get("status") or {}).get("journal_depth", -1))
 
 
+@pytest.mark.broker
 def test_the_door_frees_its_journal_on_the_platforms_signed_acks_only(door: Door) -> None:
     wait_for(lambda: _journal_depth(door) == 0, 30, "the journal freed by signed acknowledgements")
     key, door.platform.ack_key = door.platform.ack_key, None  # acks as anyone on the broker can

@@ -41,13 +41,14 @@ def bench(tmp_path: Path, pcscd: None, rig_config: RigConfig) -> Iterator[Loopba
 
 
 @pytest.mark.timeout(900)
-def test_the_suite_passes_on_the_loopback_bench(bench: LoopbackBench, tmp_path: Path) -> None:
+def test_the_suite_passes_on_the_loopback_bench(bench: LoopbackBench, tmp_path: Path,
+                                                broker_name: str) -> None:
     assert RigConfig.load(bench.rig).kind == "bench"
     junit, report = tmp_path / "junit.xml", tmp_path / "hil-report.md"
     t0 = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "pytest", "hil/test_door_e2e.py", "-p",
-                          "no:cacheprovider", "--rig", str(bench.rig), "--junitxml", str(junit),
-                          "--hil-report", str(report), "-q"],
+                          "no:cacheprovider", "--rig", str(bench.rig), "--broker", broker_name,
+                          "--junitxml", str(junit), "--hil-report", str(report), "-q"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     took = time.monotonic() - t0
     assert junit.exists(), run.stdout[-3000:] + run.stderr[-2000:]

@@ -1,6 +1,7 @@
 """The virtual rig's door: the virtual reference device commissioned for a small site, its
 I/O channel, virtual cards on vsmartcard's vpcd behind the real pcscd, relayed by the PN532
-emulator to the door's reader link, a real mosquitto and the reference platform."""
+emulator to the door's reader link, a real broker (mosquitto, or RabbitMQ's MQTT plugin:
+hil/brokers.py) and the reference platform."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hil.brokers import start_broker
 from hil.rig import DEVICE, DOOR_TIMINGS, Timings, wait_for
 from hil.site import DoorSite
 from host_tools.cards import pcsc, vcard
@@ -15,7 +17,6 @@ from host_tools.cards.kit import SiteKit
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator, release_connection
-from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import IOEvent, VirtualIO
 from host_tools.vdev.provision import provision
@@ -28,9 +29,9 @@ class VirtualDoor(DoorSite):
     """One commissioned door and everything around it, started fresh for a test
     (a `hil.rig.Door`)."""
 
-    can_cut_network = True  # the rig's own mosquitto: stopping it cuts the door's uplink
+    can_cut_network = True  # the rig's own broker: stopping it cuts the door's uplink
 
-    def __init__(self, tmp: Path, timings: Timings) -> None:
+    def __init__(self, tmp: Path, timings: Timings, broker: str = "mosquitto") -> None:
         self.timings = timings
         self.site = SiteKit()
         self.cards: dict[str, Any] = {}
@@ -39,7 +40,7 @@ class VirtualDoor(DoorSite):
             self.cards[name], self.refs[name] = self.site.issue()
         self.cards["clone"] = vcard.clone_of(self.cards["resident"])
         self.cards["stranger"] = SiteKit(self.site.site_id + 1).issue()[0]
-        self.broker = Mosquitto().start()
+        self.broker = start_broker(broker)
         self.platform = Platform(Store(str(tmp / "platform.db")), self.broker.host,
                                  self.broker.port, ack_key=self.site.command_key).start()
         self.dev = VirtualDevice(tmp / "door", image=selected_image()).start()
@@ -65,9 +66,9 @@ class VirtualDoor(DoorSite):
     def network(self, up: bool) -> None:
         """The door's network: the broker stopped (down) or started again (up)."""
         if up:
-            self.broker.start()
+            self.broker.up()
         else:
-            self.broker.stop()
+            self.broker.down()
 
     def reboot(self, cut: bool = True) -> None:
         """Power cycle (a cut when `cut`), then wait until the door is back at the platform."""
@@ -141,4 +142,4 @@ class VirtualDoor(DoorSite):
             self.link.close()
         self.dev.stop()
         self.platform.stop()
-        self.broker.stop()
+        self.broker.close()

@@ -63,12 +63,12 @@ def run(names: set[str]) -> dict[str, float]:
                 held = time.monotonic() - t0 - DOOR_TIMINGS["held_open_ms"] / 1000
                 io.set_input("door_contact", "closed")
                 before = len(door.events())
-                door.broker.stop()
+                door.network(False)
                 mpremote(door.dev.pty, "exec", "from firmware.main import running\n"
                                                "r = running['recorder']\n"
                                                f"for i in range({BACKLOG}): r.record(2, 1)")
                 t0 = time.monotonic()
-                door.broker.start()
+                door.network(True)
                 wait_for(lambda: len(door.events()) >= before + BACKLOG, 120, "the backlog")
                 drain = time.monotonic() - t0
                 if door.platform.store.missing(DEVICE):

@@ -179,6 +179,20 @@ class RabbitCluster:
         assert node.proc is not None
         wait_listening(node.mqtt_port, node.proc, START_TIMEOUT_S, f"RabbitMQ node {node.name}", log)
 
+    def stop_app(self, index: int = 0) -> None:
+        """The node's broker stops while its Erlang VM runs on: the MQTT listener closes and
+        every client is disconnected, a broker outage that `start_app` ends in about a second
+        (a node's restart takes ten)."""
+        self.ctl(self.nodes[index], "stop_app")
+
+    def start_app(self, index: int = 0) -> None:
+        """The node's broker runs again (after `stop_app`), its MQTT listener open."""
+        node = self.nodes[index]
+        self.ctl(node, "start_app")
+        assert node.proc is not None
+        wait_listening(node.mqtt_port, node.proc, START_TIMEOUT_S, f"RabbitMQ node {node.name}",
+                       self.dir / "log" / f"{self._short(node)}.out")
+
     def running_nodes(self) -> list[str]:
         """The cluster's running nodes as the first live node sees them."""
         for node in self.nodes:
