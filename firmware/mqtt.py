@@ -86,7 +86,7 @@ class Backoff:
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  ssl=None, will=None, max_packet=2064, max_inflight=8, on_message=None,
-                 limit_for=None, on_refused=None):
+                 limit_for=None, on_refused=None, rx_buf=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -101,6 +101,11 @@ class MQTTClient:
         self.limit_for = limit_for  # callable(topic_str) -> largest payload accepted on it
         self.on_refused = on_refused  # callable(reason, topic_str): a message was dropped
         self._scratch = None  # the drain buffer, made on first use
+        # Where an inbound payload is read (a bytearray the owner made once, at boot, while
+        # the heap was whole): a 2 KiB piece asked of a fragmented heap per message is what
+        # runs out first. A payload is handed on as a memoryview of it, valid until its
+        # handler returns; one larger than it (or with none) gets a bytearray of its own.
+        self._rx = rx_buf
         self._reader = None
         self._writer = None
         self._pid = 0
@@ -394,16 +399,21 @@ class MQTTClient:
             await self._send(PUBACK, struct.pack("!H", pid))
 
     async def _deliver(self, topic, n, retained):
-        """Read an n-byte payload and hand it to the handler. Whatever goes wrong in there, a
+        """Read an n-byte payload and hand it to the handler (a memoryview, valid until the
+        handler returns: it is not kept). Whatever goes wrong in there, a
         MemoryError included, costs this message only: the stream is still in step (the
         payload was read whole, or dropped in chunks when it could not be allocated)."""
-        try:
-            payload = bytearray(n)  # the one allocation, made before a byte is read
-        except MemoryError:
-            await self._drain(n)  # the stream stays in step
-            self._refused(topic, "no_memory")
-            return
-        await self._read_into(memoryview(payload))
+        rx = self._rx
+        if rx is not None and n <= len(rx):
+            payload = memoryview(rx)[:n]  # the connection's buffer: nothing of n allocated
+        else:
+            try:
+                payload = memoryview(bytearray(n))  # the one allocation, before a byte is read
+            except MemoryError:
+                await self._drain(n)  # the stream stays in step
+                self._refused(topic, "no_memory")
+                return
+        await self._read_into(payload)
         if self.on_message is None:
             return
         try:

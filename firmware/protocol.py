@@ -133,7 +133,10 @@ def _loads(payload, max_len=MAX_PAYLOAD):
         payload = payload.encode()
     check_shape(payload, max_len)
     try:
-        obj = json.loads(payload)
+        try:
+            obj = json.loads(payload)
+        except TypeError:  # CPython's parser takes no memoryview (the door's read buffer)
+            obj = json.loads(bytes(payload))
     except (ValueError, UnicodeError):
         raise ProtocolError("not_json")
     if not isinstance(obj, dict):
@@ -170,6 +173,46 @@ def encode_events(boot, events, gone=None):
     if gone is not None:
         obj["gone"] = [gone[0], gone[1]]
     return _dumps(obj)
+
+
+def encode_events_into(buf, boot, events, gone=None):
+    """encode_events written into `buf` (a bytearray the door made once): the payload's
+    length, or -1 when it does not fit or holds something other than ints and plain ASCII
+    strings (the caller then uses encode_events). A batch built as one JSON string needs
+    2-3 KiB in one piece twice over (the string, then its bytes); a busy heap may not have it."""
+    mv = memoryview(buf)
+    p = _put(mv, 0, b'{"v": %d, "boot": %d, "ev": [' % (VERSION, boot))
+    for i in range(len(events)):
+        e = events[i]
+        if len(e) != 8:
+            return -1
+        for k in range(7):
+            if type(e[k]) is not int:
+                return -1
+        data = e[7]
+        if isinstance(data, str):
+            data = data.encode()
+        for c in data:
+            if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:  # nothing JSON would escape
+                return -1
+        if i:
+            p = _put(mv, p, b", ")
+        p = _put(mv, p, b'[%d, %d, %d, %d, %d, %d, %d, "' % (e[0], e[1], e[2], e[3], e[4], e[5],
+                                                           e[6]))
+        p = _put(mv, p, data)
+        p = _put(mv, p, b'"]')
+    p = _put(mv, p, b"]")
+    if gone is not None:
+        p = _put(mv, p, b', "gone": [%d, %d]' % (gone[0], gone[1]))
+    return _put(mv, p, b"}")
+
+
+def _put(mv, p, data):
+    """Copy `data` into mv at p; the position after it, or -1 (from then on) past the end."""
+    if p < 0 or p + len(data) > len(mv):
+        return -1
+    mv[p:p + len(data)] = data
+    return p + len(data)
 
 
 def decode_events(payload):

@@ -46,6 +46,9 @@ REANNOUNCE_MS = 60000  # without a trusted time, a fresh nonce (presence) this o
 
 ANNOUNCE_EVERY_MS = 2000  # answers to the platform's announce request: at most one per 2 s
 ANNOUNCE_LIMIT = 16  # bytes: the request is empty
+EVENTS_HEAD = 96  # bytes of an events message besides its events (`gone` included)
+EVENT_BYTES = 96  # bytes an event takes at most in it (32-bit numbers, 24 hex digits of data)
+INBOUND = ("ack", "resend", "time", "cmd", "cache")  # the leaves a door subscribes to
 
 
 class TimeBase:
@@ -137,6 +140,11 @@ class Uplink:
         self.utc = None  # callable() -> UTC seconds or None: the door's clock, for the status
         self.dropped_after_connack = 0
         self.nonce = ""  # hex, drawn per connection and sent in the presence message
+        # Every inbound payload is read into this one buffer, made here at boot (the largest
+        # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
+        self._rx = bytearray(max(protocol.limit(leaf) for leaf in INBOUND))
+        # And every events batch is written into this one (protocol.encode_events_into).
+        self._tx = bytearray(EVENTS_HEAD + EVENT_BYTES * batch)
         self._nonce_at = 0
         self._nonce_used = True
 
@@ -253,7 +261,7 @@ class Uplink:
                 return
             if gone is not None:
                 log("uplink: events", gone[0], "to", gone[1], "asked for again are gone")
-            payload = protocol.encode_events(self.boot, recs, gone)
+            payload = self._events_payload(recs, gone)
             gone = None
             await client.publish(self._t("events"), payload, 1)
             payload = None
@@ -262,6 +270,14 @@ class Uplink:
                 return
             first = recs[n - 1][0] + 1
             recs = None
+    def _events_payload(self, recs, gone=None):
+        """The events message, in the uplink's own buffer when it fits there (a memoryview,
+        valid until the next batch: publish has sent it by then)."""
+        n = protocol.encode_events_into(self._tx, self.boot, recs, gone)
+        if n < 0:
+            return protocol.encode_events(self.boot, recs, gone)
+        return memoryview(self._tx)[:n]
+
     def _new_nonce(self):
         import os
 
@@ -355,6 +371,7 @@ class Uplink:
             b.get("keepalive", 30), ctx,
             will=(self._t("presence"), protocol.encode_presence(False), 1, True),
             on_message=self._on_message, limit_for=self._limit, on_refused=self.refuse,
+            rx_buf=self._rx,
         )
         try:
             await client.connect()
@@ -453,7 +470,7 @@ class Uplink:
                 last = recs[-1][R_SEQ]
                 for k in range(len(recs)):
                     recs[k] = event_tuple(recs[k], self.boot, self.timebase)
-                payload = protocol.encode_events(self.boot, recs)
+                payload = self._events_payload(recs)
                 recs = None
                 await client.publish(self._t("events"), payload, 1)
                 payload = None
