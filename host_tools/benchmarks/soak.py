@@ -136,6 +136,19 @@ def _swipe(io: VirtualIO, emu: PN532Emulator, card: LocalCard) -> bool:
     return found[0]
 
 
+def _why(platform: Platform, denials: int) -> str:
+    """The reason of a refusal that should have been a grant, once it reaches the platform."""
+    if not denials:
+        return ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        refused = [e for e in platform.store.events(DEVICE) if e[1] == ev.ACCESS_DENIED]
+        if len(refused) >= denials:
+            return f" ({ev.deny_reason_name(int(refused[-1][6]))})"
+        time.sleep(0.2)
+    return " (its reason did not reach the platform)"
+
+
 def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
          updates: int = UPDATES, reconnects: int = RECONNECTS, cuts: int = CUTS,
          minutes: float = MINUTES, cards: int = CARDS) -> SoakReport:
@@ -173,7 +186,9 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                             if _swipe(io, emu, resident if granted else stranger) != granted:
                                 raise SoakFailed(f"decision {report.decisions + 1}: the "
                                                  f"{'resident' if granted else 'stranger'} was "
-                                                 f"{'refused' if granted else 'let in'}")
+                                                 f"{'refused' if granted else 'let in'}"
+                                                 + _why(platform, report.decisions - report.grants
+                                                        + 1 if granted else 0))
                             report.decisions += 1
                             report.grants += granted
                         if report.updates < updates:

@@ -17,6 +17,8 @@ def torture(
                                   "healed, the doors deliver and the verdict is given)."),
     work: Path = typer.Option(None, help="Keep the run's flash images, logs and database here "
                               "(default: a temporary folder, kept only when the run fails)."),
+    image: str = typer.Option("pypi", help="The doors' MicroPython: pypi (the PyPI interpreter) "
+                              "or unix32 (the 32-bit firmware image, built first when missing)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict."),
 ) -> None:
     """Power cuts, broker stops and kills, TCP drops, platform kills, a journal overflowing
@@ -27,18 +29,21 @@ def torture(
     Examples:
       doorctl torture --seed 7 --minutes 2
       doorctl torture --seed 7 --minutes 30 --work /tmp/t7     # keep what it made
+      doorctl torture --seed 7 --minutes 10 --image unix32     # on the firmware image
     """
     if minutes <= 0 or minutes > 24 * 60:
         raise fail(f"--minutes {minutes}: give a duration above 0 and at most a day", EXIT_USAGE)
+    if image not in ("pypi", "unix32"):
+        raise fail(f"--image {image}: choose pypi or unix32", EXIT_USAGE)
     if work is not None and work.exists() and any(work.iterdir()):
         raise fail(f"--work {work}: not empty; give a new or empty folder", EXIT_USAGE)
     from hil.torture.rig import Settings, run
     from host_tools.services.mosquitto import BrokerError
 
     say = (lambda s: None) if quiet else typer.echo
-    typer.echo(f"torture run: seed {seed}, {minutes:g} min of faults")
+    typer.echo(f"torture run: seed {seed}, {minutes:g} min of faults, doors on the {image} image")
     try:
-        report = run(Settings(seed=seed, minutes=minutes), work, say)
+        report = run(Settings(seed=seed, minutes=minutes, image=image), work, say)
     except KeyboardInterrupt:
         raise fail("interrupted: every process the run started is stopped", EXIT_INTERRUPTED) from None
     except BrokerError as e:
