@@ -25,6 +25,12 @@
 #   read_slot(version)  -> the door read slot of an accepted version, or None
 #   master_slot(kind, version) -> "door_read.N" / "app_master.N" when present, or None
 #
+# Per-door keys (docs/threat-model.md): on a site that gives each door its own `command` and
+# `cache` keys (derived by the platform from a site secret no door holds), the key file says
+# `"scope": "door"` and names its `device`; the door then verifies only what was signed for
+# it. `scope` "site" (the default): the site-wide keys of a site made before per-door keys.
+#   scope, device -> as above
+#
 # SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
 # by `doorctl card keys init` and deployed with the configuration). Its repr
 # never shows a key, and its errors never carry one.
@@ -39,7 +45,8 @@ MASTER_SLOTS = ("app_master", "door_read")
 REF_SLOT = "card_ref"
 REF_LEN = 8
 # HMAC keys: at least 16 bytes, any length above.
-WIDE_SLOTS = (REF_SLOT, "cache", "command", "update", "provision")
+WIDE_SLOTS = (REF_SLOT, "cache", "command", "update", "provision", "door_master")
+SCOPES = ("site", "door")
 
 
 class KeyStoreError(Exception):
@@ -57,7 +64,11 @@ class SoftwareKeyStore:
     """Keys held in RAM, loaded from a key file."""
 
     def __init__(self, site_id, system_id, keys, key_version=1, accept=None, door_rekey=False,
-                 generation=1):
+                 generation=1, scope="site", device=None):
+        if scope not in SCOPES or (scope == "door") != isinstance(device, str):
+            raise KeyStoreError("bad key file: scope must be site, or door with its device")
+        self.scope = scope
+        self.device = device
         self.site_id = int(site_id)
         self.system_id = bytes(system_id)
         self.key_version = int(key_version)
@@ -85,7 +96,8 @@ class SoftwareKeyStore:
             for slot in d["keys"]:
                 keys[slot] = _unhex(d["keys"][slot])
             return cls(d["site_id"], _unhex(d["system_id"]), keys, d.get("key_version", 1),
-                       d.get("accept"), d.get("door_rekey", False), d.get("generation", 1))
+                       d.get("accept"), d.get("door_rekey", False), d.get("generation", 1),
+                       d.get("scope", "site"), d.get("device"))
         except KeyError as e:
             raise KeyStoreError("bad key file: missing %s" % e.args[0]) from None
         except (TypeError, ValueError):
@@ -103,8 +115,8 @@ class SoftwareKeyStore:
         return cls.from_dict(d)
 
     def __repr__(self):
-        return "<SoftwareKeyStore site=%d version=%d accept=%s slots=%s keys hidden>" % (
-            self.site_id, self.key_version, list(self.accept), sorted(self._keys))
+        return "<SoftwareKeyStore site=%d scope=%s version=%d accept=%s slots=%s keys hidden>" % (
+            self.site_id, self.scope, self.key_version, list(self.accept), sorted(self._keys))
 
     __str__ = __repr__
 
@@ -133,10 +145,11 @@ class SoftwareKeyStore:
         self.site_id, self.system_id = other.site_id, other.system_id
         self.key_version, self.accept = other.key_version, other.accept
         self.door_rekey, self.generation = other.door_rekey, other.generation
+        self.scope, self.device = other.scope, other.device
         self._keys, self._cmacs = other._keys, {}
 
     def key(self, slot):
-        if slot in ("update", "provision"):
+        if slot in ("update", "provision", "door_master"):
             raise KeyStoreError("slot %s is not exportable" % slot)
         if slot.split(".")[0] in MASTER_SLOTS or slot == REF_SLOT:
             raise KeyStoreError("slot %s is not exportable" % slot)

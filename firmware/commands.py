@@ -219,4 +219,4 @@ class Commands:
 REASON_CODES = {"bad_mac": 1, "expired": 2, "not_yet_valid": 3, "stale": 4, "replay": 5,
                 "clock_unset": 6, "no_keys": 7, "busy": 8, "bad_field": 9, "out_of_range": 10,
                 "lockdown": 11, "bad_mode": 12, "unknown_command": 13, "no_door": 14,
-                "key_generation": 15}
+                "key_generation": 15, "key_scope": 16}

@@ -75,7 +75,7 @@ NAMES = {
     INBOUND_REFUSED: "inbound_refused", GAP: "gap",
 }
 # setup_fault arg bits: a door whose parts disagree refuses every card while it looks normal.
-SETUP_BITS = {"keys_site": 1, "no_keys": 2, "whitelist_refused": 4}
+SETUP_BITS = {"keys_site": 1, "no_keys": 2, "whitelist_refused": 4, "keys_door": 8}
 
 
 class Uptime:

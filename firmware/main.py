@@ -66,7 +66,7 @@ def _start_journal(board, cfg):
         uplink.keystore = _keystore(board)
         running["uplink"] = uplink
         if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
-            uplink.registration = _registration(cfg, broker)
+            uplink.registration = _registration(cfg, broker, uplink.keystore)
 
         def on_time(epoch_ms, signed=False):
             """The platform's time. A signed one (it answers the nonce of this connection, or
@@ -109,9 +109,10 @@ def _start_journal(board, cfg):
     return journal
 
 
-def _registration(cfg, broker):
+def _registration(cfg, broker, keystore=None):
     """The retained `register` message: what this door was commissioned as (no keys, no
-    personal data; docs/protocol.md "Registration")."""
+    personal data; docs/protocol.md "Registration"). `keys`: "door" when the door holds its
+    own command and cache keys, so the platform signs with those (else the site-wide ones)."""
     from firmware import protocol
 
     cards = cfg.get("cards") or {}
@@ -120,7 +121,8 @@ def _registration(cfg, broker):
         cfg["site_id"], cfg.get("door_no", 0), VERSION,
         "fail-safe" if door.get("fail_safe") else "fail-secure",
         ["desfire_ev2"] + [k for k in ("legacy_uid", "legacy_classic") if cards.get(k)],
-        broker.get("ca") or broker.get("ssl"), broker.get("cert"), cfg.get("commissioned_at", 0))
+        broker.get("ca") or broker.get("ssl"), broker.get("cert"), cfg.get("commissioned_at", 0),
+        getattr(keystore, "scope", "site"))
 
 
 def last_alive(journal):
@@ -242,6 +244,8 @@ def setup_problems(cfg, keystore, cache):
         out.append("no_keys")
     elif keystore.site_id != cfg["site_id"]:
         out.append("keys_site")
+    elif keystore.scope == "door" and keystore.device != cfg.get("device_id"):
+        out.append("keys_door")  # another door's key file: it verifies nothing signed for this one
     if cache is not None and cache.error and cache.error != "no_cache":
         out.append("whitelist_refused")
     return out
@@ -334,6 +338,11 @@ def apply_key_update(fs_root, device_id, args):
         return "bad_field:keys"
     if gen <= ks.generation:
         return "key_generation"
+    if new.scope != ks.scope or new.device != ks.device:
+        # The stored whitelist is signed with the held cache key (the same in every key file of
+        # one scope) and the platform signs for the keys this door registered with: moving to
+        # per-door keys, or to another door's, is a commissioning.
+        return "key_scope"
     path = fs_root.rstrip("/") + "/keys.json"
     with open(path + ".tmp", "w") as f:
         f.write(text)

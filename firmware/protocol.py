@@ -346,11 +346,13 @@ LOCKS = ("fail-secure", "fail-safe")
 CARD_PROFILES = ("desfire_ev2", "legacy_uid", "legacy_classic")
 
 
-def encode_register(site, door, firmware, lock, cards, tls, client_cert, commissioned_at):
-    """What the door was commissioned as: no keys, no personal data (docs/protocol.md)."""
+def encode_register(site, door, firmware, lock, cards, tls, client_cert, commissioned_at,
+                    keys="site"):
+    """What the door was commissioned as: no keys, no personal data (docs/protocol.md).
+    `keys`: "door" (its own command and cache keys) or "site" (the site-wide ones)."""
     return _dumps({"v": VERSION, "site": site, "door": door, "fw": firmware, "lock": lock,
                    "cards": cards, "tls": bool(tls), "client_cert": bool(client_cert),
-                   "commissioned_at": commissioned_at})
+                   "commissioned_at": commissioned_at, "keys": keys})
 
 
 def decode_register(payload):
@@ -367,6 +369,8 @@ def decode_register(payload):
     for k in ("tls", "client_cert"):
         if not isinstance(obj.get(k), bool):
             raise ProtocolError("bad_field", k)
+    if obj.setdefault("keys", "site") not in ("site", "door"):  # absent: firmware before per-door keys
+        raise ProtocolError("bad_field", "keys")
     return obj
 
 

@@ -23,9 +23,10 @@ def today(tz_min: int = TZ_MIN) -> int:
 
 
 class SiteKit:
-    def __init__(self, site_id: int = 1001) -> None:
+    def __init__(self, site_id: int = 1001, per_door: bool = False) -> None:
+        """`per_door`: every door gets its own command and cache keys (door_keys(device))."""
         self.site_id = site_id
-        self.keys = sitekeys.new_site_keys(site_id)
+        self.keys = sitekeys.new_site_keys(site_id, per_door=per_door)
         self.keys["keys"].setdefault("cache", os.urandom(32).hex())
         self.keys["keys"].setdefault("command", os.urandom(32).hex())
         self.store = SoftwareKeyStore.from_dict(self.keys)
@@ -51,9 +52,14 @@ class SiteKit:
         """The site's `command` key: signs commands and the platform's acknowledgements."""
         return bytes.fromhex(self.keys["keys"]["command"])
 
-    def door_keys(self) -> dict[str, Any]:
-        """The key file a door of this site gets (no application master key)."""
-        return sitekeys.device_keys(self.keys)
+    def door_keys(self, device: str | None = None) -> dict[str, Any]:
+        """The key file a door of this site gets (no application master key; on a per-door
+        site, door `device`'s own command and cache keys)."""
+        return sitekeys.device_keys(self.keys, device if sitekeys.per_door(self.keys) else None)
+
+    def door_key(self, purpose: str, device: str) -> bytes:
+        """Door `device`'s key for "command" or "cache" (the site-wide one on an older site)."""
+        return sitekeys.signing_key(self.keys, purpose, device)
 
     def issue(self) -> tuple[vcard.VirtualDesfire, bytes]:
         """A new virtual DESFire EV2 card personalized for this site, and its reference."""

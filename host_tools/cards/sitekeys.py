@@ -19,6 +19,15 @@ cards to the current version on their next swipe), `generation` (bumped by every
 step; a door reports the generation of the key file it holds). The site file keeps every
 version (the desk can still re-key a card that missed the window); the door file holds only
 the accepted door read versions.
+
+Per-door keys (docs/threat-model.md, "Stolen or opened controller"): a site file with a
+`door_master` secret (every file `doorctl card keys init` makes) gives each door its own
+`command` key (remote commands, trusted time, acknowledgements) and `cache` key (whitelist
+files and pieces), derived from `door_master` with the door's device id, so a key taken
+from one door verifies at no other. `door_master` never reaches a door; the platform derives
+the same keys to sign for each door. The door file then says `"scope": "door"` and names its
+`device`. A site file without `door_master` (made before per-door keys) keeps giving every
+door the site-wide `command` and `cache` keys.
 """
 
 from __future__ import annotations
@@ -42,19 +51,30 @@ def default_system_id(site_id: int) -> bytes:
     return b"DOOR" + site_id.to_bytes(4, "big")
 
 
-def new_site_keys(site_id: int, system_id: bytes | None = None, door_rekey: bool = False) -> dict[str, Any]:
+# The derivation of a door's own keys (HMAC-SHA256 as a one-block HKDF-Expand, the site's
+# `door_master` as PRK): purpose and device id are the diversification input; the version is
+# the door key version (1 until a rotation re-derives them). Device ids hold no "|".
+DOOR_KDF_LABEL = b"doorctl-door-key/v1|"
+DOOR_PURPOSES = ("command", "cache")
+
+
+def new_site_keys(site_id: int, system_id: bytes | None = None, door_rekey: bool = False,
+                  per_door: bool = True) -> dict[str, Any]:
     if not 0 <= site_id < 2**32:
         raise UserError("site id must be 0..4294967295", EXIT_USAGE)
     sysid = system_id if system_id is not None else default_system_id(site_id)
     if not 1 <= len(sysid) <= 21:
         raise UserError("system identifier must be 1..21 bytes (UID and AID take 10 of the 31)", EXIT_USAGE)
-    return {
+    data: dict[str, Any] = {
         "format": FORMAT, "version": 1, "site_id": site_id, "system_id": sysid.hex(),
         "keys": {"app_master": os.urandom(16).hex(), "door_read": os.urandom(16).hex(),
                  "card_ref": os.urandom(32).hex(), "cache": os.urandom(32).hex(),
                  "command": os.urandom(32).hex(), "provision": os.urandom(32).hex()},
         "key_version": 1, "accept": [1], "door_rekey": door_rekey, "generation": 1,
     }
+    if per_door:
+        data["keys"]["door_master"] = os.urandom(32).hex()
+    return data
 
 
 def slot_name(kind: str, version: int) -> str:
@@ -123,18 +143,57 @@ def sealed_update(site: dict[str, Any], device_id: str, iv: bytes | None = None)
                           iv or os.urandom(16))
 
 
+def per_door(site: dict[str, Any]) -> bool:
+    """Whether this site gives each door its own command and cache keys (`door_master`)."""
+    return "door_master" in site["keys"]
+
+
+def door_key(site: dict[str, Any], purpose: str, device_id: str, version: int = 1) -> bytes:
+    """Door `device_id`'s own key for `purpose` ("command": commands, trusted time and
+    acknowledgements; "cache": whitelist files and pieces), from the site's `door_master`."""
+    if purpose not in DOOR_PURPOSES:
+        raise ValueError(f"no door key for {purpose!r}")
+    if not device_id or "|" in device_id:
+        raise ValueError("a door key needs the door's device id")
+    master = bytes.fromhex(site["keys"]["door_master"])
+    return hmac_sha256(master, DOOR_KDF_LABEL + purpose.encode() + b"|" + device_id.encode()
+                       + b"|" + int(version).to_bytes(4, "big"))
+
+
+def signing_key(site: dict[str, Any], purpose: str, device_id: str, site_wide: bool = False) -> bytes:
+    """The key that signs what goes to door `device_id`: its own on a per-door site, the
+    site-wide one on an older site or for a door that says it still holds the site-wide keys
+    (`site_wide`: its registration, during a move to per-door keys)."""
+    if per_door(site) and not site_wide:
+        return door_key(site, purpose, device_id)
+    try:
+        return bytes.fromhex(site["keys"][purpose])
+    except (KeyError, ValueError):
+        raise ValueError(f"the site key file has no {purpose} key") from None
+
+
 def device_keys(site: dict[str, Any], device_id: str | None = None) -> dict[str, Any]:
-    """What a door needs: no application master key, so a stolen door cannot issue or rewrite cards."""
+    """What a door needs: no application master key, so a stolen door cannot issue or rewrite
+    cards; on a per-door site its own command and cache keys, never the site's."""
     current = site.get("key_version", 1)
     accept = site.get("accept", [current])
     read = {slot_name("door_read", v) for v in accept}
-    keys = {k: v for k, v in site["keys"].items() if k != "provision"
+    keys = {k: v for k, v in site["keys"].items() if k not in ("provision", "door_master")
             and not k.startswith("app_master") and (not k.startswith("door_read") or k in read)}
-    if device_id is not None:
+    out: dict[str, Any] = {"format": DEVICE_FORMAT, "version": 1}
+    if per_door(site):
+        if device_id is None:
+            raise UserError("this site gives each door its own keys: name the door (--device-id)",
+                            EXIT_USAGE)
+        for purpose in DOOR_PURPOSES:
+            keys[purpose] = door_key(site, purpose, device_id).hex()
+        out.update(scope="door", device=device_id)
+    if device_id is not None and "provision" in site["keys"]:
         keys["update"] = door_update_key(site, device_id).hex()
-    return {"format": DEVICE_FORMAT, "version": 1, "site_id": site["site_id"],
-            "system_id": site["system_id"], "keys": keys, "key_version": current, "accept": list(accept),
-            "door_rekey": bool(site.get("door_rekey", False)), "generation": site.get("generation", 1)}
+    out.update({"site_id": site["site_id"], "system_id": site["system_id"], "keys": keys,
+                "key_version": current, "accept": list(accept),
+                "door_rekey": bool(site.get("door_rekey", False)), "generation": site.get("generation", 1)})
+    return out
 
 
 def write_secret(path: Path, data: dict[str, Any], force: bool = False) -> None:

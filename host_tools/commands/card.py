@@ -82,17 +82,28 @@ def keys_door(
     keys: Path = KEYS_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the door key file (mode 0600)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+    device_id: str = typer.Option(None, "--device-id", help="The door's id (hz.b12.d3): on a "
+                                  "per-door site the file holds that door's own keys."),
 ) -> None:
-    """Write the door's key file: the site keys without the application master key (for a
-    door commissioned by other means; `doorctl commission --keys site.json` does this itself).
+    """Write the door's key file: the site keys without the application master key, and on a
+    per-door site the door's own command and cache keys (for a door commissioned by other
+    means; `doorctl commission --keys site.json` does this itself).
 
-    Example: doorctl card keys door --keys site.json --out door-keys.json
+    Example: doorctl card keys door --keys site.json --device-id hz.b12.d3 --out door-keys.json
     """
     from host_tools.cards import sitekeys
 
     def go() -> None:
         data, _ = sitekeys.load(keys, need_issuing=True)
-        door = sitekeys.device_keys(data)
+        if device_id is not None:
+            from firmware import protocol
+
+            try:
+                protocol.check_device_id(device_id)
+            except protocol.ProtocolError:
+                raise UserError(f"--device-id {device_id!r}: use 1-64 of A-Z a-z 0-9 - _ .",
+                                EXIT_USAGE) from None
+        door = sitekeys.device_keys(data, device_id)
         sitekeys.write_secret(out, door, force)
         typer.echo(f"wrote the door key file for site {data['site_id']} to {out} (generation "
                    f"{door['generation']}, accepts key version {' and '.join(map(str, door['accept']))})")

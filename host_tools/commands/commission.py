@@ -18,6 +18,7 @@ from host_tools.cli_inputs import parse_broker
 from host_tools.deploy import check_port, handshake
 from host_tools.door_stage import Transaction
 from host_tools.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError, fail
+from host_tools.platform.door_signing import retag
 from host_tools.ports import pick_port
 from offline_cache import fmt
 
@@ -172,11 +173,19 @@ def door_files(site: dict[str, Any], cfg: dict[str, Any], tls_files: dict[str, b
                snapshot: bytes | None, door_keys: dict[str, Any] | None = None
                ) -> tuple[dict[str, bytes], list[str]]:
     """What a commissioning puts on the door (path -> content) and what it removes.
-    `door_keys`: the door's key file (default: the site's, without a door update key)."""
+    `door_keys`: the door's key file (default: the site's, without a door update key). On a
+    per-door site the snapshot is signed again with the door's own cache key (the only one it
+    holds)."""
+    device = cfg["device_id"]
+    per_door = sitekeys.per_door(site)
     files = dict(tls_files)
     if snapshot is not None:
+        if per_door:
+            snapshot = retag(snapshot, sitekeys.door_key(site, "cache", device))
         files = {"cache/main.bin": snapshot, **files}  # the big one first: its bar shows
-    files["keys.json"] = json.dumps(door_keys or sitekeys.device_keys(site)).encode()
+    if door_keys is None:
+        door_keys = sitekeys.device_keys(site, device if per_door else None)
+    files["keys.json"] = json.dumps(door_keys).encode()
     files["config.json"] = json.dumps(cfg).encode()
     # No client certificate in this commissioning: none stays on the door. A new whitelist
     # starts afresh: no pending changes on the old one, no version floor, so the platform's
@@ -277,7 +286,8 @@ def commission(
         if whitelist_from is not None:
             snapshot = platform_whitelist(whitelist_from, site)
         # the door's own update key only when the site can seal key updates (crypto/keyupdate.py)
-        door_keys = sitekeys.device_keys(site, device_id if "provision" in site["keys"] else None)
+        # per-door site: the door's own command and cache keys (host_tools/cards/sitekeys.py)
+        door_keys = sitekeys.device_keys(site, device_id)
         port = pick_port(port)
         check_port(port)
         handshake(port)

@@ -97,13 +97,14 @@ def run(
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    ack_key = None
+    site_keys = None
     if keys is not None:
         from host_tools.cards import sitekeys
         from host_tools.platform.commands import command_key
 
         try:
-            ack_key = command_key(sitekeys.load(keys)[0])
+            site_keys = sitekeys.load(keys)[0]
+            command_key(site_keys)  # every site file that signs has one
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
         except ValueError as e:
@@ -118,8 +119,8 @@ def run(
         raise fail(f"--db {db}: cannot be opened as the platform's database ({e})", EXIT_USAGE) from None
     try:
         p = Platform(store, host, port, group=group, username=username, password=password,
-                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, ack_key=ack_key,
-                     subscription=subscription)
+                     tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                     subscription=subscription, site_keys=site_keys)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     except (OSError, ValueError) as e:
@@ -313,6 +314,8 @@ def command(
         raise fail(str(e), e.exit_code) from None
     try:
         key = command_key(data)
+        if sitekeys.per_door(data):  # this door's own command key (its registration says so)
+            key = sitekeys.signing_key(data, "command", device)
     except ValueError as e:
         raise fail(f"{keys}: {e}; make a new site key file with `doorctl card keys init`",
                    EXIT_USAGE) from None

@@ -77,7 +77,7 @@ def _send(reg: Any, broker: str | None) -> str:
 
     b = parse_broker(broker)
     check_broker(b, False)
-    with Platform(reg.store, b.host, b.port, ingest=False) as p:
+    with Platform(reg.store, b.host, b.port, ingest=False, site_keys=reg.site) as p:
         if not p.connected.wait(10):
             raise UserError(f"cannot reach the MQTT broker at {b}", EXIT_UNREACHABLE)
         import time

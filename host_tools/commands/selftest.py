@@ -163,6 +163,8 @@ def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str,
 SETUP_TEXT = {
     "keys_site": "keys.json is for site {key_site}, config.json for site {site}: commission again",
     "no_keys": "commissioned without a usable keys.json: commission again",
+    "keys_door": "keys.json is another door's (per-door keys): commission this door again "
+                 "with its own --device-id",
     "whitelist_refused": "the door refuses its whitelist ({cache_error}): commission with this "
                          "site's whitelist, or let the platform send it",
 }

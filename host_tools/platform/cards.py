@@ -62,6 +62,7 @@ class CardRegistry:
     def __init__(self, store: Store, site_keys: dict[str, Any]) -> None:
         self.store = store
         self.site_id = int(site_keys["site_id"])
+        self.site = site_keys  # a per-door site signs each door's copy (platform/door_signing.py)
         self.key = bytes.fromhex(site_keys["keys"]["cache"])
         with store._lock:
             store._begin()

@@ -40,9 +40,11 @@ def _key(platform: Platform, key: bytes | None) -> bytes:
 
 def send(platform: Platform, device: str, data: bytes, start: int = 0,
          key: bytes | None = None) -> None:
-    """Publish the file's chunks from byte `start`, each tagged with the cache key."""
+    """Publish the file's chunks from byte `start`, each tagged with the cache key (the door's
+    own on a per-door site, the file then signed again for it: host_tools/platform/door_signing.py)."""
     version = file_version(data)
-    k = _key(platform, key)
+    data, door_key = platform.whitelist_for(device, data, key)
+    k = _key(platform, door_key)
     for offset in range(start, len(data), protocol.CACHE_CHUNK):
         chunk = data[offset:offset + protocol.CACHE_CHUNK]
         platform.publish(device, "cache",

@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from crypto.hmac256 import hmac_sha256
 from firmware import protocol
+from host_tools.platform.door_signing import DoorSigner
 from host_tools.platform.store import Store
 
 log = logging.getLogger("doorctl.platform")
@@ -61,10 +62,13 @@ class Platform:
                  username: str | None = None, password: str | None = None,
                  tls_ca: str | None = None, ingest: bool = True, tls_cert: str | None = None,
                  tls_key: str | None = None, ack_key: bytes | None = None,
-                 lease: bool = True, lease_term_s: float = 15.0, subscription: str = "auto") -> None:
+                 lease: bool = True, lease_term_s: float = 15.0, subscription: str = "auto",
+                 site_keys: dict[str, Any] | None = None) -> None:
         """`ack_key`: the site's `command` key; acknowledgements are signed with it (a
         commissioned door ignores unsigned ones), and so is the time sent to a door, with the
         nonce of its presence (the door trusts only such a time: card validity, schedules).
+        `site_keys`: the site key file's content instead: each door is signed for with its own
+        keys on a per-door site (host_tools/platform/door_signing.py).
         `subscription`: how events are received (SUBSCRIPTIONS; "auto" probes the broker)."""
         if subscription not in SUBSCRIPTIONS:
             raise ValueError(f"subscription must be one of {', '.join(SUBSCRIPTIONS)}")
@@ -76,6 +80,11 @@ class Platform:
         self._subacked: set[int] = set()  # SUBACKed message ids (the events one may come first)
         self.ack_key = ack_key
         self.cache_key: bytes | None = None  # tags whitelist pieces (distribute.send)
+        self.signer: DoorSigner | None = None
+        if site_keys is not None:
+            self.signer = DoorSigner(site_keys)
+            self.cache_key = None
+        self._nonces: dict[str, str] = {}  # device -> the nonce of its last presence
         # Singleton work (time messages, whitelist catch-up) only while holding the lease in
         # the database (host_tools/platform/lease.py); ingest runs on every instance.
         self._lease_term_s = lease_term_s
@@ -327,6 +336,7 @@ class Platform:
         if p["online"] and self.leader():
             # Time sync: a device sets its clock from the platform when it comes online
             # (sent by one instance: the lease holder), signed with the door's nonce.
+            self._nonces[device] = p.get("nonce", "")
             self.publish(device, "time", self.time_message(device, p.get("nonce", "")))
 
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:
@@ -349,7 +359,12 @@ class Platform:
         elif leaf == "status":
             self.store.record_status(device, protocol.decode_status(payload))
         elif leaf == "register":
-            self.store.record_registration(device, protocol.decode_register(payload))
+            reg = protocol.decode_register(payload)
+            self.store.record_registration(device, reg)
+            if self.signer is not None and self.signer.registered(device, reg["keys"]) \
+                    and self._nonces.get(device) and self.leader():
+                # the time just sent was signed with keys this door does not hold: again
+                self.publish(device, "time", self.time_message(device, self._nonces[device]))
         elif leaf == "cache_state":
             state = protocol.decode_cache_state(payload)
             with self._replies_cond:
@@ -364,10 +379,27 @@ class Platform:
 
     # -- platform -> device --------------------------------------------------------
 
+    def command_key(self, device: str) -> bytes | None:
+        """The key that signs commands, times and acknowledgements for `device`."""
+        if self.signer is not None:
+            return self.signer.key("command", device)
+        return self.ack_key
+
+    def whitelist_for(self, device: str, data: bytes, key: bytes | None = None) -> tuple[bytes, bytes | None]:
+        """(file, piece key) of a site-signed whitelist file for `device`: signed again with
+        the door's own cache key on a per-door site, else as it is with the site's key."""
+        if self.signer is not None:
+            return self.signer.whitelist_for(device, data), self.signer.key("cache", device)
+        key = key or self.cache_key
+        if key is None and getattr(self, "registry", None) is not None:
+            key = self.registry.key
+        return data, key
+
     def _ack(self, device: str, boot: int, upto: int) -> bytes:
-        if self.ack_key is None:
+        key = self.command_key(device)
+        if key is None:
             return protocol.encode_ack(upto, boot)
-        mac = hmac_sha256(self.ack_key, protocol.ack_signing_bytes(device, boot, upto)).hex()
+        mac = hmac_sha256(key, protocol.ack_signing_bytes(device, boot, upto)).hex()
         return protocol.encode_ack(upto, boot, mac)
 
     def _check_gone(self, device: str, gone: tuple[int, int], events: list[Any]) -> None:
@@ -411,18 +443,24 @@ class Platform:
     def time_message(self, device: str, nonce: str, now_ms: int | None = None) -> bytes:
         """The time for a door: signed with its nonce when the site key is known."""
         t = int(time.time() * 1000) if now_ms is None else now_ms
-        if self.ack_key is None or not nonce:
+        key = self.command_key(device)
+        if key is None or not nonce:
             return protocol.encode_time(t)
-        mac = hmac_sha256(self.ack_key, protocol.time_signing_bytes(device, nonce, t)).hex()
+        mac = hmac_sha256(key, protocol.time_signing_bytes(device, nonce, t)).hex()
         return protocol.encode_signed_time(t, nonce, mac)
 
     def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
         self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)
 
-    def command(self, device: str, op: str, args: dict[str, Any] | None, key: bytes) -> str:
-        """Send a signed command (host_tools/platform/commands.py); returns its id."""
+    def command(self, device: str, op: str, args: dict[str, Any] | None, key: bytes | None = None) -> str:
+        """Send a signed command (host_tools/platform/commands.py); returns its id. With the
+        site's keys (`site_keys`) it is signed with the door's own command key, else `key`."""
         from host_tools.platform.commands import sign
 
+        if self.signer is not None:
+            key = self.signer.key("command", device)
+        if key is None:
+            raise ValueError("no command key to sign with")
         cmd_id, payload = sign(key, device, op, args)
         self.publish(device, "cmd", payload)
         return cmd_id

@@ -118,13 +118,19 @@ def test_keys_init_writes_a_private_file_and_prints_no_key(site: Path, tmp_path:
     data = json.loads(site.read_text())
     assert stat.S_IMODE(os.stat(site).st_mode) == 0o600
     assert data["site_id"] == 4242 and set(data["keys"]) == {"app_master", "door_read", "card_ref",
-                                                              "cache", "command", "provision"}
+                                                              "cache", "command", "provision",
+                                                              "door_master"}
     again = doorctl("keys", "init", "--out", str(site), "--site-id", "4242")
     assert again.returncode == EXIT_USAGE and "already exists" in again.stderr
     door = tmp_path / "door.json"
     out = doorctl("keys", "door", "--keys", str(site), "--out", str(door))
+    assert out.returncode == EXIT_USAGE and "--device-id" in out.stderr  # per-door: which door?
+    out = doorctl("keys", "door", "--keys", str(site), "--device-id", "s.b1.d1", "--out", str(door))
     assert out.returncode == 0
-    assert not {"app_master", "provision"} & set(json.loads(door.read_text())["keys"])
+    door_keys = json.loads(door.read_text())["keys"]
+    assert not {"app_master", "provision", "door_master"} & set(door_keys)
+    # the door's own command and cache keys, not the site's
+    assert door_keys["command"] != data["keys"]["command"] and door_keys["cache"] != data["keys"]["cache"]
     for value in data["keys"].values():
         assert value not in out.stdout + out.stderr
 
@@ -135,7 +141,8 @@ def test_personalize_then_door_session_grants_reference(pcscd: None, site: Path,
     _, store = sitekeys.load(site)
     # the door's side: its key file has no application master key
     door = tmp_path / "door.json"
-    assert doorctl("keys", "door", "--keys", str(site), "--out", str(door)).returncode == 0
+    out = doorctl("keys", "door", "--keys", str(site), "--device-id", "s.b1.d1", "--out", str(door))
+    assert out.returncode == 0
     _, door_store = sitekeys.load(door)
     with inserted(vcard.VirtualDesfire(str(state))) as (_conn, transceive, _c):
         result = cs.CardSession(door_store).read(transceive, _uid_of(transceive), 0x20)
@@ -205,7 +212,7 @@ def test_personalize_errors(pcscd: None, site: Path, tmp_path: Path) -> None:
     out = doorctl("personalize", "--keys", str(tmp_path / "none.json"), "--reader", READER)
     assert out.returncode == EXIT_USAGE and "doorctl card keys init" in out.stderr
     door = tmp_path / "door.json"
-    doorctl("keys", "door", "--keys", str(site), "--out", str(door))
+    doorctl("keys", "door", "--keys", str(site), "--device-id", "s.b1.d1", "--out", str(door))
     out = doorctl("personalize", "--keys", str(door), "--reader", READER)
     assert out.returncode == EXIT_USAGE and "site key file" in out.stderr
     # wrong card type

@@ -28,7 +28,7 @@ def _card(n: int) -> DesfireCard:
 
 
 def _door(site: dict) -> SoftwareKeyStore:
-    return SoftwareKeyStore.from_dict(json.loads(json.dumps(sitekeys.device_keys(site))))
+    return SoftwareKeyStore.from_dict(json.loads(json.dumps(sitekeys.device_keys(site, "rot.b1.d1"))))
 
 
 def _site_store(site: dict) -> SoftwareKeyStore:
@@ -60,7 +60,7 @@ def test_rotation_end_to_end_on_virtual_cards() -> None:
     assert sitekeys.rotate(site) == 2
     door = _door(site)
     assert door.accept == (1, 2) and door.key_version == 2 and door.door_rekey
-    assert not any(k.startswith("app_master") for k in sitekeys.device_keys(site)["keys"])
+    assert not any(k.startswith("app_master") for k in sitekeys.device_keys(site, "rot.b1.d1")["keys"])
 
     # desk: card 0 moves both keys; door: card 1 moves its read key at the next swipe
     done = rekey(_tap(cards[0]), _site_store(site))
@@ -84,7 +84,7 @@ def test_rotation_end_to_end_on_virtual_cards() -> None:
 
     sitekeys.close(site)
     door = _door(site)
-    assert door.accept == (2,) and "door_read" not in sitekeys.device_keys(site)["keys"]
+    assert door.accept == (2,) and "door_read" not in sitekeys.device_keys(site, "rot.b1.d1")["keys"]
     assert all(_read(door, c).ok for c in cards)
 
 
@@ -131,7 +131,7 @@ def test_the_key_commands_print_no_key(tmp_path: Path) -> None:
     site, door = tmp_path / "site.json", tmp_path / "door.json"
     outs = [_doorctl("keys", "init", "--out", str(site), "--site-id", "12", "--door-rekey")]
     outs.append(_doorctl("keys", "rotate", "--keys", str(site)))
-    outs.append(_doorctl("keys", "door", "--keys", str(site), "--out", str(door)))
+    outs.append(_doorctl("keys", "door", "--keys", str(site), "--device-id", "r.b1.d1", "--out", str(door)))
     assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
     assert "key version 2 is current" in outs[1].stdout and "generation 2" in outs[1].stdout
     assert "accepts key version 1 and 2" in outs[2].stdout

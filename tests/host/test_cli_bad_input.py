@@ -75,7 +75,9 @@ CASES: dict[str, list[list[str]]] = {
     "card keys rotate": [["--keys", MISSING], ["--keys", f"{TMP}/binary"]],
     "card keys close": [["--keys", MISSING], ["--keys", KEYS]],  # no rotation to close
     "card rekey": [["--keys", MISSING]],
-    "card keys door": [["--keys", MISSING, "--out", f"{TMP}/d.json"]],
+    "card keys door": [["--keys", MISSING, "--out", f"{TMP}/d.json"],
+                       ["--keys", KEYS, "--out", f"{TMP}/d.json"],  # per-door site: no --device-id
+                       ["--keys", KEYS, "--device-id", "bad id!", "--out", f"{TMP}/d.json"]],
     "platform run": [["--broker", "nohost"], ["--broker", "127.0.0.1:1", "--broker-wait", "1"],
                      ["--tls-ca", MISSING],
                      ["--broker", "http://h:1"]],

@@ -172,7 +172,8 @@ def _site_stores() -> tuple[object, object]:
     from host_tools.cards import sitekeys
 
     site = sitekeys.new_site_keys(4242)
-    return SoftwareKeyStore.from_dict(site), SoftwareKeyStore.from_dict(sitekeys.device_keys(site))
+    door = sitekeys.device_keys(site, "emu.b1.d1")
+    return SoftwareKeyStore.from_dict(site), SoftwareKeyStore.from_dict(door)
 
 
 def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, p.PN532]) -> None:

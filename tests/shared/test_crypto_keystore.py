@@ -48,3 +48,18 @@ def test_diversified_card_keys_differ_per_uid_and_slot():
     assert a != ks.derive_card_key(H("04112233445567"), aid, "door_read")
     assert a != ks.derive_card_key(H("04112233445566"), aid, "app_master")
     assert ks.card_ref(b"x") != ks.card_ref(b"y") and len(ks.card_ref(b"x")) == 8
+
+
+def test_keystore_scope_names_its_door():
+    base = {"site_id": 1, "system_id": "00", "keys": {"command": "11" * 32}}
+    assert SoftwareKeyStore.from_dict(base).scope == "site"
+    door = SoftwareKeyStore.from_dict(dict(base, scope="door", device="hz.b1.d1"))
+    assert door.scope == "door" and door.device == "hz.b1.d1" and "scope=door" in repr(door)
+    assert "1111" not in repr(door)
+    for bad in ({"scope": "door"}, {"scope": "room", "device": "x"}, {"device": "x"}):
+        try:
+            SoftwareKeyStore.from_dict(dict(base, **bad))
+        except KeyStoreError as e:
+            assert "scope" in str(e)
+            continue
+        raise AssertionError("accepted " + repr(bad))

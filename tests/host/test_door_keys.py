@@ -1,0 +1,158 @@
+"""Per-door command and cache keys: derivation, the door's key file, commissioning's signed
+whitelist, the platform's choice of key per door (host_tools/cards/sitekeys.py,
+host_tools/platform/door_signing.py; docs/threat-model.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crypto.hmac256 import hmac_sha256
+from crypto.keystore import KeyStoreError, SoftwareKeyStore
+from firmware import protocol
+from firmware.main import setup_problems
+from host_tools.cards import sitekeys
+from host_tools.cards.kit import SiteKit
+from host_tools.commands.commission import door_files
+from host_tools.errors import UserError
+from host_tools.platform.door_signing import DoorSigner, retag
+from offline_cache import fmt
+
+DEVICE_ID = st.text("abcdefghijklmnopqrstuvwxyz0123456789.-_", min_size=1, max_size=64)
+
+
+def _site(master: bytes = bytes(range(32))) -> dict[str, Any]:
+    site = sitekeys.new_site_keys(7)
+    site["keys"]["door_master"] = master.hex()
+    return site
+
+
+def test_the_derivation_is_pinned() -> None:
+    """A known answer (HMAC-SHA256 over the label, purpose, device id and version, checked
+    with Python's own hmac): the platform and every tool derive what the doors hold."""
+    site = _site()
+    msg = b"doorctl-door-key/v1|command|hz.b12.d3|\x00\x00\x00\x01"
+    assert hmac.new(bytes(range(32)), msg, hashlib.sha256).hexdigest() == \
+        "8949fa7a3fc0cf00e8d905c7d8ad1437ff147a41828e4bb247fce0a172d5d034"
+    assert sitekeys.door_key(site, "command", "hz.b12.d3").hex() == \
+        "8949fa7a3fc0cf00e8d905c7d8ad1437ff147a41828e4bb247fce0a172d5d034"
+
+
+@given(a=DEVICE_ID, b=DEVICE_ID, version=st.integers(1, 2**32 - 2))
+def test_keys_differ_per_door_purpose_and_version(a: str, b: str, version: int) -> None:
+    site = _site()
+    ka = sitekeys.door_key(site, "command", a, version)
+    assert ka != sitekeys.door_key(site, "cache", a, version)
+    assert (ka == sitekeys.door_key(site, "command", b, version)) == (a == b)
+    assert ka != sitekeys.door_key(site, "command", a, version + 1)
+    assert ka not in (bytes.fromhex(site["keys"]["command"]), bytes.fromhex(site["keys"]["cache"]))
+
+
+def test_a_door_key_file_holds_its_own_keys_and_no_site_secret() -> None:
+    site = _site()
+    door = sitekeys.device_keys(site, "hz.b1.d1")
+    keys = door["keys"]
+    assert door["scope"] == "door" and door["device"] == "hz.b1.d1"
+    assert not {"door_master", "provision", "app_master"} & set(keys)
+    assert keys["command"] == sitekeys.door_key(site, "command", "hz.b1.d1").hex()
+    assert keys["cache"] == sitekeys.door_key(site, "cache", "hz.b1.d1").hex()
+    secrets = {v for k, v in site["keys"].items() if k != "card_ref" and not k.startswith("door_read")}
+    assert not secrets & set(keys.values())  # nothing site-wide but the card keys
+    store = SoftwareKeyStore.from_dict(json.loads(json.dumps(door)))
+    assert store.scope == "door" and store.device == "hz.b1.d1"
+    assert "door" in repr(store) and keys["command"] not in repr(store)
+    with pytest.raises(UserError, match="--device-id"):
+        sitekeys.device_keys(site)
+
+
+def test_an_older_site_file_keeps_its_site_wide_keys() -> None:
+    site = sitekeys.new_site_keys(8, per_door=False)
+    door = sitekeys.device_keys(site)
+    assert "scope" not in door and door["keys"]["command"] == site["keys"]["command"]
+    assert sitekeys.signing_key(site, "command", "any.door") == bytes.fromhex(site["keys"]["command"])
+    assert SoftwareKeyStore.from_dict(door).scope == "site"
+
+
+def test_a_key_file_scope_is_checked() -> None:
+    door = sitekeys.device_keys(_site(), "hz.b1.d1")
+    for bad in ({"scope": "door", "device": None}, {"scope": "room"}, {"scope": "site", "device": "x"}):
+        with pytest.raises(KeyStoreError, match="scope"):
+            SoftwareKeyStore.from_dict({**door, **bad})
+
+
+def test_another_doors_key_file_is_a_setup_fault() -> None:
+    site = _site()
+    cfg = {"device_id": "hz.b1.d2", "site_id": 7}
+    mine = SoftwareKeyStore.from_dict(sitekeys.device_keys(site, "hz.b1.d2"))
+    other = SoftwareKeyStore.from_dict(sitekeys.device_keys(site, "hz.b1.d1"))
+    assert setup_problems(cfg, mine, None) == []
+    assert setup_problems(cfg, other, None) == ["keys_door"]
+
+
+def test_commissioning_signs_the_whitelist_for_that_door() -> None:
+    kit = SiteKit(1001, per_door=True)
+    snap = kit.snapshot(3, [(b"\x01" * 8, fmt.ACTIVE, False)])
+    cfg = kit.door_config("hz.b1.d2")
+    files, _ = door_files(kit.keys, cfg, {}, snap)
+    main = files["cache/main.bin"]
+    body, tag = main[:-32], main[-32:]
+    assert body == snap[:-32]
+    door_cache = bytes.fromhex(json.loads(files["keys.json"])["keys"]["cache"])
+    assert fmt.tags_equal(hmac_sha256(door_cache, body), tag)
+    assert not fmt.tags_equal(hmac_sha256(kit.cache_key, body), tag)  # not the site's tag
+    assert tag != retag(snap, kit.door_key("cache", "hz.b1.d1"))[-32:]  # nor another door's
+
+
+def test_the_platform_signs_each_door_with_the_keys_it_says_it_holds() -> None:
+    site = _site()
+    signer = DoorSigner(site)
+    own = sitekeys.door_key(site, "command", "hz.b1.d1")
+    assert signer.key("command", "hz.b1.d1") == own  # not registered yet: per-door
+    assert signer.registered("hz.b1.d1", "door") is False
+    # a door commissioned before the site moved says so: the site-wide key, until it changes
+    assert signer.registered("hz.b1.d1", "site") is True
+    assert signer.key("command", "hz.b1.d1") == bytes.fromhex(site["keys"]["command"])
+    assert signer.registered("hz.b1.d1", "door") is True
+    assert signer.key("command", "hz.b1.d1") == own
+    assert own.hex() not in repr(signer)
+    legacy = DoorSigner(sitekeys.new_site_keys(9, per_door=False))
+    assert legacy.key("cache", "x.y") == bytes.fromhex(legacy.site["keys"]["cache"])
+
+
+def test_the_registration_says_which_keys_the_door_holds() -> None:
+    reg = protocol.encode_register(1, 2, "0.1.0", "fail-secure", ["desfire_ev2"], False, False, 0, "door")
+    assert protocol.decode_register(reg)["keys"] == "door"
+    older = json.loads(reg)
+    del older["keys"]
+    assert protocol.decode_register(json.dumps(older).encode())["keys"] == "site"
+    older["keys"] = "all"
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_register(json.dumps(older).encode())
+
+
+def test_a_sealed_key_file_never_changes_the_whitelist_key(tmp_path: Any) -> None:
+    """A door on site-wide keys is sent its per-door key file over MQTT: refused (its stored
+    whitelist is signed with the site-wide cache key; a commissioning moves it), nothing
+    written. The same door's next generation with the same keys is taken."""
+    from firmware import main
+
+    site = _site()
+    older = dict(site, keys={k: v for k, v in site["keys"].items() if k != "door_master"})
+    held = SoftwareKeyStore.from_dict(sitekeys.device_keys(older, "hz.b1.d1"))
+    main.running["keystore"] = held
+    try:
+        site["generation"] = older["generation"] = 2
+        moved = sitekeys.sealed_update(site, "hz.b1.d1")
+        assert main.apply_key_update(str(tmp_path), "hz.b1.d1", moved) == "key_scope"
+        assert not (tmp_path / "keys.json").exists() and held.generation == 1 and held.scope == "site"
+        same = sitekeys.sealed_update(older, "hz.b1.d1")
+        assert main.apply_key_update(str(tmp_path), "hz.b1.d1", same) == ""
+        assert held.generation == 2 and (tmp_path / "keys.json").exists()
+    finally:
+        main.running.pop("keystore", None)

@@ -1,0 +1,167 @@
+"""Per-door keys (docs/threat-model.md, "Stolen or opened controller"): what a thief takes from
+door A signs nothing door B takes. A virtual door B (the real firmware under MicroPython) of a
+per-door site, real mosquitto and the reference platform, which signs B's time, commands,
+acknowledgements and whitelist with B's own keys; a command, an acknowledgement and a whitelist
+piece signed with door A's keys (or the site-wide ones) are refused by B and counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from crypto.hmac256 import hmac_sha256
+from firmware import events as ev
+from firmware import protocol
+from hil.broker import Mosquitto
+from hil.rig import swipe_local
+from hil.rig import wait_for as wait_until
+from host_tools.cards import sitekeys
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.cards import CardRegistry
+from host_tools.platform.commands import sign
+from host_tools.platform.distribute import sync
+from host_tools.platform.ingest import Platform
+from host_tools.platform.store import Store
+from host_tools.pn532_emu import PN532Emulator
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import VirtualIO
+from host_tools.vdev.provision import provision
+
+DOOR_A = "pd.b1.d1"  # the stolen one: only its key file is used here
+DOOR_B = "pd.b1.d2"
+TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # the site is UTC+8
+
+
+class Rig:
+    def __init__(self, tmp: Path, site: SiteKit, door_keys: dict[str, Any]) -> None:
+        self.site = site
+        self.broker = Mosquitto().start()
+        self.store = Store(str(tmp / "p.db"))
+        self.platform = Platform(self.store, self.broker.host, self.broker.port,
+                                 site_keys=site.keys).start()
+        self.reg = CardRegistry(self.store, site.keys)
+        self.thief = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="thief")
+        self.thief.connect(self.broker.host, self.broker.port)
+        self.thief.loop_start()
+        self.dev = VirtualDevice(tmp / "door").start()
+        provision(self.dev.pty, config=site.door_config(
+            DOOR_B, door_no=0, broker={"host": self.broker.host, "port": self.broker.port,
+                                       "keepalive": 10}), keys=door_keys)
+        self.dev.restart()
+        self.emu = PN532Emulator()
+        self.link = self.emu.connect(self.dev.reader_addr)
+        self.io = VirtualIO(self.dev.io_addr)
+
+    def send(self, leaf: str, payload: bytes) -> None:
+        self.thief.publish(protocol.topic(DOOR_B, leaf), payload, qos=1).wait_for_publish(5)
+
+    def status(self) -> dict[str, Any]:
+        return self.io.status()
+
+    def refused(self) -> dict[str, int]:
+        return dict(self.status().get("refused") or {})
+
+    def events(self, code: int) -> list[tuple[Any, ...]]:
+        return [e for e in self.store.events(DOOR_B) if e[1] == code]
+
+    def close(self) -> None:
+        self.io.close()
+        self.link.close()
+        self.dev.stop()
+        self.thief.loop_stop()
+        self.thief.disconnect()
+        self.platform.stop()
+        self.broker.stop()
+
+
+@pytest.fixture()
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    site = SiteKit(per_door=True)
+    r = Rig(tmp_path, site, site.door_keys(DOOR_B))
+    yield r
+    r.close()
+
+
+def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig) -> None:
+    stolen = rig.site.door_keys(DOOR_A)["keys"]  # door A's whole key file
+    door_b = rig.site.door_keys(DOOR_B)["keys"]
+    assert "door_master" not in stolen and stolen["command"] != door_b["command"]
+    assert stolen["cache"] != door_b["cache"]
+    # The platform signs B's time with B's own key: B trusts it.
+    wait_until(lambda: rig.status().get("clock_trusted") is True, what="a trusted clock")
+
+    # A card issued at the platform reaches B as a whitelist signed for B, and opens it.
+    card, ref = rig.site.issue()
+    rig.reg.issue(ref.hex(), "r-1", "101", [0], TODAY - dt.timedelta(days=1),
+                  TODAY + dt.timedelta(days=30))
+    wait_until(lambda: DOOR_B in rig.platform.cache_states, what="B's whitelist state")
+    assert sync(rig.platform, rig.reg) == {DOOR_B: f"updated to {rig.reg.version()}"}
+    assert swipe_local(rig.io, rig.emu, card) is True
+
+    # A remote `open` signed with door A's command key (or the site's): refused, counted.
+    before = rig.refused().get("bad_mac", 0)
+    openings = len([e for e in rig.io.outputs("relay") if e.value])
+    for key in (bytes.fromhex(stolen["command"]), bytes.fromhex(rig.site.keys["keys"]["command"])):
+        cmd_id, payload = sign(key, DOOR_B, "open", {})
+        rig.send("cmd", payload)
+        reply = rig.platform.wait_reply(cmd_id)
+        assert reply is not None and reply["ok"] is False and reply["reason"] == "bad_mac"
+    wait_until(lambda: rig.refused().get("bad_mac", 0) == before + 2, what="the forged commands counted")
+    assert len([e for e in rig.io.outputs("relay") if e.value]) == openings  # the relay never moved
+    # ... while the platform's own `open`, signed with B's key, opens it.
+    cmd_id = rig.platform.command(DOOR_B, "open", {})
+    reply = rig.platform.wait_reply(cmd_id)
+    assert reply is not None and reply["ok"] is True, reply
+
+    # An acknowledgement of everything, signed with A's key for B's boot: refused, counted.
+    wait_until(lambda: rig.events(ev.BOOT), what="B's boot at the platform")
+    boot = int(rig.events(ev.BOOT)[-1][6])
+    upto = 10 ** 6
+    mac = hmac_sha256(bytes.fromhex(stolen["command"]), protocol.ack_signing_bytes(DOOR_B, boot, upto))
+    rig.send("ack", protocol.encode_ack(upto, boot, mac.hex()))
+    wait_until(lambda: rig.refused().get("bad_mac", 0) == before + 3, what="the forged ack counted")
+
+    # A whitelist revoking the card, signed and cut into pieces with A's cache key: refused at
+    # the first piece, counted, and the card still opens B.
+    version = rig.reg.version()
+    rig.reg.report_lost(ref.hex())
+    data = rig.reg.update_for(version)
+    assert data is not None
+    a_cache = bytes.fromhex(stolen["cache"])
+    body = data[:-32]
+    forged = body + hmac_sha256(a_cache, body)
+    for offset in range(0, len(forged), protocol.CACHE_CHUNK):
+        rig.send("cache", protocol.encode_cache_chunk(rig.reg.version(), len(forged), offset,
+                                                      forged[offset:offset + protocol.CACHE_CHUNK], a_cache))
+    wait_until(lambda: rig.refused().get("bad_mac", 0) >= before + 4, what="the forged piece counted")
+    assert rig.status()["cache_version"] == version
+    assert swipe_local(rig.io, rig.emu, card) is True
+    # The platform's copy for B takes: the revocation applies.
+    assert sync(rig.platform, rig.reg) == {DOOR_B: f"updated to {rig.reg.version()}"}
+    assert swipe_local(rig.io, rig.emu, card) is False
+    # The refusals reach the platform in the door's summary record.
+    wait_until(lambda: rig.events(ev.INBOUND_REFUSED), timeout=90, what="the refusal summary")
+
+
+def test_a_door_still_on_site_wide_keys_keeps_working_on_a_per_door_site(tmp_path: Path) -> None:
+    """Moving a site to per-door keys: a door commissioned before it registers `"keys":
+    "site"`, and the platform goes on signing its time and commands with the site-wide key."""
+    site = SiteKit(per_door=True)
+    older = dict(site.keys, keys={k: v for k, v in site.keys["keys"].items() if k != "door_master"})
+    legacy = sitekeys.device_keys(older)
+    assert legacy.get("scope") is None and legacy["keys"]["command"] == site.keys["keys"]["command"]
+    r = Rig(tmp_path, site, legacy)
+    try:
+        wait_until(lambda: (r.store.registration(DOOR_B) or {}).get("site") == site.site_id,
+                   what="the registration")
+        wait_until(lambda: r.status().get("clock_trusted") is True, timeout=90, what="a trusted clock")
+        cmd_id = r.platform.command(DOOR_B, "open", {})
+        reply = r.platform.wait_reply(cmd_id)
+        assert reply is not None and reply["ok"] is True, reply
+    finally:
+        r.close()
