@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -313,9 +314,7 @@ def command(
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     try:
-        key = command_key(data)
-        if sitekeys.per_door(data):  # this door's own command key (its registration says so)
-            key = sitekeys.signing_key(data, "command", device)
+        command_key(data)
     except ValueError as e:
         raise fail(f"{keys}: {e}; make a new site key file with `doorctl card keys init`",
                    EXIT_USAGE) from None
@@ -326,8 +325,11 @@ def command(
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
     host, port = _broker(broker, False)
-    cmd_id, payload = sign(key, device, op, args)
+    cmd_id = "c-" + uuid.uuid4().hex[:16]
     got: dict[str, object] = {}
+    holds: dict[str, str] = {}  # the door's retained registration: which keys it holds
+    registered = threading.Event()
+    register_topic = protocol.topic(device, "register")
     done = threading.Event()
     subscribed = threading.Event()
     announced = threading.Event()  # the door's retained presence: it exists on this broker
@@ -338,6 +340,13 @@ def command(
             if msg.payload:  # an empty retained message is a retired door's cleared presence
                 announced.set()
             return
+        if msg.topic == register_topic:
+            try:
+                holds["keys"] = protocol.decode_register(msg.payload)["keys"]
+            except protocol.ProtocolError:
+                pass
+            registered.set()
+            return
         try:
             reply = protocol.decode_reply(msg.payload)
         except protocol.ProtocolError:
@@ -347,7 +356,7 @@ def command(
             done.set()
 
     def on_connect(client: mqtt.Client, *rest: object) -> None:
-        client.subscribe([(protocol.topic(device, "reply"), 1), (presence_topic, 1)])
+        client.subscribe([(protocol.topic(device, "reply"), 1), (presence_topic, 1), (register_topic, 1)])
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
@@ -369,6 +378,12 @@ def command(
     try:
         known = door_announced(subscribed, announced, min(timeout, SUBSCRIBE_WAIT_S))
         if known:
+            # the door's own command key on a per-door site, unless it registered as a door
+            # still on the site-wide keys (commissioned before the site moved)
+            if sitekeys.per_door(data):
+                registered.wait(RETAINED_GRACE_S)  # it follows the presence
+            key = sitekeys.signing_key(data, "command", device, holds.get("keys") == "site")
+            cmd_id, payload = sign(key, device, op, args, cmd_id=cmd_id)
             client.publish(protocol.topic(device, "cmd"), payload, qos=1)
             answered = done.wait(timeout)
     finally:

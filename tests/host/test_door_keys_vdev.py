@@ -7,6 +7,8 @@ piece signed with door A's keys (or the site-wide ones) are refused by B and cou
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ import pytest
 from crypto.hmac256 import hmac_sha256
 from firmware import events as ev
 from firmware import protocol
-from hil.broker import Mosquitto
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards import sitekeys
@@ -28,10 +29,12 @@ from host_tools.platform.distribute import sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
+from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 
+DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR_A = "pd.b1.d1"  # the stolen one: only its key file is used here
 DOOR_B = "pd.b1.d2"
 TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # the site is UTC+8
@@ -56,6 +59,15 @@ class Rig:
         self.emu = PN532Emulator()
         self.link = self.emu.connect(self.dev.reader_addr)
         self.io = VirtualIO(self.dev.io_addr)
+
+    def cli_open(self, tmp: Path) -> subprocess.CompletedProcess[str]:
+        """`doorctl platform command DOOR_B open` with the site key file."""
+        site_file = tmp / "site.json"
+        if not site_file.exists():
+            sitekeys.write_secret(site_file, self.site.keys)
+        return subprocess.run([DOORCTL, "platform", "command", DOOR_B, "open", "--keys", str(site_file),
+                               "--broker", f"{self.broker.host}:{self.broker.port}", "--timeout", "30"],
+                              capture_output=True, text=True, timeout=120)
 
     def send(self, leaf: str, payload: bytes) -> None:
         self.thief.publish(protocol.topic(DOOR_B, leaf), payload, qos=1).wait_for_publish(5)
@@ -87,7 +99,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r.close()
 
 
-def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig) -> None:
+def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig, tmp_path: Path) -> None:
     stolen = rig.site.door_keys(DOOR_A)["keys"]  # door A's whole key file
     door_b = rig.site.door_keys(DOOR_B)["keys"]
     assert "door_master" not in stolen and stolen["command"] != door_b["command"]
@@ -117,6 +129,8 @@ def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig) -> None:
     cmd_id = rig.platform.command(DOOR_B, "open", {})
     reply = rig.platform.wait_reply(cmd_id)
     assert reply is not None and reply["ok"] is True, reply
+    out = rig.cli_open(tmp_path)  # and so does the operator's command line
+    assert out.returncode == 0 and "open done" in out.stdout, out.stdout + out.stderr
 
     # An acknowledgement of everything, signed with A's key for B's boot: refused, counted.
     wait_until(lambda: rig.events(ev.BOOT), what="B's boot at the platform")
@@ -163,5 +177,7 @@ def test_a_door_still_on_site_wide_keys_keeps_working_on_a_per_door_site(tmp_pat
         cmd_id = r.platform.command(DOOR_B, "open", {})
         reply = r.platform.wait_reply(cmd_id)
         assert reply is not None and reply["ok"] is True, reply
+        out = r.cli_open(tmp_path)  # the command line reads the registration too
+        assert out.returncode == 0 and "open done" in out.stdout, out.stdout + out.stderr
     finally:
         r.close()
