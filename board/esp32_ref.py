@@ -184,6 +184,8 @@ class _ReaderUART:
 
         if timeout_ms is None:
             return await self._reader.read(n)
+        if timeout_ms <= 0:  # what is there now (the UART reads without waiting: timeout=0)
+            return self._uart.read(n) or b""
         try:
             return await asyncio.wait_for_ms(self._reader.read(n), timeout_ms)
         except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin

@@ -350,7 +350,11 @@ class Core:
         """Read until an event that ends the wait; returns the event (EV_NONE on timeout).
 
         Bytes after the event stay pending for the next wait (an ACK and its response
-        often arrive in one read)."""
+        often arrive in one read). The wait times out only when a read after the deadline
+        finds nothing: a door whose loop was held up past the deadline (a flash erase, a TLS
+        handshake) takes the bytes that came meanwhile instead of sending the command again,
+        which would run an APDU twice on the card (a second AuthenticateEV2First part 1
+        draws a new RndB and the authentication fails)."""
         p = self.parser
         p.reset()
         start = self.ticks()
@@ -360,9 +364,9 @@ class Core:
             i = self._pi
             if i >= len(pend):
                 left = timeout_ms - self.ticks_diff(self.ticks(), start)
-                if left <= 0:
+                chunk = yield (IO_READ, left if left > 0 else 0, 0)
+                if left <= 0 and not chunk and chunk is not None:
                     return EV_NONE
-                chunk = yield (IO_READ, left, 0)
                 if chunk is None:
                     raise PN532Error(E_NOT_CONNECTED, 0)
                 self._pend = chunk

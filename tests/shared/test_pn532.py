@@ -204,6 +204,34 @@ def test_no_card_and_two_cards():
     assert s.sent[-1] == p.encode_frame(p.TFI_HOST, h("52 00"))  # both released
 
 
+class Stalled(Script):
+    """The PN532 answers at once, but the host runs late: every read it makes comes 80 ms
+    after the last (its loop held up by a flash erase or a TLS handshake), and bytes come
+    two at a time."""
+
+    def read(self, n, timeout_ms):
+        self.clock.t += 80
+        return Script.read(self, min(n, 2), timeout_ms)
+
+
+def test_a_late_host_takes_the_answer_that_came_instead_of_sending_again():
+    """The ACK and answer were there before the deadline passed: the command is not sent
+    again (an APDU sent twice runs twice on the card: a second AuthenticateEV2First part 1
+    draws a new RndB and the authentication fails)."""
+    clock = Clock()
+    script = Stalled(clock, [resp(h("4B 01 01 00 04 08 04 92 2E 58 32")), resp(h("41 00 AA BB 91 AF"))])
+    d = p.PN532(script, clock=clock)
+    assert d.list_target().uid == h("92 2E 58 32")
+    assert d.exchange(h("90 71 00 00 02 01 00 00")) == h("AA BB 91 AF")
+    assert len(script.sent) == 2 and d.core.resends == 0
+
+
+def test_a_timeout_still_comes_when_nothing_came():
+    d, s = driver([b""])  # no ACK ever
+    expect_error(d.firmware_version, p.E_NO_ANSWER)
+    assert len(s.sent) == 1 + d.core.retries
+
+
 def listed(replies):
     d, s = driver([resp(h("4B 01 01 00 04 08 04 92 2E 58 32"))] + replies)
     d.list_target()
