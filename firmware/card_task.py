@@ -30,8 +30,12 @@ DEFAULTS = {
     "legacy_uid": False,  # accept UID-only cards (low assurance)
     "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
     "classic_block": 4,
-    "poll_ms": 50,  # pause between two reader polls with an empty field
-    "list_timeout_ms": 1000,  # the PN532 answers at once with an empty field (MaxRetries 2)
+    "poll_ms": 50,  # pause between two reader polls (after a card, or in polling mode)
+    # The PN532 waits for a card itself (MaxRetries FF): a card is found within one
+    # activation try of its arrival, not at the next poll. Each wait ends after wait_ms
+    # with an empty field (aborted, then asked again). 0: poll with MaxRetries 2 instead.
+    "wait_ms": 200,
+    "list_timeout_ms": 1000,  # polling mode: the PN532 answers at once with an empty field
     "lost_quiet_ms": 5000,  # one card_lost record per card within this
     "absent_ms": 300,  # the field empty this long (several polls) ends a presentation
 }
@@ -96,6 +100,7 @@ class CardTask:
         self.reader_ready = False
         self.present = None  # UID of the presentation already decided (or being retried)
         self._seen = 0  # ticks when a card was last in the field
+        self._waited = False  # the last step spent its time waiting for a card: no pause
         self.decisions = 0
         self.card_lost = 0  # card steps cut short by the card leaving
         self._lost = None  # (uid, ticks) of the last card_lost journaled
@@ -107,8 +112,10 @@ class CardTask:
     async def step(self):
         """One poll. Returns True when a card was decided."""
         from firmware.card_session import CARD_LOST
-        from firmware.pn532 import E_TWO_CARDS, PN532Error
+        from firmware.pn532 import E_TWO_CARDS, RETRY_FOREVER, PN532Error
 
+        self._waited = False
+        wait_ms = self.cfg["wait_ms"]
         uart = self.reader.uart
         connected = getattr(uart, "connected", None)
         if connected is not None and not connected():
@@ -117,19 +124,28 @@ class CardTask:
             return False
         if not self.reader_ready:
             fw = await self.reader.begin()
+            if wait_ms:
+                await self.reader.rf_retries(RETRY_FOREVER)
             self.reader_ready = True
             self._set_reader("pn532 v%d.%d" % (fw[1], fw[2]))
         try:
-            target = await self.reader.list_target(self.cfg["list_timeout_ms"])
+            if wait_ms:
+                target = await self.reader.wait_target(wait_ms)
+            else:
+                target = await self.reader.list_target(self.cfg["list_timeout_ms"])
         except PN532Error as e:
             if e.code == E_TWO_CARDS:
                 return False  # two cards in the field: none is read, the user will retry
             raise
         now = self.clock.ticks_ms()
+        absent = self.present is not None and \
+            self.clock.ticks_diff(now, self._seen) >= self.cfg["absent_ms"]
+        if absent:
+            # The field was empty that long (a wait that found a card only now counts too:
+            # the chip looked all along): whatever comes next is a new presentation.
+            self.present = None
         if target is None:
-            if self.present is not None and \
-                    self.clock.ticks_diff(now, self._seen) >= self.cfg["absent_ms"]:
-                self.present = None
+            self._waited = bool(wait_ms)
             return False
         uid = bytes(target.uid)
         held = self.present
@@ -142,11 +158,8 @@ class CardTask:
             result = None
         else:
             result = await self.session.read_async(self.reader.exchange, uid, target.sak)
-        try:
-            await self.reader.release()
-        except PN532Error:
-            pass
         if result is not None and result.code == CARD_LOST:
+            await self._release()
             # Pulled away mid-read: logged (once per card within `lost_quiet_ms`, so a card
             # hovering at the edge of the field cannot flood the journal), read again when
             # it comes back.
@@ -162,7 +175,16 @@ class CardTask:
         self._seen = self.clock.ticks_ms()
         self.handle(result)
         self.status["card_ms"] = self.clock.ticks_diff(self.clock.ticks_ms(), t0)
+        await self._release()  # after the decision: the door need not wait for the DESELECT
         return True
+
+    async def _release(self):
+        from firmware.pn532 import PN532Error
+
+        try:
+            await self.reader.release()
+        except PN532Error:
+            pass
 
     def handle(self, result):
         """Decide and act on one card step result (None: the door has no keys)."""
@@ -201,5 +223,7 @@ class CardTask:
                     log("reader:", e)
                 self.reader_ready = False
                 self._set_reader("error " + str(e))
+                self._waited = False
                 await asyncio.sleep_ms(1000)
-            await asyncio.sleep_ms(self.cfg["poll_ms"])
+            if not self._waited:  # after a wait in an empty field, wait again at once
+                await asyncio.sleep_ms(self.cfg["poll_ms"])

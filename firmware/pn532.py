@@ -30,6 +30,7 @@ CMD_RF_CONFIGURATION = 0x32
 CMD_IN_DATA_EXCHANGE = 0x40
 CMD_IN_LIST_PASSIVE_TARGET = 0x4A
 CMD_IN_RELEASE = 0x52
+RETRY_FOREVER = 0xFF  # RFConfiguration MxRtyPassiveActivation: InListPassiveTarget waits for a card
 
 ACK = b"\x00\x00\xff\x00\xff\x00"
 NACK = b"\x00\x00\xff\xff\x00\x00"
@@ -391,6 +392,11 @@ class Core:
 
     def command(self, cmd, params, timeout_ms):
         """Send D4 cmd params, wait for ACK then the D5 cmd+1 response; returns its data."""
+        yield from self._send(cmd, params)
+        return (yield from self._response(cmd, timeout_ms, False))
+
+    def _send(self, cmd, params):
+        """Send D4 cmd params until the PN532 ACKs it (again after a NACK or no ACK)."""
         data = bytearray(len(params) + 1)
         data[0] = cmd
         data[1:] = params
@@ -411,6 +417,9 @@ class Core:
                     raise PN532Error(E_NO_ANSWER, cmd)
                 raise PN532Error(E_NO_ACK, cmd)
             self.resends += 1
+
+    def _response(self, cmd, timeout_ms, none_on_timeout):
+        """The D5 cmd+1 response's data; None when nothing came in time and `none_on_timeout`."""
         nacks = 0
         while True:
             ev = yield from self._wait(timeout_ms, False)
@@ -419,6 +428,8 @@ class Core:
             if ev == EV_ERROR_FRAME:
                 raise PN532Error(E_ERROR_FRAME, cmd)
             if ev == EV_NONE:
+                if none_on_timeout:
+                    return None
                 raise PN532Error(E_NO_ANSWER, cmd)
             if ev in (EV_BAD_DCS, EV_BAD_LCS):
                 nacks += 1
@@ -450,7 +461,7 @@ class Core:
 
     def rf_retries(self, passive=2):
         """RFConfiguration MaxRetries: InListPassiveTarget gives up after `passive` tries
-        with an empty field (the chip's default, 0xFF, waits for a card forever)."""
+        with an empty field; RETRY_FOREVER (the chip's power-up value) waits for a card."""
         yield from self.command(CMD_RF_CONFIGURATION, bytes([0x05, 0xFF, 0x01, passive]), 500)
         return True
 
@@ -466,6 +477,27 @@ class Core:
         With max_targets=2 (the default) two cards in the field are detected and refused."""
         params = b"\x02\x00" if max_targets == 2 else b"\x01\x00"
         data = yield from self.command(CMD_IN_LIST_PASSIVE_TARGET, params, timeout_ms)
+        return (yield from self._listed(data))
+
+    def wait_target(self, wait_ms, max_targets=2):
+        """Like list_target, with the chip waiting for the card: after
+        rf_retries(RETRY_FOREVER) InListPassiveTarget answers only once a card is in the
+        field (UM0701-02 §7.3.1, MxRtyPassiveActivation FF), so a card is found within one
+        activation try of its arrival instead of at the host's next poll. None when no card
+        came within `wait_ms`: the command is then aborted with an ACK frame from the host
+        (UM0701-02 §6.2; libnfc's pn532_uart driver and the Rust pn532 crate abort a waiting
+        command the same way) and the chip is ready for the next one. An answer that crosses the abort is dropped by the next
+        command's flush (a response where an ACK belongs is never taken for one)."""
+        params = b"\x02\x00" if max_targets == 2 else b"\x01\x00"
+        yield from self._send(CMD_IN_LIST_PASSIVE_TARGET, params)
+        data = yield from self._response(CMD_IN_LIST_PASSIVE_TARGET, wait_ms, True)
+        if data is None:
+            self.tg = 0
+            yield (IO_WRITE, ACK, len(ACK))
+            return None
+        return (yield from self._listed(data))
+
+    def _listed(self, data):
         nb, target = parse_targets(data)
         if nb == 0:
             self.tg = 0
@@ -557,6 +589,12 @@ class PN532:
 
     def list_target(self, timeout_ms=1000, max_targets=2):
         return _run_sync(self.core.list_target(timeout_ms, max_targets), self.stream)
+
+    def wait_target(self, wait_ms, max_targets=2):
+        return _run_sync(self.core.wait_target(wait_ms, max_targets), self.stream)
+
+    def rf_retries(self, passive):
+        return _run_sync(self.core.rf_retries(passive), self.stream)
 
     def exchange(self, apdu, timeout_ms=1000):
         return _run_sync(self.core.exchange(apdu, timeout_ms), self.stream)
@@ -651,6 +689,12 @@ class AsyncPN532:
 
     async def list_target(self, timeout_ms=1000, max_targets=2):
         return await self._run(self.core.list_target(timeout_ms, max_targets))
+
+    async def wait_target(self, wait_ms, max_targets=2):
+        return await self._run(self.core.wait_target(wait_ms, max_targets))
+
+    async def rf_retries(self, passive):
+        return await self._run(self.core.rf_retries(passive))
 
     async def exchange(self, apdu, timeout_ms=1000):
         return await self._run(self.core.exchange(apdu, timeout_ms))

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from firmware import pn532 as p
 from host_tools import tcp
-from host_tools.field_timing import FieldTiming
+from host_tools.field_timing import PN532_EMPTY_TRY_S, FieldTiming
 from host_tools.iso14443_4 import IsoDepCard, NoAnswer
 
 FIRMWARE_VERSION = b"\x32\x01\x06\x07"  # PN532, v1.6, supports ISO 14443A/B and 18092
@@ -239,6 +239,7 @@ class PN532Emulator:
         self.field_timing = field_timing
         self.pending_s = 0.0
         self.trace: deque[FrameTime] = deque(maxlen=512)
+        self.placed_at = 0.0
         self.last_frame: tuple[int, int | None] | None = None  # (cmd, DESFire INS) just handled
         self._parser = p.FrameParser()
         self._lock = threading.RLock()
@@ -274,6 +275,7 @@ class PN532Emulator:
         with self._lock:
             self.remove()
             self._cards = [PcscSlot(c) if isinstance(c, str) else c for c in cards]
+            self.placed_at = time.monotonic()  # field timing: when a held command can see them
 
     def remove(self) -> None:
         """Empty the field (cards listed before stop answering)."""
@@ -400,6 +402,10 @@ class PN532Emulator:
         if fault == "oversize":
             return p.ACK + b"\x00\x00\xff\xff\xff\x04\x00\xfc" + bytes(50)
         return p.ACK + resp
+
+    def holding(self) -> bool:
+        """Whether an InListPassiveTarget is waiting for a card."""
+        return self._held is not None
 
     def poll(self) -> bytes:
         """The answer to a held InListPassiveTarget once a card came into the field, else b"".
@@ -718,6 +724,7 @@ def sleep_until(t: float) -> None:
 
 
 POLL_S = 0.01  # how often a held command looks for a card (the chip retries about this often)
+HELD_POLL_S = 0.001  # the same with field timing: the answer is then timed from the chip's tries
 
 
 class EmulatorLink:
@@ -732,6 +739,7 @@ class EmulatorLink:
         self.error: BaseException | None = None
         self._rx_free = 0.0  # field timing: when the HSU wire from the host is free again
         self._tx_free = 0.0  # ... and the wire to the host
+        self._held_since = 0.0  # field timing: when the chip began trying for a held command
         self._thread = threading.Thread(target=self._run, name="pn532-emulator", daemon=True)
         self._thread.start()
 
@@ -743,7 +751,9 @@ class EmulatorLink:
                 except TimeoutError:
                     start = time.monotonic()
                     held = self.emu.poll()
-                    if held:
+                    if held and self.emu.field_timing is not None:
+                        self._answer_held(held)
+                    elif held:
                         self._answer(held, start)
                     continue
                 if not data:
@@ -776,6 +786,26 @@ class EmulatorLink:
         frame = self.emu.last_frame
         if frame is not None:
             self.emu.trace.append(FrameTime(frame[0], frame[1], arrived, received, time.monotonic()))
+        held = self.emu.holding()
+        if held:
+            self._held_since = received
+        # While a command waits for a card, look for one often enough to answer on time.
+        self.sock.settimeout(HELD_POLL_S if held else POLL_S)
+
+    def _answer_held(self, out: bytes) -> None:
+        """Field timing: a held InListPassiveTarget finds the card at the chip's first
+        activation try after the card was placed (the chip tries back to back from the
+        command on, one try per PN532_EMPTY_TRY_S), then activates it; the trace records
+        that try as the frame's arrival."""
+        self.sock.settimeout(POLL_S)
+        period = PN532_EMPTY_TRY_S
+        since = self._held_since
+        placed = max(self.emu.placed_at, since)
+        tries = -(-(placed - since) // period)  # ceil: the first try starting at or after it
+        found = since + tries * period
+        self._answer(out, found)
+        self.emu.trace.append(FrameTime(p.CMD_IN_LIST_PASSIVE_TARGET, None, found, found,
+                                        time.monotonic()))
 
     def _answer(self, out: bytes, start: float) -> None:
         if self.emu.field_timing is None:

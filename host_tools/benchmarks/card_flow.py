@@ -12,6 +12,7 @@ latencies), so they predict a door in the field; the per-step figures say where 
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import sys
@@ -37,26 +38,28 @@ N_FIELD = 200  # presentations with field timing
 AWAY_S = CARD_DEFAULTS["absent_ms"] / 1000
 SMOKE = {"N": 2, "N_FIELD": 2}
 QUICK = {"N": 6, "N_FIELD": 20}
-# The reader polls every 50 ms: a presentation waits 0-50 ms for the next poll; the card step
-# is counted in whole milliseconds of the device clock.
+# The PN532 waits for the card itself (card_task's wait_ms): a presentation waits for the
+# chip's next activation try, or, in the short gap between two waits, for the next one; the
+# card step is counted in whole milliseconds of the device clock.
 NOISE = {"card.decision_ms": (2.0, 25.0), "card.decision_p95_ms": (3.0, 50.0),
          "card.step_ms": (2.0, 5.0), "card.rex_baseline_ms": (2.0, 25.0),
          "card.decision_field_p50_ms": (2.0, 25.0)}
 STEPS = {
-    "poll": "card placed to the reader's InListPassiveTarget that finds it (waiting for the poll)",
+    "poll": "card placed to the reader's InListPassiveTarget that finds it (the PN532 waiting "
+            "for a card: its next activation try)",
     "select": "that InListPassiveTarget (activation, RATS) to SelectApplication and "
               "GetKeyVersion answered",
     "auth": "AuthenticateEV2First, both parts, with the door's key derivation and crypto",
     "read": "GetCardUID and ReadData on the link and in the card",
-    "mac": "the door's secure messaging between them (CMACs, MAC checks, decrypting the UID, "
-           "decoding the credential)",
+    "mac": "the door's secure messaging between them (CMACs, MAC checks, decrypting the UID)",
     "lookup": "the whitelist lookup (device clock, µs resolution)",
-    "relay": "InRelease to relay energised, less the lookup (the grant, the I/O channel)",
+    "relay": "ReadData answered to relay energised, less the lookup (its MAC check, the "
+             "credential, the card reference, the grant, the I/O channel; InRelease follows)",
 }
 NOISE.update({f"card.field_step_{k}_ms": (2.0, 5.0) for k in STEPS})
 FIGURES = {
     "card.decision_ms": f"card placed on the reader to relay energised, median of {N}, virtual device "
-                        "(includes waiting for the next reader poll, every 50 ms), ms",
+                        "(the PN532 waiting for the card, as the door runs it), ms",
     "card.decision_p95_ms": f"same, 95th percentile of {N}, ms",
     "card.step_ms": "card found by the reader to decision taken, device clock, median "
                     "(PN532 frames, EV2 authentication, MAC'd read, lookup), ms",
@@ -82,9 +85,10 @@ def field_steps(trace: list[FrameTime], placed_s: float, relay_s: float,
     seconds, from the emulator's frame trace."""
     ex = [f for f in trace if f.cmd == p.CMD_IN_DATA_EXCHANGE and f.arrived >= placed_s]
     first = ex[0]
+    # The InListPassiveTarget that found the card: a polled one, or the activation try of a
+    # held one (the emulator records that try when the chip waits for the card itself).
     found = [f for f in trace if f.cmd == p.CMD_IN_LIST_PASSIVE_TARGET
              and f.arrived <= first.arrived][-1]
-    release = next(f for f in trace if f.cmd == p.CMD_IN_RELEASE and f.arrived > first.arrived)
     by_ins = {f.ins: f for f in ex}
     key_version, auth2, uid, read = by_ins[0x64], by_ins[0xAF], by_ins[0x51], by_ins[0xAD]
     on_link = (uid.answered - uid.arrived) + (read.answered - read.arrived)
@@ -93,9 +97,9 @@ def field_steps(trace: list[FrameTime], placed_s: float, relay_s: float,
         "select": key_version.answered - found.arrived,
         "auth": auth2.answered - key_version.answered,
         "read": on_link,
-        "mac": release.arrived - auth2.answered - on_link,
+        "mac": read.answered - auth2.answered - on_link,
         "lookup": lookup_s,
-        "relay": max(0.0, relay_s - release.arrived - lookup_s),
+        "relay": max(0.0, relay_s - read.answered - lookup_s),
     }
 
 
@@ -113,11 +117,11 @@ def _field(emu: PN532Emulator, io: VirtualIO, card_uid: bytes, process: Callable
         emu.present(LocalCard(process, card_uid))
         ev = io.wait_output("relay", True, timeout_s=10, after_ms=t)
         total.append((ev.host_s - t0) * 1000)
-        _wait(lambda: any(f.cmd == p.CMD_IN_RELEASE for f in list(emu.trace)))
+        _wait(functools.partial(_released_since, emu, t0))
         lookup_s = float(io.status().get("lookup_us", 0)) / 1e6
         for k, v in field_steps(list(emu.trace), t0, ev.host_s, lookup_s).items():
             steps[k].append(v * 1000)
-        emu.remove()
+        _take_away(emu)
     emu.field_timing = None
     total.sort()
     out = {"card.decision_field_p50_ms": statistics.median(total),
@@ -128,6 +132,20 @@ def _field(emu: PN532Emulator, io: VirtualIO, card_uid: bytes, process: Callable
     for ms, k in budget:
         print(f"  {k:<7} {ms:8.1f} ms  {STEPS[k]}", file=sys.stderr)
     return out
+
+
+def _released_since(emu: PN532Emulator, t0: float) -> bool:
+    """Whether the door has sent InRelease since `t0` (the presentation's card step is over)."""
+    return any(f.cmd == p.CMD_IN_RELEASE and f.arrived > t0 for f in list(emu.trace))
+
+
+def _take_away(emu: PN532Emulator) -> None:
+    """Empty the field, then wait until the door has asked the reader again: from then on it
+    knows the card left (its last sight of the card is older), so the pause before the next
+    presentation counts from a moment the door has passed, however late it runs."""
+    emu.remove()
+    n = len(emu.commands)  # commands from here on find the field empty
+    _wait(lambda: p.CMD_IN_LIST_PASSIVE_TARGET in emu.commands[n:])
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -170,7 +188,7 @@ def run(names: set[str]) -> dict[str, float]:
                     ev = io.wait_output("relay", True, timeout_s=10, after_ms=t)
                     card_ms.append((ev.host_s - t0) * 1000)
                     step_ms.append(float(io.status()["card_ms"]))
-                    emu.remove()
+                    _take_away(emu)
                 for _ in range(N):
                     _wait(lambda: io.state()["outputs"].get("relay") is False)
                     time.sleep(random.uniform(0.05, 0.35))

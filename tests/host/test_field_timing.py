@@ -162,11 +162,68 @@ def test_bench_splits_a_presentation_into_steps() -> None:
         FrameTime(ex, 0xAF, 0.106, 0.110, 0.125),
         FrameTime(ex, 0x51, 0.126, 0.127, 0.136),
         FrameTime(ex, 0xAD, 0.137, 0.139, 0.150),
-        FrameTime(p.CMD_IN_RELEASE, None, 0.152, 0.153, 0.155),
+        FrameTime(p.CMD_IN_RELEASE, None, 0.161, 0.162, 0.164),  # after the relay
     ]
     steps = field_steps(trace, placed_s=0.030, relay_s=0.160, lookup_s=0.001)
     assert set(steps) == set(STEPS)
-    want = {"poll": 0.040, "select": 0.025, "auth": 0.030, "read": 0.023, "mac": 0.004,
-            "lookup": 0.001, "relay": 0.007}
+    want = {"poll": 0.040, "select": 0.025, "auth": 0.030, "read": 0.023, "mac": 0.002,
+            "lookup": 0.001, "relay": 0.009}
     assert steps == pytest.approx(want)
     assert sum(steps.values()) == pytest.approx(0.160 - 0.030)  # the steps add up to the whole
+
+
+def _waiting_driver(emu: PN532Emulator) -> tuple[p.PN532, socket.socket, object]:
+    a, b = socket.socketpair()
+    link = emu.serve(b)
+    driver = p.PN532(SocketStream(a), ack_timeout_ms=200)
+    driver.begin()
+    driver.rf_retries(p.RETRY_FOREVER)
+    return driver, a, link
+
+
+def test_a_card_placed_mid_wait_is_found_at_the_chips_next_try() -> None:
+    """The door's waiting mode against the field-timed emulator: the held InListPassiveTarget
+    answers for a card placed while it waits, and the trace puts the try that found it at most
+    one empty-field try after the card was placed (never before)."""
+    emu = PN532Emulator(field_timing=ft.FieldTiming())
+    driver, a, link = _waiting_driver(emu)
+    card = vcard.VirtualDesfire()
+    try:
+        import threading
+
+        timer = threading.Timer(0.15, lambda: emu.present(LocalCard(card.process, card.uid)))
+        timer.start()
+        target = driver.wait_target(5000)
+        timer.join()
+        assert target is not None and target.uid == card.uid
+        deadline = time.monotonic() + 5  # the link notes the answer once it is sent
+        while time.monotonic() < deadline and len(
+                [f for f in emu.trace if f.cmd == p.CMD_IN_LIST_PASSIVE_TARGET]) < 2:
+            time.sleep(0.01)
+        found = [f for f in emu.trace if f.cmd == p.CMD_IN_LIST_PASSIVE_TARGET][-1]
+        assert emu.placed_at <= found.arrived < emu.placed_at + ft.PN532_EMPTY_TRY_S + 1e-9
+        assert found.answered - found.arrived >= ft.activation_s(7, bytes(target.ats)) * 0.999
+    finally:
+        link.close()
+        a.close()
+
+
+def test_an_empty_field_waited_on_reports_nothing_and_the_chip_is_free_again() -> None:
+    for timing in (None, ft.FieldTiming()):
+        emu = PN532Emulator(field_timing=timing)
+        driver, a, link = _waiting_driver(emu)
+        try:
+            assert driver.wait_target(100) is None
+            deadline = time.monotonic() + 5  # the abort's ACK reaches the chip
+            while emu.holding() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not emu.holding()  # the ACK aborted the held command
+            assert driver.firmware_version() == b"\x32\x01\x06\x07"  # and the chip answers
+            card = vcard.VirtualDesfire()
+            emu.present(LocalCard(card.process, card.uid))
+            target = driver.wait_target(100)  # a card already there: answered at once
+            assert target is not None and target.uid == card.uid
+            assert driver.exchange(bytes.fromhex("9060000000"))[-2:] == b"\x91\xaf"
+        finally:
+            link.close()
+            a.close()

@@ -111,8 +111,23 @@ class _Field:
         self.clock.t += 5
         return self.now(self.clock.t)
 
+    async def rf_retries(self, passive):
+        self.retries = passive
+
+    async def wait_target(self, wait_ms):
+        """The chip with MaxRetries FF: one activation try every 5 ms until a card answers,
+        or the host gives up after wait_ms."""
+        assert self.retries == 0xFF
+        self.lists += 1
+        start = self.clock.t
+        while True:
+            self.clock.t += 5
+            target = self.now(self.clock.t)
+            if target is not None or self.clock.t - start >= wait_ms:
+                return target
+
     async def release(self):
-        pass
+        self.released = getattr(self, "released", 0) + 1
 
     async def exchange(self, apdu):
         return b""
@@ -129,21 +144,25 @@ class _Session:
         return CardResult(UID_MISMATCH, None)
 
 
-def _run(field_at, until_ms):
+MODES = (0, 200)  # polling (MaxRetries 2, a pause between polls), the chip waiting (wait_ms)
+
+
+def _run(field_at, until_ms, wait_ms=200):
     import asyncio
 
     clock = _Ticks()
     board = _Board()
     board.clock = clock
     door = _Door()
-    task = CardTask(board, door, None, _Cache(), 0)
+    task = CardTask(board, door, None, _Cache(), 0, {"wait_ms": wait_ms})
     task.reader = _Field(clock, field_at)
     task.session = _Session(clock)
 
     async def loop():
         while clock.t < until_ms:
             await task.step()
-            clock.t += task.cfg["poll_ms"]
+            if not task._waited:  # as CardTask.run: no pause after a wait in an empty field
+                clock.t += task.cfg["poll_ms"]
 
     asyncio.run(loop())
     return door.calls, task
@@ -157,27 +176,29 @@ def _random_uid():
 
 def test_a_random_id_card_held_5_s_gives_one_refusal():
     """A new UID at every activation, and the field re-powering it (a missed poll in four)."""
-    n = [0]
+    for wait_ms in MODES:
+        n = [0]
 
-    def field(ms):
-        n[0] += 1
-        return None if n[0] % 4 == 0 else _Target(_random_uid())
+        def field(ms, n=n):
+            n[0] += 1
+            return None if n[0] % 4 == 0 else _Target(_random_uid())
 
-    calls, task = _run(field, 5000)
-    assert [c[0] for c in calls] == ["deny"], calls
-    assert calls[0][1] == ev.DENY_CARD_BASE + UID_MISMATCH
-    assert task.reader.lists > 40  # the field was polled all along
+        calls, task = _run(field, 5000, wait_ms)
+        assert [c[0] for c in calls] == ["deny"], (wait_ms, calls)
+        assert calls[0][1] == ev.DENY_CARD_BASE + UID_MISMATCH
+        assert task.reader.lists > 40  # the field was polled all along
 
 
 def test_a_fixed_card_in_a_flickering_field_is_decided_once():
-    n = [0]
+    for wait_ms in MODES:
+        n = [0]
 
-    def field(ms):
-        n[0] += 1
-        return None if n[0] % 3 == 0 else _Target(b"\x04\x11\x22\x33\x44\x55\x66")
+        def field(ms, n=n):
+            n[0] += 1
+            return None if n[0] % 3 == 0 else _Target(b"\x04\x11\x22\x33\x44\x55\x66")
 
-    calls, _ = _run(field, 5000)
-    assert len(calls) == 1
+        calls, _ = _run(field, 5000, wait_ms)
+        assert len(calls) == 1, wait_ms
 
 
 def test_taken_away_and_presented_again_is_a_new_decision():
@@ -186,8 +207,61 @@ def test_taken_away_and_presented_again_is_a_new_decision():
             return _Target(_random_uid())
         return None
 
-    calls, _ = _run(field, 5000)
+    for wait_ms in MODES:
+        calls, _ = _run(field, 5000, wait_ms)
+        assert len(calls) == 2, wait_ms
+
+
+def test_the_same_card_back_after_a_long_wait_is_a_new_decision():
+    """The chip waiting for a card finds the same fixed UID again 400 ms after it left: the
+    field was empty longer than absent_ms all along, so this is a new presentation even
+    though no empty answer came between (the wait was still running)."""
+    uid = b"\x04\x11\x22\x33\x44\x55\x66"
+
+    def field(ms):
+        return _Target(uid) if ms < 300 or 700 <= ms < 800 else None
+
+    calls, _ = _run(field, 1000, 1000)  # one wait spans the whole absence
     assert len(calls) == 2
+
+
+def test_a_card_arriving_mid_wait_is_read_at_its_first_try():
+    """With the chip waiting, a card placed 130 ms into a wait is read 0-5 ms later (its first
+    activation try), not at the next poll."""
+    decided = []
+
+    class _Timed(_Session):
+        async def read_async(self, exchange, uid, sak):
+            decided.append(self.clock.t)
+            return await _Session.read_async(self, exchange, uid, sak)
+
+    clock = _Ticks()
+    board = _Board()
+    board.clock = clock
+    task = CardTask(board, _Door(), None, _Cache(), 0)
+    task.reader = _Field(clock, lambda ms: _Target(_random_uid()) if ms >= 130 else None)
+    task.session = _Timed(clock)
+    import asyncio
+
+    async def go():
+        await task.step()  # begin, then the wait in which the card comes
+    asyncio.run(go())
+    assert task.reader.retries == 0xFF
+    assert decided and 130 <= decided[0] <= 135, decided
+
+
+def test_an_empty_field_waited_on_reports_nothing_and_asks_for_no_pause():
+    clock = _Ticks()
+    board = _Board()
+    board.clock = clock
+    door = _Door()
+    task = CardTask(board, door, None, _Cache(), 0)
+    task.reader = _Field(clock, lambda ms: None)
+    task.session = _Session(clock)
+    import asyncio
+
+    assert asyncio.run(task.step()) is False
+    assert task._waited and clock.t >= task.cfg["wait_ms"] and door.calls == []
 
 
 def test_another_card_right_after_is_decided_at_once():
@@ -195,5 +269,29 @@ def test_another_card_right_after_is_decided_at_once():
         uid = b"\x04\x11\x22\x33\x44\x55\x66" if ms < 1000 else b"\x04\x99\x88\x77\x66\x55\x44"
         return _Target(uid)
 
-    calls, _ = _run(field, 2000)
-    assert len(calls) == 2
+    for wait_ms in MODES:
+        calls, _ = _run(field, 2000, wait_ms)
+        assert len(calls) == 2, wait_ms
+
+
+def test_the_door_acts_before_the_reader_releases_the_card():
+    """The relay does not wait for InRelease (the DESELECT): the decision reaches the door
+    first, and the card is released right after it."""
+    clock = _Ticks()
+    board = _Board()
+    board.clock = clock
+    order = []
+
+    class _OrderedDoor(_Door):
+        def deny(self, reason, ref, flags):
+            order.append(("door", getattr(task.reader, "released", 0)))
+            _Door.deny(self, reason, ref, flags)
+
+    task = CardTask(board, _OrderedDoor(), None, _Cache(), 0)
+    task.reader = _Field(clock, lambda ms: _Target(b"\x04\x11\x22\x33\x44\x55\x66"))
+    task.session = _Session(clock)
+    import asyncio
+
+    assert asyncio.run(task.step()) is True
+    assert order == [("door", 0)]  # no release yet when the door acted
+    assert task.reader.released == 1
