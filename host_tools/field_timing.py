@@ -21,11 +21,23 @@ Sources (each constant below names its own):
 - [MF3DX2] NXP MF3D(H)x2 MIFARE DESFire EV2 data sheet: 106 kbit/s default rate, FSCI configurable
   (delivered as 64-byte frames, the ATS widely logged for EV1/EV2 is 06 75 77 81 02 80: FSCI 5,
   TB 0x81 = FWI 8, SFGI 1), "fast programming cycles (erase/write) 1 ms".
+- [PM3-SNIFF] RfidResearchGroup/proxmark3, traces/hf_mfdes_sniff.trace (added in commit
+  a79b23edc408, 2022-01-30; "Sniff of HID reader reading a MIFARE DESFire SIO card"): a
+  Proxmark3 sniff of a DESFire with that same ATS, every frame timed in carrier periods (1/fc).
+  From the end of the reader's frame to the start of the card's answer, less FDT: ISO
+  SelectFile by name 1.16 ms, SelectApplication 0.69 ms, AuthenticateISO (2K3DES) part 1
+  2.38 ms and part 2 1.94 ms, GetFileSettings 0.93 ms, ReadData (enciphered, 5 bytes) 0.98 ms.
+  Its frame lengths also check the air model above (tests/host/test_field_timing.py): each is
+  within 1.5 etu of air_frame_s, the model the longer (the sniffer stops at the last modulation).
+- [FWT] ISO/IEC 14443-4: a card answers within FWT = (256 * 16 / fc) * 2^FWI or asks for more
+  time (S(WTX)); FWI 8 from the ATS gives 77.3 ms, the published upper bound on any command.
 
 No NXP document publishes per-command processing times of the DESFire EV2 or the PN532's
-firmware overhead per command; the constants marked UNSOURCED are conservative choices (on
-the slow side of what an asynchronous-CPU secure element with an AES coprocessor does) and
-named so a measurement on a bench can replace them.
+firmware overhead per command, and no published trace shows the EV2's AES commands
+(AuthenticateEV2First, CommMode.MAC/Full) timed; the constants marked UNSOURCED are
+conservative choices (each above the nearest command [PM3-SNIFF] timed, on the slow side of
+what an asynchronous-CPU secure element with an AES coprocessor does) and named so a
+measurement on a bench can replace them.
 """
 
 from __future__ import annotations
@@ -53,27 +65,34 @@ DESFIRE_SFGI = 1
 SFGT_S = (256 * 16 / FC_HZ) * 2 ** DESFIRE_SFGI  # 604 µs after the ATS before the next frame
 EEPROM_WRITE_S = 1e-3  # [MF3DX2] programming cycle (erase/write)
 
-# -- UNSOURCED, conservative ---------------------------------------------------------------
-# The card's processing per DESFire command, from the end of the command's frame (less FDT) to
-# the start of its answer. No published figure; chosen on the slow side.
-CARD_DEFAULT_S = 3e-3  # any command not listed
+FWT_S = (256 * 16 / FC_HZ) * 2 ** 8  # [FWT] FWI 8: 77.3 ms, no command may take longer
+
+# -- the card's processing per DESFire command ---------------------------------------------
+# From the end of the command's frame (less FDT) to the start of its answer. Sourced where
+# [PM3-SNIFF] timed the same command; UNSOURCED (conservative, above the nearest timed
+# command) elsewhere.
+CARD_DEFAULT_S = 3e-3  # UNSOURCED: any command not listed
 CARD_PROCESSING_S = {
-    0x5A: 2e-3,  # SelectApplication: looks the AID up in the application directory
-    0x64: 1.5e-3,  # GetKeyVersion
-    0x71: 4e-3,  # AuthenticateEV2First part 1: RndB from the TRNG, AES-encrypted
-    0xAF: 8e-3,  # AuthenticateEV2First part 2: decrypt, check RndA', encrypt, derive both
-    #             session keys (two CMACs) - the heaviest command on the door's path
-    0x51: 3e-3,  # GetCardUID (CommMode.Full): MAC check, encrypt, MAC the answer
-    0xAD: 3e-3,  # ReadData (CommMode.MAC): read the file, MAC check and MAC
-    0x6F: 1.5e-3,  # GetFileIDs
-    0x60: 1.5e-3,  # GetVersion
-    0xC4: 6e-3 + EEPROM_WRITE_S,  # ChangeKey: decrypt, CRC check, write the key
+    0x5A: 0.8e-3,  # SelectApplication: [PM3-SNIFF] 0.69 ms, rounded up
+    0x64: 1.5e-3,  # GetKeyVersion: UNSOURCED (GetFileSettings, as plain, took 0.93 ms)
+    0x71: 4e-3,  # AuthenticateEV2First part 1: UNSOURCED; RndB from the TRNG, AES-encrypted
+    #             (AuthenticateISO part 1, the 2K3DES counterpart, took 2.38 ms)
+    0xAF: 8e-3,  # AuthenticateEV2First part 2: UNSOURCED; decrypt, check RndA', encrypt, derive
+    #             both session keys (two CMACs) - the heaviest command on the door's path
+    #             (AuthenticateISO part 2, without the session-key CMACs, took 1.94 ms)
+    0x51: 3e-3,  # GetCardUID (CommMode.Full): UNSOURCED; MAC check, encrypt, MAC the answer
+    0xAD: 3e-3,  # ReadData (CommMode.MAC): UNSOURCED (an enciphered 5-byte ReadData took 0.98 ms)
+    0x6F: 1.5e-3,  # GetFileIDs: UNSOURCED
+    0x60: 1.5e-3,  # GetVersion: UNSOURCED
+    0xC4: 6e-3 + EEPROM_WRITE_S,  # ChangeKey: UNSOURCED; decrypt, CRC check, write the key
 }
+# -- UNSOURCED, conservative: the PN532's own time ------------------------------------------
 # The PN532 firmware's own time per command (parsing the host frame, setting up the CIU,
 # building the answer), on top of the wire and the air. No published figure.
 PN532_COMMAND_S = 1e-3
 # One InListPassiveTarget try in an empty field: REQA, the CIU's receive timeout, field
-# handling. No published figure; the door sets MaxRetries so an empty field costs 1 + retries.
+# handling. No published figure. Polling with MaxRetries n, an empty field costs 1 + n tries;
+# with MaxRetries FF the chip tries back to back and finds a card at the first try after it came.
 PN532_EMPTY_TRY_S = 5e-3
 # The card's start-up in the field before it answers REQA is not counted: a card is "presented"
 # when it first could answer.

@@ -57,6 +57,45 @@ def test_activation_of_a_7_byte_uid_card_with_rats() -> None:
     assert ft.activation_s(4, None) == pytest.approx((208 * 128 + 3 * 1172) / FC)
 
 
+# A Proxmark3 sniff of a reader reading a MIFARE DESFire (ATS 06 75 77 81 02 80), every frame
+# timed in carrier periods: RfidResearchGroup/proxmark3 traces/hf_mfdes_sniff.trace (commit
+# a79b23edc408). (frame bytes incl. CRC, first bytes, start-of-frame to last modulation in 1/fc)
+SNIFFED_FRAMES = [
+    (2, "4403", 2368), (5, "88046f16f5", 5824), (9, "9370", 10464), (3, "24d836", 3520),
+    (4, "e0803173", 4768), (8, "06757781", 9280), (16, "0a0000a4", 18528),
+    (13, "0b00905a", 15072), (14, "0a000675", 16256), (26, "0b0090af", 30048),
+    (21, "0a000001", 24256), (19, "0b003031", 21952),
+]
+# (command, end of the reader's frame, start of the card's answer), in 1/fc
+SNIFFED_GAPS = {0x5A: (18773939, 18784407), 0x1A: (18944403, 18977847),
+                0xAF: (19234611, 19262103), 0xF5: (19464899, 19478695),
+                0xBD: (19706019, 19720519)}
+
+
+def test_air_model_against_a_sniffed_desfire() -> None:
+    """Every sniffed frame is within 1.5 etu of the model, the model the longer (the sniffer
+    stops at the last modulation; the model counts the whole EOF)."""
+    for nbytes, _, measured in SNIFFED_FRAMES:
+        model = ft.air_frame_s(nbytes) * FC
+        assert 0 <= model - measured <= 1.5 * 128 + 1e-6, (nbytes, model, measured)
+
+
+def test_card_latencies_are_sourced_or_above_the_sniffed_ones() -> None:
+    """SelectApplication is the sniffed card's time (rounded up); the UNSOURCED AES commands are
+    above their sniffed 2K3DES or plain counterparts, and every command is within FWT."""
+    def took(cmd: int) -> float:
+        end, answer = SNIFFED_GAPS[cmd]
+        return (answer - end) / FC - ft.FDT_S
+
+    assert took(0x5A) <= ft.CARD_PROCESSING_S[0x5A] <= took(0x5A) + 0.2e-3
+    assert ft.CARD_PROCESSING_S[0x71] >= took(0x1A)  # AuthenticateISO part 1
+    assert ft.CARD_PROCESSING_S[0xAF] >= took(0xAF)  # its part 2
+    assert ft.CARD_PROCESSING_S[0x64] >= took(0xF5)  # GetFileSettings, plain
+    assert ft.CARD_PROCESSING_S[0xAD] >= took(0xBD)  # ReadData, enciphered
+    assert ft.FWT_S == pytest.approx(77.3e-3, rel=1e-3)
+    assert max(ft.CARD_PROCESSING_S.values()) < ft.FWT_S
+
+
 def test_card_processing_by_command() -> None:
     assert ft.card_processing_s(bytes.fromhex("9071000002000000")) == ft.CARD_PROCESSING_S[0x71]
     assert ft.card_processing_s(bytes.fromhex("5A01D0F5")) == ft.CARD_PROCESSING_S[0x5A]
