@@ -143,6 +143,17 @@ def sealed_update(site: dict[str, Any], device_id: str, iv: bytes | None = None)
                           iv or os.urandom(16))
 
 
+def add_door_master(site: dict[str, Any]) -> None:
+    """Move an older site to per-door keys: a `door_master` no door holds. Doors commissioned
+    from then on get their own command and cache keys; the others keep the site-wide ones
+    until they are commissioned again (the platform signs for each as it registers)."""
+    if per_door(site):
+        raise UserError("this site already gives each door its own keys", EXIT_USAGE)
+    if site.get("format") != FORMAT or not any(k.startswith("app_master") for k in site["keys"]):
+        raise UserError("a door key file cannot be moved to per-door keys: use the site key file", EXIT_USAGE)
+    site["keys"]["door_master"] = os.urandom(32).hex()
+
+
 def per_door(site: dict[str, Any]) -> bool:
     """Whether this site gives each door its own command and cache keys (`door_master`)."""
     return "door_master" in site["keys"]
@@ -210,7 +221,11 @@ def write_secret(path: Path, data: dict[str, Any], force: bool = False) -> None:
         raise UserError(f"{path} cannot be written ({e.strerror or e})", EXIT_USAGE) from None
 
 
-def load(path: Path, need_issuing: bool = False) -> tuple[dict[str, Any], SoftwareKeyStore]:
+def load(path: Path, need_issuing: bool = False,
+         for_doors: bool = False) -> tuple[dict[str, Any], SoftwareKeyStore]:
+    """The key file's content and its key store. `for_doors`: the caller signs or writes key
+    files for any door of the site (the platform, commissioning), which one door's per-door
+    key file cannot do."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -220,6 +235,9 @@ def load(path: Path, need_issuing: bool = False) -> tuple[dict[str, Any], Softwa
         raise UserError(f"key file {path} is not a readable JSON key file", EXIT_USAGE) from None
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, DEVICE_FORMAT):
         raise UserError(f"{path} is not a doorctl key file", EXIT_USAGE)
+    if for_doors and data.get("scope") == "door":
+        raise UserError(f"{path} is door {data.get('device')}'s own key file: signing for the site's "
+                        "doors needs the site key file (doorctl card keys init)", EXIT_USAGE)
     if need_issuing and not any(k.startswith("app_master") for k in data.get("keys", {})):
         raise UserError(f"{path} is a door key file: personalizing needs the site key file", EXIT_USAGE)
     try:

@@ -111,6 +111,27 @@ def keys_door(
     _run(go)
 
 
+@keys_app.command("per-door")
+def keys_per_door(keys: Path = KEYS_OPT) -> None:
+    """Move a site made before per-door keys to them: each door commissioned from now on gets
+    its own command and whitelist keys (a key taken from one door then verifies at no other).
+    Doors commissioned before keep working on the site-wide keys until commissioned again.
+
+    Example: doorctl card keys per-door --keys site.json
+    """
+    from host_tools.cards import sitekeys
+
+    def go() -> None:
+        data, _ = sitekeys.load(keys, need_issuing=True)
+        sitekeys.add_door_master(data)
+        sitekeys.write_secret(keys, data, force=True)
+        typer.echo(f"site {data['site_id']}: doors get their own keys from their next commissioning "
+                   f"(doorctl commission --keys {keys}); restart the platform with this file; doors "
+                   "not yet commissioned again keep the site-wide keys meanwhile")
+
+    _run(go)
+
+
 @keys_app.command("rotate")
 def keys_rotate(
     keys: Path = KEYS_OPT,

@@ -268,7 +268,7 @@ def commission(
     try:
         if lock not in ("fail-secure", "fail-safe"):
             raise _bad(f"--lock {lock!r}", "must be fail-secure or fail-safe")
-        site, _ = sitekeys.load(keys)
+        site, _ = sitekeys.load(keys, for_doors=True)
         for slot in ("cache", "command"):
             if slot not in site["keys"]:
                 raise _bad(f"--keys {keys}", f"has no {slot} key: make a new site key file "

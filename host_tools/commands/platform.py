@@ -104,7 +104,7 @@ def run(
         from host_tools.platform.commands import command_key
 
         try:
-            site_keys = sitekeys.load(keys)[0]
+            site_keys = sitekeys.load(keys, for_doors=True)[0]
             command_key(site_keys)  # every site file that signs has one
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
@@ -310,7 +310,7 @@ def command(
             raise fail(f"--arg {a!r} is not KEY=VALUE", EXIT_USAGE)
         args[k] = _arg_value(v)
     try:
-        data, _ = sitekeys.load(keys)
+        data, _ = sitekeys.load(keys, for_doors=True)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     try:

@@ -37,7 +37,7 @@ def _registry(db: str, keys: Path) -> Any:
     from host_tools.cards import sitekeys
     from host_tools.platform.cards import CardRegistry
 
-    site, _ = sitekeys.load(keys)
+    site, _ = sitekeys.load(keys, for_doors=True)
     if "cache" not in site["keys"]:
         raise UserError(f"{keys} has no cache key: make a site key file with doorctl card keys init",
                         EXIT_USAGE)
@@ -495,7 +495,7 @@ def keys_progress(keys: Path = typer.Option(..., "--keys", help="Site key file (
     from host_tools.platform.keyprogress import progress, summary
 
     try:
-        site, _ = sitekeys.load(keys)
+        site, _ = sitekeys.load(keys, for_doors=True)
         p = progress(open_store(db), site)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None

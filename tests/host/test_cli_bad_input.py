@@ -73,6 +73,7 @@ CASES: dict[str, list[list[str]]] = {
                                                                            "--site-id", "-1"],
                        ["--out", KEYS, "--site-id", "1"]],
     "card keys rotate": [["--keys", MISSING], ["--keys", f"{TMP}/binary"]],
+    "card keys per-door": [["--keys", MISSING], ["--keys", KEYS]],  # KEYS: per-door already
     "card keys close": [["--keys", MISSING], ["--keys", KEYS]],  # no rotation to close
     "card rekey": [["--keys", MISSING]],
     "card keys door": [["--keys", MISSING, "--out", f"{TMP}/d.json"],

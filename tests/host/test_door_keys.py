@@ -156,3 +156,45 @@ def test_a_sealed_key_file_never_changes_the_whitelist_key(tmp_path: Any) -> Non
         assert held.generation == 2 and (tmp_path / "keys.json").exists()
     finally:
         main.running.pop("keystore", None)
+
+
+def test_one_doors_key_file_cannot_sign_for_the_site(tmp_path: Any) -> None:
+    """The platform and commissioning need the site key file: a per-door key file holds one
+    door's keys, so it is refused with one line naming what to use (not used to sign for
+    every door, which every other door would refuse)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    door = Path(tmp_path) / "door.json"
+    sitekeys.write_secret(door, sitekeys.device_keys(_site(), "hz.b1.d1"))
+    with pytest.raises(UserError, match="site key file"):
+        sitekeys.load(door, for_doors=True)
+    assert sitekeys.load(door)[1].scope == "door"  # as a door's own file it loads
+    doorctl = str(Path(sys.executable).with_name("doorctl"))
+    out = subprocess.run([doorctl, "commission", "--keys", str(door), "--device-id", "hz.b1.d2",
+                          "--door-no", "1", "--broker", "127.0.0.1:1883", "--port", "/dev/null"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "hz.b1.d1's own key file" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_an_older_site_moves_to_per_door_keys(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(tmp_path) / "site.json"
+    site = sitekeys.new_site_keys(12, per_door=False)
+    sitekeys.write_secret(path, site)
+    doorctl = str(Path(sys.executable).with_name("doorctl"))
+    out = subprocess.run([doorctl, "card", "keys", "per-door", "--keys", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    moved = json.loads(path.read_text())
+    assert sitekeys.per_door(moved) and moved["keys"]["command"] == site["keys"]["command"]
+    assert all(v not in out.stdout + out.stderr for v in moved["keys"].values())
+    assert sitekeys.device_keys(moved, "a.b1.d1")["scope"] == "door"
+    again = subprocess.run([doorctl, "card", "keys", "per-door", "--keys", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already" in again.stderr
