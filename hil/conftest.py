@@ -61,21 +61,23 @@ def pcscd(request: pytest.FixtureRequest) -> Iterator[None]:
     bench rig the card readers its rig file names."""
     from host_tools.cards import pcsc
 
-    proc: subprocess.Popen[bytes] | None = pcsc.start_pcscd()
     try:
         rig = RigConfig.load(request.config.getoption("--rig"))
     except RigError:
         rig = RigConfig()
     wanted = sorted(set(rig.cards.values())) if rig.kind == "bench" else ["Virtual PCD 00 00"]
-    for name in wanted:
-        if not pcsc.wait_for_reader(name):
-            pytest.fail(f"pcscd does not show the card reader {name!r} "
-                        f"(readers: {', '.join(pcsc.reader_names()) or 'none'})")
-    yield
-    gc.collect()
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
+    proc: subprocess.Popen[bytes] | None = pcsc.start_pcscd()
+    try:  # stopped however the run ends, a reader that never showed included
+        for name in wanted:
+            if not pcsc.wait_for_reader(name):
+                pytest.fail(f"pcscd does not show the card reader {name!r} "
+                            f"(readers: {', '.join(pcsc.reader_names()) or 'none'})")
+        yield
+    finally:
+        gc.collect()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
 
 
 @pytest.fixture(scope="session")
