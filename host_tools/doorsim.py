@@ -84,15 +84,13 @@ class MiniMQTT:
 
     async def _read_packet(self) -> tuple[int, bytes]:
         assert self._reader is not None
-        head = await self._reader.readexactly(1)
-        n, shift = 0, 0
-        while True:
+        head, b = await self._reader.readexactly(2)  # the type and the length's first byte
+        n, shift = b & 0x7F, 7
+        while b & 0x80:
             b = (await self._reader.readexactly(1))[0]
             n |= (b & 0x7F) << shift
             shift += 7
-            if not b & 0x80:
-                break
-        return head[0], await self._reader.readexactly(n) if n else b""
+        return head, await self._reader.readexactly(n) if n else b""
 
     async def _read_loop(self) -> None:
         try:
@@ -138,42 +136,42 @@ class MiniMQTT:
                       timeout: float = 30.0) -> None:
         """QoS 1 waits for the broker's PUBACK; MQTTClosed when the connection goes first."""
         var = _str(topic)
-        fut = None
+        mid = self._next_mid() if qos else 0
         if qos:
-            mid = self._next_mid()
             var += struct.pack(">H", mid)
-            fut = self._acks[mid] = asyncio.get_running_loop().create_future()
         body = var + payload
         self._send(bytes([PUBLISH << 4 | qos << 1 | int(retain)]) + _remaining(len(body)) + body)
-        if fut is not None:
+        if qos:  # registered after the send: a future nobody awaits never holds an error
+            fut = self._acks[mid] = asyncio.get_running_loop().create_future()
             await self._wait(fut, timeout)
 
     async def subscribe(self, topics: Sequence[str], timeout: float = 30.0) -> None:
         mid = self._next_mid()
         body = struct.pack(">H", mid) + b"".join(_str(t) + b"\x01" for t in topics)
-        fut = self._acks[mid] = asyncio.get_running_loop().create_future()
         self._send(bytes([SUBSCRIBE << 4 | 2]) + _remaining(len(body)) + body)
+        fut = self._acks[mid] = asyncio.get_running_loop().create_future()
         await self._wait(fut, timeout)
 
     async def _wait(self, fut: asyncio.Future[None], timeout: float) -> None:
-        async def closing() -> None:
-            await self.closed.wait()
-
-        closed = asyncio.ensure_future(closing())
+        # No task per wait (thousands of doors publish at once): _close fails the future.
         try:
-            done, _ = await asyncio.wait([fut, closed], timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if fut not in done:
-            raise MQTTClosed("connection closed" if self.closed.is_set() else "no acknowledgement")
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            raise MQTTClosed("no acknowledgement") from None
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Send without waiting for the broker's PUBACK (a state report nothing waits on)."""
+        var = _str(topic) + (struct.pack(">H", self._next_mid()) if qos else b"")
+        body = var + payload
+        self._send(bytes([PUBLISH << 4 | qos << 1]) + _remaining(len(body)) + body)
 
     def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
         for fut in self._acks.values():
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(MQTTClosed("connection closed"))
         self._acks.clear()
         self.closed.set()
 
@@ -246,7 +244,10 @@ class SimDoor:
                 if self._cache.get(version) == total and version > self.whitelist:
                     self.whitelist = version
                     self.updated_at[version] = time.monotonic()
-                    asyncio.ensure_future(self._publish("cache_state", protocol.encode_cache_state(version)))
+                    if self._client is not None:
+                        with contextlib.suppress(MQTTClosed, OSError):
+                            self._client.publish_nowait(protocol.topic(self.device, "cache_state"),
+                                                        protocol.encode_cache_state(version))
 
     def _kick(self) -> None:
         if self._wake is not None:
@@ -363,6 +364,8 @@ async def _serve(args: object) -> None:
     async def milestones() -> None:
         while True:
             await asyncio.sleep(0.02)
+            if state["online"] and state["drained"]:
+                continue  # nothing to watch: no sweep over every door (it costs the fan-out)
             n = sum(1 for d in doors if d._client is not None and not d._client.closed.is_set())
             if not state["online"] and n == len(doors):
                 state["online"] = True

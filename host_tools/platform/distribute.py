@@ -38,17 +38,28 @@ def _key(platform: Platform, key: bytes | None) -> bytes:
     return bytes(key)
 
 
-def send(platform: Platform, device: str, data: bytes, start: int = 0,
-         key: bytes | None = None) -> None:
-    """Publish the file's chunks from byte `start`, each tagged with the cache key (the door's
-    own on a per-door site, the file then signed again for it: host_tools/platform/door_signing.py)."""
+def chunks(data: bytes, key: bytes, start: int = 0) -> list[bytes]:
+    """The file's pieces from byte `start`, each tagged with `key`: the same for every door
+    that shares the site's cache key (a piece names no door), so a fan-out encodes them once."""
     version = file_version(data)
+    return [protocol.encode_cache_chunk(version, len(data), offset,
+                                        data[offset:offset + protocol.CACHE_CHUNK], key)
+            for offset in range(start, len(data), protocol.CACHE_CHUNK)]
+
+
+def send(platform: Platform, device: str, data: bytes, start: int = 0,
+         key: bytes | None = None, pieces: list[bytes] | None = None) -> None:
+    """Publish the file's chunks from byte `start`, each tagged with the cache key (the door's
+    own on a per-door site, the file then signed again for it: host_tools/platform/door_signing.py).
+    `pieces`: the whole file already encoded by `chunks` with the site's key, used where the
+    doors share it."""
+    if pieces is not None and start == 0 and getattr(platform, "signer", None) is None:
+        for piece in pieces:
+            platform.publish(device, "cache", piece)
+        return
     data, door_key = platform.whitelist_for(device, data, key)
-    k = _key(platform, door_key)
-    for offset in range(start, len(data), protocol.CACHE_CHUNK):
-        chunk = data[offset:offset + protocol.CACHE_CHUNK]
-        platform.publish(device, "cache",
-                         protocol.encode_cache_chunk(version, len(data), offset, chunk, k))
+    for piece in chunks(data, _key(platform, door_key), start):
+        platform.publish(device, "cache", piece)
 
 
 def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
@@ -102,15 +113,17 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             out[device] = "current"
         else:
             pending[device] = data
+    shared_key = getattr(platform, "signer", None) is None  # else each door's own pieces
+    by_data = {id(data): chunks(data, key) for data in updates.values()
+               if data is not None and shared_key}
     for device, data in pending.items():
         platform.cache_states.pop(device, None)
-        send(platform, device, data, key=key)
-    deadline = time.monotonic() + min(timeout, FANOUT_WAIT_S)
-    for device in pending:
-        state = platform.wait_cache_state(
-            device, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),
-            max(0.0, deadline - time.monotonic()))
-        if state is not None and int(state["version"]) >= target:
+        send(platform, device, data, key=key, pieces=by_data.get(id(data)))
+    states = platform.wait_cache_states(
+        pending, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),
+        min(timeout, FANOUT_WAIT_S))
+    for device, state in states.items():
+        if int(state["version"]) >= target:
             out[device] = f"updated to {target}"
     for device, data in pending.items():
         if device in out:

@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -44,6 +45,26 @@ log = logging.getLogger("doorctl.platform")
 SUBSCRIPTIONS = ("auto", "shared", "plain")
 PROBE_S = 3.0  # how long a shared-subscription probe may take to come back
 GROUP_MAX = 500  # messages stored in one transaction at most
+INFLIGHT = 1000  # QoS 1 messages sent and not yet acknowledged by the broker (paho: 20)
+
+
+class _StateWatch:
+    """Doors whose cache state a caller awaits (Platform.wait_cache_states)."""
+
+    def __init__(self, devices: Iterable[str], cond: Any) -> None:
+        self.waiting = set(devices)
+        self.cond = cond
+        self.states: dict[str, dict[str, Any]] = {}
+        self.done = threading.Event()
+        if not self.waiting:
+            self.done.set()
+
+    def seen(self, device: str, state: dict[str, Any]) -> None:
+        if device in self.waiting and self.cond(state):
+            self.waiting.discard(device)
+            self.states[device] = state
+            if not self.waiting:
+                self.done.set()
 
 
 class _Batch:
@@ -109,6 +130,7 @@ class Platform:
         self.replies: dict[str, dict[str, Any]] = {}  # command id -> the door's reply
         self._replies_cond = threading.Condition()
         self.cache_states: dict[str, dict[str, Any]] = {}  # device -> its last cache_state
+        self._state_watches: list[_StateWatch] = []
         # With a card registry (host_tools/platform/cards.py), a door that reports an older
         # whitelist (it was off, or an update did not get through) is brought up to date.
         self.registry: Any = None
@@ -140,6 +162,7 @@ class Platform:
         self._subscribe_mid: int | None = None
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(1, 5)
+        self._client.max_inflight_messages_set(INFLIGHT)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -169,6 +192,16 @@ class Platform:
         if self._keeper is not None:
             self._keeper.stop()
             self._keeper = None
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until everything published so far has reached the broker (a marker's PUBACK
+        comes after theirs); False after `timeout`."""
+        info = self._client.publish(f"doorctl/flush/{self._client_id}", b"", qos=1)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):  # not connected, or the queue refused it
+            return False
+        return info.is_published()
 
     def leader(self) -> bool:
         """True when this instance does the singleton work (it holds the lease, or it runs
@@ -369,6 +402,8 @@ class Platform:
             state = protocol.decode_cache_state(payload)
             with self._replies_cond:
                 self.cache_states[device] = state
+                for watch in self._state_watches:
+                    watch.seen(device, state)
                 self._replies_cond.notify_all()
             self._maybe_sync(device, state)
         elif leaf == "reply":
@@ -484,6 +519,25 @@ class Platform:
                 self._syncing.discard(device)
 
         threading.Thread(target=run, name=f"sync-{device}", daemon=True).start()
+
+    def wait_cache_states(self, devices: Iterable[str], cond: Any,
+                          timeout: float) -> dict[str, dict[str, Any]]:
+        """Each device's cache state once `cond(state)` holds for every one of them, or what
+        held by `timeout`: the answers are taken as they arrive, on the network thread, and
+        the caller is woken once (a fan-out to thousands of doors)."""
+        with self._replies_cond:
+            watch = _StateWatch(devices, cond)
+            for device in list(watch.waiting):
+                if device in self.cache_states:
+                    watch.seen(device, self.cache_states[device])
+            self._state_watches.append(watch)
+        try:
+            watch.done.wait(timeout)
+        finally:
+            with self._replies_cond:
+                self._state_watches.remove(watch)
+        with self._replies_cond:
+            return dict(watch.states)
 
     def wait_cache_state(self, device: str, cond: Any, timeout: float = 30.0) -> dict[str, Any] | None:
         """The device's cache state once `cond(state)` holds, or None after `timeout`."""
