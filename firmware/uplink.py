@@ -42,7 +42,8 @@ from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 from firmware.refusals import Refusals
 
 NONCE_TTL_MS = 30000  # a signed time must answer a nonce announced at most this long ago
-REANNOUNCE_MS = 60000  # without a trusted time, a fresh nonce (presence) this often
+REANNOUNCE_MS = 20000  # without a trusted time, a fresh nonce (presence) this often: less
+# than NONCE_TTL_MS, so a platform coming back always finds a nonce it can still answer
 
 ANNOUNCE_EVERY_MS = 2000  # answers to the platform's announce request: at most one per 2 s
 ANNOUNCE_LIMIT = 16  # bytes: the request is empty
@@ -452,7 +453,9 @@ class Uplink:
                 continue
             if self._announce_asked and _elapsed(self._announced_at) >= ANNOUNCE_EVERY_MS:
                 self._announce_asked = False  # a flood of requests costs one answer per interval
-                await self._announce_self(client)
+                # Without a trusted time the answer carries a fresh nonce: the one announced at
+                # connecting may be older than a signed time may answer (the platform was away).
+                await self._announce_self(client, fresh_nonce=not self.trusted_time)
                 continue
             if j.acked != acked_seen:
                 acked_seen = j.acked
@@ -486,8 +489,7 @@ class Uplink:
                 last_progress = _now()
                 continue
             self._summarize()
-            if not self.trusted_time and self._nonce_used is False \
-                    and _elapsed(self._nonce_at) > REANNOUNCE_MS:
+            if not self.trusted_time and _elapsed(self._nonce_at) > REANNOUNCE_MS:
                 await self._announce(client)  # the platform was away: ask for a time again
             self._wake.clear()
             try:

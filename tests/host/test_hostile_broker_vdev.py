@@ -177,3 +177,26 @@ def test_a_signed_fresh_time_repairs_a_clock_an_unsigned_one_set_wrong(tmp_path:
         assert [e[6] for e in r.events(ev.TIME_SET)] == [0, 1]
     finally:
         r.close()
+
+
+def test_a_door_without_a_trusted_time_answers_an_announce_with_a_fresh_nonce(tmp_path: Path) -> None:
+    """A platform back after its outage asks every door to announce itself; the nonce a door
+    drew at connecting may be older than a signed time may answer, so a door that still has
+    no trusted time draws a new one (else its cards waited for its next re-announce)."""
+    r = Rig(tmp_path, platform_up=False)  # the platform is away: nobody signs a time
+    nonces: list[str] = []
+    r.hostile.on_message = lambda c, u, m: nonces.append(
+        protocol.decode_presence(m.payload).get("nonce", ""))
+    try:
+        wait_until(lambda: r.proxy.connections == 1, what="the door on the broker")
+        r.hostile.subscribe(protocol.topic(DEVICE, "presence"), 1)
+        wait_until(lambda: len(nonces) == 1, what="the door's presence (retained)")
+        r.hostile.publish(protocol.ANNOUNCE_TOPIC, b"", qos=1).wait_for_publish(5)
+        wait_until(lambda: len(nonces) == 2, what="the door's answer to announce")
+        assert nonces[1] and nonces[1] != nonces[0]
+        assert r.status().get("clock_trusted") is not True
+        r.platform.start()  # its own announce, then a time signed with the fresh nonce
+        wait_until(lambda: r.status().get("clock_trusted") is True, timeout=15,
+                   what="the signed time")
+    finally:
+        r.close()
