@@ -291,6 +291,11 @@ class Cache:
         # for 100k cards) than the one just freed.
         self.buf = bytearray(BUF_RECS * REC_SIZE)
         self.index = bytearray(MAX_INDEX * REF_LEN)
+        # And the same pair for an update's verification, which runs while the open files
+        # keep deciding: a 100k snapshot's index (3 KiB) and a read buffer asked of a busy
+        # door's heap at that moment were the first thing to fail below 84 KiB.
+        self.scan_buf = bytearray(BUF_RECS * REC_SIZE)
+        self.scan_index = bytearray(MAX_INDEX * REF_LEN)
         self.main = None
         self.overlay = None
         self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
@@ -489,9 +494,9 @@ class Cache:
         The file is consumed (renamed into place or removed)."""
         # The door keeps deciding from the open files during the scan (tick): the scan has
         # buffers of its own, but the cache's index when no sorted file uses it.
-        index = self.index if self.main is None else None
+        index = self.index if self.main is None else self.scan_index
         try:
-            t = Table(path, self.key, bytearray(len(self.buf)), self.site, tick, index)
+            t = Table(path, self.key, self.scan_buf, self.site, tick, index)
         except CacheError:
             _remove(path)
             raise
@@ -518,7 +523,7 @@ class Cache:
             _remove(self._p(OVERLAY))
             t.moved(self._p(MAIN))
             t.buf, t.mv = self.buf, memoryview(self.buf)
-            if t.index is not self.index:  # the scan's own index: copied, then dropped
+            if t.index is not self.index:  # the scan's index: copied into the open file's
                 self.index[:len(t.index)] = t.index
                 t.index = self.index
             self.main = t
@@ -537,6 +542,8 @@ class Cache:
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
             t.buf, t.mv = self.buf, memoryview(self.buf)
+            if t.index is self.scan_index:  # the next update's scan needs it: a copy (small)
+                t.index = bytearray(t.index[:t.entries * REF_LEN])
             self.overlay = t
             self._raise_floor(hdr.version)
             return self.version

@@ -35,14 +35,15 @@ def mpremote(pty: str, *args: str, timeout: float = 60.0) -> str:
 
 
 def provision(pty: str, config: dict[str, Any] | None = None, keys: dict[str, Any] | None = None,
-              cache: bytes | None = None) -> None:
+              cache: bytes | None = None, extra: dict[str, bytes] | None = None) -> None:
     """Configuration (config.json), door key file (keys.json) and whitelist snapshot
     (cache/main.bin), as one transaction (host_tools/door_stage.py) that the firmware applies
     as it boots: restart the device afterwards. A new whitelist drops the old one's pending
-    changes and version floor, as `doorctl commission` does."""
+    changes and version floor, as `doorctl commission` does. `extra`: more files by path
+    (a TLS CA file, say), in the same transaction."""
     from host_tools.door_stage import Transaction
 
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = dict(extra or {})
     remove: list[str] = []
     if cache is not None:
         files["cache/main.bin"] = cache

@@ -156,6 +156,23 @@ def test_many_cards_every_one_found():
     c.close()
 
 
+def test_updates_are_verified_in_buffers_made_at_boot_and_the_overlay_keeps_its_own_index():
+    c = _cache(snap(1, [card(i) for i in range(1, 40)]))
+    scan_buf, scan_index = c.scan_buf, c.scan_index
+    assert c.apply_bytes(delta(2, 1, [card(5, fmt.LOST), card(50)])) == 2
+    assert c.overlay.index is not scan_index and c.overlay.buf is c.buf
+    # The next update is verified in the same buffers while the overlay keeps deciding.
+    assert c.apply_bytes(delta(3, 2, [card(6, fmt.SUSPENDED), card(51)])) == 3
+    assert (c.scan_buf, c.scan_index) == (scan_buf, scan_index)
+    for i, want in ((5, "lost"), (6, "suspended"), (50, "granted"), (51, "granted"),
+                    (7, "granted"), (60, "unknown")):
+        assert c.decide(ref(i), 0, NOON)[1] == want, i
+    assert c.apply_bytes(snap(4, [card(i) for i in range(100, 140)])) == 4
+    assert c.main.index is c.index and c.main.buf is c.buf
+    assert c.decide(ref(120), 0, NOON)[0] and c.decide(ref(5), 0, NOON)[1] == "unknown"
+    c.close()
+
+
 def test_delta_revocation_wins_before_merge_and_after():
     c = _cache(snap(1, [card(1), card(2), card(3)]))
     assert c.apply_bytes(delta(2, 1, [card(2, fmt.LOST), pack_record(ref(3), 0, 0, 0, 0, 0, 0, True),
