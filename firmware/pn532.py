@@ -347,7 +347,7 @@ class Core:
         self._pend = b""
         self._pi = 0
 
-    def _wait(self, timeout_ms, want_ack):
+    def _wait(self, timeout_ms, want_ack, keep=False):
         """Read until an event that ends the wait; returns the event (EV_NONE on timeout).
 
         Bytes after the event stay pending for the next wait (an ACK and its response
@@ -357,7 +357,8 @@ class Core:
         which would run an APDU twice on the card (a second AuthenticateEV2First part 1
         draws a new RndB and the authentication fails)."""
         p = self.parser
-        p.reset()
+        if not keep:  # keep: go on with a frame begun in the last wait
+            p.reset()
         start = self.ticks()
         noise = 0
         while True:
@@ -390,13 +391,22 @@ class Core:
         self._pi = 0
         yield (IO_FLUSH, 0, 0)
 
-    def command(self, cmd, params, timeout_ms):
-        """Send D4 cmd params, wait for ACK then the D5 cmd+1 response; returns its data."""
-        yield from self._send(cmd, params)
+    def command(self, cmd, params, timeout_ms, once=False):
+        """Send D4 cmd params, wait for ACK then the D5 cmd+1 response; returns its data.
+
+        `once`: the command must not run twice (an APDU to the card), see _send."""
+        yield from self._send(cmd, params, timeout_ms if once else 0)
         return (yield from self._response(cmd, timeout_ms, False))
 
-    def _send(self, cmd, params):
-        """Send D4 cmd params until the PN532 ACKs it (again after a NACK or no ACK)."""
+    def _send(self, cmd, params, once_ms=0):
+        """Send D4 cmd params until the PN532 ACKs it (again after a NACK or no ACK).
+
+        With `once_ms`, a command not ACKed within the ACK timeout is not sent again: the
+        chip may be working on it already (a loaded link, a slow chip or host), and a second
+        copy would run the APDU twice on the card (a second AuthenticateEV2First part 1
+        draws a new RndB and the card refuses part 2: a valid card refused as auth_failed).
+        The ACK is waited for up to `once_ms`; E_NO_ANSWER when it never comes. Only a NACK
+        (the chip took nothing) sends it again."""
         data = bytearray(len(params) + 1)
         data[0] = cmd
         data[1:] = params
@@ -407,10 +417,14 @@ class Core:
             yield from self.flush()
             yield (IO_WRITE, self.tx, n)
             ev = yield from self._wait(self.ack_timeout_ms, True)
+            if ev == EV_NONE and once_ms > self.ack_timeout_ms:
+                ev = yield from self._wait(once_ms - self.ack_timeout_ms, True, True)
             if ev == EV_ACK:
                 break
             if ev == EV_ERROR_FRAME:
                 raise PN532Error(E_ERROR_FRAME, cmd)
+            if once_ms and ev != EV_NACK:  # the chip may have taken it: never run it twice
+                raise PN532Error(E_NO_ANSWER if ev == EV_NONE else E_NO_ACK, cmd)
             attempts += 1
             if attempts > self.retries:
                 if ev == EV_NONE:
@@ -520,7 +534,7 @@ class Core:
         params[1:] = apdu
         out = b""
         while True:
-            data = yield from self.command(CMD_IN_DATA_EXCHANGE, params, timeout_ms)
+            data = yield from self.command(CMD_IN_DATA_EXCHANGE, params, timeout_ms, True)
             if len(data) < 1:
                 raise PN532Error(E_BAD_FRAME, CMD_IN_DATA_EXCHANGE)
             st = data[0] & 0x3F
