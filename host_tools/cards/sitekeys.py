@@ -32,8 +32,10 @@ door the site-wide `command` and `cache` keys.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -211,14 +213,24 @@ def write_secret(path: Path, data: dict[str, Any], force: bool = False) -> None:
     if path.exists() and not force:
         raise UserError(f"{path} already exists: choose another file or pass --force to replace it",
                         EXIT_USAGE)
-    tmp = path.with_name(path.name + ".tmp")
+    # A new temporary file of our own (never one left behind or planted as a symlink: its
+    # mode or its target would carry the keys), owner-only, renamed over the key file.
+    tmp: str | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        tmp = None
     except OSError as e:
         raise UserError(f"{path} cannot be written ({e.strerror or e})", EXIT_USAGE) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def load(path: Path, need_issuing: bool = False,

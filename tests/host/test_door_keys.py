@@ -7,6 +7,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +201,38 @@ def test_an_older_site_moves_to_per_door_keys(tmp_path: Any) -> None:
     again = subprocess.run([doorctl, "card", "keys", "per-door", "--keys", str(path)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already" in again.stderr
+
+
+def test_a_key_file_is_owner_only_even_beside_a_stale_world_readable_tmp(tmp_path: Path) -> None:
+    path = tmp_path / "site.json"
+    stale = tmp_path / "site.json.tmp"
+    stale.write_text("")
+    os.chmod(stale, 0o644)  # left by an older doorctl, or another user's umask
+    sitekeys.write_secret(path, sitekeys.new_site_keys(3))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site.json", "site.json.tmp"]
+
+
+def test_a_key_file_is_never_written_through_a_planted_symlink(tmp_path: Path) -> None:
+    path = tmp_path / "site.json"
+    elsewhere = tmp_path / "attacker-readable"
+    (tmp_path / "site.json.tmp").symlink_to(elsewhere)
+    sitekeys.write_secret(path, sitekeys.new_site_keys(3))
+    assert not elsewhere.exists()
+    assert not path.is_symlink() and "door_master" in path.read_text()
+
+
+def test_a_failed_key_file_write_leaves_the_old_file_and_no_temporary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "site.json"
+    sitekeys.write_secret(path, sitekeys.new_site_keys(3))
+    before = path.read_bytes()
+
+    def full_disk(*a: object, **k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sitekeys.os, "replace", full_disk)
+    with pytest.raises(UserError, match="cannot be written"):
+        sitekeys.write_secret(path, sitekeys.new_site_keys(4), force=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["site.json"]
