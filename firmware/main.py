@@ -201,7 +201,8 @@ def _start_cards(board, cfg, door):
             os.mkdir(root + "/cache")
         except OSError:
             pass
-        cache = Cache(root + "/cache", keystore.key("cache"), cfg.get("site_id", keystore.site_id))
+        cache = Cache(root + "/cache", keystore.key("cache"), cfg.get("site_id", keystore.site_id),
+                      reserve_update=True)
         running["cache"] = cache
         status["cache_version"] = cache.version
         if cache.error:

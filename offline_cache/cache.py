@@ -278,7 +278,7 @@ def _copy(src, dst, buf, n):
 
 
 class Cache:
-    def __init__(self, folder, key, site=None):
+    def __init__(self, folder, key, site=None, reserve_update=False):
         self.dir = folder
         self.key = bytes(key)
         self.site = site
@@ -291,11 +291,12 @@ class Cache:
         # for 100k cards) than the one just freed.
         self.buf = bytearray(BUF_RECS * REC_SIZE)
         self.index = bytearray(MAX_INDEX * REF_LEN)
-        # And the same pair for an update's verification, which runs while the open files
-        # keep deciding: a 100k snapshot's index (3 KiB) and a read buffer asked of a busy
-        # door's heap at that moment were the first thing to fail below 84 KiB.
-        self.scan_buf = bytearray(BUF_RECS * REC_SIZE)
-        self.scan_index = bytearray(MAX_INDEX * REF_LEN)
+        # With `reserve_update` (the firmware), the same pair for an update's verification,
+        # which runs while the open files keep deciding: a 100k snapshot's index (3 KiB) and
+        # a read buffer asked of a busy door's heap at that moment were the first thing to
+        # fail below 88 KiB. Without (a tool, a test in a small heap), they are made per update.
+        self.scan_buf = bytearray(BUF_RECS * REC_SIZE) if reserve_update else None
+        self.scan_index = bytearray(MAX_INDEX * REF_LEN) if reserve_update else None
         self.main = None
         self.overlay = None
         self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
@@ -495,8 +496,9 @@ class Cache:
         # The door keeps deciding from the open files during the scan (tick): the scan has
         # buffers of its own, but the cache's index when no sorted file uses it.
         index = self.index if self.main is None else self.scan_index
+        buf = self.scan_buf if self.scan_buf is not None else bytearray(len(self.buf))
         try:
-            t = Table(path, self.key, self.scan_buf, self.site, tick, index)
+            t = Table(path, self.key, buf, self.site, tick, index)
         except CacheError:
             _remove(path)
             raise
@@ -542,7 +544,7 @@ class Cache:
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
             t.buf, t.mv = self.buf, memoryview(self.buf)
-            if t.index is self.scan_index:  # the next update's scan needs it: a copy (small)
+            if t.index is self.scan_index and t.index is not None:  # the next scan's: a copy
                 t.index = bytearray(t.index[:t.entries * REF_LEN])
             self.overlay = t
             self._raise_floor(hdr.version)

@@ -1,3 +1,6 @@
+# mpy-heapsize: 68K
+# (68K on the 64-bit interpreter: the cache's compiled search, offline_cache/native.py, adds
+# about 1.5 KiB of module there, which the default 64K of this many reboots did not leave.)
 # The whitelist cache on littlefs on the NOR-flash simulator: a power cut at every flash
 # operation of a delta apply, a snapshot load and a merge leaves a cache that verifies as the
 # old or the new version (never a mix), with the decisions of that version.

@@ -157,8 +157,10 @@ def test_many_cards_every_one_found():
 
 
 def test_updates_are_verified_in_buffers_made_at_boot_and_the_overlay_keeps_its_own_index():
-    c = _cache(snap(1, [card(i) for i in range(1, 40)]))
+    c = Cache(_dir(), KEY, SITE, reserve_update=True)
+    c.apply_bytes(snap(1, [card(i) for i in range(1, 40)]))
     scan_buf, scan_index = c.scan_buf, c.scan_index
+    assert scan_buf is not None and scan_index is not None
     assert c.apply_bytes(delta(2, 1, [card(5, fmt.LOST), card(50)])) == 2
     assert c.overlay.index is not scan_index and c.overlay.buf is c.buf
     # The next update is verified in the same buffers while the overlay keeps deciding.
