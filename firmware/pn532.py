@@ -346,6 +346,7 @@ class Core:
         self.resends = 0  # frames sent again after NACK, bad checksum or no ACK
         self._pend = b""
         self._pi = 0
+        self._asked = 0  # bit n: command code n was sent on this link (see _response)
 
     def _wait(self, timeout_ms, want_ack, keep=False):
         """Read until an event that ends the wait; returns the event (EV_NONE on timeout).
@@ -411,6 +412,7 @@ class Core:
         data[0] = cmd
         data[1:] = params
         n = encode_into(self.tx, TFI_HOST, data)
+        self._asked |= 1 << (cmd & 0x7F)
         attempts = 0
         while True:
             self.frames += 1
@@ -433,10 +435,20 @@ class Core:
             self.resends += 1
 
     def _response(self, cmd, timeout_ms, none_on_timeout):
-        """The D5 cmd+1 response's data; None when nothing came in time and `none_on_timeout`."""
+        """The D5 cmd+1 response's data; None when nothing came in time and `none_on_timeout`.
+
+        A late answer to another command sent on this link (a command sent again after its
+        ACK came late, an exchange given up on) can arrive after the flush, its ACK taken
+        for this command's: it is skipped, a bounded number of times, and this command's
+        own answer waited for (taken for this one, the card step would end as card_lost
+        with the card on the reader)."""
         nacks = 0
+        stale = 0
         while True:
             ev = yield from self._wait(timeout_ms, False)
+            if ev == EV_FRAME and self._is_stale(cmd) and stale <= self.retries + 1:
+                stale += 1
+                continue
             if ev == EV_FRAME:
                 break
             if ev == EV_ERROR_FRAME:
@@ -464,6 +476,14 @@ class Core:
         if p.length < 2 or p.data[1] != cmd + 1:
             raise PN532Error(E_WRONG_RESPONSE, p.data[1] if p.length > 1 else 0)
         return bytes(p.data[2:p.length])
+
+    def _is_stale(self, cmd):
+        """Whether the frame just parsed answers another command this link sent."""
+        p = self.parser
+        if p.length < 2 or p.data[0] != TFI_PN532:
+            return False
+        code = p.data[1]
+        return code != cmd + 1 and code & 1 == 1 and bool(self._asked >> ((code - 1) & 0x7F) & 1)
 
     def wake(self):
         yield (IO_WRITE, WAKEUP, len(WAKEUP))

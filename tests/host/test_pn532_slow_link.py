@@ -33,8 +33,9 @@ class LateLink:
     a read with nothing due moves it to the next arrival or the read's timeout."""
 
     def __init__(self, emu: PN532Emulator, clock: Clock, late_ins: int, late_ms: int,
-                 times: int = 1) -> None:
+                 times: int = 1, late_cmd: int | None = None) -> None:
         self.emu = emu
+        self.late_cmd = late_cmd  # or: the answers to this command come late
         self.clock = clock
         self.late_ins = late_ins
         self.late_ms = late_ms
@@ -47,8 +48,12 @@ class LateLink:
         data = bytes(buf)
         self.sent.append(data)
         late = 0
-        if self.times and len(data) > 9 and data[5:7] == bytes([p.TFI_HOST, p.CMD_IN_DATA_EXCHANGE]) \
-                and data[9] == self.late_ins:
+        if self.late_cmd is not None:
+            if self.times and len(data) > 6 and data[5:7] == bytes([p.TFI_HOST, self.late_cmd]):
+                late = self.late_ms
+                self.times -= 1
+        elif self.times and len(data) > 9 \
+                and data[5:7] == bytes([p.TFI_HOST, p.CMD_IN_DATA_EXCHANGE]) and data[9] == self.late_ins:
             late = self.late_ms
             self.times -= 1
         due = max([self.clock.t + late] + [d for d, _ in self.queue])
@@ -134,4 +139,24 @@ def test_the_next_read_after_a_late_answer_grants() -> None:
         except p.PN532Error as e:
             outcomes.append(e.reason)
     assert "auth_failed" not in outcomes and "bad_mac" not in outcomes, outcomes
+    assert "wrong_response" not in outcomes, outcomes  # the late answers were not taken
     assert outcomes[0] == "card_lost" and outcomes[-1] == "ok", outcomes
+
+
+def test_a_command_sent_again_after_a_late_ack_leaves_no_answer_for_the_card_step() -> None:
+    """InListPassiveTarget ACKed late is sent again (it may run twice): the chip answers both
+    copies, and the second answer, arriving during the first APDU, is not taken for the
+    APDU's (the card step would end as card_lost with the card on the reader)."""
+    kit = SiteKit(41)
+    card, ref = kit.issue()
+    emu = PN532Emulator()
+    emu.present(LocalCard(card.process, card.uid))
+    clock = Clock()
+    link = LateLink(emu, clock, 0, 60, times=2, late_cmd=p.CMD_IN_LIST_PASSIVE_TARGET)
+    driver = p.PN532(link, clock=clock)
+    target = driver.list_target()
+    assert target is not None
+    assert sum(1 for f in link.sent if f[6:7] == bytes([p.CMD_IN_LIST_PASSIVE_TARGET])) == 2
+    result = cs.CardSession(kit.store).read(driver.transceive, target.uid, target.sak)
+    assert result.reason == "ok" and result.ref == ref
+    assert driver.release() == 0
