@@ -28,6 +28,12 @@ from one door verifies at no other. `door_master` never reaches a door; the plat
 the same keys to sign for each door. The door file then says `"scope": "door"` and names its
 `device`. A site file without `door_master` (made before per-door keys) keeps giving every
 door the site-wide `command` and `cache` keys.
+
+Door key epochs (docs/threat-model.md, "After a theft"): `door_epochs` ({device: epoch},
+absent = 1) is mixed into a door's own keys and its key update key; `doorctl card keys
+revoke-door ID` lists the stolen epoch under `revoked` ({device: [epochs]}) and bumps the
+door's epoch, so a replacement under the same id (or a key update sent to that id) gets keys
+the thief cannot compute. No key file is made or sealed for a revoked epoch.
 """
 
 from __future__ import annotations
@@ -126,19 +132,56 @@ def close(site: dict[str, Any]) -> list[int]:
     return [v for v in accept if v != current]
 
 
+def door_epoch(site: dict[str, Any], device_id: str) -> int:
+    """The key epoch of door `device_id` (1 until `revoke-door` retires one)."""
+    return int(site.get("door_epochs", {}).get(device_id, 1))
+
+
+def revoked(site: dict[str, Any]) -> dict[str, list[int]]:
+    """{device: the key epochs retired for it} (a stolen door's keys)."""
+    return {d: list(map(int, e)) for d, e in site.get("revoked", {}).items()}
+
+
+def check_not_revoked(site: dict[str, Any], device_id: str) -> None:
+    """Refuse to make keys for a door whose current epoch was retired."""
+    if door_epoch(site, device_id) in revoked(site).get(device_id, []):
+        raise UserError(f"door {device_id}'s keys were revoked (stolen door): its epoch was not moved on; "
+                        f"run `doorctl card keys revoke-door {device_id}` with the current site key file",
+                        EXIT_USAGE)
+
+
+def revoke_door(site: dict[str, Any], device_id: str) -> int:
+    """Retire door `device_id`'s keys (after a theft): its epoch is listed as revoked and the
+    next one becomes current, so what the thief holds opens nothing sent to that id again.
+    Returns the new epoch."""
+    if site.get("format") != FORMAT or not any(k.startswith("app_master") for k in site["keys"]):
+        raise UserError("revoking a door needs the site key file, not a door key file", EXIT_USAGE)
+    old = door_epoch(site, device_id)
+    gone = site.setdefault("revoked", {}).setdefault(device_id, [])
+    if old not in gone:
+        gone.append(old)
+    new = max([old, *gone]) + 1
+    site.setdefault("door_epochs", {})[device_id] = new
+    return new
+
+
 def door_update_key(site: dict[str, Any], device_id: str) -> bytes:
     """The door's own key for sealed key updates (crypto/keyupdate.py): derived from the site's
-    `provision` secret, which no door holds (added to older site files on first use)."""
+    `provision` secret, which no door holds (added to older site files on first use), and the
+    door's key epoch (epoch 1 keeps the original derivation)."""
     prov = site["keys"].get("provision")
     if prov is None:
         raise UserError("the site key file has no provision secret (made before key updates existed): "
                         "`doorctl card keys rotate` adds one", EXIT_USAGE)
-    return hmac_sha256(bytes.fromhex(prov), b"U" + device_id.encode())
+    epoch = door_epoch(site, device_id)
+    suffix = b"" if epoch == 1 else b"|" + epoch.to_bytes(4, "big")
+    return hmac_sha256(bytes.fromhex(prov), b"U" + device_id.encode() + suffix)
 
 
 def sealed_update(site: dict[str, Any], device_id: str, iv: bytes | None = None) -> dict[str, Any]:
     """The `keys` command arguments: this door's key file of the site's current generation,
     sealed for `device_id` (never in clear on the broker)."""
+    check_not_revoked(site, device_id)
     key = door_update_key(site, device_id)
     plain = json.dumps(device_keys(site, device_id)).encode()
     return keyupdate.seal(lambda m: hmac_sha256(key, m), device_id, int(site.get("generation", 1)), plain,
@@ -161,13 +204,16 @@ def per_door(site: dict[str, Any]) -> bool:
     return "door_master" in site["keys"]
 
 
-def door_key(site: dict[str, Any], purpose: str, device_id: str, version: int = 1) -> bytes:
+def door_key(site: dict[str, Any], purpose: str, device_id: str, version: int | None = None) -> bytes:
     """Door `device_id`'s own key for `purpose` ("command": commands, trusted time and
-    acknowledgements; "cache": whitelist files and pieces), from the site's `door_master`."""
+    acknowledgements; "cache": whitelist files and pieces), from the site's `door_master` and
+    the door's key epoch (`version`, default the door's current one)."""
     if purpose not in DOOR_PURPOSES:
         raise ValueError(f"no door key for {purpose!r}")
     if not device_id or "|" in device_id:
         raise ValueError("a door key needs the door's device id")
+    if version is None:
+        version = door_epoch(site, device_id)
     master = bytes.fromhex(site["keys"]["door_master"])
     return hmac_sha256(master, DOOR_KDF_LABEL + purpose.encode() + b"|" + device_id.encode()
                        + b"|" + int(version).to_bytes(4, "big"))
@@ -188,6 +234,8 @@ def signing_key(site: dict[str, Any], purpose: str, device_id: str, site_wide: b
 def device_keys(site: dict[str, Any], device_id: str | None = None) -> dict[str, Any]:
     """What a door needs: no application master key, so a stolen door cannot issue or rewrite
     cards; on a per-door site its own command and cache keys, never the site's."""
+    if device_id is not None:
+        check_not_revoked(site, device_id)
     current = site.get("key_version", 1)
     accept = site.get("accept", [current])
     read = {slot_name("door_read", v) for v in accept}

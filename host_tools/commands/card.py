@@ -158,6 +158,37 @@ def keys_rotate(
     _run(go)
 
 
+@keys_app.command("revoke-door")
+def keys_revoke_door(
+    device_id: str = typer.Argument(..., help="The stolen or lost door's id (hz.b12.d3)."),
+    keys: Path = KEYS_OPT,
+) -> None:
+    """Retire a stolen door's own keys: its id gets a new key epoch, so a replacement
+    commissioned under it, and key updates sent to it, use keys the thief cannot compute.
+    Then rotate the site's card keys (`doorctl card keys rotate`): see docs/threat-model.md.
+
+    Example: doorctl card keys revoke-door hz.b12.d3 --keys site.json
+    """
+    from firmware import protocol
+    from host_tools.cards import sitekeys
+
+    def go() -> None:
+        try:
+            protocol.check_device_id(device_id)
+        except protocol.ProtocolError:
+            raise UserError(f"{device_id!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)",
+                            EXIT_USAGE) from None
+        data, _ = sitekeys.load(keys, need_issuing=True)
+        epoch = sitekeys.revoke_door(data, device_id)
+        sitekeys.write_secret(keys, data, force=True)
+        typer.echo(f"site {data['site_id']}: door {device_id}'s keys revoked "
+                   f"(key epoch {epoch} from now on); "
+                   f"restart the platform with {keys}, commission the replacement, then "
+                   "`doorctl card keys rotate`")
+
+    _run(go)
+
+
 @keys_app.command("close")
 def keys_close(keys: Path = KEYS_OPT) -> None:
     """End the rotation window: doors refuse cards still on the previous key version.
