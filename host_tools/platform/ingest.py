@@ -45,6 +45,7 @@ log = logging.getLogger("doorctl.platform")
 SUBSCRIPTIONS = ("auto", "shared", "plain")
 PROBE_S = 3.0  # how long a shared-subscription probe may take to come back
 GROUP_MAX = 500  # messages stored in one transaction at most
+STORE_ATTEMPTS = 3  # a group's transaction, tried again after a failure
 INFLIGHT = 1000  # QoS 1 messages sent and not yet acknowledged by the broker (paho: 20)
 
 
@@ -342,13 +343,23 @@ class Platform:
         door) and each message to the broker: nothing is acknowledged before the commit."""
         batches = [b for b in group if isinstance(b, _Batch)]
         presence = [p for p in group if not isinstance(p, _Batch)]
-        try:
-            marks = self.store.store_batches([(b.device, b.events) for b in batches], presence)
-        except Exception:
-            # As for one message (_on_message): the doors get no ack and send again.
-            self.store_failures += len(batches)
-            log.exception("could not store %d batches", len(batches))
-            marks = {}
+        marks: dict[str, int] = {}
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                marks = self.store.store_batches([(b.device, b.events) for b in batches],
+                                                 presence)
+                break
+            except Exception:
+                # Tried again (a serialization failure or a lost connection passes; the
+                # presence changes, acknowledged to the broker already, are in this group
+                # only); then, as for one message (_on_message), the doors get no ack and
+                # send again.
+                if attempt + 1 < STORE_ATTEMPTS:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                self.store_failures += len(batches)
+                log.exception("could not store %d batches and %d presence changes",
+                              len(batches), len(presence))
         acked: set[tuple[str, int]] = set()
         for b in batches:
             upto = marks.get(b.device)

@@ -154,6 +154,14 @@ class Store:
                 cur.executemany(self._q(
                     "INSERT INTO devices (device) VALUES (?) ON CONFLICT DO NOTHING"),
                     [(d,) for d in devices])
+                if self._ph == "%s":
+                    # Every door the group touches, batches and presence alike, locked in
+                    # device order before anything else: two instances whose groups overlap
+                    # (one stores d1's batch and d2's presence, the other the reverse) wait
+                    # for each other instead of deadlocking.
+                    where, params = self._in("device", devices)
+                    self._conn.execute(f"SELECT device FROM devices WHERE {where}"
+                                       " ORDER BY device FOR UPDATE", params).fetchall()
                 if lost:
                     cur.executemany(self._q(
                         "INSERT INTO gaps (device, first_seq, last_seq, kind, seen_at)"
@@ -166,8 +174,12 @@ class Store:
                 if presence:
                     cur.executemany(self._q(
                         "UPDATE devices SET online=?, boot=COALESCE(?, boot),"
-                        " firmware=COALESCE(?, firmware), presence_at=? WHERE device=?"),
-                        [(1 if online else 0, boot, fw, at, d) for d, online, boot, fw, at in presence])
+                        " firmware=COALESCE(?, firmware), presence_at=? WHERE device=?"
+                        " AND (presence_at IS NULL OR presence_at <= ?)"),
+                        # An older presence committed late (by another instance) never
+                        # overwrites a newer one.
+                        [(1 if online else 0, boot, fw, at, d, at)
+                         for d, online, boot, fw, at in presence])
                 self._commit()
             except BaseException:
                 self._rollback()

@@ -80,3 +80,50 @@ def test_two_instances_storing_one_doors_batches_at_once_leave_no_watermark_behi
     # Whichever committed last saw the other's batch: the watermark covers both.
     assert max(marks.values()) == 32
     assert Store(db_url).ack_upto("d") == 32
+
+
+def test_two_instances_with_crossed_batches_and_presence_neither_deadlock_nor_lose_presence(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One instance stores d1's batch with d2's presence, the other d2's batch with d1's
+    presence, both inside their transaction at the same moment: each waits for the other
+    (no DeadlockDetected), and both doors end with their batches and their presence."""
+    a, b = Store(db_url), Store(db_url)
+    a.store_batches([("d1", [ev(1)]), ("d2", [ev(1)])])  # both doors known
+    meet = threading.Barrier(2)
+    original = Store._advance_many
+
+    def advance_then_meet(self: Store, devices: list[str]) -> dict[str, int]:
+        marks = original(self, devices)
+        try:
+            meet.wait(3)  # the other instance is (or would be) between its locks now
+        except threading.BrokenBarrierError:
+            pass  # it waits for our locks: the point of the test
+        return marks
+
+    monkeypatch.setattr(Store, "_advance_many", advance_then_meet)
+    errors: list[BaseException] = []
+
+    def store(s: Store, door: str, other: str) -> None:
+        try:
+            s.store_batches([(door, [ev(2)])], presence=[(other, True, 5, "fw", time.time())])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=store, args=(a, "d1", "d2")),
+               threading.Thread(target=store, args=(b, "d2", "d1"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    for s in (a, b):
+        for d in ("d1", "d2"):
+            assert s.ack_upto(d) == 2
+            assert s.device(d)["online"] and s.device(d)["boot"] == 5  # type: ignore[index]
+
+
+def test_an_older_presence_stored_late_does_not_overwrite_a_newer_one(db_url: str) -> None:
+    s = Store(db_url)
+    s.store_batches([], presence=[("d1", True, 7, "fw", 200.0)])
+    s.store_batches([], presence=[("d1", False, None, None, 100.0)])  # older, committed later
+    assert s.device("d1")["online"] and s.device("d1")["presence_at"] == 200.0  # type: ignore[index]
