@@ -60,7 +60,7 @@ class BenchDoor(DoorSite):
                 host, port = cfg.broker
             self.can_cut_network = self.broker is not None
             self.platform = Platform(Store(str(tmp / "platform.db")), host, port,
-                                     ack_key=self.site.command_key).start()
+                                     **self.site.platform_keys()).start()
             self._closers.append(self.platform)
             self.emu = PN532Emulator()
             try:
@@ -80,7 +80,7 @@ class BenchDoor(DoorSite):
         config = self.site.door_config(self.device_id, broker={"host": host, "port": port,
                                                                "keepalive": 5},
                                        door=DOOR_TIMINGS)
-        self.console.provision(config, self.site.door_keys(), self.first_snapshot())
+        self.console.provision(config, self.site.door_keys(self.device_id), self.first_snapshot())
         held = self.console.hold_wiped()
         try:
             self.board.power(False)

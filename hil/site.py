@@ -26,8 +26,9 @@ class DoorSite:
     version = 1
 
     def first_snapshot(self) -> bytes:
-        return self.site.snapshot(1, [(self.refs[role], status, master)
-                                      for role, status, master in WHITELIST])
+        return self.site.for_door(self.site.snapshot(1, [(self.refs[role], status, master)
+                                                         for role, status, master in WHITELIST]),
+                                  self.device_id)
 
     def state(self) -> dict[str, Any]:
         return self.platform.store.device(self.device_id) or {}

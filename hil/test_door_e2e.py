@@ -154,7 +154,9 @@ def _journal_depth(door: Door) -> int:
 @pytest.mark.broker
 def test_the_door_frees_its_journal_on_the_platforms_signed_acks_only(door: Door) -> None:
     wait_for(lambda: _journal_depth(door) == 0, 30, "the journal freed by signed acknowledgements")
-    key, door.platform.ack_key = door.platform.ack_key, None  # acks as anyone on the broker can
+    # acks as anyone on the broker can (no key: neither the site-wide nor the door's own)
+    key, door.platform.ack_key = door.platform.ack_key, None
+    signer, door.platform.signer = door.platform.signer, None
     try:
         before = len(door.events(GRANTED))
         assert door.swipe("resident") is True
@@ -162,6 +164,6 @@ def test_the_door_frees_its_journal_on_the_platforms_signed_acks_only(door: Door
         time.sleep(1.0)
         assert _journal_depth(door) > 0  # ...so the door keeps it
     finally:
-        door.platform.ack_key = key
+        door.platform.ack_key, door.platform.signer = key, signer
     # The door sends again when no good ack comes (5 s); signed, it frees the journal.
     wait_for(lambda: _journal_depth(door) == 0, 30, "the journal freed once acks are signed")

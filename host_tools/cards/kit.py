@@ -57,6 +57,22 @@ class SiteKit:
         site, door `device`'s own command and cache keys)."""
         return sitekeys.device_keys(self.keys, device if sitekeys.per_door(self.keys) else None)
 
+    def for_door(self, data: bytes, device: str) -> bytes:
+        """A whitelist file of this kit as door `device` verifies it (signed again with the
+        door's own cache key on a per-door site)."""
+        if not sitekeys.per_door(self.keys):
+            return data
+        from host_tools.platform.door_signing import retag
+
+        return retag(data, self.door_key("cache", device))
+
+    def platform_keys(self) -> dict[str, Any]:
+        """Platform(...) keyword arguments that sign for this kit's doors: the site file on a
+        per-door site (each door's own keys), else the site-wide command key."""
+        if sitekeys.per_door(self.keys):
+            return {"site_keys": self.keys}
+        return {"ack_key": self.command_key}
+
     def door_key(self, purpose: str, device: str) -> bytes:
         """Door `device`'s key for "command" or "cache" (the site-wide one on an older site)."""
         return sitekeys.signing_key(self.keys, purpose, device)

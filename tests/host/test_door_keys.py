@@ -236,3 +236,12 @@ def test_a_failed_key_file_write_leaves_the_old_file_and_no_temporary(
         sitekeys.write_secret(path, sitekeys.new_site_keys(4), force=True)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["site.json"]
+
+
+def test_the_kit_signs_for_its_doors_as_the_platform_does() -> None:
+    kit, old = SiteKit(1001, per_door=True), SiteKit(1002)
+    snap = kit.snapshot(1, [(b"\x02" * 8, fmt.ACTIVE, False)])
+    mine = kit.for_door(snap, "hz.b1.d1")
+    assert mine == DoorSigner(kit.keys).whitelist_for("hz.b1.d1", snap) and mine != snap
+    assert kit.platform_keys() == {"site_keys": kit.keys}
+    assert old.for_door(snap, "hz.b1.d1") == snap and old.platform_keys() == {"ack_key": old.command_key}

@@ -32,7 +32,7 @@ from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import provision
+from host_tools.vdev.provision import mpremote, provision
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR_A = "pd.b1.d1"  # the stolen one: only its key file is used here
@@ -181,3 +181,28 @@ def test_a_door_still_on_site_wide_keys_keeps_working_on_a_per_door_site(tmp_pat
         assert out.returncode == 0 and "open done" in out.stdout, out.stdout + out.stderr
     finally:
         r.close()
+
+
+def test_a_card_key_rotation_reaches_a_per_door_door_sealed_and_keeps_its_own_keys(rig: Rig,
+                                                                                   tmp_path: Path) -> None:
+    """`keys rotate`, then the door's new key file over MQTT: sealed for it, with the new card
+    key version and the same own command and cache keys (its stored whitelist stays valid);
+    the platform's commands still verify."""
+    wait_until(lambda: rig.status().get("clock_trusted") is True, what="a trusted clock")
+    site_file = tmp_path / "site.json"
+    sitekeys.write_secret(site_file, rig.site.keys)
+    rotate = subprocess.run([DOORCTL, "card", "keys", "rotate", "--keys", str(site_file)],
+                            capture_output=True, text=True, timeout=120)
+    assert rotate.returncode == 0, rotate.stderr
+    push = subprocess.run([DOORCTL, "platform", "command", DOOR_B, "keys", "--keys", str(site_file),
+                           "--broker", f"{rig.broker.host}:{rig.broker.port}", "--timeout", "30"],
+                          capture_output=True, text=True, timeout=120)
+    assert push.returncode == 0 and "keys done" in push.stdout, push.stdout + push.stderr
+    held = mpremote(rig.dev.pty, "exec", "from firmware.main import running\n"
+                                         "ks = running['keystore']\n"
+                                         "print(ks.generation, ks.scope, ks.device, ks.accept,"
+                                         " ks.key('cache') == running['cache'].key)")
+    # the whitelist on flash is signed with the cache key the door still holds
+    assert held.strip().splitlines()[-1] == f"2 door {DOOR_B} (1, 2) True"
+    out = rig.cli_open(tmp_path)
+    assert out.returncode == 0 and "open done" in out.stdout, out.stdout + out.stderr
