@@ -38,6 +38,12 @@ def _key(platform: Platform, key: bytes | None) -> bytes:
     return bytes(key)
 
 
+def shares_cache_key(platform: Platform) -> bool:
+    """Whether every door gets the same pieces: not on a per-door site (each door's own)."""
+    signer = getattr(platform, "signer", None)
+    return signer is None or not signer.per_door
+
+
 def chunks(data: bytes, key: bytes, start: int = 0) -> list[bytes]:
     """The file's pieces from byte `start`, each tagged with `key`: the same for every door
     that shares the site's cache key (a piece names no door), so a fan-out encodes them once."""
@@ -53,7 +59,7 @@ def send(platform: Platform, device: str, data: bytes, start: int = 0,
     own on a per-door site, the file then signed again for it: host_tools/platform/door_signing.py).
     `pieces`: the whole file already encoded by `chunks` with the site's key, used where the
     doors share it."""
-    if pieces is not None and start == 0 and getattr(platform, "signer", None) is None:
+    if pieces is not None and start == 0 and shares_cache_key(platform):
         for piece in pieces:
             platform.publish(device, "cache", piece)
         return
@@ -113,7 +119,7 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             out[device] = "current"
         else:
             pending[device] = data
-    shared_key = getattr(platform, "signer", None) is None  # else each door's own pieces
+    shared_key = shares_cache_key(platform)  # else each door's own pieces
     by_data = {id(data): chunks(data, key) for data in updates.values()
                if data is not None and shared_key}
     for device, data in pending.items():
