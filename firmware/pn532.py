@@ -42,6 +42,7 @@ MAX_FRAME = MAX_DATA + 10  # extended header (8) + TFI..PD + DCS + postamble
 MAX_APDU = 262  # InDataExchange DataOut limit
 MAX_RESPONSE = 1024  # an APDU response assembled from MI-chained parts
 MAX_NOISE = 2 * MAX_FRAME  # bytes without a frame before giving up on the link
+LATE_NOISE = 8  # bytes outside a frame taken after a wait's deadline before it ends
 
 # Parser events
 EV_NONE = 0
@@ -362,6 +363,8 @@ class Core:
             p.reset()
         start = self.ticks()
         noise = 0
+        late = False  # the bytes at hand were read after the deadline
+        late_noise = 0
         while True:
             pend = self._pend
             i = self._pi
@@ -372,6 +375,7 @@ class Core:
                     return EV_NONE
                 if chunk is None:
                     raise PN532Error(E_NOT_CONNECTED, 0)
+                late = left <= 0
                 self._pend = chunk
                 self._pi = 0
                 continue
@@ -381,6 +385,12 @@ class Core:
                 noise += 1
                 if noise > MAX_NOISE:
                     return EV_BAD_LEN
+                # Past the deadline only a frame already begun keeps the wait going: a
+                # reader trickling junk must not hold the door past its timeout.
+                if late and p._state == 0:
+                    late_noise += 1
+                    if late_noise > LATE_NOISE:
+                        return EV_NONE
                 continue
             if want_ack and ev == EV_FRAME:
                 noise += 1  # a response frame where an ACK belongs: not an ACK
@@ -444,8 +454,12 @@ class Core:
         with the card on the reader)."""
         nacks = 0
         stale = 0
+        start = self.ticks()
         while True:
-            ev = yield from self._wait(timeout_ms, False)
+            # One deadline for the whole answer: stray ACKs, stale frames and NACKed
+            # retries come out of it, never with a new timeout each.
+            left = timeout_ms - self.ticks_diff(self.ticks(), start)
+            ev = yield from self._wait(left if left > 0 else 0, False)
             if ev == EV_FRAME and self._is_stale(cmd) and stale <= self.retries + 1:
                 stale += 1
                 continue
@@ -468,6 +482,10 @@ class Core:
             if ev == EV_TOO_LONG:
                 raise PN532Error(E_TOO_LONG, cmd)
             if ev in (EV_ACK, EV_NACK):
+                if self.ticks_diff(self.ticks(), start) >= timeout_ms:
+                    if none_on_timeout:
+                        return None
+                    raise PN532Error(E_NO_ANSWER, cmd)
                 continue  # a stray ACK: keep waiting for the response
             raise PN532Error(E_BAD_FRAME, cmd)
         p = self.parser

@@ -338,3 +338,35 @@ def test_link_closed_is_not_connected():
             return None
 
     expect_error(lambda: p.PN532(Closed()).firmware_version(), p.E_NOT_CONNECTED)
+
+
+class Trickle(Script):
+    """A reader gone wrong: it ACKs the command, then sends one junk byte (or, `acks`, one ACK
+    frame) every 20 ms for ever."""
+
+    def __init__(self, clock, acks=False):
+        Script.__init__(self, clock, [p.ACK])
+        self.acks = acks
+
+    def read(self, n, timeout_ms):
+        self.clock.t += 20
+        if self.clock.t > 60000:
+            raise AssertionError("still waiting after a minute")
+        if self.rx:
+            return Script.read(self, n, timeout_ms)
+        return p.ACK if self.acks else b"\x11"
+
+
+def test_a_reader_trickling_junk_cannot_hold_a_wait_past_its_timeout():
+    clock = Clock()
+    d = p.PN532(Trickle(clock), clock=clock)
+    expect_error(lambda: d.list_target(1000), p.E_NO_ANSWER)
+    assert clock.t < 1000 + 400, clock.t  # was 11 s (the noise limit counts bytes, not time)
+
+
+def test_a_reader_sending_acks_for_ever_cannot_hold_an_exchange():
+    clock = Clock()
+    d = p.PN532(Trickle(clock, acks=True), clock=clock)
+    d.core.tg = 1
+    expect_error(lambda: d.exchange(h("90 60 00 00 00"), 1000), p.E_NO_ANSWER)
+    assert clock.t < 1000 + 400, clock.t  # was for ever: each stray ACK began a new wait
