@@ -5,8 +5,13 @@ The source documents' city has about 16,900 doors. Goals on one machine: every d
 at once, at least 10,000 events per second stored and acknowledged, a lost card held by every
 door within 2 s (95th percentile). Where a figure falls short, the run shows what limits it:
 the simulator's process, the broker and the platform (with its database) each run in their own
-process, and `scale.sim_cpu_s` / `scale.platform_cpu_s` say which one was busy. Baseline in
-the same run: the same drain into SQLite by one platform instance.
+process, and the CPU seconds of each (`scale.platform_cpu_s`, `scale.sim_cpu_s`,
+`scale.broker_cpu_s`, `scale.db_cpu_s` for the drain; `scale.lost_card_*_cpu_s` for the
+fan-out) say which one was busy: on a 2-core machine a figure that misses its goal while the
+processes' CPU seconds add up to about twice its wall time is limited by the machine. The
+lost card is measured in steady state (the platform's messages caused by the doors'
+announce have reached the broker first). Baseline in the same run: the same drain into SQLite
+by one platform instance.
 """
 
 from __future__ import annotations
