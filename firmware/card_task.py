@@ -32,8 +32,8 @@ DEFAULTS = {
     "classic_block": 4,
     "poll_ms": 50,  # pause between two reader polls (after a card, or in polling mode)
     # The PN532 waits for a card itself (MaxRetries FF): a card is found within one
-    # activation try of its arrival, not at the next poll. Each wait ends after wait_ms
-    # with an empty field (aborted, then asked again). 0: poll with MaxRetries 2 instead.
+    # activation try of its arrival, not at the next poll. The task looks up every wait_ms
+    # (the command stays pending meanwhile). 0: poll with MaxRetries 2 instead.
     "wait_ms": 200,
     "list_timeout_ms": 1000,  # polling mode: the PN532 answers at once with an empty field
     "lost_quiet_ms": 5000,  # one card_lost record per card within this
@@ -104,7 +104,8 @@ class CardTask:
         self.decisions = 0
         self.card_lost = 0  # card steps cut short by the card leaving
         self._lost = None  # (uid, ticks) of the last card_lost journaled
-        self.hold = False  # True: the reader is lent to someone else (self-test, console)
+        self.hold = False  # True: the reader is lent to someone else (self-test, console);
+        # the task ends its pending wait within wait_ms (a lender waits 400 ms first)
 
     def _set_reader(self, state):
         self.status["reader"] = state
@@ -211,6 +212,11 @@ class CardTask:
 
         while True:
             if self.hold:
+                if self.reader_ready:  # end a wait still pending before lending the reader
+                    try:
+                        await self.reader.abort()
+                    except PN532Error:
+                        pass
                 self.reader_ready = False  # whoever had it may have reconfigured it
                 self._set_reader("held")
                 await asyncio.sleep_ms(100)

@@ -343,6 +343,7 @@ class Core:
         self.ticks = clock.ticks_ms if clock is not None else _ticks
         self.ticks_diff = clock.ticks_diff if clock is not None else _ticks_diff
         self.tg = 0
+        self.listing = False  # a wait_target's InListPassiveTarget is still pending
         self.frames = 0  # information frames sent
         self.resends = 0  # frames sent again after NACK, bad checksum or no ACK
         self._pend = b""
@@ -418,6 +419,7 @@ class Core:
         draws a new RndB and the card refuses part 2: a valid card refused as auth_failed).
         The ACK is waited for up to `once_ms`; E_NO_ANSWER when it never comes. Only a NACK
         (the chip took nothing) sends it again."""
+        yield from self.abort()
         data = bytearray(len(params) + 1)
         data[0] = cmd
         data[1:] = params
@@ -444,8 +446,9 @@ class Core:
                 raise PN532Error(E_NO_ACK, cmd)
             self.resends += 1
 
-    def _response(self, cmd, timeout_ms, none_on_timeout):
-        """The D5 cmd+1 response's data; None when nothing came in time and `none_on_timeout`.
+    def _response(self, cmd, timeout_ms, none_on_timeout, resume=False):
+        """The D5 cmd+1 response's data; None when nothing came in time and `none_on_timeout`
+        (with `resume`, the wait goes on from where the last one stopped).
 
         A late answer to another command sent on this link (a command sent again after its
         ACK came late, an exchange given up on) can arrive after the flush, its ACK taken
@@ -459,7 +462,8 @@ class Core:
             # One deadline for the whole answer: stray ACKs, stale frames and NACKed
             # retries come out of it, never with a new timeout each.
             left = timeout_ms - self.ticks_diff(self.ticks(), start)
-            ev = yield from self._wait(left if left > 0 else 0, False)
+            ev = yield from self._wait(left if left > 0 else 0, False, resume)
+            resume = False
             if ev == EV_FRAME and self._is_stale(cmd) and stale <= self.retries + 1:
                 stale += 1
                 continue
@@ -504,6 +508,7 @@ class Core:
         return code != cmd + 1 and code & 1 == 1 and bool(self._asked >> ((code - 1) & 0x7F) & 1)
 
     def wake(self):
+        yield from self.abort()
         yield (IO_WRITE, WAKEUP, len(WAKEUP))
 
     def sam_configuration(self):
@@ -536,18 +541,30 @@ class Core:
         rf_retries(RETRY_FOREVER) InListPassiveTarget answers only once a card is in the
         field (UM0701-02 §7.3.1, MxRtyPassiveActivation FF), so a card is found within one
         activation try of its arrival instead of at the host's next poll. None when no card
-        came within `wait_ms`: the command is then aborted with an ACK frame from the host
-        (UM0701-02 §6.2; libnfc's pn532_uart driver and the Rust pn532 crate abort a waiting
-        command the same way) and the chip is ready for the next one. An answer that crosses the abort is dropped by the next
-        command's flush (a response where an ACK belongs is never taken for one)."""
-        params = b"\x02\x00" if max_targets == 2 else b"\x01\x00"
-        yield from self._send(CMD_IN_LIST_PASSIVE_TARGET, params)
-        data = yield from self._response(CMD_IN_LIST_PASSIVE_TARGET, wait_ms, True)
+        came within `wait_ms`; the command stays pending, and the next wait_target goes on
+        waiting for its answer (nothing on the wire while the field is empty, and an answer
+        that comes at the end of a wait is taken by the next). Any other command, or
+        abort(), first ends it with an ACK frame from the host (UM0701-02 §6.2; libnfc's
+        pn532_uart driver aborts a waiting command the same way)."""
+        if not self.listing:
+            params = b"\x02\x00" if max_targets == 2 else b"\x01\x00"
+            yield from self._send(CMD_IN_LIST_PASSIVE_TARGET, params)
+            self.listing = True
+            resume = False
+        else:
+            resume = True
+        data = yield from self._response(CMD_IN_LIST_PASSIVE_TARGET, wait_ms, True, resume)
         if data is None:
+            return None
+        self.listing = False
+        return (yield from self._listed(data))
+
+    def abort(self):
+        """End a pending wait_target (an ACK frame: the chip drops the command)."""
+        if self.listing:
+            self.listing = False
             self.tg = 0
             yield (IO_WRITE, ACK, len(ACK))
-            return None
-        return (yield from self._listed(data))
 
     def _listed(self, data):
         nb, target = parse_targets(data)
@@ -644,6 +661,9 @@ class PN532:
 
     def wait_target(self, wait_ms, max_targets=2):
         return _run_sync(self.core.wait_target(wait_ms, max_targets), self.stream)
+
+    def abort(self):
+        return _run_sync(self.core.abort(), self.stream)
 
     def rf_retries(self, passive):
         return _run_sync(self.core.rf_retries(passive), self.stream)
@@ -744,6 +764,9 @@ class AsyncPN532:
 
     async def wait_target(self, wait_ms, max_targets=2):
         return await self._run(self.core.wait_target(wait_ms, max_targets))
+
+    async def abort(self):
+        return await self._run(self.core.abort())
 
     async def rf_retries(self, passive):
         return await self._run(self.core.rf_retries(passive))

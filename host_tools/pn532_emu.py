@@ -201,8 +201,19 @@ class PcscSlot:
     def __init__(self, reader_name: str) -> None:
         self.reader_name = reader_name
         self.card: PcscCard | None = None
+        self._lock = threading.Lock()  # the link's reader and its held-command poller
 
     def current(self) -> PcscCard | None:
+        with self._lock:
+            return self._connect()
+
+    def activated(self) -> PcscCard | None:
+        """The card connected already, else a fresh connection: for a held command, which
+        must not take the card from under a command the host has sent meanwhile."""
+        with self._lock:
+            return self.card if self.card is not None else self._connect()
+
+    def _connect(self) -> PcscCard | None:
         self.close()
         try:
             self.card = PcscCard(self.reader_name)
@@ -240,6 +251,7 @@ class PN532Emulator:
         self.pending_s = 0.0
         self.trace: deque[FrameTime] = deque(maxlen=512)
         self.placed_at = 0.0
+        self.held_answer_s = 0.0
         self.last_frame: tuple[int, int | None] | None = None  # (cmd, DESFire INS) just handled
         self._parser = p.FrameParser()
         self._lock = threading.RLock()
@@ -266,6 +278,7 @@ class PN532Emulator:
             self.on_baudrate: Callable[[int], None] | None = None  # the link changes its rate
             self._baud_after_ack: int | None = None
             self._held: bytes | None = None  # an InListPassiveTarget waiting for a card
+            self._held_gen = 0  # counts the commands held, so poll() sees one replaced
             self._iso_dep: dict[int, IsoDepCard] = {}
             self._thru_target = 0  # the target InCommunicateThru talks to
 
@@ -407,18 +420,38 @@ class PN532Emulator:
         """Whether an InListPassiveTarget is waiting for a card."""
         return self._held is not None
 
-    def poll(self) -> bytes:
+    def activate_held(self) -> None:
+        """For a held command, connect the PC/SC cards now in the field. Connecting (and
+        reading the UID) can take longer than a host waits for an ACK, so the link does it
+        in a thread of its own, outside the lock, and poll(activate=False) answers from it."""
+        with self._lock:
+            if self._held is None:
+                return
+            slots = [c for c in self._cards if isinstance(c, PcscSlot)]
+        for slot in slots:
+            slot.activated()
+
+    def poll(self, activate: bool = True) -> bytes:
         """The answer to a held InListPassiveTarget once a card came into the field, else b"".
-        The link calls this between reads, as the chip keeps trying on its own."""
+        The link calls this while a command is held, as the chip keeps trying on its own;
+        without `activate` a PC/SC card counts only once activate_held() connected it. An
+        answer for a command aborted or replaced meanwhile is dropped. With field timing
+        `held_answer_s` is then the modelled time of the answer."""
         with self._lock:
             if self._held is None or not self._cards:
                 return b""
-            body = self._list(self._held, hold=False)
+            gen, cards = self._held_gen, list(self._cards)
+        present = [(c.activated() if activate else c.card) if isinstance(c, PcscSlot) else c
+                   for c in cards]
+        with self._lock:
+            if self._held is None or self._held_gen != gen or self._cards != cards:
+                return b""
+            body = self._list(self._held, hold=False, present=present)
             if body is None or body[:1] == b"\x00":
                 return b""
             self._held = None
             if self.field_timing is not None:
-                self.pending_s += self.field_timing.list_s(self._found(), 1)
+                self.held_answer_s = self.field_timing.list_s(self._found(), 1)
             self.last_frame = (p.CMD_IN_LIST_PASSIVE_TARGET, None)
             resp = p.encode_frame(p.TFI_PN532, bytes([p.CMD_IN_LIST_PASSIVE_TARGET + 1]) + body)
             self._last = resp
@@ -514,7 +547,7 @@ class PN532Emulator:
             self.registers[REG_TX_CONTROL] = tx | (0x03 if params[1] & 0x02 else 0x00)
         return b""
 
-    def _list(self, params: bytes, hold: bool = True) -> Any:
+    def _list(self, params: bytes, hold: bool = True, present: list[Any] | None = None) -> Any:
         if len(params) < 2 or params[0] not in (1, 2):
             return None
         brty = params[1]
@@ -522,11 +555,13 @@ class PN532Emulator:
             return None
         self._active = {}
         self._iso_dep = {}
-        cards = [] if brty != 0 else [c.current() if isinstance(c, PcscSlot) else c
-                                      for c in self._cards]
+        if present is None:
+            present = [c.current() if isinstance(c, PcscSlot) else c for c in self._cards]
+        cards = [] if brty != 0 else present
         cards = [c for c in cards if c is not None][: params[0]]
         if not cards and hold and self.rf_items[0x05][2] == RETRY_FOREVER:
             self._held = bytes(params)
+            self._held_gen += 1
             return HELD
         out = bytearray([len(cards)])
         for i, card in enumerate(cards):
@@ -740,8 +775,11 @@ class EmulatorLink:
         self._rx_free = 0.0  # field timing: when the HSU wire from the host is free again
         self._tx_free = 0.0  # ... and the wire to the host
         self._held_since = 0.0  # field timing: when the chip began trying for a held command
+        self._send_lock = threading.RLock()  # the reader and the held-command poller both send
         self._thread = threading.Thread(target=self._run, name="pn532-emulator", daemon=True)
+        self._poller = threading.Thread(target=self._poll_held, name="pn532-held", daemon=True)
         self._thread.start()
+        self._poller.start()
 
     def _run(self) -> None:
         try:
@@ -749,19 +787,14 @@ class EmulatorLink:
                 try:
                     data = self.sock.recv(512)
                 except TimeoutError:
-                    start = time.monotonic()
-                    held = self.emu.poll()
-                    if held and self.emu.field_timing is not None:
-                        self._answer_held(held)
-                    elif held:
-                        self._answer(held, start)
+                    self._poll()
                     continue
                 if not data:
                     break
                 if self.emu.field_timing is None:
-                    out = self.emu.receive(data, self.sock.sendall)
+                    out = self.emu.receive(data, self._send)
                     if out:
-                        self.sock.sendall(out)
+                        self._send(out)
                 else:
                     self._timed(data)
         except OSError as e:
@@ -786,31 +819,53 @@ class EmulatorLink:
         frame = self.emu.last_frame
         if frame is not None:
             self.emu.trace.append(FrameTime(frame[0], frame[1], arrived, received, time.monotonic()))
-        held = self.emu.holding()
-        if held:
+        if self.emu.holding():
             self._held_since = received
-        # While a command waits for a card, look for one often enough to answer on time.
-        self.sock.settimeout(HELD_POLL_S if held else POLL_S)
+            self.sock.settimeout(HELD_POLL_S)
+
+    def _send(self, data: bytes) -> None:
+        with self._send_lock:
+            self.sock.sendall(data)
+
+    def _poll(self) -> None:
+        """Between reads: answer a held command once a card is there, as the chip keeps
+        trying (after the host's bytes, so a command that replaced it wins)."""
+        timed = self.emu.field_timing is not None
+        held = self.emu.poll(activate=False) if self.emu.holding() else b""
+        if held and timed:
+            self._answer_held(held)
+        elif held:
+            self._send(held)
+        # With field timing, look often enough to answer on time.
+        self.sock.settimeout(HELD_POLL_S if timed and self.emu.holding() else POLL_S)
+
+    def _poll_held(self) -> None:
+        """While a command is held, connect PC/SC cards in the field, in a thread of its own
+        so the link keeps reading (and ACKing) the host meanwhile."""
+        while not self._stop.is_set():
+            if self.emu.holding():
+                self.emu.activate_held()
+            self._stop.wait(POLL_S)
 
     def _answer_held(self, out: bytes) -> None:
         """Field timing: a held InListPassiveTarget finds the card at the chip's first
         activation try after the card was placed (the chip tries back to back from the
         command on, one try per PN532_EMPTY_TRY_S), then activates it; the trace records
         that try as the frame's arrival."""
-        self.sock.settimeout(POLL_S)
         period = PN532_EMPTY_TRY_S
         since = self._held_since
         placed = max(self.emu.placed_at, since)
         tries = -(-(placed - since) // period)  # ceil: the first try starting at or after it
         found = since + tries * period
-        self._answer(out, found)
+        sleep_until(found + self.emu.held_answer_s)
+        self.send_paced(out)
         self.emu.trace.append(FrameTime(p.CMD_IN_LIST_PASSIVE_TARGET, None, found, found,
                                         time.monotonic()))
 
     def _answer(self, out: bytes, start: float) -> None:
         if self.emu.field_timing is None:
             if out:
-                self.sock.sendall(out)
+                self._send(out)
             return
         sleep_until(start + self.emu.take_pending())
         if out:
@@ -819,6 +874,10 @@ class EmulatorLink:
     def send_paced(self, data: bytes) -> None:
         """Send as a UART at the field timing's rate would: byte i leaves no earlier than
         (i + 1) byte times after the wire is free (bytes already due go out together)."""
+        with self._send_lock:
+            self._send_paced(data)
+
+    def _send_paced(self, data: bytes) -> None:
         ft = self.emu.field_timing
         bs = ft.byte_s() if ft is not None else 0.0
         if bs <= 0:
@@ -838,6 +897,7 @@ class EmulatorLink:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._poller.join(5)
         try:
             self.sock.close()
         except OSError:

@@ -5,13 +5,14 @@ inject turning into a PN532Error (or a recovery) rather than a crash or a hang."
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from firmware import pn532 as p
 from host_tools.cards import vcard
-from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream
+from host_tools.pn532_emu import LocalCard, PcscSlot, PN532Emulator, SocketStream
 
 SELECT_DESFIRE_AID = bytes.fromhex("00A4040007D276000085010100")
 GET_VERSION = bytes.fromhex("9060000000")
@@ -225,3 +226,47 @@ def test_a_failing_card_object_gives_the_error_frame(rig: tuple[PN532Emulator, p
     assert code_of(lambda: d.exchange(b"\x00")) == p.E_ERROR_FRAME
     assert emu.errors and "card model bug" in emu.errors[0]
     assert d.firmware_version() == bytes.fromhex("32010607")
+
+
+class SlowSlot(PcscSlot):
+    """A PC/SC reader whose card takes a second to connect (pcscd and vpcd under load)."""
+
+    def __init__(self, card: LocalCard) -> None:
+        super().__init__("slow")
+        self._card = card
+        self.connects = 0
+
+    def _connect(self) -> LocalCard | None:  # type: ignore[override]
+        self.connects += 1
+        time.sleep(1.0)
+        self.card = self._card  # type: ignore[assignment]
+        return self._card
+
+    def close(self) -> None:
+        self.card = None
+
+
+def test_the_link_keeps_acking_while_a_held_command_activates_a_slow_card() -> None:
+    """A card comes while InListPassiveTarget is held and connecting it takes a second: the
+    host's next command is ACKed at once all the same (no resend), as a PN532 does, and the
+    card found for the held command is not taken from under the command that ended it."""
+    a, b = socket.socketpair()
+    emu = PN532Emulator()
+    link = emu.serve(b)
+    driver = p.PN532(SocketStream(a), ack_timeout_ms=300)
+    try:
+        driver.begin()
+        driver.rf_retries(p.RETRY_FOREVER)
+        assert driver.wait_target(50) is None  # held: the field is empty
+        card = vcard.VirtualDesfire()
+        slot = SlowSlot(LocalCard(card.process, card.uid))
+        emu.present(slot)
+        time.sleep(0.1)  # the link is connecting the card for the held command now
+        assert driver.firmware_version() == b"\x32\x01\x06\x07"  # ends the wait, then asks
+        assert driver.core.resends == 0
+        target = driver.list_target(3000)
+        assert target is not None and target.uid == card.uid
+        assert driver.exchange(bytes.fromhex("9060000000"))[-2:] == b"\x91\xaf"
+    finally:
+        link.close()
+        a.close()

@@ -114,6 +114,9 @@ class _Field:
     async def rf_retries(self, passive):
         self.retries = passive
 
+    async def abort(self):
+        pass
+
     async def wait_target(self, wait_ms):
         """The chip with MaxRetries FF: one activation try every 5 ms until a card answers,
         or the host gives up after wait_ms."""

@@ -232,35 +232,6 @@ def test_a_timeout_still_comes_when_nothing_came():
     assert len(s.sent) == 1 + d.core.retries
 
 
-def test_wait_target_empty_field_aborts_with_an_ack():
-    """The chip holding InListPassiveTarget (MaxRetries FF) sends only its ACK: after wait_ms
-    the driver aborts the command with an ACK frame and reports an empty field."""
-    d, s = driver([resp(h("33")), p.ACK, b""])
-    d.rf_retries(p.RETRY_FOREVER)
-    assert s.sent[0] == p.encode_frame(p.TFI_HOST, h("32 05 FF 01 FF"))
-    start = d.core.ticks()
-    assert d.wait_target(200) is None
-    assert s.sent[1] == h("00 00 FF 04 FC D4 4A 02 00 E0 00")
-    assert s.sent[2] == p.ACK  # the abort
-    assert d.core.ticks() - start >= 200
-    expect_error(lambda: d.exchange(b"\x00"), p.E_NO_CARD)
-
-
-def test_wait_target_answer_is_the_card():
-    target = h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80")
-    d, s = driver([resp(h("4B") + target), resp(h("41 00 91 00"))])
-    t = d.wait_target(200)
-    assert t.uid == h("04 11 22 33 44 55 66") and len(s.sent) == 1  # no abort
-    assert d.exchange(h("90 5A 00 00 03 01 D0 F5 00")) == h("91 00")
-
-
-def test_wait_target_two_cards_are_refused():
-    two = h("4B 02 01 00 04 08 04 92 2E 58 32 02 00 04 08 04 01 02 03 04")
-    d, s = driver([resp(two), resp(h("53 00"))])
-    expect_error(lambda: d.wait_target(200), p.E_TWO_CARDS)
-    assert s.sent[-1] == p.encode_frame(p.TFI_HOST, h("52 00"))
-
-
 def listed(replies):
     d, s = driver([resp(h("4B 01 01 00 04 08 04 92 2E 58 32"))] + replies)
     d.list_target()

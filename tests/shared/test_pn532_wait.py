@@ -1,0 +1,122 @@
+# mpy-heapsize: 96K
+# The PN532 driver waiting for a card (MaxRetries FF, wait_target / abort), on both
+# interpreters, against scripted PN532 byte streams (a tick counter stands in for time).
+from firmware import pn532 as p
+
+
+def h(s):
+    return bytes.fromhex(s.replace(" ", ""))
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0
+
+    def ticks_ms(self):
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+
+class Script:
+    """A PN532 stand-in that answers each information frame from a list of replies."""
+
+    def __init__(self, clock, replies):
+        self.clock = clock
+        self.replies = list(replies)
+        self.rx = b""
+        self.sent = []
+
+    def write(self, buf):
+        self.sent.append(bytes(buf))
+        if self.replies:
+            self.rx += self.replies.pop(0)
+        return len(buf)
+
+    def read(self, n, timeout_ms):
+        if not self.rx:
+            self.clock.t += timeout_ms
+            return b""
+        out = self.rx[:n]
+        self.rx = self.rx[n:]
+        return out
+
+    def reset_input(self):
+        self.rx = b""
+
+
+def resp(data):
+    return p.ACK + p.encode_frame(p.TFI_PN532, data)
+
+
+def driver(replies):
+    clock = Clock()
+    script = Script(clock, replies)
+    return p.PN532(script, clock=clock), script
+
+
+def expect_error(fn, code):
+    try:
+        fn()
+    except p.PN532Error as e:
+        assert e.code == code, (e.code, code)
+        return e
+    raise AssertionError("no error")
+
+
+def test_wait_target_empty_field_keeps_the_command_pending():
+    """The chip holding InListPassiveTarget (MaxRetries FF) sends only its ACK: after wait_ms
+    the driver reports an empty field and leaves the command pending; the next wait_target
+    sends nothing and takes the answer when it comes; abort() or any other command first
+    ends a pending one with an ACK frame."""
+    target = h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80")
+    d, s = driver([resp(h("33")), p.ACK])
+    d.rf_retries(p.RETRY_FOREVER)
+    assert s.sent[0] == p.encode_frame(p.TFI_HOST, h("32 05 FF 01 FF"))
+    start = d.core.ticks()
+    assert d.wait_target(200) is None
+    assert s.sent[1] == h("00 00 FF 04 FC D4 4A 02 00 E0 00") and len(s.sent) == 2
+    assert d.core.ticks() - start >= 200
+    assert d.wait_target(200) is None and len(s.sent) == 2  # still the same command
+    s.rx += p.encode_frame(p.TFI_PN532, h("4B") + target)  # a card came
+    assert d.wait_target(200).uid == h("04 11 22 33 44 55 66") and len(s.sent) == 2
+    assert not d.core.listing
+
+
+def test_a_pending_wait_is_aborted_before_anything_else():
+    d, s = driver([p.ACK, b"", resp(h("03 32 01 06 07"))])
+    assert d.wait_target(50) is None
+    assert d.firmware_version() == h("32 01 06 07")
+    assert s.sent[1] == p.ACK and s.sent[2] == p.encode_frame(p.TFI_HOST, h("02"))
+    d, s = driver([p.ACK, b""])
+    assert d.wait_target(50) is None
+    d.abort()
+    d.abort()  # nothing pending any more: nothing sent
+    assert s.sent[1:] == [p.ACK]
+    expect_error(lambda: d.exchange(b"\x00"), p.E_NO_CARD)
+
+
+def test_an_answer_split_across_two_waits_is_whole():
+    """A frame half received when a wait ends is completed by the next one."""
+    target = h("01 01 00 04 08 04 92 2E 58 32")
+    frame = p.encode_frame(p.TFI_PN532, h("4B") + target)
+    d, s = driver([p.ACK + frame[:7]])
+    assert d.wait_target(50) is None
+    s.rx += frame[7:]
+    assert d.wait_target(50).uid == h("92 2E 58 32")
+
+
+def test_wait_target_answer_is_the_card():
+    target = h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80")
+    d, s = driver([resp(h("4B") + target), resp(h("41 00 91 00"))])
+    t = d.wait_target(200)
+    assert t.uid == h("04 11 22 33 44 55 66") and len(s.sent) == 1  # no abort
+    assert d.exchange(h("90 5A 00 00 03 01 D0 F5 00")) == h("91 00")
+
+
+def test_wait_target_two_cards_are_refused():
+    two = h("4B 02 01 00 04 08 04 92 2E 58 32 02 00 04 08 04 01 02 03 04")
+    d, s = driver([resp(two), resp(h("53 00"))])
+    expect_error(lambda: d.wait_target(200), p.E_TWO_CARDS)
+    assert s.sent[-1] == p.encode_frame(p.TFI_HOST, h("52 00"))
