@@ -38,10 +38,12 @@ class CacheSync:
         self.reason = ""
         self.applied = 0
         self.on_refused = None  # callable(reason, where): junk counted (firmware/refusals.py)
+        self.content = None  # offline_cache.content.Tracker: the content hash, reported too
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
-        return protocol.encode_cache_state(version, self.receiving, self.have, self.reason)
+        content = self.content.value if self.content is not None else None
+        return protocol.encode_cache_state(version, self.receiving, self.have, self.reason, content)
 
     async def publish_state(self):
         if self.publish is not None:
@@ -117,6 +119,8 @@ class CacheSync:
         self.reason = ""
         self.applied += 1
         self.status["cache_version"] = version
+        if self.content is not None:
+            self.status["cache_hash"] = self.content.update()
         if self.recorder is not None:
             self.recorder.record(events.CACHE_UPDATED, 0, struct.pack("<I", version))
         return True

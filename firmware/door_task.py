@@ -69,6 +69,7 @@ class DoorTask:
              "seq": lambda: self.status.get("last_seq", 0),
              "journal_depth": lambda: self.status.get("journal_depth", 0),
              "cache_version": lambda: self.status.get("cache_version"),
+             "cache_hash": lambda: self.status.get("cache_hash"),
              "reader": lambda: self.status.get("reader"),
              "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None,
              "clock_trusted": lambda: clock.time() is not None and getattr(clock, "trusted", True)}

@@ -205,6 +205,11 @@ def _start_cards(board, cfg, door):
                       reserve_update=True)
         running["cache"] = cache
         status["cache_version"] = cache.version
+        from offline_cache.content import Tracker
+
+        content = Tracker(cache)  # the whitelist's content hash, reported with its version
+        running["content"] = content
+        status["cache_hash"] = content.update()
         if cache.error:
             log("cards: cache:", cache.error)
     uplink = running.get("uplink")
@@ -224,6 +229,9 @@ def _start_cards(board, cfg, door):
                 door.poll(now)
 
         sync = CacheSync(cache, running.get("recorder"), status, uplink.publish, serve_door)
+        sync.content = running.get("content")
+        if sync.content is not None:
+            sync.content.tick = serve_door
         sync.on_refused = uplink.refuse
         uplink.on_cache = sync.on_message
         uplink.on_connected = sync.publish_state
@@ -288,11 +296,15 @@ async def _cache_maintenance(cache, serve_door=None, every_ms=30000):
 
     while True:
         await asyncio.sleep_ms(every_ms)
+        merged = False
         try:
-            cache.maintain(256, serve_door)
+            merged = cache.maintain(256, serve_door)
         except CacheError as e:
             log("cache: merge failed:", e)
         status["cache_version"] = cache.version
+        content = running.get("content")
+        if merged and content is not None:
+            status["cache_hash"] = content.update()  # the same, for a new main.bin
 
 
 def _write_config(root, changes):

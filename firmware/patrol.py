@@ -4,7 +4,7 @@ The report is a flat dict (docs/protocol.md, status topic; docs/door.md for the 
 Values owned by other parts of the firmware (journal, cache, clock, uptime) come from
 `providers`: a dict of zero-argument callables, each optional:
 
-    seq, journal_depth, cache_version, clock_synced, uptime_s, reader, setup
+    seq, journal_depth, cache_version, cache_hash, clock_synced, uptime_s, reader, setup
 """
 
 from firmware import VERSION
@@ -34,6 +34,7 @@ def build_report(machine, providers=None):
         "lock": machine.lock,
         "journal_depth": _get(p, "journal_depth", 0),
         "cache_version": _get(p, "cache_version", None),
+        "cache_hash": _get(p, "cache_hash", None),
         "fw": VERSION,
         "clock_synced": bool(_get(p, "clock_synced", False)),
         "uptime_s": _get(p, "uptime_s", 0),

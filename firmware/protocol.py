@@ -509,10 +509,16 @@ def decode_cache_chunk(payload):
     return version, total, offset, bytes(mv[16:CACHE_HDR]), mv[CACHE_HDR:]
 
 
-def encode_cache_state(version, receiving=0, have=0, reason=""):
+CONTENT_HASH_LEN = 16  # hex digits (offline_cache/fmt.py content_hash)
+
+
+def encode_cache_state(version, receiving=0, have=0, reason="", content=None):
+    """`content`: the content hash of the whitelist the door decides from, if it has one."""
     obj = {"v": VERSION, "version": version, "receiving": receiving, "have": have}
     if reason:
         obj["reason"] = reason
+    if content:
+        obj["hash"] = content
     return _dumps(obj)
 
 
@@ -523,6 +529,13 @@ def decode_cache_state(payload):
     _int(obj, "have")
     if "reason" in obj:
         _str(obj, "reason", 32)
+    if "hash" in obj:
+        h = obj["hash"]
+        if not isinstance(h, str) or len(h) != CONTENT_HASH_LEN:
+            raise ProtocolError("bad_field", "hash")
+        for c in h:
+            if c not in "0123456789abcdef":
+                raise ProtocolError("bad_field", "hash")
     return obj
 
 

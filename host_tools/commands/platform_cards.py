@@ -315,10 +315,12 @@ def registered_as(reg: dict[str, Any] | None) -> str:
             f"{tls}, fw {reg['fw']}")
 
 
-def door_rows(store: Any, latest: int | None) -> list[dict[str, Any]]:
+def door_rows(store: Any, latest: int | None, expected: str | None = None) -> list[dict[str, Any]]:
     """What `platform doors` shows, per door. Active alarms are those the door's last patrol
     reports and those its events leave open; `lag` is None when unknown and `ahead` says the
-    door holds a version the platform never issued (an installer's file, say)."""
+    door holds a version the platform never issued (an installer's file, say); `differs` that
+    it holds the latest version with other cards (its content hash is not `expected`, the
+    platform's: docs/cache-format.md, "Content hash")."""
     out: list[dict[str, Any]] = []
     for d in store.devices():
         info = store.device(d) or {}
@@ -328,11 +330,14 @@ def door_rows(store: Any, latest: int | None) -> list[dict[str, Any]]:
         active += [a for a in status.get("alarms") or [] if a not in active]
         version = status.get("cache_version")
         ahead = latest is not None and version is not None and version > latest
+        held = status.get("cache_hash")
+        differs = bool(expected and held and version == latest and held != expected)
         out.append({"door": d, "registration": store.registration(d), "online": info.get("online"),
                     "state": status.get("door"), "mode": status.get("mode"),
                     "last_patrol": info.get("status_at"), "whitelist": version,
                     "lag": (latest - version) if latest is not None and version is not None
-                    and not ahead else None, "ahead": ahead,
+                    and not ahead else None, "ahead": ahead, "whitelist_hash": held,
+                    "differs": differs,
                     "backlog": max(0, int(status.get("seq") or 0) - int(info.get("ack_upto") or 0)),
                     "lost": sum(int(r["count"]) for r in rows if r["alarm"] == "events_lost"),
                     "alarms": sorted(set(active), key=active.index)})
@@ -366,10 +371,12 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     """
     try:
         store = open_store(db)
-        latest = _registry(db, keys).version() if keys is not None else None
+        registry = _registry(db, keys) if keys is not None else None
+        latest = registry.version() if registry is not None else None
+        expected = registry.content_hash() if registry is not None and latest else None
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
-    out = door_rows(store, latest)
+    out = door_rows(store, latest, expected)
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -388,7 +395,8 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
         table.add_column("registered as", no_wrap=True)
         table.add_column("last patrol", no_wrap=True)
     for r in out:
-        lag = "ahead" if r["ahead"] else "-" if r["lag"] is None else str(r["lag"])
+        lag = ("ahead" if r["ahead"] else "differs" if r["differs"] else "-" if r["lag"] is None
+               else str(r["lag"]))
         row = [ids[r["door"]], "yes" if r["online"] else "NO", str(r["state"] or "-"), str(r["mode"] or "-"),
                "-" if r["whitelist"] is None else f"v{r['whitelist']}", lag, str(r["backlog"]),
                str(r["lost"]), "\n".join(r["alarms"]) or "-"]
@@ -400,6 +408,8 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     Console(width=240 if detail else 80).print(table)
     if any(r["ahead"] for r in out):
         typer.echo("ahead: the door holds a whitelist the platform never issued (installer's file)")
+    if any(r["differs"] for r in out):
+        typer.echo("differs: the latest version, other cards (content hash): sync replaces them")
     if any(ids[d] != d for d in ids):
         typer.echo("…: a long door id, shortened in the middle (--detail or --json show it whole)")
 

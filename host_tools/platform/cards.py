@@ -11,6 +11,8 @@ place. Python API:
     reg.report_lost(ref); reg.unblock(ref); reg.cancel(ref); reg.suspend(ref); reg.resume(ref)
     reg.renew(ref, valid_to=date); reg.reissue(old_ref, new_ref)
     reg.update_for(applied_version) -> signed bytes to send (delta or snapshot)
+    reg.content_hash() -> what a door holding the latest version must report
+    reg.resync() -> a new version with the same cards (for a door whose content differs)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from host_tools.platform.store import Store
-from offline_cache import fmt
+from offline_cache import content, fmt
 
 EPOCH = dt.date(1970, 1, 1)
 TZ_MIN = 480
@@ -64,6 +66,7 @@ class CardRegistry:
         self.site_id = int(site_keys["site_id"])
         self.site = site_keys  # a per-door site signs each door's copy (platform/door_signing.py)
         self.key = bytes.fromhex(site_keys["keys"]["cache"])
+        self._content: tuple[int, str] | None = None  # (version, its content hash)
         with store._lock:
             store._begin()
             for stmt in SCHEMA:
@@ -247,6 +250,21 @@ class CardRegistry:
     def snapshot(self) -> bytes:
         return fmt.build(self.key, fmt.KIND_SNAPSHOT, self.version(), 0, self.site_id, 0xFFFF,
                          TZ_MIN, self._records(), {}, [], int(time.time()))
+
+    def content_hash(self) -> str:
+        """The content hash (offline_cache/content.py) of the latest version's cards: what a
+        door that holds that version reports when it holds the platform's whitelist."""
+        v = self.version()
+        if self._content is None or self._content[0] != v:
+            self._content = (v, content.of_snapshot(self.snapshot()))
+        return self._content[1]
+
+    def resync(self) -> int:
+        """A new version with the same cards: a door that holds the latest version number
+        with other cards (an installer's file, another platform's) refuses a snapshot of a
+        version it already holds, and takes this one. Other doors get an empty delta."""
+        with self._transaction():
+            return self._bump("resync", "")
 
     def update_for(self, applied: int) -> bytes | None:
         """What a door holding `applied` needs: None when current, a delta of every change

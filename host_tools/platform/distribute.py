@@ -95,21 +95,45 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
     raise DistributionError("incomplete")
 
 
+def differs(state: dict[str, Any] | None, registry: Any) -> bool:
+    """The door holds the registry's latest version number, but other cards: its content
+    hash (docs/cache-format.md) is not the registry's."""
+    if not state or int(state["version"]) != registry.version() or not state.get("hash"):
+        return False
+    return bool(state["hash"] != registry.content_hash())
+
+
 def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
          timeout: float = 30.0) -> dict[str, str]:
     """Bring each door (default: every door that published its whitelist state) to the
     registry's version: a delta from what it holds, or a snapshot when it has lost its place.
-    Returns device -> "current" | "updated to N" | "failed: reason".
+    A door that holds the latest version with other cards (its content hash differs) gets a
+    snapshot of a new version with the same cards (registry.resync()).
+    Returns device -> "current" | "updated to N" | "replaced: ..." | "failed: reason".
 
     Every door is sent its update at once and then awaited together (a lost card reaches a
     site's doors in one round trip, not one per door); a door that refused its delta or did not
     answer in FANOUT_WAIT_S is then served on its own, with resumes and a snapshot if needed."""
     out: dict[str, str] = {}
     key = registry.key  # the site's cache key: tags each piece
+    names = devices if devices is not None else sorted(platform.cache_states)
+    wrong = [d for d in names if differs(platform.cache_states.get(d), registry)]
+    if wrong:
+        registry.resync()
+        snapshot = registry.snapshot()
+        for device in wrong:
+            try:
+                push(platform, device, snapshot, timeout, key=key)
+                out[device] = (f"replaced: it held other cards as v{registry.version() - 1}, "
+                               f"now v{registry.version()}")
+            except DistributionError as e:
+                out[device] = f"failed: {e.reason}"
     target = registry.version()
     pending: dict[str, bytes] = {}
     updates: dict[int, bytes | None] = {}
-    for device in devices if devices is not None else sorted(platform.cache_states):
+    for device in names:
+        if device in out:
+            continue
         state = platform.cache_states.get(device)
         applied = int(state["version"]) if state else 0
         if applied not in updates:

@@ -516,7 +516,10 @@ class Platform:
         if reg is None or state.get("receiving") or device in self._syncing or not self.leader():
             return
         if int(state["version"]) >= reg.version():
-            return
+            from host_tools.platform.distribute import differs
+
+            if not differs(state, reg):  # current, or ahead (a file the platform never issued)
+                return
         self._syncing.add(device)
 
         def run() -> None:

@@ -169,3 +169,36 @@ def test_a_transfer_stops_at_the_first_piece_that_is_not_the_platforms(rig: Rig)
     with VirtualIO(rig.dev.io_addr) as io:
         assert io.status()["refused"].get("bad_mac") == 1
     assert push(rig.platform, DEVICE, snap)["version"] == 9  # the platform starts it again
+
+
+def test_a_door_holding_the_platforms_version_with_other_cards_gets_the_platforms(rig: Rig) -> None:
+    # The door holds "v1" from an installer's file; the platform's v1 has other cards. The
+    # versions agree, the content hashes do not: the platform sends a new version with its
+    # cards, and then the door reports the very hash the platform computes.
+    import datetime as dt
+
+    from host_tools.platform.cards import CardRegistry
+    from host_tools.platform.distribute import differs
+    from offline_cache import content
+
+    installed = rig.site.snapshot(1, [(rig.ref, fmt.ACTIVE, False)])
+    state = rig.platform.cache_states[DEVICE]
+    assert state["version"] == 1 and state["hash"] == content.of_snapshot(installed)
+    assert rig.io.status()["patrol"]["cache_hash"] == state["hash"]
+    reg = CardRegistry(rig.platform.store, rig.site.keys)
+    day = dt.date.today()
+    assert reg.issue("00112233445566ff", resident="r-1", room="1", doors=[0],
+                     valid_from=day - dt.timedelta(days=1), valid_to=day + dt.timedelta(days=30)) == 1
+    assert differs(state, reg) and state["hash"] != reg.content_hash()
+    rig.platform.registry = reg  # as `platform run --keys` has it: the next state is compared
+    rig.dev.restart()  # the door announces its whitelist state again on connecting
+    wait_until(lambda: rig.platform.cache_states.get(DEVICE, {}).get("version") == 2, timeout=60)
+    state = rig.platform.cache_states[DEVICE]
+    assert reg.version() == 2 and state["hash"] == reg.content_hash()
+    assert not differs(state, reg)
+    rig.io.close()  # the restarted door's reader link and I/O channel
+    rig.link.close()
+    rig.link = rig.emu.connect(rig.dev.reader_addr)
+    rig.io = VirtualIO(rig.dev.io_addr)
+    assert rig.io.status()["cache_hash"] == reg.content_hash()
+    assert rig.swipe() is False  # the installer's card is not the platform's

@@ -95,6 +95,35 @@ def test_a_door_with_its_clock_unset_is_an_alarm_until_it_is_set(
     assert {r["door"]: r for r in json.loads(out)}["hz.b1.closed"]["alarms"] == []
 
 
+def test_a_door_with_the_latest_version_but_other_cards_is_shown(db: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import datetime as dt
+
+    from host_tools.platform.cards import CardRegistry
+
+    keys = tmp_path / "site.json"
+    site = sitekeys.new_site_keys(1001)
+    sitekeys.write_secret(keys, site)
+    s = Store(db)
+    reg = CardRegistry(s, sitekeys.load(keys)[0])
+    day = dt.date(2026, 1, 1)
+    assert reg.issue("00112233445566ff", "r-1", "1", [0], day, day + dt.timedelta(days=9)) == 1
+    s.record_status("hz.b1.closed", {"door": "closed", "mode": "normal", "alarms": [],
+                                     "cache_version": 1, "seq": 2, "cache_hash": "0011223344556677"})
+    s.record_status("hz.b1.forced", {"door": "forced_open", "mode": "normal", "alarms": ["forced_open"],
+                                     "cache_version": 1, "seq": 1, "cache_hash": reg.content_hash()})
+    s.close()
+    code, out = doors(capsys, "--db", db, "--keys", str(keys), "--json")
+    by_door = {r["door"]: r for r in json.loads(out)}
+    assert by_door["hz.b1.closed"]["differs"] is True
+    assert by_door["hz.b1.closed"]["whitelist_hash"] == "0011223344556677"
+    assert by_door["hz.b1.forced"]["differs"] is False and by_door["hz.b1.forced"]["lag"] == 0
+    code, out = doors(capsys, "--db", db, "--keys", str(keys))
+    assert code == 0 and max(len(x) for x in out.splitlines()) <= 80, out
+    row = [x for x in out.splitlines() if x.startswith("hz.b1.closed")][0]
+    assert " differs " in row and "differs: the latest version, other cards" in out
+
+
 LONG_ID = "hauptstrasse-12-hinterhaus.building-b.staircase-3.door-14"
 
 

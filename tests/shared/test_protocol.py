@@ -157,3 +157,13 @@ def test_cache_state_round_trip():
     s = pr.decode_cache_state(pr.encode_cache_state(3, 4, 8192, "base_mismatch"))
     assert (s["version"], s["receiving"], s["have"], s["reason"]) == (3, 4, 8192, "base_mismatch")
     assert "reason" not in pr.decode_cache_state(pr.encode_cache_state(3))
+    s = pr.decode_cache_state(pr.encode_cache_state(3, content="2763e668870a86ea"))
+    assert s["hash"] == "2763e668870a86ea"
+    assert "hash" not in pr.decode_cache_state(pr.encode_cache_state(3, content=None))
+    for bad in ('"2763E668870A86EA"', '"2763e668"', "7", '"2763e668870a86eg"'):
+        payload = b'{"v":1,"version":3,"receiving":0,"have":0,"hash":' + bad.encode() + b"}"
+        try:
+            pr.decode_cache_state(payload)
+            raise AssertionError(bad)
+        except pr.ProtocolError as e:
+            assert e.reason == "bad_field"
