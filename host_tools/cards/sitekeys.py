@@ -180,12 +180,38 @@ def door_update_key(site: dict[str, Any], device_id: str) -> bytes:
 
 def sealed_update(site: dict[str, Any], device_id: str, iv: bytes | None = None) -> dict[str, Any]:
     """The `keys` command arguments: this door's key file of the site's current generation,
-    sealed for `device_id` (never in clear on the broker)."""
+    sealed for `device_id` (never in clear on the broker); a door the site file records as
+    still on the site-wide keys gets a site-wide key file (an update never moves a door
+    between the two: `key_scope`)."""
     check_not_revoked(site, device_id)
     key = door_update_key(site, device_id)
-    plain = json.dumps(device_keys(site, device_id)).encode()
+    site_wide = door_scope(site, device_id) == "site"
+    plain = json.dumps(device_keys(site, device_id, site_wide)).encode()
     return keyupdate.seal(lambda m: hmac_sha256(key, m), device_id, int(site.get("generation", 1)), plain,
                           iv or os.urandom(16))
+
+
+def door_scope(site: dict[str, Any], device_id: str) -> str:
+    """Which keys door `device_id` holds, as the site file records it ("door": its own;
+    "site": the site-wide ones). A site moved by `add_door_master` (`migrated`) lists in
+    `door_scoped` the doors given their own keys since; every other door of it still holds the
+    site-wide keys. Decided here, never by what a door (or anyone on the broker) claims."""
+    if not per_door(site):
+        return "site"
+    if site.get("migrated") and device_id not in site.get("door_scoped", []):
+        return "site"
+    return "door"
+
+
+def record_door_scope(site: dict[str, Any], device_id: str) -> bool:
+    """Door `device_id` was just given its own keys: record it on a migrated site. True when
+    the site file changed (the caller writes it)."""
+    if door_scope(site, device_id) == "door":
+        return False
+    if not per_door(site):
+        return False
+    site.setdefault("door_scoped", []).append(device_id)
+    return True
 
 
 def add_door_master(site: dict[str, Any]) -> None:
@@ -197,6 +223,8 @@ def add_door_master(site: dict[str, Any]) -> None:
     if site.get("format") != FORMAT or not any(k.startswith("app_master") for k in site["keys"]):
         raise UserError("a door key file cannot be moved to per-door keys: use the site key file", EXIT_USAGE)
     site["keys"]["door_master"] = os.urandom(32).hex()
+    site["migrated"] = int(site.get("generation", 1))  # doors listed in door_scoped hold their own
+    site.setdefault("door_scoped", [])
 
 
 def per_door(site: dict[str, Any]) -> bool:
@@ -219,10 +247,12 @@ def door_key(site: dict[str, Any], purpose: str, device_id: str, version: int | 
                        + b"|" + int(version).to_bytes(4, "big"))
 
 
-def signing_key(site: dict[str, Any], purpose: str, device_id: str, site_wide: bool = False) -> bytes:
+def signing_key(site: dict[str, Any], purpose: str, device_id: str, site_wide: bool | None = None) -> bytes:
     """The key that signs what goes to door `device_id`: its own on a per-door site, the
-    site-wide one on an older site or for a door that says it still holds the site-wide keys
-    (`site_wide`: its registration, during a move to per-door keys)."""
+    site-wide one on an older site or for a door the site file records as still holding the
+    site-wide keys (`door_scope`; `site_wide` overrides it, for a key file being written)."""
+    if site_wide is None:
+        site_wide = door_scope(site, device_id) == "site"
     if per_door(site) and not site_wide:
         return door_key(site, purpose, device_id)
     try:
@@ -231,9 +261,11 @@ def signing_key(site: dict[str, Any], purpose: str, device_id: str, site_wide: b
         raise ValueError(f"the site key file has no {purpose} key") from None
 
 
-def device_keys(site: dict[str, Any], device_id: str | None = None) -> dict[str, Any]:
+def device_keys(site: dict[str, Any], device_id: str | None = None,
+                site_wide: bool = False) -> dict[str, Any]:
     """What a door needs: no application master key, so a stolen door cannot issue or rewrite
-    cards; on a per-door site its own command and cache keys, never the site's."""
+    cards; on a per-door site its own command and cache keys, never the site's (`site_wide`:
+    the key file of a door that still holds the site-wide ones, for its key updates)."""
     if device_id is not None:
         check_not_revoked(site, device_id)
     current = site.get("key_version", 1)
@@ -242,7 +274,7 @@ def device_keys(site: dict[str, Any], device_id: str | None = None) -> dict[str,
     keys = {k: v for k, v in site["keys"].items() if k not in ("provision", "door_master")
             and not k.startswith("app_master") and (not k.startswith("door_read") or k in read)}
     out: dict[str, Any] = {"format": DEVICE_FORMAT, "version": 1}
-    if per_door(site):
+    if per_door(site) and not site_wide:
         if device_id is None:
             raise UserError("this site gives each door its own keys: name the door (--device-id)",
                             EXIT_USAGE)

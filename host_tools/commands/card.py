@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -105,6 +106,8 @@ def keys_door(
                                 EXIT_USAGE) from None
         door = sitekeys.device_keys(data, device_id)
         sitekeys.write_secret(out, door, force)
+        if device_id is not None and sitekeys.record_door_scope(data, device_id):
+            sitekeys.write_secret(keys, data, force=True)  # the platform signs with its own keys
         typer.echo(f"wrote the door key file for site {data['site_id']} to {out} (generation "
                    f"{door['generation']}, accepts key version {' and '.join(map(str, door['accept']))})")
 
@@ -190,23 +193,48 @@ def keys_revoke_door(
 
 
 @keys_app.command("close")
-def keys_close(keys: Path = KEYS_OPT) -> None:
+def keys_close(keys: Path = KEYS_OPT,
+               db: str = typer.Option(None, "--db", help="The platform's database: warn about each "
+                                      "door that has not taken the rotation's key file.")) -> None:
     """End the rotation window: doors refuse cards still on the previous key version.
+    A door that has not taken the rotation's key file (doorctl platform command ID keys) then
+    refuses every re-keyed card: each such door is named on a warning line (with --db).
 
-    Example: doorctl card keys close --keys site.json
+    Example: doorctl card keys close --keys site.json --db platform.db
     """
     from host_tools.cards import sitekeys
 
     def go() -> None:
         data, _ = sitekeys.load(keys, need_issuing=True)
+        opened = int(data.get("generation", 1))  # the key file generation of the open window
+        behind = doors_behind(db, data, opened) if db is not None else None
         retired = sitekeys.close(data)
         sitekeys.write_secret(keys, data, force=True)
         gone = ", ".join(map(str, retired))
+        for door, gen in sorted((behind or {}).items()):
+            held = gen if gen is not None else "unknown"
+            typer.echo(f"warning: door {door} holds key file generation {held}, not {opened}: "
+                       "it refuses re-keyed cards until it takes "
+                       f"`doorctl platform command {door} keys --keys {keys}`", err=True)
+        if behind is None and data.get("migrated"):
+            typer.echo("warning: doors of this site not commissioned since it moved to per-door keys "
+                       "hold the site-wide keys: each needs its key update (doorctl platform command ID "
+                       "keys); pass --db to name the doors behind", err=True)
         typer.echo(f"site {data['site_id']}: key version {gone} retired; doors refuse "
                    f"it once they have key file generation {data['generation']} (`doorctl card keys door`); "
                    "the desk can still re-key such cards")
 
     _run(go)
+
+
+def doors_behind(db: str, site: dict[str, Any], generation: int) -> dict[str, int | None]:
+    """{door: its key file generation} of the site's doors (as the platform last heard)
+    holding an older key file than `generation`."""
+    from host_tools.cli_inputs import open_store
+    from host_tools.platform.keyprogress import progress
+
+    doors = progress(open_store(db), site)["doors"]
+    return {d: g for d, g in doors.items() if g is None or g < generation}
 
 
 @card_app.command("rekey")

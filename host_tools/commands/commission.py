@@ -293,6 +293,10 @@ def commission(
         handshake(port)
         files, remove = door_files(site, cfg, tls_files, snapshot, door_keys)
         _transact(port, files, remove)
+        if sitekeys.record_door_scope(site, device_id):
+            # a site moved to per-door keys: the platform signs for this door with its own
+            # keys from now on (sitekeys.door_scope), never on what the door claims
+            sitekeys.write_secret(keys, site, force=True)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     except KeyboardInterrupt:

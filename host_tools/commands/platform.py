@@ -121,7 +121,8 @@ def run(
     try:
         p = Platform(store, host, port, group=group, username=username, password=password,
                      tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                     subscription=subscription, site_keys=site_keys)
+                     subscription=subscription, site_keys=site_keys,
+                     site_keys_reload=(lambda: sitekeys.load(keys, for_doors=True)[0]) if keys else None)
     except UserError as e:
         raise fail(str(e), e.exit_code) from None
     except (OSError, ValueError) as e:
@@ -378,11 +379,15 @@ def command(
     try:
         known = door_announced(subscribed, announced, min(timeout, SUBSCRIBE_WAIT_S))
         if known:
-            # the door's own command key on a per-door site, unless it registered as a door
-            # still on the site-wide keys (commissioned before the site moved)
+            # the door's own command key on a per-door site, unless the site file records it
+            # as still on the site-wide keys (commissioned before the site moved)
             if sitekeys.per_door(data):
                 registered.wait(RETAINED_GRACE_S)  # it follows the presence
-            key = sitekeys.signing_key(data, "command", device, holds.get("keys") == "site")
+            key = sitekeys.signing_key(data, "command", device)  # the site file decides
+            claim, recorded = holds.get("keys"), sitekeys.door_scope(data, device)
+            if claim is not None and claim != recorded:
+                typer.echo(f"warning: {device} registers with {claim} keys, the site file gives it "
+                           f"{recorded} keys: signed as the site file says (key_scope_mismatch)", err=True)
             cmd_id, payload = sign(key, device, op, args, cmd_id=cmd_id)
             client.publish(protocol.topic(device, "cmd"), payload, qos=1)
             answered = done.wait(timeout)

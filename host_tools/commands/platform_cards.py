@@ -240,8 +240,17 @@ def sync_command(keys: Path = KEYS, db: str = DB,
 
 def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
     """Alarms with their door, start and end (None while active), from stored events."""
+    from host_tools.platform import scope_alarms
+
     out: list[dict[str, Any]] = []
+    disputed = scope_alarms.disputes(store)
     for d in [device] if device else store.devices():
+        if d in disputed:
+            # its registration claims other keys than the site file gives it (forged on the
+            # broker, or a key file the site file does not know): signed by the site file
+            out.append({"door": d, "alarm": "key_scope_mismatch", "start": disputed[d]["at"],
+                        "end": None, "seq": None, "claim": disputed[d]["claim"],
+                        "record": disputed[d]["record"]})
         open_: dict[int, dict[str, Any]] = {}
         for e in store.events(d):
             code, t = e[1], e[3]
@@ -276,7 +285,8 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
 def alarms(device: str = typer.Option(None, "--door", help="One door (default: all)."), db: str = DB,
            as_json: bool = typer.Option(False, "--json", help="One JSON array.")) -> None:
     """Alarms of the doors (held-open, forced-open, tamper, closer fault, power, journal near
-    full, parts that disagree, clock unset, offline) with their start and end, and events a
+    full, parts that disagree, clock unset, offline, a registration claiming other keys than
+    the site file gives the door: key_scope_mismatch) with their start and end, and events a
     door lost (events_lost: how many, and the time span they lie in).
 
     Example: doorctl platform alarms --door hz.b12.d3

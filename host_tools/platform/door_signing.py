@@ -4,13 +4,18 @@ controller").
 On a per-door site (its key file has `door_master`) every door holds its own `command` and
 `cache` keys, so the platform signs each door's commands, times, acknowledgements, whitelist
 files and pieces with that door's keys: what a thief takes from one door verifies at no
-other. A door that registers with `"keys": "site"` (commissioned before its site moved to
-per-door keys) is signed for with the site-wide keys until it is commissioned again. An older
-site file (no `door_master`) signs every door with its site-wide keys, as before.
+other. Which keys a door holds is the site file's record (`sitekeys.door_scope`: on a site
+moved to per-door keys, the doors commissioned since hold their own, the others the site-wide
+ones), never the door's registration, which anyone on the broker can publish: a registration
+that disagrees makes the platform read the site file again (a door just commissioned) and,
+if the record still disagrees, is a `key_scope_mismatch` alarm, signing nothing differently.
+An older site file (no `door_master`) signs every door with its site-wide keys, as before.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from crypto.hmac256 import hmac_sha256
@@ -29,29 +34,49 @@ class DoorSigner:
     """The signing keys per door, from the site key file's content; no key leaves it except
     to the caller that signs."""
 
-    def __init__(self, site: dict[str, Any]) -> None:
+    RELOAD_EVERY_S = 10.0  # a flood of forged registrations reads the site file this often at most
+
+    def __init__(self, site: dict[str, Any],
+                 reload: Callable[[], dict[str, Any]] | None = None) -> None:
         self.site = site
         self.per_door = sitekeys.per_door(site)
-        self._claims: dict[str, str] = {}  # device -> "door" | "site", from its registration
-        self._cache: dict[tuple[str, str, bool], bytes] = {}
+        self._reload = reload
+        self._reloaded_at = 0.0
+        self.disputed: dict[str, str] = {}  # device -> the keys it claims, against the record
+        self._cache: dict[tuple[str, str], bytes] = {}
 
     def __repr__(self) -> str:
         return f"<DoorSigner site={self.site.get('site_id')} per_door={self.per_door} keys hidden>"
 
-    def registered(self, device: str, keys: str) -> bool:
-        """The door says which keys it holds; True when that changes how it is signed for."""
-        before = self._site_wide(device)
-        self._claims[device] = keys
-        return before != self._site_wide(device)
+    def scope(self, device: str) -> str:
+        """"door" or "site": the keys the site file records for `device`."""
+        return sitekeys.door_scope(self.site, device)
 
-    def _site_wide(self, device: str) -> bool:
-        return self._claims.get(device) == "site"
+    def registered(self, device: str, keys: str) -> bool:
+        """The door says which keys it holds ("door" or "site"; a claim decides nothing). True
+        when the site file, read again because the claim disagreed, changed how it is signed for."""
+        before = self.scope(device)
+        if keys != before and self._reload is not None \
+                and time.monotonic() - self._reloaded_at >= self.RELOAD_EVERY_S:
+            self._reloaded_at = time.monotonic()
+            try:
+                site = self._reload()
+            except Exception:  # unreadable now (being written): keep the record in memory
+                site = None
+            if site is not None:
+                self.site, self.per_door = site, sitekeys.per_door(site)
+                self._cache.clear()
+        if keys != self.scope(device):
+            self.disputed[device] = keys
+        else:
+            self.disputed.pop(device, None)
+        return before != self.scope(device)
 
     def key(self, purpose: str, device: str) -> bytes:
         """Door `device`'s key for `purpose` ("command" or "cache"); ValueError without one."""
-        k = (purpose, device, self._site_wide(device))
+        k = (purpose, device)
         if k not in self._cache:
-            self._cache[k] = sitekeys.signing_key(self.site, purpose, device, k[2])
+            self._cache[k] = sitekeys.signing_key(self.site, purpose, device)
         return self._cache[k]
 
     def whitelist_for(self, device: str, data: bytes) -> bytes:

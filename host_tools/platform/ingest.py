@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,6 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from crypto.hmac256 import hmac_sha256
 from firmware import protocol
+from host_tools.platform import scope_alarms
 from host_tools.platform.door_signing import DoorSigner
 from host_tools.platform.store import Store
 
@@ -85,12 +86,14 @@ class Platform:
                  tls_ca: str | None = None, ingest: bool = True, tls_cert: str | None = None,
                  tls_key: str | None = None, ack_key: bytes | None = None,
                  lease: bool = True, lease_term_s: float = 15.0, subscription: str = "auto",
-                 site_keys: dict[str, Any] | None = None) -> None:
+                 site_keys: dict[str, Any] | None = None,
+                 site_keys_reload: Callable[[], dict[str, Any]] | None = None) -> None:
         """`ack_key`: the site's `command` key; acknowledgements are signed with it (a
         commissioned door ignores unsigned ones), and so is the time sent to a door, with the
         nonce of its presence (the door trusts only such a time: card validity, schedules).
         `site_keys`: the site key file's content instead: each door is signed for with its own
-        keys on a per-door site (host_tools/platform/door_signing.py).
+        keys on a per-door site (host_tools/platform/door_signing.py); `site_keys_reload`
+        reads the site file again (a door registering with keys the record does not give it).
         `subscription`: how events are received (SUBSCRIPTIONS; "auto" probes the broker)."""
         if subscription not in SUBSCRIPTIONS:
             raise ValueError(f"subscription must be one of {', '.join(SUBSCRIPTIONS)}")
@@ -104,7 +107,7 @@ class Platform:
         self.cache_key: bytes | None = None  # tags whitelist pieces (distribute.send)
         self.signer: DoorSigner | None = None
         if site_keys is not None:
-            self.signer = DoorSigner(site_keys)
+            self.signer = DoorSigner(site_keys, site_keys_reload)
             self.cache_key = None
         self._nonces: dict[str, str] = {}  # device -> the nonce of its last presence
         # Singleton work (time messages, whitelist catch-up) only while holding the lease in
@@ -405,10 +408,8 @@ class Platform:
         elif leaf == "register":
             reg = protocol.decode_register(payload)
             self.store.record_registration(device, reg)
-            if self.signer is not None and self.signer.registered(device, reg["keys"]) \
-                    and self._nonces.get(device) and self.leader():
-                # the time just sent was signed with keys this door does not hold: again
-                self.publish(device, "time", self.time_message(device, self._nonces[device]))
+            if self.signer is not None:
+                self._registered(device, reg["keys"])
         elif leaf == "cache_state":
             state = protocol.decode_cache_state(payload)
             with self._replies_cond:
@@ -422,6 +423,21 @@ class Platform:
             with self._replies_cond:
                 self.replies[str(reply["id"])] = {"device": device, **reply}
                 self._replies_cond.notify_all()
+
+    def _registered(self, device: str, claim_keys: str) -> None:
+        """A door's registration names the keys it holds: the site file decides how it is
+        signed for; a claim that disagrees is the `key_scope_mismatch` alarm."""
+        assert self.signer is not None
+        changed = self.signer.registered(device, claim_keys)
+        claim = self.signer.disputed.get(device)
+        recorded = self.signer.scope(device)
+        scope_alarms.record(self.store, device, claim, recorded)
+        if claim is not None:
+            log.warning("door %s registers with %s keys, the site file gives it %s keys: signing by "
+                        "the site file (key_scope_mismatch)", device, claim, recorded)
+        if changed and self._nonces.get(device) and self.leader():
+            # the time just sent was signed with keys this door does not hold: again
+            self.publish(device, "time", self.time_message(device, self._nonces[device]))
 
     # -- platform -> device --------------------------------------------------------
 

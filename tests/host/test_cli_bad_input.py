@@ -74,7 +74,10 @@ CASES: dict[str, list[list[str]]] = {
                        ["--out", KEYS, "--site-id", "1"]],
     "card keys rotate": [["--keys", MISSING], ["--keys", f"{TMP}/binary"]],
     "card keys per-door": [["--keys", MISSING], ["--keys", KEYS]],  # KEYS: per-door already
-    "card keys close": [["--keys", MISSING], ["--keys", KEYS]],  # no rotation to close
+    "card keys close": [["--keys", MISSING], ["--keys", KEYS],  # no rotation to close
+                        ["--keys", KEYS, "--db", f"{TMP}/typo.db"]],
+    "card keys revoke-door": [["a.b", "--keys", MISSING], ["bad id!", "--keys", KEYS],
+                              ["a.b", "--keys", f"{TMP}/binary"]],
     "card rekey": [["--keys", MISSING]],
     "card keys door": [["--keys", MISSING, "--out", f"{TMP}/d.json"],
                        ["--keys", KEYS, "--out", f"{TMP}/d.json"],  # per-door site: no --device-id

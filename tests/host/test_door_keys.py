@@ -112,20 +112,55 @@ def test_commissioning_signs_the_whitelist_for_that_door() -> None:
     assert tag != retag(snap, kit.door_key("cache", "hz.b1.d1"))[-32:]  # nor another door's
 
 
-def test_the_platform_signs_each_door_with_the_keys_it_says_it_holds() -> None:
+def test_the_platform_signs_each_door_with_the_keys_the_site_file_records() -> None:
     site = _site()
     signer = DoorSigner(site)
     own = sitekeys.door_key(site, "command", "hz.b1.d1")
-    assert signer.key("command", "hz.b1.d1") == own  # not registered yet: per-door
-    assert signer.registered("hz.b1.d1", "door") is False
-    # a door commissioned before the site moved says so: the site-wide key, until it changes
-    assert signer.registered("hz.b1.d1", "site") is True
-    assert signer.key("command", "hz.b1.d1") == bytes.fromhex(site["keys"]["command"])
-    assert signer.registered("hz.b1.d1", "door") is True
     assert signer.key("command", "hz.b1.d1") == own
+    assert signer.registered("hz.b1.d1", "door") is False and not signer.disputed
     assert own.hex() not in repr(signer)
     legacy = DoorSigner(sitekeys.new_site_keys(9, per_door=False))
     assert legacy.key("cache", "x.y") == bytes.fromhex(legacy.site["keys"]["cache"])
+
+
+@pytest.mark.parametrize("claim", ["site", None])
+def test_a_forged_registration_does_not_downgrade_a_per_door_site(claim: str | None) -> None:
+    """A retained `register` saying "site" (or without "keys", which decodes as "site")
+    published on door B's topic by any broker user: B is still signed for with its own keys
+    (else B refuses every time, ack, command and whitelist piece), and the claim is disputed."""
+    site = sitekeys.new_site_keys(7)
+    signer = DoorSigner(site, reload=lambda: site)
+    reg = json.loads(protocol.encode_register(7, 2, "0.1.0", "fail-secure", ["desfire_ev2"], False,
+                                              False, 0, "door"))
+    if claim is None:
+        del reg["keys"]
+    else:
+        reg["keys"] = claim
+    keys = protocol.decode_register(json.dumps(reg).encode())["keys"]
+    assert signer.registered("hz.b1.d2", keys) is False
+    for purpose in ("command", "cache"):
+        assert signer.key(purpose, "hz.b1.d2") == sitekeys.door_key(site, purpose, "hz.b1.d2")
+    assert signer.disputed == {"hz.b1.d2": "site"}
+    assert signer.registered("hz.b1.d2", "door") is False and not signer.disputed
+
+
+def test_a_migrated_site_records_which_doors_hold_their_own_keys() -> None:
+    """`card keys per-door` on an older site: every door stays site-wide until commissioned
+    (or given its key file) again, whatever a registration says; then its own, for good."""
+    site = sitekeys.new_site_keys(12, per_door=False)
+    sitekeys.add_door_master(site)
+    wide = bytes.fromhex(site["keys"]["command"])
+    signer = DoorSigner(json.loads(json.dumps(site)), reload=lambda: json.loads(json.dumps(site)))
+    assert signer.key("command", "d1") == wide
+    assert signer.registered("d1", "door") is False and signer.disputed == {"d1": "door"}
+    assert signer.key("command", "d1") == wide  # a claim moves nothing
+    assert sitekeys.record_door_scope(site, "d1") is True  # commissioned again
+    assert sitekeys.record_door_scope(site, "d1") is False
+    signer.RELOAD_EVERY_S = 0.0
+    assert signer.registered("d1", "door") is True and not signer.disputed  # read the file again
+    assert signer.key("command", "d1") == sitekeys.door_key(site, "command", "d1")
+    assert signer.registered("d1", "site") is False and signer.disputed == {"d1": "site"}
+    assert signer.key("command", "d1") == sitekeys.door_key(site, "command", "d1")  # never back
 
 
 def test_the_registration_says_which_keys_the_door_holds() -> None:
@@ -245,3 +280,104 @@ def test_the_kit_signs_for_its_doors_as_the_platform_does() -> None:
     assert mine == DoorSigner(kit.keys).whitelist_for("hz.b1.d1", snap) and mine != snap
     assert kit.platform_keys() == {"site_keys": kit.keys}
     assert old.for_door(snap, "hz.b1.d1") == snap and old.platform_keys() == {"ack_key": old.command_key}
+
+
+def test_a_migrated_sites_rotation_reaches_doors_still_on_site_wide_keys(tmp_path: Any) -> None:
+    """Older site -> `card keys per-door` -> `card keys rotate` -> `platform command D keys`:
+    a door not commissioned again gets the new door_read version in a site-wide key file (a
+    per-door one is refused as key_scope, and after `keys close` it would refuse every re-keyed
+    card); a door commissioned again gets its own."""
+    from firmware import main
+
+    site = sitekeys.new_site_keys(12, per_door=False)
+    held = SoftwareKeyStore.from_dict(sitekeys.device_keys(site, "hz.b1.d1"))
+    sitekeys.add_door_master(site)
+    new = sitekeys.rotate(site)
+    main.running["keystore"] = held
+    try:
+        args = sitekeys.sealed_update(site, "hz.b1.d1")
+        assert main.apply_key_update(str(tmp_path), "hz.b1.d1", args) == ""
+        got = main.running["keystore"]
+        assert got.generation == site["generation"] and got.has(sitekeys.slot_name("door_read", new))
+        assert got.scope == held.scope
+    finally:
+        main.running.pop("keystore", None)
+    sitekeys.record_door_scope(site, "hz.b1.d2")  # commissioned again: its own keys
+    own = SoftwareKeyStore.from_dict(sitekeys.device_keys(site, "hz.b1.d2"))
+    assert own.scope == "door"
+    main.running["keystore"] = own
+    try:
+        sitekeys.close(site)
+        (tmp_path / "d2").mkdir()
+        assert main.apply_key_update(str(tmp_path / "d2"), "hz.b1.d2",
+                                     sitekeys.sealed_update(site, "hz.b1.d2")) == ""
+        assert main.running["keystore"].scope == "door"
+    finally:
+        main.running.pop("keystore", None)
+
+
+def _platform_db(path: Path, site_id: int, doors: dict[str, int | None]) -> str:
+    from host_tools.platform.store import Store
+
+    store = Store(str(path))
+    for device, gen in doors.items():
+        reg = protocol.decode_register(protocol.encode_register(
+            site_id, 1, "0.1.0", "fail-secure", ["desfire_ev2"], False, False, 0, "site"))
+        store.record_registration(device, reg)
+        if gen is not None:
+            store.record_status(device, {"key_gen": gen})
+    return str(path)
+
+
+def test_keys_close_names_each_door_behind(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "site.json"
+    site = sitekeys.new_site_keys(12, per_door=False)
+    sitekeys.add_door_master(site)
+    sitekeys.rotate(site)
+    sitekeys.write_secret(path, site)
+    db = _platform_db(tmp_path / "p.db", 12, {"d.behind": 1, "d.done": site["generation"], "d.silent": None})
+    doorctl = str(Path(sys.executable).with_name("doorctl"))
+    out = subprocess.run([doorctl, "card", "keys", "close", "--keys", str(path), "--db", db],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    warned = [ln for ln in out.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 2 and "d.behind" in warned[0] and "d.silent" in warned[1]
+    assert "d.done" not in out.stderr
+    assert all(v not in out.stdout + out.stderr for v in site["keys"].values())
+
+
+def test_a_disputed_registration_is_an_alarm(tmp_path: Path) -> None:
+    from host_tools.commands.platform_cards import alarm_rows
+    from host_tools.platform import scope_alarms
+    from host_tools.platform.store import Store
+
+    store = Store(_platform_db(tmp_path / "p.db", 7, {"hz.b1.d2": None}))
+    scope_alarms.record(store, "hz.b1.d2", "site", "door")
+    rows = [r for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"]
+    assert [(r["door"], r["claim"], r["record"], r["end"]) for r in rows] == \
+        [("hz.b1.d2", "site", "door", None)]
+    scope_alarms.record(store, "hz.b1.d2", None, "door")
+    assert not [r for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"]
+
+
+def test_the_platform_raises_the_alarm_on_a_forged_registration(tmp_path: Path) -> None:
+    """What arrives on door B's register topic: stored, signed for by the site file, alarmed."""
+    from host_tools.commands.platform_cards import alarm_rows
+    from host_tools.platform.ingest import Platform
+    from host_tools.platform.store import Store
+
+    site = sitekeys.new_site_keys(7)
+    store = Store(str(tmp_path / "p.db"))
+    p = Platform(store, "127.0.0.1", 1, site_keys=site, lease=False)
+    forged = json.loads(protocol.encode_register(7, 2, "0.1.0", "fail-secure", ["desfire_ev2"],
+                                                 False, False, 0, "door"))
+    del forged["keys"]
+    p._handle(protocol.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
+    assert p.command_key("hz.b1.d2") == sitekeys.door_key(site, "command", "hz.b1.d2")
+    assert [r["door"] for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"] == ["hz.b1.d2"]
+    forged["keys"] = "door"
+    p._handle(protocol.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
+    assert not [r for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"]

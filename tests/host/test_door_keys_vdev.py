@@ -163,11 +163,13 @@ def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig, tmp_path: Pa
 
 
 def test_a_door_still_on_site_wide_keys_keeps_working_on_a_per_door_site(tmp_path: Path) -> None:
-    """Moving a site to per-door keys: a door commissioned before it registers `"keys":
-    "site"`, and the platform goes on signing its time and commands with the site-wide key."""
-    site = SiteKit(per_door=True)
-    older = dict(site.keys, keys={k: v for k, v in site.keys["keys"].items() if k != "door_master"})
-    legacy = sitekeys.device_keys(older)
+    """Moving a site to per-door keys (`doorctl card keys per-door`): a door commissioned
+    before it is recorded by the site file as still on the site-wide keys, and the platform goes
+    on signing its time and commands with the site-wide key."""
+    site = SiteKit(per_door=False)
+    legacy = sitekeys.device_keys(site.keys)
+    sitekeys.add_door_master(site.keys)
+    assert sitekeys.door_scope(site.keys, DOOR_B) == "site"
     assert legacy.get("scope") is None and legacy["keys"]["command"] == site.keys["keys"]["command"]
     r = Rig(tmp_path, site, legacy)
     try:
