@@ -381,3 +381,24 @@ def test_the_platform_raises_the_alarm_on_a_forged_registration(tmp_path: Path) 
     forged["keys"] = "door"
     p._handle(protocol.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
     assert not [r for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"]
+
+
+def test_a_door_key_file_written_for_a_migrated_site_is_recorded(tmp_path: Path) -> None:
+    """`card keys door --device-id` on a site moved to per-door keys gives that door its own
+    keys: the site file records it, so the platform signs for it with them (not by its claim)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "site.json"
+    site = sitekeys.new_site_keys(12, per_door=False)
+    sitekeys.add_door_master(site)
+    sitekeys.write_secret(path, site)
+    doorctl = str(Path(sys.executable).with_name("doorctl"))
+    out = subprocess.run([doorctl, "card", "keys", "door", "--keys", str(path), "--device-id", "hz.b1.d4",
+                          "--out", str(tmp_path / "d4.json")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    recorded = json.loads(path.read_text())
+    assert sitekeys.door_scope(recorded, "hz.b1.d4") == "door"
+    assert sitekeys.door_scope(recorded, "hz.b1.d5") == "site"
+    door = json.loads((tmp_path / "d4.json").read_text())
+    assert door["keys"]["command"] == sitekeys.signing_key(recorded, "command", "hz.b1.d4").hex()
