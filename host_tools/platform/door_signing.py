@@ -7,8 +7,9 @@ files and pieces with that door's keys: what a thief takes from one door verifie
 other. Which keys a door holds is the site file's record (`sitekeys.door_scope`: on a site
 moved to per-door keys, the doors commissioned since hold their own, the others the site-wide
 ones), never the door's registration, which anyone on the broker can publish: a registration
-that disagrees makes the platform read the site file again (a door just commissioned) and,
-if the record still disagrees, is a `key_scope_mismatch` alarm, signing nothing differently.
+makes the platform read the site file again (a door just commissioned, a door revoked with
+`doorctl card keys revoke-door`: its new key epoch), and one that disagrees with the record is
+a `key_scope_mismatch` alarm, signing nothing differently.
 An older site file (no `door_master`) signs every door with its site-wide keys, as before.
 """
 
@@ -52,25 +53,29 @@ class DoorSigner:
         """"door" or "site": the keys the site file records for `device`."""
         return sitekeys.door_scope(self.site, device)
 
+    def _signed_as(self, device: str) -> tuple[str, int]:
+        return self.scope(device), sitekeys.door_epoch(self.site, device)
+
     def registered(self, device: str, keys: str) -> bool:
-        """The door says which keys it holds ("door" or "site"; a claim decides nothing). True
-        when the site file, read again because the claim disagreed, changed how it is signed for."""
-        before = self.scope(device)
-        if keys != before and self._reload is not None \
-                and time.monotonic() - self._reloaded_at >= self.RELOAD_EVERY_S:
+        """The door says which keys it holds ("door" or "site"; a claim decides nothing). The
+        site file is read again (at most every RELOAD_EVERY_S): a door just commissioned on a
+        migrated site, or a replacement after `revoke-door`, registers when it connects. True
+        when that changed how the door is signed for."""
+        before = self._signed_as(device)
+        if self._reload is not None and time.monotonic() - self._reloaded_at >= self.RELOAD_EVERY_S:
             self._reloaded_at = time.monotonic()
             try:
                 site = self._reload()
             except Exception:  # unreadable now (being written): keep the record in memory
                 site = None
-            if site is not None:
+            if site is not None and site.get("site_id") == self.site.get("site_id"):
                 self.site, self.per_door = site, sitekeys.per_door(site)
                 self._cache.clear()
         if keys != self.scope(device):
             self.disputed[device] = keys
         else:
             self.disputed.pop(device, None)
-        return before != self.scope(device)
+        return before != self._signed_as(device)
 
     def key(self, purpose: str, device: str) -> bytes:
         """Door `device`'s key for `purpose` ("command" or "cache"); ValueError without one."""

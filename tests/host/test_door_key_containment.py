@@ -102,3 +102,21 @@ def test_revoke_door_command(tmp_path: Path) -> None:
     refused = subprocess.run([DOORCTL, "card", "keys", "revoke-door", "hz.b1.d2", "--keys", str(door)],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "site key file" in refused.stderr
+
+
+def test_the_platform_signs_for_a_revoked_id_with_its_new_epoch_once_it_registers() -> None:
+    """`revoke-door` while the platform runs: the replacement's registration makes the
+    platform read the site file, and from then on nothing it signs for that id verifies with
+    the stolen keys."""
+    from host_tools.platform.door_signing import DoorSigner
+
+    site = sitekeys.new_site_keys(7)
+    on_disk = json.loads(json.dumps(site))
+    signer = DoorSigner(json.loads(json.dumps(site)), reload=lambda: json.loads(json.dumps(on_disk)))
+    signer.RELOAD_EVERY_S = 0.0
+    stolen = sitekeys.door_key(site, "command", "hz.b1.d1")
+    assert signer.key("command", "hz.b1.d1") == stolen
+    sitekeys.revoke_door(on_disk, "hz.b1.d1")
+    assert signer.registered("hz.b1.d1", "door") is True and not signer.disputed
+    assert signer.key("command", "hz.b1.d1") == sitekeys.door_key(on_disk, "command", "hz.b1.d1") != stolen
+    assert signer.registered("hz.b1.d2", "door") is False
