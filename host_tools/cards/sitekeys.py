@@ -27,7 +27,10 @@ files and pieces), derived from `door_master` with the door's device id, so a ke
 from one door verifies at no other. `door_master` never reaches a door; the platform derives
 the same keys to sign for each door. The door file then says `"scope": "door"` and names its
 `device`. A site file without `door_master` (made before per-door keys) keeps giving every
-door the site-wide `command` and `cache` keys.
+door the site-wide `command` and `cache` keys. One moved to per-door keys (`add_door_master`)
+says `migrated` and lists in `door_scoped` the doors given their own keys since; the others
+hold the site-wide ones (`door_scope`: the platform signs by this record, never by a door's
+registration).
 
 Door key epochs (docs/threat-model.md, "After a theft"): `door_epochs` ({device: epoch},
 absent = 1) is mixed into a door's own keys and its key update key; `doorctl card keys
