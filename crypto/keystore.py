@@ -38,7 +38,7 @@ import json
 
 from crypto.cmac import CMAC
 from crypto.diversify import div_input, diversify_aes128
-from crypto.hmac256 import hmac_sha256
+from crypto.hmac256 import HMAC, hmac_sha256
 
 # Slots holding diversification masters: their keys never leave the store.
 MASTER_SLOTS = ("app_master", "door_read")
@@ -168,3 +168,10 @@ class SoftwareKeyStore:
     def hmac(self, slot, msg):
         """HMAC-SHA256 of `msg` with the key in `slot` (e.g. "command"), without exporting it."""
         return hmac_sha256(self._get(slot), msg)
+
+    def hmac_parts(self, slot, parts):
+        """HMAC-SHA256 of the concatenation of `parts` (an iterable of bytes), fed one by one."""
+        h = HMAC(self._get(slot))
+        for part in parts:
+            h.update(part)
+        return h.digest()

@@ -193,3 +193,14 @@ def test_an_untrusted_clock_refuses_signed_commands_until_a_trusted_time_repairs
     clock.trusted = True
     g.clock_set(True)
     assert g.check(signed("u-2", "open", {}, T0 + 60)) == ""  # neither stale nor not yet valid
+
+
+def test_the_signing_parts_join_to_the_signing_bytes_and_mac_alike():
+    from crypto.keystore import SoftwareKeyStore
+
+    args = {"keyfile": "ab" * 700, "n": 3, "on": True}
+    parts = list(protocol.command_signing_parts("d.1", "c1", "keys", args, 1767225600))
+    assert b"".join(parts) == protocol.command_signing_bytes("d.1", "c1", "keys", args, 1767225600)
+    assert max(len(p) for p in parts) <= 1400  # the long value alone, never a copy of it all
+    ks = SoftwareKeyStore(1, 1, {"command": bytes(range(32))})
+    assert ks.hmac_parts("command", parts) == ks.hmac("command", b"".join(parts))
