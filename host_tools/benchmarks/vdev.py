@@ -25,7 +25,7 @@ SMOKE = {"HEAPS_KIB": (16, 512), "BOOTS": 1, "STAY_UP_S": 0.5, "IDLE_S": 0.5}
 FIGURES = {
     "vdev.boot_s": "virtual device: process start to firmware ready (median of 5), s",
     "vdev.boot_baseline_s": "baseline: bare `micropython -c pass` start to exit (median of 5), s",
-    "vdev.heap_peak_kib": "firmware idle loop: peak heap in use over 3 s, KiB (default heap, 320K)",
+    "vdev.heap_peak_kib": "firmware idle loop: peak heap in use over 3 s, KiB (default heap, 384K)",
     "vdev.heap_baseline_kib": "baseline: bare interpreter heap in use after start, KiB",
     "vdev.heap_min_kib": "smallest heap (8 KiB steps from 64) in which the virtual device boots "
                          "to ready and stays up, the application's .mpy files imported (bytecode "
