@@ -34,7 +34,7 @@ from host_tools.platform.keyprogress import record_card
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision
 from offline_cache import fmt
@@ -89,7 +89,7 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
     sniff = Sniffer(broker.host, broker.port)
     platform = Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port,
                         ack_key=command_key(kit.keys)).start()
-    dev = VirtualDevice(tmp_path / "door").start()
+    dev = VirtualDevice(tmp_path / "door", image=selected_image()).start()
     emu = PN532Emulator()
     link = io = None
     try:
