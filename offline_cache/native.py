@@ -48,11 +48,16 @@ def _compile():
     how many are <= ref, times 2, plus 1 when the last of them equals ref. None: no emitter."""
     if sys.implementation.name != "micropython":
         return None
+    import gc
+
     scope = {}
-    try:
+    gc.collect()  # the compiler's parse tree and leftovers go where the heap is free now,
+    try:  # and are collected before the caller's long-lived objects (a cache's index) are made
         exec(_SOURCE, scope)
     except (SyntaxError, NotImplementedError, ValueError):  # no native emitter in this port
         return None
+    finally:
+        gc.collect()
     return scope["upper"]
 
 
