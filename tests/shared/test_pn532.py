@@ -3,10 +3,7 @@
 # incremental parser's events, target parsing, and the blocking driver against scripted
 # PN532 byte streams (a tick counter advanced by the stream stands in for time).
 from firmware import pn532 as p
-
-
-def h(s):
-    return bytes.fromhex(s.replace(" ", ""))
+from tests.pn532_script import Clock, Script, driver, expect_error, h, resp
 
 
 def feed_all(parser, data):
@@ -113,68 +110,6 @@ def test_parse_targets_rejects_bad_data():
             assert e.code == p.E_BAD_TARGET
         else:
             raise AssertionError(bad)
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-
-class Script:
-    """A PN532 stand-in that answers each information frame from a list of replies."""
-
-    def __init__(self, clock, replies):
-        self.clock = clock
-        self.replies = list(replies)
-        self.rx = b""
-        self.sent = []
-        self.flushes = 0
-
-    def write(self, buf):
-        data = bytes(buf)
-        self.sent.append(data)
-        if data.startswith(b"\x55\x55"):
-            return len(data)
-        if self.replies:
-            self.rx += self.replies.pop(0)
-        return len(data)
-
-    def read(self, n, timeout_ms):
-        if not self.rx:
-            self.clock.t += timeout_ms
-            return b""
-        out = self.rx[:n]
-        self.rx = self.rx[n:]
-        return out
-
-    def reset_input(self):
-        self.flushes += 1
-        self.rx = b""
-
-
-def resp(data):
-    return p.ACK + p.encode_frame(p.TFI_PN532, data)
-
-
-def driver(replies):
-    clock = Clock()
-    script = Script(clock, replies)
-    return p.PN532(script, clock=clock), script
-
-
-def expect_error(fn, code):
-    try:
-        fn()
-    except p.PN532Error as e:
-        assert e.code == code, (e.code, code)
-        return e
-    raise AssertionError("no error")
 
 
 def test_begin_list_exchange_release():

@@ -2,67 +2,9 @@
 # The PN532 driver waiting for a card (MaxRetries FF, wait_target / abort), on both
 # interpreters, against scripted PN532 byte streams (a tick counter stands in for time).
 from firmware import pn532 as p
+from tests.pn532_script import driver, expect_error, h, resp
 
 
-def h(s):
-    return bytes.fromhex(s.replace(" ", ""))
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-
-class Script:
-    """A PN532 stand-in that answers each information frame from a list of replies."""
-
-    def __init__(self, clock, replies):
-        self.clock = clock
-        self.replies = list(replies)
-        self.rx = b""
-        self.sent = []
-
-    def write(self, buf):
-        self.sent.append(bytes(buf))
-        if self.replies:
-            self.rx += self.replies.pop(0)
-        return len(buf)
-
-    def read(self, n, timeout_ms):
-        if not self.rx:
-            self.clock.t += timeout_ms
-            return b""
-        out = self.rx[:n]
-        self.rx = self.rx[n:]
-        return out
-
-    def reset_input(self):
-        self.rx = b""
-
-
-def resp(data):
-    return p.ACK + p.encode_frame(p.TFI_PN532, data)
-
-
-def driver(replies):
-    clock = Clock()
-    script = Script(clock, replies)
-    return p.PN532(script, clock=clock), script
-
-
-def expect_error(fn, code):
-    try:
-        fn()
-    except p.PN532Error as e:
-        assert e.code == code, (e.code, code)
-        return e
-    raise AssertionError("no error")
 
 
 def test_wait_target_empty_field_keeps_the_command_pending():
