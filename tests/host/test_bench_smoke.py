@@ -13,6 +13,12 @@ from host_tools.benchmarks import Benchmark, discover
 from host_tools.image import source
 
 SKIPPED: set[str] = set()
+# Figures known not to be measurable yet, each with where the reason is written. They must
+# fail (strictly: once one is measured, remove it here), and nothing else may.
+KNOWN_FAILING = {
+    "image.heap_min_tls_kib": "docs/architecture.md, Heap: the 32-bit image's door never completes "
+                              "a TLS handshake while its reader link is connected",
+}
 MCU_TOOLS = source.vendored_tarball() is not None \
     and all(shutil.which(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm"))
 BENCHMARKS = {b.name: b for b in discover() if b.name not in SKIPPED}
@@ -28,5 +34,6 @@ def test_benchmark_runs_to_the_end_at_a_small_size(name: str) -> None:
     for attr in bench.smoke:
         assert hasattr(bench.module, attr), f"SMOKE names {attr}, which {name} does not have"
     measured, failed = bench.run(set(bench.figures), bench.smoke)
-    assert failed == {}
-    assert set(measured) == set(bench.figures)
+    known = {f for f in bench.figures if f in KNOWN_FAILING}
+    assert set(failed) == known, failed
+    assert set(measured) | known == set(bench.figures)
