@@ -16,7 +16,7 @@ import pytest
 from hil.netfault import FaultProxy
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
-from host_tools.platform.ingest import Platform
+from host_tools.platform.ingest import STORE_ATTEMPTS, Platform
 from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 
@@ -118,13 +118,24 @@ class FailingStore(Store):
 
 def test_a_failed_commit_at_the_platform_is_resent_by_the_door(tmp_path: Path,
                                                              broker: Mosquitto) -> None:
-    store = FailingStore(str(tmp_path / "p.db"), failures=3)
+    # Every attempt at one group fails: its batches are not acknowledged, the door resends.
+    store = FailingStore(str(tmp_path / "p.db"), failures=STORE_ATTEMPTS)
     with Platform(store, broker.host, broker.port) as platform:
         dev = start_device(tmp_path / "flash.img", broker, 500)
         finish(dev)
-        assert store.failures == 0 and store.failed >= 3
-        assert platform.store_failures == store.failed
+        assert store.failures == 0 and store.failed >= STORE_ATTEMPTS
+        assert platform.store_failures * STORE_ATTEMPTS == store.failed
         assert platform.connected.is_set()  # still there, still storing
+        assert_exactly_once(platform.store, 500)
+
+
+def test_a_commit_that_fails_once_is_tried_again_at_once(tmp_path: Path, broker: Mosquitto) -> None:
+    store = FailingStore(str(tmp_path / "p.db"), failures=1)
+    with Platform(store, broker.host, broker.port) as platform:
+        dev = start_device(tmp_path / "flash.img", broker, 500)
+        finish(dev)
+        assert store.failures == 0 and store.failed >= 1
+        assert platform.store_failures == 0  # the second attempt stored the group
         assert_exactly_once(platform.store, 500)
 
 
