@@ -31,6 +31,7 @@ from host_tools.platform.store import Store
 from host_tools.pn532_emu import EmulatorLink, PN532Emulator
 
 POWER_OFF_S = 0.5  # how long a power cycle leaves the door without power
+ABSENT_S = 0.6  # the door's absent_ms (300) and a margin for a loaded machine
 
 
 class BenchDoor(DoorSite):
@@ -132,12 +133,16 @@ class BenchDoor(DoorSite):
         self.emu.present(self.cards.place(name))
 
     def remove(self) -> None:
-        """Take the card out of the field, until the door has polled the empty field twice:
-        a door does not read a card again that never left (the same UID, still there)."""
+        """Take the card out of the field until the door has seen the field empty long enough
+        to end the presentation: a door does not read a card again that never left. The door
+        lets the PN532 wait for a card (one InListPassiveTarget pending on the empty field, not
+        a poll every few ms), so: its next InListPassiveTarget after the card left, then the
+        door's absent_ms (firmware/card_task.py, 300 ms) with a margin."""
         self.emu.remove()
         seen = len(self.emu.commands)
-        wait_for(lambda: self.emu.commands[seen:].count(CMD_IN_LIST_PASSIVE_TARGET) >= 2, 10,
+        wait_for(lambda: CMD_IN_LIST_PASSIVE_TARGET in self.emu.commands[seen:], 10,
                  "the door to see its field empty")
+        time.sleep(ABSENT_S)
 
     def swipe(self, name: str) -> bool:
         """Present a card until the door decides; True when the relay opened. Records the card's
