@@ -31,3 +31,19 @@ def private_dir(prefix):
         return base
     getpid = getattr(os, "getpid", None)
     return "/tmp/%s-%d" % (prefix, getpid()) if getpid else "/tmp"
+
+
+_made = [0]
+
+
+def fresh_dir(prefix):
+    """A new, empty folder under private_dir(prefix) for one test's cache or flash files."""
+    base = private_dir(prefix)
+    _made[0] += 1
+    d = base + "/d%d" % _made[0]
+    for p in (base, d):
+        try:
+            os.mkdir(p)
+        except OSError:
+            pass
+    return d

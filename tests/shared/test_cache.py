@@ -2,30 +2,20 @@
 # Offline whitelist cache on both interpreters: build, verify, decide, update, reject.
 # (128K: this file is compiled from source in the heap it tests in, and one test brings
 # the uplink's protocol and whitelist-sync modules.)
-import os
 
 from offline_cache import fmt
 from offline_cache.cache import Cache
 from offline_cache.fmt import CacheError, pack_record
-from tests.scratch import private_dir
+from tests.scratch import fresh_dir
 
 KEY = b"k" * 32
 SITE = 7
 DAY = 20000  # 2024-10-04, a Friday
 NOON = DAY * 86400 + 12 * 3600
-_n = [0]
 
 
 def _dir():
-    base = private_dir("cache-test")
-    _n[0] += 1
-    d = base + "/c%d" % _n[0]
-    for p in (base, d):
-        try:
-            os.mkdir(p)
-        except OSError:
-            pass
-    return d
+    return fresh_dir("cache-test")
 
 
 def ref(i):

@@ -8,25 +8,16 @@ import os
 from offline_cache import content, fmt
 from offline_cache.cache import Cache
 from offline_cache.fmt import pack_record
-from tests.scratch import private_dir
+from tests.scratch import fresh_dir
 
 KEY = b"k" * 32
 SITE = 7
 DAY = 20000
 SCHED = {1: [(0x1F, 8 * 60, 18 * 60)]}
-_n = [0]
 
 
 def _dir():
-    base = private_dir("content-test")
-    _n[0] += 1
-    d = base + "/c%d" % _n[0]
-    for p in (base, d):
-        try:
-            os.mkdir(p)
-        except OSError:
-            pass
-    return d
+    return fresh_dir("content-test")
 
 
 def ref(i):

@@ -2,27 +2,16 @@
 # The cache's verification lets the door be served while it runs (both interpreters).
 from offline_cache import fmt
 from offline_cache.cache import Cache
-from tests.scratch import private_dir
+from tests.scratch import fresh_dir
 
 KEY = b"t" * 32
 SITE = 7
 DAY = 20000
 NOON = DAY * 86400 + 12 * 3600
-_n = [0]
 
 
 def _dir():
-    import os
-
-    base = private_dir("cache-tick")
-    _n[0] += 1
-    d = base + "/t%d" % _n[0]
-    for p in (base, d):
-        try:
-            os.mkdir(p)
-        except OSError:
-            pass
-    return d
+    return fresh_dir("cache-tick")
 
 
 def ref(i):
