@@ -19,10 +19,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS card_keys (
 
 
 def _ensure(store: Store) -> None:
-    with store._lock:
-        store._begin()
-        store._conn.execute(SCHEMA)
-        store._commit()
+    store.ensure_table(SCHEMA)
 
 
 def record_card(store: Store, ref: str, version: int, source: str = "desk") -> None:

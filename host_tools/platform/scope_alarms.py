@@ -16,10 +16,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS key_scope_disputes (
 
 
 def _ensure(store: Store) -> None:
-    with store._lock:
-        store._begin()
-        store._conn.execute(SCHEMA)
-        store._commit()
+    store.ensure_table(SCHEMA)
 
 
 def record(store: Store, device: str, claim: str | None, recorded: str) -> None:

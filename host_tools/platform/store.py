@@ -186,6 +186,17 @@ class Store:
                 raise
         return marks
 
+    def ensure_table(self, ddl: str) -> None:
+        """Create a module's own table (`CREATE TABLE IF NOT EXISTS ...`) in its transaction."""
+        with self._lock:
+            self._begin()
+            try:
+                self._conn.execute(ddl)
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+
     def _ensure_device(self, device: str) -> None:
         self._conn.execute(self._q(
             "INSERT INTO devices (device) VALUES (?) ON CONFLICT DO NOTHING"), (device,))
