@@ -95,10 +95,13 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
     raise DistributionError("incomplete")
 
 
-def differs(state: dict[str, Any] | None, registry: Any) -> bool:
+def differs(state: dict[str, Any] | None, registry: Any, latest: int | None = None) -> bool:
     """The door holds the registry's latest version number, but other cards: its content
-    hash (docs/cache-format.md) is not the registry's."""
-    if not state or int(state["version"]) != registry.version() or not state.get("hash"):
+    hash (docs/cache-format.md) is not the registry's. `latest`: the registry's version, when
+    the caller has it (a fan-out asks the database once, not once per door)."""
+    if latest is None:
+        latest = registry.version()
+    if not state or int(state["version"]) != latest or not state.get("hash"):
         return False
     return bool(state["hash"] != registry.content_hash())
 
@@ -117,7 +120,8 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
     out: dict[str, str] = {}
     key = registry.key  # the site's cache key: tags each piece
     names = devices if devices is not None else sorted(platform.cache_states)
-    wrong = [d for d in names if differs(platform.cache_states.get(d), registry)]
+    latest = registry.version()
+    wrong = [d for d in names if differs(platform.cache_states.get(d), registry, latest)]
     if wrong:
         registry.resync()
         snapshot = registry.snapshot()

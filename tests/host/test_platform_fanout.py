@@ -33,8 +33,42 @@ def test_answers_are_taken_as_they_arrive_and_the_timeout_keeps_them(tmp_path: P
     t.join()
     assert sorted(got) == sorted(doors[:150])  # d150.. never answered: the wait ran out
     assert p._state_watches == []
-    all_in = threading.Thread(target=lambda: [answer(p, d, 5) for d in doors[150:]])
+    def the_rest_answer() -> None:
+        for d in doors[150:]:
+            answer(p, d, 5)
+
+    all_in = threading.Thread(target=the_rest_answer)
     all_in.start()
     assert len(p.wait_cache_states(doors, lambda s: s["version"] >= 5, 30.0)) == 200
     all_in.join()
 
+
+
+def test_a_fanout_asks_the_registry_for_its_version_once_not_once_per_door(tmp_path: Path) -> None:
+    """Each version query is a database round trip: one per door made a city's lost card wait
+    for 16,900 of them before the first piece left."""
+    import datetime as dt
+
+    from host_tools.cards.kit import SiteKit
+    from host_tools.platform.cards import CardRegistry
+    from host_tools.platform.distribute import sync
+
+    site = SiteKit()
+    store = Store(str(tmp_path / "p.db"))
+    reg = CardRegistry(store, site.keys)
+    today = dt.date.today()
+    reg.issue("ab" * 8, "r-1", "101", [0], today, today + dt.timedelta(days=30))
+    p = Platform(store, "127.0.0.1", 1, lease=False)  # never started: every door is current
+    doors = [f"d{i}" for i in range(300)]
+    for d in doors:
+        answer(p, d, reg.version())
+    asked = []
+    version = reg.version
+
+    def counted() -> int:
+        asked.append(1)
+        return version()
+
+    reg.version = counted  # type: ignore[method-assign]
+    assert sync(p, reg, doors) == {d: "current" for d in doors}
+    assert 1 <= len(asked) <= 3
