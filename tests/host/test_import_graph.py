@@ -1,0 +1,149 @@
+"""The import graph says what the system is (docs/architecture.md): device code never imports
+host code, host code reaches into the firmware only through the modules it already shares with
+the device (a list that may shrink, never grow, until those modules move to a shared package),
+and import cycles are the few listed ones (which may go, and no new one may come)."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("firmware", "board", "crypto", "offline_cache", "host_tools", "hil")
+DEVICE = ("firmware", "board", "crypto", "offline_cache")
+HOST = ("host_tools", "hil")
+
+# The firmware modules host code imports today: the wire format, codes and card profile the
+# platform and the tools share with the door. Each leaves this list when it moves to a shared
+# package; nothing joins it.
+HOST_USES_OF_FIRMWARE = {
+    "firmware", "firmware.card_session", "firmware.card_task", "firmware.commands",
+    "firmware.door", "firmware.events", "firmware.journal", "firmware.pn532",
+    "firmware.protocol", "firmware.uplink",
+}
+
+# Cycles that exist today; each is debt with a known way out.
+KNOWN_CYCLES = {
+    frozenset({"host_tools.door_stage", "host_tools.vdev.provision"}),
+    frozenset({"host_tools.platform.distribute", "host_tools.platform.ingest"}),
+    frozenset({"host_tools.commands.platform", "host_tools.commands.platform_cards"}),
+}
+
+
+def _modules() -> dict[str, Path]:
+    mods: dict[str, Path] = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            if "tests" in rel.parts:
+                continue  # a package's own tests are not part of what it is
+            name = ".".join(rel.parts)
+            mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imported(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
+    """Every module of ours `name` imports, at any level (a function's import counts too)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - (node.level - 1)])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        found |= {c for c in candidates if c in mods and c != name}
+    return found
+
+
+@cache
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {name: _imported(name, path, mods) for name, path in mods.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[frozenset[str]] = set()
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = set()
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.add(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    found.add(frozenset(component))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {frozenset("abc")}
+    assert _cycles({"a": {"b"}, "b": set()}) == set()
+
+
+def test_device_code_imports_no_host_code() -> None:
+    graph = _graph()
+    wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if m.startswith(DEVICE)
+                   for t in ts if t.startswith(HOST))
+    assert wrong == []
+
+
+def test_host_code_reaches_into_the_firmware_only_where_it_already_did() -> None:
+    graph = _graph()
+    used = {t for m, ts in graph.items() if m.startswith(HOST) for t in ts
+            if t.split(".")[0] == "firmware"}
+    assert used - HOST_USES_OF_FIRMWARE == set(), "new host imports of firmware modules"
+    assert HOST_USES_OF_FIRMWARE - used == set(), "no longer imported: take it off the list"
+
+
+def test_import_cycles_are_the_known_ones_only() -> None:
+    cycles = _cycles(_graph())
+    assert cycles - KNOWN_CYCLES == set(), "a new import cycle"
+    assert KNOWN_CYCLES - cycles == set(), "a known cycle is gone: take it off the list"
+
+
+def test_the_graph_sees_the_imports_it_checks() -> None:
+    graph = _graph()
+    assert "firmware.protocol" in graph["host_tools.platform.ingest"]
+    assert len(graph) > 100
+    by_package = defaultdict(int)
+    for m in graph:
+        by_package[m.split(".")[0]] += 1
+    assert set(by_package) == set(PACKAGES)
