@@ -137,6 +137,9 @@ class _Clock:
     def ticks_ms(self):
         return time.ticks_ms()
 
+    def ticks_add(self, t, delta):
+        return time.ticks_add(t, delta)
+
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 

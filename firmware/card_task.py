@@ -9,16 +9,10 @@ journals the result itself (docs/card-profile.md, "door flow").
 """
 
 import asyncio
-import time
 
 from firmware import events as ev
 from firmware.log import log
-
-
-def _ticks_us():
-    """MicroPython's microsecond ticks; None on CPython (no ticks_us there)."""
-    f = getattr(time, "ticks_us", None)
-    return f() if f is not None else None
+from firmware.ticks import ticks_diff, ticks_us
 
 
 FLAG_LOW_ASSURANCE = 0x04  # protocol.FLAG_LOW_ASSURANCE, without importing the codec
@@ -196,11 +190,11 @@ class CardTask:
         # Validity and schedules need a clock the door could verify: with none, the time is
         # unknown and the offline policy applies (docs/door.md, "Clock and cards").
         now = self.clock.time() if getattr(self.clock, "trusted", True) else None
-        t0 = _ticks_us()
+        t0 = ticks_us()
         granted, reason, master, flags = decide(result, self.cache, self.door_no, now,
                                                 self.door.mode())
-        if t0 is not None:  # the cache lookup's share of a decision (bench: card.field_step_*)
-            self.status["lookup_us"] = time.ticks_diff(_ticks_us(), t0)
+        # the cache lookup's share of a decision (bench: card.field_step_*)
+        self.status["lookup_us"] = ticks_diff(ticks_us(), t0)
         ref = result.ref or b""
         if granted:
             self.door.grant("card", master, ref, flags)

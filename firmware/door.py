@@ -10,6 +10,7 @@ attributes: `lock` ("locked"/"unlocked"), `buzzer` (pattern name), `led` (colour
 import struct
 
 from firmware import events as ev
+from firmware.ticks import ticks_add, ticks_diff
 
 DEFAULTS = {
     "unlock_ms": 5000,  # unlock window after a grant
@@ -47,14 +48,6 @@ A_POWER = 64
 ALARM_NAMES = ((A_FORCED, "forced_open"), (A_PREALARM, "held_open_prealarm"),
                (A_HELD, "held_open"), (A_SENSOR, "sensor_tamper"), (A_DEVICE, "device_tamper"),
                (A_CLOSER, "closer_fault"), (A_POWER, "power_lost"))
-
-
-def _diff(a, b):
-    return a - b
-
-
-def _add(a, ms):
-    return a + ms
 
 
 class MemorySink:
@@ -102,14 +95,14 @@ def merge_config(overrides=None):
 
 class DoorMachine:
     """See docs/door.md for the state table. Times are ticks in ms; `diff`/`add` are the
-    board's ticks_diff/ticks_add (plain arithmetic by default); `wall` returns epoch seconds
+    board clock's ticks_diff/ticks_add (firmware/ticks.py's by default); `wall` returns epoch seconds
     or None (for the time of a power loss)."""
 
     def __init__(self, config=None, now=0, sink=None, diff=None, add=None, wall=None):
         self.cfg = merge_config(config)
         self.sink = sink if sink is not None else MemorySink()
-        self._diff = diff or _diff
-        self._add = add or _add
+        self._diff = diff or ticks_diff
+        self._add = add or ticks_add
         self._wall = wall
         self.mode = NORMAL  # commanded mode
         self.fire_input = False

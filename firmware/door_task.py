@@ -8,7 +8,6 @@ poll except when something changes.
 """
 
 import asyncio
-import time
 
 from firmware.door import MODES, NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
 from firmware.events import Uptime
@@ -19,15 +18,6 @@ from firmware.patrol import Patrol
 BUZZER_PATTERNS = {"off": (0, 1000), "prealarm": (200, 1000), "alarm": (1000, 1000),
                    "deny": (100, 200)}
 INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
-
-
-def _ticks_add(a, ms):
-    add = getattr(time, "ticks_add", None)
-    return add(a, ms) if add else a + ms
-
-
-def d_ms(clock, a, b):
-    return clock.ticks_diff(a, b)
 
 
 def relay_energised(lock, fail_safe):
@@ -51,7 +41,7 @@ class DoorTask:
         now = clock.ticks_ms()
         self.uptime = uptime if uptime is not None else Uptime(clock)
         self.machine = DoorMachine(door_cfg, now, sink if sink is not None else MemorySink(),
-                                   diff=clock.ticks_diff, add=_ticks_add, wall=clock.time)
+                                   diff=clock.ticks_diff, add=clock.ticks_add, wall=clock.time)
         mc = self.machine.cfg
         self.poll_ms = mc["poll_ms"]
         self.fail_safe = mc["fail_safe"]
@@ -103,7 +93,7 @@ class DoorTask:
                 raw = bool(raw)
             if deb.update(now, raw):
                 m.input(now, name, deb.value)
-        if self.schedule and d_ms(self.clock, now, self._sched_at) >= 1000:
+        if self.schedule and self.clock.ticks_diff(now, self._sched_at) >= 1000:
             self._sched_at = now
             clock = self.clock  # the passage schedule needs a clock the door could verify
             self.check_schedule(now, clock.time() if getattr(clock, "trusted", True) else None)

@@ -6,18 +6,16 @@ ticks_diff). Readings are compared with `==`, so it serves booleans and the supe
 contact's strings alike, without allocating.
 """
 
+from firmware.ticks import ticks_diff
+
 CONTACT_STATES = ("closed", "open", "short", "cut")
-
-
-def _diff(a, b):
-    return a - b
 
 
 class Debouncer:
     def __init__(self, initial, debounce_ms=50, diff=None):
         self.value = initial  # the stable value
         self.debounce_ms = debounce_ms
-        self._diff = diff or _diff
+        self._diff = diff or ticks_diff
         self._candidate = initial
         self._since = None
 

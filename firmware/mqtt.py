@@ -19,6 +19,8 @@ loop on QoS 1. This one:
 import asyncio
 import struct
 
+from firmware.ticks import ticks_diff, ticks_ms
+
 try:
     import random
 
@@ -169,7 +171,7 @@ class MQTTClient:
             raise MQTTError("connection refused: " + CONNACK_REASONS.get(hdr[3], str(hdr[3])))
         self.connected = True
         self._closed = asyncio.Event()
-        self._last_rx = _ticks()
+        self._last_rx = ticks_ms()
         self._tasks = [asyncio.create_task(self._read_loop()),
                        asyncio.create_task(self._ping_loop())]
         return hdr[2] & 1  # session present
@@ -343,7 +345,7 @@ class MQTTClient:
             while True:
                 first = (await self._reader.readexactly(1))[0]
                 n = await self._read_remaining_length()
-                self._last_rx = _ticks()
+                self._last_rx = ticks_ms()
                 kind = first & 0xF0
                 if kind == PUBLISH:
                     await self._on_publish(first, n)
@@ -447,7 +449,7 @@ class MQTTClient:
             return  # keepalive 0: off, as MQTT defines it (no pings, no timeout)
         while self.connected:
             await asyncio.sleep_ms(ka_ms // 2)
-            if _ticks_diff(_ticks(), self._last_rx) > ka_ms * 3 // 2:
+            if ticks_diff(ticks_ms(), self._last_rx) > ka_ms * 3 // 2:
                 await self.close(send_disconnect=False)
                 return
             try:
@@ -455,15 +457,3 @@ class MQTTClient:
             except Exception:
                 await self.close(send_disconnect=False)
                 return
-
-
-try:
-    from time import ticks_ms as _ticks, ticks_diff as _ticks_diff
-except ImportError:  # CPython
-    import time as _time
-
-    def _ticks():
-        return int(_time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b

@@ -8,10 +8,7 @@ Values owned by other parts of the firmware (journal, cache, clock, uptime) come
 """
 
 from firmware import VERSION
-
-
-def _diff(a, b):
-    return a - b
+from firmware.ticks import ticks_diff
 
 
 def _get(providers, key, default):
@@ -58,7 +55,7 @@ class Patrol:
         self.machine = machine
         self.providers = providers or {}
         self.interval_ms = interval_ms
-        self._diff = diff or _diff
+        self._diff = diff or ticks_diff
         self._last = now
         self._asked = True  # a first report at start
         self._seen = (machine.alarms, machine.effective_mode())

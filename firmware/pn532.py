@@ -19,7 +19,7 @@
 # for protocol trouble (garbage, truncated frames, checksum errors, wrong TFI, no answer,
 # card gone, two cards), and every wait is bounded by a timeout.
 
-import time
+from firmware import ticks
 
 TFI_HOST = 0xD4
 TFI_PN532 = 0xD5
@@ -317,18 +317,6 @@ IO_READ = 1  # (IO_READ, timeout_ms, 0): send back bytes (b"" on timeout)
 IO_FLUSH = 2  # (IO_FLUSH, 0, 0): drop any unread input
 
 
-if hasattr(time, "ticks_ms"):
-    _ticks = time.ticks_ms
-    _ticks_diff = time.ticks_diff
-else:  # CPython (host tests, the emulator's own checks)
-
-    def _ticks():
-        return int(time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
-
-
 class Core:
     """Command/response logic, independent of how bytes move.
 
@@ -340,8 +328,8 @@ class Core:
         self.tx = bytearray(MAX_FRAME)
         self.ack_timeout_ms = ack_timeout_ms
         self.retries = retries
-        self.ticks = clock.ticks_ms if clock is not None else _ticks
-        self.ticks_diff = clock.ticks_diff if clock is not None else _ticks_diff
+        self.ticks = clock.ticks_ms if clock is not None else ticks.ticks_ms
+        self.ticks_diff = clock.ticks_diff if clock is not None else ticks.ticks_diff
         self.tg = 0
         self.listing = False  # a wait_target's InListPassiveTarget is still pending
         self.frames = 0  # information frames sent

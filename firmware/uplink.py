@@ -40,6 +40,7 @@ from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, MS_MASK, MS_UNTRUSTED
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 from firmware.refusals import Refusals
+from firmware.ticks import ticks_diff, ticks_ms
 
 NONCE_TTL_MS = 30000  # a signed time must answer a nonce announced at most this long ago
 REANNOUNCE_MS = 20000  # without a trusted time, a fresh nonce (presence) this often: less
@@ -283,7 +284,7 @@ class Uplink:
         import os
 
         self.nonce = hexlify(os.urandom(protocol.NONCE_LEN // 2)).decode()
-        self._nonce_at = _now()
+        self._nonce_at = ticks_ms()
         self._nonce_used = False
 
     def _on_time_message(self, payload):
@@ -298,7 +299,7 @@ class Uplink:
         if ks is None or not ks.has("command"):
             raise protocol.ProtocolError("bad_mac", "no command key")
         if self._nonce_used or not ct.equal(nonce.encode(), self.nonce.encode()) \
-                or _elapsed(self._nonce_at) > NONCE_TTL_MS:
+                or ticks_diff(ticks_ms(), self._nonce_at) > NONCE_TTL_MS:
             raise protocol.ProtocolError("bad_nonce")
         try:
             tag = bytes.fromhex(mac)
@@ -314,10 +315,10 @@ class Uplink:
     def _summarize(self):
         """At most one `inbound_refused` record per window for what was refused meanwhile."""
         r = self.refusals
-        if self.recorder is not None and r.due(_now(), _diff):
+        if self.recorder is not None and r.due(ticks_ms(), ticks_diff):
             from firmware.events import INBOUND_REFUSED
 
-            n, data = r.take(_now())
+            n, data = r.take(ticks_ms())
             self.recorder.record(INBOUND_REFUSED, n, data)
 
     def link_report(self):
@@ -430,7 +431,7 @@ class Uplink:
         """Presence, registration and whitelist state: on connecting (with a fresh nonce), and
         when the platform asks (`door/v1/announce`: a broker that keeps retained messages from
         wildcard subscriptions), then with the nonce already announced."""
-        self._announced_at = _now()
+        self._announced_at = ticks_ms()
         if fresh_nonce:
             await self._announce(client)
         else:
@@ -445,13 +446,14 @@ class Uplink:
     async def _send_loop(self, client):
         j = self.journal
         self.sent_upto = j.acked  # always resume from the first unacknowledged event
-        last_progress = _now()
+        last_progress = ticks_ms()
         acked_seen = j.acked
         while client.connected:
             if self._resend is not None:
                 await self._serve_resend(client)
                 continue
-            if self._announce_asked and _elapsed(self._announced_at) >= ANNOUNCE_EVERY_MS:
+            if self._announce_asked \
+                    and ticks_diff(ticks_ms(), self._announced_at) >= ANNOUNCE_EVERY_MS:
                 self._announce_asked = False  # a flood of requests costs one answer per interval
                 # Without a trusted time the answer carries a fresh nonce: the one announced at
                 # connecting may be older than a signed time may answer (the platform was away).
@@ -459,7 +461,7 @@ class Uplink:
                 continue
             if j.acked != acked_seen:
                 acked_seen = j.acked
-                last_progress = _now()
+                last_progress = ticks_ms()
             if self.sent_upto < j.acked:
                 self.sent_upto = j.acked
             pending = j.next_seq - 1 - self.sent_upto
@@ -478,18 +480,18 @@ class Uplink:
                 await client.publish(self._t("events"), payload, 1)
                 payload = None
                 if in_flight == 0:
-                    last_progress = _now()
+                    last_progress = ticks_ms()
                 self.sent_upto = last
                 self.published_batches += 1
                 continue
-            if in_flight > 0 and _elapsed(last_progress) > self.ack_timeout_ms:
+            if in_flight > 0 and ticks_diff(ticks_ms(), last_progress) > self.ack_timeout_ms:
                 # The platform did not acknowledge in time: resend from the first unacked.
                 self.resends += 1
                 self.sent_upto = j.acked
-                last_progress = _now()
+                last_progress = ticks_ms()
                 continue
             self._summarize()
-            if not self.trusted_time and _elapsed(self._nonce_at) > REANNOUNCE_MS:
+            if not self.trusted_time and ticks_diff(ticks_ms(), self._nonce_at) > REANNOUNCE_MS:
                 await self._announce(client)  # the platform was away: ask for a time again
             self._wake.clear()
             try:
@@ -542,20 +544,3 @@ class Uplink:
             self.status["uplink_retry_at"] = None if now is None else int(now) + delay // 1000
             await asyncio.sleep_ms(delay)
 
-
-try:
-    from time import ticks_diff as _diff, ticks_ms as _now
-
-    def _elapsed(t):
-        return _diff(_now(), t)
-except ImportError:  # CPython: the uplink runs only on the device, keep imports working
-    import time as _time
-
-    def _now():
-        return int(_time.monotonic() * 1000)
-
-    def _diff(a, b):
-        return a - b
-
-    def _elapsed(t):
-        return _now() - t

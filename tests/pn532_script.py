@@ -1,21 +1,12 @@
-# A scripted PN532 for the driver's tests on both interpreters: a tick counter stands in for
-# time, and the chip answers each information frame from a list of byte strings.
+# A scripted PN532 for the driver's tests on both interpreters: a hand-moved clock
+# (tests/clock.py) stands in for time, and the chip answers each information frame from a
+# list of byte strings.
 from firmware import pn532 as p
+from tests.clock import ManualClock
 
 
 def h(s):
     return bytes.fromhex(s.replace(" ", ""))
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
 
 
 class Script:
@@ -55,7 +46,7 @@ def resp(data):
 
 
 def driver(replies):
-    clock = Clock()
+    clock = ManualClock()
     script = Script(clock, replies)
     return p.PN532(script, clock=clock), script
 

@@ -3,6 +3,7 @@
 # the card session it imports take more than 64 KiB of bytecode on the unix port.
 from firmware import events as ev
 from firmware.card_task import CardTask
+from tests.clock import ManualClock
 
 GOOD, LOST = b"g" * 8, b"l" * 8
 NOON = 20000 * 86400 + 12 * 3600
@@ -24,19 +25,8 @@ class _Cache:
             return True, "granted", False
         return False, "lost", False
 
-class _Clock:
-    def ticks_ms(self):
-        return 0
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def time(self):
-        return NOON
-
-
 class _Board:
-    clock = _Clock()
+    clock = ManualClock(epoch=NOON)
     reader_uart = None
 
 
@@ -70,22 +60,6 @@ def test_handle_sends_grants_and_refusals_to_the_door():
 # --- one decision per presentation ------------------------------------------------------
 
 UID_MISMATCH = 5  # firmware.card_session.UID_MISMATCH: what a random-ID card gives the door
-
-
-class _Ticks:
-    """A clock the test moves: polls and card steps take simulated time."""
-
-    def __init__(self):
-        self.t = 0
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def time(self):
-        return NOON
 
 
 class _Target:
@@ -153,7 +127,7 @@ MODES = (0, 200)  # polling (MaxRetries 2, a pause between polls), the chip wait
 def _run(field_at, until_ms, wait_ms=200):
     import asyncio
 
-    clock = _Ticks()
+    clock = ManualClock(epoch=NOON)  # polls and card steps move it
     board = _Board()
     board.clock = clock
     door = _Door()
@@ -238,7 +212,7 @@ def test_a_card_arriving_mid_wait_is_read_at_its_first_try():
             decided.append(self.clock.t)
             return await _Session.read_async(self, exchange, uid, sak)
 
-    clock = _Ticks()
+    clock = ManualClock(epoch=NOON)  # polls and card steps move it
     board = _Board()
     board.clock = clock
     task = CardTask(board, _Door(), None, _Cache(), 0)
@@ -254,7 +228,7 @@ def test_a_card_arriving_mid_wait_is_read_at_its_first_try():
 
 
 def test_an_empty_field_waited_on_reports_nothing_and_asks_for_no_pause():
-    clock = _Ticks()
+    clock = ManualClock(epoch=NOON)  # polls and card steps move it
     board = _Board()
     board.clock = clock
     door = _Door()
@@ -280,7 +254,7 @@ def test_another_card_right_after_is_decided_at_once():
 def test_the_door_acts_before_the_reader_releases_the_card():
     """The relay does not wait for InRelease (the DESELECT): the decision reaches the door
     first, and the card is released right after it."""
-    clock = _Ticks()
+    clock = ManualClock(epoch=NOON)  # polls and card steps move it
     board = _Board()
     board.clock = clock
     order = []

@@ -6,21 +6,7 @@
 from firmware import events as ev
 from firmware.door import MemorySink, in_schedule
 from firmware.door_task import DoorTask, buzzer_on, relay_energised
-
-
-class Clock:
-    def __init__(self):
-        self.t = 1000
-        self.epoch = None
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def time(self):
-        return self.epoch
+from tests.clock import ManualClock
 
 
 class In:
@@ -43,7 +29,7 @@ class Out:
 
 class Board:
     def __init__(self):
-        self.clock = Clock()
+        self.clock = ManualClock(t=1000)
         self.door_contact = In("closed")
         self.rex = In(False)
         self.tamper = In(False)

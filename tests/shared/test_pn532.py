@@ -3,7 +3,8 @@
 # incremental parser's events, target parsing, and the blocking driver against scripted
 # PN532 byte streams (a tick counter advanced by the stream stands in for time).
 from firmware import pn532 as p
-from tests.pn532_script import Clock, Script, driver, expect_error, h, resp
+from tests.clock import ManualClock
+from tests.pn532_script import Script, driver, expect_error, h, resp
 
 
 def feed_all(parser, data):
@@ -153,7 +154,7 @@ def test_a_late_host_takes_the_answer_that_came_instead_of_sending_again():
     """The ACK and answer were there before the deadline passed: the command is not sent
     again (an APDU sent twice runs twice on the card: a second AuthenticateEV2First part 1
     draws a new RndB and the authentication fails)."""
-    clock = Clock()
+    clock = ManualClock()
     script = Stalled(clock, [resp(h("4B 01 01 00 04 08 04 92 2E 58 32")), resp(h("41 00 AA BB 91 AF"))])
     d = p.PN532(script, clock=clock)
     assert d.list_target().uid == h("92 2E 58 32")
@@ -264,14 +265,14 @@ class Trickle(Script):
 
 
 def test_a_reader_trickling_junk_cannot_hold_a_wait_past_its_timeout():
-    clock = Clock()
+    clock = ManualClock()
     d = p.PN532(Trickle(clock), clock=clock)
     expect_error(lambda: d.list_target(1000), p.E_NO_ANSWER)
     assert clock.t < 1000 + 400, clock.t  # was 11 s (the noise limit counts bytes, not time)
 
 
 def test_a_reader_sending_acks_for_ever_cannot_hold_an_exchange():
-    clock = Clock()
+    clock = ManualClock()
     d = p.PN532(Trickle(clock, acks=True), clock=clock)
     d.core.tg = 1
     expect_error(lambda: d.exchange(h("90 60 00 00 00"), 1000), p.E_NO_ANSWER)

@@ -3,7 +3,8 @@
 # a late answer to an earlier command arriving after the flush. An APDU must never run twice
 # on the card, and a late answer must never be taken for another command's.
 from firmware import pn532 as p
-from tests.pn532_script import Clock, Script, driver, expect_error, h, resp
+from tests.clock import ManualClock
+from tests.pn532_script import Script, driver, expect_error, h, resp
 
 
 
@@ -57,7 +58,7 @@ def test_an_apdu_acked_late_is_not_sent_again():
     """InDataExchange not ACKed within the ACK timeout is not sent again: the chip may be
     running it on the card already, and an APDU must not run twice (a second
     AuthenticateEV2First part 1 draws a new RndB: the card refuses part 2)."""
-    clock = Clock()
+    clock = ManualClock()
     script = SlowChip(clock, {p.CMD_IN_LIST_PASSIVE_TARGET: resp(h("4B 01 01 00 04 08 04 92 2E 58 32")),
                               p.CMD_IN_DATA_EXCHANGE: resp(h("41 00 AA BB 91 AF"))}, 120)
     d = p.PN532(script, clock=clock)

@@ -1,0 +1,23 @@
+# A clock the test moves by hand, with the board clock's interface (docs/architecture.md,
+# "Board interface"): the ticks are `t`, `ticks_add`/`ticks_diff` are firmware/ticks.py's
+# (MicroPython's own on the device interpreter, the same wraparound arithmetic on CPython),
+# and the wall time is `epoch` (None: not set). Used on both interpreters.
+from firmware.ticks import ticks_add, ticks_diff
+
+
+class ManualClock:
+    def __init__(self, t=0, epoch=None):
+        self.t = t
+        self.epoch = epoch
+
+    def ticks_ms(self):
+        return self.t
+
+    def ticks_add(self, t, delta):
+        return ticks_add(t, delta)
+
+    def ticks_diff(self, a, b):
+        return ticks_diff(a, b)
+
+    def time(self):
+        return self.epoch
