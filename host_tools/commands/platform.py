@@ -129,9 +129,10 @@ def run(
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     if keys is not None:
         from host_tools.commands.platform_cards import _registry
+        from host_tools.platform.distribute import attach
 
         try:
-            p.registry = _registry(db, keys)
+            attach(p, _registry(db, keys))
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
     p.start()

@@ -6,13 +6,33 @@ stops at the first piece that is not the platform's."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from firmware import protocol
-from host_tools.platform.ingest import Platform
 from offline_cache import fmt
 
 FANOUT_WAIT_S = 10.0  # how long every door together may take before each is served alone
+
+
+class Platform(Protocol):
+    """What distribution needs of a platform (host_tools/platform/ingest.py's `Platform` is one):
+    typed here so that ingest need not be imported, and ingest calls distribution only through
+    the listener `attach` registers."""
+
+    cache_states: dict[str, dict[str, Any]]
+    registry: Any
+
+    def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None: ...
+
+    def whitelist_for(self, device: str, data: bytes,
+                      key: bytes | None = None) -> tuple[bytes, bytes | None]: ...
+
+    def wait_cache_state(self, device: str, cond: Any,
+                         timeout: float = 30.0) -> dict[str, Any] | None: ...
+
+    def wait_cache_states(self, devices: Iterable[str], cond: Any,
+                          timeout: float) -> dict[str, dict[str, Any]]: ...
 
 
 class DistributionError(RuntimeError):
@@ -173,3 +193,24 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
         except DistributionError as e:
             out[device] = f"failed: {e.reason}"
     return out
+
+
+class Resync:
+    """The platform's whitelist listener: a door whose reported whitelist state is behind the
+    registry's, or holds the latest version with other cards, is brought up to date."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def wanted(self, state: dict[str, Any]) -> bool:
+        latest = self.registry.version()
+        return bool(int(state["version"]) < latest or differs(state, self.registry, latest))
+
+    def __call__(self, platform: Platform, devices: list[str]) -> dict[str, str]:
+        return sync(platform, self.registry, devices)
+
+
+def attach(platform: Any, registry: Any) -> None:
+    """Give `platform` a card registry: its cache key, and the listener that resyncs doors."""
+    platform.registry = registry
+    platform.whitelist_listener = Resync(registry)

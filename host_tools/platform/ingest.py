@@ -138,6 +138,9 @@ class Platform:
         # With a card registry (host_tools/platform/cards.py), a door that reports an older
         # whitelist (it was off, or an update did not get through) is brought up to date.
         self.registry: Any = None
+        # Called with a door's state to ask whether to resync it, then with (self, [device]) to
+        # do it: distribute.attach registers one beside the registry (ingest never imports it).
+        self.whitelist_listener: Any = None
         self._syncing: set[str] = set()
         # A named instance keeps its session across restarts (what was queued for it is
         # delivered when it returns). An anonymous one must not: in a shared subscription an
@@ -528,21 +531,16 @@ class Platform:
         return cmd_id
 
     def _maybe_sync(self, device: str, state: dict[str, Any]) -> None:
-        reg = self.registry
-        if reg is None or state.get("receiving") or device in self._syncing or not self.leader():
+        listener = self.whitelist_listener
+        if listener is None or state.get("receiving") or device in self._syncing or not self.leader():
             return
-        if int(state["version"]) >= reg.version():
-            from host_tools.platform.distribute import differs
-
-            if not differs(state, reg):  # current, or ahead (a file the platform never issued)
-                return
+        if not listener.wanted(state):  # current, or ahead (a file the platform never issued)
+            return
         self._syncing.add(device)
 
         def run() -> None:
-            from host_tools.platform.distribute import sync
-
             try:
-                log.info("whitelist for %s: %s", device, sync(self, reg, [device]))
+                log.info("whitelist for %s: %s", device, listener(self, [device]))
             except Exception:
                 log.exception("whitelist for %s failed", device)
             finally:

@@ -16,7 +16,7 @@ from firmware import protocol
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.distribute import DistributionError, push
+from host_tools.platform.distribute import DistributionError, attach, push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
@@ -190,7 +190,7 @@ def test_a_door_holding_the_platforms_version_with_other_cards_gets_the_platform
     assert reg.issue("00112233445566ff", resident="r-1", room="1", doors=[0],
                      valid_from=day - dt.timedelta(days=1), valid_to=day + dt.timedelta(days=30)) == 1
     assert differs(state, reg) and state["hash"] != reg.content_hash()
-    rig.platform.registry = reg  # as `platform run --keys` has it: the next state is compared
+    attach(rig.platform, reg)  # as `platform run --keys` has it: the next state is compared
     rig.dev.restart()  # the door announces its whitelist state again on connecting
     wait_until(lambda: rig.platform.cache_states.get(DEVICE, {}).get("version") == 2, timeout=60)
     state = rig.platform.cache_states[DEVICE]

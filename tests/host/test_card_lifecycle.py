@@ -16,7 +16,7 @@ from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.cards import CardError, CardRegistry, residence_report
 from host_tools.platform.commands import command_key
-from host_tools.platform.distribute import sync
+from host_tools.platform.distribute import attach, sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
@@ -229,7 +229,7 @@ def test_the_running_platform_updates_a_door_that_comes_back_behind(rig: Rig) ->
     (a, ra), (b, rb) = rig.site.issue(), rig.site.issue()
     rig.reg.issue(ra.hex(), "r-1", "101", [0], TODAY - YEAR, TODAY + YEAR)
     rig.sync()
-    rig.platform.registry = rig.reg  # as `doorctl platform run --keys site.json`
+    attach(rig.platform, rig.reg)  # as `doorctl platform run --keys site.json`
     rig.dev.kill()
     rig.reg.report_lost(ra.hex())
     rig.reg.issue(rb.hex(), "r-2", "102", [0], TODAY - YEAR, TODAY + YEAR)
