@@ -291,12 +291,15 @@ class Cache:
         # for 100k cards) than the one just freed.
         self.buf = bytearray(BUF_RECS * REC_SIZE)
         self.index = bytearray(MAX_INDEX * REF_LEN)
-        # With `reserve_update` (the firmware), the same pair for an update's verification,
-        # which runs while the open files keep deciding: a 100k snapshot's index (3 KiB) and
-        # a read buffer asked of a busy door's heap at that moment were the first thing to
-        # fail below 88 KiB. Without (a tool, a test in a small heap), they are made per update.
-        self.scan_buf = bytearray(BUF_RECS * REC_SIZE) if reserve_update else None
-        self.scan_index = bytearray(MAX_INDEX * REF_LEN) if reserve_update else None
+        # With `reserve_update` (the firmware), an update is verified in these same buffers:
+        # the scan runs start to end in one call (the door's inputs and relay are served from
+        # `tick`, no card is decided meanwhile), so the read buffer is free, and a snapshot is
+        # indexed straight into the index it replaces (a refused one is refused before the scan
+        # when its header says so, else the open files are reopened after). Nothing is asked of
+        # a busy door's heap for it (a 100k snapshot's 3 KiB index asked at that moment was the
+        # first thing to fail), and no second pair is held (5 KiB). A delta's index is its own,
+        # at its size. Without (a tool, a test), the buffers are made per update.
+        self.in_place = reserve_update
         self.main = None
         self.overlay = None
         self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
@@ -493,23 +496,53 @@ class Cache:
         equal: replay/rollback), base_mismatch (delta on another version: ask for a snapshot).
         Flash errors (full, I/O) give CacheError("storage") with the cache as it was.
         The file is consumed (renamed into place or removed)."""
-        # The door keeps deciding from the open files during the scan (tick): the scan has
-        # buffers of its own, but the cache's index when no sorted file uses it.
-        index = self.index if self.main is None else self.scan_index
-        buf = self.scan_buf if self.scan_buf is not None else bytearray(len(self.buf))
+        # Without `in_place`: the scan has buffers of its own (decisions may come in between),
+        # except the cache's index when no sorted file uses it.
+        index = self.index if self.main is None else None
+        buf = self.buf if self.in_place else bytearray(len(self.buf))
+        reopen = False
+        if self.in_place and self.main is not None:
+            hdr = self._peek(path)
+            if hdr.kind == KIND_SNAPSHOT:
+                index, reopen = self.index, True  # the open files' index is rebuilt on refusal
         try:
             t = Table(path, self.key, buf, self.site, tick, index)
         except CacheError:
             _remove(path)
+            if reopen:
+                self._open()
             raise
         try:
             return self._install(t, path)
+        except CacheError:
+            if reopen:
+                self._open()
+            raise
         except OSError as e:
             t.close()
             _remove(path)
             _remove(self._p(OVERLAY_TMP))
             self._open()
             raise CacheError(STORAGE, "flash: %s" % e) from None
+
+    def _peek(self, path):
+        """The header of an update file, refused (and the file removed) for what apply()
+        would refuse it for after its scan: another site, not newer than what is held."""
+        try:
+            size = _size(path)
+            with open(path, "rb") as f:
+                hdr = parse_header(f.read(HDR_SIZE), size)
+            if self.site is not None and hdr.site != self.site:
+                raise CacheError(WRONG_SITE, "cache for site %d" % hdr.site)
+            have = max(self.version, self.floor)
+            if hdr.version <= have:
+                raise CacheError(STALE, "version %d, have %d" % (hdr.version, have))
+        except (CacheError, OSError) as e:
+            _remove(path)
+            if isinstance(e, CacheError):
+                raise
+            raise CacheError(MALFORMED, "missing " + path) from None
+        return hdr
 
     def _install(self, t, path):
         hdr = t.hdr
@@ -544,8 +577,6 @@ class Cache:
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
             t.buf, t.mv = self.buf, memoryview(self.buf)
-            if t.index is self.scan_index and t.index is not None:  # the next scan's: a copy
-                t.index = bytearray(t.index[:t.entries * REF_LEN])
             self.overlay = t
             self._raise_floor(hdr.version)
             return self.version

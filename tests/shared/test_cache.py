@@ -146,22 +146,43 @@ def test_many_cards_every_one_found():
     c.close()
 
 
-def test_updates_are_verified_in_buffers_made_at_boot_and_the_overlay_keeps_its_own_index():
+def test_the_firmware_verifies_updates_in_the_caches_own_buffers():
     c = Cache(_dir(), KEY, SITE, reserve_update=True)
+    buf, index = c.buf, c.index
     c.apply_bytes(snap(1, [card(i) for i in range(1, 40)]))
-    scan_buf, scan_index = c.scan_buf, c.scan_index
-    assert scan_buf is not None and scan_index is not None
     assert c.apply_bytes(delta(2, 1, [card(5, fmt.LOST), card(50)])) == 2
-    assert c.overlay.index is not scan_index and c.overlay.buf is c.buf
-    # The next update is verified in the same buffers while the overlay keeps deciding.
+    assert c.overlay.index is not index and c.overlay.buf is buf
     assert c.apply_bytes(delta(3, 2, [card(6, fmt.SUSPENDED), card(51)])) == 3
-    assert (c.scan_buf, c.scan_index) == (scan_buf, scan_index)
     for i, want in ((5, "lost"), (6, "suspended"), (50, "granted"), (51, "granted"),
                     (7, "granted"), (60, "unknown")):
         assert c.decide(ref(i), 0, NOON)[1] == want, i
+    # A snapshot is indexed into the index it replaces: no second one is held.
     assert c.apply_bytes(snap(4, [card(i) for i in range(100, 140)])) == 4
-    assert c.main.index is c.index and c.main.buf is c.buf
+    assert c.main.index is index and c.main.buf is buf and (c.buf, c.index) == (buf, index)
     assert c.decide(ref(120), 0, NOON)[0] and c.decide(ref(5), 0, NOON)[1] == "unknown"
+    c.close()
+
+
+def test_a_snapshot_refused_after_its_scan_leaves_the_cards_held_deciding():
+    c = Cache(_dir(), KEY, SITE, reserve_update=True)
+    c.apply_bytes(snap(1, [card(i) for i in range(1, 130)]))
+    c.apply_bytes(delta(2, 1, [card(5, fmt.LOST), card(500)]))
+    # Its scan ran over the open files' index before the tag said no: they are read again.
+    bad = bytearray(snap(3, [card(i) for i in range(1000, 1100)]))
+    bad[-1] ^= 1
+    assert _reason(lambda: c.apply_bytes(bytes(bad))) == "bad_tag"
+    forged = snap(3, [card(i) for i in range(1000, 1100)], key=b"x" * 32)
+    assert _reason(lambda: c.apply_bytes(forged)) == "bad_tag"
+    assert _reason(lambda: c.apply_bytes(bytes(bad[:-1]))) == "malformed"
+    # Refused from its header before any scan: older, another site's.
+    assert _reason(lambda: c.apply_bytes(snap(2, [card(1000)]))) == "stale_version"
+    assert _reason(lambda: c.apply_bytes(snap(9, [card(1000)], site=SITE + 1))) == "wrong_site"
+    assert c.error is None and c.version == 2 and c.index is c.main.index
+    for i, want in ((1, "granted"), (100, "granted"), (129, "granted"), (5, "lost"),
+                    (500, "granted"), (1050, "unknown"), (130, "unknown")):
+        assert c.decide(ref(i), 0, NOON)[1] == want, i
+    assert c.apply_bytes(snap(3, [card(i) for i in range(1000, 1100)])) == 3
+    assert c.decide(ref(1050), 0, NOON)[0] and c.decide(ref(100), 0, NOON)[1] == "unknown"
     c.close()
 
 
