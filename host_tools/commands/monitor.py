@@ -72,7 +72,7 @@ def line(rec: dict[str, Any]) -> list[str]:
         return ["online" + (f" (firmware {rec['fw']})" if rec.get("fw") else "") if rec["online"]
                 else "OFFLINE"]
     if k == "register":
-        from host_tools.commands.platform_cards import registered_as
+        from host_tools.commands.platform.cards import registered_as
 
         return ["registered as " + registered_as(rec)]
     if k == "reply":
@@ -108,7 +108,7 @@ def monitor(
     from paho.mqtt.enums import CallbackAPIVersion
 
     from host_tools.cli_inputs import check_broker, parse_broker
-    from host_tools.commands.platform import tls_options
+    from host_tools.commands.platform.run import tls_options
 
     try:
         protocol.check_device_id(door)

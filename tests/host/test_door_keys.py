@@ -350,7 +350,7 @@ def test_keys_close_names_each_door_behind(tmp_path: Path) -> None:
 
 
 def test_a_disputed_registration_is_an_alarm(tmp_path: Path) -> None:
-    from host_tools.commands.platform_cards import alarm_rows
+    from host_tools.commands.platform.cards import alarm_rows
     from host_tools.platform import scope_alarms
     from host_tools.platform.store import Store
 
@@ -365,7 +365,7 @@ def test_a_disputed_registration_is_an_alarm(tmp_path: Path) -> None:
 
 def test_the_platform_raises_the_alarm_on_a_forged_registration(tmp_path: Path) -> None:
     """What arrives on door B's register topic: stored, signed for by the site file, alarmed."""
-    from host_tools.commands.platform_cards import alarm_rows
+    from host_tools.commands.platform.cards import alarm_rows
     from host_tools.platform.ingest import Platform
     from host_tools.platform.store import Store
 

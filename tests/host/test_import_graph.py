@@ -27,7 +27,6 @@ HOST_USES_OF_FIRMWARE = {
 # Cycles that exist today; each is debt with a known way out.
 KNOWN_CYCLES = {
     frozenset({"host_tools.door_stage", "host_tools.vdev.provision"}),
-    frozenset({"host_tools.commands.platform", "host_tools.commands.platform_cards"}),
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from host_tools.cards.kit import SiteKit
 from host_tools.commands.commission import build_config, door_files
-from host_tools.commands.platform_cards import alarm_rows
+from host_tools.commands.platform.cards import alarm_rows
 from host_tools.door_stage import Transaction
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store

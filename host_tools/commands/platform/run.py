@@ -1,4 +1,5 @@
-"""`doorctl platform`: the reference platform (ingest, device state, stored events)."""
+"""`doorctl platform run`, `events`, `command`: the platform's service, its stored events and
+its signed commands to a door."""
 
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ from host_tools.cli_inputs import check_broker, known_device, open_store, parse_
 from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 from host_tools.platform.ingest import SUBSCRIPTIONS, Platform
 from host_tools.platform.store import Store
-
-app = typer.Typer(help="The reference platform: ingest events from door controllers over "
-                  "MQTT and keep them in SQLite (or PostgreSQL).", no_args_is_help=True)
 
 DB_HELP = "Database: a SQLite file path or sqlite:///path, or postgresql://user@host/db."
 
@@ -48,7 +46,6 @@ def tls_options(ca: str | None, cert: str | None, key: str | None) -> None:
             raise fail(f"{opt} {path}: cannot be read", EXIT_USAGE)
 
 
-@app.command("run", short_help="Ingest events until Ctrl-C: store once, acknowledge after commit.")
 def run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker as HOST:PORT "
                                "(or mqtt://HOST:PORT, mqtts://HOST:PORT)."),
@@ -128,11 +125,11 @@ def run(
     except (OSError, ValueError) as e:
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     if keys is not None:
-        from host_tools.commands.platform_cards import _registry
+        from host_tools.commands.platform.registry import open_registry
         from host_tools.platform.distribute import attach
 
         try:
-            attach(p, _registry(db, keys))
+            attach(p, open_registry(db, keys))
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
     p.start()
@@ -218,7 +215,6 @@ def wait_for_broker(p: Platform, host: str, port: int, give_up_s: float,
     return True
 
 
-@app.command("events")
 def events(
     device: str = typer.Argument(..., help="Device id, e.g. hz.b12.d3."),
     db: str = typer.Option("platform.db", help=DB_HELP),
@@ -267,7 +263,6 @@ def _arg_value(text: str) -> str | int | bool:
         return text
 
 
-@app.command("command")
 def command(
     device: str = typer.Argument(..., help="Door (device id), e.g. hz.b12.d3."),
     op: str = typer.Argument(..., help="open | mode | patrol | config | time | keys"),
@@ -427,5 +422,7 @@ def door_announced(subscribed: threading.Event, announced: threading.Event,
     return announced.wait(RETAINED_GRACE_S)
 
 
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="platform")
+def register(app: typer.Typer) -> None:
+    app.command("run", short_help="Ingest events until Ctrl-C: store once, acknowledge after commit.")(run)
+    app.command("events")(events)
+    app.command("command")(command)

@@ -15,6 +15,7 @@ from rich.table import Column, Table
 
 from firmware import events as ev
 from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
+from host_tools.commands.platform.registry import open_registry
 from host_tools.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 
 card_app = typer.Typer(help="Card lifecycle: issue, lost, unblock, suspend, resume, renew, "
@@ -31,17 +32,6 @@ ALARM_PAIRS = {ev.SETUP_FAULT: ev.BOOT, ev.FORCED_OPEN: ev.DOOR_CLOSED, ev.HELD_
                ev.SENSOR_TAMPER: ev.SENSOR_TAMPER_CLEARED, ev.DEVICE_TAMPER: ev.DEVICE_TAMPER_CLEARED,
                ev.CLOSER_FAULT: ev.CLOSER_FAULT_CLEARED, ev.POWER_LOST: ev.POWER_RESTORED,
                ev.JOURNAL_NEAR_FULL: None}
-
-
-def _registry(db: str, keys: Path) -> Any:
-    from host_tools.cards import sitekeys
-    from host_tools.platform.cards import CardRegistry
-
-    site, _ = sitekeys.load(keys, for_doors=True)
-    if "cache" not in site["keys"]:
-        raise UserError(f"{keys} has no cache key: make a site key file with doorctl card keys init",
-                        EXIT_USAGE)
-    return CardRegistry(open_store(db), site)
 
 
 def _date(text: str, what: str) -> dt.date:
@@ -147,7 +137,7 @@ def issue(ref: str = typer.Argument(..., help="Card reference (doorctl card pers
         except ValueError:
             raise UserError(f"--doors {doors!r}: door numbers separated by commas", EXIT_USAGE) from None
         first, last = _period(valid_from, valid_to)
-        reg = _registry(db, keys)
+        reg = open_registry(db, keys)
         reg.issue(ref, resident, room, door_list, first, last, master, name)
         return _then(f"issued {ref}; ", _send(reg, broker))
     _op(go, as_json)
@@ -157,7 +147,7 @@ def _simple(op: str, doc: str) -> None:
     def command(ref: str = typer.Argument(..., help="Card reference."), keys: Path = KEYS,
                 db: str = DB, broker: str = BROKER, as_json: bool = JSON) -> None:
         def go() -> str:
-            reg = _registry(db, keys)
+            reg = open_registry(db, keys)
             getattr(reg, {"lost": "report_lost"}.get(op, op))(ref)
             return _then(f"{op} {ref}; ", _send(reg, broker))
         _op(go, as_json)
@@ -183,7 +173,7 @@ def renew(ref: str = typer.Argument(..., help="Card reference."),
     Example: doorctl platform card renew 5101013aeef2e95e --to 2028-11-30 --keys site.json
     """
     def go() -> str:
-        reg = _registry(db, keys)
+        reg = open_registry(db, keys)
         reg.renew(ref, _date(valid_to, "--to"))
         return _then(f"renewed {ref}; ", _send(reg, broker))
     _op(go, as_json)
@@ -198,7 +188,7 @@ def reissue(old: str = typer.Argument(..., help="The card being replaced."),
     Example: doorctl platform card reissue 5101013aeef2e95e 51010177c0ffee00 --keys site.json
     """
     def go() -> str:
-        reg = _registry(db, keys)
+        reg = open_registry(db, keys)
         reg.reissue(old, new)
         return _then(f"reissued {old} as {new}; ", _send(reg, broker))
     _op(go, as_json)
@@ -212,7 +202,7 @@ def list_cards(keys: Path = KEYS, db: str = DB,
     Example: doorctl platform card list --keys site.json --db platform.db
     """
     def go() -> str:
-        cards = _registry(db, keys).cards()
+        cards = open_registry(db, keys).cards()
         if as_json:
             return json.dumps(cards)
         table = Table("card", "status", "room", "doors", "valid", "version")
@@ -235,7 +225,7 @@ def sync_command(keys: Path = KEYS, db: str = DB,
 
     Example: doorctl platform sync --keys site.json --broker 10.0.0.5:1883
     """
-    _op(lambda: _send(_registry(db, keys), broker), as_json)
+    _op(lambda: _send(open_registry(db, keys), broker), as_json)
 
 
 def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
@@ -381,7 +371,7 @@ def doors(db: str = DB, as_json: bool = typer.Option(False, "--json", help="One 
     """
     try:
         store = open_store(db)
-        registry = _registry(db, keys) if keys is not None else None
+        registry = open_registry(db, keys) if keys is not None else None
         latest = registry.version() if registry is not None else None
         expected = registry.content_hash() if registry is not None and latest else None
     except UserError as e:
@@ -527,12 +517,10 @@ def keys_progress(keys: Path = typer.Option(..., "--keys", help="Site key file (
 
 
 def register(app: typer.Typer) -> None:
-    from host_tools.commands.platform import app as platform_app
-
-    platform_app.add_typer(card_app, name="card")
-    platform_app.command("sync")(sync_command)
-    platform_app.command("alarms")(alarms)
-    platform_app.command("doors")(doors)
-    platform_app.command("keys")(keys_progress)
-    platform_app.command("residence-report")(residence)
-    platform_app.command("retire")(retire)
+    app.add_typer(card_app, name="card")
+    app.command("sync")(sync_command)
+    app.command("alarms")(alarms)
+    app.command("doors")(doors)
+    app.command("keys")(keys_progress)
+    app.command("residence-report")(residence)
+    app.command("retire")(retire)

@@ -76,7 +76,5 @@ def user(passwd: Path = typer.Argument(..., help="The broker's password file (ma
 
 
 def register(app: typer.Typer) -> None:
-    from host_tools.commands.platform import app as platform_app
-
-    platform_app.command("broker-acl")(acl)
-    platform_app.command("broker-user")(user)
+    app.command("broker-acl")(acl)
+    app.command("broker-user")(user)
