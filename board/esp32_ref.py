@@ -7,6 +7,8 @@ and tested on the unix port.
 
 import time
 
+from board import interface
+
 # Pin map (ESP32-WROOM-32E or ESP32-WROVER-E module, see docs/hardware.md).
 PINS = {
     "relay": 26,  # lock relay driver (active high; the firmware sets the lock's polarity)
@@ -129,19 +131,10 @@ class _Led:
         self._r.set(colour in ("red", "amber"))
 
 
-class _Clock:
+class _Clock(interface.Clock):
     def __init__(self):
         self._offset = None
         self.trusted = False  # set from a time the door could verify (docs/protocol.md)
-
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_add(self, t, delta):
-        return time.ticks_add(t, delta)
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
 
     def time(self):
         return None if self._offset is None else time.time() + self._offset
@@ -213,7 +206,7 @@ class _Network:
         return self._wlan.isconnected()
 
 
-class Esp32RefBoard:
+class Esp32RefBoard(interface.Board):
     name = "esp32-ref"
     fs_root = "/"
 
@@ -241,7 +234,9 @@ class Esp32RefBoard:
         parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")
         self.journal_dev = parts[0] if parts else None
         self.blockdev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
-        self.reset_cause = reset_cause
+
+    def reset_cause(self):
+        return reset_cause()
 
 
 def reset_cause():

@@ -19,33 +19,27 @@ import time
 
 import mps2
 
+from board import interface
+
 FLASH_BLOCKS = 1024  # 4 MiB of 4 KiB erase blocks for littlefs (a 100k whitelist + an update)
 JOURNAL_BLOCKS = 397  # as on the virtual board: 50,000 events of 32 bytes + spare + ack area
 BLOCK = 4096
 
 
-class Clock:
+class Clock(interface.Clock):
     """ticks_ms from the port's SysTick; wall time only once the application sets it."""
 
     def __init__(self):
         self._offset = None  # epoch seconds at ticks 0
-
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_add(self, t, delta):
-        return time.ticks_add(t, delta)
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
 
     def time(self):
         if self._offset is None:
             return None
         return self._offset + time.ticks_ms() / 1000
 
-    def set_time(self, epoch):
+    def set_time(self, epoch, trusted=True):
         self._offset = epoch - time.ticks_ms() / 1000
+        self.trusted = trusted
 
 
 class Output:
@@ -77,11 +71,9 @@ def partitions(flash_blocks=FLASH_BLOCKS, journal_blocks=JOURNAL_BLOCKS):
     return fs, journal
 
 
-class McuBoard:
+class McuBoard(interface.Board):
     name = "mcu-qemu"
     fs_root = "/flash"
-    reader_uart = None
-    network = None
 
     def __init__(self, flash_blocks=FLASH_BLOCKS, journal_blocks=JOURNAL_BLOCKS):
         self.clock = Clock()

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from board import interface
 from board.flashsim import FlashSim, mount
 
 FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
@@ -41,19 +42,10 @@ def _no_delay(writer):
         pass
 
 
-class Clock:
+class Clock(interface.Clock):
     def __init__(self):
         self._offset = None  # epoch seconds - time.time() once set
         self.trusted = False  # set from a time the door could verify (docs/protocol.md)
-
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_add(self, t, delta):
-        return time.ticks_add(t, delta)
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
 
     def time(self):
         if self._offset is None:
@@ -251,14 +243,6 @@ class ReaderUART:
                 pass
 
 
-class _Network:
-    def connect(self):
-        return True
-
-    def isconnected(self):
-        return True
-
-
 CUT_FILE = "cut_after.txt"  # fault injection: N, the journal's N-th write of this boot is torn
 
 
@@ -284,7 +268,7 @@ def _blocks(path, default):
     return n if n > default else default
 
 
-class VirtualBoard:
+class VirtualBoard(interface.Board):
     name = "virtual"
     fs_root = "/flash"
 
@@ -303,7 +287,6 @@ class VirtualBoard:
         self.fire = _Input(self.io, "fire")
         self.power = _Input(self.io, "power")
         self.reader_uart = ReaderUART()
-        self.network = _Network()
         self.blockdev = FlashSim(path=state_dir + "/flash.img",
                                  block_count=_blocks(state_dir + "/flash.img", FLASH_BLOCKS))
         self.journal_dev = FlashSim(path=state_dir + "/journal.img", block_count=JOURNAL_BLOCKS)

@@ -51,7 +51,7 @@ class DoorTask:
         initial = {"door_contact": "closed", "rex": False, "tamper": False, "fire": False,
                    "power": True}
         for name in INPUT_NAMES:
-            src = getattr(board, name, None)
+            src = getattr(board, name)  # None: not fitted
             if src is not None:
                 self.sources.append((name, src, Debouncer(initial[name], deb, d)))
         self.status = status if status is not None else {}

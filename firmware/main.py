@@ -44,11 +44,11 @@ def _start_journal(board, cfg):
     from firmware import events
     from firmware.journal import Journal
 
-    dev = getattr(board, "journal_dev", None)
+    dev = board.journal_dev
     if dev is None:
         return None
     journal = Journal(dev)
-    boot = getattr(board, "boot_count", 0)
+    boot = board.boot_count
     recorder = events.Recorder(journal, board.clock, boot)
     running["journal"] = journal
     running["recorder"] = recorder
@@ -144,8 +144,8 @@ def _report_power_loss(board, door):
     the UTC time of the last record before the loss when the journal knows it, and the
     outage in seconds when the board's clock survived it (0: unknown)."""
     seen, lost_at = running.get("last_alive") or (False, 0)
-    cause = getattr(board, "reset_cause", None)
-    if not seen or (cause is not None and cause() != "power"):
+    cause = board.reset_cause()  # None: the board cannot tell, taken as a power-up
+    if not seen or (cause is not None and cause != "power"):
         return
     now = board.clock.time()
     secs = int(now - lost_at) if now is not None and lost_at else 0
@@ -431,11 +431,11 @@ async def main(board, extra_tasks=()):
         tasks.append(asyncio.create_task(_journal_maintenance(journal)))
     if "uplink" in running:
         tasks.append(asyncio.create_task(running["uplink"].run()))
-    if getattr(board, "relay", None) is not None:
+    if board.relay is not None:
         door = _start_door(board, cfg)
         tasks.append(asyncio.create_task(door.run()))
         tasks.append(asyncio.create_task(door.run_patrol()))
-        if getattr(board, "reader_uart", None) is not None:
+        if board.reader_uart is not None:
             cards = _start_cards(board, cfg, door)
             tasks.append(asyncio.create_task(cards.run()))
             if cards.cache is not None:

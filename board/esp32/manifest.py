@@ -6,5 +6,5 @@
 include("$(PORT_DIR)/boards/manifest.py")
 include("../manifest.py")
 
-package("board", files=["__init__.py", "esp32_ref.py", "esp32_main.py", "romfs.py"], base_path="../..")
+package("board", files=["__init__.py", "interface.py", "esp32_ref.py", "esp32_main.py", "romfs.py"], base_path="../..")
 module("main.py")

@@ -4,4 +4,4 @@
 include("../manifest.py")
 # The port has no C `_asyncio`: asyncio's pure-Python task queue comes along.
 package("asyncio", ("task.py",), base_path="$(MPY_DIR)/extmod", opt=3)
-package("board", files=["__init__.py", "mcu_qemu.py", "flashsim.py"], base_path="../..")
+package("board", files=["__init__.py", "interface.py", "mcu_qemu.py", "flashsim.py"], base_path="../..")

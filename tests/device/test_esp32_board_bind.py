@@ -128,16 +128,21 @@ def _board(**kw):
     return Esp32RefBoard(**kw), PINS
 
 
-def test_every_interface_attribute_is_there():
+def test_every_interface_member_is_there():
+    from board import interface
+
     b, _ = _board()
+    assert isinstance(b, interface.Board) and isinstance(b.clock, interface.Clock)
     assert b.name == "esp32-ref" and b.fs_root == "/"
-    for attr in ("clock", "relay", "door_contact", "rex", "tamper", "power", "buzzer", "led",
-                 "reader_uart", "blockdev", "network", "journal_dev"):
-        assert getattr(b, attr, None) is not None, attr
-    assert b.fire is None  # not fitted unless configured
+    for attr in interface.REQUIRED + interface.OPTIONAL:
+        if attr != "fire":  # not fitted unless configured
+            assert getattr(b, attr) is not None, attr
+    assert b.fire is None
     assert b.blockdev.label == "vfs" and b.journal_dev.label == "journal"
-    for m in ("ticks_ms", "ticks_diff", "time", "set_time"):
-        assert callable(getattr(b.clock, m)), m
+    for m in interface.CLOCK:
+        if m != "trusted":
+            assert callable(getattr(b.clock, m)), m
+    assert b.clock.trusted is False  # until a time the door could verify sets it
 
 
 def test_outputs_start_off_and_follow_set():

@@ -149,6 +149,6 @@ def test_esp32_manifest_freezes_the_application_the_board_and_main() -> None:
     frozen = {f.target_path for f in m.files()}
     for path in ("main.py", "firmware/main.py", "firmware/uplink.py", "crypto/ev2.py",
                  "offline_cache/cache.py", "board/esp32_ref.py", "board/esp32_main.py",
-                 "board/romfs.py", "asyncio/core.py"):
+                 "board/interface.py", "board/romfs.py", "asyncio/core.py"):
         assert path in frozen
     assert "board/virtual.py" not in frozen and "board/flashsim.py" not in frozen

@@ -1,6 +1,7 @@
 # mpy-heapsize: 128K
 # The card task hands each decision to the door (both interpreters). The reader driver and
 # the card session it imports take more than 64 KiB of bytecode on the unix port.
+from board import interface
 from firmware import events as ev
 from firmware.card_task import CardTask
 from tests.clock import ManualClock
@@ -25,7 +26,7 @@ class _Cache:
             return True, "granted", False
         return False, "lost", False
 
-class _Board:
+class _Board(interface.Board):
     clock = ManualClock(epoch=NOON)
     reader_uart = None
 

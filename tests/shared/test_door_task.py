@@ -3,6 +3,7 @@
 # passage schedule, patrol status. Runs under CPython and MicroPython.
 # (96K: the door task brings the event recorder and the journal module it builds on, and this
 # file is compiled from source in the same heap.)
+from board import interface
 from firmware import events as ev
 from firmware.door import MemorySink, in_schedule
 from firmware.door_task import DoorTask, buzzer_on, relay_energised
@@ -27,7 +28,7 @@ class Out:
         self.changes.append(v)
 
 
-class Board:
+class Board(interface.Board):
     def __init__(self):
         self.clock = ManualClock(t=1000)
         self.door_contact = In("closed")
