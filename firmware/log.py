@@ -3,10 +3,15 @@
 Never pass key material or card secrets to `log`: the log leaves the device.
 The console echo can be switched off (the virtual device does so while its raw REPL
 is in use, so log lines do not corrupt the REPL protocol).
+
+The ring is bounded by its text, not by a count of lines: a door that has run a while keeps
+at most RING_CHARS of it (64 lines were up to 5 KiB of heap once full), and one that has
+logged little holds little.
 """
 
-_RING_SIZE = 64
+RING_CHARS = 1024  # about 20 lines of 50 characters; the last line is always kept
 _ring = []
+_held = [0]  # characters in _ring
 _console = [True]
 _clock = [None]
 
@@ -24,8 +29,9 @@ def log(*parts):
     stamp = clock.ticks_ms() if clock is not None else 0
     line = "%d %s" % (stamp, " ".join(str(p) for p in parts))
     _ring.append(line)
-    if len(_ring) > _RING_SIZE:
-        _ring.pop(0)
+    _held[0] += len(line)
+    while _held[0] > RING_CHARS and len(_ring) > 1:
+        _held[0] -= len(_ring.pop(0))
     if _console[0]:
         print(line)
 
