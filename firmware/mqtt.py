@@ -131,8 +131,12 @@ class MQTTClient:
         on a plain connection is an MQTTError."""
         try:
             if self.ssl is not None:
-                self._reader, self._writer = await asyncio.wait_for_ms(
-                    asyncio.open_connection(self.host, self.port, ssl=self.ssl), timeout_ms)
+                # Not asyncio's TLS stream: the loop must never poll the TLS socket itself
+                # (firmware/tlsstream.py says why). Imported by TLS doors only.
+                from firmware.tlsstream import open_tls
+
+                self._reader = self._writer = await asyncio.wait_for_ms(
+                    open_tls(self.host, self.port, self.ssl), timeout_ms)
             else:
                 self._reader, self._writer = await asyncio.wait_for_ms(
                     asyncio.open_connection(self.host, self.port), timeout_ms)
@@ -161,7 +165,8 @@ class MQTTClient:
                 payload += _str(self.password)
         body += struct.pack("!BBH", 4, flags, self.keepalive)
         body += payload
-        await self._send(CONNECT, body)
+        # Over TLS the handshake runs as CONNECT is sent: bounded like the answer.
+        await asyncio.wait_for_ms(self._send(CONNECT, body), timeout_ms)
         hdr = await asyncio.wait_for_ms(self._reader.readexactly(4), timeout_ms)
         if hdr[0] != CONNACK or hdr[1] != 2:
             await self._abort()

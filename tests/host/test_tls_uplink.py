@@ -18,10 +18,12 @@ import pytest
 
 from hil.tlsgen import CA, Issued
 from host_tools.cards.kit import SiteKit
+from host_tools.image import source
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
+from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto, TLSListener
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote
 
@@ -51,7 +53,8 @@ def wait_until(cond: Callable[[], object], timeout: float = 30.0, what: str = ""
 class Rig:
     """A site's CA, a TLS broker signed by it, the platform (over TLS) and a virtual door."""
 
-    def __init__(self, tmp: Path, require_certificate: bool = False) -> None:
+    def __init__(self, tmp: Path, require_certificate: bool = False,
+                 image: str | None = None) -> None:
         self.tmp = tmp
         self.ca = CA(tmp / "pki")
         self.other_ca = CA(tmp / "pki-other", "another CA")
@@ -67,7 +70,8 @@ class Rig:
         kit = SiteKit(2024)
         self.keys = tmp / "site.json"
         self.keys.write_text(json.dumps(kit.keys))
-        self.dev = VirtualDevice(tmp / "door", heap=TLS_HEAP).start()
+        self.dev = VirtualDevice(tmp / "door", heap=TLS_HEAP,
+                                 image=image or selected_image()).start()
 
     def commission(self, *tls: str) -> subprocess.CompletedProcess[str]:
         return doorctl("commission", "-p", self.dev.pty, "--keys", str(self.keys), "--device-id",
@@ -156,6 +160,40 @@ def test_events_reach_the_platform_over_tls_exactly_once(rig: Rig) -> None:
         except (ConnectionResetError, TimeoutError):
             answer = b""
     assert answer[:1] != b"\x20"  # no CONNACK
+
+
+@pytest.mark.parametrize("image", ["pypi", "unix32"])
+def test_a_door_with_its_reader_link_connected_gets_its_swipes_to_the_platform_over_tls(
+        tmp_path: Path, image: str, request: pytest.FixtureRequest) -> None:
+    """The reader link (the PN532 emulator's TCP connection) and the I/O channel beside the
+    broker's TLS connection: five sockets at once in the door's event loop. asyncio's own TLS
+    stream had the loop poll the TLS socket, which the unix port loses track of when its poll
+    set grows (firmware/tlsstream.py): the handshake never ended, or the door crashed."""
+    if image == "unix32":
+        if source.vendored_tarball() is None:
+            pytest.skip("no MicroPython source here for the unix32 image")
+        request.getfixturevalue("unix32_binary")
+    rig = Rig(tmp_path, image=image)
+    try:
+        rig.commission_ok(*tls_args(rig))
+        emu = PN532Emulator()
+        stranger = SiteKit(2025).issue()[0]
+        with emu.connect(rig.dev.reader_addr), VirtualIO(rig.dev.io_addr) as io:
+            wait_until(lambda: str(io.status().get("reader", "")).startswith("pn532"),
+                       what="the reader")
+            wait_until(lambda: io.status().get("uplink") == "connected", what="the TLS connection")
+            assert io.status().get("uplink_tls") is True
+            emu.present(LocalCard(stranger.process, stranger.uid))
+            wait_until(lambda: any(e[1] == ACCESS_DENIED for e in rig.store.events(DEVICE)),
+                       what="the refused swipe at the platform")
+            emu.remove()
+            rig.record(5, b"rd")
+            wait_until(lambda: len(rig.tagged(b"rd")) == 5, what="5 more events at the platform")
+            assert io.status().get("uplink") == "connected"
+        assert rig.dev.alive()
+        rig.assert_exactly_once()
+    finally:
+        rig.close()
 
 
 def test_wrong_ca_is_named_events_are_kept_and_delivered_after_recommissioning(
