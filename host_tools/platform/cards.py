@@ -20,11 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from host_tools.platform.store import Store
+from host_tools.platform.store import Store, Transaction
 from offline_cache import content, fmt
 
 EPOCH = dt.date(1970, 1, 1)
@@ -67,21 +65,17 @@ class CardRegistry:
         self.site = site_keys  # a per-door site signs each door's copy (platform/door_signing.py)
         self.key = bytes.fromhex(site_keys["keys"]["cache"])
         self._content: tuple[int, str] | None = None  # (version, its content hash)
-        with store._lock:
-            store._begin()
+        with store.transaction() as tx:
             for stmt in SCHEMA:
-                store._conn.execute(stmt)
+                tx.execute(stmt)
             # A registry from before holds were kept: its suspended cards are held.
-            store._conn.execute(store._q(
-                "INSERT INTO holds (ref) SELECT ref FROM cards WHERE status = ? "
-                "AND ref NOT IN (SELECT ref FROM holds)"), (fmt.SUSPENDED,))
-            store._commit()
+            tx.execute("INSERT INTO holds (ref) SELECT ref FROM cards WHERE status = ? "
+                       "AND ref NOT IN (SELECT ref FROM holds)", (fmt.SUSPENDED,))
 
     # -- queries ----------------------------------------------------------------------------
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self.store._lock:
-            return list(self.store._conn.execute(self.store._q(sql), params).fetchall())
+        return self.store.rows(sql, params)
 
     def version(self) -> int:
         row = self._all("SELECT MAX(version) FROM whitelist_versions")
@@ -105,26 +99,13 @@ class CardRegistry:
 
     # -- operations -----------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction with the store's lock held: committed, or rolled back on any
-        error (nothing half-done stays in the database)."""
-        with self.store._lock:
-            self.store._begin()
-            try:
-                yield
-            except Exception:
-                self.store._rollback()
-                raise
-            self.store._commit()
-
-    def _bump(self, op: str, ref: str) -> int:
-        """A new version (called with the store's lock held, inside the transaction)."""
-        row = self.store._conn.execute("SELECT MAX(version) FROM whitelist_versions").fetchone()
-        v = int(row[0] or 0) + 1
-        self.store._conn.execute(self.store._q(
-            "INSERT INTO whitelist_versions (version, op, ref, at) VALUES (?, ?, ?, ?)"),
-            (v, op, ref, time.time()))
+    @staticmethod
+    def _bump(tx: Transaction, op: str, ref: str) -> int:
+        """A new version, inside the operation's transaction."""
+        row = tx.row("SELECT MAX(version) FROM whitelist_versions")
+        v = int((row[0] if row else 0) or 0) + 1
+        tx.execute("INSERT INTO whitelist_versions (version, op, ref, at) VALUES (?, ?, ?, ?)",
+                   (v, op, ref, time.time()))
         return v
 
     def issue(self, ref: str, resident: str, room: str, doors: list[int], valid_from: dt.date,
@@ -140,52 +121,45 @@ class CardRegistry:
         mask = 0
         for d in doors:
             mask |= 1 << d
-        with self._transaction():
-            self.store._conn.execute(self.store._q(
-                "INSERT INTO residents (resident, name, room) VALUES (?, ?, ?) "
-                "ON CONFLICT (resident) DO UPDATE SET room = excluded.room"),
-                (resident, name, room))
-            v = self._bump("issue", ref)
-            self.store._conn.execute(self.store._q(
-                "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
-                "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                (ref, resident, fmt.ACTIVE, day(valid_from), day(valid_to), mask, int(master), v))
+        with self.store.transaction() as tx:
+            tx.execute("INSERT INTO residents (resident, name, room) VALUES (?, ?, ?) "
+                       "ON CONFLICT (resident) DO UPDATE SET room = excluded.room",
+                       (resident, name, room))
+            v = self._bump(tx, "issue", ref)
+            tx.execute("INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, "
+                       "master, changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (ref, resident, fmt.ACTIVE, day(valid_from), day(valid_to), mask,
+                        int(master), v))
         return v
 
-    def _in_tx(self, sql: str, params: tuple[Any, ...]) -> Any:
-        """One row, read inside the write transaction (the store's lock held): what an
-        operation checks cannot change before it writes, even with two operators' processes
-        on one database (SQLite: BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE)."""
-        if self.store._ph != "?":
-            sql += " FOR UPDATE"
-        return self.store._conn.execute(self.store._q(sql), params).fetchone()
-
-    def _held(self, ref: str) -> bool:
-        return self._in_tx("SELECT ref FROM holds WHERE ref = ?", (ref,)) is not None
+    @staticmethod
+    def _held(tx: Transaction, ref: str) -> bool:
+        return tx.row("SELECT ref FROM holds WHERE ref = ?", (ref,), for_update=True) is not None
 
     def _set(self, op: str, ref: str, allowed_from: tuple[str, ...], hold: bool | None = None,
              **changes: Any) -> int:
         """One operation on one card: its state checked and changed in one transaction, one
         new version. `hold`: True places the landlord's hold, False lifts it."""
         ref = _ref(ref)
-        with self._transaction():
-            row = self._in_tx("SELECT status FROM cards WHERE ref = ?", (ref,))
+        with self.store.transaction() as tx:
+            # Read for update: what the operation checks cannot change before it writes, even
+            # with two operators' processes on one database.
+            row = tx.row("SELECT status FROM cards WHERE ref = ?", (ref,), for_update=True)
             if row is None:
                 raise CardError(f"card {ref} is not issued")
             status = fmt.STATUS_NAMES[row[0]]
             if status not in allowed_from:
                 raise CardError(f"card {ref} is {status}: cannot {op} it")
-            if op == "unblock" and self._held(ref):
+            if op == "unblock" and self._held(tx, ref):
                 changes["status"] = fmt.SUSPENDED  # found again, still on hold
-            v = self._bump(op, ref)
+            v = self._bump(tx, op, ref)
             sets = ", ".join(f"{k} = ?" for k in changes)
-            self.store._conn.execute(self.store._q(
-                f"UPDATE cards SET {sets}, changed_in = ? WHERE ref = ?"),
-                (*changes.values(), v, ref))
-            if hold is True and not self._held(ref):
-                self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (ref,))
+            tx.execute(f"UPDATE cards SET {sets}, changed_in = ? WHERE ref = ?",
+                       (*changes.values(), v, ref))
+            if hold is True and not self._held(tx, ref):
+                tx.execute("INSERT INTO holds (ref) VALUES (?)", (ref,))
             elif hold is False:
-                self.store._conn.execute(self.store._q("DELETE FROM holds WHERE ref = ?"), (ref,))
+                tx.execute("DELETE FROM holds WHERE ref = ?", (ref,))
         return v
 
     def report_lost(self, ref: str) -> int:
@@ -217,26 +191,24 @@ class CardRegistry:
         old, new = _ref(old), _ref(new)
         if self.card(new) is not None:
             raise CardError(f"card {new} is already issued: reissue or unblock it")
-        with self._transaction():
-            row = self._in_tx("SELECT status, resident, valid_from, valid_to, doors, master "
-                              "FROM cards WHERE ref = ?", (old,))
+        with self.store.transaction() as tx:
+            row = tx.row("SELECT status, resident, valid_from, valid_to, doors, master "
+                         "FROM cards WHERE ref = ?", (old,), for_update=True)
             if row is None:
                 raise CardError(f"card {old} is not issued")
             status = fmt.STATUS_NAMES[row[0]]
             if status not in ("active", "lost", "suspended"):
                 raise CardError(f"card {old} is {status}: cannot reissue it")
-            held = self._held(old)
-            v = self._bump("reissue", new)
-            self.store._conn.execute(self.store._q(
-                "UPDATE cards SET status = ?, replaced_by = ?, changed_in = ? WHERE ref = ?"),
-                (fmt.CANCELLED, new, v, old))
-            self.store._conn.execute(self.store._q(
-                "INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, master, "
-                "changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                (new, row[1], fmt.SUSPENDED if held else fmt.ACTIVE, row[2], row[3], row[4],
-                 row[5], v))
+            held = self._held(tx, old)
+            v = self._bump(tx, "reissue", new)
+            tx.execute("UPDATE cards SET status = ?, replaced_by = ?, changed_in = ? WHERE ref = ?",
+                       (fmt.CANCELLED, new, v, old))
+            tx.execute("INSERT INTO cards (ref, resident, status, valid_from, valid_to, doors, "
+                       "master, changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (new, row[1], fmt.SUSPENDED if held else fmt.ACTIVE, row[2], row[3],
+                        row[4], row[5], v))
             if held:
-                self.store._conn.execute(self.store._q("INSERT INTO holds (ref) VALUES (?)"), (new,))
+                tx.execute("INSERT INTO holds (ref) VALUES (?)", (new,))
         return v
 
     # -- whitelist files --------------------------------------------------------------------
@@ -263,8 +235,8 @@ class CardRegistry:
         """A new version with the same cards: a door that holds the latest version number
         with other cards (an installer's file, another platform's) refuses a snapshot of a
         version it already holds, and takes this one. Other doors get an empty delta."""
-        with self._transaction():
-            return self._bump("resync", "")
+        with self.store.transaction() as tx:
+            return self._bump(tx, "resync", "")
 
     def update_for(self, applied: int) -> bytes | None:
         """What a door holding `applied` needs: None when current, a delta of every change
@@ -281,28 +253,20 @@ class CardRegistry:
 def known_card(store: Store, ref: str) -> bool:
     """The platform issued the card or stored an event naming it."""
     r = _ref(ref)
-    with store._lock:
-        seen = store._conn.execute(store._q(
-            "SELECT 1 FROM events WHERE substr(data, 1, 16) = ? LIMIT 1"), (r,)).fetchone()
-        if seen is not None:
-            return True
-        try:
-            issued = store._conn.execute(store._q("SELECT 1 FROM cards WHERE ref = ?"), (r,)).fetchone()
-        except Exception:  # no card registry in this database
-            if store._ph == "%s":
-                store._conn.rollback()
-            return False
-    return issued is not None
+    if store.row("SELECT 1 FROM events WHERE substr(data, 1, 16) = ? LIMIT 1", (r,)) is not None:
+        return True
+    try:
+        return store.row("SELECT 1 FROM cards WHERE ref = ?", (r,)) is not None
+    except Exception:  # noqa: BLE001 - no card registry in this database (either driver's error)
+        return False
 
 
 def residence_report(store: Store, ref: str, start: dt.date, end: dt.date,
                      tz_min: int = TZ_MIN) -> dict[str, int]:
     """Days with at least one entry per month (YYYY-MM -> days), from stored events only."""
     ref = _ref(ref)
-    with store._lock:
-        rows = store._conn.execute(store._q(
-            "SELECT t FROM events WHERE code = 1 AND arg = 1 AND substr(data, 1, 16) = ? "
-            "AND (flags & 1) = 1"), (ref,)).fetchall()
+    rows = store.rows("SELECT t FROM events WHERE code = 1 AND arg = 1 AND substr(data, 1, 16) = ? "
+                      "AND (flags & 1) = 1", (ref,))
     days: dict[str, set[dt.date]] = {}
     for (t,) in rows:
         d = (dt.datetime.fromtimestamp(t, dt.UTC) + dt.timedelta(minutes=tz_min)).date()

@@ -25,17 +25,10 @@ def _ensure(store: Store) -> None:
 def record_card(store: Store, ref: str, version: int, source: str = "desk") -> None:
     """A card is known to be on `version` (the desk re-keyed or issued it)."""
     _ensure(store)
-    with store._lock:
-        store._begin()
-        store._conn.execute(store._q("DELETE FROM card_keys WHERE ref=?"), (ref,))
-        store._conn.execute(store._q("INSERT INTO card_keys (ref, version, source, at) "
-                                     "VALUES (?, ?, ?, ?)"), (ref, int(version), source, time.time()))
-        store._commit()
-
-
-def _rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with store._lock:
-        return list(store._conn.execute(store._q(sql), params).fetchall())
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM card_keys WHERE ref=?", (ref,))
+        tx.execute("INSERT INTO card_keys (ref, version, source, at) VALUES (?, ?, ?, ?)",
+                   (ref, int(version), source, time.time()))
 
 
 def progress(store: Store, site: dict[str, Any]) -> dict[str, Any]:
@@ -55,12 +48,12 @@ def progress(store: Store, site: dict[str, Any]) -> dict[str, Any]:
         gen = status.get("key_gen")
         doors[device] = gen if isinstance(gen, int) else None
     try:
-        refs = [r[0] for r in _rows(store, "SELECT ref FROM cards WHERE replaced_by IS NULL ORDER BY ref")]
+        refs = [r[0] for r in store.rows("SELECT ref FROM cards WHERE replaced_by IS NULL ORDER BY ref")]
     except Exception:  # no card registry in this database yet
         refs = []
-    known = {r[0]: int(r[1]) for r in _rows(store, "SELECT ref, version FROM card_keys")}
+    known = {r[0]: int(r[1]) for r in store.rows("SELECT ref, version FROM card_keys")}
     rekeyed: set[str] = set()
-    for data, flags in _rows(store, "SELECT data, flags FROM events WHERE code=? AND t>=?",
+    for data, flags in store.rows("SELECT data, flags FROM events WHERE code=? AND t>=?",
                              (ev.ACCESS_GRANTED, int(since))):
         if int(flags) & FLAG_REKEYED:
             rekeyed.add(str(data)[:16])

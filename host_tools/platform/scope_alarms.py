@@ -23,18 +23,15 @@ def record(store: Store, device: str, claim: str | None, recorded: str) -> None:
     """The door's latest registration claims `claim` and the site file says `recorded`
     (claim None: they agree, the alarm ends)."""
     _ensure(store)
-    with store._lock:
-        store._begin()
-        store._conn.execute(store._q("DELETE FROM key_scope_disputes WHERE device=?"), (device,))
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM key_scope_disputes WHERE device=?", (device,))
         if claim is not None:
-            store._conn.execute(store._q("INSERT INTO key_scope_disputes (device, claim, record, at) "
-                                         "VALUES (?, ?, ?, ?)"), (device, claim, recorded, time.time()))
-        store._commit()
+            tx.execute("INSERT INTO key_scope_disputes (device, claim, record, at) "
+                       "VALUES (?, ?, ?, ?)", (device, claim, recorded, time.time()))
 
 
 def disputes(store: Store) -> dict[str, dict[str, Any]]:
     """{device: {"claim", "record", "at"}} of the doors in dispute now."""
     _ensure(store)
-    with store._lock:
-        rows = store._conn.execute("SELECT device, claim, record, at FROM key_scope_disputes").fetchall()
+    rows = store.rows("SELECT device, claim, record, at FROM key_scope_disputes")
     return {r[0]: {"claim": r[1], "record": r[2], "at": r[3]} for r in rows}

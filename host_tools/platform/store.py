@@ -15,7 +15,8 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from firmware.journal import CODE_GAP
@@ -186,16 +187,42 @@ class Store:
                 raise
         return marks
 
+    # -- for the platform's other tables (card registry, key progress, scope alarms) ------
+
     def ensure_table(self, ddl: str) -> None:
         """Create a module's own table (`CREATE TABLE IF NOT EXISTS ...`) in its transaction."""
+        with self.transaction() as tx:
+            tx.execute(ddl)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction with the store's lock held: committed when the block ends,
+        rolled back on any error (nothing half-done stays in the database). SQL is written with
+        `?` placeholders for either database."""
         with self._lock:
             self._begin()
             try:
-                self._conn.execute(ddl)
-                self._commit()
+                yield Transaction(self)
             except BaseException:
                 self._rollback()
                 raise
+            self._commit()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of one query (`?` placeholders), outside any write transaction. On
+        PostgreSQL a failed query is rolled back, so the connection stays usable."""
+        with self._lock:
+            try:
+                return [tuple(r) for r in self._conn.execute(self._q(sql), tuple(params)).fetchall()]
+            except Exception:
+                if self._ph == "%s":
+                    self._conn.rollback()
+                raise
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of one query, or None."""
+        found = self.rows(sql, params)
+        return found[0] if found else None
 
     def _ensure_device(self, device: str) -> None:
         self._conn.execute(self._q(
@@ -469,3 +496,22 @@ class Store:
 
 def rows_from(events: Iterable[tuple[Any, ...]]) -> list[EventRow]:
     return [tuple(e) for e in events]
+
+
+class Transaction:
+    """What code inside `Store.transaction()` may do: write, and read rows it will change."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._store._conn.execute(self._store._q(sql), tuple(params))
+
+    def row(self, sql: str, params: Sequence[Any] = (), for_update: bool = False) -> tuple[Any, ...] | None:
+        """One row read inside the transaction. `for_update`: what the caller checks cannot
+        change before it writes, even with another process on the same database (SQLite's
+        BEGIN IMMEDIATE already holds the write lock; PostgreSQL: FOR UPDATE)."""
+        if for_update and self._store._ph != "?":
+            sql += " FOR UPDATE"
+        found = self._store._conn.execute(self._store._q(sql), tuple(params)).fetchone()
+        return tuple(found) if found is not None else None

@@ -133,11 +133,26 @@ def test_a_registry_from_before_holds_keeps_its_suspensions(db_url: str, site: S
     reg = CardRegistry(Store(db_url), site.keys)
     _issue(reg, A)
     reg.suspend(A)
-    with reg.store._lock:  # as an older registry left it: suspended, no hold recorded
-        reg.store._begin()
-        reg.store._conn.execute("DELETE FROM holds")
-        reg.store._commit()
+    with reg.store.transaction() as tx:  # as an older registry left it: suspended, no hold
+        tx.execute("DELETE FROM holds")
     again = CardRegistry(Store(db_url), site.keys)
     again.report_lost(A)
     again.unblock(A)
     assert again.card(A)["status"] == "suspended"  # type: ignore[index]
+
+
+def test_a_store_transaction_is_all_or_nothing_and_a_failed_query_leaves_the_store_usable(
+        db_url: str) -> None:
+    store = Store(db_url)
+    store.ensure_table("CREATE TABLE IF NOT EXISTS notes (k TEXT PRIMARY KEY, v INTEGER)")
+    with store.transaction() as tx:
+        tx.execute("INSERT INTO notes (k, v) VALUES (?, ?)", ("a", 1))
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.execute("INSERT INTO notes (k, v) VALUES (?, ?)", ("b", 2))
+        assert tx.row("SELECT v FROM notes WHERE k = ?", ("b",), for_update=True) == (2,)
+        raise RuntimeError("cut short")
+    assert store.rows("SELECT k, v FROM notes ORDER BY k") == [("a", 1)]
+    with pytest.raises(Exception):  # noqa: B017 - either driver's own error
+        store.rows("SELECT * FROM no_such_table")
+    assert store.row("SELECT v FROM notes WHERE k = ?", ("a",)) == (1,)
+    assert store.row("SELECT v FROM notes WHERE k = ?", ("zz",)) is None
