@@ -12,6 +12,13 @@ written that the platform did not send: the first piece's file header (site, ver
 length) is checked before a byte goes to flash, a file that cannot fit the free flash is
 refused then, and a transfer stops at the first piece whose tag is wrong. The file's own tag
 is still checked whole before it is installed.
+
+The platform sends a file's pieces in one burst. When one piece is refused or missing, the
+state answers that piece only: the later pieces of the same burst cannot be taken either, and
+are dropped and counted (`out_of_order`), not each answered with a state. These answers go out
+from the MQTT reader, past the client's in-flight limit, so one per piece would be a flood the
+size of the file. A burst sent again from the state (a lower offset, or another version) is
+answered again, so the platform's resume and resync still get their answer.
 """
 
 import struct
@@ -39,6 +46,8 @@ class CacheSync:
         self.applied = 0
         self.on_refused = None  # callable(reason, where): junk counted (firmware/refusals.py)
         self.content = None  # offline_cache.content.Tracker: the content hash, reported too
+        self._answered = None  # (version, offset): the last piece not taken, state published
+        self.dropped = 0  # pieces dropped unanswered after a piece of their burst was not taken
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
@@ -58,13 +67,16 @@ class CacheSync:
 
     def chunk(self, payload):
         """Take one update message. Returns True when the state changed in a way the
-        platform must hear about (a file installed or refused, or a chunk out of order)."""
+        platform must hear about (a file installed or refused, or the first piece of a burst
+        out of order)."""
         try:
             version, total, offset, tag, data = protocol.decode_cache_chunk(payload)
         except protocol.ProtocolError as e:
             self._refused(e.reason)  # junk: counted, not journaled, the transfer goes on
             return False
         if self.cache is None:
+            if not self._first_of_burst(version, offset):
+                return False
             self._reject("no_cache_key")
             return True
         want = protocol.cache_chunk_tag(self.cache.key, version, total, offset, data)
@@ -73,6 +85,7 @@ class CacheSync:
             # continue stops here (the platform starts it again from the state).
             self._refused("bad_mac")
             if self.receiving and (version, offset) == (self.receiving, self.have):
+                self._answered = (version, offset)
                 self._reject("bad_chunk")
                 return True
             return False
@@ -87,21 +100,36 @@ class CacheSync:
                 if hdr.version != version:
                     raise CacheError("bad_chunk")
             except CacheError as e:
+                self._answered = (version, offset)
                 self._reject(e.reason)
                 return True
             self.receiving, self.total, self.have, self.reason = version, total, 0, ""
         elif (version, total, offset) != (self.receiving, self.total, self.have):
-            return True  # not the next piece: the state tells the platform where to go on
+            # Not the next piece: the state tells the platform where to go on, once a burst.
+            return self._first_of_burst(version, offset)
         try:
             with open(path, "wb" if offset == 0 else "ab") as f:
                 f.write(data)
         except OSError:
+            self._answered = (version, offset)
             self._reject("storage")
             return True
         self.have += len(data)
+        self._answered = None  # the transfer moves on: a piece missing later is news again
         if self.have < self.total:
             return False
         return self._install(path)
+
+    def _first_of_burst(self, version, offset):
+        """True when this piece, which the door cannot take, is to be answered with the state;
+        False (dropped, counted) when it follows one already answered in the same burst: same
+        version, a higher offset. A burst sent again starts lower and is answered."""
+        answered, self._answered = self._answered, (version, offset)
+        if answered is not None and answered[0] == version and offset > answered[1]:
+            self.dropped += 1
+            self._refused("out_of_order")
+            return False
+        return True
 
     def _refused(self, reason):
         if self.on_refused is not None:

@@ -14,7 +14,7 @@ CODES = {"too_large": 1, "not_json": 2, "not_object": 3, "bad_version": 4, "bad_
          "bad_event": 6, "bad_topic": 7, "bad_device_id": 8, "unknown_command": 9,
          "unexpected_topic": 10, "too_deep": 11, "retained": 12, "no_memory": 13,
          "error": 14, "bad_mac": 15, "bad_nonce": 16, "bad_chunk": 17, "stale_ack": 18,
-         "clock_set": 19, "before_last_record": 20}
+         "clock_set": 19, "before_last_record": 20, "out_of_order": 21}
 MAX_REASONS = 4  # (code, count) pairs in one record: 12 bytes of data
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from firmware import events as ev
@@ -169,6 +170,78 @@ def test_a_transfer_stops_at_the_first_piece_that_is_not_the_platforms(rig: Rig)
     with VirtualIO(rig.dev.io_addr) as io:
         assert io.status()["refused"].get("bad_mac") == 1
     assert push(rig.platform, DEVICE, snap)["version"] == 9  # the platform starts it again
+
+
+class StateWatch:
+    """Every whitelist state the door publishes while it runs (retained copies left out)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.states: list[dict[str, Any]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="state-watch")
+        self.client.on_message = lambda _c, _u, msg: None if msg.retain else self.states.append(
+            protocol.decode_cache_state(msg.payload))
+        subscribed: list[bool] = []
+        self.client.on_subscribe = lambda *_: subscribed.append(True)
+        self.client.connect(rig.broker.host, rig.broker.port)
+        self.client.loop_start()
+        self.client.subscribe(protocol.topic(DEVICE, "cache_state"), 1)
+        wait_until(lambda: bool(subscribed))
+
+    def until_version(self, version: int) -> list[dict[str, Any]]:
+        """The states up to the first one holding `version` (the broker keeps their order)."""
+        wait_until(lambda: any(s["version"] == version for s in self.states), timeout=60)
+        return self.states[:next(i for i, s in enumerate(self.states) if s["version"] == version) + 1]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _big_snapshot(rig: Rig) -> bytes:
+    others = [(b"\xee" * 4 + i.to_bytes(4, "big"), fmt.ACTIVE, False) for i in range(1200)]
+    return rig.site.snapshot(9, others + [(rig.ref, fmt.SUSPENDED, False)])
+
+
+def _send(rig: Rig, snap: bytes, pieces: Any, forged: int = -1) -> None:
+    c = protocol.CACHE_CHUNK
+    for i in pieces:
+        key = b"\x00" * 32 if i == forged else rig.site.cache_key
+        rig.platform.publish(DEVICE, "cache", protocol.encode_cache_chunk(
+            9, len(snap), i * c, snap[i * c:(i + 1) * c], key))
+
+
+def test_a_refused_piece_is_answered_once_not_once_per_later_piece(rig: Rig) -> None:
+    # The door answers from its MQTT reader, past the in-flight limit: one state per later
+    # piece of the burst would be a flood the size of the file.
+    snap = _big_snapshot(rig)
+    n = -(-len(snap) // protocol.CACHE_CHUNK)
+    assert n >= 9
+    watch = StateWatch(rig)
+    try:
+        _send(rig, snap, range(n), forged=2)
+        _send(rig, snap, range(n))  # the platform starts again: answered with the install
+        states = watch.until_version(9)
+    finally:
+        watch.close()
+    assert [(s["version"], s.get("reason")) for s in states] == [(1, "bad_chunk"), (9, None)]
+    assert rig.io.status()["refused"].get("out_of_order") == n - 3
+    assert rig.swipe() is False  # v9 suspends the card
+
+
+def test_a_missing_piece_is_answered_once_a_burst_and_the_transfer_resumes(rig: Rig) -> None:
+    snap = _big_snapshot(rig)
+    c, n = protocol.CACHE_CHUNK, -(-len(snap) // protocol.CACHE_CHUNK)
+    watch = StateWatch(rig)
+    try:
+        _send(rig, snap, [i for i in range(n) if i != 2])  # piece 2 lost on the way
+        _send(rig, snap, range(3, n))  # the resume's first piece lost too: answered again
+        _send(rig, snap, range(2, n))  # resumed from `have`
+        states = watch.until_version(9)
+    finally:
+        watch.close()
+    assert [(s["version"], s["receiving"], s["have"]) for s in states] == [
+        (1, 9, 2 * c), (1, 9, 2 * c), (9, 0, 0)]
+    assert rig.io.status()["refused"].get("out_of_order") == 2 * (n - 4)
 
 
 def test_a_door_holding_the_platforms_version_with_other_cards_gets_the_platforms(rig: Rig) -> None:
