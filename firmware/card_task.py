@@ -29,6 +29,10 @@ DEFAULTS = {
     # activation try of its arrival, not at the next poll. The task looks up every wait_ms
     # (the command stays pending meanwhile). 0: poll with MaxRetries 2 instead.
     "wait_ms": 200,
+    # A wait pending this long is sent again: a PN532 that reset meanwhile (a brown-out when
+    # the lock's coil switches, a reader swapped) has forgotten it and would never answer.
+    # One frame and its ACK every 2 s on an empty field; a reader gone is found out by then.
+    "renew_ms": 2000,
     "list_timeout_ms": 1000,  # polling mode: the PN532 answers at once with an empty field
     "lost_quiet_ms": 5000,  # one card_lost record per card within this
     "absent_ms": 300,  # the field empty this long (several polls) ends a presentation
@@ -125,7 +129,7 @@ class CardTask:
             self._set_reader("pn532 v%d.%d" % (fw[1], fw[2]))
         try:
             if wait_ms:
-                target = await self.reader.wait_target(wait_ms)
+                target = await self.reader.wait_target(wait_ms, 2, self.cfg["renew_ms"])
             else:
                 target = await self.reader.list_target(self.cfg["list_timeout_ms"])
         except PN532Error as e:

@@ -332,6 +332,7 @@ class Core:
         self.ticks_diff = clock.ticks_diff if clock is not None else ticks.ticks_diff
         self.tg = 0
         self.listing = False  # a wait_target's InListPassiveTarget is still pending
+        self._listed_at = 0  # ticks when it was sent
         self.frames = 0  # information frames sent
         self.resends = 0  # frames sent again after NACK, bad checksum or no ACK
         self._pend = b""
@@ -524,7 +525,7 @@ class Core:
         data = yield from self.command(CMD_IN_LIST_PASSIVE_TARGET, params, timeout_ms)
         return (yield from self._listed(data))
 
-    def wait_target(self, wait_ms, max_targets=2):
+    def wait_target(self, wait_ms, max_targets=2, renew_ms=0):
         """Like list_target, with the chip waiting for the card: after
         rf_retries(RETRY_FOREVER) InListPassiveTarget answers only once a card is in the
         field (UM0701-02 §7.3.1, MxRtyPassiveActivation FF), so a card is found within one
@@ -533,19 +534,33 @@ class Core:
         waiting for its answer (nothing on the wire while the field is empty, and an answer
         that comes at the end of a wait is taken by the next). Any other command, or
         abort(), first ends it with an ACK frame from the host (UM0701-02 §6.2; libnfc's
-        pn532_uart driver aborts a waiting command the same way)."""
+        pn532_uart driver aborts a waiting command the same way).
+
+        With `renew_ms`, a command pending that long is ended and sent again: a chip that
+        reset meanwhile (a brown-out, a reader swapped) has forgotten it, and the door would
+        wait on a silent wire forever, cards presented or not; sent again, it is taken up,
+        or a reader that is gone is found out (no ACK: E_NO_ANSWER). It is ended at the end of
+        a wait that received nothing, and sent by the next wait_target."""
         if not self.listing:
             params = b"\x02\x00" if max_targets == 2 else b"\x01\x00"
             yield from self._send(CMD_IN_LIST_PASSIVE_TARGET, params)
             self.listing = True
+            self._listed_at = self.ticks()
             resume = False
         else:
             resume = True
         data = yield from self._response(CMD_IN_LIST_PASSIVE_TARGET, wait_ms, True, resume)
         if data is None:
+            if renew_ms and self._idle() and \
+                    self.ticks_diff(self.ticks(), self._listed_at) >= renew_ms:
+                yield from self.abort()
             return None
         self.listing = False
         return (yield from self._listed(data))
+
+    def _idle(self):
+        """No answer begun: nothing half parsed, nothing received and not yet parsed."""
+        return self.parser._state == 0 and self._pi >= len(self._pend)
 
     def abort(self):
         """End a pending wait_target (an ACK frame: the chip drops the command)."""
@@ -647,8 +662,8 @@ class PN532:
     def list_target(self, timeout_ms=1000, max_targets=2):
         return _run_sync(self.core.list_target(timeout_ms, max_targets), self.stream)
 
-    def wait_target(self, wait_ms, max_targets=2):
-        return _run_sync(self.core.wait_target(wait_ms, max_targets), self.stream)
+    def wait_target(self, wait_ms, max_targets=2, renew_ms=0):
+        return _run_sync(self.core.wait_target(wait_ms, max_targets, renew_ms), self.stream)
 
     def abort(self):
         return _run_sync(self.core.abort(), self.stream)
@@ -750,8 +765,8 @@ class AsyncPN532:
     async def list_target(self, timeout_ms=1000, max_targets=2):
         return await self._run(self.core.list_target(timeout_ms, max_targets))
 
-    async def wait_target(self, wait_ms, max_targets=2):
-        return await self._run(self.core.wait_target(wait_ms, max_targets))
+    async def wait_target(self, wait_ms, max_targets=2, renew_ms=0):
+        return await self._run(self.core.wait_target(wait_ms, max_targets, renew_ms))
 
     async def abort(self):
         return await self._run(self.core.abort())

@@ -160,6 +160,22 @@ def test_a_card_left_on_the_reader_is_decided_once(door) -> None:  # type: ignor
     wait_for(lambda: len(journal(dev, ev.ACCESS_GRANTED)) == 2)
 
 
+def test_a_reader_that_reset_while_the_door_waited_still_reads_cards(door) -> None:  # type: ignore[no-untyped-def]
+    # The chip forgets the InListPassiveTarget the door left pending (a brown-out as the lock's
+    # coil switches; a reader swapped on the link): it stays silent when a card comes, and the
+    # door must send the command again rather than wait for an answer that never comes.
+    dev, io, emu, cards = door
+    good, _ = cards["good"]
+    wait_for(emu.holding)
+    emu.reset_chip()
+    assert not emu.holding()
+    t = io.set_input("rex", False)
+    present(emu, good)
+    io.wait_output("relay", True, timeout_s=20, after_ms=t)
+    emu.remove()
+    assert len(journal(dev, ev.ACCESS_GRANTED)) == 1
+
+
 def test_lockdown_admits_master_cards_only(door) -> None:  # type: ignore[no-untyped-def]
     dev, io, emu, cards = door
     wait_for(lambda: str(io.status().get("reader", "")).startswith("pn532"))

@@ -92,9 +92,9 @@ class _Field:
     async def abort(self):
         pass
 
-    async def wait_target(self, wait_ms):
+    async def wait_target(self, wait_ms, max_targets=2, renew_ms=0):
         """The chip with MaxRetries FF: one activation try every 5 ms until a card answers,
-        or the host gives up after wait_ms."""
+        or the host gives up after wait_ms (a renewal changes nothing for this chip)."""
         assert self.retries == 0xFF
         self.lists += 1
         start = self.clock.t

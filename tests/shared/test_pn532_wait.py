@@ -62,3 +62,50 @@ def test_wait_target_two_cards_are_refused():
     d, s = driver([resp(two), resp(h("53 00"))])
     expect_error(lambda: d.wait_target(200), p.E_TWO_CARDS)
     assert s.sent[-1] == p.encode_frame(p.TFI_HOST, h("52 00"))
+
+
+CARD = h("01 01 03 44 20 07 04 11 22 33 44 55 66 06 75 77 81 02 80")
+LIST = h("00 00 FF 04 FC D4 4A 02 00 E0 00")
+
+
+def test_a_wait_pending_past_renew_ms_is_sent_again():
+    """A chip that reset while it waited (a brown-out, a reader swapped) has forgotten the
+    command and stays silent with a card in the field: the wait that ends renew_ms after the
+    command was sent ends it (ACK), the next sends it again and finds the card. Before that
+    nothing goes on the wire."""
+    d, s = driver([p.ACK, b"", resp(h("4B") + CARD)])
+    for _ in range(4):
+        assert d.wait_target(200, 2, 1000) is None
+        assert s.sent == [LIST]
+    assert d.wait_target(200, 2, 1000) is None and d.core.ticks() == 1000
+    assert s.sent == [LIST, p.ACK]
+    assert d.wait_target(200, 2, 1000).uid == h("04 11 22 33 44 55 66")
+    assert s.sent == [LIST, p.ACK, LIST]
+    assert not d.core.listing
+
+
+def test_without_renew_ms_a_silent_chip_is_waited_for_forever():
+    d, s = driver([p.ACK])
+    for _ in range(50):
+        assert d.wait_target(200) is None
+    assert s.sent == [LIST]
+
+
+def test_a_reader_gone_is_found_out_when_its_wait_is_renewed():
+    d, s = driver([p.ACK])
+    for _ in range(5):
+        assert d.wait_target(200, 2, 1000) is None
+    expect_error(lambda: d.wait_target(200, 2, 1000), p.E_NO_ANSWER)
+    assert s.sent == [LIST, p.ACK, LIST, LIST, LIST]  # sent again twice without an ACK
+
+
+def test_a_half_received_answer_is_not_cut_by_a_renewal():
+    frame = p.encode_frame(p.TFI_PN532, h("4B") + CARD)
+    d, s = driver([p.ACK])
+    for _ in range(4):
+        assert d.wait_target(200, 2, 1000) is None
+    s.rx += frame[:7]  # the chip's answer begins in the wait that reaches renew_ms
+    assert d.wait_target(200, 2, 1000) is None and d.core.ticks() >= 1000
+    s.rx += frame[7:]
+    assert d.wait_target(200, 2, 1000).uid == h("04 11 22 33 44 55 66")
+    assert s.sent == [LIST]
