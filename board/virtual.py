@@ -122,7 +122,10 @@ class IOChannel:
                 except ValueError:
                     reply = {"ok": False, "error": "not JSON"}
                 reply["re"] = True
-                box.append(json.dumps(reply) + "\n")
+                # The line and its end queued apart: a status reply is ~800 bytes, and a copy
+                # of it with "\n" beside the first was the piece a tight heap failed to give.
+                box.append(json.dumps(reply))
+                box.append("\n")
                 self._wake.set()
         except OSError:
             pass
