@@ -29,6 +29,7 @@ filesystem must be treated as lost until it is mounted again (docs/flash-simulat
 """
 
 _CHUNK = 256
+_FF = b"\xff" * _CHUNK  # an erased window, one for every chip
 
 
 class PowerCut(Exception):
@@ -65,7 +66,7 @@ class FlashSim:
         self._landed = None  # bytes of the torn op that land (None: the default share)
         self._dead = False
         self._scratch = bytearray(_CHUNK)
-        self._ff = b"\xff" * _CHUNK
+        self._ff = _FF
         self._file = None
         self._img = None
         self._imv = None
