@@ -15,10 +15,7 @@ from host_tools.image import source
 SKIPPED: set[str] = set()
 # Figures known not to be measurable yet, each with where the reason is written. They must
 # fail (strictly: once one is measured, remove it here), and nothing else may.
-KNOWN_FAILING = {
-    "image.heap_min_tls_kib": "docs/architecture.md, Heap: the 32-bit image's door never completes "
-                              "a TLS handshake while its reader link is connected",
-}
+KNOWN_FAILING: dict[str, str] = {}
 MCU_TOOLS = source.vendored_tarball() is not None \
     and all(shutil.which(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm"))
 BENCHMARKS = {b.name: b for b in discover() if b.name not in SKIPPED}
