@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from firmware import protocol
+from host_tools.platform.cache_tags import CacheTags
 from offline_cache import fmt
 
 FANOUT_WAIT_S = 10.0  # how long every door together may take before each is served alone
@@ -67,10 +67,7 @@ def shares_cache_key(platform: Platform) -> bool:
 def chunks(data: bytes, key: bytes, start: int = 0) -> list[bytes]:
     """The file's pieces from byte `start`, each tagged with `key`: the same for every door
     that shares the site's cache key (a piece names no door), so a fan-out encodes them once."""
-    version = file_version(data)
-    return [protocol.encode_cache_chunk(version, len(data), offset,
-                                        data[offset:offset + protocol.CACHE_CHUNK], key)
-            for offset in range(start, len(data), protocol.CACHE_CHUNK)]
+    return CacheTags(key).pieces(data, start)
 
 
 def send(platform: Platform, device: str, data: bytes, start: int = 0,
@@ -83,8 +80,14 @@ def send(platform: Platform, device: str, data: bytes, start: int = 0,
         for piece in pieces:
             platform.publish(device, "cache", piece)
         return
-    data, door_key = platform.whitelist_for(device, data, key)
-    for piece in chunks(data, _key(platform, door_key), start):
+    signer = getattr(platform, "signer", None)
+    if signer is not None:  # the door's own key (or the site's, as the site file records)
+        tags = signer.tags(device)
+        data = tags.sign_file(data)
+    else:
+        data, door_key = platform.whitelist_for(device, data, key)
+        tags = CacheTags(_key(platform, door_key))
+    for piece in tags.pieces(data, start):
         platform.publish(device, "cache", piece)
 
 

@@ -19,16 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from crypto.hmac256 import hmac_sha256
 from host_tools.cards import sitekeys
-from offline_cache import fmt
+from host_tools.platform.cache_tags import CacheTags
 
 
 def retag(data: bytes, key: bytes) -> bytes:
     """A signed whitelist file (snapshot or delta) with its tag made again under `key`: the
     same content, signed for the door that holds `key`."""
-    body = bytes(data[:-fmt.TAG_SIZE])
-    return body + hmac_sha256(key, body)
+    return CacheTags(key).sign_file(data)
 
 
 class DoorSigner:
@@ -45,6 +43,7 @@ class DoorSigner:
         self._reloaded_at = 0.0
         self.disputed: dict[str, str] = {}  # device -> the keys it claims, against the record
         self._cache: dict[tuple[str, str], bytes] = {}
+        self._tags: dict[str, CacheTags] = {}  # device -> its cache key, prepared (a fan-out)
 
     def __repr__(self) -> str:
         return f"<DoorSigner site={self.site.get('site_id')} per_door={self.per_door} keys hidden>"
@@ -71,6 +70,7 @@ class DoorSigner:
             if site is not None and site.get("site_id") == self.site.get("site_id"):
                 self.site, self.per_door = site, sitekeys.per_door(site)
                 self._cache.clear()
+                self._tags.clear()
         if keys != self.scope(device):
             self.disputed[device] = keys
         else:
@@ -84,6 +84,15 @@ class DoorSigner:
             self._cache[k] = sitekeys.signing_key(self.site, purpose, device)
         return self._cache[k]
 
+    def tags(self, device: str) -> CacheTags:
+        """Door `device`'s cache key, prepared once: a fan-out signs a file and its pieces for
+        each of thousands of doors. Derived again after the site file is read again (a key
+        epoch that moved)."""
+        tags = self._tags.get(device)
+        if tags is None:
+            tags = self._tags[device] = CacheTags(self.key("cache", device))
+        return tags
+
     def whitelist_for(self, device: str, data: bytes) -> bytes:
         """A site-signed whitelist file as door `device` verifies it."""
-        return retag(data, self.key("cache", device))
+        return self.tags(device).sign_file(data)

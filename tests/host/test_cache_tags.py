@@ -1,0 +1,66 @@
+"""The host's whitelist tags (host_tools/platform/cache_tags.py, the standard library's HMAC)
+are the door's own bytes: the piece tag of firmware.protocol and the file tag offline_cache
+checks, both over crypto.hmac256; a piece or a file changed in any byte, or under another
+key, does not pass."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crypto.hmac256 import hmac_sha256
+from firmware import protocol
+from host_tools.cards.kit import SiteKit
+from host_tools.platform.cache_tags import CacheTags
+from offline_cache import fmt
+
+keys = st.binary(min_size=16, max_size=80)  # longer than a block too: hashed first
+u32 = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@given(keys, u32, u32, u32, st.binary(max_size=300))
+def test_a_piece_tag_is_the_doors(key: bytes, version: int, total: int, offset: int,
+                                  data: bytes) -> None:
+    tags = CacheTags(key)
+    want = protocol.cache_chunk_tag(key, version, total, offset, data)
+    assert tags.piece_tag(version, total, offset, data) == want
+    assert tags.piece_ok(version, total, offset, data, want)
+    assert not tags.piece_ok(version, total, (offset + 1) % 2**32, data, want)
+    assert not CacheTags(key + b"x").piece_ok(version, total, offset, data, want)
+
+
+@given(keys, st.binary(min_size=fmt.TAG_SIZE, max_size=400), st.data())
+def test_a_file_tag_is_the_doors(key: bytes, data: bytes, draw: st.DataObject) -> None:
+    tags = CacheTags(key)
+    signed = tags.sign_file(data)
+    body = data[:-fmt.TAG_SIZE]
+    assert signed == body + hmac_sha256(key, body)
+    assert tags.file_ok(signed) and tags.file_ok(memoryview(signed))
+    at = draw.draw(st.integers(min_value=0, max_value=len(signed) - 1))
+    bad = bytearray(signed)
+    bad[at] ^= 1
+    assert not tags.file_ok(bytes(bad))
+    assert not CacheTags(key[::-1] + b"\x01").file_ok(signed)
+    assert not tags.file_ok(signed[:fmt.TAG_SIZE - 1])
+
+
+def test_a_files_pieces_are_the_doors_messages() -> None:
+    """A whitelist file of several pieces, from the start and from a resume point: each
+    message is what protocol.encode_cache_chunk makes, and the door's decoder takes it."""
+    site = SiteKit()
+    cards = [fmt.pack_record(bytes([i >> 8, i & 255]) * 4, fmt.ACTIVE, False, 0, 0, 65535, 1)
+             for i in range(1, 600)]
+    data = fmt.build(site.cache_key, fmt.KIND_SNAPSHOT, 7, 0, site.site_id, 0xFFFF, 0, cards, {}, [], 0)
+    assert len(data) > 2 * protocol.CACHE_CHUNK
+    for start in (0, protocol.CACHE_CHUNK):
+        got = CacheTags(site.cache_key).pieces(data, start)
+        offsets = range(start, len(data), protocol.CACHE_CHUNK)
+        assert got == [protocol.encode_cache_chunk(7, len(data), o, data[o:o + protocol.CACHE_CHUNK],
+                                                   site.cache_key) for o in offsets]
+        version, total, offset, tag, piece = protocol.decode_cache_chunk(got[-1])
+        assert (version, total) == (7, len(data)) and offset + len(piece) == total
+        assert tag == protocol.cache_chunk_tag(site.cache_key, 7, total, offset, piece)
+    assert struct.unpack(">I", got[0][4:8])[0] == 7
+    assert "key" not in repr(CacheTags(site.cache_key)).replace("key hidden", "")
