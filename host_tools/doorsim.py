@@ -6,9 +6,12 @@ A `SimDoor` does what the firmware's uplink does on the wire: presence (retained
 will) and registration on connect, events sent in batches from the first unacknowledged one,
 freed only by the platform's ack, resent after a reconnect; it answers the platform's announce
 request, and takes whitelist updates on its `cache` topic, reporting the version it now holds.
-It keeps its journal in memory and never loses it: the figures it gives are the platform's and
-the broker's. The card decision, the journal's flash format and the crypto are the firmware's
-own business and are measured on the virtual device and the bare-metal build.
+With its cache key (`cache_key`: the door's own on a per-door site) it checks every piece's tag
+and the whole file's tag as the firmware does (firmware/cache_sync.py) and takes nothing that
+fails; without one it takes the pieces unchecked. It keeps its journal in memory and never
+loses it: the figures it gives are the platform's and the broker's. The card decision and the
+journal's flash format are the firmware's own business, measured on the virtual device and
+the bare-metal build.
 
 `MiniMQTT` is a small asyncio MQTT 3.1.1 client (QoS 0/1, clean sessions) with no thread per
 connection, so one process holds 16,900 of them.
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware import protocol
+from host_tools.platform.cache_tags import CacheTags
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = (
     1, 2, 3, 4, 8, 9, 12, 13, 14)
@@ -53,9 +57,10 @@ class MiniMQTT:
     PUBLISH received (QoS 1 ones are acknowledged after it returns)."""
 
     def __init__(self, client_id: str, on_message: Callable[[str, bytes, bool], None],
-                 keepalive: int = 60) -> None:
+                 keepalive: int = 60, on_close: Callable[[], None] | None = None) -> None:
         self.client_id = client_id
         self.on_message = on_message
+        self.on_close = on_close  # called when the connection ends
         self.keepalive = keepalive
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -174,6 +179,8 @@ class MiniMQTT:
                 fut.set_exception(MQTTClosed("connection closed"))
         self._acks.clear()
         self.closed.set()
+        if self.on_close is not None:
+            self.on_close()
 
     async def close(self, clean: bool = True) -> None:
         """Disconnect (clean: DISCONNECT first, so the broker does not publish the will)."""
@@ -204,9 +211,13 @@ class SimDoor:
     updated_at: dict[int, float] = field(default_factory=dict)  # whitelist version -> when held
     connects: int = 0
     announces: int = 0
+    cache_key: bytes | None = None  # checks each piece and file as the door does (None: no check)
+    refused: int = 0  # pieces or files whose tag was wrong
     _client: MiniMQTT | None = None
     _wake: asyncio.Event | None = None  # made in run(): an Event belongs to one event loop
     _cache: dict[int, int] = field(default_factory=dict)  # version -> bytes received
+    _file: dict[int, bytearray] = field(default_factory=dict)  # version -> the file so far
+    _tags: CacheTags | None = None
     _rewind: bool = False
 
     def record(self, code: int = 1, arg: int = 0) -> int:
@@ -237,17 +248,39 @@ class SimDoor:
             self._kick()
         elif leaf == "cache":
             with contextlib.suppress(protocol.ProtocolError):
-                version, total, offset, _tag, data = protocol.decode_cache_chunk(payload)
-                have = self._cache.get(version, 0)
-                if offset == have:
-                    self._cache[version] = have + len(data)
-                if self._cache.get(version) == total and version > self.whitelist:
-                    self.whitelist = version
-                    self.updated_at[version] = time.monotonic()
-                    if self._client is not None:
-                        with contextlib.suppress(MQTTClosed, OSError):
-                            self._client.publish_nowait(protocol.topic(self.device, "cache_state"),
-                                                        protocol.encode_cache_state(version))
+                self._piece(*protocol.decode_cache_chunk(payload))
+
+    def _piece(self, version: int, total: int, offset: int, tag: bytes, data: memoryview) -> None:
+        """One whitelist piece: its tag checked first, written in order; the whole file's tag
+        checked once the last piece is in (firmware/cache_sync.py)."""
+        if self.cache_key is not None:
+            if self._tags is None:
+                self._tags = CacheTags(self.cache_key)
+            if not self._tags.piece_ok(version, total, offset, data, tag):
+                self.refused += 1
+                return
+        have = self._cache.get(version, 0)
+        if offset == have:
+            self._cache[version] = have + len(data)
+            if self._tags is not None:
+                self._file.setdefault(version, bytearray()).extend(data)
+        if self._cache.get(version) != total or version <= self.whitelist:
+            return
+        if self._tags is not None:
+            whole = self._file.pop(version)
+            if not self._tags.file_ok(whole):
+                self.refused += 1
+                self._cache.pop(version)
+                self._report(protocol.encode_cache_state(self.whitelist, reason="bad_tag"))
+                return
+        self.whitelist = version
+        self.updated_at[version] = time.monotonic()
+        self._report(_held(version))
+
+    def _report(self, state: bytes) -> None:
+        if self._client is not None:
+            with contextlib.suppress(MQTTClosed, OSError):
+                self._client.publish_nowait(protocol.topic(self.device, "cache_state"), state)
 
     def _kick(self) -> None:
         if self._wake is not None:
@@ -265,10 +298,11 @@ class SimDoor:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, send, reconnect (next broker, backoff), until `stop` is set."""
         self._wake = asyncio.Event()
+        _kick_when_set(stop, self)
         attempt = 0
         while not stop.is_set():
             host, port = self.brokers[attempt % len(self.brokers)]
-            client = MiniMQTT(self.device, self._on_message, keepalive=30)
+            client = MiniMQTT(self.device, self._on_message, keepalive=30, on_close=self._kick)
             try:
                 await client.connect(host, port, will=(protocol.topic(self.device, "presence"),
                                                        protocol.encode_presence(False)))
@@ -315,14 +349,50 @@ class SimDoor:
             assert self._wake is not None
             self._wake.clear()
             before = self.acked
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+            if sent > self.acked:  # acks awaited: look again each second (resend after 10 s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+            else:  # idle, as a door is: woken by an event, an ack, the connection's end, stop
+                await self._wake.wait()
             if self.acked != before:
                 last_progress = time.monotonic()
 
     @property
     def backlog(self) -> int:
         return self.next_seq - 1 - self.acked
+
+
+_STATES: dict[int, bytes] = {}
+
+
+def _held(version: int) -> bytes:
+    """The state "holds `version`": the same bytes for every door, encoded once."""
+    state = _STATES.get(version)
+    if state is None:
+        state = _STATES[version] = protocol.encode_cache_state(version)
+    return state
+
+
+_STOP_WATCH: dict[int, tuple[asyncio.Event, list[SimDoor], asyncio.Task[None]]] = {}
+
+
+def _kick_when_set(stop: asyncio.Event, door: SimDoor) -> None:
+    """Wake `door` when `stop` is set: one task per stop event, not one per idle door."""
+    watch = _STOP_WATCH.get(id(stop))
+    if watch is None or watch[0] is not stop:
+        doors: list[SimDoor] = []
+
+        async def kick() -> None:
+            try:
+                await stop.wait()
+                for d in doors:
+                    d._kick()
+            finally:
+                _STOP_WATCH.pop(id(stop), None)
+
+        watch = _STOP_WATCH[id(stop)] = (stop, doors, asyncio.ensure_future(kick()))
+    watch[1].append(door)
 
 
 # -- a process of simulated doors, for the scale benchmark --------------------------------
@@ -348,8 +418,17 @@ async def _serve(args: object) -> None:
     brokers = [(h, int(p)) for h, p in (b.rsplit(":", 1) for b in a.broker)]
     doors = [SimDoor(f"{a.prefix}{i}", brokers[i % len(brokers):] + brokers[:i % len(brokers)],
                      batch=a.batch) for i in range(a.doors)]
+    site = None
+    if a.keys:
+        from pathlib import Path
+
+        from host_tools.cards import sitekeys
+
+        site, _ = sitekeys.load(Path(a.keys), for_doors=True)
     for d in doors:
         d.whitelist = a.whitelist
+        if site is not None:  # as each door was commissioned: its own key on a per-door site
+            d.cache_key = sitekeys.signing_key(site, "cache", d.device)
         for _ in range(a.events):
             d.record()
     stop = asyncio.Event()
@@ -391,7 +470,7 @@ async def _serve(args: object) -> None:
                 say(event="recorded", t=time.monotonic())
             elif word[:1] == ["updates"]:  # when each door got whitelist version N
                 v = int(word[1])
-                say(event="updates", version=v,
+                say(event="updates", version=v, refused=sum(d.refused for d in doors),
                     at=[d.updated_at.get(v) for d in doors])
             elif word[:1] == ["online"]:
                 n = sum(1 for d in doors if d._client is not None and not d._client.closed.is_set())
@@ -417,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--events", type=int, default=0, help="events each door holds at start")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--whitelist", type=int, default=0, help="the whitelist version each door holds")
+    ap.add_argument("--keys", help="the site key file: each door checks its whitelist pieces "
+                                   "with the cache key it would hold")
     args = ap.parse_args(argv)
     _raise_fd_limit()
     asyncio.run(_serve(args))
