@@ -64,3 +64,17 @@ def test_a_files_pieces_are_the_doors_messages() -> None:
         assert tag == protocol.cache_chunk_tag(site.cache_key, 7, total, offset, piece)
     assert struct.unpack(">I", got[0][4:8])[0] == 7
     assert "key" not in repr(CacheTags(site.cache_key)).replace("key hidden", "")
+
+
+def test_a_door_key_is_derived_as_the_door_kdf_says() -> None:
+    """sitekeys.door_key (the standard library's HMAC) against crypto.hmac256 over the KDF's
+    input: the key a door was commissioned with is the one the platform signs with."""
+    from host_tools.cards import sitekeys
+
+    site = SiteKit(per_door=True).keys
+    master = bytes.fromhex(site["keys"]["door_master"])
+    for purpose in sitekeys.DOOR_PURPOSES:
+        for device, epoch in (("city.d1", 1), ("hz.b1.d7", 3)):
+            want = hmac_sha256(master, sitekeys.DOOR_KDF_LABEL + purpose.encode() + b"|"
+                               + device.encode() + b"|" + epoch.to_bytes(4, "big"))
+            assert sitekeys.door_key(site, purpose, device, epoch) == want
