@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.cards import CardRegistry
 from host_tools.platform.distribute import sync
@@ -62,9 +63,11 @@ class Sim:
     """The simulated doors' process, driven over its stdin/stdout (doorsim.main)."""
 
     def __init__(self, brokers: list[str], doors: int, prefix: str, events: int = 0,
-                 whitelist: int = 0) -> None:
+                 whitelist: int = 0, keys: Path | None = None) -> None:
         args = [sys.executable, "-m", "host_tools.doorsim", "--doors", str(doors), "--prefix", prefix,
                 "--events", str(events), "--whitelist", str(whitelist)]
+        if keys is not None:
+            args += ["--keys", str(keys)]
         for b in brokers:
             args += ["--broker", b]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -138,8 +141,10 @@ def _p(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str) -> None:
-    site = SiteKit()
+def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str, tmp: Path) -> None:
+    site = SiteKit(per_door=True)  # as `doorctl card keys init` makes a site: each door its own keys
+    keys = tmp / "site-keys.json"
+    sitekeys.write_secret(keys, site.keys)
     store = Store(db_url)
     reg = CardRegistry(store, site.keys)
     today = time.gmtime()
@@ -148,12 +153,12 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str)
     day = date(today.tm_year, today.tm_mon, today.tm_mday)
     reg.issue("ab" * 8, "r-1", "101", [0], day - timedelta(days=30), day + timedelta(days=365))
     version = reg.version()
-    sim = Sim([f"{broker.host}:{broker.port}"], DOORS, "city.d", whitelist=version)
+    sim = Sim([f"{broker.host}:{broker.port}"], DOORS, "city.d", whitelist=version, keys=keys)
     try:
         online = sim.expect("online", timeout=900)
         out["scale.doors_online"] = float(online["doors"])
         out["scale.connect_s"] = float(online["since_start"])
-        with Platform(store, broker.host, broker.port, ingest=False) as platform:
+        with Platform(store, broker.host, broker.port, ingest=False, site_keys=site.keys) as platform:
             t0 = time.monotonic()
             _wait(lambda: len(platform.cache_states) >= DOORS, 600, "every door's whitelist state")
             out["scale.presence_s"] = time.monotonic() - t0
@@ -178,7 +183,10 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str)
             if failed:
                 raise RuntimeError(f"{len(failed)} doors did not take the lost card: {result[failed[0]]}")
             sim.send(f"updates {reg.version()}")
-            at = sim.expect("updates")["at"]
+            updates = sim.expect("updates")
+            if updates["refused"]:
+                raise RuntimeError(f"{updates['refused']} whitelist pieces failed a door's check")
+            at = updates["at"]
             lat = [t - start for t in at if t is not None]
             if len(lat) != DOORS:
                 raise RuntimeError(f"{DOORS - len(lat)} doors report no new whitelist")
@@ -235,7 +243,7 @@ def run(names: set[str]) -> dict[str, float]:
         if names & {"scale.doors_online", "scale.connect_s", "scale.presence_s",
                     "scale.lost_card_p50_s", "scale.lost_card_p95_s", "scale.lost_card_platform_cpu_s",
                     "scale.lost_card_sim_cpu_s", "scale.lost_card_broker_cpu_s"}:
-            _online_and_lost_card(out, broker, pg.create_database("city"))
+            _online_and_lost_card(out, broker, pg.create_database("city"), Path(tmp))
         if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s",
                     "scale.broker_cpu_s", "scale.db_cpu_s"}:
             got = _drain(broker, pg.create_database("drain"), 2, "drain.d", pg.pid)
