@@ -39,6 +39,7 @@ from crypto.hmac256 import hmac_sha256
 from firmware import protocol
 from host_tools.platform import scope_alarms
 from host_tools.platform.door_signing import DoorSigner
+from host_tools.platform.paho_window import WindowedClient
 from host_tools.platform.store import Store
 
 log = logging.getLogger("doorctl.platform")
@@ -148,7 +149,7 @@ class Platform:
         # then wait for the doors to resend them. Nothing is lost either way: a door keeps
         # every event until the platform acknowledges it.
         self._client_id = client_id or f"platform-{uuid.uuid4().hex[:8]}"
-        self._client = mqtt.Client(
+        self._client = WindowedClient(  # paho's, its window refilled in constant time
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             clean_session=client_id is None, manual_ack=True,
