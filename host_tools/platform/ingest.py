@@ -24,6 +24,7 @@ site's `command` key, acknowledgements carry a MAC the door checks before it fre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -389,6 +390,9 @@ class Platform:
             # (sent by one instance: the lease holder), signed with the door's nonce.
             self._nonces[device] = p.get("nonce", "")
             self.publish(device, "time", self.time_message(device, p.get("nonce", "")))
+            if self.signer is not None:
+                with contextlib.suppress(ValueError):  # its cache key, prepared while the door
+                    self.signer.tags(device)           # is online: a fan-out derives nothing
 
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:
         device, leaf = protocol.split_topic(topic)

@@ -72,3 +72,18 @@ def test_a_fanout_asks_the_registry_for_its_version_once_not_once_per_door(tmp_p
     reg.version = counted  # type: ignore[method-assign]
     assert sync(p, reg, doors) == {d: "current" for d in doors}
     assert 1 <= len(asked) <= 3
+
+
+def test_a_door_online_has_its_cache_key_prepared_before_any_fanout(tmp_path: Path) -> None:
+    """On a per-door site the platform derives a door's cache key when the door comes online,
+    so a lost card's fan-out signs for every door without deriving one."""
+    from host_tools.cards.kit import SiteKit
+
+    site = SiteKit(per_door=True)
+    p = Platform(Store(str(tmp_path / "p.db")), "127.0.0.1", 1, lease=False, site_keys=site.keys)
+    assert p.signer is not None
+    online = protocol.encode_presence(True, 1, "fw", "0a1b2c3d4e5f6071")
+    p._handle(protocol.topic("city.d7", "presence"), online)
+    assert set(p.signer._tags) == {"city.d7"}
+    data = p.signer.whitelist_for("city.d7", b"\0" * 100)
+    assert data == p.signer.tags("city.d7").sign_file(b"\0" * 100)
