@@ -39,6 +39,7 @@ from offline_cache.fmt import (
     tags_equal,
     unpack_record,
 )
+from offline_cache.native import guess
 from offline_cache.native import upper as _upper
 
 try:
@@ -237,6 +238,27 @@ class Table:
         start = lo * self.stride
         end = min(n, start + self.stride)
         buf = self.buf
+        if native is not None and end - start > _BUF and lo + 1 < self.entries:
+            # Card references are keyed hashes, spread evenly: where `ref` falls between this
+            # index entry and the next says where its record is. One read of the 32 records
+            # around that place (+-16: about 95 % of cards in a 256-record stride) usually
+            # ends the search: a littlefs read at a new place costs ~7,500 instructions on a
+            # Cortex-M3, mostly the walk of the file's block list, ~1,000 more per 128 bytes.
+            # When it does not, what it showed narrows the range as a search step would.
+            mid = start + guess(idx, lo, ref, end - start) - (_BUF >> 2)
+            if mid < start:
+                mid = start
+            elif mid > end - (_BUF >> 1):
+                mid = end - (_BUF >> 1)
+            self._read(mid, _BUF >> 1)
+            u = native(buf, _BUF >> 1, _REC, ref)
+            hi = u >> 1  # records of the window <= ref
+            if hi == 0:
+                end = mid
+            elif hi < (_BUF >> 1) or mid + (_BUF >> 1) == end:
+                return (hi - 1) * _REC if u & 1 else -1
+            else:
+                start = mid + (_BUF >> 1) - 1
         while end - start > _BUF:  # narrow on flash: answer in [start, end)
             mid = (start + end) >> 1
             self._read(mid, 1)

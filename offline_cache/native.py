@@ -40,14 +40,48 @@ def upper(buf, n: int, stride: int, ref) -> int:
                 break
             k += 1
     return (lo << 1) | eq
+
+@micropython.viper
+def guess(buf, n: int, ref, stride: int) -> int:
+    p = ptr8(buf)
+    r = ptr8(ref)
+    o = n * 8
+    mid = o + 8
+    k = 0
+    while k < 5:
+        if p[o + k] != p[mid + k]:
+            break
+        k += 1
+    lo = (int(p[o + k]) << 16) | (int(p[o + k + 1]) << 8) | int(p[o + k + 2])
+    hi = (int(p[mid + k]) << 16) | (int(p[mid + k + 1]) << 8) | int(p[mid + k + 2])
+    c = (int(r[k]) << 16) | (int(r[k + 1]) << 8) | int(r[k + 2])
+    if c <= lo:
+        return 0
+    if c >= hi:
+        return stride - 1
+    eq = (hi - lo) // stride
+    if eq == 0:
+        return (c - lo) * stride // (hi - lo)
+    c = (c - lo) // eq
+    if c >= stride:
+        return stride - 1
+    return c
 """
 
 
 def _compile():
-    """upper(buf, n, stride, ref): of the n sorted 8-byte keys in `buf`, `stride` bytes apart,
-    how many are <= ref, times 2, plus 1 when the last of them equals ref. None: no emitter."""
+    """(upper, guess), or (None, None) where there is no emitter.
+
+    upper(buf, n, stride, ref): of the n sorted 8-byte keys in `buf`, `stride` bytes apart,
+    how many are <= ref, times 2, plus 1 when the last of them equals ref.
+    guess(buf, n, ref, stride): where in [0, stride) `ref` falls between the 8-byte keys n and
+    n + 1 of `buf` (buf[n] <= ref < buf[n + 1]) if the stride's keys are evenly spread, by
+    linear interpolation on the 24 bits after the two keys' common prefix (at most 5 bytes).
+    Only a starting point: the search checks what it reads there. Its names are upper's
+    (each new name would be one more string interned in the heap, where the source is
+    compiled)."""
     if sys.implementation.name != "micropython":
-        return None
+        return None, None
     import gc
 
     scope = {}
@@ -55,10 +89,10 @@ def _compile():
     try:  # and are collected before the caller's long-lived objects (a cache's index) are made
         exec(_SOURCE, scope)
     except (SyntaxError, NotImplementedError, ValueError):  # no native emitter in this port
-        return None
+        return None, None
     finally:
         gc.collect()
-    return scope["upper"]
+    return scope["upper"], scope["guess"]
 
 
-upper = _compile()
+upper, guess = _compile()

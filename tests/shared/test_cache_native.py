@@ -1,13 +1,14 @@
 # mpy-heapsize: 160K
 # The lookup's native search (offline_cache/native.py) gives the bytecode search's answers,
 # on every interpreter: MicroPython compiles it with its native emitter, CPython has none.
+import gc
 import sys
 
 from offline_cache import cache as cmod
 from offline_cache import fmt
 from offline_cache.cache import Cache
 from offline_cache.native import upper
-from tests.scratch import private_dir
+from tests.scratch import fresh_dir, private_dir
 
 KEY = b"n" * 32
 SITE = 7
@@ -102,3 +103,64 @@ def test_cache_lookups_are_the_same_with_and_without_the_native_search():
     finally:
         cmod._upper = saved
     c.close()
+
+
+def _agree_on(name, values, stride_cap=4):
+    """A whitelist of the given 8-byte references (as ints): every probe gives the same
+    lookup and decision with and without the native search. Returns the number of flash
+    reads of each native decision."""
+    d = fresh_dir(name)
+    refs = [v.to_bytes(8, "big") for v in values]
+    cmod.MAX_INDEX = stride_cap  # strides of several hundred records: interpolation is tried
+    try:
+        with open(d + "/in.bin", "wb") as f:
+            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, len(refs),
+                      (fmt.pack_record(r, fmt.ACTIVE, False, 0, DAY - 1, DAY + 1, 1)
+                       for r in refs), {}, [])
+        c = Cache(d, KEY, SITE)
+        c.apply(d + "/in.bin")
+    finally:
+        cmod.MAX_INDEX = 512
+    probes = refs[::3] + [refs[0], refs[-1], bytes(8), b"\xff" * 8]
+    probes += [r[:7] + bytes([(r[7] + 1) & 255]) for r in refs[1::4]]
+    saved, read = cmod._upper, cmod.Table._read
+    reads, count = [], [0]
+
+    def counted(self, first, k):
+        count[0] += 1
+        return read(self, first, k)
+
+    cmod.Table._read = counted
+    try:
+        for q in probes:
+            answers = []
+            for native in (saved, None):
+                cmod._upper = native
+                found = c.lookup(q)
+                count[0] = 0
+                answers.append((found, c.decide(q, 0, NOON)))
+                if native is not None:
+                    reads.append(count[0])  # the native decision's flash reads
+            assert answers[0] == answers[1], q
+            assert answers[0][1][0] == (q in refs), q
+    finally:
+        cmod._upper = saved
+        cmod.Table._read = read
+        c.close()
+    return reads
+
+
+def test_interpolated_reads_find_cards_however_the_references_are_spread():
+    # The native search reads first where interpolation between two index entries points.
+    # References spread evenly are found by that one read; denser at the start of a stride
+    # (the guess falls after the card) or at its end (before it), the search goes on from
+    # what the read showed and gives the bytecode search's answers.
+    n = 520  # 3 strides of 256 records with an index of at most 4 entries
+    even = _agree_on("interp-even", [0x0123456789 + 7919 * i for i in range(n)])
+    gc.collect()
+    early = _agree_on("interp-early", [i * i * i for i in range(n)])
+    gc.collect()
+    late = _agree_on("interp-late", [n * n * n - (n - i) ** 3 for i in range(n + 1)][1:])
+    if upper is not None:  # only MicroPython interpolates: count its reads
+        assert max(even) == 1
+        assert max(early) > 1 and max(late) > 1
