@@ -42,6 +42,15 @@ def test_growth_within_five_percent_and_shrinking_pass() -> None:
     assert failures == [] and len(notes) == 2
 
 
+def test_a_count_over_its_goal_fails_even_within_five_percent_of_the_table() -> None:
+    failures, _ = mcu.check_growth(
+        {"mcu.insn_decision_100k": 50_001.0, "mcu.insn_ev2_session": 1_000_000.0},
+        {"mcu.insn_decision_100k": "49,000", "mcu.insn_ev2_session": "990,000"})
+    assert failures == ["mcu.insn_decision_100k is 50,001, over its goal of 50,000 (issue 15)"]
+    failures, _ = mcu.check_growth({"mcu.insn_ev2_session": 1_000_001.0}, {})
+    assert len(failures) == 1 and failures[0].startswith("mcu.insn_ev2_session is 1,000,001")
+
+
 def test_figures_not_in_the_table_are_reported_only() -> None:
     failures, notes = mcu.check_growth({"mcu.section.decision.lookup": 5.0,
                                         "mcu.decision_100k_ms_240mhz": 9.0}, {})
