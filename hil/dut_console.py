@@ -1,6 +1,7 @@
-"""The door's console on a bench: its USB serial port, driven with the real mpremote, for
-commissioning (host_tools.vdev.provision: the same atomic file writes `doorctl commission`
-uses), its status, and the journal wipe that makes a freshly commissioned door."""
+"""The door's console on a bench: its USB serial port, driven with the real mpremote through
+host_tools/console.py, for commissioning (host_tools.vdev.provision: the same atomic file
+writes `doorctl commission` uses), its status, and the journal wipe that makes a freshly
+commissioned door."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from typing import Any
 
 from hil.rig import RigError
+from host_tools import console
 from host_tools.errors import UserError
 from host_tools.vdev import provision
 
@@ -36,11 +38,9 @@ class DutConsole:
 
     def run(self, program: str, timeout: float = 30.0) -> str:
         try:
-            return provision.mpremote(self.port, "exec", program, timeout=timeout)
+            return console.mpremote(self.port, "exec", program, timeout=timeout)
         except UserError as e:
             raise RigError(f"the door's console: {e}") from None
-        except subprocess.TimeoutExpired:
-            raise RigError(f"the door's console on {self.port} did not answer in {timeout:.0f} s") from None
 
     def wait_up(self, timeout: float = 60.0) -> None:
         """Until the firmware answers on the console (after power-up)."""
@@ -71,8 +71,10 @@ class DutConsole:
     def hold_wiped(self, timeout: float = 60.0) -> subprocess.Popen[str]:
         """Erase the journal and hold the firmware still; returns the console process, to be
         ended once the door's power is cut."""
-        proc = subprocess.Popen([provision.MPREMOTE, "connect", self.port, "exec", WIPE],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            proc = console.open_exec(self.port, WIPE)
+        except UserError as e:
+            raise RigError(f"the door's console: {e}") from None
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         seen = []

@@ -10,10 +10,8 @@ what is already deployed; then the changed files are copied in batches; one prog
 verifies every hash; the manifest is written. A re-deploy with nothing changed costs two
 runs.
 
-`mpremote` is run as a command, not imported: its command line is the interface it keeps
-stable across releases (its Python modules were renamed and reorganised between 1.19 and
-1.2x), its errors arrive as text we can turn into one line, and it cannot leave our process
-with a half-open serial port.
+The console (port checks, handshake, `mpremote` runs and their one-line errors) is
+host_tools/console.py's, shared with commissioning, the self-test and the rig.
 """
 
 from __future__ import annotations
@@ -21,16 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware import VERSION
+from host_tools.console import check_port, handshake, mpremote
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, UserError
 from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree
 from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
@@ -181,110 +178,6 @@ class DeployResult:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     manifest: dict[str, object] = field(default_factory=dict)
-
-
-def mpremote(port: str, *args: str, timeout: float = 120) -> str:
-    """Run `mpremote connect PORT ARGS…`; its failures become one-line UserErrors.
-
-    Every step of a deploy is idempotent, so a step that meets a MemoryError on the device
-    (the heap beside a running firmware is small and fragmented) is run once more.
-    """
-    for attempt in (1, 2):
-        try:
-            proc = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True,
-                                  text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise UserError("mpremote is not installed: run ./dev setup",
-                            EXIT_MISSING_TOOL) from None
-        except subprocess.TimeoutExpired:
-            raise UserError(f"nothing answers on {port}: is a MicroPython device attached and "
-                            "not busy? (close other serial terminals, press the board's reset)",
-                            EXIT_NO_DEVICE) from None
-        if proc.returncode == 0:
-            return proc.stdout
-        if "MemoryError" not in proc.stdout + proc.stderr or attempt == 2:
-            break
-    if "MemoryError" in proc.stdout + proc.stderr:
-        raise UserError(f"the device on {port} ran out of memory: run deploy again; if it "
-                        "repeats, start the board in safe mode (hold REX at power-up) and deploy")
-    raise _mpremote_error(port, proc.stdout, proc.stderr)
-
-
-def _mpremote_error(port: str, stdout: str, stderr: str) -> UserError:
-    text = (stdout + stderr).strip()
-    last = text.splitlines()[-1] if text else "no output"
-    if "could not enter raw repl" in text:
-        # mpremote prints what it received instead of the raw-REPL banner.
-        if any(line.strip() == "b''" for line in stdout.splitlines()):
-            return UserError(f"nothing answers on {port}: is the device powered and running "
-                             "MicroPython? (check the cable, press the board's reset)",
-                             EXIT_NO_DEVICE)
-        return UserError(f"the device on {port} is not running MicroPython (no raw REPL): "
-                         "flash MicroPython onto it first (see docs/hardware.md)",
-                         EXIT_NO_DEVICE)
-    if "failed to access" in text or "No such file" in text or "no device found" in text:
-        return UserError(f"cannot open {port}: {last}", EXIT_NO_DEVICE)
-    return UserError(f"mpremote failed on {port}: {last}")
-
-
-def check_port(port: str) -> None:
-    if port.startswith("/dev/") and not os.path.exists(port):
-        raise UserError(f"port {port} does not exist: check the USB cable, then list ports with "
-                        "`ls /dev/ttyUSB* /dev/ttyACM*`", EXIT_NO_DEVICE)
-
-
-RAW_BANNER = b"raw REPL; CTRL-B to exit"
-ANSWER_WAIT_S = 3.0  # for a first byte after Ctrl-C, Ctrl-A (a board may still be booting)
-QUIET_S = 0.5  # no more bytes for this long: the device has said what it has to say
-ROUND_MAX_S = 8.0
-
-
-def handshake(port: str) -> None:
-    """Check, before mpremote runs, that a MicroPython raw REPL answers on `port`.
-
-    mpremote blocks forever on a pty where nothing answers, and reports "could not enter raw
-    repl" both for a silent port and for a device that is not MicroPython. Here: Ctrl-C
-    (stop a running program), Ctrl-A (enter the raw REPL), look for its banner, Ctrl-B (back
-    to the normal REPL, as mpremote expects to find it).
-    """
-    import serial  # pyserial, installed with mpremote
-
-    try:
-        link = serial.serial_for_url(port, baudrate=115200, timeout=0.05, exclusive=True)
-    except (OSError, serial.SerialException, ValueError) as e:
-        reason = str(e).split(": ", 1)[-1] if str(e) else type(e).__name__
-        raise UserError(f"cannot open {port}: {reason} (is another program using it? close "
-                        "serial terminals and other doorctl commands)", EXIT_NO_DEVICE) from None
-    received = b""
-    try:
-        for _ in (1, 2):  # the second round covers a board that was still booting
-            link.write(b"\r\x03\x03")
-            time.sleep(0.1)
-            link.write(b"\r\x01")
-            start = last = time.monotonic()
-            while True:
-                chunk = link.read(256)
-                now = time.monotonic()
-                if chunk:
-                    received = (received + chunk)[-4096:]
-                    last = now
-                    if RAW_BANNER in received:
-                        link.write(b"\r\x02")
-                        link.flush()
-                        return
-                    if now - start > ROUND_MAX_S:
-                        break  # a device that talks on and on, but never a raw REPL
-                elif (received and now - last > QUIET_S) or now - start > ANSWER_WAIT_S:
-                    break
-    except (OSError, serial.SerialException) as e:
-        raise UserError(f"cannot talk to {port}: {e}", EXIT_NO_DEVICE) from None
-    finally:
-        link.close()
-    if not received:
-        raise UserError(f"nothing answers on {port}: is the device powered and running "
-                        "MicroPython? (check the cable, press the board's reset)", EXIT_NO_DEVICE)
-    raise UserError(f"the device on {port} is not running MicroPython (no raw REPL): flash "
-                    "MicroPython onto it first (see docs/hardware.md)", EXIT_NO_DEVICE)
 
 
 def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:

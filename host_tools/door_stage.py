@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_tools.console import mpremote
 from host_tools.errors import EXIT_FAILED, UserError
-from host_tools.vdev.provision import mpremote
 
 SUFFIX = ".stage"  # firmware/staging.py
 RECORD = "stage.json"
@@ -128,7 +128,7 @@ class Transaction:
     def begin(self) -> None:
         """Finish a commit not yet applied (never drop it: its files may be half moved), check
         the door can take a staged transaction and has room for it."""
-        out = mpremote(self.port, "exec", _BEGIN % (list(self.files),))
+        out = mpremote(self.port, "exec", _BEGIN % (list(self.files),), timeout=RUN_TIMEOUT_S)
         if "STAGING 1" not in out:
             raise UserError(f"the firmware on {self.port} cannot apply a staged commissioning: "
                             "run `doorctl deploy` first", EXIT_FAILED)
@@ -156,7 +156,7 @@ class Transaction:
             with tempfile.TemporaryDirectory(prefix="doorctl-stage-") as tmp:
                 src = Path(tmp) / "f"
                 src.write_bytes(data)
-                mpremote(self.port, "fs", "cp", "-f", str(src), ":" + path)
+                mpremote(self.port, "fs", "cp", "-f", str(src), ":" + path, timeout=RUN_TIMEOUT_S)
             self.resumed_from[target] = 0
             if self.progress:
                 self.progress(before + len(data), total)
@@ -164,7 +164,7 @@ class Transaction:
         start = self._resume_point(path, data, self._have.get(target, 0))
         self.resumed_from[target] = start
         if start == 0:
-            mpremote(self.port, "exec", f"open({path!r},'wb').close()")
+            mpremote(self.port, "exec", f"open({path!r},'wb').close()", timeout=RUN_TIMEOUT_S)
         if self.progress:
             self.progress(before + start, total)
         pos = start
@@ -178,7 +178,8 @@ class Transaction:
                     args.append("+")
                 args += ["exec", _APPEND % (path, piece)]
                 pos += PIECE
-            mpremote(self.port, *args, timeout=RUN_TIMEOUT_S)
+            # Appends: a run cut by a MemoryError is not run again (resume finds the prefix).
+            mpremote(self.port, *args, timeout=RUN_TIMEOUT_S, idempotent=False)
             if self.progress:
                 self.progress(before + min(pos, len(data)), total)
 
@@ -212,7 +213,7 @@ class Transaction:
     def commit(self) -> None:
         """The switch: the commit record, renamed into place (firmware/staging.py)."""
         plan = {"put": list(self.files), "remove": list(self.remove)}
-        out = mpremote(self.port, "exec", _COMMIT % (json.dumps(plan),))
+        out = mpremote(self.port, "exec", _COMMIT % (json.dumps(plan),), timeout=RUN_TIMEOUT_S)
         if "COMMITTED" not in out:
             raise UserError(f"the door on {self.port} did not confirm the commit: run the "
                             "command again", EXIT_FAILED)

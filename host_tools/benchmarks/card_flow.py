@@ -24,11 +24,12 @@ from pathlib import Path
 from firmware import pn532 as p
 from firmware.card_task import DEFAULTS as CARD_DEFAULTS
 from host_tools.cards.kit import SiteKit
+from host_tools.console import mpremote
 from host_tools.field_timing import FieldTiming
 from host_tools.pn532_emu import FrameTime, LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import mpremote, provision
+from host_tools.vdev.provision import provision
 from offline_cache import fmt
 
 N = 30

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from firmware import events as ev
 from host_tools.cards import pcsc
-from host_tools.vdev.provision import mpremote
+from host_tools.console import mpremote
 
 N = 10
 BACKLOG = 2000

@@ -31,6 +31,7 @@ from typing import Any
 from firmware import events as ev
 from host_tools.benchmarks import Outcome, failing
 from host_tools.cards.kit import SiteKit
+from host_tools.console import mpremote
 from host_tools.image.steps import Steps
 from host_tools.image.unix32 import build_unix32
 from host_tools.mpy_build import build_device_tree
@@ -43,7 +44,7 @@ from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import mpremote, provision
+from host_tools.vdev.provision import provision
 from offline_cache import fmt
 
 DEVICE = "bench.image.d1"

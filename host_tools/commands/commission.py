@@ -15,7 +15,7 @@ from firmware import protocol
 from firmware.commands import CONFIG_LIMITS
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
-from host_tools.deploy import check_port, handshake
+from host_tools.console import check_port, handshake
 from host_tools.door_stage import Transaction
 from host_tools.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError, fail
 from host_tools.platform.door_signing import retag

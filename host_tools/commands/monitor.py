@@ -231,7 +231,7 @@ def flash(
     if data != bytes([ESP_IMAGE_MAGIC]):
         raise fail(f"--firmware {firmware}: not an ESP32 firmware image (no 0xE9 header): use the "
                    ".bin of MicroPython for ESP32", EXIT_USAGE)
-    from host_tools.deploy import check_port
+    from host_tools.console import check_port
     from host_tools.ports import pick_port
 
     try:
@@ -255,7 +255,7 @@ def flash(
 def _flash_image(port: str, image: Path, baud: int) -> None:
     import tempfile
 
-    from host_tools.deploy import check_port
+    from host_tools.console import check_port
     from host_tools.image import esp32
     from host_tools.image.partitions import board_table
     from host_tools.ports import pick_port

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from host_tools.deploy import check_port, handshake, mpremote
+from host_tools.console import check_port, handshake, mpremote
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
 
 # Runs on the door: what it knows about itself, as one JSON line.

@@ -9,29 +9,10 @@ rig to give a virtual door its configuration, its key file and its whitelist cac
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-from host_tools.errors import EXIT_FAILED, UserError
-
-MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
-
-
-def mpremote(pty: str, *args: str, timeout: float = 60.0) -> str:
-    """Run mpremote against the device's console; UserError with its output on failure."""
-    try:
-        proc = subprocess.run([MPREMOTE, "connect", pty, *args], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"the device on {pty} stopped answering (nothing for {timeout:.0f} s): "
-                        "check its power and cable, then run the command again",
-                        EXIT_FAILED) from None
-    if proc.returncode != 0:
-        raise UserError(f"mpremote failed on {pty}: {(proc.stdout + proc.stderr).strip()[-400:]}",
-                        EXIT_FAILED)
-    return proc.stdout
+# The console's own mpremote (host_tools/console.py), for callers that import it from here.
+from host_tools.console import mpremote as mpremote
 
 
 def provision(pty: str, config: dict[str, Any] | None = None, keys: dict[str, Any] | None = None,

@@ -17,6 +17,7 @@ from firmware import protocol
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
+from host_tools.console import mpremote
 from host_tools.platform.distribute import DistributionError, attach, push
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
@@ -24,7 +25,7 @@ from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import mpremote, provision
+from host_tools.vdev.provision import provision
 from offline_cache import fmt
 
 DEVICE = "sync.b1.d1"

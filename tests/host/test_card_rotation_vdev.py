@@ -27,6 +27,7 @@ from hil.rig import swipe_local, wait_for
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
+from host_tools.console import mpremote
 from host_tools.platform.cards import CardRegistry
 from host_tools.platform.commands import command_key
 from host_tools.platform.ingest import Platform
@@ -36,7 +37,7 @@ from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import mpremote, provision
+from host_tools.vdev.provision import provision
 from offline_cache import fmt
 
 DEVICE = "rot.b1.d1"

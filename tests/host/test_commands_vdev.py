@@ -15,13 +15,14 @@ import pytest
 from firmware import events as ev
 from firmware import protocol
 from host_tools.cards.kit import SiteKit
+from host_tools.console import mpremote
 from host_tools.platform.commands import command_key, sign
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import mpremote, provision
+from host_tools.vdev.provision import provision
 
 DEVICE = "cmd.b1.d1"
 

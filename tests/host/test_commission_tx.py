@@ -17,9 +17,9 @@ import pytest
 
 from host_tools.cards.kit import SiteKit
 from host_tools.commands.commission import build_config, door_files
+from host_tools.console import mpremote
 from host_tools.door_stage import PIECE, PIECES_PER_RUN, Transaction
 from host_tools.vdev.device import VirtualDevice
-from host_tools.vdev.provision import mpremote
 from offline_cache import fmt
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))

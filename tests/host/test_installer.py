@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from host_tools.cards.kit import SiteKit
+from host_tools.console import mpremote
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
-from host_tools.vdev.provision import mpremote
 from offline_cache import fmt
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))

@@ -13,12 +13,12 @@ from pathlib import Path
 from host_tools.cards.kit import SiteKit
 from host_tools.commands.commission import build_config, door_files
 from host_tools.commands.platform.cards import alarm_rows
+from host_tools.console import mpremote
 from host_tools.door_stage import Transaction
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
-from host_tools.vdev.provision import mpremote
 from offline_cache import fmt
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))

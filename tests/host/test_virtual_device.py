@@ -307,7 +307,7 @@ def test_bad_state_dir_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_larger_blank_flash_image_is_used_at_its_size(tmp_path: Path) -> None:
     """A bench gives the virtual board the ESP32's 8 MiB data partition (room for a second
     100k whitelist during a snapshot update) by creating the image first; default 2 MiB."""
-    from host_tools.vdev.provision import mpremote
+    from host_tools.console import mpremote
 
     big = tmp_path / "big"
     big.mkdir()
