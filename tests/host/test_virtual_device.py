@@ -241,7 +241,9 @@ def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
         got = b""
         while len(got) < 14:
             got += s.recv(64)
-        assert got == b"echo:\x00\x00\xff\x02\xfe\xd4\x02\x2a\x00"
+        # The echo first; the card task, given the reader back, may send its next frame at once
+        # (it can arrive in the same read).
+        assert got[:14] == b"echo:\x00\x00\xff\x02\xfe\xd4\x02\x2a\x00"
 
 
 def test_stop_and_restart_keeps_files(tmp_path: Path) -> None:
