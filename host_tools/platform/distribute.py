@@ -109,6 +109,8 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
                                           max(0.1, deadline - time.monotonic()))
         if state is None:
             raise DistributionError("no_answer")
+        if state.get("reason") == "stale_version" and state["version"] >= version:
+            return state  # it took the file already: its answer came after the fan-out's wait
         if state.get("reason"):
             raise DistributionError(str(state["reason"]), state)
         if state["version"] >= version:

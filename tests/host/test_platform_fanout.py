@@ -6,6 +6,7 @@ the doors that did answer."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from firmware import protocol
@@ -87,3 +88,39 @@ def test_a_door_online_has_its_cache_key_prepared_before_any_fanout(tmp_path: Pa
     assert set(p.signer._tags) == {"city.d7"}
     data = p.signer.whitelist_for("city.d7", b"\0" * 100)
     assert data == p.signer.tags("city.d7").sign_file(b"\0" * 100)
+
+
+def test_a_door_that_took_the_file_before_it_was_sent_again_counts_as_updated(tmp_path: Path) -> None:
+    """A door whose answer came after the fan-out's wait is sent the file again on its own; it
+    refuses it as stale while holding that version (firmware/cache_sync.py): that door is
+    updated, not failed (nor sent a snapshot it would refuse as well)."""
+    import datetime as dt
+
+    from host_tools.cards.kit import SiteKit
+    from host_tools.platform.cards import CardRegistry
+    from host_tools.platform.distribute import push
+
+    site = SiteKit()
+    store = Store(str(tmp_path / "p.db"))
+    reg = CardRegistry(store, site.keys)
+    today = dt.date.today()
+    reg.issue("ab" * 8, "r-1", "101", [0], today, today + dt.timedelta(days=30))
+    before = reg.version()
+    reg.report_lost("ab" * 8)
+    p = Platform(store, "127.0.0.1", 1, lease=False)  # never started: the door answers here
+    p.registry = reg
+    data = reg.update_for(before)
+    assert data is not None
+
+    def door_answers() -> None:
+        while "d1" in p.cache_states:  # push forgets the old state, then sends
+            time.sleep(0.001)
+        p._handle(protocol.topic("d1", "cache_state"),
+                  protocol.encode_cache_state(reg.version(), reason="stale_version"))
+
+    answer(p, "d1", reg.version())
+    t = threading.Thread(target=door_answers)
+    t.start()
+    state = push(p, "d1", data, timeout=10, key=reg.key)
+    t.join()
+    assert state["version"] == reg.version()
