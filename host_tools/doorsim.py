@@ -52,6 +52,45 @@ def _str(s: str | bytes) -> bytes:
     return struct.pack(">H", len(b)) + b
 
 
+class _Wire(asyncio.Protocol):
+    """The connection's bytes, cut into MQTT packets as they arrive: every packet a read
+    brings is handled in that one call (no coroutine switch per packet)."""
+
+    def __init__(self, client: MiniMQTT) -> None:
+        self.client = client
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while len(buf) >= 2:
+            n, shift, i = 0, 0, 1
+            while True:  # the remaining length: up to four bytes, 7 bits each
+                if i >= len(buf):
+                    return
+                b = buf[i]
+                n |= (b & 0x7F) << shift
+                i += 1
+                if not b & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    self.client._close()
+                    return
+            if len(buf) < i + n:
+                return
+            head, body = buf[0], bytes(buf[i:i + n])
+            del buf[:i + n]
+            try:
+                self.client._packet(head, body)
+            except (ValueError, UnicodeDecodeError, struct.error):
+                self.client._close()
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._close()
+
+
 class MiniMQTT:
     """One MQTT 3.1.1 connection. `on_message(topic, payload, retained)` is called for each
     PUBLISH received (QoS 1 ones are acknowledged after it returns)."""
@@ -62,8 +101,8 @@ class MiniMQTT:
         self.on_message = on_message
         self.on_close = on_close  # called when the connection ends
         self.keepalive = keepalive
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._connack: asyncio.Future[bytes] | None = None
         self._mid = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,56 +110,50 @@ class MiniMQTT:
 
     async def connect(self, host: str, port: int, will: tuple[str, bytes] | None = None,
                       timeout: float = 10.0) -> None:
-        self._reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        self._writer = writer
+        loop = asyncio.get_running_loop()
+        self._connack = loop.create_future()
+        self.closed.clear()
+        transport, _ = await asyncio.wait_for(
+            loop.create_connection(lambda: _Wire(self), host, port), timeout)
+        self._transport = transport
         flags = 0x02  # clean session
         payload = _str(self.client_id)
         if will is not None:
             flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
             payload += _str(will[0]) + _str(will[1])
         body = _str("MQTT") + bytes([4, flags]) + struct.pack(">H", self.keepalive) + payload
-        writer.write(bytes([CONNECT << 4]) + _remaining(len(body)) + body)
-        head, data = await asyncio.wait_for(self._read_packet(), timeout)
-        if head >> 4 != CONNACK or len(data) != 2 or data[1] != 0:
+        self._send(bytes([CONNECT << 4]) + _remaining(len(body)) + body)
+        try:
+            data = await asyncio.wait_for(self._connack, timeout)
+        except TimeoutError:
+            self._close()
+            raise MQTTClosed("no CONNACK") from None
+        if len(data) != 2 or data[1] != 0:
             self._close()
             raise MQTTClosed(f"connection refused ({data.hex()})")
-        self.closed.clear()
-        self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._ping_loop())]
+        self._tasks = [asyncio.create_task(self._ping_loop())]
 
-    async def _read_packet(self) -> tuple[int, bytes]:
-        assert self._reader is not None
-        head, b = await self._reader.readexactly(2)  # the type and the length's first byte
-        n, shift = b & 0x7F, 7
-        while b & 0x80:
-            b = (await self._reader.readexactly(1))[0]
-            n |= (b & 0x7F) << shift
-            shift += 7
-        return head, await self._reader.readexactly(n) if n else b""
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                head, data = await self._read_packet()
-                ptype = head >> 4
-                if ptype == PUBLISH:
-                    qos = (head >> 1) & 3
-                    tlen = struct.unpack(">H", data[:2])[0]
-                    topic = data[2:2 + tlen].decode()
-                    rest = data[2 + tlen:]
-                    mid = None
-                    if qos:
-                        mid, rest = struct.unpack(">H", rest[:2])[0], rest[2:]
-                    self.on_message(topic, rest, bool(head & 1))
-                    if mid is not None:
-                        self._send(bytes([PUBACK << 4, 2]) + struct.pack(">H", mid))
-                elif ptype in (PUBACK, SUBACK):
-                    fut = self._acks.pop(struct.unpack(">H", data[:2])[0], None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
-        except (OSError, asyncio.IncompleteReadError, ValueError, UnicodeDecodeError):
-            pass
-        finally:
-            self._close()
+    def _packet(self, head: int, data: bytes) -> None:
+        ptype = head >> 4
+        if ptype == PUBLISH:
+            qos = (head >> 1) & 3
+            tlen = (data[0] << 8) | data[1]
+            topic = data[2:2 + tlen].decode()
+            rest = data[2 + tlen:]
+            mid = None
+            if qos:
+                if len(rest) < 2:
+                    raise ValueError("short PUBLISH")
+                mid, rest = (rest[0] << 8) | rest[1], rest[2:]
+            self.on_message(topic, rest, bool(head & 1))
+            if mid is not None:
+                self._send(bytes([PUBACK << 4, 2, mid >> 8, mid & 0xFF]))
+        elif ptype in (PUBACK, SUBACK):
+            fut = self._acks.pop(struct.unpack(">H", data[:2])[0], None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif ptype == CONNACK and self._connack is not None and not self._connack.done():
+            self._connack.set_result(data)
 
     async def _ping_loop(self) -> None:
         with contextlib.suppress(OSError, MQTTClosed):
@@ -129,9 +162,9 @@ class MiniMQTT:
                 self._send(bytes([PINGREQ << 4, 0]))
 
     def _send(self, packet: bytes) -> None:
-        if self._writer is None or self._writer.is_closing():
+        if self._transport is None or self._transport.is_closing():
             raise MQTTClosed("not connected")
-        self._writer.write(packet)
+        self._transport.write(packet)
 
     def _next_mid(self) -> int:
         self._mid = self._mid % 0xFFFF + 1
@@ -172,8 +205,10 @@ class MiniMQTT:
         self._send(bytes([PUBLISH << 4 | qos << 1]) + _remaining(len(body)) + body)
 
     def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()  # what is written still goes out first
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(b"")  # connect() sees a refusal
         for fut in self._acks.values():
             if not fut.done():
                 fut.set_exception(MQTTClosed("connection closed"))
@@ -187,8 +222,6 @@ class MiniMQTT:
         with contextlib.suppress(MQTTClosed, OSError):
             if clean:
                 self._send(bytes([DISCONNECT << 4, 0]))
-                assert self._writer is not None
-                await self._writer.drain()
         self._close()
         for t in self._tasks:
             t.cancel()
@@ -259,6 +292,9 @@ class SimDoor:
             if not self._tags.piece_ok(version, total, offset, data, tag):
                 self.refused += 1
                 return
+        if offset == 0 and version <= self.whitelist:  # the firmware's check_offer: refused
+            self._report(protocol.encode_cache_state(self.whitelist, reason="stale_version"))
+            return
         have = self._cache.get(version, 0)
         if offset == have:
             self._cache[version] = have + len(data)

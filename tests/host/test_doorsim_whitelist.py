@@ -55,3 +55,17 @@ def test_without_a_key_a_door_takes_pieces_unchecked() -> None:
     door = SimDoor("city.d1", [], whitelist=1)
     _give(door, CacheTags(b"k" * 32).pieces(_delta(site)))
     assert door.whitelist == 2 and door.refused == 0
+
+
+def test_a_file_of_a_version_the_door_holds_is_refused_as_stale() -> None:
+    """As the firmware's check_offer: the state names the version held and the reason, so the
+    platform knows the door holds it (an answer that came late, a file sent twice)."""
+    site = SiteKit(per_door=True)
+    signer = DoorSigner(site.keys)
+    sent: list[bytes] = []
+    door = SimDoor("city.d1", [], whitelist=2, cache_key=signer.key("cache", "city.d1"))
+    door._report = sent.append  # type: ignore[method-assign,assignment]
+    _give(door, signer.tags("city.d1").pieces(signer.whitelist_for("city.d1", _delta(site))))
+    assert door.whitelist == 2 and 2 not in door.updated_at
+    assert [protocol.decode_cache_state(s) for s in sent][0]["reason"] == "stale_version"
+    assert [protocol.decode_cache_state(s)["version"] for s in sent] == [2]
