@@ -9,6 +9,9 @@ process, and the CPU seconds of each (`scale.platform_cpu_s`, `scale.sim_cpu_s`,
 `scale.broker_cpu_s`, `scale.db_cpu_s` for the drain; `scale.lost_card_*_cpu_s` for the
 fan-out) say which one was busy: on a 2-core machine a figure that misses its goal while the
 processes' CPU seconds add up to about twice its wall time is limited by the machine. The
+city is a per-door site (as `doorctl card keys init` makes one): the platform signs the delta
+for each door with that door's cache key, and each simulated door checks the pieces' and the
+file's tags with its own before it counts as holding the new whitelist. The
 lost card is measured in steady state (the platform's messages caused by the doors'
 announce have reached the broker first). Baseline in the same run: the same drain into SQLite
 by one platform instance.
@@ -43,7 +46,8 @@ FIGURES = {
     "scale.connect_s": "from the simulator's start to every door connected and announced, s",
     "scale.presence_s": "from every door connected to the platform holding every door online, s",
     "scale.lost_card_p50_s": "a card reported lost: registry revocation to a door holding the new "
-                             "whitelist, median over every online door, s",
+                             "whitelist (signed for it, checked with its own key), median over "
+                             "every online door, s",
     "scale.lost_card_p95_s": "same, 95th percentile (goal: 2 s), s",
     "scale.lost_card_platform_cpu_s": "CPU seconds the platform process used for the lost card's "
                                       "fan-out (publishing, taking the doors' answers)",
