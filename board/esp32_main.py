@@ -2,15 +2,47 @@
 #
 # MicroPython's boot code has already mounted littlefs (the "vfs" partition) at / and put
 # /lib on sys.path; a build with a ROM partition has mounted its ROMFS image at /rom too.
-# The image is trusted only when it matches the record `doorctl deploy --romfs` wrote after
-# proving it (board/romfs.py, from /lib); otherwise the firmware runs from the files in /lib.
-# This builds the board and runs the firmware. Hold the REX button while the board powers up
-# to stay at the REPL instead (safe mode, for recovery).
-try:
-    from board import romfs
-except ImportError:
-    romfs = None
-if romfs is not None:
+# `doorctl deploy` keeps two sets of files, /sets/a and /sets/b, and names the one to run and
+# the previous one in /active.json (replaced atomically, the deploy's last step). This takes
+# the active set when its manifest is there and its code imports, else the previous set, else
+# /lib (the layout before sets, or files copied by hand). The ROM image is trusted only for a
+# set whose manifest names it, and only when it matches the record `doorctl deploy --romfs`
+# wrote after proving it (board/romfs.py). Hold the REX button while the board powers up to
+# stay at the REPL instead (safe mode, for recovery).
+import sys
+
+_SETS = ("sets/a", "sets/b")
+_APP = ("board", "firmware", "crypto", "offline_cache")
+
+
+def _json(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _forget(path):
+    while path in sys.path:
+        sys.path.remove(path)
+    for name in list(sys.modules):
+        if name.split(".")[0] in _APP:
+            del sys.modules[name]
+
+
+def _rom(wanted):
+    """Mount the recorded ROM image when the set wants it, take it off the path when not."""
+    try:
+        from board import romfs
+    except ImportError:
+        return None
+    if not wanted:
+        romfs.unmount()
+        return None
+
     def _partition(n):
         try:
             import vfs
@@ -20,18 +52,55 @@ if romfs is not None:
             return None
         return None if isinstance(image, int) else image
 
-    _image, _why = romfs.adopt(_partition, romfs.RECORD)
-    if _why is not None and not _why.startswith("no rom.json"):
-        print("doorctl: not running from /rom:", _why)
+    image, why = romfs.adopt(_partition, romfs.RECORD)
+    if why is not None and not why.startswith("no rom.json"):
+        print("doorctl: not running from /rom:", why)
+    return why
+
+
+def _start():
+    """Import the board's main from the first set that has it: (main, set, why not others)."""
+    rec = _json("/active.json") or {}
+    why = []
+    for role in ("active", "previous"):
+        name = rec.get(role)
+        if name not in _SETS:
+            continue
+        manifest = _json("/" + name + "/deploy.json")
+        if manifest is None:
+            why.append(role + " " + name + ": no deploy.json")
+            continue
+        lib = "/" + name + "/lib"
+        sys.path.insert(0, lib)
+        problem = _rom(manifest.get("rom"))
+        if manifest.get("rom") and problem is not None:
+            why.append(role + " " + name + ": " + problem)
+            _forget(lib)
+            continue
+        try:
+            from board.esp32_ref import main
+
+            return main, name, why
+        except Exception as e:  # noqa: BLE001  a torn module raises ValueError, SyntaxError, ...
+            why.append(role + " " + name + ": " + repr(e))
+            _forget(lib)
+    _rom(True)  # the layout before sets: /lib, with the recorded image if there is one
+    from board.esp32_ref import main
+
+    return main, "/lib", why
+
+
 # Safe mode: firmware that does not import (a deploy cut half-way) or stops leaves the REPL
 # up with one status line, so `doorctl deploy` can always be run again.
 try:
-    from board.esp32_ref import main
+    main, _set, _why = _start()
 except ImportError as e:
     print("doorctl: safe mode: firmware not deployed or incomplete (", e, "): run doorctl deploy")
 except Exception as e:  # noqa: BLE001  a torn module raises ValueError, SyntaxError, ...
     print("doorctl: safe mode: deployed firmware does not import (", repr(e), "): run doorctl deploy")
 else:
+    if _why:
+        print("doorctl: running", _set, "because", "; ".join(_why))
     try:
         main()
     except KeyboardInterrupt:

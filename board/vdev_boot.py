@@ -4,10 +4,11 @@
 
 Mounts the simulated flash, serves the door I/O channel and the reader UART on loopback,
 runs the raw REPL on stdin/stdout (STATE_DIR/console.busy exists while a console program
-runs, so the bridge turns Ctrl-C into SIGINT), and runs the firmware. Safe mode: deployed
-code that does not import (a deploy cut half-way) is set aside for the built-in firmware, and
-a firmware that cannot start or stops leaves the console up with the reason in the status
-(`safe_mode`), so `doorctl deploy` can always be run again. Writes STATE_DIR/ready.json once
+runs, so the bridge turns Ctrl-C into SIGINT), and runs the firmware: from the active
+deployed set (active.json), else the previous set (`deploy_fallback` in the status says why),
+else the built-in firmware (safe mode). A firmware that cannot start or stops leaves the
+console up with the reason in the status (`safe_mode`), so `doorctl deploy` can always be run
+again. Writes STATE_DIR/ready.json once
 the firmware is up, so the launcher knows it can be used.
 """
 
@@ -22,44 +23,47 @@ board = VirtualBoard(state_dir, io_port, reader_port)
 board.mount()
 rom_problem = board.mount_rom()  # the application from /rom when deployed there, checked
 
-# Code the application is made of: deployed to /flash/lib, else built in (the repository's).
+# Code the application is made of: deployed to a set under /flash/sets (or /flash/lib, the
+# layout before sets), else built in (the repository's).
 APP_PACKAGES = ("firmware", "crypto", "offline_cache", "board.rawrepl")
+SETS = ("sets/a", "sets/b")  # host_tools/deploy.py: SETS
 
 
 def _forget_deployed():
-    """Drop /flash/lib and the ROM image (a `deploy --romfs`) from the import path, and every
-    module half-imported from them: the built-in code is what is left."""
-    lib = board.fs_root + "/lib"
-    while lib in sys.path:
-        sys.path.remove(lib)
+    """Drop the deployed sets, /flash/lib and the ROM image (a `deploy --romfs`) from the
+    import path, and every module half-imported from them: the built-in code is what is left."""
+    for lib in [board.fs_root + "/" + s + "/lib" for s in SETS] + [board.fs_root + "/lib"]:
+        while lib in sys.path:
+            sys.path.remove(lib)
     from board import romfs
 
     romfs.unmount()
+    _rom["on"] = False
+    _forget_modules()
+
+
+def _forget_modules():
     for name in list(sys.modules):
         if name.split(".")[0] in APP_PACKAGES or name in APP_PACKAGES:
             del sys.modules[name]
 
 
-def _deployed_set_problem():
-    """Why the files in /flash/lib are not the set `doorctl deploy` last recorded, or None.
-    A deploy marks itself with deploy.busy before it changes anything and clears the mark once
-    every file is verified and deploy.json written."""
+def _read_json(path):
+    """(the JSON object in path or None, why not)."""
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except OSError:
+        return None, "no " + path.split("/")[-1]
+    except ValueError:
+        return None, path.split("/")[-1] + " unreadable"
+
+
+def _files_problem(root, files):
+    """Why the lib/ files under root are not as the manifest records them, or None."""
     import binascii
     import hashlib
 
-    root = board.fs_root
-    try:
-        os.stat(root + "/deploy.busy")
-        return "a deploy did not finish (deploy.busy)"
-    except OSError:
-        pass
-    try:
-        with open(root + "/deploy.json") as f:
-            files = json.load(f).get("files") or {}
-    except OSError:
-        return None  # files copied by hand (mpremote fs cp): taken as they are
-    except ValueError:
-        return "deploy.json unreadable"
     buf = bytearray(512)
     view = memoryview(buf)
     for path, want in files.items():
@@ -80,20 +84,110 @@ def _deployed_set_problem():
     return None
 
 
-def _load():
-    """The console and the firmware, from /flash/lib; a deploy cut half-way (a torn or missing
-    module) falls back to the built-in code, so the console always comes up and deploy can be
-    run again. Returns (RawRepl, serve_stdin, firmware or None, why not the deployed code)."""
-    why = _deployed_set_problem()
-    if why is None:
-        try:
-            from board.rawrepl import RawRepl, serve_stdin
-            from firmware import main as fw
+def _old_layout_problem():
+    """Why the files in /flash/lib (the layout before sets) are not the set `doorctl deploy`
+    last recorded, or None. That deploy marked itself with deploy.busy while it changed lib/."""
+    root = board.fs_root
+    try:
+        os.stat(root + "/deploy.busy")
+        return "a deploy did not finish (deploy.busy)"
+    except OSError:
+        pass
+    manifest, why = _read_json(root + "/deploy.json")
+    if manifest is None:
+        # files copied by hand (mpremote fs cp): taken as they are
+        return None if why.startswith("no ") else why
+    return _files_problem(root, manifest.get("files") or {})
 
-            return RawRepl, serve_stdin, fw, None
-        except Exception as e:  # noqa: BLE001  anything the deployed files raise
-            why = "%s: %s" % (type(e).__name__, e)
-    why = "deployed code in lib/ does not start (%s)" % why
+
+_rom = {"on": rom_problem is None}
+
+
+def _rom_for(manifest):
+    """Put the ROM image in the state the set's manifest asks for: in use when it names one
+    (and it is the recorded, proven image), off the path when it does not. None, or why not."""
+    from board import romfs
+
+    want = manifest.get("rom")
+    if not want:
+        if _rom["on"]:
+            romfs.unmount()
+            _rom["on"] = False
+        return None
+    if not _rom["on"]:
+        _rom["on"] = board.mount_rom() is None
+    if not _rom["on"]:
+        return "its ROM image is not in use"
+    rec, why = _read_json(board.fs_root + "/rom.json")
+    if rec is None or rec.get("sha256") != want.get("sha256"):
+        return "the ROM image is not the set's"
+    return None
+
+
+def _try_set(name):
+    """Import the console and the firmware from the set `name` ("" is the layout before
+    sets). Returns (RawRepl, serve_stdin, firmware, manifest) or raises with why not."""
+    if name:
+        manifest, why = _read_json(board.fs_root + "/" + name + "/deploy.json")
+        if manifest is None:
+            raise ValueError(why + " (the set was not finished)")
+        why = _files_problem(board.fs_root + "/" + name, manifest.get("files") or {}) or \
+            _rom_for(manifest)
+        if why is not None:
+            raise ValueError(why)
+        sys.path.insert(0, board.fs_root + "/" + name + "/lib")
+    else:
+        why = _old_layout_problem()
+        if why is not None:
+            raise ValueError(why)
+        manifest = None
+    try:
+        from board.rawrepl import RawRepl, serve_stdin
+        from firmware import main as fw
+    except Exception as e:  # noqa: BLE001  anything the deployed files raise
+        if name:
+            lib = board.fs_root + "/" + name + "/lib"
+            while lib in sys.path:
+                sys.path.remove(lib)
+        _forget_modules()
+        raise ValueError("%s: %s" % (type(e).__name__, e)) from None
+    return RawRepl, serve_stdin, fw, manifest
+
+
+def _candidates():
+    """[(role, set)] in the order boot tries them: the active set, then the previous one
+    (active.json, written by `doorctl deploy` as its switch); without active.json, /flash/lib."""
+    rec, why = _read_json(board.fs_root + "/active.json")
+    if rec is None:
+        return [("lib", "")]
+    return [(role, rec.get(role)) for role in ("active", "previous") if rec.get(role) in SETS]
+
+
+def _load():
+    """The console and the firmware from the active deployed set; from the previous set when
+    the active one is not whole (a file missing or not as recorded) or does not import; else
+    the built-in code, so the console always comes up and deploy can be run again.
+    Returns (RawRepl, serve_stdin, firmware or None, why not deployed code, what runs)."""
+    why = None
+    for role, name in _candidates():
+        try:
+            RawRepl, serve_stdin, fw, manifest = _try_set(name)
+        except Exception as e:  # noqa: BLE001
+            reason = "%s %s: %s" % (role, name or "lib/", e)
+            why = reason if why is None else why + "; " + reason
+            continue
+        runs = {}
+        if getattr(fw, "__file__", "").startswith(board.fs_root + "/"):
+            runs["deployed_set"] = name or "lib"  # else nothing deployed: the built-in code
+        if manifest is not None:
+            runs["deployed_commit"] = manifest.get("commit")
+            runs["deployed_time"] = manifest.get("time")
+        if why is not None:
+            runs["deploy_fallback"] = role
+            runs["deploy_fallback_why"] = why
+            sys.stderr.write("doorctl: running the %s set %s: %s\n" % (role, name, why))
+        return RawRepl, serve_stdin, fw, None, runs
+    why = "deployed code does not start (%s)" % (why or "no deployed set")
     _forget_deployed()
     sys.stderr.write("doorctl: safe mode: %s; running the built-in firmware: run doorctl "
                      "deploy again\n" % why)
@@ -104,14 +198,15 @@ def _load():
     except Exception as e:  # noqa: BLE001
         why += "; built-in firmware does not start either (%s: %s)" % (type(e).__name__, e)
         fw = None
-    return RawRepl, serve_stdin, fw, why
+    return RawRepl, serve_stdin, fw, why, {"deploy_fallback": "built-in"}
 
 
-RawRepl, serve_stdin, firmware, safe_mode = _load()
+RawRepl, serve_stdin, firmware, safe_mode, runs = _load()
 if firmware is not None:
     status = firmware.status
 else:
     status = {"ready": False}
+status.update(runs)
 if safe_mode is not None:
     status["safe_mode"] = safe_mode
 
@@ -124,8 +219,8 @@ repl = RawRepl(busy_path=busy)
 board.io.status_provider = lambda: status
 # Where the application's code came from: "rom" (deployed --romfs, heap holds rom_bytes of
 # image standing in for memory-mapped flash) or "files" (.mpy files, bytecode in the heap).
-status["code"] = "rom" if rom_problem is None else "files"
-status["rom_bytes"] = board.rom_bytes
+status["code"] = "rom" if _rom["on"] else "files"
+status["rom_bytes"] = board.rom_bytes if _rom["on"] else 0
 if rom_problem is not None and not rom_problem.startswith("no rom.json"):  # none: not --romfs
     sys.stderr.write("doorctl: not running from /rom: %s\n" % rom_problem)
     status["rom_problem"] = rom_problem

@@ -34,10 +34,18 @@ from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 DEVICE_LIB = "lib"
+# Each deploy stages a whole set (`<set>/lib/…` and its manifest `<set>/deploy.json`) in the
+# slot the device does not run, then switches by replacing ACTIVE (write temporary, rename):
+# {"active": set, "previous": set the device ran before}. At most two sets on the flash.
+SETS = ("sets/a", "sets/b")
 MANIFEST = "deploy.json"
-# Exists while a deploy changes lib/: a boot that finds it knows the set is incomplete
-# (board/vdev_boot.py's safe mode). Removed once the manifest of the new set is written.
+ACTIVE = "active.json"
+ACTIVE_TMP = "active.json.tmp"
+MAIN_NEW = "main.py.new"  # the new boot entry, renamed over main.py with the switch
+# The layout before sets (lib/ at the top, its manifest and its mark): removed by the first
+# deploy that switches to a set.
 BUSY = "deploy.busy"
+LEGACY = (MANIFEST, BUSY)
 PROBE_TIMEOUT_S = 60  # the handshake has shown a raw REPL: this is a hang
 COPY_BATCH = 8
 
@@ -95,9 +103,11 @@ def W(d):
 i=sys.implementation
 print('DOORCTL-PROBE',i.name,sys.platform,getattr(i,'_mpy',0))
 print('M',getattr(i,'_machine',''))
-for d in (%r,'/rom'):
+for d in (%r,'sets','/rom'):
  try:W(d)
  except OSError:pass
+try:print('A',open('active.json').read())
+except OSError:pass
 try:
  import vfs
  print('R',vfs.rom_ioctl(1))
@@ -149,6 +159,24 @@ _REPLACE_PROGRAM = """import os
 os.rename(%r,%r)
 """
 
+_SWITCH_PROGRAM = """import os
+with open(%r,'w') as f:f.write(%r)
+os.rename(%r,%r)
+"""
+
+# Runs on the device: copy files (source, destination) in small pieces.
+_COPY_PROGRAM = """
+b=bytearray(512)
+for s,d in %r:
+    with open(s,'rb') as i:
+        with open(d,'wb') as o:
+            while True:
+                n=i.readinto(b)
+                if not n:
+                    break
+                o.write(memoryview(b)[:n])
+"""
+
 _REMOVE_PROGRAM = """
 import os
 for p in %r:
@@ -167,6 +195,7 @@ class DeviceInfo:
     files: dict[str, str] = field(default_factory=dict)  # device path -> sha256 hex
     rom_partitions: int = 0  # ROM partitions the device's MicroPython has (vfs.rom_ioctl)
     rom_record: dict[str, object] | None = None  # its rom.json (board/romfs.py)
+    active: dict[str, object] | None = None  # its active.json: the deployed sets
 
 
 @dataclass
@@ -209,6 +238,12 @@ def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
             except ValueError:
                 record = None
             info.rom_record = record if isinstance(record, dict) else None
+        elif info is not None and parts[0] == "A":
+            try:
+                record = json.loads(line[2:])
+            except ValueError:
+                record = None
+            info.active = record if isinstance(record, dict) else None
     if info is None:
         raise UserError(f"the device on {port} is not running MicroPython: flash MicroPython "
                         "onto it first (see docs/hardware.md)", EXIT_NO_DEVICE)
@@ -356,16 +391,38 @@ def write_rom(port: str, image: bytes, partition: int, partitions: int) -> None:
         mpremote(port, "exec", _REPLACE_PROGRAM % (ROM_RECORD + ".tmp", ROM_RECORD))
 
 
+def active_sets(info: DeviceInfo) -> tuple[str | None, str | None]:
+    """The active and the previous set `active.json` names (each one of SETS, or None)."""
+    rec = info.active or {}
+    active, previous = rec.get("active"), rec.get("previous")
+    return (active if active in SETS else None,
+            previous if previous in SETS and previous != active else None)
+
+
+def set_files(files: dict[str, str], root: str) -> dict[str, str]:
+    """The `lib/…` files of the set at `root` ("" for the old layout: lib/ at the top), by
+    their path inside the set."""
+    prefix = f"{root}/" if root else ""
+    return {p[len(prefix):]: h for p, h in files.items()
+            if p.startswith(f"{prefix}{DEVICE_LIB}/")}
+
+
+def staging_slot(active: str | None) -> str:
+    """Where a new set is staged: the slot not in use (it held the set before the previous)."""
+    return SETS[1] if active == SETS[0] else SETS[0]
+
+
 def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
            batch: int = COPY_BATCH, romfs: bool = False, force_rom: bool = False) -> DeployResult:
-    """Bring the device's lib/ (and boot entry) in line with this repository's device code.
+    """Stage this repository's device code as a new set beside the one the device runs, prove
+    it, and switch to it with one atomic record; the set it ran stays as the previous one.
 
     With `romfs`, the application's packages go into a ROM partition as one image, whose
-    bytecode the board runs in place (docs/deploy.md); lib/ then keeps the board's files.
+    bytecode the board runs in place (docs/deploy.md); the set then holds the board's files.
     The image is written only when it differs from the recorded one, or with `force_rom`.
     """
     # The boot entry's path is the same on every target; hash it in the first round trip.
-    info = probe(port, ["main.py", ROM_RECORD, BUSY])
+    info = probe(port, ["main.py", MAIN_NEW, ROM_RECORD, BUSY, MANIFEST])
     target = target_for(info.platform)
     files = local_files(target)
     check_mpy_compatible(info, next(iter(files.values())).read_bytes())
@@ -382,8 +439,12 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     data = {dev: p.read_bytes() for dev, p in sources.items()}
     want = {dev: hashlib.sha256(b).hexdigest() for dev, b in data.items()}
     have = info.files
+    active, _ = active_sets(info)
+    current = set_files(have, active or "")  # the old layout's lib/ when no set is recorded
+    if "main.py" in have:
+        current["main.py"] = have["main.py"]
     result = DeployResult(port=port, files=dict(want))
-    rom_write: tuple[bytes, int] | None = None  # (image, partition) to write, after the mark
+    rom_write: tuple[bytes, int] | None = None  # (image, partition) to write, once staged
     if in_rom:
         rom_files = {d[len(DEVICE_LIB) + 1:]: p.read_bytes() for d, p in in_rom.items()}
         image = build_romfs(rom_files)
@@ -399,60 +460,10 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
                       "written": written}
         result.files.update({f"{ROM_MOUNT}/{rel}": hashlib.sha256(b).hexdigest()
                              for rel, b in rom_files.items()})
-    todo = [d for d in want if have.get(d) != want[d]]
-    result.unchanged = [d for d in want if d not in todo]
-    # Our packages' files that are no longer deployed to lib/ (with --romfs: all but board/).
-    result.removed = stale_files(have, want)
-    total = len(todo)
-    if progress:
-        progress(0, total, "")
-    # BUSY: one was cut short. The mark goes on before a new ROM image is written and recorded:
-    # recorded while lib/ still holds the old files, it would run beside them with nothing
-    # saying the set is unfinished. (A new image alone, lib/ unchanged, needs no mark: a cut
-    # while writing it leaves the recorded one in use.)
-    changing = bool(todo or result.removed or BUSY in have)
-    if changing:
-        # The deployed set is about to change: it is marked incomplete until every file is
-        # verified and its manifest written, and a boot meanwhile uses the built-in code
-        # (board/vdev_boot.py's safe mode). One program: no extra round trip.
-        mpremote(port, "exec", _REMOVE_PROGRAM % ([MANIFEST] + result.removed,)
-                 + f"open({BUSY!r},'w').close()\n")
-    if rom_write is not None:
-        image, partition = rom_write
-        if progress:
-            progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
-        write_rom(port, image, partition, info.rom_partitions)
-    dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
-    if dirs:
-        mpremote(port, "exec", _MKDIRS_PROGRAM % (dirs,))
-    with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as staging:
-        for i in range(0, total, batch):
-            chunk = todo[i:i + batch]
-            args: list[str] = []
-            for dev in chunk:
-                src = Path(staging) / dev
-                src.parent.mkdir(parents=True, exist_ok=True)
-                src.write_bytes(data[dev])
-                if args:
-                    args.append("+")
-                # -f: we know the file differs; skip mpremote's own hash round trip.
-                args += ["fs", "cp", "-f", str(src), ":" + dev]
-            mpremote(port, *args)
-            result.copied += chunk
-            if progress:
-                progress(min(i + batch, total), total, chunk[-1])
-    if todo or result.removed:
-        # Verify everything, not only what was copied: a file changed meanwhile is caught too.
-        after = probe(port, ["main.py"]).files
-        bad = [d for d in want if after.get(d) != want[d]]
-        if bad:
-            raise UserError(f"hash mismatch on the device after copying {', '.join(bad[:3])}: "
-                            "run deploy again; if it repeats, check free space with "
-                            f"`mpremote connect {port} df`")
-    if not in_rom and ROM_RECORD in have:
-        # A ROM image from an earlier --romfs deploy would shadow these files: retire it,
-        # now that they are all in place.
-        mpremote(port, "exec", _REMOVE_PROGRAM % ([ROM_RECORD],))
+    # What changes for the door: compared with the set it runs.
+    result.copied = [d for d in want if current.get(d) != want[d]]
+    result.unchanged = [d for d in want if d not in result.copied]
+    result.removed = stale_files(current, want)
     result.manifest = {
         "firmware": VERSION,
         "commit": git_commit(),
@@ -465,10 +476,85 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         "copied": list(result.copied),
         "removed": list(result.removed),
     }
+    recorded_set = active is not None and f"{active}/{MANIFEST}" in have
+    # The old layout's files (our packages in lib/ and its records): not needed once switched.
+    leftovers = [*stale_files(set_files(have, ""), {}), *(p for p in LEGACY if p in have)]
+    if progress:
+        progress(0, 0, "")
+    if (recorded_set and not result.copied and not result.removed and rom_write is None
+            and not leftovers):
+        return result  # nothing changes: the active set and its manifest stay as they are
+    slot = staging_slot(active)
+    _stage(port, slot, active, data, want, have, batch, progress)
+    if rom_write is not None:
+        image, partition = rom_write
+        if progress:
+            progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
+        write_rom(port, image, partition, info.rom_partitions)
+    # Verify the whole staged set, not only what was copied: a file changed meanwhile is
+    # caught too.
+    after = probe(port, [MAIN_NEW]).files
+    staged = set_files(after, slot)
+    if MAIN_NEW in after:
+        staged["main.py"] = after[MAIN_NEW]
+    elif "main.py" in want and current.get("main.py") == want["main.py"]:
+        staged["main.py"] = want["main.py"]
+    bad = [d for d in want if staged.get(d) != want[d]]
+    if bad:
+        raise UserError(f"hash mismatch on the device after copying {', '.join(bad[:3])}: "
+                        "run deploy again; if it repeats, check free space with "
+                        f"`mpremote connect {port} df`")
     with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as tmp:
         src = Path(tmp) / MANIFEST
         src.write_text(json.dumps(result.manifest, indent=1, sort_keys=True))
-        mpremote(port, "fs", "cp", "-f", str(src), ":" + MANIFEST)
-    if changing:
-        mpremote(port, "exec", _REMOVE_PROGRAM % ([BUSY],))
+        mpremote(port, "fs", "cp", "-f", str(src), f":{slot}/{MANIFEST}")
+    # The switch: one small record replaced atomically. Before it the device boots the set
+    # it had; after it the new one, with the old one as its fallback.
+    record = json.dumps({"active": slot, "previous": active})
+    mpremote(port, "exec", _SWITCH_PROGRAM % (ACTIVE_TMP, record, ACTIVE_TMP, ACTIVE)
+             + (_REPLACE_PROGRAM % (MAIN_NEW, "main.py") if MAIN_NEW in after else ""))
+    if leftovers:
+        mpremote(port, "exec", _REMOVE_PROGRAM % (leftovers,))
     return result
+
+
+def _stage(port: str, slot: str, active: str | None, data: dict[str, bytes],
+           want: dict[str, str], have: dict[str, str], batch: int,
+           progress: Callable[[int, int, str], None] | None) -> None:
+    """Bring the set at `slot` in line with `want`: its manifest goes first (the slot is no
+    longer a whole set), files the running set holds already are copied on the device, the
+    rest from the host; a re-run after a cut keeps what is already right."""
+    staged = set_files(have, slot)
+    current = set_files(have, active or "")
+    lib_want = [d for d in want if d.startswith(DEVICE_LIB + "/")]
+    need = [d for d in lib_want if staged.get(d) != want[d]]
+    on_device = [(f"{active}/{d}" if active else d, f"{slot}/{d}") for d in need
+                 if current.get(d) == want[d]]
+    from_host = [(d, f"{slot}/{d}") for d in need if current.get(d) != want[d]]
+    extra = [f"{slot}/{d}" for d in staged if d not in lib_want]
+    if "main.py" in want and have.get("main.py") != want["main.py"]:
+        if have.get(MAIN_NEW) != want["main.py"]:
+            from_host.append(("main.py", MAIN_NEW))
+    elif MAIN_NEW in have:
+        extra.append(MAIN_NEW)  # left by a deploy cut short: main.py is right already
+    dirs = sorted({str(Path(dst).parent) for _, dst in on_device + from_host if "/" in dst})
+    mpremote(port, "exec", _REMOVE_PROGRAM % ([f"{slot}/{MANIFEST}", *extra],)
+             + _MKDIRS_PROGRAM % (dirs,) + _COPY_PROGRAM % (on_device,))
+    total = len(from_host)
+    if progress:
+        progress(0, total, "")
+    with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as staging:
+        for i in range(0, total, batch):
+            chunk = from_host[i:i + batch]
+            args: list[str] = []
+            for dev, dst in chunk:
+                src = Path(staging) / dev
+                src.parent.mkdir(parents=True, exist_ok=True)
+                src.write_bytes(data[dev])
+                if args:
+                    args.append("+")
+                # -f: we know the file differs; skip mpremote's own hash round trip.
+                args += ["fs", "cp", "-f", str(src), ":" + dst]
+            mpremote(port, *args)
+            if progress:
+                progress(min(i + batch, total), total, chunk[-1][0])

@@ -24,10 +24,10 @@ def deploy_command(
                                    "even if the device's matches it (suspected flash damage)."),
     as_json: bool = typer.Option(False, "--json", help="Print the deploy manifest as JSON."),
 ) -> None:
-    """Compile the device code to .mpy, copy what changed to lib/ on the device, verify every file's sha256 there, and write the manifest deploy.json beside lib/.
+    """Compile the device code to .mpy, stage it as a new set beside the one the device runs (sets/a or sets/b), verify every file's sha256 there, write its manifest, then switch to it in one atomic step (active.json); the set it ran stays as the fallback.
 
     On an ESP32 it also writes main.py, which starts the firmware at boot.
-    Files of the firmware's packages no longer part of it are removed from lib/.
+    A Ctrl-C or a power cut at any point leaves the device on its old set or on the new one.
     With --romfs the application (firmware, crypto, offline_cache) is written as one image
     into the ROM partition, verified there by sha256 and only then recorded (rom.json); lib/
     keeps the board's files. With two ROM partitions the one not in use is written, so a power
@@ -57,8 +57,8 @@ def deploy_command(
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted: a door whose files were being changed starts in safe mode "
-                       "until a deploy finishes; run the same command again",
+            raise fail("interrupted: the door runs its old set, or the new one if the switch was "
+                       "made; run the same command again to finish",
                        EXIT_INTERRUPTED) from None
     if as_json:
         typer.echo(json.dumps(result.manifest, indent=1, sort_keys=True))

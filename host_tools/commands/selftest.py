@@ -66,8 +66,14 @@ print('SELFTEST ' + json.dumps(r))
 
 # The deploy manifest, read in small pieces (the heap beside a running firmware is fragmented).
 MANIFEST = """
+import json
 try:
-    f = open('deploy.json')
+    s = json.loads(open('active.json').read())['active'] + '/'
+except Exception:
+    s = ''
+print('SET ' + s)
+try:
+    f = open(s + 'deploy.json')
 except OSError:
     f = None
 print('MANIFEST-BEGIN')
@@ -217,7 +223,7 @@ def selftest(
       doorctl selftest -p /dev/ttyUSB0 --wait 60   # just after a restart
       doorctl selftest -p /dev/pts/4 --relay io:127.0.0.1:40123 --json
     """
-    from host_tools.deploy import probe
+    from host_tools.deploy import probe, set_files
     from host_tools.ports import pick_port
 
     try:
@@ -240,12 +246,17 @@ def selftest(
                     break
                 time.sleep(1.0)
         raw = mpremote(port, "exec", MANIFEST)
-        text = raw.split("MANIFEST-BEGIN", 1)[-1].split("MANIFEST-END", 1)[0].strip()
+        head, _, rest = raw.partition("MANIFEST-BEGIN")
+        text = rest.split("MANIFEST-END", 1)[0].strip()
+        root = next((x[4:].strip().rstrip("/") for x in head.splitlines()
+                     if x.startswith("SET ")), "")
         try:
             r["deployed"] = json.loads(text).get("files") if text else None
         except ValueError:
             r["deployed"] = None
-        items = evaluate(r, info.files)
+        # The active set's files by their path inside it, as its manifest names them.
+        hashes = {**info.files, **set_files(info.files, root)}
+        items = evaluate(r, hashes)
         items.append(_relay_check(port, relay, err))
     except UserError as e:
         raise fail(str(e), e.exit_code) from None

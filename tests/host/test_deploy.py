@@ -45,10 +45,10 @@ def test_deploy_copies_verifies_and_records(vdev: VirtualDevice) -> None:
     assert manifest["device"]["mpy"] == 6
     assert sorted(manifest["copied"]) == sorted(files)
     out = subprocess.run([MPREMOTE, "connect", vdev.pty, "fs", "sha256sum",
-                          ":lib/firmware/main.mpy"], capture_output=True, text=True).stdout
+                          ":sets/a/lib/firmware/main.mpy"], capture_output=True, text=True).stdout
     assert files["lib/firmware/main.mpy"] in out
     stored = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
-                             "print(open('deploy.json').read())"],
+                             "print(open('sets/a/deploy.json').read())"],
                             capture_output=True, text=True).stdout
     assert json.loads(stored)["files"] == files
 
@@ -75,7 +75,7 @@ def test_deployed_code_runs_after_reset(vdev: VirtualDevice) -> None:
     out = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
                           "import firmware.main as m; print(m.__file__)"],
                          capture_output=True, text=True, timeout=30).stdout
-    assert out.strip() == "/flash/lib/firmware/main.mpy"
+    assert out.strip() == "/flash/sets/a/lib/firmware/main.mpy"
 
 
 def test_a_changed_file_is_recopied_and_a_stale_one_removed(vdev: VirtualDevice) -> None:
@@ -84,8 +84,8 @@ def test_a_changed_file_is_recopied_and_a_stale_one_removed(vdev: VirtualDevice)
     files = json.loads(first.stdout)["files"]
     setup = (
         "import os\n"
-        "with open('lib/firmware/log.mpy', 'wb') as f: f.write(b'corrupt')\n"
-        "with open('lib/firmware/retired.mpy', 'wb') as f: f.write(b'old module')\n"
+        "with open('sets/a/lib/firmware/log.mpy', 'wb') as f: f.write(b'corrupt')\n"
+        "with open('sets/a/lib/firmware/retired.mpy', 'wb') as f: f.write(b'old module')\n"
         "os.mkdir('lib/umqtt')\n"
         "with open('lib/umqtt/simple.py', 'w') as f: f.write('# installed with mip')\n"
     )
@@ -99,7 +99,7 @@ def test_a_changed_file_is_recopied_and_a_stale_one_removed(vdev: VirtualDevice)
     assert set(manifest["copied"]) == {"lib/firmware/log.mpy"} | changed
     assert manifest["removed"] == ["lib/firmware/retired.mpy"]
     listing = subprocess.run([MPREMOTE, "connect", vdev.pty, "exec",
-                              "import os; print(os.listdir('lib/firmware'), "
+                              "import os; print(os.listdir('sets/b/lib/firmware'), "
                               "os.listdir('lib/umqtt'))"],
                              capture_output=True, text=True, timeout=30).stdout
     assert "retired.mpy" not in listing
