@@ -166,13 +166,13 @@ def test_a_cut_at_every_step_leaves_the_old_set_or_the_new_one(
 def test_an_interrupted_deploy_runs_the_previous_set_not_the_built_in_one(
         old_door: VirtualDevice) -> None:
     dev = old_door
-    proc = subprocess.Popen([DOORCTL, "deploy", "-p", dev.pty], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)  # copying the new modules
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+
+    def ctrl_c(done: int, total: int, name: str) -> None:
+        if 0 < done < total:
+            raise KeyboardInterrupt  # the installer's Ctrl-C, one batch into the copying
+
+    with pytest.raises(KeyboardInterrupt):
+        deploy(dev.pty, ctrl_c)
     dev.kill()
     dev.restart()
     assert runs(dev) == "old"
@@ -182,6 +182,21 @@ def test_an_interrupted_deploy_runs_the_previous_set_not_the_built_in_one(
     assert r.returncode == 0, r.stderr
     dev.restart()
     assert runs(dev) == "new"
+
+
+def test_ctrl_c_on_the_command_is_one_line_and_the_door_keeps_a_deployed_set(
+        old_door: VirtualDevice) -> None:
+    dev = old_door
+    proc = subprocess.Popen([DOORCTL, "deploy", "-p", dev.pty], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)  # somewhere in the deploy
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    dev.kill()
+    dev.restart()
+    assert runs(dev) in ("old", "new")
 
 
 def test_a_corrupt_active_set_boots_the_previous_one_and_says_why(
@@ -206,10 +221,25 @@ def test_a_corrupt_active_set_boots_the_previous_one_and_says_why(
     assert runs(dev) == "new"
 
 
-def test_a_repeat_deploy_changes_nothing_and_keeps_both_sets(old_door: VirtualDevice) -> None:
+def deployed_files_item(dev: VirtualDevice, tmp: Path) -> dict[str, str]:
+    r = subprocess.run([DOORCTL, "selftest", "-p", dev.pty, "--relay", "skip", "--json",
+                        "--report-dir", str(tmp)], capture_output=True, text=True, timeout=300)
+    items = json.loads(r.stdout)["items"]
+    return dict(next(i for i in items if i["item"] == "deployed files"))
+
+
+def test_a_repeat_deploy_changes_nothing_and_keeps_both_sets(old_door: VirtualDevice,
+                                                             tmp_path: Path) -> None:
     dev = old_door
     first = deploy(dev.pty)
     assert first.copied  # the old set's modules differ
+    # selftest checks the active set's files against its manifest.
+    assert deployed_files_item(dev, tmp_path)["result"] == "pass"
+    mpremote(dev.pty, "exec", "with open('sets/b/lib/firmware/log.mpy','ab') as f: f.write(b'x')")
+    item = deployed_files_item(dev, tmp_path)
+    assert item["result"] == "fail" and "lib/firmware/log.mpy" in item["detail"], item
+    mpremote(dev.pty, "exec", "d=open('sets/b/lib/firmware/log.mpy','rb').read()\n"
+                              "with open('sets/b/lib/firmware/log.mpy','wb') as f: f.write(d[:-1])")
     again = deploy(dev.pty)
     assert again.copied == [] and again.removed == []
     record = json.loads(mpremote(dev.pty, "exec", "print(open('active.json').read())"))
