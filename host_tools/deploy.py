@@ -1,14 +1,17 @@
 """Deploy the firmware onto a MicroPython device: compile, copy, verify, record.
 
 Works the same on a USB-attached ESP32 and on the virtual device's pty, because both are
-driven by the unmodified `mpremote` command. Files go to `lib/` under the device's working
-directory (`/lib` on the ESP32, `/flash/lib` on the virtual device), which precedes the
-frozen and built-in modules on the device's import path.
+driven by the unmodified `mpremote` command. The device keeps two sets of files under its
+working directory (`/` on the ESP32, `/flash` on the virtual device), `sets/a` and `sets/b`,
+each a `lib/` tree with its manifest; `active.json` names the one its boot puts first on the
+import path and the previous one, its fallback (board/vdev_boot.py, board/esp32_main.py).
 
 Round trips (each one `mpremote` run): one program asks the device what it is *and* hashes
-what is already deployed; then the changed files are copied in batches; one program
-verifies every hash; the manifest is written. A re-deploy with nothing changed costs two
-runs.
+what is already deployed; one prepares the slot not in use (its manifest off, the files the
+running set already has copied on the device); the other files are copied in batches; one
+program verifies every hash of the staged set; its manifest is written; one program
+switches (active.json replaced by a rename). A re-deploy with nothing changed costs one
+run, the probe.
 
 The console (port checks, handshake, `mpremote` runs and their one-line errors) is
 host_tools/console.py's, shared with commissioning, the self-test and the rig.

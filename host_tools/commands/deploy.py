@@ -29,8 +29,8 @@ def deploy_command(
     On an ESP32 it also writes main.py, which starts the firmware at boot.
     A Ctrl-C or a power cut at any point leaves the device on its old set or on the new one.
     With --romfs the application (firmware, crypto, offline_cache) is written as one image
-    into the ROM partition, verified there by sha256 and only then recorded (rom.json); lib/
-    keeps the board's files. With two ROM partitions the one not in use is written, so a power
+    into the ROM partition, verified there by sha256 and only then recorded (rom.json); the
+    set keeps the board's files. With two ROM partitions the one not in use is written, so a power
     cut during the deploy leaves the device on the image it had.
     Exit codes: 0 deployed, 1 failed, 3 no device or not MicroPython, 5 wrong mpy-cross.
 
