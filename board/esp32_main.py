@@ -9,8 +9,10 @@
 # set whose manifest names it, and only when it matches the record `doorctl deploy --romfs`
 # wrote after proving it (board/romfs.py). Hold the REX button while the board powers up to
 # stay at the REPL instead (safe mode, for recovery).
+import os
 import sys
 
+_ROOT = os.getcwd().rstrip("/")  # "" on the board, where boot runs in /
 _SETS = ("sets/a", "sets/b")
 _APP = ("board", "firmware", "crypto", "offline_cache")
 
@@ -60,17 +62,17 @@ def _rom(wanted):
 
 def _start():
     """Import the board's main from the first set that has it: (main, set, why not others)."""
-    rec = _json("/active.json") or {}
+    rec = _json(_ROOT + "/active.json") or {}
     why = []
     for role in ("active", "previous"):
         name = rec.get(role)
         if name not in _SETS:
             continue
-        manifest = _json("/" + name + "/deploy.json")
+        manifest = _json(_ROOT + "/" + name + "/deploy.json")
         if manifest is None:
             why.append(role + " " + name + ": no deploy.json")
             continue
-        lib = "/" + name + "/lib"
+        lib = _ROOT + "/" + name + "/lib"
         sys.path.insert(0, lib)
         problem = _rom(manifest.get("rom"))
         if manifest.get("rom") and problem is not None:
