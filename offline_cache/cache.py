@@ -75,6 +75,10 @@ OUTSIDE_SCHEDULE = "outside_schedule"
 NOT_PERMITTED = "not_permitted"
 LOCKDOWN = "lockdown"
 NO_CACHE = "no_cache"
+# The files could not be opened (heap, flash, an exception from the door's tick): the cache
+# refuses every card, as when damaged, until they are opened again (maintain() at idle, the
+# next snapshot, the next boot). Never main.bin alone: the overlay may hold revocations.
+OPEN_FAILED = "open_failed"
 CLOCK_UNSET = "clock_unset"
 _STATUS_REASON = {LOST: "lost", SUSPENDED: "suspended", CANCELLED: "cancelled"}
 
@@ -283,21 +287,6 @@ class Table:
                 hi = mid
         return -1
 
-    def record(self, i):
-        """Record number i as (ref, flags, start, end, groups)."""
-        from offline_cache.fmt import unpack_record
-        self._read(i, 1)
-        return unpack_record(self.buf, 0)
-
-
-def _copy(src, dst, buf, n):
-    mv = memoryview(buf)
-    while n:
-        k = min(n, len(buf))
-        src.readinto(mv[:k])
-        dst.write(mv[:k])
-        n -= k
-
 
 class Cache:
     def __init__(self, folder, key, site=None, reserve_update=False):
@@ -350,37 +339,47 @@ class Cache:
         os.rename(self._p(FLOOR_TMP), self._p(FLOOR))
         self.floor = version
 
-    def _open(self):
-        """(Re)open the files in place. A transfer's incoming file is left alone: the idle
-        merge reopens the cache while an update may be arriving."""
+    def _open(self, tick=None):
+        """(Re)open the files in place; `tick()` is called between pieces of their scans (the
+        door is served while main.bin is read again). A transfer's incoming file is left
+        alone: the idle merge reopens the cache while an update may be arriving.
+
+        Fails secure: `error` is set until both files are open, so whatever stops this (no
+        heap for the overlay's index, a flash or tick error, even Ctrl-C) leaves decisions
+        refused, never made from main.bin without the overlay's revocations."""
         self.close()
-        self.error = None
+        self.error = OPEN_FAILED
         if _size(self._p(MAIN)) < 0:
             self.error = NO_CACHE
             return
         try:
-            self.main = Table(self._p(MAIN), self.key, self.buf, self.site, index=self.index)
+            self.main = Table(self._p(MAIN), self.key, self.buf, self.site, tick, self.index)
+            self.error = self._open_overlay(tick)
         except CacheError as e:
             self.error = e.reason
             self.main = None
-            return
+        except Exception:  # noqa: BLE001 - heap, flash, tick: nothing open, error stays set
+            self.close()
+
+    def _open_overlay(self, tick):
+        """Open overlay.bin, if any, beside the open main.bin: None, or why the cache refuses."""
         if _size(self._p(OVERLAY)) < 0:
-            return
+            return None
         try:
-            ov = Table(self._p(OVERLAY), self.key, self.buf, self.site)
+            ov = Table(self._p(OVERLAY), self.key, self.buf, self.site, tick)
         except CacheError:
             # Only a merge or a snapshot replaces main.bin; both leave no overlay they do not
             # cover. A torn overlay cannot exist (it is renamed in complete), so this is damage.
-            self.error = "overlay_damaged"
-            return
+            return "overlay_damaged"
         if ov.hdr.version <= self.main.hdr.version:
             ov.close()  # already merged (cut between the merge's rename and this removal)
             _remove(self._p(OVERLAY))
         elif ov.hdr.base != self.main.hdr.version:
             ov.close()
-            self.error = "overlay_damaged"
+            return "overlay_damaged"
         else:
             self.overlay = ov
+        return None
 
     def close(self):
         for t in (self.main, self.overlay):
@@ -519,9 +518,9 @@ class Cache:
         Flash errors (full, I/O) give CacheError("storage") with the cache as it was.
         The file is consumed (renamed into place or removed)."""
         # Without `in_place`: the scan has buffers of its own (decisions may come in between),
-        # except the cache's index when no sorted file uses it.
+        # except the cache's index and read buffer when no sorted file uses them.
         index = self.index if self.main is None else None
-        buf = self.buf if self.in_place else bytearray(len(self.buf))
+        buf = self.buf if self.in_place or self.main is None else bytearray(len(self.buf))
         reopen = False
         if self.in_place and self.main is not None:
             hdr = self._peek(path)
@@ -529,23 +528,25 @@ class Cache:
                 index, reopen = self.index, True  # the open files' index is rebuilt on refusal
         try:
             t = Table(path, self.key, buf, self.site, tick, index)
-        except CacheError:
+        except BaseException:  # any: a scan in place has overwritten the open file's index
             _remove(path)
             if reopen:
-                self._open()
+                self._open(tick)
             raise
         try:
-            return self._install(t, path)
-        except CacheError:
-            if reopen:
-                self._open()
+            return self._install(t, path, tick)
+        except BaseException as e:
+            # The open files are read again when the scan used their index or they were being
+            # swapped (`error` says so); else (heap, flash, tick before that) they are intact.
+            if not isinstance(e, CacheError):
+                t.close()
+                _remove(path)
+                _remove(self._p(OVERLAY_TMP))
+            if reopen or self.error == OPEN_FAILED:
+                self._open(tick)
+            if isinstance(e, OSError):
+                raise CacheError(STORAGE, "flash: %s" % e) from None
             raise
-        except OSError as e:
-            t.close()
-            _remove(path)
-            _remove(self._p(OVERLAY_TMP))
-            self._open()
-            raise CacheError(STORAGE, "flash: %s" % e) from None
 
     def _peek(self, path):
         """The header of an update file, refused (and the file removed) for what apply()
@@ -566,7 +567,7 @@ class Cache:
             raise CacheError(MALFORMED, "missing " + path) from None
         return hdr
 
-    def _install(self, t, path):
+    def _install(self, t, path, tick=None):
         hdr = t.hdr
         have = max(self.version, self.floor)  # the floor still holds when a file is damaged
         if hdr.version <= have:
@@ -574,6 +575,7 @@ class Cache:
             _remove(path)
             raise CacheError(STALE, "version %d, have %d" % (hdr.version, have))
         if hdr.kind == KIND_SNAPSHOT:
+            self.error = OPEN_FAILED  # until the new file is open in place
             t.close()
             self.close()
             os.rename(path, self._p(MAIN))
@@ -595,48 +597,66 @@ class Cache:
             raise CacheError(BASE_MISMATCH, "delta on %d, have %d%s" % (
                 hdr.base, self.version, " (damaged: %s)" % self.error if self.error else ""))
         if self.overlay is None:
+            self.error = OPEN_FAILED  # until the overlay is open: main.bin alone misses it
             t.close()
             os.rename(path, self._p(OVERLAY))
             t.moved(self._p(OVERLAY))
             t.buf, t.mv = self.buf, memoryview(self.buf)
             self.overlay = t
+            self.error = None
             self._raise_floor(hdr.version)
             return self.version
-        self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True)
+        self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True,
+                    tick)
+        self.error = OPEN_FAILED  # until the merged overlay is open
         t.close()
         self.overlay.close()
         self.overlay = None
         os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
         _remove(path)
-        self.overlay = Table(self._p(OVERLAY), self.key, self.buf, self.site)
+        self.error = self._open_overlay(tick)
+        if self.error:  # refused as damaged: decisions stay refused
+            raise CacheError(self.error, "merged overlay refused")
         self._raise_floor(hdr.version)
         return self.version
 
     def maintain(self, min_overlay=0, tick=None):
         """Merge the overlay into the sorted file when it holds at least `min_overlay` records;
-        `tick()` is called between pieces (the door is served during a long merge)."""
+        `tick()` is called between pieces (the door is served during a long merge). Files
+        that could not be opened (OPEN_FAILED) are opened again instead."""
+        if self.error == OPEN_FAILED:
+            self._open(tick)
+            return False
         ov = self.overlay
         if ov is None or ov.hdr.count < min_overlay:
             return False
         try:
             self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False, tick)
             self.close()
+            self.error = OPEN_FAILED  # until the merged file is open
             os.rename(self._p(MERGE_TMP), self._p(MAIN))
-        except OSError as e:
+        except BaseException as e:  # before the rename: the old files are as they were
             _remove(self._p(MERGE_TMP))
-            self._open()
-            raise CacheError(STORAGE, "flash: %s" % e) from None
+            if self.error == OPEN_FAILED:
+                self._open(tick)
+            if isinstance(e, OSError):
+                raise CacheError(STORAGE, "flash: %s" % e) from None
+            raise
         _remove(self._p(OVERLAY))
-        self._open()
+        self._open(tick)
         return True
 
     def _merge(self, old, new, out_path, kind, base, keep_deletes, tick=None):
-        """Write old+new (new wins) sorted into out_path, signed; header/schedules from new."""
+        """Write old+new (new wins) sorted into out_path, signed; header/schedules from new.
+        Its pieces are read and written through the cache's read buffer, free during this
+        one call (the door's tick decides no card): a merge asks a fragmented heap for no
+        buffer."""
         h = new.hdr
         a_n, b_n = old.hdr.count, new.hdr.count
+        mv = memoryview(self.buf)
         # First pass: count the output records.
         count = 0
-        for _ref, flags in _merged(old, new, a_n, b_n):
+        for _ref, flags in _merged(old, new, a_n, b_n, mv):
             if keep_deletes or flags != DELETE:
                 count += 1
         out = Header(kind, h.version, base, h.site, h.scope, h.tz_min, count, h.sched_len,
@@ -650,9 +670,9 @@ class Cache:
             extra = new.f.read(h.sched_len + 2 * h.hol_count)
             mac.update(extra)
             f.write(extra)
-            obuf = bytearray(REC_SIZE * 16)
+            obuf = mv[:_PIECE]
             k = 0
-            for rec in _merged_records(old, new, a_n, b_n):
+            for rec in _merged_records(old, new, a_n, b_n, mv):
                 if not keep_deletes and rec[REF_LEN] == DELETE:
                     continue
                 obuf[k * REC_SIZE:(k + 1) * REC_SIZE] = rec
@@ -664,16 +684,16 @@ class Cache:
                     if tick is not None:
                         tick()
             if k:
-                mv = memoryview(obuf)[:k * REC_SIZE]
-                mac.update(mv)
-                f.write(mv)
+                mac.update(obuf[:k * REC_SIZE])
+                f.write(obuf[:k * REC_SIZE])
             f.write(mac.digest())
 
 
-def _cursor(t, n):
-    """Records of a table in order, read BUF_RECS at a time through a private buffer."""
-    buf = bytearray(REC_SIZE * 16)
-    mv = memoryview(buf)
+_PIECE = REC_SIZE * 16  # a merge's pieces: its output and two cursors fill 3/4 of the buffer
+
+
+def _cursor(t, n, mv):
+    """Records of a table in order, read 16 at a time into `mv` (_PIECE bytes)."""
     i = 0
     while i < n:
         k = min(16, n - i)
@@ -684,9 +704,9 @@ def _cursor(t, n):
         i += k
 
 
-def _merged_records(old, new, a_n, b_n):
-    a = _cursor(old, a_n)
-    b = _cursor(new, b_n)
+def _merged_records(old, new, a_n, b_n, mv):
+    a = _cursor(old, a_n, mv[_PIECE:2 * _PIECE])
+    b = _cursor(new, b_n, mv[2 * _PIECE:3 * _PIECE])
     ra = next(a, None)
     rb = next(b, None)
     while ra is not None or rb is not None:
@@ -700,6 +720,6 @@ def _merged_records(old, new, a_n, b_n):
             rb = next(b, None)
 
 
-def _merged(old, new, a_n, b_n):
-    for rec in _merged_records(old, new, a_n, b_n):
+def _merged(old, new, a_n, b_n, mv):
+    for rec in _merged_records(old, new, a_n, b_n, mv):
         yield rec[:REF_LEN], rec[REF_LEN]

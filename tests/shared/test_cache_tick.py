@@ -46,5 +46,5 @@ def test_a_merge_at_idle_also_lets_the_door_be_served():
         fmt.write(f, KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, 40, recs, {}, [])
     assert c.apply(c.incoming_path()) == 2
     assert c.maintain(0, lambda: calls.append(1)) is True
-    assert len(calls) == 100 // 16  # once per 16 records written
+    assert len(calls) == 100 // 16 + 2  # once per 16 records written, then per 64 read again
     assert c.decide(ref(5), 0, NOON)[1] == "lost" and c.decide(ref(50), 0, NOON)[0] is True

@@ -1,0 +1,235 @@
+# mpy-heapsize: 256K
+# A whitelist update verified in place (reserve_update=True, as the firmware does) must leave
+# the door deciding exactly as before whatever stops it: not only a refusal (CacheError), but an
+# exception from the door's tick (MemoryError in a busy heap, OSError from flash or the
+# journal) and a failure while the open files are read again. When the files cannot be opened,
+# the cache refuses every card (never main.bin without the overlay's revocations) until they
+# are opened again at idle. Runs on both interpreters.
+import offline_cache.cache as cache_mod
+from offline_cache import fmt
+from offline_cache.cache import OPEN_FAILED, Cache
+from offline_cache.fmt import CacheError, pack_record
+from tests.scratch import fresh_dir
+
+KEY = b"k" * 32
+SITE = 7
+DAY = 20000
+NOON = DAY * 86400 + 12 * 3600
+
+
+def ref(i):
+    return b"\x00" * 4 + bytes([(i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+
+
+def card(i, status=fmt.ACTIVE):
+    return pack_record(ref(i), status, False, 0, DAY - 10, DAY + 10, 0x0003)
+
+
+def snap(version, recs):
+    return fmt.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, {}, [])
+
+
+def delta(version, base, recs):
+    return fmt.build(KEY, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, {}, [])
+
+
+def _held():
+    """main.bin v1 (cards 1..199), overlay v2 revoking card 5."""
+    c = Cache(fresh_dir("cache-interrupted"), KEY, SITE, reserve_update=True)
+    c.apply_bytes(snap(1, [card(i) for i in range(1, 200)]))
+    c.apply_bytes(delta(2, 1, [card(5, fmt.LOST)]))
+    return c
+
+
+def _decisions(c):
+    return [c.decide(ref(i), 0, NOON)[1] for i in (1, 5, 100, 150, 199, 1100)]
+
+
+BEFORE = ["granted", "lost", "granted", "granted", "granted", "unknown"]
+REFUSED = ["no_cache"] * 6
+
+
+def _tick_failing_at(n, exc):
+    calls = [0]
+
+    def tick():  # the door's poll: fails on the n-th piece (heap, flash, relay driver)
+        calls[0] += 1
+        if calls[0] == n:
+            raise exc("from tick")
+
+    return tick
+
+
+def _snapshot_interrupted(exc):
+    c = _held()
+    assert _decisions(c) == BEFORE
+    with open(c.incoming_path(), "wb") as f:
+        f.write(snap(3, [card(i) for i in range(1000, 1200)]))
+    try:
+        c.apply(c.incoming_path(), _tick_failing_at(3, exc))
+        raise AssertionError("the update went in")
+    except exc:
+        pass
+    return c
+
+
+class _Starved:
+    """Table replaced in offline_cache.cache: opening a file whose name ends with one of
+    `names` raises MemoryError (no heap for its index), `moved` too when `moved` is set."""
+
+    def __init__(self, *names, moved=False):
+        self.names = names
+        self.moved = moved
+        self.real = cache_mod.Table
+
+    def __enter__(self):
+        real, names, fail_moved = self.real, self.names, self.moved
+
+        class Starved(real):
+            def __init__(self, path, *a, **k):
+                for name in names:
+                    if path.endswith(name):
+                        raise MemoryError("index for " + name)
+                real.__init__(self, path, *a, **k)
+
+            def moved(self, path):
+                if fail_moved:
+                    raise MemoryError("file object")
+                real.moved(self, path)
+
+        cache_mod.Table = Starved
+        return self
+
+    def __exit__(self, *exc):
+        cache_mod.Table = self.real
+        return False
+
+
+def test_a_memory_error_from_the_tick_during_an_in_place_snapshot_scan_keeps_the_cards_held():
+    c = _snapshot_interrupted(MemoryError)
+    assert c.error is None and c.version == 2
+    assert _decisions(c) == BEFORE
+
+
+def test_a_flash_error_from_the_tick_during_an_in_place_snapshot_scan_keeps_the_cards_held():
+    c = _snapshot_interrupted(OSError)
+    assert c.error is None and c.version == 2
+    assert _decisions(c) == BEFORE
+    assert not _exists(c.incoming_path())  # the file is consumed, as after a refusal
+
+
+def _exists(path):
+    import os
+
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def test_no_heap_for_the_overlay_when_reopening_after_a_refused_snapshot_refuses_every_card():
+    c = _held()
+    bad = bytearray(snap(3, [card(i) for i in range(1000, 1100)]))
+    bad[-1] ^= 1  # refused after its scan: the open files are read again
+    with _Starved("overlay.bin"):
+        try:
+            c.apply_bytes(bytes(bad))
+            raise AssertionError("the update went in")
+        except CacheError as e:
+            assert e.reason == "bad_tag"
+    # Card 5 was revoked by the overlay: main.bin alone would grant it.
+    assert c.error == OPEN_FAILED
+    assert _decisions(c) == REFUSED
+    assert c.maintain(0) is False  # at idle, with the heap back: opened again
+    assert c.error is None and c.version == 2
+    assert _decisions(c) == BEFORE
+
+
+def test_no_heap_for_the_merged_overlay_of_a_delta_refuses_every_card_until_it_is_opened():
+    c = _held()  # a delta on an overlay: merged into a new overlay, then opened
+    with _Starved("overlay.bin"):
+        try:
+            c.apply_bytes(delta(3, 2, [card(6, fmt.LOST)]))
+            raise AssertionError("the update went in")
+        except MemoryError:
+            pass
+        assert c.error == OPEN_FAILED
+        assert c.decide(ref(5), 0, NOON)[1] == "no_cache"
+        assert c.decide(ref(6), 0, NOON)[1] == "no_cache"
+        assert c.maintain(0) is False  # still no heap: still refused
+        assert c.error == OPEN_FAILED and c.decide(ref(5), 0, NOON)[0] is False
+        try:
+            c.apply_bytes(delta(4, 3, [card(7, fmt.LOST)]))  # no delta on a cache not open
+            raise AssertionError("the delta went in")
+        except CacheError as e:
+            assert e.reason == "base_mismatch"
+    assert c.maintain(0) is False
+    assert c.error is None and c.version == 3  # the merged overlay was in place
+    assert [c.decide(ref(i), 0, NOON)[1] for i in (4, 5, 6)] == ["granted", "lost", "lost"]
+
+
+def test_a_delta_whose_file_cannot_be_opened_after_its_rename_is_read_with_main():
+    c = Cache(fresh_dir("cache-interrupted"), KEY, SITE, reserve_update=True)
+    c.apply_bytes(snap(1, [card(i) for i in range(1, 200)]))
+    with _Starved(moved=True):
+        try:
+            c.apply_bytes(delta(2, 1, [card(5, fmt.LOST)]))
+            raise AssertionError("the update went in")
+        except MemoryError:
+            pass
+    # overlay.bin is in place: the cache read it again with main.bin, so card 5 is refused.
+    assert c.error is None and c.version == 2
+    assert _decisions(c) == BEFORE
+
+
+def test_no_heap_at_boot_for_the_overlay_refuses_every_card_until_it_is_opened_at_idle():
+    c = _held()
+    c.close()
+    with _Starved("overlay.bin"):
+        c = Cache(c.dir, KEY, SITE, reserve_update=True)
+    assert c.error == OPEN_FAILED and _decisions(c) == REFUSED
+    c.maintain(256)
+    assert c.error is None and _decisions(c) == BEFORE
+
+
+def test_no_heap_for_the_merged_main_file_at_idle_refuses_every_card_until_it_is_opened():
+    c = _held()
+    with _Starved("main.bin"):
+        assert c.maintain(0) is True  # merged; opening the result failed
+    assert c.error == OPEN_FAILED and c.main is None and _decisions(c) == REFUSED
+    c.maintain(0)
+    assert c.error is None and c.version == 2 and c.overlay is None
+    assert _decisions(c) == BEFORE
+
+
+def test_reading_the_open_files_again_after_a_late_refusal_keeps_serving_the_door():
+    # The refusal re-scans main.bin (1.5 MB for 100k cards) and the overlay: the door's inputs,
+    # timers and relay are served between their pieces as during the update's own scan.
+    c = Cache(fresh_dir("cache-interrupted"), KEY, SITE, reserve_update=True)
+    with open(c.incoming_path(), "wb") as f:
+        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, 1280,
+                  (card(i) for i in range(1, 1281)), {}, [])
+    c.apply(c.incoming_path())
+    bad = bytearray(snap(2, [card(i) for i in range(2000, 2064)]))  # one piece
+    bad[-1] ^= 1
+    with open(c.incoming_path(), "wb") as f:
+        f.write(bad)
+    calls = []
+    try:
+        c.apply(c.incoming_path(), lambda: calls.append(1))
+        raise AssertionError("the update went in")
+    except CacheError as e:
+        assert e.reason == "bad_tag"
+    assert c.decide(ref(700), 0, NOON)[0] is True
+    assert len(calls) == 1 + 1280 // 64  # its piece, then each piece of main.bin read again
+
+
+def test_the_reopen_after_an_idle_merge_keeps_serving_the_door():
+    c = _held()
+    calls = []
+    assert c.maintain(0, lambda: calls.append(1)) is True
+    # the merge ticks after each full piece of 16 of its 199 records, then main.bin is read
+    # again (4 pieces of 64)
+    assert len(calls) == 199 // 16 + 4
+    assert _decisions(c) == BEFORE
