@@ -297,19 +297,21 @@ def setup_now(board):
 
 async def _cache_maintenance(cache, serve_door=None, every_ms=30000):
     """Merge a grown overlay into the sorted file at a quiet moment (the door is served
-    between pieces of the merge)."""
-    from offline_cache.fmt import CacheError
-
+    between pieces of the merge), and open again files that could not be opened (the
+    cache refuses every card meanwhile). A failure is logged and tried again next time."""
     while True:
         await asyncio.sleep_ms(every_ms)
         merged = False
+        was = cache.error
         try:
             merged = cache.maintain(256, serve_door)
-        except CacheError as e:
-            log("cache: merge failed:", e)
+        except Exception as e:  # noqa: BLE001 - heap, flash, tick: the cache stays consistent
+            log("cache: maintenance failed:", repr(e))
+        if cache.error != was:
+            log("cache:", cache.error or "open again")
         status["cache_version"] = cache.version
         content = running.get("content")
-        if merged and content is not None:
+        if (merged or (was and not cache.error)) and content is not None:
             status["cache_hash"] = content.update()  # the same, for a new main.bin
 
 

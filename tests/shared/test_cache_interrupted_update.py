@@ -233,3 +233,4 @@ def test_the_reopen_after_an_idle_merge_keeps_serving_the_door():
     # again (4 pieces of 64)
     assert len(calls) == 199 // 16 + 4
     assert _decisions(c) == BEFORE
+

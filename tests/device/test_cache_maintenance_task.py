@@ -1,0 +1,94 @@
+# mpy-heapsize: 512K
+# The door's idle maintenance task (firmware.main._cache_maintenance; MicroPython only: it
+# sleeps with asyncio.sleep_ms) opens again whitelist files that could not be opened, so a
+# door refusing every card for want of heap recovers without a reboot, and it outlives a merge
+# stopped by an exception (heap, flash, the door's tick): the next round merges.
+import asyncio
+
+import offline_cache.cache as cache_mod
+from firmware import main as fw
+from offline_cache import fmt
+from offline_cache.cache import OPEN_FAILED, Cache
+from offline_cache.fmt import pack_record
+from tests.scratch import fresh_dir
+
+KEY = b"m" * 32
+SITE = 7
+DAY = 20000
+NOON = DAY * 86400 + 12 * 3600
+
+
+def ref(i):
+    return b"\x00" * 4 + bytes([(i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+
+
+def card(i, status=fmt.ACTIVE):
+    return pack_record(ref(i), status, False, 0, DAY - 10, DAY + 10, 0x0003)
+
+
+def _held():
+    """main.bin v1 (cards 1..499), overlay v2 revoking card 5."""
+    c = Cache(fresh_dir("cache-maintenance"), KEY, SITE, reserve_update=True)
+    c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
+                            [card(i) for i in range(1, 500)], {}, []))
+    c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0,
+                            [card(5, fmt.LOST)], {}, []))
+    return c
+
+
+def _decisions(c):
+    return [c.decide(ref(i), 0, NOON)[1] for i in (1, 5, 100, 499, 1100)]
+
+
+BEFORE = ["granted", "lost", "granted", "granted", "unknown"]
+
+
+def _run_maintenance(c, tick, ms):
+    async def go():
+        task = asyncio.create_task(fw._cache_maintenance(c, tick, 1))
+        await asyncio.sleep_ms(ms)
+        task.cancel()
+        await asyncio.sleep_ms(0)
+
+    fw.running.pop("content", None)
+    asyncio.run(go())
+    return fw.status
+
+
+def test_the_idle_maintenance_opens_again_files_that_could_not_be_opened():
+    c = _held()
+    c.close()
+    real = cache_mod.Table
+
+    class Starved(real):
+        def __init__(self, path, *a, **k):
+            if path.endswith("overlay.bin"):
+                raise MemoryError("overlay index")
+            real.__init__(self, path, *a, **k)
+
+    cache_mod.Table = Starved
+    try:
+        c = Cache(c.dir, KEY, SITE, reserve_update=True)
+    finally:
+        cache_mod.Table = real
+    assert c.error == OPEN_FAILED and c.decide(ref(1), 0, NOON)[1] == "no_cache"
+    status = _run_maintenance(c, None, 20)
+    assert c.error is None and status["cache_version"] == 2
+    assert _decisions(c) == BEFORE
+
+
+def test_the_idle_maintenance_outlives_a_failed_merge_and_merges_next_time():
+    c = _held()
+    c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0,
+                            [card(i, fmt.LOST) for i in range(200, 460)], {}, []))
+    calls = [0]
+
+    def tick():  # the door's poll fails once, in the first merge
+        calls[0] += 1
+        if calls[0] == 1:
+            raise MemoryError("from tick")
+
+    status = _run_maintenance(c, tick, 40)
+    assert calls[0] > 1 and c.overlay is None and c.version == 3
+    assert status["cache_version"] == 3
+    assert _decisions(c) == BEFORE and c.decide(ref(300), 0, NOON)[1] == "lost"
