@@ -6,7 +6,7 @@ stops at the first piece that is not the platform's."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from host_tools.platform.cache_tags import CacheTags
@@ -31,8 +31,8 @@ class Platform(Protocol):
     def wait_cache_state(self, device: str, cond: Any,
                          timeout: float = 30.0) -> dict[str, Any] | None: ...
 
-    def wait_cache_states(self, devices: Iterable[str], cond: Any,
-                          timeout: float) -> dict[str, dict[str, Any]]: ...
+    def wait_cache_states(self, devices: Iterable[str], cond: Any, timeout: float,
+                          then: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]: ...
 
 
 class DistributionError(RuntimeError):
@@ -175,12 +175,16 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
     shared_key = shares_cache_key(platform)  # else each door's own pieces
     by_data = {id(data): chunks(data, key) for data in updates.values()
                if data is not None and shared_key}
-    for device, data in pending.items():
-        platform.cache_states.pop(device, None)
-        send(platform, device, data, key=key, pieces=by_data.get(id(data)))
+    for device in pending:
+        platform.cache_states.pop(device, None)  # any state from now on is an answer
+
+    def send_all() -> None:
+        for device, data in pending.items():
+            send(platform, device, data, key=key, pieces=by_data.get(id(data)))
+
     states = platform.wait_cache_states(
         pending, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),
-        min(timeout, FANOUT_WAIT_S))
+        min(timeout, FANOUT_WAIT_S), then=send_all)
     for device, state in states.items():
         if int(state["version"]) >= target:
             out[device] = f"updated to {target}"

@@ -63,12 +63,15 @@ class _StateWatch:
         if not self.waiting:
             self.done.set()
 
-    def seen(self, device: str, state: dict[str, Any]) -> None:
+    def seen(self, device: str, state: dict[str, Any]) -> bool:
+        """True when this wait takes the state (the door was awaited and meets the condition)."""
         if device in self.waiting and self.cond(state):
             self.waiting.discard(device)
             self.states[device] = state
             if not self.waiting:
                 self.done.set()
+            return True
+        return False
 
 
 class _Batch:
@@ -420,12 +423,14 @@ class Platform:
                 self._registered(device, reg["keys"])
         elif leaf == "cache_state":
             state = protocol.decode_cache_state(payload)
+            taken = False
             with self._replies_cond:
                 self.cache_states[device] = state
                 for watch in self._state_watches:
-                    watch.seen(device, state)
+                    taken = watch.seen(device, state) or taken
                 self._replies_cond.notify_all()
-            self._maybe_sync(device, state)
+            if not taken:  # else a fan-out awaits this door's answer and serves it (sync)
+                self._maybe_sync(device, state)
         elif leaf == "reply":
             reply = protocol.decode_reply(payload)
             with self._replies_cond:
@@ -553,11 +558,12 @@ class Platform:
 
         threading.Thread(target=run, name=f"sync-{device}", daemon=True).start()
 
-    def wait_cache_states(self, devices: Iterable[str], cond: Any,
-                          timeout: float) -> dict[str, dict[str, Any]]:
+    def wait_cache_states(self, devices: Iterable[str], cond: Any, timeout: float,
+                          then: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
         """Each device's cache state once `cond(state)` holds for every one of them, or what
         held by `timeout`: the answers are taken as they arrive, on the network thread, and
-        the caller is woken once (a fan-out to thousands of doors)."""
+        the caller is woken once (a fan-out to thousands of doors). `then`: called once the
+        wait is in place (the fan-out's sending), so every answer is the wait's from the first."""
         with self._replies_cond:
             watch = _StateWatch(devices, cond)
             for device in list(watch.waiting):
@@ -565,6 +571,8 @@ class Platform:
                     watch.seen(device, self.cache_states[device])
             self._state_watches.append(watch)
         try:
+            if then is not None:
+                then()
             watch.done.wait(timeout)
         finally:
             with self._replies_cond:

@@ -124,3 +124,67 @@ def test_a_door_that_took_the_file_before_it_was_sent_again_counts_as_updated(tm
     state = push(p, "d1", data, timeout=10, key=reg.key)
     t.join()
     assert state["version"] == reg.version()
+
+
+def test_answers_a_fanout_awaits_are_not_checked_again_by_the_resync_listener(tmp_path: Path) -> None:
+    """The resync listener asks the registry (a database query) about each door's state; the
+    answers a running fan-out awaits are that fan-out's to serve, so a city's thousands of
+    answers cost no query each on the network thread. A state nobody awaits is still checked."""
+    p = Platform(Store(str(tmp_path / "p.db")), "127.0.0.1", 1, lease=False)  # never started
+    asked: list[str] = []
+
+    class Listener:
+        def wanted(self, state: dict[str, object]) -> bool:
+            asked.append("?")
+            return False
+
+    p.whitelist_listener = Listener()
+    doors = [f"d{i}" for i in range(100)]
+    got: dict[str, dict[str, object]] = {}
+    waiter = threading.Thread(target=lambda: got.update(
+        p.wait_cache_states(doors, lambda s: s["version"] >= 5, 30.0)))
+    waiter.start()
+    while not p._state_watches:
+        time.sleep(0.001)
+    for d in doors:
+        answer(p, d, 5)
+    waiter.join()
+    assert len(got) == 100 and asked == []
+    answer(p, "d0", 5)  # nobody awaits it now
+    assert asked == ["?"]
+
+
+def test_answers_during_the_fanouts_sending_are_the_fanouts_too(tmp_path: Path) -> None:
+    """A door can answer before the fan-out has sent to the last door: the fan-out's wait is in
+    place before the first piece leaves, so no answer costs the resync listener's query."""
+    import datetime as dt
+
+    from host_tools.cards.kit import SiteKit
+    from host_tools.platform.cards import CardRegistry
+    from host_tools.platform.distribute import sync
+
+    site = SiteKit()
+    store = Store(str(tmp_path / "p.db"))
+    reg = CardRegistry(store, site.keys)
+    today = dt.date.today()
+    reg.issue("ab" * 8, "r-1", "101", [0], today, today + dt.timedelta(days=30))
+    p = Platform(store, "127.0.0.1", 1, lease=False)  # never started
+    doors = [f"d{i}" for i in range(50)]
+    for d in doors:
+        answer(p, d, reg.version())
+    reg.report_lost("ab" * 8)
+    asked: list[str] = []
+
+    class Listener:
+        def wanted(self, state: dict[str, object]) -> bool:
+            asked.append("?")
+            return False
+
+    p.whitelist_listener = Listener()
+
+    def door_answers_at_once(device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
+        answer(p, device, reg.version())
+
+    p.publish = door_answers_at_once  # type: ignore[method-assign]
+    assert sync(p, reg, doors, timeout=10) == {d: f"updated to {reg.version()}" for d in doors}
+    assert asked == []
