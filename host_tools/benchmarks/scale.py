@@ -32,7 +32,7 @@ from typing import Any
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.platform.cards import CardRegistry
-from host_tools.platform.distribute import sync
+from host_tools.platform.distribute import attach, sync
 from host_tools.platform.ingest import Platform
 from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
@@ -158,11 +158,17 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
     reg.issue("ab" * 8, "r-1", "101", [0], day - timedelta(days=30), day + timedelta(days=365))
     version = reg.version()
     sim = Sim([f"{broker.host}:{broker.port}"], DOORS, "city.d", whitelist=version, keys=keys)
+    listener_store: Store | None = None
     try:
         online = sim.expect("online", timeout=900)
         out["scale.doors_online"] = float(online["doors"])
         out["scale.connect_s"] = float(online["since_start"])
-        with Platform(store, broker.host, broker.port, ingest=False, site_keys=site.keys) as platform:
+        # As `doorctl platform run --keys` makes it: the site's keys, and a card registry of
+        # its own (its own connection) that brings a door reporting an older whitelist up to date.
+        platform = Platform(store, broker.host, broker.port, ingest=False, site_keys=site.keys)
+        listener_store = Store(db_url)
+        attach(platform, CardRegistry(listener_store, site.keys))
+        with platform:
             t0 = time.monotonic()
             _wait(lambda: len(platform.cache_states) >= DOORS, 600, "every door's whitelist state")
             out["scale.presence_s"] = time.monotonic() - t0
@@ -199,6 +205,8 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
     finally:
         sim.close()
         store.close()
+        if listener_store is not None:
+            listener_store.close()
 
 
 def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str,
