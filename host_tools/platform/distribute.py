@@ -109,8 +109,6 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
                                           max(0.1, deadline - time.monotonic()))
         if state is None:
             raise DistributionError("no_answer")
-        if state.get("reason") == "stale_version" and state["version"] >= version:
-            return state  # it took the file already: its answer came after the fan-out's wait
         if state.get("reason"):
             raise DistributionError(str(state["reason"]), state)
         if state["version"] >= version:
@@ -195,9 +193,12 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             try:
                 push(platform, device, data, timeout, key=key)
             except DistributionError as e:
-                if e.reason not in ("base_mismatch", "stale_version"):
+                if e.reason == "stale_version" and int((e.state or {}).get("version", 0)) >= target:
+                    pass  # it took the file already: its answer came after the fan-out's wait
+                elif e.reason not in ("base_mismatch", "stale_version"):
                     raise
-                push(platform, device, registry.snapshot(), timeout, key=key)
+                else:
+                    push(platform, device, registry.snapshot(), timeout, key=key)
             out[device] = f"updated to {registry.version()}"
         except DistributionError as e:
             out[device] = f"failed: {e.reason}"

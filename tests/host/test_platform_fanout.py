@@ -98,32 +98,28 @@ def test_a_door_that_took_the_file_before_it_was_sent_again_counts_as_updated(tm
 
     from host_tools.cards.kit import SiteKit
     from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.distribute import push
+    from host_tools.platform.distribute import sync
 
     site = SiteKit()
     store = Store(str(tmp_path / "p.db"))
     reg = CardRegistry(store, site.keys)
     today = dt.date.today()
     reg.issue("ab" * 8, "r-1", "101", [0], today, today + dt.timedelta(days=30))
-    before = reg.version()
-    reg.report_lost("ab" * 8)
     p = Platform(store, "127.0.0.1", 1, lease=False)  # never started: the door answers here
-    p.registry = reg
-    data = reg.update_for(before)
-    assert data is not None
-
-    def door_answers() -> None:
-        while "d1" in p.cache_states:  # push forgets the old state, then sends
-            time.sleep(0.001)
-        p._handle(protocol.topic("d1", "cache_state"),
-                  protocol.encode_cache_state(reg.version(), reason="stale_version"))
-
     answer(p, "d1", reg.version())
-    t = threading.Thread(target=door_answers)
-    t.start()
-    state = push(p, "d1", data, timeout=10, key=reg.key)
-    t.join()
-    assert state["version"] == reg.version()
+    reg.report_lost("ab" * 8)
+    sends: list[bytes] = []
+
+    def door(device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
+        sends.append(payload)
+        if len(sends) > 1:  # its answer to the first was late; this one it refuses as stale
+            p._handle(protocol.topic(device, "cache_state"),
+                      protocol.encode_cache_state(reg.version(), reason="stale_version"))
+
+    p.publish = door  # type: ignore[method-assign]
+    assert sync(p, reg, ["d1"], timeout=0.5) == {"d1": f"updated to {reg.version()}"}
+    assert len(sends) == 2  # no snapshot after it
+
 
 
 def test_answers_a_fanout_awaits_are_not_checked_again_by_the_resync_listener(tmp_path: Path) -> None:
