@@ -5,7 +5,6 @@ commissioned door."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from typing import Any
@@ -15,30 +14,22 @@ from host_tools import console
 from host_tools.errors import UserError
 from host_tools.vdev import provision
 
-STATUS = "import json\nfrom firmware.main import status\nprint('STATUS ' + json.dumps(status))"
-
-# Erase the journal's raw partition (block protocol: ioctl 4 = block count, 6 = erase), then keep
-# the console busy, which keeps the firmware's loop (and so its journal) still until the power
-# goes: the next boot finds an empty journal, as on a new board.
-WIPE = """
-import time
-from firmware.main import running
-d = running['board'].journal_dev
-for b in range(d.ioctl(4, 0)):
-    d.ioctl(6, b)
-print('WIPED')
-while True:
-    time.sleep_ms(50)
-"""
-
 
 class DutConsole:
     def __init__(self, port: str) -> None:
         self.port = port
 
     def run(self, program: str, timeout: float = 30.0) -> str:
+        """A console program that needs no firmware (a reset, a file read)."""
         try:
             return console.mpremote(self.port, "exec", program, timeout=timeout)
+        except UserError as e:
+            raise RigError(f"the door's console: {e}") from None
+
+    def call(self, name: str, *args: console.CallArg, timeout: float = 30.0) -> Any:
+        """A named console call (firmware/console.py) on the door; its answer."""
+        try:
+            return console.call(self.port, name, *args, timeout=timeout)
         except UserError as e:
             raise RigError(f"the door's console: {e}") from None
 
@@ -56,11 +47,8 @@ class DutConsole:
             time.sleep(0.3)
 
     def status(self) -> dict[str, Any]:
-        """The firmware's own status (firmware.main.status), read over the console."""
-        for line in self.run(STATUS, timeout=15).splitlines():
-            if line.startswith("STATUS "):
-                return dict(json.loads(line[7:]))
-        raise RigError(f"the door's console on {self.port} gave no status (is the firmware running?)")
+        """The firmware's own status, read over the console."""
+        return dict(self.call("status", timeout=15))
 
     def provision(self, config: dict[str, Any], keys: dict[str, Any], cache: bytes) -> None:
         try:
@@ -72,7 +60,7 @@ class DutConsole:
         """Erase the journal and hold the firmware still; returns the console process, to be
         ended once the door's power is cut."""
         try:
-            proc = console.open_exec(self.port, WIPE)
+            proc = console.open_call(self.port, "wipe_journal")
         except UserError as e:
             raise RigError(f"the door's console: {e}") from None
         assert proc.stdout is not None
@@ -80,7 +68,7 @@ class DutConsole:
         seen = []
         for line in proc.stdout:
             seen.append(line.strip())
-            if line.strip() == "WIPED":
+            if line.startswith("CALL "):
                 return proc
             if time.monotonic() > deadline:
                 break

@@ -5,6 +5,9 @@ Everything that talks to a door's MicroPython REPL goes through here: deploy
 host_tools/vdev/provision.py), the self-test, the benches and the HIL rig. It gives them
 the same port checks, the same handshake (a raw REPL answers before mpremote is let loose on
 the port) and the same one-line errors, and the atomic file write (temporary file, rename).
+What the host asks a running firmware goes through `call`, by name, to firmware/console.py
+(status, self report, log lines, relay test, set time, journal wipe...): this is the one
+host module that holds a firmware import string.
 
 `mpremote` is run as a command, not imported: its command line is the interface it keeps
 stable across releases (its Python modules were renamed and reorganised between 1.19 and
@@ -14,12 +17,16 @@ with a half-open serial port.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, UserError
 
@@ -85,9 +92,63 @@ def _mpremote_error(port: str, stdout: str, stderr: str) -> UserError:
     return UserError(f"mpremote failed on {port}: {last}")
 
 
-def open_exec(port: str, program: str) -> subprocess.Popen[str]:
-    """`mpremote exec PROGRAM` left running, its output readable line by line (a program
-    that holds the console, such as the rig's journal wipe)."""
+# Runs on the device: one named call of firmware/console.py, which prints `CALL <json>`.
+_CALL_PROGRAM = """try:
+ import firmware.console as c
+ f=c.%s
+except (ImportError,AttributeError):
+ print('CALL-UNKNOWN')
+else:
+ f(%s)
+"""
+_CALL_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+CallArg = None | bool | int | float | str
+
+
+def _call_program(name: str, args: tuple[CallArg, ...]) -> str:
+    """The console program of a named call: its arguments are written as literals (repr of
+    simple values), never as code."""
+    if not _CALL_NAME.match(name):
+        raise ValueError(f"not a console call name: {name!r}")
+    for a in args:
+        if not (a is None or isinstance(a, (bool, int, str))
+                or (isinstance(a, float) and math.isfinite(a))):
+            raise ValueError(f"console call {name}: {a!r} is not a simple value")
+    return _CALL_PROGRAM % (name, ",".join(repr(a) for a in args))
+
+
+def answer(port: str, name: str, out: str) -> Any:
+    """The value a named call printed (its `CALL ` line, as JSON), or one clear line."""
+    found = None
+    for line in out.splitlines():
+        if line.strip() == "CALL-UNKNOWN":
+            raise UserError(f"the door on {port} has no console call {name!r}: deploy this "
+                            "version of the firmware onto it (doorctl deploy)")
+        if line.startswith("CALL "):
+            found = line[5:]
+    if found is None:
+        raise UserError(f"the door on {port} gave no answer to {name!r}: is its firmware "
+                        "running? (deploy it first)")
+    try:
+        return json.loads(found)
+    except ValueError:
+        raise UserError(f"the door on {port} answered {name!r} with something that is not "
+                        f"JSON: {found[:80]!r}") from None
+
+
+def call(port: str, name: str, *args: CallArg, timeout: float = DEFAULT_TIMEOUT_S,
+         idempotent: bool = True) -> Any:
+    """Run the named console call `name(*args)` of firmware/console.py on the door and
+    return what it answered (parsed JSON); the host never reaches into firmware internals."""
+    program = _call_program(name, args)
+    return answer(port, name, mpremote(port, "exec", program, timeout=timeout,
+                                       idempotent=idempotent))
+
+
+def open_call(port: str, name: str, *args: CallArg) -> subprocess.Popen[str]:
+    """A named call left running, its output readable line by line (a call that holds the
+    console, such as `wipe_journal`); `answer` parses its `CALL ` line."""
+    program = _call_program(name, args)
     try:
         return subprocess.Popen([MPREMOTE, "connect", port, "exec", program],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from firmware import pn532 as p
 from firmware.card_task import DEFAULTS as CARD_DEFAULTS
 from host_tools.cards.kit import SiteKit
-from host_tools.console import mpremote
+from host_tools.console import call
 from host_tools.field_timing import FieldTiming
 from host_tools.pn532_emu import FrameTime, LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
@@ -169,8 +169,7 @@ def run(names: set[str]) -> dict[str, float]:
             provision(dev.pty, config=site.door_config("bench.b1.d1", door={"unlock_ms": 200}),
                       keys=site.door_keys(), cache=site.snapshot(1, [(ref, fmt.ACTIVE, False)]))
             dev.restart()
-            mpremote(dev.pty, "exec", "from firmware.main import running\n"
-                                      f"running['board'].clock.set_time({time.time()!r})")
+            call(dev.pty, "set_time", time.time())
             emu = PN532Emulator()
             with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
                 _wait(lambda: str(io.status().get("reader", "")).startswith("pn532"))

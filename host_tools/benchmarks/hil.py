@@ -11,7 +11,7 @@ from pathlib import Path
 
 from firmware import events as ev
 from host_tools.cards import pcsc
-from host_tools.console import mpremote
+from host_tools.console import call
 
 N = 10
 BACKLOG = 2000
@@ -64,9 +64,7 @@ def run(names: set[str]) -> dict[str, float]:
                 io.set_input("door_contact", "closed")
                 before = len(door.events())
                 door.network(False)
-                mpremote(door.dev.pty, "exec", "from firmware.main import running\n"
-                                               "r = running['recorder']\n"
-                                               f"for i in range({BACKLOG}): r.record(2, 1)")
+                call(door.dev.pty, "record_events", BACKLOG, 2, 1)
                 t0 = time.monotonic()
                 door.network(True)
                 wait_for(lambda: len(door.events()) >= before + BACKLOG, 120, "the backlog")

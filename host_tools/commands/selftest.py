@@ -12,57 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from host_tools.console import check_port, handshake, mpremote
+from host_tools.console import call, check_port, handshake, mpremote
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
-
-# Runs on the door: what it knows about itself, as one JSON line.
-PROBE = """
-import os, json
-from firmware.main import status, running
-from firmware import VERSION
-b = running.get('board')
-r = {'firmware': VERSION, 'ready': status.get('ready'), 'reader': status.get('reader'),
-     'cards': status.get('cards'), 'cache_version': status.get('cache_version')}
-r['clock'] = b.clock.time() if b else None
-try:
-    s = os.statvfs(b.fs_root)
-    r['flash_free'] = s[0] * s[3]
-    r['flash_total'] = s[0] * s[2]
-except Exception:
-    r['flash_free'] = None
-cfg = running.get('config') or {}
-r['device_id'] = cfg.get('device_id')
-ks = running.get('keystore')
-has = lambda k: ks.has(k) or (k == 'door_read' and ks.read_slot(ks.key_version) is not None)
-r['keys'] = [k for k in ('door_read', 'card_ref', 'cache', 'command') if ks is not None and has(k)]
-c = running.get('cache')
-r['cache_error'] = c.error if c is not None else 'no cache key'
-r['site'] = cfg.get('site_id')
-r['key_site'] = ks.site_id if ks is not None else None
-try:
-    from firmware.main import setup_now
-    r['setup'] = setup_now(b) if b else []
-except ImportError:
-    r['setup'] = None
-u = running.get('uplink')
-r['broker'] = cfg.get('broker') is not None
-r['connected'] = bool(u is not None and u.client is not None and u.client.connected)
-bc = cfg.get('broker') or {}
-r['tls'] = bool(bc.get('ca') or bc.get('ssl'))
-r['client_cert'] = bool(bc.get('cert'))
-r['uplink_error'] = getattr(u, 'last_error', '')
-r['tls_failures'] = getattr(u, 'tls_failures', 0)
-j = running.get('journal')
-r['journal'] = [j.depth(), j.capacity, j.acked] if j is not None else None
-d = running.get('door')
-if d is not None:
-    m = d.machine
-    r['door'] = m.door_state()
-    r['alarms'] = m.active_alarms()
-    r['mode'] = m.effective_mode()
-    r['inputs'] = {n: s.read() for n, s, _ in d.sources}
-print('SELFTEST ' + json.dumps(r))
-"""
 
 # The deploy manifest, read in small pieces (the heap beside a running firmware is fragmented).
 MANIFEST = """
@@ -85,18 +36,6 @@ while f:
 print('')
 print('MANIFEST-END')
 """
-
-PULSE = """
-import time
-from firmware.main import running
-rel = running['board'].relay
-v = rel.value()
-rel.set(not v)
-time.sleep_ms(%d)
-rel.set(v)
-print('PULSED')
-"""
-
 
 def _item(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
     return {"item": name, "result": "pass" if ok else ("skip" if ok is None else "fail"),
@@ -237,11 +176,7 @@ def selftest(
         with err.status("asking the door", spinner="dots"):
             info = probe(port)
             while True:
-                out = mpremote(port, "exec", PROBE)
-                line = next((x for x in out.splitlines() if x.startswith("SELFTEST ")), None)
-                if line is None:
-                    raise UserError(f"the device on {port} runs no door firmware (deploy it first)")
-                r = json.loads(line[len("SELFTEST "):])
+                r = call(port, "self_report")
                 if settled(r) or time.monotonic() >= deadline:
                     break
                 time.sleep(1.0)
@@ -297,7 +232,7 @@ def _relay_check(port: str, how: str, err: Console) -> dict[str, Any]:
         try:
             with VirtualIO((host, int(p))) as io:
                 before = len(io.outputs("relay"))
-                mpremote(port, "exec", PULSE % 300)
+                call(port, "relay_test", 300)
                 try:
                     io.wait_output("relay", not io.state()["outputs"]["relay"], timeout_s=3)
                 except IOChannelError:
@@ -310,50 +245,23 @@ def _relay_check(port: str, how: str, err: Console) -> dict[str, Any]:
                      "on the relay output" if changes else "no change seen on the relay output")
     if how != "ask":
         raise UserError(f"--relay {how!r}: ask, io:HOST:PORT or skip", EXIT_USAGE)
-    mpremote(port, "exec", PULSE % 1000)
+    call(port, "relay_test", 1000)
     ok = typer.confirm("The lock relay was pulsed for 1 s: did the lock release and lock again?")
     return _item("lock relay", ok, "confirmed by the installer" if ok else "the lock did not move")
-
-
-# Runs on the door: each log line with its age (ms, wrap-safe on the device) and the door's
-# clock, so the host can print wall-clock times.
-LOG_LINES = """
-from firmware.log import lines
-from firmware.main import running
-b = running.get('board')
-now = b.clock.ticks_ms() if b else 0
-t = b.clock.time() if b else None
-print('LOGNOW', 'none' if t is None else t)
-for x in lines():
-    s, _, text = x.partition(' ')
-    try:
-        age = b.clock.ticks_diff(now, int(s)) if b else 0
-    except ValueError:
-        age = 0
-    print('LOG', age, s, text)
-"""
 
 
 def log_records(port: str) -> list[dict[str, Any]]:
     """The door's log lines with wall-clock times: the door's clock when the platform set it
     (`clock` "door"), else this computer's (`clock` "host", as read now)."""
-    out = mpremote(port, "exec", LOG_LINES)
-    door_now: float | None = None
+    got = call(port, "log_lines")
+    door_now = None if got["now"] is None else float(got["now"])
     host_now = time.time()
     records = []
-    for raw in out.splitlines():
-        if raw.startswith("LOGNOW "):
-            v = raw.split(" ", 1)[1].strip()
-            door_now = None if v == "none" else float(v)
-        elif raw.startswith("LOG "):
-            _, age, stamp, text = (raw.split(" ", 3) + ["", "", ""])[:4]
-            try:
-                at = (door_now if door_now is not None else host_now) - int(age) / 1000
-            except ValueError:
-                continue
-            records.append({"time": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds"),
-                            "uptime_ms": int(stamp) if stamp.isdigit() else None, "text": text,
-                            "clock": "door" if door_now is not None else "host"})
+    for age, stamp, text in got["lines"]:
+        at = (door_now if door_now is not None else host_now) - int(age) / 1000
+        records.append({"time": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds"),
+                        "uptime_ms": int(stamp) if stamp.isdigit() else None, "text": text,
+                        "clock": "door" if door_now is not None else "host"})
     return records
 
 
