@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import socket
 import subprocess
 import time
@@ -14,7 +15,36 @@ class ServiceError(RuntimeError):
     """A server is missing or did not start; the message says which and why."""
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def bindable(port: int) -> bool:
+    """A server can listen on `port` on the loopback as ours do (SO_REUSEADDR, as asyncio's
+    start_server and mosquitto set it: a closed connection's TIME_WAIT does not count, another
+    process's listener or connection does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
+    """A port for a server of ours, below the kernel's ephemeral range: an outgoing connection
+    anywhere on the machine never takes it as its local port, so a server restarted on it (a
+    door's power cut) finds it free again. Falls back to one the kernel picks."""
+    low = _ephemeral_low()
+    if low > 11024:
+        for _ in range(100):
+            port = random.randint(low - 10000, low - 1)
+            if bindable(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -26,6 +26,7 @@ from host_tools.errors import UserError
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.services import free_port
+from host_tools.services._proc import bindable
 
 REBOOT_EXIT = 75
 # The commissioned firmware with its uplink connected idles at about 220 KiB on this 64-bit
@@ -82,6 +83,7 @@ class VirtualDevice:
         self._binary: str | None = None
         self.io_port = io_port or free_port()
         self.reader_port = reader_port or free_port()
+        self._own_ports = (io_port is None, reader_port is None)  # chosen here: may be chosen again
         self.from_source = from_source
         self.boots = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -250,12 +252,23 @@ class VirtualDevice:
         device gets a new pty, as `start()` does.
         """
         self.kill()
+        self._ports_again()
         if self._master is None:
             self.start(timeout_s)
             return
         self._spawn()
         self.wait_ready(timeout_s)
         self._write_info()
+
+    def _ports_again(self) -> None:
+        """A port chosen here and taken by another process while the door was off (a busy
+        machine's tests pick ports too) is chosen again, so the door boots with its servers;
+        the caller reads `io_addr`/`reader_addr` after a restart. Ports given by the user stay."""
+        own_io, own_reader = self._own_ports
+        if own_io and not bindable(self.io_port):
+            self.io_port = free_port()
+        if own_reader and not bindable(self.reader_port):
+            self.reader_port = free_port()
 
     def stop(self) -> None:
         self._stop.set()

@@ -319,3 +319,32 @@ def test_a_larger_blank_flash_image_is_used_at_its_size(tmp_path: Path) -> None:
         assert int(mpremote(d.pty, "exec", probe).strip()) == 8 << 20
     with VirtualDevice(tmp_path / "default") as d:
         assert int(mpremote(d.pty, "exec", probe).strip()) == 2 << 20
+
+
+def test_a_door_whose_port_was_taken_while_it_was_off_boots_with_its_servers(vdev: VirtualDevice) -> None:
+    # A busy machine's other processes pick ports too: one took the reader link's port while
+    # the door was off. The door boots on another port it chose, with both servers answering,
+    # instead of stopping in safe mode on EADDRINUSE.
+    old = vdev.reader_port
+    vdev.kill()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", old))
+        squatter.listen()
+        vdev.restart()
+        assert vdev.reader_port != old
+        with socket.create_connection(vdev.reader_addr, timeout=5):
+            pass
+        with VirtualIO(vdev.io_addr) as io:
+            assert "safe_mode" not in io.status() or not io.status()["safe_mode"]
+
+
+def test_server_ports_are_chosen_below_the_ephemeral_range() -> None:
+    from host_tools.services._proc import _ephemeral_low, bindable, free_port
+
+    low = _ephemeral_low()
+    ports = {free_port() for _ in range(20)}
+    assert all(p < low for p in ports) and len(ports) > 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert not bindable(s.getsockname()[1])
