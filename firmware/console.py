@@ -2,8 +2,8 @@
 
 The host (host_tools/console.py `call`) runs `import firmware.console as c` and one call,
 with simple values as arguments; each call prints one line, `CALL ` and a JSON value, so the
-host parses one format and never reaches into the firmware's internals. The module is
-imported only when called, so a door nobody talks to does not hold it in its heap.
+host parses one format and never reaches into the firmware's internals. The host's program
+imports the module for the call and drops it afterwards, so the door's heap does not keep it.
 """
 
 import json

@@ -92,14 +92,22 @@ def _mpremote_error(port: str, stdout: str, stderr: str) -> UserError:
     return UserError(f"mpremote failed on {port}: {last}")
 
 
-# Runs on the device: one named call of firmware/console.py, which prints `CALL <json>`.
-_CALL_PROGRAM = """try:
+# Runs on the device: one named call of firmware/console.py, which prints `CALL <json>`; the
+# module is dropped again afterwards, so the door's heap is as it was before the call.
+_CALL_PROGRAM = """import sys
+try:
  import firmware.console as c
  f=c.%s
 except (ImportError,AttributeError):
+ f=None
  print('CALL-UNKNOWN')
-else:
- f(%s)
+try:
+ if f:f(%s)
+finally:
+ c=f=None
+ if sys.modules.pop('firmware.console',None):
+  import firmware
+  del firmware.console
 """
 _CALL_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 CallArg = None | bool | int | float | str

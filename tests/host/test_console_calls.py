@@ -49,6 +49,10 @@ def test_each_call_answers_in_one_format(vdev: VirtualDevice) -> None:
     depth = console.call(vdev.pty, "self_report")["journal"][0]
     assert console.call(vdev.pty, "record_events", 3, 2, 1) == 3
     assert console.call(vdev.pty, "self_report")["journal"][0] == depth + 3
+    # the module was imported for each call and dropped after it: the heap is as it was
+    held = console.mpremote(vdev.pty, "exec", "import sys, firmware\nprint('HELD', 'firmware."
+                            "console' in sys.modules or hasattr(firmware, 'console'))")
+    assert "HELD False" in held
 
 
 def test_a_wrong_name_is_one_clear_line(vdev: VirtualDevice) -> None:
@@ -69,7 +73,7 @@ def test_string_arguments_stay_literals() -> None:
     sneaky = "x')\nimport os\nos.remove('keys.json')\nprint('"
     program = console._call_program("status", (sneaky, 1, None, True, 2.5))
     calls = [n for n in ast.walk(ast.parse(program)) if isinstance(n, ast.Call)]
-    assert len(calls) == 2  # print('CALL-UNKNOWN') and f(...), nothing else
+    assert sorted(ast.unparse(c.func) for c in calls) == ["f", "print", "sys.modules.pop"]
     call = next(c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "f")
     assert [ast.literal_eval(a) for a in call.args] == [sneaky, 1, None, True, 2.5]
 
