@@ -6,8 +6,8 @@
 # the previous one in /active.json (replaced atomically, the deploy's last step). This takes
 # the active set when its manifest is there and its code imports, else the previous set, else
 # /lib (the layout before sets, or files copied by hand). The ROM image is trusted only for a
-# set whose manifest names it, and only when it matches the record `doorctl deploy --romfs`
-# wrote after proving it (board/romfs.py). Hold the REX button while the board powers up to
+# set whose manifest names it, and only when it matches the set's record (its rom.json) that
+# `doorctl deploy --romfs` wrote after proving it (board/romfs.py). Hold the REX button while the board powers up to
 # stay at the REPL instead (safe mode, for recovery).
 import os
 import sys
@@ -35,8 +35,8 @@ def _forget(path):
             del sys.modules[name]
 
 
-def _rom(wanted):
-    """Mount the recorded ROM image when the set wants it, take it off the path when not."""
+def _rom(wanted, record):
+    """Mount the image `record` names when the set wants one, take it off the path when not."""
     try:
         from board import romfs
     except ImportError:
@@ -54,7 +54,7 @@ def _rom(wanted):
             return None
         return None if isinstance(image, int) else image
 
-    image, why = romfs.adopt(_partition, romfs.RECORD)
+    image, why = romfs.adopt(_partition, record)
     if why is not None and not why.startswith("no rom.json"):
         print("doorctl: not running from /rom:", why)
     return why
@@ -74,7 +74,7 @@ def _start():
             continue
         lib = _ROOT + "/" + name + "/lib"
         sys.path.insert(0, lib)
-        problem = _rom(manifest.get("rom"))
+        problem = _rom(manifest.get("rom"), _ROOT + "/" + name + "/rom.json")
         if manifest.get("rom") and problem is not None:
             why.append(role + " " + name + ": " + problem)
             _forget(lib)
@@ -86,7 +86,7 @@ def _start():
         except Exception as e:  # noqa: BLE001  a torn module raises ValueError, SyntaxError, ...
             why.append(role + " " + name + ": " + repr(e))
             _forget(lib)
-    _rom(True)  # the layout before sets: /lib, with the recorded image if there is one
+    _rom(True, "rom.json")  # the layout before sets: /lib, and its recorded image if any
     from board.esp32_ref import main
 
     return main, "/lib", why

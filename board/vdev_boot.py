@@ -100,27 +100,30 @@ def _old_layout_problem():
     return _files_problem(root, manifest.get("files") or {})
 
 
-_rom = {"on": rom_problem is None}
+_rom = {"on": rom_problem is None, "problem": rom_problem}
 
 
-def _rom_for(manifest):
-    """Put the ROM image in the state the set's manifest asks for: in use when it names one
-    (and it is the recorded, proven image), off the path when it does not. None, or why not."""
+def _rom_for(name, manifest):
+    """Put the ROM image in the state the set's manifest asks for: the image its rom.json
+    records, mounted when it is whole and the one the manifest names; off the path when the
+    set names none. None, or why not."""
     from board import romfs
 
+    if _rom["on"]:
+        romfs.unmount()
+        _rom["on"] = False
     want = manifest.get("rom")
     if not want:
-        if _rom["on"]:
-            romfs.unmount()
-            _rom["on"] = False
         return None
-    if not _rom["on"]:
-        _rom["on"] = board.mount_rom() is None
-    if not _rom["on"]:
-        return "its ROM image is not in use"
-    rec, why = _read_json(board.fs_root + "/rom.json")
+    why = board.mount_rom(name + "/rom.json")
+    _rom["on"], _rom["problem"] = why is None, why
+    if why is not None:
+        return "its ROM image is not in use (%s)" % why
+    rec, why = _read_json(board.fs_root + "/" + name + "/rom.json")
     if rec is None or rec.get("sha256") != want.get("sha256"):
-        return "the ROM image is not the set's"
+        romfs.unmount()
+        _rom["on"] = False
+        return "its rom.json does not name the image its deploy.json does"
     return None
 
 
@@ -132,7 +135,7 @@ def _try_set(name):
         if manifest is None:
             raise ValueError(why + " (the set was not finished)")
         why = _files_problem(board.fs_root + "/" + name, manifest.get("files") or {}) or \
-            _rom_for(manifest)
+            _rom_for(name, manifest)
         if why is not None:
             raise ValueError(why)
         sys.path.insert(0, board.fs_root + "/" + name + "/lib")
@@ -177,7 +180,7 @@ def _load():
             why = reason if why is None else why + "; " + reason
             continue
         runs = {}
-        if getattr(fw, "__file__", "").startswith(board.fs_root + "/"):
+        if name or getattr(fw, "__file__", "").startswith((board.fs_root + "/", "/rom/")):
             runs["deployed_set"] = name or "lib"  # else nothing deployed: the built-in code
         if manifest is not None:
             runs["deployed_commit"] = manifest.get("commit")
@@ -221,6 +224,7 @@ board.io.status_provider = lambda: status
 # image standing in for memory-mapped flash) or "files" (.mpy files, bytecode in the heap).
 status["code"] = "rom" if _rom["on"] else "files"
 status["rom_bytes"] = board.rom_bytes if _rom["on"] else 0
+rom_problem = _rom["problem"]
 if rom_problem is not None and not rom_problem.startswith("no rom.json"):  # none: not --romfs
     sys.stderr.write("doorctl: not running from /rom: %s\n" % rom_problem)
     status["rom_problem"] = rom_problem

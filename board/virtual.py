@@ -319,15 +319,16 @@ class VirtualBoard(interface.Board):
                           for n in (0, 1)]
         return self._roms
 
-    def mount_rom(self):
-        """Run the application from a ROM partition when it holds the deployed image
-        (board/romfs.py). Call after mount(). Returns None when the image is in use, else
-        why not; a door never deployed --romfs pays only for the `vfs.rom_ioctl` shim."""
+    def mount_rom(self, record="rom.json"):
+        """Run the application from a ROM partition when it holds the image `record` (a
+        deployed set's rom.json, relative to the flash) names (board/romfs.py). Call after
+        mount(). Returns None when the image is in use, else why not; a door never deployed
+        --romfs pays only for the `vfs.rom_ioctl` shim."""
         from board import vdev_rom
 
         vdev_rom.install(self.roms)
         try:
-            os.stat(self.fs_root + "/rom.json")
+            os.stat(self.fs_root + "/" + record)
         except OSError:
             return "no rom.json"
         from board import romfs
@@ -337,7 +338,7 @@ class VirtualBoard(interface.Board):
         def partition_image(n):
             return vdev_rom.map_image(roms[n]) if 0 <= n < len(roms) else None
 
-        image, why = romfs.adopt(partition_image, self.fs_root + "/" + romfs.RECORD)
+        image, why = romfs.adopt(partition_image, self.fs_root + "/" + record)
         # Held here as well as by the mount: the running code points into it, and a deploy
         # unmounts /rom while the firmware keeps running.
         self.rom_image = image

@@ -48,7 +48,7 @@ MAIN_NEW = "main.py.new"  # the new boot entry, renamed over main.py with the sw
 # The layout before sets (lib/ at the top, its manifest and its mark): removed by the first
 # deploy that switches to a set.
 BUSY = "deploy.busy"
-LEGACY = (MANIFEST, BUSY)
+LEGACY = (MANIFEST, BUSY, "rom.json")
 PROBE_TIMEOUT_S = 60  # the handshake has shown a raw REPL: this is a hang
 COPY_BATCH = 8
 
@@ -109,13 +109,18 @@ print('M',getattr(i,'_machine',''))
 for d in (%r,'sets','/rom'):
  try:W(d)
  except OSError:pass
-try:print('A',open('active.json').read())
-except OSError:pass
+r=''
+try:
+ t=open('active.json').read()
+ print('A',t)
+ import json
+ r=json.loads(t)['active']+'/'
+except Exception:pass
 try:
  import vfs
  print('R',vfs.rom_ioctl(1))
 except Exception:print('R',0)
-try:print('J',open('rom.json').read())
+try:print('J',open(r+'rom.json').read())
 except OSError:pass
 for p in %r:
  try:H(p)
@@ -197,7 +202,8 @@ class DeviceInfo:
     machine: str
     files: dict[str, str] = field(default_factory=dict)  # device path -> sha256 hex
     rom_partitions: int = 0  # ROM partitions the device's MicroPython has (vfs.rom_ioctl)
-    rom_record: dict[str, object] | None = None  # its rom.json (board/romfs.py)
+    # The active set's rom.json (board/romfs.py); the top one in the layout before sets.
+    rom_record: dict[str, object] | None = None
     active: dict[str, object] | None = None  # its active.json: the deployed sets
 
 
@@ -358,16 +364,19 @@ def rom_target(info: DeviceInfo) -> int:
     return 1 if current == 0 else 0
 
 
-def write_rom(port: str, image: bytes, partition: int, partitions: int) -> None:
-    """Write the image into a ROM partition, prove it is there, then record it.
+def write_rom(port: str, image: bytes, partition: int, partitions: int,
+              record_path: str = ROM_RECORD, in_use: tuple[str, ...] = (ROM_RECORD,)) -> None:
+    """Write the image into a ROM partition, prove it is there, then record it at
+    `record_path` (the staged set's rom.json).
 
-    With two partitions the one written is not the one in use, and the record moves over
+    With two partitions the one written is not the one in use, and the record is written
     (temporary file, rename) only once the new image's hash matches: a power cut at any
-    instant leaves the board on the image it had. With one, the record is removed before
-    the partition is touched: a cut leaves no record, and the board runs the files in lib/.
+    instant leaves the board on the image it had. With one, the records naming it (`in_use`)
+    are removed before the partition is touched: the set using it is no longer whole, and
+    the board boots another set or the built-in firmware until the deploy is run again.
     """
     if partitions < 2:
-        mpremote(port, "exec", _REMOVE_PROGRAM % ([ROM_RECORD],))
+        mpremote(port, "exec", _REMOVE_PROGRAM % (list(in_use),))
     with tempfile.TemporaryDirectory(prefix="doorctl-romfs-") as tmp:
         path = Path(tmp) / "app.romfs"
         path.write_bytes(image)
@@ -390,8 +399,8 @@ def write_rom(port: str, image: bytes, partition: int, partitions: int) -> None:
                             "writing: deploy again; the board keeps the code it had meanwhile")
         record = Path(tmp) / ROM_RECORD
         record.write_bytes(rom_record(image, partition))
-        mpremote(port, "fs", "cp", "-f", str(record), ":" + ROM_RECORD + ".tmp")
-        mpremote(port, "exec", _REPLACE_PROGRAM % (ROM_RECORD + ".tmp", ROM_RECORD))
+        mpremote(port, "fs", "cp", "-f", str(record), ":" + record_path + ".tmp")
+        mpremote(port, "exec", _REPLACE_PROGRAM % (record_path + ".tmp", record_path))
 
 
 def active_sets(info: DeviceInfo) -> tuple[str | None, str | None]:
@@ -489,11 +498,20 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         return result  # nothing changes: the active set and its manifest stay as they are
     slot = staging_slot(active)
     _stage(port, slot, active, data, want, have, batch, progress)
+    # Each set records the ROM image it runs with (its own rom.json): the previous set keeps
+    # its image and its record.
+    slot_record = f"{slot}/{ROM_RECORD}"
     if rom_write is not None:
         image, partition = rom_write
         if progress:
             progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
-        write_rom(port, image, partition, info.rom_partitions)
+        write_rom(port, image, partition, info.rom_partitions, slot_record,
+                  (f"{active}/{ROM_RECORD}" if active else ROM_RECORD,))
+    elif result.rom is not None:  # the image in use, recorded for the new set too
+        with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as tmp:
+            src = Path(tmp) / ROM_RECORD
+            src.write_bytes(rom_record(image, partition))
+            mpremote(port, "fs", "cp", "-f", str(src), ":" + slot_record)
     # Verify the whole staged set, not only what was copied: a file changed meanwhile is
     # caught too.
     after = probe(port, [MAIN_NEW]).files
@@ -541,7 +559,7 @@ def _stage(port: str, slot: str, active: str | None, data: dict[str, bytes],
     elif MAIN_NEW in have:
         extra.append(MAIN_NEW)  # left by a deploy cut short: main.py is right already
     dirs = sorted({str(Path(dst).parent) for _, dst in on_device + from_host if "/" in dst})
-    mpremote(port, "exec", _REMOVE_PROGRAM % ([f"{slot}/{MANIFEST}", *extra],)
+    mpremote(port, "exec", _REMOVE_PROGRAM % ([f"{slot}/{MANIFEST}", f"{slot}/{ROM_RECORD}", *extra],)
              + _MKDIRS_PROGRAM % (dirs,) + _COPY_PROGRAM % (on_device,))
     total = len(from_host)
     if progress:

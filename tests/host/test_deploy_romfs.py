@@ -51,7 +51,9 @@ def module_file(dev: VirtualDevice) -> str:
 
 
 def record(dev: VirtualDevice) -> dict[str, Any] | None:
-    out = on_device(dev, "try:\n print(open('rom.json').read())\nexcept OSError:\n print('null')")
+    """The active set's ROM record."""
+    out = on_device(dev, "import json\na=json.loads(open('active.json').read())['active']\n"
+                         "try:\n print(open(a+'/rom.json').read())\nexcept OSError:\n print('null')")
     return json.loads(out)  # type: ignore[no-any-return]
 
 
@@ -87,14 +89,20 @@ def test_romfs_deploy_runs_the_application_from_rom(vdev: VirtualDevice) -> None
     assert again.returncode == 0, again.stderr
     assert "ROM image" in again.stdout and "unchanged" in again.stdout
 
-    # A later deploy of files runs from them; the image stays recorded for the previous set.
+    # A later deploy of files runs from them; the ROM set stays as the previous one.
     files_deploy = doorctl("deploy", "--port", vdev.pty, "--json")
     assert files_deploy.returncode == 0, files_deploy.stderr
     assert "lib/firmware/main.mpy" in json.loads(files_deploy.stdout)["files"]
-    assert record(vdev) == {"partition": 0, "sha256": rom["sha256"], "size": rom["size"]}
+    assert record(vdev) is None
     reboot(vdev)
     assert status(vdev)["code"] == "files"
     assert module_file(vdev) == "/flash/sets/b/lib/firmware/door.mpy"
+    # The files set damaged: the door boots the previous set, from its image.
+    on_device(vdev, "with open('sets/b/lib/firmware/door.mpy','ab') as f: f.write(b'x')")
+    reboot(vdev)
+    s = status(vdev)
+    assert s["deploy_fallback"] == "previous" and s["deployed_set"] == "sets/a", s
+    assert s["code"] == "rom" and module_file(vdev) == "/rom/firmware/door.mpy"
 
 
 @pytest.mark.parametrize("cut_after", [1, 12, 30])  # an erase, another, a program
