@@ -26,9 +26,9 @@ from hil.site import WHITELIST, DoorSite
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.errors import UserError
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import EmulatorLink, PN532Emulator
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 POWER_OFF_S = 0.5  # how long a power cycle leaves the door without power
 ABSENT_S = 0.6  # the door's absent_ms (300) and a margin for a loaded machine

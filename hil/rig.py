@@ -202,7 +202,7 @@ class Door(Protocol):
     """One commissioned door under test and the site around it, on any rig."""
 
     refs: dict[str, bytes]
-    platform: Any  # host_tools.platform.ingest.Platform
+    platform: Any  # reference_platform.ingest.Platform
     broker: Any  # hil.brokers.RigBroker the rig started, None for the rig file's `[broker]`
     site: Any  # host_tools.cards.kit.SiteKit
     device_id: str

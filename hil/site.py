@@ -8,9 +8,9 @@ from typing import Any
 
 from hil.rig import DEVICE, wait_for
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.distribute import push
-from host_tools.platform.ingest import Platform
 from offline_cache import fmt
+from reference_platform.distribute import push
+from reference_platform.ingest import Platform
 
 # The whitelist a door under test is commissioned with: (role, status, master).
 WHITELIST = (("resident", fmt.ACTIVE, False), ("master", fmt.ACTIVE, True), ("lost", fmt.LOST, False))

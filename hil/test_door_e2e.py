@@ -127,7 +127,7 @@ def test_a_reboot_keeps_the_whitelist_and_its_updates(door: Door) -> None:
 
 
 def test_patrol_report_on_demand(door: Door, timings: Timings) -> None:
-    from host_tools.platform.commands import command_key
+    from reference_platform.commands import command_key
 
     t0 = time.monotonic()
     cmd_id = door.platform.command(door.device_id, "patrol", {}, command_key(door.site.keys))
@@ -143,7 +143,7 @@ def test_patrol_report_on_demand(door: Door, timings: Timings) -> None:
 
 def _journal_depth(door: Door) -> int:
     """The door's unacknowledged events, from a patrol report asked for now."""
-    from host_tools.platform.commands import command_key
+    from reference_platform.commands import command_key
 
     cmd_id = door.platform.command(door.device_id, "patrol", {}, command_key(door.site.keys))
     assert door.platform.wait_reply(cmd_id, 10) is not None

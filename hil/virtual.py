@@ -14,12 +14,12 @@ from hil.rig import DEVICE, DOOR_TIMINGS, Timings, wait_for
 from hil.site import DoorSite
 from host_tools.cards import pcsc, vcard
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator, release_connection
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import IOEvent, VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 READER = "Virtual PCD 00 00"
 __all__ = ["DEVICE", "DOOR_TIMINGS", "READER", "VirtualDoor"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError
 
 if TYPE_CHECKING:
-    from host_tools.platform.store import Store
+    from reference_platform.store import Store
 
 SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883)}
 PROBE_TIMEOUT = 3.0
@@ -102,7 +102,7 @@ def check_broker(broker: Broker, tls: bool, option: str = "--broker") -> None:
 def open_store(db: str, option: str = "--db") -> Store:
     """A platform database that exists: a typo is named rather than opened as a new, empty
     one (only `doorctl platform run` creates the database)."""
-    from host_tools.platform.store import Store
+    from reference_platform.store import Store
 
     if not db.startswith(("postgresql://", "postgres://")):
         path = Path(db.removeprefix("sqlite:///"))

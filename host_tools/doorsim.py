@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware import protocol
-from host_tools.platform.cache_tags import CacheTags
+from reference_platform.cache_tags import CacheTags
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = (
     1, 2, 3, 4, 8, 9, 12, 13, 14)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware.journal import CODE_GAP
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 
 @dataclass

@@ -35,16 +35,16 @@ from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
-from host_tools.platform.cards import CardRegistry
-from host_tools.platform.commands import command_key
-from host_tools.platform.distribute import sync
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice, selected_image, unix32_binary
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.cards import CardRegistry
+from reference_platform.commands import command_key
+from reference_platform.distribute import sync
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DOOR = "torture.b1.d0"  # the virtual door
 RING = "torture.b1.d1"  # the small-ring door

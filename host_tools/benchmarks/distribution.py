@@ -13,16 +13,16 @@ from pathlib import Path
 
 from firmware import protocol
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.commands import command_key
-from host_tools.platform.distribute import push
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
+from reference_platform.commands import command_key
+from reference_platform.distribute import push
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "bench.b1.d1"
 N = 10

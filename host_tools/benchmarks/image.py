@@ -36,16 +36,16 @@ from host_tools.image.steps import Steps
 from host_tools.image.unix32 import build_unix32
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
-from host_tools.platform.commands import command_key
-from host_tools.platform.distribute import push
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
+from reference_platform.commands import command_key
+from reference_platform.distribute import push
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "bench.image.d1"
 CARDS = 100_000

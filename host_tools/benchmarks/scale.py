@@ -31,11 +31,11 @@ from typing import Any
 
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.cards import CardRegistry
-from host_tools.platform.distribute import attach, sync
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.cards import CardRegistry
+from reference_platform.distribute import attach, sync
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DOORS = 16_900
 DRAIN_DOORS = 500

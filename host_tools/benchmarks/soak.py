@@ -29,14 +29,14 @@ from host_tools.benchmarks import Outcome, failing
 from host_tools.benchmarks.image import DEVICE, Template
 from host_tools.image.steps import Steps
 from host_tools.image.unix32 import build_unix32
-from host_tools.platform.distribute import push
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from offline_cache import fmt
+from reference_platform.distribute import push
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DECISIONS = 100_000
 UPDATES = 200

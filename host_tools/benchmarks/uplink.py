@@ -19,9 +19,9 @@ from host_tools.benchmarks import Outcome, failing
 from host_tools.deploy import application_image
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = Path(__file__).with_name("device") / "uplink_device.py"
 WITH_ROM = Path(__file__).with_name("device") / "with_rom.py"

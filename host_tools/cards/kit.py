@@ -62,7 +62,7 @@ class SiteKit:
         door's own cache key on a per-door site)."""
         if not sitekeys.per_door(self.keys):
             return data
-        from host_tools.platform.door_signing import retag
+        from reference_platform.door_signing import retag
 
         return retag(data, self.door_key("cache", device))
 

@@ -231,7 +231,7 @@ def doors_behind(db: str, site: dict[str, Any], generation: int) -> dict[str, in
     """{door: its key file generation} of the site's doors (as the platform last heard)
     holding an older key file than `generation`."""
     from host_tools.cli_inputs import open_store
-    from host_tools.platform.keyprogress import progress
+    from reference_platform.keyprogress import progress
 
     doors = progress(open_store(db), site)["doors"]
     return {d: g for d, g in doors.items() if g is None or g < generation}
@@ -264,7 +264,7 @@ def rekey(keys: Path = KEYS_OPT, reader: str = READER_OPT,
         typer.echo(f"card reference: {done.ref.hex()}")
         if db is not None:
             from host_tools.cli_inputs import open_store
-            from host_tools.platform.keyprogress import record_card
+            from reference_platform.keyprogress import record_card
 
             record_card(open_store(db), done.ref.hex(), done.after)
 

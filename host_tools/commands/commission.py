@@ -18,9 +18,9 @@ from host_tools.cli_inputs import parse_broker
 from host_tools.console import check_port, handshake
 from host_tools.door_stage import Transaction
 from host_tools.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError, fail
-from host_tools.platform.door_signing import retag
 from host_tools.ports import pick_port
 from offline_cache import fmt
+from reference_platform.door_signing import retag
 
 
 def _bad(value: str, why: str) -> UserError:
@@ -160,7 +160,7 @@ def platform_whitelist(db: str, site: dict[str, Any]) -> bytes:
     """The platform's current whitelist as a snapshot signed with this site's cache key: the
     platform stays the one authority on whitelist versions (docs/installer-guide.md)."""
     from host_tools.cli_inputs import open_store
-    from host_tools.platform.cards import CardRegistry
+    from reference_platform.cards import CardRegistry
 
     registry = CardRegistry(open_store(db, "--whitelist-from"), site)
     if registry.version() < 1:

@@ -16,14 +16,14 @@ from firmware import events
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_USAGE, fail
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE_ID = "demo.b1.d1"
 SITE = 1001

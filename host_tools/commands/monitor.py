@@ -152,7 +152,7 @@ def monitor(
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(protocol.topic(door, "#"), 1)
     try:
-        from host_tools.platform.broker_acl import apply_env_login
+        from reference_platform.broker_acl import apply_env_login
 
         apply_env_login(client)  # an observer user (%NAME) with access control on
     except UserError as e:

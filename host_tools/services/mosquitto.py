@@ -49,7 +49,7 @@ class TLSListener:
 
 @dataclass
 class BrokerAuth:
-    """Access control (host_tools/platform/broker_acl.py): user name -> password for every
+    """Access control (reference_platform/broker_acl.py): user name -> password for every
     client (doors: their device id; platform users `@...`, observers `%...`)."""
 
     passwords: dict[str, str]
@@ -83,7 +83,7 @@ class Mosquitto:
         if self.auth is None:
             text += "allow_anonymous true\n"
         else:
-            from host_tools.platform import broker_acl
+            from reference_platform import broker_acl
 
             pw, acl = self._dir / "auth" / "passwd", self._dir / "auth" / "acl"
             pw.parent.mkdir(exist_ok=True)

@@ -17,10 +17,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
-from host_tools.platform import broker_acl
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import BrokerAuth, Mosquitto
+from reference_platform import broker_acl
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 from tests.host.test_journal_overflow_e2e import Door
 
 D1, D2 = "site.b1.d1", "site.b1.d2"

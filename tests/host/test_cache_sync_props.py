@@ -1,5 +1,5 @@
 """The door's whitelist transfer (firmware/cache_sync.py) against the platform's resume rule
-(host_tools/platform/distribute.py `push`), over any pattern of pieces lost or forged on the
+(reference_platform/distribute.py `push`), over any pattern of pieces lost or forged on the
 way: each burst is answered with the state at most once (the answers go out past the uplink's
 in-flight limit, docs/protocol.md), a burst the door could not take and that brought it
 anything after the fault is answered, and the platform, resuming from each answer, gets the

@@ -18,15 +18,15 @@ from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
-from host_tools.platform.distribute import DistributionError, attach, push
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
+from reference_platform.distribute import DistributionError, attach, push
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "sync.b1.d1"
 
@@ -251,9 +251,9 @@ def test_a_door_holding_the_platforms_version_with_other_cards_gets_the_platform
     # cards, and then the door reports the very hash the platform computes.
     import datetime as dt
 
-    from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.distribute import differs
     from offline_cache import content
+    from reference_platform.cards import CardRegistry
+    from reference_platform.distribute import differs
 
     installed = rig.site.snapshot(1, [(rig.ref, fmt.ACTIVE, False)])
     state = rig.platform.cache_states[DEVICE]

@@ -1,4 +1,4 @@
-"""The host's whitelist tags (host_tools/platform/cache_tags.py, the standard library's HMAC)
+"""The host's whitelist tags (reference_platform/cache_tags.py, the standard library's HMAC)
 are the door's own bytes: the piece tag of firmware.protocol and the file tag offline_cache
 checks, both over crypto.hmac256; a piece or a file changed in any byte, or under another
 key, does not pass."""
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from crypto.hmac256 import hmac_sha256
 from firmware import protocol
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.cache_tags import CacheTags
 from offline_cache import fmt
+from reference_platform.cache_tags import CacheTags
 
 keys = st.binary(min_size=16, max_size=80)  # longer than a block too: hashed first
 u32 = st.integers(min_value=0, max_value=2**32 - 1)

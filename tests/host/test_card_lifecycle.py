@@ -14,16 +14,16 @@ import pytest
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.cards import CardError, CardRegistry, residence_report
-from host_tools.platform.commands import command_key
-from host_tools.platform.distribute import attach, sync
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.cards import CardError, CardRegistry, residence_report
+from reference_platform.commands import command_key
+from reference_platform.distribute import attach, sync
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "life.b1.d0"
 TODAY = dt.date.today()

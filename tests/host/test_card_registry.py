@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.cards import CardError, CardRegistry
-from host_tools.platform.store import Store
 from offline_cache.cache import Cache
+from reference_platform.cards import CardError, CardRegistry
+from reference_platform.store import Store
 
 TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()
 YEAR = dt.timedelta(days=365)

@@ -28,17 +28,17 @@ from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
 from host_tools.console import mpremote
-from host_tools.platform.cards import CardRegistry
-from host_tools.platform.commands import command_key
-from host_tools.platform.ingest import Platform
-from host_tools.platform.keyprogress import record_card
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
+from reference_platform.cards import CardRegistry
+from reference_platform.commands import command_key
+from reference_platform.ingest import Platform
+from reference_platform.keyprogress import record_card
+from reference_platform.store import Store
 
 DEVICE = "rot.b1.d1"
 SITE = 5150

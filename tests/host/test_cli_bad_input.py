@@ -12,7 +12,7 @@ from types import FrameType
 import pytest
 
 from host_tools.cli import command, run
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 TMP = "{tmp}"  # replaced by the test's directory
 

@@ -21,8 +21,8 @@ from firmware import protocol
 from hil.tlsgen import CA
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto, TLSListener
+from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR = "cli.b1.d1"

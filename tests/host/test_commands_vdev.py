@@ -16,13 +16,13 @@ from firmware import events as ev
 from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
-from host_tools.platform.commands import command_key, sign
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.commands import command_key, sign
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "cmd.b1.d1"
 

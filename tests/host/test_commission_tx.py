@@ -165,8 +165,8 @@ def test_a_100000_card_whitelist_is_commissioned_through_the_console(tmp_path: P
 def test_the_whitelist_can_come_from_the_platform_with_its_versions(tmp_path: Path) -> None:
     import datetime as dt
 
-    from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.store import Store
+    from reference_platform.cards import CardRegistry
+    from reference_platform.store import Store
 
     kit = SiteKit(2027)
     keys = tmp_path / "site.json"

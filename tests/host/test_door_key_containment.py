@@ -108,7 +108,7 @@ def test_the_platform_signs_for_a_revoked_id_with_its_new_epoch_once_it_register
     """`revoke-door` while the platform runs: the replacement's registration makes the
     platform read the site file, and from then on nothing it signs for that id verifies with
     the stolen keys."""
-    from host_tools.platform.door_signing import DoorSigner
+    from reference_platform.door_signing import DoorSigner
 
     site = sitekeys.new_site_keys(7)
     on_disk = json.loads(json.dumps(site))

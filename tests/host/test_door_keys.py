@@ -1,6 +1,6 @@
 """Per-door command and cache keys: derivation, the door's key file, commissioning's signed
 whitelist, the platform's choice of key per door (host_tools/cards/sitekeys.py,
-host_tools/platform/door_signing.py; docs/threat-model.md)."""
+reference_platform/door_signing.py; docs/threat-model.md)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.commands.commission import door_files
 from host_tools.errors import UserError
-from host_tools.platform.door_signing import DoorSigner, retag
 from offline_cache import fmt
+from reference_platform.door_signing import DoorSigner, retag
 
 DEVICE_ID = st.text("abcdefghijklmnopqrstuvwxyz0123456789.-_", min_size=1, max_size=64)
 
@@ -317,7 +317,7 @@ def test_a_migrated_sites_rotation_reaches_doors_still_on_site_wide_keys(tmp_pat
 
 
 def _platform_db(path: Path, site_id: int, doors: dict[str, int | None]) -> str:
-    from host_tools.platform.store import Store
+    from reference_platform.store import Store
 
     store = Store(str(path))
     for device, gen in doors.items():
@@ -351,8 +351,8 @@ def test_keys_close_names_each_door_behind(tmp_path: Path) -> None:
 
 def test_a_disputed_registration_is_an_alarm(tmp_path: Path) -> None:
     from host_tools.commands.platform.cards import alarm_rows
-    from host_tools.platform import scope_alarms
-    from host_tools.platform.store import Store
+    from reference_platform import scope_alarms
+    from reference_platform.store import Store
 
     store = Store(_platform_db(tmp_path / "p.db", 7, {"hz.b1.d2": None}))
     scope_alarms.record(store, "hz.b1.d2", "site", "door")
@@ -366,8 +366,8 @@ def test_a_disputed_registration_is_an_alarm(tmp_path: Path) -> None:
 def test_the_platform_raises_the_alarm_on_a_forged_registration(tmp_path: Path) -> None:
     """What arrives on door B's register topic: stored, signed for by the site file, alarmed."""
     from host_tools.commands.platform.cards import alarm_rows
-    from host_tools.platform.ingest import Platform
-    from host_tools.platform.store import Store
+    from reference_platform.ingest import Platform
+    from reference_platform.store import Store
 
     site = sitekeys.new_site_keys(7)
     store = Store(str(tmp_path / "p.db"))

@@ -24,16 +24,16 @@ from hil.rig import wait_for as wait_until
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
-from host_tools.platform.cards import CardRegistry
-from host_tools.platform.commands import sign
-from host_tools.platform.distribute import sync
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.cards import CardRegistry
+from reference_platform.commands import sign
+from reference_platform.distribute import sync
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR_A = "pd.b1.d1"  # the stolen one: only its key file is used here

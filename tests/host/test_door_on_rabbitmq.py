@@ -14,15 +14,15 @@ import pytest
 from hil.rig import swipe_local
 from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
-from host_tools.platform.cards import CardRegistry
-from host_tools.platform.distribute import sync
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.rabbitmq import RabbitCluster
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.cards import CardRegistry
+from reference_platform.distribute import sync
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "rabbit.b1.d0"  # dots: RabbitMQ hands them back as levels
 TODAY = dt.date.today()

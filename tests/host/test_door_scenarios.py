@@ -220,9 +220,9 @@ def test_controller_power_cut_while_unlocked_comes_back_locked(dev: VirtualDevic
 
 
 def test_held_open_reaches_the_platform_as_event_and_patrol_status(tmp_path: Path) -> None:
-    from host_tools.platform.ingest import Platform
-    from host_tools.platform.store import Store
     from host_tools.services.mosquitto import Mosquitto
+    from reference_platform.ingest import Platform
+    from reference_platform.store import Store
 
     device = "demo.b1.door"
     with Mosquitto() as broker, Platform(Store(str(tmp_path / "p.db")), broker.host,

@@ -7,9 +7,9 @@ from __future__ import annotations
 from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.doorsim import SimDoor
-from host_tools.platform.cache_tags import CacheTags
-from host_tools.platform.door_signing import DoorSigner
 from offline_cache import fmt
+from reference_platform.cache_tags import CacheTags
+from reference_platform.door_signing import DoorSigner
 
 
 def _delta(site: SiteKit) -> bytes:

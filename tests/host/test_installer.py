@@ -16,13 +16,13 @@ import pytest
 
 from host_tools.cards.kit import SiteKit
 from host_tools.console import call, mpremote
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from offline_cache import fmt
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DEVICE = "inst.b1.d2"

@@ -18,9 +18,9 @@ from board.flashsim import FlashSim
 from firmware.journal import Journal
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = REPO_ROOT / "host_tools" / "benchmarks" / "device" / "uplink_device.py"
 BLOCKS = 8  # 6 data sectors of 127 records: the ring holds 635 events

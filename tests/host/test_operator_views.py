@@ -17,7 +17,7 @@ from host_tools.cards import sitekeys
 from host_tools.cli import run
 from host_tools.commands.monitor import describe, line
 from host_tools.errors import UserError
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 
 @pytest.fixture()
@@ -99,7 +99,7 @@ def test_a_door_with_the_latest_version_but_other_cards_is_shown(db: str, tmp_pa
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import datetime as dt
 
-    from host_tools.platform.cards import CardRegistry
+    from reference_platform.cards import CardRegistry
 
     keys = tmp_path / "site.json"
     site = sitekeys.new_site_keys(1001)

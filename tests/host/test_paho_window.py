@@ -1,4 +1,4 @@
-"""The platform's MQTT client (host_tools/platform/paho_window.py) sends more messages than its
+"""The platform's MQTT client (reference_platform/paho_window.py) sends more messages than its
 window holds, through a real mosquitto: every one arrives, once, in the order published, the
 waiting ones found through its own queue (paho's private names still there); messages
 published while the broker is down are all sent after it comes back."""
@@ -12,8 +12,8 @@ import uuid
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from host_tools.platform.paho_window import WindowedClient
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.paho_window import WindowedClient
 
 N = 400
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from host_tools.doorsim import SimDoor
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.services.rabbitmq import RabbitCluster
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from firmware import protocol
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 
 def answer(p: Platform, device: str, version: int) -> None:
@@ -51,8 +51,8 @@ def test_a_fanout_asks_the_registry_for_its_version_once_not_once_per_door(tmp_p
     import datetime as dt
 
     from host_tools.cards.kit import SiteKit
-    from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.distribute import sync
+    from reference_platform.cards import CardRegistry
+    from reference_platform.distribute import sync
 
     site = SiteKit()
     store = Store(str(tmp_path / "p.db"))
@@ -97,8 +97,8 @@ def test_a_door_that_took_the_file_before_it_was_sent_again_counts_as_updated(tm
     import datetime as dt
 
     from host_tools.cards.kit import SiteKit
-    from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.distribute import sync
+    from reference_platform.cards import CardRegistry
+    from reference_platform.distribute import sync
 
     site = SiteKit()
     store = Store(str(tmp_path / "p.db"))
@@ -156,8 +156,8 @@ def test_answers_during_the_fanouts_sending_are_the_fanouts_too(tmp_path: Path) 
     import datetime as dt
 
     from host_tools.cards.kit import SiteKit
-    from host_tools.platform.cards import CardRegistry
-    from host_tools.platform.distribute import sync
+    from reference_platform.cards import CardRegistry
+    from reference_platform.distribute import sync
 
     site = SiteKit()
     store = Store(str(tmp_path / "p.db"))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from firmware.journal import CODE_GAP
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DAY = 86400

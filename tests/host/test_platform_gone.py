@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from firmware import protocol
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "gone.b1.d1"
 

@@ -12,10 +12,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
-from host_tools.platform.ingest import Platform
-from host_tools.platform.lease import AdvisoryLease, TableLease, lease_for
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.ingest import Platform
+from reference_platform.lease import AdvisoryLease, TableLease, lease_for
+from reference_platform.store import Store
 
 DOOR = "site.b1.d7"
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from firmware.journal import CODE_GAP
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 
 def ev(seq: int) -> tuple[int, int, int, int, int, int, int, str]:

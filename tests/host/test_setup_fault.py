@@ -15,11 +15,11 @@ from host_tools.commands.commission import build_config, door_files
 from host_tools.commands.platform.cards import alarm_rows
 from host_tools.console import mpremote
 from host_tools.door_stage import Transaction
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from offline_cache import fmt
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DEVICE = "mix.b1.d1"
@@ -81,8 +81,8 @@ def test_a_clock_the_door_cannot_trust_is_an_alarm_until_the_platform_sets_it(tm
     # A platform without the site's keys sends an unsigned time: the door shows it, but runs
     # its offline policy (cards refused with clock_unset). The platform lists that as an
     # alarm; a signed time ends it in the report that follows at once, not a patrol later.
-    from host_tools.platform.commands import command_key
     from host_tools.vdev.provision import provision
+    from reference_platform.commands import command_key
 
     site = SiteKit(2025)
     broker = Mosquitto().start()

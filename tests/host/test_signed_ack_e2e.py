@@ -15,9 +15,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from board.flashsim import FlashSim
 from firmware import protocol
 from firmware.journal import Journal
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 from tests.host.test_journal_overflow_e2e import BLOCKS, ID, Door, broker, wait_until
 
 __all__ = ["broker"]

@@ -20,12 +20,12 @@ from hil.tlsgen import CA, Issued
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
 from host_tools.image import source
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto, TLSListener
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DEVICE = "tls.b1.d1"

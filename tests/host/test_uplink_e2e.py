@@ -16,9 +16,9 @@ import pytest
 from hil.netfault import FaultProxy
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
-from host_tools.platform.ingest import STORE_ATTEMPTS, Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
+from reference_platform.ingest import STORE_ATTEMPTS, Platform
+from reference_platform.store import Store
 
 DEVICE = REPO_ROOT / "host_tools" / "benchmarks" / "device" / "uplink_device.py"
 BLOCKS = 64

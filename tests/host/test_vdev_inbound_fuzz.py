@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from firmware import protocol as p
 from host_tools.console import mpremote
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 DEVICE = "fuzz.b1.d1"
 LEAVES = ["ack", "time", "cmd", "events", "status", "nonsense", "ack/extra"]

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from host_tools.platform.ingest import Platform
-from host_tools.platform.store import Store
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
+from reference_platform.ingest import Platform
+from reference_platform.store import Store
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 BOOT, ACCESS_DENIED = 40, 2

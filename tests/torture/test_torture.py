@@ -13,7 +13,7 @@ from firmware.journal import CODE_GAP
 from hil.torture.check import verdict
 from hil.torture.plan import WEIGHTS, make_plan
 from hil.torture.rig import Settings, run
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 D = "t.b1.d1"
 SHORT_SEEDS = (2,)  # the suite's fixed seed(s)

@@ -9,7 +9,7 @@ import typer
 
 from firmware import protocol
 from host_tools.errors import EXIT_USAGE, fail
-from host_tools.platform import broker_acl
+from reference_platform import broker_acl
 
 
 def acl(out: Path = typer.Option(..., "--out", help="Folder for `acl` and `access.conf`."),

@@ -62,8 +62,8 @@ def _send(reg: Any, broker: str | None) -> str:
         out = Outcome(f"whitelist version {reg.version()}; send it with doorctl platform sync")
         out.version = reg.version()
         return out
-    from host_tools.platform.distribute import sync
-    from host_tools.platform.ingest import Platform
+    from reference_platform.distribute import sync
+    from reference_platform.ingest import Platform
 
     b = parse_broker(broker)
     check_broker(b, False)
@@ -85,8 +85,8 @@ def _send(reg: Any, broker: str | None) -> str:
 def _op(fn: Any, as_json: bool = False) -> None:
     """Print the command's line (or JSON); exit 1 when a door did not take the update (the
     line says which and why), as for any other failure."""
-    from host_tools.platform.cards import CardError
-    from host_tools.platform.distribute import DistributionError
+    from reference_platform.cards import CardError
+    from reference_platform.distribute import DistributionError
 
     try:
         text = fn()
@@ -230,7 +230,7 @@ def sync_command(keys: Path = KEYS, db: str = DB,
 
 def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
     """Alarms with their door, start and end (None while active), from stored events."""
-    from host_tools.platform import scope_alarms
+    from reference_platform import scope_alarms
 
     out: list[dict[str, Any]] = []
     disputed = scope_alarms.disputes(store)
@@ -446,7 +446,7 @@ def _clear_retained(door: str, broker: str) -> None:
 
     b = parse_broker(broker)
     check_broker(b, False)
-    from host_tools.platform.broker_acl import apply_env_login
+    from reference_platform.broker_acl import apply_env_login
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     apply_env_login(client)
@@ -471,7 +471,7 @@ def residence(card: str = typer.Option(..., "--card", help="Card reference."),
 
     Example: doorctl platform residence-report --card 5101013aeef2e95e --from 2026-01-01 --to 2026-12-31
     """
-    from host_tools.platform.cards import CardError, incomplete_months, known_card, residence_report
+    from reference_platform.cards import CardError, incomplete_months, known_card, residence_report
 
     try:
         first, last = _period(start, end)
@@ -502,7 +502,7 @@ def keys_progress(keys: Path = typer.Option(..., "--keys", help="Site key file (
     Example: doorctl platform keys --keys site.json --db platform.db
     """
     from host_tools.cards import sitekeys
-    from host_tools.platform.keyprogress import progress, summary
+    from reference_platform.keyprogress import progress, summary
 
     try:
         site, _ = sitekeys.load(keys, for_doors=True)

@@ -12,7 +12,7 @@ from host_tools.errors import EXIT_USAGE, UserError
 
 def open_registry(db: str, keys: Path) -> Any:
     from host_tools.cards import sitekeys
-    from host_tools.platform.cards import CardRegistry
+    from reference_platform.cards import CardRegistry
 
     site, _ = sitekeys.load(keys, for_doors=True)
     if "cache" not in site["keys"]:

@@ -19,8 +19,8 @@ from rich.table import Table
 
 from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
 from host_tools.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
-from host_tools.platform.ingest import SUBSCRIPTIONS, Platform
-from host_tools.platform.store import Store
+from reference_platform.ingest import SUBSCRIPTIONS, Platform
+from reference_platform.store import Store
 
 DB_HELP = "Database: a SQLite file path or sqlite:///path, or postgresql://user@host/db."
 
@@ -98,7 +98,7 @@ def run(
     site_keys = None
     if keys is not None:
         from host_tools.cards import sitekeys
-        from host_tools.platform.commands import command_key
+        from reference_platform.commands import command_key
 
         try:
             site_keys = sitekeys.load(keys, for_doors=True)[0]
@@ -126,7 +126,7 @@ def run(
         raise fail(f"--tls-ca/--tls-cert/--tls-key: cannot be used ({e})", EXIT_USAGE) from None
     if keys is not None:
         from host_tools.commands.platform.registry import open_registry
-        from host_tools.platform.distribute import attach
+        from reference_platform.distribute import attach
 
         try:
             attach(p, open_registry(db, keys))
@@ -292,7 +292,7 @@ def command(
 
     from firmware import protocol
     from host_tools.cards import sitekeys
-    from host_tools.platform.commands import command_key, sign
+    from reference_platform.commands import command_key, sign
 
     if op not in protocol.COMMANDS:
         raise fail(f"unknown command {op!r}: one of {', '.join(protocol.COMMANDS)}", EXIT_USAGE)
@@ -360,7 +360,7 @@ def command(
     client.on_connect = on_connect
     client.on_subscribe = lambda *_: subscribed.set()
     try:
-        from host_tools.platform.broker_acl import apply_env_login
+        from reference_platform.broker_acl import apply_env_login
 
         apply_env_login(client)
     except UserError as e:

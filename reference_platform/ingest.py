@@ -38,10 +38,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from crypto.hmac256 import hmac_sha256
 from firmware import protocol
-from host_tools.platform import scope_alarms
-from host_tools.platform.door_signing import DoorSigner
-from host_tools.platform.paho_window import WindowedClient
-from host_tools.platform.store import Store
+from reference_platform import scope_alarms
+from reference_platform.door_signing import DoorSigner
+from reference_platform.paho_window import WindowedClient
+from reference_platform.store import Store
 
 log = logging.getLogger("doorctl.platform")
 
@@ -97,7 +97,7 @@ class Platform:
         commissioned door ignores unsigned ones), and so is the time sent to a door, with the
         nonce of its presence (the door trusts only such a time: card validity, schedules).
         `site_keys`: the site key file's content instead: each door is signed for with its own
-        keys on a per-door site (host_tools/platform/door_signing.py); `site_keys_reload`
+        keys on a per-door site (reference_platform/door_signing.py); `site_keys_reload`
         reads the site file again (a door registering with keys the record does not give it).
         `subscription`: how events are received (SUBSCRIPTIONS; "auto" probes the broker)."""
         if subscription not in SUBSCRIPTIONS:
@@ -116,7 +116,7 @@ class Platform:
             self.cache_key = None
         self._nonces: dict[str, str] = {}  # device -> the nonce of its last presence
         # Singleton work (time messages, whitelist catch-up) only while holding the lease in
-        # the database (host_tools/platform/lease.py); ingest runs on every instance.
+        # the database (reference_platform/lease.py); ingest runs on every instance.
         self._lease_term_s = lease_term_s
         self._keeper: Any = None
         self._use_lease = lease and ingest
@@ -140,7 +140,7 @@ class Platform:
         self._replies_cond = threading.Condition()
         self.cache_states: dict[str, dict[str, Any]] = {}  # device -> its last cache_state
         self._state_watches: list[_StateWatch] = []
-        # With a card registry (host_tools/platform/cards.py), a door that reports an older
+        # With a card registry (reference_platform/cards.py), a door that reports an older
         # whitelist (it was off, or an update did not get through) is brought up to date.
         self.registry: Any = None
         # Called with a door's state to ask whether to resync it, then with (self, [device]) to
@@ -161,7 +161,7 @@ class Platform:
         if username is not None:
             self._client.username_pw_set(username, password)
         else:
-            from host_tools.platform.broker_acl import apply_env_login
+            from reference_platform.broker_acl import apply_env_login
 
             apply_env_login(self._client)  # DOORCTL_BROKER_USER / _PASSWORD_FILE, if set
         if tls_ca is not None:
@@ -180,7 +180,7 @@ class Platform:
 
     def start(self) -> Platform:
         if self._use_lease and self._keeper is None:
-            from host_tools.platform.lease import LeaseKeeper, lease_for
+            from reference_platform.lease import LeaseKeeper, lease_for
 
             holder = f"{self._client_id}-{uuid.uuid4().hex[:8]}"  # this process, even under a reused name
             lease = lease_for(self.store, "platform-singleton", holder, self._lease_term_s)
@@ -528,9 +528,9 @@ class Platform:
         self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)
 
     def command(self, device: str, op: str, args: dict[str, Any] | None, key: bytes | None = None) -> str:
-        """Send a signed command (host_tools/platform/commands.py); returns its id. With the
+        """Send a signed command (reference_platform/commands.py); returns its id. With the
         site's keys (`site_keys`) it is signed with the door's own command key, else `key`."""
-        from host_tools.platform.commands import sign
+        from reference_platform.commands import sign
 
         if self.signer is not None:
             key = self.signer.key("command", device)

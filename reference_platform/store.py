@@ -42,7 +42,7 @@ SCHEMA = [
         firmware TEXT NOT NULL, lock TEXT NOT NULL, cards TEXT NOT NULL, tls INTEGER NOT NULL,
         client_cert INTEGER NOT NULL, commissioned_at BIGINT NOT NULL,
         registered_at DOUBLE PRECISION NOT NULL)""",
-    # Singleton work among platform instances on one database (host_tools/platform/lease.py).
+    # Singleton work among platform instances on one database (reference_platform/lease.py).
     """CREATE TABLE IF NOT EXISTS leases (
         name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)""",
 ]

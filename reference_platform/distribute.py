@@ -9,14 +9,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from host_tools.platform.cache_tags import CacheTags
 from offline_cache import fmt
+from reference_platform.cache_tags import CacheTags
 
 FANOUT_WAIT_S = 10.0  # how long every door together may take before each is served alone
 
 
 class Platform(Protocol):
-    """What distribution needs of a platform (host_tools/platform/ingest.py's `Platform` is one):
+    """What distribution needs of a platform (reference_platform/ingest.py's `Platform` is one):
     typed here so that ingest need not be imported, and ingest calls distribution only through
     the listener `attach` registers."""
 
@@ -73,7 +73,7 @@ def chunks(data: bytes, key: bytes, start: int = 0) -> list[bytes]:
 def send(platform: Platform, device: str, data: bytes, start: int = 0,
          key: bytes | None = None, pieces: list[bytes] | None = None) -> None:
     """Publish the file's chunks from byte `start`, each tagged with the cache key (the door's
-    own on a per-door site, the file then signed again for it: host_tools/platform/door_signing.py).
+    own on a per-door site, the file then signed again for it: reference_platform/door_signing.py).
     `pieces`: the whole file already encoded by `chunks` with the site's key, used where the
     doors share it."""
     if pieces is not None and start == 0 and shares_cache_key(platform):

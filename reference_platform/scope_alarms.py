@@ -1,14 +1,14 @@
 """Doors whose registration claims other keys than the site file records for them
 (`key_scope_mismatch` in `doorctl platform alarms`): a forged registration on the broker, or
 a door commissioned with a key file the site file does not know. The platform signs by the
-record all the same (host_tools/platform/door_signing.py). No key is read or stored here."""
+record all the same (reference_platform/door_signing.py). No key is read or stored here."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS key_scope_disputes (
     device TEXT PRIMARY KEY, claim TEXT NOT NULL, record TEXT NOT NULL,

@@ -22,8 +22,8 @@ import json
 import time
 from typing import Any
 
-from host_tools.platform.store import Store, Transaction
 from offline_cache import content, fmt
+from reference_platform.store import Store, Transaction
 
 EPOCH = dt.date(1970, 1, 1)
 TZ_MIN = 480

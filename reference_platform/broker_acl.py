@@ -49,7 +49,7 @@ def check_user(name: str, prefix: str) -> str:
 def acl_text(platform_users: Sequence[str], observer_users: Sequence[str] = ()) -> str:
     """The mosquitto `acl_file`."""
     root = protocol.ROOT  # door/v1/
-    lines = ["# protocol v1 access control (host_tools/platform/broker_acl.py, docs/broker-acl.md)",
+    lines = ["# protocol v1 access control (reference_platform/broker_acl.py, docs/broker-acl.md)",
              "# Doors: their user name is their device id; only their own topics."]
     lines += [f"pattern write {root}%u/{leaf}" for leaf in DOOR_PUBLISHES]
     lines += [f"pattern read {root}%u/{leaf}" for leaf in DOOR_READS]

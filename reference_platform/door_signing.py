@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from host_tools.cards import sitekeys
-from host_tools.platform.cache_tags import CacheTags
+from reference_platform.cache_tags import CacheTags
 
 
 def retag(data: bytes, key: bytes) -> bytes:

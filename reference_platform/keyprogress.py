@@ -11,7 +11,7 @@ from typing import Any
 
 from firmware import events as ev
 from firmware.protocol import FLAG_REKEYED
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS card_keys (
     ref TEXT PRIMARY KEY, version INTEGER NOT NULL, source TEXT NOT NULL,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from host_tools.platform.store import Store
+from reference_platform.store import Store
 
 
 class Lease(Protocol):
