@@ -178,6 +178,7 @@ class VirtualDevice:
                 micropython_env(*paths))
 
     def _spawn(self) -> None:
+        self._ports_again()  # every boot: start, restart, stop then start, the board's own reset
         ready = self.state_dir / "ready.json"
         ready.unlink(missing_ok=True)
         self._busy_file.unlink(missing_ok=True)
@@ -252,7 +253,6 @@ class VirtualDevice:
         device gets a new pty, as `start()` does.
         """
         self.kill()
-        self._ports_again()
         if self._master is None:
             self.start(timeout_s)
             return
@@ -263,7 +263,7 @@ class VirtualDevice:
     def _ports_again(self) -> None:
         """A port chosen here and taken by another process while the door was off (a busy
         machine's tests pick ports too) is chosen again, so the door boots with its servers;
-        the caller reads `io_addr`/`reader_addr` after a restart. Ports given by the user stay."""
+        the caller reads `io_addr`/`reader_addr` after a boot. Ports given by the user stay."""
         own_io, own_reader = self._own_ports
         if own_io and not bindable(self.io_port):
             self.io_port = free_port()

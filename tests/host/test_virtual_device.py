@@ -348,3 +348,20 @@ def test_server_ports_are_chosen_below_the_ephemeral_range() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         assert not bindable(s.getsockname()[1])
+
+
+def test_a_door_stopped_then_started_on_a_taken_port_boots_with_its_servers(tmp_path: Path) -> None:
+    dev = VirtualDevice(tmp_path / "door").start()
+    try:
+        dev.stop()
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(dev.io_addr)
+            squatter.listen()
+            old = dev.io_port
+            dev.start()
+            assert dev.io_port != old
+            with VirtualIO(dev.io_addr, timeout_s=5) as io:
+                assert not io.status().get("safe_mode")
+    finally:
+        dev.stop()
