@@ -4,8 +4,9 @@
 # /lib on sys.path; a build with a ROM partition has mounted its ROMFS image at /rom too.
 # `doorctl deploy` keeps two sets of files, /sets/a and /sets/b, and names the one to run and
 # the previous one in /active.json (replaced atomically, the deploy's last step). This takes
-# the active set when its manifest is there and its code imports, else the previous set, else
-# /lib (the layout before sets, or files copied by hand). The ROM image is trusted only for a
+# the active set when its manifest is there and its code imports, else the previous set (both,
+# newest first, when active.json cannot be read), else /lib (the layout before sets, or files
+# copied by hand). What it took goes to /booted.json, so `doorctl deploy` never stages there. The ROM image is trusted only for a
 # set whose manifest names it, and only when it matches the set's record (its rom.json) that
 # `doorctl deploy --romfs` wrote after proving it (board/romfs.py). Hold the REX button while the board powers up to
 # stay at the REPL instead (safe mode, for recovery).
@@ -60,16 +61,55 @@ def _rom(wanted, record):
     return why
 
 
+def _order():
+    """([(role, set)] to try, why not as active.json says or None). Without active.json: none
+    (the layout before sets). One that cannot be read (torn, empty) does not hide the sets:
+    both are tried, the newest deploy first."""
+    try:
+        os.stat(_ROOT + "/active.json")
+    except OSError:
+        return [], None
+    rec = _json(_ROOT + "/active.json")
+    if isinstance(rec, dict):
+        got = [(r, rec.get(r)) for r in ("active", "previous") if rec.get(r) in _SETS]
+        if got:
+            return got, None
+    t = []
+    for name in _SETS:
+        m = _json(_ROOT + "/" + name + "/deploy.json")
+        t.append((m.get("time") if isinstance(m, dict) else None) or "")
+    names = _SETS if t[0] >= t[1] else (_SETS[1], _SETS[0])
+    return [("newest", names[0]), ("older", names[1])], "active.json unreadable"
+
+
+def _record_boot(name, role):
+    """Keep /booted.json, what this boot took, for `doorctl deploy`, which never stages into
+    the set the board runs. Written (temporary file, rename) only when it changes."""
+    import json
+
+    path = _ROOT + "/booted.json"
+    text = json.dumps({"set": name, "role": role})
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+    except OSError as e:
+        print("doorctl: cannot write booted.json (", repr(e), ")")
+
+
 def _start():
     """Import the board's main from the first set that has it: (main, set, why not others)."""
-    rec = _json(_ROOT + "/active.json") or {}
-    why = []
-    for role in ("active", "previous"):
-        name = rec.get(role)
-        if name not in _SETS:
-            continue
+    order, first = _order()
+    why = [first] if first else []
+    for role, name in order:
         manifest = _json(_ROOT + "/" + name + "/deploy.json")
-        if manifest is None:
+        if not isinstance(manifest, dict):
             why.append(role + " " + name + ": no deploy.json")
             continue
         lib = _ROOT + "/" + name + "/lib"
@@ -82,10 +122,12 @@ def _start():
         try:
             from board.esp32_ref import main
 
+            _record_boot(name, role)
             return main, name, why
         except Exception as e:  # noqa: BLE001  a torn module raises ValueError, SyntaxError, ...
             why.append(role + " " + name + ": " + repr(e))
             _forget(lib)
+    _record_boot("lib", "lib")
     _rom(True, "rom.json")  # the layout before sets: /lib, and its recorded image if any
     from board.esp32_ref import main
 

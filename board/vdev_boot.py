@@ -5,8 +5,9 @@
 Mounts the simulated flash, serves the door I/O channel and the reader UART on loopback,
 runs the raw REPL on stdin/stdout (STATE_DIR/console.busy exists while a console program
 runs, so the bridge turns Ctrl-C into SIGINT), and runs the firmware: from the active
-deployed set (active.json), else the previous set (`deploy_fallback` in the status says why),
-else the built-in firmware (safe mode). A firmware that cannot start or stops leaves the
+deployed set (active.json), else the previous set (`deploy_fallback` in the status says why;
+both, newest first, when active.json cannot be read), else the built-in firmware (safe mode).
+What it took is kept in /flash/booted.json for `doorctl deploy`. A firmware that cannot start or stops leaves the
 console up with the reason in the status (`safe_mode`), so `doorctl deploy` can always be run
 again. Writes STATE_DIR/ready.json once
 the firmware is up, so the launcher knows it can be used.
@@ -157,13 +158,49 @@ def _try_set(name):
     return RawRepl, serve_stdin, fw, manifest
 
 
+def _newest_first():
+    """SETS ordered by their manifest's deploy time, newest first (a before b on a tie or
+    when a manifest cannot be read)."""
+    t = []
+    for name in SETS:
+        m, _ = _read_json(board.fs_root + "/" + name + "/deploy.json")
+        t.append((m.get("time") if isinstance(m, dict) else None) or "")
+    return SETS if t[0] >= t[1] else (SETS[1], SETS[0])
+
+
 def _candidates():
-    """[(role, set)] in the order boot tries them: the active set, then the previous one
-    (active.json, written by `doorctl deploy` as its switch); without active.json, /flash/lib."""
+    """([(role, set)] in the order boot tries them, why not as active.json says or None):
+    the active set, then the previous one (active.json, written by `doorctl deploy` as its
+    switch); without active.json, /flash/lib (the layout before sets). An active.json that
+    cannot be read (torn, empty) does not hide the sets: both are tried, newest first."""
     rec, why = _read_json(board.fs_root + "/active.json")
-    if rec is None:
-        return [("lib", "")]
-    return [(role, rec.get(role)) for role in ("active", "previous") if rec.get(role) in SETS]
+    if rec is None and why.startswith("no "):
+        return [("lib", "")], None
+    if isinstance(rec, dict):
+        got = [(role, rec.get(role)) for role in ("active", "previous") if rec.get(role) in SETS]
+        if got:
+            return got, None
+    newest, older = _newest_first()
+    return [("newest", newest), ("older", older)], "active.json unreadable"
+
+
+def _record_boot(name, role):
+    """Keep booted.json, what this boot took, for `doorctl deploy`, which never stages into
+    the set the door runs. Written (temporary file, rename) only when it changes."""
+    path = board.fs_root + "/booted.json"
+    text = json.dumps({"set": name, "role": role})
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+    except OSError as e:
+        sys.stderr.write("doorctl: cannot write booted.json (%s)\n" % e)
 
 
 def _load():
@@ -171,8 +208,8 @@ def _load():
     the active one is not whole (a file missing or not as recorded) or does not import; else
     the built-in code, so the console always comes up and deploy can be run again.
     Returns (RawRepl, serve_stdin, firmware or None, why not deployed code, what runs)."""
-    why = None
-    for role, name in _candidates():
+    candidates, why = _candidates()
+    for role, name in candidates:
         try:
             RawRepl, serve_stdin, fw, manifest = _try_set(name)
         except Exception as e:  # noqa: BLE001
@@ -189,9 +226,11 @@ def _load():
             runs["deploy_fallback"] = role
             runs["deploy_fallback_why"] = why
             sys.stderr.write("doorctl: running the %s set %s: %s\n" % (role, name, why))
+        _record_boot(name or "lib", role)
         return RawRepl, serve_stdin, fw, None, runs
     why = "deployed code does not start (%s)" % (why or "no deployed set")
     _forget_deployed()
+    _record_boot(None, "built-in")
     sys.stderr.write("doorctl: safe mode: %s; running the built-in firmware: run doorctl "
                      "deploy again\n" % why)
     from board.rawrepl import RawRepl, serve_stdin  # the built-in copy: /rom is off the path

@@ -9,6 +9,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from host_tools.paths import REPO_ROOT, micropython
 
 BOOT = REPO_ROOT / "board" / "esp32_main.py"
@@ -65,3 +67,45 @@ def test_no_whole_set_leaves_the_repl_with_one_safe_mode_line(tmp_path: Path) ->
     (tmp_path / "active.json").write_text('{"active": "sets/a", "previous": null}')
     lines = boot(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("doorctl: safe mode:"), lines
+
+
+def booted(root: Path) -> dict[str, object]:
+    return json.loads((root / "booted.json").read_text())
+
+
+def test_the_set_taken_is_recorded_for_deploy(tmp_path: Path) -> None:
+    board_set(tmp_path, "sets/a/lib", RUNS % "a")
+    board_set(tmp_path, "sets/b/lib", TORN)
+    (tmp_path / "active.json").write_text('{"active": "sets/b", "previous": "sets/a"}')
+    assert boot(tmp_path)[-1] == "RUN a"
+    assert booted(tmp_path) == {"set": "sets/a", "role": "previous"}
+
+
+def _dated(root: Path, where: str, time: str) -> None:
+    (root / where / "deploy.json").write_text(json.dumps({"files": {}, "time": time}))
+
+
+@pytest.mark.parametrize("content", ["", "\n", '{"active": "sets/b", "prev', "[]", "{}"])
+def test_an_unreadable_active_json_boots_the_newest_whole_set(tmp_path: Path,
+                                                              content: str) -> None:
+    board_set(tmp_path, "sets/a/lib", RUNS % "a")
+    board_set(tmp_path, "sets/b/lib", RUNS % "b")
+    _dated(tmp_path, "sets/a", "2026-01-01T00:00:00+00:00")
+    _dated(tmp_path, "sets/b", "2026-02-01T00:00:00+00:00")
+    (tmp_path / "active.json").write_text(content)
+    lines = boot(tmp_path)
+    assert lines[-1] == "RUN b", lines
+    assert "active.json unreadable" in lines[0], lines
+    assert booted(tmp_path) == {"set": "sets/b", "role": "newest"}
+
+
+def test_an_unreadable_active_json_boots_the_other_set_when_the_newest_is_torn(
+        tmp_path: Path) -> None:
+    board_set(tmp_path, "sets/a/lib", RUNS % "a")
+    board_set(tmp_path, "sets/b/lib", TORN)
+    _dated(tmp_path, "sets/a", "2026-01-01T00:00:00+00:00")
+    _dated(tmp_path, "sets/b", "2026-02-01T00:00:00+00:00")
+    (tmp_path / "active.json").write_text('{"act')
+    lines = boot(tmp_path)
+    assert lines[-1] == "RUN a", lines
+    assert booted(tmp_path) == {"set": "sets/a", "role": "older"}
