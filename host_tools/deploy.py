@@ -117,6 +117,13 @@ try:
  r=json.loads(t)['active']+'/'
 except Exception:pass
 try:
+ t=open('booted.json').read()
+ print('B',t)
+ import json
+ t=json.loads(t)['set']
+ if t in %r:r=t+'/'
+except Exception:pass
+try:
  import vfs
  print('R',vfs.rom_ioctl(1))
 except Exception:print('R',0)
@@ -202,9 +209,11 @@ class DeviceInfo:
     machine: str
     files: dict[str, str] = field(default_factory=dict)  # device path -> sha256 hex
     rom_partitions: int = 0  # ROM partitions the device's MicroPython has (vfs.rom_ioctl)
-    # The active set's rom.json (board/romfs.py); the top one in the layout before sets.
+    # The rom.json (board/romfs.py) of the set it runs (booted.json), else of the active set;
+    # the top one in the layout before sets.
     rom_record: dict[str, object] | None = None
     active: dict[str, object] | None = None  # its active.json: the deployed sets
+    booted: dict[str, object] | None = None  # its booted.json: what its last boot took
 
 
 @dataclass
@@ -225,7 +234,7 @@ def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
     """
     check_port(port)
     handshake(port)
-    out = mpremote(port, "exec", _PROBE_PROGRAM % (DEVICE_LIB, extra or []),
+    out = mpremote(port, "exec", _PROBE_PROGRAM % (DEVICE_LIB, SETS, extra or []),
                    timeout=PROBE_TIMEOUT_S)
     info: DeviceInfo | None = None
     for line in out.splitlines():
@@ -253,6 +262,12 @@ def probe(port: str, extra: list[str] | None = None) -> DeviceInfo:
             except ValueError:
                 record = None
             info.active = record if isinstance(record, dict) else None
+        elif info is not None and parts[0] == "B":
+            try:
+                record = json.loads(line[2:])
+            except ValueError:
+                record = None
+            info.booted = record if isinstance(record, dict) else None
     if info is None:
         raise UserError(f"the device on {port} is not running MicroPython: flash MicroPython "
                         "onto it first (see docs/hardware.md)", EXIT_NO_DEVICE)
@@ -419,9 +434,22 @@ def set_files(files: dict[str, str], root: str) -> dict[str, str]:
             if p.startswith(f"{prefix}{DEVICE_LIB}/")}
 
 
-def staging_slot(active: str | None) -> str:
-    """Where a new set is staged: the slot not in use (it held the set before the previous)."""
-    return SETS[1] if active == SETS[0] else SETS[0]
+def running_set(info: DeviceInfo) -> str | None:
+    """The set the device's last boot took (its booted.json), when that set is still whole
+    by its manifest; else None (the built-in firmware, the layout before sets, a boot entry
+    older than the record, or a record the flash no longer bears out)."""
+    name = (info.booted or {}).get("set")
+    if name in SETS and f"{name}/{MANIFEST}" in info.files:
+        return str(name)
+    return None
+
+
+def staging_slot(active: str | None, running: str | None = None) -> str:
+    """Where a new set is staged: never the set the device runs. When it runs a set (its
+    fallback included, when the active one is not whole), the other slot; else the slot
+    active.json does not name."""
+    keep = running or active
+    return SETS[1] if keep == SETS[0] else SETS[0]
 
 
 def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
@@ -452,7 +480,10 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     want = {dev: hashlib.sha256(b).hexdigest() for dev, b in data.items()}
     have = info.files
     active, _ = active_sets(info)
-    current = set_files(have, active or "")  # the old layout's lib/ when no set is recorded
+    running = running_set(info)
+    # The set the new one is compared with: the active one; the running one when active.json
+    # names none; the old layout's lib/ when no set is recorded.
+    current = set_files(have, active or running or "")
     if "main.py" in have:
         current["main.py"] = have["main.py"]
     result = DeployResult(port=port, files=dict(want))
@@ -496,8 +527,11 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     if (recorded_set and not result.copied and not result.removed and rom_write is None
             and not leftovers):
         return result  # nothing changes: the active set and its manifest stay as they are
-    slot = staging_slot(active)
-    _stage(port, slot, active, data, want, have, batch, progress)
+    slot = staging_slot(active, running)
+    # The set kept as the fallback: the one the device runs, else the active one. Files it
+    # holds already are copied on the device.
+    keep = running or active
+    _stage(port, slot, keep, data, want, have, batch, progress)
     # Each set records the ROM image it runs with (its own rom.json): the previous set keeps
     # its image and its record.
     slot_record = f"{slot}/{ROM_RECORD}"
@@ -506,7 +540,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         if progress:
             progress(0, 0, f"ROM image ({len(image)} bytes) to partition {partition}")
         write_rom(port, image, partition, info.rom_partitions, slot_record,
-                  (f"{active}/{ROM_RECORD}" if active else ROM_RECORD,))
+                  (f"{keep}/{ROM_RECORD}" if keep else ROM_RECORD,))
     elif result.rom is not None:  # the image in use, recorded for the new set too
         with tempfile.TemporaryDirectory(prefix="doorctl-deploy-") as tmp:
             src = Path(tmp) / ROM_RECORD
@@ -531,7 +565,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         mpremote(port, "fs", "cp", "-f", str(src), f":{slot}/{MANIFEST}")
     # The switch: one small record replaced atomically. Before it the device boots the set
     # it had; after it the new one, with the old one as its fallback.
-    record = json.dumps({"active": slot, "previous": active})
+    record = json.dumps({"active": slot, "previous": keep})
     mpremote(port, "exec", _SWITCH_PROGRAM % (ACTIVE_TMP, record, ACTIVE_TMP, ACTIVE)
              + (_REPLACE_PROGRAM % (MAIN_NEW, "main.py") if MAIN_NEW in after else ""))
     if leftovers:
@@ -539,17 +573,18 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     return result
 
 
-def _stage(port: str, slot: str, active: str | None, data: dict[str, bytes],
+def _stage(port: str, slot: str, keep: str | None, data: dict[str, bytes],
            want: dict[str, str], have: dict[str, str], batch: int,
            progress: Callable[[int, int, str], None] | None) -> None:
     """Bring the set at `slot` in line with `want`: its manifest goes first (the slot is no
     longer a whole set), files the running set holds already are copied on the device, the
-    rest from the host; a re-run after a cut keeps what is already right."""
+    rest from the host; a re-run after a cut keeps what is already right. `keep` is the set
+    left as it is (the one the device runs), None for the layout before sets."""
     staged = set_files(have, slot)
-    current = set_files(have, active or "")
+    current = set_files(have, keep or "")
     lib_want = [d for d in want if d.startswith(DEVICE_LIB + "/")]
     need = [d for d in lib_want if staged.get(d) != want[d]]
-    on_device = [(f"{active}/{d}" if active else d, f"{slot}/{d}") for d in need
+    on_device = [(f"{keep}/{d}" if keep else d, f"{slot}/{d}") for d in need
                  if current.get(d) == want[d]]
     from_host = [(d, f"{slot}/{d}") for d in need if current.get(d) != want[d]]
     extra = [f"{slot}/{d}" for d in staged if d not in lib_want]

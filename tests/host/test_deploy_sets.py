@@ -247,3 +247,54 @@ def test_a_repeat_deploy_changes_nothing_and_keeps_both_sets(old_door: VirtualDe
     listing = mpremote(dev.pty, "exec", "import os\nprint(sorted(os.listdir('sets')), "
                                         "sorted(os.listdir()))")
     assert "['a', 'b']" in listing and "deploy.busy" not in listing
+
+
+FLIP = ("f=open('sets/b/lib/firmware/door.mpy','r+b')\nf.seek(40)\n"
+        "c=f.read(1)\nf.seek(40)\nf.write(bytes([c[0]^1]))\nf.close()")
+
+
+@pytest.mark.timeout(900)
+def test_a_deploy_cut_while_the_door_runs_its_fallback_keeps_that_set(
+        old_door: VirtualDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The active set is not whole, so the door runs the previous one: the next deploy
+    stages into the broken active slot, never over the set the door runs."""
+    dev = old_door
+    real = deploy_mod.mpremote
+    deploy(dev.pty)                       # active b (new), previous a (old)
+    mpremote(dev.pty, "exec", FLIP)       # a flash fault in the active set
+    dev.restart()
+    st = status(dev)
+    assert st["deployed_set"] == "sets/a" and st["deploy_fallback"] == "previous", st
+    # The installer's Ctrl-C at the 3rd console run (probe, prepare the slot, copy a batch).
+    monkeypatch.setattr(deploy_mod, "mpremote", _cut_at(3, dev, "ctrl-c"))
+    with pytest.raises(KeyboardInterrupt):
+        deploy(dev.pty)
+    monkeypatch.setattr(deploy_mod, "mpremote", real)
+    dev.kill()
+    dev.restart()
+    st = status(dev)
+    assert st.get("deployed_set") == "sets/a" and st.get("deployed_commit") == OLD, st
+    # The same command again finishes: the new set in slot b, the one that ran kept as previous.
+    deploy(dev.pty)
+    record = json.loads(mpremote(dev.pty, "exec", "print(open('active.json').read())"))
+    assert record == {"active": "sets/b", "previous": "sets/a"}
+    dev.restart()
+    assert runs(dev) == "new"
+
+
+@pytest.mark.parametrize("content", ["", '{"active": "sets/b", "prev'])
+def test_an_unreadable_active_json_boots_the_newest_whole_set_and_deploy_repairs_it(
+        old_door: VirtualDevice, content: str) -> None:
+    dev = old_door
+    deploy(dev.pty)                       # two whole sets: b active (newest), a previous
+    mpremote(dev.pty, "exec", "with open('active.json','w') as f:f.write(%r)" % content)
+    dev.restart()
+    st = status(dev)
+    assert st["ready"] is True and "safe_mode" not in st, st
+    assert st.get("deployed_set") == "sets/b" and st.get("deploy_fallback") == "newest", st
+    assert st.get("deploy_fallback_why") == "active.json unreadable", st
+    deploy(dev.pty)                       # stages into a, the set the door does not run
+    record = json.loads(mpremote(dev.pty, "exec", "print(open('active.json').read())"))
+    assert record == {"active": "sets/a", "previous": "sets/b"}
+    dev.restart()
+    assert runs(dev) == "new"
