@@ -298,3 +298,26 @@ def test_an_unreadable_active_json_boots_the_newest_whole_set_and_deploy_repairs
     assert record == {"active": "sets/a", "previous": "sets/b"}
     dev.restart()
     assert runs(dev) == "new"
+
+
+@pytest.mark.parametrize(("active", "booted", "files", "slot"), [
+    ({"active": "sets/b", "previous": "sets/a"}, {"set": "sets/b"}, ["sets/b/deploy.json"],
+     "sets/a"),
+    # the door runs its fallback: the broken active slot is staged, not the running set
+    ({"active": "sets/b", "previous": "sets/a"}, {"set": "sets/a"}, ["sets/a/deploy.json"],
+     "sets/b"),
+    # a record the flash no longer bears out (that set's manifest is gone): active.json decides
+    ({"active": "sets/a", "previous": None}, {"set": "sets/b"}, [], "sets/b"),
+    # active.json unreadable: the set the door runs is kept
+    (None, {"set": "sets/b"}, ["sets/b/deploy.json"], "sets/a"),
+    # a boot entry older than booted.json: active.json decides
+    ({"active": "sets/a", "previous": None}, None, ["sets/a/deploy.json"], "sets/b"),
+])
+def test_the_staging_slot_is_never_the_set_the_door_runs(
+        active: dict[str, Any] | None, booted: dict[str, Any] | None, files: list[str],
+        slot: str) -> None:
+    info = deploy_mod.DeviceInfo(platform="linux", mpy_version=6, machine="",
+                                 files=dict.fromkeys(files, "0" * 64), active=active,
+                                 booted=booted)
+    assert deploy_mod.staging_slot(deploy_mod.active_sets(info)[0],
+                                   deploy_mod.running_set(info)) == slot
