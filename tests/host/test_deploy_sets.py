@@ -254,8 +254,9 @@ FLIP = ("f=open('sets/b/lib/firmware/door.mpy','r+b')\nf.seek(40)\n"
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("how", ["ctrl-c", "power-cut"])
 def test_a_deploy_cut_while_the_door_runs_its_fallback_keeps_that_set(
-        old_door: VirtualDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+        old_door: VirtualDevice, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """The active set is not whole, so the door runs the previous one: the next deploy
     stages into the broken active slot, never over the set the door runs."""
     dev = old_door
@@ -265,8 +266,8 @@ def test_a_deploy_cut_while_the_door_runs_its_fallback_keeps_that_set(
     dev.restart()
     st = status(dev)
     assert st["deployed_set"] == "sets/a" and st["deploy_fallback"] == "previous", st
-    # The installer's Ctrl-C at the 3rd console run (probe, prepare the slot, copy a batch).
-    monkeypatch.setattr(deploy_mod, "mpremote", _cut_at(3, dev, "ctrl-c"))
+    # Cut at the 3rd console run (probe, prepare the slot, copy a batch).
+    monkeypatch.setattr(deploy_mod, "mpremote", _cut_at(3, dev, how))
     with pytest.raises(KeyboardInterrupt):
         deploy(dev.pty)
     monkeypatch.setattr(deploy_mod, "mpremote", real)
