@@ -102,7 +102,7 @@ def _mpy() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench_reader.py"
         script.write_text(MPY_SCRIPT)
-        proc = subprocess.Popen([micropython(), "-X", "heapsize=64K", str(script), str(port)],
+        proc = subprocess.Popen([micropython(), "-X", "heapsize=128K", str(script), str(port)],
                                 env=micropython_env(DEFAULT_BUILD_DIR), cwd=tmp,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
