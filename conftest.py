@@ -10,10 +10,17 @@ CPython halves of the shared tests do not involve the image and are deselected t
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 from host_tools.vdev.device import IMAGE_ENV, IMAGES
+
+# Started in the background by a non-interactive shell (`… &`), a process inherits SIGINT
+# ignored, and so would every command a test starts: the tests that press Ctrl-C on a command
+# would see it carry on. Handled here, SIGINT is back to the default in those commands.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -58,7 +59,24 @@ class PostgreSQL:
                  "-c", "fsync=on", "-c", "max_connections=200"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_listening(self.port, self._proc, START_TIMEOUT_S, "PostgreSQL", server_log)
+        self._wait_accepting(server_log)
         return self
+
+    def _wait_accepting(self, server_log: Path) -> None:
+        """PostgreSQL listens before it takes connections ("the database system is starting
+        up", for a while on a busy machine): wait until a connection is accepted."""
+        import psycopg
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with psycopg.connect(self.url, connect_timeout=5):
+                    return
+            except psycopg.OperationalError as e:
+                if self._proc is None or self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise ServiceError(f"PostgreSQL does not take connections ({e}): "
+                                       f"{tail(server_log)}") from None
+                time.sleep(0.2)
 
     def create_database(self, name: str) -> str:
         """A new, empty database; its URL."""
