@@ -119,9 +119,10 @@ def _call_program(name: str, args: tuple[CallArg, ...]) -> str:
     if not _CALL_NAME.match(name):
         raise ValueError(f"not a console call name: {name!r}")
     for a in args:
-        if not (a is None or isinstance(a, (bool, int, str))
-                or (isinstance(a, float) and math.isfinite(a))):
-            raise ValueError(f"console call {name}: {a!r} is not a simple value")
+        # Exact types: a subclass could bring its own repr, which would then be pasted as code.
+        if not (a is None or type(a) in (bool, int, str)
+                or (type(a) is float and math.isfinite(a))):
+            raise ValueError(f"console call {name}: {object.__repr__(a)} is not a simple value")
     return _CALL_PROGRAM % (name, ",".join(repr(a) for a in args))
 
 

@@ -118,3 +118,19 @@ def test_the_check_finds_a_firmware_import_string() -> None:
     sample = 'from firmware import VERSION\nP = "from firmware.main import running\\nprint(1)"\n'
     assert _firmware_imports_in_strings(sample, "x.py") == ["x.py:2"]
     assert _firmware_imports_in_strings('Q = "import firmware.log as l"\n', "y.py") == ["y.py:1"]
+
+
+class _Sneaky(str):
+    def __repr__(self) -> str:
+        return "__import__('os').remove('keys.json')"
+
+
+class _SneakyInt(int):
+    def __repr__(self) -> str:
+        return "__import__('os').remove('keys.json')"
+
+
+@pytest.mark.parametrize("arg", [_Sneaky("x"), _SneakyInt(5)])
+def test_a_subclass_with_its_own_repr_is_refused_not_pasted_as_code(arg: object) -> None:
+    with pytest.raises(ValueError):
+        console._call_program("relay_test", (arg,))  # type: ignore[arg-type]
