@@ -8,21 +8,12 @@
 import offline_cache.cache as cache_mod
 from offline_cache import fmt
 from offline_cache.cache import OPEN_FAILED, Cache
-from offline_cache.fmt import CacheError, pack_record
+from offline_cache.fmt import CacheError
+from tests.cache_cards import NOON, card, ref
 from tests.scratch import fresh_dir
 
 KEY = b"k" * 32
 SITE = 7
-DAY = 20000
-NOON = DAY * 86400 + 12 * 3600
-
-
-def ref(i):
-    return b"\x00" * 4 + bytes([(i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255])
-
-
-def card(i, status=fmt.ACTIVE):
-    return pack_record(ref(i), status, False, 0, DAY - 10, DAY + 10, 0x0003)
 
 
 def snap(version, recs):

@@ -1,12 +1,10 @@
 # mpy-heapsize: 96K
 # The card flow's decision on both interpreters: card step result + whitelist + mode -> door.
-import os
-
 from firmware import events as ev
 from firmware.card_task import FLAG_LOW_ASSURANCE, decide
 from offline_cache import fmt
 from offline_cache.cache import Cache
-from tests.scratch import private_dir
+from tests.scratch import fresh_dir
 
 AUTH_FAILED = 2  # firmware.card_session.AUTH_FAILED (not imported: the crypto does not fit 64K)
 
@@ -28,18 +26,10 @@ SITE = 9
 DAY = 20000
 NOON = DAY * 86400 + 12 * 3600
 GOOD, LOST, MASTER, DOOR3, OLD = b"g" * 8, b"l" * 8, b"m" * 8, b"3" * 8, b"o" * 8
-_n = [0]
 
 
 def _cache():
-    base = private_dir("cardtask-test")
-    _n[0] += 1
-    d = base + "/t%d" % _n[0]
-    for p in (base, d):
-        try:
-            os.mkdir(p)
-        except OSError:
-            pass
+    d = fresh_dir("cardtask-test")
     recs = [fmt.pack_record(GOOD, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0001),
             fmt.pack_record(LOST, fmt.LOST, True, 0, DAY - 1, fmt.NO_END, 0x0001),
             fmt.pack_record(MASTER, fmt.ACTIVE, True, 0, DAY - 1, fmt.NO_END, 0x0001),
