@@ -356,10 +356,8 @@ class Store:
             self._commit()
 
     def registration(self, device: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(self._q(
-                "SELECT site, door_no, firmware, lock, cards, tls, client_cert, commissioned_at,"
-                " registered_at FROM registrations WHERE device=?"), (device,)).fetchone()
+        row = self.row("SELECT site, door_no, firmware, lock, cards, tls, client_cert, commissioned_at,"
+                       " registered_at FROM registrations WHERE device=?", (device,))
         if row is None:
             return None
         keys = ["site", "door", "fw", "lock", "cards", "tls", "client_cert", "commissioned_at",
@@ -466,10 +464,8 @@ class Store:
                 "before": int(before[0]) if before else None}
 
     def device(self, device: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(self._q(
-                "SELECT device, ack_upto, online, boot, firmware, presence_at, status, status_at"
-                " FROM devices WHERE device=?"), (device,)).fetchone()
+        row = self.row("SELECT device, ack_upto, online, boot, firmware, presence_at, status, status_at"
+                       " FROM devices WHERE device=?", (device,))
         if row is None:
             return None
         keys = ["device", "ack_upto", "online", "boot", "firmware", "presence_at", "status",
