@@ -1,11 +1,13 @@
 """Device configuration: defaults, overridden by config.json on the flash.
 
-The file is written atomically by the commissioning tool (temp file + rename), so a power
-cut leaves the old or the new configuration. Keys and secrets are not here: they live in
+The file is written atomically, by the commissioning tool and by `write_changes` for the
+platform's `config` command (temp file + rename), so a power cut leaves the old or the new
+configuration. Keys and secrets are not here: they live in
 the key store.
 """
 
 import json
+import os
 
 DEFAULTS = {
     "device_id": "unset",
@@ -31,3 +33,25 @@ def load(fs_root):
     except (OSError, ValueError):
         pass
     return cfg
+
+
+# Top-level keys a `config` command may change; every other commanded key is a door timing.
+TOP_LEVEL = ("patrol_interval_s",)
+
+
+def write_changes(fs_root, changes):
+    """Persist commanded changes (already checked, firmware/commands.py check_config) in
+    config.json: door timings under "door", the others at the top. Temp file + rename, so
+    a cut leaves the old file or the new one, never a torn one."""
+    cfg = load(fs_root)
+    door = dict(cfg.get("door") or {})
+    for k in changes:
+        if k in TOP_LEVEL:
+            cfg[k] = changes[k]
+        else:
+            door[k] = changes[k]
+    cfg["door"] = door
+    path = fs_root.rstrip("/") + "/config.json"
+    with open(path + ".tmp", "w") as f:
+        f.write(json.dumps(cfg))
+    os.rename(path + ".tmp", path)

@@ -315,26 +315,6 @@ async def _cache_maintenance(cache, serve_door=None, every_ms=30000):
             status["cache_hash"] = content.update()  # the same, for a new main.bin
 
 
-def _write_config(root, changes):
-    """Persist commanded changes in config.json (temp file + rename: old or new after a cut)."""
-    import json
-
-    from firmware import config
-
-    cfg = config.load(root)
-    door = dict(cfg.get("door") or {})
-    for k in changes:
-        if k == "patrol_interval_s":
-            cfg[k] = changes[k]
-        else:
-            door[k] = changes[k]
-    cfg["door"] = door
-    path = root.rstrip("/") + "/config.json"
-    with open(path + ".tmp", "w") as f:
-        f.write(json.dumps(cfg))
-    os.rename(path + ".tmp", path)
-
-
 def apply_key_update(fs_root, device_id, args):
     """A sealed door key file from a signed `keys` command: opened with this door's update key,
     newer than the one held, for this site; written as keys.json (temp file + rename: a power
@@ -381,13 +361,13 @@ def _start_commands(board, cfg, door):
     uplink = running.get("uplink")
     if uplink is None:
         return None
-    from firmware import events
+    from firmware import config, events
     from firmware.commands import CommandGate, Commands
 
     recorder = running.get("recorder")
 
     def write_config(changes):
-        _write_config(board.fs_root, changes)
+        config.write_changes(board.fs_root, changes)
         if recorder is not None:
             recorder.record(events.CONFIG_CHANGED)
 
