@@ -70,16 +70,14 @@ def chunks(data: bytes, key: bytes, start: int = 0) -> list[bytes]:
     return CacheTags(key).pieces(data, start)
 
 
-def send(platform: Platform, device: str, data: bytes, start: int = 0,
-         key: bytes | None = None, pieces: list[bytes] | None = None) -> None:
-    """Publish the file's chunks from byte `start`, each tagged with the cache key (the door's
-    own on a per-door site, the file then signed again for it: reference_platform/door_signing.py).
-    `pieces`: the whole file already encoded by `chunks` with the site's key, used where the
-    doors share it."""
+def pieces_for(platform: Platform, device: str, data: bytes, start: int = 0,
+               key: bytes | None = None, pieces: list[bytes] | None = None) -> list[bytes]:
+    """The file's update messages for `device` from byte `start`, each tagged with the cache
+    key (the door's own on a per-door site, the file then signed again for it:
+    reference_platform/door_signing.py). `pieces`: the whole file already encoded by `chunks`
+    with the site's key, used where the doors share it."""
     if pieces is not None and start == 0 and shares_cache_key(platform):
-        for piece in pieces:
-            platform.publish(device, "cache", piece)
-        return
+        return pieces
     signer = getattr(platform, "signer", None)
     if signer is not None:  # the door's own key (or the site's, as the site file records)
         tags = signer.tags(device)
@@ -87,8 +85,30 @@ def send(platform: Platform, device: str, data: bytes, start: int = 0,
     else:
         data, door_key = platform.whitelist_for(device, data, key)
         tags = CacheTags(_key(platform, door_key))
-    for piece in tags.pieces(data, start):
+    return tags.pieces(data, start)
+
+
+def send(platform: Platform, device: str, data: bytes, start: int = 0,
+         key: bytes | None = None, pieces: list[bytes] | None = None) -> None:
+    """Publish the file's pieces from byte `start` to one door (pieces_for)."""
+    for piece in pieces_for(platform, device, data, start, key, pieces):
         platform.publish(device, "cache", piece)
+
+
+def send_many(platform: Platform, files: dict[str, bytes], key: bytes | None,
+              encoded: dict[int, list[bytes]]) -> None:
+    """A fan-out: every door's file (device -> file), published together through the
+    platform's `publish_many` where it has one (a connection of its own written in bulk,
+    reference_platform/fanout_writer.py), else one message at a time."""
+    messages = [(device, "cache", piece) for device, data in files.items()
+                for piece in pieces_for(platform, device, data, key=key,
+                                        pieces=encoded.get(id(data)))]
+    publish_many = getattr(platform, "publish_many", None)
+    if publish_many is not None:
+        publish_many(messages)
+    else:
+        for device, leaf, piece in messages:
+            platform.publish(device, leaf, piece)
 
 
 def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
@@ -177,8 +197,7 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
         platform.cache_states.pop(device, None)  # any state from now on is an answer
 
     def send_all() -> None:
-        for device, data in pending.items():
-            send(platform, device, data, key=key, pieces=by_data.get(id(data)))
+        send_many(platform, pending, key, by_data)
 
     states = platform.wait_cache_states(
         pending, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),

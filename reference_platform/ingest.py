@@ -50,6 +50,7 @@ PROBE_S = 3.0  # how long a shared-subscription probe may take to come back
 GROUP_MAX = 500  # messages stored in one transaction at most
 STORE_ATTEMPTS = 3  # a group's transaction, tried again after a failure
 INFLIGHT = 1000  # QoS 1 messages sent and not yet acknowledged by the broker (paho: 20)
+FANOUT_BULK_MIN = 100  # messages from which a fan-out gets a connection of its own
 
 
 class _StateWatch:
@@ -131,6 +132,8 @@ class Platform:
         self.stored_batches = 0
         self.store_failures = 0  # messages whose storage failed (the door sends events again)
         self.connected = threading.Event()
+        self.fanout_bulk = True  # False: a fan-out publishes through paho (the bench's baseline)
+        self.bulk_published = 0  # fan-out messages the broker acknowledged on their own connection
         # Events and presence go to one storing thread, which writes whatever has arrived
         # meanwhile in one transaction (Store.store_batches): a few round trips and one commit
         # for many doors, while the network thread goes on reading.
@@ -158,12 +161,16 @@ class Platform:
             client_id=self._client_id,
             clean_session=client_id is None, manual_ack=True,
         )
+        self._login: tuple[str, str | None] | None = None  # also the fan-out's connection's
         if username is not None:
-            self._client.username_pw_set(username, password)
+            self._login = (username, password)
         else:
-            from reference_platform.broker_acl import apply_env_login
+            from reference_platform.broker_acl import env_login
 
-            apply_env_login(self._client)  # DOORCTL_BROKER_USER / _PASSWORD_FILE, if set
+            self._login = env_login()  # DOORCTL_BROKER_USER / _PASSWORD_FILE, if set
+        if self._login is not None:
+            self._client.username_pw_set(*self._login)
+        self._tls = tls_ca is not None
         if tls_ca is not None:
             # The broker's certificate is checked against this CA and its host name; with a
             # client certificate the platform authenticates itself too (require_certificate).
@@ -526,6 +533,26 @@ class Platform:
 
     def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
         self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)
+
+    def publish_many(self, messages: list[tuple[str, str, bytes]], timeout: float = 30.0) -> None:
+        """Publish (device, leaf, payload) messages at QoS 1, in order: a fan-out's, on a
+        connection of its own written in bulk (reference_platform/fanout_writer.py) when
+        there are at least FANOUT_BULK_MIN and the broker is reached without TLS, else one by
+        one through paho. What the bulk connection did not get acknowledged goes through paho."""
+        if len(messages) >= FANOUT_BULK_MIN and not self._tls and self.fanout_bulk:
+            from reference_platform import fanout_writer
+
+            left = fanout_writer.publish_all(
+                self.host, self.port, [(protocol.topic(d, leaf), p) for d, leaf, p in messages],
+                login=self._login, client_id=f"fanout-{self._client_id}-{uuid.uuid4().hex[:6]}",
+                timeout=timeout)
+            self.bulk_published += len(messages) - len(left)
+            if left:
+                log.warning("fan-out: %d of %d messages not acknowledged on their own connection, "
+                            "sent again through the platform's", len(left), len(messages))
+            messages = [messages[i] for i in left]
+        for device, leaf, payload in messages:
+            self.publish(device, leaf, payload)
 
     def command(self, device: str, op: str, args: dict[str, Any] | None, key: bytes | None = None) -> str:
         """Send a signed command (reference_platform/commands.py); returns its id. With the

@@ -38,6 +38,7 @@ from reference_platform.ingest import Platform
 from reference_platform.store import Store
 
 DOORS = 16_900
+LOST_CARD_ROUNDS = 2  # lost cards measured each way (baseline, bulk), in turns
 DRAIN_DOORS = 500
 DRAIN_EVENTS = 200  # per door: 100,000 events in all
 SMOKE = {"DOORS": 40, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20}
@@ -53,6 +54,15 @@ FIGURES = {
                                       "fan-out (publishing, taking the doors' answers)",
     "scale.lost_card_sim_cpu_s": "CPU seconds the simulated doors' process used for the fan-out",
     "scale.lost_card_broker_cpu_s": "CPU seconds mosquitto used for the fan-out",
+    "scale.baseline_lost_card_p50_s": "baseline: the same lost card with every message through "
+                                      "the platform's paho connection, in turns with the "
+                                      "bulk fan-out in the same run, median, s",
+    "scale.baseline_lost_card_p95_s": "baseline: same, 95th percentile, s",
+    "scale.baseline_lost_card_platform_cpu_s": "baseline: CPU seconds of the platform process "
+                                               "per lost card",
+    "scale.baseline_lost_card_sim_cpu_s": "baseline: CPU seconds of the simulated doors' process "
+                                          "per lost card",
+    "scale.baseline_lost_card_broker_cpu_s": "baseline: CPU seconds of mosquitto per lost card",
     "scale.events_per_s": "events stored in PostgreSQL and acknowledged, two platform instances, "
                           "doors draining their backlogs together, per s (goal: 10,000)",
     "scale.baseline_events_per_s": "baseline: the same drain into SQLite, one platform instance, per s",
@@ -155,7 +165,9 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
     from datetime import date, timedelta
 
     day = date(today.tm_year, today.tm_mon, today.tm_mday)
-    reg.issue("ab" * 8, "r-1", "101", [0], day - timedelta(days=30), day + timedelta(days=365))
+    cards = [f"{i:02x}" * 8 for i in range(1, 2 * LOST_CARD_ROUNDS + 1)]
+    for ref in cards:
+        reg.issue(ref, "r-1", "101", [0], day - timedelta(days=30), day + timedelta(days=365))
     version = reg.version()
     sim = Sim([f"{broker.host}:{broker.port}"], DOORS, "city.d", whitelist=version, keys=keys)
     listener_store: Store | None = None
@@ -178,35 +190,49 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
             if not platform.flush(600):
                 raise TimeoutError("the platform's messages did not reach the broker")
             pids = {"sim": sim.proc.pid, "broker": broker.pid}
-            cpu0 = {k: tree_cpu_s(p) for k, p in pids.items() if p is not None}
-            own0 = resource.getrusage(resource.RUSAGE_SELF)
-            start = time.monotonic()
-            reg.report_lost("ab" * 8)
-            result = sync(platform, reg, devices, timeout=60)
-            own1 = resource.getrusage(resource.RUSAGE_SELF)
-            used = {k: tree_cpu_s(pids[k]) - v for k, v in cpu0.items()}  # type: ignore[arg-type]
-            out["scale.lost_card_platform_cpu_s"] = (own1.ru_utime + own1.ru_stime
-                                                     - own0.ru_utime - own0.ru_stime)
-            out["scale.lost_card_sim_cpu_s"] = used["sim"]
-            out["scale.lost_card_broker_cpu_s"] = used["broker"]
-            failed = [d for d, r in result.items() if not r.startswith("updated")]
-            if failed:
-                raise RuntimeError(f"{len(failed)} doors did not take the lost card: {result[failed[0]]}")
-            sim.send(f"updates {reg.version()}")
-            updates = sim.expect("updates")
-            if updates["refused"]:
-                raise RuntimeError(f"{updates['refused']} whitelist pieces failed a door's check")
-            at = updates["at"]
-            lat = [t - start for t in at if t is not None]
-            if len(lat) != DOORS:
-                raise RuntimeError(f"{DOORS - len(lat)} doors report no new whitelist")
-            out["scale.lost_card_p50_s"] = _p(lat, 0.5)
-            out["scale.lost_card_p95_s"] = _p(lat, 0.95)
+            got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            # The baseline (every message through paho's connection) and the bulk fan-out in
+            # turns, so that both see the same machine.
+            for i, ref in enumerate(cards):
+                bulk = i % 2 == 1
+                platform.fanout_bulk = bulk
+                got[bulk].append(_lost_card(platform, reg, sim, devices, ref, pids))
+            for bulk, prefix in ((True, "scale.lost_card_"), (False, "scale.baseline_lost_card_")):
+                lat = [x for r in got[bulk] for x in r["lat"]]
+                out[prefix + "p50_s"] = _p(lat, 0.5)
+                out[prefix + "p95_s"] = _p(lat, 0.95)
+                for part in ("platform", "sim", "broker"):
+                    out[f"{prefix}{part}_cpu_s"] = sum(r[part] for r in got[bulk]) / len(got[bulk])
     finally:
         sim.close()
         store.close()
         if listener_store is not None:
             listener_store.close()
+
+
+def _lost_card(platform: Platform, reg: CardRegistry, sim: Sim, devices: list[str], ref: str,
+               pids: dict[str, int | None]) -> dict[str, Any]:
+    """One card reported lost and synced to every door: each door's latency (the simulated door
+    holding the new version, checked with its own key) and each process's CPU seconds."""
+    cpu0 = {k: tree_cpu_s(p) for k, p in pids.items() if p is not None}
+    own0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    reg.report_lost(ref)
+    result = sync(platform, reg, devices, timeout=60)
+    own1 = resource.getrusage(resource.RUSAGE_SELF)
+    used = {k: tree_cpu_s(pids[k]) - v for k, v in cpu0.items()}  # type: ignore[arg-type]
+    failed = [d for d, r in result.items() if not r.startswith("updated")]
+    if failed:
+        raise RuntimeError(f"{len(failed)} doors did not take the lost card: {result[failed[0]]}")
+    sim.send(f"updates {reg.version()}")
+    updates = sim.expect("updates")
+    if updates["refused"]:
+        raise RuntimeError(f"{updates['refused']} whitelist pieces failed a door's check")
+    lat = [t - start for t in updates["at"] if t is not None]
+    if len(lat) != len(devices):
+        raise RuntimeError(f"{len(devices) - len(lat)} doors report no new whitelist")
+    return {"lat": lat, "platform": own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime,
+            "sim": used["sim"], "broker": used["broker"]}
 
 
 def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str,
@@ -254,7 +280,8 @@ def run(names: set[str]) -> dict[str, float]:
     with PostgreSQL() as pg, Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         if names & {"scale.doors_online", "scale.connect_s", "scale.presence_s",
                     "scale.lost_card_p50_s", "scale.lost_card_p95_s", "scale.lost_card_platform_cpu_s",
-                    "scale.lost_card_sim_cpu_s", "scale.lost_card_broker_cpu_s"}:
+                    "scale.lost_card_sim_cpu_s", "scale.lost_card_broker_cpu_s"} | {
+                    n for n in FIGURES if n.startswith("scale.baseline_lost_card_")}:
             _online_and_lost_card(out, broker, pg.create_database("city"), Path(tmp))
         if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s",
                     "scale.broker_cpu_s", "scale.db_cpu_s"}:
