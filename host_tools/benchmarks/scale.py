@@ -41,7 +41,7 @@ DOORS = 16_900
 LOST_CARD_ROUNDS = 2  # lost cards measured each way (baseline, bulk), in turns
 DRAIN_DOORS = 500
 DRAIN_EVENTS = 200  # per door: 100,000 events in all
-SMOKE = {"DOORS": 40, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20}
+SMOKE = {"DOORS": 120, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20}  # 120: the bulk fan-out runs
 FIGURES = {
     "scale.doors_online": "simulated doors connected to mosquitto at once (goal: 16,900), doors",
     "scale.connect_s": "from the simulator's start to every door connected and announced, s",
@@ -196,7 +196,10 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
             for i, ref in enumerate(cards):
                 bulk = i % 2 == 1
                 platform.fanout_bulk = bulk
+                before = platform.bulk_published
                 got[bulk].append(_lost_card(platform, reg, sim, devices, ref, pids))
+                if (platform.bulk_published > before) != bulk:
+                    raise RuntimeError("the fan-out did not take the path it was measured for")
             for bulk, prefix in ((True, "scale.lost_card_"), (False, "scale.baseline_lost_card_")):
                 lat = [x for r in got[bulk] for x in r["lat"]]
                 out[prefix + "p50_s"] = _p(lat, 0.5)
