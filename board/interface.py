@@ -3,7 +3,7 @@
 A board module subclasses `Board` (and its clock `Clock`) and sets what it has; optional
 members keep the defaults here, so the firmware reads `board.x` and never guesses with
 `getattr`. docs/architecture.md ("The board interface") is the table of these members, and
-tests/host/test_board_interface.py checks both stay in step with the firmware and the boards.
+tests/host/unit/test_board_interface.py checks both stay in step with the firmware and the boards.
 """
 
 import time

@@ -27,7 +27,7 @@ Sources (each constant below names its own):
   From the end of the reader's frame to the start of the card's answer, less FDT: ISO
   SelectFile by name 1.16 ms, SelectApplication 0.69 ms, AuthenticateISO (2K3DES) part 1
   2.38 ms and part 2 1.94 ms, GetFileSettings 0.93 ms, ReadData (enciphered, 5 bytes) 0.98 ms.
-  Its frame lengths also check the air model above (tests/host/test_field_timing.py): each is
+  Its frame lengths also check the air model above (tests/host/unit/test_field_timing.py): each is
   within 1.5 etu of air_frame_s, the model the longer (the sniffer stops at the last modulation).
 - [FWT] ISO/IEC 14443-4: a card answers within FWT = (256 * 16 / fc) * 2^FWI or asks for more
   time (S(WTX)); FWI 8 from the ATS gives 77.3 ms, the published upper bound on any command.

@@ -9,7 +9,7 @@ the order paho sends them, so the next one is found at once. Which messages are 
 which order, with which flags, is paho's: the same `_send_publish` call, the same states.
 
 It leans on paho 2.x's private names (`_out_messages`, `_inflight_messages`,
-`_update_inflight`, `_messages_reconnect_reset_out`); tests/host/test_paho_window.py sends
+`_update_inflight`, `_messages_reconnect_reset_out`); tests/host/services/test_paho_window.py sends
 past the window through a real mosquitto, across a broker restart, and fails if paho changes
 under it. A paho without those names gets paho's own walk (`WindowedClient.fast`).
 """

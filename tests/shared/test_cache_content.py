@@ -100,7 +100,7 @@ def test_the_content_hash_is_of_the_cards_not_of_the_file():
 
 def test_the_content_hash_vector():
     # the same value on both interpreters, and at the platform (CardRegistry.content_hash uses
-    # content.of_snapshot, checked against the door in tests/host/test_cache_sync_vdev.py)
+    # content.of_snapshot, checked against the door in tests/host/vdev/test_cache_sync.py)
     c = _cache(snap(1, [card(1), card(2, fmt.LOST)]))
     assert _content(c) == "9411005dbb84e598"
     c.close()

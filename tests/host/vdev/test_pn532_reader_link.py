@@ -3,7 +3,7 @@ process drives `board.reader_uart` with the asyncio PN532 driver, and the host's
 with a virtual DESFire card's UID and APDU answers.
 
 (The program borrows the reader from the firmware's card task, as the installer's self-test does;
-the card task itself is exercised end to end in test_card_flow_vdev.py.)"""
+the card task itself is exercised end to end in vdev/test_card_flow.py.)"""
 
 from __future__ import annotations
 

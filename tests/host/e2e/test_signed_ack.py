@@ -18,7 +18,7 @@ from firmware.journal import Journal
 from host_tools.services.mosquitto import Mosquitto
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
-from tests.host.test_journal_overflow_e2e import BLOCKS, ID, Door, broker, wait_until
+from tests.host.e2e.test_journal_overflow import BLOCKS, ID, Door, broker, wait_until
 
 __all__ = ["broker"]
 KEY = bytes(range(16))

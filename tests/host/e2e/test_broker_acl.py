@@ -21,7 +21,7 @@ from host_tools.services.mosquitto import BrokerAuth, Mosquitto
 from reference_platform import broker_acl
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
-from tests.host.test_journal_overflow_e2e import Door
+from tests.host.e2e.test_journal_overflow import Door
 
 D1, D2 = "site.b1.d1", "site.b1.d2"
 PASSWORDS = {D1: "pw-door-1", D2: "pw-door-2", "@platform": "pw-platform", "%monitor": "pw-monitor"}

@@ -10,7 +10,7 @@ from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("firmware", "board", "crypto", "offline_cache", "host_tools", "reference_platform", "hil")
 DEVICE = ("firmware", "board", "crypto", "offline_cache")
 HOST = ("host_tools", "reference_platform", "hil")

@@ -25,7 +25,7 @@ import pytest
 from host_tools.cards import pcsc_private
 from host_tools.services import free_port
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "installer-guide.md"
+GUIDE = Path(__file__).resolve().parents[3] / "docs" / "installer-guide.md"
 VARIABLE = re.compile(r"^(\w+)=(\"[^\"]*\"|\S+)\s+# guide variable")
 BACKGROUND = re.compile(r"&\s*(\w+=\$!)?\s*$")
 
