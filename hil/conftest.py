@@ -1,10 +1,11 @@
 """The HIL suite's pytest plugin: `pytest hil/ [--rig rig.toml] [--broker B] [--hil-report FILE]`.
 
 Without --rig the virtual rig runs (nothing to plug in). `--broker` picks the broker the rig
-starts for each door (hil/brokers.py): mosquitto, or RabbitMQ's MQTT plugin, a strict MQTT 3.1.1
-broker (a bench whose rig file names a `[broker]` uses that one). Each test gets a freshly commissioned
-door (`door` fixture); timings the tests record go into the report's timing table, written at
-the end of the session (Markdown) beside pytest's own `--junitxml` report.
+starts for each door (host_tools/services/brokers.py): mosquitto, or RabbitMQ's MQTT plugin, a
+strict MQTT 3.1.1 broker (a bench whose rig file names a `[broker]` uses that one). Each test
+gets a freshly commissioned door (`door` fixture); timings the tests record go into the report's
+timing table, written at the end of the session (Markdown) beside pytest's own `--junitxml`
+report.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tempfile import TemporaryDirectory
 
 import pytest
 
-from hil.brokers import BROKERS
 from hil.rig import Door, RigConfig, RigError, Timings
+from host_tools.services.brokers import BROKERS
 
 TIMINGS = Timings()
 PCSC_DIR = pytest.StashKey[TemporaryDirectory[str] | None]()

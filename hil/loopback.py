@@ -147,7 +147,7 @@ class RigIOProcess:
 
 class CardChangerService:
     """The bench's card changer for the loopback: `place <role> <reader>` puts that role's
-    virtual card on the vpcd reader (hil/bench_cards.py has the protocol)."""
+    virtual card on the vpcd reader (hil/drivers/cards.py has the protocol)."""
 
     def __init__(self, cards: dict[str, Any]) -> None:
         self.cards = cards

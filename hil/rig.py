@@ -13,7 +13,7 @@ and the reference platform, whether the door is the virtual device or a board on
         [broker]   host = "127.0.0.1"  port = 1883     # bench: the broker the door uses
 
 The virtual rig starts everything itself: the broker (mosquitto, or RabbitMQ with
-`--broker rabbitmq`: hil/brokers.py), the platform, the virtual door, pcscd
+`--broker rabbitmq`: host_tools/services/brokers.py), the platform, the virtual door, pcscd
 with vpcd, and presents virtual cards through the PN532 emulator bridged to the door's reader
 link. Its power cut is a SIGKILL of the door's process (the flash simulator keeps exactly what
 was written).
@@ -203,7 +203,7 @@ class Door(Protocol):
 
     refs: dict[str, bytes]
     platform: Any  # reference_platform.ingest.Platform
-    broker: Any  # hil.brokers.RigBroker the rig started, None for the rig file's `[broker]`
+    broker: Any  # host_tools.services.brokers.RigBroker the rig started, None for the rig file's `[broker]`
     site: Any  # host_tools.cards.kit.SiteKit
     device_id: str
     can_cut_network: bool

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hil.bench import BoardIO, RigIOBoard
 from hil.board import rig_io
+from hil.drivers.io import BoardIO, RigIOBoard
 from hil.rig import RigError
 
 

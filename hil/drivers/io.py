@@ -1,9 +1,11 @@
-"""The bench rig's I/O driver: the rig I/O board (hil/board/rig_io.py) over USB serial drives
-the door's inputs and reports its outputs with the board's microsecond timestamps.
+"""I/O drivers: the door's inputs and outputs in the suite's rig-neutral terms (`hil.rig.DoorIO`:
+`door_contact`, `rex`, … in; `relay`, `buzzer`, `led` out, each change timed on the rig's clock).
 
-`RigIOBoard` speaks the board's protocol; `BoardIO` is the door's I/O in the suite's rig-neutral
-terms (`hil.rig.DoorIO`): `door_contact`, `rex`, … in; `relay`, `buzzer`, `led` out, timed on
-the board's clock in milliseconds."""
+- `DeviceIO` (virtual rig): the virtual device's I/O channel (host_tools/vdev/io_client.py),
+  timed on the device's ticks; made again after every power cycle.
+- `BoardIO` (bench): the rig I/O board (hil/board/rig_io.py) over USB serial, timed on the
+  board's microsecond clock; `RigIOBoard` speaks the board's protocol (it also drives the
+  door's power relay: hil/drivers/power.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hil.rig import RigError, wait_for
+from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.io_client import IOEvent, VirtualIO
 
 INPUT_VALUES = {True: "1", False: "0"}
 TICKS_PERIOD_US = 1 << 30  # MicroPython's ticks_us wraps here (about 17.9 minutes)
@@ -156,6 +160,8 @@ BOARD_INPUTS = {"door_contact": "contact", "rex": "rex", "tamper": "tamper", "fi
 class BoardIO:
     """The door's I/O through the rig I/O board, in the suite's terms (`hil.rig.DoorIO`)."""
 
+    rig_clock_timings = True  # the board's µs clock: no serial latency in the card timings
+
     def __init__(self, board: RigIOBoard) -> None:
         self.board = board
         self._skip = len(board.snapshot())  # changes from before: in the levels read next
@@ -204,3 +210,58 @@ class BoardIO:
         except AssertionError as e:
             raise RigError(str(e)) from None
         return found
+
+    def connect(self) -> None:
+        """The board stays connected across the door's power cycles."""
+
+    def disconnect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass  # the board is closed by its owner, after the power driver switched the door off
+
+
+class DeviceIO:
+    """The virtual device's I/O channel, made again after each boot (`connect`)."""
+
+    rig_clock_timings = False  # card timings on the host's clock, as the figures always were
+
+    def __init__(self, dev: VirtualDevice) -> None:
+        self.dev = dev
+        self._channel: VirtualIO | None = None
+
+    @property
+    def channel(self) -> VirtualIO:
+        if self._channel is None:
+            raise RigError("the virtual door's I/O channel is not connected (the door is off)")
+        return self._channel
+
+    def connect(self) -> None:
+        self._channel = VirtualIO(self.dev.io_addr)
+
+    def disconnect(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def close(self) -> None:
+        self.disconnect()
+
+    def set_input(self, name: str, value: Any) -> float:
+        return self.channel.set_input(name, value)
+
+    def state(self) -> dict[str, Any]:
+        return self.channel.state()
+
+    def status(self) -> dict[str, Any]:
+        return self.channel.status()
+
+    def outputs(self, name: str | None = None) -> list[IOEvent]:
+        return self.channel.outputs(name)
+
+    def current(self, name: str) -> Any:
+        return self.state()["outputs"].get(name)
+
+    def wait_output(self, name: str, value: Any, timeout_s: float = 10.0,
+                    after_ms: float | None = None) -> IOEvent:
+        return self.channel.wait_output(name, value, timeout_s, after_ms)

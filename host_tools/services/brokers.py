@@ -1,5 +1,7 @@
-"""The broker a rig starts for its door (`pytest hil/ --broker mosquitto|rabbitmq`), a real one
-from Debian's packages (host_tools/services/), private to the test and stopped with it.
+"""A broker that can be taken down and brought back, of either kind the doors run on: what the
+HIL rig starts for its door (`pytest hil/ --broker mosquitto|rabbitmq`) and what the virtual
+rig's benchmark uses, a real one from Debian's packages (mosquitto.py, rabbitmq.py), private
+to its caller and stopped with it.
 
 The two differ where the protocol says a broker may (docs/protocol.md, "What the protocol needs
 from a broker"): mosquitto delivers `$share/` subscriptions on MQTT 3.1.1 and retained messages

@@ -1,18 +1,51 @@
-"""The door's console on a bench: its USB serial port, driven with the real mpremote through
-host_tools/console.py, for commissioning (host_tools.vdev.provision: the same atomic file
-writes `doorctl commission` uses), its status, and the journal wipe that makes a freshly
-commissioned door."""
+"""Console drivers: commissioning (host_tools.vdev.provision: the same atomic file writes
+`doorctl commission` uses), the firmware's status, a reset, and a door with an empty journal.
+
+- `DeviceConsole` (virtual rig): the virtual device's pty for commissioning; its status over
+  the I/O channel (no console program beside the firmware on every poll).
+- `DutConsole` (bench): the door's USB serial port, driven with the real mpremote through
+  host_tools/console.py; the journal wipe that makes a board used before a fresh door."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
+from hil.drivers.io import DeviceIO
 from hil.rig import RigError
 from host_tools import console
 from host_tools.errors import UserError
 from host_tools.vdev import provision
+from host_tools.vdev.device import VirtualDevice
+
+
+class DeviceConsole:
+    def __init__(self, dev: VirtualDevice, io: DeviceIO) -> None:
+        self.dev = dev
+        self.io = io
+
+    def wait_up(self) -> None:
+        """The device's own start waits for its boot."""
+
+    def status(self) -> dict[str, Any]:
+        return self.io.status()
+
+    def reset(self) -> None:
+        """The firmware stopped and started again, without a power cut (a new console pty)."""
+        self.dev.stop()
+        self.dev.start()
+
+    def provision(self, config: dict[str, Any], keys: dict[str, Any], cache: bytes) -> None:
+        provision.provision(self.dev.pty, config=config, keys=keys, cache=cache)
+
+    def wipe_journal(self, power_off: Callable[[], None]) -> None:
+        """A new virtual door's journal is empty already: only the power goes off."""
+        power_off()
+
+    def close(self) -> None:
+        pass
 
 
 class DutConsole:
@@ -55,6 +88,22 @@ class DutConsole:
             provision.provision(self.port, config=config, keys=keys, cache=cache)
         except UserError as e:
             raise RigError(f"commissioning the door on {self.port}: {e}") from None
+
+    def reset(self) -> None:
+        self.run("import machine\nmachine.reset()", timeout=5)
+
+    def wipe_journal(self, power_off: Callable[[], None]) -> None:
+        """Erase the journal while a console call holds the firmware still, and cut the power
+        before it can write again: the next boot starts at seq 1."""
+        held = self.hold_wiped()
+        try:
+            power_off()
+        finally:
+            held.kill()
+            held.wait()
+
+    def close(self) -> None:
+        pass
 
     def hold_wiped(self, timeout: float = 60.0) -> subprocess.Popen[str]:
         """Erase the journal and hold the firmware still; returns the console process, to be
