@@ -5,7 +5,7 @@
 
 A module may also define
     SMOKE: {module attribute: value}     # small enough for the test suite's smoke run
-                                         # (tests/host/bench/test_bench_smoke.py): proves it runs
+                                         # (tests/host/bench/test_every_benchmark_runs.py): proves it runs
     QUICK_FIGURES: list[str]             # figures `doorctl bench --quick` measures ...
     QUICK: {module attribute: value}     # ... with these settings (a quick run, same figures)
     NOISE: {figure: (ratio, slack)}      # noise bands where drift.band's default is wrong

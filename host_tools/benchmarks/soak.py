@@ -13,7 +13,7 @@ The issue's size is a week of a busy door: at least 100,000 decisions, 200 white
 200 broker reconnects and 50 power cuts (about 10 hours on two cores: the door is timed as in
 the field, each decision waits for the door to be idle again). The run stops when all four
 are reached or after MINUTES, and reports what it did: the figures are counts, not targets met.
-`tests/host/image/test_image_soak.py` runs a short one in the suite.
+`tests/host/image/test_soak.py` runs a short one in the suite.
 """
 
 from __future__ import annotations
