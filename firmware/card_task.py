@@ -11,6 +11,7 @@ journals the result itself (docs/card-profile.md, "door flow").
 import asyncio
 
 from firmware import events as ev
+from firmware.clock_trust import trusted_time
 from firmware.log import log
 from firmware.ticks import ticks_diff, ticks_us
 
@@ -193,7 +194,7 @@ class CardTask:
             return
         # Validity and schedules need a clock the door could verify: with none, the time is
         # unknown and the offline policy applies (docs/door.md, "Clock and cards").
-        now = self.clock.time() if getattr(self.clock, "trusted", True) else None
+        now = trusted_time(self.clock)
         t0 = ticks_us()
         granted, reason, master, flags = decide(result, self.cache, self.door_no, now,
                                                 self.door.mode())

@@ -92,7 +92,7 @@ class CommandGate:
             return "bad_field"
         if not ct.equal(got, tag):
             return "bad_mac"
-        if not getattr(self.clock, "trusted", True):
+        if not self.clock.trusted:
             return "clock_unset"  # set from an unsigned time: its window proves nothing
         now = self._now()
         if now is None:
@@ -114,23 +114,6 @@ class CommandGate:
             return "busy"
         self.seen[cmd_id] = exp
         return ""
-
-
-def check_time(new_s, clock_is_set, floor_s, signed=False):
-    """"" when a time from the platform may set the door's clock, else why not. A signed,
-    fresh one (it answers the nonce the door announced on this connection, or it is the
-    signed `time` command) may always set it, in either direction and before the last
-    record: it is how a wrong clock is repaired. An unsigned one carries nothing the door can
-    check: it may only set a clock that is not set yet (for display; the clock stays
-    untrusted), and not before the last record journaled before this boot (`floor_s`, 0:
-    unknown)."""
-    if signed:
-        return ""
-    if clock_is_set:
-        return "clock_set"
-    if floor_s and new_s < floor_s:
-        return "before_last_record"
-    return ""
 
 
 def check_config(args):

@@ -9,6 +9,7 @@ poll except when something changes.
 
 import asyncio
 
+from firmware.clock_trust import is_trusted, trusted_time
 from firmware.door import MODES, NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
 from firmware.events import Uptime
 from firmware.inputs import Debouncer, check_contact
@@ -62,7 +63,7 @@ class DoorTask:
              "cache_hash": lambda: self.status.get("cache_hash"),
              "reader": lambda: self.status.get("reader"),
              "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None,
-             "clock_trusted": lambda: clock.time() is not None and getattr(clock, "trusted", True)}
+             "clock_trusted": lambda: is_trusted(clock)}
         if providers:
             p.update(providers)
         interval = cfg.get("patrol_interval_s", 300) * 1000
@@ -95,8 +96,8 @@ class DoorTask:
                 m.input(now, name, deb.value)
         if self.schedule and self.clock.ticks_diff(now, self._sched_at) >= 1000:
             self._sched_at = now
-            clock = self.clock  # the passage schedule needs a clock the door could verify
-            self.check_schedule(now, clock.time() if getattr(clock, "trusted", True) else None)
+            # the passage schedule needs a clock the door could verify
+            self.check_schedule(now, trusted_time(self.clock))
         m.tick(now)
         self.drive(now)
         if self.patrol.due(now):

@@ -139,7 +139,7 @@ class Recorder:
         else:
             t, frac = int(now), int((now - int(now)) * 1000)
             flags |= FLAG_TIME_VALID
-            if not getattr(self.clock, "trusted", True):
+            if not self.clock.trusted:
                 frac |= MS_UNTRUSTED  # the platform places it by this boot's time_set events
         seq = self.journal.append(code, flags, self.boot & 0xFFFF, t, frac, arg & 0xFFFF, payload)
         for fn in self.listeners:

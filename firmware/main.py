@@ -67,46 +67,48 @@ def _start_journal(board, cfg):
         running["uplink"] = uplink
         if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
             uplink.registration = _registration(cfg, broker, uplink.keystore)
-
-        def on_time(epoch_ms, signed=False):
-            """The platform's time. A signed one (it answers the nonce of this connection, or
-            it is the signed `time` command) is trusted: it sets the clock in either direction,
-            before the last journaled record too, and repairs a wrong one. An unsigned one may
-            only set a clock that is not set yet, for display and for the events' times (each
-            flagged untrusted): card validity, schedules and signed commands wait for a trusted
-            clock (docs/protocol.md "Time sync", docs/threat-model.md)."""
-            import struct
-
-            from firmware.commands import check_time
-
-            clock = board.clock
-            seen, floor = running.get("last_alive") or (False, 0)
-            why = check_time(epoch_ms // 1000, clock.time() is not None, floor, signed)
-            if why:
-                status["time_refused"] = status.get("time_refused", 0) + 1
-                uplink.refuse(why, "time")  # counted, logged once a minute, never one record each
-                return False
-            mono = recorder.mono_s()
-            # Whole seconds, as an int: the ESP32 port's floats are single precision, and an
-            # epoch as a float keeps only 128 s resolution there.
-            clock.set_time(epoch_ms // 1000, signed)
-            uplink.timebase.set(epoch_ms // 1000, mono, signed)
-            status["clock_synced"] = True
-            status["clock_trusted"] = bool(signed)
-            recorder.record(events.TIME_SET, 1 if signed else 0,
-                            struct.pack("<II", epoch_ms // 1000, mono))
-            commands = running.get("commands")
-            if commands is not None:
-                commands.gate.clock_set(signed)
-            door = running.get("door")
-            if door is not None:
-                door.patrol.request()  # the platform sees the clock set (its alarm ends) at once
-            return True
-
-        uplink.on_time = on_time
+        uplink.on_time = _time_sync(board, recorder, uplink)
         uplink.recorder = recorder
         uplink.utc = board.clock.time
     return journal
+
+
+def _time_sync(board, recorder, uplink):
+    """The platform's times through firmware/clock_trust.py; a setting reaches the uplink's
+    time base, the journal (`time_set`), the command gate and the patrol report. Returns
+    the uplink's `on_time`: False when refused (counted, logged once a minute)."""
+    import struct
+
+    from firmware import events
+    from firmware.clock_trust import TimeSync
+
+    sync = TimeSync(board.clock, (running.get("last_alive") or (False, 0))[1])
+    running["time_sync"] = sync
+
+    def time_set(epoch_s, signed):
+        mono = recorder.mono_s()
+        uplink.timebase.set(epoch_s, mono, signed)
+        status["clock_synced"] = True
+        status["clock_trusted"] = bool(signed)
+        recorder.record(events.TIME_SET, 1 if signed else 0, struct.pack("<II", epoch_s, mono))
+        commands = running.get("commands")
+        if commands is not None:
+            commands.gate.clock_set(signed)
+        door = running.get("door")
+        if door is not None:
+            door.patrol.request()  # the platform sees the clock set (its alarm ends) at once
+
+    sync.listeners.append(time_set)
+
+    def on_time(epoch_ms, signed=False):
+        why = sync.offer(epoch_ms, signed)
+        if why:
+            status["time_refused"] = sync.refused
+            uplink.refuse(why, "time")
+            return False
+        return True
+
+    return on_time
 
 
 def _registration(cfg, broker, keystore=None):
@@ -289,8 +291,9 @@ def setup_now(board):
     verify (the platform's signed time). Until then it runs its offline policy (cards refused
     with `clock_unset`), so the platform lists it as an alarm."""
     out = list(running.get("setup") or ())
-    clock = board.clock
-    if clock.time() is None or not getattr(clock, "trusted", True):
+    from firmware.clock_trust import is_trusted
+
+    if not is_trusted(board.clock):
         out.append("clock_unset")
     return out
 
