@@ -43,6 +43,7 @@ def _start_journal(board, cfg):
     """The journal, its recorder and (with a broker configured) the uplink."""
     from firmware import events
     from firmware.journal import Journal
+    from firmware.power_loss import last_alive
 
     dev = board.journal_dev
     if dev is None:
@@ -52,7 +53,7 @@ def _start_journal(board, cfg):
     recorder = events.Recorder(journal, board.clock, boot)
     running["journal"] = journal
     running["recorder"] = recorder
-    running["last_alive"] = last_alive(journal)
+    running["last_alive"] = last_alive(journal)  # before this boot's first record
     recorder.record(events.BOOT, boot)
     broker = cfg.get("broker")
     if broker:
@@ -127,31 +128,16 @@ def _registration(cfg, broker, keystore=None):
         getattr(keystore, "scope", "site"))
 
 
-def last_alive(journal):
-    """(True, UTC seconds or 0) when the journal holds a record from before this boot: the
-    last sign of life before the power went. (False, 0) on a first boot."""
-    from firmware.journal import FLAG_TIME_VALID, R_FLAGS, R_TIME
-
-    last = journal.next_seq - 1
-    if last < 1:
-        return False, 0
-    recs = journal.read(last, 1)
-    if recs and recs[0][R_FLAGS] & FLAG_TIME_VALID:
-        return True, recs[0][R_TIME]
-    return True, 0
-
-
 def _report_power_loss(board, door):
-    """The controller itself lost power (no backup battery): `power_restored` (arg 1) with
-    the UTC time of the last record before the loss when the journal knows it, and the
-    outage in seconds when the board's clock survived it (0: unknown)."""
+    """The controller itself lost power: `power_restored` (arg 1) with the UTC time of the
+    last record before the loss when the journal knows it, and the outage in seconds when
+    the board's clock survived it (0: unknown)."""
+    from firmware.power_loss import outage
+
     seen, lost_at = running.get("last_alive") or (False, 0)
-    cause = board.reset_cause()  # None: the board cannot tell, taken as a power-up
-    if not seen or (cause is not None and cause != "power"):
-        return
-    now = board.clock.time()
-    secs = int(now - lost_at) if now is not None and lost_at else 0
-    door.machine.power_restored(secs, lost_at, 1)
+    secs = outage(seen, lost_at, board.reset_cause(), board.clock.time())
+    if secs is not None:
+        door.machine.power_restored(secs, lost_at, 1)
 
 
 async def _journal_maintenance(journal):
@@ -250,52 +236,27 @@ def _start_cards(board, cfg, door):
     return task
 
 
-def setup_problems(cfg, keystore, cache):
-    """The parts of a commissioned door that disagree: keys of another site than the
-    configuration, no key file, a whitelist the door refuses (another site's, damaged). Such
-    a door refuses every card while its door and reader look normal, so it is an alarm."""
-    if "site_id" not in cfg:
-        return []  # not commissioned: nothing to disagree with
-    out = []
-    if keystore is None:
-        out.append("no_keys")
-    elif keystore.site_id != cfg["site_id"]:
-        out.append("keys_site")
-    elif keystore.scope == "door" and keystore.device != cfg.get("device_id"):
-        out.append("keys_door")  # another door's key file: it verifies nothing signed for this one
-    if cache is not None and cache.error and cache.error != "no_cache":
-        out.append("whitelist_refused")
-    return out
-
-
 def _check_setup(cfg, keystore, cache):
-    """Find disagreeing parts once at boot: logged, in the status (with the live clock
-    state, `setup`) and journalled as `setup_fault` for the platform's alarm list."""
-    from firmware import events
+    """Find disagreeing parts once at boot (firmware/setup_check.py): logged, in the status
+    (with the live clock state, `setup`) and journalled as `setup_fault` for the platform's
+    alarm list."""
+    from firmware import events, setup_check
 
-    problems = setup_problems(cfg, keystore, cache)
+    problems = setup_check.problems(cfg, keystore, cache)
     running["setup"] = problems
     if not problems:
         return
     log("setup fault:", ", ".join(problems))
     recorder = running.get("recorder")
     if recorder is not None:
-        bits = 0
-        for p in problems:
-            bits |= events.SETUP_BITS[p]
-        recorder.record(events.SETUP_FAULT, bits)
+        recorder.record(events.SETUP_FAULT, setup_check.fault_bits(problems))
 
 
 def setup_now(board):
-    """The boot's problems plus the clock: `clock_unset` until the door holds a time it could
-    verify (the platform's signed time). Until then it runs its offline policy (cards refused
-    with `clock_unset`), so the platform lists it as an alarm."""
-    out = list(running.get("setup") or ())
-    from firmware.clock_trust import is_trusted
+    """The boot's problems plus the clock's state now, for the patrol report and console."""
+    from firmware.setup_check import with_clock
 
-    if not is_trusted(board.clock):
-        out.append("clock_unset")
-    return out
+    return with_clock(running.get("setup"), board.clock)
 
 
 async def _cache_maintenance(cache, serve_door=None, every_ms=30000):

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from crypto.hmac256 import hmac_sha256
 from crypto.keystore import KeyStoreError, SoftwareKeyStore
 from firmware import protocol
-from firmware.main import setup_problems
+from firmware.setup_check import problems as setup_problems
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.commands.commission import door_files
