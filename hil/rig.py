@@ -22,12 +22,14 @@ was written).
 from __future__ import annotations
 
 import os
-import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+# The suite's and the drivers' wait (shared with the torture run and the vdev tests).
+from host_tools.vdev.swipe import wait_for as wait_for
 
 # The door timings every rig commissions (short, so the alarms come within a test).
 DOOR_TIMINGS = {"unlock_ms": 1500, "prealarm_ms": 1500, "held_open_ms": 2500, "deny_ms": 400}
@@ -239,32 +241,3 @@ class Timings:
             n = len(s)
             rows.append((name, n, s[n // 2] * 1000, s[min(n - 1, int(0.95 * n))] * 1000, s[-1] * 1000))
         return rows
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def swipe_local(io: Any, emu: Any, card: Any) -> bool:
-    """Present an in-process virtual card (host_tools.cards.vcard) to a virtual door through the
-    PN532 emulator until the door decides; True when its relay opened. Waits for the door to
-    be idle first (LED off) and, after an opening, for the relay to drop again."""
-    from host_tools.pn532_emu import LocalCard
-
-    wait_for(lambda: io.state()["outputs"].get("led") == "off", what="the door idle")
-    mark = io.set_input("rex", False)
-    emu.present(LocalCard(card.process, card.uid))
-    wait_for(lambda: any(e.value in ("green", "red") for e in io.outputs("led") if e.device_ms >= mark),
-             what="a decision")
-    emu.remove()
-    opened = any(e.value for e in io.outputs("relay") if e.device_ms >= mark)
-    if opened:
-        wait_for(lambda: io.state()["outputs"].get("relay") is False, what="the relay to drop")
-    return opened

@@ -416,9 +416,10 @@ def run(names: set[str]) -> dict[str, Outcome]:
 def heap_min_tls_kib(binary: str, bounds: tuple[int, int] | None = None,
                      cards: int | None = None, backlog: int | None = None) -> float:
     """image.heap_min_kib with the broker behind TLS: a CA and the broker's certificate made
-    for this run (hil/tlsgen.py), mosquitto's TLS listener, the door commissioned with the CA."""
-    from hil.tlsgen import CA
+    for this run (host_tools/services/tlsgen.py), mosquitto's TLS listener, the door
+    commissioned with the CA."""
     from host_tools.services.mosquitto import TLSListener
+    from host_tools.services.tlsgen import CA
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -31,9 +31,9 @@ FIGURES = {
 
 
 def run(names: set[str]) -> dict[str, float]:
-    # The torture rig (hil/torture) runs here; imported on use, so the CLI does not load it.
-    from hil.torture.rig import Settings
-    from hil.torture.rig import run as torture_run
+    # The torture run (host_tools/torture) is imported on use: the CLI loads it only to measure.
+    from host_tools.torture.rig import Settings
+    from host_tools.torture.rig import run as torture_run
 
     settings = Settings(seed=SEED, minutes=MINUTES, outage_s=OUTAGE_S, cuts=CUTS,
                         broker_faults=BROKER_FAULTS, hostile=HOSTILE)

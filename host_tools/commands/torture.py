@@ -37,8 +37,8 @@ def torture(
         raise fail(f"--image {image}: choose pypi or unix32", EXIT_USAGE)
     if work is not None and work.exists() and any(work.iterdir()):
         raise fail(f"--work {work}: not empty; give a new or empty folder", EXIT_USAGE)
-    from hil.torture.rig import Settings, run
     from host_tools.services.mosquitto import BrokerError
+    from host_tools.torture.rig import Settings, run
 
     say = (lambda s: None) if quiet else typer.echo
     typer.echo(f"torture run: seed {seed}, {minutes:g} min of faults, doors on the {image} image")

@@ -1,7 +1,7 @@
 # firmware/tlsconf.py on both interpreters: PEM to DER, the files on the door's flash, and the
 # one-line reasons for TLS failures. The mbedTLS part (tls.SSLContext) runs under MicroPython only.
-# The vectors are a throwaway EC CA and client certificate (hil/tlsgen.py); their validity does
-# not matter here: nothing is verified, only parsed.
+# The vectors are a throwaway EC CA and client certificate (host_tools/services/tlsgen.py); their
+# validity does not matter here: nothing is verified, only parsed.
 import os
 from binascii import a2b_base64
 

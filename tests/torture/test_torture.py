@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from firmware.journal import CODE_GAP
-from hil.torture.check import verdict
-from hil.torture.plan import WEIGHTS, make_plan
-from hil.torture.rig import Settings, run
+from host_tools.torture.check import verdict
+from host_tools.torture.plan import WEIGHTS, make_plan
+from host_tools.torture.rig import Settings, run
 from reference_platform.store import Store
 
 D = "t.b1.d1"

@@ -18,10 +18,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
-from hil.tlsgen import CA
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
 from host_tools.services.mosquitto import Mosquitto, TLSListener
+from host_tools.services.tlsgen import CA
 from reference_platform.store import Store
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hil.netfault import FaultProxy
 from host_tools.mpy_build import build_device_tree
+from host_tools.netfault import FaultProxy
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.services.mosquitto import Mosquitto
 from reference_platform.ingest import STORE_ATTEMPTS, Platform

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hil.netfault import packet_length, publish_topic
+from host_tools.netfault import packet_length, publish_topic
 
 
 def encode_remaining(n: int) -> bytes:

@@ -130,6 +130,16 @@ def test_host_code_reaches_into_the_firmware_only_where_it_already_did() -> None
     assert HOST_USES_OF_FIRMWARE - used == set(), "no longer imported: take it off the list"
 
 
+def test_the_cli_imports_nothing_from_the_test_rig() -> None:
+    """doorctl (host_tools) runs without hil/: the torture run, the brokers, the fault proxy
+    and the TLS test CA are host_tools' own; the HIL benchmark runs the rig in a process of its
+    own (python -m hil.figures)."""
+    graph = _graph()
+    wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if m.startswith("host_tools")
+                   for t in ts if t.split(".")[0] == "hil")
+    assert wrong == []
+
+
 def test_import_cycles_are_the_known_ones_only() -> None:
     cycles = _cycles(_graph())
     assert cycles - KNOWN_CYCLES == set(), "a new import cycle"
@@ -139,6 +149,7 @@ def test_import_cycles_are_the_known_ones_only() -> None:
 def test_the_graph_sees_the_imports_it_checks() -> None:
     graph = _graph()
     assert "firmware.protocol" in graph["reference_platform.ingest"]
+    assert "hil.rig" in graph["hil.virtual"]  # what the rig check above would see
     assert len(graph) > 100
     by_package = defaultdict(int)
     for m in graph:

@@ -14,8 +14,6 @@ import pytest
 
 from firmware import events as ev
 from firmware import protocol
-from hil.rig import swipe_local
-from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
 from host_tools.pn532_emu import PN532Emulator
@@ -23,6 +21,8 @@ from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import swipe_local
+from host_tools.vdev.swipe import wait_for as wait_until
 from offline_cache import fmt
 from reference_platform.distribute import DistributionError, attach, push
 from reference_platform.ingest import Platform

@@ -19,8 +19,6 @@ import pytest
 from crypto.hmac256 import hmac_sha256
 from firmware import events as ev
 from firmware import protocol
-from hil.rig import swipe_local
-from hil.rig import wait_for as wait_until
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
@@ -29,6 +27,8 @@ from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import swipe_local
+from host_tools.vdev.swipe import wait_for as wait_until
 from reference_platform.cards import CardRegistry
 from reference_platform.commands import sign
 from reference_platform.distribute import sync

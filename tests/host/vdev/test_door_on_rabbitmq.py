@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from hil.rig import swipe_local
-from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.rabbitmq import RabbitCluster
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import swipe_local
+from host_tools.vdev.swipe import wait_for as wait_until
 from reference_platform.cards import CardRegistry
 from reference_platform.distribute import sync
 from reference_platform.ingest import Platform

@@ -17,15 +17,15 @@ import pytest
 
 from firmware import events as ev
 from firmware import protocol
-from hil.netfault import FaultProxy
-from hil.rig import swipe_local
-from hil.rig import wait_for as wait_until
 from host_tools.cards.kit import SiteKit
+from host_tools.netfault import FaultProxy
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import swipe_local
+from host_tools.vdev.swipe import wait_for as wait_until
 from reference_platform.cards import CardRegistry
 from reference_platform.commands import command_key
 from reference_platform.distribute import sync

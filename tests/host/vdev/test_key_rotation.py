@@ -23,7 +23,6 @@ from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
 from firmware import events as ev
 from firmware.card_task import FLAG_REKEYED
-from hil.rig import swipe_local, wait_for
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
@@ -33,6 +32,7 @@ from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import swipe_local, wait_for
 from offline_cache import fmt
 from reference_platform.cards import CardRegistry
 from reference_platform.commands import command_key

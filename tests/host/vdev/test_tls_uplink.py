@@ -1,7 +1,7 @@
 """The door's MQTT uplink over TLS, end to end: a real mosquitto with a TLS listener, the real
 virtual door commissioned with `doorctl commission --tls-ca [--tls-cert --tls-key]` through its
 console, the real platform ingest on SQLite over TLS. The CA and certificates are made for each
-test (hil/tlsgen.py); nothing is downloaded."""
+test (host_tools/services/tlsgen.py); nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from hil.tlsgen import CA, Issued
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
 from host_tools.image import source
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto, TLSListener
+from host_tools.services.tlsgen import CA, Issued
 from host_tools.vdev.device import VirtualDevice, selected_image
 from host_tools.vdev.io_client import VirtualIO
 from reference_platform.ingest import Platform

@@ -26,20 +26,20 @@ from typing import Any
 from board.flashsim import FlashSim
 from board.virtual import CUT_FILE, JOURNAL_BLOCKS
 from firmware.journal import Journal
-from hil.netfault import FaultProxy
-from hil.rig import swipe_local
-from hil.torture.check import DoorVerdict, verdict
-from hil.torture.hostile import Hostile
-from hil.torture.plan import Action, make_plan
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.mpy_build import build_device_tree
+from host_tools.netfault import FaultProxy
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
 from host_tools.pn532_emu import PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
+from host_tools.torture.check import DoorVerdict, verdict
+from host_tools.torture.hostile import Hostile
+from host_tools.torture.plan import Action, make_plan
 from host_tools.vdev.device import VirtualDevice, selected_image, unix32_binary
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import swipe_local
 from reference_platform.cards import CardRegistry
 from reference_platform.commands import command_key
 from reference_platform.distribute import sync

@@ -1,0 +1,37 @@
+"""Waiting for a virtual door and swiping an in-process virtual card at it: what the torture
+run, the HIL rig and the virtual-device tests share (the CLI never imports the rig itself)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def swipe_local(io: Any, emu: Any, card: Any) -> bool:
+    """Present an in-process virtual card (host_tools.cards.vcard) to a virtual door through the
+    PN532 emulator until the door decides; True when its relay opened. Waits for the door to
+    be idle first (LED off) and, after an opening, for the relay to drop again."""
+    from host_tools.pn532_emu import LocalCard
+
+    wait_for(lambda: io.state()["outputs"].get("led") == "off", what="the door idle")
+    mark = io.set_input("rex", False)
+    emu.present(LocalCard(card.process, card.uid))
+    wait_for(lambda: any(e.value in ("green", "red") for e in io.outputs("led") if e.device_ms >= mark),
+             what="a decision")
+    emu.remove()
+    opened = any(e.value for e in io.outputs("relay") if e.device_ms >= mark)
+    if opened:
+        wait_for(lambda: io.state()["outputs"].get("relay") is False, what="the relay to drop")
+    return opened
