@@ -1,6 +1,7 @@
 """The CLI is a product, the HIL rig (hil/) a test bench: loading `doorctl` with every command
-and every benchmark module imports nothing from `hil`. Only running the rig itself (the HIL
-benchmark, the torture run) loads it, at that moment."""
+and every benchmark module imports nothing from `hil`. The HIL benchmark runs the rig in a
+process of its own (`python -m hil.figures`); no host_tools module imports it at all
+(tests/host/unit/test_import_graph.py)."""
 
 from __future__ import annotations
 
