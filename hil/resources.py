@@ -1,6 +1,7 @@
 """What is on the bench (labgrid's resources): plain descriptions of the ports, readers and
 network a rig has, with nothing opened. The drivers (hil/drivers/) bind to them; a rig file
-(hil/rig.py, `RigConfig`) describes a bench's, the virtual rig makes its own.
+(hil/rig.py, `RigConfig`) describes a bench's. The virtual rig has one resource, the virtual
+device itself (host_tools.vdev.device.VirtualDevice), which all its drivers bind to.
 
     bench                                      virtual rig
     console  SerialPort [dut] port             the virtual device (its pty, I/O and reader sockets)
