@@ -19,6 +19,7 @@ def packaged() -> list[str]:
 
 def test_the_rig_is_packaged_without_its_own_tests() -> None:
     packages = packaged()
-    assert {"hil", "hil.board", "host_tools.torture", "host_tools", "firmware"} <= set(packages)
+    assert {"hil", "hil.board", "hil.drivers", "host_tools.torture", "host_tools",
+            "firmware"} <= set(packages)
     assert (REPO_ROOT / "hil" / "tests" / "__init__.py").exists()
     assert [p for p in packages if p == "tests" or p.startswith("tests.") or ".tests" in p] == []
