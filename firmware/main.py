@@ -279,47 +279,6 @@ async def _cache_maintenance(cache, serve_door=None, every_ms=30000):
             status["cache_hash"] = content.update()  # the same, for a new main.bin
 
 
-def apply_key_update(fs_root, device_id, args):
-    """A sealed door key file from a signed `keys` command: opened with this door's update key,
-    newer than the one held, for this site; written as keys.json (temp file + rename: a power
-    cut leaves the old file or the new one) and taken into use at once. "" or why not."""
-    import json
-
-    from crypto.keystore import KeyStoreError, SoftwareKeyStore
-    from crypto.keyupdate import SealError, open_sealed
-
-    ks = running.get("keystore")
-    if ks is None or not ks.has("update"):
-        return "no_keys"
-    try:
-        gen, plain = open_sealed(lambda m: ks.hmac("update", m), device_id, args)
-        text = bytes(plain).decode()
-        new = SoftwareKeyStore.from_dict(json.loads(text))
-    except SealError as e:
-        return e.reason
-    except (ValueError, TypeError, KeyError, KeyStoreError):
-        return "bad_field:keys"
-    if new.site_id != ks.site_id or new.generation != gen or not new.has("update"):
-        return "bad_field:keys"
-    if gen <= ks.generation:
-        return "key_generation"
-    if new.scope != ks.scope or new.device != ks.device:
-        # The stored whitelist is signed with the held cache key (the same in every key file of
-        # one scope) and the platform signs for the keys this door registered with: moving to
-        # per-door keys, or to another door's, is a commissioning.
-        return "key_scope"
-    path = fs_root.rstrip("/") + "/keys.json"
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.rename(path + ".tmp", path)
-    ks.replace(new)
-    log("cards: key file generation", gen)
-    door = running.get("door")
-    if door is not None:
-        door.patrol.request()  # the platform sees the new generation in the next report
-    return ""
-
-
 def _start_commands(board, cfg, door):
     """Platform commands through the uplink, checked offline (firmware/commands.py)."""
     uplink = running.get("uplink")
@@ -336,7 +295,14 @@ def _start_commands(board, cfg, door):
             recorder.record(events.CONFIG_CHANGED)
 
     def write_keys(args):
-        return apply_key_update(board.fs_root, cfg["device_id"], args)
+        from firmware import key_update
+
+        ks = running.get("keystore")
+        why = key_update.apply(ks, board.fs_root, cfg["device_id"], args)
+        if not why:
+            log("cards: key file generation", ks.generation)
+            door.patrol.request()  # the platform sees the new generation in the next report
+        return why
 
     gate = CommandGate(running.get("keystore"), cfg["device_id"], board.clock)
     commands = Commands(gate, door, recorder, uplink.on_time, write_config, write_keys)

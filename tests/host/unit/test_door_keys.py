@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from crypto.hmac256 import hmac_sha256
 from crypto.keystore import KeyStoreError, SoftwareKeyStore
-from firmware import protocol
+from firmware import key_update, protocol
 from firmware.setup_check import problems as setup_problems
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
@@ -178,22 +178,18 @@ def test_a_sealed_key_file_never_changes_the_whitelist_key(tmp_path: Any) -> Non
     """A door on site-wide keys is sent its per-door key file over MQTT: refused (its stored
     whitelist is signed with the site-wide cache key; a commissioning moves it), nothing
     written. The same door's next generation with the same keys is taken."""
-    from firmware import main
-
     site = _site()
     older = dict(site, keys={k: v for k, v in site["keys"].items() if k != "door_master"})
     held = SoftwareKeyStore.from_dict(sitekeys.device_keys(older, "hz.b1.d1"))
-    main.running["keystore"] = held
-    try:
-        site["generation"] = older["generation"] = 2
-        moved = sitekeys.sealed_update(site, "hz.b1.d1")
-        assert main.apply_key_update(str(tmp_path), "hz.b1.d1", moved) == "key_scope"
-        assert not (tmp_path / "keys.json").exists() and held.generation == 1 and held.scope == "site"
-        same = sitekeys.sealed_update(older, "hz.b1.d1")
-        assert main.apply_key_update(str(tmp_path), "hz.b1.d1", same) == ""
-        assert held.generation == 2 and (tmp_path / "keys.json").exists()
-    finally:
-        main.running.pop("keystore", None)
+    site["generation"] = older["generation"] = 2
+    moved = sitekeys.sealed_update(site, "hz.b1.d1")
+    assert key_update.apply(held, str(tmp_path), "hz.b1.d1", moved) == "key_scope"
+    assert not (tmp_path / "keys.json").exists() and held.generation == 1 and held.scope == "site"
+    same = sitekeys.sealed_update(older, "hz.b1.d1")
+    assert key_update.apply(held, str(tmp_path), "hz.b1.d1", same) == ""
+    assert held.generation == 2 and (tmp_path / "keys.json").exists()
+    assert SoftwareKeyStore.load(str(tmp_path / "keys.json")).generation == 2
+    assert not (tmp_path / "keys.json.tmp").exists()
 
 
 def test_one_doors_key_file_cannot_sign_for_the_site(tmp_path: Any) -> None:
@@ -287,33 +283,23 @@ def test_a_migrated_sites_rotation_reaches_doors_still_on_site_wide_keys(tmp_pat
     a door not commissioned again gets the new door_read version in a site-wide key file (a
     per-door one is refused as key_scope, and after `keys close` it would refuse every re-keyed
     card); a door commissioned again gets its own."""
-    from firmware import main
-
     site = sitekeys.new_site_keys(12, per_door=False)
     held = SoftwareKeyStore.from_dict(sitekeys.device_keys(site, "hz.b1.d1"))
     sitekeys.add_door_master(site)
     new = sitekeys.rotate(site)
-    main.running["keystore"] = held
-    try:
-        args = sitekeys.sealed_update(site, "hz.b1.d1")
-        assert main.apply_key_update(str(tmp_path), "hz.b1.d1", args) == ""
-        got = main.running["keystore"]
-        assert got.generation == site["generation"] and got.has(sitekeys.slot_name("door_read", new))
-        assert got.scope == held.scope
-    finally:
-        main.running.pop("keystore", None)
+    args = sitekeys.sealed_update(site, "hz.b1.d1")
+    assert key_update.apply(held, str(tmp_path), "hz.b1.d1", args) == ""
+    # the held store itself is changed: the card task and the gate hold the same object
+    assert held.generation == site["generation"] and held.has(sitekeys.slot_name("door_read", new))
+    assert held.scope == "site"
     sitekeys.record_door_scope(site, "hz.b1.d2")  # commissioned again: its own keys
     own = SoftwareKeyStore.from_dict(sitekeys.device_keys(site, "hz.b1.d2"))
     assert own.scope == "door"
-    main.running["keystore"] = own
-    try:
-        sitekeys.close(site)
-        (tmp_path / "d2").mkdir()
-        assert main.apply_key_update(str(tmp_path / "d2"), "hz.b1.d2",
-                                     sitekeys.sealed_update(site, "hz.b1.d2")) == ""
-        assert main.running["keystore"].scope == "door"
-    finally:
-        main.running.pop("keystore", None)
+    sitekeys.close(site)
+    (tmp_path / "d2").mkdir()
+    assert key_update.apply(own, str(tmp_path / "d2"), "hz.b1.d2",
+                            sitekeys.sealed_update(site, "hz.b1.d2")) == ""
+    assert own.scope == "door"
 
 
 def _platform_db(path: Path, site_id: int, doors: dict[str, int | None]) -> str:
