@@ -6,7 +6,14 @@
 # the diversified key is the CMAC-style last block (K2 when padded, K1 when not).
 from crypto.cmac import CMAC
 
-DIV_CONST_AES128 = 0x01
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+_DIV_CONST_AES128 = const(0x01)
 
 
 def div_input(uid, aid, system_id):
@@ -21,7 +28,7 @@ def diversify_aes128(master, m, cmac_obj=None):
     if not 1 <= len(m) <= 31:
         raise ValueError("diversification input must be 1..31 bytes")
     c = cmac_obj or CMAC(master)
-    d = bytes([DIV_CONST_AES128]) + bytes(m)
+    d = bytes([_DIV_CONST_AES128]) + bytes(m)
     padded = len(d) < 32
     if padded:
         d = d + b"\x80" + bytes(31 - len(d))

@@ -9,42 +9,49 @@ from crypto import ct
 from crypto.aes import AES, ZERO_IV, cbc_decrypt, cbc_encrypt, pad_m2, unpad_m2, xor
 from crypto.cmac import CMAC, truncate
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
 # Native command codes used by the door and the personalizer.
-CMD_AUTH_EV2_FIRST = 0x71
-CMD_ADDITIONAL_FRAME = 0xAF
-CMD_SELECT_APPLICATION = 0x5A
-CMD_READ_DATA = 0xAD
-CMD_WRITE_DATA = 0x8D
-CMD_GET_VERSION = 0x60
-CMD_GET_CARD_UID = 0x51
-CMD_CREATE_APPLICATION = 0xCA
-CMD_CREATE_STD_DATA_FILE = 0xCD
-CMD_CHANGE_KEY = 0xC4
-CMD_GET_APPLICATION_IDS = 0x6A
-CMD_FORMAT_PICC = 0xFC
-CMD_DELETE_APPLICATION = 0xDA
-CMD_GET_KEY_VERSION = 0x64
+CMD_AUTH_EV2_FIRST = const(0x71)
+CMD_ADDITIONAL_FRAME = const(0xAF)
+CMD_SELECT_APPLICATION = const(0x5A)
+CMD_READ_DATA = const(0xAD)
+CMD_WRITE_DATA = const(0x8D)
+CMD_GET_VERSION = const(0x60)
+CMD_GET_CARD_UID = const(0x51)
+CMD_CREATE_APPLICATION = const(0xCA)
+CMD_CREATE_STD_DATA_FILE = const(0xCD)
+CMD_CHANGE_KEY = const(0xC4)
+CMD_GET_APPLICATION_IDS = const(0x6A)
+CMD_FORMAT_PICC = const(0xFC)
+CMD_DELETE_APPLICATION = const(0xDA)
+CMD_GET_KEY_VERSION = const(0x64)
 
 # Status codes (second status byte after 0x91).
-ST_OK = 0x00
-ST_ADDITIONAL_FRAME = 0xAF
-ST_NO_SUCH_KEY = 0x40
-ST_LENGTH_ERROR = 0x7E
-ST_PERMISSION_DENIED = 0x9D
-ST_PARAMETER_ERROR = 0x9E
-ST_APPLICATION_NOT_FOUND = 0xA0
-ST_AUTHENTICATION_ERROR = 0xAE
-ST_BOUNDARY_ERROR = 0xBE
-ST_INTEGRITY_ERROR = 0x1E
-ST_ILLEGAL_COMMAND = 0x1C
-ST_DUPLICATE_ERROR = 0xDE
-ST_FILE_NOT_FOUND = 0xF0
+ST_OK = const(0x00)
+ST_ADDITIONAL_FRAME = const(0xAF)
+ST_NO_SUCH_KEY = const(0x40)
+ST_LENGTH_ERROR = const(0x7E)
+ST_PERMISSION_DENIED = const(0x9D)
+ST_PARAMETER_ERROR = const(0x9E)
+ST_APPLICATION_NOT_FOUND = const(0xA0)
+ST_AUTHENTICATION_ERROR = const(0xAE)
+ST_BOUNDARY_ERROR = const(0xBE)
+ST_INTEGRITY_ERROR = const(0x1E)
+ST_ILLEGAL_COMMAND = const(0x1C)
+ST_DUPLICATE_ERROR = const(0xDE)
+ST_FILE_NOT_FOUND = const(0xF0)
 
 # Command data per frame: a native command longer than this goes out in 0xAF frames
 # (ISO 14443-4 frame of 64 bytes less the ISO 7816 wrapping and the protocol bytes).
-MAX_CMD_FRAME = 55
+_MAX_CMD_FRAME = const(55)
 # Most frames a chained answer may take (a 256-byte file in 16-byte frames is 17).
-MAX_FRAMES = 32
+_MAX_FRAMES = const(32)
 
 LABEL_ENC = b"\xa5\x5a"
 LABEL_MAC = b"\x5a\xa5"
@@ -202,7 +209,7 @@ class Reader:
     MODE_MAC = 1
     MODE_FULL = 3
 
-    def __init__(self, transceive=None, rng=None, max_frame=MAX_CMD_FRAME):
+    def __init__(self, transceive=None, rng=None, max_frame=_MAX_CMD_FRAME):
         self._t = transceive
         self._rng = rng or os.urandom
         self.max_frame = max_frame
@@ -243,7 +250,7 @@ class Reader:
         frames = 1
         while st == ST_ADDITIONAL_FRAME:
             frames += 1
-            if frames > MAX_FRAMES:
+            if frames > _MAX_FRAMES:
                 self.channel = None
                 raise CardError("protocol_error")
             st, more = yield from self.g_exchange(CMD_ADDITIONAL_FRAME)

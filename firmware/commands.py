@@ -11,8 +11,15 @@ captured before a reboot cannot be played again), and its id has not been seen i
 from crypto import ct
 from firmware import protocol
 
-SKEW = 2  # s of clock difference tolerated between platform and door (synced on connect)
-MAX_SEEN = 64  # command ids remembered: at most this many signed commands per COMMAND_TTL
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+_SKEW = const(2)  # s of clock difference tolerated between platform and door (synced on connect)
+_MAX_SEEN = const(64)  # command ids remembered: at most this many signed commands per COMMAND_TTL
 
 # Config keys a command may change, with their allowed range (door timings in ms).
 CONFIG_LIMITS = {
@@ -97,20 +104,20 @@ class CommandGate:
         now = self._now()
         if now is None:
             return "clock_unset"
-        if now > exp + SKEW:
+        if now > exp + _SKEW:
             return "expired"
         issued = exp - protocol.COMMAND_TTL
-        if now < issued - SKEW:
+        if now < issued - _SKEW:
             return "not_yet_valid"
         self.clock_set()
-        if issued < self._boot_utc - SKEW:
+        if issued < self._boot_utc - _SKEW:
             return "stale"  # issued before this boot: the ids seen then are forgotten
         for k in list(self.seen):
-            if self.seen[k] + SKEW < now:
+            if self.seen[k] + _SKEW < now:
                 del self.seen[k]
         if cmd_id in self.seen:
             return "replay"
-        if len(self.seen) >= MAX_SEEN:
+        if len(self.seen) >= _MAX_SEEN:
             return "busy"
         self.seen[cmd_id] = exp
         return ""
@@ -158,7 +165,7 @@ class Commands:
                 return False, "bad_field:t"
             # The time it sets is the time it was signed for: within its own window, so a
             # signed `time` held back cannot carry the clock further than that window.
-            if not exp - protocol.COMMAND_TTL - SKEW <= t // 1000 <= exp + SKEW:
+            if not exp - protocol.COMMAND_TTL - _SKEW <= t // 1000 <= exp + _SKEW:
                 return False, "out_of_range:t"
             if self.on_time(t, True) is False:
                 return False, "out_of_range:t"  # before this door's last record

@@ -22,34 +22,41 @@ sector is overwritten and a GAP record names the lost sequence numbers: loss is 
 import struct
 from binascii import crc32
 
-RECORD_SIZE = 32
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+RECORD_SIZE = const(32)
 # seq, code, flags, boot, time, ms, arg, payload(12), crc
 _REC = "<IBBHIHH12sI"
 _HDR = "<4sII16sI"  # magic, sector_seq, first_seq, reserved, crc
 _ACK = "<II"  # acked_seq, crc
 _MAGIC = b"JRN1"
-_ACK_SIZE = 8
-ACK_BLOCKS = 2
+_ACK_SIZE = const(8)
+_ACK_BLOCKS = const(2)
 ERASED32 = b"\xff" * RECORD_SIZE
 
-CODE_GAP = 0xFE  # arg unused; payload: first lost seq (u32), last lost seq (u32)
+CODE_GAP = const(0xFE)  # arg unused; payload: first lost seq (u32), last lost seq (u32)
 
-FLAG_TIME_VALID = 0x01  # `time` is UTC epoch seconds; otherwise seconds since boot
+FLAG_TIME_VALID = const(0x01)  # `time` is UTC epoch seconds; otherwise seconds since boot
 # The flags byte's high nibble holds the payload's length (0-12): a payload may end in zero
 # bytes (a card reference can), so its padding cannot be told from its content otherwise.
 # Records written before this carry 0 there: their payload is read with the padding trimmed.
-FLAGS_MASK = 0x0F
-LEN_SHIFT = 4
+FLAGS_MASK = const(0x0F)
+_LEN_SHIFT = const(4)
 # The flags' low nibble is full; the `ms` field (0-999) has bits to spare: its top bit says the
 # time was stamped by a clock set from an unsigned time (protocol flag 0x10 at upload).
-MS_UNTRUSTED = 0x8000
-MS_MASK = 0x03FF
+MS_UNTRUSTED = const(0x8000)
+MS_MASK = const(0x03FF)
 
 
 def payload_of(rec):
     """The payload of a record from read(), without its zero padding."""
     data = rec[R_PAYLOAD]
-    n = rec[R_FLAGS] >> LEN_SHIFT
+    n = rec[R_FLAGS] >> _LEN_SHIFT
     if n:
         return data[:n]
     end = len(data)
@@ -82,10 +89,10 @@ class Journal:
         self.dev = dev
         self.block_size = dev.ioctl(5, 0)
         self.n_blocks = dev.ioctl(4, 0)
-        if self.n_blocks < ACK_BLOCKS + 3:
+        if self.n_blocks < _ACK_BLOCKS + 3:
             raise JournalError("partition too small")
         self.per_sector = self.block_size // RECORD_SIZE - 1
-        self.n_data = self.n_blocks - ACK_BLOCKS
+        self.n_data = self.n_blocks - _ACK_BLOCKS
         # One sector is always kept erased (or about to be) ahead of the head.
         self.capacity = (self.n_data - 1) * self.per_sector
         self.near_full_at = int(self.capacity * near_full_ratio)
@@ -130,7 +137,7 @@ class Journal:
     def _scan(self):
         best = -1
         for i in range(self.n_data):
-            h = self._valid_header(ACK_BLOCKS + i)
+            h = self._valid_header(_ACK_BLOCKS + i)
             if h is None:
                 continue
             self._sector_seq[i], self._first_seq[i] = h
@@ -157,7 +164,7 @@ class Journal:
         """(last sequence number, next free slot, range the last GAP record names or None)
         of data sector `i`, read up to its first erased slot. A torn slot is skipped, never
         reprogrammed: the next free slot is after it."""
-        block = ACK_BLOCKS + i
+        block = _ACK_BLOCKS + i
         last_seq = self._first_seq[i] - 1
         slot = 1
         gap = None
@@ -175,7 +182,7 @@ class Journal:
     def _scan_acks(self):
         best = -1
         mv = memoryview(self._abuf)
-        for b in range(ACK_BLOCKS):
+        for b in range(_ACK_BLOCKS):
             for s in range(self.block_size // _ACK_SIZE):
                 self._read(b, s * _ACK_SIZE, mv)
                 if self._abuf == b"\xff" * _ACK_SIZE:
@@ -216,10 +223,10 @@ class Journal:
         seq = self.next_seq
         if len(payload) > 12:
             raise JournalError("payload longer than 12 bytes")
-        flags = (flags & FLAGS_MASK) | (len(payload) << LEN_SHIFT)
+        flags = (flags & FLAGS_MASK) | (len(payload) << _LEN_SHIFT)
         struct.pack_into(_REC, self._buf, 0, seq, code, flags, boot, time, ms, arg, payload, 0)
         struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
-        self.dev.writeblocks(ACK_BLOCKS + self.head, self._mv, self.slot * RECORD_SIZE)
+        self.dev.writeblocks(_ACK_BLOCKS + self.head, self._mv, self.slot * RECORD_SIZE)
         self.slot += 1
         self.next_seq = seq + 1
         self.appends += 1
@@ -244,12 +251,12 @@ class Journal:
             lost_first = max(self._first_seq[nxt], self.acked + 1)
             lost_last = min(self._sector_last_seq(nxt), self.next_seq - 1)
         if self._pre_erased != nxt:
-            self.dev.ioctl(6, ACK_BLOCKS + nxt)
+            self.dev.ioctl(6, _ACK_BLOCKS + nxt)
         self._pre_erased = -1
         sseq = (self._sector_seq[self.head] + 1) if self.head >= 0 else 1
         struct.pack_into(_HDR, self._buf, 0, _MAGIC, sseq, self.next_seq, b"", 0)
         struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
-        self.dev.writeblocks(ACK_BLOCKS + nxt, self._mv, 0)
+        self.dev.writeblocks(_ACK_BLOCKS + nxt, self._mv, 0)
         self._sector_seq[nxt] = sseq
         self._first_seq[nxt] = self.next_seq
         self.head = nxt
@@ -280,7 +287,7 @@ class Journal:
             return False
         if self._sector_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
             return False
-        self.dev.ioctl(6, ACK_BLOCKS + nxt)
+        self.dev.ioctl(6, _ACK_BLOCKS + nxt)
         self._sector_seq[nxt] = 0
         self._first_seq[nxt] = 0
         self._pre_erased = nxt
@@ -299,7 +306,7 @@ class Journal:
     def _write_ack(self, upto_seq):
         per_block = self.block_size // _ACK_SIZE
         if self._ack_slot >= per_block:
-            self._ack_block = (self._ack_block + 1) % ACK_BLOCKS
+            self._ack_block = (self._ack_block + 1) % _ACK_BLOCKS
             self.dev.ioctl(6, self._ack_block)
             self._ack_slot = 0
         struct.pack_into("<I", self._abuf, 0, upto_seq)
@@ -347,7 +354,7 @@ class Journal:
         out = []
         i = self._sector_of(from_seq)
         while i >= 0 and len(out) < max_records:
-            block = ACK_BLOCKS + i
+            block = _ACK_BLOCKS + i
             # A torn slot only ever pushes records later, so the record for from_seq is at
             # this slot or after it.
             s = 1 + from_seq - self._first_seq[i]

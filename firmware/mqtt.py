@@ -22,6 +22,13 @@ import struct
 from firmware.ticks import ticks_diff, ticks_ms
 
 try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+try:
     import random
 
     _rand = random.getrandbits
@@ -30,7 +37,7 @@ except ImportError:  # pragma: no cover
         return 0
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
-MAX_TOPIC = 256  # bytes: longer topics are skipped unread (ours are door/v1/<id>/<leaf>)
+_MAX_TOPIC = const(256)  # bytes: longer topics are skipped unread (ours are door/v1/<id>/<leaf>)
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
 
 CONNACK_REASONS = {
@@ -374,7 +381,7 @@ class MQTTClient:
         tlen = struct.unpack("!H", await self._reader.readexactly(2))[0]
         if tlen + 2 > n:
             raise MQTTError("malformed PUBLISH")
-        if tlen > MAX_TOPIC:  # no topic of ours is this long: skipped, memory stays bounded
+        if tlen > _MAX_TOPIC:  # no topic of ours is this long: skipped, memory stays bounded
             await self._drain(tlen)
             topic = None
         else:

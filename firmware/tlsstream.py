@@ -16,13 +16,20 @@ mbedTLS already holds is taken before the loop is asked to wait, so nothing decr
 for more bytes on the wire. A write that cannot go on is retried with the same bytes, as
 mbedTLS requires. Until a read or a write has gone through, the handshake is running and
 mostly needs the broker's next flight: the loop waits for the socket to be readable, for at
-most HANDSHAKE_WAIT_MS, so a handshake that needed to write instead goes on all the same.
+most _HANDSHAKE_WAIT_MS, so a handshake that needed to write instead goes on all the same.
 """
 
 import asyncio
 from asyncio import core
 
-HANDSHAKE_WAIT_MS = 50
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+_HANDSHAKE_WAIT_MS = const(50)
 
 
 def _wait_read(sock):
@@ -47,7 +54,7 @@ class TLSStream:
             await (_wait_write(self._sock) if write else _wait_read(self._sock))
             return
         try:
-            await asyncio.wait_for_ms(_wait_read(self._sock), HANDSHAKE_WAIT_MS)
+            await asyncio.wait_for_ms(_wait_read(self._sock), _HANDSHAKE_WAIT_MS)
         except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
             pass
 

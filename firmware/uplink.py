@@ -42,14 +42,21 @@ from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 from firmware.refusals import Refusals
 from firmware.ticks import ticks_diff, ticks_ms
 
-NONCE_TTL_MS = 30000  # a signed time must answer a nonce announced at most this long ago
-REANNOUNCE_MS = 20000  # without a trusted time, a fresh nonce (presence) this often: less
-# than NONCE_TTL_MS, so a platform coming back always finds a nonce it can still answer
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
 
-ANNOUNCE_EVERY_MS = 2000  # answers to the platform's announce request: at most one per 2 s
-ANNOUNCE_LIMIT = 16  # bytes: the request is empty
-EVENTS_HEAD = 96  # bytes of an events message besides its events (`gone` included)
-EVENT_BYTES = 96  # bytes an event takes at most in it (32-bit numbers, 24 hex digits of data)
+    def const(x):
+        return x
+
+_NONCE_TTL_MS = const(30000)  # a signed time must answer a nonce announced at most this long ago
+_REANNOUNCE_MS = const(20000)  # without a trusted time, a fresh nonce (presence) this often: less
+# than _NONCE_TTL_MS, so a platform coming back always finds a nonce it can still answer
+
+_ANNOUNCE_EVERY_MS = const(2000)  # answers to the platform's announce request: at most one per 2 s
+_ANNOUNCE_LIMIT = const(16)  # bytes: the request is empty
+_EVENTS_HEAD = const(96)  # bytes of an events message besides its events (`gone` included)
+_EVENT_BYTES = const(96)  # bytes an event takes at most in it (32-bit numbers, 24 hex digits of data)
 INBOUND = ("ack", "resend", "time", "cmd", "cache")  # the leaves a door subscribes to
 
 
@@ -146,7 +153,7 @@ class Uplink:
         # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
         self._rx = bytearray(max(protocol.limit(leaf) for leaf in INBOUND))
         # And every events batch is written into this one (protocol.encode_events_into).
-        self._tx = bytearray(EVENTS_HEAD + EVENT_BYTES * batch)
+        self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * batch)
         self._nonce_at = 0
         self._nonce_used = True
 
@@ -167,7 +174,7 @@ class Uplink:
     def _limit(self, topic):
         """The size limit of a topic of this door (0: a topic the door does not take)."""
         if topic == protocol.ANNOUNCE_TOPIC:
-            return ANNOUNCE_LIMIT
+            return _ANNOUNCE_LIMIT
         try:
             device, leaf = protocol.split_topic(topic)
         except (protocol.ProtocolError, UnicodeError):
@@ -299,7 +306,7 @@ class Uplink:
         if ks is None or not ks.has("command"):
             raise protocol.ProtocolError("bad_mac", "no command key")
         if self._nonce_used or not ct.equal(nonce.encode(), self.nonce.encode()) \
-                or ticks_diff(ticks_ms(), self._nonce_at) > NONCE_TTL_MS:
+                or ticks_diff(ticks_ms(), self._nonce_at) > _NONCE_TTL_MS:
             raise protocol.ProtocolError("bad_nonce")
         try:
             tag = bytes.fromhex(mac)
@@ -453,7 +460,7 @@ class Uplink:
                 await self._serve_resend(client)
                 continue
             if self._announce_asked \
-                    and ticks_diff(ticks_ms(), self._announced_at) >= ANNOUNCE_EVERY_MS:
+                    and ticks_diff(ticks_ms(), self._announced_at) >= _ANNOUNCE_EVERY_MS:
                 self._announce_asked = False  # a flood of requests costs one answer per interval
                 # Without a trusted time the answer carries a fresh nonce: the one announced at
                 # connecting may be older than a signed time may answer (the platform was away).
@@ -491,7 +498,7 @@ class Uplink:
                 last_progress = ticks_ms()
                 continue
             self._summarize()
-            if not self.trusted_time and ticks_diff(ticks_ms(), self._nonce_at) > REANNOUNCE_MS:
+            if not self.trusted_time and ticks_diff(ticks_ms(), self._nonce_at) > _REANNOUNCE_MS:
                 await self._announce(client)  # the platform was away: ask for a time again
             self._wake.clear()
             try:

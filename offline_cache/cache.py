@@ -50,9 +50,9 @@ except ImportError:  # CPython
         return x
 
 
-BUF_RECS = 64  # records per flash read (960 bytes, preallocated)
+_BUF_RECS = const(64)  # records per flash read (960 bytes, preallocated)
 # The lookup's constants folded into its bytecode (a module global costs ~200 instructions a
-# load on a Cortex-M3, docs/mcu.md); equal to fmt.REF_LEN, fmt.REC_SIZE and BUF_RECS.
+# load on a Cortex-M3, docs/mcu.md); equal to fmt.REF_LEN, fmt.REC_SIZE and _BUF_RECS.
 _REF = const(8)
 _REC = const(15)
 _BUF = const(64)
@@ -84,21 +84,21 @@ _STATUS_REASON = {LOST: "lost", SUSPENDED: "suspended", CANCELLED: "cancelled"}
 
 STORAGE = "storage"  # update refused: flash full or failing
 NO_ROOM = "no_room"  # update refused before it was written: it cannot fit the free flash
-FREE_MARGIN = 8192  # bytes left free beside an update (littlefs metadata, the floor file)
+_FREE_MARGIN = const(8192)  # bytes left free beside an update (littlefs metadata, the floor file)
 
 MODE_NORMAL = "normal"
 MODE_LOCKDOWN = "lockdown"
 
 
-DAY_2020 = 18262  # 2020-01-01, days since 1970
-SECS_2020 = DAY_2020 * 86400
+_DAY_2020 = const(18262)  # 2020-01-01, days since 1970
+SECS_2020 = _DAY_2020 * 86400
 
 
 def _day(now, tz_min):
     """local_parts(now, tz_min)[0], counted from 2020: epoch seconds leave a 32-bit port's small
     ints (2**30) in 2004, and each operation on a big int costs ~800 instructions there."""
     if now >= SECS_2020:
-        return DAY_2020 + (now - SECS_2020 + tz_min * 60) // 86400
+        return _DAY_2020 + (now - SECS_2020 + tz_min * 60) // 86400
     return (now + tz_min * 60) // 86400
 
 
@@ -162,7 +162,7 @@ class Table:
         self.schedules = parse_schedules(extra[:hdr.sched_len])
         self.holidays = extra[hdr.sched_len:]
         n = hdr.count
-        stride = BUF_RECS
+        stride = _BUF_RECS
         while (n + stride - 1) // stride > MAX_INDEX:
             stride *= 2
         self.stride = stride
@@ -171,13 +171,13 @@ class Table:
         if index is None or len(index) < entries * REF_LEN:
             index = bytearray(REF_LEN * entries)
         buf = self.buf
-        whole = memoryview(buf)[:BUF_RECS * REC_SIZE]  # one view for every full piece
+        whole = memoryview(buf)[:_BUF_RECS * REC_SIZE]  # one view for every full piece
         prev = None
         i = 0
         bad = None
         while i < n:
-            k = min(BUF_RECS, n - i)
-            piece = whole if k == BUF_RECS else whole[:k * REC_SIZE]
+            k = min(_BUF_RECS, n - i)
+            piece = whole if k == _BUF_RECS else whole[:k * REC_SIZE]
             if f.readinto(piece) != k * REC_SIZE:
                 raise CacheError(MALFORMED, "short read")
             mac.update(piece)
@@ -300,7 +300,7 @@ class Cache:
         # a snapshot arriving while no sorted file is open. Allocating the index anew after
         # a merge asked a heap the merge had fragmented for a piece slightly larger (3 KiB
         # for 100k cards) than the one just freed.
-        self.buf = bytearray(BUF_RECS * REC_SIZE)
+        self.buf = bytearray(_BUF_RECS * REC_SIZE)
         self.index = bytearray(MAX_INDEX * REF_LEN)
         # With `reserve_update` (the firmware), an update is verified in these same buffers:
         # the scan runs start to end in one call (the door's inputs and relay are served from
@@ -506,7 +506,7 @@ class Cache:
             raise CacheError(BASE_MISMATCH, "base %d, have %d" % (hdr.base, self.version))
         _remove(self._p(INCOMING))  # an earlier transfer's piece: its room counts as free
         free = _free_bytes(self.dir)
-        if free is not None and total + FREE_MARGIN > free:
+        if free is not None and total + _FREE_MARGIN > free:
             raise CacheError(NO_ROOM, "%d bytes, %d free" % (total, free))
         return hdr
 

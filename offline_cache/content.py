@@ -22,9 +22,16 @@ from offline_cache.fmt import (
     CacheError,
 )
 
-MASK = 0xFFFFFFFFFFFFFFFF
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+_MASK = const(0xFFFFFFFFFFFFFFFF)
 RECORD = "digest"  # in the cache folder: main.bin's tag (8 bytes, hex), live count and sum
-PIECE = 16  # records per read of a pass over a file (240 bytes, one buffer per pass)
+PIECE = const(16)  # records per read of a pass over a file (240 bytes, one buffer per pass)
 
 
 def term(rec):
@@ -43,7 +50,7 @@ def meta(site, tz_min, sched_len, hol_count, extra):
 def digest(meta_digest, live, total):
     """16 hex digits from the meta digest, the count of live records and their term sum."""
     h = hashlib.sha256(b"DWLC-content/1" + meta_digest + struct.pack(">I", live)
-                       + (total & MASK).to_bytes(8, "big"))
+                       + (total & _MASK).to_bytes(8, "big"))
     return "".join("%02x" % b for b in h.digest()[:8])
 
 
@@ -93,7 +100,7 @@ def _sum(t, tick=None):
             o = j * REC_SIZE
             if buf[o + REF_LEN] != DELETE:
                 live += 1
-                total = (total + term(mv[o:o + REC_SIZE])) & MASK
+                total = (total + term(mv[o:o + REC_SIZE])) & _MASK
         i += k
         if tick is not None:
             tick()
@@ -178,7 +185,7 @@ class Tracker:
                 if buf[REF_LEN] != DELETE:
                     live += 1
                     total += term(buf)
-            total &= MASK
+            total &= _MASK
         self._view = (top.hdr.version, live, total)
         self.value = digest(_meta_of(top), live, total)
         return self.value

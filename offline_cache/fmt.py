@@ -5,26 +5,33 @@ import struct
 from crypto.ct import equal
 from crypto.hmac256 import HMAC, hmac_sha256  # noqa: F401  (part of this module's interface)
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
 MAGIC = b"DWLC"
-FORMAT = 1
-KIND_SNAPSHOT = 1
-KIND_DELTA = 2
+FORMAT = const(1)
+KIND_SNAPSHOT = const(1)
+KIND_DELTA = const(2)
 
 HDR_FMT = ">4sBBHIIIHhIHHI"
-HDR_SIZE = 36
-REF_LEN = 8
-REC_SIZE = 15
-TAG_SIZE = 32
-MAX_SCHED_LEN = 4096
-MAX_HOLIDAYS = 1024
-MAX_SCHEDULE = 30
-NO_END = 0xFFFF
-DELETE = 0xFF  # flags byte of a delta record that removes the card
+HDR_SIZE = const(36)
+REF_LEN = const(8)
+REC_SIZE = const(15)
+TAG_SIZE = const(32)
+_MAX_SCHED_LEN = const(4096)
+_MAX_HOLIDAYS = const(1024)
+MAX_SCHEDULE = const(30)
+NO_END = const(0xFFFF)
+DELETE = const(0xFF)  # flags byte of a delta record that removes the card
 
-ACTIVE = 0
-LOST = 1
-SUSPENDED = 2
-CANCELLED = 3
+ACTIVE = const(0)
+LOST = const(1)
+SUSPENDED = const(2)
+CANCELLED = const(3)
 STATUS_NAMES = ("active", "lost", "suspended", "cancelled")
 
 # Update rejection reasons (event codes).
@@ -89,7 +96,7 @@ def parse_header(raw, size=None):
     if f[2] not in (KIND_SNAPSHOT, KIND_DELTA) or f[3] != REC_SIZE:
         raise CacheError(MALFORMED, "bad kind or record size")
     h = Header(f[2], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[3], f[1])
-    if h.sched_len > MAX_SCHED_LEN or h.hol_count > MAX_HOLIDAYS:
+    if h.sched_len > _MAX_SCHED_LEN or h.hol_count > _MAX_HOLIDAYS:
         raise CacheError(MALFORMED, "schedule or holiday section too large")
     if h.kind == KIND_SNAPSHOT and h.base != 0:
         raise CacheError(MALFORMED, "snapshot with a base version")
