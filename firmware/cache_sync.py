@@ -27,9 +27,15 @@ from crypto import ct
 from firmware import events, protocol
 from firmware.log import log
 
-# cache_rejected event arg (docs/protocol.md)
-REJECT_CODES = {"bad_tag": 1, "stale_version": 2, "base_mismatch": 3, "malformed": 4,
-                "wrong_site": 5, "storage": 6, "bad_chunk": 7, "no_cache_key": 8, "no_room": 9}
+# cache_rejected event arg (docs/protocol.md): a reason's place here counted from 1, 99 for any
+# other. A tuple of constants is frozen into the image; a dict would be built in the heap.
+REJECT_REASONS = ("bad_tag", "stale_version", "base_mismatch", "malformed", "wrong_site",
+                  "storage", "bad_chunk", "no_cache_key", "no_room")
+
+
+def reject_code(reason):
+    """The cache_rejected event's arg for a refusal reason."""
+    return REJECT_REASONS.index(reason) + 1 if reason in REJECT_REASONS else 99
 
 
 class CacheSync:
@@ -63,7 +69,7 @@ class CacheSync:
         self.receiving = self.total = self.have = 0
         log("cache: update refused:", reason)
         if self.recorder is not None:
-            self.recorder.record(events.CACHE_REJECTED, REJECT_CODES.get(reason, 99))
+            self.recorder.record(events.CACHE_REJECTED, reject_code(reason))
 
     def chunk(self, payload):
         """Take one update message. Returns True when the state changed in a way the

@@ -199,15 +199,22 @@ class Commands:
             elif self.recorder is not None:
                 from firmware.events import COMMAND_REJECTED
 
-                self.recorder.record(COMMAND_REJECTED, REASON_CODES.get(reason.split(":")[0], 99),
+                self.recorder.record(COMMAND_REJECTED, reject_code(reason),
                                      cmd[0].encode()[:12])
         if reply is not None:
             await reply(cmd[0], ok, reason)
         return ok, reason
 
 
-# command_rejected event arg (docs/protocol.md)
-REASON_CODES = {"bad_mac": 1, "expired": 2, "not_yet_valid": 3, "stale": 4, "replay": 5,
-                "clock_unset": 6, "no_keys": 7, "busy": 8, "bad_field": 9, "out_of_range": 10,
-                "lockdown": 11, "bad_mode": 12, "unknown_command": 13, "no_door": 14,
-                "key_generation": 15, "key_scope": 16}
+# command_rejected event arg (docs/protocol.md): a reason's place here counted from 1, 99 for
+# any other. A tuple of constants is frozen into the image; a dict would be built in the heap.
+REJECT_REASONS = ("bad_mac", "expired", "not_yet_valid", "stale", "replay", "clock_unset",
+                  "no_keys", "busy", "bad_field", "out_of_range", "lockdown", "bad_mode",
+                  "unknown_command", "no_door", "key_generation", "key_scope")
+
+
+def reject_code(reason):
+    """The command_rejected event's arg for a refusal reason ("out_of_range:x" counts as
+    "out_of_range")."""
+    reason = reason.split(":")[0]
+    return REJECT_REASONS.index(reason) + 1 if reason in REJECT_REASONS else 99

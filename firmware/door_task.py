@@ -15,9 +15,10 @@ from firmware.events import Uptime
 from firmware.inputs import Debouncer, check_contact
 from firmware.patrol import Patrol
 
-# Buzzer patterns: (on ms, period ms); on == period is a steady tone.
-BUZZER_PATTERNS = {"off": (0, 1000), "prealarm": (200, 1000), "alarm": (1000, 1000),
-                   "deny": (100, 200)}
+# Buzzer patterns by name, each (on ms, period ms); on == period is a steady tone; any other
+# name is off. Tuples of constants are frozen into the image; a dict would be built in the heap.
+BUZZER_NAMES = ("prealarm", "alarm", "deny")
+BUZZER_TIMES = ((200, 1000), (1000, 1000), (100, 200))
 INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
 
 
@@ -27,7 +28,9 @@ def relay_energised(lock, fail_safe):
 
 
 def buzzer_on(pattern, elapsed_ms):
-    on, period = BUZZER_PATTERNS.get(pattern, (0, 1000))
+    if pattern not in BUZZER_NAMES:
+        return False
+    on, period = BUZZER_TIMES[BUZZER_NAMES.index(pattern)]
     return on >= period or (elapsed_ms % period) < on
 
 

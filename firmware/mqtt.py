@@ -40,13 +40,14 @@ CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 _MAX_TOPIC = const(256)  # bytes: longer topics are skipped unread (ours are door/v1/<id>/<leaf>)
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
 
-CONNACK_REASONS = {
-    1: "unacceptable protocol version",
-    2: "client id rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorised",
-}
+# CONNACK return codes 1-5 (a tuple of constants is frozen into the image; a dict is not)
+CONNACK_REASONS = ("unacceptable protocol version", "client id rejected", "server unavailable",
+                   "bad user name or password", "not authorised")
+
+
+def connack_reason(code):
+    """Why the broker refused the connection, from its CONNACK return code."""
+    return CONNACK_REASONS[code - 1] if 1 <= code <= len(CONNACK_REASONS) else str(code)
 
 
 class MQTTError(Exception):
@@ -180,7 +181,7 @@ class MQTTClient:
             raise MQTTError("bad CONNACK")
         if hdr[3] != 0:
             await self._abort()
-            raise MQTTError("connection refused: " + CONNACK_REASONS.get(hdr[3], str(hdr[3])))
+            raise MQTTError("connection refused: " + connack_reason(hdr[3]))
         self.connected = True
         self._closed = asyncio.Event()
         self._last_rx = ticks_ms()

@@ -15,19 +15,17 @@ from offline_cache.fmt import (
     ACTIVE,
     BAD_TAG,
     BASE_MISMATCH,
-    CANCELLED,
     DELETE,
     HDR_SIZE,
     HMAC,
     KIND_DELTA,
     KIND_SNAPSHOT,
-    LOST,
     MALFORMED,
     NO_END,
     REC_SIZE,
     REF_LEN,
     STALE,
-    SUSPENDED,
+    STATUS_NAMES,
     TAG_SIZE,
     WRONG_SITE,
     CacheError,
@@ -80,7 +78,6 @@ NO_CACHE = "no_cache"
 # next snapshot, the next boot). Never main.bin alone: the overlay may hold revocations.
 OPEN_FAILED = "open_failed"
 CLOCK_UNSET = "clock_unset"
-_STATUS_REASON = {LOST: "lost", SUSPENDED: "suspended", CANCELLED: "cancelled"}
 
 STORAGE = "storage"  # update refused: flash full or failing
 NO_ROOM = "no_room"  # update refused before it was written: it cannot fit the free flash
@@ -461,7 +458,7 @@ class Cache:
         master = bool(flags & 4)
         status = flags & 3
         if status != ACTIVE:
-            return False, _STATUS_REASON[status], master
+            return False, STATUS_NAMES[status], master
         if now is None:
             return False, CLOCK_UNSET, master
         tz = self._top().hdr.tz_min

@@ -90,6 +90,9 @@ def test_buzzer_patterns():
     assert buzzer_on("alarm", 0) and buzzer_on("alarm", 999)
     assert buzzer_on("prealarm", 100) and not buzzer_on("prealarm", 300)
     assert buzzer_on("prealarm", 1100)
+    assert buzzer_on("deny", 0) and buzzer_on("deny", 99)
+    assert not buzzer_on("deny", 100) and buzzer_on("deny", 200)
+    assert not buzzer_on("no_such_pattern", 0) and not buzzer_on("no_such_pattern", 500)
 
 
 def test_prealarm_beeps_then_held_open_alarm_and_patrol():
