@@ -8,6 +8,12 @@ platform's CPU in it. Here the waiting messages are also kept in a queue of thei
 the order paho sends them, so the next one is found at once. Which messages are sent, in
 which order, with which flags, is paho's: the same `_send_publish` call, the same states.
 
+paho also reads the socket a byte or two at a time (a packet's type, each byte of its length,
+then its body: three or four `recv` calls a packet) and handles one packet per `select` when
+nothing of its own is in flight, as when a fan-out's thousands of answers come in. Here its
+reads are served from one `recv` of up to 64 KiB, and every packet that read brought is
+handled before the next `select` (`_sock_recv`, `loop_read`).
+
 It leans on paho 2.x's private names (`_out_messages`, `_inflight_messages`,
 `_update_inflight`, `_messages_reconnect_reset_out`); tests/host/services/test_paho_window.py sends
 past the window through a real mosquitto, across a broker restart, and fails if paho changes
@@ -25,6 +31,7 @@ from paho.mqtt.client import MQTTErrorCode
 _QUEUED = mqtt.MessageState.MQTT_MS_QUEUED
 _WAIT_PUBACK = mqtt.MessageState.MQTT_MS_WAIT_FOR_PUBACK
 _WAIT_PUBREC = mqtt.MessageState.MQTT_MS_WAIT_FOR_PUBREC
+READ_SIZE = 65536  # bytes read from the socket at once
 
 
 class WindowedClient(mqtt.Client):
@@ -34,7 +41,33 @@ class WindowedClient(mqtt.Client):
         self.fast = all(hasattr(self, name) for name in (
             "_out_messages", "_out_message_mutex", "_inflight_messages",
             "_max_inflight_messages", "_send_publish", "_update_inflight",
-            "_messages_reconnect_reset_out"))
+            "_messages_reconnect_reset_out", "_sock_recv", "_sock"))
+        self._rsock: Any = None  # the socket `_rbuf` was read from
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """paho's read of `bufsize` bytes at most, from what one larger read brought."""
+        if not self.fast:
+            return super()._sock_recv(bufsize)
+        if self._rsock is not self._sock:  # a new connection: nothing of the old one is kept
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(READ_SIZE)  # BlockingIOError when nothing came
+            if len(data) <= bufsize:
+                return data  # b"": the connection ended
+            self._rbuf, self._rpos = data, 0
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's, then again while the last read left whole or partial packets unread."""
+        rc = super().loop_read(max_packets)
+        while (self.fast and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None
+               and self._rsock is self._sock and self._rpos < len(self._rbuf)):
+            rc = super().loop_read(max_packets)
+        return rc
 
     def publish(self, topic: str, payload: Any = None, qos: int = 0, retain: bool = False,
                 properties: Any = None) -> mqtt.MQTTMessageInfo:

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from host_tools.services.mosquitto import Mosquitto
@@ -95,3 +96,56 @@ def test_messages_published_while_the_broker_is_down_are_sent_when_it_returns() 
         finally:
             tx.loop_stop()
             tx.disconnect()
+
+
+def test_a_burst_of_messages_is_read_in_few_reads_each_once_in_order_across_a_restart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan-out's answers come as a burst of small packets: the client reads them in large
+    reads (paho alone makes three or four `recv` calls a packet), handles each once and in
+    order, packets cut across reads included, and a new connection after a broker restart
+    starts from nothing of the old one's bytes."""
+    from reference_platform import fanout_writer
+
+    reads: list[int] = []
+    plain = mqtt.Client._sock_recv
+
+    def counted(self: mqtt.Client, bufsize: int) -> bytes:
+        data = plain(self, bufsize)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(mqtt.Client, "_sock_recv", counted)
+    monkeypatch.setattr("reference_platform.paho_window.READ_SIZE", 1000)  # packets cut across reads
+    with Mosquitto() as broker:
+        got: list[tuple[int, bytes]] = []
+        ready = threading.Event()
+        c = WindowedClient(CallbackAPIVersion.VERSION2, client_id=f"rx-{uuid.uuid4().hex[:6]}")
+        assert c.fast
+        c.reconnect_delay_set(1, 1)
+        c.on_connect = lambda c, *a: c.subscribe([("b/#", 0), ("q/#", 1)])
+        c.on_subscribe = lambda *a: ready.set()
+        c.on_message = lambda c, u, msg: got.append((msg.topic, bytes(msg.payload)))
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        try:
+            for round_ in range(2):
+                assert ready.wait(20)
+                got.clear()
+                reads.clear()
+                messages = [(("b/x" if i % 2 else "q/y"), b"%d-%d" % (round_, i) * (1 + i % 9))
+                            for i in range(3000)]
+                assert fanout_writer.publish_all(broker.host, broker.port, messages) == []
+                deadline = time.monotonic() + 30
+                while len(got) < len(messages) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.2)  # a duplicate would come now
+                for topic in ("b/x", "q/y"):  # QoS 0 and QoS 1: in order on each topic
+                    assert [p for t, p in got if t == topic] == [p for t, p in messages if t == topic]
+                assert len(got) == len(messages)
+                assert len(reads) < len(messages) / 4  # not three or four reads a packet
+                broker.stop()  # the same port again: the client reconnects
+                ready.clear()
+                broker.start()
+        finally:
+            c.loop_stop()
+            c.disconnect()

@@ -230,3 +230,30 @@ def test_a_lost_card_reaches_every_door_once_on_a_per_door_site(db_url: str, bul
             listener.close()
             registry_store.close()
             store.close()
+
+
+def test_the_doors_answers_cost_the_platform_no_packet_back(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A door's whitelist state reaches the platform at QoS 0 (the door publishes it at QoS 1,
+    retained): 16,900 answers to a fan-out are 16,900 packets read, none written back, and
+    every one is taken."""
+    import logging
+
+    with Mosquitto() as broker:
+        p = Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port, ingest=False,
+                     lease=False).start()
+        try:
+            assert p.connected.wait(20)
+            p._client.enable_logger(logging.getLogger("paho-under-test"))
+            caplog.set_level(logging.DEBUG, logger="paho-under-test")
+            doors = [f"city.d{i}" for i in range(300)]
+            answers = [(protocol.topic(d, "cache_state"), protocol.encode_cache_state(7))
+                       for d in doors]
+            got = p.wait_cache_states(doors, lambda s: s["version"] == 7, 30, then=lambda: (
+                fanout_writer.publish_all(broker.host, broker.port, answers)))
+            assert len(got) == 300
+            assert not [r for r in caplog.records if "PUBACK" in r.getMessage()
+                        and "Sending" in r.getMessage()]
+            assert [r for r in caplog.records if "Received PUBLISH" in r.getMessage()]
+        finally:
+            p.stop()
