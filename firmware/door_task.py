@@ -20,6 +20,7 @@ from firmware.patrol import Patrol
 BUZZER_NAMES = ("prealarm", "alarm", "deny")
 BUZZER_TIMES = ((200, 1000), (1000, 1000), (100, 200))
 INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
+SERVE_MS = 20  # polls from inside another task's long job: at most this often
 
 
 def relay_energised(lock, fail_safe):
@@ -83,8 +84,19 @@ class DoorTask:
         self._sched_at = now
         self.scheduled = False  # passage mode was set by the schedule
         self._want = None  # the schedule's last answer: it acts on its edges only
+        self._served = now
 
     # -- one poll ---------------------------------------------------------------------
+
+    def serve(self):
+        """A poll from inside a long job of another task (a 100k snapshot's verification, a
+        whitelist merge), at most every SERVE_MS: the door's inputs, timers and relay are
+        served meanwhile, so a lock never stays open past its window."""
+        now = self.clock.ticks_ms()
+        d = self.clock.ticks_diff(now, self._served)
+        if d >= SERVE_MS or d < 0:  # < 0: the last serve is too long ago for the wrapping ticks
+            self._served = now
+            self.poll(now)
 
     def poll(self, now):
         m = self.machine

@@ -210,22 +210,10 @@ def _start_cards(board, cfg, door):
     if uplink is not None:
         from firmware.cache_sync import CacheSync
 
-        clock = board.clock
-        last = [clock.ticks_ms()]
-
-        def serve_door():
-            # A 100k snapshot takes a while to verify: the door's inputs, timers and relay are
-            # served in between, so a lock never stays open past its window meanwhile.
-            now = clock.ticks_ms()
-            d = clock.ticks_diff(now, last[0])
-            if d >= 20 or d < 0:  # < 0: the last serve is too long ago for the wrapping ticks
-                last[0] = now
-                door.poll(now)
-
-        sync = CacheSync(cache, running.get("recorder"), status, uplink.publish, serve_door)
+        sync = CacheSync(cache, running.get("recorder"), status, uplink.publish, door.serve)
         sync.content = running.get("content")
         if sync.content is not None:
-            sync.content.tick = serve_door
+            sync.content.tick = door.serve
         sync.on_refused = uplink.refuse
         uplink.on_cache = sync.on_message
         uplink.on_connected = sync.publish_state

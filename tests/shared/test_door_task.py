@@ -187,3 +187,26 @@ def test_platform_commands_for_the_door():
     assert t.command("patrol") == (True, "")
     _run(b, t, 1200)
     assert t.patrol.count == n + 1
+
+
+def test_a_long_job_serves_the_door_at_most_every_serve_ms_even_across_wrapped_ticks():
+    from firmware.door_task import SERVE_MS
+
+    b, t, sink = _task({"debounce_ms": 0})
+    polls = []
+    real = t.poll
+    t.poll = lambda now: (polls.append(now), real(now))
+    b.clock.t += SERVE_MS - 1
+    t.serve()
+    assert polls == []  # too soon after the task was made
+    b.clock.t += 1
+    t.serve()
+    t.serve()
+    assert polls == [1000 + SERVE_MS]
+    b.rex.v = True  # a REX press during the job opens the door at the next serve
+    b.clock.t += SERVE_MS
+    t.serve()
+    assert b.relay.v is True and len(polls) == 2
+    b.clock.t -= 5 * SERVE_MS  # ticks behind the last serve: it is too long ago, serve now
+    t.serve()
+    assert len(polls) == 3
