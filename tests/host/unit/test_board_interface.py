@@ -153,3 +153,27 @@ def test_a_board_that_sets_nothing_optional_runs_without_those_parts() -> None:
     b = Bare()
     assert b.relay is None and b.reader_uart is None and b.journal_dev is None
     assert b.boot_count == 0 and b.reset_cause() is None
+
+
+def _clock_guesses(tree: ast.AST) -> list[str]:
+    """getattr/hasattr calls on a clock (`clock`, `self.clock`, `board.clock`), by member."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ("getattr", "hasattr") and len(node.args) > 1:
+            first = node.args[0]
+            name = first.id if isinstance(first, ast.Name) else \
+                first.attr if isinstance(first, ast.Attribute) else ""
+            if name == "clock":
+                member = node.args[1]
+                out.append(member.value if isinstance(member, ast.Constant) else "?")
+    return out
+
+
+def test_the_firmware_reads_the_clock_s_declared_members_and_never_guesses() -> None:
+    """`trusted` is a member of every clock (board/interface.py): a getattr with a default
+    would take a clock without it as trusted."""
+    guesses = {path.name: _clock_guesses(ast.parse(path.read_text()))
+               for path in sorted((REPO_ROOT / "firmware").glob("*.py"))}
+    assert {k: v for k, v in guesses.items() if v} == {}
+    assert _clock_guesses(ast.parse('x = getattr(self.clock, "trusted", True)')) == ["trusted"]
