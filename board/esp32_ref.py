@@ -9,6 +9,13 @@ import time
 
 from board import interface
 
+# What this board needs on the device, read by deploy and the image manifest without
+# importing this module (host_tools/boards.py, docs/architecture.md "Boards").
+PLATFORM = "esp32"
+PACKAGES = ("firmware", "crypto", "offline_cache")
+DEVICE_FILES = ("board/romfs.py",)
+ENTRY = "board/esp32_main.py"  # the device's main.py: picks the deployed set, then main()
+
 # Pin map (ESP32-WROOM-32E or ESP32-WROVER-E module, see docs/hardware.md).
 PINS = {
     "relay": 26,  # lock relay driver (active high; the firmware sets the lock's polarity)

@@ -1,8 +1,26 @@
-# The application frozen into every firmware image: each board's manifest includes this file,
-# so what is frozen is the same on the ESP32, the 32-bit virtual board and the bare-metal build.
-# Paths are relative to this file (MicroPython's manifest tools run it from its folder).
+# The application frozen into a firmware image, as its board declares it: each board's image
+# manifest includes this file with board="<board module>", and this freezes that board's
+# PACKAGES, the board package's base (__init__, interface), the board module, its
+# DEVICE_FILES and its ENTRY, plus `extra` (repo-relative files the image also carries).
+# The declaration is read by host_tools/boards.py (standard library only, never importing the
+# board module), the same reader `doorctl deploy` uses. Paths are relative to this file
+# (MicroPython's manifest tools run it from its folder).
+import os
+import sys
+
 include("$(MPY_DIR)/extmod/asyncio")
 
-package("firmware", base_path="..")
-package("crypto", base_path="..")
-package("offline_cache", base_path="..")
+options.defaults(board=None, extra=())
+_repo = os.path.abspath("..")
+if _repo not in sys.path:
+    sys.path.insert(0, _repo)
+from pathlib import Path  # noqa: E402
+
+from host_tools.boards import read_board  # noqa: E402
+
+_board = read_board(options.board, Path(_repo))
+if _board is None:
+    raise ValueError("board/%s.py declares no PLATFORM, PACKAGES, DEVICE_FILES, ENTRY" % options.board)
+for _rel in sorted({*_board.files(Path(_repo)), *([_board.entry] if _board.entry else []),
+                    *options.extra}):
+    module(_rel, base_path="..")

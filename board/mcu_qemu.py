@@ -21,6 +21,13 @@ import mps2
 
 from board import interface
 
+# What this board needs on the device, read by the image manifest without importing this
+# module (host_tools/boards.py, docs/architecture.md "Boards").
+PLATFORM = "qemu"
+PACKAGES = ("firmware", "crypto", "offline_cache")
+DEVICE_FILES = ()
+ENTRY = None  # scripts are run over the console (doorctl mcu run)
+
 FLASH_BLOCKS = 1024  # 4 MiB of 4 KiB erase blocks for littlefs (a 100k whitelist + an update)
 JOURNAL_BLOCKS = 397  # as on the virtual board: 50,000 events of 32 bytes + spare + ack area
 BLOCK = 4096

@@ -16,6 +16,14 @@ import time
 from board import interface
 from board.flashsim import FlashSim, mount
 
+# What this board needs on the device, read by deploy and the image manifest without
+# importing this module (host_tools/boards.py, docs/architecture.md "Boards"). The console
+# (rawrepl) comes from the deployed set, like the firmware.
+PLATFORM = "linux"
+PACKAGES = ("firmware", "crypto", "offline_cache")
+DEVICE_FILES = ("board/romfs.py", "board/flashsim.py", "board/rawrepl.py", "board/vdev_rom.py")
+ENTRY = None  # the launcher runs board/vdev_boot.py from the host (host_tools/vdev/device.py)
+
 FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
 JOURNAL_BLOCKS = 397  # 50,000 events of 32 bytes + a spare sector + the ack area
 ROM_BLOCKS = 64  # two 256 KiB ROM partitions for the application's ROMFS image (board/vdev_rom.py)

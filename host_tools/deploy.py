@@ -13,6 +13,9 @@ program verifies every hash of the staged set; its manifest is written; one prog
 switches (active.json replaced by a rename). A re-deploy with nothing changed costs one
 run, the probe.
 
+What a device gets is its board's declaration (host_tools/boards.py): the board module
+that names the device's `sys.platform`, or the one chosen with `--board`.
+
 The console (port checks, handshake, `mpremote` runs and their one-line errors) is
 host_tools/console.py's, shared with commissioning, the self-test and the rig.
 """
@@ -30,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware import VERSION
+from host_tools.boards import BoardError, BoardSpec, board_for_platform, board_named
 from host_tools.console import check_port, handshake, mpremote
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, UserError
-from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree
+from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree, compile_file
 from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
@@ -52,36 +56,11 @@ LEGACY = (MANIFEST, BUSY, "rom.json")
 PROBE_TIMEOUT_S = 60  # the handshake has shown a raw REPL: this is a hang
 COPY_BATCH = 8
 
-# Host-side parts of the virtual board and the boot template: never copied into lib/.
-HOST_ONLY = ("board/vdev_boot.mpy", "board/vdev_lib/", "board/esp32_main.mpy")
-# With --romfs these packages go into the ROM partition's image (board/romfs.py); board/
-# stays in lib/: it holds the code that checks the image before the firmware trusts it.
-ROM_PACKAGES = ("firmware", "crypto", "offline_cache")
+# With --romfs the board's PACKAGES go into the ROM partition's image (board/romfs.py);
+# board/ stays in lib/: it holds the code that checks the image before the firmware trusts it.
 ROM_RECORD = "rom.json"
 ROM_MOUNT = "/rom"
 
-
-@dataclass(frozen=True)
-class Target:
-    """What one kind of device gets: board files left out, and its boot entry."""
-
-    name: str
-    exclude: tuple[str, ...] = ()
-    # Source file copied to `main.py` in the device's working directory (run at boot).
-    boot_main: Path | None = None
-
-
-# Keyed by the device's `sys.platform`.
-TARGETS = {
-    "esp32": Target("esp32-ref",
-                    exclude=("board/virtual.mpy", "board/rawrepl.mpy", "board/flashsim.mpy",
-                             "board/vdev_rom.mpy"),
-                    boot_main=REPO_ROOT / "board" / "esp32_main.py"),
-    # The virtual device (unix port): its launcher runs board/vdev_boot.py from the host,
-    # which mounts the flash, puts /flash/lib first on sys.path and runs the firmware.
-    "linux": Target("virtual", exclude=("board/esp32_ref.mpy",)),
-}
-OTHER = Target("other")
 
 # Runs on the device: what it is, and the sha256 of every file under lib/ and of `extra`.
 # One line per file and no big strings or dicts: the heap left beside a running firmware
@@ -296,18 +275,32 @@ def check_mpy_compatible(info: DeviceInfo, sample: bytes) -> None:
                         EXIT_MISSING_TOOL)
 
 
-def target_for(platform: str) -> Target:
-    return TARGETS.get(platform, OTHER)
+def board_for(platform: str, name: str | None = None, port: str = "the port") -> BoardSpec:
+    """The board a device gets: the one chosen by `name`, else the one that declares the
+    device's `sys.platform`. One clear line when there is none or the choice does not fit."""
+    try:
+        board = board_named(name) if name else board_for_platform(platform)
+    except BoardError as e:
+        raise UserError(str(e)) from None
+    if board is None:
+        raise UserError(f"no board runs on {platform} (the device on {port}): add a board module "
+                        f"declaring PLATFORM = {platform!r} (docs/architecture.md, Boards)")
+    if board.platform != platform:
+        raise UserError(f"board {board.name} runs on {board.platform}, the device on {port} "
+                        f"on {platform}: choose its board with --board, or none")
+    return board
 
 
-def local_files(target: Target, build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
-    """Device path -> compiled file, for one target."""
+def local_files(board: BoardSpec, build_dir: Path = DEFAULT_BUILD_DIR) -> dict[str, Path]:
+    """Device path -> compiled file: exactly what the board declares (host_tools/boards.py)."""
+    build_device_tree(build_dir)
     files: dict[str, Path] = {}
-    for path in build_device_tree(build_dir):
-        rel = path.relative_to(build_dir).as_posix()
-        if any(rel.startswith(h) for h in HOST_ONLY + target.exclude):
-            continue
-        files[f"{DEVICE_LIB}/{rel}"] = path
+    for rel in board.files(REPO_ROOT):
+        out = build_dir / Path(rel).with_suffix(".mpy")
+        src = REPO_ROOT / rel
+        if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+            compile_file(src, out)  # a package the device tree does not list
+        files[f"{DEVICE_LIB}/{Path(rel).with_suffix('.mpy').as_posix()}"] = out
     return files
 
 
@@ -355,13 +348,11 @@ def build_romfs(files: dict[str, bytes]) -> bytes:
         return out.read_bytes()
 
 
-def application_image(build_dir: Path = DEFAULT_BUILD_DIR) -> bytes:
-    """The ROMFS image of the application (ROM_PACKAGES) as `deploy --romfs` builds it."""
-    files: dict[str, bytes] = {}
-    for path in build_device_tree(build_dir):
-        rel = path.relative_to(build_dir).as_posix()
-        if rel.split("/")[0] in ROM_PACKAGES:
-            files[rel] = path.read_bytes()
+def application_image(board: BoardSpec, build_dir: Path = DEFAULT_BUILD_DIR) -> bytes:
+    """The ROMFS image of the board's application packages as `deploy --romfs` builds it."""
+    files = {dev[len(DEVICE_LIB) + 1:]: path.read_bytes()
+             for dev, path in local_files(board, build_dir).items()
+             if dev.split("/")[1] in board.packages}
     return build_romfs(files)
 
 
@@ -453,27 +444,30 @@ def staging_slot(active: str | None, running: str | None = None) -> str:
 
 
 def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
-           batch: int = COPY_BATCH, romfs: bool = False, force_rom: bool = False) -> DeployResult:
+           batch: int = COPY_BATCH, romfs: bool = False, force_rom: bool = False,
+           board_name: str | None = None) -> DeployResult:
     """Stage this repository's device code as a new set beside the one the device runs, prove
     it, and switch to it with one atomic record; the set it ran stays as the previous one.
 
     With `romfs`, the application's packages go into a ROM partition as one image, whose
     bytecode the board runs in place (docs/deploy.md); the set then holds the board's files.
     The image is written only when it differs from the recorded one, or with `force_rom`.
+    What is staged is what the device's board declares (`board_name` chooses the board when
+    more than one runs on the device's platform).
     """
     # The boot entry's path is the same on every target; hash it in the first round trip.
     info = probe(port, ["main.py", MAIN_NEW, ROM_RECORD, BUSY, MANIFEST])
-    target = target_for(info.platform)
-    files = local_files(target)
+    board = board_for(info.platform, board_name, port)
+    files = local_files(board)
     check_mpy_compatible(info, next(iter(files.values())).read_bytes())
     if romfs and info.rom_partitions < 1:
         raise UserError(f"the MicroPython on {port} has no ROM partition (vfs.rom_ioctl): flash "
                         "a build with a romfs partition (board/esp32_partitions.csv), or deploy "
                         "without --romfs", EXIT_MISSING_TOOL)
-    in_rom = {d: p for d, p in files.items() if romfs and d.split("/")[1] in ROM_PACKAGES}
+    in_rom = {d: p for d, p in files.items() if romfs and d.split("/")[1] in board.packages}
     sources: dict[str, Path] = {d: p for d, p in files.items() if d not in in_rom}
-    if target.boot_main is not None:
-        sources["main.py"] = target.boot_main
+    if board.entry is not None:
+        sources["main.py"] = REPO_ROOT / board.entry
     # Read each file once: what is hashed is what is copied, even if the shared build tree
     # is recompiled meanwhile.
     data = {dev: p.read_bytes() for dev, p in sources.items()}
@@ -511,7 +505,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
         "firmware": VERSION,
         "commit": git_commit(),
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "target": target.name,
+        "target": board.name,
         "device": {"platform": info.platform, "machine": info.machine,
                    "mpy": info.mpy_version & 0xFF},
         "files": result.files,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from host_tools.benchmarks import Outcome, failing
-from host_tools.deploy import MPREMOTE, deploy, local_files, target_for
+from host_tools.deploy import MPREMOTE, board_for, deploy, local_files
 from host_tools.vdev.device import VirtualDevice
 
 BASELINE_PACKAGES: int | None = None  # copied by the baseline (None: all, as deploy does)
@@ -32,7 +32,7 @@ def _timed_deploy(port: str) -> tuple[float, int]:
 
 def run(names: set[str]) -> dict[str, Outcome]:
     out: dict[str, Outcome] = {}
-    local_files(target_for("linux"))  # compile first: not part of any figure
+    local_files(board_for("linux"))  # compile first: not part of any figure
     deploy_figures = ("deploy.files", "deploy.first_s", "deploy.again_s")
     with failing(out, *deploy_figures):
         if names & set(deploy_figures):
@@ -50,7 +50,7 @@ def _baseline(out: dict[str, Outcome]) -> None:
     """`mpremote fs cp -r` of the same tree to a fresh device."""
     with tempfile.TemporaryDirectory() as tmp, VirtualDevice(Path(tmp) / "d") as dev:
         tree = Path(tmp) / "tree"
-        for dev_path, src in local_files(target_for("linux")).items():
+        for dev_path, src in local_files(board_for("linux")).items():
             dest = tree / dev_path  # lib/…, the same files deploy sends
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(src.read_bytes())

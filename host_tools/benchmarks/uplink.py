@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware import protocol
 from host_tools.benchmarks import Outcome, failing
-from host_tools.deploy import application_image
+from host_tools.deploy import application_image, board_for
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
 from host_tools.services.mosquitto import Mosquitto
@@ -198,7 +198,7 @@ def run(names: set[str]) -> dict[str, Outcome]:
         with failing(out, "uplink.heap_min_rom_kib"):
             if "uplink.heap_min_rom_kib" in names:
                 rom = Path(tmp) / "app.romfs"
-                rom.write_bytes(application_image())
+                rom.write_bytes(application_image(board_for("linux")))
                 out["uplink.heap_min_rom_kib"] = _heap_min_kib(Path(tmp), broker, rom)
         signed = ("uplink.drain_signed_events_per_s", "uplink.drain_unsigned_events_per_s")
         with failing(out, *signed):

@@ -22,11 +22,15 @@ def deploy_command(
                                "not the heap. Reset the device afterwards to run it."),
     force_rom: bool = typer.Option(False, "--force-rom", help="With --romfs: write the image "
                                    "even if the device's matches it (suspected flash damage)."),
+    board: str = typer.Option(None, "--board", help="The board module (board/NAME.py) or name "
+                              "whose declared files the device gets (default: the one board "
+                              "that runs on the device's sys.platform)."),
     as_json: bool = typer.Option(False, "--json", help="Print the deploy manifest as JSON."),
 ) -> None:
     """Compile the device code to .mpy, stage it as a new set beside the one the device runs (sets/a or sets/b), verify every file's sha256 there, write its manifest, then switch to it in one atomic step (active.json); the set it ran stays as the fallback.
 
-    On an ESP32 it also writes main.py, which starts the firmware at boot.
+    What is sent is what the device's board module declares (PACKAGES, DEVICE_FILES, ENTRY);
+    on an ESP32 its ENTRY becomes main.py, which starts the firmware at boot.
     A Ctrl-C or a power cut at any point leaves the device on its old set or on the new one.
     With --romfs the application (firmware, crypto, offline_cache) is written as one image
     into the ROM partition, verified there by sha256 and only then recorded (rom.json); the
@@ -53,7 +57,8 @@ def deploy_command(
 
         try:
             port = pick_port(port)
-            result = deploy(port, progress, romfs=romfs, force_rom=force_rom)
+            result = deploy(port, progress, romfs=romfs, force_rom=force_rom,
+                            board_name=board)
         except UserError as e:
             raise fail(str(e), e.exit_code) from None
         except KeyboardInterrupt:

@@ -249,7 +249,7 @@ def flash(
         from host_tools.commands.deploy import deploy_command
 
         time.sleep(2)  # the board boots MicroPython
-        deploy_command(port=port, romfs=False, force_rom=False, as_json=False)
+        deploy_command(port=port, romfs=False, force_rom=False, board=None, as_json=False)
 
 
 def _flash_image(port: str, image: Path, baud: int) -> None:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from host_tools.boards import board_named
 from host_tools.errors import EXIT_USAGE, UserError
 from host_tools.image.cachekey import cache_key, files_under
 from host_tools.image.source import MICROPY_VERSION, build_mpy_cross, micropython_source
@@ -28,7 +29,6 @@ MANIFEST = BOARD_DIR / "manifest.py"
 OUT_DIR = REPO_ROOT / "build" / "unix32"
 # A build from another manifest (`--manifest`) never replaces the board's image.
 CUSTOM_OUT_DIR = REPO_ROOT / "build" / "unix32-custom"
-APPLICATION = ("firmware", "crypto", "offline_cache")
 # The checked recipe (shared/vendor/README.md): -m32 makes it a 32-bit build; no libffi/btree.
 MAKE_SETTINGS = ("VARIANT=standard", "MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0",
                  "CFLAGS_EXTRA=-m32", "LDFLAGS_EXTRA=-m32")
@@ -42,8 +42,10 @@ class Image:
 
 
 def image_inputs() -> list[Path]:
-    """Every file whose content changes the image: manifests and frozen sources."""
-    return files_under(REPO_ROOT / "board", *(REPO_ROOT / p for p in DEVICE_PACKAGES if p != "board"))
+    """Every file whose content changes the image: manifests, frozen sources, and the reader
+    of the boards' declarations the manifests use."""
+    return files_under(REPO_ROOT / "board", *(REPO_ROOT / p for p in DEVICE_PACKAGES if p != "board"),
+                       REPO_ROOT / "host_tools" / "boards.py")
 
 
 def current_key(tree: Path) -> str:
@@ -74,7 +76,7 @@ def check_manifest(tree: Path, manifest: Path, steps: Steps) -> None:
         finally:
             os.chdir(cwd)
         frozen = {f.target_path for f in m.files()}
-        missing = [p for p in APPLICATION if f"{p}/__init__.py" not in frozen]
+        missing = [p for p in board_named("virtual").packages if f"{p}/__init__.py" not in frozen]
         if missing:
             raise UserError(f"broken manifest {manifest}: it does not freeze {', '.join(missing)} "
                             "(include board/manifest.py)", EXIT_USAGE)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from board import interface
 from firmware.door_task import INPUT_NAMES
+from host_tools.boards import boards
 from host_tools.paths import REPO_ROOT
 
-BOARD_MODULES = ("virtual.py", "esp32_ref.py", "mcu_qemu.py")
+# Every board the tree declares (host_tools/boards.py): a new board is checked as it is added.
+BOARD_MODULES = tuple(f"{b.module}.py" for b in boards())
 BOARD_NAMES = {"board"}  # parameter and variable names the firmware gives a board
 
 

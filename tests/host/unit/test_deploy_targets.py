@@ -4,44 +4,72 @@ from __future__ import annotations
 
 import pytest
 
+from host_tools.boards import read_board
 from host_tools.deploy import (
-    TARGETS,
     DeviceInfo,
+    board_for,
     check_mpy_compatible,
     local_files,
     stale_files,
-    target_for,
 )
 from host_tools.errors import EXIT_MISSING_TOOL, UserError
 from host_tools.mpy_build import DEFAULT_BUILD_DIR
+from host_tools.paths import REPO_ROOT
 
 
 def test_esp32_gets_its_board_and_a_boot_entry_but_not_the_virtual_board() -> None:
-    target = target_for("esp32")
-    files = local_files(target)
+    board = board_for("esp32")
+    files = local_files(board)
     assert "lib/board/esp32_ref.mpy" in files and "lib/firmware/main.mpy" in files
-    for host_part in ("virtual", "rawrepl", "flashsim", "vdev_boot", "vdev_lib", "esp32_main"):
+    assert "lib/board/romfs.mpy" in files
+    for host_part in ("virtual", "rawrepl", "flashsim", "vdev", "esp32_main", "mcu_qemu"):
         assert not any(host_part in f for f in files), host_part
-    assert target.boot_main is not None and target.boot_main.name == "esp32_main.py"
-    assert "from board.esp32_ref import main" in target.boot_main.read_text()
+    assert board.name == "esp32-ref" and board.entry == "board/esp32_main.py"
+    assert "from board.esp32_ref import main" in (REPO_ROOT / board.entry).read_text()
 
 
 def test_virtual_device_gets_the_virtual_board_only() -> None:
-    files = local_files(TARGETS["linux"])
+    board = board_for("linux")
+    files = local_files(board)
     assert "lib/board/virtual.mpy" in files and "lib/board/flashsim.mpy" in files
-    assert "lib/board/esp32_ref.mpy" not in files
-    assert TARGETS["linux"].boot_main is None
+    assert "lib/board/rawrepl.mpy" in files  # its console comes from the deployed set
+    assert "lib/board/esp32_ref.mpy" not in files and "lib/board/mcu_qemu.mpy" not in files
+    assert board.entry is None
 
 
-def test_an_unknown_port_gets_every_board_and_no_boot_entry() -> None:
-    target = target_for("rp2")
-    files = local_files(target)
-    assert {"lib/board/esp32_ref.mpy", "lib/board/virtual.mpy"} <= set(files)
-    assert target.boot_main is None
+def test_what_a_device_gets_is_what_its_board_declares() -> None:
+    for module in ("esp32_ref", "virtual"):
+        board = read_board(module)
+        assert board is not None
+        files = local_files(board)
+        declared = {"lib/" + f[:-3] + ".mpy" for f in board.files()}
+        assert set(files) == declared
+        assert {f"lib/board/{module}.mpy", "lib/board/interface.mpy",
+                "lib/board/__init__.mpy"} <= set(files)
+        for pkg in board.packages:
+            assert f"lib/{pkg}/__init__.mpy" in files
+
+
+def test_an_unknown_port_gets_a_clear_line_not_every_board() -> None:
+    with pytest.raises(UserError) as e:
+        board_for("rp2", port="/dev/ttyACM0")
+    assert str(e.value).startswith("no board runs on rp2 (the device on /dev/ttyACM0)")
+    assert "PLATFORM = 'rp2'" in str(e.value)
+
+
+def test_a_chosen_board_must_run_on_the_device() -> None:
+    assert board_for("esp32", "esp32-ref").module == "esp32_ref"
+    assert board_for("esp32", "esp32_ref").name == "esp32-ref"
+    with pytest.raises(UserError) as e:
+        board_for("linux", "esp32-ref", port="/dev/pts/9")
+    assert "board esp32-ref runs on esp32, the device on /dev/pts/9 on linux" in str(e.value)
+    with pytest.raises(UserError) as e:
+        board_for("linux", "nosuch")
+    assert "no board 'nosuch'" in str(e.value) and "virtual" in str(e.value)
 
 
 def _sample() -> bytes:
-    local_files(target_for("linux"))  # builds the tree
+    local_files(board_for("linux"))  # builds the tree
     return (DEFAULT_BUILD_DIR / "firmware" / "main.mpy").read_bytes()
 
 
