@@ -287,7 +287,7 @@ def board_for(platform: str, name: str | None = None, port: str = "the port") ->
                         f"declaring PLATFORM = {platform!r} (docs/architecture.md, Boards)")
     if board.platform != platform:
         raise UserError(f"board {board.name} runs on {board.platform}, the device on {port} "
-                        f"on {platform}: choose its board with --board, or none")
+                        f"on {platform}: name a board for {platform} with --board, or leave it out")
     return board
 
 
