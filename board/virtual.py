@@ -14,19 +14,20 @@ import sys
 import time
 
 from board import interface
-from board.flashsim import FlashSim, mount
+from board.vdev.flashsim import FlashSim, mount
 
 # What this board needs on the device, read by deploy and the image manifest without
 # importing this module (host_tools/boards.py, docs/architecture.md "Boards"). The console
 # (rawrepl) comes from the deployed set, like the firmware.
 PLATFORM = "linux"
 PACKAGES = ("firmware", "crypto", "offline_cache")
-DEVICE_FILES = ("board/romfs.py", "board/flashsim.py", "board/rawrepl.py", "board/vdev_rom.py")
-ENTRY = None  # the launcher runs board/vdev_boot.py from the host (host_tools/vdev/device.py)
+DEVICE_FILES = ("board/romfs.py", "board/vdev/__init__.py", "board/vdev/flashsim.py",
+                "board/vdev/rawrepl.py", "board/vdev/rom.py")
+ENTRY = None  # the launcher runs board/vdev/boot.py from the host (host_tools/vdev/device.py)
 
 FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
 JOURNAL_BLOCKS = 397  # 50,000 events of 32 bytes + a spare sector + the ack area
-ROM_BLOCKS = 64  # two 256 KiB ROM partitions for the application's ROMFS image (board/vdev_rom.py)
+ROM_BLOCKS = 64  # two 256 KiB ROM partitions for the application's ROMFS image (board/vdev/rom.py)
 OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
 
 INPUT_DEFAULTS = {
@@ -332,7 +333,7 @@ class VirtualBoard(interface.Board):
         deployed set's rom.json, relative to the flash) names (board/romfs.py). Call after
         mount(). Returns None when the image is in use, else why not; a door never deployed
         --romfs pays only for the `vfs.rom_ioctl` shim."""
-        from board import vdev_rom
+        from board.vdev import rom as vdev_rom
 
         vdev_rom.install(self.roms)
         try:

@@ -4,7 +4,7 @@ Works the same on a USB-attached ESP32 and on the virtual device's pty, because 
 driven by the unmodified `mpremote` command. The device keeps two sets of files under its
 working directory (`/` on the ESP32, `/flash` on the virtual device), `sets/a` and `sets/b`,
 each a `lib/` tree with its manifest; `active.json` names the one its boot puts first on the
-import path and the previous one, its fallback (board/vdev_boot.py, board/esp32_main.py).
+import path and the previous one, its fallback (board/vdev/boot.py, board/esp32_main.py).
 
 Round trips (each one `mpremote` run): one program asks the device what it is *and* hashes
 what is already deployed; one prepares the slot not in use (its manifest off, the files the

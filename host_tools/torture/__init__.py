@@ -12,7 +12,7 @@ from host_tools.paths import REPO_ROOT as _REPO_ROOT
 def _repo_board_first() -> None:
     """adafruit-blinka (a dependency) installs a top-level `board.py`, which shadows this
     repository's `board` package when the tools run from the installed `doorctl` script; the
-    run reads flash images with board.flashsim, so the repository's packages come first."""
+    run reads flash images with board.vdev.flashsim, so the repository's packages come first."""
     mod = _sys.modules.get("board")
     if mod is not None and not hasattr(mod, "__path__"):
         del _sys.modules["board"]

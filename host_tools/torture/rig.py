@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from board.virtual import CUT_FILE, JOURNAL_BLOCKS
 from firmware.journal import Journal
 from host_tools.cards import sitekeys

@@ -43,8 +43,8 @@ IMAGES = ("pypi", "unix32")
 IMAGE_ENV = "DOORCTL_TEST_IMAGE"
 # On the 32-bit image the code is in the image, not the heap; TLS still needs its buffers.
 DEFAULT_HEAP_UNIX32 = "160K"
-BOOT_SCRIPT = REPO_ROOT / "board" / "vdev_boot.py"
-VDEV_LIB = REPO_ROOT / "board" / "vdev_lib"
+BOOT_SCRIPT = REPO_ROOT / "board" / "vdev" / "boot.py"
+VDEV_LIB = REPO_ROOT / "board" / "vdev" / "lib"
 LOCK_FILE = "vdev.lock"
 
 
@@ -170,7 +170,7 @@ class VirtualDevice:
             # Everything from the image: only its frozen modules on the path (a deployed
             # /flash/lib still comes first, as on a board).
             env = dict(os.environ, MICROPYPATH=".frozen")
-            return [self._binary, "-X", f"heapsize={self.heap}", "-m", "board.vdev_boot", *args], env
+            return [self._binary, "-X", f"heapsize={self.heap}", "-m", "board.vdev.boot", *args], env
         paths: list[str | Path] = [VDEV_LIB]
         if not self.from_source:
             paths.append(build_device_tree()[0].parents[1])

@@ -9,7 +9,7 @@ import gc
 import os
 import vfs
 
-from board.flashsim import FlashSim, mount
+from board.vdev.flashsim import FlashSim, mount
 from offline_cache import fmt
 from offline_cache.cache import Cache
 

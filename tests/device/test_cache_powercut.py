@@ -8,7 +8,7 @@ import gc
 import os
 import vfs
 
-from board.flashsim import FlashSim, PowerCut, mount
+from board.vdev.flashsim import FlashSim, PowerCut, mount
 from offline_cache import fmt
 from offline_cache.cache import Cache
 from offline_cache.fmt import pack_record

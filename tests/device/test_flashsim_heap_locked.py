@@ -3,7 +3,7 @@
 # errors (a fresh exception instance would itself be a MemoryError).
 import micropython
 
-from board.flashsim import FlashSim, PowerCut
+from board.vdev.flashsim import FlashSim, PowerCut
 from tests.scratch import scratch_path as _path
 
 

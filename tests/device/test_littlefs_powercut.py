@@ -5,7 +5,7 @@ import gc
 import os
 import vfs
 
-from board.flashsim import FlashSim, PowerCut, mount
+from board.vdev.flashsim import FlashSim, PowerCut, mount
 
 MNT = "/lfs"
 

@@ -5,7 +5,7 @@ import json
 import sys
 
 from board import romfs
-from board.flashsim import FlashSim, PowerCut
+from board.vdev.flashsim import FlashSim, PowerCut
 from tests.scratch import scratch_path as _path
 
 MODULE = b"ANSWER = 42\n"
@@ -143,7 +143,7 @@ def test_an_image_the_port_mounted_is_taken_off_when_it_does_not_match():
 def test_a_write_torn_by_a_power_cut_is_refused_at_every_cut_point():
     # The image as the partition holds it when a deploy's write is cut after n programs,
     # with the record of the whole image beside it (the worst case: a stale record).
-    from board.vdev_rom import map_image
+    from board.vdev.rom import map_image
 
     img = _image(data=MODULE * 40)
     rec = _write_record(img)

@@ -8,7 +8,7 @@ import json
 import os
 import vfs
 
-from board.flashsim import FlashSim, PowerCut, mount
+from board.vdev.flashsim import FlashSim, PowerCut, mount
 from firmware import staging
 
 MNT = "/lfs"

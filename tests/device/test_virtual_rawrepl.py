@@ -1,7 +1,7 @@
 # The virtual device's raw REPL and door I/O channel, byte by byte, under MicroPython.
 import os
 
-import board.rawrepl as rawrepl
+import board.vdev.rawrepl as rawrepl
 from firmware import log
 
 BANNER = "raw REPL; CTRL-B to exit\r\n>"

@@ -1,7 +1,7 @@
 # mpy-heapsize: 96K
 # What the door works out at boot, both interpreters: its own power cut from the journal
 # (firmware/power_loss.py) and the parts of its setup that disagree (firmware/setup_check.py).
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from firmware import setup_check
 from firmware.events import SETUP_BITS
 from firmware.journal import FLAG_TIME_VALID, Journal

@@ -1,6 +1,6 @@
 # The NOR-flash simulator's rules, under CPython and MicroPython alike.
 
-from board.flashsim import FlashSim, PowerCut
+from board.vdev.flashsim import FlashSim, PowerCut
 from tests.scratch import scratch_path as _path
 
 

@@ -4,7 +4,7 @@
 import os
 import struct
 
-from board.flashsim import FlashSim, PowerCut
+from board.vdev.flashsim import FlashSim, PowerCut
 from firmware.journal import (CODE_GAP, FLAGS_MASK, R_BOOT, R_CODE, R_FLAGS, R_PAYLOAD, R_SEQ, R_TIME,
                               RECORD_SIZE, Journal, JournalError, payload_of)
 from tests.scratch import scratch_dir

@@ -1,6 +1,6 @@
 # mpy-heapsize: 96K
 # `journal_near_full` is journaled when the journal crosses its threshold, not at every boot.
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from firmware import events
 from firmware.journal import R_CODE, Journal
 

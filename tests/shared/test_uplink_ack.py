@@ -3,7 +3,7 @@
 # door frees and what it sends again (docs/protocol.md, "Acknowledgements", "Resend requests").
 import asyncio
 
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from crypto.hmac256 import hmac_sha256
 from crypto.keystore import SoftwareKeyStore
 from firmware import protocol

@@ -1,7 +1,7 @@
 # mpy-heapsize: 128K
 # What the uplink sends of a journal record, under CPython and MicroPython alike (the uplink
 # module brings asyncio and the MQTT client, more than the default 64K test heap).
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from firmware.journal import Journal
 
 

@@ -18,7 +18,7 @@ NOW = 20000 * 86400 + 12 * 3600
 
 
 def fresh(name, blocks):
-    from board.flashsim import FlashSim
+    from board.vdev.flashsim import FlashSim
 
     p = folder + "/" + name
     try:
@@ -57,7 +57,7 @@ def median(xs):
 if mode == "cache":
     import vfs
 
-    from board.flashsim import mount
+    from board.vdev.flashsim import mount
     from offline_cache.cache import Cache
 
     pf = open(folder + "/probes.bin", "rb")  # read one probe at a time: the heap is the cache's
@@ -150,7 +150,7 @@ elif mode == "json":
 elif mode == "files":
     import vfs
 
-    from board.flashsim import mount
+    from board.vdev.flashsim import mount
 
     n = int(sys.argv[3])
     dev = fresh("files.img", 1024)

@@ -8,7 +8,7 @@ import time
 
 import vfs
 
-from board.flashsim import FlashSim, mount
+from board.vdev.flashsim import FlashSim, mount
 
 folder, reps = sys.argv[1], int(sys.argv[2])
 MNT = "/bench"

@@ -6,7 +6,7 @@ import time
 
 import vfs
 
-from board.flashsim import FlashSim, mount
+from board.vdev.flashsim import FlashSim, mount
 from firmware.journal import RECORD_SIZE, Journal
 
 folder, n = sys.argv[1], int(sys.argv[2])

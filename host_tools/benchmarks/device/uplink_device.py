@@ -12,7 +12,7 @@ import json
 import struct
 import sys
 
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from firmware.journal import Journal
 from firmware.uplink import Uplink
 

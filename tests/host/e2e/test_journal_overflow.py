@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from firmware.journal import Journal
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import REPO_ROOT, micropython, micropython_env

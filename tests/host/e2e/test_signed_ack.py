@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from board.flashsim import FlashSim
+from board.vdev.flashsim import FlashSim
 from firmware import protocol
 from firmware.journal import Journal
 from host_tools.services.mosquitto import Mosquitto

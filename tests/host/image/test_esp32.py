@@ -152,4 +152,4 @@ def test_esp32_manifest_freezes_the_application_the_board_and_main() -> None:
                  "offline_cache/cache.py", "board/esp32_ref.py", "board/esp32_main.py",
                  "board/interface.py", "board/romfs.py", "asyncio/core.py"):
         assert path in frozen
-    assert "board/virtual.py" not in frozen and "board/flashsim.py" not in frozen
+    assert "board/virtual.py" not in frozen and "board/vdev/flashsim.py" not in frozen

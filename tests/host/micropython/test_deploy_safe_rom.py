@@ -53,8 +53,9 @@ def test_a_rom_image_that_does_not_start_is_set_aside(tmp_path: Path) -> None:
     subprocess.run([micropython(), "-X", "heapsize=2m", "-c",
                     PREP % {"sd": str(sd), "img": str(tmp_path / "app.romfs")}],
                    check=True, env=micropython_env(), cwd=sd, capture_output=True, timeout=60)
-    env = dict(micropython_env(), MICROPYPATH=f"{REPO_ROOT / 'board' / 'vdev_lib'}:{REPO_ROOT}:.frozen")
-    proc = subprocess.Popen([micropython(), "-X", "heapsize=512k", str(REPO_ROOT / "board" / "vdev_boot.py"),
+    env = dict(micropython_env(), MICROPYPATH=f"{REPO_ROOT / 'board' / 'vdev' / 'lib'}:{REPO_ROOT}:.frozen")
+    proc = subprocess.Popen([micropython(), "-X", "heapsize=512k",
+                             str(REPO_ROOT / "board" / "vdev" / "boot.py"),
                              str(sd), str(free_port()), str(free_port())],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=sd, env=env)

@@ -12,7 +12,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from board.flashsim import FlashSim, PowerCut
+from board.vdev.flashsim import FlashSim, PowerCut
 
 BS = 512
 BLOCKS = 4

@@ -31,8 +31,10 @@ def test_esp32_gets_its_board_and_a_boot_entry_but_not_the_virtual_board() -> No
 def test_virtual_device_gets_the_virtual_board_only() -> None:
     board = board_for("linux")
     files = local_files(board)
-    assert "lib/board/virtual.mpy" in files and "lib/board/flashsim.mpy" in files
-    assert "lib/board/rawrepl.mpy" in files  # its console comes from the deployed set
+    assert "lib/board/virtual.mpy" in files and "lib/board/vdev/flashsim.mpy" in files
+    assert "lib/board/vdev/rawrepl.mpy" in files  # its console comes from the deployed set
+    # Its boot script and `machine` run from the host's copy, before any set is mounted.
+    assert "lib/board/vdev/boot.mpy" not in files and not any("/vdev/lib/" in f for f in files)
     assert "lib/board/esp32_ref.mpy" not in files and "lib/board/mcu_qemu.mpy" not in files
     assert board.entry is None
 

@@ -37,8 +37,8 @@ def test_deploy_copies_verifies_and_records(vdev: VirtualDevice) -> None:
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
     files = manifest["files"]
-    assert "lib/firmware/main.mpy" in files and "lib/board/flashsim.mpy" in files
-    assert not any("vdev_lib" in f or "vdev_boot" in f for f in files)
+    assert "lib/firmware/main.mpy" in files and "lib/board/vdev/flashsim.mpy" in files
+    assert "lib/board/vdev/boot.mpy" not in files and not any("/vdev/lib/" in f for f in files)
     # The virtual device gets neither the ESP32 board nor a main.py (its launcher boots it).
     assert "lib/board/esp32_ref.mpy" not in files and "main.py" not in files
     assert manifest["target"] == "virtual" and manifest["firmware"] == VERSION

@@ -149,7 +149,7 @@ def test_a_damaged_image_is_not_imported(vdev: VirtualDevice) -> None:
 
 
 def test_romfs_deploy_to_a_board_without_rom_partitions_says_what_to_do(vdev: VirtualDevice) -> None:
-    on_device(vdev, "from board import vdev_rom\nvdev_rom.install(lambda: [])")
+    on_device(vdev, "from board.vdev import rom as vdev_rom\nvdev_rom.install(lambda: [])")
     proc = doorctl("deploy", "--port", vdev.pty, "--romfs")
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "no ROM partition" in proc.stderr and "without --romfs" in proc.stderr

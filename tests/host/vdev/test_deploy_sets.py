@@ -1,4 +1,4 @@
-"""Deploy keeps the previous set bootable (host_tools/deploy.py, board/vdev_boot.py): the new
+"""Deploy keeps the previous set bootable (host_tools/deploy.py, board/vdev/boot.py): the new
 set is staged beside the running one and switched to by one atomic record (active.json), so
 the power cut or the Ctrl-C at every step of a deploy leaves the virtual door running its old
 set or its new one, never the built-in fallback, and a re-run finishes the job. A set that is

@@ -1,6 +1,6 @@
 """Entry of the virtual door controller process (MicroPython unix port).
 
-    micropython board/vdev_boot.py STATE_DIR IO_PORT READER_PORT
+    micropython board/vdev/boot.py STATE_DIR IO_PORT READER_PORT
 
 Mounts the simulated flash, serves the door I/O channel and the reader UART on loopback,
 runs the raw REPL on stdin/stdout (STATE_DIR/console.busy exists while a console program
@@ -26,7 +26,7 @@ rom_problem = board.mount_rom()  # the application from /rom when deployed there
 
 # Code the application is made of: deployed to a set under /flash/sets (or /flash/lib, the
 # layout before sets), else built in (the repository's).
-APP_PACKAGES = ("firmware", "crypto", "offline_cache", "board.rawrepl")
+APP_PACKAGES = ("firmware", "crypto", "offline_cache", "board.vdev.rawrepl")
 SETS = ("sets/a", "sets/b")  # host_tools/deploy.py: SETS
 
 
@@ -146,7 +146,7 @@ def _try_set(name):
             raise ValueError(why)
         manifest = None
     try:
-        from board.rawrepl import RawRepl, serve_stdin
+        from board.vdev.rawrepl import RawRepl, serve_stdin
         from firmware import main as fw
     except Exception as e:  # noqa: BLE001  anything the deployed files raise
         if name:
@@ -233,7 +233,7 @@ def _load():
     _record_boot(None, "built-in")
     sys.stderr.write("doorctl: safe mode: %s; running the built-in firmware: run doorctl "
                      "deploy again\n" % why)
-    from board.rawrepl import RawRepl, serve_stdin  # the built-in copy: /rom is off the path
+    from board.vdev.rawrepl import RawRepl, serve_stdin  # the built-in copy: /rom is off the path
 
     try:
         from firmware import main as fw
