@@ -36,6 +36,8 @@ def _modules() -> dict[str, Path]:
             rel = path.relative_to(ROOT).with_suffix("")
             if "tests" in rel.parts:
                 continue  # a package's own tests are not part of what it is
+            if path.name == "manifest.py":
+                continue  # image manifests run in MicroPython's build, on the host (paths.device_sources)
             name = ".".join(rel.parts)
             mods[name.removesuffix(".__init__")] = path
     return mods
