@@ -105,6 +105,7 @@ def _spread_ref(i):
 
 def test_cards_sharing_a_reference_prefix_are_told_apart():
     from offline_cache import cache
+    saved_index = cache.MAX_INDEX
     cache.MAX_INDEX = 2
     try:
         d = _dir()
@@ -116,7 +117,7 @@ def test_cards_sharing_a_reference_prefix_are_told_apart():
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")
     finally:
-        cache.MAX_INDEX = 512
+        cache.MAX_INDEX = saved_index
     for r in refs[::3]:
         assert c.decide(r, 0, NOON) == (True, "granted", False)
         near = r[:7] + bytes([r[7] + 1])  # same 30-bit prefix, not a card
@@ -128,6 +129,7 @@ def test_cards_sharing_a_reference_prefix_are_told_apart():
 
 def test_many_cards_every_one_found():
     from offline_cache import cache
+    saved_index = cache.MAX_INDEX
     cache.MAX_INDEX = 2  # a coarse index: lookups narrow down on flash first
     try:
         d = _dir()
@@ -137,7 +139,7 @@ def test_many_cards_every_one_found():
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")
     finally:
-        cache.MAX_INDEX = 512
+        cache.MAX_INDEX = saved_index
     assert c.main.stride == 256
     for i in range(0, 500, 7):
         assert c.decide(ref(i * 7 + 3), 0, NOON)[0]

@@ -79,6 +79,7 @@ def test_cache_lookups_are_the_same_with_and_without_the_native_search():
     for _ in range(300):  # sorted, with gaps (so near misses exist), sharing long prefixes
         v += 1 + rnd(4)
         refs.append(bytes([0, 0, 0, 0, v >> 24 & 255, v >> 16 & 255, v >> 8 & 255, v & 255]))
+    saved_index = cmod.MAX_INDEX
     cmod.MAX_INDEX = 4  # several index entries, narrowing on flash, then the buffer
     try:
         with open(d + "/in.bin", "wb") as f:
@@ -88,7 +89,7 @@ def test_cache_lookups_are_the_same_with_and_without_the_native_search():
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")
     finally:
-        cmod.MAX_INDEX = 512
+        cmod.MAX_INDEX = saved_index
     probes = refs[::7] + [refs[0], refs[-1], bytes(8), b"\xff" * 8]
     probes += [r[:7] + bytes([(r[7] + 1) & 255]) for r in refs[::5]]
     saved = cmod._upper
@@ -111,6 +112,7 @@ def _agree_on(name, values, stride_cap=4):
     reads of each native decision."""
     d = fresh_dir(name)
     refs = [v.to_bytes(8, "big") for v in values]
+    saved_index = cmod.MAX_INDEX
     cmod.MAX_INDEX = stride_cap  # strides of several hundred records: interpolation is tried
     try:
         with open(d + "/in.bin", "wb") as f:
@@ -120,7 +122,7 @@ def _agree_on(name, values, stride_cap=4):
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")
     finally:
-        cmod.MAX_INDEX = 512
+        cmod.MAX_INDEX = saved_index
     probes = refs[::3] + [refs[0], refs[-1], bytes(8), b"\xff" * 8]
     probes += [r[:7] + bytes([(r[7] + 1) & 255]) for r in refs[1::4]]
     saved, read = cmod._upper, cmod.Table._read
