@@ -12,6 +12,13 @@ import struct
 from firmware import events as ev
 from firmware.ticks import ticks_add, ticks_diff
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
 DEFAULTS = {
     "unlock_ms": 5000,  # unlock window after a grant
     "prealarm_ms": 20000,  # door open this long: buzzer pre-alarm at the door
@@ -38,16 +45,16 @@ TAMPER_SHORT, TAMPER_CUT = 1, 2  # sensor_tamper arg
 CLOSER_SLOW, CLOSER_BOUNCE = 1, 2  # closer_fault arg
 
 # Alarm bits (active_alarms()).
-A_FORCED = 1
-A_PREALARM = 2
-A_HELD = 4
-A_SENSOR = 8
-A_DEVICE = 16
-A_CLOSER = 32
-A_POWER = 64
-ALARM_NAMES = ((A_FORCED, "forced_open"), (A_PREALARM, "held_open_prealarm"),
-               (A_HELD, "held_open"), (A_SENSOR, "sensor_tamper"), (A_DEVICE, "device_tamper"),
-               (A_CLOSER, "closer_fault"), (A_POWER, "power_lost"))
+_A_FORCED = const(1)
+_A_PREALARM = const(2)
+_A_HELD = const(4)
+_A_SENSOR = const(8)
+_A_DEVICE = const(16)
+_A_CLOSER = const(32)
+_A_POWER = const(64)
+ALARM_NAMES = ((_A_FORCED, "forced_open"), (_A_PREALARM, "held_open_prealarm"),
+               (_A_HELD, "held_open"), (_A_SENSOR, "sensor_tamper"), (_A_DEVICE, "device_tamper"),
+               (_A_CLOSER, "closer_fault"), (_A_POWER, "power_lost"))
 
 
 class MemorySink:
@@ -156,17 +163,17 @@ class DoorMachine:
         released = self._released()
         self.lock = "unlocked" if (released or self.unlock_until is not None) else "locked"
         a = self.alarms
-        if a & (A_FORCED | A_HELD | A_SENSOR | A_DEVICE):
+        if a & (_A_FORCED | _A_HELD | _A_SENSOR | _A_DEVICE):
             self.buzzer = "alarm"
-        elif a & A_PREALARM:
+        elif a & _A_PREALARM:
             self.buzzer = "prealarm"
         elif self.deny_until is not None:
             self.buzzer = "deny"
         else:
             self.buzzer = "off"
-        if a & (A_FORCED | A_HELD | A_SENSOR | A_DEVICE):
+        if a & (_A_FORCED | _A_HELD | _A_SENSOR | _A_DEVICE):
             self.led = "red"
-        elif a & (A_PREALARM | A_CLOSER):
+        elif a & (_A_PREALARM | _A_CLOSER):
             self.led = "amber"
         elif self.lock == "unlocked":
             self.led = "green"
@@ -201,26 +208,26 @@ class DoorMachine:
             self.deny_until = None
         if self._due(now, self.prealarm_at):
             self.prealarm_at = None
-            if self._held_timers_apply() and not self.ep_raised & A_PREALARM:
-                self.ep_raised |= A_PREALARM
-                self._raise(A_PREALARM, ev.HELD_OPEN_PREALARM)
+            if self._held_timers_apply() and not self.ep_raised & _A_PREALARM:
+                self.ep_raised |= _A_PREALARM
+                self._raise(_A_PREALARM, ev.HELD_OPEN_PREALARM)
         if self._due(now, self.held_at):
             self.held_at = None
-            if self._held_timers_apply() and not self.ep_raised & A_HELD:
-                self.ep_raised |= A_HELD
-                self._raise(A_HELD, ev.HELD_OPEN)
+            if self._held_timers_apply() and not self.ep_raised & _A_HELD:
+                self.ep_raised |= _A_HELD
+                self._raise(_A_HELD, ev.HELD_OPEN)
         if self._due(now, self.slow_at):
             self.slow_at = None
             self.passage_slow = True
             self.slow_count += 1
             if self.slow_count >= self.cfg["closer_slow_count"]:
-                self._raise(A_CLOSER, ev.CLOSER_FAULT, CLOSER_SLOW)
+                self._raise(_A_CLOSER, ev.CLOSER_FAULT, CLOSER_SLOW)
         if self._due(now, self.settle_at):
             # The door stayed shut past the bounce window: it has settled.
             self.settle_at = None
             self.bounce_count = 0
-            if self.alarms & A_CLOSER and self.slow_count == 0:
-                self.alarms &= ~A_CLOSER
+            if self.alarms & _A_CLOSER and self.slow_count == 0:
+                self.alarms &= ~_A_CLOSER
                 self._emit(ev.CLOSER_FAULT_CLEARED)
 
     def next_deadline(self):
@@ -255,10 +262,10 @@ class DoorMachine:
             if self.effective_mode() != FIRE:
                 self.bounce_count += 1
                 if self.bounce_count >= self.cfg["closer_bounce_count"]:
-                    self._raise(A_CLOSER, ev.CLOSER_FAULT, CLOSER_BOUNCE)
+                    self._raise(_A_CLOSER, ev.CLOSER_FAULT, CLOSER_BOUNCE)
         self.authorized = self.unlock_until is not None or self._released()
         if not self.authorized:
-            self._raise(A_FORCED, ev.FORCED_OPEN)
+            self._raise(_A_FORCED, ev.FORCED_OPEN)
         self.prealarm_at = self._add(now, self.cfg["prealarm_ms"])
         self.held_at = self._add(now, self.cfg["held_open_ms"])
         self.passage_slow = False
@@ -276,9 +283,9 @@ class DoorMachine:
         self.slow_at = None
         self.prealarm_at = None
         self.held_at = None
-        if self.alarms & A_HELD:
+        if self.alarms & _A_HELD:
             self._emit(ev.HELD_OPEN_CLEARED)
-        self.alarms &= ~(A_FORCED | A_PREALARM | A_HELD)
+        self.alarms &= ~(_A_FORCED | _A_PREALARM | _A_HELD)
         self.authorized = False
         # Anti-tailgating: the grant is used up, relock at once.
         self._relock()
@@ -289,12 +296,12 @@ class DoorMachine:
             first = self.sensor is None
             self.sensor = value  # a short that becomes a cut is shown as a cut (one alarm)
             if first:
-                self._raise(A_SENSOR, ev.SENSOR_TAMPER, TAMPER_SHORT if value == "short" else TAMPER_CUT)
+                self._raise(_A_SENSOR, ev.SENSOR_TAMPER, TAMPER_SHORT if value == "short" else TAMPER_CUT)
             return
         if self.sensor is not None:
             self.sensor = None
-            if self.alarms & A_SENSOR:
-                self.alarms &= ~A_SENSOR
+            if self.alarms & _A_SENSOR:
+                self.alarms &= ~_A_SENSOR
                 self._emit(ev.SENSOR_TAMPER_CLEARED)
         if value == "open" and self.door == "closed":
             self._opened(now)
@@ -317,9 +324,9 @@ class DoorMachine:
             if value != self.device_tamper:
                 self.device_tamper = value
                 if value:
-                    self._raise(A_DEVICE, ev.DEVICE_TAMPER)
+                    self._raise(_A_DEVICE, ev.DEVICE_TAMPER)
                 else:
-                    self.alarms &= ~A_DEVICE
+                    self.alarms &= ~_A_DEVICE
                     self._emit(ev.DEVICE_TAMPER_CLEARED)
         elif name == "fire":
             before = self.effective_mode()
@@ -336,7 +343,7 @@ class DoorMachine:
         if not present:
             self.power_lost_at = now
             self.power_lost_wall = self._wall() if self._wall else None
-            self._raise(A_POWER, ev.POWER_LOST)
+            self._raise(_A_POWER, ev.POWER_LOST)
         else:
             secs = self._diff(now, self.power_lost_at) // 1000 if self.power_lost_at is not None else 0
             self.power_restored(secs, self.power_lost_wall)
@@ -347,7 +354,7 @@ class DoorMachine:
         """Mains back (source 0) or, at boot, the controller's own power came back (source 1,
         the loss found in the journal): payload seconds without power (u32, 0 unknown) and
         the UTC time of the loss (u32, 0 when unknown)."""
-        self.alarms &= ~A_POWER
+        self.alarms &= ~_A_POWER
         self.power = True
         self._emit(ev.POWER_RESTORED, source,
                    struct.pack("<II", max(0, int(secs)), int(lost_epoch or 0)))
@@ -405,7 +412,7 @@ class DoorMachine:
         if after == FIRE:
             # Evacuation: no held-open or closer judgement while the fire release holds.
             self.prealarm_at = self.held_at = self.slow_at = None
-            self.alarms &= ~A_PREALARM
+            self.alarms &= ~_A_PREALARM
         elif self.door == "open" and not self._held_timers_apply(before) \
                 and self._held_timers_apply(after):
             # Fire release, or passage without held-open alarms, over with the door still
@@ -419,9 +426,9 @@ class DoorMachine:
         if self.sensor is not None:
             return "sensor_" + self.sensor
         if self.door == "open":
-            if self.alarms & A_HELD:
+            if self.alarms & _A_HELD:
                 return "held_open"
-            if self.alarms & A_FORCED:
+            if self.alarms & _A_FORCED:
                 return "forced_open"
         return self.door
 
