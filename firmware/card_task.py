@@ -232,3 +232,24 @@ class CardTask:
                 await asyncio.sleep_ms(1000)
             if not self._waited:  # after a wait in an empty field, wait again at once
                 await asyncio.sleep_ms(self.cfg["poll_ms"])
+
+
+async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=30000):
+    """Merge a grown overlay into the sorted file at a quiet moment (the door is served
+    between pieces of the merge), and open again files that could not be opened (the
+    cache refuses every card meanwhile). A failure is logged and tried again next time.
+    `status` gets the version, and the content hash (`content`: offline_cache.content's
+    Tracker) after a merge or a reopening."""
+    while True:
+        await asyncio.sleep_ms(every_ms)
+        merged = False
+        was = cache.error
+        try:
+            merged = cache.maintain(256, serve_door)
+        except Exception as e:  # noqa: BLE001 - heap, flash, tick: the cache stays consistent
+            log("cache: maintenance failed:", repr(e))
+        if cache.error != was:
+            log("cache:", cache.error or "open again")
+        status["cache_version"] = cache.version
+        if (merged or (was and not cache.error)) and content is not None:
+            status["cache_hash"] = content.update()  # the same, for a new main.bin

@@ -247,26 +247,6 @@ def setup_now(board):
     return with_clock(running.get("setup"), board.clock)
 
 
-async def _cache_maintenance(cache, serve_door=None, every_ms=30000):
-    """Merge a grown overlay into the sorted file at a quiet moment (the door is served
-    between pieces of the merge), and open again files that could not be opened (the
-    cache refuses every card meanwhile). A failure is logged and tried again next time."""
-    while True:
-        await asyncio.sleep_ms(every_ms)
-        merged = False
-        was = cache.error
-        try:
-            merged = cache.maintain(256, serve_door)
-        except Exception as e:  # noqa: BLE001 - heap, flash, tick: the cache stays consistent
-            log("cache: maintenance failed:", repr(e))
-        if cache.error != was:
-            log("cache:", cache.error or "open again")
-        status["cache_version"] = cache.version
-        content = running.get("content")
-        if (merged or (was and not cache.error)) and content is not None:
-            status["cache_hash"] = content.update()  # the same, for a new main.bin
-
-
 def _start_commands(board, cfg, door):
     """Platform commands through the uplink, checked offline (firmware/commands.py)."""
     uplink = running.get("uplink")
@@ -339,9 +319,10 @@ async def main(board, extra_tasks=()):
             cards = _start_cards(board, cfg, door)
             tasks.append(asyncio.create_task(cards.run()))
             if cards.cache is not None:
-                sync = running.get("cache_sync")
-                tick = sync.tick if sync is not None else None
-                tasks.append(asyncio.create_task(_cache_maintenance(cards.cache, tick)))
+                from firmware.card_task import maintain_cache
+
+                tasks.append(asyncio.create_task(
+                    maintain_cache(cards.cache, status, running.get("content"), door.serve)))
         _start_commands(board, cfg, door)
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))

@@ -1,12 +1,12 @@
 # mpy-heapsize: 512K
-# The door's idle maintenance task (firmware.main._cache_maintenance; MicroPython only: it
+# The door's idle maintenance task (firmware.card_task.maintain_cache; MicroPython only: it
 # sleeps with asyncio.sleep_ms) opens again whitelist files that could not be opened, so a
 # door refusing every card for want of heap recovers without a reboot, and it outlives a merge
 # stopped by an exception (heap, flash, the door's tick): the next round merges.
 import asyncio
 
 import offline_cache.cache as cache_mod
-from firmware import main as fw
+from firmware.card_task import maintain_cache
 from offline_cache import fmt
 from offline_cache.cache import OPEN_FAILED, Cache
 from tests.cache_cards import NOON, card, ref
@@ -34,15 +34,16 @@ BEFORE = ["granted", "lost", "granted", "granted", "unknown"]
 
 
 def _run_maintenance(c, tick, ms):
+    status = {}
+
     async def go():
-        task = asyncio.create_task(fw._cache_maintenance(c, tick, 1))
+        task = asyncio.create_task(maintain_cache(c, status, None, tick, 1))
         await asyncio.sleep_ms(ms)
         task.cancel()
         await asyncio.sleep_ms(0)
 
-    fw.running.pop("content", None)
     asyncio.run(go())
-    return fw.status
+    return status
 
 
 def test_the_idle_maintenance_opens_again_files_that_could_not_be_opened():
