@@ -7,7 +7,7 @@ the version it holds (`cache_state`, retained), so the platform knows where each
 and what to resend. A chunk out of order is not written: the state says how much is in, and
 the platform continues from there.
 
-Every piece carries a tag with the site's cache key (protocol.cache_chunk_tag), so nothing is
+Every piece carries a tag with the site's cache key (wire.common.cache_chunk_tag), so nothing is
 written that the platform did not send: the first piece's file header (site, version, base,
 length) is checked before a byte goes to flash, a file that cannot fit the free flash is
 refused then, and a transfer stops at the first piece whose tag is wrong. The file's own tag
@@ -24,8 +24,10 @@ answered again, so the platform's resume and resync still get their answer.
 import struct
 
 from crypto import ct
-from firmware import events, protocol
 from firmware.log import log
+from wire import codes as events
+from wire.common import ProtocolError, cache_chunk_tag
+from wire.door import decode_cache_chunk, encode_cache_state
 
 # cache_rejected event arg (docs/protocol.md): a reason's place here counted from 1, 99 for any
 # other. A tuple of constants is frozen into the image; a dict would be built in the heap.
@@ -58,7 +60,7 @@ class CacheSync:
     def state(self):
         version = self.cache.version if self.cache is not None else 0
         content = self.content.value if self.content is not None else None
-        return protocol.encode_cache_state(version, self.receiving, self.have, self.reason, content)
+        return encode_cache_state(version, self.receiving, self.have, self.reason, content)
 
     async def publish_state(self):
         if self.publish is not None:
@@ -76,8 +78,8 @@ class CacheSync:
         platform must hear about (a file installed or refused, or the first piece of a burst
         out of order)."""
         try:
-            version, total, offset, tag, data = protocol.decode_cache_chunk(payload)
-        except protocol.ProtocolError as e:
+            version, total, offset, tag, data = decode_cache_chunk(payload)
+        except ProtocolError as e:
             self._refused(e.reason)  # junk: counted, not journaled, the transfer goes on
             return False
         if self.cache is None:
@@ -85,7 +87,7 @@ class CacheSync:
                 return False
             self._reject("no_cache_key")
             return True
-        want = protocol.cache_chunk_tag(self.cache.key, version, total, offset, data)
+        want = cache_chunk_tag(self.cache.key, version, total, offset, data)
         if not ct.equal(want, tag):
             # Not the platform's: nothing of it is written, and a transfer it was meant to
             # continue stops here (the platform starts it again from the state).

@@ -40,32 +40,19 @@ CRED_LEN = 32
 CRED_MAGIC = b"DR"
 CRED_VERSION = 1
 
-# Result codes (the access_denied event's arg when the card step fails).
-OK = 0
-NOT_DOOR_CARD = 1
-AUTH_FAILED = 2
-BAD_MAC = 3
-CARD_LOST = 4
-UID_MISMATCH = 5
-BAD_CREDENTIAL = 6
-WRONG_SITE = 7
-UNSUPPORTED_CARD = 8
-PROTOCOL_ERROR = 9
-KEY_RETIRED = 11  # (10 + 30 is the door's own no_keys)
-
-REASONS = {
-    OK: "ok",
-    NOT_DOOR_CARD: "not_door_card",
-    AUTH_FAILED: "auth_failed",
-    BAD_MAC: "bad_mac",
-    CARD_LOST: "card_lost",
-    UID_MISMATCH: "uid_mismatch",
-    BAD_CREDENTIAL: "bad_credential",
-    WRONG_SITE: "wrong_site",
-    UNSUPPORTED_CARD: "unsupported_card",
-    PROTOCOL_ERROR: "protocol_error",
-    KEY_RETIRED: "key_retired",
-}
+# Result codes (`result.code`) and their names: one table, wire/codes.py.
+from wire.codes import CARD_AUTH_FAILED as AUTH_FAILED
+from wire.codes import CARD_BAD_CREDENTIAL as BAD_CREDENTIAL
+from wire.codes import CARD_BAD_MAC as BAD_MAC
+from wire.codes import CARD_KEY_RETIRED as KEY_RETIRED
+from wire.codes import CARD_LOST
+from wire.codes import CARD_NOT_DOOR_CARD as NOT_DOOR_CARD
+from wire.codes import CARD_OK as OK
+from wire.codes import CARD_PROTOCOL_ERROR as PROTOCOL_ERROR
+from wire.codes import CARD_REASONS as REASONS
+from wire.codes import CARD_UID_MISMATCH as UID_MISMATCH
+from wire.codes import CARD_UNSUPPORTED as UNSUPPORTED_CARD
+from wire.codes import CARD_WRONG_SITE as WRONG_SITE
 
 _CARD_ERRORS = {
     "no_response": CARD_LOST,

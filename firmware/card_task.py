@@ -10,14 +10,13 @@ journals the result itself (docs/card-profile.md, "door flow").
 
 import asyncio
 
-from firmware import events as ev
+from wire import codes as ev
+from wire.common import FLAG_LOW_ASSURANCE, FLAG_REKEYED
 from firmware.clock_trust import trusted_time
 from firmware.log import log
 from firmware.ticks import ticks_diff, ticks_us
 
 
-FLAG_LOW_ASSURANCE = 0x04  # protocol.FLAG_LOW_ASSURANCE, without importing the codec
-FLAG_REKEYED = 0x08  # protocol.FLAG_REKEYED: the card moved to the current key version here
 NO_KEYS = ev.DENY_REASONS["no_keys"]
 NO_CACHE = ev.DENY_REASONS["no_cache"]
 
@@ -56,13 +55,13 @@ def decide(result, cache, door_no, now, mode):
     """(granted, deny_reason, master, flags) for a card step result.
 
     Refusals from the card step (clone, wrong key, bad MAC...) and from the whitelist get
-    one reason code each (events.DENY_REASONS); revocations win over everything, master
+    one reason code each (wire/codes.py DENY_REASONS); revocations win over everything, master
     cards included (the cache's rule); lockdown admits master cards only."""
     flags = FLAG_LOW_ASSURANCE if result.low_assurance else 0
     if getattr(result, "rekeyed", False):
         flags |= FLAG_REKEYED
     if not result.ok:
-        return False, ev.DENY_CARD_BASE + result.code, False, flags
+        return False, ev.deny_for_card(result.code), False, flags
     if cache is None:
         return False, NO_CACHE, False, flags
     granted, reason, master = cache.decide(result.ref, door_no, now,

@@ -9,7 +9,7 @@ captured before a reboot cannot be played again), and its id has not been seen i
 """
 
 from crypto import ct
-from firmware import protocol
+from wire import common
 
 try:
     from micropython import const
@@ -85,7 +85,7 @@ class CommandGate:
 
     def check(self, cmd):
         cmd_id, op, args, exp, mac = cmd
-        if op not in protocol.SIGNED_COMMANDS:
+        if op not in common.SIGNED_COMMANDS:
             return ""
         if self.keystore is None or not self.keystore.has("command"):
             return "no_keys"
@@ -93,9 +93,9 @@ class CommandGate:
         if tag is None or len(tag) != 32:
             return "bad_mac"
         try:
-            got = self.keystore.hmac_parts("command", protocol.command_signing_parts(
+            got = self.keystore.hmac_parts("command", common.command_signing_parts(
                 self.device_id, cmd_id, op, args, exp))
-        except protocol.ProtocolError:
+        except common.ProtocolError:
             return "bad_field"
         if not ct.equal(got, tag):
             return "bad_mac"
@@ -106,7 +106,7 @@ class CommandGate:
             return "clock_unset"
         if now > exp + _SKEW:
             return "expired"
-        issued = exp - protocol.COMMAND_TTL
+        issued = exp - common.COMMAND_TTL
         if now < issued - _SKEW:
             return "not_yet_valid"
         self.clock_set()
@@ -165,7 +165,7 @@ class Commands:
                 return False, "bad_field:t"
             # The time it sets is the time it was signed for: within its own window, so a
             # signed `time` held back cannot carry the clock further than that window.
-            if not exp - protocol.COMMAND_TTL - _SKEW <= t // 1000 <= exp + _SKEW:
+            if not exp - common.COMMAND_TTL - _SKEW <= t // 1000 <= exp + _SKEW:
                 return False, "out_of_range:t"
             if self.on_time(t, True) is False:
                 return False, "out_of_range:t"  # before this door's last record

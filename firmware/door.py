@@ -2,14 +2,15 @@
 
 No hardware and no asyncio here. Every method takes `now`, the board's ticks in ms; the
 machine keeps explicit deadlines and says when it next needs `tick()` (`next_deadline()`).
-Each transition sends typed events (code from firmware/events.py, arg, payload) to a sink
+Each transition sends typed events (code from wire/codes.py, arg, payload) to a sink
 with the signature of `Recorder.record(code, arg, payload)`. The outputs it wants are plain
 attributes: `lock` ("locked"/"unlocked"), `buzzer` (pattern name), `led` (colour).
 """
 
 import struct
 
-from firmware import events as ev
+from wire import codes as ev
+from wire.codes import DENY_LOCKDOWN, KINDS
 from firmware.ticks import ticks_add, ticks_diff
 
 try:
@@ -39,8 +40,6 @@ DEFAULTS = {
 
 NORMAL, PASSAGE, LOCKDOWN, FIRE = "normal", "passage", "lockdown", "fire"
 MODES = (NORMAL, PASSAGE, LOCKDOWN, FIRE)  # index = arg of mode_changed
-KINDS = {"card": 1, "rex": 2, "remote": 3}  # arg of access_granted / access_denied
-DENY_LOCKDOWN = 20  # access_denied reason: lockdown and not a master card
 TAMPER_SHORT, TAMPER_CUT = 1, 2  # sensor_tamper arg
 CLOSER_SLOW, CLOSER_BOUNCE = 1, 2  # closer_fault arg
 

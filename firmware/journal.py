@@ -29,6 +29,9 @@ except ImportError:  # CPython (host tools, tests/shared)
     def const(x):
         return x
 
+from wire.codes import GAP as CODE_GAP  # arg unused; payload: first lost seq (u32), last lost seq (u32)
+from wire.common import FLAG_TIME_VALID  # noqa: F401  (the journal's readers take it from here)
+
 RECORD_SIZE = const(32)
 # seq, code, flags, boot, time, ms, arg, payload(12), crc
 _REC = "<IBBHIHH12sI"
@@ -39,9 +42,6 @@ _ACK_SIZE = const(8)
 _ACK_BLOCKS = const(2)
 ERASED32 = b"\xff" * RECORD_SIZE
 
-CODE_GAP = const(0xFE)  # arg unused; payload: first lost seq (u32), last lost seq (u32)
-
-FLAG_TIME_VALID = const(0x01)  # `time` is UTC epoch seconds; otherwise seconds since boot
 # The flags byte's high nibble holds the payload's length (0-12): a payload may end in zero
 # bytes (a card reference can), so its padding cannot be told from its content otherwise.
 # Records written before this carry 0 there: their payload is read with the padding trimmed.

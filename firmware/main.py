@@ -41,7 +41,8 @@ def _keystore(board):
 
 def _start_journal(board, cfg):
     """The journal, its recorder and (with a broker configured) the uplink."""
-    from firmware import events
+    from firmware.events import Recorder
+    from wire import codes as events
     from firmware.journal import Journal
     from firmware.power_loss import last_alive
 
@@ -50,7 +51,7 @@ def _start_journal(board, cfg):
         return None
     journal = Journal(dev)
     boot = board.boot_count
-    recorder = events.Recorder(journal, board.clock, boot)
+    recorder = Recorder(journal, board.clock, boot)
     running["journal"] = journal
     running["recorder"] = recorder
     running["last_alive"] = last_alive(journal)  # before this boot's first record
@@ -80,7 +81,7 @@ def _time_sync(board, recorder, uplink):
     the uplink's `on_time`: False when refused (counted, logged once a minute)."""
     import struct
 
-    from firmware import events
+    from wire import codes as events
     from firmware.clock_trust import TimeSync
 
     sync = TimeSync(board.clock, (running.get("last_alive") or (False, 0))[1])
@@ -116,11 +117,11 @@ def _registration(cfg, broker, keystore=None):
     """The retained `register` message: what this door was commissioned as (no keys, no
     personal data; docs/protocol.md "Registration"). `keys`: "door" when the door holds its
     own command and cache keys, so the platform signs with those (else the site-wide ones)."""
-    from firmware import protocol
+    from wire.door import encode_register
 
     cards = cfg.get("cards") or {}
     door = cfg.get("door") or {}
-    return protocol.encode_register(
+    return encode_register(
         cfg["site_id"], cfg.get("door_no", 0), VERSION,
         "fail-safe" if door.get("fail_safe") else "fail-secure",
         ["desfire_ev2"] + [k for k in ("legacy_uid", "legacy_classic") if cards.get(k)],
@@ -228,7 +229,8 @@ def _check_setup(cfg, keystore, cache):
     """Find disagreeing parts once at boot (firmware/setup_check.py): logged, in the status
     (with the live clock state, `setup`) and journalled as `setup_fault` for the platform's
     alarm list."""
-    from firmware import events, setup_check
+    from firmware import setup_check
+    from wire import codes as events
 
     problems = setup_check.problems(cfg, keystore, cache)
     running["setup"] = problems
@@ -252,7 +254,8 @@ def _start_commands(board, cfg, door):
     uplink = running.get("uplink")
     if uplink is None:
         return None
-    from firmware import config, events
+    from firmware import config
+    from wire import codes as events
     from firmware.commands import CommandGate, Commands
 
     recorder = running.get("recorder")

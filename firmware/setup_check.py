@@ -26,7 +26,7 @@ def problems(cfg, keystore, cache):
 
 def fault_bits(found):
     """The `setup_fault` record's arg (firmware/events.py SETUP_BITS)."""
-    from firmware.events import SETUP_BITS
+    from wire.codes import SETUP_BITS
 
     bits = 0
     for p in found:

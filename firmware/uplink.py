@@ -33,7 +33,18 @@ import gc
 from binascii import hexlify
 
 from crypto import ct
-from firmware import protocol
+from wire import common
+from wire.door import (
+    decode_command,
+    decode_resend,
+    decode_signed_ack,
+    decode_signed_time,
+    encode_events,
+    encode_events_into,
+    encode_presence,
+    encode_reply,
+    encode_status,
+)
 from firmware.config import broker_tls
 from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, MS_MASK, MS_UNTRUSTED, R_ARG, R_BOOT,
                               R_CODE, R_FLAGS, R_MS, R_SEQ, R_TIME, payload_of)
@@ -85,15 +96,15 @@ def event_tuple(rec, boot, timebase):
     t = rec[R_TIME]
     ms = rec[R_MS]
     if ms & MS_UNTRUSTED:
-        flags |= protocol.FLAG_TIME_UNTRUSTED
+        flags |= common.FLAG_TIME_UNTRUSTED
     ms &= MS_MASK
     if not flags & FLAG_TIME_VALID and rec[R_BOOT] == boot:
         fixed = timebase.correct(t)
         if fixed is not None and fixed >= 0:
             t = fixed
-            flags |= protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_CORRECTED
+            flags |= common.FLAG_TIME_VALID | common.FLAG_TIME_CORRECTED
             if not timebase.trusted:
-                flags |= protocol.FLAG_TIME_UNTRUSTED
+                flags |= common.FLAG_TIME_UNTRUSTED
     return [rec[R_SEQ], rec[R_CODE], rec[R_BOOT], t, ms, flags, rec[R_ARG],
             _hex(payload_of(rec))]
 
@@ -151,7 +162,7 @@ class Uplink:
         self.nonce = ""  # hex, drawn per connection and sent in the presence message
         # Every inbound payload is read into this one buffer, made here at boot (the largest
         # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
-        self._rx = bytearray(max(protocol.limit(leaf) for leaf in INBOUND))
+        self._rx = bytearray(max(common.limit(leaf) for leaf in INBOUND))
         # And every events batch is written into this one (protocol.encode_events_into).
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * batch)
         self._nonce_at = 0
@@ -162,7 +173,7 @@ class Uplink:
         self._wake.set()
 
     def _t(self, leaf):
-        return protocol.topic(self.device_id, leaf)
+        return common.topic(self.device_id, leaf)
 
     def refuse(self, reason, where=""):
         """Count an inbound message the door will not act on (firmware/refusals.py)."""
@@ -173,58 +184,58 @@ class Uplink:
 
     def _limit(self, topic):
         """The size limit of a topic of this door (0: a topic the door does not take)."""
-        if topic == protocol.ANNOUNCE_TOPIC:
+        if topic == common.ANNOUNCE_TOPIC:
             return _ANNOUNCE_LIMIT
         try:
-            device, leaf = protocol.split_topic(topic)
-        except (protocol.ProtocolError, UnicodeError):
+            device, leaf = common.split_topic(topic)
+        except (common.ProtocolError, UnicodeError):
             return 0
         if device != self.device_id:
             return 0
-        return protocol.limit(leaf)
+        return common.limit(leaf)
 
     def _on_message(self, topic, payload, retained):
         try:
-            if topic == protocol.ANNOUNCE_TOPIC:
+            if topic == common.ANNOUNCE_TOPIC:
                 if retained:
-                    raise protocol.ProtocolError("retained")  # stale by definition
+                    raise common.ProtocolError("retained")  # stale by definition
                 self._announce_asked = True
                 self._wake.set()
                 return None
-            device, leaf = protocol.split_topic(topic)
+            device, leaf = common.split_topic(topic)
             if device != self.device_id:
-                raise protocol.ProtocolError("bad_topic")
+                raise common.ProtocolError("bad_topic")
             if retained and leaf != "cache":
                 # Stale by definition: a retained ack, command or time would be acted on
                 # again at every connection (docs/protocol.md, "Retained messages").
-                raise protocol.ProtocolError("retained")
+                raise common.ProtocolError("retained")
             if leaf == "ack":
                 upto = self._verified_ack(payload)
                 upto = min(upto, self.sent_upto)
                 if self.journal.ack(upto):
                     self._wake.set()
             elif leaf == "resend":
-                self._resend = protocol.decode_resend(payload)
+                self._resend = decode_resend(payload)
                 self._wake.set()
             elif leaf == "time":
                 self._on_time_message(payload)
             elif leaf == "cmd":
-                cmd = protocol.decode_command(payload)
+                cmd = decode_command(payload)
                 if self.on_command is not None:
                     return self.on_command(cmd)
             elif leaf == "cache":
                 if self.on_cache is not None:
                     return self.on_cache(payload)
             else:
-                raise protocol.ProtocolError("unexpected_topic", leaf)
-        except protocol.ProtocolError as e:
+                raise common.ProtocolError("unexpected_topic", leaf)
+        except common.ProtocolError as e:
             self.refuse(e.reason, topic)
         return None
 
     def _verified_ack(self, payload):
         """The sequence number of an ack the platform made, or ProtocolError (`bad_mac` for a
         missing or wrong tag, `stale_ack` for one made for another boot of this door)."""
-        upto, boot, mac = protocol.decode_signed_ack(payload)
+        upto, boot, mac = decode_signed_ack(payload)
         ks = self.keystore
         if ks is None or not ks.has("command"):
             return upto
@@ -233,12 +244,12 @@ class Uplink:
         except (ValueError, TypeError):
             tag = b""
         if len(tag) != 32 or boot is None:
-            raise protocol.ProtocolError("bad_mac")
-        good = ks.hmac("command", protocol.ack_signing_bytes(self.device_id, boot, upto))
+            raise common.ProtocolError("bad_mac")
+        good = ks.hmac("command", common.ack_signing_bytes(self.device_id, boot, upto))
         if not ct.equal(good, tag):
-            raise protocol.ProtocolError("bad_mac")
+            raise common.ProtocolError("bad_mac")
         if boot != self.boot:
-            raise protocol.ProtocolError("stale_ack")
+            raise common.ProtocolError("stale_ack")
         return upto
 
     async def _serve_resend(self, client):
@@ -282,39 +293,39 @@ class Uplink:
     def _events_payload(self, recs, gone=None):
         """The events message, in the uplink's own buffer when it fits there (a memoryview,
         valid until the next batch: publish has sent it by then)."""
-        n = protocol.encode_events_into(self._tx, self.boot, recs, gone)
+        n = encode_events_into(self._tx, self.boot, recs, gone)
         if n < 0:
-            return protocol.encode_events(self.boot, recs, gone)
+            return encode_events(self.boot, recs, gone)
         return memoryview(self._tx)[:n]
 
     def _new_nonce(self):
         import os
 
-        self.nonce = hexlify(os.urandom(protocol.NONCE_LEN // 2)).decode()
+        self.nonce = hexlify(os.urandom(common.NONCE_LEN // 2)).decode()
         self._nonce_at = ticks_ms()
         self._nonce_used = False
 
     def _on_time_message(self, payload):
         """A signed time answering this connection's nonce is trusted; an unsigned one is
         handed on as such (firmware/main.py decides what it may still do)."""
-        t, nonce, mac = protocol.decode_signed_time(payload)
+        t, nonce, mac = decode_signed_time(payload)
         if not mac:
             if self.on_time is not None:
                 self.on_time(t, False)
             return
         ks = self.keystore
         if ks is None or not ks.has("command"):
-            raise protocol.ProtocolError("bad_mac", "no command key")
+            raise common.ProtocolError("bad_mac", "no command key")
         if self._nonce_used or not ct.equal(nonce.encode(), self.nonce.encode()) \
                 or ticks_diff(ticks_ms(), self._nonce_at) > _NONCE_TTL_MS:
-            raise protocol.ProtocolError("bad_nonce")
+            raise common.ProtocolError("bad_nonce")
         try:
             tag = bytes.fromhex(mac)
         except ValueError:
-            raise protocol.ProtocolError("bad_mac")
-        want = ks.hmac("command", protocol.time_signing_bytes(self.device_id, nonce, t))
+            raise common.ProtocolError("bad_mac")
+        want = ks.hmac("command", common.time_signing_bytes(self.device_id, nonce, t))
         if not ct.equal(want, tag):
-            raise protocol.ProtocolError("bad_mac")
+            raise common.ProtocolError("bad_mac")
         self._nonce_used = True  # single use: a copy of this message is a replay
         if self.on_time is not None and self.on_time(t, True) is not False:
             self.trusted_time = True
@@ -338,7 +349,7 @@ class Uplink:
 
     async def reply(self, cmd_id, ok, reason=""):
         if self.client is not None and self.client.connected:
-            await self.client.publish(self._t("reply"), protocol.encode_reply(cmd_id, ok, reason), 1)
+            await self.client.publish(self._t("reply"), encode_reply(cmd_id, ok, reason), 1)
 
     async def publish(self, leaf, payload, retain=False):
         """Publish on one of this device's topics when connected; False otherwise."""
@@ -349,7 +360,7 @@ class Uplink:
 
     async def publish_status(self, report):
         if self.client is not None and self.client.connected:
-            await self.client.publish(self._t("status"), protocol.encode_status(report), 1, True)
+            await self.client.publish(self._t("status"), encode_status(report), 1, True)
             return True
         return False
 
@@ -378,7 +389,7 @@ class Uplink:
         client = MQTTClient(
             self.device_id, b["host"], b.get("port", 1883), b.get("user"), b.get("password"),
             b.get("keepalive", 30), ctx,
-            will=(self._t("presence"), protocol.encode_presence(False), 1, True),
+            will=(self._t("presence"), encode_presence(False), 1, True),
             on_message=self._on_message, limit_for=self._limit, on_refused=self.refuse,
             rx_buf=self._rx,
         )
@@ -411,7 +422,7 @@ class Uplink:
             await client.subscribe(self._t("resend"), 1)
             if self.on_cache is not None:
                 await client.subscribe(self._t("cache"), 1)
-            await client.subscribe(protocol.ANNOUNCE_TOPIC, 1)
+            await client.subscribe(common.ANNOUNCE_TOPIC, 1)
             self._announce_asked = False
             await self._announce_self(client, fresh_nonce=True)
             log("uplink: connected")
@@ -428,7 +439,7 @@ class Uplink:
         """Presence, online, with a fresh nonce the platform signs its time with."""
         self._new_nonce()
         await client.publish(self._t("presence"),
-                             protocol.encode_presence(True, self.boot, self.firmware_version,
+                             encode_presence(True, self.boot, self.firmware_version,
                                                       self.nonce), 1, True)
 
     def _note_error(self, why):
@@ -443,7 +454,7 @@ class Uplink:
             await self._announce(client)
         else:
             await client.publish(self._t("presence"),
-                                 protocol.encode_presence(True, self.boot, self.firmware_version,
+                                 encode_presence(True, self.boot, self.firmware_version,
                                                           self.nonce), 1, True)
         if self.registration is not None:
             await client.publish(self._t("register"), self.registration, 1, True)

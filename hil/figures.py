@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from firmware import events as ev
 from hil.rig import Timings, wait_for
 from hil.virtual import DEVICE, DOOR_TIMINGS, VirtualDoor
 from host_tools.cards import pcsc
 from host_tools.console import call
+from wire import codes as ev
 
 
 def measure(n: int, backlog: int) -> dict[str, float]:

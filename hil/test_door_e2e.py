@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from firmware import events as ev
 from hil.rig import DOOR_TIMINGS, Door, Timings, wait_for
+from wire import codes as ev
 
 GRANTED, DENIED = ev.ACCESS_GRANTED, ev.ACCESS_DENIED
 

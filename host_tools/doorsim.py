@@ -27,8 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware import protocol
 from reference_platform.cache_tags import CacheTags
+from wire import common
+from wire.door import (
+    decode_ack,
+    decode_cache_chunk,
+    encode_cache_state,
+    encode_events,
+    encode_presence,
+)
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = (
     1, 2, 3, 4, 8, 9, 12, 13, 14)
@@ -259,19 +266,19 @@ class SimDoor:
         self.next_seq += 1
         now = time.time()
         self.journal.append([seq, code, self.boot, int(now), int(now * 1000) % 1000,
-                             protocol.FLAG_TIME_VALID, arg, ""])
+                             common.FLAG_TIME_VALID, arg, ""])
         self._kick()
         return seq
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        if topic == protocol.ANNOUNCE_TOPIC:
+        if topic == common.ANNOUNCE_TOPIC:
             self.announces += 1
             asyncio.ensure_future(self._announce())
             return
         leaf = topic.rsplit("/", 1)[-1]
         if leaf == "ack" and not retained:
-            with contextlib.suppress(protocol.ProtocolError):
-                upto = protocol.decode_ack(payload)
+            with contextlib.suppress(common.ProtocolError):
+                upto = decode_ack(payload)
                 if upto > self.acked:
                     self.acked = min(upto, self.next_seq - 1)
                     self.journal = [e for e in self.journal if int(e[0]) > self.acked]  # type: ignore[call-overload]
@@ -280,8 +287,8 @@ class SimDoor:
             self._rewind = True  # the platform misses some: send again from the first unacked
             self._kick()
         elif leaf == "cache":
-            with contextlib.suppress(protocol.ProtocolError):
-                self._piece(*protocol.decode_cache_chunk(payload))
+            with contextlib.suppress(common.ProtocolError):
+                self._piece(*decode_cache_chunk(payload))
 
     def _piece(self, version: int, total: int, offset: int, tag: bytes, data: memoryview) -> None:
         """One whitelist piece: its tag checked first, written in order; the whole file's tag
@@ -293,7 +300,7 @@ class SimDoor:
                 self.refused += 1
                 return
         if offset == 0 and version <= self.whitelist:  # the firmware's check_offer: refused
-            self._report(protocol.encode_cache_state(self.whitelist, reason="stale_version"))
+            self._report(encode_cache_state(self.whitelist, reason="stale_version"))
             return
         have = self._cache.get(version, 0)
         if offset == have:
@@ -307,7 +314,7 @@ class SimDoor:
             if not self._tags.file_ok(whole):
                 self.refused += 1
                 self._cache.pop(version)
-                self._report(protocol.encode_cache_state(self.whitelist, reason="bad_tag"))
+                self._report(encode_cache_state(self.whitelist, reason="bad_tag"))
                 return
         self.whitelist = version
         self.updated_at[version] = time.monotonic()
@@ -316,7 +323,7 @@ class SimDoor:
     def _report(self, state: bytes) -> None:
         if self._client is not None:
             with contextlib.suppress(MQTTClosed, OSError):
-                self._client.publish_nowait(protocol.topic(self.device, "cache_state"), state)
+                self._client.publish_nowait(common.topic(self.device, "cache_state"), state)
 
     def _kick(self) -> None:
         if self._wake is not None:
@@ -325,11 +332,11 @@ class SimDoor:
     async def _publish(self, leaf: str, payload: bytes, retain: bool = False) -> None:
         if self._client is not None:
             with contextlib.suppress(MQTTClosed, OSError):
-                await self._client.publish(protocol.topic(self.device, leaf), payload, 1, retain)
+                await self._client.publish(common.topic(self.device, leaf), payload, 1, retain)
 
     async def _announce(self) -> None:
-        await self._publish("presence", protocol.encode_presence(True, self.boot, "sim"), retain=True)
-        await self._publish("cache_state", protocol.encode_cache_state(self.whitelist))
+        await self._publish("presence", encode_presence(True, self.boot, "sim"), retain=True)
+        await self._publish("cache_state", encode_cache_state(self.whitelist))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, send, reconnect (next broker, backoff), until `stop` is set."""
@@ -340,8 +347,8 @@ class SimDoor:
             host, port = self.brokers[attempt % len(self.brokers)]
             client = MiniMQTT(self.device, self._on_message, keepalive=30, on_close=self._kick)
             try:
-                await client.connect(host, port, will=(protocol.topic(self.device, "presence"),
-                                                       protocol.encode_presence(False)))
+                await client.connect(host, port, will=(common.topic(self.device, "presence"),
+                                                       encode_presence(False)))
             except (TimeoutError, OSError, MQTTClosed):
                 attempt += 1
                 await asyncio.sleep(min(0.2 * attempt, 2.0))
@@ -351,8 +358,8 @@ class SimDoor:
             began = time.monotonic()
             try:
                 leaves = ("ack", "cache", "resend")
-                await client.subscribe([protocol.topic(self.device, leaf) for leaf in leaves]
-                                       + [protocol.ANNOUNCE_TOPIC])
+                await client.subscribe([common.topic(self.device, leaf) for leaf in leaves]
+                                       + [common.ANNOUNCE_TOPIC])
                 await self._announce()
                 await self._send_loop(client, stop)
             except (TimeoutError, OSError, MQTTClosed):
@@ -374,8 +381,8 @@ class SimDoor:
             pending = [e for e in self.journal if int(e[0]) > sent]  # type: ignore[call-overload]
             if pending and sent - self.acked < self.batch * self.window:
                 chunk = pending[:self.batch]
-                await client.publish(protocol.topic(self.device, "events"),
-                                     protocol.encode_events(self.boot, chunk))
+                await client.publish(common.topic(self.device, "events"),
+                                     encode_events(self.boot, chunk))
                 sent = int(chunk[-1][0])  # type: ignore[call-overload]
                 continue
             if sent > self.acked and time.monotonic() - last_progress > 10:
@@ -406,7 +413,7 @@ def _held(version: int) -> bytes:
     """The state "holds `version`": the same bytes for every door, encoded once."""
     state = _STATES.get(version)
     if state is None:
-        state = _STATES[version] = protocol.encode_cache_state(version)
+        state = _STATES[version] = encode_cache_state(version)
     return state
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from firmware import protocol
+from wire import common
 
 # What a door publishes (device -> platform) and what it reads (platform -> device).
 DOOR_PUBLISHES = ("events", "presence", "status", "reply", "cache_state", "register")
@@ -40,15 +40,15 @@ def check_user(name: str, prefix: str) -> str:
     if not name.startswith(prefix):
         raise ValueError(f"{name!r} must start with {prefix!r}")
     try:
-        protocol.check_device_id(name[1:])
-    except protocol.ProtocolError:
+        common.check_device_id(name[1:])
+    except common.ProtocolError:
         raise ValueError(f"{name!r}: after {prefix!r}, 1-64 of A-Z a-z 0-9 - _ .") from None
     return name
 
 
 def acl_text(platform_users: Sequence[str], observer_users: Sequence[str] = ()) -> str:
     """The mosquitto `acl_file`."""
-    root = protocol.ROOT  # door/v1/
+    root = common.ROOT  # door/v1/
     lines = ["# protocol v1 access control (reference_platform/broker_acl.py, docs/broker-acl.md)",
              "# Doors: their user name is their device id; only their own topics."]
     lines += [f"pattern write {root}%u/{leaf}" for leaf in DOOR_PUBLISHES]

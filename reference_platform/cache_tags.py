@@ -2,7 +2,7 @@
 and checked on the host with the standard library's HMAC.
 
 They are the same bytes as the door's own code makes (offline_cache's file tag,
-firmware.protocol.cache_chunk_tag, both over crypto.hmac256, which MicroPython needs); the
+wire.common.cache_chunk_tag, both over crypto.hmac256, which MicroPython needs); the
 host signs or checks one file for each of a city's 16,900 doors in a fan-out, where the
 pure-Python HMAC cost about 20 µs a tag and this one, from a key prepared once, about 2.
 """
@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import struct
 
-from firmware import protocol
 from offline_cache import fmt
+from wire import common
 
 PIECE_LABEL = b"door-cache-chunk/v1|"
 
@@ -51,7 +51,7 @@ class CacheTags:
 
     def piece_tag(self, version: int, total: int, offset: int, data: bytes | memoryview) -> bytes:
         return self._tag(PIECE_LABEL + struct.pack(">III", version, total, offset),
-                         data)[:protocol.CACHE_TAG]
+                         data)[:common.CACHE_TAG]
 
     def piece_ok(self, version: int, total: int, offset: int, data: bytes | memoryview,
                  tag: bytes) -> bool:
@@ -61,9 +61,9 @@ class CacheTags:
         """The file's update messages from byte `start` (protocol.encode_cache_chunk)."""
         version = int(fmt.parse_header(data[:fmt.HDR_SIZE]).version)
         out = []
-        for offset in range(start, len(data), protocol.CACHE_CHUNK):
-            piece = data[offset:offset + protocol.CACHE_CHUNK]
+        for offset in range(start, len(data), common.CACHE_CHUNK):
+            piece = data[offset:offset + common.CACHE_CHUNK]
             head = struct.pack(">III", version, len(data), offset)
-            out.append(protocol.CACHE_MAGIC + head + self.piece_tag(version, len(data), offset, piece)
+            out.append(common.CACHE_MAGIC + head + self.piece_tag(version, len(data), offset, piece)
                        + piece)
         return out

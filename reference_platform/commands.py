@@ -11,7 +11,8 @@ import uuid
 from typing import Any
 
 from crypto.hmac256 import hmac_sha256
-from firmware import protocol
+from wire import common
+from wire.platform import command_signing_bytes, encode_command
 
 
 def command_key(site_keys: dict[str, Any]) -> bytes:
@@ -27,8 +28,8 @@ def sign(key: bytes, device: str, op: str, args: dict[str, Any] | None = None,
     """(command id, payload) of a command valid from now for protocol.COMMAND_TTL seconds."""
     args = dict(args or {})
     cmd_id = cmd_id or "c-" + uuid.uuid4().hex[:16]
-    exp = int(now if now is not None else time.time()) + protocol.COMMAND_TTL
+    exp = int(now if now is not None else time.time()) + common.COMMAND_TTL
     mac = ""
-    if op in protocol.SIGNED_COMMANDS:
-        mac = hmac_sha256(key, protocol.command_signing_bytes(device, cmd_id, op, args, exp)).hex()
-    return cmd_id, protocol.encode_command(cmd_id, op, args, exp, mac)
+    if op in common.SIGNED_COMMANDS:
+        mac = hmac_sha256(key, command_signing_bytes(device, cmd_id, op, args, exp)).hex()
+    return cmd_id, encode_command(cmd_id, op, args, exp, mac)

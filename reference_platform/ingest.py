@@ -37,11 +37,23 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from crypto.hmac256 import hmac_sha256
-from firmware import protocol
 from reference_platform import scope_alarms
 from reference_platform.door_signing import DoorSigner
 from reference_platform.paho_window import WindowedClient
 from reference_platform.store import Store
+from wire import common
+from wire.platform import (
+    decode_batch,
+    decode_cache_state,
+    decode_presence,
+    decode_register,
+    decode_reply,
+    decode_status,
+    encode_ack,
+    encode_resend,
+    encode_signed_time,
+    encode_time,
+)
 
 log = logging.getLogger("doorctl.platform")
 
@@ -247,13 +259,13 @@ class Platform:
         _, self._subscribe_mid = client.subscribe(
             [(f, 0 if leaf == "cache_state" else 1)
              for leaf in ("presence", "status", "reply", "cache_state", "register")
-             for f in protocol.filters(leaf)])
+             for f in common.filters(leaf)])
         self.events_filter = ""
         if self.ingest and self.subscription == "auto":
             self._probe(client)
         elif self.ingest:
             self._subscribe_events(client, shared=self.subscription == "shared")
-        client.publish(protocol.ANNOUNCE_TOPIC, b"", qos=1)
+        client.publish(common.ANNOUNCE_TOPIC, b"", qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                       props: Any = None) -> None:
@@ -286,7 +298,7 @@ class Platform:
         threading.Thread(target=decide, name="subscription-probe", daemon=True).start()
 
     def _subscribe_events(self, client: mqtt.Client, shared: bool) -> None:
-        topics = protocol.filters("events")
+        topics = common.filters("events")
         if shared:
             topics = [self._shared_filter(t) for t in topics]
         self.events_filter = topics[0]
@@ -310,7 +322,7 @@ class Platform:
             if self._queue(msg):
                 return  # acknowledged to the broker after its commit (_store_group)
             self._handle(msg.topic, msg.payload)
-        except protocol.ProtocolError as e:
+        except common.ProtocolError as e:
             self.rejected += 1
             log.warning("rejected %s: %s", msg.topic, e)
         except Exception:
@@ -327,18 +339,18 @@ class Platform:
         stored state, alone) or a presence message to the storing thread: True when taken
         (acknowledged to the broker by then or after its commit), False for any other message,
         handled at once. ProtocolError for a malformed one."""
-        device, leaf = protocol.split_topic(msg.topic)
+        device, leaf = common.split_topic(msg.topic)
         if leaf not in ("events", "presence") or self._storer is None:
             return False
-        if len(msg.payload) > protocol.limit(leaf):
-            raise protocol.ProtocolError("too_large", f"{len(msg.payload)} bytes")
+        if len(msg.payload) > common.limit(leaf):
+            raise common.ProtocolError("too_large", f"{len(msg.payload)} bytes")
         if leaf == "presence":
-            p = protocol.decode_presence(msg.payload)
+            p = decode_presence(msg.payload)
             self._inbox.put((device, p["online"], p.get("boot"), p.get("fw"), time.time()))
             self._presence_seen(device, p)
             self._client.ack(msg.mid, msg.qos)  # nothing waits on its storage
             return True
-        boot, events, gone = protocol.decode_batch(msg.payload)
+        boot, events, gone = decode_batch(msg.payload)
         if gone is not None:
             return False
         self._inbox.put(_Batch(device, boot, events, msg.mid, msg.qos))
@@ -390,7 +402,7 @@ class Platform:
                 self.stored_batches += 1
                 if (b.device, b.boot) not in acked:
                     acked.add((b.device, b.boot))
-                    self._client.publish(protocol.topic(b.device, "ack"),
+                    self._client.publish(common.topic(b.device, "ack"),
                                          self._ack(b.device, b.boot, upto), qos=1)
                 if b.events and b.events[-1][0] > upto:
                     try:
@@ -410,31 +422,31 @@ class Platform:
                     self.signer.tags(device)           # is online: a fan-out derives nothing
 
     def _handle(self, topic: str, payload: bytes | bytearray) -> None:
-        device, leaf = protocol.split_topic(topic)
-        if len(payload) > protocol.limit(leaf):  # the topic's limit (docs/protocol.md)
-            raise protocol.ProtocolError("too_large", f"{len(payload)} bytes")
+        device, leaf = common.split_topic(topic)
+        if len(payload) > common.limit(leaf):  # the topic's limit (docs/protocol.md)
+            raise common.ProtocolError("too_large", f"{len(payload)} bytes")
         if leaf == "events":
-            boot, events, gone = protocol.decode_batch(payload)
+            boot, events, gone = decode_batch(payload)
             if gone is not None:
                 self._check_gone(device, gone, events)
             upto = self.store.store_events(device, events, gone)
             self.stored_batches += 1
-            self._client.publish(protocol.topic(device, "ack"), self._ack(device, boot, upto), qos=1)
+            self._client.publish(common.topic(device, "ack"), self._ack(device, boot, upto), qos=1)
             if events and events[-1][0] > upto:
                 self._ask_again(device, upto)
         elif leaf == "presence":
-            p = protocol.decode_presence(payload)
+            p = decode_presence(payload)
             self.store.record_presence(device, p["online"], p.get("boot"), p.get("fw"))
             self._presence_seen(device, p)
         elif leaf == "status":
-            self.store.record_status(device, protocol.decode_status(payload))
+            self.store.record_status(device, decode_status(payload))
         elif leaf == "register":
-            reg = protocol.decode_register(payload)
+            reg = decode_register(payload)
             self.store.record_registration(device, reg)
             if self.signer is not None:
                 self._registered(device, reg["keys"])
         elif leaf == "cache_state":
-            state = protocol.decode_cache_state(payload)
+            state = decode_cache_state(payload)
             taken = False
             with self._replies_cond:
                 self.cache_states[device] = state
@@ -444,7 +456,7 @@ class Platform:
             if not taken:  # else a fan-out awaits this door's answer and serves it (sync)
                 self._maybe_sync(device, state)
         elif leaf == "reply":
-            reply = protocol.decode_reply(payload)
+            reply = decode_reply(payload)
             with self._replies_cond:
                 self.replies[str(reply["id"])] = {"device": device, **reply}
                 self._replies_cond.notify_all()
@@ -485,9 +497,9 @@ class Platform:
     def _ack(self, device: str, boot: int, upto: int) -> bytes:
         key = self.command_key(device)
         if key is None:
-            return protocol.encode_ack(upto, boot)
-        mac = hmac_sha256(key, protocol.ack_signing_bytes(device, boot, upto)).hex()
-        return protocol.encode_ack(upto, boot, mac)
+            return encode_ack(upto, boot)
+        mac = hmac_sha256(key, common.ack_signing_bytes(device, boot, upto)).hex()
+        return encode_ack(upto, boot, mac)
 
     def _check_gone(self, device: str, gone: tuple[int, int], events: list[Any]) -> None:
         """A `gone` range is the door's answer to a resend request: it can only name a hole
@@ -500,7 +512,7 @@ class Platform:
         if events:
             above = min(above, events[0][0]) if above is not None else events[0][0]
         if gone[0] != upto + 1 or above is None or gone[1] >= above:
-            raise protocol.ProtocolError("bad_gone", f"{gone[0]}..{gone[1]} at watermark {upto}")
+            raise common.ProtocolError("bad_gone", f"{gone[0]}..{gone[1]} at watermark {upto}")
 
     ASK_AGAIN_S = 3.0  # one request per hole in this time: a window of batches shows it 8 times
     HOLE_GRACE_S = 1.0  # a hole younger than this is a batch still on its way (another instance's)
@@ -525,19 +537,19 @@ class Platform:
         self._asked[device] = (upto + 1, now)
         self.resend_requests += 1
         log.info("%s: events %d to %d missing, asking the door for them", device, upto + 1, nxt - 1)
-        self.publish(device, "resend", protocol.encode_resend(upto + 1, nxt - 1))
+        self.publish(device, "resend", encode_resend(upto + 1, nxt - 1))
 
     def time_message(self, device: str, nonce: str, now_ms: int | None = None) -> bytes:
         """The time for a door: signed with its nonce when the site key is known."""
         t = int(time.time() * 1000) if now_ms is None else now_ms
         key = self.command_key(device)
         if key is None or not nonce:
-            return protocol.encode_time(t)
-        mac = hmac_sha256(key, protocol.time_signing_bytes(device, nonce, t)).hex()
-        return protocol.encode_signed_time(t, nonce, mac)
+            return encode_time(t)
+        mac = hmac_sha256(key, common.time_signing_bytes(device, nonce, t)).hex()
+        return encode_signed_time(t, nonce, mac)
 
     def publish(self, device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
-        self._client.publish(protocol.topic(device, leaf), payload, qos=1, retain=retain)
+        self._client.publish(common.topic(device, leaf), payload, qos=1, retain=retain)
 
     def publish_many(self, messages: list[tuple[str, str, bytes]], timeout: float = 30.0) -> None:
         """Publish (device, leaf, payload) messages at QoS 1, in order: a fan-out's, on a
@@ -548,7 +560,7 @@ class Platform:
             from reference_platform import fanout_writer
 
             left = fanout_writer.publish_all(
-                self.host, self.port, [(protocol.topic(d, leaf), p) for d, leaf, p in messages],
+                self.host, self.port, [(common.topic(d, leaf), p) for d, leaf, p in messages],
                 login=self._login, client_id=f"fanout-{self._client_id}-{uuid.uuid4().hex[:6]}",
                 timeout=timeout)
             self.bulk_published += len(messages) - len(left)

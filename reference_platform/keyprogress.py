@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from firmware import events as ev
-from firmware.protocol import FLAG_REKEYED
 from reference_platform.store import Store
+from wire import codes as ev
+from wire.common import FLAG_REKEYED
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS card_keys (
     ref TEXT PRIMARY KEY, version INTEGER NOT NULL, source TEXT NOT NULL,

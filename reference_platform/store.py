@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from firmware.journal import CODE_GAP
+from wire.codes import GAP as CODE_GAP
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
@@ -23,6 +22,7 @@ from reference_platform.commands import command_key
 from reference_platform.distribute import push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import common
 
 DEVICE = "bench.b1.d1"
 N = 10
@@ -101,6 +101,6 @@ def run(names: set[str]) -> dict[str, float]:
             t = time.perf_counter()
             push(platform, DEVICE, snap, timeout=300)
             out["platform.snapshot_100k_s"] = time.perf_counter() - t
-            pieces = -(-len(snap) // protocol.CACHE_CHUNK)
-            out["platform.snapshot_100k_bytes"] = float(len(snap) + pieces * protocol.CACHE_HDR)
+            pieces = -(-len(snap) // common.CACHE_CHUNK)
+            out["platform.snapshot_100k_bytes"] = float(len(snap) + pieces * common.CACHE_HDR)
     return out

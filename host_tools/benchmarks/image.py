@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from firmware import events as ev
 from host_tools.benchmarks import Outcome, failing
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
@@ -46,6 +45,7 @@ from reference_platform.commands import command_key
 from reference_platform.distribute import push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as ev
 
 DEVICE = "bench.image.d1"
 CARDS = 100_000
@@ -360,7 +360,7 @@ def application_modules() -> list[str]:
     names = []
     for src in device_sources():
         rel = src.relative_to(REPO_ROOT).with_suffix("")
-        if rel.parts[0] in ("firmware", "crypto", "offline_cache"):
+        if rel.parts[0] in ("firmware", "wire", "crypto", "offline_cache"):
             names.append(".".join(p for p in rel.parts if p != "__init__"))
     return names
 

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware import events as ev
 from host_tools.benchmarks import Outcome, failing
 from host_tools.benchmarks.image import DEVICE, Template
 from host_tools.image.steps import Steps
@@ -37,6 +36,7 @@ from offline_cache import fmt
 from reference_platform.distribute import push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as ev
 
 DECISIONS = 100_000
 UPDATES = 200

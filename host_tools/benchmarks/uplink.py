@@ -14,7 +14,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import protocol
 from host_tools.benchmarks import Outcome, failing
 from host_tools.deploy import application_image, board_for
 from host_tools.mpy_build import build_device_tree
@@ -22,6 +21,8 @@ from host_tools.paths import micropython, micropython_env
 from host_tools.services.mosquitto import Mosquitto
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import common
+from wire.door import encode_events
 
 DEVICE = Path(__file__).with_name("device") / "uplink_device.py"
 WITH_ROM = Path(__file__).with_name("device") / "with_rom.py"
@@ -171,7 +172,7 @@ def _baseline(tmp: Path, broker: Mosquitto, batch: int = 16) -> float:
         t = time.perf_counter()
         for start in range(1, n + 1, batch):
             evs = [(s, 1, 1, s, 0, 0, 0, "") for s in range(start, min(start + batch, n + 1))]
-            pub.publish(protocol.topic("bench.base", "events"), protocol.encode_events(1, evs), 1)
+            pub.publish(common.topic("bench.base", "events"), encode_events(1, evs), 1)
         while platform.store.ack_upto("bench.base") < n:
             time.sleep(0.01)
         elapsed = time.perf_counter() - t

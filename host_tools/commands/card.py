@@ -97,11 +97,11 @@ def keys_door(
     def go() -> None:
         data, _ = sitekeys.load(keys, need_issuing=True)
         if device_id is not None:
-            from firmware import protocol
+            from wire import common
 
             try:
-                protocol.check_device_id(device_id)
-            except protocol.ProtocolError:
+                common.check_device_id(device_id)
+            except common.ProtocolError:
                 raise UserError(f"--device-id {device_id!r}: use 1-64 of A-Z a-z 0-9 - _ .",
                                 EXIT_USAGE) from None
         door = sitekeys.device_keys(data, device_id)
@@ -172,13 +172,13 @@ def keys_revoke_door(
 
     Example: doorctl card keys revoke-door hz.b12.d3 --keys site.json
     """
-    from firmware import protocol
     from host_tools.cards import sitekeys
+    from wire import common
 
     def go() -> None:
         try:
-            protocol.check_device_id(device_id)
-        except protocol.ProtocolError:
+            common.check_device_id(device_id)
+        except common.ProtocolError:
             raise UserError(f"{device_id!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)",
                             EXIT_USAGE) from None
         data, _ = sitekeys.load(keys, need_issuing=True)

@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from firmware import protocol
 from firmware.commands import CONFIG_LIMITS
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
@@ -21,6 +20,7 @@ from host_tools.errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError, fail
 from host_tools.ports import pick_port
 from offline_cache import fmt
 from reference_platform.door_signing import retag
+from wire import common
 
 
 def _bad(value: str, why: str) -> UserError:
@@ -107,8 +107,8 @@ def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: 
                  legacy_classic: bool, client_cert: bool = False) -> dict[str, Any]:
     """The door's config.json, every value checked first (UserError names the wrong one)."""
     try:
-        protocol.check_device_id(device_id)
-    except protocol.ProtocolError:
+        common.check_device_id(device_id)
+    except common.ProtocolError:
         raise _bad(f"--device-id {device_id!r}", "use 1-64 of A-Z a-z 0-9 - _ . "
                    "(e.g. site.building.door: hz.b12.d3)") from None
     if not 0 <= door_no <= 15:

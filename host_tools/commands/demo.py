@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from firmware import events
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_USAGE, fail
@@ -24,6 +23,7 @@ from host_tools.vdev.provision import provision
 from offline_cache import fmt
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as events
 
 DEVICE_ID = "demo.b1.d1"
 SITE = 1001

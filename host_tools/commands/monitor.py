@@ -14,9 +14,24 @@ from typing import Any
 
 import typer
 
-from firmware import events as ev
-from firmware import protocol
-from host_tools.errors import EXIT_FAILED, EXIT_NO_DEVICE, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
+from host_tools.errors import (
+    EXIT_FAILED,
+    EXIT_NO_DEVICE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UserError,
+    fail,
+)
+from wire import codes as ev
+from wire import common
+from wire.platform import (
+    decode_cache_state,
+    decode_events,
+    decode_presence,
+    decode_register,
+    decode_reply,
+    decode_status,
+)
 
 ALARMS = {ev.SETUP_FAULT, ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT,
           ev.SENSOR_TAMPER, ev.DEVICE_TAMPER, ev.POWER_LOST, ev.JOURNAL_NEAR_FULL}
@@ -26,34 +41,34 @@ def describe(leaf: str, payload: bytes) -> dict[str, Any] | None:
     """One readable record per message on a door's topics (None: not worth a line)."""
     if leaf == "events":
         out = []
-        for e in protocol.decode_events(payload):
-            code, arg = e[protocol.E_CODE], e[protocol.E_ARG]
+        for e in decode_events(payload):
+            code, arg = e[common.E_CODE], e[common.E_ARG]
             name = ev.NAMES.get(code, str(code))
             if code == ev.ACCESS_DENIED:
                 name += " (" + ev.deny_reason_name(arg) + ")"
             elif code == ev.ACCESS_GRANTED:
                 name += " (" + {1: "card", 2: "REX", 3: "remote"}.get(arg, str(arg)) + ")"
-            data = e[protocol.E_DATA] or None
+            data = e[common.E_DATA] or None
             carded = code in (ev.ACCESS_GRANTED, ev.ACCESS_DENIED)
-            out.append({"seq": e[protocol.E_SEQ], "event": name, "alarm": code in ALARMS,
-                        "time": e[protocol.E_TIME], "utc": bool(e[protocol.E_FLAGS] & 1),
+            out.append({"seq": e[common.E_SEQ], "event": name, "alarm": code in ALARMS,
+                        "time": e[common.E_TIME], "utc": bool(e[common.E_FLAGS] & 1),
                         "card": data[:16] if carded and data else None,
                         "data": None if carded else data})
         return {"kind": "events", "events": out}
     if leaf == "status":
-        s = protocol.decode_status(payload)
+        s = decode_status(payload)
         return {"kind": "status", "door": s.get("door"), "mode": s.get("mode"),
                 "lock": s.get("lock"), "alarms": s.get("alarms"), "journal": s.get("journal_depth"),
                 "cache": s.get("cache_version"), "reader": s.get("reader")}
     if leaf == "presence":
-        p = protocol.decode_presence(payload)
+        p = decode_presence(payload)
         return {"kind": "presence", "online": p["online"], "fw": p.get("fw")}
     if leaf == "reply":
-        return {"kind": "reply", **protocol.decode_reply(payload)}
+        return {"kind": "reply", **decode_reply(payload)}
     if leaf == "cache_state":
-        return {"kind": "whitelist", **protocol.decode_cache_state(payload)}
+        return {"kind": "whitelist", **decode_cache_state(payload)}
     if leaf == "register":
-        return {"kind": "register", **protocol.decode_register(payload)}
+        return {"kind": "register", **decode_register(payload)}
     return None
 
 
@@ -111,8 +126,8 @@ def monitor(
     from host_tools.commands.platform.run import tls_options
 
     try:
-        protocol.check_device_id(door)
-    except protocol.ProtocolError:
+        common.check_device_id(door)
+    except common.ProtocolError:
         raise fail(f"--door {door!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)", EXIT_USAGE) from None
     if seconds < 0:
         raise fail(f"--seconds {seconds:g}: must be 0 or more", EXIT_USAGE)
@@ -129,9 +144,9 @@ def monitor(
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         heard.set()
         try:
-            _, leaf = protocol.split_topic(msg.topic)
+            _, leaf = common.split_topic(msg.topic)
             rec = describe(leaf, bytes(msg.payload))
-        except protocol.ProtocolError as e:
+        except common.ProtocolError as e:
             rec = {"kind": "malformed", "topic": msg.topic, "reason": e.reason}
         if rec is None or gone.is_set():
             return
@@ -150,7 +165,7 @@ def monitor(
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
-    client.on_connect = lambda c, *a: c.subscribe(protocol.topic(door, "#"), 1)
+    client.on_connect = lambda c, *a: c.subscribe(common.topic(door, "#"), 1)
     try:
         from reference_platform.broker_acl import apply_env_login
 

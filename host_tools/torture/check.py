@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware.journal import CODE_GAP
 from reference_platform.store import Store
+from wire.codes import GAP as CODE_GAP
 
 
 @dataclass

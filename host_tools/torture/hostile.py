@@ -15,7 +15,8 @@ from collections import deque
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import protocol
+from wire import common
+from wire.platform import encode_ack, encode_command, encode_resend, encode_signed_time, encode_time
 
 LEAVES = ("ack", "cmd", "time", "resend", "cache")
 DAY_MS = 86_400_000
@@ -48,7 +49,7 @@ class Hostile:
     def _on_connect(self, client: mqtt.Client, *rest: object) -> None:
         for d in self.devices:
             for leaf in ("ack", "time", "resend", "cmd"):
-                client.subscribe(protocol.topic(d, leaf), 0)
+                client.subscribe(common.topic(d, leaf), 0)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -78,9 +79,9 @@ class Hostile:
             payload = nested(rng.choice((5, 60, 2000)))
         elif kind == "retained":
             leaf = rng.choice(("ack", "cmd", "time"))
-            payload = rng.choice((protocol.encode_ack(rng.randint(1, 10**6)),
-                                  protocol.encode_time(now_ms + rng.choice((-1, 1)) * 400 * DAY_MS),
-                                  protocol.encode_command(rng.randint(1, 10**6), "open")))
+            payload = rng.choice((encode_ack(rng.randint(1, 10**6)),
+                                  encode_time(now_ms + rng.choice((-1, 1)) * 400 * DAY_MS),
+                                  encode_command(rng.randint(1, 10**6), "open")))
             retain = True
         elif kind == "replay":
             with self._lock:
@@ -90,27 +91,27 @@ class Hostile:
             return got[0], got[1], rng.random() < 0.2
         elif kind == "forged_ack":
             leaf = "ack"
-            payload = protocol.encode_ack(rng.randint(1, 100_000), rng.randint(0, 50),
+            payload = encode_ack(rng.randint(1, 100_000), rng.randint(0, 50),
                                           os.urandom(32).hex())
         elif kind == "forged_cmd":
             leaf = "cmd"
-            payload = protocol.encode_command(rng.randint(1, 10**6), rng.choice(protocol.COMMANDS),
+            payload = encode_command(rng.randint(1, 10**6), rng.choice(common.COMMANDS),
                                               {}, expires=now_ms // 1000 + 60,
                                               mac=os.urandom(32).hex())
         elif kind == "bad_time":
             leaf = "time"
             shift = rng.choice((-1, 1)) * rng.randint(1, 4000) * DAY_MS
             nonce = os.urandom(8).hex()
-            payload = rng.choice((protocol.encode_time(now_ms + shift),
-                                  protocol.encode_signed_time(now_ms + shift, nonce,
+            payload = rng.choice((encode_time(now_ms + shift),
+                                  encode_signed_time(now_ms + shift, nonce,
                                                               os.urandom(32).hex())))
         elif kind == "resend":
             leaf = "resend"
             first = rng.randint(1, 5000)
-            payload = protocol.encode_resend(first, first + rng.randint(0, 300))
+            payload = encode_resend(first, first + rng.randint(0, 300))
         else:  # junk
             payload = os.urandom(rng.randint(0, 300))
-        return protocol.topic(device, leaf), payload, retain
+        return common.topic(device, leaf), payload, retain
 
     def burst(self, n: int) -> int:
         """Publish `n` hostile messages (a junk flood is most of them); how many went out."""
@@ -124,7 +125,7 @@ class Hostile:
             kind = self.rng.choice(KINDS)
             topic, payload, retain = self.message(kind)
             if self.rng.random() < 0.02:
-                topic = protocol.ANNOUNCE_TOPIC
+                topic = common.ANNOUNCE_TOPIC
             info = self.c.publish(topic, payload, qos=1 if retain else 0, retain=retain)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 sent += 1
@@ -137,4 +138,4 @@ class Hostile:
         cache snapshot is replaced too, when it put junk there)."""
         for d in self.devices:
             for leaf in LEAVES:
-                self.c.publish(protocol.topic(d, leaf), b"", qos=1, retain=True)
+                self.c.publish(common.topic(d, leaf), b"", qos=1, retain=True)

@@ -3,7 +3,7 @@
 # (firmware/power_loss.py) and the parts of its setup that disagree (firmware/setup_check.py).
 from board.vdev.flashsim import FlashSim
 from firmware import setup_check
-from firmware.events import SETUP_BITS
+from wire.codes import SETUP_BITS
 from firmware.journal import FLAG_TIME_VALID, Journal
 from firmware.power_loss import last_alive, outage
 from tests.clock import ManualClock

@@ -310,7 +310,7 @@ def test_a_damaged_main_file_takes_no_replayed_older_snapshot():
 
 
 def test_the_idle_merge_leaves_an_update_that_is_arriving_alone():
-    from firmware import protocol
+    from wire.platform import encode_cache_chunk
     from firmware.cache_sync import CacheSync
 
     c = _cache(snap(1, [card(i) for i in range(40)]))
@@ -319,7 +319,7 @@ def test_the_idle_merge_leaves_an_update_that_is_arriving_alone():
     update = snap(3, [card(i) for i in range(50)])
     step = 256
     for off in range(0, len(update), step):
-        sync.chunk(protocol.encode_cache_chunk(3, len(update), off, update[off:off + step], KEY))
+        sync.chunk(encode_cache_chunk(3, len(update), off, update[off:off + step], KEY))
         if off == 0:
             assert c.maintain(1)  # the door is idle between two pieces: the overlay is merged
     assert sync.reason == "" and c.version == 3
@@ -338,14 +338,14 @@ def _sync_with(c):
 
 def test_an_update_is_judged_by_its_signed_header_before_a_byte_is_written():
     import offline_cache.cache as cm
-    from firmware import protocol
+    from wire.platform import encode_cache_chunk
 
     c = _cache(snap(2, [card(1)]))
     sync, refused = _sync_with(c)
     incoming = c.incoming_path()
 
     def first(data, version, key=KEY):
-        return sync.chunk(protocol.encode_cache_chunk(version, len(data), 0, data[:256], key))
+        return sync.chunk(encode_cache_chunk(version, len(data), 0, data[:256], key))
 
     assert first(snap(1, []), 1) and sync.reason == "stale_version"
     assert first(snap(3, [], site=SITE + 1), 3) and sync.reason == "wrong_site"
@@ -364,7 +364,7 @@ def test_an_update_is_judged_by_its_signed_header_before_a_byte_is_written():
 
 def test_a_transfer_stops_at_the_first_bad_piece():
     import offline_cache.cache as cm
-    from firmware import protocol
+    from wire.platform import encode_cache_chunk
 
     c = _cache(snap(2, [card(1)]))
     sync, refused = _sync_with(c)
@@ -372,7 +372,7 @@ def test_a_transfer_stops_at_the_first_bad_piece():
     step = 256
     for n, off in enumerate(range(0, len(update), step)):
         key = b"x" * 32 if n == 2 else KEY
-        sync.chunk(protocol.encode_cache_chunk(3, len(update), off, update[off:off + step], key))
+        sync.chunk(encode_cache_chunk(3, len(update), off, update[off:off + step], key))
         if n == 2:
             assert sync.reason == "bad_chunk" and sync.receiving == 0 and refused == ["bad_mac"]
     assert c.version == 2  # the pieces after the bad one continued nothing

@@ -109,7 +109,7 @@ def test_the_content_hash_vector():
 
 
 def test_the_door_reports_the_content_hash_of_what_it_installed():
-    from firmware import protocol
+    from wire.platform import decode_cache_state, encode_cache_chunk
 
     from firmware.cache_sync import CacheSync
 
@@ -117,11 +117,11 @@ def test_the_door_reports_the_content_hash_of_what_it_installed():
     sync = CacheSync(c)
     sync.content = content.Tracker(c)
     sync.content.update()
-    assert protocol.decode_cache_state(sync.state())["hash"] == content.of_snapshot(snap(1, [card(1)]))
+    assert decode_cache_state(sync.state())["hash"] == content.of_snapshot(snap(1, [card(1)]))
     update = snap(2, [card(1), card(2, fmt.LOST)])
     for off in range(0, len(update), 256):
-        sync.chunk(protocol.encode_cache_chunk(2, len(update), off, update[off:off + 256], KEY))
-    state = protocol.decode_cache_state(sync.state())
+        sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + 256], KEY))
+    state = decode_cache_state(sync.state())
     assert state["version"] == 2 and state["hash"] == content.of_snapshot(update)
     assert sync.status["cache_hash"] == state["hash"]
     c.close()

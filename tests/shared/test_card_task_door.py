@@ -2,7 +2,7 @@
 # The card task hands each decision to the door (both interpreters). The reader driver and
 # the card session it imports take more than 64 KiB of bytecode on the unix port.
 from board import interface
-from firmware import events as ev
+from wire import codes as ev
 from firmware.card_task import CardTask
 from tests.clock import ManualClock
 
@@ -60,7 +60,7 @@ def test_handle_sends_grants_and_refusals_to_the_door():
 
 # --- one decision per presentation ------------------------------------------------------
 
-UID_MISMATCH = 5  # firmware.card_session.UID_MISMATCH: what a random-ID card gives the door
+UID_MISMATCH = ev.CARD_UID_MISMATCH  # what a random-ID card gives the door
 
 
 class _Target:
@@ -163,7 +163,7 @@ def test_a_random_id_card_held_5_s_gives_one_refusal():
 
         calls, task = _run(field, 5000, wait_ms)
         assert [c[0] for c in calls] == ["deny"], (wait_ms, calls)
-        assert calls[0][1] == ev.DENY_CARD_BASE + UID_MISMATCH
+        assert calls[0][1] == ev.DENY_REASONS["uid_mismatch"]
         assert task.reader.lists > 40  # the field was polled all along
 
 

@@ -2,7 +2,8 @@
 # Remote commands checked offline by the door, on both interpreters.
 from crypto.hmac256 import hmac_sha256
 from crypto.keystore import SoftwareKeyStore
-from firmware import protocol
+from wire import common
+from wire.platform import command_signing_bytes
 from firmware.commands import CommandGate, Commands, check_config
 
 KEY = b"K" * 32
@@ -32,7 +33,7 @@ def store(key=KEY):
 
 
 def signed(cmd_id, op, args, exp, key=KEY, dev=DEV):
-    mac = hmac_sha256(key, protocol.command_signing_bytes(dev, cmd_id, op, args, exp)).hex()
+    mac = hmac_sha256(key, command_signing_bytes(dev, cmd_id, op, args, exp)).hex()
     return (cmd_id, op, args, exp, mac)
 
 
@@ -45,10 +46,10 @@ def gate_at(utc=T0, up_s=100):
 
 
 def test_signing_bytes_are_canonical_and_length_prefixed():
-    b = protocol.command_signing_bytes("d", "c-1", "mode", {"mode": "lockdown", "a": 5, "z": True}, 9)
+    b = command_signing_bytes("d", "c-1", "mode", {"mode": "lockdown", "a": 5, "z": True}, 9)
     assert b == b"door-cmd/v1|1:d3:c-14:mode9|1:a2:i54:mode9:slockdown1:z2:b1"
     # the same arguments in another order sign the same bytes
-    assert b == protocol.command_signing_bytes("d", "c-1", "mode", {"z": True, "mode": "lockdown", "a": 5}, 9)
+    assert b == command_signing_bytes("d", "c-1", "mode", {"z": True, "mode": "lockdown", "a": 5}, 9)
 
 
 def test_a_fresh_signed_command_passes_once():
@@ -191,8 +192,8 @@ def test_the_signing_parts_join_to_the_signing_bytes_and_mac_alike():
     from crypto.keystore import SoftwareKeyStore
 
     args = {"keyfile": "ab" * 700, "n": 3, "on": True}
-    parts = list(protocol.command_signing_parts("d.1", "c1", "keys", args, 1767225600))
-    assert b"".join(parts) == protocol.command_signing_bytes("d.1", "c1", "keys", args, 1767225600)
+    parts = list(common.command_signing_parts("d.1", "c1", "keys", args, 1767225600))
+    assert b"".join(parts) == command_signing_bytes("d.1", "c1", "keys", args, 1767225600)
     assert max(len(p) for p in parts) <= 1400  # the long value alone, never a copy of it all
     ks = SoftwareKeyStore(1, 1, {"command": bytes(range(32))})
     assert ks.hmac_parts("command", parts) == ks.hmac("command", b"".join(parts))

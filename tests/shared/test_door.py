@@ -3,8 +3,9 @@
 # (96K: this file is compiled from source in the heap it runs in.)
 import struct
 
-from firmware import events as ev
-from firmware.door import DENY_LOCKDOWN, DoorMachine, MemorySink
+from wire import codes as ev
+from firmware.door import DoorMachine, MemorySink
+from wire.codes import DENY_LOCKDOWN
 from firmware.inputs import Debouncer, check_contact
 from firmware.patrol import Patrol, build_report
 

@@ -4,7 +4,7 @@
 # (96K: the door task brings the event recorder and the journal module it builds on, and this
 # file is compiled from source in the same heap.)
 from board import interface
-from firmware import events as ev
+from wire import codes as ev
 from firmware.door import MemorySink, in_schedule
 from firmware.door_task import DoorTask, buzzer_on, relay_energised
 from tests.clock import ManualClock

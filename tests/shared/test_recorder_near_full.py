@@ -1,7 +1,8 @@
 # mpy-heapsize: 96K
 # `journal_near_full` is journaled when the journal crosses its threshold, not at every boot.
 from board.vdev.flashsim import FlashSim
-from firmware import events
+from firmware.events import Recorder
+from wire import codes as events
 from firmware.journal import R_CODE, Journal
 
 
@@ -25,14 +26,14 @@ def _near_full_records(j):
 def test_near_full_is_recorded_on_the_crossing_only_and_not_again_after_a_reboot():
     dev = FlashSim(path=None, block_size=1024, block_count=8)  # 6 data sectors of 31
     j = Journal(dev, near_full_ratio=0.5)
-    rec = events.Recorder(j, Clock(), 1)
+    rec = Recorder(j, Clock(), 1)
     while not j.near_full():
         rec.record(events.DOOR_OPENED)
     rec.record(events.DOOR_CLOSED)
     assert len(_near_full_records(j)) == 1
     for boot in (2, 3, 4):  # reboots with the journal still near full
         j = Journal(dev, near_full_ratio=0.5)
-        rec = events.Recorder(j, Clock(), boot)
+        rec = Recorder(j, Clock(), boot)
         rec.record(events.BOOT, boot)
         rec.record(events.DOOR_OPENED)
     assert len(_near_full_records(j)) == 1

@@ -6,7 +6,9 @@ import asyncio
 from board.vdev.flashsim import FlashSim
 from crypto.hmac256 import hmac_sha256
 from crypto.keystore import SoftwareKeyStore
-from firmware import protocol
+from wire import common
+from wire.door import decode_ack, decode_resend, decode_signed_ack, encode_events
+from wire.platform import decode_batch, encode_ack, encode_resend
 from firmware.journal import Journal
 
 KEY = b"C" * 16
@@ -14,8 +16,8 @@ DEV = "site.b1.d1"
 
 
 def _ack(upto, boot=3, key=KEY, dev=DEV):
-    mac = hmac_sha256(key, protocol.ack_signing_bytes(dev, boot, upto)).hex()
-    return protocol.encode_ack(upto, boot, mac)
+    mac = hmac_sha256(key, common.ack_signing_bytes(dev, boot, upto)).hex()
+    return encode_ack(upto, boot, mac)
 
 
 def _uplink(blocks=8, key=KEY):
@@ -35,39 +37,39 @@ def _fill(j, n):
 
 def test_ack_codec_vectors():
     raw = b'{"v": 1, "upto": 42, "boot": 7, "mac": "' + b"ab" * 32 + b'"}'
-    assert protocol.decode_signed_ack(raw) == (42, 7, "ab" * 32)
-    assert protocol.decode_signed_ack(b'{"v": 1, "upto": 42}') == (42, None, "")
-    assert protocol.decode_ack(raw) == 42
-    assert protocol.ack_signing_bytes("d.1", 7, 42) == b"door-ack/v1|3:d.17|42"
+    assert decode_signed_ack(raw) == (42, 7, "ab" * 32)
+    assert decode_signed_ack(b'{"v": 1, "upto": 42}') == (42, None, "")
+    assert decode_ack(raw) == 42
+    assert common.ack_signing_bytes("d.1", 7, 42) == b"door-ack/v1|3:d.17|42"
     for bad in (b'{"v": 1, "upto": 1, "boot": 70000}', b'{"v": 1, "upto": 1, "mac": 5}'):
         try:
-            protocol.decode_signed_ack(bad)
-        except protocol.ProtocolError as e:
+            decode_signed_ack(bad)
+        except common.ProtocolError as e:
             assert e.reason == "bad_field"
         else:
             raise AssertionError(bad)
 
 
 def test_resend_and_gone_codec_vectors():
-    assert protocol.decode_resend(b'{"v": 1, "from": 5, "to": 9}') == (5, 9)
-    assert protocol.decode_resend(protocol.encode_resend(1, 1)) == (1, 1)
+    assert decode_resend(b'{"v": 1, "from": 5, "to": 9}') == (5, 9)
+    assert decode_resend(encode_resend(1, 1)) == (1, 1)
     for bad in (b'{"v": 1, "from": 9, "to": 5}', b'{"v": 1, "from": 0, "to": 5}', b'{"v": 1, "to": 5}'):
         try:
-            protocol.decode_resend(bad)
-        except protocol.ProtocolError as e:
+            decode_resend(bad)
+        except common.ProtocolError as e:
             assert e.reason == "bad_field"
         else:
             raise AssertionError(bad)
-    assert protocol.decode_batch(protocol.encode_events(3, [], (1, 40))) == (3, [], (1, 40))
+    assert decode_batch(encode_events(3, [], (1, 40))) == (3, [], (1, 40))
     ev = [(41, 1, 3, 5, 0, 1, 0, "")]
-    assert protocol.decode_batch(protocol.encode_events(3, ev, (1, 40))) == (3, ev, (1, 40))
-    assert protocol.decode_batch(protocol.encode_events(3, ev)) == (3, ev, None)
+    assert decode_batch(encode_events(3, ev, (1, 40))) == (3, ev, (1, 40))
+    assert decode_batch(encode_events(3, ev)) == (3, ev, None)
     for bad in (b'{"v": 1, "boot": 1, "ev": [], "gone": [5, 4]}',
                 b'{"v": 1, "boot": 1, "ev": [], "gone": [0, 4]}',
                 b'{"v": 1, "boot": 1, "ev": [], "gone": [1]}', b'{"v": 1, "boot": 1, "ev": []}'):
         try:
-            protocol.decode_batch(bad)
-        except protocol.ProtocolError as e:
+            decode_batch(bad)
+        except common.ProtocolError as e:
             assert e.reason == "bad_field"
         else:
             raise AssertionError(bad)
@@ -77,9 +79,9 @@ def test_a_door_with_a_command_key_frees_only_on_the_platforms_signed_ack():
     j, up = _uplink()
     _fill(j, 40)
     up.sent_upto = 40
-    topic = protocol.topic(DEV, "ack")
-    up._on_message(topic, protocol.encode_ack(40), False)  # unsigned: a broker user's
-    up._on_message(topic, protocol.encode_ack(40, 3, "00" * 32), False)  # forged tag
+    topic = common.topic(DEV, "ack")
+    up._on_message(topic, encode_ack(40), False)  # unsigned: a broker user's
+    up._on_message(topic, encode_ack(40, 3, "00" * 32), False)  # forged tag
     up._on_message(topic, _ack(40, key=b"X" * 16), False)  # another site's key
     up._on_message(topic, _ack(40, dev="site.b1.d2"), False)  # made for another door
     up._on_message(topic, _ack(40, boot=2), False)  # made for another boot
@@ -95,7 +97,7 @@ def test_a_door_without_keys_takes_an_unsigned_ack():
     j, up = _uplink(key=None)
     _fill(j, 10)
     up.sent_upto = 10
-    up._on_message(protocol.topic(DEV, "ack"), protocol.encode_ack(10), False)
+    up._on_message(common.topic(DEV, "ack"), encode_ack(10), False)
     assert j.acked == 10
 
 
@@ -106,12 +108,12 @@ class _Client:
         self.sent = []
 
     async def publish(self, topic, payload, qos=0, retain=False):
-        self.sent.append((topic, protocol.decode_batch(payload)))
+        self.sent.append((topic, decode_batch(payload)))
 
 
 def _serve(up, first, last):
     client = _Client()
-    up._on_message(protocol.topic(DEV, "resend"), protocol.encode_resend(first, last), False)
+    up._on_message(common.topic(DEV, "resend"), encode_resend(first, last), False)
     asyncio.run(up._serve_resend(client))
     return [b for _, b in client.sent]
 

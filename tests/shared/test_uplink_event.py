@@ -18,7 +18,9 @@ def test_the_uplink_sends_a_card_reference_ending_in_zero_whole():
 
 def test_after_65536_boots_batches_still_decode_and_pre_clock_times_are_corrected():
     # The protocol's and the journal's boot counter is 16 bits; the board's count is not.
-    from firmware import protocol
+    from wire import common
+    from wire.door import encode_events, encode_presence
+    from wire.platform import decode_events, decode_presence
     from firmware.uplink import TimeBase, Uplink, event_tuple
 
     boot = 70000
@@ -28,14 +30,18 @@ def test_after_65536_boots_batches_still_decode_and_pre_clock_times_are_correcte
     tb = TimeBase()
     tb.set(1700000000, 10)  # the clock arrives 10 s after boot
     ev = event_tuple(j.read(1, 1)[0], up.boot, tb)
-    assert ev[5] & protocol.FLAG_TIME_CORRECTED and ev[3] == 1700000000 - 5
-    batch = protocol.decode_events(protocol.encode_events(up.boot, [ev]))
+    assert ev[5] & common.FLAG_TIME_CORRECTED and ev[3] == 1700000000 - 5
+    batch = decode_events(encode_events(up.boot, [ev]))
     assert batch[0][0] == 1
-    assert protocol.decode_presence(protocol.encode_presence(True, up.boot, "0"))["online"]
+    assert decode_presence(encode_presence(True, up.boot, "0"))["online"]
 
 
 def test_a_time_stamped_by_an_untrusted_clock_keeps_its_flag_and_its_milliseconds():
-    from firmware import events, protocol
+    from firmware.events import Recorder
+    from wire import codes as events
+    from wire import common
+    from wire.door import encode_events
+    from wire.platform import decode_events
     from firmware.uplink import TimeBase, event_tuple
 
     class Clock:
@@ -52,11 +58,11 @@ def test_a_time_stamped_by_an_untrusted_clock_keeps_its_flag_and_its_millisecond
 
     j = Journal(FlashSim(path=None, block_size=1024, block_count=8))
     clock = Clock()
-    rec = events.Recorder(j, clock, 3)
+    rec = Recorder(j, clock, 3)
     rec.record(events.ACCESS_DENIED, 10, b"\x01")  # under a clock set by an unsigned time
     clock.trusted = True
     rec.record(events.ACCESS_GRANTED, 1, b"\x01")  # after a signed, fresh one
     ev = [event_tuple(r, 3, TimeBase()) for r in j.read(1, 2)]
-    assert ev[0][5] == protocol.FLAG_TIME_VALID | protocol.FLAG_TIME_UNTRUSTED and ev[0][4] == 250
-    assert ev[1][5] == protocol.FLAG_TIME_VALID and ev[1][4] == 250
-    assert protocol.decode_events(protocol.encode_events(3, ev))[0][5] & protocol.FLAG_TIME_UNTRUSTED
+    assert ev[0][5] == common.FLAG_TIME_VALID | common.FLAG_TIME_UNTRUSTED and ev[0][4] == 250
+    assert ev[1][5] == common.FLAG_TIME_VALID and ev[1][4] == 250
+    assert decode_events(encode_events(3, ev))[0][5] & common.FLAG_TIME_UNTRUSTED

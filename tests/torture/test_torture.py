@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware.journal import CODE_GAP
 from host_tools.torture.check import verdict
 from host_tools.torture.plan import WEIGHTS, make_plan
 from host_tools.torture.rig import Settings, run
 from reference_platform.store import Store
+from wire.codes import GAP as CODE_GAP
 
 D = "t.b1.d1"
 SHORT_SEEDS = (2,)  # the suite's fixed seed(s)

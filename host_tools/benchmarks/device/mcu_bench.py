@@ -186,13 +186,13 @@ def ev2(n):
 
 def door_event():
     from board.mcu_qemu import McuBoard
-    from firmware import events
     from firmware.door import DoorMachine
+    from firmware.events import Recorder
     from firmware.journal import Journal
 
     board = McuBoard()
     journal = Journal(board.journal_dev)
-    rec = events.Recorder(journal, board.clock, 1)
+    rec = Recorder(journal, board.clock, 1)
     cfg = {"unlock_ms": 5000, "prealarm_ms": 20000, "held_open_ms": 30000,
            "closer_limit_ms": 15000, "closer_slow_count": 3, "bounce_ms": 1500,
            "closer_bounce_count": 3}

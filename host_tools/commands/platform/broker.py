@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from firmware import protocol
 from host_tools.errors import EXIT_USAGE, fail
 from reference_platform import broker_acl
+from wire import common
 
 
 def acl(out: Path = typer.Option(..., "--out", help="Folder for `acl` and `access.conf`."),
@@ -58,8 +58,8 @@ def user(passwd: Path = typer.Argument(..., help="The broker's password file (ma
         elif name[:1] == broker_acl.OBSERVER_PREFIX:
             broker_acl.check_user(name, broker_acl.OBSERVER_PREFIX)
         else:
-            protocol.check_device_id(name)
-    except (ValueError, protocol.ProtocolError):
+            common.check_device_id(name)
+    except (ValueError, common.ProtocolError):
         raise fail(f"{name!r} is not a device id, @NAME or %NAME (NAME: 1-64 of A-Z a-z 0-9 - _ .)",
                    EXIT_USAGE) from None
     try:

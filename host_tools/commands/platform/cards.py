@@ -13,10 +13,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
-from firmware import events as ev
 from host_tools.cli_inputs import check_broker, known_device, open_store, parse_broker
 from host_tools.commands.platform.registry import open_registry
 from host_tools.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
+from wire import codes as ev
 
 card_app = typer.Typer(help="Card lifecycle: issue, lost, unblock, suspend, resume, renew, "
                        "reissue, cancel; each change goes to the doors as a signed update.",
@@ -442,7 +442,7 @@ def _clear_retained(door: str, broker: str) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from firmware import protocol
+    from wire import common
 
     b = parse_broker(broker)
     check_broker(b, False)
@@ -454,7 +454,7 @@ def _clear_retained(door: str, broker: str) -> None:
     client.loop_start()
     try:
         for leaf in ("presence", "register", "status", "cache_state", "log"):
-            client.publish(protocol.topic(door, leaf), b"", qos=1, retain=True).wait_for_publish(5)
+            client.publish(common.topic(door, leaf), b"", qos=1, retain=True).wait_for_publish(5)
     finally:
         client.loop_stop()
         client.disconnect()

@@ -236,7 +236,7 @@ def events(
         typer.echo(json.dumps({"events": [dict(zip(keys, r, strict=True)) for r in rows],
                                "missing": gaps, "ack_upto": store.ack_upto(device)}))
         return
-    from firmware import events as ev
+    from wire import codes as ev
 
     table = Table("seq", "event", "boot", "time", "flags", "data")
     for r in rows:
@@ -290,15 +290,16 @@ def command(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from firmware import protocol
     from host_tools.cards import sitekeys
     from reference_platform.commands import command_key, sign
+    from wire import common
+    from wire.platform import decode_register, decode_reply
 
-    if op not in protocol.COMMANDS:
-        raise fail(f"unknown command {op!r}: one of {', '.join(protocol.COMMANDS)}", EXIT_USAGE)
+    if op not in common.COMMANDS:
+        raise fail(f"unknown command {op!r}: one of {', '.join(common.COMMANDS)}", EXIT_USAGE)
     try:
-        protocol.check_device_id(device)
-    except protocol.ProtocolError:
+        common.check_device_id(device)
+    except common.ProtocolError:
         raise fail(f"{device!r} is not a device id (1-64 of A-Z a-z 0-9 - _ .)", EXIT_USAGE) from None
     args: dict[str, str | int | bool] = {}
     for a in arg or []:
@@ -326,11 +327,11 @@ def command(
     got: dict[str, object] = {}
     holds: dict[str, str] = {}  # the door's retained registration: which keys it holds
     registered = threading.Event()
-    register_topic = protocol.topic(device, "register")
+    register_topic = common.topic(device, "register")
     done = threading.Event()
     subscribed = threading.Event()
     announced = threading.Event()  # the door's retained presence: it exists on this broker
-    presence_topic = protocol.topic(device, "presence")
+    presence_topic = common.topic(device, "presence")
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == presence_topic:
@@ -339,21 +340,21 @@ def command(
             return
         if msg.topic == register_topic:
             try:
-                holds["keys"] = protocol.decode_register(msg.payload)["keys"]
-            except protocol.ProtocolError:
+                holds["keys"] = decode_register(msg.payload)["keys"]
+            except common.ProtocolError:
                 pass
             registered.set()
             return
         try:
-            reply = protocol.decode_reply(msg.payload)
-        except protocol.ProtocolError:
+            reply = decode_reply(msg.payload)
+        except common.ProtocolError:
             return
         if reply.get("id") == cmd_id:
             got.update(reply)
             done.set()
 
     def on_connect(client: mqtt.Client, *rest: object) -> None:
-        client.subscribe([(protocol.topic(device, "reply"), 1), (presence_topic, 1), (register_topic, 1)])
+        client.subscribe([(common.topic(device, "reply"), 1), (presence_topic, 1), (register_topic, 1)])
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
@@ -385,7 +386,7 @@ def command(
                 typer.echo(f"warning: {device} registers with {claim} keys, the site file gives it "
                            f"{recorded} keys: signed as the site file says (key_scope_mismatch)", err=True)
             cmd_id, payload = sign(key, device, op, args, cmd_id=cmd_id)
-            client.publish(protocol.topic(device, "cmd"), payload, qos=1)
+            client.publish(common.topic(device, "cmd"), payload, qos=1)
             answered = done.wait(timeout)
     finally:
         client.loop_stop()

@@ -17,12 +17,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import protocol
 from host_tools.cards import sitekeys
 from host_tools.cli_inputs import parse_broker
 from host_tools.services.mosquitto import Mosquitto, TLSListener
 from host_tools.services.tlsgen import CA
 from reference_platform.store import Store
+from wire import common
+from wire.door import encode_cache_state, encode_presence, encode_status
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR = "cli.b1.d1"
@@ -85,7 +86,7 @@ def test_mqtts_without_a_ca_is_a_wrong_value(tls: tuple[Mosquitto, CA], tmp_path
 
 def test_monitor_with_tls_options_on_the_tls_port_watches(tls: tuple[Mosquitto, CA]) -> None:
     b, ca = tls
-    _retain(b, DOOR, "presence", protocol.encode_presence(True, 1, "0.1.0"), tls_ca=str(ca.cert))
+    _retain(b, DOOR, "presence", encode_presence(True, 1, "0.1.0"), tls_ca=str(ca.cert))
     r = doorctl("monitor", "--door", DOOR, "--broker", f"mqtts://{b.host}:{b.port}", "--tls-ca",
                 str(ca.cert), "--seconds", "2", "--json")
     assert r.returncode == 0, r.stderr
@@ -102,10 +103,10 @@ def test_monitor_refuses_a_door_the_broker_never_heard_of(plain: Mosquitto) -> N
 
 def test_monitor_into_a_closed_pipe_ends_cleanly(plain: Mosquitto) -> None:
     for i in range(3):
-        _retain(plain, f"{DOOR}{i}", "presence", protocol.encode_presence(True, 1, "0.1.0"))
+        _retain(plain, f"{DOOR}{i}", "presence", encode_presence(True, 1, "0.1.0"))
     status = {"door": "closed", "mode": "normal", "lock": "locked", "alarms": [], "journal_depth": 0,
               "cache_version": 1, "seq": 3}
-    _retain(plain, DOOR + "0", "status", protocol.encode_status(status))
+    _retain(plain, DOOR + "0", "status", encode_status(status))
     mon = subprocess.Popen([DOORCTL, "monitor", "--door", DOOR + "0", "--broker",
                             f"{plain.host}:{plain.port}", "--json"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
@@ -114,7 +115,7 @@ def test_monitor_into_a_closed_pipe_ends_cleanly(plain: Mosquitto) -> None:
     mon.stdout.close()  # `| head -1` has read its line and gone
     client = _client(plain)
     for n in range(20):
-        client.publish(protocol.topic(DOOR + "0", "status"), protocol.encode_status(dict(status, seq=n)),
+        client.publish(common.topic(DOOR + "0", "status"), encode_status(dict(status, seq=n)),
                        qos=1).wait_for_publish(5)
     client.disconnect()
     assert mon.wait(20) == 0
@@ -124,7 +125,7 @@ def test_monitor_into_a_closed_pipe_ends_cleanly(plain: Mosquitto) -> None:
 def test_status_lines_name_no_absent_reader(plain: Mosquitto) -> None:
     status = {"door": "closed", "mode": "normal", "lock": "locked", "alarms": [], "journal_depth": 0,
               "cache_version": 1, "seq": 3}
-    _retain(plain, DOOR + "r", "status", protocol.encode_status(status))
+    _retain(plain, DOOR + "r", "status", encode_status(status))
     r = doorctl("monitor", "--door", DOOR + "r", "--broker", f"{plain.host}:{plain.port}", "--seconds", "2")
     assert r.returncode == 0 and "whitelist v1" in r.stdout and "reader None" not in r.stdout
 
@@ -163,7 +164,7 @@ def _client(b: Mosquitto, tls_ca: str | None = None) -> mqtt.Client:
 
 def _retain(b: Mosquitto, door: str, leaf: str, payload: bytes, tls_ca: str | None = None) -> None:
     c = _client(b, tls_ca)
-    c.publish(protocol.topic(door, leaf), payload, qos=1, retain=True).wait_for_publish(5)
+    c.publish(common.topic(door, leaf), payload, qos=1, retain=True).wait_for_publish(5)
     c.loop_stop()
     c.disconnect()
 
@@ -178,19 +179,19 @@ class _RefusingDoor:
         self.ready = threading.Event()
 
         def on_connect(c: mqtt.Client, *_: object) -> None:
-            c.subscribe(protocol.topic(door, "cache"), 1)
+            c.subscribe(common.topic(door, "cache"), 1)
             self.ready.set()
 
         def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-            c.publish(protocol.topic(door, "cache_state"),
-                      protocol.encode_cache_state(0, reason="bad_tag"), qos=1, retain=True)
+            c.publish(common.topic(door, "cache_state"),
+                      encode_cache_state(0, reason="bad_tag"), qos=1, retain=True)
 
         self.client.on_connect = on_connect
         self.client.on_message = on_message
         self.client.connect(b.host, b.port)
         self.client.loop_start()
         assert self.ready.wait(10)
-        self.client.publish(protocol.topic(door, "cache_state"), protocol.encode_cache_state(0), qos=1,
+        self.client.publish(common.topic(door, "cache_state"), encode_cache_state(0), qos=1,
                             retain=True).wait_for_publish(5)
 
     def stop(self) -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from firmware import events as ev
-from firmware import protocol
 from host_tools import ports
 from host_tools.cards import sitekeys
 from host_tools.cli import run
 from host_tools.commands.monitor import describe, line
 from host_tools.errors import UserError
 from reference_platform.store import Store
+from wire import codes as ev
+from wire.door import encode_events, encode_status
 
 
 @pytest.fixture()
@@ -161,12 +161,12 @@ def test_retiring_an_old_door_id(db: str, capsys: pytest.CaptureFixture[str]) ->
 def test_the_monitor_labels_only_card_events_with_a_card() -> None:
     batch = [(5, ev.ACCESS_GRANTED, 1, 100, 0, 1, 1, "5101013aeef2e95e"),
              (6, ev.TIME_SET, 1, 101, 0, 1, 0, "5bbb056b00000002")]
-    rec = describe("events", protocol.encode_events(1, batch))
+    rec = describe("events", encode_events(1, batch))
     assert rec is not None
     text = line(rec)
     assert text[0].endswith("card 5101013aeef2e95e")
     assert "card" not in text[1] and text[1].endswith("data 5bbb056b00000002")
-    status = describe("status", protocol.encode_status({"door": "closed", "mode": "normal", "lock": "locked",
+    status = describe("status", encode_status({"door": "closed", "mode": "normal", "lock": "locked",
                                                         "alarms": [], "journal_depth": 3, "cache_version": 1,
                                                         "seq": 3}))
     assert status is not None and "reader" not in line(status)[0]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import paho.mqtt.publish as publish
 
-from firmware import protocol
 from host_tools.services.mosquitto import Mosquitto, free_port
+from wire import common
+from wire.door import encode_events
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 
@@ -27,9 +28,9 @@ def test_platform_run_stores_and_events_lists(tmp_path: Path) -> None:
             assert proc.stdout is not None
             assert "platform ingesting" in proc.stdout.readline()
             batch = [(1, 40, 1, 5, 0, 0, 1, ""), (2, 2, 1, 6, 0, 0, 3, "aabb")]
-            publish.single(protocol.topic("x.y.z", "events"), protocol.encode_events(1, batch),
+            publish.single(common.topic("x.y.z", "events"), encode_events(1, batch),
                            qos=1, hostname=b.host, port=b.port)
-            publish.single(protocol.topic("x.y.z", "events"), b"garbage", qos=1,
+            publish.single(common.topic("x.y.z", "events"), b"garbage", qos=1,
                            hostname=b.host, port=b.port)
             deadline = time.monotonic() + 20
             listed: dict[str, object] = {}

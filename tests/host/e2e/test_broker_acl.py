@@ -16,12 +16,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import protocol
 from host_tools.services.mosquitto import BrokerAuth, Mosquitto
 from reference_platform import broker_acl
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from tests.host.e2e.test_journal_overflow import Door
+from wire import common
 
 D1, D2 = "site.b1.d1", "site.b1.d2"
 PASSWORDS = {D1: "pw-door-1", D2: "pw-door-2", "@platform": "pw-platform", "%monitor": "pw-monitor"}
@@ -84,7 +84,7 @@ def settle() -> None:
 
 
 def t(device: str, leaf: str) -> str:
-    return protocol.topic(device, leaf)
+    return common.topic(device, leaf)
 
 
 def test_no_login_no_wrong_password(broker: Mosquitto) -> None:
@@ -99,7 +99,7 @@ def test_no_login_no_wrong_password(broker: Mosquitto) -> None:
 
 
 def test_a_door_publishes_only_its_own_device_topics(clients: dict[str, Client]) -> None:
-    platform = clients["@platform"].subscribe(protocol.ROOT + "#")
+    platform = clients["@platform"].subscribe(common.ROOT + "#")
     d2 = clients[D2]
     for leaf in broker_acl.DOOR_PUBLISHES:
         d2.publish(t(D2, leaf))  # its own: delivered
@@ -110,7 +110,7 @@ def test_a_door_publishes_only_its_own_device_topics(clients: dict[str, Client])
 
 
 def test_only_the_platform_publishes_to_a_door(clients: dict[str, Client]) -> None:
-    d1 = clients[D1].subscribe(protocol.ROOT + D1 + "/#")
+    d1 = clients[D1].subscribe(common.ROOT + D1 + "/#")
     for leaf in broker_acl.DOOR_READS:
         for sender in (D1, D2, "%monitor"):  # the door itself, another door, an observer
             clients[sender].publish(t(D1, leaf), b"forged by " + sender.encode())
@@ -120,7 +120,7 @@ def test_only_the_platform_publishes_to_a_door(clients: dict[str, Client]) -> No
 
 
 def test_a_door_reads_nothing_of_another_door(clients: dict[str, Client]) -> None:
-    d2 = clients[D2].subscribe(protocol.ROOT + "#").subscribe(t(D1, "cmd"))
+    d2 = clients[D2].subscribe(common.ROOT + "#").subscribe(t(D1, "cmd"))
     for leaf in broker_acl.DOOR_READS:
         clients["@platform"].publish(t(D1, leaf))
     clients[D1].publish(t(D1, "events"))
@@ -130,7 +130,7 @@ def test_a_door_reads_nothing_of_another_door(clients: dict[str, Client]) -> Non
 
 
 def test_an_observer_reads_everything(clients: dict[str, Client]) -> None:
-    mon = clients["%monitor"].subscribe(protocol.ROOT + "#")
+    mon = clients["%monitor"].subscribe(common.ROOT + "#")
     clients[D1].publish(t(D1, "events"))
     clients["@platform"].publish(t(D2, "cmd"))
     settle()
@@ -198,7 +198,7 @@ def test_the_files_doorctl_writes_work_in_mosquitto(tmp_path: Path) -> None:
         wrong = Client(b, D1, "door-secret!")
         try:
             assert door.refused == 0 and platform.refused == 0 and wrong.refused != 0
-            platform.subscribe(protocol.ROOT + "#")
+            platform.subscribe(common.ROOT + "#")
             door.subscribe(t(D1, "ack"))
             door.publish(t(D1, "events"))
             door.publish(t(D2, "events"))

@@ -13,12 +13,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from board.vdev.flashsim import FlashSim
-from firmware import protocol
 from firmware.journal import Journal
 from host_tools.services.mosquitto import Mosquitto
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from tests.host.e2e.test_journal_overflow import BLOCKS, ID, Door, broker, wait_until
+from wire import common
+from wire.platform import decode_events, encode_ack
 
 __all__ = ["broker"]
 KEY = bytes(range(16))
@@ -39,16 +40,16 @@ class Spy:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="intruder")
         self.c.on_message = self._on_message
         self.c.connect(b.host, b.port)
-        self.c.subscribe(protocol.topic(ID, "events"), 1)
+        self.c.subscribe(common.topic(ID, "events"), 1)
         self.c.loop_start()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        events = protocol.decode_events(msg.payload)
+        events = decode_events(msg.payload)
         with self._lock:
             self.last_sent = max(self.last_sent, events[-1][0])
 
     def publish(self, leaf: str, payload: bytes) -> None:
-        self.c.publish(protocol.topic(ID, leaf), payload, qos=1).wait_for_publish(5)
+        self.c.publish(common.topic(ID, leaf), payload, qos=1).wait_for_publish(5)
 
     def stop(self) -> None:
         self.c.loop_stop()
@@ -62,8 +63,8 @@ def test_a_forged_ack_for_what_the_door_sent_frees_nothing(tmp_path: Path, broke
         door = Door(image, broker, 300, 1, 0, "key=" + KEY.hex())
         wait_until(lambda: spy.last_sent >= 128)  # its window is out; no platform acknowledges
         sent = spy.last_sent
-        spy.publish("ack", protocol.encode_ack(sent))  # what the attacker sent
-        spy.publish("ack", protocol.encode_ack(sent, 1, "00" * 32))  # with a made-up tag
+        spy.publish("ack", encode_ack(sent))  # what the attacker sent
+        spy.publish("ack", encode_ack(sent, 1, "00" * 32))  # with a made-up tag
         time.sleep(1.0)
         door.kill()
     finally:

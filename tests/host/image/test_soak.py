@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware import events as ev
 from host_tools.benchmarks.soak import soak
 from host_tools.image.source import vendored_tarball
+from wire import codes as ev
 
 pytestmark = pytest.mark.skipif(not (os.environ.get("MICROPY_SRC") or vendored_tarball()),
                                 reason="no MicroPython v1.28.0 source here")

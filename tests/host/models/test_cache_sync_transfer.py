@@ -13,14 +13,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import protocol
 from firmware.cache_sync import CacheSync
 from offline_cache import fmt
 from offline_cache.cache import Cache
+from wire import common
+from wire.platform import decode_cache_state, encode_cache_chunk
 
 KEY = b"k" * 32
 SITE = 7
-C = protocol.CACHE_CHUNK
+C = common.CACHE_CHUNK
 
 
 def _snap(version: int, n: int) -> bytes:
@@ -43,9 +44,9 @@ def _burst(sync: CacheSync, start: int, faults: dict[int, str]) -> list[dict[str
         if fate == "lost":
             continue
         key = b"\x00" * 32 if fate == "forged" else KEY
-        piece = protocol.encode_cache_chunk(2, len(FILE), i * C, FILE[i * C:(i + 1) * C], key)
+        piece = encode_cache_chunk(2, len(FILE), i * C, FILE[i * C:(i + 1) * C], key)
         if sync.chunk(piece):
-            answers.append(protocol.decode_cache_state(sync.state()))
+            answers.append(decode_cache_state(sync.state()))
     return answers
 
 

@@ -1,5 +1,5 @@
 """The host's whitelist tags (reference_platform/cache_tags.py, the standard library's HMAC)
-are the door's own bytes: the piece tag of firmware.protocol and the file tag offline_cache
+are the door's own bytes: the piece tag of wire.common and the file tag offline_cache
 checks, both over crypto.hmac256; a piece or a file changed in any byte, or under another
 key, does not pass."""
 
@@ -11,10 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crypto.hmac256 import hmac_sha256
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from offline_cache import fmt
 from reference_platform.cache_tags import CacheTags
+from wire import common
+from wire.door import decode_cache_chunk
+from wire.platform import encode_cache_chunk
 
 keys = st.binary(min_size=16, max_size=80)  # longer than a block too: hashed first
 u32 = st.integers(min_value=0, max_value=2**32 - 1)
@@ -24,7 +26,7 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 def test_a_piece_tag_is_the_doors(key: bytes, version: int, total: int, offset: int,
                                   data: bytes) -> None:
     tags = CacheTags(key)
-    want = protocol.cache_chunk_tag(key, version, total, offset, data)
+    want = common.cache_chunk_tag(key, version, total, offset, data)
     assert tags.piece_tag(version, total, offset, data) == want
     assert tags.piece_ok(version, total, offset, data, want)
     assert not tags.piece_ok(version, total, (offset + 1) % 2**32, data, want)
@@ -53,15 +55,15 @@ def test_a_files_pieces_are_the_doors_messages() -> None:
     cards = [fmt.pack_record(bytes([i >> 8, i & 255]) * 4, fmt.ACTIVE, False, 0, 0, 65535, 1)
              for i in range(1, 600)]
     data = fmt.build(site.cache_key, fmt.KIND_SNAPSHOT, 7, 0, site.site_id, 0xFFFF, 0, cards, {}, [], 0)
-    assert len(data) > 2 * protocol.CACHE_CHUNK
-    for start in (0, protocol.CACHE_CHUNK):
+    assert len(data) > 2 * common.CACHE_CHUNK
+    for start in (0, common.CACHE_CHUNK):
         got = CacheTags(site.cache_key).pieces(data, start)
-        offsets = range(start, len(data), protocol.CACHE_CHUNK)
-        assert got == [protocol.encode_cache_chunk(7, len(data), o, data[o:o + protocol.CACHE_CHUNK],
+        offsets = range(start, len(data), common.CACHE_CHUNK)
+        assert got == [encode_cache_chunk(7, len(data), o, data[o:o + common.CACHE_CHUNK],
                                                    site.cache_key) for o in offsets]
-        version, total, offset, tag, piece = protocol.decode_cache_chunk(got[-1])
+        version, total, offset, tag, piece = decode_cache_chunk(got[-1])
         assert (version, total) == (7, len(data)) and offset + len(piece) == total
-        assert tag == protocol.cache_chunk_tag(site.cache_key, 7, total, offset, piece)
+        assert tag == common.cache_chunk_tag(site.cache_key, 7, total, offset, piece)
     assert struct.unpack(">I", got[0][4:8])[0] == 7
     assert "key" not in repr(CacheTags(site.cache_key)).replace("key hidden", "")
 

@@ -9,8 +9,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from firmware import events as ev
-from firmware.door import DENY_LOCKDOWN, DoorMachine
+from firmware.door import DoorMachine
+from wire import codes as ev
+from wire.codes import DENY_LOCKDOWN
 
 CFG = {"unlock_ms": 5000, "prealarm_ms": 8000, "held_open_ms": 12000, "closer_limit_ms": 6000,
        "closer_slow_count": 3, "bounce_ms": 1500, "closer_bounce_count": 3, "deny_ms": 1000}

@@ -7,10 +7,28 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import protocol as p
+from wire import common
+from wire.door import (
+    decode_ack,
+    decode_cache_chunk,
+    decode_command,
+    decode_signed_time,
+    decode_time,
+    encode_events,
+)
+from wire.platform import (
+    command_signing_bytes,
+    decode_cache_state,
+    decode_events,
+    decode_presence,
+    decode_reply,
+    decode_status,
+    encode_cache_chunk,
+    encode_signed_time,
+)
 
-DECODERS = [p.decode_events, p.decode_ack, p.decode_command, p.decode_time, p.decode_presence,
-            p.decode_status, p.decode_reply, p.decode_cache_state, p.decode_cache_chunk]
+DECODERS = [decode_events, decode_ack, decode_command, decode_time, decode_presence,
+            decode_status, decode_reply, decode_cache_state, decode_cache_chunk]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=30),
@@ -25,7 +43,7 @@ def test_random_bytes_never_escape(data: bytes) -> None:
     for decode in DECODERS:
         try:
             decode(data)
-        except p.ProtocolError:
+        except common.ProtocolError:
             pass
 
 
@@ -36,31 +54,31 @@ def test_structured_garbage_never_escapes(value: object, key: str) -> None:
     for decode in DECODERS:
         try:
             decode(payload)
-        except p.ProtocolError:
+        except common.ProtocolError:
             pass
 
 
 @given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1),
                           st.integers(0, 999), st.integers(0, 255), st.integers(0, 0xFFFF),
-                          st.binary(max_size=12)), min_size=1, max_size=p.MAX_BATCH))
+                          st.binary(max_size=12)), min_size=1, max_size=common.MAX_BATCH))
 def test_events_round_trip(rows: list[tuple[int, int, int, int, int, int, bytes]]) -> None:
     events = [(i + 1, c, b, t, ms, f, a, d.hex()) for i, (c, b, t, ms, f, a, d) in enumerate(rows)]
-    assert p.decode_events(p.encode_events(1, events)) == events
+    assert decode_events(encode_events(1, events)) == events
 
 
 @given(st.text(max_size=80))
 def test_split_topic_total(t: str) -> None:
     try:
-        device, leaf = p.split_topic(t)
-    except p.ProtocolError:
+        device, leaf = common.split_topic(t)
+    except common.ProtocolError:
         return
-    assert p.topic(device, leaf) == t
+    assert common.topic(device, leaf) == t
 
 
 _args = st.dictionaries(st.text(max_size=6), st.one_of(st.booleans(), st.integers(-5, 2**40),
                                                         st.text(max_size=8)), max_size=4)
 _cmd = st.tuples(st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8),
-                 st.sampled_from(list(p.COMMANDS)), _args, st.integers(0, 2**32))
+                 st.sampled_from(list(common.COMMANDS)), _args, st.integers(0, 2**32))
 
 
 @settings(max_examples=400)
@@ -71,9 +89,9 @@ def test_command_signing_bytes_differ_when_commands_differ(a: tuple, b: tuple) -
         return c[:3] + (sorted((k, type(v).__name__, v) for k, v in c[3].items()), c[4])
 
     if norm(a) != norm(b):
-        assert p.command_signing_bytes(*a) != p.command_signing_bytes(*b)
+        assert command_signing_bytes(*a) != command_signing_bytes(*b)
     else:
-        assert p.command_signing_bytes(*a) == p.command_signing_bytes(*b)
+        assert command_signing_bytes(*a) == command_signing_bytes(*b)
 
 
 @settings(max_examples=300)
@@ -81,14 +99,14 @@ def test_command_signing_bytes_differ_when_commands_differ(a: tuple, b: tuple) -
        st.binary(max_size=300))
 def test_cache_chunk_headers_decode_or_are_refused(version: int, total: int, offset: int,
                                                    data: bytes) -> None:
-    msg = p.encode_cache_chunk(version, total, offset, data, b"k" * 32)
+    msg = encode_cache_chunk(version, total, offset, data, b"k" * 32)
     try:
-        v, t, o, tag, d = p.decode_cache_chunk(msg)
-    except p.ProtocolError:
+        v, t, o, tag, d = decode_cache_chunk(msg)
+    except common.ProtocolError:
         return
     assert (v, t, o, bytes(d)) == (version, total, offset, data)
-    assert tag == p.cache_chunk_tag(b"k" * 32, v, t, o, d)
-    assert 0 < t <= p.CACHE_MAX_FILE and o + len(d) <= t
+    assert tag == common.cache_chunk_tag(b"k" * 32, v, t, o, d)
+    assert 0 < t <= common.CACHE_MAX_FILE and o + len(d) <= t
 
 
 def _depth(v: object) -> int:
@@ -114,12 +132,12 @@ def test_the_shape_check_measures_nesting_exactly_whatever_the_strings_hold(valu
     # real nesting, so a legitimate message is never refused and a deep one always is.
     payload = json.dumps(value).encode()
     try:
-        p.check_shape(payload, max_len=len(payload))
+        common.check_shape(payload, max_len=len(payload))
         accepted = True
-    except p.ProtocolError as e:
+    except common.ProtocolError as e:
         assert e.reason == "too_deep"
         accepted = False
-    assert accepted == (_depth(value) <= p.MAX_DEPTH)
+    assert accepted == (_depth(value) <= common.MAX_DEPTH)
 
 
 @settings(max_examples=300)
@@ -127,8 +145,8 @@ def test_the_shape_check_measures_nesting_exactly_whatever_the_strings_hold(valu
 def test_the_shape_check_refuses_by_length_and_never_raises_anything_else(data: bytes,
                                                                           limit: int) -> None:
     try:
-        p.check_shape(data, max_len=limit)
-    except p.ProtocolError as e:
+        common.check_shape(data, max_len=limit)
+    except common.ProtocolError as e:
         assert e.reason in ("too_large", "too_deep")
         if e.reason == "too_large":
             assert len(data) > limit
@@ -141,6 +159,6 @@ def test_the_shape_check_refuses_by_length_and_never_raises_anything_else(data: 
        st.text(max_size=30))
 def test_a_signed_time_round_trips_and_its_signing_bytes_are_length_prefixed(
         t: int, nonce: str, device: str) -> None:
-    assert p.decode_signed_time(p.encode_signed_time(t, nonce, "ab" * 32)) == (t, nonce, "ab" * 32)
-    b = p.time_signing_bytes(device, nonce, t)
+    assert decode_signed_time(encode_signed_time(t, nonce, "ab" * 32)) == (t, nonce, "ab" * 32)
+    b = common.time_signing_bytes(device, nonce, t)
     assert b == b"door-time/v1|%d:%s16:%s%d" % (len(device.encode()), device.encode(), nonce.encode(), t)

@@ -17,7 +17,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.doorsim import SimDoor
 from host_tools.services.mosquitto import Mosquitto
@@ -26,6 +25,7 @@ from reference_platform.cards import CardRegistry
 from reference_platform.distribute import attach, sync
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import common
 
 
 class Listener:
@@ -150,7 +150,7 @@ def test_a_refused_bulk_connection_sends_everything_through_paho(tmp_path: Path)
             assert p.bulk_published == 0
             assert listener.count() == 300
             for i in range(30):
-                assert listener.got[protocol.topic(f"d{i}", "cache")] == [
+                assert listener.got[common.topic(f"d{i}", "cache")] == [
                     b"%d" % j for j in range(i, 300, 30)]
         finally:
             if listener is not None:
@@ -224,7 +224,7 @@ def test_a_lost_card_reaches_every_door_once_on_a_per_door_site(db_url: str, bul
                 listener.until(pieces * len(doors))
                 time.sleep(0.3)  # a duplicate would come now
                 assert {t: len(v) for t, v in listener.got.items()} == {
-                    protocol.topic(d, "cache"): pieces for d in signer_doors}
+                    common.topic(d, "cache"): pieces for d in signer_doors}
                 assert p.bulk_published == (pieces * len(doors) if bulk else 0)
         finally:
             listener.close()

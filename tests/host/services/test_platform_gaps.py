@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from firmware.journal import CODE_GAP
 from reference_platform.store import Store
+from wire.codes import GAP as CODE_GAP
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DAY = 86400

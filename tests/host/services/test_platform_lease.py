@@ -11,11 +11,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import protocol
 from host_tools.services.mosquitto import Mosquitto
 from reference_platform.ingest import Platform
 from reference_platform.lease import AdvisoryLease, TableLease, lease_for
 from reference_platform.store import Store
+from wire import common
+from wire.door import encode_presence
 
 DOOR = "site.b1.d7"
 
@@ -75,12 +76,12 @@ class TimeSpy:
         subscribed = threading.Event()
         self.c.on_subscribe = lambda *a: subscribed.set()
         self.c.connect(b.host, b.port)
-        self.c.subscribe(protocol.topic(DOOR, "time"), 1)
+        self.c.subscribe(common.topic(DOOR, "time"), 1)
         self.c.loop_start()
         assert subscribed.wait(10)
 
     def door_online(self, boot: int) -> None:
-        self.c.publish(protocol.topic(DOOR, "presence"), protocol.encode_presence(True, boot, "t"),
+        self.c.publish(common.topic(DOOR, "presence"), encode_presence(True, boot, "t"),
                        qos=1).wait_for_publish(5)
 
     def stop(self) -> None:

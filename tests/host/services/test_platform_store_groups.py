@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from firmware.journal import CODE_GAP
 from reference_platform.store import Store
+from wire.codes import GAP as CODE_GAP
 
 
 def ev(seq: int) -> tuple[int, int, int, int, int, int, int, str]:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from crypto.hmac256 import hmac_sha256
 from crypto.keystore import KeyStoreError, SoftwareKeyStore
-from firmware import key_update, protocol
+from firmware import key_update
 from firmware.setup_check import problems as setup_problems
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
@@ -26,6 +26,9 @@ from host_tools.commands.commission import door_files
 from host_tools.errors import UserError
 from offline_cache import fmt
 from reference_platform.door_signing import DoorSigner, retag
+from wire import common
+from wire.door import encode_register
+from wire.platform import decode_register
 
 DEVICE_ID = st.text("abcdefghijklmnopqrstuvwxyz0123456789.-_", min_size=1, max_size=64)
 
@@ -130,13 +133,13 @@ def test_a_forged_registration_does_not_downgrade_a_per_door_site(claim: str | N
     (else B refuses every time, ack, command and whitelist piece), and the claim is disputed."""
     site = sitekeys.new_site_keys(7)
     signer = DoorSigner(site, reload=lambda: site)
-    reg = json.loads(protocol.encode_register(7, 2, "0.1.0", "fail-secure", ["desfire_ev2"], False,
+    reg = json.loads(encode_register(7, 2, "0.1.0", "fail-secure", ["desfire_ev2"], False,
                                               False, 0, "door"))
     if claim is None:
         del reg["keys"]
     else:
         reg["keys"] = claim
-    keys = protocol.decode_register(json.dumps(reg).encode())["keys"]
+    keys = decode_register(json.dumps(reg).encode())["keys"]
     assert signer.registered("hz.b1.d2", keys) is False
     for purpose in ("command", "cache"):
         assert signer.key(purpose, "hz.b1.d2") == sitekeys.door_key(site, purpose, "hz.b1.d2")
@@ -164,14 +167,14 @@ def test_a_migrated_site_records_which_doors_hold_their_own_keys() -> None:
 
 
 def test_the_registration_says_which_keys_the_door_holds() -> None:
-    reg = protocol.encode_register(1, 2, "0.1.0", "fail-secure", ["desfire_ev2"], False, False, 0, "door")
-    assert protocol.decode_register(reg)["keys"] == "door"
+    reg = encode_register(1, 2, "0.1.0", "fail-secure", ["desfire_ev2"], False, False, 0, "door")
+    assert decode_register(reg)["keys"] == "door"
     older = json.loads(reg)
     del older["keys"]
-    assert protocol.decode_register(json.dumps(older).encode())["keys"] == "site"
+    assert decode_register(json.dumps(older).encode())["keys"] == "site"
     older["keys"] = "all"
-    with pytest.raises(protocol.ProtocolError):
-        protocol.decode_register(json.dumps(older).encode())
+    with pytest.raises(common.ProtocolError):
+        decode_register(json.dumps(older).encode())
 
 
 def test_a_sealed_key_file_never_changes_the_whitelist_key(tmp_path: Any) -> None:
@@ -307,7 +310,7 @@ def _platform_db(path: Path, site_id: int, doors: dict[str, int | None]) -> str:
 
     store = Store(str(path))
     for device, gen in doors.items():
-        reg = protocol.decode_register(protocol.encode_register(
+        reg = decode_register(encode_register(
             site_id, 1, "0.1.0", "fail-secure", ["desfire_ev2"], False, False, 0, "site"))
         store.record_registration(device, reg)
         if gen is not None:
@@ -358,14 +361,14 @@ def test_the_platform_raises_the_alarm_on_a_forged_registration(tmp_path: Path) 
     site = sitekeys.new_site_keys(7)
     store = Store(str(tmp_path / "p.db"))
     p = Platform(store, "127.0.0.1", 1, site_keys=site, lease=False)
-    forged = json.loads(protocol.encode_register(7, 2, "0.1.0", "fail-secure", ["desfire_ev2"],
+    forged = json.loads(encode_register(7, 2, "0.1.0", "fail-secure", ["desfire_ev2"],
                                                  False, False, 0, "door"))
     del forged["keys"]
-    p._handle(protocol.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
+    p._handle(common.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
     assert p.command_key("hz.b1.d2") == sitekeys.door_key(site, "command", "hz.b1.d2")
     assert [r["door"] for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"] == ["hz.b1.d2"]
     forged["keys"] = "door"
-    p._handle(protocol.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
+    p._handle(common.topic("hz.b1.d2", "register"), json.dumps(forged).encode())
     assert not [r for r in alarm_rows(store, None) if r["alarm"] == "key_scope_mismatch"]
 
 

@@ -4,12 +4,13 @@ door, nor a file whose pieces are the platform's but whose own tag is not."""
 
 from __future__ import annotations
 
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.doorsim import SimDoor
 from offline_cache import fmt
 from reference_platform.cache_tags import CacheTags
 from reference_platform.door_signing import DoorSigner
+from wire import common
+from wire.platform import decode_cache_state
 
 
 def _delta(site: SiteKit) -> bytes:
@@ -20,7 +21,7 @@ def _delta(site: SiteKit) -> bytes:
 
 def _give(door: SimDoor, pieces: list[bytes]) -> None:
     for piece in pieces:
-        door._on_message(protocol.topic(door.device, "cache"), piece, False)
+        door._on_message(common.topic(door.device, "cache"), piece, False)
 
 
 def test_a_door_takes_its_own_file_and_nothing_signed_for_another() -> None:
@@ -67,5 +68,5 @@ def test_a_file_of_a_version_the_door_holds_is_refused_as_stale() -> None:
     door._report = sent.append  # type: ignore[method-assign,assignment]
     _give(door, signer.tags("city.d1").pieces(signer.whitelist_for("city.d1", _delta(site))))
     assert door.whitelist == 2 and 2 not in door.updated_at
-    assert [protocol.decode_cache_state(s) for s in sent][0]["reason"] == "stale_version"
-    assert [protocol.decode_cache_state(s)["version"] for s in sent] == [2]
+    assert [decode_cache_state(s) for s in sent][0]["reason"] == "stale_version"
+    assert [decode_cache_state(s)["version"] for s in sent] == [2]

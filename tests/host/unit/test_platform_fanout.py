@@ -9,13 +9,14 @@ import threading
 import time
 from pathlib import Path
 
-from firmware import protocol
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import common
+from wire.door import encode_cache_state, encode_presence
 
 
 def answer(p: Platform, device: str, version: int) -> None:
-    p._handle(protocol.topic(device, "cache_state"), protocol.encode_cache_state(version))
+    p._handle(common.topic(device, "cache_state"), encode_cache_state(version))
 
 
 def test_answers_are_taken_as_they_arrive_and_the_timeout_keeps_them(tmp_path: Path) -> None:
@@ -83,8 +84,8 @@ def test_a_door_online_has_its_cache_key_prepared_before_any_fanout(tmp_path: Pa
     site = SiteKit(per_door=True)
     p = Platform(Store(str(tmp_path / "p.db")), "127.0.0.1", 1, lease=False, site_keys=site.keys)
     assert p.signer is not None
-    online = protocol.encode_presence(True, 1, "fw", "0a1b2c3d4e5f6071")
-    p._handle(protocol.topic("city.d7", "presence"), online)
+    online = encode_presence(True, 1, "fw", "0a1b2c3d4e5f6071")
+    p._handle(common.topic("city.d7", "presence"), online)
     assert set(p.signer._tags) == {"city.d7"}
     data = p.signer.whitelist_for("city.d7", b"\0" * 100)
     assert data == p.signer.tags("city.d7").sign_file(b"\0" * 100)
@@ -113,8 +114,8 @@ def test_a_door_that_took_the_file_before_it_was_sent_again_counts_as_updated(tm
     def door(device: str, leaf: str, payload: bytes, retain: bool = False) -> None:
         sends.append(payload)
         if len(sends) > 1:  # its answer to the first was late; this one it refuses as stale
-            p._handle(protocol.topic(device, "cache_state"),
-                      protocol.encode_cache_state(reg.version(), reason="stale_version"))
+            p._handle(common.topic(device, "cache_state"),
+                      encode_cache_state(reg.version(), reason="stale_version"))
 
     p.publish = door  # type: ignore[method-assign]
     assert sync(p, reg, ["d1"], timeout=0.5) == {"d1": f"updated to {reg.version()}"}

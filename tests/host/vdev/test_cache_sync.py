@@ -12,8 +12,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware import events as ev
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
 from host_tools.pn532_emu import PN532Emulator
@@ -27,6 +25,9 @@ from offline_cache import fmt
 from reference_platform.distribute import DistributionError, attach, push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as ev
+from wire import common
+from wire.platform import decode_cache_state, encode_cache_chunk
 
 DEVICE = "sync.b1.d1"
 
@@ -142,13 +143,13 @@ def test_the_signed_header_is_checked_before_a_byte_is_written(rig: Rig) -> None
     n = 279000
     snap[24:28] = n.to_bytes(4, "big")
     total = 36 + 15 * n + 32
-    first = protocol.encode_cache_chunk(2, total, 0, bytes(snap[:36]) + bytes(2012), key)
+    first = encode_cache_chunk(2, total, 0, bytes(snap[:36]) + bytes(2012), key)
     state = _state_after(rig, lambda: rig.platform.publish(DEVICE, "cache", first))
     assert state["reason"] == "no_room" and state["have"] == 0
     assert _incoming(rig) == "none"
     # Another site's file: refused from its first piece, not after the whole of it.
     other = SiteKit(rig.site.site_id + 1).snapshot(2, [])
-    piece = protocol.encode_cache_chunk(2, len(other), 0, other[:protocol.CACHE_CHUNK], key)
+    piece = encode_cache_chunk(2, len(other), 0, other[:common.CACHE_CHUNK], key)
     state = _state_after(rig, lambda: rig.platform.publish(DEVICE, "cache", piece))
     assert state["reason"] == "wrong_site" and _incoming(rig) == "none"
     assert rig.swipe() is True  # still version 1
@@ -157,11 +158,11 @@ def test_the_signed_header_is_checked_before_a_byte_is_written(rig: Rig) -> None
 def test_a_transfer_stops_at_the_first_piece_that_is_not_the_platforms(rig: Rig) -> None:
     others = [(b"\xee" * 4 + i.to_bytes(4, "big"), fmt.ACTIVE, False) for i in range(1200)]
     snap = rig.site.snapshot(9, others + [(rig.ref, fmt.SUSPENDED, False)])
-    key, c = rig.site.cache_key, protocol.CACHE_CHUNK
+    key, c = rig.site.cache_key, common.CACHE_CHUNK
 
     def pieces() -> None:
         for i, k in ((0, key), (1, key), (2, b"\x00" * 32), (3, key)):
-            rig.platform.publish(DEVICE, "cache", protocol.encode_cache_chunk(
+            rig.platform.publish(DEVICE, "cache", encode_cache_chunk(
                 9, len(snap), i * c, snap[i * c:(i + 1) * c], k))
 
     state = _state_after(rig, pieces)
@@ -180,12 +181,12 @@ class StateWatch:
         self.states: list[dict[str, Any]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="state-watch")
         self.client.on_message = lambda _c, _u, msg: None if msg.retain else self.states.append(
-            protocol.decode_cache_state(msg.payload))
+            decode_cache_state(msg.payload))
         subscribed: list[bool] = []
         self.client.on_subscribe = lambda *_: subscribed.append(True)
         self.client.connect(rig.broker.host, rig.broker.port)
         self.client.loop_start()
-        self.client.subscribe(protocol.topic(DEVICE, "cache_state"), 1)
+        self.client.subscribe(common.topic(DEVICE, "cache_state"), 1)
         wait_until(lambda: bool(subscribed))
 
     def until_version(self, version: int) -> list[dict[str, Any]]:
@@ -204,10 +205,10 @@ def _big_snapshot(rig: Rig) -> bytes:
 
 
 def _send(rig: Rig, snap: bytes, pieces: Any, forged: int = -1) -> None:
-    c = protocol.CACHE_CHUNK
+    c = common.CACHE_CHUNK
     for i in pieces:
         key = b"\x00" * 32 if i == forged else rig.site.cache_key
-        rig.platform.publish(DEVICE, "cache", protocol.encode_cache_chunk(
+        rig.platform.publish(DEVICE, "cache", encode_cache_chunk(
             9, len(snap), i * c, snap[i * c:(i + 1) * c], key))
 
 
@@ -215,7 +216,7 @@ def test_a_refused_piece_is_answered_once_not_once_per_later_piece(rig: Rig) -> 
     # The door answers from its MQTT reader, past the in-flight limit: one state per later
     # piece of the burst would be a flood the size of the file.
     snap = _big_snapshot(rig)
-    n = -(-len(snap) // protocol.CACHE_CHUNK)
+    n = -(-len(snap) // common.CACHE_CHUNK)
     assert n >= 9
     watch = StateWatch(rig)
     try:
@@ -231,7 +232,7 @@ def test_a_refused_piece_is_answered_once_not_once_per_later_piece(rig: Rig) -> 
 
 def test_a_missing_piece_is_answered_once_a_burst_and_the_transfer_resumes(rig: Rig) -> None:
     snap = _big_snapshot(rig)
-    c, n = protocol.CACHE_CHUNK, -(-len(snap) // protocol.CACHE_CHUNK)
+    c, n = common.CACHE_CHUNK, -(-len(snap) // common.CACHE_CHUNK)
     watch = StateWatch(rig)
     try:
         _send(rig, snap, [i for i in range(n) if i != 2])  # piece 2 lost on the way

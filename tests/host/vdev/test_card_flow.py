@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from firmware import card_session
-from firmware import events as ev
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import CardGone, LocalCard, PN532Emulator
@@ -21,6 +20,7 @@ from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision
 from offline_cache import fmt
+from wire import codes as ev
 
 SITE = 4321
 NO_REF = "00" * 8

@@ -17,8 +17,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from crypto.hmac256 import hmac_sha256
-from firmware import events as ev
-from firmware import protocol
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
@@ -34,6 +32,9 @@ from reference_platform.commands import sign
 from reference_platform.distribute import sync
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as ev
+from wire import common
+from wire.platform import encode_ack, encode_cache_chunk
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR_A = "pd.b1.d1"  # the stolen one: only its key file is used here
@@ -71,7 +72,7 @@ class Rig:
                               capture_output=True, text=True, timeout=120)
 
     def send(self, leaf: str, payload: bytes) -> None:
-        self.thief.publish(protocol.topic(DOOR_B, leaf), payload, qos=1).wait_for_publish(5)
+        self.thief.publish(common.topic(DOOR_B, leaf), payload, qos=1).wait_for_publish(5)
 
     def status(self) -> dict[str, Any]:
         return self.io.status()
@@ -137,8 +138,8 @@ def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig, tmp_path: Pa
     wait_until(lambda: rig.events(ev.BOOT), what="B's boot at the platform")
     boot = int(rig.events(ev.BOOT)[-1][6])
     upto = 10 ** 6
-    mac = hmac_sha256(bytes.fromhex(stolen["command"]), protocol.ack_signing_bytes(DOOR_B, boot, upto))
-    rig.send("ack", protocol.encode_ack(upto, boot, mac.hex()))
+    mac = hmac_sha256(bytes.fromhex(stolen["command"]), common.ack_signing_bytes(DOOR_B, boot, upto))
+    rig.send("ack", encode_ack(upto, boot, mac.hex()))
     wait_until(lambda: rig.refused().get("bad_mac", 0) == before + 3, what="the forged ack counted")
 
     # A whitelist revoking the card, signed and cut into pieces with A's cache key: refused at
@@ -150,9 +151,9 @@ def test_keys_taken_from_door_a_sign_nothing_door_b_takes(rig: Rig, tmp_path: Pa
     a_cache = bytes.fromhex(stolen["cache"])
     body = data[:-32]
     forged = body + hmac_sha256(a_cache, body)
-    for offset in range(0, len(forged), protocol.CACHE_CHUNK):
-        rig.send("cache", protocol.encode_cache_chunk(rig.reg.version(), len(forged), offset,
-                                                      forged[offset:offset + protocol.CACHE_CHUNK], a_cache))
+    for offset in range(0, len(forged), common.CACHE_CHUNK):
+        rig.send("cache", encode_cache_chunk(rig.reg.version(), len(forged), offset,
+                                                      forged[offset:offset + common.CACHE_CHUNK], a_cache))
     wait_until(lambda: rig.refused().get("bad_mac", 0) >= before + 4, what="the forged piece counted")
     assert rig.status()["cache_version"] == version
     assert swipe_local(rig.io, rig.emu, card) is True

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from firmware import events as ev
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
+from wire import codes as ev
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 DOOR = {"unlock_ms": 1500, "prealarm_ms": 1500, "held_open_ms": 3000, "closer_limit_ms": 2500,

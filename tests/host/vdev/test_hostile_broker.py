@@ -15,8 +15,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware import events as ev
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.netfault import FaultProxy
 from host_tools.pn532_emu import PN532Emulator
@@ -31,6 +29,9 @@ from reference_platform.commands import command_key
 from reference_platform.distribute import sync
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as ev
+from wire import common
+from wire.platform import decode_presence, encode_ack, encode_time
 
 DEVICE = "hostile.b1.d0"
 DAY = 86400
@@ -61,7 +62,7 @@ class Rig:
         self.io = VirtualIO(self.dev.io_addr)
 
     def send(self, leaf: str, payload: bytes, retain: bool = False) -> None:
-        self.hostile.publish(protocol.topic(DEVICE, leaf), payload, qos=1,
+        self.hostile.publish(common.topic(DEVICE, leaf), payload, qos=1,
                              retain=retain).wait_for_publish(5)
 
     def status(self) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def test_oversized_nested_and_retained_messages_never_cut_the_door_off(rig: Rig)
         rig.send(leaf, nested(2000))  # 4 KB of nesting: over every limit but the cache's
         if leaf != "cache":
             rig.send(leaf, nested(60))  # within the topic's limit, but nested 60 deep
-    rig.send("ack", protocol.encode_ack(1), retain=True)  # unsigned, retained (see below)
+    rig.send("ack", encode_ack(1), retain=True)  # unsigned, retained (see below)
     wait_until(lambda: sum(rig.status().get("refused", {}).values()) >= 12, what="the refusals")
     refused = rig.status()["refused"]
     assert refused == {"too_large": 8, "too_deep": 3, "bad_mac": 1}, refused
@@ -137,13 +138,13 @@ def test_a_retained_time_400_days_ahead_then_a_reboot_leaves_cards_working(rig: 
     wait_until(lambda: DEVICE in rig.platform.cache_states, what="the door's cache state")
     assert sync(rig.platform, rig.reg) == {DEVICE: f"updated to {rig.reg.version()}"}
     future = int((time.time() + 400 * DAY) * 1000)
-    rig.send("time", protocol.encode_time(future), retain=True)
+    rig.send("time", encode_time(future), retain=True)
     rig.reboot()
     wait_until(lambda: rig.status().get("clock_trusted") is True, what="a trusted clock")
     assert swipe_local(rig.io, rig.emu, card) is True
     wait_until(lambda: rig.events(ev.ACCESS_GRANTED), what="the grant at the platform")
     granted = rig.events(ev.ACCESS_GRANTED)[-1]
-    assert granted[5] & protocol.FLAG_TIME_VALID and not granted[5] & protocol.FLAG_TIME_UNTRUSTED
+    assert granted[5] & common.FLAG_TIME_VALID and not granted[5] & common.FLAG_TIME_UNTRUSTED
     assert abs(granted[3] - time.time()) < 120  # the right time, not 400 days ahead
     assert rig.status()["refused"].get("retained", 0) >= 1
 
@@ -155,7 +156,7 @@ def test_a_signed_fresh_time_repairs_a_clock_an_unsigned_one_set_wrong(tmp_path:
         wait_until(lambda: r.proxy.connections == 1, what="the door on the broker")
         time.sleep(1.0)  # subscribed
         future = int((time.time() + 400 * DAY) * 1000)
-        r.send("time", protocol.encode_time(future))  # unsigned, not retained: the clock is unset
+        r.send("time", encode_time(future))  # unsigned, not retained: the clock is unset
         wait_until(lambda: r.status().get("clock_synced") is True, what="the clock set")
         assert r.status().get("clock_trusted") is False
         assert swipe_local(r.io, r.emu, card) is False  # an untrusted clock: offline policy
@@ -169,11 +170,11 @@ def test_a_signed_fresh_time_repairs_a_clock_an_unsigned_one_set_wrong(tmp_path:
         assert swipe_local(r.io, r.emu, card) is True
         wait_until(lambda: r.events(ev.ACCESS_GRANTED), what="the grant at the platform")
         granted = r.events(ev.ACCESS_GRANTED)[-1]
-        assert abs(granted[3] - time.time()) < 120 and not granted[5] & protocol.FLAG_TIME_UNTRUSTED
+        assert abs(granted[3] - time.time()) < 120 and not granted[5] & common.FLAG_TIME_UNTRUSTED
         # What was recorded under the wrong clock keeps its flag, and the two time_set events
         # (unsigned: arg 0, signed: arg 1) let the platform place it.
         denied = r.events(ev.ACCESS_DENIED)[0]
-        assert denied[5] & protocol.FLAG_TIME_UNTRUSTED and denied[3] > time.time() + 399 * DAY
+        assert denied[5] & common.FLAG_TIME_UNTRUSTED and denied[3] > time.time() + 399 * DAY
         assert [e[6] for e in r.events(ev.TIME_SET)] == [0, 1]
     finally:
         r.close()
@@ -186,12 +187,12 @@ def test_a_door_without_a_trusted_time_answers_an_announce_with_a_fresh_nonce(tm
     r = Rig(tmp_path, platform_up=False)  # the platform is away: nobody signs a time
     nonces: list[str] = []
     r.hostile.on_message = lambda c, u, m: nonces.append(
-        protocol.decode_presence(m.payload).get("nonce", ""))
+        decode_presence(m.payload).get("nonce", ""))
     try:
         wait_until(lambda: r.proxy.connections == 1, what="the door on the broker")
-        r.hostile.subscribe(protocol.topic(DEVICE, "presence"), 1)
+        r.hostile.subscribe(common.topic(DEVICE, "presence"), 1)
         wait_until(lambda: len(nonces) == 1, what="the door's presence (retained)")
-        r.hostile.publish(protocol.ANNOUNCE_TOPIC, b"", qos=1).wait_for_publish(5)
+        r.hostile.publish(common.ANNOUNCE_TOPIC, b"", qos=1).wait_for_publish(5)
         wait_until(lambda: len(nonces) == 2, what="the door's answer to announce")
         assert nonces[1] and nonces[1] != nonces[0]
         assert r.status().get("clock_trusted") is not True

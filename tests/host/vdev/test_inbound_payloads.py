@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from firmware import protocol as p
 from host_tools.console import mpremote
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
@@ -22,10 +21,12 @@ from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import common
+from wire.door import decode_ack, decode_command, decode_time
 
 DEVICE = "fuzz.b1.d1"
 LEAVES = ["ack", "time", "cmd", "events", "status", "nonsense", "ack/extra"]
-DECODERS = {"ack": p.decode_ack, "time": p.decode_time, "cmd": p.decode_command}
+DECODERS = {"ack": decode_ack, "time": decode_time, "cmd": decode_command}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
@@ -50,7 +51,7 @@ def well_formed(leaf: str, payload: bytes) -> bool:
         return False
     try:
         decode(payload)
-    except p.ProtocolError:
+    except common.ProtocolError:
         return False
     return True
 

@@ -21,8 +21,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
-from firmware import events as ev
-from firmware.card_task import FLAG_REKEYED
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
@@ -39,6 +37,8 @@ from reference_platform.commands import command_key
 from reference_platform.ingest import Platform
 from reference_platform.keyprogress import record_card
 from reference_platform.store import Store
+from wire import codes as ev
+from wire.common import FLAG_REKEYED
 
 DEVICE = "rot.b1.d1"
 SITE = 5150

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-from firmware import events as ev
-from firmware import protocol
 from host_tools.cards.kit import SiteKit
 from host_tools.console import mpremote
 from host_tools.services.mosquitto import Mosquitto
@@ -23,6 +21,10 @@ from host_tools.vdev.provision import provision
 from reference_platform.commands import command_key, sign
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire import codes as ev
+from wire import common
+from wire.door import encode_presence
+from wire.platform import encode_time
 
 DEVICE = "cmd.b1.d1"
 
@@ -134,7 +136,7 @@ def _retain(door: Door, device: str, payload: bytes) -> None:
     client.connect(door.broker.host, door.broker.port)
     client.loop_start()
     try:
-        client.publish(protocol.topic(device, "presence"), payload, qos=1,
+        client.publish(common.topic(device, "presence"), payload, qos=1,
                        retain=True).wait_for_publish(10)
     finally:
         client.loop_stop()
@@ -165,7 +167,7 @@ def test_doorctl_platform_command(door: Door, tmp_path: Path) -> None:
     assert typo.returncode == 2 and "unknown on the broker" in typo.stderr, typo.stderr
     assert len(typo.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 25
     # a door that announced itself (its retained presence) but does not answer: the timeout
-    _retain(door, "quiet.b1.d1", protocol.encode_presence(False))
+    _retain(door, "quiet.b1.d1", encode_presence(False))
     silent = run("quiet.b1.d1", "patrol", "--timeout", "1")
     assert silent.returncode == 4 and "no reply" in silent.stderr
     down = subprocess.run([doorctl, "platform", "command", DEVICE, "open", "--keys", str(keys),
@@ -176,14 +178,13 @@ def test_doorctl_platform_command(door: Door, tmp_path: Path) -> None:
 def test_an_unsigned_time_message_cannot_move_a_set_clock(door: Door) -> None:
     # Anyone who can publish on the broker can send a time message: once the clock is set
     # (here by the platform's signed time) an unsigned one changes nothing.
-    from firmware import protocol
 
     now_ms = int(time.time() * 1000)
     with VirtualIO(door.dev.io_addr) as io:
         assert io.status().get("clock_trusted") is True
         refused = io.status().get("time_refused", 0)
         for back_s in (86400, 250, -500, 3):
-            door.platform.publish(DEVICE, "time", protocol.encode_time(now_ms - back_s * 1000))
+            door.platform.publish(DEVICE, "time", encode_time(now_ms - back_s * 1000))
         wait_until(lambda: io.status().get("time_refused", 0) == refused + 4)
         assert io.status().get("clock_trusted") is True
     cmd_id, payload = sign(door.key, DEVICE, "open")
