@@ -197,7 +197,7 @@ class Commands:
             if reason == "bad_mac" and self.on_forged is not None:
                 self.on_forged(reason, "cmd")
             elif self.recorder is not None:
-                from firmware.events import COMMAND_REJECTED
+                from wire.codes import COMMAND_REJECTED
 
                 self.recorder.record(COMMAND_REJECTED, reject_code(reason),
                                      cmd[0].encode()[:12])

@@ -334,7 +334,7 @@ class Uplink:
         """At most one `inbound_refused` record per window for what was refused meanwhile."""
         r = self.refusals
         if self.recorder is not None and r.due(ticks_ms(), ticks_diff):
-            from firmware.events import INBOUND_REFUSED
+            from wire.codes import INBOUND_REFUSED
 
             n, data = r.take(ticks_ms())
             self.recorder.record(INBOUND_REFUSED, n, data)

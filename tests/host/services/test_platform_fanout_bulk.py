@@ -26,6 +26,7 @@ from reference_platform.distribute import attach, sync
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import common
+from wire.door import encode_cache_state
 
 
 class Listener:
@@ -247,7 +248,7 @@ def test_the_doors_answers_cost_the_platform_no_packet_back(tmp_path: Path,
             p._client.enable_logger(logging.getLogger("paho-under-test"))
             caplog.set_level(logging.DEBUG, logger="paho-under-test")
             doors = [f"city.d{i}" for i in range(300)]
-            answers = [(protocol.topic(d, "cache_state"), protocol.encode_cache_state(7))
+            answers = [(common.topic(d, "cache_state"), encode_cache_state(7))
                        for d in doors]
             got = p.wait_cache_states(doors, lambda s: s["version"] == 7, 30, then=lambda: (
                 fanout_writer.publish_all(broker.host, broker.port, answers)))
