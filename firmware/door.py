@@ -11,6 +11,7 @@ import struct
 
 from wire import codes as ev
 from wire.codes import DENY_LOCKDOWN, KINDS
+from wire.common import SITE_TZ_MIN
 from firmware.ticks import ticks_add, ticks_diff
 
 try:
@@ -34,7 +35,7 @@ DEFAULTS = {
     "fire_from_input": True,  # the fire input releases the door (fire mode)
     "held_open_in_passage": True,  # passage mode still raises held-open alarms
     "passage_schedule": None,  # [[start_min, end_min], ...] minutes of the local day (binding)
-    "tz_offset_min": 480,  # local time for the schedule: UTC+8
+    "tz_offset_min": SITE_TZ_MIN,  # local time for the schedule (wire/common.py)
     "deny_ms": 1000,  # red LED and deny beeps after a refused card
 }
 

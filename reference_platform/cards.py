@@ -24,9 +24,10 @@ from typing import Any
 
 from offline_cache import content, fmt
 from reference_platform.store import Store, Transaction
+from wire.common import SITE_TZ_MIN
 
 EPOCH = dt.date(1970, 1, 1)
-TZ_MIN = 480
+TZ_MIN = SITE_TZ_MIN
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS residents (
         resident TEXT PRIMARY KEY, name TEXT, room TEXT NOT NULL)""",

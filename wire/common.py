@@ -36,6 +36,9 @@ def limit(leaf):
 
 
 MAX_BATCH = 200  # events per events message
+# The site's local time, minutes east of UTC (China: UTC+8): the one default of the doors'
+# schedules (config `tz_offset_min`), the whitelist files' and the tools' idea of "today".
+SITE_TZ_MIN = 480
 DEVICE_ID_MAX = 64
 
 # Event tuple positions in an events message.

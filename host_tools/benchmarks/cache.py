@@ -17,6 +17,7 @@ from host_tools.mpy_build import build_device_tree, compile_file
 from host_tools.paths import micropython, micropython_env
 from offline_cache import fmt
 from offline_cache.cache import Cache
+from wire.common import SITE_TZ_MIN
 
 SCRIPT = Path(__file__).with_name("device") / "cache_bench.py"
 KEY = b"bench-cache-key-0123456789abcdef"
@@ -69,7 +70,7 @@ def make_inputs(folder: Path) -> None:
         return fmt.pack_record(ref, status, h == 0, h % 3, DAY - 100, DAY + 265, 0xFFFF)
 
     with open(folder / "snap.bin", "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 480, N_CARDS, (rec(r) for r in refs),
+        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, SITE_TZ_MIN, N_CARDS, (rec(r) for r in refs),
                   sched, [DAY + 30])
     (folder / "copy.bin").write_bytes((folder / "snap.bin").read_bytes())
     present = rng.sample(refs, N_PROBES // 2 + N_FILES)
@@ -79,7 +80,7 @@ def make_inputs(folder: Path) -> None:
     changes = [rec(r, fmt.LOST) for r in present[:500]]
     changes += [rec(hashlib.sha256(b"new%d" % i).digest()[:8]) for i in range(500)]
     (folder / "delta.bin").write_bytes(
-        fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 480, changes, sched, [DAY + 30]))
+        fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, SITE_TZ_MIN, changes, sched, [DAY + 30]))
     cards = {r.hex(): [0, h % 3, DAY - 100, DAY + 265, 0xFFFF, h == 0] for r in refs for h in (r[7],)}
     (folder / "cards.json").write_text(json.dumps(cards))
 

@@ -13,8 +13,9 @@ from firmware import card_session
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.personalize import personalize
 from offline_cache import fmt
+from wire.common import SITE_TZ_MIN
 
-TZ_MIN = 480  # site local time: UTC+8
+TZ_MIN = SITE_TZ_MIN  # site local time
 
 
 def today(tz_min: int = TZ_MIN) -> int:

@@ -36,6 +36,7 @@ from rich.progress import Progress
 
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
 from offline_cache import fmt
+from wire.common import SITE_TZ_MIN
 
 cache_app = typer.Typer(help="Build, diff and inspect signed whitelist cache files.\n\n"
                         + (__doc__ or "").split("\n", 1)[-1].strip(),
@@ -265,7 +266,7 @@ def build(
     version: int = typer.Option(..., "--version", help="Cache version, above every version sent before."),
     site: int = typer.Option(..., "--site", help="Site id the doors check."),
     schedules: Path = typer.Option(None, "--schedules", help="Schedules and holidays JSON."),
-    tz_minutes: int = typer.Option(480, "--tz-minutes", help="Site time offset from UTC, minutes."),
+    tz_minutes: int = typer.Option(SITE_TZ_MIN, "--tz-minutes", help="Site time offset from UTC, minutes."),
     scope: int = typer.Option(0xFFFF, "--scope", help="Door mask the cache is meant for."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as one JSON object."),
 ) -> None:

@@ -45,12 +45,13 @@ from reference_platform.commands import command_key
 from reference_platform.distribute import sync
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire.common import SITE_TZ_MIN
 
 DOOR = "torture.b1.d0"  # the virtual door
 RING = "torture.b1.d1"  # the small-ring door
 RING_DEVICE = REPO_ROOT / "host_tools" / "benchmarks" / "device" / "uplink_device.py"
 RING_BLOCKS = 8  # 6 data sectors of 127 records: 635 events
-TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # the site is UTC+8
+TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=SITE_TZ_MIN)).date()  # the site's day
 
 
 @dataclass

@@ -14,8 +14,9 @@ from host_tools.cards.kit import SiteKit
 from offline_cache.cache import Cache
 from reference_platform.cards import CardError, CardRegistry
 from reference_platform.store import Store
+from wire.common import SITE_TZ_MIN
 
-TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()
+TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=SITE_TZ_MIN)).date()  # the site's day
 YEAR = dt.timedelta(days=365)
 A, B, C = "aa" * 8, "bb" * 8, "cc" * 8
 

@@ -24,6 +24,7 @@ from reference_platform.commands import command_key
 from reference_platform.distribute import attach, sync
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
+from wire.common import SITE_TZ_MIN
 
 DEVICE = "life.b1.d0"
 TODAY = dt.date.today()
@@ -110,7 +111,7 @@ def test_every_lifecycle_operation_reaches_the_door(rig: Rig) -> None:
     # residence evidence from the stored events: today counted once, whatever the swipes
     wait_until(lambda: rig.store.count(DEVICE) > 10)
     time.sleep(1)
-    site_today = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # UTC+8
+    site_today = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=SITE_TZ_MIN)).date()
     report = residence_report(rig.store, ref.hex(), site_today.replace(day=1), site_today)
     assert report == {site_today.strftime("%Y-%m"): 1}
     assert residence_report(rig.store, new_ref.hex(), site_today, site_today) == \
@@ -193,7 +194,7 @@ def test_the_platform_commands(rig: Rig, tmp_path: Path) -> None:
 
 def test_renewal_extends_validity_across_the_old_expiry(rig: Rig) -> None:
     card, ref = rig.site.issue()
-    site_today = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()
+    site_today = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=SITE_TZ_MIN)).date()
     rig.reg.issue(ref.hex(), "r-9", "109", [0], site_today - YEAR, site_today - dt.timedelta(days=1))
     rig.sync()
     assert rig.swipe(card) is False  # expired yesterday

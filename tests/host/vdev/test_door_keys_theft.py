@@ -34,12 +34,13 @@ from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as ev
 from wire import common
+from wire.common import SITE_TZ_MIN
 from wire.platform import encode_ack, encode_cache_chunk
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 DOOR_A = "pd.b1.d1"  # the stolen one: only its key file is used here
 DOOR_B = "pd.b1.d2"
-TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # the site is UTC+8
+TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=SITE_TZ_MIN)).date()  # the site's day
 
 
 class Rig:

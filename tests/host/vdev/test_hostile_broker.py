@@ -31,11 +31,12 @@ from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as ev
 from wire import common
+from wire.common import SITE_TZ_MIN
 from wire.platform import decode_presence, encode_ack, encode_time
 
 DEVICE = "hostile.b1.d0"
 DAY = 86400
-TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=480)).date()  # the site is UTC+8
+TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=SITE_TZ_MIN)).date()  # the site's day
 
 
 class Rig:
