@@ -40,7 +40,10 @@ _ACK = "<II"  # acked_seq, crc
 _MAGIC = b"JRN1"
 _ACK_SIZE = const(8)
 _ACK_BLOCKS = const(2)
-ERASED32 = b"\xff" * RECORD_SIZE
+# Erased flash as literals: a literal is frozen into the image, `b"\xff" * n` is made in the heap.
+ERASED32 = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" \
+           b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"  # RECORD_SIZE bytes
+_ERASED_ACK = b"\xff\xff\xff\xff\xff\xff\xff\xff"  # _ACK_SIZE bytes
 
 # The flags byte's high nibble holds the payload's length (0-12): a payload may end in zero
 # bytes (a card reference can), so its padding cannot be told from its content otherwise.
@@ -185,7 +188,7 @@ class Journal:
         for b in range(_ACK_BLOCKS):
             for s in range(self.block_size // _ACK_SIZE):
                 self._read(b, s * _ACK_SIZE, mv)
-                if self._abuf == b"\xff" * _ACK_SIZE:
+                if self._abuf == _ERASED_ACK:
                     break
                 seq, crc = struct.unpack(_ACK, self._abuf)
                 if crc == _crc(mv[:4]) and seq > best:
@@ -203,7 +206,7 @@ class Journal:
         mv = memoryview(self._abuf)
         for s in range(self.block_size // _ACK_SIZE):
             self._read(b, s * _ACK_SIZE, mv)
-            if self._abuf == b"\xff" * _ACK_SIZE:
+            if self._abuf == _ERASED_ACK:
                 return s
         return self.block_size // _ACK_SIZE
 

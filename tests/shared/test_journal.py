@@ -311,3 +311,9 @@ def test_a_power_cut_while_the_full_ring_overwrites_never_loses_records_silently
         ranges = [struct.unpack("<II", payload_of(g)) for g in gaps]
         assert len(ranges) == len(set(ranges)), (cut, ranges)
         dev.close()
+
+
+def test_erased_record_literal_matches_the_record_size():
+    # Written out as a literal (frozen into the image): it must stay one record of 0xFF.
+    from firmware import journal as jmod
+    assert jmod.ERASED32 == b"\xff" * jmod.RECORD_SIZE
