@@ -258,3 +258,38 @@ def test_the_doors_answers_cost_the_platform_no_packet_back(tmp_path: Path,
             assert [r for r in caplog.records if "Received PUBLISH" in r.getMessage()]
         finally:
             p.stop()
+
+
+def test_the_bulk_connection_logs_in_as_the_platform_on_a_broker_with_access_control(
+        tmp_path: Path) -> None:
+    """On a broker with access control only the platform user may publish to the doors: the
+    fan-out's own connection logs in as that user, so its messages are delivered, none of
+    them sent again through paho."""
+    from host_tools.services.mosquitto import BrokerAuth
+
+    auth = BrokerAuth({"@ingest": "platform-pw", "%watch": "watch-pw"})
+    with Mosquitto(auth=auth) as broker:
+        p = Platform(Store(str(tmp_path / "p.db")), broker.host, broker.port, ingest=False,
+                     lease=False, username="@ingest", password="platform-pw").start()
+        got: list[str] = []
+        ready = threading.Event()
+        watch = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="platform-watch")
+        watch.username_pw_set("%watch", "watch-pw")
+        watch.on_connect = lambda c, *a: c.subscribe("door/v1/+/cache", qos=1)
+        watch.on_subscribe = lambda *a: ready.set()
+        watch.on_message = lambda c, u, msg: got.append(msg.topic)
+        try:
+            assert p.connected.wait(20)
+            watch.connect(broker.host, broker.port)
+            watch.loop_start()
+            assert ready.wait(20)
+            p.publish_many([(f"city.d{i}", "cache", b"piece") for i in range(150)], timeout=20)
+            deadline = time.monotonic() + 20
+            while len(got) < 150 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert p.bulk_published == 150
+            assert sorted(got) == sorted(common.topic(f"city.d{i}", "cache") for i in range(150))
+        finally:
+            watch.loop_stop()
+            watch.disconnect()
+            p.stop()
