@@ -911,7 +911,7 @@ class EmulatorLink:
 
 
 class SocketStream:
-    """A blocking stream over a socket for `firmware.pn532.PN532` on CPython (tests, bench)."""
+    """A blocking stream over a socket for `host_tools.pn532_sync.PN532` on CPython (tests, bench)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

@@ -2,6 +2,7 @@
 # (tests/clock.py) stands in for time, and the chip answers each information frame from a
 # list of byte strings.
 from firmware import pn532 as p
+from host_tools.pn532_sync import PN532
 from tests.clock import ManualClock
 
 
@@ -48,7 +49,7 @@ def resp(data):
 def driver(replies):
     clock = ManualClock()
     script = Script(clock, replies)
-    return p.PN532(script, clock=clock), script
+    return PN532(script, clock=clock), script
 
 
 def expect_error(fn, code):

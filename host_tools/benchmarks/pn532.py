@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware import pn532 as p
 from host_tools.benchmarks import Outcome, failing
 from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream, release_connection
+from host_tools.pn532_sync import PN532
 
 FIGURES = {
     "pn532.frame_rt_ms": "GetFirmwareVersion round trip (frame, ACK, response), blocking driver on "
@@ -77,7 +77,7 @@ def _local(names: set[str]) -> dict[str, float]:
     card = vcard.VirtualDesfire()
     emu.present(LocalCard(card.process, card.uid))
     with emu.serve(b):
-        d = p.PN532(SocketStream(a))
+        d = PN532(SocketStream(a))
         d.begin()
         out["pn532.frame_rt_ms"] = _median_ms(d.firmware_version, 200)
         d.list_target()
@@ -139,7 +139,7 @@ def _pcsc_figures() -> dict[str, float]:
         emu = PN532Emulator()
         emu.present(READER)
         with emu.serve(b):
-            d = p.PN532(SocketStream(a), ack_timeout_ms=200)
+            d = PN532(SocketStream(a), ack_timeout_ms=200)
             d.begin()
             d.list_target()
 

@@ -3,6 +3,7 @@
 # incremental parser's events, target parsing, and the blocking driver against scripted
 # PN532 byte streams (a tick counter advanced by the stream stands in for time).
 from firmware import pn532 as p
+from host_tools.pn532_sync import PN532
 from tests.clock import ManualClock
 from tests.pn532_script import Script, driver, expect_error, h, resp
 
@@ -156,7 +157,7 @@ def test_a_late_host_takes_the_answer_that_came_instead_of_sending_again():
     draws a new RndB and the authentication fails)."""
     clock = ManualClock()
     script = Stalled(clock, [resp(h("4B 01 01 00 04 08 04 92 2E 58 32")), resp(h("41 00 AA BB 91 AF"))])
-    d = p.PN532(script, clock=clock)
+    d = PN532(script, clock=clock)
     assert d.list_target().uid == h("92 2E 58 32")
     assert d.exchange(h("90 71 00 00 02 01 00 00")) == h("AA BB 91 AF")
     assert len(script.sent) == 2 and d.core.resends == 0
@@ -244,7 +245,7 @@ def test_link_closed_is_not_connected():
         def read(self, n, timeout_ms):
             return None
 
-    expect_error(lambda: p.PN532(Closed()).firmware_version(), p.E_NOT_CONNECTED)
+    expect_error(lambda: PN532(Closed()).firmware_version(), p.E_NOT_CONNECTED)
 
 
 class Trickle(Script):
@@ -266,14 +267,14 @@ class Trickle(Script):
 
 def test_a_reader_trickling_junk_cannot_hold_a_wait_past_its_timeout():
     clock = ManualClock()
-    d = p.PN532(Trickle(clock), clock=clock)
+    d = PN532(Trickle(clock), clock=clock)
     expect_error(lambda: d.list_target(1000), p.E_NO_ANSWER)
     assert clock.t < 1000 + 400, clock.t  # was 11 s (the noise limit counts bytes, not time)
 
 
 def test_a_reader_sending_acks_for_ever_cannot_hold_an_exchange():
     clock = ManualClock()
-    d = p.PN532(Trickle(clock, acks=True), clock=clock)
+    d = PN532(Trickle(clock, acks=True), clock=clock)
     d.core.tg = 1
     expect_error(lambda: d.exchange(h("90 60 00 00 00"), 1000), p.E_NO_ANSWER)
     assert clock.t < 1000 + 400, clock.t  # was for ever: each stray ACK began a new wait

@@ -3,6 +3,7 @@
 # a late answer to an earlier command arriving after the flush. An APDU must never run twice
 # on the card, and a late answer must never be taken for another command's.
 from firmware import pn532 as p
+from host_tools.pn532_sync import PN532
 from tests.clock import ManualClock
 from tests.pn532_script import Script, driver, expect_error, h, resp
 
@@ -61,7 +62,7 @@ def test_an_apdu_acked_late_is_not_sent_again():
     clock = ManualClock()
     script = SlowChip(clock, {p.CMD_IN_LIST_PASSIVE_TARGET: resp(h("4B 01 01 00 04 08 04 92 2E 58 32")),
                               p.CMD_IN_DATA_EXCHANGE: resp(h("41 00 AA BB 91 AF"))}, 120)
-    d = p.PN532(script, clock=clock)
+    d = PN532(script, clock=clock)
     assert d.list_target().uid == h("92 2E 58 32")
     script.sent.clear()
     assert d.exchange(h("90 71 00 00 02 01 00 00")) == h("AA BB 91 AF")

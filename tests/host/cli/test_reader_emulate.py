@@ -22,6 +22,7 @@ from firmware import pn532 as p
 from host_tools.cards import pcsc, vcard
 from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE
 from host_tools.pn532_emu import SocketStream, release_connection
+from host_tools.pn532_sync import PN532
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 READER = "Virtual PCD 00 00"
@@ -57,12 +58,12 @@ def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, soc
     try:
         srv.settimeout(30)
         conn, _ = srv.accept()
-        d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
+        d = PN532(SocketStream(conn), ack_timeout_ms=500)
         assert d.begin() == bytes.fromhex("32010607")
         assert d.list_target() is None
         conn.close()  # the device reboots: the emulator comes back on its own
         again, _ = srv.accept()
-        assert p.PN532(SocketStream(again), ack_timeout_ms=500).firmware_version() == b"\x32\x01\x06\x07"
+        assert PN532(SocketStream(again), ack_timeout_ms=500).firmware_version() == b"\x32\x01\x06\x07"
         out, err = stop(proc)
         again.close()
     finally:
@@ -82,7 +83,7 @@ def test_emulate_with_field_timing_paces_the_link(door_link: tuple[Path, socket.
     try:
         srv.settimeout(30)
         conn, _ = srv.accept()
-        d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
+        d = PN532(SocketStream(conn), ack_timeout_ms=500)
         d.begin()
         payload = bytes(100)
         frame = p.encode_frame(p.TFI_HOST, b"\x00\x00" + payload)  # Diagnose: echo
@@ -121,7 +122,7 @@ def test_emulate_relays_to_the_card_on_a_pcsc_reader(door_link: tuple[Path, sock
             try:
                 srv.settimeout(30)
                 conn, _ = srv.accept()
-                d = p.PN532(SocketStream(conn), ack_timeout_ms=500)
+                d = PN532(SocketStream(conn), ack_timeout_ms=500)
                 t = d.list_target()
                 assert t is not None and t.uid == card.uid
                 assert d.transceive(bytes.fromhex("9060000000"))[-2:] == b"\x91\xaf"
@@ -180,7 +181,7 @@ def test_emulate_on_a_serial_port() -> None:
     proc = subprocess.Popen([DOORCTL, "reader", "emulate", "--serial", os.ttyname(slave)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        d = p.PN532(FdStream(master), ack_timeout_ms=500)
+        d = PN532(FdStream(master), ack_timeout_ms=500)
         deadline = time.monotonic() + 30
         while True:  # until the emulator has opened the port
             try:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import pn532 as p
+from host_tools.pn532_sync import PN532
 
 RESPONSES = [
     bytes.fromhex("0332010607"),
@@ -70,7 +71,7 @@ def mutate(frame: bytes, kind: int, pos: int, value: int) -> bytes:
 
 def run_all_commands(data: bytes, sizes: list[int]) -> None:
     clock = Clock()
-    d = p.PN532(Chunks(clock, data, sizes), clock=clock)
+    d = PN532(Chunks(clock, data, sizes), clock=clock)
     d.core.tg = 1
     parser_buf = d.core.parser.data
     tx = d.core.tx

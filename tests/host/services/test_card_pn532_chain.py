@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from firmware import card_session as cs
-from firmware import pn532 as p
 from host_tools.cards import pcsc, sitekeys, vcard
 from host_tools.cards.personalize import personalize
 from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream
+from host_tools.pn532_sync import PN532
 
 SLOT = 1
 READER = "Virtual PCD 00 01"
@@ -81,7 +81,7 @@ def test_door_reads_issued_card_through_pn532(issued_card: tuple[vcard.VirtualDe
     card, ref, keys = issued_card
     _, door_store = sitekeys.load(keys)
     _, sock = rig
-    driver = p.PN532(SocketStream(sock), ack_timeout_ms=200)
+    driver = PN532(SocketStream(sock), ack_timeout_ms=200)
     driver.begin()
     target = driver.list_target()
     assert target is not None and target.uid == card.uid and target.iso_dep()
@@ -97,7 +97,7 @@ def test_clone_through_pn532_is_refused(issued_card: tuple[vcard.VirtualDesfire,
     # in the field instead of the issued card: its clone (same UID and files, keys unknown)
     clone = vcard.clone_of(card)
     emu.present(LocalCard(clone.process, clone.uid))
-    driver = p.PN532(SocketStream(sock), ack_timeout_ms=200)
+    driver = PN532(SocketStream(sock), ack_timeout_ms=200)
     driver.begin()
     target = driver.list_target()
     assert target is not None and target.uid == card.uid

@@ -14,6 +14,7 @@ import pytest
 from firmware import pn532 as p
 from host_tools.cards import pcsc, vcard
 from host_tools.pn532_emu import PN532Emulator, SocketStream, release_connection
+from host_tools.pn532_sync import PN532
 
 SLOT = 0
 READER = "Virtual PCD 00 00"
@@ -63,11 +64,11 @@ def pcscd(pcscd_started: list[subprocess.Popen[bytes]]) -> None:
 
 
 @pytest.fixture
-def rig(pcscd: None) -> Iterator[tuple[PN532Emulator, p.PN532]]:
+def rig(pcscd: None) -> Iterator[tuple[PN532Emulator, PN532]]:
     a, b = socket.socketpair()
     emu = PN532Emulator()
     link = emu.serve(b)
-    driver = p.PN532(SocketStream(a), ack_timeout_ms=200)
+    driver = PN532(SocketStream(a), ack_timeout_ms=200)
     driver.begin()  # as the door does: MaxRetries set, so an empty field answers at once
     try:
         yield emu, driver
@@ -77,7 +78,7 @@ def rig(pcscd: None) -> Iterator[tuple[PN532Emulator, p.PN532]]:
         a.close()
 
 
-def test_select_is_relayed_to_a_virtual_card(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_select_is_relayed_to_a_virtual_card(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     card = IsoCard()
     client = vcard.VpcdClient(card, port=PORT).start()
@@ -95,7 +96,7 @@ def test_select_is_relayed_to_a_virtual_card(rig: tuple[PN532Emulator, p.PN532])
         pcsc.wait_until_absent(READER)
 
 
-def test_desfire_uid_and_card_leaving(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_desfire_uid_and_card_leaving(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     card = vcard.VirtualDesfire()
     client = vcard.VpcdClient(card, port=PORT).start()
@@ -113,7 +114,7 @@ def test_desfire_uid_and_card_leaving(rig: tuple[PN532Emulator, p.PN532]) -> Non
     assert d.list_target() is None  # the reader is still presented: its field is empty now
 
 
-def test_card_put_on_the_reader_later_is_found(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_card_put_on_the_reader_later_is_found(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     emu.present(READER)
     assert d.list_target() is None
@@ -138,7 +139,7 @@ def _classic_store(key: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_a_classic_card_on_a_pcsc_reader_is_read_by_the_legacy_profile(
-        rig: tuple[PN532Emulator, p.PN532]) -> None:
+        rig: tuple[PN532Emulator, PN532]) -> None:
     from firmware import card_session as cs
 
     emu, d = rig

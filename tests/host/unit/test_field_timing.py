@@ -13,6 +13,7 @@ from firmware import pn532 as p
 from host_tools import field_timing as ft
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream
+from host_tools.pn532_sync import PN532
 
 FC = 13.56e6
 BYTE_115200 = 10 / 115200  # 86.806 µs
@@ -152,7 +153,7 @@ def test_card_answers_after_the_modelled_air_and_card_time() -> None:
     link = emu.serve(b)
     card = vcard.VirtualDesfire()
     emu.present(LocalCard(card.process, card.uid))
-    driver = p.PN532(SocketStream(a), ack_timeout_ms=200)
+    driver = PN532(SocketStream(a), ack_timeout_ms=200)
     try:
         driver.begin()
         target = driver.list_target()
@@ -180,7 +181,7 @@ def test_fast_link_records_no_trace() -> None:
     emu = PN532Emulator()
     link = emu.serve(b)
     try:
-        assert p.PN532(SocketStream(a), ack_timeout_ms=200).begin()
+        assert PN532(SocketStream(a), ack_timeout_ms=200).begin()
         assert not emu.trace and emu.pending_s == 0.0
     finally:
         link.close()
@@ -211,10 +212,10 @@ def test_bench_splits_a_presentation_into_steps() -> None:
     assert sum(steps.values()) == pytest.approx(0.160 - 0.030)  # the steps add up to the whole
 
 
-def _waiting_driver(emu: PN532Emulator) -> tuple[p.PN532, socket.socket, object]:
+def _waiting_driver(emu: PN532Emulator) -> tuple[PN532, socket.socket, object]:
     a, b = socket.socketpair()
     link = emu.serve(b)
-    driver = p.PN532(SocketStream(a), ack_timeout_ms=200)
+    driver = PN532(SocketStream(a), ack_timeout_ms=200)
     driver.begin()
     driver.rf_retries(p.RETRY_FOREVER)
     return driver, a, link

@@ -13,17 +13,18 @@ import pytest
 from firmware import pn532 as p
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PcscSlot, PN532Emulator, SocketStream
+from host_tools.pn532_sync import PN532, PollStream
 
 SELECT_DESFIRE_AID = bytes.fromhex("00A4040007D276000085010100")
 GET_VERSION = bytes.fromhex("9060000000")
 
 
 @pytest.fixture
-def rig() -> Iterator[tuple[PN532Emulator, p.PN532]]:
+def rig() -> Iterator[tuple[PN532Emulator, PN532]]:
     a, b = socket.socketpair()
     emu = PN532Emulator()
     link = emu.serve(b)
-    driver = p.PN532(SocketStream(a), ack_timeout_ms=100)
+    driver = PN532(SocketStream(a), ack_timeout_ms=100)
     try:
         yield emu, driver
     finally:
@@ -42,21 +43,21 @@ def code_of(fn) -> int:  # type: ignore[no-untyped-def]
     return e.value.code
 
 
-def test_begin_reports_the_firmware_version(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_begin_reports_the_firmware_version(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     assert d.begin() == bytes.fromhex("32010607")
     assert emu.commands == [p.CMD_SAM_CONFIGURATION, p.CMD_RF_CONFIGURATION,
                             p.CMD_GET_FIRMWARE_VERSION]
 
 
-def test_empty_field_lists_no_target(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_empty_field_lists_no_target(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     d.begin()
     assert d.list_target() is None
     assert code_of(lambda: d.exchange(GET_VERSION)) == p.E_NO_CARD
 
 
-def test_card_uid_sak_ats_and_apdus(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_card_uid_sak_ats_and_apdus(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     card, local = desfire()
     emu.present(local)
@@ -71,7 +72,7 @@ def test_card_uid_sak_ats_and_apdus(rig: tuple[PN532Emulator, p.PN532]) -> None:
     assert d.release() == 0
 
 
-def test_card_removed_mid_exchange_is_card_lost(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_card_removed_mid_exchange_is_card_lost(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     _, local = desfire()
     emu.present(local)
@@ -84,7 +85,7 @@ def test_card_removed_mid_exchange_is_card_lost(rig: tuple[PN532Emulator, p.PN53
     assert d.list_target() is None
 
 
-def test_two_cards_are_refused(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_two_cards_are_refused(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     emu.present(desfire()[1], desfire()[1])
     d.begin()
@@ -94,7 +95,7 @@ def test_two_cards_are_refused(rig: tuple[PN532Emulator, p.PN532]) -> None:
     assert t is not None
 
 
-def test_four_and_ten_byte_uids(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_four_and_ten_byte_uids(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     for uid, sak in ((bytes.fromhex("11223344"), 0x08), (bytes(range(1, 11)), 0x20)):
         emu.present(LocalCard(lambda a: b"\x90\x00", uid, sak=sak))
@@ -104,7 +105,7 @@ def test_four_and_ten_byte_uids(rig: tuple[PN532Emulator, p.PN532]) -> None:
 
 
 @pytest.mark.parametrize("fault", ["bad_dcs", "bad_lcs", "no_ack"])
-def test_recoverable_faults_are_retried(rig: tuple[PN532Emulator, p.PN532], fault: str) -> None:
+def test_recoverable_faults_are_retried(rig: tuple[PN532Emulator, PN532], fault: str) -> None:
     emu, d = rig
     emu.inject(fault)
     assert d.firmware_version() == bytes.fromhex("32010607")
@@ -123,7 +124,7 @@ def test_recoverable_faults_are_retried(rig: tuple[PN532Emulator, p.PN532], faul
         ("garbage", p.E_NO_ANSWER),
     ],
 )
-def test_faults_become_pn532_errors(rig: tuple[PN532Emulator, p.PN532], fault: str, code: int) -> None:
+def test_faults_become_pn532_errors(rig: tuple[PN532Emulator, PN532], fault: str, code: int) -> None:
     emu, d = rig
     emu.inject(fault)
     assert code_of(lambda: d.firmware_version(), ) == code
@@ -131,7 +132,7 @@ def test_faults_become_pn532_errors(rig: tuple[PN532Emulator, p.PN532], fault: s
     assert d.firmware_version() == bytes.fromhex("32010607")
 
 
-def test_persistent_checksum_errors_give_up(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_persistent_checksum_errors_give_up(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     emu.inject("bad_dcs")
     emu.corrupt_resends = True
@@ -149,7 +150,7 @@ def test_emulator_rejects_unknown_commands_with_the_error_frame() -> None:
 def test_closed_link_is_not_connected() -> None:
     a, b = socket.socketpair()
     b.close()
-    d = p.PN532(SocketStream(a))
+    d = PN532(SocketStream(a))
     assert code_of(d.firmware_version) == p.E_NOT_CONNECTED
     a.close()
 
@@ -160,7 +161,7 @@ def test_blocking_driver_over_a_polled_socket() -> None:
     card, local = desfire()
     emu.present(local)
     with emu.serve(b):
-        d = p.PN532(p.PollStream(a))
+        d = PN532(PollStream(a))
         assert d.begin() == bytes.fromhex("32010607")
         t = d.list_target()
         assert t is not None and t.uid == card.uid
@@ -177,7 +178,7 @@ def _site_stores() -> tuple[object, object]:
     return SoftwareKeyStore.from_dict(site), SoftwareKeyStore.from_dict(door)
 
 
-def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, PN532]) -> None:
     from firmware import card_session as cs
     from host_tools.cards.personalize import personalize
 
@@ -206,7 +207,7 @@ def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, p.PN532]
     assert not result.ok and result.reason == "card_lost"
 
 
-def test_long_answers_come_in_chained_parts(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_long_answers_come_in_chained_parts(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
     long = bytes(range(256)) * 2 + b"\x90\x00"
     emu.present(LocalCard(lambda apdu: long, bytes.fromhex("11223344"), sak=0x20))
@@ -215,7 +216,7 @@ def test_long_answers_come_in_chained_parts(rig: tuple[PN532Emulator, p.PN532]) 
     assert emu.commands.count(p.CMD_IN_DATA_EXCHANGE) == 2
 
 
-def test_a_failing_card_object_gives_the_error_frame(rig: tuple[PN532Emulator, p.PN532]) -> None:
+def test_a_failing_card_object_gives_the_error_frame(rig: tuple[PN532Emulator, PN532]) -> None:
     emu, d = rig
 
     def broken(apdu: bytes) -> bytes:
@@ -253,7 +254,7 @@ def test_the_link_keeps_acking_while_a_held_command_activates_a_slow_card() -> N
     a, b = socket.socketpair()
     emu = PN532Emulator()
     link = emu.serve(b)
-    driver = p.PN532(SocketStream(a), ack_timeout_ms=300)
+    driver = PN532(SocketStream(a), ack_timeout_ms=300)
     try:
         driver.begin()
         driver.rf_retries(p.RETRY_FOREVER)

@@ -14,6 +14,7 @@ import pytest
 from firmware import pn532 as p
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.pn532_sync import PN532
 
 GET_VERSION = bytes.fromhex("9060000000")
 
@@ -33,20 +34,20 @@ class FdStream:
 
 
 @pytest.fixture
-def uart() -> Iterator[tuple[PN532Emulator, p.PN532]]:
+def uart() -> Iterator[tuple[PN532Emulator, PN532]]:
     door_side, host_side = os.openpty()
     tty.setraw(host_side)
     emu = PN532Emulator()
     link = emu.open_serial(os.ttyname(host_side))
     try:
-        yield emu, p.PN532(FdStream(door_side), ack_timeout_ms=100)
+        yield emu, PN532(FdStream(door_side), ack_timeout_ms=100)
     finally:
         link.close()
         os.close(door_side)
         os.close(host_side)
 
 
-def test_the_door_reads_a_card_through_the_serial_port(uart: tuple[PN532Emulator, p.PN532]) -> None:
+def test_the_door_reads_a_card_through_the_serial_port(uart: tuple[PN532Emulator, PN532]) -> None:
     emu, reader = uart
     assert reader.begin() == b"\x32\x01\x06\x07"
     assert reader.list_target() is None  # empty field

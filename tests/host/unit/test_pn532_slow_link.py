@@ -11,6 +11,7 @@ from firmware import card_session as cs
 from firmware import pn532 as p
 from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.pn532_sync import PN532
 
 AUTH_FIRST = 0x71
 
@@ -87,7 +88,7 @@ def _read(late_ms: int, times: int = 1) -> tuple[cs.CardResult, LateLink]:
     emu.present(LocalCard(card.process, card.uid))
     clock = Clock()
     link = LateLink(emu, clock, AUTH_FIRST, late_ms, times)
-    driver = p.PN532(link, clock=clock)
+    driver = PN532(link, clock=clock)
     target = driver.list_target()
     assert target is not None
     result = cs.CardSession(kit.store).read(driver.transceive, target.uid, target.sak)
@@ -123,7 +124,7 @@ def test_the_next_read_after_a_late_answer_grants() -> None:
     emu.present(LocalCard(card.process, card.uid))
     clock = Clock()
     link = LateLink(emu, clock, AUTH_FIRST, 1_200)
-    driver = p.PN532(link, clock=clock)
+    driver = PN532(link, clock=clock)
     session = cs.CardSession(kit.store)
     outcomes = []
     for _ in range(6):
@@ -153,7 +154,7 @@ def test_a_command_sent_again_after_a_late_ack_leaves_no_answer_for_the_card_ste
     emu.present(LocalCard(card.process, card.uid))
     clock = Clock()
     link = LateLink(emu, clock, 0, 60, times=2, late_cmd=p.CMD_IN_LIST_PASSIVE_TARGET)
-    driver = p.PN532(link, clock=clock)
+    driver = PN532(link, clock=clock)
     target = driver.list_target()
     assert target is not None
     assert sum(1 for f in link.sent if f[6:7] == bytes([p.CMD_IN_LIST_PASSIVE_TARGET])) == 2
