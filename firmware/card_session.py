@@ -32,13 +32,18 @@
 from crypto import ct
 from crypto.ev2 import CardError, Reader, drive, drive_async
 
-DOOR_AID = b"\x01\xd0\xf5"  # 0xF5D001, LSB first as sent to the card
-KEY_APP_MASTER = 0
-KEY_DOOR_READ = 1
-CRED_FILE = 1
-CRED_LEN = 32
-CRED_MAGIC = b"DR"
-CRED_VERSION = 1
+# The card profile (AID, keys, credential file and codec, card references): wire/card_profile.py,
+# shared with the tools that personalise cards and the platform.
+from wire.card_profile import (
+    CRED_FILE,
+    CRED_LEN,
+    DOOR_AID,
+    KEY_DOOR_READ,
+    classic_ref,
+    decode_credential,
+    desfire_ref,
+    uid_ref,
+)
 
 # Result codes (`result.code`) and their names: one table, wire/codes.py.
 from wire.codes import CARD_AUTH_FAILED as AUTH_FAILED
@@ -84,32 +89,6 @@ class CardResult:
     def __repr__(self):
         return "<CardResult %s %s%s>" % (
             self.reason, self.ref.hex() if self.ref else "-", " low-assurance" if self.low_assurance else "")
-
-
-def encode_credential(site_id, identity):
-    if len(identity) != 16:
-        raise ValueError("card identity must be 16 bytes")
-    out = CRED_MAGIC + bytes([CRED_VERSION]) + site_id.to_bytes(4, "big") + bytes(identity)
-    return out + bytes(CRED_LEN - len(out))
-
-
-def decode_credential(data):
-    """(site_id, identity) or None when the file is not a version-1 credential."""
-    if len(data) != CRED_LEN or data[0:2] != CRED_MAGIC or data[2] != CRED_VERSION:
-        return None
-    return int.from_bytes(data[3:7], "big"), bytes(data[7:23])
-
-
-def desfire_ref(keystore, site_id, identity):
-    return keystore.card_ref(b"D" + site_id.to_bytes(4, "big") + bytes(identity))
-
-
-def uid_ref(keystore, uid):
-    return keystore.card_ref(b"U" + bytes(uid))
-
-
-def classic_ref(keystore, block):
-    return keystore.card_ref(b"C" + bytes(block))
 
 
 def read_slot(keystore, version):

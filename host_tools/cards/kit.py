@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.personalize import personalize
 from offline_cache import fmt
+from wire import card_profile as profile
 from wire.common import SITE_TZ_MIN
 
 TZ_MIN = SITE_TZ_MIN  # site local time
@@ -85,7 +85,7 @@ class SiteKit:
 
     def uid_ref(self, uid: bytes) -> bytes:
         """The reference of a UID-only card (legacy profile)."""
-        return bytes(card_session.uid_ref(self.store, uid))
+        return bytes(profile.uid_ref(self.store, uid))
 
     def snapshot(self, version: int, cards: list[tuple[bytes, int, bool]], doors: int = 0xFFFF,
                  valid_days: int = 365) -> bytes:

@@ -19,6 +19,7 @@ from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
 from host_tools.cards.pcsc import Transceive
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError
+from wire import card_profile as profile
 
 APP_KEY_SETTINGS = 0x0B  # master key changeable, free directory list, no free create, config changeable
 # ChangeKey access right (bits 7-4): 0 = only the application master key changes keys; 0xE =
@@ -32,8 +33,8 @@ def app_key_settings(door_rekey: bool) -> int:
     return (CHANGE_KEY_RIGHT_SELF if door_rekey else CHANGE_KEY_RIGHT_MASTER) | APP_KEY_SETTINGS
 APP_KEYS = 2
 # access rights: byte 0 = RW << 4 | Change, byte 1 = Read << 4 | Write
-CRED_ACCESS = bytes([(cs.KEY_APP_MASTER << 4) | cs.KEY_APP_MASTER,
-                     (cs.KEY_DOOR_READ << 4) | cs.KEY_APP_MASTER])
+CRED_ACCESS = bytes([(profile.KEY_APP_MASTER << 4) | profile.KEY_APP_MASTER,
+                     (profile.KEY_DOOR_READ << 4) | profile.KEY_APP_MASTER])
 COMM_MAC = 0x01
 DESFIRE_EV2_MAJOR = 0x12
 
@@ -72,7 +73,7 @@ def _remove_interrupted(r: Reader, aid: bytes) -> None:
     personalization was interrupted: delete the application so it can be done again.
     Otherwise the card is a finished door card."""
     try:
-        r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+        r.authenticate(bytes(16), profile.KEY_APP_MASTER)
     except CardError as e:
         if e.reason == "no_response":
             raise _fail("the card left the reader: place it on the reader and retry") from None
@@ -118,7 +119,7 @@ def step_failure(step: str, e: CardError) -> str:
 def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes | None = None) -> Issued:
     r = Reader(transceive)
     uid = check_card(r)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     try:
         r.select_application(aid)
         exists = True
@@ -147,27 +148,28 @@ def personalize(transceive: Transceive, store: SoftwareKeyStore, identity: bytes
         r.select_application(aid)
         if store.door_rekey:
             # ChangeKey right 0xE: key 1 changes itself (NewKey || KeyVer; the session ends)
-            r.authenticate(bytes(16), cs.KEY_DOOR_READ)
+            r.authenticate(bytes(16), profile.KEY_DOOR_READ)
             step = "set the door read key"
-            r.change_key(cs.KEY_DOOR_READ, read_key, None, version)
+            r.change_key(profile.KEY_DOOR_READ, read_key, None, version)
             step = "authenticate with the new application's default key"
             r.select_application(aid)
-            r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+            r.authenticate(bytes(16), profile.KEY_APP_MASTER)
         else:
-            r.authenticate(bytes(16), cs.KEY_APP_MASTER)
+            r.authenticate(bytes(16), profile.KEY_APP_MASTER)
             step = "set the door read key"
-            r.change_key(cs.KEY_DOOR_READ, read_key, bytes(16), version)
+            r.change_key(profile.KEY_DOOR_READ, read_key, bytes(16), version)
         step = "create the credential file"
         r.command(ev2.CMD_CREATE_STD_DATA_FILE, b"",
-                  bytes([cs.CRED_FILE, COMM_MAC]) + CRED_ACCESS + ev2.u24le(cs.CRED_LEN), Reader.MODE_MAC)
+                  bytes([profile.CRED_FILE, COMM_MAC]) + CRED_ACCESS + ev2.u24le(profile.CRED_LEN),
+                  Reader.MODE_MAC)
         step = "write the credential"
-        r.write_data(cs.CRED_FILE, 0, cs.encode_credential(store.site_id, identity))
+        r.write_data(profile.CRED_FILE, 0, profile.encode_credential(store.site_id, identity))
         step = "set the application master key"
-        r.change_key(cs.KEY_APP_MASTER, master_key, None, version)
+        r.change_key(profile.KEY_APP_MASTER, master_key, None, version)
     except CardError as e:
         raise _fail(step_failure(step, e)) from None
     result = cs.CardSession(store).read(transceive, uid, 0x20)
-    expected = cs.desfire_ref(store, store.site_id, identity)
+    expected = profile.desfire_ref(store, store.site_id, identity)
     if not result.ok or result.ref != expected:
         raise _fail(f"verification failed after writing the card ({result.reason}): "
                     "do not hand out this card")

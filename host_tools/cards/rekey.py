@@ -19,6 +19,7 @@ from firmware import card_session as cs
 from host_tools.cards.pcsc import Transceive
 from host_tools.cards.personalize import check_card
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError
+from wire import card_profile as profile
 
 
 @dataclass
@@ -45,35 +46,36 @@ def rekey(transceive: Transceive, store: SoftwareKeyStore) -> Rekeyed:
     """Move both application keys of a door card to `store.key_version`."""
     r = Reader(transceive)
     uid = check_card(r)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     target = store.key_version
     step = "select the door application"
     try:
         r.select_application(aid)
         step = "read the card's key versions"
-        v1 = r.get_key_version(cs.KEY_DOOR_READ)
-        v0 = r.get_key_version(cs.KEY_APP_MASTER)
+        v1 = r.get_key_version(profile.KEY_DOOR_READ)
+        v0 = r.get_key_version(profile.KEY_APP_MASTER)
         new1 = store.derive_card_key(uid, aid, _slot(store, "door_read", target))
         if v1 != target:
             old1 = store.derive_card_key(uid, aid, _slot(store, "door_read", v1))
             step = "change the door read key"
             try:
-                r.authenticate(old1, cs.KEY_DOOR_READ)
-                r.change_key(cs.KEY_DOOR_READ, new1, None, target)
+                r.authenticate(old1, profile.KEY_DOOR_READ)
+                r.change_key(profile.KEY_DOOR_READ, new1, None, target)
             except CardError as e:
                 if e.reason != "permission_denied":
                     raise
                 # issued with ChangeKey right 0: the application master key changes key 1
                 r.select_application(aid)
                 r.authenticate(store.derive_card_key(uid, aid, _slot(store, "app_master", v0)),
-                               cs.KEY_APP_MASTER)
-                r.change_key(cs.KEY_DOOR_READ, new1, old1, target)
+                               profile.KEY_APP_MASTER)
+                r.change_key(profile.KEY_DOOR_READ, new1, old1, target)
         if v0 != target:
             step = "change the application master key"
             r.select_application(aid)
-            r.authenticate(store.derive_card_key(uid, aid, _slot(store, "app_master", v0)), cs.KEY_APP_MASTER)
+            r.authenticate(store.derive_card_key(uid, aid, _slot(store, "app_master", v0)),
+                           profile.KEY_APP_MASTER)
             new0 = store.derive_card_key(uid, aid, _slot(store, "app_master", target))
-            r.change_key(cs.KEY_APP_MASTER, new0, None, target)
+            r.change_key(profile.KEY_APP_MASTER, new0, None, target)
     except CardError as e:
         if e.reason == "no_response":
             raise _fail(f"the card left the reader while trying to {step}: put it back and run rekey "

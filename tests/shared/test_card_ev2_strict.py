@@ -10,6 +10,7 @@
 from crypto import ev2
 from crypto.ev2 import CardError, Reader, SecureChannel
 from firmware import card_session as cs
+from wire import card_profile as profile
 from host_tools.cards.desfire import DesfireCard, blank_state
 
 H = bytes.fromhex
@@ -184,14 +185,14 @@ def store():
 
 def issued(ks, frame=59):
     state = blank_state(UID)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     state["apps"][aid.hex()] = {
         "key_settings": 0x0B,
         "keys": [ks.derive_card_key(UID, aid, "app_master").hex(),
                  ks.derive_card_key(UID, aid, "door_read").hex()],
         "key_versions": [1, 1],
         "files": {"1": {"comm": 1, "access": "0010",
-                        "data": cs.encode_credential(7, IDENT).hex()}},
+                        "data": profile.encode_credential(7, IDENT).hex()}},
     }
     return DesfireCard(state, frame=frame)
 
@@ -201,8 +202,8 @@ def test_old_door_get_card_uid_is_refused():
     ks = store()
     card = issued(ks)
     r = Reader(card.process)
-    r.select_application(cs.DOOR_AID)
-    r.authenticate(ks.derive_card_key(UID, cs.DOOR_AID, "door_read"), cs.KEY_DOOR_READ)
+    r.select_application(profile.DOOR_AID)
+    r.authenticate(ks.derive_card_key(UID, profile.DOOR_AID, "door_read"), profile.KEY_DOOR_READ)
     try:
         r.command(ev2.CMD_GET_CARD_UID, b"", b"", Reader.MODE_PLAIN, Reader.MODE_FULL)
     except CardError as e:
@@ -234,7 +235,7 @@ def _mac_tamper(card, ins, how):
 def test_door_flow_passes_the_strict_card():
     ks = store()
     r = cs.CardSession(ks).read(issued(ks).process, UID, 0x20)
-    assert r.ok and r.ref == cs.desfire_ref(ks, 7, IDENT)
+    assert r.ok and r.ref == profile.desfire_ref(ks, 7, IDENT)
 
 
 def test_door_flow_refused_when_any_command_mac_is_missing_or_wrong():
@@ -261,7 +262,7 @@ def test_chained_answers_in_16_byte_frames():
         return resp
 
     r = cs.CardSession(ks).read(t, UID, 0x20)
-    assert r.ok and r.ref == cs.desfire_ref(ks, 7, IDENT)
+    assert r.ok and r.ref == profile.desfire_ref(ks, 7, IDENT)
     read = [f for f in frames if f[0] == b"\x90\xad"]
     assert read == [(b"\x90\xad", b"\x91\xaf", 16)]
     tail = frames[frames.index(read[0]) + 1:]

@@ -5,6 +5,7 @@
 # mpy-heapsize: 256K
 from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
+from wire import card_profile as profile
 from host_tools.cards.desfire import DesfireCard, blank_state
 
 H = bytes.fromhex
@@ -27,7 +28,7 @@ def issuing(version):
 def card(version=1, change_right=0xE0, masters=None):
     """A door card as `doorctl card personalize` leaves it, on key version `version`."""
     ks = issuing(version)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     sfx = "" if version == 1 else ".%d" % version
     state = blank_state(UID)
     keys = masters or [ks.derive_card_key(UID, aid, "app_master" + sfx),
@@ -36,13 +37,13 @@ def card(version=1, change_right=0xE0, masters=None):
         "key_settings": change_right | 0x0B,
         "keys": [k.hex() for k in keys],
         "key_versions": [version, version],
-        "files": {"1": {"comm": 1, "access": "0010", "data": cs.encode_credential(SITE, IDENT).hex()}},
+        "files": {"1": {"comm": 1, "access": "0010", "data": profile.encode_credential(SITE, IDENT).hex()}},
     }
     return DesfireCard(state)
 
 
 def key1(c):
-    app = c.state["apps"][cs.DOOR_AID.hex()]
+    app = c.state["apps"][profile.DOOR_AID.hex()]
     return bytes.fromhex(app["keys"][1]), app["key_versions"][1]
 
 
@@ -51,7 +52,7 @@ def test_both_versions_are_accepted_during_the_window_and_the_door_knows_which()
     for v in (1, 2):
         r = cs.CardSession(ks).read(card(v).process, UID, 0x20)
         assert r.ok and r.key_version == v and not r.rekeyed
-        assert r.ref == cs.desfire_ref(ks, SITE, IDENT)  # same reference on either version
+        assert r.ref == profile.desfire_ref(ks, SITE, IDENT)  # same reference on either version
 
 
 def test_the_door_moves_a_card_to_the_current_version_at_its_next_swipe():
@@ -59,7 +60,7 @@ def test_the_door_moves_a_card_to_the_current_version_at_its_next_swipe():
     c = card(1)
     r = cs.CardSession(ks).read(c.process, UID, 0x20)
     assert r.ok and r.rekeyed and r.key_version == 2
-    new = issuing(2).derive_card_key(UID, cs.DOOR_AID, "door_read.2")
+    new = issuing(2).derive_card_key(UID, profile.DOOR_AID, "door_read.2")
     assert key1(c) == (new, 2)
     again = cs.CardSession(ks).read(c.process, UID, 0x20)
     assert again.ok and again.key_version == 2 and not again.rekeyed and again.ref == r.ref
@@ -93,12 +94,12 @@ def test_a_clone_made_with_a_stolen_doors_old_key():
     with the old key fails authentication."""
     thief = SoftwareKeyStore(SITE, b"DOOR" + SITE.to_bytes(4, "big"),
                              {"door_read": MASTERS["door_read"], "card_ref": MASTERS["card_ref"]})
-    k1 = thief.derive_card_key(UID, cs.DOOR_AID, "door_read")
+    k1 = thief.derive_card_key(UID, profile.DOOR_AID, "door_read")
     clone = card(1, masters=[b"\x55" * 16, k1])
     assert cs.CardSession(door(rekey=False)).read(clone.process, UID, 0x20).ok  # the window's risk
     assert cs.CardSession(door(accept=(2,))).read(clone.process, UID, 0x20).reason == "key_retired"
     posing = card(1, masters=[b"\x55" * 16, k1])
-    posing.state["apps"][cs.DOOR_AID.hex()]["key_versions"] = [2, 2]
+    posing.state["apps"][profile.DOOR_AID.hex()]["key_versions"] = [2, 2]
     assert cs.CardSession(door(accept=(2,))).read(posing.process, UID, 0x20).reason == "auth_failed"
 
 

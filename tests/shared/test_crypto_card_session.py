@@ -6,6 +6,7 @@
 from crypto import aes
 from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
+from wire import card_profile as profile
 from host_tools.cards.desfire import DesfireCard, blank_state
 
 H = bytes.fromhex
@@ -26,23 +27,24 @@ def store(site=7, seed=1):
 def issued(ks, uid=UID, site=None, ident=IDENT):
     """A card in the state the personalizer leaves it in."""
     state = blank_state(uid)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     state["apps"][aid.hex()] = {
         "key_settings": 0x0B,
         "keys": [ks.derive_card_key(uid, aid, "app_master").hex(),
                  ks.derive_card_key(uid, aid, "door_read").hex()],
         "key_versions": [1, 1],
         "files": {"1": {"comm": 1, "access": "0010",
-                        "data": cs.encode_credential(ks.site_id if site is None else site, ident).hex()}},
+                        "data": profile.encode_credential(ks.site_id if site is None else site,
+                                                          ident).hex()}},
     }
     return DesfireCard(state)
 
 
 def test_credential_round_trip():
-    c = cs.encode_credential(0x01020304, IDENT)
-    assert len(c) == cs.CRED_LEN and c[:3] == b"DR\x01" and c[3:7] == H("01020304")
-    assert cs.decode_credential(c) == (0x01020304, IDENT)
-    assert cs.decode_credential(b"XX" + c[2:]) is None
+    c = profile.encode_credential(0x01020304, IDENT)
+    assert len(c) == profile.CRED_LEN and c[:3] == b"DR\x01" and c[3:7] == H("01020304")
+    assert profile.decode_credential(c) == (0x01020304, IDENT)
+    assert profile.decode_credential(b"XX" + c[2:]) is None
 
 
 def test_good_card_gives_reference():
@@ -50,7 +52,7 @@ def test_good_card_gives_reference():
     aes.reset_blocks()
     r = cs.CardSession(ks).read(issued(ks).process, UID, 0x20)
     assert r.ok and r.reason == "ok" and r.profile == "desfire_ev2" and not r.low_assurance
-    assert r.ref == cs.desfire_ref(ks, 7, IDENT) and len(r.ref) == 8
+    assert r.ref == profile.desfire_ref(ks, 7, IDENT) and len(r.ref) == 8
     assert aes.blocks() > 0
 
 
@@ -60,7 +62,7 @@ def test_reference_is_stable_and_keyed():
     b = cs.CardSession(ks).read(issued(ks).process, UID, 0x20).ref
     assert a == b
     other = store(seed=50)
-    assert cs.desfire_ref(other, 7, IDENT) != a
+    assert profile.desfire_ref(other, 7, IDENT) != a
 
 
 def test_clone_with_same_uid_fails_authentication():
@@ -127,7 +129,7 @@ def test_legacy_profiles_off_by_default():
     ks = store()
     assert cs.CardSession(ks).read(lambda a: b"", H("11223344"), 0x08).reason == "unsupported_card"
     r = cs.CardSession(ks, legacy_uid=True).read(lambda a: b"", H("11223344"), 0x08)
-    assert r.ok and r.low_assurance and r.profile == "uid" and r.ref == cs.uid_ref(ks, H("11223344"))
+    assert r.ok and r.low_assurance and r.profile == "uid" and r.ref == profile.uid_ref(ks, H("11223344"))
     # a DESFire card without the door application falls back only when enabled
     blank = DesfireCard(blank_state(UID))
     r = cs.CardSession(ks, legacy_uid=True).read(blank.process, UID, 0x20)
@@ -147,7 +149,7 @@ def test_legacy_classic_block_read():
         return block
 
     r = cs.CardSession(ks, legacy_classic=True).read(classic, H("11223344"), 0x08)
-    assert r.ok and r.low_assurance and r.profile == "classic" and r.ref == cs.classic_ref(ks, block)
+    assert r.ok and r.low_assurance and r.profile == "classic" and r.ref == profile.classic_ref(ks, block)
     assert sent[1] == b"\x30\x04"
 
 
@@ -162,7 +164,7 @@ def test_async_transceive():
         return card.process(apdu)
 
     r = asyncio.run(cs.CardSession(ks).read_async(exchange, UID, 0x20))
-    assert r.ok and r.ref == cs.desfire_ref(ks, 7, IDENT)
+    assert r.ok and r.ref == profile.desfire_ref(ks, 7, IDENT)
 
 
 def test_steps_generator_yields_apdus():
@@ -170,7 +172,7 @@ def test_steps_generator_yields_apdus():
     card = issued(ks)
     gen = cs.CardSession(ks).steps(UID, 0x20)
     apdu = next(gen)
-    assert apdu == b"\x90\x5a\x00\x00\x03" + cs.DOOR_AID + b"\x00"
+    assert apdu == b"\x90\x5a\x00\x00\x03" + profile.DOOR_AID + b"\x00"
     try:
         while True:
             apdu = gen.send(card.process(apdu))

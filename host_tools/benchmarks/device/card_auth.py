@@ -14,6 +14,7 @@ from crypto import aes  # noqa: E402  (heap measured around these imports)
 from crypto.ev2 import Reader  # noqa: E402  (heap measured around these imports)
 from crypto.keystore import SoftwareKeyStore  # noqa: E402  (heap measured around these imports)
 from firmware import card_session as cs  # noqa: E402  (heap measured around these imports)
+from wire import card_profile as profile  # noqa: E402  (heap measured around these imports)
 
 gc.collect()
 DOOR_HEAP = gc.mem_alloc() - _HEAP0 if hasattr(gc, "mem_alloc") else 0
@@ -43,13 +44,13 @@ KS = SoftwareKeyStore(7, b"DOOR\x00\x00\x00\x07",
 
 def make_card():
     state = blank_state(UID)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     state["apps"][aid.hex()] = {
         "key_settings": 0x0B,
         "keys": [KS.derive_card_key(UID, aid, "app_master").hex(),
                  KS.derive_card_key(UID, aid, "door_read").hex()],
         "key_versions": [1, 1],
-        "files": {"1": {"comm": 1, "access": "0010", "data": cs.encode_credential(7, bytes(16)).hex()}},
+        "files": {"1": {"comm": 1, "access": "0010", "data": profile.encode_credential(7, bytes(16)).hex()}},
     }
     return DesfireCard(state)
 
@@ -75,7 +76,7 @@ def main():
     n = int(sys.argv[1])
     card = make_card()
     session = cs.CardSession(KS)
-    key = KS.derive_card_key(UID, cs.DOOR_AID, "door_read")
+    key = KS.derive_card_key(UID, profile.DOOR_AID, "door_read")
     auth_us = 0
     session_us = 0
     blocks_auth = 0
@@ -85,12 +86,12 @@ def main():
         # authentication alone (select first, outside the measure)
         m = Meter(card)
         r = Reader(m)
-        r.select_application(cs.DOOR_AID)
+        r.select_application(profile.DOOR_AID)
         m.card_us = 0
         m.card_blocks = 0
         b0 = aes.blocks()
         t0 = now_us()
-        r.authenticate(key, cs.KEY_DOOR_READ)
+        r.authenticate(key, profile.KEY_DOOR_READ)
         auth_us += diff_us(now_us(), t0) - m.card_us
         blocks_auth = aes.blocks() - b0 - m.card_blocks
         # the whole card step of the door flow

@@ -125,6 +125,7 @@ def ev2(n):
     from crypto.keystore import SoftwareKeyStore
     from firmware import card_session as cs
     from host_tools.cards.desfire import DesfireCard, blank_state
+    from wire import card_profile as profile
 
     board, c = whitelist(n)
     uid = bytes.fromhex("04112233445566")
@@ -132,14 +133,14 @@ def ev2(n):
                           {"app_master": b"\x01" * 16, "door_read": b"\x02" * 16,
                            "card_ref": b"\x03" * 32})
     state = blank_state(uid)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     state["apps"][aid.hex()] = {
         "key_settings": 0x0B,
         "keys": [ks.derive_card_key(uid, aid, "app_master").hex(),
                  ks.derive_card_key(uid, aid, "door_read").hex()],
         "key_versions": [1, 1],
         "files": {"1": {"comm": 1, "access": "0010",
-                        "data": cs.encode_credential(SITE, bytes(16)).hex()}},
+                        "data": profile.encode_credential(SITE, bytes(16)).hex()}},
     }
     card = DesfireCard(state)
     card_insn = [0]

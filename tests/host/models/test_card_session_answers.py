@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from crypto.keystore import SoftwareKeyStore
 from firmware import card_session as cs
 from host_tools.cards.desfire import DesfireCard, blank_state
+from wire import card_profile as profile
 
 KS = SoftwareKeyStore(7, b"DOOR\x00\x00\x00\x07",
                       {"app_master": b"\x01" * 16, "door_read": b"\x02" * 16, "card_ref": b"\x03" * 32})
@@ -17,13 +18,13 @@ UID = bytes.fromhex("04112233445566")
 
 def _good_card() -> DesfireCard:
     state = blank_state(UID)
-    aid = cs.DOOR_AID
+    aid = profile.DOOR_AID
     state["apps"][aid.hex()] = {
         "key_settings": 0x0B,
         "keys": [KS.derive_card_key(UID, aid, "app_master").hex(),
                  KS.derive_card_key(UID, aid, "door_read").hex()],
         "key_versions": [1, 1],
-        "files": {"1": {"comm": 1, "access": "0010", "data": cs.encode_credential(7, bytes(16)).hex()}},
+        "files": {"1": {"comm": 1, "access": "0010", "data": profile.encode_credential(7, bytes(16)).hex()}},
     }
     return DesfireCard(state)
 

@@ -141,6 +141,7 @@ def _classic_store(key: bytes):  # type: ignore[no-untyped-def]
 def test_a_classic_card_on_a_pcsc_reader_is_read_by_the_legacy_profile(
         rig: tuple[PN532Emulator, PN532]) -> None:
     from firmware import card_session as cs
+    from wire import card_profile as profile
 
     emu, d = rig
     key = bytes.fromhex("a0a1a2a3a4a5")
@@ -156,7 +157,7 @@ def test_a_classic_card_on_a_pcsc_reader_is_read_by_the_legacy_profile(
         assert t is not None and t.sak == 0x08 and t.uid == card.uid
         result = cs.CardSession(store, legacy_classic=True).read(d.transceive, t.uid, t.sak)
         assert result.ok and result.low_assurance and result.profile == "classic"
-        assert result.ref == cs.classic_ref(store, card.blocks[4])
+        assert result.ref == profile.classic_ref(store, card.blocks[4])
         # Without the sector key (a door of another site, a wrong key): not read.
         t = d.list_target()
         assert t is not None

@@ -19,6 +19,7 @@ from host_tools.cards.desfire import DesfireCard, blank_state
 from host_tools.cards.personalize import personalize
 from host_tools.cards.rekey import rekey
 from host_tools.errors import EXIT_USAGE, UserError
+from wire import card_profile as profile
 
 DOORCTL = str(Path(sys.executable).with_name("doorctl"))
 
@@ -36,7 +37,7 @@ def _site_store(site: dict) -> SoftwareKeyStore:
 
 
 def _versions(card: DesfireCard) -> list[int]:
-    return list(card.state["apps"][cs.DOOR_AID.hex()]["key_versions"])
+    return list(card.state["apps"][profile.DOOR_AID.hex()]["key_versions"])
 
 
 def _tap(card: DesfireCard):  # type: ignore[no-untyped-def]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from firmware import card_session
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import CardGone, LocalCard, PN532Emulator
@@ -20,6 +19,7 @@ from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision
 from offline_cache import fmt
+from wire import card_profile as profile
 from wire import codes as ev
 
 SITE = 4321
@@ -79,7 +79,7 @@ def running_door(state: Path, cards_cfg: dict | None = None):  # type: ignore[no
     master, master_ref = site.issue()
     legacy_ref = site.uid_ref(UID_CARD)
     site.keys["keys"]["classic_a"] = CLASSIC_KEY.hex()  # the legacy Classic profile's sector key
-    classic_ref = bytes(card_session.classic_ref(site.store, CLASSIC_BLOCK))
+    classic_ref = bytes(profile.classic_ref(site.store, CLASSIC_BLOCK))
     with VirtualDevice(state) as dev:
         provision(dev.pty, config=site.door_config("t.b1.d1", door={"unlock_ms": 1500, "deny_ms": 300},
                                                    cards=cards_cfg or {}),

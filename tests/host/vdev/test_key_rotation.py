@@ -20,7 +20,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.kit import SiteKit
 from host_tools.cards.rekey import rekey
@@ -37,6 +36,7 @@ from reference_platform.commands import command_key
 from reference_platform.ingest import Platform
 from reference_platform.keyprogress import record_card
 from reference_platform.store import Store
+from wire import card_profile as profile
 from wire import codes as ev
 from wire.common import FLAG_REKEYED
 
@@ -73,9 +73,9 @@ def clone_with(door_keys: dict[str, Any], original: vcard.VirtualDesfire) -> vca
     (read with the door read key) and that key itself, on key version 1."""
     thief = SoftwareKeyStore.from_dict(door_keys)
     clone = vcard.VirtualDesfire(uid=original.uid)
-    app = dict(original.card.state["apps"][cs.DOOR_AID.hex()])
-    key1 = thief.derive_card_key(original.uid, cs.DOOR_AID, "door_read")
-    clone.card.state["apps"][cs.DOOR_AID.hex()] = {
+    app = dict(original.card.state["apps"][profile.DOOR_AID.hex()])
+    key1 = thief.derive_card_key(original.uid, profile.DOOR_AID, "door_read")
+    clone.card.state["apps"][profile.DOOR_AID.hex()] = {
         "key_settings": app["key_settings"], "keys": [bytes(16).hex(), key1.hex()],
         "key_versions": [1, 1], "files": {n: dict(f) for n, f in app["files"].items()}}
     return clone
@@ -177,7 +177,7 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     assert swipe_local(io, emu, desk_card)
     door_card = cards["door"][0]
     assert swipe_local(io, emu, door_card)
-    assert door_card.card.state["apps"][cs.DOOR_AID.hex()]["key_versions"][1] == 2
+    assert door_card.card.state["apps"][profile.DOOR_AID.hex()]["key_versions"][1] == 2
     granted = journal(dev, ev.ACCESS_GRANTED)
     assert granted[-1][2] == cards["door"][1].hex() and granted[-1][1] & FLAG_REKEYED
     assert not granted[-2][1] & FLAG_REKEYED  # the desk's card was already on version 2
