@@ -22,6 +22,7 @@ import json
 import time
 from typing import Any
 
+from host_tools import cache_build
 from offline_cache import content, fmt
 from reference_platform.store import Store, Transaction
 from wire.common import SITE_TZ_MIN
@@ -217,11 +218,11 @@ class CardRegistry:
     def _records(self, since: int = 0) -> list[bytes]:
         rows = self._all("SELECT ref, status, valid_from, valid_to, doors, master FROM cards "
                          "WHERE changed_in > ?", (since,))
-        return [fmt.pack_record(bytes.fromhex(r[0]), r[1], bool(r[5]), 0, r[2],
+        return [cache_build.pack_record(bytes.fromhex(r[0]), r[1], bool(r[5]), 0, r[2],
                                 min(r[3], fmt.NO_END - 1), r[4]) for r in rows]
 
     def snapshot(self) -> bytes:
-        return fmt.build(self.key, fmt.KIND_SNAPSHOT, self.version(), 0, self.site_id, 0xFFFF,
+        return cache_build.build(self.key, fmt.KIND_SNAPSHOT, self.version(), 0, self.site_id, 0xFFFF,
                          TZ_MIN, self._records(), {}, [], int(time.time()))
 
     def content_hash(self) -> str:
@@ -247,7 +248,7 @@ class CardRegistry:
             return None
         if applied <= 0 or applied > v:
             return self.snapshot()
-        return fmt.build(self.key, fmt.KIND_DELTA, v, applied, self.site_id, 0xFFFF, TZ_MIN,
+        return cache_build.build(self.key, fmt.KIND_DELTA, v, applied, self.site_id, 0xFFFF, TZ_MIN,
                          self._records(applied), {}, [], int(time.time()))
 
 

@@ -1,5 +1,6 @@
 # Whitelist cards for the cache tests on every interpreter (CPython, MicroPython, the
 # bare-metal board): card i's reference and an active record valid around DAY.
+from host_tools import cache_build
 from offline_cache import fmt
 
 DAY = 20000
@@ -11,4 +12,4 @@ def ref(i):
 
 
 def card(i, status=fmt.ACTIVE):
-    return fmt.pack_record(ref(i), status, False, 0, DAY - 10, DAY + 10, 0x0003)
+    return cache_build.pack_record(ref(i), status, False, 0, DAY - 10, DAY + 10, 0x0003)

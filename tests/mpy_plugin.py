@@ -93,6 +93,7 @@ MCU_SKIPS = {
 MCU_HELPERS = ("tests/__init__.py", "tests/scratch.py", "tests/pn532_script.py", "tests/clock.py",
                "tests/cache_cards.py",
                "tests/tick_vectors.py", "host_tools/__init__.py", "host_tools/pn532_sync.py",
+               "host_tools/cache_build.py",
                "host_tools/cards/__init__.py", "host_tools/cards/desfire.py")
 _mcu_elf: list[Path] = []
 

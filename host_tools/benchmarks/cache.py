@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from host_tools import cache_build
 from host_tools.benchmarks import Outcome, failing
 from host_tools.mpy_build import build_device_tree, compile_file
 from host_tools.paths import micropython, micropython_env
@@ -67,11 +68,11 @@ def make_inputs(folder: Path) -> None:
 
     def rec(ref: bytes, status: int = fmt.ACTIVE) -> bytes:
         h = ref[7]
-        return fmt.pack_record(ref, status, h == 0, h % 3, DAY - 100, DAY + 265, 0xFFFF)
+        return cache_build.pack_record(ref, status, h == 0, h % 3, DAY - 100, DAY + 265, 0xFFFF)
 
     with open(folder / "snap.bin", "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, SITE_TZ_MIN, N_CARDS, (rec(r) for r in refs),
-                  sched, [DAY + 30])
+        cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, SITE_TZ_MIN, N_CARDS,
+                          (rec(r) for r in refs), sched, [DAY + 30])
     (folder / "copy.bin").write_bytes((folder / "snap.bin").read_bytes())
     present = rng.sample(refs, N_PROBES // 2 + N_FILES)
     absent = [hashlib.sha256(b"x%d" % i).digest()[:8] for i in range(N_PROBES // 2)]
@@ -80,7 +81,7 @@ def make_inputs(folder: Path) -> None:
     changes = [rec(r, fmt.LOST) for r in present[:500]]
     changes += [rec(hashlib.sha256(b"new%d" % i).digest()[:8]) for i in range(500)]
     (folder / "delta.bin").write_bytes(
-        fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, SITE_TZ_MIN, changes, sched, [DAY + 30]))
+        cache_build.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, SITE_TZ_MIN, changes, sched, [DAY + 30]))
     cards = {r.hex(): [0, h % 3, DAY - 100, DAY + 265, 0xFFFF, h == 0] for r in refs for h in (r[7],)}
     (folder / "cards.json").write_text(json.dumps(cards))
 

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from crypto.keystore import SoftwareKeyStore
+from host_tools import cache_build
 from host_tools.cards import sitekeys, vcard
 from host_tools.cards.personalize import personalize
 from offline_cache import fmt
@@ -91,18 +92,18 @@ class SiteKit:
                  valid_days: int = 365) -> bytes:
         """A signed full snapshot: (ref, status, master) per card, valid from yesterday."""
         d = today()
-        recs = [fmt.pack_record(ref, status, master, 0, d - 1, d + valid_days, doors)
+        recs = [cache_build.pack_record(ref, status, master, 0, d - 1, d + valid_days, doors)
                 for ref, status, master in cards]
-        return fmt.build(self.cache_key, fmt.KIND_SNAPSHOT, version, 0, self.site_id, 0xFFFF,
+        return cache_build.build(self.cache_key, fmt.KIND_SNAPSHOT, version, 0, self.site_id, 0xFFFF,
                          TZ_MIN, recs, {}, [], int(time.time()))
 
     def delta(self, version: int, base: int, cards: list[tuple[bytes, int, bool]],
               doors: int = 0xFFFF, valid_days: int = 365) -> bytes:
         """A signed delta on top of version `base`."""
         d = today()
-        recs = [fmt.pack_record(ref, status, master, 0, d - 1, d + valid_days, doors)
+        recs = [cache_build.pack_record(ref, status, master, 0, d - 1, d + valid_days, doors)
                 for ref, status, master in cards]
-        return fmt.build(self.cache_key, fmt.KIND_DELTA, version, base, self.site_id, 0xFFFF,
+        return cache_build.build(self.cache_key, fmt.KIND_DELTA, version, base, self.site_id, 0xFFFF,
                          TZ_MIN, recs, {}, [], int(time.time()))
 
     def door_config(self, device_id: str, door_no: int = 0, **extra: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from host_tools import cache_build
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError, fail
 from offline_cache import fmt
 from wire.common import SITE_TZ_MIN
@@ -130,7 +131,7 @@ def parse_card(row: dict[str, str], line: int) -> bytes:
     klass = (row.get("class") or "normal").strip().lower()
     if klass not in ("normal", "master"):
         raise UserError(f"{where}: class must be normal or master", EXIT_USAGE)
-    return fmt.pack_record(ref, status, klass == "master", sched, start, end, groups)
+    return cache_build.pack_record(ref, status, klass == "master", sched, start, end, groups)
 
 
 COLUMNS = ("ref", "status", "valid_from", "valid_to", "doors", "schedule", "class")
@@ -287,8 +288,8 @@ def build(
         err = Console(stderr=True)
         with Progress(transient=True, console=err, disable=not err.is_terminal) as progress:
             recs = read_cards(cards, progress)
-        data = fmt.build(k, fmt.KIND_SNAPSHOT, version, 0, site, scope, tz_minutes, recs, scheds, holidays,
-                         int(dt.datetime.now(dt.UTC).timestamp()))
+        data = cache_build.build(k, fmt.KIND_SNAPSHOT, version, 0, site, scope, tz_minutes, recs, scheds,
+                                 holidays, int(dt.datetime.now(dt.UTC).timestamp()))
         try:
             out.write_bytes(data)
         except OSError as e:
@@ -329,12 +330,13 @@ def delta(
         if h0.kind != fmt.KIND_SNAPSHOT or h1.kind != fmt.KIND_SNAPSHOT or h1.version <= h0.version:
             raise UserError("give two snapshots, the newer one second", EXIT_USAGE)
         changes = [r for ref, r in r1.items() if r0.get(ref) != r]
-        changes += [fmt.pack_record(ref, 0, False, 0, 0, 0, 0, delete=True) for ref in r0 if ref not in r1]
+        changes += [cache_build.pack_record(ref, 0, False, 0, 0, 0, 0, delete=True)
+                    for ref in r0 if ref not in r1]
         scheds = fmt.parse_schedules(extra[:h1.sched_len])
         hol = extra[h1.sched_len:]
         holidays = [int.from_bytes(hol[i:i + 2], "big") for i in range(0, len(hol), 2)]
-        data = fmt.build(k, fmt.KIND_DELTA, h1.version, h0.version, h1.site, h1.scope, h1.tz_min, changes,
-                         scheds, holidays, h1.created)
+        data = cache_build.build(k, fmt.KIND_DELTA, h1.version, h0.version, h1.site, h1.scope, h1.tz_min,
+                                 changes, scheds, holidays, h1.created)
         try:
             out.write_bytes(data)
         except OSError as e:

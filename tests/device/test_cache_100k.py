@@ -11,6 +11,7 @@ import vfs
 
 from board.vdev.flashsim import FlashSim, mount
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
 
 MNT = "/fl"
@@ -30,7 +31,7 @@ def ref(n):
 
 
 def rec(n, status=fmt.ACTIVE):
-    return fmt.pack_record(ref(n), status, False, 0, DAY - 5, DAY + 5, 1)
+    return cache_build.pack_record(ref(n), status, False, 0, DAY - 5, DAY + 5, 1)
 
 
 def snapshot():
@@ -47,7 +48,7 @@ def delta():
 def receive(c, kind, version, base, count, records):
     """Stream an update into the cache's incoming file as the uplink does, then apply it."""
     with open(c.incoming_path(), "wb") as f:
-        fmt.write(f, KEY, kind, version, base, SITE, 1, 0, count, records, SCHED, [])
+        cache_build.write(f, KEY, kind, version, base, SITE, 1, 0, count, records, SCHED, [])
     return c.apply(c.incoming_path())
 
 

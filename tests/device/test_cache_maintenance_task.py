@@ -8,6 +8,7 @@ import asyncio
 import offline_cache.cache as cache_mod
 from firmware.card_task import maintain_cache
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import OPEN_FAILED, Cache
 from tests.cache_cards import NOON, card, ref
 from tests.scratch import fresh_dir
@@ -19,9 +20,9 @@ SITE = 7
 def _held():
     """main.bin v1 (cards 1..499), overlay v2 revoking card 5."""
     c = Cache(fresh_dir("cache-maintenance"), KEY, SITE, reserve_update=True)
-    c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
+    c.apply_bytes(cache_build.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
                             [card(i) for i in range(1, 500)], {}, []))
-    c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0,
+    c.apply_bytes(cache_build.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0,
                             [card(5, fmt.LOST)], {}, []))
     return c
 
@@ -70,7 +71,7 @@ def test_the_idle_maintenance_opens_again_files_that_could_not_be_opened():
 
 def test_the_idle_maintenance_outlives_a_failed_merge_and_merges_next_time():
     c = _held()
-    c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0,
+    c.apply_bytes(cache_build.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0,
                             [card(i, fmt.LOST) for i in range(200, 460)], {}, []))
     calls = [0]
 

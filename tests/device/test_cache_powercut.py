@@ -10,8 +10,9 @@ import vfs
 
 from board.vdev.flashsim import FlashSim, PowerCut, mount
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
-from offline_cache.fmt import pack_record
+from host_tools.cache_build import pack_record
 
 MNT = "/lfs"
 DIR = MNT + "/wl"
@@ -35,13 +36,13 @@ def card(i, status=fmt.ACTIVE):
 def load_snap(c, version, ids):
     """Receive a snapshot into the cache's incoming file (streamed, as the uplink does), apply."""
     with open(c.incoming_path(), "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 1, 0, len(ids),
+        cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 1, 0, len(ids),
                   (card(i) for i in ids), SCHED, [])
     return c.apply(c.incoming_path())
 
 
 def delta(version, base, recs):
-    return fmt.build(KEY, fmt.KIND_DELTA, version, base, SITE, 1, 0, recs, SCHED, [])
+    return cache_build.build(KEY, fmt.KIND_DELTA, version, base, SITE, 1, 0, recs, SCHED, [])
 
 
 def _tmp(name):

@@ -4,8 +4,10 @@
 # the uplink's protocol and whitelist-sync modules.)
 
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
-from offline_cache.fmt import CacheError, pack_record
+from host_tools.cache_build import pack_record
+from offline_cache.fmt import CacheError
 from tests.scratch import fresh_dir
 
 KEY = b"k" * 32
@@ -26,11 +28,11 @@ SCHED = {1: [(0x1F, 8 * 60, 18 * 60)], 2: [(0x80, 0, 1440)]}
 
 
 def snap(version, recs, key=KEY, site=SITE, holidays=(DAY + 1,)):
-    return fmt.build(key, fmt.KIND_SNAPSHOT, version, 0, site, 0xFFFF, 0, recs, SCHED, holidays)
+    return cache_build.build(key, fmt.KIND_SNAPSHOT, version, 0, site, 0xFFFF, 0, recs, SCHED, holidays)
 
 
 def delta(version, base, recs, key=KEY):
-    return fmt.build(key, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, SCHED, [DAY + 1])
+    return cache_build.build(key, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, SCHED, [DAY + 1])
 
 
 def card(i, status=fmt.ACTIVE, master=False, sched=0, start=DAY - 10, end=DAY + 10, groups=0x0003):
@@ -62,7 +64,7 @@ def test_record_round_trip():
 
 
 def test_schedules_round_trip():
-    assert fmt.parse_schedules(fmt.pack_schedules(SCHED)) == SCHED
+    assert fmt.parse_schedules(cache_build.pack_schedules(SCHED)) == SCHED
     assert fmt.parse_schedules(b"") == {}
 
 
@@ -111,7 +113,7 @@ def test_cards_sharing_a_reference_prefix_are_told_apart():
         d = _dir()
         refs = sorted(_spread_ref(i) for i in range(160))
         with open(d + "/in.bin", "wb") as f:
-            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, len(refs),
+            cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, len(refs),
                       (pack_record(r, fmt.ACTIVE, False, 0, DAY - 10, DAY + 10, 1) for r in refs),
                       SCHED, [])
         c = Cache(d, KEY, SITE)
@@ -134,7 +136,7 @@ def test_many_cards_every_one_found():
     try:
         d = _dir()
         with open(d + "/in.bin", "wb") as f:
-            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, 500,
+            cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, 500,
                       (card(i * 7 + 3) for i in range(500)), SCHED, [])
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")

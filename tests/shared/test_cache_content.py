@@ -6,8 +6,9 @@
 import os
 
 from offline_cache import content, fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
-from offline_cache.fmt import pack_record
+from host_tools.cache_build import pack_record
 from tests.scratch import fresh_dir
 
 KEY = b"k" * 32
@@ -25,11 +26,11 @@ def ref(i):
 
 
 def snap(version, recs, holidays=(DAY + 1,)):
-    return fmt.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, SCHED, holidays)
+    return cache_build.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, SCHED, holidays)
 
 
 def delta(version, base, recs):
-    return fmt.build(KEY, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, SCHED, [DAY + 1])
+    return cache_build.build(KEY, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, SCHED, [DAY + 1])
 
 
 def card(i, status=fmt.ACTIVE, groups=0x0003):

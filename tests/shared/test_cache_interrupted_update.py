@@ -7,6 +7,7 @@
 # are opened again at idle. Runs on both interpreters.
 import offline_cache.cache as cache_mod
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import OPEN_FAILED, Cache
 from offline_cache.fmt import CacheError
 from tests.cache_cards import NOON, card, ref
@@ -17,11 +18,11 @@ SITE = 7
 
 
 def snap(version, recs):
-    return fmt.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, {}, [])
+    return cache_build.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, {}, [])
 
 
 def delta(version, base, recs):
-    return fmt.build(KEY, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, {}, [])
+    return cache_build.build(KEY, fmt.KIND_DELTA, version, base, SITE, 0xFFFF, 0, recs, {}, [])
 
 
 def _held():
@@ -199,7 +200,7 @@ def test_reading_the_open_files_again_after_a_late_refusal_keeps_serving_the_doo
     # timers and relay are served between their pieces as during the update's own scan.
     c = Cache(fresh_dir("cache-interrupted"), KEY, SITE, reserve_update=True)
     with open(c.incoming_path(), "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, 1280,
+        cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, 1280,
                   (card(i) for i in range(1, 1281)), {}, [])
     c.apply(c.incoming_path())
     bad = bytearray(snap(2, [card(i) for i in range(2000, 2064)]))  # one piece

@@ -6,6 +6,7 @@ import sys
 
 from offline_cache import cache as cmod
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
 from offline_cache.native import upper
 from tests.scratch import fresh_dir, private_dir
@@ -83,8 +84,8 @@ def test_cache_lookups_are_the_same_with_and_without_the_native_search():
     cmod.MAX_INDEX = 4  # several index entries, narrowing on flash, then the buffer
     try:
         with open(d + "/in.bin", "wb") as f:
-            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, len(refs),
-                      (fmt.pack_record(r, fmt.ACTIVE, False, 0, DAY - 1, DAY + 1, 1)
+            cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, len(refs),
+                      (cache_build.pack_record(r, fmt.ACTIVE, False, 0, DAY - 1, DAY + 1, 1)
                        for r in refs), {}, [])
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")
@@ -116,8 +117,8 @@ def _agree_on(name, values, stride_cap=4):
     cmod.MAX_INDEX = stride_cap  # strides of several hundred records: interpolation is tried
     try:
         with open(d + "/in.bin", "wb") as f:
-            fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, len(refs),
-                      (fmt.pack_record(r, fmt.ACTIVE, False, 0, DAY - 1, DAY + 1, 1)
+            cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, len(refs),
+                      (cache_build.pack_record(r, fmt.ACTIVE, False, 0, DAY - 1, DAY + 1, 1)
                        for r in refs), {}, [])
         c = Cache(d, KEY, SITE)
         c.apply(d + "/in.bin")

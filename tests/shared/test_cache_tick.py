@@ -1,6 +1,7 @@
 # mpy-heapsize: 64K
 # The cache's verification lets the door be served while it runs (both interpreters).
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
 from tests.scratch import fresh_dir
 
@@ -20,9 +21,9 @@ def ref(i):
 
 def write_snap(path, version, n):
     """Streamed to the file: the records are never all in memory (as on the door)."""
-    recs = (fmt.pack_record(ref(i), fmt.ACTIVE, False, 0, DAY - 10, DAY + 10, 1) for i in range(n))
+    recs = (cache_build.pack_record(ref(i), fmt.ACTIVE, False, 0, DAY - 10, DAY + 10, 1) for i in range(n))
     with open(path, "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, n, recs, {}, [])
+        cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, n, recs, {}, [])
 
 
 def test_a_long_verification_lets_the_caller_serve_the_door_in_between():
@@ -41,9 +42,9 @@ def test_a_merge_at_idle_also_lets_the_door_be_served():
     c = Cache(_dir(), KEY, SITE)
     write_snap(c.incoming_path(), 1, 100)
     c.apply(c.incoming_path())
-    recs = (fmt.pack_record(ref(i), fmt.LOST, False, 0, DAY - 10, DAY + 10, 1) for i in range(40))
+    recs = (cache_build.pack_record(ref(i), fmt.LOST, False, 0, DAY - 10, DAY + 10, 1) for i in range(40))
     with open(c.incoming_path(), "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, 40, recs, {}, [])
+        cache_build.write(f, KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, 40, recs, {}, [])
     assert c.apply(c.incoming_path()) == 2
     assert c.maintain(0, lambda: calls.append(1)) is True
     assert len(calls) == 100 // 16 + 2  # once per 16 records written, then per 64 read again

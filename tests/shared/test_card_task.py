@@ -4,6 +4,7 @@ from wire import codes as ev
 from firmware.card_task import decide
 from wire.common import FLAG_LOW_ASSURANCE
 from offline_cache import fmt
+from host_tools import cache_build
 from offline_cache.cache import Cache
 from tests.scratch import fresh_dir
 
@@ -31,13 +32,13 @@ GOOD, LOST, MASTER, DOOR3, OLD = b"g" * 8, b"l" * 8, b"m" * 8, b"3" * 8, b"o" * 
 
 def _cache():
     d = fresh_dir("cardtask-test")
-    recs = [fmt.pack_record(GOOD, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0001),
-            fmt.pack_record(LOST, fmt.LOST, True, 0, DAY - 1, fmt.NO_END, 0x0001),
-            fmt.pack_record(MASTER, fmt.ACTIVE, True, 0, DAY - 1, fmt.NO_END, 0x0001),
-            fmt.pack_record(DOOR3, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0008),
-            fmt.pack_record(OLD, fmt.ACTIVE, False, 0, DAY - 30, DAY - 2, 0x0001)]
+    recs = [cache_build.pack_record(GOOD, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0001),
+            cache_build.pack_record(LOST, fmt.LOST, True, 0, DAY - 1, fmt.NO_END, 0x0001),
+            cache_build.pack_record(MASTER, fmt.ACTIVE, True, 0, DAY - 1, fmt.NO_END, 0x0001),
+            cache_build.pack_record(DOOR3, fmt.ACTIVE, False, 0, DAY - 1, fmt.NO_END, 0x0008),
+            cache_build.pack_record(OLD, fmt.ACTIVE, False, 0, DAY - 30, DAY - 2, 0x0001)]
     c = Cache(d, KEY, SITE)
-    c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, recs, {}, []))
+    c.apply_bytes(cache_build.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, recs, {}, []))
     return c
 
 

@@ -59,6 +59,7 @@ def whitelist(n):
     import os
 
     from board.mcu_qemu import McuBoard
+    from host_tools import cache_build
     from offline_cache import fmt
     from offline_cache.cache import Cache
 
@@ -69,10 +70,10 @@ def whitelist(n):
 
     def records():
         for i in range(n):
-            yield fmt.pack_record(ref_of(i), fmt.ACTIVE, False, 0, 19000, fmt.NO_END, 1)
+            yield cache_build.pack_record(ref_of(i), fmt.ACTIVE, False, 0, 19000, fmt.NO_END, 1)
 
     with open(c.incoming_path(), "wb") as f:
-        fmt.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0, 0, n, records(), {}, [])
+        cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0, 0, n, records(), {}, [])
     c.apply(c.incoming_path())
     return board, c
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.cache_sync import CacheSync
+from host_tools import cache_build
 from offline_cache import fmt
 from offline_cache.cache import Cache
 from wire import common
@@ -25,9 +26,9 @@ C = common.CACHE_CHUNK
 
 
 def _snap(version: int, n: int) -> bytes:
-    recs = [fmt.pack_record(i.to_bytes(8, "big"), fmt.ACTIVE, False, 0, 1, 65535, 1)
+    recs = [cache_build.pack_record(i.to_bytes(8, "big"), fmt.ACTIVE, False, 0, 1, 65535, 1)
             for i in range(n)]
-    return fmt.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, {}, [])
+    return cache_build.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, {}, [])
 
 
 FILE = _snap(2, 700)  # 10.5 KB: six pieces

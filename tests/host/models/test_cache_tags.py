@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crypto.hmac256 import hmac_sha256
+from host_tools import cache_build as cb
 from host_tools.cards.kit import SiteKit
 from offline_cache import fmt
 from reference_platform.cache_tags import CacheTags
@@ -52,9 +53,9 @@ def test_a_files_pieces_are_the_doors_messages() -> None:
     """A whitelist file of several pieces, from the start and from a resume point: each
     message is what protocol.encode_cache_chunk makes, and the door's decoder takes it."""
     site = SiteKit()
-    cards = [fmt.pack_record(bytes([i >> 8, i & 255]) * 4, fmt.ACTIVE, False, 0, 0, 65535, 1)
+    cards = [cb.pack_record(bytes([i >> 8, i & 255]) * 4, fmt.ACTIVE, False, 0, 0, 65535, 1)
              for i in range(1, 600)]
-    data = fmt.build(site.cache_key, fmt.KIND_SNAPSHOT, 7, 0, site.site_id, 0xFFFF, 0, cards, {}, [], 0)
+    data = cb.build(site.cache_key, fmt.KIND_SNAPSHOT, 7, 0, site.site_id, 0xFFFF, 0, cards, {}, [], 0)
     assert len(data) > 2 * common.CACHE_CHUNK
     for start in (0, common.CACHE_CHUNK):
         got = CacheTags(site.cache_key).pieces(data, start)

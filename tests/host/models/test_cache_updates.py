@@ -10,9 +10,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from host_tools import cache_build as cb
+from host_tools.cache_build import pack_record
 from offline_cache import fmt
 from offline_cache.cache import Cache
-from offline_cache.fmt import CacheError, pack_record
+from offline_cache.fmt import CacheError
 
 KEY = b"model-key-0123456789abcdef012345"
 SITE = 11
@@ -91,20 +93,20 @@ def test_any_sequence_decides_like_the_model(first: dict, ops: list) -> None:
     with tempfile.TemporaryDirectory() as d:
         c = Cache(d, KEY, SITE)
         m = {"version": 1, "cards": dict(first), "schedules": {2: [(0x80, 0, 1440)]}, "holidays": set()}
-        c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
+        c.apply_bytes(cb.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
                                 [_rec(r, v) for r, v in first.items()], m["schedules"], []))
         last = b""
         for op in ops:
             kind = op[0]
             if kind == "snapshot":
                 v = m["version"] + 1 + len(op[1]) % 3
-                last = fmt.build(KEY, fmt.KIND_SNAPSHOT, v, 0, SITE, 0xFFFF, 0,
+                last = cb.build(KEY, fmt.KIND_SNAPSHOT, v, 0, SITE, 0xFFFF, 0,
                                  [_rec(r, x) for r, x in op[1].items()], op[2], op[3])
                 assert c.apply_bytes(last) == v
                 m = {"version": v, "cards": dict(op[1]), "schedules": op[2], "holidays": set(op[3])}
             elif kind == "delta":
                 v = m["version"] + 1
-                last = fmt.build(KEY, fmt.KIND_DELTA, v, m["version"], SITE, 0xFFFF, 0,
+                last = cb.build(KEY, fmt.KIND_DELTA, v, m["version"], SITE, 0xFFFF, 0,
                                  [_rec(r, x) for r, x in op[1].items()], op[2], op[3])
                 assert c.apply_bytes(last) == v
                 cards = dict(m["cards"])
@@ -127,7 +129,7 @@ def test_any_sequence_decides_like_the_model(first: dict, ops: list) -> None:
                 except CacheError as e:
                     assert e.reason == "stale_version"
             elif kind == "wrong_base":
-                bad = fmt.build(KEY, fmt.KIND_DELTA, m["version"] + 2, m["version"] + 1, SITE, 0xFFFF, 0,
+                bad = cb.build(KEY, fmt.KIND_DELTA, m["version"] + 2, m["version"] + 1, SITE, 0xFFFF, 0,
                                 [], {}, [])
                 try:
                     c.apply_bytes(bad)
@@ -142,7 +144,7 @@ def test_any_sequence_decides_like_the_model(first: dict, ops: list) -> None:
 @given(cards=cards_st, delta=st.booleans(), data=st.data())
 def test_any_corruption_is_refused_and_changes_nothing(cards: dict, delta: bool, data: st.DataObject) -> None:
     kind, base = (fmt.KIND_DELTA, 1) if delta else (fmt.KIND_SNAPSHOT, 0)
-    good = fmt.build(KEY, kind, 2, base, SITE, 0xFFFF, 0, [_rec(r, v) for r, v in cards.items()],
+    good = cb.build(KEY, kind, 2, base, SITE, 0xFFFF, 0, [_rec(r, v) for r, v in cards.items()],
                      {1: [(0x7F, 0, 600)]}, [DAY])
     how = data.draw(st.sampled_from(["flip", "truncate", "extend", "byte"]))
     bad = bytearray(good)
@@ -158,7 +160,7 @@ def test_any_corruption_is_refused_and_changes_nothing(cards: dict, delta: bool,
         bad += data.draw(st.binary(min_size=1, max_size=20))
     with tempfile.TemporaryDirectory() as d:
         c = Cache(d, KEY, SITE)
-        c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], None)[:8]
+        c.apply_bytes(cb.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], None)[:8]
                                 + bytes(7)], {}, []))
         try:
             c.apply_bytes(bytes(bad))
@@ -185,7 +187,7 @@ def test_record_codec_round_trips(ref: bytes, c: tuple, delete: bool) -> None:
     st.tuples(st.integers(0, 255), st.integers(0, 1439), st.integers(1, 1440)).filter(lambda t: t[1] < t[2]),
     max_size=4)))
 def test_schedule_codec_round_trips(s: dict) -> None:
-    assert fmt.parse_schedules(fmt.pack_schedules(s)) == s
+    assert fmt.parse_schedules(cb.pack_schedules(s)) == s
 
 
 @given(raw=st.binary(max_size=60))
@@ -204,7 +206,7 @@ def test_lookup_finds_exactly_the_listed_cards_whatever_the_index(refs: set, pro
                                                                    max_index: int) -> None:
     from offline_cache import cache as cache_mod
     with tempfile.TemporaryDirectory() as d:
-        data = fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
+        data = cb.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0,
                          [pack_record(r, 0, False, 0, 0, fmt.NO_END, 1) for r in refs], {}, [])
         old = cache_mod.MAX_INDEX
         cache_mod.MAX_INDEX = max_index
@@ -222,9 +224,9 @@ def test_lookup_finds_exactly_the_listed_cards_whatever_the_index(refs: set, pro
 def test_overlay_left_behind_by_a_cut_after_the_merge_is_dropped() -> None:
     with tempfile.TemporaryDirectory() as d:
         c = Cache(d, KEY, SITE)
-        c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], (0, False, 0, 0,
+        c.apply_bytes(cb.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], (0, False, 0, 0,
                                 fmt.NO_END, 1))], {}, []))
-        c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, [_rec(REFS[0], None)], {}, []))
+        c.apply_bytes(cb.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, [_rec(REFS[0], None)], {}, []))
         overlay = (Path(d) / "overlay.bin").read_bytes()
         assert c.maintain()
         c.close()
@@ -244,13 +246,13 @@ def test_flash_error_during_install_keeps_the_old_cache(monkeypatch) -> None:  #
 
     with tempfile.TemporaryDirectory() as d:
         c = Cache(d, KEY, SITE)
-        c.apply_bytes(fmt.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], (0, False, 0, 0,
+        c.apply_bytes(cb.build(KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, [_rec(REFS[0], (0, False, 0, 0,
                                 fmt.NO_END, 1))], {}, []))
-        c.apply_bytes(fmt.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, [_rec(REFS[1], (0, False, 0, 0,
+        c.apply_bytes(cb.build(KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, [_rec(REFS[1], (0, False, 0, 0,
                                 fmt.NO_END, 1))], {}, []))
         monkeypatch.setattr(cache_mod.os, "rename", full)
-        for update in (fmt.build(KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, [], {}, []),
-                       fmt.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0, [_rec(REFS[0], None)], {}, [])):
+        for update in (cb.build(KEY, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, [], {}, []),
+                       cb.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0, [_rec(REFS[0], None)], {}, [])):
             try:
                 c.apply_bytes(update)
                 raise AssertionError("install on a failing flash reported success")

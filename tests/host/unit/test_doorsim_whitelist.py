@@ -4,6 +4,7 @@ door, nor a file whose pieces are the platform's but whose own tag is not."""
 
 from __future__ import annotations
 
+from host_tools import cache_build
 from host_tools.cards.kit import SiteKit
 from host_tools.doorsim import SimDoor
 from offline_cache import fmt
@@ -14,9 +15,9 @@ from wire.platform import decode_cache_state
 
 
 def _delta(site: SiteKit) -> bytes:
-    cards = [fmt.pack_record(bytes([i >> 8, i & 255]) * 4, fmt.LOST, False, 0, 0, 65535, 1)
+    cards = [cache_build.pack_record(bytes([i >> 8, i & 255]) * 4, fmt.LOST, False, 0, 0, 65535, 1)
              for i in range(1, 300)]
-    return fmt.build(site.cache_key, fmt.KIND_DELTA, 2, 1, site.site_id, 0xFFFF, 0, cards, {}, [], 0)
+    return cache_build.build(site.cache_key, fmt.KIND_DELTA, 2, 1, site.site_id, 0xFFFF, 0, cards, {}, [], 0)
 
 
 def _give(door: SimDoor, pieces: list[bytes]) -> None:
