@@ -32,7 +32,7 @@ def deploy_command(
     What is sent is what the device's board module declares (PACKAGES, DEVICE_FILES, ENTRY);
     on an ESP32 its ENTRY becomes main.py, which starts the firmware at boot.
     A Ctrl-C or a power cut at any point leaves the device on its old set or on the new one.
-    With --romfs the application (firmware, crypto, offline_cache) is written as one image
+    With --romfs the application (the board's PACKAGES) is written as one image
     into the ROM partition, verified there by sha256 and only then recorded (rom.json); the
     set keeps the board's files. With two ROM partitions the one not in use is written, so a power
     cut during the deploy leaves the device on the image it had.
