@@ -21,12 +21,6 @@ except ImportError:  # CPython (host tools, tests/shared)
 _SKEW = const(2)  # s of clock difference tolerated between platform and door (synced on connect)
 _MAX_SEEN = const(64)  # command ids remembered: at most this many signed commands per COMMAND_TTL
 
-# Config keys a command may change, with their allowed range (door timings in ms).
-CONFIG_LIMITS = {
-    "unlock_ms": (500, 60000), "prealarm_ms": (1000, 600000), "held_open_ms": (1000, 3600000),
-    "closer_limit_ms": (1000, 600000), "closer_slow_count": (1, 20), "bounce_ms": (100, 10000),
-    "closer_bounce_count": (1, 20), "deny_ms": (100, 10000), "patrol_interval_s": (10, 86400),
-}
 
 
 def _unhex(s):
@@ -128,7 +122,7 @@ def check_config(args):
     if not args:
         return "bad_field:empty"
     for k in args:
-        lim = CONFIG_LIMITS.get(k)
+        lim = common.CONFIG_LIMITS.get(k)
         v = args[k]
         if lim is None:
             return "bad_field:" + k

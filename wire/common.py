@@ -180,6 +180,12 @@ CONTENT_HASH_LEN = 16  # hex digits (offline_cache/fmt.py content_hash)
 LOCKS = ("fail-secure", "fail-safe")
 CARD_PROFILES = ("desfire_ev2", "legacy_uid", "legacy_classic")
 COMMANDS = ("open", "patrol", "mode", "time", "config", "keys")
+# Config keys a `config` command may change (the door checks them, commissioning too), with their allowed range (door timings in ms).
+CONFIG_LIMITS = {
+    "unlock_ms": (500, 60000), "prealarm_ms": (1000, 600000), "held_open_ms": (1000, 3600000),
+    "closer_limit_ms": (1000, 600000), "closer_slow_count": (1, 20), "bounce_ms": (100, 10000),
+    "closer_bounce_count": (1, 20), "deny_ms": (100, 10000), "patrol_interval_s": (10, 86400),
+}
 COMMAND_TTL = 60  # s: a signed command is valid from exp - COMMAND_TTL to exp
 SIGNED_COMMANDS = ("open", "mode", "time", "config", "keys")  # need a MAC; "patrol" does not
 

@@ -16,14 +16,22 @@ PACKAGES = ("firmware", "wire", "board", "crypto", "offline_cache", "host_tools"
 DEVICE = ("firmware", "wire", "board", "crypto", "offline_cache")
 HOST = ("host_tools", "reference_platform", "hil")
 
-# The firmware modules host code imports today: the wire format, codes and card profile the
-# platform and the tools share with the door. Each leaves this list when it moves to a shared
-# package; nothing joins it.
+# The firmware modules host code still imports, each with its reason. The wire format, the
+# codes, the card profile and the config limits the platform and the tools share with the door
+# live in the shared package `wire`; what is left is the door's own machinery that a host tool
+# drives or measures as it is. The list may shrink, never grow.
 HOST_USES_OF_FIRMWARE = {
-    "firmware", "firmware.card_session", "firmware.card_task", "firmware.commands",
-    "firmware.door", "firmware.events", "firmware.journal", "firmware.pn532",
-    "firmware.uplink",
+    "firmware",  # VERSION, which deploy writes (and the package of every `from firmware import x`)
+    "firmware.card_session",  # the door's card step, run by the personaliser and re-keyer to
+    # prove a card reads as a door reads it, and by the rig's card driver
+    "firmware.card_task",  # the card task's defaults, which the card-flow bench times
+    "firmware.journal",  # the journal's layout, which the torture rig and the journal bench read
+    "firmware.pn532",  # the I/O-free PN532 Core the emulator answers and the blocking driver
+    # (host_tools/pn532_sync.py) runs
 }
+# MicroPython programs the benchmarks run on a device (mypy leaves them out for that reason):
+# they measure firmware modules in place, so they import them as the door does.
+DEVICE_PROGRAMS = ("host_tools.benchmarks.device",)
 
 # Cycles that exist today; each is debt with a known way out. (door_stage <-> vdev.provision
 # went when both took the console from host_tools/console.py.)
@@ -127,8 +135,8 @@ def test_device_code_imports_no_host_code() -> None:
 
 def test_host_code_reaches_into_the_firmware_only_where_it_already_did() -> None:
     graph = _graph()
-    used = {t for m, ts in graph.items() if m.startswith(HOST) for t in ts
-            if t.split(".")[0] == "firmware"}
+    used = {t for m, ts in graph.items() if m.startswith(HOST) and not m.startswith(DEVICE_PROGRAMS)
+            for t in ts if t.split(".")[0] == "firmware"}
     assert used - HOST_USES_OF_FIRMWARE == set(), "new host imports of firmware modules"
     assert HOST_USES_OF_FIRMWARE - used == set(), "no longer imported: take it off the list"
 
