@@ -13,6 +13,7 @@ import os
 import signal
 
 import pytest
+from hypothesis import settings
 
 from host_tools.vdev.device import IMAGE_ENV, IMAGES
 
@@ -21,6 +22,12 @@ from host_tools.vdev.device import IMAGE_ENV, IMAGES
 # would see it carry on. Handled here, SIGINT is back to the default in those commands.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# No time limit per example: a deadline is a timed assertion, and on a loaded machine (two test
+# workers on two cores, CI) a codec example that took 20 ms alone can take 400 ms.
+settings.register_profile("doorctl", deadline=None)
+settings.load_profile("doorctl")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

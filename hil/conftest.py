@@ -112,6 +112,23 @@ def timings() -> Timings:
     return TIMINGS
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In a pytest-xdist worker, a test's timings travel to the controller with its teardown
+    report (the controller writes the report; a worker's own TIMINGS would be lost)."""
+    outcome = yield
+    if call.when == "teardown" and hasattr(item.config, "workerinput"):
+        outcome.get_result().user_properties.append(("hil_timings", TIMINGS.take()))  # type: ignore[attr-defined]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if getattr(report, "node", None) is None:
+        return  # not a worker's report: the samples are in TIMINGS already
+    for key, samples in report.user_properties:
+        if key == "hil_timings" and isinstance(samples, dict):
+            TIMINGS.merge(samples)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     rows = TIMINGS.table()
     if not rows:

@@ -233,6 +233,15 @@ class Timings:
     def add(self, name: str, seconds: float) -> None:
         self.samples.setdefault(name, []).append(seconds)
 
+    def take(self) -> dict[str, list[float]]:
+        """The samples gathered so far, handed over and forgotten here."""
+        taken, self.samples = self.samples, {}
+        return taken
+
+    def merge(self, samples: dict[str, list[float]]) -> None:
+        for name, values in samples.items():
+            self.samples.setdefault(name, []).extend(values)
+
     def table(self) -> list[tuple[str, int, float, float, float]]:
         """(name, n, median ms, p95 ms, max ms) per timing."""
         rows = []
