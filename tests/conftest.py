@@ -16,7 +16,8 @@ def pytest_configure(config: pytest.Config) -> None:
     PC/SC call: two suites on one machine no longer reset each other's cards."""
     from host_tools.cards import pcsc_private
 
-    config.stash[PCSC_DIR] = pcsc_private.isolate_in_temp()
+    worker = getattr(config, "workerinput", {}).get("workerid", "")  # under pytest-xdist
+    config.stash[PCSC_DIR] = pcsc_private.isolate_in_temp(worker)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 DIR_ENV = "DOORCTL_PCSC_DIR"  # the private pcscd's folder (reader.conf.d/, run/)
 PORT_ENV = "DOORCTL_VPCD_PORT"  # vpcd's first slot (the second is the next port)
 SOCKET_ENV = "PCSCLITE_CSOCK_NAME"  # pcsc-lite's own variable, read by pyscard's library
+OWNER_ENV = "DOORCTL_PCSC_OWNER"  # the test worker the private pcscd above belongs to
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 
 
@@ -93,9 +94,15 @@ def start() -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def isolate_in_temp() -> tempfile.TemporaryDirectory[str] | None:
+def isolate_in_temp(owner: str = "") -> tempfile.TemporaryDirectory[str] | None:
     """`isolate` in a new temporary folder; the folder (cleanup() it at the end of the run),
-    or None when the run already is isolated or cannot be."""
+    or None when the run already is isolated or cannot be. `owner` names a test worker
+    (pytest-xdist's gw0, gw1, ...): each gets a pcscd of its own, not the one of the process
+    that started it (two workers on one pcscd reset each other's cards)."""
+    if owner and os.environ.get(OWNER_ENV) != owner:
+        for name in (DIR_ENV, PORT_ENV, SOCKET_ENV):
+            os.environ.pop(name, None)
+        os.environ[OWNER_ENV] = owner
     if isolated():
         return None
     folder = tempfile.TemporaryDirectory(prefix="pcscd-")

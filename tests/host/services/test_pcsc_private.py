@@ -92,3 +92,24 @@ def test_another_run_putting_cards_on_its_reader_does_not_reset_ours(own_pcscd: 
             assert transceive(GET_VERSION)[-2:] == b"\x91\xaf"
         finally:
             pcsc.close(conn)
+
+
+def test_a_test_worker_gets_its_own_pcscd_not_the_one_it_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under pytest-xdist each worker starts from the controller's environment, which points at
+    the controller's private pcscd: two workers on it reset each other's cards."""
+    inherited = os.environ[pcsc_private.DIR_ENV], os.environ[pcsc_private.PORT_ENV]
+    for name in (pcsc_private.DIR_ENV, pcsc_private.PORT_ENV, pcsc_private.SOCKET_ENV,
+                 pcsc_private.OWNER_ENV):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored after the test
+    monkeypatch.setenv(pcsc_private.OWNER_ENV, "controller")
+    folder = pcsc_private.isolate_in_temp("gw7")
+    try:
+        assert folder is not None, "the worker kept the pcscd it inherited"
+        own = os.environ[pcsc_private.DIR_ENV], os.environ[pcsc_private.PORT_ENV]
+        assert own[0] == folder.name and own[0] != inherited[0]
+        assert os.environ[pcsc_private.SOCKET_ENV].startswith(folder.name)
+        assert pcsc_private.isolate_in_temp("gw7") is None  # the worker's second conftest
+        assert (os.environ[pcsc_private.DIR_ENV], os.environ[pcsc_private.PORT_ENV]) == own
+        assert pcsc_private.isolate_in_temp() is None  # a nested run keeps the worker's
+    finally:
+        folder and folder.cleanup()
