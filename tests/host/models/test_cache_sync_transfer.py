@@ -1,9 +1,9 @@
 """The door's whitelist transfer (firmware/cache_sync.py) against the platform's resume rule
 (reference_platform/distribute.py `push`), over any pattern of pieces lost or forged on the
-way: each burst is answered with the state at most once, besides the install (the answers go out past the uplink's
-in-flight limit, docs/protocol.md), a burst the door could not take and that brought it
-anything after the fault is answered, and the platform, resuming from each answer, gets the
-file installed once a burst comes through whole."""
+way: each burst is answered with the state at most once, besides the install (the answers go
+out past the uplink's in-flight limit, docs/protocol.md), a burst the door could not take and
+that brought it anything after the fault is answered, and the platform, resuming from each
+answer, gets the file installed once a burst comes through whole."""
 
 from __future__ import annotations
 
