@@ -41,7 +41,7 @@ def build_report(machine, providers=None):
         "key_gen": _get(p, "key_gen", None),
     }
     setup = _get(p, "setup", None)
-    if setup:  # parts of the door that disagree (firmware/main.py setup_problems), if any
+    if setup:  # parts of the door that disagree (firmware/setup_check.py problems), if any
         report["setup"] = setup
     return report
 

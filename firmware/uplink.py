@@ -163,7 +163,7 @@ class Uplink:
         # Every inbound payload is read into this one buffer, made here at boot (the largest
         # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
         self._rx = bytearray(max(common.limit(leaf) for leaf in INBOUND))
-        # And every events batch is written into this one (protocol.encode_events_into).
+        # And every events batch is written into this one (wire.door.encode_events_into).
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * batch)
         self._nonce_at = 0
         self._nonce_used = True
@@ -307,7 +307,7 @@ class Uplink:
 
     def _on_time_message(self, payload):
         """A signed time answering this connection's nonce is trusted; an unsigned one is
-        handed on as such (firmware/main.py decides what it may still do)."""
+        handed on as such (firmware/clock_trust.py decides what it may still do)."""
         t, nonce, mac = decode_signed_time(payload)
         if not mac:
             if self.on_time is not None:

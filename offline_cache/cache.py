@@ -296,7 +296,7 @@ class Cache:
         self.site = site
         # Allocated once, at boot while the heap is still whole, and reused: the read buffer,
         # shared by the sorted file and the overlay (a lookup reads one after the other),
-        # and the sorted file's RAM index at its largest (4 KiB: a door must be able to take
+        # and the sorted file's RAM index at its largest (2 KiB: a door must be able to take
         # a 100k snapshot at any time), rebuilt in place at every open (boot, merge) and by
         # a snapshot arriving while no sorted file is open. Allocating the index anew after
         # a merge asked a heap the merge had fragmented for a piece slightly larger (3 KiB

@@ -117,7 +117,7 @@ SETUP_TEXT = {
 
 def setup_item(r: dict[str, Any]) -> dict[str, Any]:
     """Keys, configuration and whitelist belong together (the door's own check at boot,
-    firmware/main.py setup_problems); the clock has its own item."""
+    firmware/setup_check.py problems); the clock has its own item."""
     problems = r.get("setup")
     if problems is None:
         return _item("door setup", None, "firmware too old to check (doorctl deploy)")
