@@ -31,12 +31,17 @@ def torture(
       doorctl torture --seed 7 --minutes 30 --work /tmp/t7     # keep what it made
       doorctl torture --seed 7 --minutes 10 --image unix32     # on the firmware image
     """
-    if minutes <= 0 or minutes > 24 * 60:
+    if not 0 < minutes <= 24 * 60:  # NaN too: its schedule would never end
         raise fail(f"--minutes {minutes}: give a duration above 0 and at most a day", EXIT_USAGE)
     if image not in ("pypi", "unix32"):
         raise fail(f"--image {image}: choose pypi or unix32", EXIT_USAGE)
-    if work is not None and work.exists() and any(work.iterdir()):
-        raise fail(f"--work {work}: not empty; give a new or empty folder", EXIT_USAGE)
+    if work is not None:
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            if any(work.iterdir()):
+                raise fail(f"--work {work}: not empty; give a new or empty folder", EXIT_USAGE)
+        except OSError as e:  # a file, or where no folder can be made
+            raise fail(f"--work {work}: cannot be used ({e.strerror or e})", EXIT_USAGE) from None
     from host_tools.services.mosquitto import BrokerError
     from host_tools.torture.rig import Settings, run
 

@@ -134,7 +134,7 @@ def address(
 
     if which not in ADDRESSES:
         raise fail(f"{which!r}: one of {', '.join(ADDRESSES)}", EXIT_USAGE)
-    if timeout < 0:
+    if not timeout >= 0:  # NaN too: it never passes the deadline
         raise fail(f"--timeout {timeout:g}: must be 0 or more seconds", EXIT_USAGE)
     deadline = time.monotonic() + timeout
     while True:

@@ -79,6 +79,8 @@ def run(
       doorctl platform run --keys site.json --db platform.db   # signed acknowledgements
     """
     tls_options(tls_ca, tls_cert, tls_key)
+    if not broker_wait >= 0:  # NaN too: it would keep trying, never giving up
+        raise fail(f"--broker-wait {broker_wait:g}: must be 0 (keep trying) or more seconds", EXIT_USAGE)
     if subscription not in SUBSCRIPTIONS:
         raise fail(f"--subscription {subscription}: use one of {', '.join(SUBSCRIPTIONS)}", EXIT_USAGE)
     try:

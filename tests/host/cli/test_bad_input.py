@@ -84,8 +84,9 @@ CASES: dict[str, list[list[str]]] = {
                        ["--keys", KEYS, "--device-id", "bad id!", "--out", f"{TMP}/d.json"]],
     "platform run": [["--broker", "nohost"], ["--broker", "127.0.0.1:1", "--broker-wait", "1"],
                      ["--tls-ca", MISSING],
-                     ["--broker", "http://h:1"]],
-    "torture": [["--minutes", "0"], ["--minutes", "-3"], ["--seed", "x"], ["--work", TMP]],
+                     ["--broker", "http://h:1"], ["--broker", "127.0.0.1:1", "--broker-wait", "nan"]],
+    "torture": [["--minutes", "0"], ["--minutes", "-3"], ["--seed", "x"], ["--work", TMP],
+                ["--work", "/proc/x/t"], ["--work", KEYS]],
     "platform events": [["nosuch", "--db", DB], ["nosuch", "--db", f"{TMP}/typo.db"]],
     "platform command": [["a.b", "open", "--keys", MISSING], ["a.b", "fly", "--keys", KEYS],
                          ["bad id!", "open", "--keys", KEYS], ["a.b", "open", "--keys", KEYS, "--arg", "x"],
@@ -120,7 +121,7 @@ CASES: dict[str, list[list[str]]] = {
     "reader emulate": [[], ["--reader-addr", "nohost"], ["--device-state", MISSING],
                        ["--reader-addr", "127.0.0.1:1"]],
     "virtual address": [["bogus", "--state", TMP], ["--state", MISSING, "--timeout", "0.5"],
-                        ["--state", TMP, "--timeout", "0.5"]],
+                        ["--state", TMP, "--timeout", "0.5"], ["--state", TMP, "--timeout", "nan"]],
     "virtual run": [["--state", "/proc/x"], ["--state", f"{TMP}/v", "--io-port", "70000"]],
 }
 for _op in ("lost", "unblock", "suspend", "resume", "cancel"):
@@ -138,6 +139,8 @@ def generic(cmd: object) -> list[list[str]]:
         ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
         if p.opts and p.opts[0].startswith("--") and ann in (int, float):
             out.append([p.opts[0], "abc"])
+        if p.opts and p.opts[0].startswith("--") and ann is float:
+            out.append([p.opts[0], "nan"])  # passes every `x < 0` check: a wait without end
     return out
 
 
