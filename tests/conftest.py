@@ -52,3 +52,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     import uuid
 
     return str(request.getfixturevalue("postgres_server").create_database(f"t{uuid.uuid4().hex[:12]}"))
+
+
+@pytest.fixture(autouse=True)
+def _shared_scratch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPython half of a shared test gets a scratch folder of its own (MPY_TEST_TMP, as the
+    MicroPython runner gives each test), not /tmp itself: tests/scratch.py's fixed names there
+    were overwritten by any other run of the same test on the machine."""
+    if request.node.path.parent.name == "shared":  # tests/shared
+        monkeypatch.setenv("MPY_TEST_TMP", str(request.getfixturevalue("tmp_path")))
