@@ -14,10 +14,10 @@ from rich.table import Table
 
 from host_tools.cards import vcard
 from host_tools.cards.kit import SiteKit
-from host_tools.errors import EXIT_MISSING_TOOL, EXIT_USAGE, fail
+from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, EXIT_USAGE, fail
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
-from host_tools.vdev.device import VirtualDevice
+from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
 from offline_cache import fmt
@@ -91,12 +91,17 @@ def demo(
             broker = Mosquitto().start()
         except RuntimeError as err:
             raise fail(str(err), EXIT_MISSING_TOOL) from None
-        step(f"MQTT broker (mosquitto) on {broker.host}:{broker.port}")
-        platform = Platform(Store(str(work / "platform.db")), broker.host, broker.port).start()
-        step("reference platform ingesting into SQLite")
-        dev = VirtualDevice(state or work / "door").start()
-        step(f"virtual door controller up: console {dev.pty}, I/O {dev.io_addr[1]}")
-        try:
+        platform: Platform | None = None
+        dev = VirtualDevice(state or work / "door")
+        try:  # whatever fails from here on, what was started is stopped
+            step(f"MQTT broker (mosquitto) on {broker.host}:{broker.port}")
+            platform = Platform(Store(str(work / "platform.db")), broker.host, broker.port).start()
+            step("reference platform ingesting into SQLite")
+            try:
+                dev.start()
+            except VirtualDeviceError as e:  # its state folder in use, say
+                raise fail(str(e), EXIT_NO_DEVICE) from None
+            step(f"virtual door controller up: console {dev.pty}, I/O {dev.io_addr[1]}")
             site, cards, snap = _site_and_cards()
             platform.ack_key = site.command_key  # signed acks (the door frees events) and times
             step("site keys made; 2 DESFire EV2 cards personalized (one reported lost), 1 clone made")
@@ -172,7 +177,8 @@ def demo(
             pass
         finally:
             dev.stop()
-            platform.stop()
+            if platform is not None:
+                platform.stop()
             broker.stop()
 
 
