@@ -5,7 +5,10 @@ own (hil/figures.py): the CLI does not import the test rig."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -13,6 +16,7 @@ from host_tools.paths import REPO_ROOT
 
 N = 10
 BACKLOG = 2000
+TIMEOUT_S = 1800  # the rig's run at most, s
 SMOKE = {"N": 1, "BACKLOG": 20}
 FIGURES = {
     "hil.card_to_relay_ms": f"card placed on a PC/SC reader (vpcd) to the door's relay, median of {N}, ms",
@@ -28,10 +32,32 @@ FIGURES = {
 
 
 def run(names: set[str]) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, "-m", "hil.figures", str(N), str(BACKLOG)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+    # In a process group of its own: cut short, the rig is told to stop (SIGINT, its cleanup
+    # runs) and then its whole group goes, so nothing it started outlives it. Killing the one
+    # process, as subprocess.run does, left its broker, virtual door and pcscd running.
+    proc = subprocess.Popen([sys.executable, "-m", "hil.figures", str(N), str(BACKLOG)],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, process_group=0)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    except BaseException:  # the time limit, Ctrl-C (which reaches this process group only)
+        _stop_group(proc)
+        raise
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        lines = (err or out).strip().splitlines()
         raise RuntimeError(f"the virtual rig failed: {lines[-1] if lines else proc.returncode}")
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = json.loads(out.strip().splitlines()[-1])
     return {name: float(value) for name, value in got.items()}
+
+
+def _stop_group(proc: subprocess.Popen[str], grace_s: float = 30.0) -> None:
+    """SIGINT to the rig's process group, then SIGKILL to what is left of it after `grace_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader: its children
+    proc.wait()
