@@ -50,5 +50,5 @@ def build_device_tree(dest: Path = DEFAULT_BUILD_DIR) -> list[Path]:
     if dest.exists():
         for old in dest.rglob("*.mpy"):
             if old not in wanted:
-                old.unlink()
+                old.unlink(missing_ok=True)  # another builder removed it first
     return outputs
