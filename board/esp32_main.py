@@ -1,15 +1,16 @@
-# main.py of the ESP32 reference board, written by `doorctl deploy`.
-#
-# MicroPython's boot code has already mounted littlefs (the "vfs" partition) at / and put
-# /lib on sys.path; a build with a ROM partition has mounted its ROMFS image at /rom too.
-# `doorctl deploy` keeps two sets of files, /sets/a and /sets/b, and names the one to run and
-# the previous one in /active.json (replaced atomically, the deploy's last step). This takes
-# the active set when its manifest is there and its code imports, else the previous set (both,
-# newest first, when active.json cannot be read), else /lib (the layout before sets, or files
-# copied by hand). What it took goes to /booted.json, so `doorctl deploy` never stages there. The ROM image is trusted only for a
-# set whose manifest names it, and only when it matches the set's record (its rom.json) that
-# `doorctl deploy --romfs` wrote after proving it (board/romfs.py). Hold the REX button while the board powers up to
-# stay at the REPL instead (safe mode, for recovery).
+"""main.py of the ESP32 reference board, written by `doorctl deploy`.
+
+MicroPython's boot code has already mounted littlefs (the "vfs" partition) at / and put
+/lib on sys.path; a build with a ROM partition has mounted its ROMFS image at /rom too.
+`doorctl deploy` keeps two sets of files, /sets/a and /sets/b, and names the one to run and
+the previous one in /active.json (replaced atomically, the deploy's last step). This takes the
+active set when its manifest is there and its code imports, else the previous set (both,
+newest first, when active.json cannot be read), else /lib (the layout before sets, or files
+copied by hand). What it took goes to /booted.json, so `doorctl deploy` never stages there.
+The ROM image is trusted only for a set whose manifest names it, and only when it matches the
+set's record (its rom.json) that `doorctl deploy --romfs` wrote after proving it
+(board/romfs.py). Hold the REX button while the board powers up to stay at the REPL instead
+(safe mode, for recovery)."""
 import os
 import sys
 

@@ -1,6 +1,6 @@
-# AES-128 block cipher shim: cryptolib on MicroPython, `cryptography` on CPython.
-# Only single-block ECB is exposed; CBC and CMAC are built on it here, so both
-# interpreters run the same code above the block cipher and count the same blocks.
+"""AES-128 block cipher shim: cryptolib on MicroPython, `cryptography` on CPython.
+Only single-block ECB is exposed; CBC and CMAC are built on it here, so both
+interpreters run the same code above the block cipher and count the same blocks."""
 try:
     import cryptolib
 

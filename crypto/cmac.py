@@ -1,4 +1,4 @@
-# AES-CMAC (RFC 4493 / NIST SP 800-38B) over crypto.aes.
+"""AES-CMAC (RFC 4493 / NIST SP 800-38B) over crypto.aes."""
 from crypto.aes import AES, xor
 
 

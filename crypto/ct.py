@@ -1,4 +1,4 @@
-# Constant-time comparison of byte strings (MAC tags, cryptograms).
+"""Constant-time comparison of byte strings (MAC tags, cryptograms)."""
 
 
 def equal(a, b):

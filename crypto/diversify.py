@@ -1,9 +1,9 @@
-# AES-128 key diversification as in NXP AN10922 section 2.2.
-#
-# Diversification input M (1..31 bytes), in this product: card UID (7 bytes)
-# || AID (3 bytes, LSB first as sent to the card) || site system identifier.
-# D = 0x01 || M, padded with 0x80 00.. to exactly 32 bytes when shorter;
-# the diversified key is the CMAC-style last block (K2 when padded, K1 when not).
+"""AES-128 key diversification as in NXP AN10922 section 2.2.
+
+Diversification input M (1..31 bytes), in this product: card UID (7 bytes)
+|| AID (3 bytes, LSB first as sent to the card) || site system identifier.
+D = 0x01 || M, padded with 0x80 00.. to exactly 32 bytes when shorter;
+the diversified key is the CMAC-style last block (K2 when padded, K1 when not)."""
 from crypto.cmac import CMAC
 
 try:

@@ -1,8 +1,8 @@
-# MIFARE DESFire EV2 secure messaging, reader (PCD) side: AuthenticateEV2First,
-# session keys, transaction identifier, command counter, CMACt on commands and
-# responses, CommMode.Full encryption.  Transport-agnostic: every exchange goes
-# through `transceive(apdu) -> response` with ISO 7816-4 wrapped native commands
-# (CLA 0x90, status 0x91 xx).
+"""MIFARE DESFire EV2 secure messaging, reader (PCD) side: AuthenticateEV2First,
+session keys, transaction identifier, command counter, CMACt on commands and
+responses, CommMode.Full encryption.  Transport-agnostic: every exchange goes
+through `transceive(apdu) -> response` with ISO 7816-4 wrapped native commands
+(CLA 0x90, status 0x91 xx)."""
 import os
 
 from crypto import ct

@@ -1,5 +1,5 @@
-# HMAC-SHA256 (RFC 2104) over hashlib: MicroPython has no hmac module. Incremental, so a
-# 1.5 MB whitelist file is authenticated in pieces; one-shot for short messages.
+"""HMAC-SHA256 (RFC 2104) over hashlib: MicroPython has no hmac module. Incremental, so a
+1.5 MB whitelist file is authenticated in pieces; one-shot for short messages."""
 import hashlib
 
 

@@ -1,39 +1,39 @@
-# Key store of the door controller.
-#
-# Interface (duck-typed, so a SAM or secure element can stand behind it without
-# ever releasing a master key):
-#   site_id            -> int, the site's 32-bit identifier (not secret)
-#   system_id          -> bytes, the site system identifier used in diversification
-#   derive_card_key(uid, aid, slot="door_read") -> 16-byte AES key of that card
-#   card_ref(data)     -> bytes, keyed hash (HMAC-SHA256, truncated) of a card identity
-#   has(slot)          -> bool
-#   hmac(slot, msg)    -> HMAC-SHA256 of msg with a slot's key (remote commands)
-#   key(slot)          -> 16-byte key, only for slots that are not master keys
-#                         (e.g. "classic_a" for the low-assurance legacy profile)
-#
-# Slots on a door: door_read (diversification master of the door read key), card_ref
-# (reference hash key), cache (HMAC-SHA256 key of whitelist updates, >= 16 bytes),
-# command (HMAC-SHA256 key of remote commands, >= 16 bytes), classic_a (6 bytes, legacy).
-#
-# Key versions (site key rotation, docs/card-profile.md "Key versions"): the diversification
-# masters exist per version. Slot `door_read` / `app_master` is version 1, `door_read.N` /
-# `app_master.N` version N. A key file also says which version is current (new cards and
-# re-keys get it: `key_version`), which door read versions a door accepts (`accept`),
-# whether a door moves cards to the current version on their next swipe (`door_rekey`),
-# and the key file's generation (every rotation step makes a new one).
-#   key_version, accept, door_rekey, generation -> as above
-#   read_slot(version)  -> the door read slot of an accepted version, or None
-#   master_slot(kind, version) -> "door_read.N" / "app_master.N" when present, or None
-#
-# Per-door keys (docs/threat-model.md): on a site that gives each door its own `command` and
-# `cache` keys (derived by the platform from a site secret no door holds), the key file says
-# `"scope": "door"` and names its `device`; the door then verifies only what was signed for
-# it. `scope` "site" (the default): the site-wide keys of a site made before per-door keys.
-#   scope, device -> as above
-#
-# SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
-# by `doorctl card keys init` and deployed with the configuration). Its repr
-# never shows a key, and its errors never carry one.
+"""Key store of the door controller.
+
+Interface (duck-typed, so a SAM or secure element can stand behind it without
+ever releasing a master key):
+  site_id            -> int, the site's 32-bit identifier (not secret)
+  system_id          -> bytes, the site system identifier used in diversification
+  derive_card_key(uid, aid, slot="door_read") -> 16-byte AES key of that card
+  card_ref(data)     -> bytes, keyed hash (HMAC-SHA256, truncated) of a card identity
+  has(slot)          -> bool
+  hmac(slot, msg)    -> HMAC-SHA256 of msg with a slot's key (remote commands)
+  key(slot)          -> 16-byte key, only for slots that are not master keys
+                        (e.g. "classic_a" for the low-assurance legacy profile)
+
+Slots on a door: door_read (diversification master of the door read key), card_ref
+(reference hash key), cache (HMAC-SHA256 key of whitelist updates, >= 16 bytes),
+command (HMAC-SHA256 key of remote commands, >= 16 bytes), classic_a (6 bytes, legacy).
+
+Key versions (site key rotation, docs/card-profile.md "Key versions"): the diversification
+masters exist per version. Slot `door_read` / `app_master` is version 1, `door_read.N` /
+`app_master.N` version N. A key file also says which version is current (new cards and
+re-keys get it: `key_version`), which door read versions a door accepts (`accept`),
+whether a door moves cards to the current version on their next swipe (`door_rekey`),
+and the key file's generation (every rotation step makes a new one).
+  key_version, accept, door_rekey, generation -> as above
+  read_slot(version)  -> the door read slot of an accepted version, or None
+  master_slot(kind, version) -> "door_read.N" / "app_master.N" when present, or None
+
+Per-door keys (docs/threat-model.md): on a site that gives each door its own `command` and
+`cache` keys (derived by the platform from a site secret no door holds), the key file says
+`"scope": "door"` and names its `device`; the door then verifies only what was signed for
+it. `scope` "site" (the default): the site-wide keys of a site made before per-door keys.
+  scope, device -> as above
+
+SoftwareKeyStore keeps the keys in a file on flash (JSON of hex strings, written
+by `doorctl card keys init` and deployed with the configuration). Its repr
+never shows a key, and its errors never carry one."""
 import json
 
 from crypto.cmac import CMAC

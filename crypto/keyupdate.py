@@ -1,14 +1,14 @@
-# A door key file sealed for one door, for delivery over MQTT inside a signed `keys` command
-# (docs/card-profile.md, "Key versions and rotation"). Encrypt-then-MAC under that door's own
-# update key (slot `update`: HMAC-SHA256(site `provision` secret, "U" || device id), made at
-# commissioning; the site secret never reaches a door). The broker sees only ciphertext, and a
-# thief holding one door's keys can neither read another door's update nor forge one.
-#
-#   enc key = HMAC(update, "enc")[:16]      AES-128-CBC, random IV, ISO 9797-1 M2 padding
-#   tag     = HMAC(update, "mac" || "K" || device id || 00 || generation (4, BE) || IV || C)
-#
-# `mac(msg)` is the key store's HMAC with the update key (the door never exports that key);
-# the host passes the same function over the derived key.
+"""A door key file sealed for one door, for delivery over MQTT inside a signed `keys` command
+(docs/card-profile.md, "Key versions and rotation"). Encrypt-then-MAC under that door's own
+update key (slot `update`: HMAC-SHA256(site `provision` secret, "U" || device id), made at
+commissioning; the site secret never reaches a door). The broker sees only ciphertext, and a
+thief holding one door's keys can neither read another door's update nor forge one.
+
+  enc key = HMAC(update, "enc")[:16]      AES-128-CBC, random IV, ISO 9797-1 M2 padding
+  tag     = HMAC(update, "mac" || "K" || device id || 00 || generation (4, BE) || IV || C)
+
+`mac(msg)` is the key store's HMAC with the update key (the door never exports that key);
+the host passes the same function over the derived key."""
 from crypto import ct
 from crypto.aes import AES, cbc_decrypt, cbc_encrypt, pad_m2, unpad_m2
 

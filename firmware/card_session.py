@@ -1,34 +1,34 @@
-# The card step of the door flow: from a card in the field to a pseudonymous card
-# reference, or a reason why not.  It decides nothing about access: the same
-# result goes to the access decision whatever the whitelist says.
-#
-#   session = CardSession(keystore)            # crypto.keystore interface
-#   result = session.read(transceive, uid, sak)               # blocking transceive
-#   result = await session.read_async(pn532.exchange, uid, sak)  # async transceive
-#   for apdu in ...: session.steps(uid, sak)   # a generator, for any other loop
-#   result.ok, result.ref (8 bytes), result.reason, result.code,
-#   result.profile, result.low_assurance
-#
-# `transceive(apdu: bytes) -> bytes` sends one ISO 14443-4 APDU to the card and
-# returns the response (data + status word); it raises any exception when the card
-# does not answer (the generator form receives None instead).  For the legacy
-# MIFARE Classic profile it carries raw MIFARE commands (auth 0x60, read 0x30) and
-# returns the response data (b"" for a good authentication).  `uid` is the
-# anticollision UID; `sak` the select acknowledge.
-#
-# The DESFire EV2 profile (docs/card-profile.md):
-#   1. SelectApplication(door AID), GetKeyVersion(key 1): the card's key version picks the
-#      door read master (a door accepts one version, or two during a key rotation window;
-#      another version is refused `key_retired`)
-#   2. AuthenticateEV2First with key 1, the door read key diversified from the site
-#      master with card UID || AID || site system identifier (AN10922)
-#   3. GetCardUID (encrypted) must equal the anticollision UID
-#   4. ReadData(credential file, 32 bytes) in MAC mode; MAC checked in constant time
-#   5. credential: magic, version, site id must match; identity = 16 bytes
-#   6. ref = HMAC-SHA256(card_ref key, "D" || site id || identity)[:8]
-#   7. a card on an older accepted version, where the site lets doors re-key: ChangeKey(key 1)
-#      to the current version's key (the card's ChangeKey right lets key 1 change itself);
-#      the result says so (`rekeyed`); a failed re-key changes nothing in the decision
+"""The card step of the door flow: from a card in the field to a pseudonymous card
+reference, or a reason why not.  It decides nothing about access: the same
+result goes to the access decision whatever the whitelist says.
+
+  session = CardSession(keystore)            # crypto.keystore interface
+  result = session.read(transceive, uid, sak)               # blocking transceive
+  result = await session.read_async(pn532.exchange, uid, sak)  # async transceive
+  for apdu in ...: session.steps(uid, sak)   # a generator, for any other loop
+  result.ok, result.ref (8 bytes), result.reason, result.code,
+  result.profile, result.low_assurance
+
+`transceive(apdu: bytes) -> bytes` sends one ISO 14443-4 APDU to the card and
+returns the response (data + status word); it raises any exception when the card
+does not answer (the generator form receives None instead).  For the legacy
+MIFARE Classic profile it carries raw MIFARE commands (auth 0x60, read 0x30) and
+returns the response data (b"" for a good authentication).  `uid` is the
+anticollision UID; `sak` the select acknowledge.
+
+The DESFire EV2 profile (docs/card-profile.md):
+  1. SelectApplication(door AID), GetKeyVersion(key 1): the card's key version picks the
+     door read master (a door accepts one version, or two during a key rotation window;
+     another version is refused `key_retired`)
+  2. AuthenticateEV2First with key 1, the door read key diversified from the site
+     master with card UID || AID || site system identifier (AN10922)
+  3. GetCardUID (encrypted) must equal the anticollision UID
+  4. ReadData(credential file, 32 bytes) in MAC mode; MAC checked in constant time
+  5. credential: magic, version, site id must match; identity = 16 bytes
+  6. ref = HMAC-SHA256(card_ref key, "D" || site id || identity)[:8]
+  7. a card on an older accepted version, where the site lets doors re-key: ChangeKey(key 1)
+     to the current version's key (the card's ChangeKey right lets key 1 change itself);
+     the result says so (`rekeyed`); a failed re-key changes nothing in the decision"""
 from crypto import ct
 from crypto.ev2 import CardError, Reader, drive, drive_async
 

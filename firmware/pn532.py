@@ -1,22 +1,22 @@
-# PN532 host protocol over HSU (UART), NXP UM0701-02.
-#
-# Frames (host -> PN532 TFI 0xD4, PN532 -> host TFI 0xD5):
-#   normal    00 00 FF LEN LCS TFI PD0..PDn DCS 00      LEN = len(TFI+PD) (1..255), LEN+LCS = 0
-#   extended  00 00 FF FF FF LENM LENL LCS TFI PD.. DCS 00           LENM+LENL+LCS = 0
-#   ACK       00 00 FF 00 FF 00        NACK  00 00 FF FF 00 00
-#   error     00 00 FF 01 FF 7F 81 00  (application-level error: the PN532 rejected the frame)
-#   DCS: TFI + PD0 + .. + PDn + DCS = 0 (mod 256)
-#
-# Layers, all MicroPython code (the blocking driver the host tools and tests use, PN532 and
-# PollStream, is host_tools/pn532_sync.py: the door never blocks on its reader):
-#   encode_frame / FrameParser   the codec (bounded: one preallocated receive buffer)
-#   Core                          the command/response logic as generators that ask for I/O
-#   AsyncPN532(uart)              asyncio driver over board.reader_uart:
-#                                 write(buf), await drain(), await read(n, timeout_ms), reset_input()
-#
-# Every failure raises PN532Error(code, detail): no other exception leaves the drivers
-# for protocol trouble (garbage, truncated frames, checksum errors, wrong TFI, no answer,
-# card gone, two cards), and every wait is bounded by a timeout.
+"""PN532 host protocol over HSU (UART), NXP UM0701-02.
+
+Frames (host -> PN532 TFI 0xD4, PN532 -> host TFI 0xD5):
+  normal    00 00 FF LEN LCS TFI PD0..PDn DCS 00      LEN = len(TFI+PD) (1..255), LEN+LCS = 0
+  extended  00 00 FF FF FF LENM LENL LCS TFI PD.. DCS 00           LENM+LENL+LCS = 0
+  ACK       00 00 FF 00 FF 00        NACK  00 00 FF FF 00 00
+  error     00 00 FF 01 FF 7F 81 00  (application-level error: the PN532 rejected the frame)
+  DCS: TFI + PD0 + .. + PDn + DCS = 0 (mod 256)
+
+Layers, all MicroPython code (the blocking driver the host tools and tests use, PN532 and
+PollStream, is host_tools/pn532_sync.py: the door never blocks on its reader):
+  encode_frame / FrameParser   the codec (bounded: one preallocated receive buffer)
+  Core                          the command/response logic as generators that ask for I/O
+  AsyncPN532(uart)              asyncio driver over board.reader_uart:
+                                write(buf), await drain(), await read(n, timeout_ms), reset_input()
+
+Every failure raises PN532Error(code, detail): no other exception leaves the drivers
+for protocol trouble (garbage, truncated frames, checksum errors, wrong TFI, no answer,
+card gone, two cards), and every wait is bounded by a timeout."""
 
 from firmware import ticks
 

@@ -1,14 +1,14 @@
-# The door's offline whitelist cache: verified sorted file + verified overlay of pending changes.
-#
-#   c = Cache(dir, key)                 # at boot: recovers, verifies, builds the RAM index
-#   c.decide(ref, door, now, mode)      # -> (granted, reason, master)
-#   c.apply(path)                       # a received snapshot/delta file on flash; CacheError(reason)
-#   c.maintain()                        # at idle: merge the overlay into the sorted file
-#
-# Files in `dir`: main.bin (snapshot), overlay.bin (delta on top of main, consulted first),
-# floor (the highest version ever installed, so a replayed older file is refused even when
-# main.bin or overlay.bin is damaged), plus temporaries. Every replacement is
-# write-then-rename, so a power cut leaves old or new.
+"""The door's offline whitelist cache: verified sorted file + verified overlay of pending changes.
+
+  c = Cache(dir, key)                 # at boot: recovers, verifies, builds the RAM index
+  c.decide(ref, door, now, mode)      # -> (granted, reason, master)
+  c.apply(path)                       # a received snapshot/delta file on flash; CacheError(reason)
+  c.maintain()                        # at idle: merge the overlay into the sorted file
+
+Files in `dir`: main.bin (snapshot), overlay.bin (delta on top of main, consulted first),
+floor (the highest version ever installed, so a replayed older file is refused even when
+main.bin or overlay.bin is damaged), plus temporaries. Every replacement is
+write-then-rename, so a power cut leaves old or new."""
 import os
 
 from offline_cache.fmt import (

@@ -1,13 +1,13 @@
-# The whitelist's content hash (docs/cache-format.md, "Content hash"): what a door decides
-# from, whatever file it came in, so the door and the platform compute the same value for the
-# same cards and two different files of one version are told apart. A merge re-signs the file
-# on the door, so the hash is over the records, not the file's bytes. The records enter as a
-# sum of per-record terms: a delta changes it by its own records only (no pass over 100,000
-# cards), and main file and overlay may split the cards any way.
-#
-# Shared by the door (firmware: `Tracker`, beside the cache) and the host (`of_snapshot`, the
-# platform's side): MicroPython code. offline_cache/cache.py does not import it, so a cache
-# alone costs no more heap than before.
+"""The whitelist's content hash (docs/cache-format.md, "Content hash"): what a door decides
+from, whatever file it came in, so the door and the platform compute the same value for the
+same cards and two different files of one version are told apart. A merge re-signs the file
+on the door, so the hash is over the records, not the file's bytes. The records enter as a
+sum of per-record terms: a delta changes it by its own records only (no pass over 100,000
+cards), and main file and overlay may split the cards any way.
+
+Shared by the door (firmware: `Tracker`, beside the cache) and the host (`of_snapshot`, the
+platform's side): MicroPython code. offline_cache/cache.py does not import it, so a cache
+alone costs no more heap than before."""
 import hashlib
 import struct
 

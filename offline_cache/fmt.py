@@ -1,5 +1,5 @@
-# Offline whitelist cache: byte format, HMAC-SHA256 and codecs (docs/cache-format.md).
-# Shared by the door (verifies, reads) and the host (builds, signs): MicroPython code.
+"""Offline whitelist cache: byte format, HMAC-SHA256 and codecs (docs/cache-format.md).
+Shared by the door (verifies, reads) and the host (builds, signs): MicroPython code."""
 import struct
 
 from crypto.ct import equal

@@ -1,11 +1,11 @@
-# The whitelist lookup's binary search in machine code, where the port can make it.
-#
-# A search step in bytecode costs ~1,500-2,000 instructions on a Cortex-M3 (a slice allocated
-# and compared per step, docs/mcu.md); in viper it is a few dozen. The viper source is
-# compiled here, on the device, by the port's own native emitter: every way the firmware is
-# deployed (frozen in an image, .mpy files, ROMFS, source) then gets it without an
-# architecture-specific mpy-cross. Where the port has no native emitter (or under CPython)
-# `upper` is None and the cache uses its bytecode search, which gives the same answers.
+"""The whitelist lookup's binary search in machine code, where the port can make it.
+
+A search step in bytecode costs ~1,500-2,000 instructions on a Cortex-M3 (a slice allocated
+and compared per step, docs/mcu.md); in viper it is a few dozen. The viper source is
+compiled here, on the device, by the port's own native emitter: every way the firmware is
+deployed (frozen in an image, .mpy files, ROMFS, source) then gets it without an
+architecture-specific mpy-cross. Where the port has no native emitter (or under CPython)
+`upper` is None and the cache uses its bytecode search, which gives the same answers."""
 import sys
 
 _SOURCE = """
