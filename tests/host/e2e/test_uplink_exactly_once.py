@@ -25,7 +25,7 @@ BLOCKS = 64
 # Journal + uplink need about 72 KiB on the unix port, where the bytecode shares the heap
 # (`doorctl bench uplink.heap_min_kib`); the margin depends on path lengths and the like, so
 # these tests, which are about delivery, give it room.
-HEAP = "96K"
+HEAP = "128K"
 
 
 @pytest.fixture
