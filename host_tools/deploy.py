@@ -279,7 +279,7 @@ def board_for(platform: str, name: str | None = None, port: str = "the port") ->
     """The board a device gets: the one chosen by `name`, else the one that declares the
     device's `sys.platform`. One clear line when there is none or the choice does not fit."""
     try:
-        board = board_named(name) if name else board_for_platform(platform)
+        board = board_named(name) if name is not None else board_for_platform(platform)
     except BoardError as e:
         raise UserError(str(e)) from None
     if board is None:

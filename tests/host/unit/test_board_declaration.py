@@ -76,3 +76,13 @@ def test_two_boards_on_one_platform_must_be_chosen_by_name(tmp_path: Path) -> No
     spec = board_named("tiny2", tmp_path)
     assert spec.files(tmp_path) == ["board/__init__.py", "board/interface.py", "board/tiny2.py",
                                     "crypto/__init__.py"]
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_board_name_is_refused_not_taken_as_the_default(name: str) -> None:
+    from host_tools.deploy import board_for
+    from host_tools.errors import UserError
+
+    with pytest.raises(UserError, match="no board"):
+        board_for("linux", name)
+    assert board_for("linux").name == board_for("linux", "virtual").name  # the default stays
