@@ -78,10 +78,6 @@ def rotl(b):
     return bytes(b[1:]) + bytes(b[:1])
 
 
-def rotr(b):
-    return bytes(b[-1:]) + bytes(b[:-1])
-
-
 def session_vector(label, rnd_a, rnd_b):
     """SV1/SV2: label || 00 01 00 80 || RndA[15:14] || (RndA[13:8] ^ RndB[15:10])
     || RndB[9:0] || RndA[7:0] (byte 15 is the first byte sent)."""

@@ -39,11 +39,6 @@ class Debouncer:
         return self._since is not None
 
 
-def contact_is_fault(state):
-    """Short and cut are the supervised loop's fault states (sensor tamper), not door states."""
-    return state == "short" or state == "cut"
-
-
 def check_contact(state):
     """A reading from a board: one of CONTACT_STATES; anything else reads as a cut loop."""
     return state if state in CONTACT_STATES else "cut"
