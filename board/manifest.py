@@ -21,6 +21,9 @@ from host_tools.boards import read_board  # noqa: E402
 _board = read_board(options.board, Path(_repo))
 if _board is None:
     raise ValueError("board/%s.py declares no PLATFORM, PACKAGES, DEVICE_FILES, ENTRY" % options.board)
-for _rel in sorted({*_board.files(Path(_repo)), *([_board.entry] if _board.entry else []),
-                    *options.extra}):
+# Plain syntax only: mpy-cross reads every file under board/ (no set unpacking here).
+_frozen = set(_board.files(Path(_repo))) | set(options.extra)
+if _board.entry:
+    _frozen.add(_board.entry)
+for _rel in sorted(_frozen):
     module(_rel, base_path="..")
