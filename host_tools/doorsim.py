@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reference_platform.cache_tags import CacheTags
+from reference_platform.mqtt_frames import Packets, remaining_length, string_field
 from wire import common
 from wire.door import (
     decode_ack,
@@ -45,54 +46,20 @@ class MQTTClosed(Exception):
     """The connection ended (refused, dropped, or closed by us)."""
 
 
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return struct.pack(">H", len(b)) + b
-
-
 class _Wire(asyncio.Protocol):
     """The connection's bytes, cut into MQTT packets as they arrive: every packet a read
     brings is handled in that one call (no coroutine switch per packet)."""
 
     def __init__(self, client: MiniMQTT) -> None:
         self.client = client
-        self.buf = bytearray()
+        self.packets = Packets()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while len(buf) >= 2:
-            n, shift, i = 0, 0, 1
-            while True:  # the remaining length: up to four bytes, 7 bits each
-                if i >= len(buf):
-                    return
-                b = buf[i]
-                n |= (b & 0x7F) << shift
-                i += 1
-                if not b & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    self.client._close()
-                    return
-            if len(buf) < i + n:
-                return
-            head, body = buf[0], bytes(buf[i:i + n])
-            del buf[:i + n]
-            try:
+        try:
+            for head, body in self.packets.feed(data):
                 self.client._packet(head, body)
-            except (ValueError, UnicodeDecodeError, struct.error):
-                self.client._close()
-                return
+        except (ValueError, UnicodeDecodeError, struct.error):  # MalformedPacket is a ValueError
+            self.client._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._close()
@@ -124,12 +91,12 @@ class MiniMQTT:
             loop.create_connection(lambda: _Wire(self), host, port), timeout)
         self._transport = transport
         flags = 0x02  # clean session
-        payload = _str(self.client_id)
+        payload = string_field(self.client_id)
         if will is not None:
             flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
-            payload += _str(will[0]) + _str(will[1])
-        body = _str("MQTT") + bytes([4, flags]) + struct.pack(">H", self.keepalive) + payload
-        self._send(bytes([CONNECT << 4]) + _remaining(len(body)) + body)
+            payload += string_field(will[0]) + string_field(will[1])
+        body = string_field("MQTT") + bytes([4, flags]) + struct.pack(">H", self.keepalive) + payload
+        self._send(bytes([CONNECT << 4]) + remaining_length(len(body)) + body)
         try:
             data = await asyncio.wait_for(self._connack, timeout)
         except TimeoutError:
@@ -180,20 +147,20 @@ class MiniMQTT:
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                       timeout: float = 30.0) -> None:
         """QoS 1 waits for the broker's PUBACK; MQTTClosed when the connection goes first."""
-        var = _str(topic)
+        var = string_field(topic)
         mid = self._next_mid() if qos else 0
         if qos:
             var += struct.pack(">H", mid)
         body = var + payload
-        self._send(bytes([PUBLISH << 4 | qos << 1 | int(retain)]) + _remaining(len(body)) + body)
+        self._send(bytes([PUBLISH << 4 | qos << 1 | int(retain)]) + remaining_length(len(body)) + body)
         if qos:  # registered after the send: a future nobody awaits never holds an error
             fut = self._acks[mid] = asyncio.get_running_loop().create_future()
             await self._wait(fut, timeout)
 
     async def subscribe(self, topics: Sequence[str], timeout: float = 30.0) -> None:
         mid = self._next_mid()
-        body = struct.pack(">H", mid) + b"".join(_str(t) + b"\x01" for t in topics)
-        self._send(bytes([SUBSCRIBE << 4 | 2]) + _remaining(len(body)) + body)
+        body = struct.pack(">H", mid) + b"".join(string_field(t) + b"\x01" for t in topics)
+        self._send(bytes([SUBSCRIBE << 4 | 2]) + remaining_length(len(body)) + body)
         fut = self._acks[mid] = asyncio.get_running_loop().create_future()
         await self._wait(fut, timeout)
 
@@ -207,9 +174,9 @@ class MiniMQTT:
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Send without waiting for the broker's PUBACK (a state report nothing waits on)."""
-        var = _str(topic) + (struct.pack(">H", self._next_mid()) if qos else b"")
+        var = string_field(topic) + (struct.pack(">H", self._next_mid()) if qos else b"")
         body = var + payload
-        self._send(bytes([PUBLISH << 4 | qos << 1]) + _remaining(len(body)) + body)
+        self._send(bytes([PUBLISH << 4 | qos << 1]) + remaining_length(len(body)) + body)
 
     def _close(self) -> None:
         if self._transport is not None:

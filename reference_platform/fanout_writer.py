@@ -25,76 +25,32 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from reference_platform.mqtt_frames import MalformedPacket, Packets, remaining_length, string_field
+
 CONNECT, CONNACK, PUBLISH, PUBACK, DISCONNECT = 1, 2, 3, 4, 14
 WINDOW = 20_000  # messages sent and not yet acknowledged by the broker (packet ids: 65,535)
 WRITE_CHUNK = 256 * 1024  # bytes encoded ahead of the socket at most
 
 
-class FanoutError(OSError):
-    """The connection was refused or ended before every message was acknowledged."""
-
-
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(b: bytes) -> bytes:
-    return struct.pack(">H", len(b)) + b
-
-
 def publish_packet(topic: bytes, payload: bytes, mid: int) -> bytes:
     """One QoS 1 PUBLISH (MQTT 3.1.1, not retained)."""
     body_len = 2 + len(topic) + 2 + len(payload)
-    return b"".join((b"\x32", _remaining(body_len), _str(topic), struct.pack(">H", mid), payload))
+    return b"".join((b"\x32", remaining_length(body_len), string_field(topic),
+                     struct.pack(">H", mid), payload))
 
 
 def connect_packet(client_id: str, login: tuple[str, str | None] | None, keepalive: int) -> bytes:
     flags = 0x02  # clean session: nothing of this connection outlives the fan-out
-    payload = _str(client_id.encode())
+    payload = string_field(client_id.encode())
     if login is not None:
         user, password = login
         flags |= 0x80
-        payload += _str(user.encode())
+        payload += string_field(user.encode())
         if password is not None:
             flags |= 0x40
-            payload += _str(password.encode())
-    body = _str(b"MQTT") + bytes([4, flags]) + struct.pack(">H", keepalive) + payload
-    return bytes([CONNECT << 4]) + _remaining(len(body)) + body
-
-
-class _Packets:
-    """Cuts received bytes into MQTT packets (type, body)."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buf = self.buf
-        buf += data
-        out: list[tuple[int, bytes]] = []
-        while len(buf) >= 2:
-            n, shift, i = 0, 0, 1
-            while True:
-                if i >= len(buf):
-                    return out
-                b = buf[i]
-                n |= (b & 0x7F) << shift
-                i += 1
-                if not b & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise FanoutError("malformed packet from the broker")
-            if len(buf) < i + n:
-                return out
-            out.append((buf[0] >> 4, bytes(buf[i:i + n])))
-            del buf[:i + n]
-        return out
+            payload += string_field(password.encode())
+    body = string_field(b"MQTT") + bytes([4, flags]) + struct.pack(">H", keepalive) + payload
+    return bytes([CONNECT << 4]) + remaining_length(len(body)) + body
 
 
 def publish_all(host: str, port: int, messages: Sequence[tuple[str, bytes]], *,
@@ -114,13 +70,14 @@ def publish_all(host: str, port: int, messages: Sequence[tuple[str, bytes]], *,
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(connect_packet(cid, login, keepalive=max(10, int(timeout) + 10)))
-        reader = _Packets()
+        reader = Packets()
         connack: bytes | None = None
         while connack is None:
             data = sock.recv(4096)
             if not data:
                 return list(range(len(messages)))  # refused: closed without a CONNACK
-            for ptype, body in reader.feed(data):
+            for head, body in reader.feed(data):
+                ptype = head >> 4
                 if ptype == CONNACK:
                     connack = body
         if len(connack) != 2 or connack[1] != 0:
@@ -155,14 +112,15 @@ def publish_all(host: str, port: int, messages: Sequence[tuple[str, bytes]], *,
                 data = sock.recv(65536)
                 if not data:
                     break  # the broker closed the connection
-                for ptype, body in reader.feed(data):
+                for head, body in reader.feed(data):
+                    ptype = head >> 4
                     if ptype == PUBACK and len(body) >= 2:
                         unacked.pop((body[0] << 8) | body[1], None)
         if not unacked and sent == len(messages):
             with contextlib.suppress(OSError):
                 sock.setblocking(True)
                 sock.sendall(bytes([DISCONNECT << 4, 0]))
-    except (OSError, FanoutError):
+    except (OSError, MalformedPacket):  # refused, dropped, or not MQTT: the caller resends
         pass
     finally:
         sock.close()

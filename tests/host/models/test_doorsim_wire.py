@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host_tools.doorsim import _remaining, _Wire
+from host_tools.doorsim import _Wire
+from reference_platform.mqtt_frames import remaining_length
 
 
 class Client:
@@ -34,7 +35,7 @@ packets = st.lists(st.tuples(st.integers(min_value=0x10, max_value=0xFF),
 @given(packets, st.lists(st.integers(min_value=1, max_value=5000), max_size=40))
 def test_packets_come_out_whole_however_the_reads_split_them(
         sent: list[tuple[int, bytes]], cuts: list[int]) -> None:
-    stream = b"".join(bytes([head]) + _remaining(len(body)) + body for head, body in sent)
+    stream = b"".join(bytes([head]) + remaining_length(len(body)) + body for head, body in sent)
     client = Client()
     wire = _Wire(client)  # type: ignore[arg-type]
     at = 0
@@ -42,7 +43,7 @@ def test_packets_come_out_whole_however_the_reads_split_them(
         wire.data_received(stream[at:at + cut])
         at += cut
     wire.data_received(stream[at:])
-    assert client.packets == sent and client.closed == 0 and not wire.buf
+    assert client.packets == sent and client.closed == 0 and not wire.packets.buf
 
 
 def test_a_remaining_length_past_four_bytes_ends_the_connection() -> None:

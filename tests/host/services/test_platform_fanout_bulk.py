@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from host_tools.cards.kit import SiteKit
 from host_tools.doorsim import SimDoor
 from host_tools.services.mosquitto import Mosquitto
-from reference_platform import fanout_writer
+from reference_platform import fanout_writer, mqtt_frames
 from reference_platform.cards import CardRegistry
 from reference_platform.distribute import attach, sync
 from reference_platform.ingest import Platform
@@ -105,13 +105,14 @@ def test_a_connection_dropped_midway_hands_back_exactly_what_was_not_acknowledge
     def broker() -> None:
         conn, _ = server.accept()
         with conn:
-            reader = fanout_writer._Packets()
+            reader = mqtt_frames.Packets()
             publishes = 0
             while publishes < 6:
                 data = conn.recv(4096)
                 if not data:
                     return
-                for ptype, _body in reader.feed(data):
+                for head, _body in reader.feed(data):
+                    ptype = head >> 4
                     if ptype == fanout_writer.CONNECT:
                         conn.sendall(b"\x20\x02\x00\x00")
                     elif ptype == fanout_writer.PUBLISH:
