@@ -10,18 +10,16 @@ object directory (`build/mcu/obj`), the ELF copied to `build/mcu/firmware.elf` w
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from host_tools.errors import EXIT_MISSING_TOOL, UserError
 from host_tools.image.cachekey import cache_key, files_under
+from host_tools.image.lock import build_lock
 from host_tools.image.source import MICROPY_VERSION, build_mpy_cross, micropython_source
 from host_tools.image.steps import Steps
 from host_tools.image.unix32 import check_manifest, image_inputs
@@ -75,13 +73,6 @@ def cached_image(out_dir: Path = OUT_DIR) -> McuImage | None:
     return McuImage(elf, str(record.get("key", "")), False, dict(record.get("sections", {})))
 
 
-@contextmanager
-def _build_lock(out_dir: Path) -> Iterator[None]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
 
 def is_current() -> bool:
     """True when build/mcu holds the image of today's manifest and sources."""
@@ -102,7 +93,7 @@ def build_mcu(steps: Steps | None = None, force: bool = False) -> McuImage:
     tree = micropython_source(steps)
     key = current_key(tree)
     elf, record = OUT_DIR / ELF_NAME, OUT_DIR / "image.json"
-    with _build_lock(OUT_DIR):
+    with build_lock(OUT_DIR):
         cached = cached_image(OUT_DIR)
         if cached is not None and cached.key == key and not force:
             steps.say(f"== mcu image is current ({elf.relative_to(REPO_ROOT)}, key {key[:12]})")

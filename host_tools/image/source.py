@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 from host_tools.errors import EXIT_MISSING_TOOL, UserError
+from host_tools.image.lock import build_lock
 from host_tools.image.steps import Steps
 from host_tools.paths import REPO_ROOT
 
@@ -128,10 +129,15 @@ def micropython_source(steps: Steps | None = None, repo_root: Path = REPO_ROOT,
 
 
 def build_mpy_cross(tree: Path, steps: Steps | None = None) -> Path:
-    """Build mpy-cross in `tree` (once; make keeps it current); returns the executable."""
+    """Build mpy-cross in `tree` (once; make keeps it current); returns the executable.
+
+    Under the tree's mpy-cross lock: the unix32 and mcu builds share this one build
+    directory, and two makes writing it at once leave a broken compiler.
+    """
     exe = tree / "mpy-cross" / "build" / "mpy-cross"
     steps = steps or Steps()
-    steps.run("mpy-cross", ["make", "-C", str(tree / "mpy-cross"), f"-j{os.cpu_count() or 1}"])
+    with build_lock(tree / "mpy-cross"):
+        steps.run("mpy-cross", ["make", "-C", str(tree / "mpy-cross"), f"-j{os.cpu_count() or 1}"])
     if not exe.is_file():
         raise UserError(f"build step 'mpy-cross' made no {exe}", EXIT_MISSING_TOOL)
     return exe

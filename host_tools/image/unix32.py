@@ -8,18 +8,16 @@ same key again means nothing is run at all.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from host_tools.boards import board_named
 from host_tools.errors import EXIT_USAGE, UserError
 from host_tools.image.cachekey import cache_key, files_under
+from host_tools.image.lock import build_lock
 from host_tools.image.source import MICROPY_VERSION, build_mpy_cross, micropython_source
 from host_tools.image.steps import Steps
 from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
@@ -83,14 +81,6 @@ def check_manifest(tree: Path, manifest: Path, steps: Steps) -> None:
         steps.say(f"   {len(frozen)} files to freeze")
 
 
-@contextmanager
-def _build_lock(out_dir: Path) -> Iterator[None]:
-    """One build at a time: tests and commands running side by side share build/unix32."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
 
 def cached_image(out_dir: Path = OUT_DIR) -> Image | None:
     """The built binary if it exists and its record is readable (not checked for freshness)."""
@@ -113,7 +103,7 @@ def build_unix32(steps: Steps | None = None, manifest: Path = MANIFEST, force: b
         key = cache_key([*image_inputs(), manifest], REPO_ROOT,
                         settings=(str(manifest), tree.parent.name, *MAKE_SETTINGS))
     binary, record = out_dir / "micropython", out_dir / "image.json"
-    with _build_lock(out_dir):
+    with build_lock(out_dir):
         cached = cached_image(out_dir)
         if cached is not None and cached.key == key and not force:
             steps.say(f"== unix32 image is current ({binary.relative_to(REPO_ROOT)}, key {key[:12]})")
