@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import os
+import sys
 
 from firmware import VERSION
 from firmware.log import log, set_clock
@@ -11,6 +12,19 @@ from firmware.log import log, set_clock
 status = {"version": VERSION, "ready": False, "heap_free": 0, "heap_peak_alloc": 0}
 # The running firmware's objects, for the console (self-test, diagnostics).
 running = {}
+
+
+def _forget(name):
+    """Drop a firmware module the door needs only at boot or now and then (commissioning,
+    power-loss report, setup check): its module object, globals and functions are freed,
+    and being frozen in the image it imports again without a compile when next needed."""
+    if sys.modules.pop("firmware." + name, None) is not None:
+        import firmware
+
+        try:
+            delattr(firmware, name)
+        except AttributeError:
+            pass
 
 
 async def _housekeeping(board):
@@ -137,6 +151,7 @@ def _report_power_loss(board, door):
 
     seen, lost_at = running.get("last_alive") or (False, 0)
     secs = outage(seen, lost_at, board.reset_cause(), board.clock.time())
+    _forget("power_loss")  # boot only (with last_alive, used before it)
     if secs is not None:
         door.machine.power_restored(secs, lost_at, 1)
 
@@ -233,20 +248,25 @@ def _check_setup(cfg, keystore, cache):
     from wire import codes as events
 
     problems = setup_check.problems(cfg, keystore, cache)
+    bits = setup_check.fault_bits(problems)
+    _forget("setup_check")  # imported again by setup_now, for a patrol report or the console
     running["setup"] = problems
     if not problems:
         return
     log("setup fault:", ", ".join(problems))
     recorder = running.get("recorder")
     if recorder is not None:
-        recorder.record(events.SETUP_FAULT, setup_check.fault_bits(problems))
+        recorder.record(events.SETUP_FAULT, bits)
 
 
 def setup_now(board):
     """The boot's problems plus the clock's state now, for the patrol report and console."""
     from firmware.setup_check import with_clock
 
-    return with_clock(running.get("setup"), board.clock)
+    try:
+        return with_clock(running.get("setup"), board.clock)
+    finally:
+        _forget("setup_check")
 
 
 def _start_commands(board, cfg, door):
@@ -293,6 +313,7 @@ def _finish_commissioning(root):
     from firmware import staging
 
     moved = staging.complete(root)
+    _forget("staging")  # boot only: the commissioning transaction's last step
     if moved >= 0:
         log("commissioning applied:", moved, "files")
         status["commissioned"] = True

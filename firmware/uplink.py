@@ -68,7 +68,7 @@ _ANNOUNCE_EVERY_MS = const(2000)  # answers to the platform's announce request: 
 _ANNOUNCE_LIMIT = const(16)  # bytes: the request is empty
 _EVENTS_HEAD = const(96)  # bytes of an events message besides its events (`gone` included)
 _EVENT_BYTES = const(96)  # bytes an event takes at most in it (32-bit numbers, 24 hex digits of data)
-INBOUND = ("ack", "resend", "time", "cmd", "cache")  # the leaves a door subscribes to
+_INBOUND = const(("ack", "resend", "time", "cmd", "cache"))  # the leaves a door subscribes to
 
 
 class TimeBase:
@@ -162,7 +162,7 @@ class Uplink:
         self.nonce = ""  # hex, drawn per connection and sent in the presence message
         # Every inbound payload is read into this one buffer, made here at boot (the largest
         # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
-        self._rx = bytearray(max(common.limit(leaf) for leaf in INBOUND))
+        self._rx = bytearray(max(common.limit(leaf) for leaf in _INBOUND))
         # And every events batch is written into this one (wire.door.encode_events_into).
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * batch)
         self._nonce_at = 0

@@ -61,34 +61,34 @@ _BUF = const(64)
 MAX_INDEX = 256
 
 MAIN = "main.bin"
-OVERLAY = "overlay.bin"
-INCOMING = "incoming.bin"
-MERGE_TMP = "merge.tmp"
-OVERLAY_TMP = "overlay.tmp"
-FLOOR = "floor"
-FLOOR_TMP = "floor.tmp"
+_OVERLAY = const("overlay.bin")
+_INCOMING = const("incoming.bin")
+_MERGE_TMP = const("merge.tmp")
+_OVERLAY_TMP = const("overlay.tmp")
+_FLOOR = const("floor")
+_FLOOR_TMP = const("floor.tmp")
 
 # Decision reasons.
 GRANTED = "granted"
 UNKNOWN = "unknown"
-EXPIRED = "expired"
-NOT_YET_VALID = "not_yet_valid"
-OUTSIDE_SCHEDULE = "outside_schedule"
-NOT_PERMITTED = "not_permitted"
+_EXPIRED = const("expired")
+_NOT_YET_VALID = const("not_yet_valid")
+_OUTSIDE_SCHEDULE = const("outside_schedule")
+_NOT_PERMITTED = const("not_permitted")
 LOCKDOWN = "lockdown"
 NO_CACHE = "no_cache"
 # The files could not be opened (heap, flash, an exception from the door's tick): the cache
 # refuses every card, as when damaged, until they are opened again (maintain() at idle, the
 # next snapshot, the next boot). Never main.bin alone: the overlay may hold revocations.
 OPEN_FAILED = "open_failed"
-CLOCK_UNSET = "clock_unset"
+_CLOCK_UNSET = const("clock_unset")
 
-STORAGE = "storage"  # update refused: flash full or failing
-NO_ROOM = "no_room"  # update refused before it was written: it cannot fit the free flash
+_STORAGE = const("storage")  # update refused: flash full or failing
+_NO_ROOM = const("no_room")  # update refused before it was written: it cannot fit the free flash
 _FREE_MARGIN = const(8192)  # bytes left free beside an update (littlefs metadata, the floor file)
 
-MODE_NORMAL = "normal"
-MODE_LOCKDOWN = "lockdown"
+_MODE_NORMAL = const("normal")
+_MODE_LOCKDOWN = const("lockdown")
 
 
 _DAY_2020 = const(18262)  # 2020-01-01, days since 1970
@@ -315,7 +315,7 @@ class Cache:
         self.main = None
         self.overlay = None
         self.error = None  # reason the cache could not be opened (decisions then deny no_cache)
-        for name in (INCOMING, MERGE_TMP, OVERLAY_TMP, FLOOR_TMP):  # left by a power cut
+        for name in (_INCOMING, _MERGE_TMP, _OVERLAY_TMP, _FLOOR_TMP):  # left by a power cut
             _remove(self._p(name))
         self.floor = self._read_floor()
         self._open()
@@ -325,7 +325,7 @@ class Cache:
 
     def _read_floor(self):
         try:
-            with open(self._p(FLOOR)) as f:
+            with open(self._p(_FLOOR)) as f:
                 return int(f.read())
         except (OSError, ValueError):
             return 0
@@ -335,9 +335,9 @@ class Cache:
         this leaves the floor one install behind, never ahead of the files)."""
         if version <= self.floor:
             return
-        with open(self._p(FLOOR_TMP), "w") as f:
+        with open(self._p(_FLOOR_TMP), "w") as f:
             f.write("%d" % version)
-        os.rename(self._p(FLOOR_TMP), self._p(FLOOR))
+        os.rename(self._p(_FLOOR_TMP), self._p(_FLOOR))
         self.floor = version
 
     def _open(self, tick=None):
@@ -364,17 +364,17 @@ class Cache:
 
     def _open_overlay(self, tick):
         """Open overlay.bin, if any, beside the open main.bin: None, or why the cache refuses."""
-        if _size(self._p(OVERLAY)) < 0:
+        if _size(self._p(_OVERLAY)) < 0:
             return None
         try:
-            ov = Table(self._p(OVERLAY), self.key, self.buf, self.site, tick)
+            ov = Table(self._p(_OVERLAY), self.key, self.buf, self.site, tick)
         except CacheError:
             # Only a merge or a snapshot replaces main.bin; both leave no overlay they do not
             # cover. A torn overlay cannot exist (it is renamed in complete), so this is damage.
             return "overlay_damaged"
         if ov.hdr.version <= self.main.hdr.version:
             ov.close()  # already merged (cut between the merge's rename and this removal)
-            _remove(self._p(OVERLAY))
+            _remove(self._p(_OVERLAY))
         elif ov.hdr.base != self.main.hdr.version:
             ov.close()
             return "overlay_damaged"
@@ -445,7 +445,7 @@ class Cache:
                 return True
         return False
 
-    def decide(self, ref, door, now, mode=MODE_NORMAL):
+    def decide(self, ref, door, now, mode=_MODE_NORMAL):
         """(granted, reason, master). Revocations win over every other rule, master included."""
         if self.main is None or self.error:
             return False, NO_CACHE, False  # fail secure: a damaged overlay may hold revocations
@@ -464,38 +464,38 @@ class Cache:
         if status != ACTIVE:
             return False, STATUS_NAMES[status], master
         if now is None:
-            return False, CLOCK_UNSET, master
+            return False, _CLOCK_UNSET, master
         tz = self._top().hdr.tz_min
         day = _day(now, tz)
         if day < start:
-            return False, NOT_YET_VALID, master
+            return False, _NOT_YET_VALID, master
         if end != NO_END and day > end:
-            return False, EXPIRED, master
-        if mode == MODE_LOCKDOWN and not master:
+            return False, _EXPIRED, master
+        if mode == _MODE_LOCKDOWN and not master:
             return False, LOCKDOWN, master
         if door < 0 or door > 15 or not (groups >> door) & 1:
-            return False, NOT_PERMITTED, master
+            return False, _NOT_PERMITTED, master
         sid = flags >> 3
         if sid and not self._in_schedule(sid, now, tz):
-            return False, OUTSIDE_SCHEDULE, master
+            return False, _OUTSIDE_SCHEDULE, master
         return True, GRANTED, master
 
     # -- updates -----------------------------------------------------------------------------
 
     def incoming_path(self):
         """Where the uplink writes a received update before calling apply()."""
-        return self._p(INCOMING)
+        return self._p(_INCOMING)
 
     def apply_bytes(self, data):
-        with open(self._p(INCOMING), "wb") as f:
+        with open(self._p(_INCOMING), "wb") as f:
             f.write(data)
-        return self.apply(self._p(INCOMING))
+        return self.apply(self._p(_INCOMING))
 
     def check_offer(self, head, total):
         """Before a byte of an update is written: its header (the first HDR_SIZE bytes, already
         authenticated by the transport) must be for this site, newer than what the door holds,
         on the right base for a delta, and the file must fit the free flash. Raises
-        CacheError(reason) as apply() would, or NO_ROOM."""
+        CacheError(reason) as apply() would, or no_room."""
         hdr = parse_header(head, total)
         if self.site is not None and hdr.site != self.site:
             raise CacheError(WRONG_SITE, "cache for site %d" % hdr.site)
@@ -505,10 +505,10 @@ class Cache:
         if hdr.kind != KIND_SNAPSHOT and (self.main is None or self.error is not None
                                           or hdr.base != self.version):
             raise CacheError(BASE_MISMATCH, "base %d, have %d" % (hdr.base, self.version))
-        _remove(self._p(INCOMING))  # an earlier transfer's piece: its room counts as free
+        _remove(self._p(_INCOMING))  # an earlier transfer's piece: its room counts as free
         free = _free_bytes(self.dir)
         if free is not None and total + _FREE_MARGIN > free:
-            raise CacheError(NO_ROOM, "%d bytes, %d free" % (total, free))
+            raise CacheError(_NO_ROOM, "%d bytes, %d free" % (total, free))
         return hdr
 
     def apply(self, path, tick=None):
@@ -542,11 +542,11 @@ class Cache:
             if not isinstance(e, CacheError):
                 t.close()
                 _remove(path)
-                _remove(self._p(OVERLAY_TMP))
+                _remove(self._p(_OVERLAY_TMP))
             if reopen or self.error == OPEN_FAILED:
                 self._open(tick)
             if isinstance(e, OSError):
-                raise CacheError(STORAGE, "flash: %s" % e) from None
+                raise CacheError(_STORAGE, "flash: %s" % e) from None
             raise
 
     def _peek(self, path):
@@ -580,7 +580,7 @@ class Cache:
             t.close()
             self.close()
             os.rename(path, self._p(MAIN))
-            _remove(self._p(OVERLAY))
+            _remove(self._p(_OVERLAY))
             t.moved(self._p(MAIN))
             t.buf, t.mv = self.buf, memoryview(self.buf)
             if t.index is not self.index:  # the scan's index: copied into the open file's
@@ -600,20 +600,20 @@ class Cache:
         if self.overlay is None:
             self.error = OPEN_FAILED  # until the overlay is open: main.bin alone misses it
             t.close()
-            os.rename(path, self._p(OVERLAY))
-            t.moved(self._p(OVERLAY))
+            os.rename(path, self._p(_OVERLAY))
+            t.moved(self._p(_OVERLAY))
             t.buf, t.mv = self.buf, memoryview(self.buf)
             self.overlay = t
             self.error = None
             self._raise_floor(hdr.version)
             return self.version
-        self._merge(self.overlay, t, self._p(OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True,
+        self._merge(self.overlay, t, self._p(_OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True,
                     tick)
         self.error = OPEN_FAILED  # until the merged overlay is open
         t.close()
         self.overlay.close()
         self.overlay = None
-        os.rename(self._p(OVERLAY_TMP), self._p(OVERLAY))
+        os.rename(self._p(_OVERLAY_TMP), self._p(_OVERLAY))
         _remove(path)
         self.error = self._open_overlay(tick)
         if self.error:  # refused as damaged: decisions stay refused
@@ -632,18 +632,18 @@ class Cache:
         if ov is None or ov.hdr.count < min_overlay:
             return False
         try:
-            self._merge(self.main, ov, self._p(MERGE_TMP), KIND_SNAPSHOT, 0, False, tick)
+            self._merge(self.main, ov, self._p(_MERGE_TMP), KIND_SNAPSHOT, 0, False, tick)
             self.close()
             self.error = OPEN_FAILED  # until the merged file is open
-            os.rename(self._p(MERGE_TMP), self._p(MAIN))
+            os.rename(self._p(_MERGE_TMP), self._p(MAIN))
         except BaseException as e:  # before the rename: the old files are as they were
-            _remove(self._p(MERGE_TMP))
+            _remove(self._p(_MERGE_TMP))
             if self.error == OPEN_FAILED:
                 self._open(tick)
             if isinstance(e, OSError):
-                raise CacheError(STORAGE, "flash: %s" % e) from None
+                raise CacheError(_STORAGE, "flash: %s" % e) from None
             raise
-        _remove(self._p(OVERLAY))
+        _remove(self._p(_OVERLAY))
         self._open(tick)
         return True
 

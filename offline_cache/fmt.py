@@ -17,7 +17,7 @@ FORMAT = const(1)
 KIND_SNAPSHOT = const(1)
 KIND_DELTA = const(2)
 
-HDR_FMT = ">4sBBHIIIHhIHHI"
+_HDR_FMT = const(">4sBBHIIIHhIHHI")
 HDR_SIZE = const(36)
 REF_LEN = const(8)
 REC_SIZE = const(15)
@@ -73,7 +73,7 @@ class Header:
         self.fmt = fmt
 
     def pack(self):
-        return struct.pack(HDR_FMT, MAGIC, self.fmt, self.kind, self.rec_size, self.version, self.base,
+        return struct.pack(_HDR_FMT, MAGIC, self.fmt, self.kind, self.rec_size, self.version, self.base,
                            self.site, self.scope, self.tz_min, self.count, self.sched_len,
                            self.hol_count, self.created)
 
@@ -88,7 +88,7 @@ def parse_header(raw, size=None):
     """Header from its 36 bytes; `size` (the file's length) is checked against the counts."""
     if len(raw) < HDR_SIZE:
         raise CacheError(MALFORMED, "short header")
-    f = struct.unpack(HDR_FMT, bytes(raw[:HDR_SIZE]))
+    f = struct.unpack(_HDR_FMT, bytes(raw[:HDR_SIZE]))
     if f[0] != MAGIC:
         raise CacheError(MALFORMED, "not a whitelist cache")
     if f[1] != FORMAT:

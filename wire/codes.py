@@ -1,5 +1,6 @@
 """Event codes, access_denied reasons and card step results: one table each (docs/protocol.md,
-"Event codes"). The door journals these numbers; the platform and the tools read them.
+"Event codes"). The door journals these numbers; the platform and the tools read them, and
+name them with wire/platform.py (EVENT_NAMES, deny_reason_name), which the door never imports.
 """
 
 # Access
@@ -75,27 +76,5 @@ def deny_for_card(card_code):
     return DENY_REASONS.get(CARD_REASONS.get(card_code, ""), DENY_REASONS["unknown"])
 
 
-def deny_reason_name(code):
-    for name in DENY_REASONS:
-        if DENY_REASONS[name] == code:
-            return name
-    return "reason_%d" % code
-
-
-NAMES = {
-    ACCESS_GRANTED: "access_granted", ACCESS_DENIED: "access_denied",
-    DOOR_OPENED: "door_opened", DOOR_CLOSED: "door_closed", FORCED_OPEN: "forced_open",
-    HELD_OPEN_PREALARM: "held_open_prealarm", HELD_OPEN: "held_open",
-    HELD_OPEN_CLEARED: "held_open_cleared", CLOSER_FAULT: "closer_fault",
-    CLOSER_FAULT_CLEARED: "closer_fault_cleared",
-    SENSOR_TAMPER: "sensor_tamper", SENSOR_TAMPER_CLEARED: "sensor_tamper_cleared",
-    DEVICE_TAMPER: "device_tamper", DEVICE_TAMPER_CLEARED: "device_tamper_cleared",
-    POWER_LOST: "power_lost", POWER_RESTORED: "power_restored", BOOT: "boot",
-    TIME_SET: "time_set", JOURNAL_NEAR_FULL: "journal_near_full",
-    CACHE_UPDATED: "cache_updated", CACHE_REJECTED: "cache_rejected",
-    COMMAND_REJECTED: "command_rejected", MODE_CHANGED: "mode_changed",
-    CONFIG_CHANGED: "config_changed", SETUP_FAULT: "setup_fault",
-    INBOUND_REFUSED: "inbound_refused", GAP: "gap",
-}
 # setup_fault arg bits: a door whose parts disagree refuses every card while it looks normal.
 SETUP_BITS = {"keys_site": 1, "no_keys": 2, "whitelist_refused": 4, "keys_door": 8}

@@ -37,6 +37,7 @@ from reference_platform.distribute import push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as ev
+from wire.platform import deny_reason_name
 
 DECISIONS = 100_000
 UPDATES = 200
@@ -144,7 +145,7 @@ def _why(platform: Platform, denials: int) -> str:
     while time.monotonic() < deadline:
         refused = [e for e in platform.store.events(DEVICE) if e[1] == ev.ACCESS_DENIED]
         if len(refused) >= denials:
-            return f" ({ev.deny_reason_name(int(refused[-1][6]))})"
+            return f" ({deny_reason_name(int(refused[-1][6]))})"
         time.sleep(0.2)
     return " (its reason did not reach the platform)"
 

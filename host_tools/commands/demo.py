@@ -24,15 +24,16 @@ from offline_cache import fmt
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as events
+from wire.platform import EVENT_NAMES, deny_reason_name
 
 DEVICE_ID = "demo.b1.d1"
 SITE = 1001
 
 
 def describe(code: int, arg: int) -> str:
-    name = events.NAMES.get(code, str(code))
+    name = EVENT_NAMES.get(code, str(code))
     if code == events.ACCESS_DENIED:
-        return f"{name} ({events.deny_reason_name(arg)})"
+        return f"{name} ({deny_reason_name(arg)})"
     if code == events.ACCESS_GRANTED:
         return f"{name} ({ {1: 'card', 2: 'REX', 3: 'remote'}.get(arg, arg)})"
     return name

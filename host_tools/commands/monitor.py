@@ -25,12 +25,14 @@ from host_tools.errors import (
 from wire import codes as ev
 from wire import common
 from wire.platform import (
+    EVENT_NAMES,
     decode_cache_state,
     decode_events,
     decode_presence,
     decode_register,
     decode_reply,
     decode_status,
+    deny_reason_name,
 )
 
 ALARMS = {ev.SETUP_FAULT, ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT,
@@ -43,9 +45,9 @@ def describe(leaf: str, payload: bytes) -> dict[str, Any] | None:
         out = []
         for e in decode_events(payload):
             code, arg = e[common.E_CODE], e[common.E_ARG]
-            name = ev.NAMES.get(code, str(code))
+            name = EVENT_NAMES.get(code, str(code))
             if code == ev.ACCESS_DENIED:
-                name += " (" + ev.deny_reason_name(arg) + ")"
+                name += " (" + deny_reason_name(arg) + ")"
             elif code == ev.ACCESS_GRANTED:
                 name += " (" + {1: "card", 2: "REX", 3: "remote"}.get(arg, str(arg)) + ")"
             data = e[common.E_DATA] or None

@@ -7,6 +7,7 @@ from offline_cache import fmt
 from host_tools import cache_build
 from offline_cache.cache import Cache
 from tests.scratch import fresh_dir
+from wire.platform import deny_reason_name
 
 AUTH_FAILED = ev.CARD_AUTH_FAILED
 
@@ -95,4 +96,4 @@ def test_every_deny_reason_code_is_unique_and_named():
     codes = [ev.DENY_REASONS[k] for k in ev.DENY_REASONS]
     assert len(set(codes)) == len(codes)
     for name in ev.DENY_REASONS:
-        assert ev.deny_reason_name(ev.DENY_REASONS[name]) == name
+        assert deny_reason_name(ev.DENY_REASONS[name]) == name

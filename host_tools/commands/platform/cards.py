@@ -17,6 +17,7 @@ from host_tools.cli_inputs import check_broker, known_device, open_store, parse_
 from host_tools.commands.platform.registry import open_registry
 from host_tools.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 from wire import codes as ev
+from wire.platform import EVENT_NAMES
 
 card_app = typer.Typer(help="Card lifecycle: issue, lost, unblock, suspend, resume, renew, "
                        "reissue, cancel; each change goes to the doors as a signed update.",
@@ -248,7 +249,7 @@ def alarm_rows(store: Any, device: str | None) -> list[dict[str, Any]]:
                 if cleared == code and raised in open_:
                     open_.pop(raised)["end"] = t
             if code in ALARM_PAIRS:
-                rec = {"door": d, "alarm": ev.NAMES[code], "start": t, "end": None, "seq": e[0]}
+                rec = {"door": d, "alarm": EVENT_NAMES[code], "start": t, "end": None, "seq": e[0]}
                 out.append(rec)
                 if ALARM_PAIRS[code] is not None:
                     open_.setdefault(code, rec)

@@ -239,12 +239,13 @@ def events(
                                "missing": gaps, "ack_upto": store.ack_upto(device)}))
         return
     from wire import codes as ev
+    from wire.platform import EVENT_NAMES, deny_reason_name
 
     table = Table("seq", "event", "boot", "time", "flags", "data")
     for r in rows:
-        name = ev.NAMES.get(r[1], str(r[1]))
+        name = EVENT_NAMES.get(r[1], str(r[1]))
         if r[1] == ev.ACCESS_DENIED:
-            name += f" ({ev.deny_reason_name(r[6])})"
+            name += f" ({deny_reason_name(r[6])})"
         elif r[1] == ev.ACCESS_GRANTED:
             name += " (" + {1: "card", 2: "REX", 3: "remote"}.get(r[6], str(r[6])) + ")"
         elif r[6]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from firmware import cache_sync, commands, refusals
 from wire import codes
+from wire.platform import EVENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[3]
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
@@ -27,7 +28,7 @@ def _rows(section: str) -> dict[int, str]:
 
 
 def test_the_event_code_table_is_the_doors():
-    assert _rows(_section(PROTOCOL, "## Event codes")) == codes.NAMES
+    assert _rows(_section(PROTOCOL, "## Event codes")) == EVENT_NAMES
 
 
 def test_the_access_denied_table_is_the_doors():
