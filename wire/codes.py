@@ -1,6 +1,6 @@
 """Event codes, access_denied reasons and card step results: one table each (docs/protocol.md,
 "Event codes"). The door journals these numbers; the platform and the tools read them, and
-name them with wire/platform.py (EVENT_NAMES, deny_reason_name), which the door never imports.
+name them with wire/names.py (EVENT_NAMES, deny_reason_name), which the door never imports.
 """
 
 # Access

@@ -366,8 +366,8 @@ def application_modules() -> list[str]:
 
 
 # Frozen beside the application but never imported by the door: the platform's half of the
-# protocol (its test vectors run on the image too).
-HOST_SIDE_MODULES = ("wire.platform",)
+# protocol and the names of the door's numbers (their test vectors run on the image too).
+HOST_SIDE_MODULES = ("wire.platform", "wire.names")
 
 
 def app_import_kib(binary: str) -> float:

@@ -37,7 +37,7 @@ from reference_platform.distribute import push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as ev
-from wire.platform import deny_reason_name
+from wire.names import deny_reason_name
 
 DECISIONS = 100_000
 UPDATES = 200

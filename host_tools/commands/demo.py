@@ -24,7 +24,7 @@ from offline_cache import fmt
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as events
-from wire.platform import EVENT_NAMES, deny_reason_name
+from wire.names import EVENT_NAMES, deny_reason_name
 
 DEVICE_ID = "demo.b1.d1"
 SITE = 1001

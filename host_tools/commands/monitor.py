@@ -24,15 +24,14 @@ from host_tools.errors import (
 )
 from wire import codes as ev
 from wire import common
+from wire.names import EVENT_NAMES, deny_reason_name
 from wire.platform import (
-    EVENT_NAMES,
     decode_cache_state,
     decode_events,
     decode_presence,
     decode_register,
     decode_reply,
     decode_status,
-    deny_reason_name,
 )
 
 ALARMS = {ev.SETUP_FAULT, ev.FORCED_OPEN, ev.HELD_OPEN, ev.HELD_OPEN_PREALARM, ev.CLOSER_FAULT,

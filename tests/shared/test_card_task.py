@@ -7,7 +7,7 @@ from offline_cache import fmt
 from host_tools import cache_build
 from offline_cache.cache import Cache
 from tests.scratch import fresh_dir
-from wire.platform import deny_reason_name
+from wire.names import deny_reason_name
 
 AUTH_FAILED = ev.CARD_AUTH_FAILED
 

@@ -1,7 +1,7 @@
 # The code tables of wire/codes.py on both interpreters: every card step failure is refused
 # with the access_denied reason of its own name, and no two reasons share a number.
 from wire import codes
-from wire.platform import EVENT_NAMES, deny_reason_name
+from wire.names import EVENT_NAMES, deny_reason_name
 
 
 def test_every_card_failure_has_the_deny_reason_of_its_name():

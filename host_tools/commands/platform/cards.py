@@ -17,7 +17,7 @@ from host_tools.cli_inputs import check_broker, known_device, open_store, parse_
 from host_tools.commands.platform.registry import open_registry
 from host_tools.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, UserError, fail
 from wire import codes as ev
-from wire.platform import EVENT_NAMES
+from wire.names import EVENT_NAMES
 
 card_app = typer.Typer(help="Card lifecycle: issue, lost, unblock, suspend, resume, renew, "
                        "reissue, cancel; each change goes to the doors as a signed update.",

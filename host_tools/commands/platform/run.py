@@ -239,7 +239,7 @@ def events(
                                "missing": gaps, "ack_upto": store.ack_upto(device)}))
         return
     from wire import codes as ev
-    from wire.platform import EVENT_NAMES, deny_reason_name
+    from wire.names import EVENT_NAMES, deny_reason_name
 
     table = Table("seq", "event", "boot", "time", "flags", "data")
     for r in rows:

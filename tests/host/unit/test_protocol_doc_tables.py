@@ -12,7 +12,7 @@ from pathlib import Path
 
 from firmware import cache_sync, commands, refusals
 from wire import codes
-from wire.platform import EVENT_NAMES
+from wire.names import EVENT_NAMES
 
 ROOT = Path(__file__).resolve().parents[3]
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
