@@ -29,6 +29,7 @@ FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
 JOURNAL_BLOCKS = 397  # 50,000 events of 32 bytes + a spare sector + the ack area
 ROM_BLOCKS = 64  # two 256 KiB ROM partitions for the application's ROMFS image (board/vdev/rom.py)
 OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
+RX_BYTES = 512  # the reader link's receive buffer: the ESP32 board's UART rxbuf (a PN532 frame is at most 262 bytes)
 
 INPUT_DEFAULTS = {
     "door_contact": "closed",
@@ -181,12 +182,20 @@ class _Input:
 
 
 class ReaderUART:
-    """The PN532 link: bytes to and from whichever host emulator is connected."""
+    """The PN532 link: bytes to and from whichever host emulator is connected.
+
+    Received bytes wait in one buffer made here (an ESP32's UART driver keeps its ring in C,
+    outside the Python heap), not in a bytearray made per chunk received and per read: the
+    card task polls five times a second. Bytes arrive at `_tail` and are taken from `_head`;
+    only the receiving side moves `_tail` or moves bytes (a read taken while it waits for
+    the socket must not shift what it is about to write after)."""
 
     def __init__(self):
         self._reader = None
         self._writer = None
-        self._rx = bytearray()
+        self._rxv = memoryview(bytearray(RX_BYTES))
+        self._head = 0
+        self._tail = 0
         self._rx_event = asyncio.Event()
 
     def connected(self):
@@ -206,15 +215,40 @@ class ReaderUART:
                 pass
 
     def any(self):
-        return len(self._rx)
+        return self._tail - self._head
 
     def reset_input(self):
-        self._rx = bytearray()
+        self._head = self._tail
+
+    def _room(self):
+        """Make room at the tail: the buffer starts over when empty, what is held moves down
+        when the tail reached the end, and a full buffer nobody reads is dropped (a UART's
+        overrun)."""
+        if self._head == self._tail:
+            self._head = self._tail = 0
+        elif self._tail == RX_BYTES:
+            held = self._tail - self._head
+            if held == RX_BYTES:
+                self._head = self._tail = 0
+            else:
+                self._rxv[:held] = self._rxv[self._head:self._tail]  # a memmove
+                self._head, self._tail = 0, held
+
+    def feed(self, data):
+        """Bytes from the emulator, as the link receives them (tests feed it directly)."""
+        data = memoryview(data)
+        while data:
+            self._room()
+            k = min(len(data), RX_BYTES - self._tail)
+            self._rxv[self._tail:self._tail + k] = data[:k]
+            self._tail += k
+            data = data[k:]
+        self._rx_event.set()
 
     async def read(self, n, timeout_ms=None):
         """Up to n bytes; waits for at least one (or returns b"" after timeout_ms)."""
         waited = 0
-        while not self._rx:
+        while self._head == self._tail:
             self._rx_event.clear()
             if timeout_ms is None:
                 await self._rx_event.wait()
@@ -226,8 +260,9 @@ class ReaderUART:
                 except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
                     return b""
                 waited = timeout_ms  # one wait only: data or timeout
-        out = bytes(self._rx[:n])
-        self._rx = self._rx[n:]
+        k = min(n, self._tail - self._head)
+        out = bytes(self._rxv[self._head:self._head + k])
+        self._head += k
         return out
 
     async def serve_client(self, reader, writer):
@@ -238,11 +273,13 @@ class ReaderUART:
         self._reader, self._writer = reader, writer
         try:
             while True:
-                data = await reader.read(256)
-                if not data:
+                self._room()
+                got = await reader.readinto(self._rxv[self._tail:])  # straight into the buffer
+                if got is None:
+                    continue  # woken with nothing to read
+                if not got:
                     break
-                if len(self._rx) < 4096:
-                    self._rx += data
+                self._tail += got
                 self._rx_event.set()
         except OSError:
             pass

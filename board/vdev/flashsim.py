@@ -29,12 +29,27 @@ filesystem must be treated as lost until it is mounted again (docs/flash-simulat
 """
 
 _CHUNK = 256
-_FF = b"\xff" * _CHUNK  # an erased window, one for every chip
+# Literals, not `b"\xff" * 256`: a literal is frozen into the image (no heap); one erased
+# window serves every chip.
+_FF = (
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+      b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+)
 
 
 class PowerCut(Exception):
     """The simulated chip lost power during, or before, this operation."""
 
+
+# The one window every chip moves its data through: the block methods never await or call
+# each other, so chips can share it (each had its own: 256 bytes of heap per chip).
+_SCRATCH = bytearray(_CHUNK)
 
 # Raised instead of a fresh instance when the heap is locked (see the module docstring).
 _NO_POWER = PowerCut("flash has no power")
@@ -65,8 +80,6 @@ class FlashSim:
         self._cut_in = 0  # 0 = not armed; else ops left until the torn one
         self._landed = None  # bytes of the torn op that land (None: the default share)
         self._dead = False
-        self._scratch = bytearray(_CHUNK)
-        self._ff = _FF
         self._file = None
         self._img = None
         self._imv = None
@@ -75,7 +88,7 @@ class FlashSim:
             self._img = bytearray(self.size)
             self._imv = memoryview(self._img)
             for base in range(0, self.size, _CHUNK):
-                self._imv[base : base + _CHUNK] = self._ff
+                self._imv[base : base + _CHUNK] = _FF
         else:
             # File-backed: the image never sits in RAM, so a large chip fits a small heap.
             self._open_image(path)
@@ -96,7 +109,7 @@ class FlashSim:
         addr = have - have % _CHUNK
         while addr < self.size:
             f.seek(addr)
-            f.write(self._ff)
+            f.write(_FF)
             addr += _CHUNK
 
     # -- storage (RAM or file) ------------------------------------------------------------
@@ -115,18 +128,18 @@ class FlashSim:
     def _window_in(self, base):
         if self._file is not None:
             self._file.seek(base)
-            self._file.readinto(self._scratch)
+            self._file.readinto(_SCRATCH)
         else:
-            img, sc = self._img, self._scratch
+            img, sc = self._img, _SCRATCH
             for i in range(_CHUNK):
                 sc[i] = img[base + i]
 
     def _window_out(self, base):
         if self._file is not None:
             self._file.seek(base)
-            self._file.write(self._scratch)
+            self._file.write(_SCRATCH)
         else:
-            self._imv[base : base + _CHUNK] = self._scratch  # a slice store does not allocate
+            self._imv[base : base + _CHUNK] = _SCRATCH  # a slice store does not allocate
 
     # -- power cuts ------------------------------------------------------------------
 
@@ -186,7 +199,7 @@ class FlashSim:
             _fail(ValueError, "access beyond the end of flash", _OUT_OF_RANGE)
         if self._dead:
             _fail(PowerCut, "flash has no power", _NO_POWER)
-        sc = self._scratch
+        sc = _SCRATCH
         # Check the whole range first: a refused program changes nothing.
         base = addr - addr % _CHUNK
         while base < addr + n:
@@ -220,11 +233,11 @@ class FlashSim:
         torn = self._begin_op()
         bs = self.block_size
         end = addr + (self._torn_share(bs, bs // 3) if torn else bs)
-        sc = self._scratch
+        sc = _SCRATCH
         base = addr
         while base < end:
             if end - base >= _CHUNK:
-                sc[0:_CHUNK] = self._ff
+                sc[0:_CHUNK] = _FF
             else:
                 self._window_in(base)
                 for i in range(end - base):

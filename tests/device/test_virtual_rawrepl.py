@@ -194,10 +194,38 @@ def test_reader_uart_read_returns_buffered_bytes_or_times_out():
 
     async def go():
         assert await u.read(4, 20) == b""
-        u._rx += b"\x00\x00\xff\x01\x02"
+        u.feed(b"\x00\x00\xff\x01\x02")
         first = await u.read(3, 20)
         rest = await u.read(10, 20)
         return first, rest
 
     assert asyncio.run(go()) == (b"\x00\x00\xff", b"\x01\x02")
     assert u.write(b"x") == 0  # no emulator connected: bytes are lost, like an open UART
+
+
+def test_reader_uart_keeps_byte_order_across_its_buffer_end_and_drops_an_overrun():
+    import asyncio
+
+    from board.virtual import RX_BYTES, ReaderUART
+
+    u = ReaderUART()
+    sent = bytearray()
+    got = bytearray()
+
+    async def go():
+        # Frames fed and read in uneven pieces: the buffer's tail reaches its end many times.
+        for i in range(40):
+            piece = bytes((i * 7 + k) & 0xFF for k in range(37 + i % 5))
+            u.feed(piece)
+            sent.extend(piece)
+            got.extend(await u.read(29, 20))
+        while u.any():
+            got.extend(await u.read(64, 20))
+
+    asyncio.run(go())
+    assert bytes(got) == bytes(sent)
+    u.feed(bytes(RX_BYTES))
+    u.feed(b"\x01\x02")  # nobody read: the full buffer is dropped, the new bytes kept
+    assert u.any() == 2
+    u.reset_input()
+    assert u.any() == 0
