@@ -102,8 +102,12 @@ class Journal:
         self._buf = bytearray(RECORD_SIZE)
         self._mv = memoryview(self._buf)
         self._abuf = bytearray(_ACK_SIZE)
-        self._sector_seq = [0] * self.n_data  # 0 = no valid header
+        # Per data sector, the sequence number its header gives its first record (at least 1);
+        # 0: no valid header (erased, or torn). One table: sectors are written in ring order,
+        # so the one after a sector followed it when its first number is higher
+        # (_sector_last_seq); only the head's own header sequence is kept beside it.
         self._first_seq = [0] * self.n_data
+        self._head_sseq = 0
         self._pre_erased = -1  # data index erased in this boot and not yet used
         self.head = -1  # data index of the sector being filled
         self.slot = 0  # next free slot in the head sector (1-based; 0 = header)
@@ -139,17 +143,19 @@ class Journal:
 
     def _scan(self):
         best = -1
+        best_sseq = 0
         for i in range(self.n_data):
             h = self._valid_header(_ACK_BLOCKS + i)
             if h is None:
                 continue
-            self._sector_seq[i], self._first_seq[i] = h
-            if best < 0 or h[0] > self._sector_seq[best]:
-                best = i
+            self._first_seq[i] = h[1]
+            if best < 0 or h[0] > best_sseq:
+                best, best_sseq = i, h[0]
         self._scan_acks()
         if best < 0:
             return
         self.head = best
+        self._head_sseq = best_sseq
         last_seq, self.slot, gap = self._read_sector(best)
         self.next_seq = last_seq + 1
         if self.acked >= self.next_seq:
@@ -157,7 +163,7 @@ class Journal:
         # Every unacknowledged record is on the flash, unless a power cut came between
         # erasing the oldest unacknowledged sector (ring full) and reporting it: then the
         # oldest sector starts above the acknowledged point, and the hole is reported now.
-        oldest = min(self._first_seq[i] for i in range(self.n_data) if self._sector_seq[i])
+        oldest = min(f for f in self._first_seq if f)
         if oldest > self.acked + 1:
             first, last = self.acked + 1, oldest - 1
             noted = gap is not None and gap[0] <= first and gap[1] >= last
@@ -238,30 +244,35 @@ class Journal:
     def _sector_last_seq(self, i):
         """Highest sequence number sector `i` holds: one less than the first of the sector
         written after it. (Its first + slots - 1 would overstate it: a slot torn by a power
-        cut holds no number, and the next record takes the number it would have had.)"""
+        cut holds no number, and the next record takes the number it would have had.)
+        Sectors are opened in ring order, so the next one was opened right after this one
+        when its first number is higher: had the ring come round again since, this sector
+        would have been opened again first. A next sector that is erased, torn (an erase or
+        header cut short: no valid header) or left from the lap before (an erase cut before
+        it changed a byte: a lower first number) is no successor."""
         if i == self.head:
             return self.next_seq - 1
         j = (i + 1) % self.n_data
-        if self._sector_seq[j] == self._sector_seq[i] + 1:
+        if self._first_seq[j] > self._first_seq[i]:
             return self._first_seq[j] - 1
         return self._read_sector(i)[0]  # no successor (a cut while opening it): look
 
     def _open_sector(self):
         nxt = 0 if self.head < 0 else (self.head + 1) % self.n_data
         lost_first = lost_last = 0
-        if self._sector_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
+        if self._first_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
             # Ring full: the oldest unacknowledged records are overwritten, and reported.
             lost_first = max(self._first_seq[nxt], self.acked + 1)
             lost_last = min(self._sector_last_seq(nxt), self.next_seq - 1)
         if self._pre_erased != nxt:
             self.dev.ioctl(6, _ACK_BLOCKS + nxt)
         self._pre_erased = -1
-        sseq = (self._sector_seq[self.head] + 1) if self.head >= 0 else 1
+        sseq = (self._head_sseq + 1) if self.head >= 0 else 1
         struct.pack_into(_HDR, self._buf, 0, _MAGIC, sseq, self.next_seq, b"", 0)
         struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
         self.dev.writeblocks(_ACK_BLOCKS + nxt, self._mv, 0)
-        self._sector_seq[nxt] = sseq
         self._first_seq[nxt] = self.next_seq
+        self._head_sseq = sseq
         self.head = nxt
         self.slot = 1
         if lost_last >= lost_first and lost_first:
@@ -288,10 +299,9 @@ class Journal:
         nxt = (self.head + 1) % self.n_data
         if self._pre_erased == nxt:
             return False
-        if self._sector_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
+        if self._first_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
             return False
         self.dev.ioctl(6, _ACK_BLOCKS + nxt)
-        self._sector_seq[nxt] = 0
         self._first_seq[nxt] = 0
         self._pre_erased = nxt
         return True
@@ -325,7 +335,7 @@ class Journal:
         or overwritten and reported lost."""
         oldest = self.next_seq
         for i in range(self.n_data):
-            if self._sector_seq[i] and self._first_seq[i] < oldest:
+            if self._first_seq[i] and self._first_seq[i] < oldest:
                 oldest = self._first_seq[i]
         return oldest
 
@@ -333,9 +343,9 @@ class Journal:
         """Index of the sector holding `seq` (or the oldest one after it), -1 if none."""
         best = oldest = -1
         for i in range(self.n_data):
-            if not self._sector_seq[i]:
-                continue
             f = self._first_seq[i]
+            if not f:
+                continue
             if f <= seq and (best < 0 or f > self._first_seq[best]):
                 best = i
             if oldest < 0 or f < self._first_seq[oldest]:
@@ -347,7 +357,7 @@ class Journal:
         best = -1
         for j in range(self.n_data):
             f = self._first_seq[j]
-            if self._sector_seq[j] and f > first and (best < 0 or f < self._first_seq[best]):
+            if f > first and (best < 0 or f < self._first_seq[best]):
                 best = j
         return best
 
