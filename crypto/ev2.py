@@ -388,35 +388,11 @@ class Reader:
             self.channel = None
 
     # --- the same on the blocking transceive ---------------------------------------
-    def exchange(self, ins, data=b""):
-        return drive(self.g_exchange(ins, data), self._t)
-
-    def plain_command(self, ins, data=b""):
-        return drive(self.g_plain_command(ins, data), self._t)
-
-    def select_application(self, aid):
-        return drive(self.g_select_application(aid), self._t)
-
-    def get_key_version(self, key_no):
-        return drive(self.g_get_key_version(key_no), self._t)
-
-    def get_version(self):
-        return drive(self.g_get_version(), self._t)
-
-    def authenticate(self, key, key_no, rnd_a=None):
-        return drive(self.g_authenticate(key, key_no, rnd_a), self._t)
-
-    def command(self, ins, header=b"", data=b"", mode=1, resp_mode=None):
-        return drive(self.g_command(ins, header, data, mode, resp_mode), self._t)
-
-    def read_data(self, file_no, offset, length, mode=1):
-        return drive(self.g_read_data(file_no, offset, length, mode), self._t)
-
-    def write_data(self, file_no, offset, data, mode=1):
-        return drive(self.g_write_data(file_no, offset, data, mode), self._t)
-
-    def get_card_uid(self):
-        return drive(self.g_get_card_uid(), self._t)
-
-    def change_key(self, key_no, new_key, old_key=None, version=1):
-        return drive(self.g_change_key(key_no, new_key, old_key, version), self._t)
+    def __getattr__(self, name):
+        """`reader.name(...)` runs `g_name(...)` on the blocking transceive (host tools and
+        tests). One lookup instead of a method per operation: the door drives the generators
+        itself, and each method would be one more function object in its heap."""
+        gen = None if name[0] == "_" else getattr(type(self), "g_" + name, None)
+        if gen is None:
+            raise AttributeError(name)
+        return lambda *args, **kw: drive(gen(self, *args, **kw), self._t)
