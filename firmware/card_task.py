@@ -188,6 +188,9 @@ class CardTask:
     def handle(self, result):
         """Decide and act on one card step result (None: the door has no keys)."""
         self.decisions += 1
+        # The count in the status report: a host that swaps cards as fast as the door decides
+        # (the soak) tells a decision from a read cut short (card_lost) by it.
+        self.status["decisions"] = self.decisions
         if result is None:
             self.door.deny(NO_KEYS, b"", 0)
             return

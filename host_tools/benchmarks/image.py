@@ -122,9 +122,11 @@ class Template:
 
     def __init__(self, tmp: Path, broker: Mosquitto, name: str = "template",
                  cards: int | None = None, backlog: int | None = None,
-                 door: dict[str, int] | None = None, tls_ca: Path | None = None) -> None:
+                 door: dict[str, int] | None = None, tls_ca: Path | None = None,
+                 reader: dict[str, int] | None = None) -> None:
         """`tls_ca`: the broker speaks TLS with a certificate of this CA; the door is
-        commissioned with it (as `doorctl commission --tls-ca`), the platform uses it too."""
+        commissioned with it (as `doorctl commission --tls-ca`), the platform uses it too.
+        `reader`: the config's `cards` entries (the card task's timings, docs/card-profile.md)."""
         cards = CARDS if cards is None else cards
         backlog = BACKLOG if backlog is None else backlog
         self.site = SiteKit()
@@ -148,9 +150,14 @@ class Template:
         broker_cfg: dict[str, Any] = {"host": broker.host, "port": broker.port, "keepalive": 5}
         if tls_ca is not None:
             broker_cfg["ca"] = "ca.pem"
+        if reader:
+            extra_cfg: dict[str, Any] = {"cards": dict(reader)}
+        else:
+            extra_cfg = {}
         config = self.site.door_config(DEVICE, broker=broker_cfg,
                                        door=door or {"unlock_ms": 1500, "prealarm_ms": 1500,
-                                                     "held_open_ms": HELD_OPEN_MS, "deny_ms": 150})
+                                                     "held_open_ms": HELD_OPEN_MS, "deny_ms": 150},
+                                       **extra_cfg)
         with VirtualDevice(self.state, heap="512K") as dev:
             provision(dev.pty, config=config, keys=self.site.door_keys(),
                       cache=self.site.snapshot(1, self.cards[:1]), extra=extra)

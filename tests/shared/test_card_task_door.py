@@ -56,6 +56,7 @@ def test_handle_sends_grants_and_refusals_to_the_door():
                           ("deny", ev.DENY_REASONS["lost"], LOST, 0),
                           ("deny", ev.DENY_REASONS["no_keys"], b"", 0)]
     assert task.decisions == 3
+    assert task.status["decisions"] == 3  # in the status report too (the I/O channel's)
 
 
 # --- one decision per presentation ------------------------------------------------------
