@@ -112,6 +112,13 @@ class IOChannel:
                     "t": self.clock.ticks_ms()}
         if op == "status":
             st = self.status_provider() if self.status_provider else {}
+            keys = msg.get("keys")
+            if keys is not None:
+                # Only these: a host asking after every card (the soak) needs two figures,
+                # not the whole report (~800 bytes of JSON each time, in a tight heap).
+                if not isinstance(keys, list):
+                    return {"ok": False, "error": "keys is a list of status names"}
+                st = {k: st[k] for k in keys if k in st}
             return {"ok": True, "status": st, "t": self.clock.ticks_ms()}
         return {"ok": False, "error": "unknown op"}
 

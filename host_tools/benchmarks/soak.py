@@ -133,7 +133,7 @@ def _wait(cond: Callable[[], object], timeout: float, what: str) -> None:
 
 
 def _online(io: VirtualIO, clock: bool = False) -> bool:
-    st = io.status()
+    st = io.status("uplink", "clock_synced")
     return st.get("uplink") == "connected" and (not clock or bool(st.get("clock_synced")))
 
 
@@ -189,7 +189,7 @@ def _swipe(io: VirtualIO, emu: ReleaseWatch, card: LocalCard, decided: int) -> d
         if not emu.wait_release(seen, deadline - time.monotonic()):
             raise SoakFailed(f"no decision within {SWIPE_TIMEOUT_S:.0f} s")
         seen = emu.releases
-        st = io.status()
+        st = io.status("decisions", "heap_free")
         n = int(st.get("decisions", 0))
         if n == decided + 1:
             return st
@@ -280,7 +280,7 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                     emu = ReleaseWatch()
                     with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
                         _wait(lambda: _online(io, clock=True), 60, "the uplink and the time")
-                        decided = int(io.status().get("decisions", 0))  # since this boot
+                        decided = int(io.status("decisions").get("decisions", 0))  # since this boot
                         t0 = time.monotonic()
                         for _ in range(per_round if report.decisions < decisions else 0):
                             granted = report.decisions % 2 == 0
@@ -305,7 +305,7 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                             push(platform, DEVICE, template.site.delta(version, version - 1, lost),
                                  timeout=60, key=template.site.cache_key)
                             report.updates += 1
-                        heap_seen(io.status())
+                        heap_seen(io.status("heap_free"))
                         if report.reconnects < reconnects:
                             broker.restart()  # an outage: the door reconnects by itself
                             _wait(lambda: _online(io), 60, "a reconnect")

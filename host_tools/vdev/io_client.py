@@ -98,8 +98,12 @@ class VirtualIO:
     def state(self) -> dict[str, Any]:
         return self.request({"op": "get"})
 
-    def status(self) -> dict[str, Any]:
-        return dict(self.request({"op": "status"})["status"])
+    def status(self, *keys: str) -> dict[str, Any]:
+        """The firmware's status report; with `keys`, only those entries (those it has)."""
+        msg: dict[str, Any] = {"op": "status"}
+        if keys:
+            msg["keys"] = list(keys)
+        return dict(self.request(msg)["status"])
 
     def events(self) -> list[IOEvent]:
         with self._cond:

@@ -185,6 +185,16 @@ def test_io_channel_reports_output_changes_with_timestamps(vdev: VirtualDevice) 
         assert io.status()["ready"] is True
 
 
+def test_io_channel_status_gives_only_the_entries_asked_for(vdev: VirtualDevice) -> None:
+    with VirtualIO(vdev.io_addr) as io:
+        full = io.status()
+        assert len(full) > 2
+        assert io.status("ready", "version", "no_such_entry") == {
+            "ready": full["ready"], "version": full["version"]}
+        with pytest.raises(IOChannelError, match="keys is a list"):
+            io.request({"op": "status", "keys": "ready"})
+
+
 def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -> None:
     with VirtualIO(vdev.io_addr) as io, VirtualIO(vdev.io_addr) as watcher:
         mpremote(vdev, "exec", "import asyncio\n"
