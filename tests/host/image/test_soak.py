@@ -27,6 +27,7 @@ def test_short_soak_on_the_image(tmp_path: Path, unix32_binary: Path) -> None:
     assert r.duplicated == 0, "an event reached the platform twice"
     assert r.lost == 0 and r.seqs and max(r.seqs) >= r.last_seq, "an event is missing"
     assert r.counts(ev.ACCESS_GRANTED) == 12 and r.counts(ev.ACCESS_DENIED) == 12
+    assert r.checked == 24, "not every decision was checked at the platform one by one"
     assert r.counts(ev.BOOT) >= 3
     assert r.alive and not r.out_of_memory
     assert r.min_free is not None and r.min_free > 0

@@ -1,0 +1,92 @@
+"""The soak's own checks and options (host_tools/benchmarks/soak.py), without a door: its heap
+option, its door timings, and the one-by-one check of the decisions stored at the platform.
+The soak itself runs in tests/host/image/test_soak.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from host_tools.benchmarks import soak
+from host_tools.benchmarks.soak import Decisions, SoakFailed, check_door_config, heap_option
+from reference_platform.store import EventRow, Store
+from wire import codes as ev
+from wire.common import CONFIG_LIMITS
+
+REF = bytes.fromhex("0102030405060708")
+
+
+def test_the_heap_is_the_goal_unless_the_option_names_one() -> None:
+    assert heap_option({}) == soak.HEAP == "64K"
+    assert heap_option({"DOORCTL_SOAK_HEAP": "72"}) == "72K"
+    assert heap_option({"DOORCTL_SOAK_HEAP": " 80k "}) == "80K"
+
+
+@pytest.mark.parametrize("bad", ["64M", "lots", "-64", "8", "99999", "6 4"])
+def test_a_bad_heap_option_is_one_clear_line(bad: str) -> None:
+    with pytest.raises(SoakFailed, match="DOORCTL_SOAK_HEAP=.*give the heap in KiB") as e:
+        heap_option({"DOORCTL_SOAK_HEAP": bad})
+    assert "\n" not in str(e.value)
+
+
+def test_the_soaks_door_timings_are_ones_commissioning_accepts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    check_door_config()
+    assert all(CONFIG_LIMITS[k][0] <= v <= CONFIG_LIMITS[k][1] for k, v in soak.DOOR.items())
+    monkeypatch.setitem(soak.DOOR, "unlock_ms", 300)
+    with pytest.raises(SoakFailed, match="unlock_ms=300 is outside 500-60000"):
+        check_door_config()
+
+
+def _event(seq: int, code: int, arg: int = 0, data: bytes = b"") -> EventRow:
+    return (seq, code, 1, 0, 0, 0, arg, data.hex())
+
+
+def _checker(tmp_path: Path) -> tuple[Store, Decisions]:
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    return store, Decisions(SimpleNamespace(store=store), REF)  # type: ignore[arg-type]
+
+
+FOREIGN = ev.DENY_REASONS["auth_failed"]
+
+
+def test_decisions_in_the_swipes_order_pass_and_other_events_are_left_aside(tmp_path: Path) -> None:
+    store, checks = _checker(tmp_path)
+    store.store_events(soak.DEVICE, [_event(1, ev.BOOT), _event(2, ev.ACCESS_GRANTED, 1, REF),
+                                     _event(3, ev.ACCESS_DENIED, FOREIGN),
+                                     _event(4, ev.ACCESS_GRANTED, 1, REF)])
+    checks.check()
+    assert checks.count == 3
+    store.store_events(soak.DEVICE, [_event(5, ev.ACCESS_DENIED, FOREIGN)])
+    checks.check()
+    assert checks.count == 4  # from where the last check ended, nothing counted twice
+
+
+def test_only_what_is_stored_without_a_gap_is_checked(tmp_path: Path) -> None:
+    store, checks = _checker(tmp_path)
+    store.store_events(soak.DEVICE, [_event(1, ev.ACCESS_GRANTED, 1, REF),
+                                     _event(3, ev.ACCESS_GRANTED, 1, REF)])  # 2 not yet there
+    checks.check()
+    assert checks.count == 1
+    store.store_events(soak.DEVICE, [_event(2, ev.ACCESS_DENIED, FOREIGN)])
+    checks.check()
+    assert checks.count == 3
+
+
+@pytest.mark.parametrize("events, why", [
+    ([_event(1, ev.ACCESS_DENIED, FOREIGN)], "decision 1 .*the resident was refused"),
+    ([_event(1, ev.ACCESS_GRANTED, 1, REF), _event(2, ev.ACCESS_GRANTED, 1, REF)],
+     "decision 2 .*the stranger was let in"),
+    ([_event(1, ev.ACCESS_GRANTED, 1, bytes(8))], "another reference than the resident's"),
+    ([_event(1, ev.ACCESS_GRANTED, 1, REF), _event(2, ev.ACCESS_DENIED, FOREIGN),
+      _event(3, ev.ACCESS_GRANTED, 1, REF), _event(4, ev.ACCESS_DENIED, ev.DENY_REASONS["lost"])],
+     "decision 4 .*refused for lost, before for auth_failed"),
+])
+def test_a_wrong_decision_is_named_with_its_number(tmp_path: Path, events: list[EventRow],
+                                                   why: str) -> None:
+    store, checks = _checker(tmp_path)
+    store.store_events(soak.DEVICE, events)
+    with pytest.raises(SoakFailed, match=why):
+        checks.check()
