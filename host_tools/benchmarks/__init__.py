@@ -142,11 +142,13 @@ def discover(package: str = __name__,
 
 
 def matches(figure: str, pattern: str) -> bool:
-    """`pattern` is a figure's name, or a prefix ending at a dot (`cache.` or `cache`)."""
+    """`pattern` is a figure's name, a prefix ending at a dot (`cache.` or `cache`), or a
+    family of figures named alike (`image.soak` for `image.soak_decisions`, `image.soak_cuts`)."""
     if not pattern or figure == pattern:
         return True
     prefix = pattern if pattern.endswith(".") else pattern + "."
-    return figure.startswith(prefix)
+    return figure.startswith(prefix) or (not pattern.endswith(".") and "." in pattern
+                                         and figure.startswith(pattern + "_"))
 
 
 def select(benchmarks: list[Benchmark], patterns: list[str]) -> dict[Benchmark, set[str]]:

@@ -161,8 +161,9 @@ def update_file(path: Path, block: str) -> None:
 
 
 def bench(
-    names: list[str] = typer.Argument(None, help="Figures or prefixes to run, e.g. `vdev` or "
-                                      "`journal.append_ms` (default: all)."),
+    names: list[str] = typer.Argument(None, help="Figures or prefixes to run, e.g. `vdev`, "
+                                      "`journal.append_ms` or the family `image.soak` "
+                                      "(image.soak_*) (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object "
                                  "{\"figure.name\": number, ...} and nothing else on stdout; "
                                  "figures that failed are in its \"errors\" object "

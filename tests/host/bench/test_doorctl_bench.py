@@ -102,10 +102,10 @@ def test_a_prefix_without_the_dot_and_no_names_at_all(bench_dir: Path) -> None:
 
 def test_unknown_name_is_a_usage_error(bench_dir: Path) -> None:
     _write(bench_dir, "tiny", TINY)
-    code, out, err = run_cli("cache.lookup", "--json")  # not a figure, not a prefix
+    code, out, err = run_cli("cache.look", "--json")  # not a figure, prefix or family
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [
-        "error: unknown figure cache.lookup: `doorctl bench --list` shows them"]
+        "error: unknown figure cache.look: `doorctl bench --list` shows them"]
 
 
 def test_table_and_list(bench_dir: Path) -> None:
@@ -280,6 +280,16 @@ def test_selection_by_name_and_prefix() -> None:
     assert set(select([a, b], [])) == {a, b}
     with pytest.raises(KeyError):
         select([a, b], ["cach"])
+
+
+def test_selection_of_a_family_of_figures_named_alike() -> None:
+    c = _bench("c", {"image.soak_decisions": "", "image.soak_cuts": "", "image.heap_min_kib": "",
+                     "image.soakage": ""})
+    assert select([c], ["image.soak"]) == {c: {"image.soak_decisions", "image.soak_cuts"}}
+    with pytest.raises(KeyError):
+        select([c], ["image.soa"])
+    with pytest.raises(KeyError):
+        select([c], ["image_"])  # a family is named below a prefix, not instead of one
 
 
 def test_the_repo_benchmarks_load_and_the_installed_command_answers() -> None:
