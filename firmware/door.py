@@ -21,23 +21,25 @@ except ImportError:  # CPython (host tools, tests/shared)
     def const(x):
         return x
 
-DEFAULTS = {
-    "unlock_ms": 5000,  # unlock window after a grant
-    "prealarm_ms": 20000,  # door open this long: buzzer pre-alarm at the door
-    "held_open_ms": 30000,  # door open this long: held-open alarm (door + platform)
-    "closer_limit_ms": 15000,  # a passage whose door is not shut within this is a slow close
-    "closer_slow_count": 3,  # consecutive slow closes -> closer fault
-    "bounce_ms": 1500,  # re-opening within this after a close is a bounce
-    "closer_bounce_count": 3,  # bounces before the door settles -> closer fault
-    "debounce_ms": 50,  # input debounce (used by the binding, firmware/inputs.py)
-    "poll_ms": 20,  # input poll period (binding)
-    "fail_safe": False,  # False: fail-secure lock (energise to unlock); True: fail-safe
-    "fire_from_input": True,  # the fire input releases the door (fire mode)
-    "held_open_in_passage": True,  # passage mode still raises held-open alarms
-    "passage_schedule": None,  # [[start_min, end_min], ...] minutes of the local day (binding)
-    "tz_offset_min": SITE_TZ_MIN,  # local time for the schedule (wire/common.py)
-    "deny_ms": 1000,  # red LED and deny beeps after a refused card
-}
+# The door's settings and their defaults (docs/door.md, "Defaults"), overridden by the `door`
+# object of config.json. Pairs of constants, so the image keeps them in ROM (a dict would be
+# built in the heap at import); the schedule's time zone is the site's (wire/common.py).
+_DEFAULTS = const((
+    ("unlock_ms", 5000),  # unlock window after a grant
+    ("prealarm_ms", 20000),  # door open this long: buzzer pre-alarm at the door
+    ("held_open_ms", 30000),  # door open this long: held-open alarm (door + platform)
+    ("closer_limit_ms", 15000),  # a passage whose door is not shut within this is a slow close
+    ("closer_slow_count", 3),  # consecutive slow closes -> closer fault
+    ("bounce_ms", 1500),  # re-opening within this after a close is a bounce
+    ("closer_bounce_count", 3),  # bounces before the door settles -> closer fault
+    ("debounce_ms", 50),  # input debounce (used by the binding, firmware/inputs.py)
+    ("poll_ms", 20),  # input poll period (binding)
+    ("fail_safe", False),  # False: fail-secure lock (energise to unlock); True: fail-safe
+    ("fire_from_input", True),  # the fire input releases the door (fire mode)
+    ("held_open_in_passage", True),  # passage mode still raises held-open alarms
+    ("passage_schedule", None),  # [[start_min, end_min], ...] minutes of the local day (binding)
+    ("deny_ms", 1000),  # red LED and deny beeps after a refused card
+))
 
 NORMAL, PASSAGE, LOCKDOWN, FIRE = "normal", "passage", "lockdown", "fire"
 MODES = (NORMAL, PASSAGE, LOCKDOWN, FIRE)  # index = arg of mode_changed
@@ -92,10 +94,12 @@ def in_schedule(schedule, minute):
 
 
 def merge_config(overrides=None):
-    cfg = dict(DEFAULTS)
+    """The defaults with `overrides` (config.json's `door`) on top; other keys are ignored."""
+    cfg = dict(_DEFAULTS)
+    cfg["tz_offset_min"] = SITE_TZ_MIN  # local time for the schedule
     if overrides:
         for k in overrides:
-            if k in DEFAULTS:
+            if k in cfg:
                 cfg[k] = overrides[k]
     return cfg
 
