@@ -242,6 +242,20 @@ class Decisions:
         self.checked_seq = max(self.checked_seq, upto)
 
 
+def _memory_error(dev: VirtualDevice, state: Path) -> str | None:
+    """The door's line about running out of memory (console or stderr), if it met one."""
+    log = bytes(dev.console_log)
+    err = state / "stderr.log"
+    if err.exists():
+        log += err.read_bytes()
+    lines = log.decode(errors="replace").splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if "MemoryError" in lines[i] or "out of memory" in lines[i]:
+            where = lines[i - 1].strip() if i and lines[i - 1].strip().startswith("File ") else ""
+            return (lines[i].strip() + (f" at {where}" if where else ""))[-300:]
+    return None
+
+
 def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
          updates: int = UPDATES, reconnects: int = RECONNECTS, cuts: int = CUTS,
          minutes: float = MINUTES, cards: int = CARDS) -> SoakReport:
@@ -333,13 +347,20 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                     checks.check()
                     report.checked = checks.count
                     report.alive = bool(io.status()["ready"])
+            except Exception as e:
+                # Stuck because the door ran out of memory: say that, with the door's line.
+                dev.stop()
+                found = _memory_error(dev, state)
+                if found is None:
+                    raise
+                raise SoakFailed(f"the door met a MemoryError in a {heap} heap after "
+                                 f"{report.decisions} decisions, {report.updates} updates, "
+                                 f"{report.reconnects} reconnects, {report.cuts} cuts "
+                                 f"({found}); the soak then saw: {type(e).__name__}: {e}"
+                                 ) from None
             finally:
                 dev.stop()
-                log = bytes(dev.console_log)
-                err = state / "stderr.log"
-                if err.exists():
-                    log += err.read_bytes()
-                report.out_of_memory = b"MemoryError" in log or b"out of memory" in log
+                report.out_of_memory = _memory_error(dev, state) is not None
             events = platform.store.events(DEVICE)
             report.seqs = [e[0] for e in events]
             report.codes = [e[1] for e in events]

@@ -90,3 +90,14 @@ def test_a_wrong_decision_is_named_with_its_number(tmp_path: Path, events: list[
     store.store_events(soak.DEVICE, events)
     with pytest.raises(SoakFailed, match=why):
         checks.check()
+
+
+def test_a_door_out_of_memory_is_named_with_where_it_happened(tmp_path: Path) -> None:
+    dev = SimpleNamespace(console_log=bytearray(b"1 ready\n2 uplink: connected\n"))
+    assert soak._memory_error(dev, tmp_path) is None  # type: ignore[arg-type]
+    (tmp_path / "stderr.log").write_text(
+        "Traceback (most recent call last):\n  File \"firmware/uplink.py\", line 556, in run\n"
+        "MemoryError: memory allocation failed, allocating 184 bytes\n")
+    assert soak._memory_error(dev, tmp_path) == (  # type: ignore[arg-type]
+        "MemoryError: memory allocation failed, allocating 184 bytes at "
+        "File \"firmware/uplink.py\", line 556, in run")
