@@ -119,6 +119,7 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
     version = file_version(data)
     start = 0
     deadline = time.monotonic() + timeout
+    known = platform.cache_states.get(device)
     for _ in range(retries + 1):
         platform.cache_states.pop(device, None)
         send(platform, device, data, start, key)
@@ -128,6 +129,7 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
         state = platform.wait_cache_state(device, lambda s: True,
                                           max(0.1, deadline - time.monotonic()))
         if state is None:
+            keep_known(platform, {device: known})
             raise DistributionError("no_answer")
         if state.get("reason"):
             raise DistributionError(str(state["reason"]), state)
@@ -136,6 +138,17 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
         # A piece went missing (a reconnect, say): go on from what the door has of this file.
         start = int(state["have"]) if state["receiving"] == version else 0
     raise DistributionError("incomplete")
+
+
+def keep_known(platform: Platform, known: dict[str, dict[str, Any] | None]) -> None:
+    """Put back the last known state of each door that sent no answer to an update. Its
+    answers come at QoS 0 and can be lost: without its state the door would drop out of
+    `cache_states`, and so out of every sync over the known doors, until it reconnected.
+    A door that answered meanwhile keeps its answer; the next sync sends it the update
+    again, and a door that took the file says so (`stale_version`, its version)."""
+    for device, state in known.items():
+        if state is not None:
+            platform.cache_states.setdefault(device, state)
 
 
 def differs(state: dict[str, Any] | None, registry: Any, latest: int | None = None) -> bool:
@@ -193,8 +206,8 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
     shared_key = shares_cache_key(platform)  # else each door's own pieces
     by_data = {id(data): chunks(data, key) for data in updates.values()
                if data is not None and shared_key}
-    for device in pending:
-        platform.cache_states.pop(device, None)  # any state from now on is an answer
+    known = {device: platform.cache_states.pop(device, None)  # any state from now on
+             for device in pending}                              # is an answer
 
     def send_all() -> None:
         send_many(platform, pending, key, by_data)
@@ -221,6 +234,7 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
             out[device] = f"updated to {registry.version()}"
         except DistributionError as e:
             out[device] = f"failed: {e.reason}"
+    keep_known(platform, known)
     return out
 
 
