@@ -427,7 +427,7 @@ async def _serve(args: object) -> None:
     a: Any = args
     brokers = [(h, int(p)) for h, p in (b.rsplit(":", 1) for b in a.broker)]
     doors = [SimDoor(f"{a.prefix}{i}", brokers[i % len(brokers):] + brokers[:i % len(brokers)],
-                     batch=a.batch) for i in range(a.doors)]
+                     batch=a.batch) for i in range(a.first, a.first + a.doors)]
     site = None
     if a.keys:
         from pathlib import Path
@@ -503,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--broker", action="append", required=True, help="HOST:PORT (repeat: a list)")
     ap.add_argument("--doors", type=int, default=100)
     ap.add_argument("--prefix", default="sim.d")
+    ap.add_argument("--first", type=int, default=0,
+                    help="the first door's number (doors PREFIX<first> on: one slice of a city "
+                         "run by several processes)")
     ap.add_argument("--events", type=int, default=0, help="events each door holds at start")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--whitelist", type=int, default=0, help="the whitelist version each door holds")

@@ -146,6 +146,9 @@ class Platform:
         self.connected = threading.Event()
         self.fanout_bulk = True  # False: a fan-out publishes through paho (the bench's baseline)
         self.bulk_published = 0  # fan-out messages the broker acknowledged on their own connection
+        # The last fan-out's stages (time.monotonic()): publish_many called (every message
+        # encoded), its last message acknowledged by the broker (the bench's per-stage figures).
+        self.fanout_stages: dict[str, float] = {}
         # Events and presence go to one storing thread, which writes whatever has arrived
         # meanwhile in one transaction (Store.store_batches): a few round trips and one commit
         # for many doors, while the network thread goes on reading.
@@ -556,6 +559,7 @@ class Platform:
         connection of its own written in bulk (reference_platform/fanout_writer.py) when
         there are at least FANOUT_BULK_MIN and the broker is reached without TLS, else one by
         one through paho. What the bulk connection did not get acknowledged goes through paho."""
+        self.fanout_stages = {"publish": time.monotonic()}
         if len(messages) >= FANOUT_BULK_MIN and not self._tls and self.fanout_bulk:
             from reference_platform import fanout_writer
 
@@ -570,6 +574,7 @@ class Platform:
             messages = [messages[i] for i in left]
         for device, leaf, payload in messages:
             self.publish(device, leaf, payload)
+        self.fanout_stages["published"] = time.monotonic()
 
     def command(self, device: str, op: str, args: dict[str, Any] | None, key: bytes | None = None) -> str:
         """Send a signed command (reference_platform/commands.py); returns its id. With the

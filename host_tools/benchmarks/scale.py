@@ -15,6 +15,14 @@ file's tags with its own before it counts as holding the new whitelist. The
 lost card is measured in steady state (the platform's messages caused by the doors'
 announce have reached the broker first). Baseline in the same run: the same drain into SQLite
 by one platform instance.
+
+The lost card's bulk fan-out is also timed per stage (`scale.lost_card_encoded_s`, `_sent_s`,
+`_last_door_s`, `_answered_s`: revocation to every message encoded, to the broker's last
+acknowledgement, to the last door holding the file, to the platform holding every answer),
+which shows where its time goes. `scale.tls_*`: the same lost card to TLS_DOORS doors with
+the platform on TLS beside a platform on plain TCP, in turns on one broker, so that the
+answers' cost over TLS (they come at QoS 0) is measured rather than guessed. SIM_PROCS splits
+the doors over several simulator processes.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,9 +48,12 @@ from reference_platform.store import Store
 
 DOORS = 16_900
 LOST_CARD_ROUNDS = 2  # lost cards measured each way (baseline, bulk), in turns
+SIM_PROCS = 1  # simulator processes the city's doors are split over
+TLS_DOORS = 2_000  # doors of the lost card with the platform on TLS beside it on plain TCP
 DRAIN_DOORS = 500
 DRAIN_EVENTS = 200  # per door: 100,000 events in all
-SMOKE = {"DOORS": 120, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20}  # 120: the bulk fan-out runs
+SMOKE = {"DOORS": 120, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20, "TLS_DOORS": 20,
+         "SIM_PROCS": 2}  # 120: the bulk fan-out runs; two simulator processes: the split runs
 FIGURES = {
     "scale.doors_online": "simulated doors connected to mosquitto at once (goal: 16,900), doors",
     "scale.connect_s": "from the simulator's start to every door connected and announced, s",
@@ -63,6 +75,29 @@ FIGURES = {
     "scale.baseline_lost_card_sim_cpu_s": "baseline: CPU seconds of the simulated doors' process "
                                           "per lost card",
     "scale.baseline_lost_card_broker_cpu_s": "baseline: CPU seconds of mosquitto per lost card",
+    "scale.lost_card_encoded_s": "of the lost card (bulk fan-out, median over its rounds): "
+                                 "revocation to every door's message encoded, s",
+    "scale.lost_card_sent_s": "of which: to the broker acknowledging the fan-out's last message "
+                              "(the bulk connection waits for every PUBACK), s",
+    "scale.lost_card_last_door_s": "of which: to the last door holding the new whitelist, s",
+    "scale.lost_card_answered_s": "of which: to the platform holding every door's answer, s",
+    "scale.tls_lost_card_p50_s": "a lost card to TLS_DOORS simulated doors with the platform on "
+                                 "TLS (its fan-out through paho, the answers at QoS 0 over TLS), "
+                                 "median, s",
+    "scale.tls_lost_card_p95_s": "same, 95th percentile, s",
+    "scale.tls_lost_card_answers_s": "same: the last door holding it to the platform holding "
+                                     "every answer, median over the rounds, s",
+    "scale.tls_lost_card_platform_cpu_s": "same: CPU seconds of the platforms' process per lost "
+                                          "card (both platforms run in it, each takes every "
+                                          "answer)",
+    "scale.tls_baseline_lost_card_p50_s": "baseline: the same lost card, doors and broker, the "
+                                          "platform on plain TCP (also through paho), in turns "
+                                          "with the TLS one in the same run, median, s",
+    "scale.tls_baseline_lost_card_p95_s": "baseline: same, 95th percentile, s",
+    "scale.tls_baseline_lost_card_answers_s": "baseline: the last door holding it to the "
+                                              "platform holding every answer, s",
+    "scale.tls_baseline_lost_card_platform_cpu_s": "baseline: CPU seconds of the platforms' "
+                                                   "process per lost card",
     "scale.events_per_s": "events stored in PostgreSQL and acknowledged, two platform instances, "
                           "doors draining their backlogs together, per s (goal: 10,000)",
     "scale.baseline_events_per_s": "baseline: the same drain into SQLite, one platform instance, per s",
@@ -77,9 +112,9 @@ class Sim:
     """The simulated doors' process, driven over its stdin/stdout (doorsim.main)."""
 
     def __init__(self, brokers: list[str], doors: int, prefix: str, events: int = 0,
-                 whitelist: int = 0, keys: Path | None = None) -> None:
+                 whitelist: int = 0, keys: Path | None = None, first: int = 0) -> None:
         args = [sys.executable, "-m", "host_tools.doorsim", "--doors", str(doors), "--prefix", prefix,
-                "--events", str(events), "--whitelist", str(whitelist)]
+                "--events", str(events), "--whitelist", str(whitelist), "--first", str(first)]
         if keys is not None:
             args += ["--keys", str(keys)]
         for b in brokers:
@@ -118,7 +153,51 @@ class Sim:
             self.proc.wait()
 
 
-def tree_cpu_s(pid: int) -> float:
+class SimGroup:
+    """The doors split over `procs` simulator processes (door numbers in order: process k runs
+    a contiguous slice), driven as one: a milestone is reported when every process reported
+    it, merged (doors and events summed, the latest time; `recorded` at the earliest)."""
+
+    def __init__(self, brokers: list[str], doors: int, prefix: str, procs: int = 1,
+                 **kw: Any) -> None:
+        procs = max(1, min(procs, doors))
+        cuts = [doors * k // procs for k in range(procs + 1)]
+        self.sims: list[Sim] = []
+        try:
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+                self.sims.append(Sim(brokers, hi - lo, prefix, first=lo, **kw))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.sims]
+
+    def send(self, line: str) -> None:
+        for s in self.sims:
+            s.send(line)
+
+    def expect(self, event: str, timeout: float = 600.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        got = [s.expect(event, max(1.0, deadline - time.monotonic())) for s in self.sims]
+        merged = dict(got[0])
+        for key in ("doors", "events", "refused"):
+            if key in merged:
+                merged[key] = sum(g[key] for g in got)
+        for key in ("t", "since_start"):
+            if key in merged:
+                merged[key] = (min if event == "recorded" else max)(g[key] for g in got)
+        if "at" in merged:
+            merged["at"] = [t for g in got for t in g["at"]]
+        return merged
+
+    def close(self) -> None:
+        for s in self.sims:
+            s.close()
+
+
+def tree_cpu_s(pid: int | list[int]) -> float:
     """CPU seconds used by a process and its descendants, living and reaped (PostgreSQL's
     backends, a server started through runuser)."""
     children: dict[int, list[int]] = {}
@@ -133,7 +212,7 @@ def tree_cpu_s(pid: int) -> float:
             continue  # ended meanwhile
         stats[int(entry)] = fields
         children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [pid]
+    total, todo = 0, list(pid) if isinstance(pid, list) else [pid]
     while todo:
         p = todo.pop()
         if p in stats:
@@ -169,7 +248,8 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
     for ref in cards:
         reg.issue(ref, "r-1", "101", [0], day - timedelta(days=30), day + timedelta(days=365))
     version = reg.version()
-    sim = Sim([f"{broker.host}:{broker.port}"], DOORS, "city.d", whitelist=version, keys=keys)
+    sim = SimGroup([f"{broker.host}:{broker.port}"], DOORS, "city.d", SIM_PROCS,
+                   whitelist=version, keys=keys)
     listener_store: Store | None = None
     try:
         online = sim.expect("online", timeout=900)
@@ -189,7 +269,7 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
             # door, their presence stored) is done before the card is reported lost.
             if not platform.flush(600):
                 raise TimeoutError("the platform's messages did not reach the broker")
-            pids = {"sim": sim.proc.pid, "broker": broker.pid}
+            pids: dict[str, int | list[int] | None] = {"sim": sim.pids, "broker": broker.pid}
             got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
             # The baseline (every message through paho's connection) and the bulk fan-out in
             # turns, so that both see the same machine.
@@ -206,6 +286,9 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
                 out[prefix + "p95_s"] = _p(lat, 0.95)
                 for part in ("platform", "sim", "broker"):
                     out[f"{prefix}{part}_cpu_s"] = sum(r[part] for r in got[bulk]) / len(got[bulk])
+            for stage in ("encoded", "sent", "last_door", "answered"):
+                out[f"scale.lost_card_{stage}_s"] = statistics.median(
+                    r["stages"][stage] for r in got[True])
     finally:
         sim.close()
         store.close()
@@ -213,8 +296,8 @@ def _online_and_lost_card(out: dict[str, float], broker: Mosquitto, db_url: str,
             listener_store.close()
 
 
-def _lost_card(platform: Platform, reg: CardRegistry, sim: Sim, devices: list[str], ref: str,
-               pids: dict[str, int | None]) -> dict[str, Any]:
+def _lost_card(platform: Platform, reg: CardRegistry, sim: SimGroup, devices: list[str], ref: str,
+               pids: dict[str, int | list[int] | None]) -> dict[str, Any]:
     """One card reported lost and synced to every door: each door's latency (the simulated door
     holding the new version, checked with its own key) and each process's CPU seconds."""
     cpu0 = {k: tree_cpu_s(p) for k, p in pids.items() if p is not None}
@@ -222,6 +305,8 @@ def _lost_card(platform: Platform, reg: CardRegistry, sim: Sim, devices: list[st
     start = time.monotonic()
     reg.report_lost(ref)
     result = sync(platform, reg, devices, timeout=60)
+    answered = time.monotonic()
+    stages = dict(platform.fanout_stages)
     own1 = resource.getrusage(resource.RUSAGE_SELF)
     used = {k: tree_cpu_s(pids[k]) - v for k, v in cpu0.items()}  # type: ignore[arg-type]
     failed = [d for d, r in result.items() if not r.startswith("updated")]
@@ -235,7 +320,75 @@ def _lost_card(platform: Platform, reg: CardRegistry, sim: Sim, devices: list[st
     if len(lat) != len(devices):
         raise RuntimeError(f"{len(devices) - len(lat)} doors report no new whitelist")
     return {"lat": lat, "platform": own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime,
-            "sim": used["sim"], "broker": used["broker"]}
+            "sim": used["sim"], "broker": used["broker"],
+            "stages": {"encoded": stages.get("publish", answered) - start,
+                       "sent": stages.get("published", answered) - start,
+                       "first_door": min(lat), "last_door": max(lat),
+                       "answered": answered - start}}
+
+
+def _tls_lost_card(out: dict[str, float], db_url: str, tmp: Path) -> None:
+    """The same lost card to TLS_DOORS doors from a platform on TLS and from one on plain TCP,
+    in turns (both through paho: a platform on TLS has no bulk connection), on one broker
+    with a TLS listener and a plain one (the doors on the plain one). Both platforms are
+    connected throughout, so each round's broker carries the same load."""
+    from host_tools.services.mosquitto import TLSListener, free_port
+    from host_tools.services.tlsgen import CA
+
+    ca = CA(tmp / "pki")
+    server = ca.server()
+    site = SiteKit(per_door=True)
+    keys = tmp / "tls-site-keys.json"
+    sitekeys.write_secret(keys, site.keys)
+    store = Store(db_url)
+    reg = CardRegistry(store, site.keys)
+    from datetime import date, timedelta
+
+    today = date.today()
+    cards = [f"{i:02x}" * 8 for i in range(1, 2 * LOST_CARD_ROUNDS + 1)]
+    for ref in cards:
+        reg.issue(ref, "r-1", "101", [0], today - timedelta(days=30), today + timedelta(days=365))
+    plain_port = free_port()
+    with Mosquitto(tls=TLSListener(ca.cert, server.cert, server.key),
+                   plain_port=plain_port) as broker:
+        sim = SimGroup([f"{broker.host}:{plain_port}"], TLS_DOORS, "tls.d", SIM_PROCS,
+                       whitelist=reg.version(), keys=keys)
+        platforms = {True: Platform(store, broker.host, broker.port, ingest=False,
+                                    site_keys=site.keys, tls_ca=str(ca.cert)),
+                     False: Platform(store, broker.host, plain_port, ingest=False,
+                                     site_keys=site.keys)}
+        platforms[False].fanout_bulk = False  # like for like: paho's connection on both
+        try:
+            sim.expect("online", timeout=600)
+            for p in platforms.values():
+                p.start()
+            for p in platforms.values():
+                _wait(lambda p=p: len(p.cache_states) >= TLS_DOORS, 600,
+                      "every door's whitelist state")
+                if not p.flush(600):
+                    raise TimeoutError("the platform's messages did not reach the broker")
+            devices = sorted(platforms[True].cache_states)
+            pids: dict[str, int | list[int] | None] = {"sim": sim.pids, "broker": broker.pid}
+            got: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            for i, ref in enumerate(cards):
+                tls = i % 2 == 1
+                got[tls].append(_lost_card(platforms[tls], reg, sim, devices, ref, pids))
+                # the other platform's record of the doors, brought to what they now hold
+                _wait(lambda o=platforms[not tls]: all(
+                    int(o.cache_states.get(d, {}).get("version", 0)) >= reg.version()
+                    for d in devices), 60, "the other platform seeing the doors' answers")
+            for tls, prefix in ((True, "scale.tls_lost_card_"), (False, "scale.tls_baseline_lost_card_")):
+                lat = [x for r in got[tls] for x in r["lat"]]
+                out[prefix + "p50_s"] = _p(lat, 0.5)
+                out[prefix + "p95_s"] = _p(lat, 0.95)
+                out[prefix + "answers_s"] = statistics.median(
+                    r["stages"]["answered"] - r["stages"]["last_door"] for r in got[tls])
+                out[prefix + "platform_cpu_s"] = statistics.median(r["platform"] for r in got[tls])
+        finally:
+            for p in platforms.values():
+                p.stop()
+            sim.close()
+            store.close()
 
 
 def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str,
@@ -283,9 +436,13 @@ def run(names: set[str]) -> dict[str, float]:
     with PostgreSQL() as pg, Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         if names & {"scale.doors_online", "scale.connect_s", "scale.presence_s",
                     "scale.lost_card_p50_s", "scale.lost_card_p95_s", "scale.lost_card_platform_cpu_s",
-                    "scale.lost_card_sim_cpu_s", "scale.lost_card_broker_cpu_s"} | {
+                    "scale.lost_card_sim_cpu_s", "scale.lost_card_broker_cpu_s",
+                    "scale.lost_card_encoded_s", "scale.lost_card_sent_s",
+                    "scale.lost_card_last_door_s", "scale.lost_card_answered_s"} | {
                     n for n in FIGURES if n.startswith("scale.baseline_lost_card_")}:
             _online_and_lost_card(out, broker, pg.create_database("city"), Path(tmp))
+        if any(n.startswith("scale.tls_") for n in names):
+            _tls_lost_card(out, pg.create_database("tls"), Path(tmp))
         if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s",
                     "scale.broker_cpu_s", "scale.db_cpu_s"}:
             got = _drain(broker, pg.create_database("drain"), 2, "drain.d", pg.pid)

@@ -66,11 +66,14 @@ class Mosquitto:
 
     With `tls`, the one listener speaks TLS only (a plain MQTT client is refused at the
     handshake); set `self.tls` to other files and `restart()` to change the certificate.
+    `plain_port`: a second listener, plain TCP, beside the TLS one (clients of both see the
+    same topics: a benchmark puts one platform on each).
     """
 
     def __init__(self, port: int | None = None, tls: TLSListener | None = None,
-                 auth: BrokerAuth | None = None) -> None:
+                 auth: BrokerAuth | None = None, plain_port: int | None = None) -> None:
         self.port = port or free_port()
+        self.plain_port = plain_port
         self.host = "127.0.0.1"
         self.tls = tls
         self.auth = auth
@@ -101,6 +104,8 @@ class Mosquitto:
                      (("ca.pem", t.cafile), ("server.crt", t.certfile), ("server.key", t.keyfile))]
             text += (f"cafile {files[0]}\ncertfile {files[1]}\nkeyfile {files[2]}\n"
                      f"require_certificate {'true' if t.require_certificate else 'false'}\n")
+        if self.plain_port is not None:  # after the TLS lines: those belong to the first listener
+            text += f"listener {self.plain_port} 127.0.0.1\n"
         return text
 
     def _tls_file(self, name: str, src: Path) -> Path:
