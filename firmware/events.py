@@ -6,8 +6,9 @@ card-to-relay path waits for the network.
 
 import struct
 
-from firmware.journal import FLAG_TIME_VALID, MS_UNTRUSTED
+from journal_format import MS_UNTRUSTED
 from wire.codes import JOURNAL_NEAR_FULL
+from wire.common import FLAG_TIME_VALID
 
 class Uptime:
     """Time since boot from a tick counter that wraps (every 2**30 ms, about 12 days, on the

@@ -6,7 +6,8 @@ erase per record). Here every record is programmed exactly once into erased flas
 costs one program of RECORD_SIZE bytes, and one erase per sector's worth of records (done
 ahead of time by `maintain()` when the device is idle).
 
-Layout of the partition (erase blocks of `block_size` bytes):
+Layout of the partition (erase blocks of `block_size` bytes; the formats are in
+journal_format, shared with the host tools that read a journal image; docs/journal.md):
 
 - blocks 0 and 1: the acknowledgement area, a ping-pong log of 8-byte entries
   (acknowledged-up-to sequence number, CRC); the newest valid entry wins.
@@ -20,65 +21,14 @@ sector is overwritten and a GAP record names the lost sequence numbers: loss is 
 """
 
 import struct
-from binascii import crc32
 
-try:
-    from micropython import const
-except ImportError:  # CPython (host tools, tests/shared)
-
-    def const(x):
-        return x
-
+from journal_format import (ACK, ACK_BLOCKS, ACK_SIZE, ERASED_ACK, FLAGS_MASK, HDR, LEN_SHIFT, MAGIC,
+                            REC, RECORD_SIZE, crc, header, record)
 from wire.codes import GAP as CODE_GAP  # arg unused; payload: first lost seq (u32), last lost seq (u32)
-from wire.common import FLAG_TIME_VALID  # noqa: F401  (the journal's readers take it from here)
-
-RECORD_SIZE = const(32)
-# seq, code, flags, boot, time, ms, arg, payload(12), crc
-_REC = "<IBBHIHH12sI"
-_HDR = "<4sII16sI"  # magic, sector_seq, first_seq, reserved, crc
-_ACK = "<II"  # acked_seq, crc
-_MAGIC = b"JRN1"
-_ACK_SIZE = const(8)
-_ACK_BLOCKS = const(2)
-# Erased flash as literals: a literal is frozen into the image, `b"\xff" * n` is made in the heap.
-ERASED32 = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff" \
-           b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"  # RECORD_SIZE bytes
-_ERASED_ACK = b"\xff\xff\xff\xff\xff\xff\xff\xff"  # _ACK_SIZE bytes
-
-# The flags byte's high nibble holds the payload's length (0-12): a payload may end in zero
-# bytes (a card reference can), so its padding cannot be told from its content otherwise.
-# Records written before this carry 0 there: their payload is read with the padding trimmed.
-FLAGS_MASK = const(0x0F)
-_LEN_SHIFT = const(4)
-# The flags' low nibble is full; the `ms` field (0-999) has bits to spare: its top bit says the
-# time was stamped by a clock set from an unsigned time (protocol flag 0x10 at upload).
-MS_UNTRUSTED = const(0x8000)
-MS_MASK = const(0x03FF)
-
-
-def payload_of(rec):
-    """The payload of a record from read(), without its zero padding."""
-    data = rec[R_PAYLOAD]
-    n = rec[R_FLAGS] >> _LEN_SHIFT
-    if n:
-        return data[:n]
-    end = len(data)
-    while end and data[end - 1] == 0:
-        end -= 1
-    return data[:end]
 
 
 class JournalError(Exception):
     pass
-
-
-def _crc(mv):
-    return crc32(mv) & 0xFFFFFFFF
-
-
-# Positions in a record tuple returned by Journal.read (tuples, not objects: a batch of
-# records must fit a small heap).
-R_SEQ, R_CODE, R_FLAGS, R_BOOT, R_TIME, R_MS, R_ARG, R_PAYLOAD = range(8)
 
 
 class Journal:
@@ -92,16 +42,16 @@ class Journal:
         self.dev = dev
         self.block_size = dev.ioctl(5, 0)
         self.n_blocks = dev.ioctl(4, 0)
-        if self.n_blocks < _ACK_BLOCKS + 3:
+        if self.n_blocks < ACK_BLOCKS + 3:
             raise JournalError("partition too small")
         self.per_sector = self.block_size // RECORD_SIZE - 1
-        self.n_data = self.n_blocks - _ACK_BLOCKS
+        self.n_data = self.n_blocks - ACK_BLOCKS
         # One sector is always kept erased (or about to be) ahead of the head.
         self.capacity = (self.n_data - 1) * self.per_sector
         self.near_full_at = int(self.capacity * near_full_ratio)
         self._buf = bytearray(RECORD_SIZE)
         self._mv = memoryview(self._buf)
-        self._abuf = bytearray(_ACK_SIZE)
+        self._abuf = bytearray(ACK_SIZE)
         # Per data sector, the sequence number its header gives its first record (at least 1);
         # 0: no valid header (erased, or torn). One table: sectors are written in ring order,
         # so the one after a sector followed it when its first number is higher
@@ -126,26 +76,18 @@ class Journal:
 
     def _valid_header(self, block):
         self._read(block, 0, self._mv)
-        magic, sseq, first, _, crc = struct.unpack(_HDR, self._buf)
-        if magic != _MAGIC or crc != _crc(self._mv[:28]):
-            return None
-        return sseq, first
+        return header(self._buf, self._mv)
 
     def _record_at(self, block, slot):
         """Decode the record in `slot`: a tuple, None if erased, False if torn/corrupt."""
         self._read(block, slot * RECORD_SIZE, self._mv)
-        if self._buf == ERASED32:
-            return None
-        fields = struct.unpack(_REC, self._buf)
-        if fields[8] != _crc(self._mv[:28]):
-            return False
-        return fields
+        return record(self._buf, self._mv)
 
     def _scan(self):
         best = -1
         best_sseq = 0
         for i in range(self.n_data):
-            h = self._valid_header(_ACK_BLOCKS + i)
+            h = self._valid_header(ACK_BLOCKS + i)
             if h is None:
                 continue
             self._first_seq[i] = h[1]
@@ -173,7 +115,7 @@ class Journal:
         """(last sequence number, next free slot, range the last GAP record names or None)
         of data sector `i`, read up to its first erased slot. A torn slot is skipped, never
         reprogrammed: the next free slot is after it."""
-        block = _ACK_BLOCKS + i
+        block = ACK_BLOCKS + i
         last_seq = self._first_seq[i] - 1
         slot = 1
         gap = None
@@ -191,13 +133,13 @@ class Journal:
     def _scan_acks(self):
         best = -1
         mv = memoryview(self._abuf)
-        for b in range(_ACK_BLOCKS):
-            for s in range(self.block_size // _ACK_SIZE):
-                self._read(b, s * _ACK_SIZE, mv)
-                if self._abuf == _ERASED_ACK:
+        for b in range(ACK_BLOCKS):
+            for s in range(self.block_size // ACK_SIZE):
+                self._read(b, s * ACK_SIZE, mv)
+                if self._abuf == ERASED_ACK:
                     break
-                seq, crc = struct.unpack(_ACK, self._abuf)
-                if crc == _crc(mv[:4]) and seq > best:
+                seq, c = struct.unpack(ACK, self._abuf)
+                if c == crc(mv[:4]) and seq > best:
                     best = seq
                     self._ack_block, self._ack_slot = b, s + 1
         if best >= 0:
@@ -210,11 +152,11 @@ class Journal:
 
     def _first_free_ack(self, b):
         mv = memoryview(self._abuf)
-        for s in range(self.block_size // _ACK_SIZE):
-            self._read(b, s * _ACK_SIZE, mv)
-            if self._abuf == _ERASED_ACK:
+        for s in range(self.block_size // ACK_SIZE):
+            self._read(b, s * ACK_SIZE, mv)
+            if self._abuf == ERASED_ACK:
                 return s
-        return self.block_size // _ACK_SIZE
+        return self.block_size // ACK_SIZE
 
     # -- append -------------------------------------------------------------------------
 
@@ -232,10 +174,10 @@ class Journal:
         seq = self.next_seq
         if len(payload) > 12:
             raise JournalError("payload longer than 12 bytes")
-        flags = (flags & FLAGS_MASK) | (len(payload) << _LEN_SHIFT)
-        struct.pack_into(_REC, self._buf, 0, seq, code, flags, boot, time, ms, arg, payload, 0)
-        struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
-        self.dev.writeblocks(_ACK_BLOCKS + self.head, self._mv, self.slot * RECORD_SIZE)
+        flags = (flags & FLAGS_MASK) | (len(payload) << LEN_SHIFT)
+        struct.pack_into(REC, self._buf, 0, seq, code, flags, boot, time, ms, arg, payload, 0)
+        struct.pack_into("<I", self._buf, 28, crc(self._mv[:28]))
+        self.dev.writeblocks(ACK_BLOCKS + self.head, self._mv, self.slot * RECORD_SIZE)
         self.slot += 1
         self.next_seq = seq + 1
         self.appends += 1
@@ -265,12 +207,12 @@ class Journal:
             lost_first = max(self._first_seq[nxt], self.acked + 1)
             lost_last = min(self._sector_last_seq(nxt), self.next_seq - 1)
         if self._pre_erased != nxt:
-            self.dev.ioctl(6, _ACK_BLOCKS + nxt)
+            self.dev.ioctl(6, ACK_BLOCKS + nxt)
         self._pre_erased = -1
         sseq = (self._head_sseq + 1) if self.head >= 0 else 1
-        struct.pack_into(_HDR, self._buf, 0, _MAGIC, sseq, self.next_seq, b"", 0)
-        struct.pack_into("<I", self._buf, 28, _crc(self._mv[:28]))
-        self.dev.writeblocks(_ACK_BLOCKS + nxt, self._mv, 0)
+        struct.pack_into(HDR, self._buf, 0, MAGIC, sseq, self.next_seq, b"", 0)
+        struct.pack_into("<I", self._buf, 28, crc(self._mv[:28]))
+        self.dev.writeblocks(ACK_BLOCKS + nxt, self._mv, 0)
         self._first_seq[nxt] = self.next_seq
         self._head_sseq = sseq
         self.head = nxt
@@ -301,7 +243,7 @@ class Journal:
             return False
         if self._first_seq[nxt] and self._sector_last_seq(nxt) > self.acked:
             return False
-        self.dev.ioctl(6, _ACK_BLOCKS + nxt)
+        self.dev.ioctl(6, ACK_BLOCKS + nxt)
         self._first_seq[nxt] = 0
         self._pre_erased = nxt
         return True
@@ -317,15 +259,15 @@ class Journal:
         return True
 
     def _write_ack(self, upto_seq):
-        per_block = self.block_size // _ACK_SIZE
+        per_block = self.block_size // ACK_SIZE
         if self._ack_slot >= per_block:
-            self._ack_block = (self._ack_block + 1) % _ACK_BLOCKS
+            self._ack_block = (self._ack_block + 1) % ACK_BLOCKS
             self.dev.ioctl(6, self._ack_block)
             self._ack_slot = 0
         struct.pack_into("<I", self._abuf, 0, upto_seq)
         mv = memoryview(self._abuf)
-        struct.pack_into("<I", self._abuf, 4, _crc(mv[:4]))
-        self.dev.writeblocks(self._ack_block, mv, self._ack_slot * _ACK_SIZE)
+        struct.pack_into("<I", self._abuf, 4, crc(mv[:4]))
+        self.dev.writeblocks(self._ack_block, mv, self._ack_slot * ACK_SIZE)
         self._ack_slot += 1
         self.acked = upto_seq
 
@@ -367,7 +309,7 @@ class Journal:
         out = []
         i = self._sector_of(from_seq)
         while i >= 0 and len(out) < max_records:
-            block = _ACK_BLOCKS + i
+            block = ACK_BLOCKS + i
             # A torn slot only ever pushes records later, so the record for from_seq is at
             # this slot or after it.
             s = 1 + from_seq - self._first_seq[i]

@@ -5,7 +5,8 @@
 def last_alive(journal):
     """(True, UTC seconds or 0) when the journal holds a record from before this boot: the
     last sign of life before the power went. (False, 0) on a first boot."""
-    from firmware.journal import FLAG_TIME_VALID, R_FLAGS, R_TIME
+    from journal_format import R_FLAGS, R_TIME
+    from wire.common import FLAG_TIME_VALID
 
     last = journal.next_seq - 1
     if last < 1:

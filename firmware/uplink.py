@@ -33,6 +33,8 @@ import gc
 from binascii import hexlify
 
 from crypto import ct
+from journal_format import (FLAGS_MASK, MS_MASK, MS_UNTRUSTED, R_ARG, R_BOOT, R_CODE, R_FLAGS, R_MS, R_SEQ,
+                            R_TIME, payload_of)
 from wire import common
 from wire.door import (
     decode_command,
@@ -46,8 +48,6 @@ from wire.door import (
     encode_status,
 )
 from firmware.config import broker_tls
-from firmware.journal import (FLAG_TIME_VALID, FLAGS_MASK, MS_MASK, MS_UNTRUSTED, R_ARG, R_BOOT,
-                              R_CODE, R_FLAGS, R_MS, R_SEQ, R_TIME, payload_of)
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 from firmware.refusals import Refusals
@@ -98,7 +98,7 @@ def event_tuple(rec, boot, timebase):
     if ms & MS_UNTRUSTED:
         flags |= common.FLAG_TIME_UNTRUSTED
     ms &= MS_MASK
-    if not flags & FLAG_TIME_VALID and rec[R_BOOT] == boot:
+    if not flags & common.FLAG_TIME_VALID and rec[R_BOOT] == boot:
         fixed = timebase.correct(t)
         if fixed is not None and fixed >= 0:
             t = fixed

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEVICE_PACKAGES = ("board", "crypto", "offline_cache", "firmware", "wire")
+DEVICE_PACKAGES = ("board", "crypto", "offline_cache", "firmware", "wire", "journal_format")
 IMAGE_BOARD_DIRS = (REPO_ROOT / "board" / "esp32", REPO_ROOT / "board" / "unix32")
 
 

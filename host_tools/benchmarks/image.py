@@ -367,7 +367,7 @@ def application_modules() -> list[str]:
     names = []
     for src in device_sources():
         rel = src.relative_to(REPO_ROOT).with_suffix("")
-        if rel.parts[0] in ("firmware", "wire", "crypto", "offline_cache"):
+        if rel.parts[0] in ("firmware", "wire", "journal_format", "crypto", "offline_cache"):
             names.append(".".join(p for p in rel.parts if p != "__init__"))
     return [n for n in names if n not in HOST_SIDE_MODULES]
 

@@ -7,9 +7,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from firmware.journal import RECORD_SIZE
 from host_tools.mpy_build import build_device_tree
 from host_tools.paths import micropython, micropython_env
+from journal_format import RECORD_SIZE
 
 SCRIPT = Path(__file__).with_name("device") / "journal_append.py"
 N = 5000

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from board.vdev.flashsim import FlashSim
-from board.virtual import CUT_FILE, JOURNAL_BLOCKS
-from firmware.journal import Journal
+from board.virtual import CUT_FILE
 from host_tools.cards import sitekeys
 from host_tools.cards.kit import SiteKit
+from host_tools.journal_image import bounds as journal_bounds
 from host_tools.mpy_build import build_device_tree
 from host_tools.netfault import FaultProxy
 from host_tools.paths import REPO_ROOT, micropython, micropython_env
@@ -128,17 +127,6 @@ class Report:
         return "\n".join(lines)
 
 
-def _journal_bounds(image: Path, blocks: int) -> tuple[int, int]:
-    """(oldest, newest) sequence number a journal image holds, read from a copy."""
-    copy = image.with_suffix(".inspect")
-    shutil.copyfile(image, copy)
-    try:
-        j = Journal(FlashSim(path=str(copy), block_size=4096, block_count=blocks))
-        return j.oldest_seq(), j.next_seq - 1
-    finally:
-        copy.unlink(missing_ok=True)
-
-
 class RingDoor:
     """The small-ring door's process: the firmware's journal and uplink, appending steadily."""
 
@@ -175,7 +163,7 @@ class RingDoor:
             self.proc.wait()
 
     def bounds(self) -> tuple[int, int]:
-        return _journal_bounds(self.image, RING_BLOCKS)
+        return journal_bounds(self.image)
 
 
 class PlatformProcess:
@@ -460,12 +448,11 @@ class TortureRun:
         while True:
             store = Store(str(self.db))
             try:
-                door_bounds = _journal_bounds(self.dev.state_dir / "journal.img", JOURNAL_BLOCKS)
+                door_bounds = journal_bounds(self.dev.state_dir / "journal.img")
                 if store.ack_upto(DOOR) >= door_bounds[1]:
                     self._disconnect_door()
                     self.dev.kill()
-                    door_bounds = _journal_bounds(self.dev.state_dir / "journal.img",
-                                                  JOURNAL_BLOCKS)
+                    door_bounds = journal_bounds(self.dev.state_dir / "journal.img")
                     if store.ack_upto(DOOR) >= door_bounds[1]:
                         break
                     self.dev.restart()  # it recorded more as it went: deliver that too

@@ -4,7 +4,8 @@
 from board.vdev.flashsim import FlashSim
 from firmware import setup_check
 from wire.codes import SETUP_BITS
-from firmware.journal import FLAG_TIME_VALID, Journal
+from firmware.journal import Journal
+from wire.common import FLAG_TIME_VALID
 from firmware.power_loss import last_alive, outage
 from tests.clock import ManualClock
 

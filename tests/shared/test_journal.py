@@ -5,8 +5,10 @@ import os
 import struct
 
 from board.vdev.flashsim import FlashSim, PowerCut
-from firmware.journal import (CODE_GAP, FLAGS_MASK, R_BOOT, R_CODE, R_FLAGS, R_PAYLOAD, R_SEQ, R_TIME,
-                              RECORD_SIZE, Journal, JournalError, payload_of)
+from firmware.journal import Journal, JournalError
+from journal_format import (FLAGS_MASK, R_BOOT, R_CODE, R_FLAGS, R_PAYLOAD, R_SEQ, R_TIME, RECORD_SIZE,
+                            payload_of)
+from wire.codes import GAP as CODE_GAP
 from tests.scratch import scratch_dir
 
 
@@ -315,8 +317,9 @@ def test_a_power_cut_while_the_full_ring_overwrites_never_loses_records_silently
 
 def test_erased_record_literal_matches_the_record_size():
     # Written out as a literal (frozen into the image): it must stay one record of 0xFF.
-    from firmware import journal as jmod
-    assert jmod.ERASED32 == b"\xff" * jmod.RECORD_SIZE
+    import journal_format as fmt
+    assert fmt.ERASED32 == b"\xff" * fmt.RECORD_SIZE
+    assert fmt.ERASED_ACK == b"\xff" * fmt.ACK_SIZE
 
 
 def test_where_each_sector_ends_is_read_from_the_one_table_right_after_laps_and_torn_erases():

@@ -3,7 +3,8 @@
 from board.vdev.flashsim import FlashSim
 from firmware.events import Recorder
 from wire import codes as events
-from firmware.journal import R_CODE, Journal
+from firmware.journal import Journal
+from journal_format import R_CODE
 
 
 class Clock:

@@ -7,7 +7,8 @@ import time
 import vfs
 
 from board.vdev.flashsim import FlashSim, mount
-from firmware.journal import RECORD_SIZE, Journal
+from firmware.journal import Journal
+from journal_format import RECORD_SIZE
 
 folder, n = sys.argv[1], int(sys.argv[2])
 payload = b"\x11" * 12

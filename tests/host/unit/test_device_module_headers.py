@@ -8,7 +8,7 @@ import ast
 
 from host_tools.paths import REPO_ROOT
 
-DEVICE_PACKAGES = ("firmware", "wire", "board", "crypto", "offline_cache")
+DEVICE_PACKAGES = ("firmware", "wire", "journal_format", "board", "crypto", "offline_cache")
 
 
 def _device_modules() -> list[str]:

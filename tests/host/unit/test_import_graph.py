@@ -11,9 +11,9 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-PACKAGES = ("firmware", "wire", "board", "crypto", "offline_cache", "host_tools", "reference_platform",
-            "hil")
-DEVICE = ("firmware", "wire", "board", "crypto", "offline_cache")
+PACKAGES = ("firmware", "wire", "journal_format", "board", "crypto", "offline_cache", "host_tools",
+            "reference_platform", "hil")
+DEVICE = ("firmware", "wire", "journal_format", "board", "crypto", "offline_cache")
 HOST = ("host_tools", "reference_platform", "hil")
 
 # The firmware modules host code still imports, each with its reason. The wire format, the
@@ -25,7 +25,6 @@ HOST_USES_OF_FIRMWARE = {
     "firmware.card_session",  # the door's card step, run by the personaliser and re-keyer to
     # prove a card reads as a door reads it, and by the rig's card driver
     "firmware.card_task",  # the card task's defaults, which the card-flow bench times
-    "firmware.journal",  # the journal's layout, which the torture rig and the journal bench read
     "firmware.pn532",  # the I/O-free PN532 Core the emulator answers and the blocking driver
     # (host_tools/pn532_sync.py) runs
 }

@@ -32,8 +32,8 @@ def test_every_kind_folder_is_described_in_the_readme() -> None:
 def _citing_files() -> list[Path]:
     files = [*ROOT.glob("*.md"), ROOT / "pyproject.toml", *(ROOT / "docs").rglob("*.md")]
     files += TESTS.rglob("*.py")
-    for pkg in ("firmware", "wire", "board", "crypto", "offline_cache", "host_tools", "reference_platform",
-                "hil"):
+    for pkg in ("firmware", "wire", "journal_format", "board", "crypto", "offline_cache", "host_tools",
+                "reference_platform", "hil"):
         files += (ROOT / pkg).rglob("*.py")
     return files
 

@@ -40,7 +40,7 @@ def _tree(tmp_path: Path) -> Path:
     root = tmp_path / "tree"
     skip = shutil.ignore_patterns(".venv", ".git", "build", "tests", "docs", "__pycache__",
                                   "*.egg-info", ".*_cache")
-    for name in ("board", "firmware", "wire", "crypto", "offline_cache", "host_tools",
+    for name in ("board", "firmware", "wire", "journal_format", "crypto", "offline_cache", "host_tools",
                  "reference_platform", "hil", "pyproject.toml"):
         src = REPO_ROOT / name
         if src.is_dir():
