@@ -16,7 +16,7 @@ import sys
 
 _ROOT = os.getcwd().rstrip("/")  # "" on the board, where boot runs in /
 _SETS = ("sets/a", "sets/b")
-_APP = ("board", "firmware", "wire", "journal_format", "crypto", "offline_cache")
+_APP = ("board", "firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache")
 
 
 def _json(path):

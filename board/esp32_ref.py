@@ -12,7 +12,7 @@ from board import interface
 # What this board needs on the device, read by deploy and the image manifest without
 # importing this module (host_tools/boards.py, docs/architecture.md "Boards").
 PLATFORM = "esp32"
-PACKAGES = ("firmware", "wire", "journal_format", "crypto", "offline_cache")
+PACKAGES = ("firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache")
 DEVICE_FILES = ("board/romfs.py",)
 ENTRY = "board/esp32_main.py"  # the device's main.py: picks the deployed set, then main()
 

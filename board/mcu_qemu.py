@@ -24,7 +24,7 @@ from board import interface
 # What this board needs on the device, read by the image manifest without importing this
 # module (host_tools/boards.py, docs/architecture.md "Boards").
 PLATFORM = "qemu"
-PACKAGES = ("firmware", "wire", "journal_format", "crypto", "offline_cache")
+PACKAGES = ("firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache")
 DEVICE_FILES = ()
 ENTRY = None  # scripts are run over the console (doorctl mcu run)
 

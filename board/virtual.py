@@ -20,7 +20,7 @@ from board.vdev.flashsim import FlashSim, mount
 # importing this module (host_tools/boards.py, docs/architecture.md "Boards"). The console
 # (rawrepl) comes from the deployed set, like the firmware.
 PLATFORM = "linux"
-PACKAGES = ("firmware", "wire", "journal_format", "crypto", "offline_cache")
+PACKAGES = ("firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache")
 DEVICE_FILES = ("board/romfs.py", "board/vdev/__init__.py", "board/vdev/flashsim.py",
                 "board/vdev/rawrepl.py", "board/vdev/rom.py")
 ENTRY = None  # the launcher runs board/vdev/boot.py from the host (host_tools/vdev/device.py)

@@ -1,9 +1,7 @@
 """The card flow at the door: reader poll -> card session -> whitelist decision -> door.
 
-One decision per presentation: a card left on the reader is decided once, and again only
-after the field has been empty for `absent_ms`. Presence, not the UID, makes a presentation:
-a random-ID card shows a new UID at every power-up, and a field that re-powers the card (or
-a card at the edge of the field) drops out of a poll or two; neither is a new presentation.
+One decision per presentation (card_reader/presentation.py): a card left on the reader is decided
+once, and again only after the field has been empty for `absent_ms`.
 Nothing here waits for the network: the decision uses the offline cache and the door
 journals the result itself (docs/card-profile.md, "door flow").
 """
@@ -14,41 +12,19 @@ from wire import codes as ev
 from wire.common import FLAG_LOW_ASSURANCE, FLAG_REKEYED
 from firmware.clock_trust import trusted_time
 from firmware.log import log
-from firmware.ticks import ticks_diff, ticks_us
+from card_reader.presentation import TIMING, same_presentation
+from ticks import ticks_diff, ticks_us
 
 
 NO_KEYS = ev.DENY_REASONS["no_keys"]
 NO_CACHE = ev.DENY_REASONS["no_cache"]
 
-DEFAULTS = {
+# The card options (config.json "cards" overrides these and the poll timing, card_reader.presentation).
+POLICY = {
     "legacy_uid": False,  # accept UID-only cards (low assurance)
     "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
     "classic_block": 4,
-    "poll_ms": 50,  # pause between two reader polls (after a card, or in polling mode)
-    # The PN532 waits for a card itself (MaxRetries FF): a card is found within one
-    # activation try of its arrival, not at the next poll. The task looks up every wait_ms
-    # (the command stays pending meanwhile). 0: poll with MaxRetries 2 instead.
-    "wait_ms": 200,
-    # A wait pending this long is sent again: a PN532 that reset meanwhile (a brown-out when
-    # the lock's coil switches, a reader swapped) has forgotten it and would never answer.
-    # One frame and its ACK every 2 s on an empty field; a reader gone is found out by then.
-    "renew_ms": 2000,
-    "list_timeout_ms": 1000,  # polling mode: the PN532 answers at once with an empty field
-    "lost_quiet_ms": 5000,  # one card_lost record per card within this
-    "absent_ms": 300,  # the field empty this long (several polls) ends a presentation
 }
-
-
-def is_random_uid(uid):
-    """ISO 14443-3: a 4-byte UID starting 0x08 is drawn afresh at each power-up."""
-    return len(uid) == 4 and uid[0] == 0x08
-
-
-def same_presentation(held, uid):
-    """Whether `uid`, seen while the card `held` was last in the field, is that same card:
-    the same UID, or a random UID after a random UID (a re-powered random-ID card). A
-    different fixed UID is another card, decided at once."""
-    return uid == held or (is_random_uid(uid) and is_random_uid(held))
 
 
 def decide(result, cache, door_no, now, mode):
@@ -75,7 +51,8 @@ class CardTask:
     """Polls the PN532 on `board.reader_uart` and hands each decision to the door task."""
 
     def __init__(self, board, door, keystore, cache, door_no, cfg=None, status=None):
-        c = dict(DEFAULTS)
+        c = dict(TIMING)
+        c.update(POLICY)
         if cfg:
             c.update(cfg)
         self.cfg = c
@@ -86,8 +63,8 @@ class CardTask:
         self.cache = cache
         self.door_no = door_no
         # Imported here: the decision above needs neither the reader driver nor the crypto.
-        from firmware.card_session import CardSession
-        from firmware.pn532 import AsyncPN532
+        from card_reader.card_session import CardSession
+        from card_reader.pn532 import AsyncPN532
 
         self.reader = AsyncPN532(board.reader_uart) if board.reader_uart is not None else None
         self.session = None
@@ -110,8 +87,8 @@ class CardTask:
 
     async def step(self):
         """One poll. Returns True when a card was decided."""
-        from firmware.card_session import CARD_LOST
-        from firmware.pn532 import E_TWO_CARDS, RETRY_FOREVER, PN532Error
+        from card_reader.card_session import CARD_LOST
+        from card_reader.pn532 import E_TWO_CARDS, RETRY_FOREVER, PN532Error
 
         self._waited = False
         wait_ms = self.cfg["wait_ms"]
@@ -178,7 +155,7 @@ class CardTask:
         return True
 
     async def _release(self):
-        from firmware.pn532 import PN532Error
+        from card_reader.pn532 import PN532Error
 
         try:
             await self.reader.release()
@@ -209,7 +186,7 @@ class CardTask:
             self.door.deny(reason, ref, flags)
 
     async def run(self):
-        from firmware.pn532 import PN532Error
+        from card_reader.pn532 import PN532Error
 
         while True:
             if self.hold:

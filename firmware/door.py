@@ -12,7 +12,7 @@ import struct
 from wire import codes as ev
 from wire.codes import DENY_LOCKDOWN, KINDS
 from wire.common import SITE_TZ_MIN
-from firmware.ticks import ticks_add, ticks_diff
+from ticks import ticks_add, ticks_diff
 
 try:
     from micropython import const
@@ -106,7 +106,7 @@ def merge_config(overrides=None):
 
 class DoorMachine:
     """See docs/door.md for the state table. Times are ticks in ms; `diff`/`add` are the
-    board clock's ticks_diff/ticks_add (firmware/ticks.py's by default); `wall` returns epoch seconds
+    board clock's ticks_diff/ticks_add (the ticks package's by default); `wall` returns epoch seconds
     or None (for the time of a power loss)."""
 
     def __init__(self, config=None, now=0, sink=None, diff=None, add=None, wall=None):

@@ -6,7 +6,7 @@ ticks_diff). Readings are compared with `==`, so it serves booleans and the supe
 contact's strings alike, without allocating.
 """
 
-from firmware.ticks import ticks_diff
+from ticks import ticks_diff
 
 CONTACT_STATES = ("closed", "open", "short", "cut")
 

@@ -19,7 +19,7 @@ loop on QoS 1. This one:
 import asyncio
 import struct
 
-from firmware.ticks import ticks_diff, ticks_ms
+from ticks import ticks_diff, ticks_ms
 
 try:
     from micropython import const

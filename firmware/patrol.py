@@ -8,7 +8,7 @@ Values owned by other parts of the firmware (journal, cache, clock, uptime) come
 """
 
 from firmware import VERSION
-from firmware.ticks import ticks_diff
+from ticks import ticks_diff
 
 
 def _get(providers, key, default):

@@ -51,7 +51,7 @@ from firmware.config import broker_tls
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
 from firmware.refusals import Refusals
-from firmware.ticks import ticks_diff, ticks_ms
+from ticks import ticks_diff, ticks_ms
 
 try:
     from micropython import const

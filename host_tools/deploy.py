@@ -22,6 +22,7 @@ host_tools/console.py's, shared with commissioning, the self-test and the rig.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import json
@@ -32,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware import VERSION
 from host_tools.boards import BoardError, BoardSpec, board_for_platform, board_named
 from host_tools.console import check_port, handshake, mpremote
 from host_tools.errors import EXIT_MISSING_TOOL, EXIT_NO_DEVICE, UserError
@@ -40,6 +40,19 @@ from host_tools.mpy_build import DEFAULT_BUILD_DIR, build_device_tree, compile_f
 from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+def firmware_version(root: Path = REPO_ROOT) -> str:
+    """The firmware's VERSION, as written into a set's manifest: read from the source of
+    firmware/__init__.py, never imported (host code imports only the shared packages)."""
+    path = root / "firmware" / "__init__.py"
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "VERSION"
+                                                for t in node.targets):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, str):
+                return value
+    raise ValueError(f"{path} sets no VERSION string")
 DEVICE_LIB = "lib"
 # Each deploy stages a whole set (`<set>/lib/…` and its manifest `<set>/deploy.json`) in the
 # slot the device does not run, then switches by replacing ACTIVE (write temporary, rename):
@@ -502,7 +515,7 @@ def deploy(port: str, progress: Callable[[int, int, str], None] | None = None,
     result.unchanged = [d for d in want if d not in result.copied]
     result.removed = stale_files(current, want)
     result.manifest = {
-        "firmware": VERSION,
+        "firmware": firmware_version(),
         "commit": git_commit(),
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "target": board.name,

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEVICE_PACKAGES = ("board", "crypto", "offline_cache", "firmware", "wire", "journal_format")
+DEVICE_PACKAGES = ("board", "crypto", "offline_cache", "firmware", "wire", "card_reader", "journal_format",
+                   "ticks")
 IMAGE_BOARD_DIRS = (REPO_ROOT / "board" / "esp32", REPO_ROOT / "board" / "unix32")
 
 

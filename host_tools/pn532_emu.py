@@ -1,6 +1,6 @@
 """PN532 emulator: the reader chip on the host side of the device's reader UART.
 
-It parses the firmware's PN532 host frames (UM0701-02, the same codec as `firmware/pn532.py`),
+It parses the firmware's PN532 host frames (UM0701-02, the same codec as `card_reader/pn532.py`),
 answers each information frame with an ACK then a real PN532 response frame, and relays
 InDataExchange payloads (APDUs) to a card: a PC/SC reader through pyscard (a virtual card on
 vsmartcard's vpcd, or a physical card on a bench reader), or any in-process card object.
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools import tcp
 from host_tools.field_timing import PN532_EMPTY_TRY_S, FieldTiming
 from host_tools.iso14443_4 import IsoDepCard, NoAnswer

@@ -1,4 +1,4 @@
-"""The blocking PN532 driver over firmware/pn532.py's I/O-free Core: for the host tools, the
+"""The blocking PN532 driver over card_reader/pn532.py's I/O-free Core: for the host tools, the
 bench and the tests (MicroPython code, so the shared tests run it on both interpreters). The
 door itself only uses AsyncPN532; this module is neither frozen nor deployed.
 
@@ -6,7 +6,7 @@ door itself only uses AsyncPN532; this module is neither frozen nor deployed.
   PollStream(obj)   that blocking stream over a machine.UART or a socket
 """
 
-from firmware.pn532 import E_NOT_CONNECTED, IO_READ, IO_WRITE, Core, PN532Error
+from card_reader.pn532 import E_NOT_CONNECTED, IO_READ, IO_WRITE, Core, PN532Error
 
 
 def _run_sync(gen, stream):

@@ -1,9 +1,9 @@
 # A clock the test moves by hand, with the board clock's interface (docs/architecture.md,
-# "Board interface"): the ticks are `t`, `ticks_add`/`ticks_diff` are firmware/ticks.py's
+# "Board interface"): the ticks are `t`, `ticks_add`/`ticks_diff` are the ticks package's
 # (MicroPython's own on the device interpreter, the same wraparound arithmetic on CPython),
 # and the wall time is `epoch` (None: not set), trusted unless the test sets `trusted` False.
 # Used on both interpreters.
-from firmware.ticks import ticks_add, ticks_diff
+from ticks import ticks_add, ticks_diff
 
 
 class ManualClock:

@@ -1,7 +1,7 @@
 # A scripted PN532 for the driver's tests on both interpreters: a hand-moved clock
 # (tests/clock.py) stands in for time, and the chip answers each information frame from a
 # list of byte strings.
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.pn532_sync import PN532
 from tests.clock import ManualClock
 

@@ -1,6 +1,6 @@
 # Tick wraparound vectors, in terms of the period P (2**30 on CPython and on 32-bit ports such
 # as the ESP32 and the unix32 image, 2**62 on the 64-bit unix port): one set for
-# firmware/ticks.py, the board clocks and the tests' own clock, on both interpreters.
+# ticks/, the board clocks and the tests' own clock, on both interpreters.
 
 
 def diffs(P):

@@ -1,6 +1,6 @@
 """The door card profile (docs/card-profile.md): the DESFire application, its keys, the
 credential file and its codec, and how a card reference is derived. Shared by the door's card
-session (firmware/card_session.py), the tools that personalise cards and the platform.
+session (card_reader/card_session.py), the tools that personalise cards and the platform.
 """
 
 DOOR_AID = b"\x01\xd0\xf5"  # 0xF5D001, LSB first as sent to the card

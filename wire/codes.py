@@ -36,7 +36,7 @@ GAP = 0xFE  # the journal's own gap record; payload: first and last lost seq (u3
 
 KINDS = {"card": 1, "rex": 2, "remote": 3}  # arg of access_granted (and of a REX/remote refusal)
 
-# Card step results (firmware/card_session.py, `result.code`; the reason names are also
+# Card step results (card_reader/card_session.py, `result.code`; the reason names are also
 # access_denied reasons below).
 CARD_OK = 0
 CARD_NOT_DOOR_CARD = 1

@@ -26,7 +26,7 @@ rom_problem = board.mount_rom()  # the application from /rom when deployed there
 
 # Code the application is made of: deployed to a set under /flash/sets (or /flash/lib, the
 # layout before sets), else built in (the repository's).
-APP_PACKAGES = ("firmware", "wire", "journal_format", "crypto", "offline_cache", "board.vdev.rawrepl")
+APP_PACKAGES = ("firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache", "board.vdev.rawrepl")
 SETS = ("sets/a", "sets/b")  # host_tools/deploy.py: SETS
 
 

@@ -56,7 +56,7 @@ class BenchCards:
     def read_ref(self, role: str, store: Any) -> bytes:
         """The card reference the door will compute for `role`'s card (read as the door does,
         with the site's keys): what the whitelist must hold."""
-        from firmware.card_session import CardSession
+        from card_reader.card_session import CardSession
 
         reader = self.place(role)
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from firmware.pn532 import CMD_IN_LIST_PASSIVE_TARGET
+from card_reader.pn532 import CMD_IN_LIST_PASSIVE_TARGET
 from hil.drivers.cards import BenchCards
 from hil.rig import RigError, wait_for
 from host_tools.cards import pcsc, vcard

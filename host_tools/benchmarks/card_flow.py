@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware import pn532 as p
-from firmware.card_task import DEFAULTS as CARD_DEFAULTS
+from card_reader import pn532 as p
+from card_reader.presentation import TIMING as CARD_TIMING
 from host_tools.cards.kit import SiteKit
 from host_tools.console import call
 from host_tools.field_timing import FieldTiming
@@ -36,7 +36,7 @@ N = 30
 N_FIELD = 200  # presentations with field timing
 # A card taken away is a new presentation only once the field has been empty this long (the
 # unlock time already spent waiting for the relay to drop counts too, but not always enough).
-AWAY_S = CARD_DEFAULTS["absent_ms"] / 1000
+AWAY_S = CARD_TIMING["absent_ms"] / 1000
 SMOKE = {"N": 2, "N_FIELD": 2}
 QUICK = {"N": 6, "N_FIELD": 20}
 # The PN532 waits for the card itself (card_task's wait_ms): a presentation waits for the

@@ -362,12 +362,12 @@ print("LIVE", gc.mem_alloc() - before)
 
 def application_modules() -> list[str]:
     """Every module of the application packages, by dotted name."""
-    from host_tools.paths import REPO_ROOT, device_sources
+    from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT, device_sources
 
     names = []
     for src in device_sources():
         rel = src.relative_to(REPO_ROOT).with_suffix("")
-        if rel.parts[0] in ("firmware", "wire", "journal_format", "crypto", "offline_cache"):
+        if rel.parts[0] in DEVICE_PACKAGES and rel.parts[0] != "board":
             names.append(".".join(p for p in rel.parts if p != "__init__"))
     return [n for n in names if n not in HOST_SIDE_MODULES]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from card_reader import card_session as cs
 from crypto import ev2
 from crypto.ev2 import CardError, Reader
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
 from host_tools.cards.pcsc import Transceive
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError
 from wire import card_profile as profile

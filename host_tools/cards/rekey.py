@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from card_reader import card_session as cs
 from crypto.ev2 import CardError, Reader
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
 from host_tools.cards.pcsc import Transceive
 from host_tools.cards.personalize import check_card
 from host_tools.errors import EXIT_FAILED, EXIT_USAGE, UserError

@@ -323,7 +323,7 @@ def read(
 
     Example: doorctl card read --keys site.json --reader "Virtual PCD 00 00"
     """
-    from firmware.card_session import CardSession
+    from card_reader.card_session import CardSession
     from host_tools.cards import pcsc, sitekeys
 
     def go() -> None:

@@ -1,5 +1,5 @@
 # Every board clock that runs on this interpreter wraps its ticks as MicroPython does, against
-# the vectors firmware/ticks.py is checked with (tests/tick_vectors.py): the virtual and the
+# the vectors ticks/ is checked with (tests/tick_vectors.py): the virtual and the
 # ESP32 boards' on the unix port, the bare-metal board's under `--image mcu`.
 import sys
 import time

@@ -4,7 +4,7 @@
 # retired version (a clone made with a stolen door's old key included) is refused.
 # mpy-heapsize: 256K
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
+from card_reader import card_session as cs
 from wire import card_profile as profile
 from host_tools.cards.desfire import DesfireCard, blank_state
 

@@ -13,7 +13,7 @@ AUTH_FAILED = ev.CARD_AUTH_FAILED
 
 
 class CardResult:
-    """firmware.card_session.CardResult's fields, as decide() reads them."""
+    """card_reader.card_session.CardResult's fields, as decide() reads them."""
 
     def __init__(self, code, ref=None, profile=None, low_assurance=False):
         self.code = code

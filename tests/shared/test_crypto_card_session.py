@@ -5,7 +5,7 @@
 # mpy-heapsize: 256K
 from crypto import aes
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
+from card_reader import card_session as cs
 from wire import card_profile as profile
 from host_tools.cards.desfire import DesfireCard, blank_state
 

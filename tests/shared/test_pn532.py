@@ -2,7 +2,7 @@
 # PN532 frame codec and driver logic, on both interpreters: UM0701-02 frame vectors, the
 # incremental parser's events, target parsing, and the blocking driver against scripted
 # PN532 byte streams (a tick counter advanced by the stream stands in for time).
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.pn532_sync import PN532
 from tests.clock import ManualClock
 from tests.pn532_script import Script, driver, expect_error, h, resp

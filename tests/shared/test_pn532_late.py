@@ -2,7 +2,7 @@
 # The PN532 driver on a slow link, on both interpreters: an ACK later than the ACK timeout,
 # a late answer to an earlier command arriving after the flush. An APDU must never run twice
 # on the card, and a late answer must never be taken for another command's.
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.pn532_sync import PN532
 from tests.clock import ManualClock
 from tests.pn532_script import Script, driver, expect_error, h, resp

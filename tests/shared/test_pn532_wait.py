@@ -1,7 +1,7 @@
 # mpy-heapsize: 96K
 # The PN532 driver waiting for a card (MaxRetries FF, wait_target / abort), on both
 # interpreters, against scripted PN532 byte streams (a tick counter stands in for time).
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from tests.pn532_script import driver, expect_error, h, resp
 
 

@@ -1,7 +1,7 @@
 # Tick wraparound on both interpreters, against one set of vectors (tests/tick_vectors.py):
-# firmware/ticks.py (time's own functions on MicroPython, the same arithmetic on CPython)
+# ticks/ (time's own functions on MicroPython, the same arithmetic on CPython)
 # and the tests' hand-moved clock. The board clocks: tests/device/test_board_clocks.py.
-from firmware import ticks
+import ticks
 from tests.clock import ManualClock
 from tests.tick_vectors import check
 

@@ -10,10 +10,10 @@ import sys
 
 gc.collect()
 _HEAP0 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+from card_reader import card_session as cs  # noqa: E402  (heap measured around these imports)
 from crypto import aes  # noqa: E402  (heap measured around these imports)
 from crypto.ev2 import Reader  # noqa: E402  (heap measured around these imports)
 from crypto.keystore import SoftwareKeyStore  # noqa: E402  (heap measured around these imports)
-from firmware import card_session as cs  # noqa: E402  (heap measured around these imports)
 from wire import card_profile as profile  # noqa: E402  (heap measured around these imports)
 
 gc.collect()

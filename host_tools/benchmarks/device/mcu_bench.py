@@ -122,9 +122,9 @@ def cmac():
 
 
 def ev2(n):
+    from card_reader import card_session as cs
     from crypto import aes
     from crypto.keystore import SoftwareKeyStore
-    from firmware import card_session as cs
     from host_tools.cards.desfire import DesfireCard, blank_state
     from wire import card_profile as profile
 

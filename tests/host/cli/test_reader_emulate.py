@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.cards import pcsc, vcard
 from host_tools.errors import EXIT_NO_DEVICE, EXIT_USAGE
 from host_tools.pn532_emu import SocketStream, release_connection

@@ -17,7 +17,7 @@ from host_tools.pn532_emu import LocalCard, PN532Emulator
 SCRIPT = """
 import asyncio, sys, gc
 from board.virtual import ReaderUART
-from firmware.pn532 import AsyncPN532, PN532Error
+from card_reader.pn532 import AsyncPN532, PN532Error
 
 async def main(port):
     uart = ReaderUART()

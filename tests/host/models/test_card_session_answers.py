@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from card_reader import card_session as cs
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
 from host_tools.cards.desfire import DesfireCard, blank_state
 from wire import card_profile as profile
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.pn532_sync import PN532
 
 RESPONSES = [

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from firmware import card_session as cs
+from card_reader import card_session as cs
 from host_tools.cards import pcsc, sitekeys, vcard
 from host_tools.cards.personalize import personalize
 from host_tools.errors import EXIT_FAILED, EXIT_NO_DEVICE, EXIT_USAGE, UserError

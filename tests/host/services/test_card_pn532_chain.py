@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import card_session as cs
+from card_reader import card_session as cs
 from host_tools.cards import pcsc, sitekeys, vcard
 from host_tools.cards.personalize import personalize
 from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.cards import pcsc, vcard
 from host_tools.pn532_emu import PN532Emulator, SocketStream, release_connection
 from host_tools.pn532_sync import PN532
@@ -140,7 +140,7 @@ def _classic_store(key: bytes):  # type: ignore[no-untyped-def]
 
 def test_a_classic_card_on_a_pcsc_reader_is_read_by_the_legacy_profile(
         rig: tuple[PN532Emulator, PN532]) -> None:
-    from firmware import card_session as cs
+    from card_reader import card_session as cs
     from wire import card_profile as profile
 
     emu, d = rig

@@ -157,7 +157,7 @@ def test_a_held_list_answers_as_soon_as_a_card_arrives(pty_reader: tuple[PN532Em
 
 def test_a_new_baud_rate_takes_effect_after_the_hosts_ack() -> None:
     """SetSerialBaudRate answers at the old rate; the chip switches once the host ACKs it."""
-    from firmware import pn532 as p
+    from card_reader import pn532 as p
 
     emu = PN532Emulator()
     rates: list[int] = []

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from card_reader import card_session as cs
 from crypto.ev2 import CardError
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
 from host_tools.cards import sitekeys
 from host_tools.cards.desfire import DesfireCard, blank_state
 from host_tools.cards.personalize import CREATE_STEP, personalize, step_failure

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from card_reader import card_session as cs
 from crypto.keystore import SoftwareKeyStore
-from firmware import card_session as cs
 from host_tools.cards import sitekeys
 from host_tools.cards.desfire import DesfireCard, blank_state
 from host_tools.cards.personalize import personalize

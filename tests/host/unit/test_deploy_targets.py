@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from host_tools.boards import read_board
@@ -9,12 +11,25 @@ from host_tools.deploy import (
     DeviceInfo,
     board_for,
     check_mpy_compatible,
+    firmware_version,
     local_files,
     stale_files,
 )
 from host_tools.errors import EXIT_MISSING_TOOL, UserError
 from host_tools.mpy_build import DEFAULT_BUILD_DIR
 from host_tools.paths import REPO_ROOT
+
+
+def test_the_manifest_version_is_the_firmware_s_own_read_without_importing_it(tmp_path: Path) -> None:
+    import firmware  # the test may import it; deploy reads the source instead
+
+    assert firmware_version() == firmware.VERSION
+    (tmp_path / "firmware").mkdir()
+    (tmp_path / "firmware" / "__init__.py").write_text('"""x"""\nVERSION = "9.8.7"\n')
+    assert firmware_version(tmp_path) == "9.8.7"
+    (tmp_path / "firmware" / "__init__.py").write_text("VERSION = 3\n")
+    with pytest.raises(ValueError, match="sets no VERSION string"):
+        firmware_version(tmp_path)
 
 
 def test_esp32_gets_its_board_and_a_boot_entry_but_not_the_virtual_board() -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import ast
 
-from host_tools.paths import REPO_ROOT
-
-DEVICE_PACKAGES = ("firmware", "wire", "journal_format", "board", "crypto", "offline_cache")
+from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 
 
 def _device_modules() -> list[str]:

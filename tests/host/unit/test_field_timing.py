@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools import field_timing as ft
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator, SocketStream

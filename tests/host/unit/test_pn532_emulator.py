@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PcscSlot, PN532Emulator, SocketStream
 from host_tools.pn532_sync import PN532, PollStream
@@ -179,7 +179,7 @@ def _site_stores() -> tuple[object, object]:
 
 
 def test_door_card_session_through_the_reader(rig: tuple[PN532Emulator, PN532]) -> None:
-    from firmware import card_session as cs
+    from card_reader import card_session as cs
     from host_tools.cards.personalize import personalize
 
     emu, d = rig

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from firmware import pn532 as p
+from card_reader import pn532 as p
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.pn532_sync import PN532

@@ -7,8 +7,8 @@ auth_failed (seen in the soak on a loaded machine)."""
 
 from __future__ import annotations
 
-from firmware import card_session as cs
-from firmware import pn532 as p
+from card_reader import card_session as cs
+from card_reader import pn532 as p
 from host_tools.cards.kit import SiteKit
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.pn532_sync import PN532

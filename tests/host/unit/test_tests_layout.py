@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from host_tools.paths import DEVICE_PACKAGES
+
 ROOT = Path(__file__).resolve().parents[3]
 TESTS = Path(__file__).resolve().parents[2]
 HOST = TESTS / "host"
@@ -32,8 +34,7 @@ def test_every_kind_folder_is_described_in_the_readme() -> None:
 def _citing_files() -> list[Path]:
     files = [*ROOT.glob("*.md"), ROOT / "pyproject.toml", *(ROOT / "docs").rglob("*.md")]
     files += TESTS.rglob("*.py")
-    for pkg in ("firmware", "wire", "journal_format", "board", "crypto", "offline_cache", "host_tools",
-                "reference_platform", "hil"):
+    for pkg in (*DEVICE_PACKAGES, "host_tools", "reference_platform", "hil"):
         files += (ROOT / pkg).rglob("*.py")
     return files
 

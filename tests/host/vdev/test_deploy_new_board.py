@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.paths import REPO_ROOT
+from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 from host_tools.vdev.device import VirtualDevice
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
@@ -40,8 +40,7 @@ def _tree(tmp_path: Path) -> Path:
     root = tmp_path / "tree"
     skip = shutil.ignore_patterns(".venv", ".git", "build", "tests", "docs", "__pycache__",
                                   "*.egg-info", ".*_cache")
-    for name in ("board", "firmware", "wire", "journal_format", "crypto", "offline_cache", "host_tools",
-                 "reference_platform", "hil", "pyproject.toml"):
+    for name in (*DEVICE_PACKAGES, "host_tools", "reference_platform", "hil", "pyproject.toml"):
         src = REPO_ROOT / name
         if src.is_dir():
             shutil.copytree(src, root / name, ignore=skip)

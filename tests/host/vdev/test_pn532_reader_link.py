@@ -20,7 +20,7 @@ MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 PROGRAM = """
 import asyncio
 from firmware.main import running
-from firmware.pn532 import AsyncPN532, PN532Error
+from card_reader.pn532 import AsyncPN532, PN532Error
 
 async def go():
     running["cards"].hold = True  # the firmware's card task lends the reader to this program

@@ -18,7 +18,7 @@ Every failure raises PN532Error(code, detail): no other exception leaves the dri
 for protocol trouble (garbage, truncated frames, checksum errors, wrong TFI, no answer,
 card gone, two cards), and every wait is bounded by a timeout."""
 
-from firmware import ticks
+import ticks
 
 TFI_HOST = 0xD4
 TFI_PN532 = 0xD5
