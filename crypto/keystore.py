@@ -40,13 +40,21 @@ from crypto.cmac import CMAC
 from crypto.diversify import div_input, diversify_aes128
 from crypto.hmac256 import HMAC, hmac_sha256
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
+
 # Slots holding diversification masters: their keys never leave the store.
-MASTER_SLOTS = ("app_master", "door_read")
-REF_SLOT = "card_ref"
-REF_LEN = 8
+_MASTER_SLOTS = const(("app_master", "door_read"))
+_REF_SLOT = const("card_ref")
+_REF_LEN = const(8)
 # HMAC keys: at least 16 bytes, any length above.
-WIDE_SLOTS = (REF_SLOT, "cache", "command", "update", "provision", "door_master")
-SCOPES = ("site", "door")
+_WIDE_SLOTS = const((_REF_SLOT, "cache", "command", "update", "provision", "door_master"))
+_SCOPES = const(("site", "door"))
 
 
 class KeyStoreError(Exception):
@@ -65,7 +73,7 @@ class SoftwareKeyStore:
 
     def __init__(self, site_id, system_id, keys, key_version=1, accept=None, door_rekey=False,
                  generation=1, scope="site", device=None):
-        if scope not in SCOPES or (scope == "door") != isinstance(device, str):
+        if scope not in _SCOPES or (scope == "door") != isinstance(device, str):
             raise KeyStoreError("bad key file: scope must be site, or door with its device")
         self.scope = scope
         self.device = device
@@ -79,7 +87,7 @@ class SoftwareKeyStore:
         self._cmacs = {}
         for slot in keys:
             k = bytes(keys[slot])
-            if slot in WIDE_SLOTS:
+            if slot in _WIDE_SLOTS:
                 if len(k) < 16:
                     raise KeyStoreError("bad key file: %s must be at least 16 bytes" % slot)
             elif slot.startswith("classic_"):
@@ -151,7 +159,7 @@ class SoftwareKeyStore:
     def key(self, slot):
         if slot in ("update", "provision", "door_master"):
             raise KeyStoreError("slot %s is not exportable" % slot)
-        if slot.split(".")[0] in MASTER_SLOTS or slot == REF_SLOT:
+        if slot.split(".")[0] in _MASTER_SLOTS or slot == _REF_SLOT:
             raise KeyStoreError("slot %s is not exportable" % slot)
         return self._get(slot)
 
@@ -163,7 +171,7 @@ class SoftwareKeyStore:
         return diversify_aes128(None, div_input(uid, aid, self.system_id), c)
 
     def card_ref(self, data):
-        return hmac_sha256(self._get(REF_SLOT), data)[:REF_LEN]
+        return hmac_sha256(self._get(_REF_SLOT), data)[:_REF_LEN]
 
     def hmac(self, slot, msg):
         """HMAC-SHA256 of `msg` with the key in `slot` (e.g. "command"), without exporting it."""

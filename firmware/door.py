@@ -43,8 +43,10 @@ _DEFAULTS = const((
 
 NORMAL, PASSAGE, LOCKDOWN, FIRE = "normal", "passage", "lockdown", "fire"
 MODES = (NORMAL, PASSAGE, LOCKDOWN, FIRE)  # index = arg of mode_changed
-TAMPER_SHORT, TAMPER_CUT = 1, 2  # sensor_tamper arg
-CLOSER_SLOW, CLOSER_BOUNCE = 1, 2  # closer_fault arg
+_TAMPER_SHORT = const(1)  # sensor_tamper arg
+_TAMPER_CUT = const(2)
+_CLOSER_SLOW = const(1)  # closer_fault arg
+_CLOSER_BOUNCE = const(2)
 
 # Alarm bits (active_alarms()).
 _A_FORCED = const(1)
@@ -54,9 +56,10 @@ _A_SENSOR = const(8)
 _A_DEVICE = const(16)
 _A_CLOSER = const(32)
 _A_POWER = const(64)
-ALARM_NAMES = ((_A_FORCED, "forced_open"), (_A_PREALARM, "held_open_prealarm"),
-               (_A_HELD, "held_open"), (_A_SENSOR, "sensor_tamper"), (_A_DEVICE, "device_tamper"),
-               (_A_CLOSER, "closer_fault"), (_A_POWER, "power_lost"))
+_ALARM_NAMES = const(((_A_FORCED, "forced_open"), (_A_PREALARM, "held_open_prealarm"),
+                      (_A_HELD, "held_open"), (_A_SENSOR, "sensor_tamper"),
+                      (_A_DEVICE, "device_tamper"), (_A_CLOSER, "closer_fault"),
+                      (_A_POWER, "power_lost")))
 
 
 class MemorySink:
@@ -225,7 +228,7 @@ class DoorMachine:
             self.passage_slow = True
             self.slow_count += 1
             if self.slow_count >= self.cfg["closer_slow_count"]:
-                self._raise(_A_CLOSER, ev.CLOSER_FAULT, CLOSER_SLOW)
+                self._raise(_A_CLOSER, ev.CLOSER_FAULT, _CLOSER_SLOW)
         if self._due(now, self.settle_at):
             # The door stayed shut past the bounce window: it has settled.
             self.settle_at = None
@@ -266,7 +269,7 @@ class DoorMachine:
             if self.effective_mode() != FIRE:
                 self.bounce_count += 1
                 if self.bounce_count >= self.cfg["closer_bounce_count"]:
-                    self._raise(_A_CLOSER, ev.CLOSER_FAULT, CLOSER_BOUNCE)
+                    self._raise(_A_CLOSER, ev.CLOSER_FAULT, _CLOSER_BOUNCE)
         self.authorized = self.unlock_until is not None or self._released()
         if not self.authorized:
             self._raise(_A_FORCED, ev.FORCED_OPEN)
@@ -300,7 +303,7 @@ class DoorMachine:
             first = self.sensor is None
             self.sensor = value  # a short that becomes a cut is shown as a cut (one alarm)
             if first:
-                self._raise(_A_SENSOR, ev.SENSOR_TAMPER, TAMPER_SHORT if value == "short" else TAMPER_CUT)
+                self._raise(_A_SENSOR, ev.SENSOR_TAMPER, _TAMPER_SHORT if value == "short" else _TAMPER_CUT)
             return
         if self.sensor is not None:
             self.sensor = None
@@ -437,4 +440,4 @@ class DoorMachine:
         return self.door
 
     def active_alarms(self):
-        return [name for bit, name in ALARM_NAMES if self.alarms & bit]
+        return [name for bit, name in _ALARM_NAMES if self.alarms & bit]

@@ -36,18 +36,26 @@ except ImportError:  # pragma: no cover
     def _rand(bits):
         return 0
 
-CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 _MAX_TOPIC = const(256)  # bytes: longer topics are skipped unread (ours are door/v1/<id>/<leaf>)
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
+# Packet types (the first byte), folded into the bytecode.
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_SUBACK = const(0x90)
+_PINGREQ = const(0xC0)
+_PINGRESP = const(0xD0)
+_DISCONNECT = const(0xE0)
 
 # CONNACK return codes 1-5 (a tuple of constants is frozen into the image; a dict is not)
-CONNACK_REASONS = ("unacceptable protocol version", "client id rejected", "server unavailable",
-                   "bad user name or password", "not authorised")
+_CONNACK_REASONS = const(("unacceptable protocol version", "client id rejected",
+                          "server unavailable", "bad user name or password", "not authorised"))
 
 
 def connack_reason(code):
     """Why the broker refused the connection, from its CONNACK return code."""
-    return CONNACK_REASONS[code - 1] if 1 <= code <= len(CONNACK_REASONS) else str(code)
+    return _CONNACK_REASONS[code - 1] if 1 <= code <= len(_CONNACK_REASONS) else str(code)
 
 
 class MQTTError(Exception):
@@ -174,9 +182,9 @@ class MQTTClient:
         body += struct.pack("!BBH", 4, flags, self.keepalive)
         body += payload
         # Over TLS the handshake runs as CONNECT is sent: bounded like the answer.
-        await asyncio.wait_for_ms(self._send(CONNECT, body), timeout_ms)
+        await asyncio.wait_for_ms(self._send(_CONNECT, body), timeout_ms)
         hdr = await asyncio.wait_for_ms(self._reader.readexactly(4), timeout_ms)
-        if hdr[0] != CONNACK or hdr[1] != 2:
+        if hdr[0] != _CONNACK or hdr[1] != 2:
             await self._abort()
             raise MQTTError("bad CONNACK")
         if hdr[3] != 0:
@@ -203,7 +211,7 @@ class MQTTClient:
     async def close(self, send_disconnect=True):
         if self.connected and send_disconnect:
             try:
-                await self._send(DISCONNECT, b"")
+                await self._send(_DISCONNECT, b"")
             except Exception:
                 pass
         for t in self._tasks:
@@ -258,7 +266,7 @@ class MQTTClient:
             pid = self._next_pid()
             head += struct.pack("!H", pid)
             self._inflight[pid] = True
-        first = PUBLISH | (qos & 1) << 1 | (1 if retain else 0)
+        first = _PUBLISH | (qos & 1) << 1 | (1 if retain else 0)
         async with self._wlock:
             w = self._writer
             if w is None:
@@ -285,7 +293,7 @@ class MQTTClient:
     async def subscribe(self, topic, qos=1, timeout_ms=10000):
         pid = self._next_pid()
         self._suback[pid] = None
-        await self._send(SUBSCRIBE, struct.pack("!H", pid) + _str(topic) + bytes([qos]))
+        await self._send(_SUBSCRIBE, struct.pack("!H", pid) + _str(topic) + bytes([qos]))
         waited = 0
         while self._suback.get(pid) is None:
             if not self.connected or waited >= timeout_ms:
@@ -360,7 +368,7 @@ class MQTTClient:
                 n = await self._read_remaining_length()
                 self._last_rx = ticks_ms()
                 kind = first & 0xF0
-                if kind == PUBLISH:
+                if kind == _PUBLISH:
                     await self._on_publish(first, n)
                 elif n > 64:
                     raise MQTTError("unexpected packet size")
@@ -411,7 +419,7 @@ class MQTTClient:
             # redeliver a message whose handler did not finish: what the door is sent is
             # single-shot by design (a command gets its reply or times out at the platform; a
             # whitelist transfer resumes from the state the door publishes on connecting).
-            await self._send(PUBACK, struct.pack("!H", pid))
+            await self._send(_PUBACK, struct.pack("!H", pid))
 
     async def _deliver(self, topic, n, retained):
         """Read an n-byte payload and hand it to the handler (a memoryview, valid until the
@@ -445,13 +453,13 @@ class MQTTClient:
             self._refused(topic, "error")
 
     def _on_control(self, kind, body):
-        if kind == PUBACK and len(body) == 2:
+        if kind == _PUBACK and len(body) == 2:
             self._inflight.pop(struct.unpack("!H", body)[0], None)
-        elif kind == SUBACK and len(body) >= 3:
+        elif kind == _SUBACK and len(body) >= 3:
             pid = struct.unpack("!H", body[:2])[0]
             if pid in self._suback:
                 self._suback[pid] = body[2]
-        elif kind == PINGRESP:
+        elif kind == _PINGRESP:
             pass
         else:
             raise MQTTError("unexpected packet 0x%02x" % kind)
@@ -466,7 +474,7 @@ class MQTTClient:
                 await self.close(send_disconnect=False)
                 return
             try:
-                await self._send(PINGREQ, b"")
+                await self._send(_PINGREQ, b"")
             except Exception:
                 await self.close(send_disconnect=False)
                 return

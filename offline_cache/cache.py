@@ -60,7 +60,7 @@ _BUF = const(64)
 # instructions, its flash-read section unchanged): 512 entries cost 2 KiB more heap.
 MAX_INDEX = 256
 
-MAIN = "main.bin"
+_MAIN = const("main.bin")
 _OVERLAY = const("overlay.bin")
 _INCOMING = const("incoming.bin")
 _MERGE_TMP = const("merge.tmp")
@@ -69,14 +69,14 @@ _FLOOR = const("floor")
 _FLOOR_TMP = const("floor.tmp")
 
 # Decision reasons.
-GRANTED = "granted"
-UNKNOWN = "unknown"
+_GRANTED = const("granted")
+_UNKNOWN = const("unknown")
 _EXPIRED = const("expired")
 _NOT_YET_VALID = const("not_yet_valid")
 _OUTSIDE_SCHEDULE = const("outside_schedule")
 _NOT_PERMITTED = const("not_permitted")
-LOCKDOWN = "lockdown"
-NO_CACHE = "no_cache"
+_LOCKDOWN = const("lockdown")
+_NO_CACHE = const("no_cache")
 # The files could not be opened (heap, flash, an exception from the door's tick): the cache
 # refuses every card, as when damaged, until they are opened again (maintain() at idle, the
 # next snapshot, the next boot). Never main.bin alone: the overlay may hold revocations.
@@ -92,14 +92,14 @@ _MODE_LOCKDOWN = const("lockdown")
 
 
 _DAY_2020 = const(18262)  # 2020-01-01, days since 1970
-SECS_2020 = _DAY_2020 * 86400
+_SECS_2020 = const(_DAY_2020 * 86400)
 
 
 def _day(now, tz_min):
     """local_parts(now, tz_min)[0], counted from 2020: epoch seconds leave a 32-bit port's small
     ints (2**30) in 2004, and each operation on a big int costs ~800 instructions there."""
-    if now >= SECS_2020:
-        return _DAY_2020 + (now - SECS_2020 + tz_min * 60) // 86400
+    if now >= _SECS_2020:
+        return _DAY_2020 + (now - _SECS_2020 + tz_min * 60) // 86400
     return (now + tz_min * 60) // 86400
 
 
@@ -350,11 +350,11 @@ class Cache:
         refused, never made from main.bin without the overlay's revocations."""
         self.close()
         self.error = OPEN_FAILED
-        if _size(self._p(MAIN)) < 0:
-            self.error = NO_CACHE
+        if _size(self._p(_MAIN)) < 0:
+            self.error = _NO_CACHE
             return
         try:
-            self.main = Table(self._p(MAIN), self.key, self.buf, self.site, tick, self.index)
+            self.main = Table(self._p(_MAIN), self.key, self.buf, self.site, tick, self.index)
             self.error = self._open_overlay(tick)
         except CacheError as e:
             self.error = e.reason
@@ -448,14 +448,14 @@ class Cache:
     def decide(self, ref, door, now, mode=_MODE_NORMAL):
         """(granted, reason, master). Revocations win over every other rule, master included."""
         if self.main is None or self.error:
-            return False, NO_CACHE, False  # fail secure: a damaged overlay may hold revocations
+            return False, _NO_CACHE, False  # fail secure: a damaged overlay may hold revocations
         t, o = self._locate(ref)
         if t is None:
-            return False, UNKNOWN, False
+            return False, _UNKNOWN, False
         buf = t.buf  # the record's fields read in place (unpack_record costs ~4,600 instructions)
         flags = buf[o + REF_LEN]
         if flags == DELETE:
-            return False, UNKNOWN, False
+            return False, _UNKNOWN, False
         start = (buf[o + 9] << 8) | buf[o + 10]
         end = (buf[o + 11] << 8) | buf[o + 12]
         groups = (buf[o + 13] << 8) | buf[o + 14]
@@ -472,13 +472,13 @@ class Cache:
         if end != NO_END and day > end:
             return False, _EXPIRED, master
         if mode == _MODE_LOCKDOWN and not master:
-            return False, LOCKDOWN, master
+            return False, _LOCKDOWN, master
         if door < 0 or door > 15 or not (groups >> door) & 1:
             return False, _NOT_PERMITTED, master
         sid = flags >> 3
         if sid and not self._in_schedule(sid, now, tz):
             return False, _OUTSIDE_SCHEDULE, master
-        return True, GRANTED, master
+        return True, _GRANTED, master
 
     # -- updates -----------------------------------------------------------------------------
 
@@ -579,9 +579,9 @@ class Cache:
             self.error = OPEN_FAILED  # until the new file is open in place
             t.close()
             self.close()
-            os.rename(path, self._p(MAIN))
+            os.rename(path, self._p(_MAIN))
             _remove(self._p(_OVERLAY))
-            t.moved(self._p(MAIN))
+            t.moved(self._p(_MAIN))
             t.buf, t.mv = self.buf, memoryview(self.buf)
             if t.index is not self.index:  # the scan's index: copied into the open file's
                 self.index[:len(t.index)] = t.index
@@ -635,7 +635,7 @@ class Cache:
             self._merge(self.main, ov, self._p(_MERGE_TMP), KIND_SNAPSHOT, 0, False, tick)
             self.close()
             self.error = OPEN_FAILED  # until the merged file is open
-            os.rename(self._p(_MERGE_TMP), self._p(MAIN))
+            os.rename(self._p(_MERGE_TMP), self._p(_MAIN))
         except BaseException as e:  # before the rename: the old files are as they were
             _remove(self._p(_MERGE_TMP))
             if self.error == OPEN_FAILED:

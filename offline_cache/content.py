@@ -30,8 +30,8 @@ except ImportError:  # CPython (host tools, tests/shared)
         return x
 
 _MASK = const(0xFFFFFFFFFFFFFFFF)
-RECORD = "digest"  # in the cache folder: main.bin's tag (8 bytes, hex), live count and sum
-PIECE = const(16)  # records per read of a pass over a file (240 bytes, one buffer per pass)
+_RECORD = const("digest")  # in the cache folder: main.bin's tag (8 bytes, hex), live count and sum
+_PIECE = const(16)  # records per read of a pass over a file (240 bytes, one buffer per pass)
 
 
 def term(rec):
@@ -87,13 +87,13 @@ def _tag_of(t):
 
 def _sum(t, tick=None):
     """(live, total) of a table's records, in one pass through a private 240-byte buffer."""
-    buf = bytearray(PIECE * REC_SIZE)
+    buf = bytearray(_PIECE * REC_SIZE)
     mv = memoryview(buf)
     n = t.hdr.count
     live = total = 0
     i = 0
     while i < n:
-        k = min(PIECE, n - i)
+        k = min(_PIECE, n - i)
         t.f.seek(t.off + i * REC_SIZE)
         t.f.readinto(mv[:k * REC_SIZE])
         for j in range(k):
@@ -143,7 +143,7 @@ class Tracker:
 
     def _recorded(self, tag):
         try:
-            with open(self._path(RECORD)) as f:
+            with open(self._path(_RECORD)) as f:
                 p = f.read().split()
             if p[0] == tag:
                 return tag, int(p[1]), int(p[2])
@@ -157,9 +157,9 @@ class Tracker:
         import os
 
         try:
-            with open(self._path(RECORD + ".tmp"), "w") as f:
+            with open(self._path(_RECORD + ".tmp"), "w") as f:
                 f.write("%s %d %d" % got)
-            os.rename(self._path(RECORD + ".tmp"), self._path(RECORD))
+            os.rename(self._path(_RECORD + ".tmp"), self._path(_RECORD))
         except OSError:
             pass
 

@@ -12,8 +12,8 @@ except ImportError:  # CPython (host tools, tests/shared)
     def const(x):
         return x
 
-MAGIC = b"DWLC"
-FORMAT = const(1)
+_MAGIC = const(b"DWLC")
+_FORMAT = const(1)
 KIND_SNAPSHOT = const(1)
 KIND_DELTA = const(2)
 
@@ -58,7 +58,7 @@ tags_equal = equal
 
 class Header:
     def __init__(self, kind, version, base, site, scope, tz_min, count, sched_len, hol_count,
-                 created=0, rec_size=REC_SIZE, fmt=FORMAT):
+                 created=0, rec_size=REC_SIZE, fmt=_FORMAT):
         self.kind = kind
         self.version = version
         self.base = base
@@ -73,7 +73,7 @@ class Header:
         self.fmt = fmt
 
     def pack(self):
-        return struct.pack(_HDR_FMT, MAGIC, self.fmt, self.kind, self.rec_size, self.version, self.base,
+        return struct.pack(_HDR_FMT, _MAGIC, self.fmt, self.kind, self.rec_size, self.version, self.base,
                            self.site, self.scope, self.tz_min, self.count, self.sched_len,
                            self.hol_count, self.created)
 
@@ -89,9 +89,9 @@ def parse_header(raw, size=None):
     if len(raw) < HDR_SIZE:
         raise CacheError(MALFORMED, "short header")
     f = struct.unpack(_HDR_FMT, bytes(raw[:HDR_SIZE]))
-    if f[0] != MAGIC:
+    if f[0] != _MAGIC:
         raise CacheError(MALFORMED, "not a whitelist cache")
-    if f[1] != FORMAT:
+    if f[1] != _FORMAT:
         raise CacheError(MALFORMED, "format version %d not supported" % f[1])
     if f[2] not in (KIND_SNAPSHOT, KIND_DELTA) or f[3] != REC_SIZE:
         raise CacheError(MALFORMED, "bad kind or record size")
