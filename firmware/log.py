@@ -6,12 +6,17 @@ is in use, so log lines do not corrupt the REPL protocol).
 
 The ring is bounded by its text, not by a count of lines: a door that has run a while keeps
 at most RING_CHARS of it (64 lines were up to 5 KiB of heap once full), and one that has
-logged little holds little.
+logged little holds little. Its text lives in one buffer made at import, early in boot, not
+as a string per line: strings kept for as long as a line stays in the ring were made at any
+moment and held holes apart in the part of the heap the door's work churns (the image's
+workload failed on a fragmented heap, docs/architecture.md).
 """
 
-RING_CHARS = 1024  # about 20 lines of 50 characters; the last line is always kept
-_ring = []
-_held = [0]  # characters in _ring
+RING_CHARS = 1024  # about 20 lines of 50 characters, their ends included; the last line is always kept
+_END = 0  # a line's end in the buffer (no log line holds a NUL)
+_buf = bytearray(RING_CHARS)
+_held = [0]  # bytes of _buf in use: whole lines, each followed by _END
+_long = [None]  # the last line when it is longer than the ring: kept alone, as a string
 _console = [True]
 _clock = [None]
 
@@ -24,18 +29,54 @@ def set_clock(clock):
     _clock[0] = clock
 
 
+def _keep(line):
+    data = line.encode()
+    n = len(data) + 1
+    if n > RING_CHARS:
+        _held[0] = 0
+        _long[0] = line
+        return
+    _long[0] = None
+    buf = _buf
+    held = _held[0]
+    if held + n > RING_CHARS:  # the oldest lines go, whole, until this one fits
+        cut = 0
+        while held - cut + n > RING_CHARS:
+            while buf[cut] != _END:
+                cut += 1
+            cut += 1
+        mv = memoryview(buf)
+        mv[:held - cut] = mv[cut:held]  # a memmove: nothing allocated
+        held -= cut
+    buf[held:held + n - 1] = data
+    buf[held + n - 1] = _END
+    _held[0] = held + n
+
+
 def log(*parts):
     clock = _clock[0]
     stamp = clock.ticks_ms() if clock is not None else 0
     line = "%d %s" % (stamp, " ".join(str(p) for p in parts))
-    _ring.append(line)
-    _held[0] += len(line)
-    while _held[0] > RING_CHARS and len(_ring) > 1:
-        _held[0] -= len(_ring.pop(0))
+    _keep(line)
     if _console[0]:
         print(line)
 
 
+def clear():
+    """Forget every retained line."""
+    _held[0] = 0
+    _long[0] = None
+
+
 def lines():
     """The retained log lines, oldest first."""
-    return list(_ring)
+    if _long[0] is not None:
+        return [_long[0]]
+    out = []
+    buf = _buf
+    start = 0
+    for i in range(_held[0]):
+        if buf[i] == _END:
+            out.append(str(buf[start:i], "utf-8"))
+            start = i + 1
+    return out

@@ -1,12 +1,13 @@
 # The device log's ring on both interpreters: lines kept in order, the oldest dropped once
 # the ring holds RING_CHARS of text, the last line always kept.
 
+import gc
+
 from firmware import log
 
 
 def _reset():
-    del log._ring[:]
-    log._held[0] = 0
+    log.clear()
     log.set_console(False)
     log.set_clock(None)
 
@@ -26,7 +27,7 @@ def test_the_oldest_lines_go_once_the_ring_holds_its_text():
     got = log.lines()
     first = int(got[0].split()[2])
     assert got == ["0 line %d %s" % (i, "x" * (i % 37)) for i in range(first, 200)]
-    held = sum(len(x) for x in got)
+    held = sum(len(x) + 1 for x in got)  # each line and its end
     assert held == log._held[0] and log.RING_CHARS - 50 < held <= log.RING_CHARS
     log.set_console(True)
 
@@ -38,4 +39,21 @@ def test_a_line_longer_than_the_ring_is_kept_alone():
     assert log.lines() == ["0 " + "y" * (2 * log.RING_CHARS)]
     log.log("b")
     assert log.lines() == ["0 b"]
+    log.set_console(True)
+
+
+def test_lines_with_any_text_come_back_whole_as_the_ring_turns():
+    _reset()
+    sent = []
+    for i in range(120):
+        line = "\u00e9t\u00e9 %d %s" % (i, "\u2192" * (i % 23))  # characters of 2 and 3 bytes
+        log.log(line)
+        sent.append("0 " + line)
+    got = log.lines()
+    assert got == sent[len(sent) - len(got):] and len(got) > 5
+    sent = got = None
+    gc.collect()  # room for the next line in one piece (this test's heap is small)
+    want = "0 " + "z" * (log.RING_CHARS - 3)  # with its end: exactly the ring
+    log.log(want[2:])
+    assert log.lines() == [want]
     log.set_console(True)
