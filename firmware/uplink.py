@@ -386,6 +386,11 @@ class Uplink:
 
             gc.collect()
             ctx = tlsconf.client_context(self.fs_root, b)
+        else:
+            # The connection's objects live as long as it does: made after a collection, they
+            # take the lowest holes the heap has, not places past the garbage of the attempt
+            # before, where they would hold the door's later work apart.
+            gc.collect()
         client = MQTTClient(
             self.device_id, b["host"], b.get("port", 1883), b.get("user"), b.get("password"),
             b.get("keepalive", 30), ctx,

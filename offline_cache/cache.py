@@ -9,7 +9,9 @@ Files in `dir`: main.bin (snapshot), overlay.bin (delta on top of main, consulte
 floor (the highest version ever installed, so a replayed older file is refused even when
 main.bin or overlay.bin is damaged), plus temporaries. Every replacement is
 write-then-rename, so a power cut leaves old or new."""
+import gc
 import os
+import sys
 
 from offline_cache.fmt import (
     ACTIVE,
@@ -39,6 +41,9 @@ from offline_cache.fmt import (
 )
 from offline_cache.native import guess
 from offline_cache.native import upper as _upper
+
+# A collection where the door places long-lived objects; host tools (CPython) skip it.
+_collect = gc.collect if sys.implementation.name == "micropython" else (lambda: None)
 
 try:
     from micropython import const
@@ -349,6 +354,10 @@ class Cache:
         heap for the overlay's index, a flash or tick error, even Ctrl-C) leaves decisions
         refused, never made from main.bin without the overlay's revocations."""
         self.close()
+        # The open tables (files, an overlay's index) live until the next merge or update:
+        # made after a collection, they take the lowest holes, not places past the update's
+        # garbage, where they would hold the door's later work apart.
+        _collect()
         self.error = OPEN_FAILED
         if _size(self._p(_MAIN)) < 0:
             self.error = _NO_CACHE
