@@ -108,6 +108,11 @@ FIGURES = {
 }
 
 
+# The figures of the city's run (_online_and_lost_card); the others have runs of their own.
+CITY_FIGURES = {n for n in FIGURES if n.startswith(("scale.lost_card_", "scale.baseline_lost_card_"))} | {
+    "scale.doors_online", "scale.connect_s", "scale.presence_s"}
+
+
 class Sim:
     """The simulated doors' process, driven over its stdin/stdout (doorsim.main)."""
 
@@ -434,12 +439,7 @@ def run(names: set[str]) -> dict[str, float]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # mosquitto inherits it
     out: dict[str, float] = {}
     with PostgreSQL() as pg, Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
-        if names & {"scale.doors_online", "scale.connect_s", "scale.presence_s",
-                    "scale.lost_card_p50_s", "scale.lost_card_p95_s", "scale.lost_card_platform_cpu_s",
-                    "scale.lost_card_sim_cpu_s", "scale.lost_card_broker_cpu_s",
-                    "scale.lost_card_encoded_s", "scale.lost_card_sent_s",
-                    "scale.lost_card_last_door_s", "scale.lost_card_answered_s"} | {
-                    n for n in FIGURES if n.startswith("scale.baseline_lost_card_")}:
+        if names & CITY_FIGURES:
             _online_and_lost_card(out, broker, pg.create_database("city"), Path(tmp))
         if any(n.startswith("scale.tls_") for n in names):
             _tls_lost_card(out, pg.create_database("tls"), Path(tmp))
