@@ -12,7 +12,9 @@ paho also reads the socket a byte or two at a time (a packet's type, each byte o
 then its body: three or four `recv` calls a packet) and handles one packet per `select` when
 nothing of its own is in flight, as when a fan-out's thousands of answers come in. Here its
 reads are served from one `recv` of up to 64 KiB, and every packet that read brought is
-handled before the next `select` (`_sock_recv`, `loop_read`).
+handled before the next `select` (`_sock_recv`, `loop_read`). Over TLS, where one read returns
+one record and mosquitto makes each small packet a record, the records already received are
+read on until READ_SIZE or nothing is left (`_more_records`).
 
 It leans on paho 2.x's private names (`_out_messages`, `_inflight_messages`,
 `_update_inflight`, `_messages_reconnect_reset_out`); tests/host/services/test_paho_window.py sends
@@ -23,6 +25,7 @@ under it. A paho without those names gets paho's own walk (`WindowedClient.fast`
 from __future__ import annotations
 
 import collections
+import ssl
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -54,12 +57,31 @@ class WindowedClient(mqtt.Client):
             self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
         if self._rpos >= len(self._rbuf):
             data = super()._sock_recv(READ_SIZE)  # BlockingIOError when nothing came
+            if data and isinstance(self._sock, ssl.SSLSocket):
+                data = self._more_records(data)
             if len(data) <= bufsize:
                 return data  # b"": the connection ended
             self._rbuf, self._rpos = data, 0
         out = self._rbuf[self._rpos:self._rpos + bufsize]
         self._rpos += len(out)
         return out
+
+    def _more_records(self, data: bytes) -> bytes:
+        """Over TLS a read returns one record at most, and mosquitto writes each small packet
+        as a record of its own: the records already received are taken too (up to READ_SIZE),
+        or a fan-out's answers over TLS cost a `select` and a loop turn each."""
+        parts = [data]
+        size = len(data)
+        while size < READ_SIZE:
+            try:
+                more = super()._sock_recv(READ_SIZE - size)
+            except OSError:  # BlockingIOError: nothing more now
+                break  # an error shows again at the next read
+            if not more:
+                break  # the end of the connection shows at the next read
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """paho's, then again while the last read left whole or partial packets unread."""

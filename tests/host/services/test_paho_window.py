@@ -149,3 +149,55 @@ def test_a_burst_of_messages_is_read_in_few_reads_each_once_in_order_across_a_re
         finally:
             c.loop_stop()
             c.disconnect()
+
+
+def test_a_burst_over_tls_is_taken_many_records_a_turn(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: object) -> None:
+    """Over TLS a read returns one record and mosquitto makes each small packet a record: a
+    fan-out's answers would each cost a `select` and a turn of the network loop. The client
+    reads on while records are there: every answer arrives, once, in order, in far fewer
+    turns than answers."""
+    from pathlib import Path
+
+    from host_tools.services.mosquitto import TLSListener, free_port
+    from host_tools.services.tlsgen import CA
+    from reference_platform import fanout_writer
+
+    turns: list[int] = []
+    own = WindowedClient.loop_read
+
+    def counted(self: WindowedClient, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        turns.append(1)
+        return own(self, max_packets)
+
+    monkeypatch.setattr(WindowedClient, "loop_read", counted)
+    ca = CA(Path(str(tmp_path)) / "pki")
+    server = ca.server()
+    plain = free_port()
+    with Mosquitto(tls=TLSListener(ca.cert, server.cert, server.key), plain_port=plain) as broker:
+        got: list[tuple[str, bytes]] = []
+        ready = threading.Event()
+        c = WindowedClient(CallbackAPIVersion.VERSION2, client_id=f"rx-{uuid.uuid4().hex[:6]}")
+        assert c.fast
+        c.tls_set(ca_certs=str(ca.cert))
+        c.on_connect = lambda c, *a: c.subscribe("b/#", 0)
+        c.on_subscribe = lambda *a: ready.set()
+        c.on_message = lambda c, u, msg: got.append((msg.topic, bytes(msg.payload)))
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        try:
+            assert ready.wait(20)
+            turns.clear()
+            messages = [(f"b/{i % 7}", b"%d" % i * (1 + i % 5)) for i in range(3000)]
+            assert fanout_writer.publish_all(broker.host, plain, messages) == []
+            deadline = time.monotonic() + 30
+            while len(got) < len(messages) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)  # a duplicate would come now
+            assert len(got) == len(messages)
+            for topic in {t for t, _ in messages}:  # in order on each topic
+                assert [p for t, p in got if t == topic] == [p for t, p in messages if t == topic]
+            assert len(turns) < len(messages) / 4  # not one turn an answer
+        finally:
+            c.loop_stop()
+            c.disconnect()
