@@ -50,6 +50,7 @@ DOORS = 16_900
 LOST_CARD_ROUNDS = 2  # lost cards measured each way (baseline, bulk), in turns
 SIM_PROCS = 1  # simulator processes the city's doors are split over
 TLS_DOORS = 2_000  # doors of the lost card with the platform on TLS beside it on plain TCP
+ANSWER_ROUNDS = 3  # answer bursts to each platform (TLS, plain), in turns
 DRAIN_DOORS = 500
 DRAIN_EVENTS = 200  # per door: 100,000 events in all
 SMOKE = {"DOORS": 120, "DRAIN_DOORS": 10, "DRAIN_EVENTS": 20, "TLS_DOORS": 20,
@@ -98,6 +99,12 @@ FIGURES = {
                                               "platform holding every answer, s",
     "scale.tls_baseline_lost_card_platform_cpu_s": "baseline: CPU seconds of the platforms' "
                                                    "process per lost card",
+    "scale.tls_answers_cpu_s": "CPU seconds the platform (ingest=False, on TLS) spends taking "
+                               "one whitelist answer from each of DOORS doors at QoS 0, no doors "
+                               "running (the answers published in bulk on the plain listener), "
+                               "median of ANSWER_ROUNDS",
+    "scale.tls_baseline_answers_cpu_s": "baseline: the same answers to the platform on plain TCP, "
+                                        "in turns in the same run, CPU s",
     "scale.events_per_s": "events stored in PostgreSQL and acknowledged, two platform instances, "
                           "doors draining their backlogs together, per s (goal: 10,000)",
     "scale.baseline_events_per_s": "baseline: the same drain into SQLite, one platform instance, per s",
@@ -396,6 +403,62 @@ def _tls_lost_card(out: dict[str, float], db_url: str, tmp: Path) -> None:
             store.close()
 
 
+def _answers_cpu(out: dict[str, float], db_url: str, tmp: Path) -> None:
+    """The platform's own cost of a fan-out's answers over TLS and over plain TCP: DOORS
+    answers (QoS 0, as doors send them) published in bulk on the broker's plain listener,
+    taken by a platform on each listener in turns; its CPU seconds are the process's less
+    the publishing thread's."""
+    from host_tools.services.mosquitto import TLSListener, free_port
+    from host_tools.services.tlsgen import CA
+    from reference_platform import fanout_writer
+    from wire import common
+    from wire.door import encode_cache_state
+
+    ca = CA(tmp / "pki-answers")
+    server = ca.server()
+    plain_port = free_port()
+    doors = [f"city.d{i}" for i in range(DOORS)]
+    store = Store(db_url)
+    used: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        with Mosquitto(tls=TLSListener(ca.cert, server.cert, server.key),
+                       plain_port=plain_port) as broker:
+            for i in range(2 * ANSWER_ROUNDS):
+                tls = i % 2 == 0
+                version = i + 1
+                answers = [(common.topic(d, "cache_state"), encode_cache_state(version))
+                           for d in doors]
+                p = Platform(store, broker.host, broker.port if tls else plain_port,
+                             ingest=False, lease=False, tls_ca=str(ca.cert) if tls else None)
+                with p:
+                    if not p.connected.wait(60):
+                        raise TimeoutError("the platform did not subscribe")
+                    if not p.flush(60):
+                        raise TimeoutError("the platform's announce did not reach the broker")
+                    publisher = [0.0]
+                    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+
+                    def publish(answers: list[tuple[str, bytes]] = answers,
+                                publisher: list[float] = publisher) -> None:
+                        t0 = time.thread_time()
+                        left = fanout_writer.publish_all(broker.host, plain_port, answers)
+                        publisher[0] = time.thread_time() - t0
+                        if left:
+                            raise RuntimeError(f"{len(left)} answers not published")
+
+                    got = p.wait_cache_states(doors, lambda s, v=version: s["version"] == v,
+                                              120, then=publish)
+                    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+                    if len(got) != len(doors):
+                        raise RuntimeError(f"{len(doors) - len(got)} answers did not arrive")
+                    used[tls].append(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime
+                                     - cpu0.ru_stime - publisher[0])
+    finally:
+        store.close()
+    out["scale.tls_answers_cpu_s"] = statistics.median(used[True])
+    out["scale.tls_baseline_answers_cpu_s"] = statistics.median(used[False])
+
+
 def _drain(broker: Mosquitto, db_url: str, instances: int, prefix: str,
            db_pid: int | None = None) -> dict[str, float]:
     """Every door online and the platforms subscribed, then DRAIN_EVENTS events at every door
@@ -441,8 +504,11 @@ def run(names: set[str]) -> dict[str, float]:
     with PostgreSQL() as pg, Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         if names & CITY_FIGURES:
             _online_and_lost_card(out, broker, pg.create_database("city"), Path(tmp))
-        if any(n.startswith("scale.tls_") for n in names):
+        if any(n.startswith(("scale.tls_lost_card_", "scale.tls_baseline_lost_card_"))
+               for n in names):
             _tls_lost_card(out, pg.create_database("tls"), Path(tmp))
+        if names & {"scale.tls_answers_cpu_s", "scale.tls_baseline_answers_cpu_s"}:
+            _answers_cpu(out, str(Path(tmp) / "answers.db"), Path(tmp))
         if names & {"scale.events_per_s", "scale.platform_cpu_s", "scale.sim_cpu_s",
                     "scale.broker_cpu_s", "scale.db_cpu_s"}:
             got = _drain(broker, pg.create_database("drain"), 2, "drain.d", pg.pid)
