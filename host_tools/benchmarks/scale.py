@@ -21,7 +21,8 @@ The lost card's bulk fan-out is also timed per stage (`scale.lost_card_encoded_s
 acknowledgement, to the last door holding the file, to the platform holding every answer),
 which shows where its time goes. `scale.tls_*`: the same lost card to TLS_DOORS doors with
 the platform on TLS beside a platform on plain TCP, in turns on one broker, so that the
-answers' cost over TLS (they come at QoS 0) is measured rather than guessed. SIM_PROCS splits
+answers' cost over TLS (they come at QoS 0) is measured rather than guessed; `scale.tls_answers_cpu_s`
+is the platform's CPU for DOORS answers over TLS, beside plain TCP, with no doors running. SIM_PROCS splits
 the doors over several simulator processes.
 """
 
