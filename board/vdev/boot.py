@@ -314,4 +314,5 @@ except KeyboardInterrupt:
         except KeyboardInterrupt:
             pass
 except Exception as e:  # noqa: BLE001  the firmware stopped: keep the console for recovery
+    sys.print_exception(e, sys.stderr)  # where it stopped, for whoever reads stderr.log
     _console_only("the firmware stopped (%s: %s)" % (type(e).__name__, e))
