@@ -78,6 +78,7 @@ class CardTask:
         self._waited = False  # the last step spent its time waiting for a card: no pause
         self.decisions = 0
         self.card_lost = 0  # card steps cut short by the card leaving
+        self.out_of_memory = 0  # card steps cut short by a MemoryError
         self._lost = None  # (uid, ticks) of the last card_lost journaled
         self.hold = False  # True: the reader is lent to someone else (self-test, console);
         # the task ends its pending wait within wait_ms (a lender waits 400 ms first)
@@ -209,6 +210,20 @@ class CardTask:
                 self._set_reader("error " + str(e))
                 self._waited = False
                 await asyncio.sleep_ms(1000)
+            except MemoryError:
+                # No heap for this read (a fragmented heap, a whitelist update under way):
+                # it costs this read, not the door (an exception out of here stops every task).
+                # Nothing was decided; a card still presented is read again, after the reader
+                # is started again (it may have been left mid-exchange).
+                self.present = None
+                self.reader_ready = False
+                self._waited = False
+                self.out_of_memory += 1
+                self.status["card_out_of_memory"] = self.out_of_memory
+                import gc
+
+                gc.collect()
+                log("cards: out of memory, reading again")
             if not self._waited:  # after a wait in an empty field, wait again at once
                 await asyncio.sleep_ms(self.cfg["poll_ms"])
 
