@@ -234,6 +234,7 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
     cache refuses every card meanwhile). A failure is logged and tried again next time.
     `status` gets the version, and the content hash (`content`: offline_cache.content's
     Tracker) after a merge or a reopening."""
+    hash_due = False  # a new main.bin whose content hash is not in the status yet
     while True:
         await asyncio.sleep_ms(every_ms)
         merged = False
@@ -245,5 +246,12 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
         if cache.error != was:
             log("cache:", cache.error or "open again")
         status["cache_version"] = cache.version
-        if (merged or (was and not cache.error)) and content is not None:
-            status["cache_hash"] = content.update()  # the same, for a new main.bin
+        hash_due = hash_due or merged or bool(was and not cache.error)
+        if hash_due and content is not None:
+            # Out of the try above it stopped the firmware on a MemoryError (an exception out
+            # of a task ends them all); a hash that could not be made is made next round.
+            try:
+                status["cache_hash"] = content.update()  # the same, for a new main.bin
+                hash_due = False
+            except Exception as e:  # noqa: BLE001 - heap, flash
+                log("cache: content hash failed:", repr(e))

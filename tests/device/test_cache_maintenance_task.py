@@ -34,11 +34,11 @@ def _decisions(c):
 BEFORE = ["granted", "lost", "granted", "granted", "unknown"]
 
 
-def _run_maintenance(c, tick, ms):
+def _run_maintenance(c, tick, ms, content=None):
     status = {}
 
     async def go():
-        task = asyncio.create_task(maintain_cache(c, status, None, tick, 1))
+        task = asyncio.create_task(maintain_cache(c, status, content, tick, 1))
         await asyncio.sleep_ms(ms)
         task.cancel()
         await asyncio.sleep_ms(0)
@@ -84,3 +84,22 @@ def test_the_idle_maintenance_outlives_a_failed_merge_and_merges_next_time():
     assert calls[0] > 1 and c.overlay is None and c.version == 3
     assert status["cache_version"] == 3
     assert _decisions(c) == BEFORE and c.decide(ref(300), 0, NOON)[1] == "lost"
+
+
+def test_the_idle_maintenance_outlives_a_content_hash_without_heap_and_makes_it_next_round():
+    c = _held()
+    c.apply_bytes(cache_build.build(KEY, fmt.KIND_DELTA, 3, 2, SITE, 0xFFFF, 0,
+                            [card(i, fmt.LOST) for i in range(200, 460)], {}, []))
+
+    class Content:
+        calls = 0
+
+        def update(self):
+            Content.calls += 1
+            if Content.calls == 1:
+                raise MemoryError("memory allocation failed, allocating 304 bytes")
+            return "hash of v%d" % c.version
+
+    status = _run_maintenance(c, None, 40, Content())
+    assert c.overlay is None and c.version == 3  # merged, then the hash failed once
+    assert Content.calls == 2 and status["cache_hash"] == "hash of v3"
