@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from host_tools.benchmarks import Outcome, failing
+from host_tools.console import mpremote
 from host_tools.paths import micropython
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
@@ -35,7 +37,21 @@ FIGURES = {
     "vdev.heap_peak_rom_kib": "firmware idle loop from ROM: peak heap in use over 3 s, less the "
                               "ROM image, KiB (beside vdev.heap_peak_kib)",
     "vdev.rom_image_kib": "the application's ROMFS image (firmware, crypto, offline_cache), KiB",
+    "vdev.qstr_count": "names the idle firmware interned in RAM (identifiers of the modules "
+                       "loaded from .mpy files; frozen ones are in the image), count",
+    "vdev.qstr_headroom": "names that can still be interned before the interpreter allocates "
+                          "its next qstr pool, twice the last, in one piece (11 bytes an entry "
+                          "on this port: 14 KiB for the 7th pool), which steps the heap_min "
+                          "figures up; docs/architecture.md, count",
 }
+_QSTR_INFO = "import micropython\nmicropython.qstr_info()\n"
+# Interns names one at a time on a bare interpreter, reporting the pools after each.
+_FIRST_POOL_PROGRAM = (
+    "import micropython\n"
+    "class C:\n pass\n"
+    "for i in range(200):\n"
+    " setattr(C, 'qstr_probe_%d' % i, 0)\n"
+    " micropython.qstr_info()\n")
 
 
 def _boots(state: Path, heap_kib: int) -> bool:
@@ -125,6 +141,10 @@ def run(names: set[str]) -> dict[str, Outcome]:
     with failing(out, "vdev.heap_min_kib"):
         if "vdev.heap_min_kib" in names:
             out["vdev.heap_min_kib"] = _min_heap_kib()
+    qstr = {"vdev.qstr_count", "vdev.qstr_headroom"}
+    with failing(out, *qstr):
+        if names & qstr:
+            _qstr_figures(out)
     rom = {"vdev.heap_min_rom_kib", "vdev.heap_peak_rom_kib", "vdev.rom_image_kib"}
     with failing(out, *rom):
         if names & rom:
@@ -150,3 +170,36 @@ def _heap_figures(out: dict[str, Outcome]) -> None:
     bare = subprocess.run([micropython(), "-c", "import gc; gc.collect(); print(gc.mem_alloc())"],
                           capture_output=True, text=True, check=True).stdout
     out["vdev.heap_baseline_kib"] = int(bare) / 1024
+
+
+def qstr_pools(text: str) -> list[tuple[int, int]]:
+    """(pools, names) of every `micropython.qstr_info()` line in `text`."""
+    found = [(int(p), int(n)) for p, n in re.findall(r"n_pool=(\d+), n_qstr=(\d+)", text)]
+    if not found:
+        raise RuntimeError(f"no qstr_info line in {text[-200:]!r}")
+    return found
+
+
+def first_pool_entries(reports: list[tuple[int, int]]) -> int:
+    """The first RAM pool's size: the names held when interning one more opened a second."""
+    for (pools, names), (next_pools, _) in zip(reports, reports[1:], strict=False):
+        if pools == 1 and next_pools == 2:
+            return names
+    raise RuntimeError(f"no second qstr pool opened in {reports[:3]}...")
+
+
+def qstr_headroom(first_pool: int, pools: int, names: int) -> int:
+    """Names left before the next pool: MicroPython doubles each new pool (py/qstr.c), so
+    `pools` pools hold first_pool * (2**pools - 1) names."""
+    return first_pool * (2 ** pools - 1) - names
+
+
+def _qstr_figures(out: dict[str, Outcome]) -> None:
+    bare = subprocess.run([micropython(), "-c", _FIRST_POOL_PROGRAM], capture_output=True,
+                          text=True, check=True).stdout
+    first = first_pool_entries(qstr_pools(bare))
+    with tempfile.TemporaryDirectory() as tmp, VirtualDevice(Path(tmp) / "d") as dev:
+        time.sleep(IDLE_S)
+        pools, names = qstr_pools(mpremote(dev.pty, "exec", _QSTR_INFO, timeout=60))[-1]
+    out["vdev.qstr_count"] = names
+    out["vdev.qstr_headroom"] = qstr_headroom(first, pools, names)
