@@ -52,6 +52,10 @@ FIGURES = {
     "uplink.heap_min_kib": "smallest MicroPython heap (8 KiB steps from 64) in which the journal + "
                            "uplink drain a 2,000-event backlog; unix port: the .mpy bytecode "
                            "lives in this heap too, KiB",
+    "uplink.qstr_headroom": "names the journal + uplink door (after a drain) can still intern "
+                            "before the interpreter allocates its next qstr pool in one piece "
+                            "(7 KiB for the 6th), which steps uplink.heap_min_kib up; "
+                            "docs/architecture.md, count",
     "uplink.heap_min_rom_kib": "the same with the application's bytecode from its ROMFS image "
                                "(deploy --romfs): smallest heap beyond the image, KiB",
     "uplink.drain_signed_events_per_s": "a 10,000-event backlog drained by a door with a "
@@ -70,10 +74,12 @@ OVERFLOW_BLOCKS = 8  # 6 data sectors of 127 records: 635 unacknowledged events 
 
 def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEAP,
            device: str = "bench.dev", timeout: float | None = None,
-           rom: Path | None = None, key: bytes | None = None) -> float:
+           rom: Path | None = None, key: bytes | None = None,
+           output: list[str] | None = None) -> float:
     """Seconds to drain `backlog` events; RuntimeError when the device cannot. With `rom`
     (a ROMFS image of the application), the device runs the application from it; with
-    `key` (a command key), acks are signed and the device checks each one."""
+    `key` (a command key), acks are signed and the device checks each one; `output` gets
+    what the device printed."""
     env = micropython_env(build_device_tree()[0].parents[1])
     image = tmp / f"{device}.img"
     fill = subprocess.run(
@@ -98,6 +104,8 @@ def _drain(tmp: Path, broker: Mosquitto, backlog: int = BACKLOG, heap: str = HEA
         elapsed = time.perf_counter() - t
         if "DRAINED" not in proc.stdout or platform.store.count(device) != backlog:
             raise RuntimeError("drain incomplete: " + proc.stdout[-500:])
+        if output is not None:
+            output.append(proc.stdout)
     return elapsed
 
 
@@ -137,6 +145,17 @@ def _heap_min_kib(tmp: Path, broker: Mosquitto, rom: Path | None = None) -> floa
             continue
         return float(kib)
     raise RuntimeError(f"the drain passes in no heap up to {max(HEAPS_KIB)} KiB")
+
+
+def _qstr_headroom(tmp: Path, broker: Mosquitto) -> float:
+    """Names the drained door could still intern before its next qstr pool (the pool that
+    took uplink.heap_min_kib from 100 to 112 when the wire split passed 620 names)."""
+    from host_tools.benchmarks.vdev import interpreter_first_pool, qstr_headroom, qstr_pools
+
+    printed: list[str] = []
+    _drain(tmp, broker, HEAP_BACKLOG, HEAP, "qstr.dev", output=printed)
+    pools, names = qstr_pools(printed[0])[-1]
+    return float(qstr_headroom(interpreter_first_pool(), pools, names))
 
 
 def _recovery(tmp: Path, broker: Mosquitto, appended: int, name: str,
@@ -198,6 +217,9 @@ def run(names: set[str]) -> dict[str, Outcome]:
         with failing(out, "uplink.heap_min_kib"):
             if "uplink.heap_min_kib" in names:
                 out["uplink.heap_min_kib"] = _heap_min_kib(Path(tmp), broker)
+        with failing(out, "uplink.qstr_headroom"):
+            if "uplink.qstr_headroom" in names:
+                out["uplink.qstr_headroom"] = _qstr_headroom(Path(tmp), broker)
         with failing(out, "uplink.heap_min_rom_kib"):
             if "uplink.heap_min_rom_kib" in names:
                 rom = Path(tmp) / "app.romfs"

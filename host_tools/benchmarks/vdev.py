@@ -194,10 +194,15 @@ def qstr_headroom(first_pool: int, pools: int, names: int) -> int:
     return first_pool * (2 ** pools - 1) - names
 
 
-def _qstr_figures(out: dict[str, Outcome]) -> None:
+def interpreter_first_pool() -> int:
+    """The first RAM qstr pool's size on this interpreter, measured."""
     bare = subprocess.run([micropython(), "-c", _FIRST_POOL_PROGRAM], capture_output=True,
                           text=True, check=True).stdout
-    first = first_pool_entries(qstr_pools(bare))
+    return first_pool_entries(qstr_pools(bare))
+
+
+def _qstr_figures(out: dict[str, Outcome]) -> None:
+    first = interpreter_first_pool()
     with tempfile.TemporaryDirectory() as tmp, VirtualDevice(Path(tmp) / "d") as dev:
         time.sleep(IDLE_S)
         pools, names = qstr_pools(mpremote(dev.pty, "exec", _QSTR_INFO, timeout=60))[-1]

@@ -2,7 +2,8 @@
 # the uplink benchmark and the end-to-end uplink tests:
 #   micropython uplink_device.py IMAGE BLOCKS HOST PORT DEVICE BOOT APPEND [PACE_MS [OPTION...]]
 # appends APPEND events (PACE_MS apart, 0 = all at once, before connecting), uploads, and
-# prints "DRAINED <acked> resends <n> lost <n>" once the platform has acknowledged everything.
+# prints "DRAINED <acked> resends <n> lost <n>" once the platform has acknowledged everything
+# (then its status and micropython.qstr_info()).
 # Options: "fill-only" (stop after appending), "key=HEX" (the site's command key: acks must
 # carry the platform's MAC, as on a commissioned door), "user=NAME" and "password=PW" (the
 # broker login), "cut=N" (a power cut that tears the journal's N-th flash program or erase
@@ -11,6 +12,8 @@ import asyncio
 import json
 import struct
 import sys
+
+import micropython
 
 from board.vdev.flashsim import FlashSim
 from firmware.journal import Journal
@@ -62,6 +65,7 @@ async def main():
         await asyncio.sleep_ms(20)
     print("DRAINED", journal.acked, "resends", up.resends, "lost", journal.lost)
     print("STATUS", json.dumps(up.status))
+    micropython.qstr_info()  # the names interned in RAM pools (uplink.qstr_headroom)
     task.cancel()
 
 
