@@ -9,6 +9,14 @@ decoder validates fully and raises ProtocolError with a short reason code.
 
 import json
 
+try:
+    from micropython import const
+except ImportError:  # CPython (the platform, host tools)
+
+    def const(x):
+        return x
+
+
 VERSION = 1
 ROOT = "door/v1/"
 # The platform asks every door to announce itself again (presence, whitelist state): on a broker
@@ -16,23 +24,27 @@ ROOT = "door/v1/"
 # platform that starts learns the doors. Three levels: no `door/v1/+/leaf` filter matches it.
 ANNOUNCE_TOPIC = ROOT + "announce"
 
-MAX_PAYLOAD = 16384  # bytes; larger inbound payloads are refused before parsing
+MAX_PAYLOAD = const(16384)  # bytes; larger inbound payloads are refused before parsing
 MAX_DEPTH = 4  # nesting of JSON arrays/objects; deeper payloads are refused before parsing
 
 # Largest payload per topic leaf, in bytes (docs/protocol.md, "Topics"). The door reads a
 # bigger one in fixed chunks and drops it without ever holding it; the platform refuses it.
-# A leaf not listed here is not part of the protocol: limit 0.
-LIMITS = {
-    "events": MAX_PAYLOAD, "status": 4096, "presence": 256, "register": 512, "reply": 256,
-    "cache_state": 256, "ack": 256, "resend": 256, "time": 256,
-    "cmd": 2048,  # a `keys` command carries a sealed door key file (about 1.3 KB)
-    "cache": 32 + 2048,  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
-}
+# A leaf not listed here is not part of the protocol: limit 0. Pairs of constants, which the
+# image keeps in ROM (a dict would be built in the door's heap at import).
+_LIMITS = const((
+    ("events", MAX_PAYLOAD), ("status", 4096), ("presence", 256), ("register", 512),
+    ("reply", 256), ("cache_state", 256), ("ack", 256), ("resend", 256), ("time", 256),
+    ("cmd", 2048),  # a `keys` command carries a sealed door key file (about 1.3 KB)
+    ("cache", 32 + 2048),  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
+))
 
 
 def limit(leaf):
     """The largest payload allowed on a topic leaf (0: not a protocol topic)."""
-    return LIMITS.get(leaf, 0)
+    for name, n in _LIMITS:
+        if name == leaf:
+            return n
+    return 0
 
 
 MAX_BATCH = 200  # events per events message

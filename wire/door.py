@@ -8,13 +8,13 @@ from wire.common import (
     CACHE_MAGIC,
     CACHE_MAX_FILE,
     COMMANDS,
-    LIMITS,
     NONCE_LEN,
     VERSION,
     ProtocolError,
     dumps,
     get_int,
     get_str,
+    limit,
     loads,
 )
 
@@ -73,7 +73,7 @@ def _put(mv, p, data):
 
 def decode_signed_ack(payload):
     """(upto, boot or None, mac hex or "") of an ack."""
-    obj = loads(payload, LIMITS["ack"])
+    obj = loads(payload, limit("ack"))
     upto = get_int(obj, "upto", 0)
     boot = get_int(obj, "boot", 0, 0xFFFF) if "boot" in obj else None
     mac = obj.get("mac", "")
@@ -87,7 +87,7 @@ def decode_ack(payload):
 
 
 def decode_resend(payload):
-    obj = loads(payload, LIMITS["resend"])
+    obj = loads(payload, limit("resend"))
     first = get_int(obj, "from", 1)
     last = get_int(obj, "to", 1)
     if last < first:
@@ -129,7 +129,7 @@ def encode_status(report):
 
 def decode_signed_time(payload):
     """(t ms, nonce, mac): nonce and mac are "" in an unsigned time message."""
-    obj = loads(payload, LIMITS["time"])
+    obj = loads(payload, limit("time"))
     v = obj.get("t")
     # 2020-01-01 .. 2100-01-01 in ms: a clock outside this window is refused.
     if not isinstance(v, int) or isinstance(v, bool) or not 1577836800000 <= v <= 4102444800000:
@@ -150,7 +150,7 @@ def decode_time(payload):
 
 def decode_command(payload):
     """(id, op, args, expires, mac) of a command; authentication is checked by the caller."""
-    obj = loads(payload, LIMITS["cmd"])
+    obj = loads(payload, limit("cmd"))
     cmd_id = get_str(obj, "id", 40)
     op = get_str(obj, "op", 16)
     if op not in COMMANDS:

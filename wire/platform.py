@@ -15,7 +15,6 @@ from wire.common import (
     E_MS,
     E_SEQ,
     E_TIME,
-    LIMITS,
     LOCKS,
     MAX_BATCH,
     NONCE_LEN,
@@ -26,6 +25,7 @@ from wire.common import (
     dumps,
     get_int,
     get_str,
+    limit,
     loads,
 )
 
@@ -95,7 +95,7 @@ def encode_resend(first, last):
 
 
 def decode_presence(payload):
-    obj = loads(payload, LIMITS["presence"])
+    obj = loads(payload, limit("presence"))
     if not isinstance(obj.get("online"), bool):
         raise ProtocolError("bad_field", "online")
     if "nonce" in obj:
