@@ -122,7 +122,7 @@ def check_config(args):
     if not args:
         return "bad_field:empty"
     for k in args:
-        lim = common.CONFIG_LIMITS.get(k)
+        lim = common.config_limits(k)
         v = args[k]
         if lim is None:
             return "bad_field:" + k

@@ -192,12 +192,24 @@ CONTENT_HASH_LEN = 16  # hex digits (offline_cache/fmt.py content_hash)
 LOCKS = ("fail-secure", "fail-safe")
 CARD_PROFILES = ("desfire_ev2", "legacy_uid", "legacy_classic")
 COMMANDS = ("open", "patrol", "mode", "time", "config", "keys")
-# Config keys a `config` command may change (the door checks them, commissioning too), with their allowed range (door timings in ms).
-CONFIG_LIMITS = {
-    "unlock_ms": (500, 60000), "prealarm_ms": (1000, 600000), "held_open_ms": (1000, 3600000),
-    "closer_limit_ms": (1000, 600000), "closer_slow_count": (1, 20), "bounce_ms": (100, 10000),
-    "closer_bounce_count": (1, 20), "deny_ms": (100, 10000), "patrol_interval_s": (10, 86400),
-}
+# Config keys a `config` command may change (the door checks them, commissioning too), with their
+# allowed range (door timings in ms): constants the image keeps in ROM, read by config_limits().
+_CONFIG_LIMITS = const((
+    ("unlock_ms", (500, 60000)), ("prealarm_ms", (1000, 600000)),
+    ("held_open_ms", (1000, 3600000)), ("closer_limit_ms", (1000, 600000)),
+    ("closer_slow_count", (1, 20)), ("bounce_ms", (100, 10000)), ("closer_bounce_count", (1, 20)),
+    ("deny_ms", (100, 10000)), ("patrol_interval_s", (10, 86400)),
+))
+
+
+def config_limits(key):
+    """(lowest, highest) allowed for config key `key`; None for a key a command may not set."""
+    for name, lim in _CONFIG_LIMITS:
+        if name == key:
+            return lim
+    return None
+
+
 COMMAND_TTL = 60  # s: a signed command is valid from exp - COMMAND_TTL to exp
 SIGNED_COMMANDS = ("open", "mode", "time", "config", "keys")  # need a MAC; "patrol" does not
 

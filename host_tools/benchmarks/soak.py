@@ -47,7 +47,7 @@ from reference_platform.distribute import push
 from reference_platform.ingest import Platform
 from reference_platform.store import Store
 from wire import codes as ev
-from wire.common import CONFIG_LIMITS
+from wire.common import config_limits
 from wire.names import deny_reason_name
 
 DECISIONS = 100_000
@@ -63,7 +63,7 @@ LOST_PER_UPDATE = 20
 SMOKE = {"DECISIONS": 4, "UPDATES": 1, "RECONNECTS": 1, "CUTS": 1, "MINUTES": 5.0, "CARDS": 200,
          "HEAP": "96K"}
 # The door's timing in the soak, within what commissioning accepts (wire/common.py
-# CONFIG_LIMITS): no swipe waits for these windows to end.
+# config_limits): no swipe waits for these windows to end.
 DOOR = {"unlock_ms": 500, "prealarm_ms": 1500, "held_open_ms": 10_000, "deny_ms": 100}
 # The card task's pause after a decision before it lists the field again (50 ms by default,
 # docs/card-profile.md): a door whose next card comes 10 ms after a decision.
@@ -153,7 +153,7 @@ def heap_option(environ: dict[str, str] | None = None) -> str:
 def check_door_config() -> None:
     """The soak's door timings are ones commissioning accepts."""
     for key, value in DOOR.items():
-        lo, hi = CONFIG_LIMITS[key]
+        lo, hi = config_limits(key)
         if not lo <= value <= hi:
             raise SoakFailed(f"the soak's door timing {key}={value} is outside {lo}-{hi}")
 

@@ -114,7 +114,7 @@ def build_config(device_id: str, site_id: int, door_no: int, broker: str, user: 
         raise _bad(f"--door-no {door_no}", "must be 0-15 (the door's bit in the whitelist)")
     host, port = _broker(broker, tls)
     for key, value in door_timings.items():
-        lo, hi = common.CONFIG_LIMITS[key]
+        lo, hi = common.config_limits(key)
         if not lo <= value <= hi:
             raise _bad(f"--{key.replace('_', '-')} {value}", f"must be {lo}-{hi}")
     if (wifi_ssid is None) != (wifi_password is None):

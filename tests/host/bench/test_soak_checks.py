@@ -13,7 +13,7 @@ from host_tools.benchmarks import soak
 from host_tools.benchmarks.soak import Decisions, SoakFailed, check_door_config, heap_option
 from reference_platform.store import EventRow, Store
 from wire import codes as ev
-from wire.common import CONFIG_LIMITS
+from wire.common import config_limits
 
 REF = bytes.fromhex("0102030405060708")
 
@@ -34,7 +34,7 @@ def test_a_bad_heap_option_is_one_clear_line(bad: str) -> None:
 def test_the_soaks_door_timings_are_ones_commissioning_accepts(
         monkeypatch: pytest.MonkeyPatch) -> None:
     check_door_config()
-    assert all(CONFIG_LIMITS[k][0] <= v <= CONFIG_LIMITS[k][1] for k, v in soak.DOOR.items())
+    assert all(config_limits(k)[0] <= v <= config_limits(k)[1] for k, v in soak.DOOR.items())
     monkeypatch.setitem(soak.DOOR, "unlock_ms", 300)
     with pytest.raises(SoakFailed, match="unlock_ms=300 is outside 500-60000"):
         check_door_config()
