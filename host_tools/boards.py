@@ -3,7 +3,7 @@
 A board is one file, `board/<module>.py`, that declares at its top, as plain literals:
 
     PLATFORM = "esp32"                  # the `sys.platform` of the MicroPython it runs on
-    PACKAGES = ("firmware", "crypto")   # application packages it runs, each whole
+    PACKAGES = ("firmware", "crypto")   # application packages it runs (HOST_SIDE: not)
     DEVICE_FILES = ("board/romfs.py",)  # other files it needs (board/__init__.py,
                                         # board/interface.py and itself always come along)
     ENTRY = "board/esp32_main.py"       # its boot script, written as the device's main.py;
@@ -28,6 +28,12 @@ BOARD_DIR = "board"
 FIELDS = ("PLATFORM", "PACKAGES", "DEVICE_FILES", "ENTRY")
 # What every board runs on: the package marker and the interface it implements.
 BASE_FILES = ("board/__init__.py", "board/interface.py")
+# Modules of the shared packages that only the host runs (device code never imports them,
+# tests/host/unit/test_import_graph.py): the platform's half of the protocol and the event
+# names for people. A board's packages are sent and frozen without them, so they take neither
+# the door's flash nor its image; the shared tests load them from source on an image
+# (tests/mpy_runner.py).
+HOST_SIDE = ("wire/platform.py", "wire/names.py")
 
 
 class BoardError(ValueError):
@@ -49,13 +55,15 @@ class BoardSpec:
 
     def files(self, root: Path = REPO_ROOT) -> list[str]:
         """Every source this board needs on the device (repo-relative, sorted): the board
-        package's base, itself, its declared files and every module of its packages. The
-        entry is not among them: it is the device's main.py, not a library file."""
+        package's base, itself, its declared files and every module of its packages but the
+        host-side ones (HOST_SIDE). The entry is not among them: it is the device's main.py,
+        not a library file."""
         wanted = {*BASE_FILES, self.source, *self.device_files}
         for pkg in self.packages:
             for path in (root / pkg).rglob("*.py"):
-                if "__pycache__" not in path.parts:
-                    wanted.add(path.relative_to(root).as_posix())
+                rel = path.relative_to(root).as_posix()
+                if "__pycache__" not in path.parts and rel not in HOST_SIDE:
+                    wanted.add(rel)
         return sorted(wanted)
 
 

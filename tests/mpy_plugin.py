@@ -98,6 +98,26 @@ MCU_HELPERS = ("tests/__init__.py", "tests/scratch.py", "tests/pn532_script.py",
 _mcu_elf: list[Path] = []
 
 
+def _host_side(path: Path) -> dict[str, bytes]:
+    """The host-side modules of the shared packages this test imports (host_tools/boards.py
+    HOST_SIDE: never frozen into an image, so not found in a frozen package on one), as files
+    for the test's directory: each source under a flat name (wire__platform.py) and their
+    list, mpy_host_side.py, which tests/mpy_runner.py loads them from. Empty off an image:
+    there the .mpy tree holds the packages whole."""
+    from host_tools.boards import HOST_SIDE
+
+    if selected_image() == "pypi":
+        return {}
+    text = path.read_text()
+    wanted = [rel for rel in HOST_SIDE if rel[:-3].replace("/", ".") in text]
+    if not wanted:
+        return {}
+    files = {rel[:-3].replace("/", "__") + ".py": (REPO_ROOT / rel).read_bytes() for rel in wanted}
+    names = ", ".join(repr(rel[:-3].replace("/", ".")) for rel in wanted)
+    files["mpy_host_side.py"] = f"MODULES = ({names},)\n".encode()
+    return files
+
+
 def _run_mcu(path: Path, name: str, heap: str) -> subprocess.CompletedProcess[str]:
     from host_tools.errors import UserError
     from host_tools.image.mcu import build_mcu
@@ -109,6 +129,7 @@ def _run_mcu(path: Path, name: str, heap: str) -> subprocess.CompletedProcess[st
             _mcu_elf.append(build_mcu(Steps(quiet=True)).elf)
         files = {"/" + rel: (REPO_ROOT / rel).read_bytes() for rel in MCU_HELPERS}
         files["/t/" + path.name] = path.read_bytes()
+        files.update({"/t/" + name: data for name, data in _host_side(path).items()})
         run = run_source(_mcu_elf[0], RUNNER.read_bytes(), ["/t/" + path.name, name],
                          parse_size(heap), TIMEOUT_S, files, name=RUNNER.name)
     except UserError as e:
@@ -122,12 +143,19 @@ def _run(path: Path, name: str, heap: str, tmp: str | None = None) -> subprocess
     exe, env = _interpreter(path)
     if tmp:
         env["MPY_TEST_TMP"] = tmp
-    # cwd matters: MicroPython searches '' first, and the repo root would shadow the .mpy
-    # tree with sources (compiled at import, at several times the RAM).
-    return subprocess.run(
-        [exe, "-X", f"heapsize={heap}", str(RUNNER), str(path), name],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp or tempfile.gettempdir(),
-    )
+    with tempfile.TemporaryDirectory(prefix="mpy-host-side-") as folder:
+        host_side = _host_side(path)
+        for file, data in host_side.items():
+            (Path(folder) / file).write_bytes(data)
+        if host_side:
+            env["MICROPYPATH"] = f"{folder}:{env['MICROPYPATH']}"
+        # cwd matters: MicroPython searches '' first, and the repo root would shadow the .mpy
+        # tree with sources (compiled at import, at several times the RAM).
+        return subprocess.run(
+            [exe, "-X", f"heapsize={heap}", str(RUNNER), str(path), name],
+            env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+            cwd=tmp or tempfile.gettempdir(),
+        )
 
 
 class MpyFile(pytest.File):

@@ -11,7 +11,28 @@ def _load(path):
     return __import__(fname[:-3])
 
 
+def _host_side():
+    """On a firmware image the shared packages are frozen without their host-side modules
+    (host_tools/boards.py HOST_SIDE), and a frozen package finds its modules in the image only:
+    the harness puts the ones this test imports beside it under flat names, listed in
+    mpy_host_side.py, and they are loaded from there under their own names."""
+    try:
+        import mpy_host_side
+    except ImportError:
+        return  # not on an image, or none imported
+    for name in mpy_host_side.MODULES:
+        cut = name.rfind(".")
+        mod = __import__(name.replace(".", "__"))
+        sys.modules[name] = mod
+        __import__(name[:cut])
+        setattr(sys.modules[name[:cut]], name[cut + 1 :], mod)
+
+
 def main():
+    path = sys.argv[1]
+    cut = path.rfind("/")
+    sys.path.insert(0, path[:cut] if cut >= 0 else ".")  # where the harness puts them on mcu
+    _host_side()
     mod = _load(sys.argv[1])
     name = sys.argv[2]
     if name == "--list":

@@ -362,19 +362,16 @@ print("LIVE", gc.mem_alloc() - before)
 
 def application_modules() -> list[str]:
     """Every module of the application packages, by dotted name."""
+    from host_tools.boards import HOST_SIDE
     from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT, device_sources
 
     names = []
     for src in device_sources():
-        rel = src.relative_to(REPO_ROOT).with_suffix("")
-        if rel.parts[0] in DEVICE_PACKAGES and rel.parts[0] != "board":
-            names.append(".".join(p for p in rel.parts if p != "__init__"))
-    return [n for n in names if n not in HOST_SIDE_MODULES]
-
-
-# Frozen beside the application but never imported by the door: the platform's half of the
-# protocol and the names of the door's numbers (their test vectors run on the image too).
-HOST_SIDE_MODULES = ("wire.platform", "wire.names")
+        rel = src.relative_to(REPO_ROOT)
+        if rel.parts[0] in DEVICE_PACKAGES and rel.parts[0] != "board" \
+                and rel.as_posix() not in HOST_SIDE:  # neither frozen nor imported by the door
+            names.append(".".join(p for p in rel.with_suffix("").parts if p != "__init__"))
+    return names
 
 
 def app_import_kib(binary: str) -> float:

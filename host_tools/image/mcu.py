@@ -107,6 +107,10 @@ def build_mcu(steps: Steps | None = None, force: bool = False) -> McuImage:
         stamp = obj / ".flags"
         if obj.exists() and (not stamp.is_file() or stamp.read_text() != flags):
             shutil.rmtree(obj)
+        # MicroPython's makemanifest rewrites frozen_content.c only when a frozen source is
+        # newer than it, so a module taken out of the manifest would stay in the image: the
+        # key changed, so the frozen content is made again.
+        (obj / "frozen_content.c").unlink(missing_ok=True)
         make = ["make", "-C", str(tree / "ports" / "qemu"), f"-j{os.cpu_count() or 1}",
                 *MAKE_SETTINGS, f"BUILD={obj}", f"FROZEN_MANIFEST={MANIFEST}",
                 f"USER_C_MODULES={CMODULES}", f"MICROPY_MPYCROSS={mpy_cross}"]

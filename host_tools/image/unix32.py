@@ -111,6 +111,10 @@ def build_unix32(steps: Steps | None = None, manifest: Path = MANIFEST, force: b
         check_manifest(tree, manifest, steps)
         mpy_cross = build_mpy_cross(tree, steps)
         obj = out_dir / "obj"
+        # MicroPython's makemanifest rewrites frozen_content.c only when a frozen source is
+        # newer than it, so a module taken out of the manifest would stay in the image: the
+        # key changed, so the frozen content is made again.
+        (obj / "frozen_content.c").unlink(missing_ok=True)
         steps.run("unix32 firmware (make)", [
             "make", "-C", str(tree / "ports" / "unix"), f"-j{os.cpu_count() or 1}",
             *MAKE_SETTINGS, f"BUILD={obj}", f"FROZEN_MANIFEST={manifest}",

@@ -156,3 +156,16 @@ def test_unix32_is_a_32bit_micropython_with_the_application_frozen(unix32_binary
     # Frozen modules are named by their path in the manifest; with only .frozen on the path
     # and / as the directory, there is no file it could have come from.
     assert where == "firmware/main.py"
+
+
+@needs_source
+def test_unix32_leaves_out_the_modules_only_the_host_runs(unix32_binary: Path) -> None:
+    """host_tools/boards.py HOST_SIDE; a stale build kept them after they left the manifest."""
+    probe = ("import wire.common\nfor n in ('wire.platform', 'wire.names'):\n"
+             "    try:\n        __import__(n)\n        print('FROZEN', n)\n"
+             "    except ImportError:\n        print('NOT', n)\n")
+    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
+                          capture_output=True, text=True, cwd="/", timeout=30,
+                          env={"MICROPYPATH": ".frozen"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["NOT", "wire.platform", "NOT", "wire.names"]

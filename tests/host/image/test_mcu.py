@@ -80,6 +80,22 @@ def test_heap_is_the_one_asked_for(elf: Path) -> None:
 
 
 @needs_image
+def test_the_modules_only_the_host_runs_are_not_frozen(elf: Path) -> None:
+    """host_tools/boards.py HOST_SIDE; a stale build kept them after they left the manifest."""
+    src = """
+import wire.common
+for name in ("wire.platform", "wire.names"):
+    try:
+        __import__(name)
+        print("FROZEN", name)
+    except ImportError:
+        print("NOT", name)
+"""
+    r = run(elf, src)
+    assert r.status == 0, r.output
+    assert "NOT wire.platform" in r.output and "NOT wire.names" in r.output, r.output
+
+
 def test_application_is_frozen_with_crypto_and_littlefs(elf: Path) -> None:
     src = """
 import cryptolib, hashlib, os

@@ -141,6 +141,19 @@ def test_the_shared_packages_import_no_firmware_module() -> None:
     assert wrong == []
 
 
+def test_device_code_imports_no_host_side_module_of_the_shared_packages() -> None:
+    """They are neither deployed nor frozen (host_tools/boards.py HOST_SIDE): a door that
+    imported one would fail at that import."""
+    from host_tools.boards import HOST_SIDE
+
+    host_side = {rel[:-3].replace("/", ".") for rel in HOST_SIDE}
+    graph = _graph()
+    assert host_side <= set(graph)
+    wrong = sorted(f"{m} imports {t}" for m, ts in graph.items() if m.startswith(DEVICE)
+                   and m not in host_side for t in ts if t in host_side)
+    assert wrong == []
+
+
 def test_the_cli_imports_nothing_from_the_test_rig() -> None:
     """doorctl (host_tools) runs without hil/: the torture run, the brokers, the fault proxy
     and the TLS test CA are host_tools' own; the HIL benchmark runs the rig in a process of its
