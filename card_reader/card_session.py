@@ -29,6 +29,13 @@ The DESFire EV2 profile (docs/card-profile.md):
   7. a card on an older accepted version, where the site lets doors re-key: ChangeKey(key 1)
      to the current version's key (the card's ChangeKey right lets key 1 change itself);
      the result says so (`rekeyed`); a failed re-key changes nothing in the decision"""
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
 from crypto import ct
 from crypto.ev2 import CardError, Reader, drive, drive_async
 
@@ -70,6 +77,12 @@ _CARD_ERRORS = {
     "permission_denied": AUTH_FAILED,
 }
 
+# SAK (ISO 14443-3 select acknowledge) bits, and the raw MIFARE Classic commands
+_SAK_ISO_DEP = const(0x20)  # the card speaks ISO 14443-4
+_SAK_CLASSIC_MASK = const(0x18)  # with 0x08 (1K) or 0x18 (4K): MIFARE Classic
+_MIFARE_AUTH_A = const(0x60)
+_MIFARE_READ = const(0x30)
+
 PROFILE_DESFIRE = "desfire_ev2"
 PROFILE_UID = "uid"
 PROFILE_CLASSIC = "classic"
@@ -101,11 +114,11 @@ def read_slot(keystore, version):
 
 
 def is_iso_dep(sak):
-    return sak is None or bool(sak & 0x20)
+    return sak is None or bool(sak & _SAK_ISO_DEP)
 
 
 def is_classic(sak):
-    return sak is not None and (sak & 0x18) in (0x08, 0x18) and not sak & 0x20
+    return sak is not None and (sak & _SAK_CLASSIC_MASK) in (0x08, 0x18) and not sak & _SAK_ISO_DEP
 
 
 class CardSession:
@@ -188,10 +201,10 @@ class CardSession:
         # Low assurance: Crypto1 is broken and the block can be copied; the reference
         # only says "a card carrying these 16 bytes".
         blk = self.classic_block
-        ok = yield bytes([0x60, blk]) + self.keystore.key("classic_a") + uid[-4:]
+        ok = yield bytes([_MIFARE_AUTH_A, blk]) + self.keystore.key("classic_a") + uid[-4:]
         if ok is None:
             return CardResult(CARD_LOST, None, PROFILE_CLASSIC, True)
-        data = yield bytes([0x30, blk])
+        data = yield bytes([_MIFARE_READ, blk])
         if data is None:
             return CardResult(CARD_LOST, None, PROFILE_CLASSIC, True)
         if len(data) < 16:

@@ -18,57 +18,64 @@ Every failure raises PN532Error(code, detail): no other exception leaves the dri
 for protocol trouble (garbage, truncated frames, checksum errors, wrong TFI, no answer,
 card gone, two cards), and every wait is bounded by a timeout."""
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
 import ticks
 
-TFI_HOST = 0xD4
-TFI_PN532 = 0xD5
+TFI_HOST = const(0xD4)
+TFI_PN532 = const(0xD5)
 
-CMD_GET_FIRMWARE_VERSION = 0x02
-CMD_SAM_CONFIGURATION = 0x14
-CMD_RF_CONFIGURATION = 0x32
-CMD_IN_DATA_EXCHANGE = 0x40
-CMD_IN_LIST_PASSIVE_TARGET = 0x4A
-CMD_IN_RELEASE = 0x52
-RETRY_FOREVER = 0xFF  # RFConfiguration MxRtyPassiveActivation: InListPassiveTarget waits for a card
+CMD_GET_FIRMWARE_VERSION = const(0x02)
+CMD_SAM_CONFIGURATION = const(0x14)
+CMD_RF_CONFIGURATION = const(0x32)
+CMD_IN_DATA_EXCHANGE = const(0x40)
+CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+CMD_IN_RELEASE = const(0x52)
+RETRY_FOREVER = const(0xFF)  # RFConfiguration MxRtyPassiveActivation: InListPassiveTarget waits for a card
 
 ACK = b"\x00\x00\xff\x00\xff\x00"
 NACK = b"\x00\x00\xff\xff\x00\x00"
 ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
 WAKEUP = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
-MAX_DATA = 265  # TFI + PD: the PN532's frame buffer
-MAX_FRAME = MAX_DATA + 10  # extended header (8) + TFI..PD + DCS + postamble
-MAX_APDU = 262  # InDataExchange DataOut limit
-MAX_RESPONSE = 1024  # an APDU response assembled from MI-chained parts
-MAX_NOISE = 2 * MAX_FRAME  # bytes without a frame before giving up on the link
-LATE_NOISE = 8  # bytes outside a frame taken after a wait's deadline before it ends
+MAX_DATA = const(265)  # TFI + PD: the PN532's frame buffer
+MAX_FRAME = const(MAX_DATA + 10)  # extended header (8) + TFI..PD + DCS + postamble
+MAX_APDU = const(262)  # InDataExchange DataOut limit
+MAX_RESPONSE = const(1024)  # an APDU response assembled from MI-chained parts
+MAX_NOISE = const(2 * MAX_FRAME)  # bytes without a frame before giving up on the link
+LATE_NOISE = const(8)  # bytes outside a frame taken after a wait's deadline before it ends
 
 # Parser events
-EV_NONE = 0
-EV_ACK = 1
-EV_NACK = 2
-EV_FRAME = 3
-EV_ERROR_FRAME = 4
-EV_BAD_LCS = 5
-EV_BAD_DCS = 6
-EV_TOO_LONG = 7
-EV_BAD_LEN = 8
+EV_NONE = const(0)
+EV_ACK = const(1)
+EV_NACK = const(2)
+EV_FRAME = const(3)
+EV_ERROR_FRAME = const(4)
+EV_BAD_LCS = const(5)
+EV_BAD_DCS = const(6)
+EV_TOO_LONG = const(7)
+EV_BAD_LEN = const(8)
 
 # PN532Error codes
-E_NO_ANSWER = 1  # nothing (or no complete frame) within the timeout
-E_NO_ACK = 2  # the PN532 kept refusing the command (NACK / no ACK after retries)
-E_CHECKSUM = 3  # response checksum still wrong after NACK retries
-E_BAD_FRAME = 4  # malformed frame: length, noise, truncated
-E_WRONG_TFI = 5  # frame not from a PN532 (TFI != D5)
-E_WRONG_RESPONSE = 6  # response to another command
-E_ERROR_FRAME = 7  # the PN532 answered with its application error frame
-E_NO_CARD = 8  # no target in the field
-E_TWO_CARDS = 9  # more than one target in the field
-E_CARD_LOST = 10  # the card left the field or stopped answering mid-exchange
-E_CARD_ERROR = 11  # any other InDataExchange status (detail = the status byte)
-E_BAD_TARGET = 12  # target data that does not parse
-E_TOO_LONG = 13  # command or response larger than the PN532 can carry
-E_NOT_CONNECTED = 14  # the reader link is down
+E_NO_ANSWER = const(1)  # nothing (or no complete frame) within the timeout
+E_NO_ACK = const(2)  # the PN532 kept refusing the command (NACK / no ACK after retries)
+E_CHECKSUM = const(3)  # response checksum still wrong after NACK retries
+E_BAD_FRAME = const(4)  # malformed frame: length, noise, truncated
+E_WRONG_TFI = const(5)  # frame not from a PN532 (TFI != D5)
+E_WRONG_RESPONSE = const(6)  # response to another command
+E_ERROR_FRAME = const(7)  # the PN532 answered with its application error frame
+E_NO_CARD = const(8)  # no target in the field
+E_TWO_CARDS = const(9)  # more than one target in the field
+E_CARD_LOST = const(10)  # the card left the field or stopped answering mid-exchange
+E_CARD_ERROR = const(11)  # any other InDataExchange status (detail = the status byte)
+E_BAD_TARGET = const(12)  # target data that does not parse
+E_TOO_LONG = const(13)  # command or response larger than the PN532 can carry
+E_NOT_CONNECTED = const(14)  # the reader link is down
 
 REASONS = {
     E_NO_ANSWER: "no_answer",
@@ -88,14 +95,14 @@ REASONS = {
 }
 
 # InDataExchange / InRelease status byte (low 6 bits), UM0701-02 table 7.1
-ST_OK = 0x00
-ST_TIMEOUT = 0x01
-ST_CRC = 0x02
-ST_PARITY = 0x03
-ST_COLLISION = 0x06
-ST_RELEASED = 0x29
-ST_CARD_DISAPPEARED = 0x2B
-STATUS_MI = 0x40
+ST_OK = const(0x00)
+ST_TIMEOUT = const(0x01)
+ST_CRC = const(0x02)
+ST_PARITY = const(0x03)
+ST_COLLISION = const(0x06)
+ST_RELEASED = const(0x29)
+ST_CARD_DISAPPEARED = const(0x2B)
+STATUS_MI = const(0x40)
 _LOST_STATUSES = (ST_TIMEOUT, ST_RELEASED, ST_CARD_DISAPPEARED)
 
 
@@ -311,9 +318,9 @@ def parse_targets(data):
 
 
 # I/O requests the Core's generators yield to their driver
-IO_WRITE = 0  # (IO_WRITE, buffer, length): send these bytes
-IO_READ = 1  # (IO_READ, timeout_ms, 0): send back bytes (b"" on timeout)
-IO_FLUSH = 2  # (IO_FLUSH, 0, 0): drop any unread input
+IO_WRITE = const(0)  # (IO_WRITE, buffer, length): send these bytes
+IO_READ = const(1)  # (IO_READ, timeout_ms, 0): send back bytes (b"" on timeout)
+IO_FLUSH = const(2)  # (IO_FLUSH, 0, 0): drop any unread input
 
 
 class Core:

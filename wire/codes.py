@@ -3,52 +3,59 @@
 name them with wire/names.py (EVENT_NAMES, deny_reason_name), which the door never imports.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython (host tools, tests/shared)
+
+    def const(x):
+        return x
+
 # Access
-ACCESS_GRANTED = 1  # arg: method (1 card, 2 REX, 3 remote); payload: card ref
-ACCESS_DENIED = 2  # arg: reason code; payload: card ref
+ACCESS_GRANTED = const(1)  # arg: method (1 card, 2 REX, 3 remote); payload: card ref
+ACCESS_DENIED = const(2)  # arg: reason code; payload: card ref
 # Door
-DOOR_OPENED = 10
-DOOR_CLOSED = 11
-FORCED_OPEN = 20
-CLOSER_FAULT_CLEARED = 21
-HELD_OPEN_PREALARM = 22
-HELD_OPEN = 23
-HELD_OPEN_CLEARED = 24
-CLOSER_FAULT = 25  # arg: 1 slow closing, 2 bouncing
-SENSOR_TAMPER = 26  # arg: 1 short, 2 cut
-SENSOR_TAMPER_CLEARED = 27
-DEVICE_TAMPER = 28
-DEVICE_TAMPER_CLEARED = 29
-POWER_LOST = 30
-POWER_RESTORED = 31  # payload: seconds without power (u32), UTC of the loss (u32, 0 unknown)
+DOOR_OPENED = const(10)
+DOOR_CLOSED = const(11)
+FORCED_OPEN = const(20)
+CLOSER_FAULT_CLEARED = const(21)
+HELD_OPEN_PREALARM = const(22)
+HELD_OPEN = const(23)
+HELD_OPEN_CLEARED = const(24)
+CLOSER_FAULT = const(25)  # arg: 1 slow closing, 2 bouncing
+SENSOR_TAMPER = const(26)  # arg: 1 short, 2 cut
+SENSOR_TAMPER_CLEARED = const(27)
+DEVICE_TAMPER = const(28)
+DEVICE_TAMPER_CLEARED = const(29)
+POWER_LOST = const(30)
+POWER_RESTORED = const(31)  # payload: seconds without power (u32), UTC of the loss (u32, 0 unknown)
 # Device
-BOOT = 40  # arg: boot counter (low 16 bits)
-TIME_SET = 41  # payload: epoch s (u32), monotonic s at set (u32)
-JOURNAL_NEAR_FULL = 42
-CACHE_UPDATED = 43
-CACHE_REJECTED = 44
-COMMAND_REJECTED = 45
-MODE_CHANGED = 46
-CONFIG_CHANGED = 47
-SETUP_FAULT = 48  # arg: SETUP_BITS of the parts that disagree, found at boot
-INBOUND_REFUSED = 49  # arg: messages refused since the last one; payload: (reason u8, count u16)*
-GAP = 0xFE  # the journal's own gap record; payload: first and last lost seq (u32, u32)
+BOOT = const(40)  # arg: boot counter (low 16 bits)
+TIME_SET = const(41)  # payload: epoch s (u32), monotonic s at set (u32)
+JOURNAL_NEAR_FULL = const(42)
+CACHE_UPDATED = const(43)
+CACHE_REJECTED = const(44)
+COMMAND_REJECTED = const(45)
+MODE_CHANGED = const(46)
+CONFIG_CHANGED = const(47)
+SETUP_FAULT = const(48)  # arg: SETUP_BITS of the parts that disagree, found at boot
+INBOUND_REFUSED = const(49)  # arg: messages refused since the last one; payload: (reason u8, count u16)*
+GAP = const(0xFE)  # the journal's own gap record; payload: first and last lost seq (u32, u32)
 
 KINDS = {"card": 1, "rex": 2, "remote": 3}  # arg of access_granted (and of a REX/remote refusal)
 
 # Card step results (card_reader/card_session.py, `result.code`; the reason names are also
 # access_denied reasons below).
-CARD_OK = 0
-CARD_NOT_DOOR_CARD = 1
-CARD_AUTH_FAILED = 2
-CARD_BAD_MAC = 3
-CARD_LOST = 4
-CARD_UID_MISMATCH = 5
-CARD_BAD_CREDENTIAL = 6
-CARD_WRONG_SITE = 7
-CARD_UNSUPPORTED = 8
-CARD_PROTOCOL_ERROR = 9
-CARD_KEY_RETIRED = 11
+CARD_OK = const(0)
+CARD_NOT_DOOR_CARD = const(1)
+CARD_AUTH_FAILED = const(2)
+CARD_BAD_MAC = const(3)
+CARD_LOST = const(4)
+CARD_UID_MISMATCH = const(5)
+CARD_BAD_CREDENTIAL = const(6)
+CARD_WRONG_SITE = const(7)
+CARD_UNSUPPORTED = const(8)
+CARD_PROTOCOL_ERROR = const(9)
+CARD_KEY_RETIRED = const(11)
 CARD_REASONS = {
     CARD_OK: "ok", CARD_NOT_DOOR_CARD: "not_door_card", CARD_AUTH_FAILED: "auth_failed",
     CARD_BAD_MAC: "bad_mac", CARD_LOST: "card_lost", CARD_UID_MISMATCH: "uid_mismatch",
@@ -60,7 +67,7 @@ CARD_REASONS = {
 # access_denied reasons (arg), one table (docs/protocol.md): the whitelist's decisions
 # (offline_cache.cache reasons), the door's own (lockdown, no keys), then the card step's
 # failures, each by the name the card step gives it (CARD_REASONS).
-DENY_LOCKDOWN = 20  # lockdown and not a master card
+DENY_LOCKDOWN = const(20)  # lockdown and not a master card
 DENY_REASONS = {
     "unknown": 1, "lost": 2, "suspended": 3, "cancelled": 4, "expired": 5,
     "not_yet_valid": 6, "outside_schedule": 7, "not_permitted": 8, "no_cache": 9,

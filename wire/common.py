@@ -17,7 +17,7 @@ except ImportError:  # CPython (the platform, host tools)
         return x
 
 
-VERSION = 1
+VERSION = const(1)
 ROOT = "door/v1/"
 # The platform asks every door to announce itself again (presence, whitelist state): on a broker
 # whose retained messages never reach a wildcard subscription (RabbitMQ), this is how a
@@ -25,7 +25,7 @@ ROOT = "door/v1/"
 ANNOUNCE_TOPIC = ROOT + "announce"
 
 MAX_PAYLOAD = const(16384)  # bytes; larger inbound payloads are refused before parsing
-MAX_DEPTH = 4  # nesting of JSON arrays/objects; deeper payloads are refused before parsing
+MAX_DEPTH = const(4)  # nesting of JSON arrays/objects; deeper payloads are refused before parsing
 
 # Largest payload per topic leaf, in bytes (docs/protocol.md, "Topics"). The door reads a
 # bigger one in fixed chunks and drops it without ever holding it; the platform refuses it.
@@ -47,21 +47,21 @@ def limit(leaf):
     return 0
 
 
-MAX_BATCH = 200  # events per events message
+MAX_BATCH = const(200)  # events per events message
 # The site's local time, minutes east of UTC (China: UTC+8): the one default of the doors'
 # schedules (config `tz_offset_min`), the whitelist files' and the tools' idea of "today".
-SITE_TZ_MIN = 480
-DEVICE_ID_MAX = 64
+SITE_TZ_MIN = const(480)
+_DEVICE_ID_MAX = const(64)
 
 # Event tuple positions in an events message.
 E_SEQ, E_CODE, E_BOOT, E_TIME, E_MS, E_FLAGS, E_ARG, E_DATA = range(8)
 
 # Event flags (also stored in the journal record).
-FLAG_TIME_VALID = 0x01  # time is UTC epoch seconds
-FLAG_TIME_CORRECTED = 0x02  # recorded before the clock was set, corrected at upload
-FLAG_LOW_ASSURANCE = 0x04  # decision from a legacy card profile (UID-only / Classic)
-FLAG_REKEYED = 0x08  # the door re-keyed the card to the site's current key version
-FLAG_TIME_UNTRUSTED = 0x10  # stamped by a clock set from an unsigned time (or corrected by one)
+FLAG_TIME_VALID = const(0x01)  # time is UTC epoch seconds
+FLAG_TIME_CORRECTED = const(0x02)  # recorded before the clock was set, corrected at upload
+FLAG_LOW_ASSURANCE = const(0x04)  # decision from a legacy card profile (UID-only / Classic)
+FLAG_REKEYED = const(0x08)  # the door re-keyed the card to the site's current key version
+FLAG_TIME_UNTRUSTED = const(0x10)  # stamped by a clock set from an unsigned time (or corrected by one)
 
 
 class ProtocolError(ValueError):
@@ -77,7 +77,7 @@ def _valid_id_char(c):
 
 
 def check_device_id(device_id):
-    if not isinstance(device_id, str) or not 0 < len(device_id) <= DEVICE_ID_MAX:
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= _DEVICE_ID_MAX:
         raise ProtocolError("bad_device_id")
     for c in device_id:
         if not _valid_id_char(c):
@@ -107,13 +107,13 @@ def split_topic(t):
     return check_device_id(rest[:cut].replace("/", ".")), rest[cut + 1 :]
 
 
-DEVICE_LEVELS = 4  # a wildcard filter reaches ids of up to 3 dots on such a broker
+_DEVICE_LEVELS = const(4)  # a wildcard filter reaches ids of up to 3 dots on such a broker
 
 
 def filters(leaf):
     """The filters that reach `leaf` of every door on any broker: `door/v1/+/leaf`, and with
     one more `+` per dot an id may hold on a broker that makes dots levels."""
-    return [ROOT + "+/" * n + leaf for n in range(1, DEVICE_LEVELS + 1)]
+    return [ROOT + "+/" * n + leaf for n in range(1, _DEVICE_LEVELS + 1)]
 
 
 def dumps(obj):
@@ -187,8 +187,8 @@ def prefixed(text):
     return b"%d:" % len(b) + b
 
 
-NONCE_LEN = 16  # hex digits of the door's per-connection nonce (8 random bytes)
-CONTENT_HASH_LEN = 16  # hex digits (offline_cache/fmt.py content_hash)
+NONCE_LEN = const(16)  # hex digits of the door's per-connection nonce (8 random bytes)
+CONTENT_HASH_LEN = const(16)  # hex digits (offline_cache/fmt.py content_hash)
 LOCKS = ("fail-secure", "fail-safe")
 CARD_PROFILES = ("desfire_ev2", "legacy_uid", "legacy_classic")
 COMMANDS = ("open", "patrol", "mode", "time", "config", "keys")
@@ -210,7 +210,7 @@ def config_limits(key):
     return None
 
 
-COMMAND_TTL = 60  # s: a signed command is valid from exp - COMMAND_TTL to exp
+COMMAND_TTL = const(60)  # s: a signed command is valid from exp - COMMAND_TTL to exp
 SIGNED_COMMANDS = ("open", "mode", "time", "config", "keys")  # need a MAC; "patrol" does not
 
 
@@ -231,10 +231,10 @@ def time_signing_bytes(device_id, nonce, epoch_ms):
 # the door checks the file's header (site, version, length) before it writes a byte, and stops
 # at the first piece that is not the platform's (docs/protocol.md, "Whitelist updates").
 CACHE_MAGIC = b"DWU2"
-CACHE_TAG = 16
-CACHE_HDR = 16 + CACHE_TAG
-CACHE_CHUNK = 2048  # bytes per message: a contiguous allocation the busy door heap can always find
-CACHE_MAX_FILE = 4 * 1024 * 1024
+CACHE_TAG = const(16)
+CACHE_HDR = const(16 + CACHE_TAG)
+CACHE_CHUNK = const(2048)  # bytes per message: a contiguous allocation the busy door heap can always find
+CACHE_MAX_FILE = const(4 * 1024 * 1024)
 
 
 def cache_chunk_tag(key, version, total, offset, data):
