@@ -5,7 +5,8 @@ at once, broker failover, scale.
 A `SimDoor` does what the firmware's uplink does on the wire: presence (retained, with a last
 will) and registration on connect, events sent in batches from the first unacknowledged one,
 freed only by the platform's ack, resent after a reconnect; it answers the platform's announce
-request, and takes whitelist updates on its `cache` topic, reporting the version it now holds.
+request, and takes whitelist updates on its `cache` topic, reporting the version it now holds
+(`cache_state`, retained at QoS 1, on connect and after each file, as the firmware does).
 With its cache key (`cache_key`: the door's own on a per-door site) it checks every piece's tag
 and the whole file's tag as the firmware does (firmware/cache_sync.py) and takes nothing that
 fails; without one it takes the pieces unchecked. It keeps its journal in memory and never
@@ -172,11 +173,12 @@ class MiniMQTT:
         except TimeoutError:
             raise MQTTClosed("no acknowledgement") from None
 
-    def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> None:
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Send without waiting for the broker's PUBACK (a state report nothing waits on)."""
         var = string_field(topic) + (struct.pack(">H", self._next_mid()) if qos else b"")
         body = var + payload
-        self._send(bytes([PUBLISH << 4 | qos << 1]) + remaining_length(len(body)) + body)
+        self._send(bytes([PUBLISH << 4 | qos << 1 | int(retain)]) + remaining_length(len(body))
+                   + body)
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -288,9 +290,12 @@ class SimDoor:
         self._report(_held(version))
 
     def _report(self, state: bytes) -> None:
+        """The door's whitelist state, retained at QoS 1 as the firmware publishes it
+        (firmware/cache_sync.py publish_state): a platform that subscribes later still finds it."""
         if self._client is not None:
             with contextlib.suppress(MQTTClosed, OSError):
-                self._client.publish_nowait(common.topic(self.device, "cache_state"), state)
+                self._client.publish_nowait(common.topic(self.device, "cache_state"), state,
+                                            retain=True)
 
     def _kick(self) -> None:
         if self._wake is not None:
@@ -303,7 +308,7 @@ class SimDoor:
 
     async def _announce(self) -> None:
         await self._publish("presence", encode_presence(True, self.boot, "sim"), retain=True)
-        await self._publish("cache_state", encode_cache_state(self.whitelist))
+        await self._publish("cache_state", encode_cache_state(self.whitelist), retain=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, send, reconnect (next broker, backoff), until `stop` is set."""
