@@ -148,9 +148,11 @@ class CardTask:
                 self._lost = (uid, now)
                 self.handle(result)
             return False
+        self.handle(result)
+        # Held as decided only now: a MemoryError before this point leaves it undecided (read
+        # again), one after it (the release below) leaves it decided once.
         self.present = uid
         self._seen = self.clock.ticks_ms()
-        self.handle(result)
         self.status["card_ms"] = self.clock.ticks_diff(self.clock.ticks_ms(), t0)
         await self._release()  # after the decision: the door need not wait for the DESELECT
         return True
@@ -213,9 +215,8 @@ class CardTask:
             except MemoryError:
                 # No heap for this read (a fragmented heap, a whitelist update under way):
                 # it costs this read, not the door (an exception out of here stops every task).
-                # Nothing was decided; a card still presented is read again, after the reader
-                # is started again (it may have been left mid-exchange).
-                self.present = None
+                # A card not decided yet is read again, after the reader is started again (it
+                # may have been left mid-exchange); one already decided is not decided again.
                 self.reader_ready = False
                 self._waited = False
                 self.out_of_memory += 1

@@ -101,3 +101,52 @@ def test_a_card_read_out_of_memory_is_read_again_and_the_card_task_goes_on():
     assert door.calls == ["deny"]  # decided once, on the read after the failed one
     assert task.session.reads == 2 and task.reader.begins == 2  # the reader started again
     assert status["card_out_of_memory"] == 1
+
+
+class _ReleaseStarvedOnce(_Reader):
+    """A PN532 whose DESELECT after the first decision finds no heap."""
+
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.releases = 0
+
+    async def release(self):
+        self.releases += 1
+        if self.releases == 1:
+            raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+
+class _Reads:
+    def __init__(self):
+        self.reads = 0
+
+    async def read_async(self, exchange, uid, sak):
+        self.reads += 1
+        return _Result()
+
+
+def test_out_of_memory_after_a_decision_does_not_decide_the_held_card_again():
+    # One decision per presentation: a MemoryError after the door decided (releasing the
+    # card) must not make the card still on the reader a new presentation, decided and
+    # journaled again (a grant would open the door a second time).
+    clock = ManualClock()
+    board = _Board()
+    board.clock = clock
+    door = _Door()
+    status = {}
+    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
+    task.reader = _ReleaseStarvedOnce(clock)
+    task.session = _Reads()
+
+    async def go():
+        running = asyncio.create_task(task.run())
+        for _ in range(60):  # the card stays in the field all along (5 ms per poll < absent_ms)
+            await asyncio.sleep_ms(2)
+        alive = not running.done()
+        running.cancel()
+        return alive
+
+    assert asyncio.run(go()) is True
+    assert status["card_out_of_memory"] == 1
+    assert task.reader.begins == 2  # the reader started again
+    assert door.calls == ["deny"]  # decided once
