@@ -212,29 +212,31 @@ def sync(platform: Platform, registry: Any, devices: list[str] | None = None,
     def send_all() -> None:
         send_many(platform, pending, key, by_data)
 
-    states = platform.wait_cache_states(
-        pending, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),
-        min(timeout, FANOUT_WAIT_S), then=send_all)
-    for device, state in states.items():
-        if int(state["version"]) >= target:
-            out[device] = f"updated to {target}"
-    for device, data in pending.items():
-        if device in out:
-            continue
-        try:
+    try:
+        states = platform.wait_cache_states(
+            pending, lambda s: not s.get("receiving") and (s["version"] >= target or "reason" in s),
+            min(timeout, FANOUT_WAIT_S), then=send_all)
+        for device, state in states.items():
+            if int(state["version"]) >= target:
+                out[device] = f"updated to {target}"
+        for device, data in pending.items():
+            if device in out:
+                continue
             try:
-                push(platform, device, data, timeout, key=key)
+                try:
+                    push(platform, device, data, timeout, key=key)
+                except DistributionError as e:
+                    if e.reason == "stale_version" and int((e.state or {}).get("version", 0)) >= target:
+                        pass  # it took the file already: its answer came after the fan-out's wait
+                    elif e.reason not in ("base_mismatch", "stale_version"):
+                        raise
+                    else:
+                        push(platform, device, registry.snapshot(), timeout, key=key)
+                out[device] = f"updated to {registry.version()}"
             except DistributionError as e:
-                if e.reason == "stale_version" and int((e.state or {}).get("version", 0)) >= target:
-                    pass  # it took the file already: its answer came after the fan-out's wait
-                elif e.reason not in ("base_mismatch", "stale_version"):
-                    raise
-                else:
-                    push(platform, device, registry.snapshot(), timeout, key=key)
-            out[device] = f"updated to {registry.version()}"
-        except DistributionError as e:
-            out[device] = f"failed: {e.reason}"
-    keep_known(platform, known)
+                out[device] = f"failed: {e.reason}"
+    finally:  # an error midway (the registry's database gone) must not drop them either
+        keep_known(platform, known)
     return out
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
+
+import pytest
 
 from host_tools.cards.kit import SiteKit
 from host_tools.doorsim import SimDoor
@@ -73,4 +76,70 @@ def test_a_door_whose_answers_are_all_lost_stays_known_and_is_served_again(db_ur
                 assert p.cache_states[mute.device]["version"] == reg.version()
         finally:
             registry_store.close()
+            store.close()
+
+
+class LateDoor(MuteDoor):
+    """A door whose next answer is lost once `on_lost` is set (which runs then); the ones after
+    it get through."""
+
+    on_lost: Callable[[], None] | None = None
+
+    def _report(self, state: bytes) -> None:
+        lost = self.on_lost
+        if lost is not None:
+            self.on_lost = None
+            lost()
+            return
+        super()._report(state)
+
+
+class DatabaseGoes(CardRegistry):
+    """The registry's database goes away mid-sync (a PostgreSQL restart, say): from `gone` on,
+    every version asked raises."""
+
+    gone = False
+
+    def version(self) -> int:
+        if self.gone:
+            raise ConnectionError("the database went away")
+        return super().version()
+
+
+def test_a_sync_that_fails_midway_keeps_the_doors_that_did_not_answer_known(db_url: str) -> None:
+    """The doors whose answers were lost are put back in `cache_states` even when the sync
+    stops on an error after the fan-out (its Resync thread logs it and the platform goes on):
+    else they drop out of every later sync over the known doors until they reconnect."""
+    site = SiteKit(per_door=True)
+    store = Store(db_url)
+    reg = DatabaseGoes(store, site.keys)
+    today = dt.date.today()
+    reg.issue("ab" * 8, "r-1", "101", [0], today - dt.timedelta(days=1), today + dt.timedelta(days=30))
+    held = reg.version()
+    names = [f"city.d{i}" for i in range(4)]
+    signer = DoorSigner(site.keys)
+
+    def database_goes() -> None:
+        reg.gone = True
+
+    with Mosquitto() as broker:
+        doors = [MuteDoor(d, [(broker.host, broker.port)], whitelist=held,
+                          cache_key=signer.key("cache", d)) for d in names]
+        late = LateDoor("city.d1", [(broker.host, broker.port)], whitelist=held,
+                        cache_key=signer.key("cache", "city.d1"))
+        doors[1] = late
+        p = Platform(store, broker.host, broker.port, ingest=False, site_keys=site.keys)
+        try:
+            with DoorsRunning(doors), p:
+                got = p.wait_cache_states(names, lambda s: True, 60)
+                assert sorted(got) == names, "the doors did not announce themselves"
+                late.on_lost = database_goes  # its announce went through; its next answer is lost
+                doors[2].mute = True
+                reg.report_lost("ab" * 8)
+                with pytest.raises(ConnectionError):
+                    sync(p, reg, timeout=2)
+                assert late.whitelist == doors[2].whitelist == held + 1  # both took the file
+                assert sorted(p.cache_states) == names  # the silent one still known
+                assert p.cache_states["city.d2"]["version"] == held
+        finally:
             store.close()
