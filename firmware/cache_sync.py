@@ -155,10 +155,17 @@ class CacheSync:
         self.reason = ""
         self.applied += 1
         self.status["cache_version"] = version
-        if self.content is not None:
-            self.status["cache_hash"] = self.content.update()
         if self.recorder is not None:
             self.recorder.record(events.CACHE_UPDATED, 0, struct.pack("<I", version))
+        if self.content is not None:
+            # The file is installed: a hash that finds no heap (or flash) is left unknown, for
+            # the idle maintenance to make (firmware/card_task.py maintain_cache), and does
+            # not cost the install its record or the platform its answer.
+            try:
+                self.status["cache_hash"] = self.content.update()
+            except (MemoryError, OSError) as e:
+                self.status["cache_hash"] = None
+                log("cache: content hash failed:", repr(e))
         return True
 
     async def on_message(self, payload):

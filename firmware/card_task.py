@@ -248,6 +248,9 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
             log("cache:", cache.error or "open again")
         status["cache_version"] = cache.version
         hash_due = hash_due or merged or bool(was and not cache.error)
+        if content is not None and content.value is None and cache.main is not None and \
+                not cache.error:
+            hash_due = True  # an install whose hash found no heap (firmware/cache_sync.py)
         if hash_due and content is not None:
             # Out of the try above it stopped the firmware on a MemoryError (an exception out
             # of a task ends them all); a hash that could not be made is made next round.

@@ -126,3 +126,39 @@ def test_the_door_reports_the_content_hash_of_what_it_installed():
     assert state["version"] == 2 and state["hash"] == content.of_snapshot(update)
     assert sync.status["cache_hash"] == state["hash"]
     c.close()
+
+
+def test_an_install_whose_content_hash_finds_no_heap_is_still_installed_journaled_and_answered():
+    # The file is in once Cache.apply returned: a MemoryError in the hash after it must not
+    # undo the rest of the install (its cache_updated record, the state that answers the
+    # platform); the hash is left unknown, for the idle maintenance to make.
+    from wire.platform import decode_cache_state, encode_cache_chunk
+
+    from firmware.cache_sync import CacheSync
+    from wire import codes as events
+
+    class Recorder:
+        def __init__(self):
+            self.codes = []
+
+        def record(self, code, arg=0, payload=b""):
+            self.codes.append(code)
+
+    class Starved(content.Tracker):
+        def _main_sum(self, main):
+            raise MemoryError("memory allocation failed, allocating 304 bytes")
+
+    c = _cache(snap(1, [card(1)]))
+    rec = Recorder()
+    sync = CacheSync(c, rec)
+    sync.content = Starved(c)
+    update = snap(2, [card(1), card(2, fmt.LOST)])
+    answered = False
+    for off in range(0, len(update), 256):
+        answered = sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + 256], KEY))
+    assert answered  # the state goes out (the exception used to end the handler first)
+    assert c.version == 2 and rec.codes == [events.CACHE_UPDATED]
+    state = decode_cache_state(sync.state())
+    assert state["version"] == 2 and "hash" not in state and sync.content.value is None
+    assert sync.status["cache_hash"] is None
+    c.close()
