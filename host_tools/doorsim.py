@@ -20,12 +20,14 @@ connection, so one process holds 16,900 of them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reference_platform.cache_tags import CacheTags
@@ -430,16 +432,12 @@ async def _serve(args: object) -> None:
     import sys
 
     a: Any = args
-    brokers = [(h, int(p)) for h, p in (b.rsplit(":", 1) for b in a.broker)]
+    brokers = list(a.broker)
     doors = [SimDoor(f"{a.prefix}{i}", brokers[i % len(brokers):] + brokers[:i % len(brokers)],
                      batch=a.batch) for i in range(a.first, a.first + a.doors)]
-    site = None
-    if a.keys:
-        from pathlib import Path
-
+    site = a.site  # the key file, read by main
+    if site is not None:
         from host_tools.cards import sitekeys
-
-        site, _ = sitekeys.load(Path(a.keys), for_doors=True)
     for d in doors:
         d.whitelist = a.whitelist
         if site is not None:  # as each door was commissioned: its own key on a per-door site
@@ -499,24 +497,59 @@ async def _serve(args: object) -> None:
     say(event="stopped", connects=sum(d.connects for d in doors))
 
 
+def _broker(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (a port 1-65535)")
+    return host, int(port)
+
+
+def _at_least(least: int) -> Callable[[str], int]:
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+    return number
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m host_tools.doorsim --broker H:P --doors N`: a process of simulated doors,
-    driven over stdin/stdout (host_tools/benchmarks/scale.py)."""
-    import argparse
-
+    driven over stdin/stdout (host_tools/benchmarks/scale.py). A bad option is one line and
+    exit status 2, before any door starts."""
     ap = argparse.ArgumentParser(prog="python -m host_tools.doorsim")
-    ap.add_argument("--broker", action="append", required=True, help="HOST:PORT (repeat: a list)")
-    ap.add_argument("--doors", type=int, default=100)
+    ap.add_argument("--broker", action="append", required=True, type=_broker,
+                    help="HOST:PORT (repeat: a list)")
+    ap.add_argument("--doors", type=_at_least(1), default=100)
     ap.add_argument("--prefix", default="sim.d")
-    ap.add_argument("--first", type=int, default=0,
+    ap.add_argument("--first", type=_at_least(0), default=0,
                     help="the first door's number (doors PREFIX<first> on: one slice of a city "
                          "run by several processes)")
-    ap.add_argument("--events", type=int, default=0, help="events each door holds at start")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--whitelist", type=int, default=0, help="the whitelist version each door holds")
+    ap.add_argument("--events", type=_at_least(0), default=0,
+                    help="events each door holds at start")
+    ap.add_argument("--batch", type=_at_least(1), default=16)
+    ap.add_argument("--whitelist", type=_at_least(0), default=0,
+                    help="the whitelist version each door holds")
     ap.add_argument("--keys", help="the site key file: each door checks its whitelist pieces "
                                    "with the cache key it would hold")
     args = ap.parse_args(argv)
+    for n in (args.first, args.first + args.doors - 1):
+        try:
+            common.check_device_id(f"{args.prefix}{n}")
+        except common.ProtocolError:
+            ap.error(f"argument --prefix: {args.prefix}{n} is not a device id")
+    args.site = None
+    if args.keys:
+        from host_tools.cards import sitekeys
+        from host_tools.errors import UserError
+
+        try:
+            args.site, _ = sitekeys.load(Path(args.keys), for_doors=True)
+        except UserError as e:
+            ap.error(f"argument --keys: {e}")
     _raise_fd_limit()
     asyncio.run(_serve(args))
 
