@@ -5,14 +5,33 @@ to the machine, runs its timers, and drives the relay (lock polarity from the co
 the buzzer pattern and the LED. Patrol reports are built here and published by a second,
 separate task, so the network never delays the door. Allocation-light: nothing is built per
 poll except when something changes.
+
+A MemoryError (a tight or fragmented heap; the journal, the event recorder or a board input
+allocate when something changes) must not end the task: an exception out of a task ends every
+task of the firmware, and the board resets. It is caught at each poll, grant, refusal and mode
+change, and the machine is *restarted*, not trusted: a transition cut short between two of
+its events can hold an alarm bit whose event was never journaled, an opening without its
+timers, a debounced input the machine never took. So: (1) the relay is driven locked at once,
+without allocating (a grant's unlock window ends; in fire the door stays released); (2) a fresh
+machine is made with the commanded mode, the fire input and the timings kept; (3) the
+debouncers go back to their rest values, so every input not at rest (an open door, tamper, a
+faulted loop, mains lost) is fed to it again and its alarm raised again: an alarm may be
+journaled twice, never lost (an opening under way becomes one nobody granted: forced_open);
+(4) it is counted (`door_out_of_memory` in the status), logged, and a patrol report is made
+at once. Only when the heap cannot even hold the fresh machine does the task end (the board
+resets, the lock de-energised): a restart in place keeps the lock driven and costs one poll,
+a reset costs seconds and every task's state. A patrol report that finds no heap is made at
+the next poll (`patrol_out_of_memory`); the machine is not touched by it.
 """
 
 import asyncio
+import gc
 
 from firmware.clock_trust import is_trusted, trusted_time
-from firmware.door import MODES, NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
+from firmware.door import FIRE, MODES, NORMAL, PASSAGE, DoorMachine, MemorySink, in_schedule
 from firmware.events import Uptime
 from firmware.inputs import Debouncer, check_contact
+from firmware.log import log
 from firmware.patrol import Patrol
 
 # Buzzer patterns by name, each (on ms, period ms); on == period is a steady tone; any other
@@ -20,6 +39,7 @@ from firmware.patrol import Patrol
 BUZZER_NAMES = ("prealarm", "alarm", "deny")
 BUZZER_TIMES = ((200, 1000), (1000, 1000), (100, 200))
 INPUT_NAMES = ("door_contact", "rex", "tamper", "fire", "power")
+INPUT_REST = ("closed", False, False, False, True)  # each input's value at rest, by INPUT_NAMES
 SERVE_MS = 20  # polls from inside another task's long job: at most this often
 
 
@@ -45,21 +65,28 @@ class DoorTask:
         self.clock = clock
         now = clock.ticks_ms()
         self.uptime = uptime if uptime is not None else Uptime(clock)
-        self.machine = DoorMachine(door_cfg, now, sink if sink is not None else MemorySink(),
-                                   diff=clock.ticks_diff, add=clock.ticks_add, wall=clock.time)
+        self.machine = self._new_machine(door_cfg, now,
+                                         sink if sink is not None else MemorySink())
         mc = self.machine.cfg
         self.poll_ms = mc["poll_ms"]
         self.fail_safe = mc["fail_safe"]
         deb = mc["debounce_ms"]
         d = clock.ticks_diff
-        self.sources = []  # (name, input object, debouncer)
-        initial = {"door_contact": "closed", "rex": False, "tamper": False, "fire": False,
-                   "power": True}
-        for name in INPUT_NAMES:
+        self.sources = []  # (name, input object, debouncer, rest value)
+        for i in range(len(INPUT_NAMES)):
+            name = INPUT_NAMES[i]
             src = getattr(board, name)  # None: not fitted
             if src is not None:
-                self.sources.append((name, src, Debouncer(initial[name], deb, d)))
+                rest = INPUT_REST[i]
+                self.sources.append((name, src, Debouncer(rest, deb, d), rest))
         self.status = status if status is not None else {}
+        # Polls and patrol reports cut short by a MemoryError; in the status from the start,
+        # so counting one allocates nothing.
+        self.out_of_memory = 0
+        self.patrol_out_of_memory = 0
+        self.status["door_out_of_memory"] = 0
+        self.status["patrol_out_of_memory"] = 0
+        self._broken = False  # no heap even for a fresh machine: the task ends
         p = {"uptime_s": self.uptime.seconds,
              "seq": lambda: self.status.get("last_seq", 0),
              "journal_depth": lambda: self.status.get("journal_depth", 0),
@@ -86,6 +113,10 @@ class DoorTask:
         self._want = None  # the schedule's last answer: it acts on its edges only
         self._served = now
 
+    def _new_machine(self, door_cfg, now, sink):
+        c = self.clock
+        return DoorMachine(door_cfg, now, sink, diff=c.ticks_diff, add=c.ticks_add, wall=c.time)
+
     # -- one poll ---------------------------------------------------------------------
 
     def serve(self):
@@ -96,12 +127,56 @@ class DoorTask:
         d = self.clock.ticks_diff(now, self._served)
         if d >= SERVE_MS or d < 0:  # < 0: the last serve is too long ago for the wrapping ticks
             self._served = now
+            self.step(now)
+
+    def step(self, now):
+        """One poll that a MemoryError does not end: the machine is restarted instead (see the
+        module's docstring). Raises only when not even that found heap."""
+        if self._broken:
+            raise MemoryError("door: no heap for its machine")
+        try:
             self.poll(now)
+        except MemoryError:
+            self.restart(now)
+
+    def restart(self, now):
+        """After a MemoryError in the middle of a transition: relock, then a fresh machine told
+        every input again (the module's docstring says why)."""
+        old = self.machine
+        fire = None
+        for name, src, deb, rest in self.sources:
+            if name == "fire":
+                fire = deb
+        fire_on = bool(fire is not None and fire.value)
+        released = old.mode == FIRE or (fire_on and old.cfg["fire_from_input"])
+        if not released:
+            self._relay = relay_energised("locked", self.fail_safe)
+            self.board.relay.set(self._relay)
+        self.out_of_memory += 1
+        self.status["door_out_of_memory"] = self.out_of_memory
+        self._broken = True
+        gc.collect()
+        m = self._new_machine(old.cfg, now, old.sink)
+        m.mode = old.mode
+        m.fire_input = fire_on  # kept as debounced: a fire release never drops on a restart
+        for name, src, deb, rest in self.sources:
+            if name != "fire":
+                deb.reset(rest)
+        m.tick(now)
+        self.machine = m
+        self.patrol.machine = m
+        self.patrol.request()
+        self._broken = False
+        self.drive(now)
+        try:
+            log("door: out of memory, machine restarted")
+        except MemoryError:
+            pass
 
     def poll(self, now):
         m = self.machine
         self.uptime.update()
-        for name, src, deb in self.sources:
+        for name, src, deb, rest in self.sources:
             raw = src.read()
             if name == "door_contact":
                 raw = check_contact(raw)
@@ -116,7 +191,13 @@ class DoorTask:
         m.tick(now)
         self.drive(now)
         if self.patrol.due(now):
-            self.status["patrol"] = self.patrol.report(now)
+            try:
+                self.status["patrol"] = self.patrol.report(now)
+            except MemoryError:  # the machine is whole: the report is made at the next poll
+                self.patrol.request()
+                self.patrol_out_of_memory += 1
+                self.status["patrol_out_of_memory"] = self.patrol_out_of_memory
+                return
             self._report_ready.set()
 
     def check_schedule(self, now, epoch):
@@ -168,14 +249,26 @@ class DoorTask:
     # -- for commands, the card flow and the console ---------------------------------
 
     def grant(self, kind="card", master=False, ref=b"", flags=0):
-        """An access decision said yes (card, rex, remote); False when lockdown refused it."""
-        ok = self.machine.grant(self.clock.ticks_ms(), kind, master, ref, flags)
+        """An access decision said yes (card, rex, remote); False when lockdown refused it.
+        A MemoryError restarts the machine (door locked) and reaches the caller: nothing
+        was granted."""
+        now = self.clock.ticks_ms()
+        try:
+            ok = self.machine.grant(now, kind, master, ref, flags)
+        except MemoryError:
+            self.restart(now)
+            raise
         self.drive(self.clock.ticks_ms())
         return ok
 
     def deny(self, reason, ref=b"", flags=0):
-        """An access decision said no: journaled, shown at the door."""
-        self.machine.deny(self.clock.ticks_ms(), reason, ref, flags)
+        """An access decision said no: journaled, shown at the door (a MemoryError: as grant)."""
+        now = self.clock.ticks_ms()
+        try:
+            self.machine.deny(now, reason, ref, flags)
+        except MemoryError:
+            self.restart(now)
+            raise
         self.drive(self.clock.ticks_ms())
 
     def mode(self):
@@ -193,7 +286,12 @@ class DoorTask:
     def set_mode(self, mode):
         """normal / passage / lockdown / fire (ValueError for anything else). A commanded
         mode is not undone by the passage schedule."""
-        self.machine.set_mode(self.clock.ticks_ms(), mode)
+        now = self.clock.ticks_ms()
+        try:
+            self.machine.set_mode(now, mode)
+        except MemoryError:  # as grant: the caller's command failed, the door is whole
+            self.restart(now)
+            raise
         self.scheduled = False
         self.drive(self.clock.ticks_ms())
 
@@ -226,7 +324,7 @@ class DoorTask:
         clock = self.clock
         while True:
             now = clock.ticks_ms()
-            self.poll(now)
+            self.step(now)
             await asyncio.sleep_ms(self.sleep_ms(now))
 
     async def run_patrol(self):
@@ -240,8 +338,18 @@ class DoorTask:
                     if await self.publish(self.status["patrol"]) is not False:
                         break
                 except Exception as e:  # noqa: BLE001 - the uplink reconnects on its own
-                    from firmware.log import log
-
-                    log("patrol: publish failed", repr(e))
+                    self._publish_failed(e)
                 await asyncio.sleep_ms(1000)
                 self._report_ready.clear()  # the retry sends the latest report anyway
+
+    def _publish_failed(self, e):
+        """Logged; a MemoryError also counted. Nothing here may end the task: the log line
+        itself may find no heap."""
+        if isinstance(e, MemoryError):
+            self.patrol_out_of_memory += 1
+            self.status["patrol_out_of_memory"] = self.patrol_out_of_memory
+            gc.collect()
+        try:
+            log("patrol: publish failed", repr(e))
+        except MemoryError:
+            pass

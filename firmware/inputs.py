@@ -34,6 +34,13 @@ class Debouncer:
             return True
         return False
 
+    def reset(self, value):
+        """Back to a stable `value` with nothing pending (a restarted door machine is told
+        every input that differs from it again)."""
+        self.value = value
+        self._candidate = value
+        self._since = None
+
     def pending(self):
         """True while a different reading waits to become stable."""
         return self._since is not None
