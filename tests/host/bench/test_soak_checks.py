@@ -93,11 +93,43 @@ def test_a_wrong_decision_is_named_with_its_number(tmp_path: Path, events: list[
 
 
 def test_a_door_out_of_memory_is_named_with_where_it_happened(tmp_path: Path) -> None:
-    dev = SimpleNamespace(console_log=bytearray(b"1 ready\n2 uplink: connected\n"))
-    assert soak._memory_error(dev, tmp_path) is None  # type: ignore[arg-type]
+    assert soak._memory_error(tmp_path) is None
     (tmp_path / "stderr.log").write_text(
         "Traceback (most recent call last):\n  File \"firmware/uplink.py\", line 556, in run\n"
         "MemoryError: memory allocation failed, allocating 184 bytes\n")
-    assert soak._memory_error(dev, tmp_path) == (  # type: ignore[arg-type]
+    assert soak._memory_error(tmp_path) == (
         "MemoryError: memory allocation failed, allocating 184 bytes at "
         "File \"firmware/uplink.py\", line 556, in run")
+
+
+def test_a_recovered_memory_error_is_not_taken_for_one_that_stopped_the_door(
+        tmp_path: Path) -> None:
+    # The door logs the ones it recovered from on its console; only stderr.log's traceback
+    # is a firmware that stopped.
+    (tmp_path / "stderr.log").write_text("")
+    assert soak._memory_error(tmp_path) is None
+
+
+def test_recovered_memory_errors_are_summed_over_the_boots() -> None:
+    r = soak.Recovered()
+    r.seen({"card_out_of_memory": 1, "door_out_of_memory": 0, "decisions": 40})
+    r.seen({"card_out_of_memory": 2, "patrol": {"alarms": []}})
+    r.boot_ended()  # a power cut: the next boot counts from 0 again
+    r.seen({"card_out_of_memory": 1, "door_out_of_memory": 1})
+    r.seen({})  # a reading without them does not lower the boot's counts
+    r.boot_ended()
+    r.boot_ended()  # nothing seen since: nothing added
+    assert r.total == {"card_out_of_memory": 3, "door_out_of_memory": 1}
+
+
+def test_a_recovered_memory_error_fails_the_heap_figure_and_is_reported() -> None:
+    held = soak.SoakReport(heap="72K")
+    assert held.oom_recovered == 0 and soak.heap_held(held) == 72
+    starved = soak.SoakReport(heap="64K", recovered={"card_out_of_memory": 2,
+                                                     "door_out_of_memory": 1})
+    assert starved.oom_recovered == 3
+    why = soak.heap_held(starved)
+    assert isinstance(why, SoakFailed)
+    assert str(why) == ("the 64K heap did not hold: the door recovered from 3 MemoryError(s) "
+                        "(card_out_of_memory 2, door_out_of_memory 1); the other figures are "
+                        "the run's")

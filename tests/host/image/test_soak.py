@@ -1,6 +1,7 @@
 """A short soak of the firmware image (32-bit unix build, `doorctl build unix32`) in a tight
 heap: decisions, whitelist deltas, broker outages and power cuts, round after round; every
-event reaches the platform exactly once and nothing runs out of memory. The full soak is
+event reaches the platform exactly once and nothing runs out of memory (not even a
+MemoryError the door recovers from). The full soak is
 `doorctl bench image.soak` (host_tools/benchmarks/soak.py); the heap figures under the full
 workload are `doorctl bench image.heap` (host_tools/benchmarks/image.py)."""
 
@@ -30,4 +31,5 @@ def test_short_soak_on_the_image(tmp_path: Path, unix32_binary: Path) -> None:
     assert r.checked == 24, "not every decision was checked at the platform one by one"
     assert r.counts(ev.BOOT) >= 3
     assert r.alive and not r.out_of_memory
+    assert r.oom_recovered == 0, f"MemoryErrors recovered from: {r.recovered}"
     assert r.min_free is not None and r.min_free > 0
