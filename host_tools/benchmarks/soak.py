@@ -429,9 +429,9 @@ def heap_held(r: SoakReport) -> Outcome:
 def run(names: set[str]) -> dict[str, Outcome]:
     out: dict[str, Outcome] = {}
     with failing(out, *FIGURES), tempfile.TemporaryDirectory() as tmp:
+        heap = heap_option()  # first: a bad option costs no build
         binary = str(build_unix32(Steps(quiet=True)).binary)
-        r = soak(Path(tmp), binary, heap_option(), DECISIONS, UPDATES, RECONNECTS, CUTS,
-                 MINUTES, CARDS)
+        r = soak(Path(tmp), binary, heap, DECISIONS, UPDATES, RECONNECTS, CUTS, MINUTES, CARDS)
         if r.out_of_memory:
             raise SoakFailed(f"a MemoryError stopped the door in a {r.heap} heap")
         if r.counts(ev.ACCESS_GRANTED) != r.grants or \

@@ -31,6 +31,23 @@ def test_a_bad_heap_option_is_one_clear_line(bad: str) -> None:
     assert "\n" not in str(e.value)
 
 
+def test_a_bad_heap_option_fails_the_soak_before_it_builds_the_image(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The option is read first: a typo costs no image build (minutes on a fresh tree)."""
+    built: list[object] = []
+
+    def build(*args: object, **kwargs: object) -> None:
+        built.append(args)
+        raise RuntimeError("the image was built")
+
+    monkeypatch.setattr(soak, "build_unix32", build)
+    monkeypatch.setenv("DOORCTL_SOAK_HEAP", "lots")
+    out = soak.run(set(soak.FIGURES))
+    assert built == []
+    assert set(out) == set(soak.FIGURES)
+    assert all(isinstance(e, SoakFailed) and "DOORCTL_SOAK_HEAP" in str(e) for e in out.values())
+
+
 def test_the_soaks_door_timings_are_ones_commissioning_accepts(
         monkeypatch: pytest.MonkeyPatch) -> None:
     check_door_config()
