@@ -61,10 +61,10 @@ from wire.codes import CARD_LOST
 from wire.codes import CARD_NOT_DOOR_CARD as NOT_DOOR_CARD
 from wire.codes import CARD_OK as OK
 from wire.codes import CARD_PROTOCOL_ERROR as PROTOCOL_ERROR
-from wire.codes import CARD_REASONS as REASONS
 from wire.codes import CARD_UID_MISMATCH as UID_MISMATCH
 from wire.codes import CARD_UNSUPPORTED as UNSUPPORTED_CARD
 from wire.codes import CARD_WRONG_SITE as WRONG_SITE
+from wire.codes import card_reason
 
 _CARD_ERRORS = {
     "no_response": CARD_LOST,
@@ -91,7 +91,7 @@ PROFILE_CLASSIC = "classic"
 class CardResult:
     def __init__(self, code, ref=None, profile=None, low_assurance=False, key_version=None):
         self.code = code
-        self.reason = REASONS.get(code, "error")
+        self.reason = card_reason(code)
         self.ok = code == OK
         self.ref = ref
         self.profile = profile

@@ -16,8 +16,8 @@ from card_reader.presentation import TIMING, same_presentation
 from ticks import ticks_diff, ticks_us
 
 
-NO_KEYS = ev.DENY_REASONS["no_keys"]
-NO_CACHE = ev.DENY_REASONS["no_cache"]
+NO_KEYS = ev.deny_code("no_keys")
+NO_CACHE = ev.deny_code("no_cache")
 
 # The card options (config.json "cards" overrides these and the poll timing, card_reader.presentation).
 POLICY = {
@@ -31,7 +31,7 @@ def decide(result, cache, door_no, now, mode):
     """(granted, deny_reason, master, flags) for a card step result.
 
     Refusals from the card step (clone, wrong key, bad MAC...) and from the whitelist get
-    one reason code each (wire/codes.py DENY_REASONS); revocations win over everything, master
+    one reason code each (wire/codes.py DENY_REASONS, deny_code); revocations win over everything, master
     cards included (the cache's rule); lockdown admits master cards only."""
     flags = FLAG_LOW_ASSURANCE if result.low_assurance else 0
     if getattr(result, "rekeyed", False):
@@ -44,7 +44,7 @@ def decide(result, cache, door_no, now, mode):
                                            "lockdown" if mode == "lockdown" else "normal")
     if granted:
         return True, 0, master, flags
-    return False, ev.DENY_REASONS.get(reason, ev.DENY_REASONS["unknown"]), master, flags
+    return False, ev.deny_code(reason), master, flags
 
 
 class CardTask:

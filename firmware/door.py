@@ -383,7 +383,7 @@ class DoorMachine:
         self._update()
 
     def _grant(self, now, kind, master, ref, flags=0):
-        method = KINDS.get(kind, 1)
+        method = KINDS.index(kind) + 1 if kind in KINDS else 1  # a card's for a kind it does not know
         if self.effective_mode() == LOCKDOWN and not master:
             self._emit(ev.ACCESS_DENIED, DENY_LOCKDOWN, ref, flags)
             self.deny_until = self._add(now, self.cfg["deny_ms"])

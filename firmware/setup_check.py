@@ -25,12 +25,12 @@ def problems(cfg, keystore, cache):
 
 
 def fault_bits(found):
-    """The `setup_fault` record's arg (firmware/events.py SETUP_BITS)."""
-    from wire.codes import SETUP_BITS
+    """The `setup_fault` record's arg: a bit per part, by its place in wire.codes.SETUP_PARTS."""
+    from wire.codes import SETUP_PARTS
 
     bits = 0
     for p in found:
-        bits |= SETUP_BITS[p]
+        bits |= 1 << SETUP_PARTS.index(p)
     return bits
 
 

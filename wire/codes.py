@@ -37,11 +37,13 @@ CACHE_REJECTED = const(44)
 COMMAND_REJECTED = const(45)
 MODE_CHANGED = const(46)
 CONFIG_CHANGED = const(47)
-SETUP_FAULT = const(48)  # arg: SETUP_BITS of the parts that disagree, found at boot
+SETUP_FAULT = const(48)  # arg: the SETUP_PARTS bits of the parts that disagree, found at boot
 INBOUND_REFUSED = const(49)  # arg: messages refused since the last one; payload: (reason u8, count u16)*
 GAP = const(0xFE)  # the journal's own gap record; payload: first and last lost seq (u32, u32)
 
-KINDS = {"card": 1, "rex": 2, "remote": 3}  # arg of access_granted (and of a REX/remote refusal)
+# The tables below are tuples of constants, frozen into the image (a dict would be built in
+# the door's heap at import): a name's code is its place (None where a code is unused).
+KINDS = ("card", "rex", "remote")  # arg of access_granted 1, 2, 3 (and of a REX/remote refusal)
 
 # Card step results (card_reader/card_session.py, `result.code`; the reason names are also
 # access_denied reasons below).
@@ -56,32 +58,42 @@ CARD_WRONG_SITE = const(7)
 CARD_UNSUPPORTED = const(8)
 CARD_PROTOCOL_ERROR = const(9)
 CARD_KEY_RETIRED = const(11)
-CARD_REASONS = {
-    CARD_OK: "ok", CARD_NOT_DOOR_CARD: "not_door_card", CARD_AUTH_FAILED: "auth_failed",
-    CARD_BAD_MAC: "bad_mac", CARD_LOST: "card_lost", CARD_UID_MISMATCH: "uid_mismatch",
-    CARD_BAD_CREDENTIAL: "bad_credential", CARD_WRONG_SITE: "wrong_site",
-    CARD_UNSUPPORTED: "unsupported_card", CARD_PROTOCOL_ERROR: "protocol_error",
-    CARD_KEY_RETIRED: "key_retired",
-}
+CARD_REASONS = ("ok", "not_door_card", "auth_failed", "bad_mac", "card_lost", "uid_mismatch",
+                "bad_credential", "wrong_site", "unsupported_card", "protocol_error", None,
+                "key_retired")  # by result code
+
+
+def card_reason(code):
+    """The name of a card step result code ("error" for one this version does not know)."""
+    name = CARD_REASONS[code] if 0 <= code < len(CARD_REASONS) else None
+    return name or "error"
+
 
 # access_denied reasons (arg), one table (docs/protocol.md): the whitelist's decisions
 # (offline_cache.cache reasons), the door's own (lockdown, no keys), then the card step's
 # failures, each by the name the card step gives it (CARD_REASONS).
 DENY_LOCKDOWN = const(20)  # lockdown and not a master card
-DENY_REASONS = {
-    "unknown": 1, "lost": 2, "suspended": 3, "cancelled": 4, "expired": 5,
-    "not_yet_valid": 6, "outside_schedule": 7, "not_permitted": 8, "no_cache": 9,
-    "clock_unset": 10, "lockdown": DENY_LOCKDOWN,
-    "not_door_card": 31, "auth_failed": 32, "bad_mac": 33, "card_lost": 34,
-    "uid_mismatch": 35, "bad_credential": 36, "wrong_site": 37, "unsupported_card": 38,
-    "protocol_error": 39, "no_keys": 40, "key_retired": 41,
-}
+DENY_UNKNOWN = const(1)
+DENY_REASONS = (
+    None, "unknown", "lost", "suspended", "cancelled", "expired", "not_yet_valid",
+    "outside_schedule", "not_permitted", "no_cache", "clock_unset",  # 1-10
+    None, None, None, None, None, None, None, None, None, "lockdown",  # 20 (DENY_LOCKDOWN)
+    None, None, None, None, None, None, None, None, None, None,
+    "not_door_card", "auth_failed", "bad_mac", "card_lost", "uid_mismatch",  # 31-35
+    "bad_credential", "wrong_site", "unsupported_card", "protocol_error", "no_keys",  # 36-40
+    "key_retired",  # 41
+)  # by code
+
+
+def deny_code(reason):
+    """The access_denied arg of a reason's name (`unknown`'s for a name it does not list)."""
+    return DENY_REASONS.index(reason) if reason and reason in DENY_REASONS else DENY_UNKNOWN
 
 
 def deny_for_card(card_code):
     """The access_denied reason of a failed card step (its result code): by name, no arithmetic."""
-    return DENY_REASONS.get(CARD_REASONS.get(card_code, ""), DENY_REASONS["unknown"])
+    return deny_code(card_reason(card_code))
 
 
 # setup_fault arg bits: a door whose parts disagree refuses every card while it looks normal.
-SETUP_BITS = {"keys_site": 1, "no_keys": 2, "whitelist_refused": 4, "keys_door": 8}
+SETUP_PARTS = ("keys_site", "no_keys", "whitelist_refused", "keys_door")  # bits 1, 2, 4, 8

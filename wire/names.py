@@ -25,7 +25,6 @@ EVENT_NAMES = {
 
 def deny_reason_name(code):
     """The access_denied reason's name of `code` (reason_N for one this version does not know)."""
-    for name in codes.DENY_REASONS:
-        if codes.DENY_REASONS[name] == code:
-            return name
-    return "reason_%d" % code
+    names = codes.DENY_REASONS
+    name = names[code] if 0 <= code < len(names) else None
+    return name or "reason_%d" % code

@@ -53,8 +53,8 @@ def test_handle_sends_grants_and_refusals_to_the_door():
     task.handle(CardResult(0, LOST))
     task.handle(None)  # no key store on this door
     assert door.calls == [("grant", "card", False, GOOD, 0),
-                          ("deny", ev.DENY_REASONS["lost"], LOST, 0),
-                          ("deny", ev.DENY_REASONS["no_keys"], b"", 0)]
+                          ("deny", ev.deny_code("lost"), LOST, 0),
+                          ("deny", ev.deny_code("no_keys"), b"", 0)]
     assert task.decisions == 3
     assert task.status["decisions"] == 3  # in the status report too (the I/O channel's)
 
@@ -164,7 +164,7 @@ def test_a_random_id_card_held_5_s_gives_one_refusal():
 
         calls, task = _run(field, 5000, wait_ms)
         assert [c[0] for c in calls] == ["deny"], (wait_ms, calls)
-        assert calls[0][1] == ev.DENY_REASONS["uid_mismatch"]
+        assert calls[0][1] == ev.deny_code("uid_mismatch")
         assert task.reader.lists > 40  # the field was polled all along
 
 

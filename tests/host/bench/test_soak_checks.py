@@ -66,7 +66,7 @@ def _checker(tmp_path: Path) -> tuple[Store, Decisions]:
     return store, Decisions(SimpleNamespace(store=store), REF)  # type: ignore[arg-type]
 
 
-FOREIGN = ev.DENY_REASONS["auth_failed"]
+FOREIGN = ev.deny_code("auth_failed")
 
 
 def test_decisions_in_the_swipes_order_pass_and_other_events_are_left_aside(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_only_what_is_stored_without_a_gap_is_checked(tmp_path: Path) -> None:
      "decision 2 .*the stranger was let in"),
     ([_event(1, ev.ACCESS_GRANTED, 1, bytes(8))], "another reference than the resident's"),
     ([_event(1, ev.ACCESS_GRANTED, 1, REF), _event(2, ev.ACCESS_DENIED, FOREIGN),
-      _event(3, ev.ACCESS_GRANTED, 1, REF), _event(4, ev.ACCESS_DENIED, ev.DENY_REASONS["lost"])],
+      _event(3, ev.ACCESS_GRANTED, 1, REF), _event(4, ev.ACCESS_DENIED, ev.deny_code("lost"))],
      "decision 4 .*refused for lost, before for auth_failed"),
 ])
 def test_a_wrong_decision_is_named_with_its_number(tmp_path: Path, events: list[EventRow],

@@ -78,7 +78,7 @@ def test_a_lost_card_is_refused_as_soon_as_the_delta_lands(rig: Rig) -> None:
     state = push(rig.platform, DEVICE, rig.site.delta(2, 1, [(rig.ref, fmt.LOST, False)]))
     assert state["version"] == 2
     assert rig.swipe() is False
-    wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.DENY_REASONS["lost"]])
+    wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.deny_code("lost")])
     wait_until(lambda: len(rig.codes(ev.CACHE_UPDATED)) == 1)
     # unblocked by the next delta
     push(rig.platform, DEVICE, rig.site.delta(3, 2, [(rig.ref, fmt.ACTIVE, False)]))
@@ -111,7 +111,7 @@ def test_a_snapshot_in_many_chunks_replaces_the_whitelist(rig: Rig) -> None:
     assert len(snap) > 8 * 2048
     assert push(rig.platform, DEVICE, snap)["version"] == 9
     assert rig.swipe() is False
-    wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.DENY_REASONS["suspended"]])
+    wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.deny_code("suspended")])
 
 
 def test_garbage_on_the_update_topic_is_refused(rig: Rig) -> None:

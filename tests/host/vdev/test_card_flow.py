@@ -138,9 +138,9 @@ def test_a_whitelisted_card_opens_and_each_refusal_is_journaled_with_its_reason(
     emu.remove()
 
     denied = journal(dev, ev.ACCESS_DENIED)
-    assert denied[0][0] == ev.DENY_REASONS["auth_failed"] and denied[0][2] == NO_REF
-    assert denied[1] == (ev.DENY_REASONS["lost"], 1, lost_ref.hex())
-    assert denied[2][0] == ev.DENY_REASONS["auth_failed"]
+    assert denied[0][0] == ev.deny_code("auth_failed") and denied[0][2] == NO_REF
+    assert denied[1] == (ev.deny_code("lost"), 1, lost_ref.hex())
+    assert denied[2][0] == ev.deny_code("auth_failed")
     assert [e for e in io.outputs("relay") if e.device_ms >= t and e.value] == \
         [e for e in io.outputs("relay") if e.device_ms >= t and e.value][:1]  # opened once only
     assert [o.value for o in io.outputs("led") if o.device_ms >= t].count("red") >= 3
@@ -184,7 +184,7 @@ def test_lockdown_admits_master_cards_only(door) -> None:  # type: ignore[no-unt
     present(emu, good)
     wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
     emu.remove()
-    assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["lockdown"], 1, good_ref.hex())]
+    assert journal(dev, ev.ACCESS_DENIED) == [(ev.deny_code("lockdown"), 1, good_ref.hex())]
     master, master_ref = cards["master"]
     t = io.set_input("rex", False)
     present(emu, master)
@@ -201,7 +201,7 @@ def test_without_keys_the_reader_still_works_and_cards_are_refused_no_keys(tmp_p
             assert io.status().get("cards") == "no_keys"
             present(emu, good)
             wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
-            assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["no_keys"], 0, NO_REF)]
+            assert journal(dev, ev.ACCESS_DENIED) == [(ev.deny_code("no_keys"), 0, NO_REF)]
 
 
 def test_a_card_pulled_mid_authentication_is_refused_and_logged_once(door) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +221,7 @@ def test_a_card_pulled_mid_authentication_is_refused_and_logged_once(door) -> No
     wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
     time.sleep(1.0)  # the reader keeps finding it at the edge of the field: still one record
     emu.remove()
-    assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["card_lost"], 1, NO_REF)]
+    assert journal(dev, ev.ACCESS_DENIED) == [(ev.deny_code("card_lost"), 1, NO_REF)]
     assert journal(dev, ev.ACCESS_GRANTED) == []
     present(emu, good)  # presented properly: read again and granted
     wait_for(lambda: journal(dev, ev.ACCESS_GRANTED) == [(1, 1, good_ref.hex())])
@@ -236,7 +236,7 @@ def test_uid_only_cards_are_refused_unless_the_legacy_profile_is_on(door) -> Non
     emu.present(_uid_card())
     wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
     emu.remove()
-    assert journal(dev, ev.ACCESS_DENIED) == [(ev.DENY_REASONS["unsupported_card"], 1, NO_REF)]
+    assert journal(dev, ev.ACCESS_DENIED) == [(ev.deny_code("unsupported_card"), 1, NO_REF)]
 
 
 def test_with_the_legacy_uid_profile_on_a_listed_uid_opens_flagged_low_assurance(tmp_path: Path) -> None:
@@ -285,4 +285,4 @@ def test_with_the_legacy_classic_profile_on_a_listed_sector_opens_flagged_low_as
         emu.present(LocalCard(ClassicCard(bytes(6)).process, CLASSIC_UID, sak=0x08))
         wait_for(lambda: len(journal(dev, ev.ACCESS_DENIED)) == 1)
         emu.remove()
-        assert journal(dev, ev.ACCESS_DENIED)[0][:2] == (ev.DENY_REASONS["card_lost"], 0x05)
+        assert journal(dev, ev.ACCESS_DENIED)[0][:2] == (ev.deny_code("card_lost"), 0x05)

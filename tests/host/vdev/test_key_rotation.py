@@ -207,7 +207,7 @@ def test_rotation_on_a_running_door(rig: dict[str, Any]) -> None:
     assert not swipe_local(io, emu, late)
     assert not swipe_local(io, emu, clone_with(r["stolen"], cards["desk"][0]))
     denied = journal(dev, ev.ACCESS_DENIED)[denied_before:]
-    assert [d[0] for d in denied] == [ev.DENY_REASONS["key_retired"]] * 2
+    assert [d[0] for d in denied] == [ev.deny_code("key_retired")] * 2
     assert swipe_local(io, emu, desk_card) and swipe_local(io, emu, door_card)
 
     # the late card is re-keyed at the desk after the window and opens again
