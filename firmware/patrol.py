@@ -11,36 +11,39 @@ from firmware import VERSION
 from ticks import ticks_diff
 
 
-def _get(providers, key, default):
+def _get(providers, key, default, last=None):
     fn = providers.get(key)
     if fn is None:
         return default
     try:
         return fn()
     except Exception:  # a provider must never stop the patrol
-        return default
+        # Its last reported value, not the default: a default can say what is not so (no
+        # `setup` reads as a door whose parts agree, and ends the platform's alarm).
+        return last.get(key, default) if last else default
 
 
-def build_report(machine, providers=None):
+def build_report(machine, providers=None, last=None):
+    """`last`: the report before, whose values stand in for providers that fail now."""
     p = providers or {}
     report = {
-        "seq": _get(p, "seq", 0),
+        "seq": _get(p, "seq", 0, last),
         "door": machine.door_state(),
         "alarms": machine.active_alarms(),
         "mode": machine.effective_mode(),
         "lock": machine.lock,
-        "journal_depth": _get(p, "journal_depth", 0),
-        "cache_version": _get(p, "cache_version", None),
-        "cache_hash": _get(p, "cache_hash", None),
+        "journal_depth": _get(p, "journal_depth", 0, last),
+        "cache_version": _get(p, "cache_version", None, last),
+        "cache_hash": _get(p, "cache_hash", None, last),
         "fw": VERSION,
-        "clock_synced": bool(_get(p, "clock_synced", False)),
-        "uptime_s": _get(p, "uptime_s", 0),
-        "reader": _get(p, "reader", None),
-        "clock_trusted": bool(_get(p, "clock_trusted", False)),
-        "link": _get(p, "link", None),
-        "key_gen": _get(p, "key_gen", None),
+        "clock_synced": bool(_get(p, "clock_synced", False, last)),
+        "uptime_s": _get(p, "uptime_s", 0, last),
+        "reader": _get(p, "reader", None, last),
+        "clock_trusted": bool(_get(p, "clock_trusted", False, last)),
+        "link": _get(p, "link", None, last),
+        "key_gen": _get(p, "key_gen", None, last),
     }
-    setup = _get(p, "setup", None)
+    setup = _get(p, "setup", None, last)
     if setup:  # parts of the door that disagree (firmware/setup_check.py problems), if any
         report["setup"] = setup
     return report
@@ -78,7 +81,7 @@ class Patrol:
         self._last = now
         self._seen = (m.alarms, m.effective_mode())
         self.count += 1
-        self.last_report = build_report(m, self.providers)
+        self.last_report = build_report(m, self.providers, self.last_report)
         return self.last_report
 
     def ms_to_due(self, now):

@@ -305,6 +305,26 @@ def test_patrol_survives_a_failing_provider():
     assert r["cache_version"] is None
 
 
+def test_a_provider_that_fails_keeps_its_last_reported_value_not_an_all_clear():
+    # The setup provider imports firmware/setup_check.py again for each report (the door
+    # drops it after use, firmware/main.py): a MemoryError there must not make the report say
+    # the door's parts agree (an absent `setup`), or the platform ends its clock_unset alarm
+    # while the door still refuses every card.
+    m, sink = _machine()
+    calls = [0]
+
+    def setup():
+        calls[0] += 1
+        if calls[0] > 1:
+            raise MemoryError("memory allocation failed, allocating 256 bytes")
+        return ["clock_unset"]
+
+    p = Patrol(m, {"setup": setup}, 300000, 0)
+    assert p.report(0)["setup"] == ["clock_unset"]
+    r = p.report(1000)
+    assert calls[0] == 2 and r["setup"] == ["clock_unset"]
+
+
 def test_a_door_left_open_when_passage_ends_raises_held_open():
     # Without held-open alarms in passage, the timers must start again when passage ends.
     m, sink = _machine(held_open_in_passage=False)
