@@ -150,3 +150,14 @@ def test_a_recovered_memory_error_fails_the_heap_figure_and_is_reported() -> Non
     assert str(why) == ("the 64K heap did not hold: the door recovered from 3 MemoryError(s) "
                         "(card_out_of_memory 2, door_out_of_memory 1); the other figures are "
                         "the run's")
+
+
+def test_the_soak_asks_for_every_out_of_memory_count_the_firmware_keeps() -> None:
+    # Asked for by name (the whole status may not fit the door's heap): a count the firmware
+    # adds must be added to the soak's list, or its MemoryErrors would pass unseen.
+    import re
+
+    root = Path(__file__).resolve().parents[3]
+    found = {m for f in (root / "firmware").glob("*.py")
+             for m in re.findall(r'status\["(\w+_out_of_memory)"\]', f.read_text())}
+    assert found and found == set(soak.OOM_KEYS)
