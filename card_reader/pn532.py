@@ -651,6 +651,13 @@ class AsyncPN532:
             raise
         except (OSError, ValueError) as e:
             raise PN532Error(E_NOT_CONNECTED, 0) from e
+        except MemoryError:
+            # The command is left mid-way (its ACK or answer not read): the chip may still be
+            # running it (waiting for a card, an APDU), and it takes no other command before
+            # an ACK frame ends it. Marked pending, the next command (a restart's wake-up
+            # too) sends that ACK first (Core.abort).
+            self.core.listing = True
+            raise
 
     async def begin(self):
         await self._run(self.core.wake())

@@ -109,3 +109,44 @@ def test_a_half_received_answer_is_not_cut_by_a_renewal():
     s.rx += frame[7:]
     assert d.wait_target(200, 2, 1000).uid == h("04 11 22 33 44 55 66")
     assert s.sent == [LIST]
+
+
+def test_a_reader_restarted_after_a_wait_cut_short_by_the_host_ends_that_wait_first():
+    # The door's driver (AsyncPN532) sent InListPassiveTarget and then found no heap for the
+    # read of its ACK (a MemoryError in the card task, which restarts the reader): the chip
+    # may still be waiting for a card, and a PN532 takes no other command before a host ACK
+    # frame ends that one. The restart ends it first.
+    import asyncio
+
+    from tests.clock import ManualClock
+    from tests.pn532_script import Script
+
+    class Starved(Script):
+        starve = False
+
+        async def drain(self):
+            pass
+
+        async def read(self, n, timeout_ms):
+            if self.starve:
+                self.starve = False
+                raise MemoryError("memory allocation failed, allocating 64 bytes")
+            return Script.read(self, n, timeout_ms)
+
+    clock = ManualClock()
+    s = Starved(clock, [p.ACK, b"", resp(h("15")), resp(h("33")), resp(h("03 32 01 06 07"))])
+    d = p.AsyncPN532(s, clock=clock)
+
+    async def go():
+        s.starve = True
+        try:
+            await d.wait_target(200)
+        except MemoryError:
+            pass
+        else:
+            raise AssertionError("the read did not fail")
+        assert s.sent == [h("00 00 FF 04 FC D4 4A 02 00 E0 00")]
+        return await d.begin()
+
+    assert asyncio.run(go()) == h("32 01 06 07")
+    assert s.sent[1] == p.ACK and s.sent[2] == p.WAKEUP  # the pending wait ended, then the wake-up
