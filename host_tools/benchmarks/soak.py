@@ -287,6 +287,19 @@ class Recovered:
         self._boot = {}
 
 
+def recovered_meanwhile(io: VirtualIO) -> str:
+    """What a stuck swipe's message adds: the MemoryErrors this boot recovered from (a card
+    task that meets one at every read never decides; 72K, 3 December), if any."""
+    try:
+        counts = recovered_now(io.status(*OOM_KEYS))
+    except Exception:  # noqa: BLE001 - the message is the soak's, the door's state a detail
+        return ""
+    if not counts:
+        return ""
+    return "; the door recovered from MemoryErrors meanwhile (" + ", ".join(
+        f"{k} {v}" for k, v in sorted(counts.items())) + ")"
+
+
 def _memory_error(state: Path) -> str | None:
     """The MemoryError that stopped the firmware (its traceback in the virtual board's
     stderr.log), if one did. The door's log lines about one it recovered from are not it."""
@@ -350,7 +363,7 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                             except SoakFailed as e:
                                 raise SoakFailed(f"decision {report.decisions + 1} (the "
                                                  f"{'resident' if granted else 'stranger'}): "
-                                                 f"{e}") from None
+                                                 f"{e}{recovered_meanwhile(io)}") from None
                             heap_seen(st)
                             decided += 1
                             report.decisions += 1

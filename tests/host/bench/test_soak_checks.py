@@ -161,3 +161,22 @@ def test_the_soak_asks_for_every_out_of_memory_count_the_firmware_keeps() -> Non
     found = {m for f in (root / "firmware").glob("*.py")
              for m in re.findall(r'status\["(\w+_out_of_memory)"\]', f.read_text())}
     assert found and found == set(soak.OOM_KEYS)
+
+
+def test_a_stuck_swipe_says_what_the_door_recovered_from_meanwhile() -> None:
+    class _IO:
+        def __init__(self, status: dict[str, object] | Exception) -> None:
+            self.reply = status
+
+        def status(self, *keys: str) -> dict[str, object]:
+            if isinstance(self.reply, Exception):
+                raise self.reply
+            return {k: v for k, v in self.reply.items() if k in keys}
+
+    def said(reply: dict[str, object] | Exception) -> str:
+        return soak.recovered_meanwhile(_IO(reply))  # type: ignore[arg-type]
+
+    assert said({"card_out_of_memory": 1456, "door_out_of_memory": 0}) == (
+        "; the door recovered from MemoryErrors meanwhile (card_out_of_memory 1456)")
+    assert said({"card_out_of_memory": 0}) == ""
+    assert said(ConnectionError("the I/O channel closed")) == ""
