@@ -213,10 +213,8 @@ def test_a_lost_card_reaches_every_door_once_on_a_per_door_site(db_url: str, bul
         attach(p, CardRegistry(registry_store, site.keys))
         try:
             with DoorsRunning(doors), p:
-                deadline = time.monotonic() + 60
-                while len(p.cache_states) < len(doors):
-                    assert time.monotonic() < deadline, "the doors did not announce themselves"
-                    time.sleep(0.05)
+                announced = p.wait_cache_states(signer_doors, lambda s: True, 60)
+                assert sorted(announced) == sorted(signer_doors), "the doors did not announce themselves"
                 reg.report_lost("ab" * 8)
                 result = sync(p, reg, signer_doors, timeout=30)
                 assert result == {d: f"updated to {reg.version()}" for d in signer_doors}

@@ -7,7 +7,6 @@ check their pieces with their own keys, the platform on SQLite and on PostgreSQL
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 
 import pytest
@@ -52,28 +51,30 @@ def test_a_door_whose_answers_are_all_lost_stays_known_and_is_served_again(db_ur
         registry_store = Store(db_url)
         attach(p, CardRegistry(registry_store, site.keys))
         try:
-            with DoorsRunning(doors), p:
-                deadline = time.monotonic() + 60
-                while len(p.cache_states) < len(doors):
-                    assert time.monotonic() < deadline, "the doors did not announce themselves"
-                    time.sleep(0.05)
-                mute.mute = True
-                reg.report_lost("ab" * 8)
-                first = sync(p, reg, timeout=2)
-                assert first[mute.device] == "failed: no_answer"
-                assert mute.whitelist == reg.version()  # it took the file: only its answers were lost
-                assert {d: r for d, r in first.items() if d != mute.device} == {
-                    d: f"updated to {reg.version()}" for d in names if d != mute.device}
-                assert sorted(p.cache_states) == names  # still known, by its last state
-                assert p.cache_states[mute.device]["version"] == held
+            with p:
+                # Connected before the doors start: each door announces once, at its connect (an
+                # answer to the platform's announce request, coming later, would say what it holds).
+                assert p.connected.wait(30), "the platform did not connect"
+                with DoorsRunning(doors):
+                    announced = p.wait_cache_states(names, lambda s: True, 60)
+                    assert sorted(announced) == sorted(names), "the doors did not announce themselves"
+                    mute.mute = True
+                    reg.report_lost("ab" * 8)
+                    first = sync(p, reg, timeout=2)
+                    assert first[mute.device] == "failed: no_answer"
+                    assert mute.whitelist == reg.version()  # it took the file: only its answers were lost
+                    assert {d: r for d, r in first.items() if d != mute.device} == {
+                        d: f"updated to {reg.version()}" for d in names if d != mute.device}
+                    assert sorted(p.cache_states) == names  # still known, by its last state
+                    assert p.cache_states[mute.device]["version"] == held
 
-                mute.mute = False  # its answers get through again; it never reconnected
-                reg.report_lost("cd" * 8)
-                second = sync(p, reg, timeout=10)  # every door the platform knows
-                assert second == {d: f"updated to {reg.version()}" for d in names}
-                assert all(d.whitelist == reg.version() and d.refused == 0 for d in doors)
-                assert mute.connects == 1
-                assert p.cache_states[mute.device]["version"] == reg.version()
+                    mute.mute = False  # its answers get through again; it never reconnected
+                    reg.report_lost("cd" * 8)
+                    second = sync(p, reg, timeout=10)  # every door the platform knows
+                    assert second == {d: f"updated to {reg.version()}" for d in names}
+                    assert all(d.whitelist == reg.version() and d.refused == 0 for d in doors)
+                    assert mute.connects == 1
+                    assert p.cache_states[mute.device]["version"] == reg.version()
         finally:
             registry_store.close()
             store.close()
@@ -130,16 +131,20 @@ def test_a_sync_that_fails_midway_keeps_the_doors_that_did_not_answer_known(db_u
         doors[1] = late
         p = Platform(store, broker.host, broker.port, ingest=False, site_keys=site.keys)
         try:
-            with DoorsRunning(doors), p:
-                got = p.wait_cache_states(names, lambda s: True, 60)
-                assert sorted(got) == names, "the doors did not announce themselves"
-                late.on_lost = database_goes  # its announce went through; its next answer is lost
-                doors[2].mute = True
-                reg.report_lost("ab" * 8)
-                with pytest.raises(ConnectionError):
-                    sync(p, reg, timeout=2)
-                assert late.whitelist == doors[2].whitelist == held + 1  # both took the file
-                assert sorted(p.cache_states) == names  # the silent one still known
-                assert p.cache_states["city.d2"]["version"] == held
+            with p:
+                # Connected before the doors start: each door announces once, at its connect (an
+                # answer to the platform's announce request, coming later, would say what it holds).
+                assert p.connected.wait(30), "the platform did not connect"
+                with DoorsRunning(doors):
+                    got = p.wait_cache_states(names, lambda s: True, 60)
+                    assert sorted(got) == names, "the doors did not announce themselves"
+                    late.on_lost = database_goes  # its announce went through; its next answer is lost
+                    doors[2].mute = True
+                    reg.report_lost("ab" * 8)
+                    with pytest.raises(ConnectionError):
+                        sync(p, reg, timeout=2)
+                    assert late.whitelist == doors[2].whitelist == held + 1  # both took the file
+                    assert sorted(p.cache_states) == names  # the silent one still known
+                    assert p.cache_states["city.d2"]["version"] == held
         finally:
             store.close()
