@@ -145,8 +145,8 @@ class CardTask:
             last = self._lost
             if last is None or not same_presentation(last[0], uid) or \
                     self.clock.ticks_diff(now, last[1]) >= self.cfg["lost_quiet_ms"]:
-                self._lost = (uid, now)
                 self.handle(result)
+                self._lost = (uid, now)  # once journaled (a MemoryError: at the next loss)
             return False
         self.handle(result)
         # Held as decided only now: a MemoryError before this point leaves it undecided (read

@@ -150,3 +150,50 @@ def test_out_of_memory_after_a_decision_does_not_decide_the_held_card_again():
     assert status["card_out_of_memory"] == 1
     assert task.reader.begins == 2  # the reader started again
     assert door.calls == ["deny"]  # decided once
+
+
+class _Lost:
+    code = ev.CARD_LOST
+    ok = False
+    ref = None
+    low_assurance = False
+
+
+class _AlwaysLost:
+    async def read_async(self, exchange, uid, sak):
+        return _Lost()
+
+
+class _DoorStarvedOnce(_Door):
+    """A door whose first refusal finds no heap (its task restarts the machine and raises)."""
+
+    def deny(self, reason, ref, flags):
+        if not self.calls:
+            self.calls.append("no heap")
+            raise MemoryError("memory allocation failed, allocating 32 bytes")
+        self.calls.append("deny")
+
+
+def test_a_card_lost_refusal_that_found_no_heap_is_journaled_at_the_next_loss():
+    # One card_lost refusal per card within lost_quiet_ms: when that one was not journaled
+    # (a MemoryError in the door), the card's next loss must be, not counted as already done.
+    clock = ManualClock()
+    board = _Board()
+    board.clock = clock
+    door = _DoorStarvedOnce()
+    status = {}
+    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
+    task.reader = _Reader(clock)
+    task.session = _AlwaysLost()
+
+    async def go():
+        running = asyncio.create_task(task.run())
+        for _ in range(100):
+            await asyncio.sleep_ms(2)
+            if len(door.calls) > 1:
+                break
+        running.cancel()
+
+    asyncio.run(go())  # 5 ms per poll: every loss is well within lost_quiet_ms
+    assert status["card_out_of_memory"] == 1
+    assert door.calls == ["no heap", "deny"]
