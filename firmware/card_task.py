@@ -77,8 +77,10 @@ class CardTask:
         self._seen = 0  # ticks when a card was last in the field
         self._waited = False  # the last step spent its time waiting for a card: no pause
         self.decisions = 0
+        self.status["decisions"] = 0  # there from the start: counting a decision allocates nothing
         self.card_lost = 0  # card steps cut short by the card leaving
         self.out_of_memory = 0  # card steps cut short by a MemoryError
+        self.status["card_out_of_memory"] = 0  # as decisions: counting one allocates nothing
         self._lost = None  # (uid, ticks) of the last card_lost journaled
         self.hold = False  # True: the reader is lent to someone else (self-test, console);
         # the task ends its pending wait within wait_ms (a lender waits 400 ms first)
@@ -167,12 +169,9 @@ class CardTask:
 
     def handle(self, result):
         """Decide and act on one card step result (None: the door has no keys)."""
-        self.decisions += 1
-        # The count in the status report: a host that swaps cards as fast as the door decides
-        # (the soak) tells a decision from a read cut short (card_lost) by it.
-        self.status["decisions"] = self.decisions
         if result is None:
             self.door.deny(NO_KEYS, b"", 0)
+            self._decided()
             return
         # Validity and schedules need a clock the door could verify: with none, the time is
         # unknown and the offline policy applies (docs/door.md, "Clock and cards").
@@ -187,6 +186,14 @@ class CardTask:
             self.door.grant("card", master, ref, flags)
         else:
             self.door.deny(reason, ref, flags)
+        self._decided()
+
+    def _decided(self):
+        """Counted once the door has acted (a MemoryError there raises past this: nothing
+        decided, the card read again). The count is in the status: a host that swaps cards as
+        fast as the door decides (the soak) tells a decision from a read cut short by it."""
+        self.decisions += 1
+        self.status["decisions"] = self.decisions
 
     async def run(self):
         from card_reader.pn532 import PN532Error
@@ -224,7 +231,10 @@ class CardTask:
                 import gc
 
                 gc.collect()
-                log("cards: out of memory, reading again")
+                try:
+                    log("cards: out of memory, reading again")
+                except MemoryError:  # not even for the line: out of here it stops every task
+                    pass
             if not self._waited:  # after a wait in an empty field, wait again at once
                 await asyncio.sleep_ms(self.cfg["poll_ms"])
 

@@ -197,3 +197,32 @@ def test_a_card_lost_refusal_that_found_no_heap_is_journaled_at_the_next_loss():
     asyncio.run(go())  # 5 ms per poll: every loss is well within lost_quiet_ms
     assert status["card_out_of_memory"] == 1
     assert door.calls == ["no heap", "deny"]
+
+
+def test_a_decision_the_door_could_not_journal_is_not_counted_and_the_card_is_read_again():
+    # The status's count of decisions is what the soak checks each presentation against:
+    # counted before the door had acted, one refusal journaled once read as two decisions.
+    clock = ManualClock()
+    board = _Board()
+    board.clock = clock
+    door = _DoorStarvedOnce()
+    status = {}
+    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
+    task.reader = _Reader(clock)
+    task.session = _StarvedOnce()
+    task.session.reads = 1  # no failure in the read itself
+    # There from the start: counting in the handler of a MemoryError allocates nothing.
+    assert status["decisions"] == 0 and status["card_out_of_memory"] == 0
+
+    async def go():
+        running = asyncio.create_task(task.run())
+        for _ in range(100):
+            await asyncio.sleep_ms(2)
+            if "deny" in door.calls:
+                break
+        running.cancel()
+
+    asyncio.run(go())
+    assert door.calls == ["no heap", "deny"]
+    assert status["decisions"] == 1 and task.decisions == 1
+    assert status["card_out_of_memory"] == 1
