@@ -22,6 +22,7 @@ from board.vdev.flashsim import FlashSim, mount
 PLATFORM = "linux"
 PACKAGES = ("firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache")
 DEVICE_FILES = ("board/romfs.py", "board/vdev/__init__.py", "board/vdev/flashsim.py",
+                "board/vdev/flashsim_py.py",
                 "board/vdev/rawrepl.py", "board/vdev/rom.py")
 ENTRY = None  # the launcher runs board/vdev/boot.py from the host (host_tools/vdev/device.py)
 

@@ -85,7 +85,7 @@ MCU_SKIPS = {
     "milliseconds": "the board has single-precision floats, as the ESP32 port has: the test's "
     "clock gives epoch seconds as a float, which keeps 128 s resolution there (a defect of "
     "float clocks on such boards, open)",
-    "test_flashsim.py::test_image_file_is_the_raw_flash_contents": "the simulator's image file "
+    "test_flashsim.py::test_image_file_is_the_raw_flash_contents__python": "the simulator's image file "
     "is read back while open: littlefs shows a file's writes to another handle only after a "
     "flush (the board's own flash is mps2.Flash, not this simulator)",
 }

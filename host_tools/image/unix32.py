@@ -24,6 +24,9 @@ from host_tools.paths import DEVICE_PACKAGES, REPO_ROOT
 
 BOARD_DIR = REPO_ROOT / "board" / "unix32"
 MANIFEST = BOARD_DIR / "manifest.py"
+# The board's drivers in C (the flash simulator; board/unix32/cmodules/vboard): as on the
+# ESP32, what the board's drivers do costs the MicroPython heap nothing.
+CMODULES = BOARD_DIR / "cmodules"
 OUT_DIR = REPO_ROOT / "build" / "unix32"
 # A build from another manifest (`--manifest`) never replaces the board's image.
 CUSTOM_OUT_DIR = REPO_ROOT / "build" / "unix32-custom"
@@ -46,8 +49,13 @@ def image_inputs() -> list[Path]:
                        REPO_ROOT / "host_tools" / "boards.py")
 
 
+def unix32_inputs() -> list[Path]:
+    """The image's inputs and the board's C modules (sources, headers, makefiles)."""
+    return [*image_inputs(), *files_under(CMODULES, suffixes=(".c", ".h", ".mk"))]
+
+
 def current_key(tree: Path) -> str:
-    return cache_key(image_inputs(), REPO_ROOT,
+    return cache_key(unix32_inputs(), REPO_ROOT,
                      settings=(f"micropython {MICROPY_VERSION} {tree.parent.name}", *MAKE_SETTINGS))
 
 
@@ -92,6 +100,17 @@ def cached_image(out_dir: Path = OUT_DIR) -> Image | None:
     return Image(binary, str(record.get("key", "")), False) if binary.is_file() else None
 
 
+def _fresh_objects(obj: Path) -> None:
+    """make does not recompile when only compiler flags change: a changed module makefile or
+    make line starts from a clean object directory (as the mcu build does)."""
+    flags = cache_key(files_under(CMODULES, suffixes=(".mk",)), REPO_ROOT, MAKE_SETTINGS)
+    stamp = obj / ".flags"
+    if obj.exists() and (not stamp.is_file() or stamp.read_text() != flags):
+        shutil.rmtree(obj)
+    obj.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(flags)
+
+
 def build_unix32(steps: Steps | None = None, manifest: Path = MANIFEST, force: bool = False) -> Image:
     """Build (or reuse) the unix32 image; returns where it is."""
     steps = steps or Steps()
@@ -100,7 +119,7 @@ def build_unix32(steps: Steps | None = None, manifest: Path = MANIFEST, force: b
         out_dir, key = OUT_DIR, current_key(tree)
     else:
         out_dir = CUSTOM_OUT_DIR
-        key = cache_key([*image_inputs(), manifest], REPO_ROOT,
+        key = cache_key([*unix32_inputs(), manifest], REPO_ROOT,
                         settings=(str(manifest), tree.parent.name, *MAKE_SETTINGS))
     binary, record = out_dir / "micropython", out_dir / "image.json"
     with build_lock(out_dir):
@@ -111,6 +130,7 @@ def build_unix32(steps: Steps | None = None, manifest: Path = MANIFEST, force: b
         check_manifest(tree, manifest, steps)
         mpy_cross = build_mpy_cross(tree, steps)
         obj = out_dir / "obj"
+        _fresh_objects(obj)
         # MicroPython's makemanifest rewrites frozen_content.c only when a frozen source is
         # newer than it, so a module taken out of the manifest would stay in the image: the
         # key changed, so the frozen content is made again.
@@ -118,7 +138,7 @@ def build_unix32(steps: Steps | None = None, manifest: Path = MANIFEST, force: b
         steps.run("unix32 firmware (make)", [
             "make", "-C", str(tree / "ports" / "unix"), f"-j{os.cpu_count() or 1}",
             *MAKE_SETTINGS, f"BUILD={obj}", f"FROZEN_MANIFEST={manifest}",
-            f"MICROPY_MPYCROSS={mpy_cross}"])
+            f"USER_C_MODULES={CMODULES}", f"MICROPY_MPYCROSS={mpy_cross}"])
         with steps.step("install"):
             tmp = binary.with_name(f".micropython.{os.getpid()}.tmp")
             shutil.copy2(obj / "micropython", tmp)

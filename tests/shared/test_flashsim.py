@@ -1,7 +1,19 @@
-# The NOR-flash simulator's rules, under CPython and MicroPython alike.
+# The NOR-flash simulator's rules, under CPython and MicroPython alike, for each
+# implementation there: the Python class everywhere and, on the unix32 image, the C type the
+# board uses there (`vboard`). Each check_* below becomes test_*__python and test_*__c.
 
-from board.vdev.flashsim import FlashSim, PowerCut
+import sys
+
+from board.vdev import flashsim_py
 from tests.scratch import scratch_path as _path
+
+IMPLEMENTATIONS = [("python", flashsim_py.FlashSim, flashsim_py.PowerCut)]
+try:
+    import vboard
+
+    IMPLEMENTATIONS.append(("c", vboard.FlashSim, vboard.PowerCut))
+except ImportError:
+    pass
 
 
 def _count(buf, value):
@@ -20,7 +32,7 @@ def _raises(exc, fn, *args):
     return False
 
 
-def test_new_flash_is_erased():
+def check_new_flash_is_erased(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     buf = bytearray(256)
     f.readblocks(3, buf)
@@ -28,7 +40,7 @@ def test_new_flash_is_erased():
     assert f.ioctl(4, 0) == 4 and f.ioctl(5, 0) == 256
 
 
-def test_program_only_clears_bits():
+def check_program_only_clears_bits(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.writeblocks(1, b"\x0f\xf0", 10)
     f.writeblocks(1, b"\x0e\x00", 10)  # clearing more bits is allowed
@@ -40,7 +52,7 @@ def test_program_only_clears_bits():
     assert buf == b"\x0e\x00", "a refused program must change nothing"
 
 
-def test_erase_restores_ff_and_counts():
+def check_erase_restores_ff_and_counts(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.writeblocks(2, b"\x00" * 16, 0)
     f.ioctl(6, 2)
@@ -50,7 +62,7 @@ def test_erase_restores_ff_and_counts():
     assert f.blocks_erased == 1 and f.bytes_programmed == 16 and f.ops == 2
 
 
-def test_simple_protocol_erases_then_programs_whole_blocks():
+def check_simple_protocol_erases_then_programs_whole_blocks(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.writeblocks(1, b"\x00" * 256, 0)
     f.writeblocks(1, b"\xaa" * 512)  # no offset: erase + program blocks 1 and 2
@@ -60,7 +72,7 @@ def test_simple_protocol_erases_then_programs_whole_blocks():
     assert f.blocks_erased == 2
 
 
-def test_out_of_range_is_refused():
+def check_out_of_range_is_refused(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     assert _raises(ValueError, f.readblocks, 4, bytearray(1))
     assert _raises(ValueError, f.readblocks, -1, bytearray(1))
@@ -68,7 +80,7 @@ def test_out_of_range_is_refused():
     assert _raises(ValueError, f.ioctl, 6, 9)
 
 
-def test_image_persists_across_reopen():
+def check_image_persists_across_reopen(FlashSim, PowerCut):
     p = _path("fs-persist.img")
     f = FlashSim(path=p, block_size=256, block_count=8)
     f.writeblocks(5, b"hello", 100)
@@ -82,7 +94,7 @@ def test_image_persists_across_reopen():
     g.close()
 
 
-def test_power_cut_tears_the_program_and_kills_the_chip():
+def check_power_cut_tears_the_program_and_kills_the_chip(FlashSim, PowerCut):
     p = _path("fs-cut.img")
     f = FlashSim(path=p, block_size=256, block_count=4)
     f.cut_after(2)
@@ -100,7 +112,7 @@ def test_power_cut_tears_the_program_and_kills_the_chip():
     g.close()
 
 
-def test_power_cut_during_erase_leaves_a_partly_erased_block():
+def check_power_cut_during_erase_leaves_a_partly_erased_block(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.writeblocks(1, b"\x00" * 256, 0)
     f.cut_after(1)
@@ -111,11 +123,11 @@ def test_power_cut_during_erase_leaves_a_partly_erased_block():
     assert 0 < _count(buf, 0xFF) < 256
 
 
-def test_cut_after_rejects_zero():
+def check_cut_after_rejects_zero(FlashSim, PowerCut):
     assert _raises(ValueError, FlashSim(block_size=256, block_count=2).cut_after, 0)
 
 
-def test_programs_crossing_window_boundaries():
+def check_programs_crossing_window_boundaries(FlashSim, PowerCut):
     f = FlashSim(block_size=1024, block_count=2)
     data = bytearray(600)
     for i in range(600):
@@ -138,7 +150,7 @@ def test_programs_crossing_window_boundaries():
     assert g.bytes_programmed == 1 and g.ops == 1
 
 
-def test_programs_may_span_blocks_with_an_offset():
+def check_programs_may_span_blocks_with_an_offset(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.writeblocks(1, b"\x55" * 300, 100)  # ends 144 bytes into block 2
     buf = bytearray(144)
@@ -146,7 +158,7 @@ def test_programs_may_span_blocks_with_an_offset():
     assert buf == b"\x55" * 144
 
 
-def test_counters_count_reads_programs_erases_and_ops():
+def check_counters_count_reads_programs_erases_and_ops(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     buf = bytearray(100)
     f.readblocks(0, buf)
@@ -162,7 +174,7 @@ def test_counters_count_reads_programs_erases_and_ops():
     assert f.ops == 4 and f.bytes_programmed == 286, "a refused program is not counted"
 
 
-def test_image_file_is_the_raw_flash_contents():
+def check_image_file_is_the_raw_flash_contents(FlashSim, PowerCut):
     p = _path("fs-raw.img")
     f = FlashSim(path=p, block_size=256, block_count=8)
     f.writeblocks(3, b"\x12\x34", 7)
@@ -178,7 +190,7 @@ def test_image_file_is_the_raw_flash_contents():
     f.close()
 
 
-def test_cut_counts_from_arming_and_can_be_armed_at_construction():
+def check_cut_counts_from_arming_and_can_be_armed_at_construction(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.writeblocks(0, b"\x00", 0)
     f.writeblocks(0, b"\x00", 1)
@@ -193,7 +205,7 @@ def test_cut_counts_from_arming_and_can_be_armed_at_construction():
     assert g.ops == 3, "a dead chip does no more operations"
 
 
-def test_a_dead_chip_refuses_every_kind_of_operation():
+def check_a_dead_chip_refuses_every_kind_of_operation(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4, cut_after=1)
     assert _raises(PowerCut, f.writeblocks, 1, b"\x00" * 256)  # torn erase of the simple protocol
     assert _raises(PowerCut, f.writeblocks, 1, b"\x00", 0)
@@ -202,7 +214,7 @@ def test_a_dead_chip_refuses_every_kind_of_operation():
     assert _raises(PowerCut, f.ioctl, 6, 2)
 
 
-def test_close_is_a_power_off_and_reopening_is_a_reboot():
+def check_close_is_a_power_off_and_reopening_is_a_reboot(FlashSim, PowerCut):
     p = _path("fs-close.img")
     f = FlashSim(path=p, block_size=256, block_count=4)
     f.writeblocks(2, b"\xa5", 0)
@@ -217,7 +229,7 @@ def test_close_is_a_power_off_and_reopening_is_a_reboot():
     g.close()
 
 
-def test_landed_sets_how_much_of_the_torn_op_reaches_the_flash():
+def check_landed_sets_how_much_of_the_torn_op_reaches_the_flash(FlashSim, PowerCut):
     f = FlashSim(block_size=256, block_count=4)
     f.cut_after(1, landed=0)
     assert _raises(PowerCut, f.writeblocks, 0, b"\x00" * 8, 0)
@@ -240,3 +252,17 @@ def test_landed_sets_how_much_of_the_torn_op_reaches_the_flash():
     h.readblocks(1, blk)
     assert blk == b"\xff" * 100 + b"\x00" * 156
     assert _raises(ValueError, h.cut_after, 1, -1)
+
+
+def _bound(check, cls, exc):
+    def test():
+        check(cls, exc)
+
+    return test
+
+
+# setattr, not globals()[...]: MicroPython finds a module's names as interned strings only.
+_here = sys.modules[__name__]
+for _check in [k for k in dir(_here) if k.startswith("check_")]:
+    for _impl, _cls, _exc in IMPLEMENTATIONS:
+        setattr(_here, "test_%s__%s" % (_check[6:], _impl), _bound(getattr(_here, _check), _cls, _exc))

@@ -169,3 +169,25 @@ def test_unix32_leaves_out_the_modules_only_the_host_runs(unix32_binary: Path) -
                           env={"MICROPYPATH": ".frozen"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["NOT", "wire.platform", "NOT", "wire.names"]
+
+
+def test_the_unix32_key_covers_the_boards_c_modules() -> None:
+    from host_tools.image.unix32 import CMODULES, unix32_inputs
+
+    inputs = set(unix32_inputs())
+    assert CMODULES / "vboard" / "modvboard.c" in inputs
+    assert CMODULES / "vboard" / "micropython.mk" in inputs
+
+
+@needs_source
+def test_unix32_board_uses_the_c_flash_simulator(unix32_binary: Path) -> None:
+    """On the image the board's flash simulator is the C type: its class and objects take
+    nothing from the heap but the object (docs/flash-simulator.md)."""
+    probe = ("import vboard\nfrom board.vdev import flashsim\n"
+             "print(flashsim.FlashSim is vboard.FlashSim, flashsim.PowerCut is vboard.PowerCut)\n"
+             "import sys\nprint('board.vdev.flashsim_py' in sys.modules)\n")
+    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
+                          capture_output=True, text=True, cwd="/", timeout=30,
+                          env={"MICROPYPATH": ".frozen"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "False"]
