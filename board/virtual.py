@@ -189,19 +189,26 @@ class _Input:
         return self._io.inputs[self._name]
 
 
+try:
+    # The reader link's receive buffer outside the MicroPython heap on the unix32 image (C,
+    # board/unix32/cmodules/vboard), as an ESP32's UART driver keeps its ring in the IDF heap.
+    from vboard import RxBuffer as _RxBuffer
+except ImportError:
+    _RxBuffer = bytearray
+
+
 class ReaderUART:
     """The PN532 link: bytes to and from whichever host emulator is connected.
 
-    Received bytes wait in one buffer made here (an ESP32's UART driver keeps its ring in C,
-    outside the Python heap), not in a bytearray made per chunk received and per read: the
-    card task polls five times a second. Bytes arrive at `_tail` and are taken from `_head`;
-    only the receiving side moves `_tail` or moves bytes (a read taken while it waits for
-    the socket must not shift what it is about to write after)."""
+    Received bytes wait in one buffer made here (`_RxBuffer`), not in a bytearray made per
+    chunk received and per read: the card task polls five times a second. Bytes arrive at
+    `_tail` and are taken from `_head`; only the receiving side moves `_tail` or moves bytes (a
+    read taken while it waits for the socket must not shift what it is about to write after)."""
 
     def __init__(self):
         self._reader = None
         self._writer = None
-        self._rxv = memoryview(bytearray(RX_BYTES))
+        self._rxv = memoryview(_RxBuffer(RX_BYTES))
         self._head = 0
         self._tail = 0
         self._rx_event = asyncio.Event()
