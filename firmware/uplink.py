@@ -144,6 +144,8 @@ class Uplink:
         self.resends = 0
         self.fs_root = fs_root
         self.status = status if status is not None else {}
+        self.out_of_memory = 0  # sessions ended by a MemoryError (nothing lost: reconnected)
+        self.status["uplink_out_of_memory"] = 0  # there from the start: counting allocates nothing
         self.connect_failures = 0  # connection attempts that failed, TLS ones included
         self.tls_failures = 0
         self.last_error = ""  # why the last attempt failed ("" once connected)
@@ -544,6 +546,8 @@ class Uplink:
                 log("uplink: connection failed:", why)
             except MemoryError:
                 # Nothing is lost (the journal holds every event): free memory, start over.
+                self.out_of_memory += 1
+                self.status["uplink_out_of_memory"] = self.out_of_memory
                 gc.collect()
                 why = "out of memory"
                 if not self._up:

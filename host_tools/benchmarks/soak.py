@@ -6,10 +6,11 @@ PN532 emulator (a resident's card granted, a stranger's refused, alternately), a
 whitelist delta pushed by the platform, a broker restart the door must reconnect after, and
 every few rounds a power cut (kill -9, boot again). At the end every event must be at the
 platform exactly once, every decision among them, and nothing may have met a MemoryError.
-A MemoryError the door recovered from (the card task, the door task and its patrol count
-them in the status: `card_out_of_memory`, `door_out_of_memory`, `patrol_out_of_memory`, read
-after every round and before every cut, summed over the boots) lets the soak go on but still
-fails its claim: `image.soak_oom_recovered` says how many, and `image.soak_heap_kib` fails when
+A MemoryError the door recovered from (the card task, the door task, its patrol and the
+uplink count them in the status: `card_out_of_memory`, `door_out_of_memory`,
+`patrol_out_of_memory`, `uplink_out_of_memory`, and MQTT messages refused as `no_memory`;
+read after every round and before every cut, summed over the boots) lets the soak go on but
+still fails its claim: `image.soak_oom_recovered` says how many, and `image.soak_heap_kib` fails when
 it is not 0 (the heap did not hold). One that stopped the firmware (its traceback in the
 virtual board's stderr.log) stops the soak.
 The door's own heap figure (status `heap_free`, after a collection) is read after every
@@ -261,12 +262,19 @@ class Decisions:
 OOM_SUFFIX = "_out_of_memory"  # status counts of steps cut short by a MemoryError and recovered
 # Asked for by name: the whole status (its patrol report among it) is a reply the door's I/O
 # channel may not find the heap to encode in a tight heap (416 bytes at 76K).
-OOM_KEYS = ("card_out_of_memory", "door_out_of_memory", "patrol_out_of_memory")
+OOM_KEYS = ("card_out_of_memory", "door_out_of_memory", "patrol_out_of_memory",
+            "uplink_out_of_memory", "refused")
+NO_MEMORY = "no_memory"  # an inbound message refused for want of heap (status "refused")
 
 
 def recovered_now(status: dict[str, object]) -> dict[str, int]:
-    """The status's counts of MemoryErrors recovered from, this boot (`*_out_of_memory`)."""
-    return {k: int(str(v)) for k, v in status.items() if k.endswith(OOM_SUFFIX) and v}
+    """The status's counts of MemoryErrors recovered from, this boot (`*_out_of_memory`, and
+    the inbound messages refused as `no_memory`)."""
+    found = {k: int(str(v)) for k, v in status.items() if k.endswith(OOM_SUFFIX) and v}
+    refused = status.get("refused")
+    if isinstance(refused, dict) and refused.get(NO_MEMORY):
+        found["refused_" + NO_MEMORY] = int(refused[NO_MEMORY])
+    return found
 
 
 class Recovered:

@@ -160,7 +160,15 @@ def test_the_soak_asks_for_every_out_of_memory_count_the_firmware_keeps() -> Non
     root = Path(__file__).resolve().parents[3]
     found = {m for f in (root / "firmware").glob("*.py")
              for m in re.findall(r'status\["(\w+_out_of_memory)"\]', f.read_text())}
-    assert found and found == set(soak.OOM_KEYS)
+    assert found and found == {k for k in soak.OOM_KEYS if k.endswith(soak.OOM_SUFFIX)}
+    assert "refused" in soak.OOM_KEYS  # an MQTT message refused for want of heap
+
+
+def test_a_message_refused_for_want_of_heap_counts_as_a_recovered_memory_error() -> None:
+    assert soak.recovered_now({"refused": {"bad_mac": 2, "no_memory": 3},
+                               "uplink_out_of_memory": 1}) == {
+        "refused_no_memory": 3, "uplink_out_of_memory": 1}
+    assert soak.recovered_now({"refused": {"bad_mac": 2}}) == {}
 
 
 def test_a_stuck_swipe_says_what_the_door_recovered_from_meanwhile() -> None:
