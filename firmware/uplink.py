@@ -68,6 +68,9 @@ _ANNOUNCE_EVERY_MS = const(2000)  # answers to the platform's announce request: 
 _ANNOUNCE_LIMIT = const(16)  # bytes: the request is empty
 _EVENTS_HEAD = const(96)  # bytes of an events message besides its events (`gone` included)
 _EVENT_BYTES = const(96)  # bytes an event takes at most in it (32-bit numbers, 24 hex digits of data)
+# The events buffer holds this many events at their largest: a whole batch of the usual ones
+# (a card's decision takes about 60 bytes); a batch of larger ones goes out in two messages.
+_TX_EVENTS = const(10)
 _INBOUND = const(("ack", "resend", "time", "cmd", "cache"))  # the leaves a door subscribes to
 
 
@@ -166,7 +169,7 @@ class Uplink:
         # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
         self._rx = bytearray(max(common.limit(leaf) for leaf in _INBOUND))
         # And every events batch is written into this one (wire.door.encode_events_into).
-        self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * batch)
+        self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * min(batch, _TX_EVENTS))
         self._nonce_at = 0
         self._nonce_used = True
 
@@ -284,6 +287,7 @@ class Uplink:
             if gone is not None:
                 log("uplink: events", gone[0], "to", gone[1], "asked for again are gone")
             payload = self._events_payload(recs, gone)
+            n = len(recs)  # what the message holds
             gone = None
             await client.publish(self._t("events"), payload, 1)
             payload = None
@@ -293,12 +297,17 @@ class Uplink:
             first = recs[n - 1][0] + 1
             recs = None
     def _events_payload(self, recs, gone=None):
-        """The events message, in the uplink's own buffer when it fits there (a memoryview,
-        valid until the next batch: publish has sent it by then)."""
-        n = encode_events_into(self._tx, self.boot, recs, gone)
-        if n < 0:
-            return encode_events(self.boot, recs, gone)
-        return memoryview(self._tx)[:n]
+        """The events message, in the uplink's own buffer (a memoryview, valid until the next
+        batch: publish has sent it by then). A batch the buffer cannot hold is cut in half
+        until it fits (`recs` keeps what the message holds; the rest goes in the next); only
+        an event the buffer cannot take alone is sent as a JSON string made in the heap."""
+        while True:
+            n = encode_events_into(self._tx, self.boot, recs, gone)
+            if n >= 0:
+                return memoryview(self._tx)[:n]
+            if len(recs) <= 1:
+                return encode_events(self.boot, recs, gone)
+            del recs[(len(recs) + 1) // 2:]
 
     def _new_nonce(self):
         import os
@@ -497,10 +506,10 @@ class Uplink:
                 if not recs:
                     self.sent_upto = j.next_seq - 1
                     continue
-                last = recs[-1][R_SEQ]
                 for k in range(len(recs)):
                     recs[k] = event_tuple(recs[k], self.boot, self.timebase)
                 payload = self._events_payload(recs)
+                last = recs[-1][0]  # the last event the message holds
                 recs = None
                 await client.publish(self._t("events"), payload, 1)
                 payload = None

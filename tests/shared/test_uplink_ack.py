@@ -170,3 +170,63 @@ def test_a_ring_overflow_is_answered_as_gone_with_the_exact_range():
     batches = _serve(up, 1, j.acked)
     assert batches[0][2] == (1, j.oldest_seq() - 1)
     assert j.oldest_seq() - 1 == j.acked  # exactly what was lost, nothing on the flash
+
+
+def _fill_large(j, n):
+    # The largest events a door journals: 32-bit numbers, 12 bytes of data (24 hex digits).
+    for i in range(n):
+        j.append(2, 0, 3, 4000000000 + i, 999, 65535, bytes(range(i % 200, i % 200 + 12)))
+
+
+def _batch(j, up, first, n):
+    from firmware.uplink import event_tuple
+
+    return [event_tuple(r, up.boot, up.timebase) for r in j.read(first, n)]
+
+
+def test_a_whole_batch_of_card_decisions_fits_the_events_buffer():
+    j, up = _uplink(blocks=8)
+    for i in range(up.batch):  # a card's decision: its 8-byte reference as data
+        j.append(2, 0, 3, 1767225600 + i, 999, 41, bytes(range(i, i + 8)))
+    recs = _batch(j, up, 1, up.batch)
+    assert isinstance(up._events_payload(recs), memoryview)
+    assert len(recs) == up.batch
+
+
+def test_a_batch_the_buffer_cannot_hold_goes_out_in_it_in_smaller_messages():
+    j, up = _uplink(blocks=8)
+    _fill_large(j, 16)
+    up._tx = bytearray(600)  # holds fewer than a batch of these
+    recs = _batch(j, up, 1, 16)
+    want = [tuple(e) for e in recs]
+    payload = up._events_payload(recs)
+    assert isinstance(payload, memoryview)  # the uplink's own buffer, no JSON string made
+    assert 1 < len(recs) < 16  # cut to what the message holds
+    assert decode_batch(bytes(payload)) == (3, want[:len(recs)], None)
+    up._tx = bytearray(40)  # not even one event: that one is sent as a string
+    recs = _batch(j, up, 1, 16)
+    assert decode_batch(up._events_payload(recs)) == (3, want[:1], None)
+
+
+def test_events_cut_into_smaller_messages_are_each_sent_once_in_order():
+    j, up = _uplink(blocks=8)
+    _fill_large(j, 40)
+    up._tx = bytearray(600)
+    sent = []
+
+    class Client(_Client):
+        async def publish(self, topic, payload, qos=0, retain=False):
+            assert isinstance(payload, memoryview)
+            batch = decode_batch(payload)
+            sent.append(batch)
+            if batch[1][-1][0] == 40:
+                self.connected = False
+
+    asyncio.run(up._send_loop(Client()))
+    assert [e[0] for b in sent for e in b[1]] == list(range(1, 41))
+    assert len(sent) > 40 // up.batch + 1
+    assert up.sent_upto == 40
+    j.ack(40)  # and asked for again
+    batches = _serve(up, 1, 40)
+    assert [e[0] for b in batches for e in b[1]] == list(range(1, 41))
+    assert len(batches) > 40 // up.batch + 1
