@@ -77,22 +77,11 @@ E_BAD_TARGET = const(12)  # target data that does not parse
 E_TOO_LONG = const(13)  # command or response larger than the PN532 can carry
 E_NOT_CONNECTED = const(14)  # the reader link is down
 
-REASONS = {
-    E_NO_ANSWER: "no_answer",
-    E_NO_ACK: "no_ack",
-    E_CHECKSUM: "checksum",
-    E_BAD_FRAME: "bad_frame",
-    E_WRONG_TFI: "wrong_tfi",
-    E_WRONG_RESPONSE: "wrong_response",
-    E_ERROR_FRAME: "error_frame",
-    E_NO_CARD: "no_card",
-    E_TWO_CARDS: "two_cards",
-    E_CARD_LOST: "card_lost",
-    E_CARD_ERROR: "card_error",
-    E_BAD_TARGET: "bad_target",
-    E_TOO_LONG: "too_long",
-    E_NOT_CONNECTED: "not_connected",
-}
+# Each code's name, by its place (the code's name in lower case without E_): a tuple of
+# constants is frozen into the image, a dict would be built in the door's heap at import.
+REASONS = (None, "no_answer", "no_ack", "checksum", "bad_frame", "wrong_tfi", "wrong_response",
+           "error_frame", "no_card", "two_cards", "card_lost", "card_error", "bad_target",
+           "too_long", "not_connected")
 
 # InDataExchange / InRelease status byte (low 6 bits), UM0701-02 table 7.1
 ST_OK = const(0x00)
@@ -110,9 +99,10 @@ class PN532Error(Exception):
     """A reader failure with a reason code (`code`, `reason`) and an optional `detail`."""
 
     def __init__(self, code, detail=0):
-        super().__init__(REASONS.get(code, "error"), detail)
+        reason = REASONS[code] if 0 < code < len(REASONS) else "error"
+        super().__init__(reason, detail)
         self.code = code
-        self.reason = REASONS.get(code, "error")
+        self.reason = reason
         self.detail = detail
 
     def __str__(self):

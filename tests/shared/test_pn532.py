@@ -278,3 +278,14 @@ def test_a_reader_sending_acks_for_ever_cannot_hold_an_exchange():
     d.core.tg = 1
     expect_error(lambda: d.exchange(h("90 60 00 00 00"), 1000), p.E_NO_ANSWER)
     assert clock.t < 1000 + 400, clock.t  # was for ever: each stray ACK began a new wait
+
+
+def test_each_error_code_is_named_by_its_reason():
+    names = [n for n in dir(p) if n.startswith("E_")]
+    assert len(names) == len(p.REASONS) - 1
+    for name in names:
+        e = p.PN532Error(getattr(p, name), 0x27)
+        assert e.reason == name[2:].lower(), name
+        assert str(e) == "%s (0x27)" % e.reason
+    for code in (0, 99, -1):
+        assert p.PN532Error(code).reason == "error"
