@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,16 @@ class Sim:
         for b in brokers:
             args += ["--broker", b]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # Its lines are read on a thread of their own, so that a wait can end at its timeout
+        # while the process says nothing (a blocking readline would wait for ever).
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, name="doorsim-out", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # the end of its output
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -140,16 +152,19 @@ class Sim:
         self.proc.stdin.flush()
 
     def expect(self, event: str, timeout: float = 600.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"the door simulator did not report {event!r} in "
+                                   f"{timeout:.0f} s") from None
             if not line:
+                self._lines.put("")  # for any later wait too
                 raise RuntimeError(f"the door simulator ended before {event!r}")
             msg = json.loads(line)
             if msg.get("event") == event:
                 return dict(msg)
-        raise TimeoutError(f"the door simulator did not report {event!r} in {timeout:.0f} s")
 
     def cpu_s(self) -> float:
         with open(f"/proc/{self.proc.pid}/stat") as f:
