@@ -156,6 +156,9 @@ def select(benchmarks: list[Benchmark], patterns: list[str]) -> dict[Benchmark, 
 
     Raises KeyError naming the patterns that match nothing.
     """
+    blank = [repr(p) for p in patterns if not p.strip()]
+    if blank:  # an empty name is no figure, not every figure (no names at all is)
+        raise KeyError(", ".join(blank))
     chosen: dict[Benchmark, set[str]] = {}
     unknown = set(patterns)
     for b in benchmarks:

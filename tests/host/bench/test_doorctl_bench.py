@@ -271,6 +271,17 @@ def _bench(name: str, figures: dict[str, str]) -> Benchmark:
     return Benchmark(mod)
 
 
+def test_an_empty_name_is_a_usage_error_not_every_figure(bench_dir: Path) -> None:
+    """`doorctl bench "$FIGURE"` with the variable unset named no figure: it ran them all
+    (the full run takes more than ten minutes)."""
+    _write(bench_dir, "tiny", TINY)
+    _write(bench_dir, "other", OTHER)
+    for names in ([""], ["cache", ""], [" "]):
+        code, out, err = run_cli(*names, "--json")
+        assert code == 2 and out == "", names
+        assert len(err.strip().splitlines()) == 1 and "unknown figure" in err, err
+
+
 def test_selection_by_name_and_prefix() -> None:
     a = _bench("a", {"cache.x": "", "cache.y": ""})
     b = _bench("b", {"vdev.boot_s": "", "vdev.heap": ""})
