@@ -117,7 +117,12 @@ class IOChannel:
             if keys is not None:
                 # Only these: a host asking after every card (the soak) needs two figures,
                 # not the whole report (~800 bytes of JSON each time, in a tight heap).
-                if not isinstance(keys, list):
+                bad = not isinstance(keys, list)
+                if not bad:
+                    for k in keys:
+                        if not isinstance(k, str):  # a list or a dict: a TypeError below,
+                            bad = True  # which ended the connection without an answer
+                if bad:
                     return {"ok": False, "error": "keys is a list of status names"}
                 st = {k: st[k] for k in keys if k in st}
             return {"ok": True, "status": st, "t": self.clock.ticks_ms()}

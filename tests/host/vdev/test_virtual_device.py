@@ -193,6 +193,10 @@ def test_io_channel_status_gives_only_the_entries_asked_for(vdev: VirtualDevice)
             "ready": full["ready"], "version": full["version"]}
         with pytest.raises(IOChannelError, match="keys is a list"):
             io.request({"op": "status", "keys": "ready"})
+        for keys in ([["ready"]], [{"ready": 1}], ["ready", 5]):  # names are strings
+            with pytest.raises(IOChannelError, match="keys is a list of status names"):
+                io.request({"op": "status", "keys": keys})
+        assert io.status("ready") == {"ready": full["ready"]}  # the channel still answers
 
 
 def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -> None:
