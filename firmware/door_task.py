@@ -14,8 +14,9 @@ its events can hold an alarm bit whose event was never journaled, an opening wit
 timers, a debounced input the machine never took. So: (1) the relay is driven locked at once,
 without allocating (a grant's unlock window ends; in fire the door stays released); (2) a fresh
 machine is made with the commanded mode, the fire input and the timings kept; (3) the
-debouncers go back to their rest values, so every input not at rest (an open door, tamper, a
-faulted loop, mains lost) is fed to it again and its alarm raised again: an alarm may be
+state inputs' debouncers go back to their rest values, so every one not at rest (an open door,
+tamper, a faulted loop, mains lost) is fed to it again and its alarm raised again (not REX: a
+press, whose debouncer is kept, so a button held or stuck through a restart opens nothing): an alarm may be
 journaled twice, never lost (an opening under way becomes one nobody granted: forced_open);
 (4) it is counted (`door_out_of_memory` in the status), logged, and a patrol report is made
 at once. Only when the heap cannot even hold the fresh machine does the task end (the board
@@ -160,8 +161,8 @@ class DoorTask:
         m.mode = old.mode
         m.fire_input = fire_on  # kept as debounced: a fire release never drops on a restart
         for name, src, deb, rest in self.sources:
-            if name != "fire":
-                deb.reset(rest)
+            if name != "fire" and name != "rex":  # REX is a press, not a state: a button
+                deb.reset(rest)  # held (or stuck) through a restart must not open the door again
         m.tick(now)
         self.machine = m
         self.patrol.machine = m

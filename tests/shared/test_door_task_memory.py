@@ -251,3 +251,19 @@ def test_no_heap_even_for_the_restart_stops_the_door_task_locked():
     finally:
         dt.DoorMachine = real
     assert stopped and again and b.relay.v is False
+
+
+def test_a_rex_button_held_through_a_restart_does_not_open_the_door_again():
+    # REX is a press, not a state: re-fed to the fresh machine, a button stuck down would
+    # release the lock at every restart with nobody pressing it.
+    b, t, sink = _task()
+    b.rex.v = True
+    _run(b, t, b.clock.t + 100)
+    assert sink.codes().count(ev.ACCESS_GRANTED) == 1
+    _run(b, t, b.clock.t + 6000)  # the unlock window is over, the button still down
+    assert b.relay.v is False
+    b.tamper.v = True
+    _arm(sink, 1)  # device_tamper finds no heap: the machine restarts
+    _run(b, t, b.clock.t + 1000)
+    assert t.status["door_out_of_memory"] == 1 and ev.DEVICE_TAMPER in sink.codes()
+    assert sink.codes().count(ev.ACCESS_GRANTED) == 1 and b.relay.v is False

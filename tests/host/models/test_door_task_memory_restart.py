@@ -97,7 +97,9 @@ def _do(b: Board, t: DoorTask, op: str, arg: object, grants: list[int] | None = 
             getattr(b, op).v = arg
     except MemoryError:
         pass  # raised to the caller (the card task, a command): the door itself went on
-    wait = int(str(arg)) if op == "wait" else 10
+    # A door is open or shut for longer than two debounces (a fresh machine, its debouncers
+    # at rest, takes one to see it): a shorter blip could go unseen by it.
+    wait = int(str(arg)) if op == "wait" else 50 if op == "door_contact" else 10
     for _ in range(0, wait, 10):
         t.step(b.clock.t)
         b.clock.t += 10
