@@ -9,12 +9,21 @@ one `inbound_refused` record per `window_ms` (docs/protocol.md, "Event codes").
 
 import struct
 
-# inbound_refused event: reason codes in its data (docs/protocol.md, "Refused messages")
-CODES = {"too_large": 1, "not_json": 2, "not_object": 3, "bad_version": 4, "bad_field": 5,
-         "bad_event": 6, "bad_topic": 7, "bad_device_id": 8, "unknown_command": 9,
-         "unexpected_topic": 10, "too_deep": 11, "retained": 12, "no_memory": 13,
-         "error": 14, "bad_mac": 15, "bad_nonce": 16, "bad_chunk": 17, "stale_ack": 18,
-         "clock_set": 19, "before_last_record": 20, "out_of_order": 21}
+# inbound_refused event: reason codes in its data (docs/protocol.md, "Refused messages"), each
+# reason's code its place in this tuple of constants (frozen into the image; a dict would be
+# built in the door's heap at import).
+REASONS = (None, "too_large", "not_json", "not_object", "bad_version", "bad_field",
+           "bad_event", "bad_topic", "bad_device_id", "unknown_command",
+           "unexpected_topic", "too_deep", "retained", "no_memory",
+           "error", "bad_mac", "bad_nonce", "bad_chunk", "stale_ack",
+           "clock_set", "before_last_record", "out_of_order")  # 1-21
+
+
+def code(reason):
+    """The inbound_refused code of a refusal reason (99: one this version does not list)."""
+    return REASONS.index(reason) if reason and reason in REASONS else 99
+
+
 MAX_REASONS = 4  # (code, count) pairs in one record: 12 bytes of data
 
 
@@ -53,5 +62,5 @@ class Refusals:
         order = sorted(pending, key=lambda k: -pending[k])[:MAX_REASONS]
         data = b""
         for k in order:
-            data += struct.pack("<BH", CODES.get(k, 99), min(pending[k], 0xFFFF))
+            data += struct.pack("<BH", code(k), min(pending[k], 0xFFFF))
         return min(n, 0xFFFF), data

@@ -55,7 +55,8 @@ def test_every_command_rejected_reason_the_door_can_journal_is_in_the_table():
 def test_the_refusal_codes_are_the_doors():
     text = _section(PROTOCOL, "## Reason codes of refused messages")
     listed = {n: int(c) for n, c in re.findall(r"`(\w+)`\s+\((\d+)", text)}
-    assert listed == refusals.CODES
+    assert listed == {name: c for c, name in enumerate(refusals.REASONS) if name}
+    assert all(refusals.code(name) == c for name, c in listed.items())
 
 
 def test_the_card_step_table_is_the_doors():
