@@ -51,18 +51,26 @@ class MQTTClosed(Exception):
 
 class _Wire(asyncio.Protocol):
     """The connection's bytes, cut into MQTT packets as they arrive: every packet a read
-    brings is handled in that one call (no coroutine switch per packet)."""
+    brings is handled in that one call (no coroutine switch per packet), and the packets its
+    handling sends (a whitelist piece's state, then its PUBACK) leave in one write: one
+    `send` for the door and one read for the broker, not one each."""
 
     def __init__(self, client: MiniMQTT) -> None:
         self.client = client
         self.packets = Packets()
 
     def data_received(self, data: bytes) -> None:
+        client = self.client
+        client._held = []  # what the packets' handling sends goes out in one write at the end
         try:
             for head, body in self.packets.feed(data):
-                self.client._packet(head, body)
+                client._packet(head, body)
         except (ValueError, UnicodeDecodeError, struct.error):  # MalformedPacket is a ValueError
-            self.client._close()
+            client._close()
+        finally:
+            held, client._held = client._held, None
+            if held:
+                client._write(b"".join(held))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._close()
@@ -83,6 +91,7 @@ class MiniMQTT:
         self._mid = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._held: list[bytes] | None = None  # packets to send once the read is handled
         self.closed = asyncio.Event()
 
     async def connect(self, host: str, port: int, will: tuple[str, bytes] | None = None,
@@ -141,7 +150,14 @@ class MiniMQTT:
     def _send(self, packet: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
             raise MQTTClosed("not connected")
-        self._transport.write(packet)
+        if self._held is not None:  # inside a read's handling: sent with the others after it
+            self._held.append(packet)
+        else:
+            self._transport.write(packet)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def _next_mid(self) -> int:
         self._mid = self._mid % 0xFFFF + 1
