@@ -19,7 +19,12 @@ by one platform instance.
 The lost card's bulk fan-out is also timed per stage (`scale.lost_card_encoded_s`, `_sent_s`,
 `_last_door_s`, `_answered_s`: revocation to every message encoded, to the broker's last
 acknowledgement, to the last door holding the file, to the platform holding every answer),
-which shows where its time goes. `scale.tls_*`: the same lost card to TLS_DOORS doors with
+which shows where its time goes. Its rounds' spread (`scale.lost_card_p95_min_s`, `_max_s`,
+`_rounds_met`) and what limits it (`scale.lost_card_cpu_floor_s`: the last door can come no
+sooner than the fan-out's own CPU allows, mosquitto being one thread and each simulator
+process one; `scale.lost_card_others_cpu_s`: the CPU the rest of the machine took meanwhile)
+are reported beside the p95, so a round that misses the goal says whether the code or the
+machine's load held it back. `scale.tls_*`: the same lost card to TLS_DOORS doors with
 the platform on TLS beside a platform on plain TCP, in turns on one broker, so that the
 answers' cost over TLS (they come at QoS 0) is measured rather than guessed; `scale.tls_answers_cpu_s`
 is the platform's CPU for DOORS answers over TLS, beside plain TCP, with no doors running. SIM_PROCS splits
@@ -263,11 +268,12 @@ def tree_cpu_s(pid: int | list[int]) -> float:
 
 def machine_cpu_s() -> float:
     """CPU seconds every process on the machine has used (all cores, /proc/stat: user, nice,
-    system, irq, softirq, steal), to tell the fan-out's own CPU from the rest of the load."""
+    system, irq, softirq; not a virtual machine's steal, which no process here used), to tell
+    the fan-out's own CPU from the rest of the load."""
     with open("/proc/stat") as f:
         fields = f.readline().split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(cond: Any, timeout: float, what: str) -> None:
