@@ -5,8 +5,9 @@ at once, broker failover, scale.
 A `SimDoor` does what the firmware's uplink does on the wire: presence (retained, with a last
 will) and registration on connect, events sent in batches from the first unacknowledged one,
 freed only by the platform's ack, resent after a reconnect; it answers the platform's announce
-request, and takes whitelist updates on its `cache` topic, reporting the version it now holds
-(`cache_state`, retained at QoS 1, on connect and after each file, as the firmware does).
+request, and takes whitelist updates on its `cache` topic as the firmware's cache_sync does
+(pieces in order, a piece out of order answered once a burst with where it stands), reporting
+its state (`cache_state`, retained at QoS 1, on connect and after each answer, as the firmware).
 With its cache key (`cache_key`: the door's own on a per-door site) it checks every piece's tag
 and the whole file's tag as the firmware does (firmware/cache_sync.py) and takes nothing that
 fails; without one it takes the pieces unchecked. It keeps its journal in memory and never
@@ -242,8 +243,15 @@ class SimDoor:
     refused: int = 0  # pieces or files whose tag was wrong
     _client: MiniMQTT | None = None
     _wake: asyncio.Event | None = None  # made in run(): an Event belongs to one event loop
-    _cache: dict[int, int] = field(default_factory=dict)  # version -> bytes received
-    _file: dict[int, bytearray] = field(default_factory=dict)  # version -> the file so far
+    # The file being received, as the firmware's CacheSync holds it: its version (0: none),
+    # length, the bytes in so far, why the last file was refused, and the last piece not
+    # taken that was answered (the later pieces of its burst are dropped unanswered).
+    _receiving: int = 0
+    _total: int = 0
+    _have: int = 0
+    _reason: str = ""
+    _answered: tuple[int, int] | None = None
+    _file: bytearray = field(default_factory=bytearray)
     _tags: CacheTags | None = None
     _rewind: bool = False
 
@@ -278,34 +286,65 @@ class SimDoor:
                 self._piece(*decode_cache_chunk(payload))
 
     def _piece(self, version: int, total: int, offset: int, tag: bytes, data: memoryview) -> None:
-        """One whitelist piece: its tag checked first, written in order; the whole file's tag
-        checked once the last piece is in (firmware/cache_sync.py)."""
+        """One whitelist piece, taken and answered as firmware/cache_sync.py `chunk` does: its
+        tag checked first (a wrong one stops the transfer it would continue: `bad_chunk`),
+        the first piece's version against the one held (`stale_version`), the pieces written
+        in order, the whole file's tag checked once the last is in (`bad_tag`). A piece that
+        is not the next is answered with the state (version held, `receiving`, `have`) once a
+        burst, so the platform goes on from `have`; the later pieces of that burst are
+        dropped unanswered."""
         if self.cache_key is not None:
             if self._tags is None:
                 self._tags = CacheTags(self.cache_key)
             if not self._tags.piece_ok(version, total, offset, data, tag):
                 self.refused += 1
+                if self._receiving and (version, offset) == (self._receiving, self._have):
+                    self._answered = (version, offset)
+                    self._reject("bad_chunk")
                 return
-        if offset == 0 and version <= self.whitelist:  # the firmware's check_offer: refused
-            self._report(encode_cache_state(self.whitelist, reason="stale_version"))
-            return
-        have = self._cache.get(version, 0)
-        if offset == have:
-            self._cache[version] = have + len(data)
-            if self._tags is not None:
-                self._file.setdefault(version, bytearray()).extend(data)
-        if self._cache.get(version) != total or version <= self.whitelist:
+        if offset == 0:
+            if version <= self.whitelist:  # the firmware's check_offer: refused
+                self._answered = (version, offset)
+                self._reject("stale_version")
+                return
+            self._receiving, self._total, self._have, self._reason = version, total, 0, ""
+            self._file = bytearray()
+        elif (version, total, offset) != (self._receiving, self._total, self._have):
+            if self._first_of_burst(version, offset):
+                self._report(self._state())
             return
         if self._tags is not None:
-            whole = self._file.pop(version)
-            if not self._tags.file_ok(whole):
-                self.refused += 1
-                self._cache.pop(version)
-                self._report(encode_cache_state(self.whitelist, reason="bad_tag"))
-                return
+            self._file.extend(data)
+        self._have += len(data)
+        self._answered = None
+        if self._have < self._total:
+            return
+        whole, self._file = self._file, bytearray()
+        if self._tags is not None and not self._tags.file_ok(whole):
+            self.refused += 1
+            self._reject("bad_tag")
+            return
+        self._receiving = self._total = self._have = 0
         self.whitelist = version
         self.updated_at[version] = time.monotonic()
         self._report(_held(version))
+
+    def _first_of_burst(self, version: int, offset: int) -> bool:
+        """Whether a piece the door cannot take is answered: not when it follows one already
+        answered in the same burst (same version, a higher offset)."""
+        answered, self._answered = self._answered, (version, offset)
+        return answered is None or answered[0] != version or offset <= answered[1]
+
+    def _reject(self, reason: str) -> None:
+        self._reason = reason
+        self._receiving = self._total = self._have = 0
+        self._file = bytearray()
+        self._report(self._state())
+
+    def _state(self) -> bytes:
+        if not (self._receiving or self._reason):
+            return _held(self.whitelist)
+        return encode_cache_state(self.whitelist, self._receiving, self._have, self._reason)
 
     def _report(self, state: bytes) -> None:
         """The door's whitelist state, retained at QoS 1 as the firmware publishes it
@@ -326,7 +365,7 @@ class SimDoor:
 
     async def _announce(self) -> None:
         await self._publish("presence", encode_presence(True, self.boot, "sim"), retain=True)
-        await self._publish("cache_state", encode_cache_state(self.whitelist), retain=True)
+        await self._publish("cache_state", self._state(), retain=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, send, reconnect (next broker, backoff), until `stop` is set."""
