@@ -38,6 +38,34 @@ async def _housekeeping(board):
         await asyncio.sleep_ms(1000)
 
 
+def _import_kept(board, cfg):
+    """Import the modules this door keeps at once, after a collection, before the boot's work
+    (the journal's recovery, the whitelist's scan) strews its garbage: their objects then lie
+    together low in the heap, not one by one among the holes that garbage leaves, where they
+    would keep the workload's free space in pieces. The boot imports them again by name."""
+    gc.collect()
+    import crypto.keystore  # noqa: F401 - each import here is for its place in the heap
+
+    if board.journal_dev is not None:
+        import firmware.events  # noqa: F401
+        import firmware.journal  # noqa: F401
+
+        if cfg.get("broker"):
+            import firmware.clock_trust  # noqa: F401
+            import firmware.uplink  # noqa: F401
+    if board.relay is not None:
+        import firmware.commands  # noqa: F401
+        import firmware.door_task  # noqa: F401
+
+        if board.reader_uart is not None:
+            import firmware.card_task  # noqa: F401
+
+            if "site_id" in cfg:  # commissioned: a key store with the whitelist's key
+                import firmware.cache_sync  # noqa: F401
+                import offline_cache.cache  # noqa: F401
+                import offline_cache.content  # noqa: F401
+
+
 def _keystore(board):
     """The door's key store (keys.json), loaded once; None without one (not commissioned)."""
     if "keystore" not in running:
@@ -329,6 +357,7 @@ async def main(board, extra_tasks=()):
     _finish_commissioning(board.fs_root)
     cfg = config.load(board.fs_root)
     running["config"] = cfg
+    _import_kept(board, cfg)
     tasks = [asyncio.create_task(_housekeeping(board))]
     journal = _start_journal(board, cfg)
     if journal is not None:
