@@ -337,12 +337,19 @@ class Cache:
 
     def _raise_floor(self, version):
         """Remember `version` as the highest installed (after it is in place: a cut before
-        this leaves the floor one install behind, never ahead of the files)."""
+        this leaves the floor one install behind, never ahead of the files). The install
+        stands without it: no heap or flash for the floor's file leaves it one install
+        behind, as a cut would (the open files hold the version). Raised out of an install,
+        it had the install's clean-up close the file just put in place while the cache
+        went on deciding from it (the card task then stopped the firmware)."""
         if version <= self.floor:
             return
-        with open(self._p(_FLOOR_TMP), "w") as f:
-            f.write("%d" % version)
-        os.rename(self._p(_FLOOR_TMP), self._p(_FLOOR))
+        try:
+            with open(self._p(_FLOOR_TMP), "w") as f:
+                f.write("%d" % version)
+            os.rename(self._p(_FLOOR_TMP), self._p(_FLOOR))
+        except (MemoryError, OSError):
+            return
         self.floor = version
 
     def _open(self, tick=None):

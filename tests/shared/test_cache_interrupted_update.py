@@ -226,3 +226,25 @@ def test_the_reopen_after_an_idle_merge_keeps_serving_the_door():
     assert len(calls) == 199 // 16 + 4
     assert _decisions(c) == BEFORE
 
+
+
+def test_an_install_whose_floor_cannot_be_written_stands_and_keeps_deciding():
+    # No heap or flash for the floor's file (here: a folder in its place) once the new file
+    # is in place: the install stands with the floor one behind, as after a cut. It used to
+    # fail the install and close the file it had just put in place, which the cache went on
+    # deciding from: the next card stopped the firmware (AttributeError on the closed file).
+    import os
+
+    c = _held()
+    os.mkdir(c.dir + "/floor.tmp")
+    try:
+        assert c.apply_bytes(snap(3, [card(i) for i in range(1, 200)] + [card(1100)])) == 3
+        assert c.error is None and c.floor == 2
+        assert _decisions(c) == ["granted", "granted", "granted", "granted", "granted", "granted"]
+        assert c.apply_bytes(delta(4, 3, [card(5, fmt.LOST)])) == 4  # the overlay's install
+        assert _decisions(c) == ["granted", "lost", "granted", "granted", "granted", "granted"]
+        assert c.apply_bytes(delta(5, 4, [card(100, fmt.LOST)])) == 5  # and a merged one
+        assert _decisions(c) == ["granted", "lost", "lost", "granted", "granted", "granted"]
+        assert c.floor == 2
+    finally:
+        os.rmdir(c.dir + "/floor.tmp")
