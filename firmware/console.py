@@ -73,7 +73,7 @@ def self_report():
         r["door"] = m.door_state()
         r["alarms"] = m.active_alarms()
         r["mode"] = m.effective_mode()
-        r["inputs"] = {n: s.read() for n, s, _ in d.sources}
+        r["inputs"] = {x[0]: x[1].read() for x in d.sources}
     _answer(r)
 
 
