@@ -130,9 +130,10 @@ def setup_item(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def settled(r: dict[str, Any]) -> bool:
-    """The door is running, and with a broker configured, connected, its clock set by the
-    platform and its events acknowledged: what a door that has just restarted still lacks."""
-    if not r.get("ready"):
+    """The door is running with its reader linked, and with a broker configured, connected, its
+    clock set by the platform and its events acknowledged: what a door that has just restarted
+    still lacks (its reader link comes up on its own time, after the uplink on a busy door)."""
+    if not r.get("ready") or not str(r.get("reader")).startswith("pn532"):
         return False
     if not r.get("broker"):
         return True
@@ -150,8 +151,8 @@ def selftest(
                                 "(JSON and text) is saved."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     wait: float = typer.Option(0, "--wait", help="A door that has just restarted: give it up to "
-                               "this many seconds to be running, connected and acknowledged by the "
-                               "platform before the items are judged."),
+                               "this many seconds to be running, its reader linked, connected and "
+                               "acknowledged by the platform before the items are judged."),
 ) -> None:
     """Check a commissioned door item by item: firmware and deployed files, clock, flash, keys,
     door contact and its supervision, REX, tamper, reader, broker, platform, whitelist, and a

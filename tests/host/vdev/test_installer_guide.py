@@ -138,9 +138,14 @@ def test_the_installer_guide_runs_as_written(workdir: Path) -> None:
         last = max((int(i) for i in rcs), default=-1)
         failed = all_steps[last] if last >= 0 else None
         tail = out[out.find(f"@@STEP {last}"):] if last >= 0 else out
+        # What the step wrote to a file (a `--json > report` step prints nothing itself).
+        for name in re.findall(r">\s*(\S+)", failed.command if failed else ""):
+            written = tmp_path / name
+            if written.is_file():
+                tail += f"\n--- {name}:\n{written.read_text(errors='replace')[-2000:]}"
         pytest.fail(f"the guide's step `{failed.command if failed else '?'}` exited {rcs.get(str(last))}, "
                     f"the guide shows {'a failure' if failed and failed.expect_failure else 'success'}:"
-                    f"\n{tail[-3000:]}")
+                    f"\n{tail[-5000:]}")
     # What the guide says happened, happened:
     report = json.loads((tmp_path / "reports" / "commissioning-demo.b1.d1.json").read_text())
     assert report["items"], report
