@@ -1,15 +1,21 @@
 """PN532 link costs: a command round trip through the driver and the emulator, and an APDU relayed
-to a virtual card on pcscd + vpcd, beside the same APDU sent straight through pyscard."""
+to a virtual card on pcscd + vpcd, beside the same APDU sent straight through pyscard.
+
+The round trips between driver and emulator run on one core: across two, each hand-over waits
+for the other core to wake, and the median came out 0.02 or 0.09 ms by the scheduler's chance
+(the same code, run after run), so the table could not say whether the code moved."""
 
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from host_tools.benchmarks import Outcome, failing
@@ -18,11 +24,12 @@ from host_tools.pn532_sync import PN532
 
 FIGURES = {
     "pn532.frame_rt_ms": "GetFirmwareVersion round trip (frame, ACK, response), blocking driver on "
-                         "CPython to the emulator over a socket pair (median of 200), ms",
+                         "CPython to the emulator over a socket pair, on one core (median of 200), ms",
     "pn532.frame_rt_mpy_ms": "the same round trip from the asyncio driver on MicroPython over the "
-                             "virtual board's reader UART (TCP) to the emulator (median of 100), ms",
+                             "virtual board's reader UART (TCP) to the emulator, on one core "
+                             "(median of 100), ms",
     "pn532.apdu_local_ms": "one DESFire GetVersion APDU through driver and emulator to an in-process "
-                           "virtual card (median of 200), ms",
+                           "virtual card, on one core (median of 200), ms",
     "pn532.apdu_relay_ms": "the same APDU relayed by the emulator through pcscd + vpcd + pyscard to a "
                            "virtual card (median of 50), ms",
     "pn532.apdu_pcsc_ms": "baseline: the same APDU sent straight through pyscard (median of 50), ms",
@@ -59,6 +66,20 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
+@contextmanager
+def one_core() -> Iterator[None]:
+    """Pin this process (and the processes it starts meanwhile) to one CPU, then restore."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def _median_ms(fn: Callable[[], object], n: int) -> float:
     times = []
     for _ in range(n):
@@ -76,7 +97,7 @@ def _local(names: set[str]) -> dict[str, float]:
     emu = PN532Emulator()
     card = vcard.VirtualDesfire()
     emu.present(LocalCard(card.process, card.uid))
-    with emu.serve(b):
+    with one_core(), emu.serve(b):
         d = PN532(SocketStream(a))
         d.begin()
         out["pn532.frame_rt_ms"] = _median_ms(d.firmware_version, 200)
@@ -102,14 +123,15 @@ def _mpy() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench_reader.py"
         script.write_text(MPY_SCRIPT)
-        proc = subprocess.Popen([micropython(), "-X", "heapsize=128K", str(script), str(port)],
-                                env=micropython_env(DEFAULT_BUILD_DIR), cwd=tmp,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with one_core():  # the MicroPython process inherits it
+            proc = subprocess.Popen([micropython(), "-X", "heapsize=128K", str(script), str(port)],
+                                    env=micropython_env(DEFAULT_BUILD_DIR), cwd=tmp,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "LISTENING":
                 raise RuntimeError("the MicroPython reader did not start")
-            with PN532Emulator().connect(("127.0.0.1", port)):
+            with one_core(), PN532Emulator().connect(("127.0.0.1", port)):
                 out, _ = proc.communicate(timeout=120)
         finally:
             if proc.poll() is None:
