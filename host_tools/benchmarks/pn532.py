@@ -68,7 +68,8 @@ asyncio.run(main(int(sys.argv[1])))
 
 @contextmanager
 def one_core() -> Iterator[None]:
-    """Pin this process (and the processes it starts meanwhile) to one CPU, then restore."""
+    """Pin the calling thread to one CPU, then restore it; the threads and processes it starts
+    meanwhile (the emulator's, MicroPython) inherit the pin (Linux affinity is per thread)."""
     if not hasattr(os, "sched_setaffinity"):
         yield
         return

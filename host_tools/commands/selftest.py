@@ -90,8 +90,7 @@ def evaluate(r: dict[str, Any], hashes: dict[str, str] | None) -> list[dict[str,
                        else f"reads {inputs.get('rex')!r} (stuck pressed or not wired)"))
     items.append(_item("tamper", inputs.get("tamper") is False, "lid closed" if inputs.get("tamper")
                        is False else "tamper switch open: close the lid"))
-    reader = str(r.get("reader"))
-    items.append(_item("card reader", reader.startswith("pn532"), reader))
+    items.append(_item("card reader", reader_linked(r), str(r.get("reader"))))
     if r.get("broker"):
         items.append(_item("broker", r.get("connected"), broker_detail(r)))
         j = r.get("journal") or [0, 0, 0]
@@ -129,11 +128,16 @@ def setup_item(r: dict[str, Any]) -> dict[str, Any]:
                  "; ".join(SETUP_TEXT.get(p, p).format(**fields) for p in bad))
 
 
+def reader_linked(r: dict[str, Any]) -> bool:
+    """The door's card task found its PN532 (it reports "pn532 vX.Y"; else "absent")."""
+    return str(r.get("reader")).startswith("pn532")
+
+
 def settled(r: dict[str, Any]) -> bool:
     """The door is running with its reader linked, and with a broker configured, connected, its
     clock set by the platform and its events acknowledged: what a door that has just restarted
     still lacks (its reader link comes up on its own time, after the uplink on a busy door)."""
-    if not r.get("ready") or not str(r.get("reader")).startswith("pn532"):
+    if not r.get("ready") or not reader_linked(r):
         return False
     if not r.get("broker"):
         return True
