@@ -1,5 +1,5 @@
 """AES-CMAC (RFC 4493 / NIST SP 800-38B) over crypto.aes."""
-from crypto.aes import AES, ZERO_IV, xor
+from crypto.aes import AES, xor
 
 
 def _dbl(block):
@@ -13,9 +13,8 @@ class CMAC:
     """AES-CMAC with one key; subkeys are computed once (one AES block)."""
 
     def __init__(self, key):
-        """`key`: 16 bytes, or an AES object of the key already made (its ECB objects serve)."""
-        self._aes = key if isinstance(key, AES) else AES(key)
-        zero_enc = self._aes.cbc_last(ZERO_IV)  # on the chain: no ECB object for this key
+        self._aes = AES(key)
+        zero_enc = self._aes.encrypt_block(bytes(16))
         self.k1 = _dbl(zero_enc)
         self.k2 = _dbl(self.k1)
 

@@ -86,8 +86,7 @@ def session_vector(label, rnd_a, rnd_b):
 
 
 def session_keys(key, rnd_a, rnd_b):
-    """(SesAuthENCKey, SesAuthMACKey) from the authentication key (bytes or its AES object)
-    and both randoms."""
+    """(SesAuthENCKey, SesAuthMACKey) from the authentication key and both randoms."""
     c = CMAC(key)
     return c.mac(session_vector(LABEL_ENC, rnd_a, rnd_b)), c.mac(session_vector(LABEL_MAC, rnd_a, rnd_b))
 
@@ -315,7 +314,7 @@ class Reader:
         plain = cbc_decrypt(aes, ZERO_IV, enc)
         if not ct.equal(plain[4:20], rotl(rnd_a)):
             raise CardError("auth_failed")
-        enc_key, mac_key = session_keys(aes, rnd_a, rnd_b)  # the same key: no second AES object
+        enc_key, mac_key = session_keys(key, rnd_a, rnd_b)
         self.channel = SecureChannel(plain[0:4], enc_key, mac_key)
         self.auth_key_no = key_no
         return self.channel
