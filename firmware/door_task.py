@@ -13,12 +13,16 @@ change, and the machine is *restarted*, not trusted: a transition cut short betw
 its events can hold an alarm bit whose event was never journaled, an opening without its
 timers, a debounced input the machine never took. So: (1) the relay is driven locked at once,
 without allocating (a grant's unlock window ends; in fire the door stays released); (2) a fresh
-machine is made with the commanded mode, the fire input and the timings kept; (3) the
-state inputs' debouncers go back to their rest values, so every one not at rest (an open door,
-tamper, a faulted loop, mains lost) is fed to it again and its alarm raised again (not REX: a
-press, whose debouncer is kept, so a button held or stuck through a restart opens nothing): an alarm may be
-journaled twice, never lost (an opening under way becomes one nobody granted: forced_open);
-(4) it is counted (`door_out_of_memory` in the status), logged, and a patrol report is made
+machine is made with the commanded mode, the fire input and the timings kept; (3) it is told at
+once every state input not at rest as debounced (an open door, tamper, a faulted loop, mains
+lost), before a card decided next can reach it, so every such alarm is raised again (not REX: a
+press, whose debouncer is kept, so a button held or stuck through a restart opens nothing): an
+alarm may be journaled twice, never lost (an opening under way becomes one nobody granted:
+forced_open; told at the next poll instead, a grant decided in between made it look granted;
+and an opening the old machine held forced stays forced, told in normal mode, though the
+mode or the fire input that failed came after it).
+When even that finds no heap, the state inputs' debouncers go back to their rest values and the
+next poll tells it; (4) it is counted (`door_out_of_memory` in the status), logged, and a patrol report is made
 at once. Only when the heap cannot even hold the fresh machine does the task end (the board
 resets, the lock de-energised): a restart in place keeps the lock driven and costs one poll,
 a reset costs seconds and every task's state. A patrol report that finds no heap is made at
@@ -114,6 +118,14 @@ class DoorTask:
         self._want = None  # the schedule's last answer: it acts on its edges only
         self._served = now
 
+    def _fresh(self, old, now, fire_on):
+        """A fresh machine in place of `old`: its configuration, sink and commanded mode, the
+        fire input as debounced (a fire release never drops on a restart)."""
+        m = self._new_machine(old.cfg, now, old.sink)
+        m.mode = old.mode
+        m.fire_input = fire_on
+        return m
+
     def _new_machine(self, door_cfg, now, sink):
         c = self.clock
         return DoorMachine(door_cfg, now, sink, diff=c.ticks_diff, add=c.ticks_add, wall=c.time)
@@ -157,12 +169,24 @@ class DoorTask:
         self.status["door_out_of_memory"] = self.out_of_memory
         self._broken = True
         gc.collect()
-        m = self._new_machine(old.cfg, now, old.sink)
-        m.mode = old.mode
-        m.fire_input = fire_on  # kept as debounced: a fire release never drops on a restart
-        for name, src, deb, rest in self.sources:
-            if name != "fire" and name != "rex":  # REX is a press, not a state: a button
-                deb.reset(rest)  # held (or stuck) through a restart must not open the door again
+        try:
+            # Told at once, before a grant can reach it: an opening nobody granted, fed at the
+            # next poll instead, would look granted to a card decided in between.
+            m = self._fresh(old, now, fire_on)
+            forced = "forced_open" in old.active_alarms()
+            if forced:  # an opening nobody granted stays one in a mode or fire that came after
+                m.mode, m.fire_input = NORMAL, False  # it, and through a contact loop fault
+                m.input(now, "door_contact", "open")
+            for name, src, deb, rest in self.sources:
+                if name != "fire" and name != "rex" and deb.value != rest:
+                    m.input(now, name, deb.value)
+            m.mode, m.fire_input = old.mode, fire_on
+        except MemoryError:  # not even that: a fresh machine told at the next poll instead
+            gc.collect()
+            m = self._fresh(old, now, fire_on)
+            for name, src, deb, rest in self.sources:
+                if name != "fire" and name != "rex":  # REX is a press, not a state: a button
+                    deb.reset(rest)  # held (or stuck) through a restart must not open the door again
         m.tick(now)
         self.machine = m
         self.patrol.machine = m

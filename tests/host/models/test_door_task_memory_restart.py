@@ -8,7 +8,7 @@ position is unknown to a fresh machine: the sensor_tamper alarm says so, in both
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from board import interface
@@ -107,6 +107,9 @@ def _do(b: Board, t: DoorTask, op: str, arg: object, grants: list[int] | None = 
 
 @settings(max_examples=300, deadline=None)
 @given(steps=STEPS, fail_at=st.integers(1, 30), fail_safe=st.booleans())
+# Found by this test in a full run: the door forced open, its first event without heap, then a
+# grant before the restarted machine had been told the door was open: forced_open was lost.
+@example(steps=[("door_contact", "open"), ("grant", None)], fail_at=1, fail_safe=False)
 def test_one_event_without_heap_loses_no_alarm_and_releases_no_lock(
         steps: list[tuple[str, object]], fail_at: int, fail_safe: bool) -> None:
     rb, ref, _ = _door(None, fail_safe)
