@@ -91,6 +91,7 @@ MCU_SKIPS = {
 }
 # Host modules the shared tests import, put on the board's filesystem beside the test.
 MCU_HELPERS = ("tests/__init__.py", "tests/scratch.py", "tests/pn532_script.py", "tests/clock.py",
+               "tests/door_board.py",
                "tests/cache_cards.py",
                "tests/tick_vectors.py", "host_tools/__init__.py", "host_tools/pn532_sync.py",
                "host_tools/cache_build.py",

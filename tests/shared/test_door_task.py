@@ -3,42 +3,14 @@
 # passage schedule, patrol status. Runs under CPython and MicroPython.
 # (96K: the door task brings the event recorder and the journal module it builds on, and this
 # file is compiled from source in the same heap.)
-from board import interface
 from wire import codes as ev
 from firmware.door import MemorySink, in_schedule
 from firmware.door_task import DoorTask, buzzer_on, relay_energised
-from tests.clock import ManualClock
+from tests.door_board import Board as _Board
 
 
-class In:
-    def __init__(self, v):
-        self.v = v
-
-    def read(self):
-        return self.v
-
-
-class Out:
-    def __init__(self):
-        self.v = None
-        self.changes = []
-
-    def set(self, v):
-        self.v = v
-        self.changes.append(v)
-
-
-class Board(interface.Board):
-    def __init__(self):
-        self.clock = ManualClock(t=1000)
-        self.door_contact = In("closed")
-        self.rex = In(False)
-        self.tamper = In(False)
-        self.fire = None  # not fitted
-        self.power = In(True)
-        self.relay = Out()
-        self.buzzer = Out()
-        self.led = Out()
+def Board():
+    return _Board(fire=False)  # no fire input fitted
 
 
 def _task(door=None, **cfg):

@@ -3,46 +3,10 @@
 # input, from a timer, from a grant; the patrol report; a board input read), the failure
 # leaves the lock locked, loses no alarm silently, is counted in the status, and the door goes
 # on. Runs under CPython and MicroPython. (96K: as tests/shared/test_door_task.py.)
-from board import interface
 from wire import codes as ev
 from firmware.door import MemorySink
 from firmware.door_task import DoorTask
-from tests.clock import ManualClock
-
-
-class In:
-    def __init__(self, v):
-        self.v = v
-        self.fail = 0  # reads left to fail with a MemoryError
-
-    def read(self):
-        if self.fail:
-            self.fail -= 1
-            raise MemoryError("memory allocation failed, allocating 16 bytes")
-        return self.v
-
-
-class Out:
-    def __init__(self):
-        self.v = None
-        self.changes = []
-
-    def set(self, v):
-        self.v = v
-        self.changes.append(v)
-
-
-class Board(interface.Board):
-    def __init__(self):
-        self.clock = ManualClock(t=1000)
-        self.door_contact = In("closed")
-        self.rex = In(False)
-        self.tamper = In(False)
-        self.fire = In(False)
-        self.power = In(True)
-        self.relay = Out()
-        self.buzzer = Out()
-        self.led = Out()
+from tests.door_board import Board
 
 
 class StarvedSink(MemorySink):

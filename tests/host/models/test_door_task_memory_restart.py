@@ -11,10 +11,9 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from board import interface
 from firmware.door import MemorySink
 from firmware.door_task import DoorTask
-from tests.clock import ManualClock
+from tests.door_board import Board
 from wire import codes as ev
 
 DOOR = {"debounce_ms": 20, "unlock_ms": 500, "prealarm_ms": 400, "held_open_ms": 800,
@@ -22,35 +21,6 @@ DOOR = {"debounce_ms": 20, "unlock_ms": 500, "prealarm_ms": 400, "held_open_ms":
 RAISED_BY = {"forced_open": ev.FORCED_OPEN, "held_open_prealarm": ev.HELD_OPEN_PREALARM,
              "held_open": ev.HELD_OPEN, "sensor_tamper": ev.SENSOR_TAMPER,
              "device_tamper": ev.DEVICE_TAMPER, "power_lost": ev.POWER_LOST}
-
-
-class In:
-    def __init__(self, v: object) -> None:
-        self.v = v
-
-    def read(self) -> object:
-        return self.v
-
-
-class Out:
-    def __init__(self) -> None:
-        self.v: object = None
-
-    def set(self, v: object) -> None:
-        self.v = v
-
-
-class Board(interface.Board):
-    def __init__(self) -> None:
-        self.clock = ManualClock(t=1000)
-        self.door_contact = In("closed")
-        self.rex = In(False)
-        self.tamper = In(False)
-        self.fire = In(False)
-        self.power = In(True)
-        self.relay = Out()
-        self.buzzer = Out()
-        self.led = Out()
 
 
 class Sink(MemorySink):
