@@ -66,6 +66,35 @@ class _Reader:
         pass
 
 
+def _card_task(reader_class, session, door=None):
+    """A card task on a fake board and reader: (task, door, status)."""
+    clock = ManualClock()
+    board = _Board()
+    board.clock = clock
+    door = door if door is not None else _Door()
+    status = {}
+    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
+    task.reader = reader_class(clock)
+    task.session = session
+    return task, door, status
+
+
+def _run(task, polls, done=lambda: False):
+    """The task for up to `polls` waits of 2 ms (until `done`); True when it is still running."""
+
+    async def go():
+        running = asyncio.create_task(task.run())
+        for _ in range(polls):
+            await asyncio.sleep_ms(2)
+            if done():
+                break
+        alive = not running.done()
+        running.cancel()
+        return alive
+
+    return asyncio.run(go())
+
+
 class _StarvedOnce:
     def __init__(self):
         self.reads = 0
@@ -78,26 +107,8 @@ class _StarvedOnce:
 
 
 def test_a_card_read_out_of_memory_is_read_again_and_the_card_task_goes_on():
-    clock = ManualClock()
-    board = _Board()
-    board.clock = clock
-    door = _Door()
-    status = {}
-    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
-    task.reader = _Reader(clock)
-    task.session = _StarvedOnce()
-
-    async def go():
-        running = asyncio.create_task(task.run())
-        for _ in range(100):
-            await asyncio.sleep_ms(2)
-            if door.calls:
-                break
-        alive = not running.done()
-        running.cancel()
-        return alive
-
-    assert asyncio.run(go()) is True  # still running
+    task, door, status = _card_task(_Reader, _StarvedOnce())
+    assert _run(task, 100, lambda: bool(door.calls)) is True  # still running
     assert door.calls == ["deny"]  # decided once, on the read after the failed one
     assert task.session.reads == 2 and task.reader.begins == 2  # the reader started again
     assert status["card_out_of_memory"] == 1
@@ -129,24 +140,9 @@ def test_out_of_memory_after_a_decision_does_not_decide_the_held_card_again():
     # One decision per presentation: a MemoryError after the door decided (releasing the
     # card) must not make the card still on the reader a new presentation, decided and
     # journaled again (a grant would open the door a second time).
-    clock = ManualClock()
-    board = _Board()
-    board.clock = clock
-    door = _Door()
-    status = {}
-    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
-    task.reader = _ReleaseStarvedOnce(clock)
-    task.session = _Reads()
-
-    async def go():
-        running = asyncio.create_task(task.run())
-        for _ in range(60):  # the card stays in the field all along (5 ms per poll < absent_ms)
-            await asyncio.sleep_ms(2)
-        alive = not running.done()
-        running.cancel()
-        return alive
-
-    assert asyncio.run(go()) is True
+    task, door, status = _card_task(_ReleaseStarvedOnce, _Reads())
+    # the card stays in the field all along (5 ms per poll < absent_ms)
+    assert _run(task, 60) is True
     assert status["card_out_of_memory"] == 1
     assert task.reader.begins == 2  # the reader started again
     assert door.calls == ["deny"]  # decided once
@@ -177,24 +173,8 @@ class _DoorStarvedOnce(_Door):
 def test_a_card_lost_refusal_that_found_no_heap_is_journaled_at_the_next_loss():
     # One card_lost refusal per card within lost_quiet_ms: when that one was not journaled
     # (a MemoryError in the door), the card's next loss must be, not counted as already done.
-    clock = ManualClock()
-    board = _Board()
-    board.clock = clock
-    door = _DoorStarvedOnce()
-    status = {}
-    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
-    task.reader = _Reader(clock)
-    task.session = _AlwaysLost()
-
-    async def go():
-        running = asyncio.create_task(task.run())
-        for _ in range(100):
-            await asyncio.sleep_ms(2)
-            if len(door.calls) > 1:
-                break
-        running.cancel()
-
-    asyncio.run(go())  # 5 ms per poll: every loss is well within lost_quiet_ms
+    task, door, status = _card_task(_Reader, _AlwaysLost(), _DoorStarvedOnce())
+    _run(task, 100, lambda: len(door.calls) > 1)  # 5 ms per poll: every loss is well within lost_quiet_ms
     assert status["card_out_of_memory"] == 1
     assert door.calls == ["no heap", "deny"]
 
@@ -202,27 +182,12 @@ def test_a_card_lost_refusal_that_found_no_heap_is_journaled_at_the_next_loss():
 def test_a_decision_the_door_could_not_journal_is_not_counted_and_the_card_is_read_again():
     # The status's count of decisions is what the soak checks each presentation against:
     # counted before the door had acted, one refusal journaled once read as two decisions.
-    clock = ManualClock()
-    board = _Board()
-    board.clock = clock
-    door = _DoorStarvedOnce()
-    status = {}
-    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
-    task.reader = _Reader(clock)
-    task.session = _StarvedOnce()
-    task.session.reads = 1  # no failure in the read itself
+    session = _StarvedOnce()
+    session.reads = 1  # no failure in the read itself
+    task, door, status = _card_task(_Reader, session, _DoorStarvedOnce())
     # There from the start: counting in the handler of a MemoryError allocates nothing.
     assert status["decisions"] == 0 and status["card_out_of_memory"] == 0
-
-    async def go():
-        running = asyncio.create_task(task.run())
-        for _ in range(100):
-            await asyncio.sleep_ms(2)
-            if "deny" in door.calls:
-                break
-        running.cancel()
-
-    asyncio.run(go())
+    _run(task, 100, lambda: "deny" in door.calls)
     assert door.calls == ["no heap", "deny"]
     assert status["decisions"] == 1 and task.decisions == 1
     assert status["card_out_of_memory"] == 1
