@@ -104,7 +104,8 @@ def markdown(results: dict[str, float], descriptions: dict[str, str],
              errors: dict[str, str] | None = None) -> str:
     """The generated block: every row says the commit it was measured at. `kept`: rows of
     earlier runs for figures this run did not measure (still defined), marked kept, with
-    their own commit; `errors`: figures that failed, with why."""
+    their own commit, unless that commit is this clean one (then they are of this commit,
+    counted apart); `errors`: figures that failed, with why."""
     lines = [BEGIN, "", f"Measured with `doorctl bench --markdown` at commit `{commit}` on this "
              "machine:", "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine.items()]
@@ -112,8 +113,18 @@ def markdown(results: dict[str, float], descriptions: dict[str, str],
     rows = {k: Row(fmt(results[k]), descriptions[k], here) for k in results}
     rows.update({k: Row("failed", f"{descriptions.get(k, '')} **failed: {why}**", here)
                  for k, why in (errors or {}).items()})
+    earlier = {k: r for k, r in (kept or {}).items() if k not in rows and k in descriptions}
+    # A clean commit's row from an earlier run of that same commit (an hour-long run measured
+    # on its own, say) is of this commit: not kept from older code.
+    same = {k: Row(r.value, r.what, here) for k, r in earlier.items()
+            if r.commit == commit and commit != "unknown" and not commit.endswith("+dirty")}
     old = {k: Row(r.value, r.what, (f"`{r.commit}`" if r.commit else "unknown") + KEPT)
-           for k, r in (kept or {}).items() if k not in rows and k in descriptions}
+           for k, r in earlier.items() if k not in same}
+    if same:
+        lines += ["", f"{len(same)} of {len(rows) + len(same) + len(old)} figures come from an "
+                      f"earlier run at this same commit (`{commit}`): "
+                      + ", ".join(sorted({k.split('.')[0] + ".*" for k in same})) + "."]
+    rows.update(same)
     if old:
         lines += ["", f"**{len(old)} of {len(rows) + len(old)} figures were not measured at "
                       f"`{commit}`**: they are kept from earlier runs, each row with the commit "

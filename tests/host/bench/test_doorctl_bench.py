@@ -166,6 +166,23 @@ def test_markdown_update_of_some_figures_keeps_the_others(bench_dir: Path, tmp_p
     assert text.count("`tiny.count`") == 1
 
 
+def test_rows_of_an_earlier_run_at_the_same_clean_commit_are_not_kept() -> None:
+    from host_tools.commands.bench import Row, markdown
+
+    desc = {"a.x": "x", "t.cuts": "cuts", "t.lost": "lost", "old.y": "y"}
+    earlier = {"t.cuts": Row("1,000", "cuts", "6c0144ccb3a0"), "t.lost": Row("0", "lost", "6c0144ccb3a0"),
+               "old.y": Row("2", "y", "0123456789ab")}
+    text = markdown({"a.x": 1.0}, desc, {}, "6c0144ccb3a0", earlier)
+    assert "| `t.cuts` | 1,000 | `6c0144ccb3a0` | cuts |" in text  # of this commit, not kept
+    assert "2 of 4 figures come from an earlier run at this same commit (`6c0144ccb3a0`): t.*." in text
+    assert "| `old.y` | 2 | `0123456789ab` (kept) | y |" in text
+    assert "**1 of 4 figures were not measured at `6c0144ccb3a0`**" in text
+    # from a dirty tree nothing is the same commit: the earlier rows stay kept
+    dirty = markdown({"a.x": 1.0}, desc, {}, "6c0144ccb3a0+dirty", earlier)
+    assert "| `t.cuts` | 1,000 | `6c0144ccb3a0` (kept) | cuts |" in dirty
+    assert "earlier run at this same commit" not in dirty
+
+
 def test_a_broken_module_does_not_stop_the_others(bench_dir: Path) -> None:
     _write(bench_dir, "tiny", TINY)
     _write(bench_dir, "broken", "import no_such_module_here\nFIGURES = {}\n")
