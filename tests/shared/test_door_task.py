@@ -6,15 +6,11 @@
 from wire import codes as ev
 from firmware.door import MemorySink, in_schedule
 from firmware.door_task import DoorTask, buzzer_on, relay_energised
-from tests.door_board import Board as _Board
-
-
-def Board():
-    return _Board(fire=False)  # no fire input fitted
+from tests.door_board import Board
 
 
 def _task(door=None, **cfg):
-    b = Board()
+    b = Board(fire=False)  # no fire input fitted
     c = dict(cfg)
     c["door"] = door or {}
     sink = MemorySink(100)
