@@ -13,7 +13,7 @@ workload failed on a fragmented heap, docs/architecture.md).
 """
 
 RING_CHARS = 1024  # about 20 lines of 50 characters, their ends included; the last line is always kept
-_END = 0  # a line's end in the buffer (no log line holds a NUL)
+_END = 0  # a line's end in the buffer (a NUL in a line is kept as "?")
 _buf = bytearray(RING_CHARS)
 _held = [0]  # bytes of _buf in use: whole lines, each followed by _END
 _long = [None]  # the last line when it is longer than the ring: kept alone, as a string
@@ -31,6 +31,8 @@ def set_clock(clock):
 
 def _keep(line):
     data = line.encode()
+    if b"\0" in data:  # a broker's topic or a reader's text can hold one: it would end the line
+        data = data.replace(b"\0", b"?")
     n = len(data) + 1
     if n > RING_CHARS:
         _held[0] = 0

@@ -216,6 +216,24 @@ def _start_door(board, cfg):
     return door
 
 
+def _hash_at_boot(content, status):
+    """The whitelist's content hash into the status, or None and a log line when it cannot be
+    made (heap, flash): out of boot that stopped the door; maintain_cache
+    (firmware/card_task.py) makes it at its next round.
+
+    Collected before and after: the hash's temporaries (a pass over main.bin when its
+    recorded sum is gone) go where the heap is free now and are freed before the door's
+    long-lived objects are made, so they leave no holes among them (a console command
+    then still finds 2 KiB in one piece)."""
+    gc.collect()
+    try:
+        status["cache_hash"] = content.update()
+    except Exception as e:  # noqa: BLE001 - heap, flash
+        status["cache_hash"] = None
+        log("cards: content hash failed:", repr(e))
+    gc.collect()
+
+
 def _start_cards(board, cfg, door):
     """Key store, whitelist cache and the card task on the board's reader (docs/card-profile.md).
 
@@ -241,13 +259,7 @@ def _start_cards(board, cfg, door):
 
         content = Tracker(cache)  # the whitelist's content hash, reported with its version
         running["content"] = content
-        # Collected before and after: the hash's temporaries (a pass over main.bin when its
-        # recorded sum is gone) go where the heap is free now and are freed before the door's
-        # long-lived objects are made, so they leave no holes among them (a console command
-        # then still finds 2 KiB in one piece).
-        gc.collect()
-        status["cache_hash"] = content.update()
-        gc.collect()
+        _hash_at_boot(content, status)
         if cache.error:
             log("cards: cache:", cache.error)
     uplink = running.get("uplink")

@@ -119,3 +119,26 @@ def test_the_idle_maintenance_makes_the_hash_an_install_could_not_make():
     status = _run_maintenance(c, None, 20, tracker)
     assert tracker.value is not None and status["cache_hash"] == tracker.value
     assert c.version == 2 and c.overlay is not None  # nothing merged: the hash alone was due
+
+
+def test_a_content_hash_without_heap_at_boot_leaves_it_unknown_for_the_maintenance():
+    # Out of boot, a MemoryError in the hash (a pass over main.bin when its recorded sum is
+    # gone) stopped the whole firmware: the door now starts with the hash unknown, and the
+    # maintenance's next round makes it.
+    from firmware.main import _hash_at_boot
+    from offline_cache.content import Tracker
+
+    c = _held()
+    tracker = Tracker(c)
+    real = tracker.update
+
+    def starved():
+        raise MemoryError("memory allocation failed, allocating 240 bytes")
+
+    tracker.update = starved
+    status = {}
+    _hash_at_boot(tracker, status)  # does not raise
+    assert status == {"cache_hash": None} and tracker.value is None
+    tracker.update = real
+    status = _run_maintenance(c, None, 20, tracker)
+    assert tracker.value is not None and status["cache_hash"] == tracker.value

@@ -57,3 +57,13 @@ def test_lines_with_any_text_come_back_whole_as_the_ring_turns():
     log.log(want[2:])
     assert log.lines() == [want]
     log.set_console(True)
+
+
+def test_a_nul_in_a_line_does_not_split_it():
+    # NUL ends a line in the ring: one inside a line (a hostile topic, say) made two lines of
+    # it, the second with no time stamp.
+    _reset()
+    log.log("uplink: topic", "a\0b")
+    log.log("next")
+    assert log.lines() == ["0 uplink: topic a?b", "0 next"]
+    log.set_console(True)
