@@ -25,6 +25,9 @@ POLICY = {
     "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
     "classic_block": 4,
 }
+# Reads that all find no heap for this long stop the firmware, and the board restarts it
+# (board/esp32_ref.py): a door whose every read fails decides no card and says nothing.
+STARVED_STOP_MS = 60000
 
 
 def decide(result, cache, door_no, now, mode):
@@ -53,6 +56,7 @@ class CardTask:
     def __init__(self, board, door, keystore, cache, door_no, cfg=None, status=None):
         c = dict(TIMING)
         c.update(POLICY)
+        c["starved_stop_ms"] = STARVED_STOP_MS
         if cfg:
             c.update(cfg)
         self.cfg = c
@@ -81,6 +85,7 @@ class CardTask:
         self.card_lost = 0  # card steps cut short by the card leaving
         self.out_of_memory = 0  # card steps cut short by a MemoryError
         self.status["card_out_of_memory"] = 0  # as decisions: counting one allocates nothing
+        self._starved = None  # ticks of the first of the MemoryErrors in a row, if any
         self._lost = None  # (uid, ticks) of the last card_lost journaled
         self.hold = False  # True: the reader is lent to someone else (self-test, console);
         # the task ends its pending wait within wait_ms (a lender waits 400 ms first)
@@ -211,7 +216,9 @@ class CardTask:
                 continue
             try:
                 await self.step()
+                self._starved = None
             except PN532Error as e:
+                self._starved = None
                 # The reader stopped answering or talks nonsense: start it again, slowly.
                 if self.reader_ready:
                     log("reader:", e)
@@ -228,6 +235,17 @@ class CardTask:
                 self._waited = False
                 self.out_of_memory += 1
                 self.status["card_out_of_memory"] = self.out_of_memory
+                now = self.clock.ticks_ms()
+                if self._starved is None:
+                    self._starved = now
+                elif self.clock.ticks_diff(now, self._starved) >= self.cfg["starved_stop_ms"]:
+                    # Every read for that long found no heap (a heap too fragmented ever to
+                    # hold a session): the last resort, a restart, ends it.
+                    try:
+                        log("cards: no heap for a read in %d ms: stopping" % self.cfg["starved_stop_ms"])
+                    except MemoryError:
+                        pass
+                    raise
                 import gc
 
                 gc.collect()

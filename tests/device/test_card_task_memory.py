@@ -66,14 +66,16 @@ class _Reader:
         pass
 
 
-def _card_task(reader_class, session, door=None):
+def _card_task(reader_class, session, door=None, cfg=None):
     """A card task on a fake board and reader: (task, door, status)."""
     clock = ManualClock()
     board = _Board()
     board.clock = clock
     door = door if door is not None else _Door()
     status = {}
-    task = CardTask(board, door, None, None, 0, {"wait_ms": 0, "poll_ms": 1}, status)
+    c = {"wait_ms": 0, "poll_ms": 1}
+    c.update(cfg or {})
+    task = CardTask(board, door, None, None, 0, c, status)
     task.reader = reader_class(clock)
     task.session = session
     return task, door, status
@@ -191,3 +193,52 @@ def test_a_decision_the_door_could_not_journal_is_not_counted_and_the_card_is_re
     assert door.calls == ["no heap", "deny"]
     assert status["decisions"] == 1 and task.decisions == 1
     assert status["card_out_of_memory"] == 1
+
+
+class _Starved:
+    """Reads that find no heap: every one, or (`every` 2) every other one."""
+
+    def __init__(self, every=1):
+        self.reads = 0
+        self.every = every
+
+    async def read_async(self, exchange, uid, sak):
+        self.reads += 1
+        if self.reads % self.every == 0:
+            raise MemoryError("memory allocation failed, allocating 304 bytes")
+        return _Result()
+
+
+def test_reads_that_all_find_no_heap_for_starved_stop_ms_stop_the_firmware():
+    # The last resort (the board restarts a firmware that stopped): at 72 KiB a door met a
+    # MemoryError at every read for as long as it ran, deciding nothing and saying nothing.
+    task, door, status = _card_task(_Reader, _Starved(), cfg={"starved_stop_ms": 50})
+    try:
+        asyncio.run(task.run())
+    except MemoryError:
+        pass
+    else:
+        raise AssertionError("the card task went on")
+    # 5 ms of the board's clock per read: the first failure starts the count, 50 ms later it stops
+    assert status["card_out_of_memory"] == 11 and door.calls == []
+
+
+class _NewCards(_Reader):
+    """A new card at every poll (a queue at the door)."""
+
+    async def list_target(self, timeout_ms):
+        self.clock.t += 5
+        uid = bytes([4, self.clock.t & 0xFF, self.clock.t >> 8, 0, 0, 0, 0])
+
+        class _Target:
+            sak = 0x20
+
+        _Target.uid = uid
+        return _Target()
+
+
+def test_reads_that_find_no_heap_between_reads_that_do_are_not_a_reason_to_stop():
+    task, door, status = _card_task(_NewCards, _Starved(every=2), cfg={"starved_stop_ms": 50})
+    assert _run(task, 150) is True  # far longer than 50 ms of the board's clock
+    assert status["card_out_of_memory"] > 20 and task.clock.t > 200
+    assert len(door.calls) >= status["card_out_of_memory"] - 1  # every other read decided
