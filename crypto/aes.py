@@ -1,14 +1,27 @@
-"""AES-128 block cipher shim: cryptolib on MicroPython, `cryptography` on CPython.
-Only single-block ECB is exposed; CBC and CMAC are built on it here, so both
-interpreters run the same code above the block cipher and count the same blocks."""
+"""AES-128 block cipher shim: the image's `aes128` C module, else cryptolib on MicroPython,
+else `cryptography` on CPython. Single blocks and CBC are exposed; CMAC is built on them
+here, so every interpreter runs the same code above the block cipher and counts the same
+blocks.
+
+`aes128` (board/cmodules/aes128, built into the unix32, mcu and ESP32 images) keeps a key's
+schedule on the C stack for one call: an `AES` then holds its 16-byte key and nothing else,
+where cryptolib made a 304-byte heap object per key, per direction and per CBC chain (about
+fifteen in an EV2 card read: the requests a fragmented heap failed first). Stock MicroPython
+(files or ROMFS deploy) has cryptolib only."""
 try:
-    import cryptolib
+    from aes128 import cbc as _cbc
 
     _MP = True
 except ImportError:
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    _cbc = None
+    try:
+        import cryptolib
 
-    _MP = False
+        _MP = True
+    except ImportError:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        _MP = False
 
 # AES block operations since start (encrypt + decrypt): the benchmark's counter.
 _count = [0]
@@ -33,7 +46,9 @@ class AES:
     def __init__(self, key):
         _check_key(key)
         self._key = bytes(key)
-        if _MP:
+        if _cbc is not None:
+            self._enc = self._dec = None
+        elif _MP:
             self._enc = cryptolib.aes(self._key, 1)
             self._dec = None
         else:
@@ -46,12 +61,16 @@ class AES:
 
     def encrypt_block(self, block):
         _count[0] += 1
+        if _cbc is not None:
+            return _cbc(self._key, ZERO_IV, block, True)  # one block from a zero IV: ECB
         if _MP:
             return self._enc.encrypt(bytes(block))
         return self._enc.update(bytes(block))
 
     def decrypt_block(self, block):
         _count[0] += 1
+        if _cbc is not None:
+            return _cbc(self._key, ZERO_IV, block, False)
         if _MP:
             if self._dec is None:
                 # a cryptolib object does either encryption or decryption, never both
@@ -68,6 +87,8 @@ class AES:
         if not data:
             return b""
         _count[0] += len(data) // 16
+        if _cbc is not None:
+            return _cbc(self._key, iv, data, encrypt)
         if _MP:
             c = cryptolib.aes(self._key, 2, bytes(iv))
             return c.encrypt(bytes(data)) if encrypt else c.decrypt(bytes(data))

@@ -22,7 +22,7 @@ from host_tools.image.cachekey import cache_key, files_under
 from host_tools.image.lock import build_lock
 from host_tools.image.source import MICROPY_VERSION, build_mpy_cross, micropython_source
 from host_tools.image.steps import Steps
-from host_tools.image.unix32 import check_manifest, image_inputs
+from host_tools.image.unix32 import SHARED_CMODULES, check_manifest, image_inputs
 from host_tools.paths import REPO_ROOT
 
 BOARD_DIR = REPO_ROOT / "board" / "mcu"
@@ -45,8 +45,13 @@ class McuImage:
     sections: dict[str, int]  # text, data, bss bytes (arm-none-eabi-size)
 
 
+def mcu_inputs() -> list[Path]:
+    """The image's inputs and the C modules it builds (its own and the shared ones)."""
+    return [*image_inputs(), *files_under(CMODULES, SHARED_CMODULES, suffixes=(".c", ".h", ".mk"))]
+
+
 def current_key(tree: Path) -> str:
-    inputs = [*image_inputs(), *files_under(CMODULES, suffixes=(".c", ".h", ".mk"))]
+    inputs = mcu_inputs()
     return cache_key(inputs, REPO_ROOT,
                      settings=(f"micropython {MICROPY_VERSION} {tree.parent.name}", *MAKE_SETTINGS))
 

@@ -27,6 +27,8 @@ MANIFEST = BOARD_DIR / "manifest.py"
 # The board's drivers in C (the flash simulator; board/unix32/cmodules/vboard): as on the
 # ESP32, what the board's drivers do costs the MicroPython heap nothing.
 CMODULES = BOARD_DIR / "cmodules"
+# C modules more than one image builds (board/cmodules/aes128), named by each board's makefiles.
+SHARED_CMODULES = REPO_ROOT / "board" / "cmodules"
 OUT_DIR = REPO_ROOT / "build" / "unix32"
 # A build from another manifest (`--manifest`) never replaces the board's image.
 CUSTOM_OUT_DIR = REPO_ROOT / "build" / "unix32-custom"
@@ -51,7 +53,7 @@ def image_inputs() -> list[Path]:
 
 def unix32_inputs() -> list[Path]:
     """The image's inputs and the board's C modules (sources, headers, makefiles)."""
-    return [*image_inputs(), *files_under(CMODULES, suffixes=(".c", ".h", ".mk"))]
+    return [*image_inputs(), *files_under(CMODULES, SHARED_CMODULES, suffixes=(".c", ".h", ".mk"))]
 
 
 def current_key(tree: Path) -> str:

@@ -179,6 +179,33 @@ def test_the_unix32_key_covers_the_boards_c_modules() -> None:
     assert CMODULES / "vboard" / "micropython.mk" in inputs
 
 
+def test_both_image_keys_cover_the_shared_aes_module() -> None:
+    from host_tools.image import mcu
+    from host_tools.image.unix32 import CMODULES, SHARED_CMODULES, unix32_inputs
+
+    shared = SHARED_CMODULES / "aes128" / "modaes128.c"
+    assert shared in set(unix32_inputs()) and CMODULES / "aes128" / "micropython.mk" in set(unix32_inputs())
+    assert shared in set(mcu.mcu_inputs()) and mcu.CMODULES / "aes128" / "micropython.mk" in set(mcu.mcu_inputs())
+
+
+@needs_source
+def test_on_unix32_an_aes_key_holds_no_cryptolib_object(unix32_binary: Path) -> None:
+    """crypto/aes.py takes the image's aes128 module: a key is its 16 bytes, not a 304-byte
+    cryptolib object per key, direction and CBC chain (board/cmodules/aes128)."""
+    probe = ("import gc\nfrom crypto import aes\nk = aes.AES(bytes(16))\nk.encrypt_block(bytes(16))\n"
+             "k.decrypt_block(bytes(16))\nprint(aes._cbc is not None, k._enc, k._dec)\n"
+             "iv, data, x = bytes(16), bytes(64), None\n"
+             "gc.collect()\nb = gc.mem_alloc()\nx = k.cbc(iv, data)\n"
+             "print(gc.mem_alloc() - b)\n")
+    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
+                          capture_output=True, text=True, cwd="/", timeout=30,
+                          env={"MICROPYPATH": ".frozen"})
+    assert proc.returncode == 0, proc.stderr
+    used = proc.stdout.split()
+    assert used[:3] == ["True", "None", "None"]
+    assert int(used[3]) <= 128  # the 64-byte result and its object; cryptolib: 304 bytes more
+
+
 @needs_source
 def test_unix32_board_uses_the_c_flash_simulator(unix32_binary: Path) -> None:
     """On the image the board's flash simulator is the C type: its class and objects take

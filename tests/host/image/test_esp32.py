@@ -127,6 +127,18 @@ def test_board_definition_names_the_shared_table_and_manifest() -> None:
     assert 'include("../manifest.py", board="esp32_ref")' in (BOARD / "manifest.py").read_text()
 
 
+def test_board_definition_builds_the_shared_c_modules() -> None:
+    # The ESP32 image takes the same aes128 module as unix32 and mcu (crypto/aes.py): a CMake
+    # list that names every shared module's own CMake file.
+    cmake = (BOARD / "mpconfigboard.cmake").read_text()
+    assert "set(USER_C_MODULES ${MICROPY_BOARD_DIR}/../cmodules/micropython.cmake)" in cmake
+    shared = BOARD.parent / "cmodules"
+    listed = (shared / "micropython.cmake").read_text()
+    for module in sorted(p.parent.name for p in shared.glob("*/micropython.cmake")):
+        assert "${CMAKE_CURRENT_LIST_DIR}/%s/micropython.cmake" % module in listed
+        assert (shared / module / ("mod%s.c" % module)).is_file()
+
+
 @pytest.mark.skipif(not (os.environ.get("MICROPY_SRC") or vendored_tarball()),
                     reason="no MicroPython v1.28.0 source here")
 def test_esp32_manifest_freezes_the_application_the_board_and_main() -> None:
