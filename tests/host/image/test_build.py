@@ -188,6 +188,19 @@ def test_both_image_keys_cover_the_shared_aes_module() -> None:
     assert shared in set(mcu.mcu_inputs()) and mcu.CMODULES / "aes128" / "micropython.mk" in set(mcu.mcu_inputs())
 
 
+def test_a_shared_c_module_is_named_by_its_absolute_path() -> None:
+    # MicroPython puts a user module's object at $(BUILD)/ + its path relative to
+    # USER_C_MODULES: a shared source named through ".." left $(BUILD), and the mcu build's
+    # ARM object was then linked into the next unix32 build.
+    from host_tools.image import mcu
+    from host_tools.image.unix32 import CMODULES
+
+    for folder in (CMODULES, mcu.CMODULES):
+        lines = [ln for ln in (folder / "aes128" / "micropython.mk").read_text().splitlines()
+                 if ln.startswith("SRC_USERMOD_C")]
+        assert lines and all("+= $(abspath " in ln for ln in lines), folder
+
+
 @needs_source
 def test_on_unix32_an_aes_key_holds_no_cryptolib_object(unix32_binary: Path) -> None:
     """crypto/aes.py takes the image's aes128 module: a key is its 16 bytes, not a 304-byte
