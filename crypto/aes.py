@@ -3,7 +3,7 @@ else `cryptography` on CPython. Single blocks and CBC are exposed; CMAC is built
 here, so every interpreter runs the same code above the block cipher and counts the same
 blocks.
 
-`aes128` (board/cmodules/aes128, built into the unix32, mcu and ESP32 images) keeps a key's
+`aes128` (board/cmodules/doorcrypto, built into the unix32, mcu and ESP32 images) keeps a key's
 schedule on the C stack for one call: an `AES` then holds its 16-byte key and nothing else,
 where cryptolib made a 304-byte heap object per key, per direction and per CBC chain (about
 fifteen in an EV2 card read: the requests a fragmented heap failed first). Stock MicroPython

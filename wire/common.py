@@ -242,12 +242,10 @@ def cache_chunk_tag(key, version, total, offset, data):
     (u32 BE) and the piece, cut to 16 bytes."""
     import struct
 
-    from crypto.hmac256 import HMAC
+    from crypto.hmac256 import hmac_sha256
 
-    mac = HMAC(key)
-    mac.update(b"door-cache-chunk/v1|" + struct.pack(">III", version, total, offset))
-    mac.update(data)
-    return mac.digest()[:CACHE_TAG]
+    head = b"door-cache-chunk/v1|" + struct.pack(">III", version, total, offset)
+    return hmac_sha256(key, head, data)[:CACHE_TAG]
 
 
 def command_signing_parts(device_id, cmd_id, op, args, expires):

@@ -18,8 +18,8 @@ set(SDKCONFIG_DEFAULTS
 # What is frozen: the shared application manifest and the board's own modules.
 set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)
 
-# The firmware's own C modules (board/cmodules: aes128, AES-128 with no heap object per key),
-# unless the make line names others.
+# The firmware's own C modules (board/cmodules/doorcrypto: aes128 and hmacsha256, no heap
+# object per key), unless the make line names others.
 if(NOT USER_C_MODULES)
     set(USER_C_MODULES ${MICROPY_BOARD_DIR}/../cmodules/micropython.cmake)
 endif()

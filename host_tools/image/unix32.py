@@ -27,7 +27,7 @@ MANIFEST = BOARD_DIR / "manifest.py"
 # The board's drivers in C (the flash simulator; board/unix32/cmodules/vboard): as on the
 # ESP32, what the board's drivers do costs the MicroPython heap nothing.
 CMODULES = BOARD_DIR / "cmodules"
-# C modules more than one image builds (board/cmodules/aes128), named by each board's makefiles.
+# C modules more than one image builds (board/cmodules/doorcrypto), named by each board's makefiles.
 SHARED_CMODULES = REPO_ROOT / "board" / "cmodules"
 OUT_DIR = REPO_ROOT / "build" / "unix32"
 # A build from another manifest (`--manifest`) never replaces the board's image.

@@ -179,13 +179,15 @@ def test_the_unix32_key_covers_the_boards_c_modules() -> None:
     assert CMODULES / "vboard" / "micropython.mk" in inputs
 
 
-def test_both_image_keys_cover_the_shared_aes_module() -> None:
+def test_both_image_keys_cover_the_shared_crypto_modules() -> None:
     from host_tools.image import mcu
     from host_tools.image.unix32 import CMODULES, SHARED_CMODULES, unix32_inputs
 
-    shared = SHARED_CMODULES / "aes128" / "modaes128.c"
-    assert shared in set(unix32_inputs()) and CMODULES / "aes128" / "micropython.mk" in set(unix32_inputs())
-    assert shared in set(mcu.mcu_inputs()) and mcu.CMODULES / "aes128" / "micropython.mk" in set(mcu.mcu_inputs())
+    for source in ("modaes128.c", "modhmacsha256.c"):
+        shared = SHARED_CMODULES / "doorcrypto" / source
+        assert shared in set(unix32_inputs()) and shared in set(mcu.mcu_inputs())
+    assert CMODULES / "doorcrypto" / "micropython.mk" in set(unix32_inputs())
+    assert mcu.CMODULES / "doorcrypto" / "micropython.mk" in set(mcu.mcu_inputs())
 
 
 def test_a_shared_c_module_is_named_by_its_absolute_path() -> None:
@@ -196,15 +198,16 @@ def test_a_shared_c_module_is_named_by_its_absolute_path() -> None:
     from host_tools.image.unix32 import CMODULES
 
     for folder in (CMODULES, mcu.CMODULES):
-        lines = [ln for ln in (folder / "aes128" / "micropython.mk").read_text().splitlines()
-                 if ln.startswith("SRC_USERMOD_C")]
-        assert lines and all("+= $(abspath " in ln for ln in lines), folder
+        mk = (folder / "doorcrypto" / "micropython.mk").read_text()
+        assert "DOORCRYPTO_DIR := $(abspath $(USERMOD_DIR)/../../../cmodules/doorcrypto)" in mk
+        lines = [ln for ln in mk.splitlines() if ln.startswith("SRC_USERMOD_C")]
+        assert len(lines) == 2 and all("+= $(DOORCRYPTO_DIR)/" in ln for ln in lines), folder
 
 
 @needs_source
 def test_on_unix32_an_aes_key_holds_no_cryptolib_object(unix32_binary: Path) -> None:
     """crypto/aes.py takes the image's aes128 module: a key is its 16 bytes, not a 304-byte
-    cryptolib object per key, direction and CBC chain (board/cmodules/aes128)."""
+    cryptolib object per key, direction and CBC chain (board/cmodules/doorcrypto)."""
     probe = ("import gc\nfrom crypto import aes\nk = aes.AES(bytes(16))\nk.encrypt_block(bytes(16))\n"
              "k.decrypt_block(bytes(16))\nprint(aes._cbc is not None, k._enc, k._dec)\n"
              "iv, data, x = bytes(16), bytes(64), None\n"

@@ -134,9 +134,13 @@ def test_board_definition_builds_the_shared_c_modules() -> None:
     assert "set(USER_C_MODULES ${MICROPY_BOARD_DIR}/../cmodules/micropython.cmake)" in cmake
     shared = BOARD.parent / "cmodules"
     listed = (shared / "micropython.cmake").read_text()
-    for module in sorted(p.parent.name for p in shared.glob("*/micropython.cmake")):
-        assert "${CMAKE_CURRENT_LIST_DIR}/%s/micropython.cmake" % module in listed
-        assert (shared / module / ("mod%s.c" % module)).is_file()
+    folders = sorted(p.parent for p in shared.glob("*/micropython.cmake"))
+    assert [f.name for f in folders] == ["doorcrypto"]
+    for folder in folders:
+        assert "${CMAKE_CURRENT_LIST_DIR}/%s/micropython.cmake" % folder.name in listed
+        cmake = (folder / "micropython.cmake").read_text()
+        for source in sorted(folder.glob("*.c")):  # every source the make-built images take
+            assert "${CMAKE_CURRENT_LIST_DIR}/%s" % source.name in cmake
 
 
 @pytest.mark.skipif(not (os.environ.get("MICROPY_SRC") or vendored_tarball()),

@@ -1,6 +1,7 @@
-# The AES-128 shim (crypto/aes.py) against published vectors, on every interpreter and so
-# every backend: `cryptography` (CPython), cryptolib (the PyPI MicroPython) and the images'
-# aes128 C module (unix32, mcu), whose key schedule lives on the C stack.
+# The AES-128 shim (crypto/aes.py) and HMAC-SHA256 (crypto/hmac256.py) against published
+# vectors, on every interpreter and so every backend: `cryptography` and hashlib (CPython),
+# cryptolib and hashlib (the PyPI MicroPython) and the images' C modules aes128 and hmacsha256
+# (unix32, mcu: board/cmodules/doorcrypto), whose key schedules live on the C stack.
 from crypto import aes
 
 # FIPS-197 appendix C.1
@@ -71,3 +72,27 @@ def test_the_c_module_refuses_a_short_iv_or_key_where_it_is_built():
             pass
         else:
             raise AssertionError("aes128.cbc took %r" % (tuple(len(a) for a in args),))
+
+
+# RFC 4231 HMAC-SHA256: test cases 1, 2 and 6 (a 131-byte key, hashed first)
+from crypto.hmac256 import HMAC, hmac_sha256  # noqa: E402
+
+RFC4231 = (
+    (b"\x0b" * 20, b"Hi There",
+     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (b"Jefe", b"what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+)
+
+
+def test_hmac_sha256_is_rfc_4231_one_shot_in_two_parts_and_incremental():
+    for key, msg, want in RFC4231:
+        want = bytes.fromhex(want)
+        assert hmac_sha256(key, msg) == want
+        assert hmac_sha256(key, msg[:5], msg[5:]) == want  # the C module's second part
+        h = HMAC(key)
+        h.update(msg[:7])
+        h.update(msg[7:])
+        assert h.digest() == want
