@@ -56,6 +56,11 @@ class CacheSync:
         self.content = None  # offline_cache.content.Tracker: the content hash, reported too
         self._answered = None  # (version, offset): the last piece not taken, state published
         self.dropped = 0  # pieces dropped unanswered after a piece of their burst was not taken
+        # The incoming file, open from a transfer's first piece to its install or refusal: one
+        # littlefs file object (252 bytes on the image) per transfer, not one per piece, asked
+        # of a heap the events being drained meanwhile keep busy (a piece failed on it at 68
+        # KiB). Nothing is synced per piece: after a power cut a transfer starts again at 0.
+        self._file = None
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
@@ -66,7 +71,16 @@ class CacheSync:
         if self.publish is not None:
             await self.publish("cache_state", self.state(), True)
 
+    def _close_incoming(self):
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
     def _reject(self, reason):
+        self._close_incoming()
         self.reason = reason
         self.receiving = self.total = self.have = 0
         log("cache: update refused:", reason)
@@ -116,8 +130,12 @@ class CacheSync:
             # Not the next piece: the state tells the platform where to go on, once a burst.
             return self._first_of_burst(version, offset)
         try:
-            with open(path, "wb" if offset == 0 else "ab") as f:
-                f.write(data)
+            f = self._file
+            if offset == 0 or f is None:  # a new transfer, or one whose file could not be opened
+                self._close_incoming()
+                f = self._file = open(path, "wb" if offset == 0 else "ab")
+            if f.write(data) != len(data):
+                raise OSError(28)  # ENOSPC: the piece did not go in whole
         except OSError:
             self._answered = (version, offset)
             self._reject("storage")
@@ -146,6 +164,7 @@ class CacheSync:
     def _install(self, path):
         from offline_cache.fmt import CacheError
 
+        self._close_incoming()  # written out whole before the cache reads it
         try:
             version = self.cache.apply(path, self.tick)
         except CacheError as e:

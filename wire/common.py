@@ -116,8 +116,17 @@ def filters(leaf):
     return [ROOT + "+/" * n + leaf for n in range(1, _DEVICE_LEVELS + 1)]
 
 
-def dumps(obj):
-    return json.dumps(obj).encode()
+def dumps(obj, view=False):
+    """JSON as bytes; with `view`, on MicroPython, a memoryview of the string's UTF-8 bytes
+    instead: no copy of a message as long as the door's status report (up to ~500 bytes,
+    asked of a busy heap; it has a length in bytes and writes to a socket like bytes)."""
+    s = json.dumps(obj)
+    if view:
+        try:
+            return memoryview(s)
+        except TypeError:  # CPython: a str has no buffer
+            pass
+    return s.encode()
 
 
 def check_shape(payload, max_len=MAX_PAYLOAD, max_depth=MAX_DEPTH):

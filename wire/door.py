@@ -124,7 +124,7 @@ def encode_status(report):
     """Patrol/status report: a flat dict of the fields in docs/protocol.md."""
     obj = {"v": VERSION}
     obj.update(report)
-    return dumps(obj)
+    return dumps(obj, True)
 
 
 def decode_signed_time(payload):

@@ -380,3 +380,60 @@ def test_a_transfer_stops_at_the_first_bad_piece():
     assert c.version == 2  # the pieces after the bad one continued nothing
     assert cm._size(c.incoming_path()) == 2 * step  # what came before it, never installed
     c.close()
+
+
+def test_a_transfer_writes_its_pieces_through_one_open_file():
+    # One littlefs file object per transfer, not per piece (252 bytes each on the image, asked
+    # of a heap the backlog's drain keeps busy); it is closed before the install reads it, and
+    # a piece whose open found no heap is written by reopening for append at the next piece.
+    import firmware.cache_sync as cs
+    from wire.platform import encode_cache_chunk
+
+    c = _cache(snap(1, [card(1)]))
+    sync, refused = _sync_with(c)
+    opened = []
+    starve = [False]
+
+    class Tracked:  # MicroPython's files have no `closed`
+        def __init__(self, f):
+            self.f, self.closed = f, False
+
+        def write(self, data):
+            return self.f.write(data)
+
+        def close(self):
+            self.closed = True
+            self.f.close()
+
+    def counting_open(path, mode="r"):
+        if starve[0]:
+            starve[0] = False
+            raise MemoryError("memory allocation failed, allocating 252 bytes")
+        f = Tracked(open(path, mode))
+        opened.append((mode, f))
+        return f
+
+    update = snap(2, [card(i) for i in range(60)])
+    step = 256
+    cs.open = counting_open
+    try:
+        for off in range(0, len(update), step):
+            if off == 2 * step:  # a reopened file appends where the transfer stands
+                sync._close_incoming()
+                starve[0] = True
+                try:
+                    sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + step], KEY))
+                except MemoryError:
+                    pass
+                assert sync.have == off  # not taken: the platform sends it again
+            sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + step], KEY))
+    finally:
+        del cs.open
+    assert [m for m, _ in opened] == ["wb", "ab"] and all(f.closed for _, f in opened)
+    assert sync.reason == "" and c.version == 2 and sync._file is None
+    assert c.decide(ref(59), 0, NOON)[0] and not refused
+    # A refused transfer closes its file too.
+    old = snap(1, [card(i) for i in range(60)])
+    sync.chunk(encode_cache_chunk(1, len(old), 0, old[:step], KEY))
+    assert sync.reason == "stale_version" and sync._file is None
+    c.close()
