@@ -189,4 +189,22 @@ class CacheSync:
 
     async def on_message(self, payload):
         if self.chunk(payload):
-            await self.publish_state()
+            await self._answer()
+
+    async def _answer(self):
+        """The state, published; one that found no heap (a fresh JSON string and its packet,
+        asked of a heap a drain and a transfer keep busy) is tried twice more after a
+        collection: the platform waits for this answer and sends nothing more until it comes
+        (reference_platform/distribute.py push: "no_answer")."""
+        for left in (2, 1, 0):
+            try:
+                await self.publish_state()
+                return
+            except MemoryError:
+                if not left:
+                    raise
+                import asyncio
+                import gc
+
+                gc.collect()
+                await asyncio.sleep(0.05)

@@ -437,3 +437,38 @@ def test_a_transfer_writes_its_pieces_through_one_open_file():
     sync.chunk(encode_cache_chunk(1, len(old), 0, old[:step], KEY))
     assert sync.reason == "stale_version" and sync._file is None
     c.close()
+
+
+def test_an_answer_that_found_no_heap_is_published_after_a_collection():
+    # The platform sends nothing more of an update until the door's state answers it: an
+    # answer lost to a MemoryError left the platform's push without one ("no_answer").
+    import asyncio
+
+    from wire.platform import encode_cache_chunk
+
+    c = _cache(snap(1, [card(1)]))
+    sync, _refused = _sync_with(c)
+    sent = []
+    starved = [2]
+
+    async def publish(leaf, payload, retain):
+        if starved[0]:
+            starved[0] -= 1
+            raise MemoryError("memory allocation failed, allocating 124 bytes")
+        sent.append(leaf)
+        return True
+
+    sync.publish = publish
+    update = snap(2, [card(2)])
+    asyncio.run(sync.on_message(encode_cache_chunk(2, len(update), 0, update, KEY)))
+    assert c.version == 2 and sent == ["cache_state"]
+    starved[0] = 3  # and one that finds none three times raises, for the uplink to count
+    update = snap(3, [card(3)])
+    try:
+        asyncio.run(sync.on_message(encode_cache_chunk(3, len(update), 0, update, KEY)))
+    except MemoryError:
+        pass
+    else:
+        raise AssertionError("an answer that could not be made was taken as sent")
+    assert sent == ["cache_state"] and c.version == 3
+    c.close()

@@ -183,8 +183,8 @@ def test_both_image_keys_cover_the_shared_crypto_modules() -> None:
     from host_tools.image import mcu
     from host_tools.image.unix32 import CMODULES, SHARED_CMODULES, unix32_inputs
 
-    for source in ("modaes128.c", "modhmacsha256.c"):
-        shared = SHARED_CMODULES / "doorcrypto" / source
+    for name in ("modaes128.c", "modhmacsha256.c"):
+        shared = SHARED_CMODULES / "doorcrypto" / name
         assert shared in set(unix32_inputs()) and shared in set(mcu.mcu_inputs())
     assert CMODULES / "doorcrypto" / "micropython.mk" in set(unix32_inputs())
     assert mcu.CMODULES / "doorcrypto" / "micropython.mk" in set(mcu.mcu_inputs())
