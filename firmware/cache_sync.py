@@ -72,12 +72,14 @@ class CacheSync:
             await self.publish("cache_state", self.state(), True)
 
     def _close_incoming(self):
+        """False when the file could not be written out whole (closing writes its last data)."""
         f, self._file = self._file, None
         if f is not None:
             try:
                 f.close()
             except OSError:
-                pass
+                return False
+        return True
 
     def _reject(self, reason):
         self._close_incoming()
@@ -114,6 +116,10 @@ class CacheSync:
         path = self.cache.incoming_path()
         if offset == 0:
             from offline_cache.fmt import HDR_SIZE, CacheError
+
+            # Closed before the offer is judged: the offer removes the old file, and an open
+            # one keeps its flash blocks in use (a transfer started again was refused no_room).
+            self._close_incoming()
 
             try:
                 if len(data) < min(total, HDR_SIZE):
@@ -164,7 +170,9 @@ class CacheSync:
     def _install(self, path):
         from offline_cache.fmt import CacheError
 
-        self._close_incoming()  # written out whole before the cache reads it
+        if not self._close_incoming():  # written out whole before the cache reads it
+            self._reject("storage")
+            return True
         try:
             version = self.cache.apply(path, self.tick)
         except CacheError as e:

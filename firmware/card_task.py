@@ -25,9 +25,12 @@ POLICY = {
     "legacy_classic": False,  # accept MIFARE Classic sector reads (low assurance)
     "classic_block": 4,
 }
-# Reads that all find no heap for this long stop the firmware, and the board restarts it
-# (board/esp32_ref.py): a door whose every read fails decides no card and says nothing.
+# Reads that all find no heap for this long, this many of them, stop the firmware, and the
+# board restarts it (board/esp32_ref.py): a door whose every read fails decides no card and
+# says nothing. The count keeps two MemoryErrors hours apart (a reader unplugged in between)
+# from looking like a minute of them.
 STARVED_STOP_MS = 60000
+STARVED_STOP_READS = 20
 
 
 def decide(result, cache, door_no, now, mode):
@@ -86,6 +89,7 @@ class CardTask:
         self.out_of_memory = 0  # card steps cut short by a MemoryError
         self.status["card_out_of_memory"] = 0  # as decisions: counting one allocates nothing
         self._starved = None  # ticks of the first of the MemoryErrors in a row, if any
+        self._starved_reads = 0  # and how many
         self._lost = None  # (uid, ticks) of the last card_lost journaled
         self.hold = False  # True: the reader is lent to someone else (self-test, console);
         # the task ends its pending wait within wait_ms (a lender waits 400 ms first)
@@ -211,14 +215,14 @@ class CardTask:
                     except PN532Error:
                         pass
                 self.reader_ready = False  # whoever had it may have reconfigured it
+                self._starved = None  # not reading is not failing to read
                 self._set_reader("held")
                 await asyncio.sleep_ms(100)
                 continue
             try:
                 await self.step()
                 self._starved = None
-            except PN532Error as e:
-                self._starved = None
+            except PN532Error as e:  # (the starvation count goes on: restarting is no read)
                 # The reader stopped answering or talks nonsense: start it again, slowly.
                 if self.reader_ready:
                     log("reader:", e)
@@ -238,7 +242,10 @@ class CardTask:
                 now = self.clock.ticks_ms()
                 if self._starved is None:
                     self._starved = now
-                elif self.clock.ticks_diff(now, self._starved) >= self.cfg["starved_stop_ms"]:
+                    self._starved_reads = 0
+                self._starved_reads += 1
+                if self._starved_reads >= STARVED_STOP_READS and \
+                        self.clock.ticks_diff(now, self._starved) >= self.cfg["starved_stop_ms"]:
                     # Every read for that long found no heap (a heap too fragmented ever to
                     # hold a session): the last resort, a restart, ends it.
                     try:

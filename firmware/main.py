@@ -230,7 +230,10 @@ def _hash_at_boot(content, status):
         status["cache_hash"] = content.update()
     except Exception as e:  # noqa: BLE001 - heap, flash
         status["cache_hash"] = None
-        log("cards: content hash failed:", repr(e))
+        try:
+            log("cards: content hash failed:", repr(e))
+        except MemoryError:  # not even for the line: out of boot it stops the door
+            pass
     gc.collect()
 
 

@@ -260,21 +260,33 @@ class MQTTClient:
             if not self.connected:
                 raise MQTTError("connection lost")
             await asyncio.sleep_ms(5)
+        # Everything that allocates comes before the packet id is taken as in flight, and that
+        # before the first byte is written: a MemoryError on the way leaves no id waiting for
+        # a PUBACK that cannot come (eight of them stop every publish until a reconnect).
         head = bytearray(_str(topic))
         pid = 0
         if qos:
             pid = self._next_pid()
             head += struct.pack("!H", pid)
-            self._inflight[pid] = True
         first = _PUBLISH | (qos & 1) << 1 | (1 if retain else 0)
+        fixed = bytes([first]) + _varint(len(head) + len(payload))
         async with self._wlock:
             w = self._writer
             if w is None:
                 raise MQTTError("not connected")
-            w.write(bytes([first]) + _varint(len(head) + len(payload)))
-            w.write(head)
-            w.write(payload)
-            await w.drain()
+            if qos:
+                self._inflight[pid] = True
+            try:
+                w.write(fixed)
+                w.write(head)
+                w.write(payload)
+                await w.drain()
+            except MemoryError:
+                # Part of the packet may be queued already (a stream copies what the socket
+                # did not take): the connection is out of step, so it ends here, and the
+                # uplink connects again (its window empties; the events are sent again).
+                await self._abort()
+                raise MQTTError("out of memory inside a packet")
         return pid
 
     async def wait_published(self, timeout_ms=10000):

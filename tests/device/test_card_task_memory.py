@@ -219,8 +219,8 @@ def test_reads_that_all_find_no_heap_for_starved_stop_ms_stop_the_firmware():
         pass
     else:
         raise AssertionError("the card task went on")
-    # 5 ms of the board's clock per read: the first failure starts the count, 50 ms later it stops
-    assert status["card_out_of_memory"] == 11 and door.calls == []
+    # 5 ms of the board's clock per read: 50 ms are 11 failures, and it takes 20 to stop
+    assert status["card_out_of_memory"] == 20 and door.calls == []
 
 
 class _NewCards(_Reader):
@@ -242,3 +242,60 @@ def test_reads_that_find_no_heap_between_reads_that_do_are_not_a_reason_to_stop(
     assert _run(task, 150) is True  # far longer than 50 ms of the board's clock
     assert status["card_out_of_memory"] > 20 and task.clock.t > 200
     assert len(door.calls) >= status["card_out_of_memory"] - 1  # every other read decided
+
+
+class _FlakyStart(_Reader):
+    """A reader that cannot be started again every other time (PN532Error)."""
+
+    async def begin(self):
+        from card_reader.pn532 import E_NO_ANSWER, PN532Error
+
+        self.begins += 1
+        if self.begins % 2 == 0:
+            raise PN532Error(E_NO_ANSWER)
+        return (0x32, 1, 6, 7)
+
+
+def test_a_reader_that_fails_to_start_between_starved_reads_does_not_reset_the_count():
+    import asyncio as aio
+
+    real = aio.sleep_ms
+    task, door, status = _card_task(_FlakyStart, _Starved(), cfg={"starved_stop_ms": 50})
+
+    async def quick(ms):  # the reader's 1 s pause after an error, at once
+        await real(0)
+
+    aio.sleep_ms = quick
+    try:
+        try:
+            aio.run(task.run())
+        except MemoryError:
+            pass
+        else:
+            raise AssertionError("the card task went on")
+    finally:
+        aio.sleep_ms = real
+    assert status["card_out_of_memory"] == 20 and task.reader.begins > 20
+
+
+def test_lending_the_reader_ends_the_count():
+    task, door, status = _card_task(_Reader, _StarvedOnce(), cfg={"starved_stop_ms": 50})
+    task.session.reads = 0
+    task._starved, task._starved_reads = -10000, 19  # a failure long ago, one short of the stop
+    task.hold = True
+
+    async def lend_then_read():
+        running = asyncio.create_task(task.run())
+        await asyncio.sleep_ms(5)
+        assert task._starved is None  # lent: not failing to read
+        task.hold = False
+        for _ in range(50):
+            await asyncio.sleep_ms(2)
+            if door.calls:
+                break
+        alive = not running.done()
+        running.cancel()
+        return alive
+
+    assert asyncio.run(lend_then_read()) is True
+    assert status["card_out_of_memory"] == 1 and door.calls == ["deny"]

@@ -472,3 +472,60 @@ def test_an_answer_that_found_no_heap_is_published_after_a_collection():
         raise AssertionError("an answer that could not be made was taken as sent")
     assert sent == ["cache_state"] and c.version == 3
     c.close()
+
+
+class _ClosingFails:
+    """An incoming file whose close (it writes the last data out) fails: a full flash."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        return self.f.write(data)
+
+    def close(self):
+        self.f.close()
+        raise OSError(28)
+
+
+def test_a_transfer_started_again_closes_its_file_before_the_offer_is_judged():
+    # The offer removes the old incoming file; one still open kept its flash blocks in use on
+    # littlefs, and a transfer started again from 0 was refused no_room.
+    from wire.platform import encode_cache_chunk
+
+    c = _cache(snap(1, [card(1)]))
+    sync, _refused = _sync_with(c)
+    update = snap(2, [card(i) for i in range(60)])
+    step = 256
+    for off in (0, step):
+        sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + step], KEY))
+    assert sync._file is not None
+    judged = []
+    offer = c.check_offer
+
+    def check_offer(head, total):
+        judged.append(sync._file is None)
+        return offer(head, total)
+
+    c.check_offer = check_offer
+    for off in range(0, len(update), step):
+        sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + step], KEY))
+    assert judged == [True] and sync.reason == "" and c.version == 2
+    c.close()
+
+
+def test_an_incoming_file_that_cannot_be_written_out_is_refused_as_storage():
+    import firmware.cache_sync as cs
+    from wire.platform import encode_cache_chunk
+
+    c = _cache(snap(1, [card(1)]))
+    sync, _refused = _sync_with(c)
+    update = snap(2, [card(i) for i in range(60)])
+    cs.open = lambda path, mode="r": _ClosingFails(open(path, mode))
+    try:
+        for off in range(0, len(update), 256):
+            sync.chunk(encode_cache_chunk(2, len(update), off, update[off:off + 256], KEY))
+    finally:
+        del cs.open
+    assert sync.reason == "storage" and c.version == 1 and sync._file is None
+    c.close()
