@@ -142,16 +142,23 @@ def test_build_with_broken_manifest_is_one_line_and_fails(tmp_path: Path, text: 
     assert not (tmp_path / "micropython").exists()
 
 
+def _frozen_run(binary: Path, probe: str) -> list[str]:
+    """The words `probe` prints on the image in a 64 KiB heap, with only its frozen modules on
+    the path and / as the directory (no file it could import instead)."""
+    proc = subprocess.run([str(binary), "-X", "heapsize=64K", "-c", probe],
+                          capture_output=True, text=True, cwd="/", timeout=30,
+                          env={"MICROPYPATH": ".frozen"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
 @needs_source
 def test_unix32_is_a_32bit_micropython_with_the_application_frozen(unix32_binary: Path) -> None:
     probe = ("import sys\nprint(sys.maxsize)\n"
              "import firmware.main, crypto.ev2, offline_cache.cache, board.virtual, asyncio\n"
              "print(firmware.main.__file__)\n")
-    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
-                          capture_output=True, text=True, cwd="/", timeout=30,
-                          env={"MICROPYPATH": ".frozen"})
-    assert proc.returncode == 0, proc.stderr
-    maxsize, where = proc.stdout.split()
+    words = _frozen_run(unix32_binary, probe)
+    maxsize, where = words
     assert maxsize == str(2**31 - 1)
     # Frozen modules are named by their path in the manifest; with only .frozen on the path
     # and / as the directory, there is no file it could have come from.
@@ -164,11 +171,8 @@ def test_unix32_leaves_out_the_modules_only_the_host_runs(unix32_binary: Path) -
     probe = ("import wire.common\nfor n in ('wire.platform', 'wire.names'):\n"
              "    try:\n        __import__(n)\n        print('FROZEN', n)\n"
              "    except ImportError:\n        print('NOT', n)\n")
-    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
-                          capture_output=True, text=True, cwd="/", timeout=30,
-                          env={"MICROPYPATH": ".frozen"})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["NOT", "wire.platform", "NOT", "wire.names"]
+    words = _frozen_run(unix32_binary, probe)
+    assert words == ["NOT", "wire.platform", "NOT", "wire.names"]
 
 
 def test_the_unix32_key_covers_the_boards_c_modules() -> None:
@@ -213,11 +217,8 @@ def test_on_unix32_an_aes_key_holds_no_cryptolib_object(unix32_binary: Path) -> 
              "iv, data, x = bytes(16), bytes(64), None\n"
              "gc.collect()\nb = gc.mem_alloc()\nx = k.cbc(iv, data)\n"
              "print(gc.mem_alloc() - b)\n")
-    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
-                          capture_output=True, text=True, cwd="/", timeout=30,
-                          env={"MICROPYPATH": ".frozen"})
-    assert proc.returncode == 0, proc.stderr
-    used = proc.stdout.split()
+    words = _frozen_run(unix32_binary, probe)
+    used = words
     assert used[:3] == ["True", "None", "None"]
     assert int(used[3]) <= 128  # the 64-byte result and its object; cryptolib: 304 bytes more
 
@@ -229,8 +230,5 @@ def test_unix32_board_uses_the_c_flash_simulator(unix32_binary: Path) -> None:
     probe = ("import vboard\nfrom board.vdev import flashsim\n"
              "print(flashsim.FlashSim is vboard.FlashSim, flashsim.PowerCut is vboard.PowerCut)\n"
              "import sys\nprint('board.vdev.flashsim_py' in sys.modules)\n")
-    proc = subprocess.run([str(unix32_binary), "-X", "heapsize=64K", "-c", probe],
-                          capture_output=True, text=True, cwd="/", timeout=30,
-                          env={"MICROPYPATH": ".frozen"})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True", "True", "False"]
+    words = _frozen_run(unix32_binary, probe)
+    assert words == ["True", "True", "False"]
