@@ -9,11 +9,11 @@ where cryptolib made a 304-byte heap object per key, per direction and per CBC c
 fifteen in an EV2 card read: the requests a fragmented heap failed first). Stock MicroPython
 (files or ROMFS deploy) has cryptolib only."""
 try:
-    from aes128 import cbc as _cbc
+    from aes128 import block as _block, cbc as _cbc
 
     _MP = True
 except ImportError:
-    _cbc = None
+    _cbc = _block = None
     try:
         import cryptolib
 
@@ -61,16 +61,22 @@ class AES:
 
     def encrypt_block(self, block):
         _count[0] += 1
-        if _cbc is not None:
-            return _cbc(self._key, ZERO_IV, block, True)  # one block from a zero IV: ECB
+        if _block is not None:
+            return _block(self._key, block, True)  # refuses anything but 16 bytes itself
+        # One block on every interpreter: cryptolib and `cryptography` would take 32 bytes as
+        # two (ECB), where a chain would be wrong.
+        if len(block) != 16:
+            raise ValueError("an AES block is 16 bytes")
         if _MP:
             return self._enc.encrypt(bytes(block))
         return self._enc.update(bytes(block))
 
     def decrypt_block(self, block):
         _count[0] += 1
-        if _cbc is not None:
-            return _cbc(self._key, ZERO_IV, block, False)
+        if _block is not None:
+            return _block(self._key, block, False)
+        if len(block) != 16:
+            raise ValueError("an AES block is 16 bytes")
         if _MP:
             if self._dec is None:
                 # a cryptolib object does either encryption or decryption, never both

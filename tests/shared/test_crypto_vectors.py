@@ -58,6 +58,15 @@ def test_wrong_lengths_are_refused():
         pass
     else:
         raise AssertionError("CBC took a part block")
+    key = aes.AES(FIPS_KEY)
+    for op in (key.encrypt_block, key.decrypt_block):
+        for bad in (bytes(15), bytes(32)):  # two blocks: chained on one interpreter, not another
+            try:
+                op(bad)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("a %d-byte block was taken" % len(bad))
 
 
 def test_the_c_module_refuses_a_short_iv_or_key_where_it_is_built():
@@ -72,6 +81,15 @@ def test_the_c_module_refuses_a_short_iv_or_key_where_it_is_built():
             pass
         else:
             raise AssertionError("aes128.cbc took %r" % (tuple(len(a) for a in args),))
+    for key, block in ((bytes(15), bytes(16)), (bytes(16), bytes(32)), (bytes(16), b"")):
+        try:
+            aes._block(key, block, True)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("aes128.block took %r" % ((len(key), len(block)),))
+    assert aes._block(FIPS_KEY, FIPS_PLAIN, True) == FIPS_CIPHER
+    assert aes._block(FIPS_KEY, FIPS_CIPHER, False) == FIPS_PLAIN
 
 
 # RFC 4231 HMAC-SHA256: test cases 1, 2 and 6 (a 131-byte key, hashed first)

@@ -1,4 +1,4 @@
-// aes128: AES-128 in CBC (and so ECB: one block from a zero IV) as one stateless function.
+// aes128: AES-128 in CBC and on single blocks (ECB) as stateless functions.
 //
 // Why: MicroPython's cryptolib makes a 304-byte heap object per key and per direction, and
 // one more per CBC chain, because its object holds the cipher's key schedule. A DESFire EV2
@@ -9,6 +9,8 @@
 // block), which the EV2 session's instruction count measures (`doorctl bench mcu`).
 //
 // aes128.cbc(key, iv, data, encrypt) -> bytes: `key` and `iv` 16 bytes, `data` whole blocks.
+// aes128.block(key, block, encrypt) -> bytes: one 16-byte block (ECB); any other length is a
+// ValueError, so a caller cannot chain two blocks where cryptolib would take each alone.
 
 #include <string.h>
 
@@ -50,9 +52,40 @@ static mp_obj_t aes128_cbc(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(aes128_cbc_obj, 4, 4, aes128_cbc);
 
+static mp_obj_t aes128_block(mp_obj_t key_in, mp_obj_t block_in, mp_obj_t encrypt_in) {
+    mp_buffer_info_t key, block;
+    mp_get_buffer_raise(key_in, &key, MP_BUFFER_READ);
+    mp_get_buffer_raise(block_in, &block, MP_BUFFER_READ);
+    bool encrypt = mp_obj_is_true(encrypt_in);
+    if (key.len != 16) {
+        mp_raise_ValueError(MP_ERROR_TEXT("AES-128 key must be 16 bytes"));
+    }
+    if (block.len != 16) {
+        mp_raise_ValueError(MP_ERROR_TEXT("an AES block is 16 bytes"));
+    }
+    vstr_t out;
+    vstr_init_len(&out, 16);  // before the key is on the stack, as in cbc
+    mbedtls_aes_context ctx;
+    mbedtls_aes_init(&ctx);
+    int rc = encrypt ? mbedtls_aes_setkey_enc(&ctx, key.buf, 128)
+                     : mbedtls_aes_setkey_dec(&ctx, key.buf, 128);
+    if (rc == 0) {
+        rc = mbedtls_aes_crypt_ecb(&ctx, encrypt ? MBEDTLS_AES_ENCRYPT : MBEDTLS_AES_DECRYPT,
+            block.buf, (unsigned char *)out.buf);
+    }
+    mbedtls_aes_free(&ctx);
+    if (rc != 0) {
+        vstr_clear(&out);
+        mp_raise_ValueError(MP_ERROR_TEXT("AES failed"));
+    }
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(aes128_block_obj, aes128_block);
+
 static const mp_rom_map_elem_t aes128_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_aes128) },
     { MP_ROM_QSTR(MP_QSTR_cbc), MP_ROM_PTR(&aes128_cbc_obj) },
+    { MP_ROM_QSTR(MP_QSTR_block), MP_ROM_PTR(&aes128_block_obj) },
 };
 static MP_DEFINE_CONST_DICT(aes128_module_globals, aes128_module_globals_table);
 
