@@ -61,6 +61,9 @@ class CacheSync:
         # of a heap the events being drained meanwhile keep busy (a piece failed on it at 68
         # KiB). Nothing is synced per piece: after a power cut a transfer starts again at 0.
         self._file = None
+        # The piece being taken (version, offset), known from its decoding on: a piece lost to
+        # a MemoryError is answered as one not taken (on_message).
+        self._piece_version = self._piece_offset = 0
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
@@ -98,6 +101,7 @@ class CacheSync:
         except ProtocolError as e:
             self._refused(e.reason)  # junk: counted, not journaled, the transfer goes on
             return False
+        self._piece_version, self._piece_offset = version, offset
         if self.cache is None:
             if not self._first_of_burst(version, offset):
                 return False
@@ -196,8 +200,37 @@ class CacheSync:
         return True
 
     async def on_message(self, payload):
-        if self.chunk(payload):
+        try:
+            changed = self.chunk(payload)
+        except MemoryError:
+            # The piece (its tag, its file) or the install it completed found no heap. The
+            # platform sends nothing more until the state answers (it waited for one that never
+            # came: "no_answer"), so the state goes out now, as for a piece not taken.
+            payload = None
+            self._lost_to_memory()
             await self._answer()
+            raise  # and the uplink counts the piece (no_memory)
+        if changed:
+            await self._answer()
+
+    def _lost_to_memory(self):
+        """The state after a piece lost to a MemoryError: the transfer as it stood, so the
+        platform sends again from there, and the rest of that burst dropped unanswered. An
+        install that failed starts again from 0: the cache has removed the file, or (failing
+        before it read the header) left it, removed here."""
+        import gc
+
+        gc.collect()
+        if self.receiving and self.have >= self.total:
+            self._close_incoming()
+            try:
+                import os
+
+                os.remove(self.cache.incoming_path())
+            except OSError:
+                pass
+            self.receiving = self.total = self.have = 0
+        self._answered = (self._piece_version, self._piece_offset)
 
     async def _answer(self):
         """The state, published; one that found no heap (a fresh JSON string and its packet,

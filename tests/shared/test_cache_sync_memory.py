@@ -1,0 +1,135 @@
+# mpy-heapsize: 256K
+# A whitelist piece, or the install it completes, that finds no heap on a busy door: the state
+# answers at once, so the platform's push (which sends nothing more until a state comes) goes
+# on from what the door holds instead of ending "no_answer". On every interpreter.
+# (256K: the whitelist builder and the platform's codec are compiled from source beside the
+# door's modules.)
+import asyncio
+
+import firmware.cache_sync as cs
+from offline_cache import fmt
+from host_tools import cache_build
+from offline_cache.cache import Cache
+from tests.cache_cards import NOON, card, ref
+from tests.scratch import fresh_dir
+from wire.platform import decode_cache_state, encode_cache_chunk
+
+KEY = b"k" * 32
+SITE = 7
+STEP = 256
+
+
+def snap(version, recs):
+    return cache_build.build(KEY, fmt.KIND_SNAPSHOT, version, 0, SITE, 0xFFFF, 0, recs, {}, [])
+
+
+def _door():
+    c = Cache(fresh_dir("cache-sync-memory"), KEY, SITE)
+    c.apply_bytes(snap(1, [card(1)]))
+    sync = cs.CacheSync(c)
+    refused = []
+    sync.on_refused = lambda reason, where: refused.append(reason)
+    states = []
+
+    async def publish(leaf, payload, retain):
+        states.append(decode_cache_state(payload))
+        return True
+
+    sync.publish = publish
+    return c, sync, states, refused
+
+
+def _send(sync, update, start=0):
+    """The platform's burst from `start`; True when a piece raised MemoryError."""
+    lost = False
+    for off in range(start, len(update), STEP):
+        try:
+            asyncio.run(sync.on_message(encode_cache_chunk(2, len(update), off, update[off:off + STEP], KEY)))
+        except MemoryError:
+            lost = True
+    return lost
+
+
+def _lose_piece(k):
+    """The k-th piece's tag (from 1) finds no heap; the platform goes on from the state."""
+    c, sync, states, refused = _door()
+    update = snap(2, [card(i) for i in range(1, 120)])
+    pieces = (len(update) + STEP - 1) // STEP
+    assert pieces > 4
+    k = pieces if k is None else k
+    real_tag = cs.cache_chunk_tag
+    calls = [0]
+
+    def starved_tag(*args):
+        calls[0] += 1
+        if calls[0] == k:
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        return real_tag(*args)
+
+    cs.cache_chunk_tag = starved_tag
+    try:
+        assert _send(sync, update)
+    finally:
+        cs.cache_chunk_tag = real_tag
+    # One answer, at the lost piece: the rest of that burst is dropped unanswered.
+    assert len(states) == 1, states
+    assert states[0]["version"] == 1 and states[0]["receiving"] == 2
+    assert states[0]["have"] == (k - 1) * STEP
+    assert ("out_of_order" in refused) == (k < pieces) and c.version == 1
+    assert not _send(sync, update, states[0]["have"])  # the platform goes on from there
+    assert c.version == 2 and states[-1]["version"] == 2 and states[-1]["receiving"] == 0
+    assert c.decide(ref(119), 0, NOON)[0]
+    c.close()
+
+
+def test_the_last_piece_lost_to_memory_is_answered_with_the_state_and_sent_again():
+    _lose_piece(None)  # nothing after it would have made the state go out
+
+
+def test_a_piece_lost_mid_burst_is_answered_once():
+    _lose_piece(3)
+
+
+def test_an_install_lost_to_memory_starts_the_transfer_again():
+    c, sync, states, _refused = _door()
+    update = snap(2, [card(i) for i in range(1, 40)])
+    real_apply = c.apply
+    starve = [True]
+
+    def starved_apply(path, tick=None):
+        if starve[0]:  # before the cache read the file: it is left where it was written
+            starve[0] = False
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        return real_apply(path, tick)
+
+    c.apply = starved_apply
+    assert _send(sync, update)
+    assert len(states) == 1 and states[0]["version"] == 1 and states[0]["receiving"] == 0, states
+    assert sync._file is None
+    try:
+        open(c.incoming_path()).close()
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the file of an install that failed was left")
+    assert not _send(sync, update, 0)  # the platform's resume: from 0, as receiving says
+    assert c.version == 2 and states[-1]["version"] == 2
+    assert c.decide(ref(39), 0, NOON)[0]
+    c.close()
+
+
+def test_an_answer_that_cannot_be_made_either_raises_for_the_uplink_to_count():
+    c, sync, states, _refused = _door()
+    update = snap(2, [card(1), card(2)])
+
+    def starved_apply(path, tick=None):
+        raise MemoryError("memory allocation failed, allocating 96 bytes")
+
+    async def no_heap(leaf, payload, retain):
+        raise MemoryError("memory allocation failed, allocating 124 bytes")
+
+    c.apply = starved_apply
+    sync.publish = no_heap
+    assert _send(sync, update)
+    assert sync.receiving == 0 and c.version == 1 and not states
+    c.close()
