@@ -88,11 +88,9 @@ def test_every_lifecycle_operation_reaches_the_door(rig: Rig) -> None:
     rig.reg.issue(ref.hex(), "r-301-1", "301", [0], TODAY - YEAR, TODAY + YEAR, name="Resident A")
     rig.sync()  # first time: a snapshot
     assert rig.swipe(card) is True
-    t0 = time.monotonic()
-    rig.reg.report_lost(ref.hex())
+    rig.reg.report_lost(ref.hex())  # how fast: the benchmark (scale.lost_card_*), not a test
     rig.sync()
     assert rig.swipe(card) is False
-    assert time.monotonic() - t0 < 5  # generous: the latency is a benchmark, not a test
     rig.reg.unblock(ref.hex())
     rig.sync()
     assert rig.swipe(card) is True

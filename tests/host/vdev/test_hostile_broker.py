@@ -154,8 +154,12 @@ def test_a_signed_fresh_time_repairs_a_clock_an_unsigned_one_set_wrong(tmp_path:
     r = Rig(tmp_path, platform_up=False)  # the platform is away: nobody signs a time
     try:
         card, ref = r.site.issue()
-        wait_until(lambda: r.proxy.connections == 1, what="the door on the broker")
-        time.sleep(1.0)  # subscribed
+        # The door announces itself (retained) once its subscriptions are in: a time sent
+        # before then, not retained, would reach nobody.
+        online: list[bytes] = []
+        r.hostile.on_message = lambda c, u, m: online.append(m.payload)
+        r.hostile.subscribe(common.topic(DEVICE, "presence"), 1)
+        wait_until(lambda: online, what="the door's presence (retained)")
         future = int((time.time() + 400 * DAY) * 1000)
         r.send("time", encode_time(future))  # unsigned, not retained: the clock is unset
         wait_until(lambda: r.status().get("clock_synced") is True, what="the clock set")

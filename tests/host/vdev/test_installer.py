@@ -103,10 +103,10 @@ def test_commission_then_selftest_logs_and_monitor(site: Site, tmp_path: Path) -
         while not (io.status().get("clock_synced") and str(io.status().get("reader")).startswith("pn532")):
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(1.0)  # the platform has acknowledged the first events
         io_addr = f"io:{site.dev.io_addr[0]}:{site.dev.io_addr[1]}"
+        # --wait: the platform item waits until the door's first events are acknowledged
         r = doorctl("selftest", "-p", site.dev.pty, "--relay", io_addr, "--report-dir",
-                    str(tmp_path / "reports"), "--json")
+                    str(tmp_path / "reports"), "--json", "--wait", "60")
         report = json.loads(r.stdout)
         results = {i["item"]: i["result"] for i in report["items"]}
         assert results == {"firmware": "pass", "deployed files": "skip", "clock": "pass",
