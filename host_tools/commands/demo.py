@@ -51,13 +51,14 @@ def _site_and_cards() -> tuple[SiteKit, dict[str, vcard.VirtualDesfire], bytes]:
     return site, cards, snap
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
+def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Until `cond`; a step that never comes stops the demo with one line, not a story that
+    goes on without it (a swipe shown refused because its decision came late)."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            return False
+            raise fail(f"the demo stopped: {what} did not come within {timeout:.0f} s")
         time.sleep(0.05)
-    return True
 
 
 def demo(
@@ -114,20 +115,20 @@ def demo(
                  f"signed whitelist ({len(snap)} bytes)")
             dev.restart()
             store = platform.store
-            _wait(lambda: bool((store.device(DEVICE_ID) or {}).get("online")))
+            _wait(lambda: bool((store.device(DEVICE_ID) or {}).get("online")), "the door online")
             step("[green]device online at the platform[/green] (presence, retained); "
                  "clock set by the platform")
             emu = PN532Emulator()
             with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
-                _wait(lambda: str(io.status().get("reader", "")).startswith("pn532"))
-                _wait(lambda: bool(io.status().get("clock_synced")))
+                _wait(lambda: str(io.status().get("reader", "")).startswith("pn532"), "the card reader")
+                _wait(lambda: bool(io.status().get("clock_synced")), "the clock set")
 
                 def swipe(name: str) -> None:
-                    _wait(lambda: io.state()["outputs"].get("led") == "off", 5)  # last card's sign ended
+                    _wait(lambda: io.state()["outputs"].get("led") == "off", "the door idle")
                     t = io.set_input("rex", False)
                     emu.present(LocalCard(cards[name].process, cards[name].uid))
                     _wait(lambda: any(e.value in ("green", "red") for e in io.outputs("led")
-                                      if e.device_ms >= t), 5)
+                                      if e.device_ms >= t), f"the {name} card's decision")
                     opened = any(e.value for e in io.outputs("relay") if e.device_ms >= t)
                     emu.remove()
                     ms = io.status().get("card_ms")
@@ -157,10 +158,10 @@ def demo(
                 step("door closed: alarm cleared")
             dev.kill()
             step("[red]power cut[/red] (process killed; flash keeps what was written)")
-            _wait(lambda: (store.device(DEVICE_ID) or {}).get("online") is False)
+            _wait(lambda: (store.device(DEVICE_ID) or {}).get("online") is False, "the door offline")
             step("platform sees the device offline (last will)")
             dev.restart()
-            _wait(lambda: [e[1] for e in store.events(DEVICE_ID)].count(41) >= 2)
+            _wait(lambda: [e[1] for e in store.events(DEVICE_ID)].count(41) >= 2, "the second boot's events")
             step("device powered up again: boot counter advanced, journal resent what was pending")
             table = Table("seq", "event", "boot", "time", title="events stored at the platform")
             for ev in store.events(DEVICE_ID):
