@@ -99,8 +99,8 @@ def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-
 def test_one_time_message_per_door_from_two_instances_and_a_takeover(db_url: str) -> None:
     db = db_url
     with Mosquitto() as b:
-        first = Platform(Store(db), b.host, b.port, lease_term_s=1.5).start()
-        second = Platform(Store(db), b.host, b.port, lease_term_s=1.5).start()
+        first = Platform(Store(db), b.host, b.port, lease_term_s=6.0).start()
+        second = Platform(Store(db), b.host, b.port, lease_term_s=6.0).start()
         spy = TimeSpy(b)
         try:
             wait_until(lambda: first.connected.is_set() and second.connected.is_set())
