@@ -21,13 +21,27 @@ size of the file. A burst sent again from the state (a lower offset, or another 
 answered again, so the platform's resume and resync still get their answer.
 """
 
+import gc
 import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
 
 from crypto import ct
 from firmware.log import log
 from wire import codes as events
 from wire.common import ProtocolError, cache_chunk_tag
 from wire.door import decode_cache_chunk, encode_cache_state
+
+# A block the install has to itself: a delta merged into the overlay opens its output file (a
+# 252-byte littlefs object) beside the three already open, with a HMAC and the scan's cursors,
+# and a heap the backlog's drain and the card task keep busy had several KiB free but not 252
+# bytes in one piece (the 72 KiB soak lost a push to it five times in a row, each resend
+# meeting the same heap). Made at boot, released just before an install, made again after.
+RESERVE = const(256)
 
 # cache_rejected event arg (docs/protocol.md): a reason's place here counted from 1, 99 for any
 # other. A tuple of constants is frozen into the image; a dict would be built in the heap.
@@ -64,6 +78,7 @@ class CacheSync:
         # The piece being taken (version, offset), known from its decoding on: a piece lost to
         # a MemoryError is answered as one not taken (on_message).
         self._piece_version = self._piece_offset = 0
+        self._reserve = bytearray(RESERVE)
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
@@ -177,11 +192,18 @@ class CacheSync:
         if not self._close_incoming():  # written out whole before the cache reads it
             self._reject("storage")
             return True
+        self._reserve = None
+        gc.collect()
         try:
             version = self.cache.apply(path, self.tick)
         except CacheError as e:
             self._reject(e.reason)
             return True
+        finally:
+            try:
+                self._reserve = bytearray(RESERVE)
+            except MemoryError:  # made at the next install (this one ran without it)
+                pass
         self.receiving = self.total = self.have = 0
         self.reason = ""
         self.applied += 1
@@ -218,9 +240,12 @@ class CacheSync:
         platform sends again from there, and the rest of that burst dropped unanswered. An
         install that failed starts again from 0: the cache has removed the file, or (failing
         before it read the header) left it, removed here."""
-        import gc
-
         gc.collect()
+        if self._reserve is None:
+            try:
+                self._reserve = bytearray(RESERVE)
+            except MemoryError:
+                pass
         if self.receiving and self.have >= self.total:
             self._close_incoming()
             try:

@@ -39,12 +39,13 @@ def _door():
     return c, sync, states, refused
 
 
-def _send(sync, update, start=0):
+def _send(sync, update, start=0, version=2):
     """The platform's burst from `start`; True when a piece raised MemoryError."""
     lost = False
     for off in range(start, len(update), STEP):
         try:
-            asyncio.run(sync.on_message(encode_cache_chunk(2, len(update), off, update[off:off + STEP], KEY)))
+            asyncio.run(sync.on_message(encode_cache_chunk(version, len(update), off, update[off:off + STEP],
+                                                               KEY)))
         except MemoryError:
             lost = True
     return lost
@@ -132,4 +133,30 @@ def test_an_answer_that_cannot_be_made_either_raises_for_the_uplink_to_count():
     sync.publish = no_heap
     assert _send(sync, update)
     assert sync.receiving == 0 and c.version == 1 and not states
+    c.close()
+
+
+def test_an_install_has_the_reserved_block_to_itself_and_it_is_made_again():
+    # A fragmented heap had KiB free but not one 252-byte file object for the merge: the block
+    # kept since boot is released just before the install and made again after it.
+    c, sync, states, _refused = _door()
+    assert len(sync._reserve) == cs.RESERVE >= 252
+    real_apply = c.apply
+    during = []
+
+    def watched_apply(path, tick=None):
+        during.append(sync._reserve)
+        return real_apply(path, tick)
+
+    c.apply = watched_apply
+    update = snap(2, [card(1), card(2)])
+    assert not _send(sync, update)
+    assert during == [None] and c.version == 2 and len(sync._reserve) == cs.RESERVE
+    # A file whose own tag is wrong (its pieces' tags right): refused by the install itself,
+    # and the block is made again all the same.
+    forged = cache_build.build(b"x" * 32, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, [card(3)], {}, [])
+    during.clear()
+    _send(sync, forged, version=3)
+    assert during == [None] and states[-1]["reason"] == "bad_tag", states[-1]
+    assert len(sync._reserve) == cs.RESERVE and c.version == 2
     c.close()
