@@ -229,17 +229,18 @@ class CacheSync:
             # platform sends nothing more until the state answers (it waited for one that never
             # came: "no_answer"), so the state goes out now, as for a piece not taken.
             payload = None
-            self._lost_to_memory()
-            await self._answer()
+            if self._lost_to_memory():
+                await self._answer()
             raise  # and the uplink counts the piece (no_memory)
         if changed:
             await self._answer()
 
     def _lost_to_memory(self):
         """The state after a piece lost to a MemoryError: the transfer as it stood, so the
-        platform sends again from there, and the rest of that burst dropped unanswered. An
-        install that failed starts again from 0: the cache has removed the file, or (failing
-        before it read the header) left it, removed here."""
+        platform sends again from there. An install that failed starts again from 0: the
+        cache has removed the file, or (failing before it read the header) left it, removed
+        here. True when the state is to be published: once a burst, as for a piece not taken
+        (a later piece of the same burst lost too is not answered again)."""
         gc.collect()
         if self._reserve is None:
             try:
@@ -255,7 +256,12 @@ class CacheSync:
             except OSError:
                 pass
             self.receiving = self.total = self.have = 0
+            self._answered = (self._piece_version, self._piece_offset)
+            return True
+        answered = self._answered
         self._answered = (self._piece_version, self._piece_offset)
+        return not (answered is not None and answered[0] == self._piece_version
+                    and self._piece_offset > answered[1])
 
     async def _answer(self):
         """The state, published; one that found no heap (a fresh JSON string and its packet,

@@ -99,3 +99,72 @@ def test_each_burst_is_answered_at_most_once_and_the_transfer_completes(
             start = int(state["have"]) if state and state["receiving"] == 2 else 0
         assert cache.version == 2
         cache.close()
+
+
+starvation = st.dictionaries(st.integers(0, PIECES), st.just("starved"), max_size=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(starvation, min_size=1, max_size=4))
+@example([{PIECES - 1: "starved"}])  # the last piece: nothing after it would have answered
+@example([{PIECES: "starved"}, {PIECES: "starved"}])  # the install, twice over
+def test_a_piece_or_install_that_finds_no_heap_is_always_answered_and_the_transfer_completes(
+        bursts: list[dict[int, str]]) -> None:
+    """Fates by piece index; index PIECES is the install. A burst that met a MemoryError is
+    never left without an answer (the platform sends nothing more until one comes), is not
+    answered more than once for it, and resuming by the platform's rule installs the file."""
+    import asyncio
+
+    import firmware.cache_sync as cs
+
+    with tempfile.TemporaryDirectory() as d:
+        cache = Cache(d, KEY, SITE)
+        cache.apply_bytes(_snap(1, 3))
+        sync = CacheSync(cache)
+        answers: list[dict[str, Any]] = []
+
+        async def publish(leaf: str, payload: bytes, retain: bool) -> bool:
+            answers.append(decode_cache_state(payload))
+            return True
+
+        sync.publish = publish
+        real_tag, real_apply = cs.cache_chunk_tag, cache.apply
+        now: dict[str, Any] = {"piece": -1, "faults": {}}
+
+        def tag(*args: Any) -> bytes:
+            if now["faults"].get(now["piece"]) == "starved":
+                raise MemoryError("memory allocation failed, allocating 96 bytes")
+            return real_tag(*args)
+
+        def apply(path: str, tick: Any = None) -> int:
+            if now["faults"].get(PIECES) == "starved":
+                raise MemoryError("memory allocation failed, allocating 252 bytes")
+            return real_apply(path, tick)
+
+        cs.cache_chunk_tag, cache.apply = tag, apply  # type: ignore[method-assign]
+        try:
+            start = 0
+            for faults in [*bursts, {}]:
+                answers.clear()
+                now["faults"] = faults
+                starved = False
+                for i in range(start // C, PIECES):
+                    now["piece"] = i
+                    piece = encode_cache_chunk(2, len(FILE), i * C, FILE[i * C:(i + 1) * C], KEY)
+                    try:
+                        asyncio.run(sync.on_message(piece))
+                    except MemoryError:
+                        starved = True
+                if starved:
+                    assert answers, faults  # never silent: the platform would wait for ever
+                    assert len(answers) == 1, answers  # once for the piece lost, the rest dropped
+                if cache.version == 2:
+                    assert answers[-1]["version"] == 2 and not answers[-1]["receiving"]
+                    break
+                state = answers[-1] if answers else None
+                start = int(state["have"]) if state and state["receiving"] == 2 else 0
+        finally:
+            cs.cache_chunk_tag = real_tag
+        assert cache.version == 2
+        assert sync._reserve is not None and len(sync._reserve) == cs.RESERVE
+        cache.close()
