@@ -79,6 +79,7 @@ class CacheSync:
         # a MemoryError is answered as one not taken (on_message).
         self._piece_version = self._piece_offset = 0
         self._reserve = bytearray(RESERVE)
+        self._rejects = 0  # refusals so far: tells one made by the piece being taken
 
     def state(self):
         version = self.cache.version if self.cache is not None else 0
@@ -100,6 +101,7 @@ class CacheSync:
         return True
 
     def _reject(self, reason):
+        self._rejects += 1
         self._close_incoming()
         self.reason = reason
         self.receiving = self.total = self.have = 0
@@ -111,12 +113,17 @@ class CacheSync:
         """Take one update message. Returns True when the state changed in a way the
         platform must hear about (a file installed or refused, or the first piece of a burst
         out of order)."""
+        if payload is not None and len(payload) >= 16:
+            # Read before decoding, which allocates: a piece lost there is still known (by
+            # indexing: small ints, nothing from the heap).
+            p = payload
+            self._piece_version = (p[4] << 24) | (p[5] << 16) | (p[6] << 8) | p[7]
+            self._piece_offset = (p[12] << 24) | (p[13] << 16) | (p[14] << 8) | p[15]
         try:
             version, total, offset, tag, data = decode_cache_chunk(payload)
         except ProtocolError as e:
             self._refused(e.reason)  # junk: counted, not journaled, the transfer goes on
             return False
-        self._piece_version, self._piece_offset = version, offset
         if self.cache is None:
             if not self._first_of_burst(version, offset):
                 return False
@@ -138,7 +145,10 @@ class CacheSync:
 
             # Closed before the offer is judged: the offer removes the old file, and an open
             # one keeps its flash blocks in use (a transfer started again was refused no_room).
+            # The transfer under way is forgotten first: a MemoryError from here on must not
+            # answer with its `have`, whose bytes the offer has just removed.
             self._close_incoming()
+            self.receiving = self.total = self.have = 0
 
             try:
                 if len(data) < min(total, HDR_SIZE):
@@ -196,13 +206,15 @@ class CacheSync:
         gc.collect()
         try:
             version = self.cache.apply(path, self.tick)
+            if self.content is not None:
+                self.content.value = None  # another file from here: made again below, or at idle
         except CacheError as e:
             self._reject(e.reason)
             return True
         finally:
             try:
                 self._reserve = bytearray(RESERVE)
-            except MemoryError:  # made at the next install (this one ran without it)
+            except MemoryError:  # made again at the next piece (on_message)
                 pass
         self.receiving = self.total = self.have = 0
         self.reason = ""
@@ -222,6 +234,12 @@ class CacheSync:
         return True
 
     async def on_message(self, payload):
+        if self._reserve is None:
+            try:
+                self._reserve = bytearray(RESERVE)
+            except MemoryError:
+                pass
+        rejects = self._rejects
         try:
             changed = self.chunk(payload)
         except MemoryError:
@@ -230,6 +248,10 @@ class CacheSync:
             # came: "no_answer"), so the state goes out now, as for a piece not taken.
             payload = None
             if self._lost_to_memory():
+                if self._rejects == rejects:
+                    # Not a refusal: a reason left from an earlier file would read as this
+                    # one's, and the platform would give up on it.
+                    self.reason = ""
                 await self._answer()
             raise  # and the uplink counts the piece (no_memory)
         if changed:
@@ -242,11 +264,9 @@ class CacheSync:
         here. True when the state is to be published: once a burst, as for a piece not taken
         (a later piece of the same burst lost too is not answered again)."""
         gc.collect()
-        if self._reserve is None:
-            try:
-                self._reserve = bytearray(RESERVE)
-            except MemoryError:
-                pass
+        if self.content is not None and self.cache is not None and \
+                self.cache.version != self.status.get("cache_version"):
+            self.content.value = None  # a file went in, its hash not made: made at idle
         if self.receiving and self.have >= self.total:
             self._close_incoming()
             try:

@@ -160,3 +160,97 @@ def test_an_install_has_the_reserved_block_to_itself_and_it_is_made_again():
     assert during == [None] and states[-1]["reason"] == "bad_tag", states[-1]
     assert len(sync._reserve) == cs.RESERVE and c.version == 2
     c.close()
+
+
+def test_a_transfer_started_again_that_finds_no_heap_after_the_offer_answers_from_0():
+    # The offer removed the file under way: answering with its `have` would have the platform
+    # go on from there into a new, headless file (refused malformed at the install).
+    c, sync, states, _refused = _door()
+    update = snap(2, [card(i) for i in range(1, 120)])
+    _send_until(sync, update, 3)
+    assert sync.have == 3 * STEP
+    real_offer = c.check_offer
+
+    def offer_then_starved(hdr, total):
+        real_offer(hdr, total)
+        raise MemoryError("memory allocation failed, allocating 48 bytes")
+
+    c.check_offer = offer_then_starved
+    _send_until(sync, update, 1)  # piece 0 again, lost after the offer
+    c.check_offer = real_offer
+    assert states[-1]["receiving"] == 0 and states[-1]["have"] == 0, states[-1]
+    assert not _send(sync, update, 0)
+    assert c.version == 2 and states[-1]["version"] == 2 and "reason" not in states[-1]
+    c.close()
+
+
+def test_a_piece_lost_after_a_refusal_is_not_answered_with_the_old_reason():
+    c, sync, states, _refused = _door()
+    forged = cache_build.build(b"x" * 32, fmt.KIND_SNAPSHOT, 2, 0, SITE, 0xFFFF, 0, [card(3)], {}, [])
+    _send(sync, forged)
+    assert states[-1]["reason"] == "bad_tag"
+    real_tag = cs.cache_chunk_tag
+
+    def starved_tag(*args):
+        raise MemoryError("memory allocation failed, allocating 96 bytes")
+
+    cs.cache_chunk_tag = starved_tag
+    try:
+        update = snap(2, [card(1), card(2)])
+        _send_until(sync, update, 1)  # the new file's first piece is lost
+    finally:
+        cs.cache_chunk_tag = real_tag
+    assert "reason" not in states[-1], states[-1]  # the platform sends again, not gives up
+    assert not _send(sync, update, 0) and c.version == 2
+    c.close()
+
+
+def test_a_piece_lost_in_its_decoding_is_answered_once_a_burst():
+    c, sync, states, _refused = _door()
+    update = snap(2, [card(i) for i in range(1, 120)])
+    real_decode = cs.decode_cache_chunk
+    calls = [0]
+
+    def starved_decode(payload):
+        calls[0] += 1
+        if calls[0] in (3, 5):
+            raise MemoryError("memory allocation failed, allocating 32 bytes")
+        return real_decode(payload)
+
+    cs.decode_cache_chunk = starved_decode
+    try:
+        assert _send(sync, update)
+    finally:
+        cs.decode_cache_chunk = real_decode
+    assert len(states) == 1 and states[0]["have"] == 2 * STEP, states
+    assert not _send(sync, update, 2 * STEP) and c.version == 2
+    c.close()
+
+
+def test_a_file_in_whose_record_found_no_heap_reports_no_stale_content_hash():
+    from offline_cache import content
+
+    class Starved:
+        def record(self, code, arg=0, payload=b""):
+            raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+    c, sync, states, _refused = _door()
+    sync.content = content.Tracker(c)
+    sync.content.update()
+    old = sync.content.value
+    assert old
+    sync.recorder = Starved()
+    update = snap(2, [card(1), card(2)])
+    assert _send(sync, update)
+    assert c.version == 2 and states[-1]["version"] == 2
+    assert "hash" not in states[-1] and sync.content.value is None  # made again at idle
+    c.close()
+
+
+def _send_until(sync, update, n):
+    """The first n pieces of a burst."""
+    for off in range(0, n * STEP, STEP):
+        try:
+            asyncio.run(sync.on_message(encode_cache_chunk(2, len(update), off, update[off:off + STEP], KEY)))
+        except MemoryError:
+            pass
