@@ -24,24 +24,11 @@ answered again, so the platform's resume and resync still get their answer.
 import gc
 import struct
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
 from crypto import ct
 from firmware.log import log
 from wire import codes as events
 from wire.common import ProtocolError, cache_chunk_tag
 from wire.door import decode_cache_chunk, encode_cache_state
-
-# A block the install has to itself: a delta merged into the overlay opens its output file (a
-# 252-byte littlefs object) beside the three already open, with a HMAC and the scan's cursors,
-# and a heap the backlog's drain and the card task keep busy had several KiB free but not 252
-# bytes in one piece (the 72 KiB soak lost a push to it five times in a row, each resend
-# meeting the same heap). Made at boot, released just before an install, made again after.
-RESERVE = const(256)
 
 # cache_rejected event arg (docs/protocol.md): a reason's place here counted from 1, 99 for any
 # other. A tuple of constants is frozen into the image; a dict would be built in the heap.
@@ -78,7 +65,6 @@ class CacheSync:
         # The piece being taken (version, offset), known from its decoding on: a piece lost to
         # a MemoryError is answered as one not taken (on_message).
         self._piece_version = self._piece_offset = 0
-        self._reserve = bytearray(RESERVE)
         self._rejects = 0  # refusals so far: tells one made by the piece being taken
 
     def state(self):
@@ -202,8 +188,6 @@ class CacheSync:
         if not self._close_incoming():  # written out whole before the cache reads it
             self._reject("storage")
             return True
-        self._reserve = None
-        gc.collect()
         try:
             version = self.cache.apply(path, self.tick)
             if self.content is not None:
@@ -211,11 +195,6 @@ class CacheSync:
         except CacheError as e:
             self._reject(e.reason)
             return True
-        finally:
-            try:
-                self._reserve = bytearray(RESERVE)
-            except MemoryError:  # made again at the next piece (on_message)
-                pass
         self.receiving = self.total = self.have = 0
         self.reason = ""
         self.applied += 1
@@ -234,11 +213,6 @@ class CacheSync:
         return True
 
     async def on_message(self, payload):
-        if self._reserve is None:
-            try:
-                self._reserve = bytearray(RESERVE)
-            except MemoryError:
-                pass
         rejects = self._rejects
         try:
             changed = self.chunk(payload)

@@ -136,32 +136,6 @@ def test_an_answer_that_cannot_be_made_either_raises_for_the_uplink_to_count():
     c.close()
 
 
-def test_an_install_has_the_reserved_block_to_itself_and_it_is_made_again():
-    # A fragmented heap had KiB free but not one 252-byte file object for the merge: the block
-    # kept since boot is released just before the install and made again after it.
-    c, sync, states, _refused = _door()
-    assert len(sync._reserve) == cs.RESERVE >= 252
-    real_apply = c.apply
-    during = []
-
-    def watched_apply(path, tick=None):
-        during.append(sync._reserve)
-        return real_apply(path, tick)
-
-    c.apply = watched_apply
-    update = snap(2, [card(1), card(2)])
-    assert not _send(sync, update)
-    assert during == [None] and c.version == 2 and len(sync._reserve) == cs.RESERVE
-    # A file whose own tag is wrong (its pieces' tags right): refused by the install itself,
-    # and the block is made again all the same.
-    forged = cache_build.build(b"x" * 32, fmt.KIND_SNAPSHOT, 3, 0, SITE, 0xFFFF, 0, [card(3)], {}, [])
-    during.clear()
-    _send(sync, forged, version=3)
-    assert during == [None] and states[-1]["reason"] == "bad_tag", states[-1]
-    assert len(sync._reserve) == cs.RESERVE and c.version == 2
-    c.close()
-
-
 def test_a_transfer_started_again_that_finds_no_heap_after_the_offer_answers_from_0():
     # The offer removed the file under way: answering with its `have` would have the platform
     # go on from there into a new, headless file (refused malformed at the install).

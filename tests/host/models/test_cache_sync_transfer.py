@@ -166,5 +166,4 @@ def test_a_piece_or_install_that_finds_no_heap_is_always_answered_and_the_transf
         finally:
             cs.cache_chunk_tag = real_tag
         assert cache.version == 2
-        assert sync._reserve is not None and len(sync._reserve) == cs.RESERVE
         cache.close()
