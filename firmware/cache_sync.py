@@ -171,12 +171,16 @@ class CacheSync:
         """True when this piece, which the door cannot take, is to be answered with the state;
         False (dropped, counted) when it follows one already answered in the same burst: same
         version, a higher offset. A burst sent again starts lower and is answered."""
+        if self._answer_again(version, offset):
+            return True
+        self.dropped += 1
+        self._refused("out_of_order")
+        return False
+
+    def _answer_again(self, version, offset):
+        """Whether a piece not taken is the first of its burst (to be answered), noting it."""
         answered, self._answered = self._answered, (version, offset)
-        if answered is not None and answered[0] == version and offset > answered[1]:
-            self.dropped += 1
-            self._refused("out_of_order")
-            return False
-        return True
+        return not (answered is not None and answered[0] == version and offset > answered[1])
 
     def _refused(self, reason):
         if self.on_refused is not None:
@@ -252,10 +256,7 @@ class CacheSync:
             self.receiving = self.total = self.have = 0
             self._answered = (self._piece_version, self._piece_offset)
             return True
-        answered = self._answered
-        self._answered = (self._piece_version, self._piece_offset)
-        return not (answered is not None and answered[0] == self._piece_version
-                    and self._piece_offset > answered[1])
+        return self._answer_again(self._piece_version, self._piece_offset)
 
     async def _answer(self):
         """The state, published; one that found no heap (a fresh JSON string and its packet,
