@@ -30,6 +30,7 @@ from host_tools.pn532_emu import FrameTime, LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import provision
+from host_tools.vdev.swipe import take_away
 from offline_cache import fmt
 
 N = 30
@@ -122,7 +123,7 @@ def _field(emu: PN532Emulator, io: VirtualIO, card_uid: bytes, process: Callable
         lookup_s = float(io.status().get("lookup_us", 0)) / 1e6
         for k, v in field_steps(list(emu.trace), t0, ev.host_s, lookup_s).items():
             steps[k].append(v * 1000)
-        _take_away(emu)
+        take_away(emu)
     emu.field_timing = None
     total.sort()
     out = {"card.decision_field_p50_ms": statistics.median(total),
@@ -138,15 +139,6 @@ def _field(emu: PN532Emulator, io: VirtualIO, card_uid: bytes, process: Callable
 def _released_since(emu: PN532Emulator, t0: float) -> bool:
     """Whether the door has sent InRelease since `t0` (the presentation's card step is over)."""
     return any(f.cmd == p.CMD_IN_RELEASE and f.arrived > t0 for f in list(emu.trace))
-
-
-def _take_away(emu: PN532Emulator) -> None:
-    """Empty the field, then wait until the door has asked the reader again: from then on it
-    knows the card left (its last sight of the card is older), so the pause before the next
-    presentation counts from a moment the door has passed, however late it runs."""
-    emu.remove()
-    n = len(emu.commands)  # commands from here on find the field empty
-    _wait(lambda: p.CMD_IN_LIST_PASSIVE_TARGET in emu.commands[n:])
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -188,7 +180,7 @@ def run(names: set[str]) -> dict[str, float]:
                     ev = io.wait_output("relay", True, timeout_s=10, after_ms=t)
                     card_ms.append((ev.host_s - t0) * 1000)
                     step_ms.append(float(io.status()["card_ms"]))
-                    _take_away(emu)
+                    take_away(emu)
                 for _ in range(N):
                     _wait(lambda: io.state()["outputs"].get("relay") is False)
                     time.sleep(random.uniform(0.05, 0.35))

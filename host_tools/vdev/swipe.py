@@ -24,6 +24,15 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condit
         time.sleep(0.01)
 
 
+def take_away(emu: Any) -> None:
+    """Empty the field, then wait until the door has asked the reader again: from then on it
+    knows the card left (its last sight of the card is older), so the pause before the next
+    presentation counts from a moment the door has passed, however late it runs."""
+    emu.remove()
+    n = len(emu.commands)  # commands from here on find the field empty
+    wait_for(lambda: CMD_IN_LIST_PASSIVE_TARGET in emu.commands[n:], what="the door to look again")
+
+
 def swipe_local(io: Any, emu: Any, card: Any) -> bool:
     """Present an in-process virtual card (host_tools.cards.vcard) to a virtual door through the
     PN532 emulator until the door decides; True when its relay opened. Waits for the door to
@@ -36,12 +45,10 @@ def swipe_local(io: Any, emu: Any, card: Any) -> bool:
     emu.present(LocalCard(card.process, card.uid))
     wait_for(lambda: any(e.value in ("green", "red") for e in io.outputs("led") if e.device_ms >= mark),
              what="a decision")
-    emu.remove()
-    # The field stays empty until the door has asked the reader again (its last sight of the
-    # card is older) and `absent_ms` more: a card with the same UID shown sooner (a clone, the
-    # same card again) would be that same presentation, never decided.
-    n = len(emu.commands)
-    wait_for(lambda: CMD_IN_LIST_PASSIVE_TARGET in emu.commands[n:], what="the door to look again")
+    # The field stays empty until the door has looked again and `absent_ms` more: a card with
+    # the same UID shown sooner (a clone, the same card again) would be that same presentation,
+    # never decided.
+    take_away(emu)
     time.sleep(AWAY_S)
     opened = any(e.value for e in io.outputs("relay") if e.device_ms >= mark)
     if opened:
