@@ -39,13 +39,15 @@ def _door():
     return c, sync, states, refused
 
 
-def _send(sync, update, start=0, version=2):
-    """The platform's burst from `start`; True when a piece raised MemoryError."""
+def _send(sync, update, start=0, version=2, pieces=None):
+    """The platform's burst from `start` (its first `pieces` only, when given); True when a
+    piece raised MemoryError."""
     lost = False
-    for off in range(start, len(update), STEP):
+    end = len(update) if pieces is None else start + pieces * STEP
+    for off in range(start, end, STEP):
         try:
             asyncio.run(sync.on_message(encode_cache_chunk(version, len(update), off, update[off:off + STEP],
-                                                               KEY)))
+                                                           KEY)))
         except MemoryError:
             lost = True
     return lost
@@ -141,7 +143,7 @@ def test_a_transfer_started_again_that_finds_no_heap_after_the_offer_answers_fro
     # go on from there into a new, headless file (refused malformed at the install).
     c, sync, states, _refused = _door()
     update = snap(2, [card(i) for i in range(1, 120)])
-    _send_until(sync, update, 3)
+    _send(sync, update, pieces=3)
     assert sync.have == 3 * STEP
     real_offer = c.check_offer
 
@@ -150,7 +152,7 @@ def test_a_transfer_started_again_that_finds_no_heap_after_the_offer_answers_fro
         raise MemoryError("memory allocation failed, allocating 48 bytes")
 
     c.check_offer = offer_then_starved
-    _send_until(sync, update, 1)  # piece 0 again, lost after the offer
+    _send(sync, update, pieces=1)  # piece 0 again, lost after the offer
     c.check_offer = real_offer
     assert states[-1]["receiving"] == 0 and states[-1]["have"] == 0, states[-1]
     assert not _send(sync, update, 0)
@@ -171,7 +173,7 @@ def test_a_piece_lost_after_a_refusal_is_not_answered_with_the_old_reason():
     cs.cache_chunk_tag = starved_tag
     try:
         update = snap(2, [card(1), card(2)])
-        _send_until(sync, update, 1)  # the new file's first piece is lost
+        _send(sync, update, pieces=1)  # the new file's first piece is lost
     finally:
         cs.cache_chunk_tag = real_tag
     assert "reason" not in states[-1], states[-1]  # the platform sends again, not gives up
@@ -219,12 +221,3 @@ def test_a_file_in_whose_record_found_no_heap_reports_no_stale_content_hash():
     assert c.version == 2 and states[-1]["version"] == 2
     assert "hash" not in states[-1] and sync.content.value is None  # made again at idle
     c.close()
-
-
-def _send_until(sync, update, n):
-    """The first n pieces of a burst."""
-    for off in range(0, n * STEP, STEP):
-        try:
-            asyncio.run(sync.on_message(encode_cache_chunk(2, len(update), off, update[off:off + STEP], KEY)))
-        except MemoryError:
-            pass
