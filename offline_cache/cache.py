@@ -623,14 +623,20 @@ class Cache:
             self.error = None
             self._raise_floor(hdr.version)
             return self.version
+        # The merge reads the overlay and the update, not main.bin, and no card is decided
+        # during it: main.bin's file object is freed before the output's is made, so a
+        # fragmented heap need not find a fourth one. `error` refuses decisions until both
+        # are open again (a failure on the way: apply() reopens the files).
+        self.error = OPEN_FAILED
+        self.main.close()
         self._merge(self.overlay, t, self._p(_OVERLAY_TMP), KIND_DELTA, self.main.hdr.version, True,
                     tick)
-        self.error = OPEN_FAILED  # until the merged overlay is open
         t.close()
         self.overlay.close()
         self.overlay = None
         os.rename(self._p(_OVERLAY_TMP), self._p(_OVERLAY))
         _remove(path)
+        self.main.moved(self.main.path)
         self.error = self._open_overlay(tick)
         if self.error:  # refused as damaged: decisions stay refused
             raise CacheError(self.error, "merged overlay refused")

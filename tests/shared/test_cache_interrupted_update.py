@@ -175,6 +175,66 @@ def test_a_delta_whose_file_cannot_be_opened_after_its_rename_is_read_with_main(
     assert _decisions(c) == BEFORE
 
 
+def _grants(first, n):
+    return delta(3, 2, [card(i) for i in range(first, first + n)])
+
+
+def test_a_delta_merged_into_the_overlay_holds_main_bin_closed_while_it_is_merged():
+    # The merge reads the overlay and the update only: main.bin's file object is freed for it,
+    # so a fragmented heap need not find room for a fourth open file (the 72 KiB soak stopped
+    # there), and no card is decided from a cache half swapped.
+    c = _held()
+    seen = []
+
+    def tick():
+        seen.append((c.main.f is None, c.error))
+
+    with open(c.incoming_path(), "wb") as f:
+        f.write(_grants(300, 40))
+    assert c.apply(c.incoming_path(), tick) == 3
+    # The update's own scan (one piece), main.bin open; the merge (a tick per 16 of its 41
+    # records) with main.bin closed; the merged overlay read (one piece) with it open again.
+    assert seen == [(False, None)] + [(True, OPEN_FAILED)] * (41 // 16) + [(False, OPEN_FAILED)]
+    assert c.error is None and c.main.f is not None
+    assert _decisions(c) == BEFORE
+    assert c.decide(ref(320), 0, NOON)[1] == "granted"
+
+
+def test_a_failure_during_the_overlay_merge_opens_main_bin_again_with_the_old_overlay():
+    for exc in (MemoryError, OSError):
+        c = _held()
+        with open(c.incoming_path(), "wb") as f:
+            f.write(_grants(300, 40))
+        try:
+            c.apply(c.incoming_path(), _tick_failing_at(2, exc))  # the merge's first piece
+            raise AssertionError("the update went in")
+        except (exc, CacheError):
+            pass
+        assert c.error is None and c.version == 2 and c.main.f is not None
+        assert _decisions(c) == BEFORE
+        assert c.decide(ref(320), 0, NOON)[1] == "unknown"
+        assert not _exists(c.incoming_path()) and not _exists(c.dir + "/overlay.tmp")
+        assert c.apply_bytes(_grants(300, 40)) == 3  # sent again: it goes in
+        assert c.decide(ref(320), 0, NOON)[1] == "granted"
+
+
+def test_no_heap_to_open_main_bin_again_after_the_overlay_merge_reads_both_files_again():
+    c = _held()
+
+    def starved(path):  # the merged overlay is in place; no heap for main.bin's object
+        raise MemoryError("file object")
+
+    c.main.moved = starved
+    try:
+        c.apply_bytes(_grants(300, 40))
+        raise AssertionError("the update went in")
+    except MemoryError:
+        pass
+    assert c.error is None and c.version == 3  # both read again, the merged overlay with them
+    assert _decisions(c) == BEFORE
+    assert c.decide(ref(320), 0, NOON)[1] == "granted"
+
+
 def test_no_heap_at_boot_for_the_overlay_refuses_every_card_until_it_is_opened_at_idle():
     c = _held()
     c.close()
