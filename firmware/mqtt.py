@@ -126,6 +126,7 @@ class MQTTClient:
         self._rx = rx_buf
         self._reader = None
         self._writer = None
+        self._stale = None  # a writer the connection ended with, not closed yet (_end)
         self._pid = 0
         self._inflight = {}  # pid -> True until PUBACK
         self._suback = {}
@@ -145,6 +146,7 @@ class MQTTClient:
         closed and the exception goes to the caller as it was (a TLS failure shows as the
         ValueError/OSError mbedTLS raised: firmware/tlsconf.py names it); EOF before CONNACK
         on a plain connection is an MQTTError."""
+        await self._close_stale()
         try:
             if self.ssl is not None:
                 # Not asyncio's TLS stream: the loop must never poll the TLS socket itself
@@ -197,10 +199,27 @@ class MQTTClient:
                        asyncio.create_task(self._ping_loop())]
         return hdr[2] & 1  # session present
 
-    async def _abort(self):
+    def _end(self):
+        """Say the connection is over, allocating nothing: the read loop ends here when the heap
+        is exhausted, and a MemoryError on the way (making close()'s coroutine was one) left
+        `connected` true over a socket nobody read: the uplink waited for PUBACKs forever.
+        The socket is closed by close() (the owner's, after `connected` goes false) or the
+        next connect: closing it takes a coroutine, which may find no heap."""
         self.connected = False
-        w = self._writer
-        self._writer = None
+        if self._writer is not None:
+            self._stale = self._writer
+            self._writer = None
+        cur = asyncio.current_task()
+        for t in self._tasks:
+            if t is not cur:
+                t.cancel()
+        self._tasks = ()  # the empty tuple is a constant: no heap
+        self._inflight.clear()
+        self._closed.set()
+
+    async def _close_stale(self):
+        w = self._stale
+        self._stale = None
         if w is not None:
             try:
                 w.close()
@@ -208,19 +227,17 @@ class MQTTClient:
             except Exception:
                 pass
 
+    async def _abort(self):
+        self._end()
+        await self._close_stale()
+
     async def close(self, send_disconnect=True):
         if self.connected and send_disconnect:
             try:
                 await self._send(_DISCONNECT, b"")
             except Exception:
                 pass
-        for t in self._tasks:
-            if t is not asyncio.current_task():
-                t.cancel()
-        self._tasks = []
         await self._abort()
-        self._inflight = {}
-        self._closed.set()
 
     async def wait_closed(self):
         await self._closed.wait()
@@ -392,8 +409,11 @@ class MQTTClient:
         except Exception as e:
             # EOF, reset, malformed packet, no memory: the connection is over; the owner
             # reconnects (and says why, for the installer reading the log).
-            self.last_error = "%s %s" % (type(e).__name__, e)
-        await self.close(send_disconnect=False)
+            try:
+                self.last_error = "%s %s" % (type(e).__name__, e)
+            except MemoryError:
+                self.last_error = "MemoryError"  # a constant: the message needs heap
+        self._end()
 
     async def _on_publish(self, first, n):
         qos = (first >> 1) & 3
@@ -483,10 +503,10 @@ class MQTTClient:
         while self.connected:
             await asyncio.sleep_ms(ka_ms // 2)
             if ticks_diff(ticks_ms(), self._last_rx) > ka_ms * 3 // 2:
-                await self.close(send_disconnect=False)
+                self._end()
                 return
             try:
                 await self._send(_PINGREQ, b"")
             except Exception:
-                await self.close(send_disconnect=False)
+                self._end()
                 return
