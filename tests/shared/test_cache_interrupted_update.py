@@ -200,22 +200,50 @@ def test_a_delta_merged_into_the_overlay_holds_main_bin_closed_while_it_is_merge
     assert c.decide(ref(320), 0, NOON)[1] == "granted"
 
 
+def _counted(calls, tick):
+    def counted():
+        calls.append(1)
+        tick()
+
+    return counted
+
+
 def test_a_failure_during_the_overlay_merge_opens_main_bin_again_with_the_old_overlay():
     for exc in (MemoryError, OSError):
         c = _held()
         with open(c.incoming_path(), "wb") as f:
             f.write(_grants(300, 40))
-        try:
-            c.apply(c.incoming_path(), _tick_failing_at(2, exc))  # the merge's first piece
+        calls = []
+        try:  # fails at the merge's first piece (after the update's own scan)
+            c.apply(c.incoming_path(), _counted(calls, _tick_failing_at(2, exc)))
             raise AssertionError("the update went in")
         except (exc, CacheError):
             pass
+        assert len(calls) == 2  # main.bin opened where it was, not read again
         assert c.error is None and c.version == 2 and c.main.f is not None
         assert _decisions(c) == BEFORE
         assert c.decide(ref(320), 0, NOON)[1] == "unknown"
         assert not _exists(c.incoming_path()) and not _exists(c.dir + "/overlay.tmp")
         assert c.apply_bytes(_grants(300, 40)) == 3  # sent again: it goes in
         assert c.decide(ref(320), 0, NOON)[1] == "granted"
+
+
+def test_no_heap_to_open_main_bin_again_after_a_failed_overlay_merge_reads_both_again():
+    c = _held()
+    with open(c.incoming_path(), "wb") as f:
+        f.write(_grants(300, 40))
+
+    def starved(path):
+        raise MemoryError("file object")
+
+    c.main.moved = starved
+    try:
+        c.apply(c.incoming_path(), _tick_failing_at(2, MemoryError))
+        raise AssertionError("the update went in")
+    except MemoryError:
+        pass
+    assert c.error is None and c.version == 2  # read again: the old overlay with it
+    assert _decisions(c) == BEFORE
 
 
 def test_no_heap_to_open_main_bin_again_after_the_overlay_merge_reads_both_files_again():
