@@ -101,6 +101,19 @@ class Backoff:
         self.attempt = 0
 
 
+def _close_now(w):
+    """Close a stream at once, without a coroutine (making one may find no heap): MicroPython's
+    asyncio Stream closes its socket only in wait_closed(); firmware/tlsstream.py's and
+    CPython's close in close()."""
+    try:
+        w.close()
+        s = getattr(w, "s", None)
+        if s is not None:
+            s.close()
+    except Exception:
+        pass
+
+
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  ssl=None, will=None, max_packet=2064, max_inflight=8, on_message=None,
@@ -126,7 +139,8 @@ class MQTTClient:
         self._rx = rx_buf
         self._reader = None
         self._writer = None
-        self._stale = None  # a writer the connection ended with, not closed yet (_end)
+        self._drainer = None  # the task waiting in drain() (one: writers take turns)
+        self._cut = None  # that task, woken by _end() with a cancel of its own
         self._pid = 0
         self._inflight = {}  # pid -> True until PUBACK
         self._suback = {}
@@ -146,7 +160,6 @@ class MQTTClient:
         closed and the exception goes to the caller as it was (a TLS failure shows as the
         ValueError/OSError mbedTLS raised: firmware/tlsconf.py names it); EOF before CONNACK
         on a plain connection is an MQTTError."""
-        await self._close_stale()
         try:
             if self.ssl is not None:
                 # Not asyncio's TLS stream: the loop must never poll the TLS socket itself
@@ -162,7 +175,7 @@ class MQTTClient:
         except MQTTError:
             raise
         except Exception as e:
-            await self._abort()
+            self._end()
             if self.ssl is None and isinstance(e, EOFError):
                 raise MQTTError("connection closed before CONNACK")
             raise
@@ -187,10 +200,10 @@ class MQTTClient:
         await asyncio.wait_for_ms(self._send(_CONNECT, body), timeout_ms)
         hdr = await asyncio.wait_for_ms(self._reader.readexactly(4), timeout_ms)
         if hdr[0] != _CONNACK or hdr[1] != 2:
-            await self._abort()
+            self._end()
             raise MQTTError("bad CONNACK")
         if hdr[3] != 0:
-            await self._abort()
+            self._end()
             raise MQTTError("connection refused: " + connack_reason(hdr[3]))
         self.connected = True
         self._closed = asyncio.Event()
@@ -200,36 +213,30 @@ class MQTTClient:
         return hdr[2] & 1  # session present
 
     def _end(self):
-        """Say the connection is over, allocating nothing: the read loop ends here when the heap
-        is exhausted, and a MemoryError on the way (making close()'s coroutine was one) left
-        `connected` true over a socket nobody read: the uplink waited for PUBACKs forever.
-        The socket is closed by close() (the owner's, after `connected` goes false) or the
-        next connect: closing it takes a coroutine, which may find no heap."""
+        """End the connection, allocating nothing and awaiting nothing: the read loop ends
+        here when the heap is exhausted, and a MemoryError on the way (making close()'s
+        coroutine was one) left `connected` true over a socket nobody read: the uplink
+        waited for PUBACKs forever."""
         self.connected = False
-        if self._writer is not None:
-            self._stale = self._writer
-            self._writer = None
         cur = asyncio.current_task()
+        d = self._drainer
         for t in self._tasks:
-            if t is not cur:
+            if t is not cur and t is not d:
                 t.cancel()
         self._tasks = ()  # the empty tuple is a constant: no heap
+        if d is not None and d is not cur:
+            # Cancelling the reader drops the stream's whole entry from MicroPython's I/O
+            # queue, a writer waiting in drain() with it: that one would wait forever (the
+            # keepalive found a silent broker). It is woken by a cancel of its own, which
+            # _flush() turns into MQTTError.
+            self._cut = d
+            d.cancel()
+        w = self._writer
+        self._writer = None
+        if w is not None:
+            _close_now(w)
         self._inflight.clear()
         self._closed.set()
-
-    async def _close_stale(self):
-        w = self._stale
-        self._stale = None
-        if w is not None:
-            try:
-                w.close()
-                await w.wait_closed()
-            except Exception:
-                pass
-
-    async def _abort(self):
-        self._end()
-        await self._close_stale()
 
     async def close(self, send_disconnect=True):
         if self.connected and send_disconnect:
@@ -237,7 +244,7 @@ class MQTTClient:
                 await self._send(_DISCONNECT, b"")
             except Exception:
                 pass
-        await self._abort()
+        self._end()
 
     async def wait_closed(self):
         await self._closed.wait()
@@ -255,7 +262,21 @@ class MQTTClient:
             w.write(bytes([first]) + _varint(len(body)))
             if body:
                 w.write(body)
+            await self._flush(w)
+
+    async def _flush(self, w):
+        me = asyncio.current_task()
+        self._drainer = me
+        try:
             await w.drain()
+        except asyncio.CancelledError:
+            if self._cut is not me:
+                raise  # the owner's cancel
+            self._cut = None
+            raise MQTTError("connection lost") from None
+        finally:
+            if self._drainer is me:
+                self._drainer = None
 
     def _next_pid(self):
         self._pid = self._pid % 65535 + 1
@@ -297,12 +318,12 @@ class MQTTClient:
                 w.write(fixed)
                 w.write(head)
                 w.write(payload)
-                await w.drain()
+                await self._flush(w)
             except MemoryError:
                 # Part of the packet may be queued already (a stream copies what the socket
                 # did not take): the connection is out of step, so it ends here, and the
                 # uplink connects again (its window empties; the events are sent again).
-                await self._abort()
+                self._end()
                 raise MQTTError("out of memory inside a packet")
         return pid
 

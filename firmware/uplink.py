@@ -446,10 +446,10 @@ class Uplink:
         finally:
             self.client = None
             self.status["uplink"] = "disconnected"
+            await client.close()  # first: what follows allocates, and may find no heap
             if client.last_error:
                 log("uplink: connection lost:", client.last_error)
                 self._note_error(client.last_error)
-            await client.close()
 
     async def _announce(self, client):
         """Presence, online, with a fresh nonce the platform signs its time with."""
