@@ -140,7 +140,7 @@ class MQTTClient:
         self._reader = None
         self._writer = None
         self._drainer = None  # the task waiting in drain() (one: writers take turns)
-        self._cut = None  # that task, woken by _end() with a cancel of its own
+        self._cut = None  # that task, woken by end() with a cancel of its own
         self._pid = 0
         self._inflight = {}  # pid -> True until PUBACK
         self._suback = {}
@@ -175,7 +175,7 @@ class MQTTClient:
         except MQTTError:
             raise
         except Exception as e:
-            self._end()
+            self.end()
             if self.ssl is None and isinstance(e, EOFError):
                 raise MQTTError("connection closed before CONNACK")
             raise
@@ -200,10 +200,10 @@ class MQTTClient:
         await asyncio.wait_for_ms(self._send(_CONNECT, body), timeout_ms)
         hdr = await asyncio.wait_for_ms(self._reader.readexactly(4), timeout_ms)
         if hdr[0] != _CONNACK or hdr[1] != 2:
-            self._end()
+            self.end()
             raise MQTTError("bad CONNACK")
         if hdr[3] != 0:
-            self._end()
+            self.end()
             raise MQTTError("connection refused: " + connack_reason(hdr[3]))
         self.connected = True
         self._closed = asyncio.Event()
@@ -212,7 +212,7 @@ class MQTTClient:
                        asyncio.create_task(self._ping_loop())]
         return hdr[2] & 1  # session present
 
-    def _end(self):
+    def end(self):
         """End the connection, allocating nothing and awaiting nothing: the read loop ends
         here when the heap is exhausted, and a MemoryError on the way (making close()'s
         coroutine was one) left `connected` true over a socket nobody read: the uplink
@@ -244,7 +244,7 @@ class MQTTClient:
                 await self._send(_DISCONNECT, b"")
             except Exception:
                 pass
-        self._end()
+        self.end()
 
     async def wait_closed(self):
         await self._closed.wait()
@@ -323,7 +323,7 @@ class MQTTClient:
                 # Part of the packet may be queued already (a stream copies what the socket
                 # did not take): the connection is out of step, so it ends here, and the
                 # uplink connects again (its window empties; the events are sent again).
-                self._end()
+                self.end()
                 raise MQTTError("out of memory inside a packet")
         return pid
 
@@ -434,7 +434,7 @@ class MQTTClient:
                 self.last_error = "%s %s" % (type(e).__name__, e)
             except MemoryError:
                 self.last_error = "MemoryError"  # a constant: the message needs heap
-        self._end()
+        self.end()
 
     async def _on_publish(self, first, n):
         qos = (first >> 1) & 3
@@ -518,16 +518,26 @@ class MQTTClient:
             raise MQTTError("unexpected packet 0x%02x" % kind)
 
     async def _ping_loop(self):
+        """The keepalive: a PINGREQ every half period, and the connection ended when nothing
+        has come from the broker for one and a half. It never waits on the socket: to a broker
+        that reads nothing more, a write waits in drain() for good (a publish, or a PINGREQ
+        sent from here), and this check must still come."""
         ka_ms = self.keepalive * 1000
         if ka_ms <= 0:
             return  # keepalive 0: off, as MQTT defines it (no pings, no timeout)
         while self.connected:
             await asyncio.sleep_ms(ka_ms // 2)
             if ticks_diff(ticks_ms(), self._last_rx) > ka_ms * 3 // 2:
-                self._end()
+                self.end()
                 return
-            try:
-                await self._send(_PINGREQ, b"")
-            except Exception:
-                self._end()
-                return
+            if not self._wlock.locked():  # else a write is under way: no PINGREQ behind it
+                try:
+                    asyncio.create_task(self._ping())
+                except MemoryError:
+                    pass  # none this time; the check goes on
+
+    async def _ping(self):
+        try:
+            await self._send(_PINGREQ, b"")
+        except Exception:
+            self.end()

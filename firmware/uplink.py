@@ -446,7 +446,11 @@ class Uplink:
         finally:
             self.client = None
             self.status["uplink"] = "disconnected"
-            await client.close()  # first: what follows allocates, and may find no heap
+            try:
+                await client.close()  # first: what follows allocates, and may find no heap
+            except BaseException:
+                client.end()  # no heap for close()'s coroutine: ended all the same, at once
+                raise
             if client.last_error:
                 log("uplink: connection lost:", client.last_error)
                 self._note_error(client.last_error)
