@@ -12,23 +12,7 @@ import asyncio
 import micropython
 
 from firmware.mqtt import MQTTClient, MQTTError
-
-
-class _Writer:
-    def __init__(self):
-        self.closed = False
-
-    def write(self, buf):
-        pass
-
-    async def drain(self):
-        pass
-
-    def close(self):
-        self.closed = True
-
-    async def wait_closed(self):
-        pass
+from tests.device.test_mqtt_publish_memory import _Writer  # a stream that keeps what it is given
 
 
 class _StarvedReader:
