@@ -685,15 +685,18 @@ class Cache:
         h = new.hdr
         a_n, b_n = old.hdr.count, new.hdr.count
         mv = memoryview(self.buf)
-        # First pass: count the output records.
-        count = 0
-        for _ref, flags in _merged(old, new, a_n, b_n, mv):
-            if keep_deletes or flags != DELETE:
-                count += 1
-        out = Header(kind, h.version, base, h.site, h.scope, h.tz_min, count, h.sched_len,
-                     h.hol_count, h.created)
-        mac = HMAC(self.key)
+        # The output's file object (252 bytes on littlefs) first: made after the count's
+        # cursors and records, it found the holes they had split (main.bin's among them, freed
+        # for an overlay merge) too small, in a fragmented heap.
         with open(out_path, "wb") as f:
+            # First pass: count the output records.
+            count = 0
+            for _ref, flags in _merged(old, new, a_n, b_n, mv):
+                if keep_deletes or flags != DELETE:
+                    count += 1
+            out = Header(kind, h.version, base, h.site, h.scope, h.tz_min, count, h.sched_len,
+                         h.hol_count, h.created)
+            mac = HMAC(self.key)
             raw = out.pack()
             mac.update(raw)
             f.write(raw)

@@ -200,6 +200,31 @@ def test_a_delta_merged_into_the_overlay_holds_main_bin_closed_while_it_is_merge
     assert c.decide(ref(320), 0, NOON)[1] == "granted"
 
 
+def test_a_merge_makes_its_output_file_before_its_cursors_split_the_heap():
+    # In a fragmented heap the output's file object (252 bytes on littlefs) found no hole
+    # once the count's cursors and records had split the ones there were (the 72 KiB soak
+    # stopped there): it is made first.
+    c = _held()
+    order = []
+    real_open, real_merged = open, cache_mod._merged
+
+    def opening(path, *a):
+        order.append("open " + path.split("/")[-1])
+        return real_open(path, *a)
+
+    def merged(*a):
+        order.append("cursors")
+        return real_merged(*a)
+
+    cache_mod.open, cache_mod._merged = opening, merged
+    try:
+        assert c.apply_bytes(_grants(300, 40)) == 3
+    finally:
+        cache_mod.open, cache_mod._merged = real_open, real_merged
+    assert order.index("open overlay.tmp") < order.index("cursors")
+    assert c.decide(ref(320), 0, NOON)[1] == "granted"
+
+
 def _counted(calls, tick):
     def counted():
         calls.append(1)
