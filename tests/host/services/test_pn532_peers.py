@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from card_reader.pn532 import CMD_IN_LIST_PASSIVE_TARGET
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 
@@ -120,6 +122,13 @@ def adafruit_driver(path: str) -> tuple[object, object]:
     return port, adafruit_uart.PN532_UART(port, debug=False)
 
 
+def present_after_second_list(emu: PN532Emulator, card: LocalCard) -> None:
+    deadline = time.monotonic() + 2
+    while emu.commands.count(CMD_IN_LIST_PASSIVE_TARGET) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    emu.present(card)
+
+
 def test_adafruit_driver_waits_on_an_empty_field_then_reads_the_card(
         pty_reader: tuple[PN532Emulator, str]) -> None:
     emu, path = pty_reader
@@ -131,9 +140,16 @@ def test_adafruit_driver_waits_on_an_empty_field_then_reads_the_card(
         started = time.monotonic()
         assert pn.read_passive_target(timeout=0.3) is None  # type: ignore[attr-defined]
         assert time.monotonic() - started >= 0.25
+        # The first command is still held. A card placed before the driver sends its next
+        # one would answer that command into the driver's wait for an ACK (a real chip does the
+        # same), so the card comes once the second InListPassiveTarget has replaced it.
         card = desfire()
-        emu.present(card)
-        assert bytes(pn.read_passive_target(timeout=1)) == card.uid  # type: ignore[attr-defined]
+        arrives = threading.Thread(target=present_after_second_list, args=(emu, card))
+        arrives.start()
+        try:
+            assert bytes(pn.read_passive_target(timeout=1)) == card.uid  # type: ignore[attr-defined]
+        finally:
+            arrives.join()
         answer = pn.call_function(0x40, params=b"\x01" + GET_VERSION,  # type: ignore[attr-defined]
                                   response_length=20)
         assert answer[0] == 0x00 and bytes(answer[-2:]) == b"\x91\xaf"
