@@ -18,6 +18,7 @@ from host_tools.pn532_emu import CardGone, LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
 from host_tools.vdev.provision import mpremote, provision
+from host_tools.vdev.swipe import AWAY_S, take_away
 from offline_cache import fmt
 from wire import card_profile as profile
 from wire import codes as ev
@@ -154,8 +155,8 @@ def test_a_card_left_on_the_reader_is_decided_once(door) -> None:  # type: ignor
     wait_for(lambda: len(journal(dev, ev.ACCESS_GRANTED)) == 1)
     time.sleep(2.0)  # many polls with the card still in the field
     assert len(journal(dev, ev.ACCESS_GRANTED)) == 1
-    emu.remove()
-    time.sleep(0.5)
+    take_away(emu)  # the door has looked again since it last saw the card, however late
+    time.sleep(AWAY_S)
     present(emu, good)  # presented again: a new decision
     wait_for(lambda: len(journal(dev, ev.ACCESS_GRANTED)) == 2)
 

@@ -168,7 +168,9 @@ def test_doorctl_platform_command(door: Door, tmp_path: Path) -> None:
     assert len(typo.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 25
     # a door that announced itself (its retained presence) but does not answer: the timeout
     _retain(door, "quiet.b1.d1", encode_presence(False))
-    silent = run("quiet.b1.d1", "patrol", "--timeout", "1")
+    # 3 s: the timeout also bounds the wait for the broker's SUBACK, which a loaded machine
+    # can take over 1 s to give (exit 4 as well, with another message)
+    silent = run("quiet.b1.d1", "patrol", "--timeout", "3")
     assert silent.returncode == 4 and "no reply" in silent.stderr
     down = subprocess.run([doorctl, "platform", "command", DEVICE, "open", "--keys", str(keys),
                            "--broker", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
