@@ -24,7 +24,10 @@ from card_reader.pn532 import AsyncPN532, PN532Error
 
 async def go():
     running["cards"].hold = True  # the firmware's card task lends the reader to this program
-    await asyncio.sleep_ms(400)
+    for _ in range(500):  # once it has ended its poll in flight and let go
+        if running["cards"].status.get("reader") == "held":
+            break
+        await asyncio.sleep_ms(10)
     uart = running["board"].reader_uart
     for _ in range(500):
         if uart.connected():

@@ -227,7 +227,10 @@ def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
                "running['cards'].hold = True\n"  # the firmware's card task lends the reader
                "u = running['board'].reader_uart\n"
                "async def go():\n"
-               "    await asyncio.sleep_ms(400)\n"  # its poll in flight, if any, ends
+               "    for _ in range(500):\n"  # until the card task has ended its poll and let go
+               "        if running['cards'].status.get('reader') == 'held':\n"
+               "            break\n"
+               "        await asyncio.sleep_ms(10)\n"
                "    u.reset_input()\n"
                "    print('ready')\n"
                "    d = await u.read(64, 5000)\n"
