@@ -148,9 +148,11 @@ def _journal_depth(door: Door) -> int:
     """The door's unacknowledged events, from a patrol report asked for now."""
     from reference_platform.commands import command_key
 
+    before = door.state().get("status_at") or 0
     cmd_id = door.platform.command(door.device_id, "patrol", {}, command_key(door.site.keys))
     assert door.platform.wait_reply(cmd_id, 10) is not None
-    time.sleep(0.3)  # the report follows the reply
+    # the report follows the reply: wait for it, not for a time it usually takes
+    wait_for(lambda: (door.state().get("status_at") or 0) > before, 10, "the patrol report")
     return int((door.state().get("status") or {}).get("journal_depth", -1))
 
 
