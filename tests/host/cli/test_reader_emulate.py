@@ -63,7 +63,10 @@ def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, soc
         assert d.list_target() is None
         conn.close()  # the device reboots: the emulator comes back on its own
         again, _ = srv.accept()
-        assert PN532(SocketStream(again), ack_timeout_ms=500).firmware_version() == b"\x32\x01\x06\x07"
+        d2 = PN532(SocketStream(again), ack_timeout_ms=500)
+        assert d2.firmware_version() == b"\x32\x01\x06\x07"
+        # Frames sent again after a late ACK (an emulator that got no CPU for 0.5 s) count too.
+        sent = d.core.frames + d2.core.frames
         out, err = stop(proc)
         again.close()
     finally:
@@ -71,7 +74,7 @@ def test_emulate_answers_the_door_with_an_empty_field(door_link: tuple[Path, soc
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert "reader   127.0.0.1:" in out and "5 commands, 0 APDUs relayed" in out
+    assert sent >= 5 and "reader   127.0.0.1:" in out and f"{sent} commands, 0 APDUs relayed" in out
     assert "reader link closed; waiting for the device" in out and "reader link up again" in out
 
 

@@ -65,9 +65,15 @@ def test_a_rom_image_that_does_not_start_is_set_aside(tmp_path: Path) -> None:
             assert proc.poll() is None, "the door died: " + proc.stderr.read().decode()[-500:]  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the door never came up"
             time.sleep(0.1)
-        time.sleep(0.3)
-        assert proc.poll() is None
-        ready = json.loads((sd / "ready.json").read_text())
+        ready = None
+        while ready is None:  # written in place: read again until the whole object is there
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "ready.json never complete"
+            try:
+                ready = json.loads((sd / "ready.json").read_text())
+            except ValueError:
+                time.sleep(0.1)
+        assert proc.poll() is None  # in safe mode, and still running
         assert "does not start" in str(ready.get("safe_mode"))
     finally:
         proc.kill()

@@ -259,7 +259,7 @@ def test_an_empty_field_waited_on_reports_nothing_and_another_command_ends_the_w
             assert not emu.holding()
             card = vcard.VirtualDesfire()
             emu.present(LocalCard(card.process, card.uid))
-            target = driver.wait_target(100)  # a card already there: answered at once
+            target = driver.wait_target(2000)  # a card already there: answered at once
             assert target is not None and target.uid == card.uid
             assert driver.exchange(bytes.fromhex("9060000000"))[-2:] == b"\x91\xaf"
         finally:
