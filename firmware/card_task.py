@@ -92,7 +92,7 @@ class CardTask:
         self._starved_reads = 0  # and how many
         self._lost = None  # (uid, ticks) of the last card_lost journaled
         self.hold = False  # True: the reader is lent to someone else (self-test, console);
-        # the task ends its pending wait within wait_ms (a lender waits 400 ms first)
+        # the task ends its pending wait within wait_ms, then says "held" (status reader)
 
     def _set_reader(self, state):
         self.status["reader"] = state

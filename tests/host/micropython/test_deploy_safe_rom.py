@@ -73,7 +73,8 @@ def test_a_rom_image_that_does_not_start_is_set_aside(tmp_path: Path) -> None:
                 ready = json.loads((sd / "ready.json").read_text())
             except ValueError:
                 time.sleep(0.1)
-        assert proc.poll() is None  # in safe mode, and still running
+        time.sleep(0.3)
+        assert proc.poll() is None  # in safe mode, and still running a moment after
         assert "does not start" in str(ready.get("safe_mode"))
     finally:
         proc.kill()

@@ -77,11 +77,11 @@ def dev(tmp_path: Path) -> Iterator[VirtualDevice]:
         yield d
 
 
-def press_rex(io: VirtualIO, unlocks: bool = True) -> int:
+def press_rex(io: VirtualIO, relay_when_unlocked: bool = True) -> int:
     """Press REX and hold it until the door has acted on it: a fixed press was missed when
     the door got no CPU for longer than the press (it debounces REX over 30 ms of polls)."""
     t = io.set_input("rex", True)
-    io.wait_output("relay", unlocks, after_ms=t)  # fail-safe: the relay drops to unlock
+    io.wait_output("relay", relay_when_unlocked, after_ms=t)  # fail-safe: it drops to unlock
     io.set_input("rex", False)
     return t
 
@@ -202,7 +202,7 @@ def test_fail_safe_lock_is_energised_to_lock(dev: VirtualDevice) -> None:
     configure(dev, fail_safe=True)
     with VirtualIO(dev.io_addr) as io:
         wait_until(lambda: io.state()["outputs"]["relay"] is True)
-        press_rex(io, unlocks=False)
+        press_rex(io, relay_when_unlocked=False)
         off = io.wait_output("relay", False)
         on = io.wait_output("relay", True, after_ms=off.device_ms)
         assert within(on.device_ms - off.device_ms, DOOR["unlock_ms"])

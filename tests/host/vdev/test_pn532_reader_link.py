@@ -28,6 +28,8 @@ async def go():
         if running["cards"].status.get("reader") == "held":
             break
         await asyncio.sleep_ms(10)
+    else:
+        raise AssertionError("the card task never let go: %r" % running["cards"].status.get("reader"))
     uart = running["board"].reader_uart
     for _ in range(500):
         if uart.connected():

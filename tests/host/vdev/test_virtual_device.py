@@ -231,6 +231,8 @@ def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
                "        if running['cards'].status.get('reader') == 'held':\n"
                "            break\n"
                "        await asyncio.sleep_ms(10)\n"
+               "    else:\n"
+               "        raise AssertionError('the card task never let go')\n"
                "    u.reset_input()\n"
                "    print('ready')\n"
                "    d = await u.read(64, 5000)\n"
