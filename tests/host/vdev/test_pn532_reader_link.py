@@ -14,6 +14,7 @@ from pathlib import Path
 from host_tools.cards import vcard
 from host_tools.pn532_emu import LocalCard, PN532Emulator
 from host_tools.vdev.device import VirtualDevice
+from tests.reader_loan import BORROW_READER
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
@@ -23,13 +24,7 @@ from firmware.main import running
 from card_reader.pn532 import AsyncPN532, PN532Error
 
 async def go():
-    running["cards"].hold = True  # the firmware's card task lends the reader to this program
-    for _ in range(500):  # once it has ended its poll in flight and let go
-        if running["cards"].status.get("reader") == "held":
-            break
-        await asyncio.sleep_ms(10)
-    else:
-        raise AssertionError("the card task never let go: %r" % running["cards"].status.get("reader"))
+""" + BORROW_READER + """
     uart = running["board"].reader_uart
     for _ in range(500):
         if uart.connected():

@@ -16,6 +16,7 @@ import pytest
 
 from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
 from host_tools.vdev.io_client import IOChannelError, VirtualIO
+from tests.reader_loan import BORROW_READER
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
@@ -224,15 +225,9 @@ def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -
 def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
     program = ("import asyncio\n"
                "from firmware.main import running\n"
-               "running['cards'].hold = True\n"  # the firmware's card task lends the reader
                "u = running['board'].reader_uart\n"
                "async def go():\n"
-               "    for _ in range(500):\n"  # until the card task has ended its poll and let go
-               "        if running['cards'].status.get('reader') == 'held':\n"
-               "            break\n"
-               "        await asyncio.sleep_ms(10)\n"
-               "    else:\n"
-               "        raise AssertionError('the card task never let go')\n"
+               + BORROW_READER +  # the firmware's card task lends the reader
                "    u.reset_input()\n"
                "    print('ready')\n"
                "    d = await u.read(64, 5000)\n"
