@@ -95,7 +95,8 @@ def test_rex_exit_unlocks_and_relocks_when_the_door_closes(dev: VirtualDevice) -
         time.sleep(0.3)
         t_close = io.set_input("door_contact", "closed")
         off = io.wait_output("relay", False)
-        assert on.device_ms < t_open < t_close <= off.device_ms <= t_close + SLACK_MS
+        # ms ticks: with REX held until the relay acted, the door can open in that same ms
+        assert on.device_ms <= t_open < t_close <= off.device_ms <= t_close + SLACK_MS
         assert off.device_ms - on.device_ms < DOOR["unlock_ms"]  # the close, not the window
         assert not io.outputs("buzzer")
     rows = journal(dev)
