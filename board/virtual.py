@@ -5,10 +5,12 @@
 - door I/O: a loopback TCP channel speaking JSON lines (docs/virtual-device.md): the host
   sets inputs and is told of every output change with its timestamp;
 - reader UART: a loopback TCP byte stream that the host's PN532 emulator connects to.
+
+Both links are C on the unix32 image (`vboard.IOHub`, `vboard.ReaderLink`), as an ESP32's
+drivers are, and Python elsewhere (board/vdev/pylinks.py).
 """
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -22,35 +24,13 @@ from board.vdev.flashsim import FlashSim, mount
 PLATFORM = "linux"
 PACKAGES = ("firmware", "wire", "card_reader", "journal_format", "ticks", "crypto", "offline_cache")
 DEVICE_FILES = ("board/romfs.py", "board/vdev/__init__.py", "board/vdev/flashsim.py",
-                "board/vdev/flashsim_py.py",
+                "board/vdev/flashsim_py.py", "board/vdev/pylinks.py",
                 "board/vdev/rawrepl.py", "board/vdev/rom.py")
 ENTRY = None  # the launcher runs board/vdev/boot.py from the host (host_tools/vdev/device.py)
 
 FLASH_BLOCKS = 512  # 2 MiB of 4 KiB erase blocks for littlefs
 JOURNAL_BLOCKS = 397  # 50,000 events of 32 bytes + a spare sector + the ack area
 ROM_BLOCKS = 64  # two 256 KiB ROM partitions for the application's ROMFS image (board/vdev/rom.py)
-OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
-RX_BYTES = 512  # the reader link's receive buffer: the ESP32 board's UART rxbuf (a PN532 frame is at most 262 bytes)
-
-INPUT_DEFAULTS = {
-    "door_contact": "closed",
-    "rex": False,
-    "tamper": False,
-    "fire": False,
-    "power": True,
-}
-CONTACT_STATES = ("closed", "open", "short", "cut")
-IPPROTO_TCP = 6  # Linux's numbers: the unix port's socket module does not name them
-TCP_NODELAY = 1
-
-
-def _no_delay(writer):
-    """The I/O channel and the reader link are request/response streams: without
-    TCP_NODELAY a small write waits for the peer's delayed ACK (~40 ms on loopback)."""
-    try:
-        writer.s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
-    except (AttributeError, OSError):
-        pass
 
 
 class Clock(interface.Clock):
@@ -68,248 +48,54 @@ class Clock(interface.Clock):
         self.trusted = trusted
 
 
-class IOChannel:
-    """Inputs set by the host; output changes pushed to every connected host client."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.inputs = dict(INPUT_DEFAULTS)
-        self.outputs = {"relay": False, "buzzer": False, "led": "off"}
-        self.clients = []
-        self.status_provider = None
-        self._wake = asyncio.Event()
-
-    def emit(self, kind, name, value):
-        line = json.dumps({"ev": kind, "name": name, "value": value,
-                           "t": self.clock.ticks_ms()}) + "\n"
-        for c in self.clients:
-            box = c[1]
-            if len(box) >= OUTBOX_MAX:
-                box.pop(0)
-            box.append(line)
-        self._wake.set()
-
-    def set_output(self, name, value):
-        if self.outputs.get(name) != value:
-            self.outputs[name] = value
-            self.emit("out", name, value)
-
-    def _handle(self, msg):
-        op = msg.get("op")
-        if op == "set":
-            name, value = msg.get("name"), msg.get("value")
-            if name not in self.inputs:
-                return {"ok": False, "error": "unknown input %s" % name}
-            if name == "door_contact":
-                if value not in CONTACT_STATES:
-                    return {"ok": False, "error": "door_contact is one of closed/open/short/cut"}
-            elif not isinstance(value, bool):
-                return {"ok": False, "error": "%s takes true or false" % name}
-            self.inputs[name] = value
-            self.emit("in", name, value)
-            return {"ok": True, "t": self.clock.ticks_ms()}
-        if op == "get":
-            return {"ok": True, "inputs": self.inputs, "outputs": self.outputs,
-                    "t": self.clock.ticks_ms()}
-        if op == "status":
-            st = self.status_provider() if self.status_provider else {}
-            keys = msg.get("keys")
-            if keys is not None:
-                # Only these: a host asking after every card (the soak) needs two figures,
-                # not the whole report (~800 bytes of JSON each time, in a tight heap).
-                bad = not isinstance(keys, list)
-                if not bad:
-                    for k in keys:
-                        if not isinstance(k, str):  # a list or a dict: a TypeError below,
-                            bad = True  # which ended the connection without an answer
-                if bad:
-                    return {"ok": False, "error": "keys is a list of status names"}
-                st = {k: st[k] for k in keys if k in st}
-            return {"ok": True, "status": st, "t": self.clock.ticks_ms()}
-        return {"ok": False, "error": "unknown op"}
-
-    async def serve_client(self, reader, writer):
-        _no_delay(writer)
-        box = []
-        entry = (writer, box)
-        self.clients.append(entry)
-        flusher = asyncio.create_task(self._flush(writer, box))
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                try:
-                    msg = json.loads(line)
-                    reply = self._handle(msg) if isinstance(msg, dict) else {"ok": False}
-                except ValueError:
-                    reply = {"ok": False, "error": "not JSON"}
-                reply["re"] = True
-                # The line and its end queued apart: a status reply is ~800 bytes, and a copy
-                # of it with "\n" beside the first was the piece a tight heap failed to give.
-                box.append(json.dumps(reply))
-                box.append("\n")
-                self._wake.set()
-        except OSError:
-            pass
-        finally:
-            flusher.cancel()
-            self.clients.remove(entry)
-            try:
-                writer.close()
-                await writer.wait_closed()
-            except OSError:
-                pass
-
-    async def _flush(self, writer, box):
-        while True:
-            while box:
-                writer.write(box.pop(0))
-            await writer.drain()  # yields: lines may have been queued meanwhile
-            if box:
-                continue
-            # No await between this check and the wait: nothing can be queued unseen.
-            self._wake.clear()
-            await self._wake.wait()
-
-
-class _Output:
-    def __init__(self, io, name):
-        self._io = io
-        self._name = name
-
-    def set(self, value):
-        self._io.set_output(self._name, value)
-
-    def value(self):
-        return self._io.outputs[self._name]
-
-
-class _Input:
-    def __init__(self, io, name):
-        self._io = io
-        self._name = name
-
-    def read(self):
-        return self._io.inputs[self._name]
-
-
 try:
-    # The reader link's receive buffer outside the MicroPython heap on the unix32 image (C,
-    # board/unix32/cmodules/vboard), as an ESP32's UART driver keeps its ring in the IDF heap.
-    from vboard import RxBuffer as _RxBuffer
+    # The host links in C on the unix32 image (board/unix32/cmodules/vboard/modlinks.c): their
+    # servers, streams and queues stay out of the MicroPython heap the image measures, as an
+    # ESP32's UART ring does (and an ESP32 has no I/O channel at all).
+    from vboard import IOHub as _IOHub, ReaderLink as _ReaderLink
 except ImportError:
-    _RxBuffer = bytearray
+    _IOHub = _ReaderLink = None
 
 
-class ReaderUART:
-    """The PN532 link: bytes to and from whichever host emulator is connected.
+def _readable(obj):
+    """Awaitable: until asyncio's poller finds `obj` (a stream with a file number) readable."""
+    yield asyncio.core._io_queue.queue_read(obj)
 
-    Received bytes wait in one buffer made here (`_RxBuffer`), not in a bytearray made per
-    chunk received and per read: the card task polls five times a second. Bytes arrive at
-    `_tail` and are taken from `_head`; only the receiving side moves `_tail` or moves bytes (a
-    read taken while it waits for the socket must not shift what it is about to write after)."""
 
-    def __init__(self):
-        self._reader = None
-        self._writer = None
-        self._rxv = memoryview(_RxBuffer(RX_BYTES))
-        self._head = 0
-        self._tail = 0
-        self._rx_event = asyncio.Event()
+class LinkUART:
+    """The PN532 link on the unix32 image: a `vboard.ReaderLink` (C) read through an asyncio
+    stream, as the ESP32 board reads its UART; received bytes wait in the socket's kernel
+    buffer, as in a UART driver's ring."""
+
+    def __init__(self, port):
+        self._link = _ReaderLink(port)
+        self._stream = asyncio.StreamReader(self._link)
 
     def connected(self):
-        return self._writer is not None
+        return self._link.connected()
 
     def write(self, data):
-        if self._writer is not None:
-            self._writer.write(data)
-            return len(data)
-        return 0
+        return self._link.write(data)  # all at once: the socket takes a frame whole
 
     async def drain(self):
-        if self._writer is not None:
-            try:
-                await self._writer.drain()
-            except OSError:
-                pass
+        await asyncio.sleep_ms(0)  # written already; a drain still yields, as a stream's does
 
     def any(self):
-        return self._tail - self._head
+        return self._link.any()
 
     def reset_input(self):
-        self._head = self._tail
-
-    def _room(self):
-        """Make room at the tail: the buffer starts over when empty, what is held moves down
-        when the tail reached the end, and a full buffer nobody reads is dropped (a UART's
-        overrun)."""
-        if self._head == self._tail:
-            self._head = self._tail = 0
-        elif self._tail == RX_BYTES:
-            held = self._tail - self._head
-            if held == RX_BYTES:
-                self._head = self._tail = 0
-            else:
-                self._rxv[:held] = self._rxv[self._head:self._tail]  # a memmove
-                self._head, self._tail = 0, held
-
-    def feed(self, data):
-        """Bytes from the emulator, as the link receives them (tests feed it directly)."""
-        data = memoryview(data)
-        while data:
-            self._room()
-            k = min(len(data), RX_BYTES - self._tail)
-            self._rxv[self._tail:self._tail + k] = data[:k]
-            self._tail += k
-            data = data[k:]
-        self._rx_event.set()
+        self._link.reset_input()
 
     async def read(self, n, timeout_ms=None):
         """Up to n bytes; waits for at least one (or returns b"" after timeout_ms)."""
-        waited = 0
-        while self._head == self._tail:
-            self._rx_event.clear()
-            if timeout_ms is None:
-                await self._rx_event.wait()
-            else:
-                if waited >= timeout_ms:
-                    return b""
-                try:
-                    await asyncio.wait_for_ms(self._rx_event.wait(), timeout_ms - waited)
-                except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
-                    return b""
-                waited = timeout_ms  # one wait only: data or timeout
-        k = min(n, self._tail - self._head)
-        out = bytes(self._rxv[self._head:self._head + k])
-        self._head += k
-        return out
-
-    async def serve_client(self, reader, writer):
-        if self._writer is not None:
-            writer.close()  # one emulator at a time
-            return
-        _no_delay(writer)
-        self._reader, self._writer = reader, writer
+        if timeout_ms is None:
+            return await self._stream.read(n)
+        if timeout_ms <= 0:
+            return self._link.read(n) or b""
         try:
-            while True:
-                self._room()
-                got = await reader.readinto(self._rxv[self._tail:])  # straight into the buffer
-                if got is None:
-                    continue  # woken with nothing to read
-                if not got:
-                    break
-                self._tail += got
-                self._rx_event.set()
-        except OSError:
-            pass
-        finally:
-            self._reader = self._writer = None
-            try:
-                writer.close()
-                await writer.wait_closed()
-            except OSError:
-                pass
+            return await asyncio.wait_for_ms(self._stream.read(n), timeout_ms)
+        except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
+            return b""
 
 
 CUT_FILE = "cut_after.txt"  # fault injection: N, the journal's N-th write of this boot is torn
@@ -346,16 +132,27 @@ class VirtualBoard(interface.Board):
         self.io_port = io_port
         self.reader_port = reader_port
         self.clock = Clock()
-        self.io = IOChannel(self.clock)
-        self.relay = _Output(self.io, "relay")
-        self.buzzer = _Output(self.io, "buzzer")
-        self.led = _Output(self.io, "led")
-        self.door_contact = _Input(self.io, "door_contact")
-        self.rex = _Input(self.io, "rex")
-        self.tamper = _Input(self.io, "tamper")
-        self.fire = _Input(self.io, "fire")
-        self.power = _Input(self.io, "power")
-        self.reader_uart = ReaderUART()
+        if _IOHub is not None:
+            self.io = _IOHub(io_port)  # listening from here; answered once serve() runs
+            pin = self.io.pin
+            self.reader_uart = LinkUART(reader_port)
+        else:
+            from board.vdev import pylinks
+
+            self.io = pylinks.IOChannel(self.clock)
+
+            def pin(name):
+                return (pylinks.Input if name in pylinks.INPUT_DEFAULTS else pylinks.Output)(self.io, name)
+
+            self.reader_uart = pylinks.ReaderUART()
+        self.relay = pin("relay")
+        self.buzzer = pin("buzzer")
+        self.led = pin("led")
+        self.door_contact = pin("door_contact")
+        self.rex = pin("rex")
+        self.tamper = pin("tamper")
+        self.fire = pin("fire")
+        self.power = pin("power")
         self.blockdev = FlashSim(path=state_dir + "/flash.img",
                                  block_count=_blocks(state_dir + "/flash.img", FLASH_BLOCKS))
         self.journal_dev = FlashSim(path=state_dir + "/journal.img", block_count=JOURNAL_BLOCKS)
@@ -412,8 +209,18 @@ class VirtualBoard(interface.Board):
         return why
 
     async def serve(self):
-        await asyncio.start_server(self.io.serve_client, "127.0.0.1", self.io_port)
-        await asyncio.start_server(self.reader_uart.serve_client, "127.0.0.1", self.reader_port)
+        if _IOHub is None:
+            from board.vdev import pylinks
+
+            await pylinks.serve(self)
+        else:  # both links listen from the board's start; one task answers the channel
+            asyncio.create_task(_answer_io(self.io))
+
+
+async def _answer_io(hub):
+    while True:
+        hub.serve()
+        await _readable(hub)
 
 
 def _bump_boot_count(path):

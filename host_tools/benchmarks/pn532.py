@@ -43,7 +43,7 @@ READER = "Virtual PCD 00 00"
 
 MPY_SCRIPT = """
 import asyncio, sys, time
-from board.virtual import ReaderUART
+from board.vdev.pylinks import ReaderUART
 from card_reader.pn532 import AsyncPN532
 
 async def main(port):

@@ -152,7 +152,8 @@ def test_friendly_repl_evaluates_a_line():
 
 
 def _io():
-    from board.virtual import Clock, IOChannel
+    from board.virtual import Clock
+    from board.vdev.pylinks import IOChannel
 
     io = IOChannel(Clock())
     box = []
@@ -188,7 +189,7 @@ def test_io_channel_reports_only_output_changes():
 def test_reader_uart_read_returns_buffered_bytes_or_times_out():
     import asyncio
 
-    from board.virtual import ReaderUART
+    from board.vdev.pylinks import ReaderUART
 
     u = ReaderUART()
 
@@ -206,7 +207,7 @@ def test_reader_uart_read_returns_buffered_bytes_or_times_out():
 def test_reader_uart_keeps_byte_order_across_its_buffer_end_and_drops_an_overrun():
     import asyncio
 
-    from board.virtual import RX_BYTES, ReaderUART
+    from board.vdev.pylinks import RX_BYTES, ReaderUART
 
     # Both streams in blocks made first (about 1.6 KiB each): grown piece by piece they need
     # a 1.5 KiB contiguous block late, which a 64K heap on the 64-bit port may not have.

@@ -1,7 +1,8 @@
 """The asyncio PN532 driver on the real MicroPython unix port (64 KiB heap), over the virtual
-board's reader UART (`board.virtual.ReaderUART`, the TCP byte stream the firmware sees), answered
-by the host's PN532 emulator: wake-up, SAM configuration, firmware version, an empty field, a
-card listed and APDUs relayed, then the card leaving mid-exchange."""
+board's reader UART (`board.vdev.pylinks.ReaderUART`, the TCP byte stream the firmware sees on
+the PyPI interpreter), answered by the host's PN532 emulator: wake-up, SAM configuration,
+firmware version, an empty field, a card listed and APDUs relayed, then the card leaving
+mid-exchange."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from host_tools.pn532_emu import LocalCard, PN532Emulator
 
 SCRIPT = """
 import asyncio, sys, gc
-from board.virtual import ReaderUART
+from board.vdev.pylinks import ReaderUART
 from card_reader.pn532 import AsyncPN532, PN532Error
 
 async def main(port):

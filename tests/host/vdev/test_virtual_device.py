@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.vdev.device import VirtualDevice, VirtualDeviceError
+from host_tools.vdev.device import VirtualDevice, VirtualDeviceError, selected_image
 from host_tools.vdev.io_client import IOChannelError, VirtualIO
 from tests.reader_loan import BORROW_READER
 
@@ -30,7 +30,7 @@ def mpremote(dev: VirtualDevice, *args: str, timeout: float = 30) -> str:
 
 @pytest.fixture
 def vdev(tmp_path: Path) -> Iterator[VirtualDevice]:
-    with VirtualDevice(tmp_path / "dev") as d:
+    with VirtualDevice(tmp_path / "dev", image=selected_image()) as d:
         yield d
 
 
@@ -200,6 +200,59 @@ def test_io_channel_status_gives_only_the_entries_asked_for(vdev: VirtualDevice)
         assert io.status("ready") == {"ready": full["ready"]}  # the channel still answers
 
 
+def test_io_channel_ends_only_a_client_whose_line_is_too_long_and_serves_eight(
+        vdev: VirtualDevice) -> None:
+    """The channel's limits, alike on both images (C: modlinks.c, Python: pylinks.py): a
+    request line over 4 KiB ends that client's connection, eight clients are served at once
+    and a ninth is closed, and a freed place is taken again."""
+    def closed(s: socket.socket) -> bool:
+        s.settimeout(5)
+        try:
+            return s.recv(64) == b""
+        except ConnectionResetError:
+            return True
+
+    with VirtualIO(vdev.io_addr) as io:
+        with socket.create_connection(vdev.io_addr, timeout=5) as bad:
+            bad.sendall(b'{"op": "get", "pad": "' + b"x" * 5000 + b'"}\n')
+            assert closed(bad)
+        assert io.state()["ok"] is True
+        others = [VirtualIO(vdev.io_addr) for _ in range(7)]
+        try:
+            for c in others:
+                assert c.state()["ok"] is True
+            with socket.create_connection(vdev.io_addr, timeout=5) as ninth:
+                assert closed(ninth)
+            others.pop().close()
+            deadline = time.monotonic() + 10
+            while True:  # the device sees the close on its next wake
+                again = VirtualIO(vdev.io_addr)
+                try:
+                    assert again.state()["ok"] is True
+                    break
+                except IOChannelError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                finally:
+                    again.close()
+        finally:
+            for c in others:
+                c.close()
+
+
+def test_io_channel_answers_a_failing_request_with_its_error_and_carries_on(
+        vdev: VirtualDevice) -> None:
+    with VirtualIO(vdev.io_addr) as io:
+        mpremote(vdev, "exec", "from firmware.main import running, status; "
+                 "running['board'].io.status_provider = lambda: 1 // 0")
+        with pytest.raises(IOChannelError, match="ZeroDivisionError"):
+            io.status()
+        assert io.state()["ok"] is True
+        mpremote(vdev, "exec", "from firmware.main import running, status; "
+                 "running['board'].io.status_provider = lambda: status")
+        assert io.status("ready") == {"ready": True}
+
+
 def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -> None:
     with VirtualIO(vdev.io_addr) as io, VirtualIO(vdev.io_addr) as watcher:
         mpremote(vdev, "exec", "import asyncio\n"
@@ -220,6 +273,20 @@ def test_io_channel_delivers_every_change_of_a_fast_burst(vdev: VirtualDevice) -
             assert [e.value for e in changes] == [i % 2 == 0 for i in range(101)]
             assert all(a.device_ms <= b.device_ms for a, b in zip(changes, changes[1:], strict=False))
         assert io.state()["outputs"]["buzzer"] is True
+
+
+def test_reader_uart_keeps_one_emulator_and_closes_another(vdev: VirtualDevice) -> None:
+    with socket.create_connection(vdev.reader_addr, timeout=5) as first:
+        first.settimeout(10)
+        assert first.recv(64)  # the card task talks to its reader: the link is this one's
+        with socket.create_connection(vdev.reader_addr, timeout=5) as second:
+            second.settimeout(5)
+            try:
+                assert second.recv(64) == b""
+            except ConnectionResetError:
+                pass
+        first.settimeout(10)
+        assert first.recv(64)  # still the reader's
 
 
 def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:

@@ -5,4 +5,4 @@
 # (board/vdev/flashsim_py.py) stays for CPython, the 64-bit PyPI interpreter and the tests.
 VBOARD_MOD_DIR := $(USERMOD_DIR)
 
-SRC_USERMOD_C += $(VBOARD_MOD_DIR)/modvboard.c
+SRC_USERMOD_C += $(VBOARD_MOD_DIR)/modvboard.c $(VBOARD_MOD_DIR)/modlinks.c

@@ -2,9 +2,7 @@
 //
 //   vboard.FlashSim(path=None, block_size=4096, block_count=512, cut_after=None)
 //   vboard.PowerCut
-//   vboard.RxBuffer(n)    n bytes outside the MicroPython heap, as a writable buffer (the
-//                         reader UART's receive buffer, as the ESP32's UART driver keeps its
-//                         ring in the IDF heap: board/virtual.py ReaderUART)
+//   vboard.ReaderLink, vboard.IOHub   the host links (modlinks.c)
 //
 // The same API and the same rules as board/vdev/flashsim_py.py (its docstring and
 // docs/flash-simulator.md are the specification; tests/shared/test_flashsim.py runs against
@@ -475,77 +473,15 @@ static MP_DEFINE_CONST_OBJ_TYPE(
     locals_dict, &flashsim_locals
     );
 
-// ---- RxBuffer: bytes outside the MicroPython heap ----------------------------------------
-
-typedef struct {
-    mp_obj_base_t base;
-    uint8_t *mem;           // from the C library's heap; freed by the finaliser
-    size_t len;
-} rxbuffer_obj_t;
-
-static mp_obj_t rxbuffer_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
-    mp_arg_check_num(n_args, n_kw, 1, 1, false);
-    mp_int_t n = mp_obj_get_int(args[0]);
-    if (n <= 0 || n > 65536) {
-        mp_raise_ValueError(MP_ERROR_TEXT("buffer size out of range"));
-    }
-    rxbuffer_obj_t *self = mp_obj_malloc_with_finaliser(rxbuffer_obj_t, type);
-    self->mem = calloc(n, 1);
-    if (self->mem == NULL) {
-        mp_raise_type(&mp_type_MemoryError);
-    }
-    self->len = n;
-    return MP_OBJ_FROM_PTR(self);
-}
-
-static mp_int_t rxbuffer_get_buffer(mp_obj_t self_in, mp_buffer_info_t *info, mp_uint_t flags) {
-    rxbuffer_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    if (self->mem == NULL) {
-        return 1;
-    }
-    info->buf = self->mem;
-    info->len = self->len;
-    info->typecode = 'B';
-    return 0;
-}
-
-static mp_obj_t rxbuffer_del(mp_obj_t self_in) {
-    rxbuffer_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    free(self->mem);
-    self->mem = NULL;
-    return mp_const_none;
-}
-static MP_DEFINE_CONST_FUN_OBJ_1(rxbuffer_del_obj, rxbuffer_del);
-
-static mp_obj_t rxbuffer_len(mp_obj_t self_in) {
-    return MP_OBJ_NEW_SMALL_INT(((rxbuffer_obj_t *)MP_OBJ_TO_PTR(self_in))->len);
-}
-
-static mp_obj_t rxbuffer_unary_op(mp_unary_op_t op, mp_obj_t self_in) {
-    if (op == MP_UNARY_OP_LEN) {
-        return rxbuffer_len(self_in);
-    }
-    return MP_OBJ_NULL;
-}
-
-static const mp_rom_map_elem_t rxbuffer_locals_table[] = {
-    { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&rxbuffer_del_obj) },
-};
-static MP_DEFINE_CONST_DICT(rxbuffer_locals, rxbuffer_locals_table);
-
-static MP_DEFINE_CONST_OBJ_TYPE(
-    rxbuffer_type, MP_QSTR_RxBuffer, MP_TYPE_FLAG_NONE,
-    make_new, rxbuffer_make_new,
-    unary_op, rxbuffer_unary_op,
-    buffer, rxbuffer_get_buffer,
-    locals_dict, &rxbuffer_locals
-    );
+extern const mp_obj_type_t vboard_readerlink_type;  // modlinks.c
+extern const mp_obj_type_t vboard_iohub_type;
 
 static const mp_rom_map_elem_t vboard_module_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_vboard) },
     { MP_ROM_QSTR(MP_QSTR_FlashSim), MP_ROM_PTR(&flashsim_type) },
     { MP_ROM_QSTR(MP_QSTR_PowerCut), MP_ROM_PTR(&mp_type_PowerCut) },
-    { MP_ROM_QSTR(MP_QSTR_RxBuffer), MP_ROM_PTR(&rxbuffer_type) },
+    { MP_ROM_QSTR(MP_QSTR_ReaderLink), MP_ROM_PTR(&vboard_readerlink_type) },
+    { MP_ROM_QSTR(MP_QSTR_IOHub), MP_ROM_PTR(&vboard_iohub_type) },
 };
 static MP_DEFINE_CONST_DICT(vboard_module_globals, vboard_module_table);
 
