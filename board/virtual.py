@@ -219,8 +219,10 @@ class VirtualBoard(interface.Board):
 
 async def _answer_io(hub):
     while True:
-        hub.serve()
-        await _readable(hub)
+        if hub.serve():  # a request still waits: the firmware runs, then the next
+            await asyncio.sleep_ms(0)
+        else:
+            await _readable(hub)
 
 
 def _bump_boot_count(path):

@@ -205,3 +205,96 @@ if IOHub is not None:
         third.close()
         second.close()
         link.close()
+
+    def test_a_set_from_a_client_that_reset_its_connection_does_not_crash():
+        import struct
+
+        hub, port = _listening(IOHub)
+        s = _connect(port)
+        hub.serve()
+        s.send(b'{"op": "set", "name": "rex", "value": true}\n')
+        s.setsockopt(SOL_SOCKET, 13, struct.pack("ii", 1, 0))  # SO_LINGER {1, 0}: an RST
+        s.close()
+        time.sleep_ms(30)
+        hub.serve()  # the 'in' notification finds the socket reset: the client goes
+        assert hub.clients() == 0 and hub.pin("rex").read() is True
+        hub.close()
+
+    def test_an_output_whose_print_fails_leaves_the_buffers_apart():
+        class Bad:
+            def __repr__(self):
+                raise RuntimeError("no repr")
+
+        hub, port = _listening(IOHub)
+        s = _connect(port)
+        hub.serve()
+        led = hub.pin("led")
+        led.set("x" * 300)
+        try:
+            led.set(Bad())
+        except RuntimeError:
+            pass
+        led.set("red")
+        assert _ask(hub, s, b'{"op": "set", "name": "fire", "value": false}')["ok"] is True
+        s.close()
+        hub.close()  # a double free here aborts the process
+
+    def test_serve_answers_a_bounded_number_of_lines_per_call():
+        hub, port = _listening(IOHub)
+        s = _connect(port)
+        hub.serve()
+        s.send(b'{"op": "get"}\n' * 50)
+        time.sleep_ms(30)
+        assert hub.serve() is True  # more wait: the caller yields, then calls again
+        calls = 1
+        while hub.serve():
+            calls += 1
+        assert calls >= 2 and len([x for x in _recv_all(s).split(b"\n") if x]) == 50
+        s.close()
+        hub.close()
+
+    def test_a_reply_over_32_kib_is_answered_by_its_error():
+        hub, port = _listening(IOHub)
+        s = _connect(port)
+        hub.serve()
+        hub.status_provider = lambda: {"big": [12345678] * 4000}  # ~40 KB of JSON
+        assert _ask(hub, s, b'{"op": "status"}') == {"ok": False, "error": "reply too long",
+                                                    "re": True}
+        s.close()
+        hub.close()
+
+    def test_status_keys_asked_twice_are_answered_once():
+        hub, port = _listening(IOHub)
+        s = _connect(port)
+        hub.serve()
+        hub.status_provider = lambda: {"patrol": "p" * 300, "ready": True}
+        keys = json.dumps({"op": "status", "keys": ["patrol"] * 400}).encode()
+        s.send(keys + b"\n")
+        time.sleep_ms(30)
+        hub.serve()
+        got = _recv_all(s)
+        assert got.count(b"patrol") == 1, len(got)
+        s.close()
+        hub.close()
+
+    def test_a_keyboard_interrupt_in_the_status_is_not_swallowed():
+        hub, port = _listening(IOHub)
+        s = _connect(port)
+        hub.serve()
+
+        def interrupted():
+            raise KeyboardInterrupt
+
+        hub.status_provider = interrupted
+        s.send(b'{"op": "status"}\n')
+        time.sleep_ms(30)
+        try:
+            hub.serve()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("KeyboardInterrupt answered as an error")
+        hub.status_provider = None
+        assert _ask(hub, s, b'{"op": "get"}')["ok"] is True  # the interrupted line is consumed
+        s.close()
+        hub.close()

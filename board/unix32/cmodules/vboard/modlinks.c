@@ -3,23 +3,22 @@
 //   vboard.ReaderLink(port)   the PN532 UART: a TCP port on 127.0.0.1 that one host emulator
 //                             connects to. A stream (read, readinto, write) that asyncio polls
 //                             through its file number, plus any(), reset_input(), connected().
-//   vboard.IOHub(port)        the I/O channel's transport: a TCP port on 127.0.0.1 for up to
-//                             HUB_CLIENTS host clients speaking JSON lines. take() gives the
-//                             next request line as bytes (first byte: the client's number),
-//                             reply(client, text) and broadcast(text) queue a line for one
-//                             client or all; the protocol itself stays in Python.
+//   vboard.IOHub(port)        the virtual door's I/O channel (docs/virtual-device.md): a TCP
+//                             port on 127.0.0.1 for up to HUB_CLIENTS host clients speaking
+//                             JSON lines. serve() answers what the sockets hold, pin(name)
+//                             gives the firmware an input (read) or an output (set, value),
+//                             and the launcher sets status_provider.
 //
 // Why C: on an ESP32 the reader is a UART whose driver keeps its ring in the IDF heap, and
-// there is no I/O channel at all. In Python the two asyncio servers, each client's stream,
-// task and queue took about 3 KiB of the image's MicroPython heap: the figure this image is
-// built to measure. Here they take two small objects; bytes wait in the kernel's socket
-// buffers and in buffers from the C library's heap.
+// there is no I/O channel at all. In Python the links (two asyncio servers, each client's
+// stream, task and queue, the channel's classes and pins) took 2.2 KiB of the MicroPython heap
+// this image is built to measure (docs/architecture.md). Here they take a few small objects;
+// bytes wait in the kernel's socket buffers and in buffers from the C library's heap.
 //
-// No threads: each object's file number is an epoll descriptor over its sockets (and, for the
-// hub, an eventfd that stays readable while a whole request waits), so asyncio's poller wakes
-// the one Python task that calls take(), or the reader that reads, when anything happens. All
-// sockets are non-blocking; nothing here waits except a reply to a peer whose socket buffer is
-// full (then the rest is kept and sent when it drains).
+// No threads: each object's file number is an epoll descriptor over its sockets, so asyncio's
+// poller wakes the one Python task that calls serve(), or the reader that reads, when anything
+// happens. All sockets are non-blocking; nothing here waits except a write to an emulator
+// whose socket buffer is full (200 ms, then it is taken as gone).
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE  // accept4
@@ -504,16 +503,24 @@ static void hub_emit(hub_obj_t *self, qstr kind, qstr name, mp_obj_t value) {
     self->text = self->note;
     self->text.len = 0;
     self->text.failed = false;
-    put(self, "{\"ev\": \"");
-    put(self, qstr_str(kind));
-    put(self, "\", \"name\": \"");
-    put(self, qstr_str(name));
-    put(self, "\", \"value\": ");
-    put_json(self, value);
-    put_ticks(self);
-    put(self, "}");
-    for (int i = 0; !self->text.failed && i < HUB_CLIENTS; i++) {
-        client_queue(self, &self->c[i], self->text.buf, self->text.len);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        put(self, "{\"ev\": \"");
+        put(self, qstr_str(kind));
+        put(self, "\", \"name\": \"");
+        put(self, qstr_str(name));
+        put(self, "\", \"value\": ");
+        put_json(self, value);  // may raise (an object whose repr fails)
+        put_ticks(self);
+        put(self, "}");
+        for (int i = 0; !self->text.failed && i < HUB_CLIENTS; i++) {
+            client_queue(self, &self->c[i], self->text.buf, self->text.len);
+        }
+        nlr_pop();
+    } else {
+        self->note = self->text;  // the two buffers apart again, then the exception goes on
+        self->text = reply;
+        nlr_jump(nlr.ret_val);
     }
     self->note = self->text;
     self->text = reply;
@@ -595,7 +602,11 @@ static void answer_status(hub_obj_t *self, mp_obj_t msg) {
         if (mp_obj_is_type(st, &mp_type_dict)) {
             mp_map_t *map = mp_obj_dict_get_map(st);
             for (size_t k = 0; k < n; k++) {
-                mp_map_elem_t *e = mp_map_lookup(map, items[k], MP_MAP_LOOKUP);
+                bool again = false;  // a key asked twice is answered once, as a dict has it
+                for (size_t j = 0; j < k && !again; j++) {
+                    again = mp_obj_equal(items[j], items[k]);
+                }
+                mp_map_elem_t *e = again ? NULL : mp_map_lookup(map, items[k], MP_MAP_LOOKUP);
                 if (e != NULL) {
                     put(self, shown++ ? ", " : "");
                     put_json(self, items[k]);
@@ -641,6 +652,7 @@ static void answer(hub_obj_t *self, mp_obj_t msg) {
 static void handle_line(hub_obj_t *self, hub_client_t *c, size_t len) {
     self->text.len = 0;
     self->text.failed = false;
+    mp_obj_t reraise = MP_OBJ_NULL;
     nlr_buf_t nlr;
     if (nlr_push(&nlr) == 0) {
         mp_obj_t msg = MP_OBJ_NULL;
@@ -661,12 +673,35 @@ static void handle_line(hub_obj_t *self, hub_client_t *c, size_t len) {
     } else {
         // Whatever failed (a MemoryError in a tight heap, a status the json module cannot
         // write) is the answer: the client is told, the channel carries on.
+        const mp_obj_type_t *type = mp_obj_get_type(MP_OBJ_FROM_PTR(nlr.ret_val));
+        if (!mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(type), MP_OBJ_FROM_PTR(&mp_type_Exception))) {
+            reraise = MP_OBJ_FROM_PTR(nlr.ret_val);  // KeyboardInterrupt, SystemExit: not ours
+        }
         self->text.len = 0;
-        put_error(self, MP_OBJ_NEW_QSTR(mp_obj_get_type(MP_OBJ_FROM_PTR(nlr.ret_val))->name));
+        self->text.failed = false;
+        put_error(self, MP_OBJ_NEW_QSTR(type->name));
+    }
+    if (self->c == NULL) {  // closed meanwhile (by a status provider): nothing to answer
+        if (reraise != MP_OBJ_NULL) {
+            nlr_raise(reraise);
+        }
+        return;
+    }
+    if (c->fd >= 0) {  // the client may have gone meanwhile (a send that failed dropped it)
+        memmove(c->in, c->in + len + 1, c->in_len - len - 1);
+        c->in_len -= len + 1;
+    }
+    if (reraise != MP_OBJ_NULL) {
+        nlr_raise(reraise);
     }
     put(self, ", \"re\": true}");
-    memmove(c->in, c->in + len + 1, c->in_len - len - 1);
-    c->in_len -= len + 1;
+    if (self->text.failed || self->text.len + 1 > OUTBOX_BYTES / 2) {
+        bool failed = self->text.failed;  // still one answer: never a request left unanswered
+        self->text.len = 0;
+        self->text.failed = false;
+        put_error_c(self, failed ? "MemoryError" : "reply too long");
+        put(self, ", \"re\": true}");
+    }
     if (!self->text.failed) {
         client_queue(self, c, self->text.buf, self->text.len);
     }
@@ -698,21 +733,32 @@ static mp_obj_t hub_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_
     return MP_OBJ_FROM_PTR(self);
 }
 
-// serve(): answer every whole request waiting, then return (asyncio waits on the file number).
+// serve(): one round: new clients, received bytes, at most one request per client answered.
+// True when a whole request still waits (yield, then call again: the file number may not be
+// readable for it), False when the next thing to wait for is the file number. A client that
+// sends without pause cannot keep the firmware out of the CPU.
 static mp_obj_t hub_serve(mp_obj_t self_in) {
     hub_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    for (bool more = self->lfd >= 0; more;) {
-        hub_poll_sockets(self);
-        more = false;
-        for (int i = 0; i < HUB_CLIENTS; i++) {
-            hub_client_t *c = &self->c[i];
-            if (has_line(c)) {
-                handle_line(self, c, (char *)memchr(c->in, '\n', c->in_len) - c->in);
-                more = true;
-            }
+    if (self->lfd < 0) {
+        return mp_const_false;
+    }
+    hub_poll_sockets(self);
+    for (int i = 0; self->c != NULL && i < HUB_CLIENTS; i++) {
+        hub_client_t *c = &self->c[i];
+        if (has_line(c)) {
+            handle_line(self, c, (char *)memchr(c->in, '\n', c->in_len) - c->in);
         }
     }
-    return mp_const_none;
+    if (self->c == NULL) {
+        return mp_const_false;  // closed by a status provider
+    }
+    hub_poll_sockets(self);
+    for (int i = 0; i < HUB_CLIENTS; i++) {
+        if (has_line(&self->c[i])) {
+            return mp_const_true;
+        }
+    }
+    return mp_const_false;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(hub_serve_obj, hub_serve);
 
