@@ -12,6 +12,7 @@ import json
 OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
 CLIENTS_MAX = 8  # channel clients at once: one more is closed at once (as HUB_CLIENTS in C)
 LINE_MAX = 4096  # a longer request line ends that client's connection (LINE_MAX_BYTES in C)
+REPLY_MAX = 32 * 1024  # a longer reply is answered "reply too long" (OUTBOX_BYTES / 2 in C)
 RX_BYTES = 512  # the reader link's receive buffer: the ESP32 board's UART rxbuf (a PN532
 # frame is at most 262 bytes)
 
@@ -53,8 +54,9 @@ class IOChannel:
         line += "\n"
         for c in self.clients:
             box = c[1]
-            if len(box) >= OUTBOX_MAX:
-                box.pop(0)
+            if len(box) >= OUTBOX_MAX:  # the oldest line goes whole (a reply is two entries)
+                while box and not box.pop(0).endswith("\n"):
+                    pass
             box.append(line)
         self._wake.set()
 
@@ -108,9 +110,12 @@ class IOChannel:
         try:
             reply = self._handle(msg) if isinstance(msg, dict) else {"ok": False}
             reply["re"] = True
-            return json.dumps(reply)
+            text = json.dumps(reply)
         except Exception as e:  # noqa: BLE001
             return json.dumps({"ok": False, "error": type(e).__name__, "re": True})
+        if len(text) >= REPLY_MAX:
+            return json.dumps({"ok": False, "error": "reply too long", "re": True})
+        return text
 
     async def serve_client(self, reader, writer):
         if len(self.clients) >= CLIENTS_MAX:
@@ -121,16 +126,24 @@ class IOChannel:
         entry = (writer, box)
         self.clients.append(entry)
         flusher = asyncio.create_task(self._flush(writer, box))
+        pending = b""  # what came after the last whole line: never more than LINE_MAX bytes
         try:
             while True:
-                line = await reader.readline()
-                if not line or len(line) > LINE_MAX:
+                chunk = await reader.read(512)
+                if not chunk:
                     break
-                # The line and its end queued apart: a status reply is ~800 bytes, and a copy
-                # of it with "\n" beside the first was the piece a tight heap failed to give.
-                box.append(self._answer(line))
-                box.append("\n")
-                self._wake.set()
+                pending += chunk
+                end = pending.find(b"\n")
+                while 0 <= end < LINE_MAX:
+                    line, pending = pending[:end], pending[end + 1:]
+                    # The line and its end queued apart: a status reply is ~800 bytes, and a
+                    # copy of it with "\n" beside it was the piece a tight heap failed to give.
+                    box.append(self._answer(line))
+                    box.append("\n")
+                    self._wake.set()
+                    end = pending.find(b"\n")
+                if end >= LINE_MAX or (end < 0 and len(pending) >= LINE_MAX):
+                    break  # no request is that long: the client goes
         except OSError:
             pass
         finally:

@@ -54,6 +54,21 @@ def _recv_all(s, settle_ms=300):
     return got
 
 
+def _closed(s):
+    """True when the far end closed the socket (an end of stream or a reset within 2 s); a
+    socket merely quiet is not closed."""
+    import select
+
+    p = select.poll()
+    p.register(s, select.POLLIN)
+    if not p.poll(2000):
+        return False
+    try:
+        return s.recv(64) == b""
+    except OSError:
+        return True
+
+
 def _beyond_socket_buffers():
     """Twice what the kernel may buffer on a TCP sender (tcp_wmem's maximum), in bytes."""
     try:
@@ -108,7 +123,7 @@ if IOHub is not None:
         bad.send(b'{"op": "get", "pad": "' + b"x" * 5000 + b'"}\n')
         time.sleep_ms(30)
         hub.serve()
-        assert _recv_all(bad, 200) == b""  # closed, nothing answered
+        assert _closed(bad)  # nothing answered
         assert hub.clients() == 1
         assert _ask(hub, good, b'{"op": "get"}')["ok"] is True
         good.close()
@@ -120,7 +135,7 @@ if IOHub is not None:
         clients = [_connect(port) for _ in range(9)]
         hub.serve()
         assert hub.clients() == 8
-        assert _recv_all(clients[8], 200) == b""
+        assert _closed(clients[8])
         for s in clients[:8]:
             assert _ask(hub, s, b'{"op": "get"}')["outputs"]["led"] == "off"
         clients[0].close()
@@ -187,7 +202,7 @@ if IOHub is not None:
         assert not link.connected() and link.write(b"lost") == 0
         first, second = _connect(port), _connect(port)
         assert link.connected()
-        assert _recv_all(second, 200) == b""  # one emulator at a time
+        assert _closed(second)  # one emulator at a time
         first.send(b"\x00\x00\xff\x01")
         time.sleep_ms(30)
         assert link.any() == 4 and link.read(2) == b"\x00\x00" and link.read(8) == b"\xff\x01"

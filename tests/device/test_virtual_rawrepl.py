@@ -186,6 +186,26 @@ def test_io_channel_reports_only_output_changes():
     assert all(m["ev"] == "out" and isinstance(m["t"], int) for m in msgs)
 
 
+def test_io_channel_queue_drops_the_oldest_line_whole():
+    import json
+
+    from board.vdev import pylinks
+
+    kept = pylinks.OUTBOX_MAX
+    pylinks.OUTBOX_MAX = 8  # the test's heap: 256 lines would not fit 64K
+    try:
+        io, box = _io()
+        box.append(io._answer(b'{"op": "get"}'))  # a reply: its text and its end, two entries
+        box.append("\n")
+        for i in range(7):
+            io.set_output("buzzer", i % 2 == 0)
+    finally:
+        pylinks.OUTBOX_MAX = kept
+    lines = "".join(box).split("\n")
+    assert lines[-1] == "" and all(json.loads(x)["ev"] == "out" for x in lines[:-1])
+    assert len(lines) - 1 == 7 and len(box) == 7  # the reply went, both its entries
+
+
 def test_reader_uart_read_returns_buffered_bytes_or_times_out():
     import asyncio
 

@@ -212,10 +212,21 @@ def test_io_channel_ends_only_a_client_whose_line_is_too_long_and_serves_eight(
         except ConnectionResetError:
             return True
 
+    def line(size: int) -> bytes:  # a get request of exactly size bytes, its newline included
+        head, tail = b'{"op": "get", "pad": "', b'"}\n'
+        return head + b"x" * (size - len(head) - len(tail)) + tail
+
     with VirtualIO(vdev.io_addr) as io:
+        with socket.create_connection(vdev.io_addr, timeout=5) as edge:
+            edge.sendall(line(4096))
+            edge.settimeout(5)
+            assert json.loads(edge.makefile("rb").readline())["ok"] is True
         with socket.create_connection(vdev.io_addr, timeout=5) as bad:
-            bad.sendall(b'{"op": "get", "pad": "' + b"x" * 5000 + b'"}\n')
+            bad.sendall(line(4097))
             assert closed(bad)
+        with socket.create_connection(vdev.io_addr, timeout=5) as endless:
+            endless.sendall(b"x" * 5000)  # no end of line at all
+            assert closed(endless)
         assert io.state()["ok"] is True
         others = [VirtualIO(vdev.io_addr) for _ in range(7)]
         try:
@@ -248,6 +259,10 @@ def test_io_channel_answers_a_failing_request_with_its_error_and_carries_on(
         with pytest.raises(IOChannelError, match="ZeroDivisionError"):
             io.status()
         assert io.state()["ok"] is True
+        mpremote(vdev, "exec", "from firmware.main import running, status; "
+                 "running['board'].io.status_provider = lambda: {'big': 'x' * 40000}")
+        with pytest.raises(IOChannelError, match="reply too long"):
+            io.status()
         mpremote(vdev, "exec", "from firmware.main import running, status; "
                  "running['board'].io.status_provider = lambda: status")
         assert io.status("ready") == {"ready": True}
