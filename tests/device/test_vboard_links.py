@@ -54,6 +54,14 @@ def _recv_all(s, settle_ms=300):
     return got
 
 
+def _hub_with_client():
+    """A hub and one client it has taken."""
+    hub, port = _listening(IOHub)
+    s = _connect(port)
+    hub.serve()
+    return hub, s
+
+
 def _closed(s):
     """True when the far end closed the socket (an end of stream or a reset within 2 s); a
     socket merely quiet is not closed."""
@@ -150,9 +158,7 @@ if IOHub is not None:
         hub.close()
 
     def test_a_failing_status_is_answered_by_its_error_and_the_channel_carries_on():
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         hub.status_provider = lambda: 1 // 0
         assert _ask(hub, s, b'{"op": "status"}') == {"ok": False, "error": "ZeroDivisionError",
                                                     "re": True}
@@ -168,9 +174,7 @@ if IOHub is not None:
         hub.close()
 
     def test_pins_read_the_host_inputs_and_notify_output_changes_only():
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         contact, led = hub.pin("door_contact"), hub.pin("led")
         assert contact.read() == "closed" and hub.pin("power").read() is True
         reply = _ask(hub, s, b'{"op": "set", "name": "door_contact", "value": "short"}')
@@ -224,9 +228,7 @@ if IOHub is not None:
     def test_a_set_from_a_client_that_reset_its_connection_does_not_crash():
         import struct
 
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         s.send(b'{"op": "set", "name": "rex", "value": true}\n')
         s.setsockopt(SOL_SOCKET, 13, struct.pack("ii", 1, 0))  # SO_LINGER {1, 0}: an RST
         s.close()
@@ -240,9 +242,7 @@ if IOHub is not None:
             def __repr__(self):
                 raise RuntimeError("no repr")
 
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         led = hub.pin("led")
         led.set("x" * 300)
         try:
@@ -255,9 +255,7 @@ if IOHub is not None:
         hub.close()  # a double free here aborts the process
 
     def test_serve_answers_a_bounded_number_of_lines_per_call():
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         s.send(b'{"op": "get"}\n' * 50)
         time.sleep_ms(30)
         assert hub.serve() is True  # more wait: the caller yields, then calls again
@@ -269,9 +267,7 @@ if IOHub is not None:
         hub.close()
 
     def test_a_reply_over_32_kib_is_answered_by_its_error():
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         hub.status_provider = lambda: {"big": [12345678] * 4000}  # ~40 KB of JSON
         assert _ask(hub, s, b'{"op": "status"}') == {"ok": False, "error": "reply too long",
                                                     "re": True}
@@ -279,9 +275,7 @@ if IOHub is not None:
         hub.close()
 
     def test_status_keys_asked_twice_are_answered_once():
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
         hub.status_provider = lambda: {"patrol": "p" * 300, "ready": True}
         keys = json.dumps({"op": "status", "keys": ["patrol"] * 400}).encode()
         s.send(keys + b"\n")
@@ -293,9 +287,7 @@ if IOHub is not None:
         hub.close()
 
     def test_a_keyboard_interrupt_in_the_status_is_not_swallowed():
-        hub, port = _listening(IOHub)
-        s = _connect(port)
-        hub.serve()
+        hub, s = _hub_with_client()
 
         def interrupted():
             raise KeyboardInterrupt
