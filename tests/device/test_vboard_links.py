@@ -225,6 +225,25 @@ if IOHub is not None:
         second.close()
         link.close()
 
+    def test_a_new_emulator_replaces_one_that_closed_before_its_end_was_read():
+        # The soak reconnects its emulator between rounds: the card task had not read the old
+        # one's end when the new one came, and the new one was refused (no decision again).
+        link, port = _listening(ReaderLink)
+        first = _connect(port)
+        assert link.connected()
+        first.send(b"unread")
+        first.close()
+        time.sleep_ms(30)
+        second = _connect(port)
+        time.sleep_ms(30)
+        assert link.connected()
+        second.send(b"\x01")
+        time.sleep_ms(30)
+        assert link.read(8) == b"\x01"  # the new one's bytes, none of the old one's
+        assert link.write(b"ok") == 2 and _recv_all(second, 200) == b"ok"
+        second.close()
+        link.close()
+
     def test_a_set_from_a_client_that_reset_its_connection_does_not_crash():
         import struct
 

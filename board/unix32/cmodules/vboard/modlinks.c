@@ -115,7 +115,15 @@ typedef struct {
     int ep;     // epoll over both: the file number asyncio polls
 } link_obj_t;
 
-// Take a waiting connection: the first emulator is kept, any other is closed at once.
+// The held emulator closed its end (its FIN may wait unread behind bytes nobody asked for).
+static bool peer_gone(int fd) {
+    struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+// Take a waiting connection: the emulator held is kept and any other closed at once, unless
+// the held one has gone: a host that reconnects between two reads of the card task must find
+// the new emulator taken, not refused because the old one's end was not read yet.
 static void link_accept(link_obj_t *self) {
     if (self->lfd < 0) {
         return;
@@ -124,6 +132,9 @@ static void link_accept(link_obj_t *self) {
         int fd = accept_one(self->lfd);
         if (fd < 0) {
             return;
+        }
+        if (self->cfd >= 0 && peer_gone(self->cfd)) {
+            close_fd(&self->cfd);  // unplugged: what it sent last goes with it
         }
         if (self->cfd >= 0) {
             close(fd);  // one emulator at a time
