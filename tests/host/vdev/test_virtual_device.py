@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -340,6 +342,65 @@ def test_reader_uart_carries_bytes_both_ways(vdev: VirtualDevice) -> None:
         # The echo first; the card task, given the reader back, may send its next frame at once
         # (it can arrive in the same read).
         assert got[:14] == b"echo:\x00\x00\xff\x02\xfe\xd4\x02\x2a\x00"
+
+
+def test_a_door_out_of_file_descriptors_closes_new_connections_and_does_not_spin(
+        vdev: VirtualDevice) -> None:
+    """Out of descriptors (EMFILE), accept() fails and leaves the connection waiting: the
+    listening socket stays readable and the task polling it spun at 100 % CPU until one freed.
+    The door's descriptor limit is lowered to its lowest free number (no new one can open):
+    a connection to either link is closed at once, the door stays idle, the client it holds
+    is still answered, and a freed descriptor is taken by the next client."""
+    if vdev.image != "unix32":
+        pytest.skip("only the C links (modlinks.c) keep a reserve descriptor: the Python ones "
+                    "(board/vdev/pylinks.py, asyncio's start_server) still spin")
+
+    def closed(s: socket.socket) -> bool:
+        s.settimeout(3)
+        try:
+            return s.recv(64) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False  # still waiting to be accepted
+
+    def cpu_s(pid: int) -> float:  # user + system time, from /proc/<pid>/stat
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    pid = int(str(vdev.describe()["pid"]))
+    held = VirtualIO(vdev.io_addr)
+    assert held.state()["ok"] is True
+    open_fds = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
+    limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, limit[1]))
+    try:
+        extra_io = socket.create_connection(vdev.io_addr, timeout=5)
+        extra_reader = socket.create_connection(vdev.reader_addr, timeout=5)
+        with extra_io, extra_reader:
+            time.sleep(0.2)
+            before = cpu_s(pid)
+            time.sleep(1.0)
+            spent = cpu_s(pid) - before
+            assert spent < 0.3, f"{spent:.2f} s of CPU in 1 s: the door spins"
+            assert closed(extra_io) and closed(extra_reader)
+        assert held.state()["ok"] is True  # the channel carries on
+        held.close()  # its descriptor frees: the next client takes it
+        deadline = time.monotonic() + 10
+        while True:  # the device sees the close on its next wake
+            again = VirtualIO(vdev.io_addr)
+            try:
+                assert again.state()["ok"] is True
+                break
+            except IOChannelError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            finally:
+                again.close()
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+        held.close()
 
 
 def test_stop_and_restart_keeps_files(tmp_path: Path) -> None:

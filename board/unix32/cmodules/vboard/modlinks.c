@@ -24,6 +24,7 @@
 #define _GNU_SOURCE  // accept4
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -47,7 +48,15 @@ extern const mp_obj_type_t vboard_pin_type;
 #define LINE_MAX_BYTES 4096     // a request line; a longer one ends that client's connection
 #define OUTBOX_BYTES 65536      // lines queued for a client that does not read; the oldest go
 
+// A descriptor held back for the moment the process has none left (EMFILE, or ENFILE for the
+// system): accept() then fails and leaves the connection waiting, the listening socket stays
+// readable and the task that polls it spins. One for both links: accept_one() lends it.
+static int reserve_fd = -1;
+
 static int listen_on(mp_int_t port) {
+    if (reserve_fd < 0) {
+        reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         mp_raise_OSError(errno);
@@ -83,17 +92,6 @@ static void watch(int ep, int fd, uint32_t events, int op) {
     epoll_ctl(ep, op, fd, &ev);
 }
 
-// A request/response stream: without TCP_NODELAY a small write waits for the peer's delayed
-// ACK (~40 ms on loopback).
-static int accept_one(int lfd) {
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    return fd;
-}
-
 static void close_fd(int *fd) {
     if (*fd >= 0) {
         close(*fd);  // also leaves every epoll set
@@ -101,9 +99,53 @@ static void close_fd(int *fd) {
     }
 }
 
+// A request/response stream: without TCP_NODELAY a small write waits for the peer's delayed
+// ACK (~40 ms on loopback). Out of descriptors, each waiting connection is taken with the
+// reserve's and closed at once (the host sees it closed), so the listening socket is readable
+// again only for a new one; -1 when none waits.
+static int accept_one(int lfd) {
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            return fd;
+        }
+        if ((errno != EMFILE && errno != ENFILE) || reserve_fd < 0) {
+            return -1;
+        }
+        close_fd(&reserve_fd);
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+        }
+        reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            return -1;
+        }
+    }
+}
+
 static mp_uint_t fd_poll(int fd, mp_uint_t want) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
     return (want & MP_STREAM_POLL_RD) && poll(&p, 1, 0) > 0 ? MP_STREAM_POLL_RD : 0;
+}
+
+// The stream ioctl of both links: asyncio polls the epoll descriptor; close_obj is the type's
+// close method.
+static mp_uint_t ep_ioctl(mp_obj_t self_in, int ep, mp_obj_t (*close_obj)(mp_obj_t), mp_uint_t request, uintptr_t arg, int *errcode) {
+    switch (request) {
+        case MP_STREAM_GET_FILENO:
+            return ep;
+        case MP_STREAM_POLL:
+            return ep >= 0 ? fd_poll(ep, arg) : 0;
+        case MP_STREAM_CLOSE:
+            close_obj(self_in);
+            return 0;
+        default:
+            *errcode = MP_EINVAL;
+            return MP_STREAM_ERROR;
+    }
 }
 
 // ---- ReaderLink -------------------------------------------------------------------------------
@@ -206,22 +248,6 @@ static void link_close(link_obj_t *self) {
     close_fd(&self->ep);
 }
 
-static mp_uint_t link_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
-    link_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    switch (request) {
-        case MP_STREAM_GET_FILENO:
-            return self->ep;
-        case MP_STREAM_POLL:
-            return self->ep >= 0 ? fd_poll(self->ep, arg) : 0;
-        case MP_STREAM_CLOSE:
-            link_close(self);
-            return 0;
-        default:
-            *errcode = MP_EINVAL;
-            return MP_STREAM_ERROR;
-    }
-}
-
 static mp_obj_t link_any(mp_obj_t self_in) {
     link_obj_t *self = MP_OBJ_TO_PTR(self_in);
     link_accept(self);
@@ -255,6 +281,11 @@ static mp_obj_t link_del(mp_obj_t self_in) {
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(link_del_obj, link_del);
+
+static mp_uint_t link_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
+    link_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    return ep_ioctl(self_in, self->ep, link_del, request, arg, errcode);
+}
 
 static const mp_rom_map_elem_t link_locals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_read), MP_ROM_PTR(&mp_stream_read_obj) },
@@ -818,18 +849,7 @@ static MP_DEFINE_CONST_FUN_OBJ_1(hub_del_obj, hub_del);
 
 static mp_uint_t hub_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *errcode) {
     hub_obj_t *self = MP_OBJ_TO_PTR(self_in);
-    switch (request) {
-        case MP_STREAM_GET_FILENO:
-            return self->ep;
-        case MP_STREAM_POLL:
-            return self->ep >= 0 ? fd_poll(self->ep, arg) : 0;
-        case MP_STREAM_CLOSE:
-            hub_close(self);
-            return 0;
-        default:
-            *errcode = MP_EINVAL;
-            return MP_STREAM_ERROR;
-    }
+    return ep_ioctl(self_in, self->ep, hub_del, request, arg, errcode);
 }
 
 static const mp_rom_map_elem_t hub_locals_table[] = {
