@@ -321,6 +321,14 @@ def _memory_error(state: Path) -> str | None:
     return None
 
 
+def _recovered_lines(console: bytes | bytearray, keep: int = 3) -> str:
+    """The door's last log lines about heap it did not find (MemoryErrors it recovered from,
+    messages refused no_memory), the latest `keep`, joined: "" when there were none."""
+    lines = [line.strip() for line in bytes(console).decode(errors="replace").splitlines()
+             if "MemoryError" in line or NO_MEMORY in line or "out of memory" in line]
+    return " | ".join(lines[-keep:])[-600:]
+
+
 def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
          updates: int = UPDATES, reconnects: int = RECONNECTS, cuts: int = CUTS,
          minutes: float = MINUTES, cards: int = CARDS) -> SoakReport:
@@ -420,16 +428,21 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                     recovered.seen(last)
                     report.alive = bool(last["ready"])
             except Exception as e:
-                # Stuck because the door ran out of memory: say that, with the door's line.
+                # Stuck: say how far the soak got, and why if the door ran out of memory (a
+                # MemoryError that stopped it, or ones it recovered from: a whitelist piece
+                # refused no_memory reads as an incomplete transfer at the platform).
                 dev.stop()
+                progress = (f"after {report.decisions} decisions, {report.updates} updates, "
+                            f"{report.reconnects} reconnects, {report.cuts} cuts")
                 found = _memory_error(state)
-                if found is None:
-                    raise
-                raise SoakFailed(f"the door met a MemoryError in a {heap} heap after "
-                                 f"{report.decisions} decisions, {report.updates} updates, "
-                                 f"{report.reconnects} reconnects, {report.cuts} cuts "
-                                 f"({found}); the soak then saw: {type(e).__name__}: {e}"
-                                 ) from None
+                if found is not None:
+                    raise SoakFailed(f"the door met a MemoryError in a {heap} heap {progress} "
+                                     f"({found}); the soak then saw: {type(e).__name__}: {e}"
+                                     ) from None
+                recovered_lines = _recovered_lines(dev.console_log)
+                raise SoakFailed(f"{type(e).__name__}: {e}, in a {heap} heap {progress}"
+                                 + (f"; the door recovered from: {recovered_lines}"
+                                    if recovered_lines else "")) from None
             finally:
                 dev.stop()
                 recovered.boot_ended()

@@ -127,6 +127,21 @@ def test_a_recovered_memory_error_is_not_taken_for_one_that_stopped_the_door(
     assert soak._memory_error(tmp_path) is None
 
 
+def test_a_stuck_soak_names_the_heap_trouble_the_door_recovered_from() -> None:
+    # A whitelist piece refused no_memory reaches the platform as an incomplete transfer; the
+    # soak's message says so with the door's latest such lines, and nothing when there were none.
+    console = (b"100 ready\n101 uplink: refused door/v1/d/cache no_memory (further ones counted)\n"
+               b"102 patrol: publish failed MemoryError('memory allocation failed',)\n"
+               b"103 uplink: out of memory, reconnecting\n104 cards: granted\n"
+               b"105 uplink: refused door/v1/d/cache no_memory (further ones counted)\n")
+    lines = soak._recovered_lines(console)
+    assert lines.split(" | ") == [
+        "102 patrol: publish failed MemoryError('memory allocation failed',)",
+        "103 uplink: out of memory, reconnecting",
+        "105 uplink: refused door/v1/d/cache no_memory (further ones counted)"]
+    assert soak._recovered_lines(b"100 ready\n104 cards: granted\n") == ""
+
+
 def test_recovered_memory_errors_are_summed_over_the_boots() -> None:
     r = soak.Recovered()
     r.seen({"card_out_of_memory": 1, "door_out_of_memory": 0, "decisions": 40})
