@@ -8,6 +8,7 @@ tests run against both (tests/host/vdev/test_virtual_device.py on each image).
 
 import asyncio
 import json
+import socket
 
 OUTBOX_MAX = 256  # pending output notifications kept for a slow channel client
 CLIENTS_MAX = 8  # channel clients at once: one more is closed at once (as HUB_CLIENTS in C)
@@ -26,6 +27,13 @@ INPUT_DEFAULTS = {
 CONTACT_STATES = ("closed", "open", "short", "cut")
 IPPROTO_TCP = 6  # Linux's numbers: the unix port's socket module does not name them
 TCP_NODELAY = 1
+ENFILE = 23  # nor errno's these
+EMFILE = 24
+
+# A descriptor held back for the moment the process has none left (EMFILE, or ENFILE for the
+# system): accept() then fails and leaves the connection waiting, the listening socket stays
+# readable and the task that polls it spins. One for both links: _accept() lends it.
+_reserve = []
 
 
 def _no_delay(writer):
@@ -298,7 +306,50 @@ class ReaderUART:
                 pass
 
 
+def _readable(s):
+    """Awaitable: until asyncio's poller finds `s` readable."""
+    yield asyncio.core._io_queue.queue_read(s)
+
+
+async def _accept(s, serve_client):
+    """asyncio's start_server loop, which ignores a failed accept and so spun out of
+    descriptors. Then the waiting connection is taken with the reserve's and closed at once
+    (the host sees it closed), as modlinks.c does: the socket is readable again only for a
+    new one."""
+    while True:
+        await _readable(s)
+        try:
+            c = s.accept()[0]
+        except OSError as e:
+            if e.errno in (EMFILE, ENFILE) and _reserve:
+                _reserve.pop().close()
+                try:
+                    s.accept()[0].close()
+                except OSError:
+                    pass
+                try:  # the descriptor just freed (ENFILE: unless another process took it)
+                    _reserve.append(open("/dev/null", "rb"))
+                except OSError:
+                    pass
+            continue
+        c.setblocking(False)
+        stream = asyncio.StreamReader(c)
+        asyncio.create_task(serve_client(stream, stream))
+
+
+def _listen(port, serve_client):
+    """start_server's socket (listening when this returns), served by _accept()."""
+    s = socket.socket()
+    s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    s.listen(5)
+    asyncio.create_task(_accept(s, serve_client))
+
+
 async def serve(board):
-    """Both links' servers, on the board's ports."""
-    await asyncio.start_server(board.io.serve_client, "127.0.0.1", board.io_port)
-    await asyncio.start_server(board.reader_uart.serve_client, "127.0.0.1", board.reader_port)
+    """Both links' servers, on the board's ports, listening when this returns."""
+    if not _reserve:
+        _reserve.append(open("/dev/null", "rb"))
+    _listen(board.io_port, board.io.serve_client)
+    _listen(board.reader_port, board.reader_uart.serve_client)

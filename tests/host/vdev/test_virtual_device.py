@@ -351,9 +351,6 @@ def test_a_door_out_of_file_descriptors_closes_new_connections_and_does_not_spin
     The door's descriptor limit is lowered to its lowest free number (no new one can open):
     a connection to either link is closed at once, the door stays idle, the client it holds
     is still answered, and a freed descriptor is taken by the next client."""
-    if vdev.image != "unix32":
-        pytest.skip("only the C links (modlinks.c) keep a reserve descriptor: the Python ones "
-                    "(board/vdev/pylinks.py, asyncio's start_server) still spin")
 
     def closed(s: socket.socket) -> bool:
         s.settimeout(3)
