@@ -94,7 +94,9 @@ class Backoff:
     def next_ms(self):
         base = min(self.cap_ms, self.first_ms << min(self.attempt, 16))
         self.attempt += 1
-        jitter = (_rand(16) * base // 65536) // 2  # 0 .. base/2
+        # 0 .. base/2, in small ints: _rand(16) * base passed 2**30 from 32 s on, a long int
+        # asked of the heap in the uplink's last resort after a MemoryError.
+        jitter = (_rand(15) * (base >> 1)) >> 15
         return base * 3 // 4 + jitter
 
     def reset(self):

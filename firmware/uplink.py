@@ -172,6 +172,7 @@ class Uplink:
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * min(batch, _TX_EVENTS))
         self._nonce_at = 0
         self._nonce_used = True
+        self._tx_busy = False  # a message is being written from self._tx (_take_tx)
 
     def kick(self):
         """New events are in the journal: wake the sender."""
@@ -286,11 +287,8 @@ class Uplink:
                 return
             if gone is not None:
                 log("uplink: events", gone[0], "to", gone[1], "asked for again are gone")
-            payload = self._events_payload(recs, gone)
-            n = len(recs)  # what the message holds
+            n = await self._send_events(client, recs, gone)
             gone = None
-            await client.publish(self._t("events"), payload, 1)
-            payload = None
             self.resent_records += n
             if not n:
                 return
@@ -370,10 +368,38 @@ class Uplink:
         return False
 
     async def publish_status(self, report):
-        if self.client is not None and self.client.connected:
-            await self.client.publish(self._t("status"), encode_status(report), 1, True)
-            return True
-        return False
+        """The report is written into the events buffer, in turn with the events batches: no
+        string of its size is asked of the heap (at 66 KiB the patrol's 300-500 bytes were
+        free, but not in one piece)."""
+        await self._take_tx()
+        try:
+            client = self.client
+            if client is not None and client.connected:
+                await client.publish(self._t("status"), encode_status(report, self._tx), 1, True)
+                return True
+            return False
+        finally:
+            self._tx_busy = False
+
+    async def _take_tx(self):
+        """The events buffer, once no other message is being written from it. Only the sender
+        and the patrol take it, never a handler in the connection's read loop: that loop must
+        go on reading acknowledgements, which a publish holding the buffer may be waiting for."""
+        while self._tx_busy:
+            await asyncio.sleep_ms(5)
+        self._tx_busy = True
+
+    async def _send_events(self, client, recs, gone=None):
+        """Publish `recs` (cut to what one message holds) from the events buffer; how many
+        went."""
+        await self._take_tx()
+        try:
+            payload = self._events_payload(recs, gone)
+            n = len(recs)  # what the message holds
+            await client.publish(self._t("events"), payload, 1)
+        finally:
+            self._tx_busy = False
+        return n
 
     def _failed(self, why, tls_failure=False):
         self.connect_failures += 1
@@ -512,11 +538,9 @@ class Uplink:
                     continue
                 for k in range(len(recs)):
                     recs[k] = event_tuple(recs[k], self.boot, self.timebase)
-                payload = self._events_payload(recs)
-                last = recs[-1][0]  # the last event the message holds
+                n = await self._send_events(client, recs)
+                last = recs[n - 1][0]  # the last event the message holds
                 recs = None
-                await client.publish(self._t("events"), payload, 1)
-                payload = None
                 if in_flight == 0:
                     last_progress = ticks_ms()
                 self.sent_upto = last
@@ -540,47 +564,67 @@ class Uplink:
     async def run(self):
         backoff = Backoff()
         while True:
-            self._up = False
-            why = ""
             try:
-                await self._session()
-            except TLSError as e:
-                # Said plainly for the installer (doorctl logs, selftest); the journal keeps
-                # every event, and the next attempt comes with the usual backoff.
-                why = str(e)
-                if not why.startswith("TLS"):
-                    why = "TLS setup failed: " + why  # a file on the door, not the broker
-                self._failed(why, True)
-                log("uplink:", why)
-            except (OSError, MQTTError, asyncio.TimeoutError, EOFError, ValueError) as e:
-                why = "%s %s" % (type(e).__name__, e)
-                if not self._up:
-                    self._failed(why)
-                log("uplink: connection failed:", why)
-            except MemoryError:
-                # Nothing is lost (the journal holds every event): free memory, start over.
-                self.out_of_memory += 1
-                self.status["uplink_out_of_memory"] = self.out_of_memory
+                delay = await self._attempt(backoff)
+            except Exception as e:  # noqa: BLE001 - the uplink must outlive its own bookkeeping
+                # What follows a failed attempt (its reason, the log line, a new status key)
+                # allocates too, and a heap in pieces can refuse it: escaping here stopped the
+                # firmware, a door cut off for good (the soak at 68 KiB, 5 December). Nothing is
+                # lost (the journal holds every event): collect, wait the next step, go on.
+                if isinstance(e, MemoryError):
+                    self.out_of_memory += 1
+                    self.status["uplink_out_of_memory"] = self.out_of_memory
                 gc.collect()
-                why = "out of memory"
-                if not self._up:
-                    # A TLS handshake needs a few tens of KiB at once (mbedTLS's records).
-                    why = "out of memory while connecting" + \
-                        (" (TLS handshake)" if broker_tls(self.broker) else "")
-                    self._failed(why)
-                log("uplink: out of memory, reconnecting")
-            if why:
-                self._note_error(why)
-            if self._up:
-                # The broker took the connection: the link works, whatever ended it. The next
-                # attempt comes after the first step again, not after a growing wait.
-                self.dropped_after_connack += 1
-                self.status["uplink_dropped"] = self.dropped_after_connack
-                backoff.reset()
-            self._summarize()
-            delay = backoff.next_ms()
-            self.status["uplink_retry_in_ms"] = delay
-            now = self.utc() if self.utc is not None else None
-            self.status["uplink_retry_at"] = None if now is None else int(now) + delay // 1000
+                delay = backoff.next_ms()
+                try:
+                    log("uplink: recovering from", type(e).__name__)
+                except MemoryError:
+                    pass
             await asyncio.sleep_ms(delay)
+
+    async def _attempt(self, backoff):
+        """One connection, from connecting to its end; the wait before the next one (ms)."""
+        self._up = False
+        why = ""
+        try:
+            await self._session()
+        except TLSError as e:
+            # Said plainly for the installer (doorctl logs, selftest); the journal keeps
+            # every event, and the next attempt comes with the usual backoff.
+            why = str(e)
+            if not why.startswith("TLS"):
+                why = "TLS setup failed: " + why  # a file on the door, not the broker
+            self._failed(why, True)
+            log("uplink:", why)
+        except (OSError, MQTTError, asyncio.TimeoutError, EOFError, ValueError) as e:
+            why = "%s %s" % (type(e).__name__, e)
+            if not self._up:
+                self._failed(why)
+            log("uplink: connection failed:", why)
+        except MemoryError:
+            # Nothing is lost (the journal holds every event): free memory, start over.
+            self.out_of_memory += 1
+            self.status["uplink_out_of_memory"] = self.out_of_memory
+            gc.collect()
+            why = "out of memory"
+            if not self._up:
+                # A TLS handshake needs a few tens of KiB at once (mbedTLS's records).
+                why = "out of memory while connecting" + \
+                    (" (TLS handshake)" if broker_tls(self.broker) else "")
+                self._failed(why)
+            log("uplink: out of memory, reconnecting")
+        if why:
+            self._note_error(why)
+        if self._up:
+            # The broker took the connection: the link works, whatever ended it. The next
+            # attempt comes after the first step again, not after a growing wait.
+            self.dropped_after_connack += 1
+            self.status["uplink_dropped"] = self.dropped_after_connack
+            backoff.reset()
+        self._summarize()
+        delay = backoff.next_ms()
+        self.status["uplink_retry_in_ms"] = delay
+        now = self.utc() if self.utc is not None else None
+        self.status["uplink_retry_at"] = None if now is None else int(now) + delay // 1000
+        return delay
 

@@ -129,6 +129,43 @@ def dumps(obj, view=False):
     return s.encode()
 
 
+try:
+    from io import IOBase as _Stream  # MicroPython's json.dump writes to a stream object
+except ImportError:  # a port without it: dumps_into answers None (the caller uses dumps)
+    _Stream = object
+
+
+class _Into(_Stream):
+    """A stream over a buffer for json.dump: the message is written in small pieces, so no
+    string of its whole size is asked of the heap (a fragmented door heap may have the bytes
+    free but not in one piece: a patrol report's 300-500 bytes failed at 66 KiB)."""
+
+    def __init__(self, buf):
+        self.mv = memoryview(buf)
+        self.n = 0
+
+    def write(self, b):
+        if isinstance(b, str):  # CPython's json writes str pieces
+            b = b.encode()
+        n = self.n
+        if n + len(b) > len(self.mv):
+            raise ValueError("full")
+        self.mv[n:n + len(b)] = b
+        self.n = n + len(b)
+        return len(b)
+
+
+def dumps_into(buf, obj):
+    """dumps(obj) written into `buf`: a memoryview of the message there, or None when it does
+    not fit (or this interpreter's json cannot write to a stream)."""
+    w = _Into(buf)
+    try:
+        json.dump(obj, w)
+    except Exception:  # noqa: BLE001 - too long, or no stream support: the caller uses dumps
+        return None
+    return w.mv[:w.n]
+
+
 def check_shape(payload, max_len=MAX_PAYLOAD, max_depth=MAX_DEPTH):
     """Refuse, before any parser sees it, a payload longer than `max_len` or nested deeper
     than `max_depth` (arrays and objects, outside strings): the JSON parser recurses and

@@ -12,6 +12,7 @@ from wire.common import (
     VERSION,
     ProtocolError,
     dumps,
+    dumps_into,
     get_int,
     get_str,
     limit,
@@ -120,10 +121,15 @@ def encode_register(site, door, firmware, lock, cards, tls, client_cert, commiss
                    "commissioned_at": commissioned_at, "keys": keys})
 
 
-def encode_status(report):
-    """Patrol/status report: a flat dict of the fields in docs/protocol.md."""
+def encode_status(report, buf=None):
+    """Patrol/status report: a flat dict of the fields in docs/protocol.md. With `buf` (the
+    uplink's own buffer), written there when it fits (common.dumps_into)."""
     obj = {"v": VERSION}
     obj.update(report)
+    if buf is not None:
+        out = dumps_into(buf, obj)
+        if out is not None:
+            return out
     return dumps(obj, True)
 
 

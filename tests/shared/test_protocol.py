@@ -1,3 +1,5 @@
+# mpy-heapsize: 96K
+# (96K: the too_large case below allocates a 16 KiB payload, compiled from source on PyPI.)
 # Protocol v1 codec vectors: the same bytes decode the same way under CPython and MicroPython.
 from wire import common
 from wire.door import (
