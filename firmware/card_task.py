@@ -225,9 +225,12 @@ class CardTask:
             except PN532Error as e:  # (the starvation count goes on: restarting is no read)
                 # The reader stopped answering or talks nonsense: start it again, slowly.
                 if self.reader_ready:
-                    log("reader:", e)
+                    _say("reader:", e, False)
                 self.reader_ready = False
-                self._set_reader("error " + str(e))
+                try:
+                    self._set_reader("error " + str(e))
+                except MemoryError:  # the reason needs heap; that there is one does not
+                    self._set_reader("error")
                 self._waited = False
                 await asyncio.sleep_ms(1000)
             except MemoryError:
@@ -264,6 +267,15 @@ class CardTask:
                 await asyncio.sleep_ms(self.cfg["poll_ms"])
 
 
+def _say(what, e, as_repr=True):
+    """A log line that finds no heap is dropped: out of a task, its MemoryError (from repr(e),
+    the line, the ring) ended the firmware, and after a failure is when the heap is short."""
+    try:
+        log(what, repr(e) if as_repr else e)
+    except MemoryError:
+        pass
+
+
 async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=30000):
     """Merge a grown overlay into the sorted file at a quiet moment (the door is served
     between pieces of the merge), and open again files that could not be opened (the
@@ -278,9 +290,9 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
         try:
             merged = cache.maintain(256, serve_door)
         except Exception as e:  # noqa: BLE001 - heap, flash, tick: the cache stays consistent
-            log("cache: maintenance failed:", repr(e))
+            _say("cache: maintenance failed:", e)
         if cache.error != was:
-            log("cache:", cache.error or "open again")
+            _say("cache:", cache.error or "open again", False)
         status["cache_version"] = cache.version
         hash_due = hash_due or merged or bool(was and not cache.error)
         if content is not None and content.value is None and cache.main is not None and \
@@ -293,4 +305,4 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
                 status["cache_hash"] = content.update()  # the same, for a new main.bin
                 hash_due = False
             except Exception as e:  # noqa: BLE001 - heap, flash
-                log("cache: content hash failed:", repr(e))
+                _say("cache: content hash failed:", e)

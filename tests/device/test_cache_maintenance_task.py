@@ -142,3 +142,38 @@ def test_a_content_hash_without_heap_at_boot_leaves_it_unknown_for_the_maintenan
     tracker.update = real
     status = _run_maintenance(c, None, 20, tracker)
     assert tracker.value is not None and status["cache_hash"] == tracker.value
+
+
+def test_the_idle_maintenance_outlives_a_log_line_that_finds_no_heap():
+    # After a failed merge is when the heap is short: the line saying so (repr, the line, the
+    # ring) raised MemoryError out of the task, and an exception out of a task ends them all.
+    import firmware.card_task as card_task
+
+    c = _held()
+    said = []
+
+    def failing_merge(*a, **k):
+        raise MemoryError("merge")
+
+    def no_heap_for_lines(*parts):
+        said.append(parts[0])
+        raise MemoryError("the line")
+
+    c.maintain = failing_merge
+    real_log = card_task.log
+    card_task.log = no_heap_for_lines
+    try:
+        status = {}
+
+        async def go():
+            task = asyncio.create_task(maintain_cache(c, status, None, None, 1))
+            await asyncio.sleep_ms(30)
+            alive = not task.done()
+            task.cancel()
+            await asyncio.sleep_ms(0)
+            return alive
+
+        assert asyncio.run(go()) is True
+    finally:
+        card_task.log = real_log
+    assert said.count("cache: maintenance failed:") >= 2  # it went on to later rounds
