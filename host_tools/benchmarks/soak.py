@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -321,6 +322,16 @@ def _memory_error(state: Path) -> str | None:
     return None
 
 
+def _keep_logs(state: Path) -> Path:
+    """The door's console.log and stderr.log, copied out of the soak's temporary folder (gone
+    when the soak ends), for whoever has to find out why it stopped."""
+    kept = Path(tempfile.mkdtemp(prefix="doorctl-soak-"))
+    for name in ("console.log", "stderr.log"):
+        if (state / name).exists():
+            shutil.copy(state / name, kept / name)
+    return kept
+
+
 def _recovered_lines(console: bytes | bytearray, keep: int = 3) -> str:
     """The door's last log lines about heap it did not find (MemoryErrors it recovered from,
     messages refused no_memory), the latest `keep`, joined: "" when there were none."""
@@ -433,7 +444,8 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                 # refused no_memory reads as an incomplete transfer at the platform).
                 dev.stop()
                 progress = (f"after {report.decisions} decisions, {report.updates} updates, "
-                            f"{report.reconnects} reconnects, {report.cuts} cuts")
+                            f"{report.reconnects} reconnects, {report.cuts} cuts"
+                            f" (the door's logs kept in {_keep_logs(state)})")
                 found = _memory_error(state)
                 if found is not None:
                     raise SoakFailed(f"the door met a MemoryError in a {heap} heap {progress} "

@@ -203,3 +203,15 @@ def test_a_stuck_swipe_says_what_the_door_recovered_from_meanwhile() -> None:
         "; the door recovered from MemoryErrors meanwhile (card_out_of_memory 1456)")
     assert said({"card_out_of_memory": 0}) == ""
     assert said(ConnectionError("the I/O channel closed")) == ""
+
+
+def test_a_stuck_soak_keeps_the_doors_logs_out_of_its_temporary_folder(tmp_path: Path) -> None:
+    (tmp_path / "console.log").write_text("100 ready\n")
+    kept = soak._keep_logs(tmp_path)
+    try:
+        assert kept != tmp_path and (kept / "console.log").read_text() == "100 ready\n"
+        assert not (kept / "stderr.log").exists()  # none written: none invented
+    finally:
+        import shutil
+
+        shutil.rmtree(kept)
