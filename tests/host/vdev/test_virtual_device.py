@@ -36,6 +36,21 @@ def vdev(tmp_path: Path) -> Iterator[VirtualDevice]:
         yield d
 
 
+def _served_again(addr: tuple[str, int]) -> None:
+    """A client freed a place: a new one is answered once the device has seen the close (on
+    its next wake)."""
+    deadline = time.monotonic() + 10
+    while True:
+        again = VirtualIO(addr)
+        try:
+            assert again.state()["ok"] is True
+            return
+        except IOChannelError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        finally:
+            again.close()
+
 def test_mpremote_exec_runs_on_the_device(vdev: VirtualDevice) -> None:
     out = mpremote(vdev, "exec", "import sys, os; print(sys.implementation.name, os.getcwd())")
     assert out.split() == ["micropython", "/flash"]
@@ -237,17 +252,7 @@ def test_io_channel_ends_only_a_client_whose_line_is_too_long_and_serves_eight(
             with socket.create_connection(vdev.io_addr, timeout=5) as ninth:
                 assert closed(ninth)
             others.pop().close()
-            deadline = time.monotonic() + 10
-            while True:  # the device sees the close on its next wake
-                again = VirtualIO(vdev.io_addr)
-                try:
-                    assert again.state()["ok"] is True
-                    break
-                except IOChannelError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
-                finally:
-                    again.close()
+            _served_again(vdev.io_addr)
         finally:
             for c in others:
                 c.close()
@@ -384,17 +389,7 @@ def test_a_door_out_of_file_descriptors_closes_new_connections_and_does_not_spin
             assert closed(extra_io) and closed(extra_reader)
         assert held.state()["ok"] is True  # the channel carries on
         held.close()  # its descriptor frees: the next client takes it
-        deadline = time.monotonic() + 10
-        while True:  # the device sees the close on its next wake
-            again = VirtualIO(vdev.io_addr)
-            try:
-                assert again.state()["ok"] is True
-                break
-            except IOChannelError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-            finally:
-                again.close()
+        _served_again(vdev.io_addr)
     finally:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
         held.close()
