@@ -5,12 +5,8 @@ import gc
 import os
 import sys
 
-from micropython import const
-
 from firmware import VERSION
 from firmware.log import log, set_clock
-
-_GC_EVERY = const(4096)  # bytes allocated between two collections (main() says why)
 
 # Filled in by the running firmware; read by patrol reports, the console and benchmarks.
 status = {"version": VERSION, "ready": False, "heap_free": 0, "heap_peak_alloc": 0}
@@ -377,13 +373,6 @@ async def main(board, extra_tasks=()):
     cfg = config.load(board.fs_root)
     running["config"] = cfg
     _import_kept(board, cfg)
-    # A collection after every 4 KiB allocated, not only when the heap is full: between two
-    # collections allocations march up past garbage, and what is kept from that time (a
-    # connection's objects, a report) lands high and leaves holes under it when the garbage
-    # goes. At 66 KiB the heap failed a 300-byte request with 3.8 KiB free in pieces of at most
-    # 224 bytes; with this (and the status report written into the uplink's buffer) it fits.
-    if hasattr(gc, "threshold"):
-        gc.threshold(_GC_EVERY)
     tasks = [asyncio.create_task(_housekeeping(board))]
     journal = _start_journal(board, cfg)
     if journal is not None:
