@@ -1,7 +1,9 @@
 """The card flow at the door: reader poll -> card session -> whitelist decision -> door.
 
 One decision per presentation (card_reader/presentation.py): a card left on the reader is decided
-once, and again only after the field has been empty for `absent_ms`.
+once, and again only after the reader has *seen* the field empty for `absent_ms`. Time alone is
+no evidence: an event loop held up (a whitelist's content hash, a merge, a TLS handshake: seconds
+on an ESP32) leaves a held card unread that long, and it is still the same presentation.
 Nothing here waits for the network: the decision uses the offline cache and the door
 journals the result itself (docs/card-profile.md, "door flow").
 """
@@ -81,7 +83,8 @@ class CardTask:
         self.status = status if status is not None else {}
         self.reader_ready = False
         self.present = None  # UID of the presentation already decided (or being retried)
-        self._seen = 0  # ticks when a card was last in the field
+        self._empty_from = None  # ticks: the start of the reads that found the field empty
+        self._empty_to = 0  # since a card was last seen, and the end of the last of them
         self._waited = False  # the last step spent its time waiting for a card: no pause
         self.decisions = 0
         self.status["decisions"] = 0  # there from the start: counting a decision allocates nothing
@@ -93,6 +96,25 @@ class CardTask:
         self._lost = None  # (uid, ticks) of the last card_lost journaled
         self.hold = False  # True: the reader is lent to someone else (self-test, console);
         # the task ends its pending wait within wait_ms, then says "held" (status reader)
+
+    def _looked_empty(self, began, now, found):
+        """Count the read from `began` to `now` as the field seen empty, when it is evidence;
+        True once the field has been seen empty for `absent_ms` in a row.
+
+        A read that found nothing is. A wait that found a card is, up to the moment it found
+        it (the chip looked all along), but only when it ended within its own time: one that
+        ended later was held up by the event loop, and the card may have been there from its
+        start. With wait_ms + poll_ms below absent_ms (the defaults), a held card is never
+        taken for gone. A poll that found a card is not (it looked once, at its end)."""
+        if found and not (self.cfg["wait_ms"] and
+                          self.clock.ticks_diff(now, began) <= self.cfg["wait_ms"] +
+                          self.cfg["poll_ms"]):
+            return False
+        if self._empty_from is None:
+            self._empty_from = began
+        self._empty_to = now
+        return self.present is not None and \
+            self.clock.ticks_diff(self._empty_to, self._empty_from) >= self.cfg["absent_ms"]
 
     def _set_reader(self, state):
         self.status["reader"] = state
@@ -116,6 +138,7 @@ class CardTask:
                 await self.reader.rf_retries(RETRY_FOREVER)
             self.reader_ready = True
             self._set_reader("pn532 v%d.%d" % (fw[1], fw[2]))
+        began = self.clock.ticks_ms()
         try:
             if wait_ms:
                 target = await self.reader.wait_target(wait_ms, 2, self.cfg["renew_ms"])
@@ -126,19 +149,15 @@ class CardTask:
                 return False  # two cards in the field: none is read, the user will retry
             raise
         now = self.clock.ticks_ms()
-        absent = self.present is not None and \
-            self.clock.ticks_diff(now, self._seen) >= self.cfg["absent_ms"]
-        if absent:
-            # The field was empty that long (a wait that found a card only now counts too:
-            # the chip looked all along): whatever comes next is a new presentation.
-            self.present = None
+        if self._looked_empty(began, now, target is not None):
+            self.present = None  # whatever comes next is a new presentation
         if target is None:
             self._waited = bool(wait_ms)
             return False
+        self._empty_from = None
         uid = bytes(target.uid)
         held = self.present
         if held is not None and same_presentation(held, uid):
-            self._seen = now
             self.present = uid
             return False
         t0 = now
@@ -163,7 +182,6 @@ class CardTask:
         # Held as decided only now: a MemoryError before this point leaves it undecided (read
         # again), one after it (the release below) leaves it decided once.
         self.present = uid
-        self._seen = self.clock.ticks_ms()
         self.status["card_ms"] = self.clock.ticks_diff(self.clock.ticks_ms(), t0)
         await self._release()  # after the decision: the door need not wait for the DESELECT
         return True

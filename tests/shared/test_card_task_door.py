@@ -126,7 +126,8 @@ class _Session:
 MODES = (0, 200)  # polling (MaxRetries 2, a pause between polls), the chip waiting (wait_ms)
 
 
-def _run(field_at, until_ms, wait_ms=200):
+def _run(field_at, until_ms, wait_ms=200, held_up=None):
+    """`held_up(step)`: ms the event loop is held up by other work before that step."""
     import asyncio
 
     clock = ManualClock(epoch=NOON)  # polls and card steps move it
@@ -138,7 +139,11 @@ def _run(field_at, until_ms, wait_ms=200):
     task.session = _Session(clock)
 
     async def loop():
+        n = 0
         while clock.t < until_ms:
+            if held_up is not None:
+                clock.t += held_up(n)
+            n += 1
             await task.step()
             if not task._waited:  # as CardTask.run: no pause after a wait in an empty field
                 clock.t += task.cfg["poll_ms"]
@@ -189,6 +194,63 @@ def test_taken_away_and_presented_again_is_a_new_decision():
     for wait_ms in MODES:
         calls, _ = _run(field, 5000, wait_ms)
         assert len(calls) == 2, wait_ms
+
+
+def test_a_held_card_is_decided_once_though_the_loop_is_held_up_between_reads():
+    """A whitelist's content hash or merge holds the event loop for a second (more on an
+    ESP32): the card task reads nothing meanwhile, and the card still in the field when it
+    reads again is the same presentation. Time without a read is no absence."""
+    uid = b"\x04\x11\x22\x33\x44\x55\x66"
+    for wait_ms in MODES:
+        calls, task = _run(lambda ms: _Target(uid), 8000, wait_ms,
+                           lambda n: 1000 if n % 3 == 2 else 0)
+        assert len(calls) == 1, (wait_ms, calls)
+        assert task.reader.lists > 8
+
+
+class _HeldUpWait(_Field):
+    """The chip answers a card at once, and the answer waits in the UART while the event loop
+    is held up elsewhere: the wait ends `late_ms` after it began."""
+
+    late_ms = 1000
+
+    async def wait_target(self, wait_ms, max_targets=2, renew_ms=0):
+        self.lists += 1
+        self.clock.t += self.late_ms
+        return self.now(self.clock.t)
+
+
+def test_a_wait_held_up_with_the_card_in_the_field_is_no_absence():
+    import asyncio
+
+    clock = ManualClock(epoch=NOON)
+    board = _Board()
+    board.clock = clock
+    door = _Door()
+    task = CardTask(board, door, None, _Cache(), 0)
+    uid = b"\x04\x11\x22\x33\x44\x55\x66"
+    task.reader = _HeldUpWait(clock, lambda ms: _Target(uid))
+    task.session = _Session(clock)
+
+    async def go():
+        for _ in range(5):
+            await task.step()
+    asyncio.run(go())
+    assert len(door.calls) == 1, door.calls
+    assert task.reader.lists == 5
+
+
+def test_a_card_back_after_empty_reads_spanning_the_absence_is_a_new_decision():
+    """The other side of the same rule: reads that found the field empty for absent_ms (the
+    loop held up between them or not) end the presentation."""
+    uid = b"\x04\x11\x22\x33\x44\x55\x66"
+
+    def field(ms):
+        return _Target(uid) if ms < 1000 or ms >= 3000 else None
+
+    for wait_ms in MODES:
+        calls, _ = _run(field, 5000, wait_ms, lambda n: 400 if n % 4 == 3 else 0)
+        assert len(calls) == 2, (wait_ms, calls)
 
 
 def test_the_same_card_back_after_a_long_wait_is_a_new_decision():
