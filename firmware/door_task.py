@@ -248,20 +248,22 @@ class DoorTask:
     def drive(self, now):
         m = self.machine
         b = self.board
+        # Each output is marked driven only once set: one whose set() raised (a board whose
+        # pins report over a link: a MemoryError) is set again at the next poll.
         rel = relay_energised(m.lock, self.fail_safe)
         if rel != self._relay:
-            self._relay = rel
             b.relay.set(rel)
+            self._relay = rel
         if m.buzzer != self._pattern:
             self._pattern = m.buzzer
             self._pattern_t0 = now
         bz = buzzer_on(self._pattern, self.clock.ticks_diff(now, self._pattern_t0))
         if bz != self._buzzer:
-            self._buzzer = bz
             b.buzzer.set(bz)
+            self._buzzer = bz
         if m.led != self._led:
-            self._led = m.led
             b.led.set(m.led)
+            self._led = m.led
 
     def sleep_ms(self, now):
         """Until the next poll, or sooner when a machine deadline comes first."""
@@ -276,14 +278,16 @@ class DoorTask:
     def grant(self, kind="card", master=False, ref=b"", flags=0):
         """An access decision said yes (card, rex, remote); False when lockdown refused it.
         A MemoryError restarts the machine (door locked) and reaches the caller: nothing
-        was granted."""
+        was granted, nor journaled (the recorder raises only for an event it did not
+        journal), and the card may be read again. Once the machine took the decision, it
+        stands: outputs that could not be driven now are driven at the next poll."""
         now = self.clock.ticks_ms()
         try:
             ok = self.machine.grant(now, kind, master, ref, flags)
         except MemoryError:
             self.restart(now)
             raise
-        self.drive(self.clock.ticks_ms())
+        self._drive_after_decision()
         return ok
 
     def deny(self, reason, ref=b"", flags=0):
@@ -294,7 +298,13 @@ class DoorTask:
         except MemoryError:
             self.restart(now)
             raise
-        self.drive(self.clock.ticks_ms())
+        self._drive_after_decision()
+
+    def _drive_after_decision(self):
+        try:
+            self.drive(self.clock.ticks_ms())
+        except MemoryError:  # raised, the caller would decide the card again
+            pass
 
     def mode(self):
         return self.machine.effective_mode()

@@ -65,6 +65,7 @@ class Recorder:
         return self.uptime.seconds()
 
     def record(self, code, arg=0, payload=b"", flags=0):
+        """Journal one event; its sequence number. Raises only when it was not journaled."""
         now = self.clock.time()
         if now is None:
             t, frac = self.uptime.split()
@@ -74,13 +75,24 @@ class Recorder:
             if not self.clock.trusted:
                 frac |= MS_UNTRUSTED  # the platform places it by this boot's time_set events
         seq = self.journal.append(code, flags, self.boot & 0xFFFF, t, frac, arg & 0xFFFF, payload)
-        for fn in self.listeners:
-            fn(seq, code, arg)
+        # Journaled: from here a MemoryError must not reach the caller, who would take the
+        # event for lost and make it again (a grant journaled twice, its card read again).
+        try:
+            for fn in self.listeners:
+                fn(seq, code, arg)
+        except MemoryError:
+            pass  # a kick missed: the sender looks again at its next timer
+        try:
+            self._near_full()
+        except MemoryError:
+            self.near_full_reported = False  # reported with the next record
+        return seq
+
+    def _near_full(self):
         if self.journal.near_full():
             if not self.near_full_reported:
+                payload = struct.pack("<II", self.journal.depth(), self.journal.capacity)
                 self.near_full_reported = True
-                self.record(JOURNAL_NEAR_FULL, 0, struct.pack("<II", self.journal.depth(),
-                                                              self.journal.capacity))
+                self.record(JOURNAL_NEAR_FULL, 0, payload)
         else:
             self.near_full_reported = False
-        return seq

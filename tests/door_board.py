@@ -20,8 +20,12 @@ class Out:
     def __init__(self):
         self.v = None
         self.changes = []
+        self.fail = 0  # sets left to fail with a MemoryError (pins reported over a link)
 
     def set(self, v):
+        if self.fail:
+            self.fail -= 1
+            raise MemoryError("memory allocation failed, allocating 32 bytes")
         self.v = v
         self.changes.append(v)
 
