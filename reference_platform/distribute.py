@@ -115,12 +115,15 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
          retries: int = 3, key: bytes | None = None) -> dict[str, Any]:
     """Send a signed snapshot or delta and wait until the door holds its version; resume
     where the door says it stopped. DistributionError(reason) when the door refuses it
-    (base_mismatch: send a snapshot) or never answers."""
+    (base_mismatch: send a snapshot) or never answers; "incomplete" after `retries` rounds in
+    a row that moved the door no further, or at `timeout`. A round that moved it on does not
+    count: a door short of heap drops a piece now and then, and it is on its way."""
     version = file_version(data)
     start = 0
     deadline = time.monotonic() + timeout
     known = platform.cache_states.get(device)
-    for _ in range(retries + 1):
+    stalled = 0
+    while stalled <= retries and time.monotonic() < deadline:
         platform.cache_states.pop(device, None)
         send(platform, device, data, start, key)
 
@@ -135,8 +138,11 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
             raise DistributionError(str(state["reason"]), state)
         if state["version"] >= version:
             return state
-        # A piece went missing (a reconnect, say): go on from what the door has of this file.
-        start = int(state["have"]) if state["receiving"] == version else 0
+        # A piece went missing (a reconnect, a piece the door had no heap for): go on from
+        # what the door has of this file.
+        have = int(state["have"]) if state["receiving"] == version else 0
+        stalled = 0 if have > start else stalled + 1
+        start = have
     raise DistributionError("incomplete")
 
 
