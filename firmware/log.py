@@ -18,6 +18,7 @@ _buf = bytearray(RING_CHARS)
 _held = [0]  # bytes of _buf in use: whole lines, each followed by _END
 _long = [None]  # the last line when it is longer than the ring: kept alone, as a string
 _console = [True]
+_dropped = [0]
 _clock = [None]
 
 
@@ -56,12 +57,23 @@ def _keep(line):
 
 
 def log(*parts):
-    clock = _clock[0]
-    stamp = clock.ticks_ms() if clock is not None else 0
-    line = "%d %s" % (stamp, " ".join(str(p) for p in parts))
-    _keep(line)
-    if _console[0]:
-        print(line)
+    """One line into the ring and onto the console. A line that finds no heap is dropped and
+    counted (`dropped()`): a failure is when the heap is short, and a MemoryError out of a
+    task's error handling ended every task of the firmware."""
+    try:
+        clock = _clock[0]
+        stamp = clock.ticks_ms() if clock is not None else 0
+        line = "%d %s" % (stamp, " ".join(str(p) for p in parts))
+        _keep(line)
+        if _console[0]:
+            print(line)
+    except MemoryError:
+        _dropped[0] += 1
+
+
+def dropped():
+    """Lines dropped for want of heap since boot."""
+    return _dropped[0]
 
 
 def clear():

@@ -67,3 +67,22 @@ def test_a_nul_in_a_line_does_not_split_it():
     log.log("next")
     assert log.lines() == ["0 uplink: topic a?b", "0 next"]
     log.set_console(True)
+
+
+class _NoHeap:
+    """A part whose text finds no heap, as any part's can on a fragmented heap."""
+
+    def __str__(self):
+        raise MemoryError("memory allocation failed, allocating 48 bytes")
+
+
+def test_a_line_that_finds_no_heap_is_dropped_and_counted_not_raised():
+    _reset()
+    log.log("kept")
+    before = log.dropped()
+    log.log("cards: reader:", _NoHeap())  # out of a task's except clause, this ended them all
+    assert log.dropped() == before + 1
+    assert log.lines() == ["0 kept"]
+    log.log("after")
+    assert log.lines() == ["0 kept", "0 after"]
+    log.set_console(True)
