@@ -306,21 +306,27 @@ class Journal:
     def read(self, from_seq, max_records):
         """Record tuples with seq >= from_seq, in order, at most `max_records` (torn ones
         skipped); see the R_* positions."""
-        out = []
+        return list(self.records(from_seq, max_records))
+
+    def records(self, from_seq, max_records):
+        """read(), one record at a time: a reader that is done with each before the next
+        (the uplink's sender) holds one record's objects, not a list of them. Nothing may
+        be appended while it runs (no await between two records)."""
+        n = 0
         i = self._sector_of(from_seq)
-        while i >= 0 and len(out) < max_records:
+        while i >= 0 and n < max_records:
             block = ACK_BLOCKS + i
             # A torn slot only ever pushes records later, so the record for from_seq is at
             # this slot or after it.
             s = 1 + from_seq - self._first_seq[i]
             if s < 1:
                 s = 1
-            while s <= self.per_sector and len(out) < max_records:
+            while s <= self.per_sector and n < max_records:
                 rec = self._record_at(block, s)
                 s += 1
                 if rec is None:
                     break
                 if rec and rec[0] >= from_seq:
-                    out.append(rec)
+                    n += 1
+                    yield rec
             i = self._next_sector(i)
-        return out

@@ -41,8 +41,11 @@ from wire.door import (
     decode_resend,
     decode_signed_ack,
     decode_signed_time,
+    EVENTS_TAIL,
     encode_events,
-    encode_events_into,
+    events_close,
+    events_open,
+    events_put,
     encode_presence,
     encode_reply,
     encode_status,
@@ -168,7 +171,7 @@ class Uplink:
         # Every inbound payload is read into this one buffer, made here at boot (the largest
         # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
         self._rx = bytearray(max(common.limit(leaf) for leaf in _INBOUND))
-        # And every events batch is written into this one (wire.door.encode_events_into).
+        # And every events batch is written into this one (wire.door.events_put).
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * min(batch, _TX_EVENTS))
         self._nonce_at = 0
         self._nonce_used = True
@@ -277,35 +280,42 @@ class Uplink:
         last = min(last, first + self.batch * self.window - 1)
         while client.connected:
             gc.collect()
-            recs = j.read(first, self.batch) if first <= last else []
-            n = 0
-            while n < len(recs) and recs[n][R_SEQ] <= last:
-                recs[n] = event_tuple(recs[n], self.boot, self.timebase)
-                n += 1
-            del recs[n:]
-            if not recs and gone is None:
-                return
             if gone is not None:
                 log("uplink: events", gone[0], "to", gone[1], "asked for again are gone")
-            n = await self._send_events(client, recs, gone)
+            n, sent = await self._send_batch(client, first, last, gone)
             gone = None
             self.resent_records += n
             if not n:
                 return
-            first = recs[n - 1][0] + 1
-            recs = None
-    def _events_payload(self, recs, gone=None):
-        """The events message, in the uplink's own buffer (a memoryview, valid until the next
-        batch: publish has sent it by then). A batch the buffer cannot hold is cut in half
-        until it fits (`recs` keeps what the message holds; the rest goes in the next); only
-        an event the buffer cannot take alone is sent as a JSON string made in the heap."""
-        while True:
-            n = encode_events_into(self._tx, self.boot, recs, gone)
-            if n >= 0:
-                return memoryview(self._tx)[:n]
-            if len(recs) <= 1:
-                return encode_events(self.boot, recs, gone)
-            del recs[(len(recs) + 1) // 2:]
+            first = sent + 1
+    def _batch_payload(self, first, last, gone=None):
+        """(payload, n, seq of the last): the events from `first` to `last` (at most a batch),
+        each read from the journal and written into the uplink's own buffer before the next is
+        read, so one event's objects are alive at a time, not a batch of them (a batch of
+        record tuples and event lists took 2-3 KiB at the moment a reconnecting door also
+        answers its platform). The payload is a memoryview, valid until the next batch:
+        publish has sent it by then. `gone` (the resend's range no longer held) may come
+        alone. Only an event the buffer cannot take alone goes out as a string made in the heap."""
+        mv = memoryview(self._tx)
+        end = len(mv) - EVENTS_TAIL
+        p = events_open(mv, self.boot)
+        n = seq = 0
+        if first <= last:
+            for rec in self.journal.records(first, self.batch):
+                if rec[R_SEQ] > last:
+                    break
+                e = event_tuple(rec, self.boot, self.timebase)
+                rec = None
+                q = events_put(mv, p, e, n, end)
+                if q < 0:
+                    if n == 0:
+                        return encode_events(self.boot, [e], gone), 1, e[0]
+                    break
+                p = q
+                n += 1
+                seq = e[0]
+                e = None
+        return mv[:events_close(mv, p, gone)], n, seq
 
     def _new_nonce(self):
         import os
@@ -389,17 +399,18 @@ class Uplink:
             await asyncio.sleep_ms(5)
         self._tx_busy = True
 
-    async def _send_events(self, client, recs, gone=None):
-        """Publish `recs` (cut to what one message holds) from the events buffer; how many
-        went."""
+    async def _send_batch(self, client, first, last, gone=None):
+        """Publish the events from `first` to `last` that one message holds (and `gone`), from
+        the events buffer; (how many went, the seq of the last of them). Nothing is sent
+        when there is neither an event nor `gone`."""
         await self._take_tx()
         try:
-            payload = self._events_payload(recs, gone)
-            n = len(recs)  # what the message holds
-            await client.publish(self._t("events"), payload, 1)
+            payload, n, seq = self._batch_payload(first, last, gone)
+            if n or gone is not None:
+                await client.publish(self._t("events"), payload, 1)
         finally:
             self._tx_busy = False
-        return n
+        return n, seq
 
     def _failed(self, why, tls_failure=False):
         self.connect_failures += 1
@@ -532,18 +543,13 @@ class Uplink:
             in_flight = self.sent_upto - j.acked
             if pending > 0 and in_flight < self.batch * self.window:
                 gc.collect()
-                recs = j.read(self.sent_upto + 1, self.batch)
-                if not recs:
+                n, last = await self._send_batch(client, self.sent_upto + 1, j.next_seq - 1)
+                if not n:  # nothing readable there (torn slots): nothing to send
                     self.sent_upto = j.next_seq - 1
                     continue
-                for k in range(len(recs)):
-                    recs[k] = event_tuple(recs[k], self.boot, self.timebase)
-                n = await self._send_events(client, recs)
-                last = recs[n - 1][0]  # the last event the message holds
-                recs = None
                 if in_flight == 0:
                     last_progress = ticks_ms()
-                self.sent_upto = last
+                self.sent_upto = last  # the last event the message holds
                 self.published_batches += 1
                 continue
             if in_flight > 0 and ticks_diff(ticks_ms(), last_progress) > self.ack_timeout_ms:

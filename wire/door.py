@@ -38,35 +38,57 @@ def encode_events_into(buf, boot, events, gone=None):
     strings (the caller then uses encode_events). A batch built as one JSON string needs
     2-3 KiB in one piece twice over (the string, then its bytes); a busy heap may not have it."""
     mv = memoryview(buf)
-    p = _put(mv, 0, b'{"v": %d, "boot": %d, "ev": [' % (VERSION, boot))
+    p = events_open(mv, boot)
     for i in range(len(events)):
-        e = events[i]
-        if len(e) != 8:
+        p = events_put(mv, p, events[i], i)
+    return events_close(mv, p, gone)
+
+
+# The same message written an event at a time (the door's sender: one event's objects alive at
+# once, not a whole batch of them). Each returns the position after what it wrote, or -1 from
+# the first piece that did not fit on.
+EVENTS_TAIL = 40  # room events_close needs at most (`gone` with two 32-bit numbers)
+
+
+def events_open(mv, boot):
+    return _put(mv, 0, b'{"v": %d, "boot": %d, "ev": [' % (VERSION, boot))
+
+
+def events_put(mv, p, e, i, end=None):
+    """Event `e` (the i-th of the message) at p, ending before `end` (default: the buffer's);
+    -1 when it does not fit or is not 7 ints and a plain ASCII string."""
+    if p < 0 or len(e) != 8:
+        return -1
+    for k in range(7):
+        if type(e[k]) is not int:
             return -1
-        for k in range(7):
-            if type(e[k]) is not int:
-                return -1
-        data = e[7]
-        if isinstance(data, str):
-            data = data.encode()
-        for c in data:
-            if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:  # nothing JSON would escape
-                return -1
-        if i:
-            p = _put(mv, p, b", ")
-        p = _put(mv, p, b'[%d, %d, %d, %d, %d, %d, %d, "' % (e[0], e[1], e[2], e[3], e[4], e[5],
-                                                           e[6]))
-        p = _put(mv, p, data)
-        p = _put(mv, p, b'"]')
+    data = e[7]
+    if isinstance(data, str):
+        data = data.encode()
+    for c in data:
+        if c < 0x20 or c > 0x7E or c == 0x22 or c == 0x5C:  # nothing JSON would escape
+            return -1
+    if end is None:
+        end = len(mv)
+    if i:
+        p = _put(mv, p, b", ", end)
+    p = _put(mv, p, b'[%d, %d, %d, %d, %d, %d, %d, "' % (e[0], e[1], e[2], e[3], e[4], e[5],
+                                                       e[6]), end)
+    p = _put(mv, p, data, end)
+    return _put(mv, p, b'"]', end)
+
+
+def events_close(mv, p, gone=None):
     p = _put(mv, p, b"]")
     if gone is not None:
         p = _put(mv, p, b', "gone": [%d, %d]' % (gone[0], gone[1]))
     return _put(mv, p, b"}")
 
 
-def _put(mv, p, data):
-    """Copy `data` into mv at p; the position after it, or -1 (from then on) past the end."""
-    if p < 0 or p + len(data) > len(mv):
+def _put(mv, p, data, end=None):
+    """Copy `data` into mv at p; the position after it, or -1 (from then on) past the end (of
+    mv, or `end`)."""
+    if p < 0 or p + len(data) > (len(mv) if end is None else end):
         return -1
     mv[p:p + len(data)] = data
     return p + len(data)

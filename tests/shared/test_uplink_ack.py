@@ -188,24 +188,57 @@ def test_a_whole_batch_of_card_decisions_fits_the_events_buffer():
     j, up = _uplink(blocks=8)
     for i in range(up.batch):  # a card's decision: its 8-byte reference as data
         j.append(2, 0, 3, 1767225600 + i, 999, 41, bytes(range(i, i + 8)))
-    recs = _batch(j, up, 1, up.batch)
-    assert isinstance(up._events_payload(recs), memoryview)
-    assert len(recs) == up.batch
+    payload, n, last = up._batch_payload(1, j.next_seq - 1)
+    assert isinstance(payload, memoryview)
+    assert (n, last) == (up.batch, up.batch)
+    assert decode_batch(bytes(payload)) == (3, [tuple(e) for e in _batch(j, up, 1, up.batch)],
+                                           None)
 
 
 def test_a_batch_the_buffer_cannot_hold_goes_out_in_it_in_smaller_messages():
     j, up = _uplink(blocks=8)
     _fill_large(j, 16)
     up._tx = bytearray(600)  # holds fewer than a batch of these
-    recs = _batch(j, up, 1, 16)
-    want = [tuple(e) for e in recs]
-    payload = up._events_payload(recs)
+    want = [tuple(e) for e in _batch(j, up, 1, 16)]
+    payload, n, last = up._batch_payload(1, 16)
     assert isinstance(payload, memoryview)  # the uplink's own buffer, no JSON string made
-    assert 1 < len(recs) < 16  # cut to what the message holds
-    assert decode_batch(bytes(payload)) == (3, want[:len(recs)], None)
+    assert 1 < n < 16 and last == n  # cut to what the message holds
+    assert decode_batch(bytes(payload)) == (3, want[:n], None)
     up._tx = bytearray(40)  # not even one event: that one is sent as a string
-    recs = _batch(j, up, 1, 16)
-    assert decode_batch(up._events_payload(recs)) == (3, want[:1], None)
+    payload, n, last = up._batch_payload(1, 16)
+    assert (n, last) == (1, 1)
+    assert decode_batch(payload) == (3, want[:1], None)
+
+
+def test_a_batch_stops_at_its_last_and_can_carry_gone_alone():
+    j, up = _uplink(blocks=8)
+    _fill(j, 10)
+    payload, n, last = up._batch_payload(3, 6)
+    assert (n, last) == (4, 6)
+    assert [e[0] for e in decode_batch(bytes(payload))[1]] == [3, 4, 5, 6]
+    payload, n, last = up._batch_payload(5, 4, (1, 4))  # nothing held: the range as gone
+    assert n == 0
+    assert decode_batch(bytes(payload)) == (3, [], (1, 4))
+
+
+def test_a_batch_is_read_one_record_at_a_time():
+    """The sender never holds a batch of record tuples: the journal hands it one at a time,
+    and each is written into the buffer before the next is read."""
+    j, up = _uplink(blocks=8)
+    _fill(j, 20)
+    handed = []
+    records = j.records
+
+    def one_at_a_time(first, count):
+        for rec in records(first, count):
+            if handed:  # the one before is in the message already
+                assert (b"[%d, " % handed[-1]) in bytes(up._tx), handed
+            handed.append(rec[0])
+            yield rec
+
+    j.records = one_at_a_time
+    payload, n, last = up._batch_payload(1, 20)
+    assert handed == list(range(1, up.batch + 1)) and n == up.batch
 
 
 def test_events_cut_into_smaller_messages_are_each_sent_once_in_order():

@@ -1,4 +1,4 @@
-# mpy-heapsize: 128K
+# mpy-heapsize: 144K
 # What the uplink sends of a journal record, under CPython and MicroPython alike (the uplink
 # module brings asyncio and the MQTT client, more than the default 64K test heap).
 from board.vdev.flashsim import FlashSim
