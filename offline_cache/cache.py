@@ -53,12 +53,13 @@ except ImportError:  # CPython
         return x
 
 
-_BUF_RECS = const(64)  # records per flash read (960 bytes, preallocated)
+_BUF_RECS = const(32)  # records per flash read (480 bytes, preallocated)
 # The lookup's constants folded into its bytecode (a module global costs ~200 instructions a
 # load on a Cortex-M3, docs/mcu.md); equal to fmt.REF_LEN, fmt.REC_SIZE and _BUF_RECS.
 _REF = const(8)
 _REC = const(15)
-_BUF = const(64)
+_BUF = const(32)
+_MERGE_RECS = const(10)  # records per merge piece: its output and two cursors share the buffer
 # RAM index entries (8 bytes each) whatever the number of cards: 2 KiB, made once at boot. A
 # 100k whitelist then has one entry every 512 records; the lookup's interpolated read of 32
 # records still finds most cards in one read (mcu.insn_decision_100k 41,734 -> 41,040
@@ -251,24 +252,25 @@ class Table:
         if native is not None and end - start > _BUF and lo + 1 < self.entries:
             # Card references are keyed hashes, spread evenly: where `ref` falls between this
             # index entry and the next says where its record is. One read of the 32 records
-            # around that place (+-16: about 95 % of cards in a 256-record stride) usually
-            # ends the search: a littlefs read at a new place costs ~7,500 instructions on a
-            # Cortex-M3, mostly the walk of the file's block list, ~1,000 more per 128 bytes.
-            # When it does not, what it showed narrows the range as a search step would.
-            mid = start + guess(idx, lo, ref, end - start) - (_BUF >> 2)
+            # around that place (the whole read buffer; +-16 finds 92 % of random references
+            # in a 512-record stride) usually ends the search: a littlefs read at a new place
+            # costs ~7,500 instructions on a Cortex-M3, mostly the walk of the file's block
+            # list, ~1,000 more per 128 bytes. When it does not, what it showed narrows the
+            # range as a search step would.
+            mid = start + guess(idx, lo, ref, end - start) - (_BUF >> 1)
             if mid < start:
                 mid = start
-            elif mid > end - (_BUF >> 1):
-                mid = end - (_BUF >> 1)
-            self._read(mid, _BUF >> 1)
-            u = native(buf, _BUF >> 1, _REC, ref)
+            elif mid > end - _BUF:
+                mid = end - _BUF
+            self._read(mid, _BUF)
+            u = native(buf, _BUF, _REC, ref)
             hi = u >> 1  # records of the window <= ref
             if hi == 0:
                 end = mid
-            elif hi < (_BUF >> 1) or mid + (_BUF >> 1) == end:
+            elif hi < _BUF or mid + _BUF == end:
                 return (hi - 1) * _REC if u & 1 else -1
             else:
-                start = mid + (_BUF >> 1) - 1
+                start = mid + _BUF - 1
         while end - start > _BUF:  # narrow on flash: answer in [start, end)
             mid = (start + end) >> 1
             self._read(mid, 1)
@@ -711,7 +713,7 @@ class Cache:
                     continue
                 obuf[k * REC_SIZE:(k + 1) * REC_SIZE] = rec
                 k += 1
-                if k == 16:
+                if k == _MERGE_RECS:
                     mac.update(obuf)
                     f.write(obuf)
                     k = 0
@@ -723,14 +725,14 @@ class Cache:
             f.write(mac.digest())
 
 
-_PIECE = REC_SIZE * 16  # a merge's pieces: its output and two cursors fill 3/4 of the buffer
+_PIECE = REC_SIZE * _MERGE_RECS  # a merge piece's bytes (3 x 150 of the buffer's 480)
 
 
 def _cursor(t, n, mv):
-    """Records of a table in order, read 16 at a time into `mv` (_PIECE bytes)."""
+    """Records of a table in order, read _MERGE_RECS at a time into `mv` (_PIECE bytes)."""
     i = 0
     while i < n:
-        k = min(16, n - i)
+        k = min(_MERGE_RECS, n - i)
         t.f.seek(t.off + i * REC_SIZE)
         t.f.readinto(mv[:k * REC_SIZE])
         for j in range(k):

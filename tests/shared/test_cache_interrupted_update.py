@@ -192,9 +192,11 @@ def test_a_delta_merged_into_the_overlay_holds_main_bin_closed_while_it_is_merge
     with open(c.incoming_path(), "wb") as f:
         f.write(_grants(300, 40))
     assert c.apply(c.incoming_path(), tick) == 3
-    # The update's own scan (one piece), main.bin open; the merge (a tick per 16 of its 41
-    # records) with main.bin closed; the merged overlay read (one piece) with it open again.
-    assert seen == [(False, None)] + [(True, OPEN_FAILED)] * (41 // 16) + [(False, OPEN_FAILED)]
+    # The update's own scan (two pieces of 32 records), main.bin open; the merge (a tick per
+    # 10 of its 41 records) with main.bin closed; the merged overlay read (two pieces) with it
+    # open again.
+    assert seen == [(False, None)] * 2 + [(True, OPEN_FAILED)] * (41 // 10) + \
+        [(False, OPEN_FAILED)] * 2
     assert c.error is None and c.main.f is not None
     assert _decisions(c) == BEFORE
     assert c.decide(ref(320), 0, NOON)[1] == "granted"
@@ -316,7 +318,7 @@ def test_reading_the_open_files_again_after_a_late_refusal_keeps_serving_the_doo
         cache_build.write(f, KEY, fmt.KIND_SNAPSHOT, 1, 0, SITE, 0xFFFF, 0, 1280,
                   (card(i) for i in range(1, 1281)), {}, [])
     c.apply(c.incoming_path())
-    bad = bytearray(snap(2, [card(i) for i in range(2000, 2064)]))  # one piece
+    bad = bytearray(snap(2, [card(i) for i in range(2000, 2064)]))  # two pieces
     bad[-1] ^= 1
     with open(c.incoming_path(), "wb") as f:
         f.write(bad)
@@ -327,16 +329,16 @@ def test_reading_the_open_files_again_after_a_late_refusal_keeps_serving_the_doo
     except CacheError as e:
         assert e.reason == "bad_tag"
     assert c.decide(ref(700), 0, NOON)[0] is True
-    assert len(calls) == 1 + 1280 // 64  # its piece, then each piece of main.bin read again
+    assert len(calls) == 2 + 1280 // 32  # its pieces, then each piece of main.bin read again
 
 
 def test_the_reopen_after_an_idle_merge_keeps_serving_the_door():
     c = _held()
     calls = []
     assert c.maintain(0, lambda: calls.append(1)) is True
-    # the merge ticks after each full piece of 16 of its 199 records, then main.bin is read
-    # again (4 pieces of 64)
-    assert len(calls) == 199 // 16 + 4
+    # the merge ticks after each full piece of 10 of its 199 records, then main.bin is read
+    # again (7 pieces of 32)
+    assert len(calls) == 199 // 10 + 7
     assert _decisions(c) == BEFORE
 
 

@@ -33,7 +33,7 @@ def test_a_long_verification_lets_the_caller_serve_the_door_in_between():
     assert c.apply(c.incoming_path()) == 1
     write_snap(c.incoming_path(), 3, 200)
     assert c.apply(c.incoming_path(), lambda: calls.append(1)) == 3
-    assert len(calls) == 4  # once per piece of (up to) 64 records read
+    assert len(calls) == 7  # once per piece of (up to) 32 records read
     assert c.decide(ref(150), 0, NOON)[0] is True
 
 
@@ -47,5 +47,5 @@ def test_a_merge_at_idle_also_lets_the_door_be_served():
         cache_build.write(f, KEY, fmt.KIND_DELTA, 2, 1, SITE, 0xFFFF, 0, 40, recs, {}, [])
     assert c.apply(c.incoming_path()) == 2
     assert c.maintain(0, lambda: calls.append(1)) is True
-    assert len(calls) == 100 // 16 + 2  # once per 16 records written, then per 64 read again
+    assert len(calls) == 100 // 10 + 4  # once per 10 records written, then per 32 read again
     assert c.decide(ref(5), 0, NOON)[1] == "lost" and c.decide(ref(50), 0, NOON)[0] is True
