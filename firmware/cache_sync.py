@@ -25,6 +25,7 @@ import gc
 import struct
 
 from crypto import ct
+from firmware import gcpace
 from firmware.log import log
 from wire import codes as events
 from wire.common import ProtocolError, cache_chunk_tag
@@ -218,6 +219,10 @@ class CacheSync:
 
     async def on_message(self, payload):
         rejects = self._rejects
+        # A piece's tag and write, and the scan and hash of the file it completes, make only
+        # garbage (the open file excepted): collected once after it, not every few KiB of it
+        # (firmware/gcpace.py).
+        gcpace.hold()
         try:
             changed = self.chunk(payload)
         except MemoryError:
@@ -232,6 +237,8 @@ class CacheSync:
                     self.reason = ""
                 await self._answer()
             raise  # and the uplink counts the piece (no_memory)
+        finally:
+            gcpace.release()
         if changed:
             await self._answer()
 

@@ -12,6 +12,7 @@ import asyncio
 
 from wire import codes as ev
 from wire.common import FLAG_LOW_ASSURANCE, FLAG_REKEYED
+from firmware import gcpace
 from firmware.clock_trust import trusted_time
 from firmware.log import log
 from card_reader.presentation import TIMING, same_presentation
@@ -121,7 +122,6 @@ class CardTask:
 
     async def step(self):
         """One poll. Returns True when a card was decided."""
-        from card_reader.card_session import CARD_LOST
         from card_reader.pn532 import E_TWO_CARDS, RETRY_FOREVER, PN532Error
 
         self._waited = False
@@ -161,6 +161,15 @@ class CardTask:
             self.present = uid
             return False
         t0 = now
+        gcpace.hold()  # a card session's allocations are garbage, and it is timed
+        try:
+            return await self._decide(uid, target, t0)
+        finally:
+            gcpace.release()
+
+    async def _decide(self, uid, target, t0):
+        from card_reader.card_session import CARD_LOST
+
         if self.session is None:
             result = None
         else:
@@ -305,10 +314,13 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
         await asyncio.sleep_ms(every_ms)
         merged = False
         was = cache.error
+        gcpace.hold()  # a merge and a hash: garbage by the record
         try:
             merged = cache.maintain(256, serve_door)
         except Exception as e:  # noqa: BLE001 - heap, flash, tick: the cache stays consistent
             _say("cache: maintenance failed:", e)
+        finally:
+            gcpace.release()
         if cache.error != was:
             _say("cache:", cache.error or "open again", False)
         status["cache_version"] = cache.version
@@ -319,8 +331,11 @@ async def maintain_cache(cache, status, content=None, serve_door=None, every_ms=
         if hash_due and content is not None:
             # Out of the try above it stopped the firmware on a MemoryError (an exception out
             # of a task ends them all); a hash that could not be made is made next round.
+            gcpace.hold()
             try:
                 status["cache_hash"] = content.update()  # the same, for a new main.bin
                 hash_due = False
             except Exception as e:  # noqa: BLE001 - heap, flash
                 _say("cache: content hash failed:", e)
+            finally:
+                gcpace.release()

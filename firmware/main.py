@@ -394,6 +394,9 @@ async def main(board, extra_tasks=()):
         _start_commands(board, cfg, door)
     for make in extra_tasks:
         tasks.append(asyncio.create_task(make(board)))
+    from firmware import gcpace
+
+    gcpace.start()  # the long-lived objects are made: collections paced from here
     status["ready"] = True
     log("ready")
     await asyncio.gather(*tasks)
