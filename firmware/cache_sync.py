@@ -140,7 +140,7 @@ class CacheSync:
             try:
                 if len(data) < min(total, HDR_SIZE):
                     raise CacheError("bad_chunk")
-                hdr = self.cache.check_offer(data[:HDR_SIZE], total)
+                hdr = self.cache.check_offer(data[:HDR_SIZE], total, self.tick)
                 if hdr.version != version:
                     raise CacheError("bad_chunk")
             except CacheError as e:

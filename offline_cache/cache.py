@@ -509,14 +509,23 @@ class Cache:
             f.write(data)
         return self.apply(self._p(_INCOMING))
 
-    def check_offer(self, head, total):
+    def check_offer(self, head, total, tick=None):
         """Before a byte of an update is written: its header (the first HDR_SIZE bytes, already
         authenticated by the transport) must be for this site, newer than what the door holds,
         on the right base for a delta, and the file must fit the free flash. Raises
-        CacheError(reason) as apply() would, or no_room."""
+        CacheError(reason) as apply() would, or no_room.
+
+        Files a short heap left closed (`open_failed`: whole on the flash) are opened again
+        first (`tick` between the pieces of their scan): refused as a damaged cache, a delta
+        made the platform send the whole snapshot to a door already short of heap. Still
+        closed, the offer raises MemoryError, as a piece that found no heap does."""
         hdr = parse_header(head, total)
         if self.site is not None and hdr.site != self.site:
             raise CacheError(WRONG_SITE, "cache for site %d" % hdr.site)
+        if self.error == OPEN_FAILED:
+            self._open(tick)
+            if self.error == OPEN_FAILED:
+                raise MemoryError("the whitelist's files could not be opened again")
         have = max(self.version, self.floor)
         if hdr.version <= have:
             raise CacheError(STALE, "version %d, have %d" % (hdr.version, have))

@@ -310,6 +310,39 @@ def test_no_heap_for_the_merged_main_file_at_idle_refuses_every_card_until_it_is
     assert _decisions(c) == BEFORE
 
 
+def test_a_delta_offered_while_a_short_heap_left_the_files_closed_opens_them_and_is_taken():
+    """open_failed is no damage: the files are whole on the flash. Refused as base_mismatch
+    (the version read 0), the delta had the platform send the whole snapshot to a door short
+    of heap; the soak at 68 KiB stopped there after 8,500 decisions."""
+    c = _held()
+    with _Starved("main.bin"):
+        c.maintain(0)  # merged; opening the result failed
+    assert c.error == OPEN_FAILED and c.version == 0
+    update = delta(3, 2, [card(100, fmt.LOST)])
+    ticks = []
+    c.check_offer(update[:fmt.HDR_SIZE], len(update), lambda: ticks.append(1))
+    assert c.error is None and c.version == 2 and ticks  # opened again, the door served
+    c.apply_bytes(update)
+    assert c.version == 3 and c.decide(ref(100), 0, NOON)[1] == "lost"
+    assert c.decide(ref(150), 0, NOON)[1] == "granted"
+
+
+def test_an_offer_that_cannot_open_the_files_either_finds_no_heap_not_damage():
+    c = _held()
+    with _Starved("main.bin"):
+        c.maintain(0)
+        update = delta(3, 2, [card(100, fmt.LOST)])
+        try:
+            c.check_offer(update[:fmt.HDR_SIZE], len(update))
+            raise AssertionError("offer judged with the files closed")
+        except MemoryError:
+            pass
+    assert c.error == OPEN_FAILED
+    snapshot = snap(3, [card(i) for i in range(1, 50)])  # a snapshot is judged the same way
+    c.check_offer(snapshot[:fmt.HDR_SIZE], len(snapshot))
+    assert c.error is None and c.version == 2
+
+
 def test_reading_the_open_files_again_after_a_late_refusal_keeps_serving_the_door():
     # The refusal re-scans main.bin (1.5 MB for 100k cards) and the overlay: the door's inputs,
     # timers and relay are served between their pieces as during the update's own scan.

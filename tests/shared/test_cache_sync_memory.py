@@ -147,8 +147,8 @@ def test_a_transfer_started_again_that_finds_no_heap_after_the_offer_answers_fro
     assert sync.have == 3 * STEP
     real_offer = c.check_offer
 
-    def offer_then_starved(hdr, total):
-        real_offer(hdr, total)
+    def offer_then_starved(hdr, total, tick=None):
+        real_offer(hdr, total, tick)
         raise MemoryError("memory allocation failed, allocating 48 bytes")
 
     c.check_offer = offer_then_starved
