@@ -322,11 +322,15 @@ def _memory_error(state: Path) -> str | None:
     return None
 
 
-def _keep_logs(state: Path) -> Path:
+def _keep_logs(state: Path, console: bytes | None = None) -> Path:
     """The door's console.log and stderr.log, copied out of the soak's temporary folder (gone
-    when the soak ends), for whoever has to find out why it stopped."""
+    when the soak ends), for whoever has to find out why it stopped. `console`: the console
+    output the device holds in memory (written to console.log only when asked for its last
+    error), kept in its place."""
     kept = Path(tempfile.mkdtemp(prefix="doorctl-soak-"))
-    for name in ("console.log", "stderr.log"):
+    if console is not None:
+        (kept / "console.log").write_bytes(console)
+    for name in ("stderr.log",) if console is not None else ("console.log", "stderr.log"):
         if (state / name).exists():
             shutil.copy(state / name, kept / name)
     return kept
@@ -445,7 +449,7 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                 dev.stop()
                 progress = (f"after {report.decisions} decisions, {report.updates} updates, "
                             f"{report.reconnects} reconnects, {report.cuts} cuts"
-                            f" (the door's logs kept in {_keep_logs(state)})")
+                            f" (the door's logs kept in {_keep_logs(state, bytes(dev.console_log))})")
                 found = _memory_error(state)
                 if found is not None:
                     raise SoakFailed(f"the door met a MemoryError in a {heap} heap {progress} "

@@ -215,3 +215,17 @@ def test_a_stuck_soak_keeps_the_doors_logs_out_of_its_temporary_folder(tmp_path:
         import shutil
 
         shutil.rmtree(kept)
+
+
+def test_a_stuck_soak_keeps_the_console_the_device_holds_in_memory(tmp_path: Path) -> None:
+    """The console is written to the state folder only when the device is asked for its last
+    error: the soak hands over what it holds, or the kept folder had no console.log."""
+    (tmp_path / "stderr.log").write_text("Traceback\n")
+    kept = soak._keep_logs(tmp_path, b"100 ready\n200 uplink: connected\n")
+    try:
+        assert (kept / "console.log").read_bytes() == b"100 ready\n200 uplink: connected\n"
+        assert (kept / "stderr.log").read_text() == "Traceback\n"
+    finally:
+        import shutil
+
+        shutil.rmtree(kept)
