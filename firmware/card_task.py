@@ -65,6 +65,10 @@ class CardTask:
         c["starved_stop_ms"] = STARVED_STOP_MS
         if cfg:
             c.update(cfg)
+        # A wait that found the card counts as the field empty up to then (_looked_empty): one
+        # held up by the event loop with the card there all along must stay below absent_ms, or
+        # a held card would be decided again. Longer waits are cut to that.
+        c["wait_ms"] = max(0, min(c["wait_ms"], c["absent_ms"] - c["poll_ms"] - 1))
         self.cfg = c
         self.board = board
         self.clock = board.clock
@@ -105,12 +109,18 @@ class CardTask:
         A read that found nothing is. A wait that found a card is, up to the moment it found
         it (the chip looked all along), but only when it ended within its own time: one that
         ended later was held up by the event loop, and the card may have been there from its
-        start. With wait_ms + poll_ms below absent_ms (the defaults), a held card is never
-        taken for gone. A poll that found a card is not (it looked once, at its end)."""
-        if found and not (self.cfg["wait_ms"] and
-                          self.clock.ticks_diff(now, began) <= self.cfg["wait_ms"] +
-                          self.cfg["poll_ms"]):
+        start. wait_ms + poll_ms stays below absent_ms (__init__), so a held card is never
+        taken for gone. A poll that found a card is not (it looked once, at its end). Reads
+        count in a row only: a gap longer than two polls between two of them (the loop held
+        up between polls) starts the count again, as does every step that read nothing (a
+        reader error, no heap, two cards: `step`; the reader lent: `run`)."""
+        cfg = self.cfg
+        if found and not (cfg["wait_ms"] and
+                          self.clock.ticks_diff(now, began) <= cfg["wait_ms"] + cfg["poll_ms"]):
             return False
+        if self._empty_from is not None and \
+                self.clock.ticks_diff(began, self._empty_to) > 2 * cfg["poll_ms"]:
+            self._empty_from = None
         if self._empty_from is None:
             self._empty_from = began
         self._empty_to = now
@@ -125,6 +135,9 @@ class CardTask:
         from card_reader.pn532 import E_TWO_CARDS, RETRY_FOREVER, PN532Error
 
         self._waited = False
+        # Taken until this step has read the field: one that ends without a read (an error, no
+        # heap, two cards, no reader) leaves the count of empty reads started again.
+        span, self._empty_from = self._empty_from, None
         wait_ms = self.cfg["wait_ms"]
         uart = self.reader.uart
         connected = getattr(uart, "connected", None)
@@ -148,6 +161,7 @@ class CardTask:
             if e.code == E_TWO_CARDS:
                 return False  # two cards in the field: none is read, the user will retry
             raise
+        self._empty_from = span  # a read: the count of empty ones goes on (_looked_empty)
         now = self.clock.ticks_ms()
         if self._looked_empty(began, now, target is not None):
             self.present = None  # whatever comes next is a new presentation
@@ -243,6 +257,7 @@ class CardTask:
                         pass
                 self.reader_ready = False  # whoever had it may have reconfigured it
                 self._starved = None  # not reading is not failing to read
+                self._empty_from = None  # nor evidence of an empty field
                 self._set_reader("held")
                 await asyncio.sleep_ms(100)
                 continue

@@ -249,8 +249,75 @@ def test_a_card_back_after_empty_reads_spanning_the_absence_is_a_new_decision():
         return _Target(uid) if ms < 1000 or ms >= 3000 else None
 
     for wait_ms in MODES:
-        calls, _ = _run(field, 5000, wait_ms, lambda n: 400 if n % 4 == 3 else 0)
+        calls, _ = _run(field, 5000, wait_ms, lambda n: 400 if n % 8 == 7 else 0)
         assert len(calls) == 2, (wait_ms, calls)
+
+
+def test_a_flicker_then_a_reader_error_is_no_absence():
+    """One empty wait (the field lost the card for a moment), then a read that failed (the
+    reader restarted for a second): the time without a read is no evidence, and the card
+    still there after it is the same presentation."""
+    import asyncio
+
+    from card_reader.pn532 import E_NO_ANSWER, PN532Error
+
+    clock = ManualClock(epoch=NOON)
+    board = _Board()
+    board.clock = clock
+    door = _Door()
+    task = CardTask(board, door, None, _Cache(), 0)
+    uid = b"\x04\x11\x22\x33\x44\x55\x66"
+    script = ["card", "none", "error", "card", "card"]
+
+    class Reader(_Field):
+        async def wait_target(self, wait_ms, max_targets=2, renew_ms=0):
+            what = script.pop(0)
+            if what == "none":
+                clock.t += wait_ms
+                return None
+            clock.t += 5
+            if what == "error":
+                raise PN532Error(E_NO_ANSWER, 0x4A)
+            return _Target(uid)
+
+    task.reader = Reader(clock, None)
+    task.reader.retries = 0xFF
+    task.session = _Session(clock)
+
+    async def go():
+        while script:
+            try:
+                await task.step()
+            except PN532Error:  # as CardTask.run: the reader started again a second later
+                task.reader_ready = False
+                clock.t += 1000
+            clock.t += task.cfg["poll_ms"]
+
+    asyncio.run(go())
+    assert len(door.calls) == 1, door.calls
+
+
+def test_polls_that_miss_a_held_card_across_a_held_up_loop_are_no_absence():
+    """Polling mode: two polls in a row miss the card (a flickering field) with the loop held
+    up 400 ms between them: not two polls' worth of empty field."""
+    uid = b"\x04\x11\x22\x33\x44\x55\x66"
+    n = [0]
+
+    def field(ms, n=n):
+        n[0] += 1
+        return None if n[0] in (10, 11) else _Target(uid)
+
+    calls, _ = _run(field, 3000, 0, lambda k: 400 if k == 10 else 0)
+    assert len(calls) == 1, calls
+
+
+def test_a_wait_longer_than_the_absence_allows_is_cut_to_it():
+    """A wait held up with the card there counts as empty up to its length: one configured
+    as long as absent_ms would have a held card decided again."""
+    task = CardTask(_Board(), _Door(), None, _Cache(), 0, {"wait_ms": 1000})
+    assert task.cfg["wait_ms"] == 300 - 50 - 1
+    assert CardTask(_Board(), _Door(), None, _Cache(), 0, {"wait_ms": 0}).cfg["wait_ms"] == 0
+    assert CardTask(_Board(), _Door(), None, _Cache(), 0).cfg["wait_ms"] == 200
 
 
 def test_the_same_card_back_after_a_long_wait_is_a_new_decision():
