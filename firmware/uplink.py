@@ -543,9 +543,10 @@ class Uplink:
             in_flight = self.sent_upto - j.acked
             if pending > 0 and in_flight < self.batch * self.window:
                 gc.collect()
-                n, last = await self._send_batch(client, self.sent_upto + 1, j.next_seq - 1)
-                if not n:  # nothing readable there (torn slots): nothing to send
-                    self.sent_upto = j.next_seq - 1
+                top = j.next_seq - 1  # as it is now: the batch's wait for the buffer may see more
+                n, last = await self._send_batch(client, self.sent_upto + 1, top)
+                if not n:  # nothing readable up to there (torn slots): nothing to send
+                    self.sent_upto = top
                     continue
                 if in_flight == 0:
                     last_progress = ticks_ms()

@@ -263,3 +263,40 @@ def test_events_cut_into_smaller_messages_are_each_sent_once_in_order():
     batches = _serve(up, 1, 40)
     assert [e[0] for b in batches for e in b[1]] == list(range(1, 41))
     assert len(batches) > 40 // up.batch + 1
+
+
+def test_events_journaled_while_a_batch_waits_for_the_buffer_are_not_skipped():
+    """The batch's range ends where the journal ended when it was decided: a range found
+    unreadable (torn slots) moves the sender to that end, not past events journaled while the
+    batch waited for the events buffer (the patrol report had it)."""
+    j, up = _uplink(blocks=8)
+    _fill(j, 5)
+    records = j.records
+    torn = [True]
+
+    def first_range_torn(first, count):
+        if torn[0]:
+            torn[0] = False
+            return iter(())
+        return records(first, count)
+
+    j.records = first_range_torn
+    take = up._take_tx
+
+    async def take_after_three_more():
+        _fill(j, 3)  # journaled while the sender waited for the buffer
+        up._take_tx = take
+        await take()
+
+    up._take_tx = take_after_three_more
+    sent = []
+
+    class Client(_Client):
+        async def publish(self, topic, payload, qos=0, retain=False):
+            batch = decode_batch(payload)
+            sent.extend(e[0] for e in batch[1])
+            if batch[1][-1][0] == 8:
+                self.connected = False
+
+    asyncio.run(up._send_loop(Client()))
+    assert sent == [6, 7, 8]  # 1..5 torn (here), 6..8 sent, none skipped
