@@ -13,6 +13,7 @@ from offline_cache import fmt
 from reference_platform.cache_tags import CacheTags
 
 FANOUT_WAIT_S = 10.0  # how long every door together may take before each is served alone
+STALLED_WAIT_S = 0.5  # before a transfer's round after one that moved the door no further, doubled
 
 
 class Platform(Protocol):
@@ -143,6 +144,10 @@ def push(platform: Platform, device: str, data: bytes, timeout: float = 60.0,
         have = int(state["have"]) if state["receiving"] == version else 0
         stalled = 0 if have > start else stalled + 1
         start = have
+        if stalled and stalled <= retries:
+            # Moved no further: a door short of heap for the moment (its backlog's batch, a
+            # reconnect) is given time before the next round, not four rounds in half a second.
+            time.sleep(min(STALLED_WAIT_S * 2 ** (stalled - 1), max(0.0, deadline - time.monotonic())))
     raise DistributionError("incomplete")
 
 

@@ -62,9 +62,10 @@ def _file() -> bytes:
     return data
 
 
-def _push(door: Door, data: bytes, monkeypatch: pytest.MonkeyPatch, retries: int = 3
-          ) -> dict[str, Any]:
-    """push() with each round's pieces handed to `door` as its connection would."""
+def _push(door: Door, data: bytes, monkeypatch: pytest.MonkeyPatch, retries: int = 3,
+          waits: list[float] | None = None) -> dict[str, Any]:
+    """push() with each round's pieces handed to `door` as its connection would, and its
+    pauses between rounds noted in `waits` instead of slept."""
     import reference_platform.distribute as distribute
 
     def send(platform: Any, device: str, d: bytes, start: int = 0, key: Any = None,
@@ -72,6 +73,7 @@ def _push(door: Door, data: bytes, monkeypatch: pytest.MonkeyPatch, retries: int
         door._round(start)
 
     monkeypatch.setattr(distribute, "send", send)
+    monkeypatch.setattr(distribute.time, "sleep", (waits if waits is not None else []).append)
     return push(door, "d1", data, timeout=30, retries=retries, key=b"k" * 16)
 
 
@@ -92,3 +94,14 @@ def test_a_door_that_gets_no_further_is_given_up_after_retries_rounds(
         _push(door, data, monkeypatch, retries=3)
     assert door.rounds == 5  # the round that got it to piece 3, then 4 that moved it no further
     assert door.have == 3 * common.CACHE_CHUNK
+
+
+def test_rounds_that_move_the_door_no_further_are_spaced_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A door short of heap for a moment refuses the same piece again if the next round comes
+    at once: the rounds after one without progress wait 0.5, 1, 2 s (within the timeout)."""
+    waits: list[float] = []
+    data = _file()
+    door = Door(data, 7, lambda rnd, offset: offset == 3 * common.CACHE_CHUNK)
+    with pytest.raises(DistributionError, match="incomplete"):
+        _push(door, data, monkeypatch, retries=3, waits=waits)
+    assert waits == [0.5, 1.0, 2.0]  # none after a round that moved it, none after the last
