@@ -220,14 +220,19 @@ class _HeldUpWait(_Field):
         return self.now(self.clock.t)
 
 
-def test_a_wait_held_up_with_the_card_in_the_field_is_no_absence():
-    import asyncio
-
+def _task_on_a_manual_clock():
+    """(clock, task, door): a card task whose reader and session the test puts in."""
     clock = ManualClock(epoch=NOON)
     board = _Board()
     board.clock = clock
     door = _Door()
-    task = CardTask(board, door, None, _Cache(), 0)
+    return clock, CardTask(board, door, None, _Cache(), 0), door
+
+
+def test_a_wait_held_up_with_the_card_in_the_field_is_no_absence():
+    import asyncio
+
+    clock, task, door = _task_on_a_manual_clock()
     uid = b"\x04\x11\x22\x33\x44\x55\x66"
     task.reader = _HeldUpWait(clock, lambda ms: _Target(uid))
     task.session = _Session(clock)
@@ -261,11 +266,7 @@ def test_a_flicker_then_a_reader_error_is_no_absence():
 
     from card_reader.pn532 import E_NO_ANSWER, PN532Error
 
-    clock = ManualClock(epoch=NOON)
-    board = _Board()
-    board.clock = clock
-    door = _Door()
-    task = CardTask(board, door, None, _Cache(), 0)
+    clock, task, door = _task_on_a_manual_clock()
     uid = b"\x04\x11\x22\x33\x44\x55\x66"
     script = ["card", "none", "error", "card", "card"]
 
