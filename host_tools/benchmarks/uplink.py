@@ -32,11 +32,12 @@ BLOCKS = 400
 # the uplink makes its 2,080-byte receive and 1,632-byte events buffers at boot: 96K failed
 # allocating the second; 100K drained the smoke backlog, 4 KiB more is the margin. 112K since
 # the codec comes from the wire package's modules (on this port, loaded from source with their
-# bytecode in this heap): 104K failed allocating the receive buffer. 120K since the events are
+# bytecode in this heap): 104K failed allocating the receive buffer. 128K since the events are
 # written into their batch one at a time (wire.door.events_put, Journal.records): their new
 # names took the last of the qstr pool's headroom (uplink.qstr_headroom), and the next pool
-# (7 KiB in one piece) left 112K no room to load asyncio's stream module at the first connect.
-HEAP = "120K"
+# (7 KiB in one piece) left 112K no room to load asyncio's stream module at the first connect;
+# 120K drained one door but left a headroom of 1 name, and two doors at once did not finish.
+HEAP = "128K"
 HEAPS_KIB = range(64, 257, 8)  # tried by the heap searches, smallest first
 HEAP_BACKLOG = 2000  # events drained by each try of a heap search
 MULTI_DEVICES, MULTI_BACKLOG = 4, 5000

@@ -24,7 +24,7 @@ from reference_platform.store import Store
 
 DEVICE = REPO_ROOT / "host_tools" / "benchmarks" / "device" / "uplink_device.py"
 BLOCKS = 8  # 6 data sectors of 127 records: the ring holds 635 events
-HEAP = "120K"  # journal + uplink with signed acks and times, bounded inbound (uplink.HEAP says why)
+HEAP = "128K"  # journal + uplink with signed acks and times, bounded inbound (uplink.HEAP says why)
 ID = "site.b1.d1"
 T0 = 1767225600  # uplink_device.py: event i carries UTC T0 + i
 
