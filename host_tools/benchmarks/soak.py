@@ -46,7 +46,7 @@ from host_tools.benchmarks import Outcome, failing
 from host_tools.benchmarks.image import DEVICE, Template
 from host_tools.image.steps import Steps
 from host_tools.image.unix32 import build_unix32
-from host_tools.pn532_emu import LocalCard, PN532Emulator
+from host_tools.pn532_emu import EmulatorLink, LocalCard, PN532Emulator
 from host_tools.services.mosquitto import Mosquitto
 from host_tools.vdev.device import VirtualDevice
 from host_tools.vdev.io_client import VirtualIO
@@ -178,17 +178,21 @@ def check_door_config() -> None:
 
 class ReleaseWatch(PN532Emulator):
     """The PN532 emulator, counting InRelease: the door releases the card right after it
-    handed its decision to the door, or after a read cut short (card_lost)."""
+    handed its decision to the door, or after a read cut short (card_lost). Each release keeps
+    the UID of the card it released, so a swipe credits only a decision on its own card."""
 
     def __init__(self) -> None:
         super().__init__()
         self.releases = 0
+        self.released: list[bytes | None] = []  # the UID each release let go, in order
         self._released = threading.Condition()
 
     def _release(self, params: bytes) -> bytes | None:
+        uid = next((bytes(c.uid) for c in self._active.values() if hasattr(c, "uid")), None)
         out = super()._release(params)
         with self._released:
             self.releases += 1
+            self.released.append(uid)
             self._released.notify_all()
         return out
 
@@ -197,21 +201,59 @@ class ReleaseWatch(PN532Emulator):
         with self._released:
             return self._released.wait_for(lambda: self.releases > after, max(0.0, timeout_s))
 
+    def released_since(self, after: int) -> list[bytes | None]:
+        with self._released:
+            return list(self.released[after:])
 
-def _swipe(io: VirtualIO, emu: ReleaseWatch, card: LocalCard, decided: int) -> dict[str, object]:
+
+STUCK_COMMANDS = 12  # the emulator's last commands a stuck swipe's message shows
+
+
+def stuck_swipe_detail(io: VirtualIO, emu: ReleaseWatch, first: int,
+                       link: EmulatorLink | None = None) -> str:
+    """What a swipe without a decision adds to its message: the releases since the card was
+    presented (and whose), the reader's last commands (only InListPassiveTarget, 4A, is a door
+    alive and waiting for the field to empty), the reader link's state and the door's own
+    count and reader state. Each part is best effort: the message is the soak's."""
+    uids = [u.hex() if u is not None else "none" for u in emu.released_since(first)]
+    parts = [f"releases since presented {len(uids)}" + (f" ({', '.join(uids[-5:])})" if uids else ""),
+             "reader's last commands " + (" ".join(f"{c:02X}" for c in emu.commands[-STUCK_COMMANDS:])
+                                          or "none")]
+    if link is not None:
+        parts.append("reader link " + ("closed" if link.closed.is_set() else "open") +
+                     (f" ({link.error!r})" if link.error is not None else ""))
+    if emu.errors:
+        parts.append(f"emulator errors {len(emu.errors)} (last {emu.errors[-1]})")
+    try:
+        st = io.status("decisions", "reader")
+        parts.append(f"door: decisions {st.get('decisions')}, reader {st.get('reader')}")
+    except Exception as e:  # noqa: BLE001 - the door's state is a detail of the message
+        parts.append(f"door status unreadable ({type(e).__name__})")
+    return "; ".join(parts)
+
+
+def _swipe(io: VirtualIO, emu: ReleaseWatch, card: LocalCard, decided: int,
+           link: EmulatorLink | None = None) -> dict[str, object]:
     """Present the card until the door has decided it (its status counts `decided` + 1);
     returns that status. A release without a decision was a read cut short: the card stays
-    and the door reads it again."""
-    seen = emu.releases
+    and the door reads it again. A decision counted while only another card was released is
+    the card before decided again: the door now holds this one as the one it decided (it
+    waits for an empty field, which never comes), so it fails at once, saying so."""
+    first = seen = emu.releases
     emu.present(card)
     deadline = time.monotonic() + SWIPE_TIMEOUT_S
     while True:
         if not emu.wait_release(seen, deadline - time.monotonic()):
-            raise SoakFailed(f"no decision within {SWIPE_TIMEOUT_S:.0f} s")
+            raise SoakFailed(f"no decision within {SWIPE_TIMEOUT_S:.0f} s ("
+                             f"{stuck_swipe_detail(io, emu, first, link)})")
         seen = emu.releases
         st = io.status("decisions", "heap_free")
         n = int(st.get("decisions", 0))
         if n == decided + 1:
+            if bytes(card.uid) not in emu.released_since(first):
+                raise SoakFailed("a decision counted while only the card before was released: "
+                                 "the card before decided again, this one not at all ("
+                                 f"{stuck_swipe_detail(io, emu, first, link)})")
             return st
         if n > decided + 1:
             raise SoakFailed(f"one presentation decided {n - decided} times")
@@ -383,14 +425,15 @@ def soak(tmp: Path, binary: str, heap: str = HEAP, decisions: int = DECISIONS,
                         report.decisions >= decisions and report.updates >= updates
                         and report.reconnects >= reconnects and report.cuts >= cuts):
                     emu = ReleaseWatch()
-                    with emu.connect(dev.reader_addr), VirtualIO(dev.io_addr) as io:
+                    with emu.connect(dev.reader_addr) as link, VirtualIO(dev.io_addr) as io:
                         _wait(lambda: _online(io, clock=True), 60, "the uplink and the time")
                         decided = int(io.status("decisions").get("decisions", 0))  # since this boot
                         t0 = time.monotonic()
                         for _ in range(per_round if report.decisions < decisions else 0):
                             granted = report.decisions % 2 == 0
                             try:
-                                st = _swipe(io, emu, resident if granted else stranger, decided)
+                                st = _swipe(io, emu, resident if granted else stranger, decided,
+                                            link)
                             except SoakFailed as e:
                                 raise SoakFailed(f"decision {report.decisions + 1} (the "
                                                  f"{'resident' if granted else 'stranger'}): "

@@ -229,3 +229,62 @@ def test_a_stuck_soak_keeps_the_console_the_device_holds_in_memory(tmp_path: Pat
         import shutil
 
         shutil.rmtree(kept)
+
+
+class _Door:
+    """The door's side of a swipe, played by hand: which card it releases, and its count."""
+
+    def __init__(self, emu: soak.ReleaseWatch, decisions: int) -> None:
+        self.emu, self.decisions = emu, decisions
+
+    def status(self, *keys: str) -> dict[str, object]:
+        return {"decisions": self.decisions, "heap_free": 9000, "reader": "idle"}
+
+    def decide(self, card: object, counted: bool = True) -> None:
+        self.emu._active = {1: card}
+        if counted:
+            self.decisions += 1
+        self.emu._release(b"\x01")
+
+
+def _card(uid: str) -> object:
+    from host_tools.pn532_emu import LocalCard
+
+    return LocalCard(lambda apdu: b"\x90\x00", bytes.fromhex(uid))
+
+
+def test_a_swipe_is_decided_when_its_own_card_is_released_with_one_more_decision() -> None:
+    import threading
+
+    emu = soak.ReleaseWatch()
+    door = _Door(emu, 7)
+    card = _card("04a1b2c3d4e5f6")
+    threading.Timer(0.05, door.decide, (card,)).start()
+    assert soak._swipe(door, emu, card, 7)["decisions"] == 8  # type: ignore[arg-type]
+    assert emu.released == [card.uid]  # type: ignore[attr-defined]
+
+
+def test_a_decision_on_the_card_before_is_not_credited_to_the_card_presented() -> None:
+    """The stop at decision 54,431 (72K): a count that grew while only the card before was
+    released made the soak present the next card to a door still holding it as decided."""
+    import threading
+
+    emu = soak.ReleaseWatch()
+    door = _Door(emu, 7)
+    before, card = _card("04000000000001"), _card("04000000000002")
+    threading.Timer(0.05, door.decide, (before,)).start()
+    with pytest.raises(SoakFailed, match="the card before decided again") as e:
+        soak._swipe(door, emu, card, 7)  # type: ignore[arg-type]
+    assert "releases since presented 1 (04000000000001)" in str(e.value)
+    assert "door: decisions 8, reader idle" in str(e.value)
+
+
+def test_a_stuck_swipe_says_what_the_reader_and_the_door_were_doing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(soak, "SWIPE_TIMEOUT_S", 0.2)
+    emu = soak.ReleaseWatch()
+    emu.commands.extend([0x4A, 0x4A, 0x52])
+    door = _Door(emu, 3)
+    with pytest.raises(SoakFailed, match=r"no decision within 0 s \(releases since presented 0; "
+                                         r"reader's last commands 4A 4A 52; door: decisions 3"):
+        soak._swipe(door, emu, _card("04000000000003"), 3)  # type: ignore[arg-type]
