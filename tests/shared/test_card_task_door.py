@@ -1,4 +1,4 @@
-# mpy-heapsize: 128K
+# mpy-heapsize: 144K
 # The card task hands each decision to the door (both interpreters). The reader driver and
 # the card session it imports take more than 64 KiB of bytecode on the unix port.
 from board import interface
@@ -58,6 +58,19 @@ def test_handle_sends_grants_and_refusals_to_the_door():
     assert task.decisions == 3
     assert task.status["decisions"] == 3  # in the status report too (the I/O channel's)
 
+
+
+def test_a_read_cut_short_is_journaled_as_a_refusal_but_not_counted_as_a_decision():
+    """card_lost: the card is read again, and that read is its decision. Counted, it made a
+    host that presents the next card at each new decision (the soak) present it to a door
+    still holding the one before as decided: a stop at 49,733 decisions at 72 KiB."""
+    door = _Door()
+    task = CardTask(_Board(), door, None, _Cache(), 0)
+    task.handle(CardResult(ev.CARD_LOST, None))
+    assert door.calls == [("deny", ev.deny_code("card_lost"), b"", 0)]
+    assert task.decisions == 0 and task.status["decisions"] == 0
+    task.handle(CardResult(0, GOOD))  # read again: the decision
+    assert task.decisions == 1 and task.status["decisions"] == 1
 
 # --- one decision per presentation ------------------------------------------------------
 
