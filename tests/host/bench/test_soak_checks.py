@@ -81,6 +81,17 @@ def test_decisions_in_the_swipes_order_pass_and_other_events_are_left_aside(tmp_
     assert checks.count == 4  # from where the last check ended, nothing counted twice
 
 
+def test_a_read_cut_short_is_counted_apart_not_as_a_decision(tmp_path: Path) -> None:
+    """The door journals a card_lost refusal and reads the card again: that read is the
+    swipe's decision, and the next one keeps its place."""
+    store, checks = _checker(tmp_path)
+    store.store_events(soak.DEVICE, [_event(1, ev.ACCESS_GRANTED, 1, REF),
+                                     _event(2, ev.ACCESS_DENIED, ev.deny_code("card_lost")),
+                                     _event(3, ev.ACCESS_DENIED, FOREIGN),
+                                     _event(4, ev.ACCESS_GRANTED, 1, REF)])
+    checks.check()
+    assert (checks.count, checks.cut_short) == (3, 1)
+
 def test_only_what_is_stored_without_a_gap_is_checked(tmp_path: Path) -> None:
     store, checks = _checker(tmp_path)
     store.store_events(soak.DEVICE, [_event(1, ev.ACCESS_GRANTED, 1, REF),
