@@ -77,6 +77,7 @@ DOOR = {"unlock_ms": 500, "prealarm_ms": 1500, "held_open_ms": 10_000, "deny_ms"
 # docs/card-profile.md): a door whose next card comes 10 ms after a decision.
 READER = {"poll_ms": 10}
 SWIPE_TIMEOUT_S = 30.0
+RELEASE_GRACE_S = 2.0  # a counted decision's release on its way (_swipe)
 
 FIGURES = {
     "image.soak_decisions": "soak on the unix32 image: card decisions (granted and refused)",
@@ -235,27 +236,36 @@ def stuck_swipe_detail(io: VirtualIO, emu: ReleaseWatch, first: int,
 
 def _swipe(io: VirtualIO, emu: ReleaseWatch, card: LocalCard, decided: int,
            link: EmulatorLink | None = None) -> dict[str, object]:
-    """Present the card until the door has decided it (its status counts `decided` + 1);
-    returns that status. A release without a decision was a read cut short: the card stays
-    and the door reads it again. A decision counted while only another card was released is
-    the card before decided again: the door now holds this one as the one it decided (it
-    waits for an empty field, which never comes), so it fails at once, saying so."""
+    """Present the card until the door has decided it (its status counts `decided` + 1, and
+    the card was released since it was presented); returns that status. A release without a
+    decision was a read cut short: the card stays and the door reads it again. A count that
+    grew while only another card was released may be this card's decision with its release
+    still on the way (the door answers its status between deciding and releasing): it gets
+    RELEASE_GRACE_S. Past that, it was the card before decided again: the door now holds this
+    one as the one it decided (it waits for an empty field, which never comes), so it fails
+    at once, saying so."""
     first = seen = emu.releases
     emu.present(card)
     deadline = time.monotonic() + SWIPE_TIMEOUT_S
+    counted_by: float | None = None  # the count grew, this card not released yet: wait until
     while True:
-        if not emu.wait_release(seen, deadline - time.monotonic()):
+        until = deadline if counted_by is None else min(deadline, counted_by)
+        released = emu.wait_release(seen, until - time.monotonic())
+        if not released and counted_by is not None and time.monotonic() >= counted_by:
+            raise SoakFailed("a decision counted while only the card before was released: "
+                             "the card before decided again, this one not at all ("
+                             f"{stuck_swipe_detail(io, emu, first, link)})")
+        if not released:
             raise SoakFailed(f"no decision within {SWIPE_TIMEOUT_S:.0f} s ("
                              f"{stuck_swipe_detail(io, emu, first, link)})")
         seen = emu.releases
         st = io.status("decisions", "heap_free")
         n = int(st.get("decisions", 0))
         if n == decided + 1:
-            if bytes(card.uid) not in emu.released_since(first):
-                raise SoakFailed("a decision counted while only the card before was released: "
-                                 "the card before decided again, this one not at all ("
-                                 f"{stuck_swipe_detail(io, emu, first, link)})")
-            return st
+            if bytes(card.uid) in emu.released_since(first):
+                return st
+            if counted_by is None:
+                counted_by = time.monotonic() + RELEASE_GRACE_S
         if n > decided + 1:
             raise SoakFailed(f"one presentation decided {n - decided} times")
 

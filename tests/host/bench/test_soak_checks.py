@@ -4,6 +4,7 @@ The soak itself runs in tests/host/image/test_soak.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -275,11 +276,14 @@ def test_a_swipe_is_decided_when_its_own_card_is_released_with_one_more_decision
     assert emu.released == [card.uid]  # type: ignore[attr-defined]
 
 
-def test_a_decision_on_the_card_before_is_not_credited_to_the_card_presented() -> None:
-    """The stop at decision 54,431 (72K): a count that grew while only the card before was
-    released made the soak present the next card to a door still holding it as decided."""
+def test_a_decision_on_the_card_before_is_not_credited_to_the_card_presented(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A count that grew while only the card before was released, and no release of this
+    card within the grace: the soak would present the next card to a door holding it as
+    decided."""
     import threading
 
+    monkeypatch.setattr(soak, "RELEASE_GRACE_S", 0.3)
     emu = soak.ReleaseWatch()
     door = _Door(emu, 7)
     before, card = _card("04000000000001"), _card("04000000000002")
@@ -299,3 +303,24 @@ def test_a_stuck_swipe_says_what_the_reader_and_the_door_were_doing(
     with pytest.raises(SoakFailed, match=r"no decision within 0 s \(releases since presented 0; "
                                          r"reader's last commands 4A 4A 52; door: decisions 3"):
         soak._swipe(door, emu, _card("04000000000003"), 3)  # type: ignore[arg-type]
+
+
+def test_a_decision_whose_release_comes_after_the_count_is_credited_to_its_card(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The door answers its status between deciding and releasing: the count can be seen
+    grown on the late release of the card before, this card's own release still on the way."""
+    import threading
+
+    monkeypatch.setattr(soak, "RELEASE_GRACE_S", 2.0)
+    emu = soak.ReleaseWatch()
+    door = _Door(emu, 7)
+    before, card = _card("04000000000001"), _card("04000000000002")
+
+    def door_acts() -> None:
+        door.decisions += 1  # this card decided, counted ...
+        door.decide(before, counted=False)  # ... the late release of the card before seen ...
+        time.sleep(0.2)
+        door.decide(card, counted=False)  # ... then this card's own release
+
+    threading.Timer(0.05, door_acts).start()
+    assert soak._swipe(door, emu, card, 7)["decisions"] == 8  # type: ignore[arg-type]

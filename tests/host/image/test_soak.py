@@ -27,7 +27,9 @@ def test_short_soak_on_the_image(tmp_path: Path, unix32_binary: Path) -> None:
     assert (r.decisions, r.updates, r.reconnects, r.cuts) == (24, 3, 3, 3)
     assert r.duplicated == 0, "an event reached the platform twice"
     assert r.lost == 0 and r.seqs and max(r.seqs) >= r.last_seq, "an event is missing"
-    assert r.counts(ev.ACCESS_GRANTED) == 12 and r.counts(ev.ACCESS_DENIED) == 12
+    # a read cut short (card_lost, a reader answer late on a loaded host) is a refusal more,
+    # no decision: the card was read again
+    assert r.counts(ev.ACCESS_GRANTED) == 12 and r.counts(ev.ACCESS_DENIED) - r.cut_short == 12
     assert r.checked == 24, "not every decision was checked at the platform one by one"
     assert r.counts(ev.BOOT) >= 3
     assert r.alive and not r.out_of_memory
