@@ -185,15 +185,17 @@ class ReleaseWatch(PN532Emulator):
 
     def __init__(self) -> None:
         super().__init__()
-        self.releases = 0
         self.released: list[bytes | None] = []  # the UID each release let go, in order
         self._released = threading.Condition()
+
+    @property
+    def releases(self) -> int:
+        return len(self.released)
 
     def _release(self, params: bytes) -> bytes | None:
         uid = next((bytes(c.uid) for c in self._active.values() if hasattr(c, "uid")), None)
         out = super()._release(params)
         with self._released:
-            self.releases += 1
             self.released.append(uid)
             self._released.notify_all()
         return out
