@@ -183,16 +183,11 @@ class _ReaderUART:
             self._uart.read()
 
     async def read(self, n, timeout_ms=None):
-        import asyncio
-
         if timeout_ms is None:
             return await self._reader.read(n)
-        if timeout_ms <= 0:  # what is there now (the UART reads without waiting: timeout=0)
-            return self._uart.read(n) or b""
-        try:
-            return await asyncio.wait_for_ms(self._reader.read(n), timeout_ms)
-        except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
-            return b""
+        # The UART reads without waiting (timeout=0): what is there now, polled until the
+        # timeout (board/interface.py).
+        return await interface.read_polled(self._uart, n, timeout_ms)
 
 
 class _Network:

@@ -90,12 +90,7 @@ class LinkUART:
         """Up to n bytes; waits for at least one (or returns b"" after timeout_ms)."""
         if timeout_ms is None:
             return await self._stream.read(n)
-        if timeout_ms <= 0:
-            return self._link.read(n) or b""
-        try:
-            return await asyncio.wait_for_ms(self._stream.read(n), timeout_ms)
-        except asyncio.TimeoutError:  # noqa: UP041  MicroPython's is not the builtin
-            return b""
+        return await interface.read_polled(self._link, n, timeout_ms)
 
 
 CUT_FILE = "cut_after.txt"  # fault injection: N, the journal's N-th write of this boot is torn
