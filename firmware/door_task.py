@@ -37,7 +37,7 @@ from firmware.door import FIRE, MODES, NORMAL, PASSAGE, DoorMachine, MemorySink,
 from firmware.events import Uptime
 from firmware.inputs import Debouncer, check_contact
 from firmware.log import log
-from firmware.patrol import Patrol
+from firmware.patrol import ABSENT, Patrol, source
 
 # Buzzer patterns by name, each (on ms, period ms); on == period is a steady tone; any other
 # name is off. Tuples of constants are frozen into the image; a dict would be built in the heap.
@@ -92,18 +92,9 @@ class DoorTask:
         self.status["door_out_of_memory"] = 0
         self.status["patrol_out_of_memory"] = 0
         self._broken = False  # no heap even for a fresh machine: the task ends
-        p = {"uptime_s": self.uptime.seconds,
-             "seq": lambda: self.status.get("last_seq", 0),
-             "journal_depth": lambda: self.status.get("journal_depth", 0),
-             "cache_version": lambda: self.status.get("cache_version"),
-             "cache_hash": lambda: self.status.get("cache_hash"),
-             "reader": lambda: self.status.get("reader"),
-             "clock_synced": lambda: bool(self.status.get("clock_synced")) or clock.time() is not None,
-             "clock_trusted": lambda: is_trusted(clock)}
-        if providers:
-            p.update(providers)
+        self._provider = source(providers) if providers else None  # firmware/main.py's
         interval = cfg.get("patrol_interval_s", 300) * 1000
-        self.patrol = Patrol(self.machine, p, interval, now, d)
+        self.patrol = Patrol(self.machine, self._report_value, interval, now, d)
         self.publish = None  # async callable(report) -> bool, e.g. Uplink.publish_status
         self._report_ready = asyncio.Event()
         self._relay = None
@@ -117,6 +108,28 @@ class DoorTask:
         self.scheduled = False  # passage mode was set by the schedule
         self._want = None  # the schedule's last answer: it acts on its edges only
         self._served = now
+
+    def _report_value(self, key):
+        """A patrol report's value owned elsewhere (firmware/patrol.py): the owner's provider
+        first, then the status the other tasks keep."""
+        if self._provider is not None:
+            v = self._provider(key)
+            if v is not ABSENT:
+                return v
+        s = self.status
+        if key == "uptime_s":
+            return self.uptime.seconds()
+        if key == "seq":
+            return s.get("last_seq", 0)
+        if key == "journal_depth":
+            return s.get("journal_depth", 0)
+        if key in ("cache_version", "cache_hash", "reader"):
+            return s.get(key)
+        if key == "clock_synced":
+            return bool(s.get("clock_synced")) or self.clock.time() is not None
+        if key == "clock_trusted":
+            return is_trusted(self.clock)
+        return ABSENT
 
     def _fresh(self, old, now, fire_on):
         """A fresh machine in place of `old`: its configuration, sink and commanded mode, the

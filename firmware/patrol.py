@@ -2,30 +2,49 @@
 
 The report is a flat dict (docs/protocol.md, status topic; docs/door.md for the fields).
 Values owned by other parts of the firmware (journal, cache, clock, uptime) come from
-`providers`: a dict of zero-argument callables, each optional:
+`providers`: one callable(key) that returns the value, or ABSENT when it has none for that key
+(one bound method on the door, not a closure per field kept for as long as the door runs),
+or, for tests and tools, a dict of zero-argument callables, each optional:
 
-    seq, journal_depth, cache_version, cache_hash, clock_synced, uptime_s, reader, setup
+    seq, journal_depth, cache_version, cache_hash, clock_synced, uptime_s, reader, setup,
+    clock_trusted, link, key_gen
 """
 
 from firmware import VERSION
 from ticks import ticks_diff
 
 
-def _get(providers, key, default, last=None):
-    fn = providers.get(key)
-    if fn is None:
-        return default
+ABSENT = object()  # a provider's answer for a key it does not provide
+
+
+def _from_dict(providers):
+    def value(key):
+        fn = providers.get(key)
+        return ABSENT if fn is None else fn()
+
+    return value
+
+
+def source(providers):
+    """The callable(key) behind `providers` (a callable, a dict of callables, or None)."""
+    if providers is None:
+        return _from_dict({})
+    return _from_dict(providers) if isinstance(providers, dict) else providers
+
+
+def _get(p, key, default, last=None):
     try:
-        return fn()
+        v = p(key)
     except Exception:  # a provider must never stop the patrol
         # Its last reported value, not the default: a default can say what is not so (no
         # `setup` reads as a door whose parts agree, and ends the platform's alarm).
         return last.get(key, default) if last else default
+    return default if v is ABSENT else v
 
 
 def build_report(machine, providers=None, last=None):
     """`last`: the report before, whose values stand in for providers that fail now."""
-    p = providers or {}
+    p = source(providers)
     report = {
         "seq": _get(p, "seq", 0, last),
         "door": machine.door_state(),
@@ -56,7 +75,7 @@ class Patrol:
 
     def __init__(self, machine, providers=None, interval_ms=300000, now=0, diff=None):
         self.machine = machine
-        self.providers = providers or {}
+        self.providers = source(providers)
         self.interval_ms = interval_ms
         self._diff = diff or ticks_diff
         self._last = now

@@ -178,3 +178,31 @@ def test_a_long_job_serves_the_door_at_most_every_serve_ms_even_across_wrapped_t
     b.clock.t -= 5 * SERVE_MS  # ticks behind the last serve: it is too long ago, serve now
     t.serve()
     assert len(polls) == 3
+
+
+def test_the_patrol_report_takes_the_owner_values_first_then_the_status():
+    # One provider callable for the owner's values (firmware/main.py), the rest from the status
+    # the other tasks keep: no closure per field kept for as long as the door runs.
+    from firmware.patrol import ABSENT
+
+    calls = []
+
+    def owner(key):
+        calls.append(key)
+        if key == "seq":
+            return 41
+        if key == "key_gen":
+            raise KeyError("keystore")  # not there yet: the default, then its last value
+        return ABSENT
+
+    b = Board(fire=False)
+    status = {"last_seq": 7, "journal_depth": 3, "cache_version": 9, "reader": "ok"}
+    t = DoorTask(b, {"door": {}}, MemorySink(100), owner, status)
+    r = t.patrol.report(0)
+    assert r["seq"] == 41  # the owner's, not the status's 7
+    assert (r["journal_depth"], r["cache_version"], r["reader"]) == (3, 9, "ok")
+    assert r["key_gen"] is None and r["link"] is None and "setup" not in r
+    assert "uptime_s" in r and r["clock_trusted"] is False
+    assert "seq" in calls and "uptime_s" in calls  # asked first, for every field
+    status["cache_version"] = 10
+    assert t.patrol.report(1000)["cache_version"] == 10
