@@ -110,7 +110,7 @@ def _start_journal(board, cfg):
         uplink.keystore = _keystore(board)
         running["uplink"] = uplink
         if "site_id" in cfg:  # commissioned (doorctl commission): register on every connection
-            uplink.registration = _registration(cfg, broker, uplink.keystore)
+            uplink.registration = lambda: _registration(cfg, broker, uplink.keystore)  # made when sent: not kept
         uplink.on_time = _time_sync(board, recorder, uplink)
         uplink.recorder = recorder
         uplink.utc = board.clock.time
@@ -199,21 +199,37 @@ def _start_door(board, cfg):
 
     recorder = running.get("recorder")
     journal = running.get("journal")
-    providers = {"setup": lambda: setup_now(board)}
-    if journal is not None:
-        providers["seq"] = lambda: journal.next_seq - 1
-        providers["journal_depth"] = journal.depth
-    if "uplink" in running:
-        providers["link"] = running["uplink"].link_report
-    providers["key_gen"] = lambda: running["keystore"].generation  # key rotation progress
+    uplink = running.get("uplink")
+    providers = _report_values(board, journal, uplink)
     door = DoorTask(board, cfg, recorder.record if recorder else None, providers, status,
                     recorder.uptime if recorder else None)
-    uplink = running.get("uplink")
     if uplink is not None:
         door.publish = uplink.publish_status
     running["door"] = door
     _report_power_loss(board, door)
     return door
+
+
+def _report_values(board, journal, uplink):
+    """The patrol report's values this module owns (firmware/patrol.py): one closure, not
+    one per field, for as long as the door runs."""
+    from firmware.patrol import ABSENT
+
+    def value(key):
+        if key == "setup":
+            return setup_now(board)
+        if key == "key_gen":
+            return running["keystore"].generation  # key rotation progress
+        if journal is not None:
+            if key == "seq":
+                return journal.next_seq - 1
+            if key == "journal_depth":
+                return journal.depth()
+        if key == "link" and uplink is not None:
+            return uplink.link_report()
+        return ABSENT
+
+    return value
 
 
 def _hash_at_boot(content, status):
