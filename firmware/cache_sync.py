@@ -21,6 +21,7 @@ size of the file. A burst sent again from the state (a lower offset, or another 
 answered again, so the platform's resume and resync still get their answer.
 """
 
+import asyncio
 import gc
 import struct
 
@@ -218,6 +219,8 @@ class CacheSync:
         return True
 
     async def on_message(self, payload):
+        while gcpace.card_first():  # the person at the door first (firmware/gcpace.py)
+            await asyncio.sleep_ms(5)
         rejects = self._rejects
         # A piece's tag and write, and the scan and hash of the file it completes, make only
         # garbage (the open file excepted): collected once after it, not every few KiB of it

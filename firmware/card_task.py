@@ -176,9 +176,11 @@ class CardTask:
             return False
         t0 = now
         gcpace.hold()  # a card session's allocations are garbage, and it is timed
+        gcpace.card_session(True)
         try:
             return await self._decide(uid, target, t0)
         finally:
+            gcpace.card_session(False)
             gcpace.release()
 
     async def _decide(self, uid, target, t0):

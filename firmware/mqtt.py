@@ -148,11 +148,14 @@ class MQTTClient:
         self._suback = {}
         self._last_rx = 0
         self._tasks = []
-        self._closed = asyncio.Event()
-        self._wlock = asyncio.Lock()
+        self._closed = None  # an Event, made only for wait_closed()
+        self._wbusy = False  # a writer is sending (one at a time: see _send)
         self.last_error = ""  # why the read loop ended
         self.connected = False
         self.dropped_oversize = 0
+        # A message is in its handler (a whitelist piece being written): the owner holds back
+        # work of its own that needs heap (the uplink's next events batch) until it returns.
+        self.delivering = False
 
     # -- connection ----------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class MQTTClient:
             self.end()
             raise MQTTError("connection refused: " + connack_reason(hdr[3]))
         self.connected = True
-        self._closed = asyncio.Event()
+        self.will = self.user = self.password = None  # CONNECT is sent: not needed again
         self._last_rx = ticks_ms()
         self._tasks = [asyncio.create_task(self._read_loop()),
                        asyncio.create_task(self._ping_loop())]
@@ -238,7 +241,8 @@ class MQTTClient:
         if w is not None:
             _close_now(w)
         self._inflight.clear()
-        self._closed.set()
+        if self._closed is not None:
+            self._closed.set()
 
     async def close(self, send_disconnect=True):
         if self.connected and send_disconnect:
@@ -249,6 +253,10 @@ class MQTTClient:
         self.end()
 
     async def wait_closed(self):
+        if not self.connected:
+            return
+        if self._closed is None:
+            self._closed = asyncio.Event()
         await self._closed.wait()
 
     # -- sending -------------------------------------------------------------------
@@ -257,7 +265,10 @@ class MQTTClient:
         # One writer at a time: asyncio's stream keeps a single output buffer, and two tasks
         # draining it at once (a PUBACK from the reader while a publish is half sent) would
         # send bytes twice or drop them, and the broker would close the connection.
-        async with self._wlock:
+        while self._wbusy:
+            await asyncio.sleep_ms(2)
+        self._wbusy = True
+        try:
             w = self._writer
             if w is None:
                 raise MQTTError("not connected")
@@ -265,6 +276,8 @@ class MQTTClient:
             if body:
                 w.write(body)
             await self._flush(w)
+        finally:
+            self._wbusy = False
 
     async def _flush(self, w):
         me = asyncio.current_task()
@@ -310,7 +323,10 @@ class MQTTClient:
             head += struct.pack("!H", pid)
         first = _PUBLISH | (qos & 1) << 1 | (1 if retain else 0)
         fixed = bytes([first]) + _varint(len(head) + len(payload))
-        async with self._wlock:
+        while self._wbusy:
+            await asyncio.sleep_ms(2)
+        self._wbusy = True
+        try:
             w = self._writer
             if w is None:
                 raise MQTTError("not connected")
@@ -327,6 +343,8 @@ class MQTTClient:
                 # uplink connects again (its window empties; the events are sent again).
                 self.end()
                 raise MQTTError("out of memory inside a packet")
+        finally:
+            self._wbusy = False
         return pid
 
     async def wait_published(self, timeout_ms=10000):
@@ -494,18 +512,22 @@ class MQTTClient:
         await self._read_into(payload)
         if self.on_message is None:
             return
+        self.delivering = True
         try:
-            res = self.on_message(topic, payload, retained)
-            payload = None
-            if res is not None and hasattr(res, "send"):
-                await res
-        except MQTTError:
-            raise  # the connection itself failed under the handler (a reply it sent)
-        except MemoryError:
-            payload = res = None
-            self._refused(topic, "no_memory")
-        except Exception:
-            self._refused(topic, "error")
+            try:
+                res = self.on_message(topic, payload, retained)
+                payload = None
+                if res is not None and hasattr(res, "send"):
+                    await res
+            except MQTTError:
+                raise  # the connection itself failed under the handler (a reply it sent)
+            except MemoryError:
+                payload = res = None
+                self._refused(topic, "no_memory")
+            except Exception:
+                self._refused(topic, "error")
+        finally:
+            self.delivering = False  # a cancel included: the uplink's batches never stay held
 
     def _on_control(self, kind, body):
         if kind == _PUBACK and len(body) == 2:
@@ -532,7 +554,7 @@ class MQTTClient:
             if ticks_diff(ticks_ms(), self._last_rx) > ka_ms * 3 // 2:
                 self.end()
                 return
-            if not self._wlock.locked():  # else a write is under way: no PINGREQ behind it
+            if not self._wbusy:  # else a write is under way: no PINGREQ behind it
                 try:
                     asyncio.create_task(self._ping())
                 except MemoryError:

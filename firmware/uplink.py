@@ -50,6 +50,7 @@ from wire.door import (
     encode_reply,
     encode_status,
 )
+from firmware import gcpace
 from firmware.config import broker_tls
 from firmware.log import log
 from firmware.mqtt import Backoff, MQTTClient, MQTTError, TLSError
@@ -71,9 +72,10 @@ _ANNOUNCE_EVERY_MS = const(2000)  # answers to the platform's announce request: 
 _ANNOUNCE_LIMIT = const(16)  # bytes: the request is empty
 _EVENTS_HEAD = const(96)  # bytes of an events message besides its events (`gone` included)
 _EVENT_BYTES = const(96)  # bytes an event takes at most in it (32-bit numbers, 24 hex digits of data)
-# The events buffer holds this many events at their largest: a whole batch of the usual ones
-# (a card's decision takes about 60 bytes); a batch of larger ones goes out in two messages.
-_TX_EVENTS = const(10)
+# The events buffer holds this many events at their largest (672 bytes, kept for good): half a
+# batch of the usual ones at least (a card's decision takes about 60 bytes), so a batch goes
+# out in two messages. The batch, not the message, sets how much is in flight (the drain).
+_TX_EVENTS = const(6)
 _INBOUND = const(("ack", "resend", "time", "cmd", "cache"))  # the leaves a door subscribes to
 
 
@@ -155,7 +157,7 @@ class Uplink:
         self.connect_failures = 0  # connection attempts that failed, TLS ones included
         self.tls_failures = 0
         self.last_error = ""  # why the last attempt failed ("" once connected)
-        self.registration = None  # bytes: the retained `register` message (firmware/main.py)
+        self.registration = None  # makes the retained `register` message, when sent (firmware/main.py)
         self.keystore = None  # its `command` key checks acks and signed times (firmware/main.py)
         self._resend = None  # (first, last) the platform asked for again, not yet served
         self._announce_asked = False  # the platform asked every door to announce itself again
@@ -168,9 +170,10 @@ class Uplink:
         self.utc = None  # callable() -> UTC seconds or None: the door's clock, for the status
         self.dropped_after_connack = 0
         self.nonce = ""  # hex, drawn per connection and sent in the presence message
-        # Every inbound payload is read into this one buffer, made here at boot (the largest
-        # a door takes: a whitelist chunk), never per message (firmware/mqtt.py).
-        self._rx = bytearray(max(common.limit(leaf) for leaf in _INBOUND))
+        # Every inbound payload up to a whitelist piece is read into this one buffer, made
+        # here at boot, never per message (firmware/mqtt.py). A larger one (a `keys` command,
+        # rare, sent by an operator) gets a bytearray of its own: 1 KiB less kept for good.
+        self._rx = bytearray(common.limit("cache"))
         # And every events batch is written into this one (wire.door.events_put).
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * min(batch, _TX_EVENTS))
         self._nonce_at = 0
@@ -514,7 +517,7 @@ class Uplink:
                                  encode_presence(True, self.boot, self.firmware_version,
                                                           self.nonce), 1, True)
         if self.registration is not None:
-            await client.publish(self._t("register"), self.registration, 1, True)
+            await client.publish(self._t("register"), self.registration(), 1, True)
         if self.on_connected is not None:
             await self.on_connected()
 
@@ -541,7 +544,9 @@ class Uplink:
                 self.sent_upto = j.acked
             pending = j.next_seq - 1 - self.sent_upto
             in_flight = self.sent_upto - j.acked
-            if pending > 0 and in_flight < self.batch * self.window:
+            # A whitelist piece in its handler, or a card session, has the heap first.
+            held = pending > 0 and (client.delivering or gcpace.card_first())
+            if pending > 0 and in_flight < self.batch * self.window and not held:
                 gc.collect()
                 top = j.next_seq - 1  # as it is now: the batch's wait for the buffer may see more
                 n, last = await self._send_batch(client, self.sent_upto + 1, top)
@@ -563,10 +568,11 @@ class Uplink:
             if not self.trusted_time and ticks_diff(ticks_ms(), self._nonce_at) > _REANNOUNCE_MS:
                 await self._announce(client)  # the platform was away: ask for a time again
             self._wake.clear()
-            try:
-                await asyncio.wait_for_ms(self._wake.wait(), 200)
-            except asyncio.TimeoutError:
-                pass
+            for _ in range(20):  # 200 ms, woken within 10: sleep_ms allocates nothing
+                await asyncio.sleep_ms(10)
+                if self._wake.is_set() or not client.connected \
+                        or held and not (client.delivering or gcpace.card_first()):
+                    break
 
     async def run(self):
         backoff = Backoff()

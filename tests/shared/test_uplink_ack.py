@@ -103,6 +103,7 @@ def test_a_door_without_keys_takes_an_unsigned_ack():
 
 class _Client:
     connected = True
+    delivering = False  # no message in its handler
 
     def __init__(self):
         self.sent = []
@@ -156,10 +157,10 @@ def test_a_long_gone_range_is_named_at_once_and_a_window_of_records_follows():
         j.ack(up.sent_upto)
     oldest = j.oldest_seq()
     assert oldest > 150
-    up.window = 2  # 32 records per request
+    up.window = 2  # two batches of records per request
     batches = _serve(up, 1, j.acked)
     assert batches[0][2] == (1, oldest - 1)
-    assert [e[0] for b in batches for e in b[1]] == list(range(oldest, oldest + 32))
+    assert [e[0] for b in batches for e in b[1]] == list(range(oldest, oldest + 2 * up.batch))
 
 
 def test_a_ring_overflow_is_answered_as_gone_with_the_exact_range():
@@ -184,15 +185,19 @@ def _batch(j, up, first, n):
     return [event_tuple(r, up.boot, up.timebase) for r in j.read(first, n)]
 
 
-def test_a_whole_batch_of_card_decisions_fits_the_events_buffer():
+def test_a_batch_of_card_decisions_goes_out_in_two_messages_of_the_events_buffer():
     j, up = _uplink(blocks=8)
     for i in range(up.batch):  # a card's decision: its 8-byte reference as data
         j.append(2, 0, 3, 1767225600 + i, 999, 41, bytes(range(i, i + 8)))
+    want = [tuple(e) for e in _batch(j, up, 1, up.batch)]
     payload, n, last = up._batch_payload(1, j.next_seq - 1)
     assert isinstance(payload, memoryview)
-    assert (n, last) == (up.batch, up.batch)
-    assert decode_batch(bytes(payload)) == (3, [tuple(e) for e in _batch(j, up, 1, up.batch)],
-                                           None)
+    assert up.batch // 2 <= n < up.batch and last == n
+    first = decode_batch(bytes(payload))
+    payload, n2, last = up._batch_payload(n + 1, j.next_seq - 1)
+    assert isinstance(payload, memoryview)
+    assert (n + n2, last) == (up.batch, up.batch)
+    assert first == (3, want[:n], None) and decode_batch(bytes(payload)) == (3, want[n:], None)
 
 
 def test_a_batch_the_buffer_cannot_hold_goes_out_in_it_in_smaller_messages():
@@ -244,7 +249,7 @@ def test_a_batch_is_read_one_record_at_a_time():
 def test_events_cut_into_smaller_messages_are_each_sent_once_in_order():
     j, up = _uplink(blocks=8)
     _fill_large(j, 40)
-    up._tx = bytearray(600)
+    up._tx = bytearray(400)  # a few of these a message: fewer than a batch
     sent = []
 
     class Client(_Client):
