@@ -108,7 +108,7 @@ def test_forged_replayed_and_out_of_base_updates_change_nothing(rig: Rig) -> Non
 def test_a_snapshot_in_many_chunks_replaces_the_whitelist(rig: Rig) -> None:
     others = [(b"\xee" * 4 + i.to_bytes(4, "big"), fmt.ACTIVE, False) for i in range(1200)]
     snap = rig.site.snapshot(9, others + [(rig.ref, fmt.SUSPENDED, False)])
-    assert len(snap) > 8 * 2048
+    assert len(snap) > 8 * common.CACHE_CHUNK
     assert push(rig.platform, DEVICE, snap)["version"] == 9
     assert rig.swipe() is False
     wait_until(lambda: rig.codes(ev.ACCESS_DENIED) == [ev.deny_code("suspended")])
@@ -143,7 +143,7 @@ def test_the_signed_header_is_checked_before_a_byte_is_written(rig: Rig) -> None
     n = 279000
     snap[24:28] = n.to_bytes(4, "big")
     total = 36 + 15 * n + 32
-    first = encode_cache_chunk(2, total, 0, bytes(snap[:36]) + bytes(2012), key)
+    first = encode_cache_chunk(2, total, 0, bytes(snap[:36]) + bytes(common.CACHE_CHUNK - 36), key)
     state = _state_after(rig, lambda: rig.platform.publish(DEVICE, "cache", first))
     assert state["reason"] == "no_room" and state["have"] == 0
     assert _incoming(rig) == "none"
