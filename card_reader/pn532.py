@@ -45,10 +45,10 @@ WAKEUP = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
 MAX_DATA = const(265)  # TFI + PD: the PN532's frame buffer
 MAX_FRAME = const(MAX_DATA + 10)  # extended header (8) + TFI..PD + DCS + postamble
-MAX_APDU = const(262)  # InDataExchange DataOut limit
-MAX_RESPONSE = const(1024)  # an APDU response assembled from MI-chained parts
-MAX_NOISE = const(2 * MAX_FRAME)  # bytes without a frame before giving up on the link
-LATE_NOISE = const(8)  # bytes outside a frame taken after a wait's deadline before it ends
+_MAX_APDU = const(262)  # InDataExchange DataOut limit
+_MAX_RESPONSE = const(1024)  # an APDU response assembled from MI-chained parts
+_MAX_NOISE = const(2 * MAX_FRAME)  # bytes without a frame before giving up on the link
+_LATE_NOISE = const(8)  # bytes outside a frame taken after a wait's deadline before it ends
 
 # Parser events
 EV_NONE = const(0)
@@ -86,13 +86,13 @@ REASONS = (None, "no_answer", "no_ack", "checksum", "bad_frame", "wrong_tfi", "w
 # InDataExchange / InRelease status byte (low 6 bits), UM0701-02 table 7.1
 ST_OK = const(0x00)
 ST_TIMEOUT = const(0x01)
-ST_CRC = const(0x02)
-ST_PARITY = const(0x03)
-ST_COLLISION = const(0x06)
-ST_RELEASED = const(0x29)
-ST_CARD_DISAPPEARED = const(0x2B)
-STATUS_MI = const(0x40)
-_LOST_STATUSES = (ST_TIMEOUT, ST_RELEASED, ST_CARD_DISAPPEARED)
+_ST_CRC = const(0x02)
+_ST_PARITY = const(0x03)
+_ST_COLLISION = const(0x06)
+_ST_RELEASED = const(0x29)
+_ST_CARD_DISAPPEARED = const(0x2B)
+_STATUS_MI = const(0x40)
+_LOST_STATUSES = (ST_TIMEOUT, _ST_RELEASED, _ST_CARD_DISAPPEARED)
 
 
 class PN532Error(Exception):
@@ -369,13 +369,13 @@ class Core:
             ev = p.feed(pend[i])
             if ev == EV_NONE:
                 noise += 1
-                if noise > MAX_NOISE:
+                if noise > _MAX_NOISE:
                     return EV_BAD_LEN
                 # Past the deadline only a frame already begun keeps the wait going: a
                 # reader trickling junk must not hold the door past its timeout.
                 if late and p._state == 0:
                     late_noise += 1
-                    if late_noise > LATE_NOISE:
+                    if late_noise > _LATE_NOISE:
                         return EV_NONE
                 continue
             if want_ack and ev == EV_FRAME:
@@ -581,7 +581,7 @@ class Core:
         """One APDU to the listed target; returns the card's response (data + SW)."""
         if self.tg == 0:
             raise PN532Error(E_NO_CARD, 0)
-        if len(apdu) > MAX_APDU:
+        if len(apdu) > _MAX_APDU:
             raise PN532Error(E_TOO_LONG, len(apdu) & 0xFF)
         params = bytearray(len(apdu) + 1)
         params[0] = self.tg
@@ -598,9 +598,9 @@ class Core:
             if st != ST_OK:
                 raise PN532Error(E_CARD_ERROR, st)
             out += data[1:]
-            if len(out) > MAX_RESPONSE:
+            if len(out) > _MAX_RESPONSE:
                 raise PN532Error(E_TOO_LONG, 0)
-            if not data[0] & STATUS_MI:
+            if not data[0] & _STATUS_MI:
                 return out
             params = bytearray(1)  # more information: fetch the next part
             params[0] = self.tg

@@ -12,7 +12,7 @@ moment and held holes apart in the part of the heap the door's work churns (the 
 workload failed on a fragmented heap, docs/architecture.md).
 """
 
-RING_CHARS = 1024  # about 20 lines of 50 characters, their ends included; the last line is always kept
+RING_CHARS = 256  # about 5 lines of 50 characters, their ends included; the last line is always kept
 _END = 0  # a line's end in the buffer (a NUL in a line is kept as "?")
 _buf = bytearray(RING_CHARS)
 _held = [0]  # bytes of _buf in use: whole lines, each followed by _END
