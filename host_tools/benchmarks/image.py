@@ -69,7 +69,7 @@ FIGURES = {
     "image.heap_min_kib": "unix32 image: smallest heap (4 KiB grid) in which the commissioned "
                           "firmware, MQTT without TLS, 100k-card whitelist, 50k-event backlog, "
                           "runs the fixed workload (swipes at 5/s, 1k delta, 100k snapshot, "
-                          "backlog drained, held-open alarm, patrol), KiB (goal 64)",
+                          "backlog drained, held-open alarm, patrol) 3 times in a row, KiB (goal 64)",
     "image.heap_min_tls_kib": "unix32 image: the same smallest heap with MQTT over TLS to a "
                               "mosquitto TLS listener (the door checks the broker's certificate "
                               "against its CA); the MicroPython heap only: mbedTLS's buffers come "
@@ -329,17 +329,26 @@ class Sampler:
                 else min(self.largest_free_min, blocks)
 
 
-def _fits(template: Template, broker: Mosquitto, tmp: Path, kib: int, binary: str) -> bool:
-    try:
-        run_workload(template, broker, tmp, kib, binary)
-        return True
-    except WorkloadFailed:
-        return False
+FIT_TRIALS = 3  # a heap fits when the workload gets through it this many times in a row
+
+
+def _fits(template: Template, broker: Mosquitto, tmp: Path, kib: int, binary: str,
+          trials: int = FIT_TRIALS) -> bool:
+    """The workload got through `trials` times in a row in this heap: near the figure a heap
+    can pass once and fail the next time (at 64 KiB on 5 December, 2 passes in 3 on a build
+    that was not kept), and a figure one lucky trial sets is not one a door can rely on."""
+    for _ in range(trials):
+        try:
+            run_workload(template, broker, tmp, kib, binary)
+        except WorkloadFailed:
+            return False
+    return True
 
 
 def heap_min_kib(template: Template, broker: Mosquitto, tmp: Path, binary: str,
                  bounds: tuple[int, int] | None = None) -> float:
-    """Smallest heap on a 4 KiB grid in [low, high] (HEAPS_KIB) that fits, by halving."""
+    """Smallest heap on a 4 KiB grid in [low, high] (HEAPS_KIB) that fits (FIT_TRIALS passes
+    in a row), by halving."""
     low, high = bounds or HEAPS_KIB
     if not _fits(template, broker, tmp, high, binary):
         raise RuntimeError(f"the workload does not finish even in {high} KiB")
