@@ -63,16 +63,17 @@ CLOCK = ("ticks_ms", "ticks_add", "ticks_diff", "time", "set_time", "trusted")
 
 
 async def read_polled(port, n, timeout_ms):
-    """Up to n bytes from `port` (a UART, or the virtual board's link, either read without
-    waiting), polled every millisecond until `timeout_ms` has passed (b"" then). Not
+    """Up to n bytes from `port` (a UART, or the virtual board's link: `any()`, and `read(n)`
+    without waiting), polled every millisecond until `timeout_ms` has passed (b"" then). Not
     `asyncio.wait_for_ms`: that makes a task, its timeout and their generators, 512 bytes
     per read on the 32-bit image, at every exchange with a card, while the door's other
-    tasks need the heap too."""
+    tasks need the heap too. `any()` first: a C stream's `read(n)` allocates its buffer before
+    it finds nothing, and a poll a millisecond would pace collections while the door waits."""
     import asyncio
 
     t0 = time.ticks_ms()
-    while True:
-        got = port.read(n)
-        if got or time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
-            return got or b""
+    while not port.any():
+        if time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
+            return b""
         await asyncio.sleep_ms(1)
+    return port.read(n) or b""

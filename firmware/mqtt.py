@@ -135,8 +135,8 @@ class MQTTClient:
         self.on_refused = on_refused  # callable(reason, topic_str): a message was dropped
         self._scratch = None  # the drain buffer, made on first use
         # Where an inbound payload is read (a bytearray the owner made once, at boot, while
-        # the heap was whole): a 2 KiB piece asked of a fragmented heap per message is what
-        # runs out first. A payload is handed on as a memoryview of it, valid until its
+        # the heap was whole): a whitelist piece asked of a fragmented heap per message is
+        # what runs out first. A payload is handed on as a memoryview of it, valid until its
         # handler returns; one larger than it (or with none) gets a bytearray of its own.
         self._rx = rx_buf
         self._reader = None
@@ -211,7 +211,9 @@ class MQTTClient:
             self.end()
             raise MQTTError("connection refused: " + connack_reason(hdr[3]))
         self.connected = True
-        self.will = self.user = self.password = None  # CONNECT is sent: not needed again
+        # CONNECT is sent: not needed again (a client connects once; the uplink makes a new one)
+        self.will = self.user = self.password = None
+        self._closed = None
         self._last_rx = ticks_ms()
         self._tasks = [asyncio.create_task(self._read_loop()),
                        asyncio.create_task(self._ping_loop())]

@@ -172,8 +172,9 @@ class Uplink:
         self.nonce = ""  # hex, drawn per connection and sent in the presence message
         # Every inbound payload up to a whitelist piece is read into this one buffer, made
         # here at boot, never per message (firmware/mqtt.py). A larger one (a `keys` command,
-        # rare, sent by an operator) gets a bytearray of its own: 1 KiB less kept for good.
-        self._rx = bytearray(common.limit("cache"))
+        # rare, sent by an operator; a 2 KiB piece from a platform of before) gets a bytearray
+        # of its own: 1 KiB less kept for good.
+        self._rx = bytearray(common.CACHE_HDR + common.CACHE_CHUNK)
         # And every events batch is written into this one (wire.door.events_put).
         self._tx = bytearray(_EVENTS_HEAD + _EVENT_BYTES * min(batch, _TX_EVENTS))
         self._nonce_at = 0

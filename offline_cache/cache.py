@@ -65,7 +65,8 @@ _MERGE_RECS = const(10)  # records per merge piece: its output and two cursors s
 # read of 32 records still finds most cards in one read (mcu.insn_decision_100k 41,734 -> 41,040
 # instructions, its flash-read section unchanged): 512 entries cost 2 KiB more heap. 200, not
 # 256: the same index for 100k cards, 448 bytes less kept for good (the 64 KiB goal); from
-# 51,201 to 65,536 cards one entry every 512 records instead of 256.
+# 51,201 to 65,536 cards one entry every 512 records instead of 256 (and from 102,401 to
+# 131,072 every 1,024 instead of 512: twice the stride wherever n/256 <= stride < n/200).
 MAX_INDEX = 200
 
 _MAIN = const("main.bin")
@@ -305,7 +306,7 @@ class Cache:
         self.site = site
         # Allocated once, at boot while the heap is still whole, and reused: the read buffer,
         # shared by the sorted file and the overlay (a lookup reads one after the other),
-        # and the sorted file's RAM index at its largest (2 KiB: a door must be able to take
+        # and the sorted file's RAM index at its largest (1.6 KiB: a door must be able to take
         # a 100k snapshot at any time), rebuilt in place at every open (boot, merge) and by
         # a snapshot arriving while no sorted file is open. Allocating the index anew after
         # a merge asked a heap the merge had fragmented for a piece slightly larger (3 KiB

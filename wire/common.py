@@ -35,7 +35,7 @@ _LIMITS = const((
     ("events", MAX_PAYLOAD), ("status", 4096), ("presence", 256), ("register", 512),
     ("reply", 256), ("cache_state", 256), ("ack", 256), ("resend", 256), ("time", 256),
     ("cmd", 2048),  # a `keys` command carries a sealed door key file (about 1.3 KB)
-    ("cache", 32 + 1024),  # CACHE_HDR + CACHE_CHUNK: a whitelist file is streamed in pieces
+    ("cache", 32 + 2048),  # CACHE_HDR + CACHE_CHUNK_MAX: a whitelist file is streamed in pieces
 ))
 
 
@@ -279,7 +279,8 @@ def time_signing_bytes(device_id, nonce, epoch_ms):
 CACHE_MAGIC = b"DWU2"
 CACHE_TAG = const(16)
 CACHE_HDR = const(16 + CACHE_TAG)
-CACHE_CHUNK = const(1024)  # bytes per message: read into a buffer the door keeps (firmware/uplink.py)
+CACHE_CHUNK = const(1024)  # bytes per message the platform sends: the door's kept receive buffer
+CACHE_CHUNK_MAX = const(2048)  # the largest piece a door takes (what platforms sent before 1 KiB)
 CACHE_MAX_FILE = const(4 * 1024 * 1024)
 
 

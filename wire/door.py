@@ -3,7 +3,7 @@ whitelist state, replies) and decodes (acks, resend requests, time, commands, wh
 Shared parts are in wire/common.py (docs/protocol.md, "Topics")."""
 
 from wire.common import (
-    CACHE_CHUNK,
+    CACHE_CHUNK_MAX,
     CACHE_HDR,
     CACHE_MAGIC,
     CACHE_MAX_FILE,
@@ -202,7 +202,7 @@ def decode_cache_chunk(payload):
 
     if payload is None or len(payload) < CACHE_HDR or payload[:4] != CACHE_MAGIC:
         raise ProtocolError("bad_chunk")
-    if len(payload) > CACHE_HDR + CACHE_CHUNK:
+    if len(payload) > CACHE_HDR + CACHE_CHUNK_MAX:
         raise ProtocolError("too_large")
     version, total, offset = struct.unpack(">III", bytes(payload[4:16]))
     n = len(payload) - CACHE_HDR

@@ -56,7 +56,7 @@ def test_a_hold_before_the_start_keeps_the_pace_off_until_released():
             gc.threshold(before)
 
 
-def test_a_card_session_goes_first_until_it_ends_even_when_it_fails():
+def test_a_card_session_goes_first_until_it_ends():
     assert not gcpace.card_first()
     gcpace.card_session(True)
     try:

@@ -167,7 +167,7 @@ def test_cache_chunks_round_trip_and_bad_ones_are_refused():
     for bad in (b"", b"DWU2", b"XXXX" + msg[4:], encode_cache_chunk(7, 100, 90, b"y" * 20, key),
                 encode_cache_chunk(7, 0, 0, b"", key), encode_cache_chunk(7, 10, 0, b"", key),
                 encode_cache_chunk(7, 10 ** 8, 0, b"z", key),
-                encode_cache_chunk(7, 100000, 0, b"z" * (common.CACHE_CHUNK + 1), key)):
+                encode_cache_chunk(7, 100000, 0, b"z" * (common.CACHE_CHUNK_MAX + 1), key)):
         try:
             decode_cache_chunk(bad)
             raise AssertionError(bad[:20])
@@ -193,3 +193,16 @@ def test_cache_state_round_trip():
             raise AssertionError(bad)
         except common.ProtocolError as e:
             assert e.reason == "bad_field"
+
+
+def test_a_door_still_takes_the_2_kib_pieces_platforms_sent_before_1_kib():
+    from wire import common
+    from wire.door import decode_cache_chunk
+    from wire.platform import encode_cache_chunk
+
+    key = b"C" * 32
+    assert common.CACHE_CHUNK == 1024 and common.CACHE_CHUNK_MAX == 2048
+    old = encode_cache_chunk(7, 100000, 2048, b"o" * common.CACHE_CHUNK_MAX, key)
+    assert len(old) == common.limit("cache")  # the MQTT layer takes it too
+    v, total, off, tag, data = decode_cache_chunk(old)
+    assert (v, total, off, len(data)) == (7, 100000, 2048, 2048)

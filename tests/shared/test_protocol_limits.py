@@ -21,7 +21,7 @@ def test_nesting_and_length_are_bounded_before_parsing():
     assert decode_command(ok)[0] == '[[[[[[\"]]]]'
     common.check_shape(b'[[[[1]]]]')
     assert _raises(common.check_shape, b'[[[[[1]]]]]') == "too_deep"
-    assert common.limit("cmd") == 2048 and common.limit("cache") == common.CACHE_HDR + common.CACHE_CHUNK
+    assert common.limit("cmd") == 2048 and common.limit("cache") == common.CACHE_HDR + common.CACHE_CHUNK_MAX
     assert common.limit("nonsense") == 0
 
 
