@@ -35,7 +35,7 @@ FIGURES = {
                                     f"median of {N}, s",
     "platform.command_rtt_s": f"baseline: a signed patrol command to its reply, median of {N}, s",
     "platform.snapshot_100k_s": "100,000-card snapshot from the platform to the door installed "
-                                "(2 KiB pieces, verify, install), s",
+                                "(1 KiB pieces, verify, install), s",
     "platform.snapshot_100k_bytes": "bytes on the wire for it (MQTT payloads)",
 }
 

@@ -280,9 +280,9 @@ def logs(port: str = typer.Option(None, "--port", "-p", help="The door's serial 
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until "
                                      "Ctrl-C."),
          as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Print the door's own log (its last 64 lines: boots, connections, refusals; never keys),
-    with wall-clock times in this computer's time zone (`~` after the time: the door's clock is
-    not set yet, the time is this computer's).
+    """Print the door's own log (its last few lines, 256 characters: boots, connections,
+    refusals; never keys), with wall-clock times in this computer's time zone (`~` after the
+    time: the door's clock is not set yet, the time is this computer's).
 
     Examples:
       doorctl logs -p /dev/ttyUSB0
