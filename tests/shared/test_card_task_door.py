@@ -417,3 +417,34 @@ def test_the_door_acts_before_the_reader_releases_the_card():
     assert asyncio.run(task.step()) is True
     assert order == [("door", 0)]  # no release yet when the door acted
     assert task.reader.released == 1
+
+
+def test_a_card_session_says_so_while_it_runs_and_not_after_even_when_it_fails():
+    """A whitelist piece and the uplink's next events batch wait while a card session runs
+    (firmware/gcpace.py card_first): a session that failed and still said so would hold both
+    back for good."""
+    import asyncio
+
+    from firmware import gcpace
+
+    seen = []
+
+    class _Failing(_Session):
+        async def read_async(self, exchange, uid, sak):
+            seen.append(gcpace.card_first())
+            raise OSError(5)
+
+    clock = ManualClock(epoch=NOON)
+    board = _Board()
+    board.clock = clock
+    task = CardTask(board, _Door(), None, _Cache(), 0, {"wait_ms": 200})
+    task.reader = _Field(clock, lambda ms: _Target(b"\x04\x11\x22\x33\x44\x55\x66"))
+    task.session = _Failing(clock)
+    for session in (_Session(clock), task.session):
+        task.session, task.present = session, None
+        try:
+            asyncio.run(task.step())
+        except OSError:
+            pass
+        assert not gcpace.card_first()
+    assert seen == [True]
