@@ -59,13 +59,16 @@ _BUF_RECS = const(32)  # records per flash read (480 bytes, preallocated)
 _REF = const(8)
 _REC = const(15)
 _BUF = const(32)
+_KEY = const(4)  # bytes of a reference kept per RAM index entry
 _MERGE_RECS = const(10)  # records per merge piece: its output and two cursors share the buffer
-# RAM index entries (8 bytes each) whatever the number of cards: 1.6 KiB, made once at boot. A
-# 100k whitelist then has one entry every 512 records (196 of them); the lookup's interpolated
-# read of 32 records still finds most cards in one read (mcu.insn_decision_100k 41,734 -> 41,040
-# instructions, its flash-read section unchanged): 512 entries cost 2 KiB more heap. 200, not
-# 256: the same index for 100k cards, 448 bytes less kept for good (the 64 KiB goal); from
-# 51,201 to 65,536 cards one entry every 512 records instead of 256 (and from 102,401 to
+# RAM index entries whatever the number of cards: 200 of 4 bytes, 800 bytes made once at boot.
+# A 100k whitelist then has one entry every 512 records (196 of them); the lookup's
+# interpolated read of 32 records still finds most cards in one read (+-16 around the guess
+# finds 92 % of random references at a 512-record stride, 79 % at 1,024). An entry is the first
+# 4 bytes of its record's reference, not all 8: the same lookup in half the heap (0.8 KiB kept
+# for good, the 64 KiB goal); references are keyed hashes, so two entries share 4 bytes about
+# once in 2^32 / 200^2 whitelists, and the lookup stays exact when they do (Table.find).
+# From 51,201 to 65,536 cards one entry every 512 records instead of 256 (and from 102,401 to
 # 131,072 every 1,024 instead of 512: twice the stride wherever n/256 <= stride < n/200).
 MAX_INDEX = 200
 
@@ -139,7 +142,7 @@ class Table:
     """One verified cache file, looked up by binary search: RAM index + reads into `buf`.
 
     `index`: a buffer for the RAM index, used when it is large enough (its first
-    `self.entries` references are the index); else the scan allocates one."""
+    `self.entries` 4-byte reference prefixes are the index); else the scan allocates one."""
 
     def __init__(self, path, key, buf, site=None, tick=None, index=None):
         self.path = path
@@ -178,8 +181,17 @@ class Table:
         self.stride = stride
         entries = (n + stride - 1) // stride
         index = self.index
-        if index is None or len(index) < entries * REF_LEN:
-            index = bytearray(REF_LEN * entries)
+        if index is None or len(index) < entries * _KEY:
+            index = bytearray(_KEY * entries)
+        # An index entry keeps 4 bytes of a reference: those after the first bytes every
+        # reference of the file shares (the first and last one's common prefix, at most 4
+        # bytes: none for keyed hashes, several for small numbers as references).
+        skip = 0
+        if n > 1:
+            off = hdr.records_offset()
+            f.seek(off + (n - 1) * REC_SIZE)
+            last = f.read(REF_LEN)
+            f.seek(off)
         buf = self.buf
         whole = memoryview(buf)[:_BUF_RECS * REC_SIZE]  # one view for every full piece
         prev = None
@@ -200,8 +212,12 @@ class Table:
                                     or not check_flags(buf[o + REF_LEN], hdr.kind)):
                     bad = "records not sorted, duplicated or with bad flags"
                 if (i + j) % stride == 0:
-                    p = ((i + j) // stride) * REF_LEN
-                    index[p:p + REF_LEN] = ref
+                    if i + j == 0 and n > 1:
+                        while skip < REF_LEN - _KEY and skip < len(last) and buf[skip] == last[skip]:
+                            skip += 1
+                        self.common = bytes(buf[0:skip])
+                    p = ((i + j) // stride) * _KEY
+                    index[p:p + _KEY] = buf[o + skip:o + skip + _KEY]
                 prev = ref
             i += k
         tag = f.read(TAG_SIZE)
@@ -212,6 +228,7 @@ class Table:
         self.hdr = hdr
         self.index = index
         self.entries = entries
+        self.skip = skip
         self.off = hdr.records_offset()
 
     def moved(self, path):
@@ -234,33 +251,58 @@ class Table:
         n = self.hdr.count
         idx = self.index
         native = _upper
+        r = ref  # compared with the index entries: ref without the bytes all references share
+        if self.skip:
+            if ref[:self.skip] != self.common:
+                return -1
+            r = ref[self.skip:]
         if native is not None:  # machine code: the same answers as the bytecode below
-            lo = (native(idx, self.entries, _REF, ref) >> 1) - 1
-            if lo < 0:
-                return -1
+            u = native(idx, self.entries, _KEY, r)
         else:
+            key = r[:_KEY]
             lo, hi = 0, self.entries
-            if hi == 0 or ref < idx[0:_REF]:
-                return -1
-            while hi - lo > 1:  # last index entry <= ref
+            while lo < hi:  # entries <= key, and whether the last of them equals it
                 mid = (lo + hi) >> 1
-                o = mid * _REF
-                if idx[o:o + _REF] <= ref:
-                    lo = mid
+                o = mid * _KEY
+                if idx[o:o + _KEY] <= key:
+                    lo = mid + 1
                 else:
                     hi = mid
-        start = lo * self.stride
-        end = min(n, start + self.stride)
+            u = lo << 1
+            if lo and idx[(lo - 1) * _KEY:lo * _KEY] == key:
+                u |= 1
+        hi = u >> 1  # entries whose first bytes are <= ref's: the record of entry `hi` is > ref
+        if hi == 0:
+            return -1
+        lo = hi - 1
+        stride = self.stride
+        if u & 1:
+            # Entry `lo` has ref's first bytes: most likely its own card (a keyed hash shares
+            # 4 bytes with another card's about once in 2^32 / n), read first. But its record
+            # may be above ref, and entries before it may share those bytes too: the answer is
+            # after the last entry below them (the file's start when none is), before entry `hi`.
+            mid = lo * stride
+            key = r[:_KEY]
+            while lo > 0 and idx[lo * _KEY:(lo + 1) * _KEY] == key:
+                lo -= 1
+            start = lo * stride
+            end = min(n, hi * stride)
+        else:
+            start = lo * stride
+            end = min(n, start + stride)
+            mid = None
+            if native is not None and hi < self.entries:
+                # Card references are keyed hashes, spread evenly: where `ref` falls between
+                # this index entry and the next says where its record is. One read of the 32
+                # records around that place (the whole read buffer; +-16 finds 92 % of random
+                # references in a 512-record stride) usually ends the search: a littlefs read
+                # at a new place costs ~7,500 instructions on a Cortex-M3, mostly the walk of
+                # the file's block list, ~1,000 more per 128 bytes.
+                mid = start + guess(idx, lo, r, end - start) - (_BUF >> 1)
         buf = self.buf
-        if native is not None and end - start > _BUF and lo + 1 < self.entries:
-            # Card references are keyed hashes, spread evenly: where `ref` falls between this
-            # index entry and the next says where its record is. One read of the 32 records
-            # around that place (the whole read buffer; +-16 finds 92 % of random references
-            # in a 512-record stride) usually ends the search: a littlefs read at a new place
-            # costs ~7,500 instructions on a Cortex-M3, mostly the walk of the file's block
-            # list, ~1,000 more per 128 bytes. When it does not, what it showed narrows the
-            # range as a search step would.
-            mid = start + guess(idx, lo, ref, end - start) - (_BUF >> 1)
+        if native is not None and mid is not None and end - start > _BUF:
+            # When the window read at `mid` does not end the search, what it showed narrows
+            # the range as a search step would.
             if mid < start:
                 mid = start
             elif mid > end - _BUF:
@@ -306,13 +348,13 @@ class Cache:
         self.site = site
         # Allocated once, at boot while the heap is still whole, and reused: the read buffer,
         # shared by the sorted file and the overlay (a lookup reads one after the other),
-        # and the sorted file's RAM index at its largest (1.6 KiB: a door must be able to take
+        # and the sorted file's RAM index at its largest (800 bytes: a door must be able to take
         # a 100k snapshot at any time), rebuilt in place at every open (boot, merge) and by
         # a snapshot arriving while no sorted file is open. Allocating the index anew after
         # a merge asked a heap the merge had fragmented for a piece slightly larger (3 KiB
         # for 100k cards) than the one just freed.
         self.buf = bytearray(_BUF_RECS * REC_SIZE)
-        self.index = bytearray(MAX_INDEX * REF_LEN)
+        self.index = bytearray(MAX_INDEX * _KEY)
         # With `reserve_update` (the firmware), an update is verified in these same buffers:
         # the scan runs start to end in one call (the door's inputs and relay are served from
         # `tick`, no card is decided meanwhile), so the read buffer is free, and a snapshot is

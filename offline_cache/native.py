@@ -13,6 +13,9 @@ _SOURCE = """
 def upper(buf, n: int, stride: int, ref) -> int:
     p = ptr8(buf)
     r = ptr8(ref)
+    m = 8
+    if stride < 8:
+        m = stride
     lo = 0
     hi = n
     while lo < hi:
@@ -20,7 +23,7 @@ def upper(buf, n: int, stride: int, ref) -> int:
         o = mid * stride
         k = 0
         c = 0
-        while k < 8:
+        while k < m:
             c = int(p[o + k]) - int(r[k])
             if c != 0:
                 break
@@ -34,7 +37,7 @@ def upper(buf, n: int, stride: int, ref) -> int:
         o = (lo - 1) * stride
         eq = 1
         k = 0
-        while k < 8:
+        while k < m:
             if int(p[o + k]) != int(r[k]):
                 eq = 0
                 break
@@ -45,16 +48,24 @@ def upper(buf, n: int, stride: int, ref) -> int:
 def guess(buf, n: int, ref, stride: int) -> int:
     p = ptr8(buf)
     r = ptr8(ref)
-    o = n * 8
-    mid = o + 8
+    o = n * 4
+    mid = o + 4
     k = 0
-    while k < 5:
+    while k < 3:
         if p[o + k] != p[mid + k]:
             break
         k += 1
-    lo = (int(p[o + k]) << 16) | (int(p[o + k + 1]) << 8) | int(p[o + k + 2])
-    hi = (int(p[mid + k]) << 16) | (int(p[mid + k + 1]) << 8) | int(p[mid + k + 2])
-    c = (int(r[k]) << 16) | (int(r[k + 1]) << 8) | int(r[k + 2])
+    lo = int(p[o + k]) << 16
+    hi = int(p[mid + k]) << 16
+    c = int(r[k]) << 16
+    if k < 3:
+        lo |= int(p[o + k + 1]) << 8
+        hi |= int(p[mid + k + 1]) << 8
+        c |= int(r[k + 1]) << 8
+    if k < 2:
+        lo |= int(p[o + k + 2])
+        hi |= int(p[mid + k + 2])
+        c |= int(r[k + 2])
     if c <= lo:
         return 0
     if c >= hi:
@@ -72,11 +83,14 @@ def guess(buf, n: int, ref, stride: int) -> int:
 def _compile():
     """(upper, guess), or (None, None) where there is no emitter.
 
-    upper(buf, n, stride, ref): of the n sorted 8-byte keys in `buf`, `stride` bytes apart,
-    how many are <= ref, times 2, plus 1 when the last of them equals ref.
-    guess(buf, n, ref, stride): where in [0, stride) `ref` falls between the 8-byte keys n and
-    n + 1 of `buf` (buf[n] <= ref < buf[n + 1]) if the stride's keys are evenly spread, by
-    linear interpolation on the 24 bits after the two keys' common prefix (at most 5 bytes).
+    upper(buf, n, stride, ref): of the n sorted keys in `buf`, `stride` bytes apart, how many
+    are <= ref, times 2, plus 1 when the last of them equals ref. A key is the first 8 bytes
+    at its place (a record's reference), or all `stride` bytes when fewer (the RAM index's
+    4-byte prefixes), compared with as many first bytes of ref.
+    guess(buf, n, ref, stride): where in [0, stride) `ref` falls between the 4-byte keys n and
+    n + 1 of `buf` (buf[n] < ref's first 4 bytes < buf[n + 1]) if the stride's keys are evenly
+    spread, by linear interpolation on the 24 bits after the two keys' common prefix (at most
+    3 bytes; bytes past the first 4 count as 0, ref's included: it may be 4 bytes long).
     Only a starting point: the search checks what it reads there. Its names are upper's
     (each new name would be one more string interned in the heap, where the source is
     compiled)."""

@@ -28,10 +28,11 @@ def _rand(seed):
 
 
 def _reference_upper(buf, n, stride, ref):
+    m = min(stride, 8)  # a record's reference, or a whole 4-byte index entry
     lo = 0
-    while lo < n and buf[lo * stride:lo * stride + 8] <= ref:
+    while lo < n and buf[lo * stride:lo * stride + m] <= ref[:m]:
         lo += 1
-    eq = 1 if lo and buf[(lo - 1) * stride:(lo - 1) * stride + 8] == ref else 0
+    eq = 1 if lo and buf[(lo - 1) * stride:(lo - 1) * stride + m] == ref[:m] else 0
     return lo * 2 + eq
 
 
@@ -41,11 +42,12 @@ def test_native_search_is_compiled_on_micropython_only():
 
 
 def _keys(rnd, n, stride):
+    m = min(stride, 8)
     refs = sorted(set(bytes([rnd(2) for _ in range(6)]) + bytes([rnd(8), rnd(8)])
                       for _ in range(n)))
     buf = bytearray(len(refs) * stride)
     for i, r in enumerate(refs):
-        buf[i * stride:i * stride + 8] = r
+        buf[i * stride:i * stride + m] = r[:m]
         for j in range(8, stride):
             buf[i * stride + j] = 0xA5  # record bytes after the reference are not compared
     return refs, buf
@@ -55,7 +57,7 @@ def test_native_search_agrees_with_a_linear_scan():
     if upper is None:
         return  # CPython: the bytecode search, tested by the cache tests
     rnd = _rand(5)
-    for stride in (8, 15):
+    for stride in (4, 8, 15):  # the RAM index's 4-byte prefixes, references, records
         for n in (0, 1, 2, 7, 64):
             refs, buf = _keys(rnd, n, stride)
             probes = list(refs)
@@ -159,11 +161,28 @@ def test_interpolated_reads_find_cards_however_the_references_are_spread():
     # (the guess falls after the card) or at its end (before it), the search goes on from
     # what the read showed and gives the bytecode search's answers.
     n = 520  # 3 strides of 256 records with an index of at most 4 entries
-    even = _agree_on("interp-even", [0x0123456789 + 7919 * i for i in range(n)])
+    # (Spread over the first 4 bytes, the part of a reference the RAM index keeps.)
+    even = _agree_on("interp-even", [(0x012345 + 7919 * i) << 32 | i for i in range(n)])
     gc.collect()
-    early = _agree_on("interp-early", [i * i * i for i in range(n)])
+    early = _agree_on("interp-early", [(i * i * i) << 32 for i in range(n)])
     gc.collect()
-    late = _agree_on("interp-late", [n * n * n - (n - i) ** 3 for i in range(n + 1)][1:])
+    late = _agree_on("interp-late", [(n * n * n - (n - i) ** 3) << 32 for i in range(n + 1)][1:])
     if upper is not None:  # only MicroPython interpolates: count its reads
         assert max(even) == 1
         assert max(early) > 1 and max(late) > 1
+
+
+def test_index_entries_sharing_their_first_four_bytes_still_find_every_card():
+    # The RAM index keeps 4 bytes of a reference: where entries share them (runs of cards with
+    # one prefix across several strides, here three prefixes only), the search covers the
+    # strides the run spans and still gives the bytecode search's answers, every card found.
+    gc.collect()
+    rnd = _rand(23)
+    values = sorted(set((1 + rnd(2) % 3) << 56 | rnd(30) for _ in range(250)))
+    _agree_on("index-shared-prefix", values)
+    gc.collect()
+    # A run of one prefix starting and ending mid-stride, among prefixes spread evenly.
+    values = [0x0123456789 + (1 << 40) // 700 * i for i in range(100)]
+    values += [(0x7FFFFFFF << 32) | (i * 131) for i in range(100)]
+    values += [(0x80000000 + 0x10000 * i) << 32 for i in range(100)]
+    _agree_on("index-run-mid-stride", sorted(values))
