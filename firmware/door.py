@@ -256,6 +256,32 @@ class DoorMachine:
         self._timers(now)
         self._update()
 
+    def resume_opening(self, old, now):
+        """After a restart (firmware/door_task.py) with the door still open: the held-open
+        clock of `old`'s opening, not one started at the restart (an opening would otherwise
+        get up to a whole held_open_ms more, and a fire release coming in between would drop
+        the alarm it was due), and its held-open alarms raised again (journaled twice,
+        never lost)."""
+        if self.door != "open" or old.door != "open":
+            return
+        diff = self._diff
+        if old.prealarm_at is not None and self.prealarm_at is not None \
+                and diff(old.prealarm_at, self.prealarm_at) < 0:
+            self.prealarm_at = old.prealarm_at
+        if old.held_at is not None and self.held_at is not None \
+                and diff(old.held_at, self.held_at) < 0:
+            self.held_at = old.held_at
+        if old.alarms & _A_HELD:
+            self.held_at = None
+            self.ep_raised |= _A_HELD
+            self._raise(_A_HELD, ev.HELD_OPEN)
+        if old.alarms & _A_PREALARM and self._held_timers_apply():
+            self.prealarm_at = None
+            self.ep_raised |= _A_PREALARM
+            self._raise(_A_PREALARM, ev.HELD_OPEN_PREALARM)
+        self._timers(now)
+        self._update()
+
     # -- door movements -------------------------------------------------------------
 
     def _opened(self, now):

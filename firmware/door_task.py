@@ -20,7 +20,8 @@ press, whose debouncer is kept, so a button held or stuck through a restart open
 alarm may be journaled twice, never lost (an opening under way becomes one nobody granted:
 forced_open; told at the next poll instead, a grant decided in between made it look granted;
 and an opening the old machine held forced stays forced, told in normal mode, though the
-mode or the fire input that failed came after it).
+mode or the fire input that failed came after it; an opening keeps its held-open clock and
+alarms, `DoorMachine.resume_opening`).
 When even that finds no heap, the state inputs' debouncers go back to their rest values and the
 next poll tells it; (4) it is counted (`door_out_of_memory` in the status), logged, and a patrol report is made
 at once. Only when the heap cannot even hold the fresh machine does the task end (the board
@@ -194,6 +195,7 @@ class DoorTask:
                 if name != "fire" and name != "rex" and deb.value != rest:
                     m.input(now, name, deb.value)
             m.mode, m.fire_input = old.mode, fire_on
+            m.resume_opening(old, now)
         except MemoryError:  # not even that: a fresh machine told at the next poll instead
             gc.collect()
             m = self._fresh(old, now, fire_on)

@@ -186,6 +186,40 @@ def test_an_alarm_raised_by_a_grant_timer_is_not_lost():
     assert b.buzzer.v is True
 
 
+def test_a_restart_keeps_the_held_open_clock_of_the_opening_under_way():
+    # Forced open, then a grant whose event finds no heap restarts the machine 400 ms into the
+    # opening: the held-open alarm is still due 600 ms after the door opened, not after the
+    # restart, so a fire release coming in between does not drop it; an alarm raised before a
+    # restart is raised again by the fresh machine, whatever the mode.
+    b, t, sink = _task()
+    b.door_contact.v = "open"
+    _run(b, t, b.clock.t + 400)
+    opened = [e for e in sink.events if e[0] == ev.DOOR_OPENED]
+    assert opened and ev.HELD_OPEN_PREALARM in sink.codes() and ev.HELD_OPEN not in sink.codes()
+    _arm(sink, 1)
+    try:
+        t.grant("card")
+    except MemoryError:
+        pass
+    assert t.status["door_out_of_memory"] == 1
+    _run(b, t, b.clock.t + 150)  # the door seen open a debounce (20 ms) after the input
+    assert ev.HELD_OPEN not in sink.codes()
+    _run(b, t, b.clock.t + 100)  # 650 ms after the input: due (from the restart: at 1,000)
+    assert ev.HELD_OPEN in sink.codes() and t.machine.door_state() == "held_open"
+    b.fire.v = True
+    _run(b, t, b.clock.t + 100)
+    assert t.mode() == "fire" and "held_open" in t.machine.active_alarms()
+    n = len(sink.events)
+    _arm(sink, 1)  # a restart in fire mode, the door still open: held_open stays raised
+    try:
+        t.deny(1)
+    except MemoryError:
+        pass
+    _run(b, t, b.clock.t + 50)
+    assert t.status["door_out_of_memory"] == 2
+    assert "held_open" in t.machine.active_alarms() and ev.HELD_OPEN in _codes_after(sink, n)
+
+
 def test_a_patrol_report_that_finds_no_heap_is_made_at_the_next_poll():
     b, t, sink = _task()
     n = t.patrol.count
