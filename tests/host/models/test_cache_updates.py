@@ -198,10 +198,27 @@ def test_schedule_parser_refuses_or_parses_never_crashes(raw: bytes) -> None:
         assert e.reason == "malformed"
 
 
-@settings(max_examples=40, deadline=None)
-@given(refs=st.sets(st.binary(min_size=8, max_size=8), max_size=600),
-       probes=st.lists(st.binary(min_size=8, max_size=8), max_size=30),
-       max_index=st.sampled_from([1, 2, 3, 512]))
+_ref8 = st.binary(min_size=8, max_size=8)
+# References as keyed hashes give them (random), and as they stress the RAM index's 4-byte
+# entries: runs sharing their first 4 bytes across index entries (a few prefixes), all sharing
+# leading bytes (small numbers: the index keeps the bytes after those), or one byte apart.
+_prefixed = st.builds(lambda p, s: p + s, st.sampled_from([bytes(4), b"\x00\x00\x00\x01",
+                                                           b"\x7f\xff\xff\xff", b"\x80" + bytes(3)]),
+                      st.binary(min_size=4, max_size=4))
+_small = st.integers(0, 1 << 20).map(lambda v: v.to_bytes(8, "big"))
+_refs_st = st.one_of(st.sets(_ref8, max_size=600), st.sets(st.one_of(_prefixed, _ref8), max_size=600),
+                     st.sets(_small, max_size=600), st.sets(_prefixed, min_size=200, max_size=600))
+
+
+def _near(r: bytes) -> list[bytes]:
+    v = int.from_bytes(r, "big")
+    return [x.to_bytes(8, "big") for x in (v - 1, v + 1, v ^ (1 << 32), v ^ (1 << 31))
+            if 0 <= x < 1 << 64]
+
+
+@settings(max_examples=80, deadline=None)
+@given(refs=_refs_st, probes=st.lists(_ref8, max_size=30),
+       max_index=st.sampled_from([1, 2, 3, 5, 512]))
 def test_lookup_finds_exactly_the_listed_cards_whatever_the_index(refs: set, probes: list,
                                                                    max_index: int) -> None:
     from offline_cache import cache as cache_mod
@@ -215,7 +232,9 @@ def test_lookup_finds_exactly_the_listed_cards_whatever_the_index(refs: set, pro
             c.apply_bytes(data)
         finally:
             cache_mod.MAX_INDEX = old
-        for r in list(refs)[:60] + probes:
+        listed = sorted(refs)
+        sample = listed[::max(1, len(listed) // 40)] + listed[-1:]
+        for r in sample + [n for s in sample for n in _near(s)] + probes + [bytes(8), b"\xff" * 8]:
             rec = c.lookup(r)
             assert (rec is not None) == (r in refs) and (rec is None or rec[0] == r)
         c.close()
