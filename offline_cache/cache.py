@@ -283,9 +283,14 @@ class Table:
             # after the last entry below them (the file's start when none is), before entry `hi`.
             mid = lo * stride
             key = r[:_KEY]
-            while lo > 0 and idx[lo * _KEY:(lo + 1) * _KEY] == key:
-                lo -= 1
-            start = lo * stride
+            a = 0
+            while a < lo:  # the first entry with those bytes (a search: runs can be long)
+                m = (a + lo) >> 1
+                if idx[m * _KEY:(m + 1) * _KEY] < key:
+                    a = m + 1
+                else:
+                    lo = m
+            start = (a - 1) * stride if a else 0
             end = min(n, hi * stride)
         else:
             start = lo * stride

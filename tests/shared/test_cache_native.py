@@ -186,3 +186,5 @@ def test_index_entries_sharing_their_first_four_bytes_still_find_every_card():
     values += [(0x7FFFFFFF << 32) | (i * 131) for i in range(100)]
     values += [(0x80000000 + 0x10000 * i) << 32 for i in range(100)]
     _agree_on("index-run-mid-stride", sorted(values))
+    gc.collect()
+    _agree_on("index-run-long", sorted(values), stride_cap=16)  # a run over 3 entries and more
