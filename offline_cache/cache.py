@@ -258,6 +258,8 @@ class Table:
             r = ref[self.skip:]
         if native is not None:  # machine code: the same answers as the bytecode below
             u = native(idx, self.entries, _KEY, r)
+            first = u >> 16
+            u &= 0xFFFF
         else:
             key = r[:_KEY]
             lo, hi = 0, self.entries
@@ -269,8 +271,17 @@ class Table:
                 else:
                     hi = mid
             u = lo << 1
+            first = 0
             if lo and idx[(lo - 1) * _KEY:lo * _KEY] == key:
                 u |= 1
+                first = lo - 1
+                a = 0
+                while a < first:  # the first entry equal to key (runs can be long)
+                    m = (a + first) >> 1
+                    if idx[m * _KEY:(m + 1) * _KEY] < key:
+                        a = m + 1
+                    else:
+                        first = m
         hi = u >> 1  # entries whose first bytes are <= ref's: the record of entry `hi` is > ref
         if hi == 0:
             return -1
@@ -282,15 +293,7 @@ class Table:
             # may be above ref, and entries before it may share those bytes too: the answer is
             # after the last entry below them (the file's start when none is), before entry `hi`.
             mid = lo * stride
-            key = r[:_KEY]
-            a = 0
-            while a < lo:  # the first entry with those bytes (a search: runs can be long)
-                m = (a + lo) >> 1
-                if idx[m * _KEY:(m + 1) * _KEY] < key:
-                    a = m + 1
-                else:
-                    lo = m
-            start = (a - 1) * stride if a else 0
+            start = (first - 1) * stride if first else 0  # `first`: the first entry equal
             end = min(n, hi * stride)
         else:
             start = lo * stride

@@ -42,6 +42,19 @@ def upper(buf, n: int, stride: int, ref) -> int:
                 eq = 0
                 break
             k += 1
+    if eq and m < 8:
+        lt = lo - 1
+        while lt > 0:
+            o = (lt - 1) * stride
+            k = 0
+            while k < m:
+                if int(p[o + k]) != int(r[k]):
+                    break
+                k += 1
+            if k < m:
+                break
+            lt -= 1
+        return (lt << 16) | (lo << 1) | eq
     return (lo << 1) | eq
 
 @micropython.viper
@@ -86,7 +99,9 @@ def _compile():
     upper(buf, n, stride, ref): of the n sorted keys in `buf`, `stride` bytes apart, how many
     are <= ref, times 2, plus 1 when the last of them equals ref. A key is the first 8 bytes
     at its place (a record's reference), or all `stride` bytes when fewer (the RAM index's
-    4-byte prefixes), compared with as many first bytes of ref.
+    4-byte entries), compared with as many first bytes of ref; for those, when the last equals
+    ref, plus how many are < ref times 65536 (n < 32768: the first of the equal keys, found
+    without allocating).
     guess(buf, n, ref, stride): where in [0, stride) `ref` falls between the 4-byte keys n and
     n + 1 of `buf` (buf[n] < ref's first 4 bytes < buf[n + 1]) if the stride's keys are evenly
     spread, by linear interpolation on the 24 bits after the two keys' common prefix (at most

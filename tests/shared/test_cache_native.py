@@ -33,6 +33,11 @@ def _reference_upper(buf, n, stride, ref):
     while lo < n and buf[lo * stride:lo * stride + m] <= ref[:m]:
         lo += 1
     eq = 1 if lo and buf[(lo - 1) * stride:(lo - 1) * stride + m] == ref[:m] else 0
+    if eq and m < 8:  # index entries: also how many are below ref (the first equal one)
+        lt = 0
+        while buf[lt * stride:lt * stride + m] < ref[:m]:
+            lt += 1
+        return lt * 65536 + lo * 2 + eq
     return lo * 2 + eq
 
 

@@ -19,7 +19,7 @@ insn = mps2.insn
 KEY = b"bench-cache-key-0123456789abcdef"
 SITE = 1
 NOW = 20000 * 86400 + 12 * 3600
-SPREAD = 0xA7C5AC471B5  # refs are i * SPREAD + 1: sorted, unique, spread as keyed hashes are
+SPREAD = 0xA7C5AC471B5  # refs i * SPREAD + 1: sorted, unique, differing from the first byte on
 
 
 def fig(name, value):
